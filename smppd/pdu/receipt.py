@@ -1,0 +1,370 @@
+"""Delivery receipts: reading their outcome, and matching their message_id to a submit.
+
+This module owns the receipt body of SMPP v3.4 Appendix B (`id:... stat:DELIVRD err:000 text:...`),
+the receipt TLVs of 5.3.2 (receipted_message_id, message_state, network_error_code), the
+normalisation of the stat words carriers actually send, and the correlation keys that let a
+receipt's id find the submit_sm_resp id it refers to. It takes decoded values (str, int, bytes) and
+never raises on what a peer sent; it knows nothing of PDUs' wire format, sessions or the store.
+
+Correlation. Carriers render one id differently in the submit_sm_resp and in the receipt: hex in
+one and decimal in the other (ids may exceed 64 bits), either case, with or without leading zeros.
+`correlation_keys` maps an id to at most two keys, such that two renderings of the same id share
+one: the integer value as a decimal string for numeric ids, and a prefixed case-folded string for
+the rest. The store keeps every key of a submitted id (beside `primary_key`, the canonical form to
+show and to index uniquely) and looks a receipt up by any of its keys, preferring a match on the
+receipt's own primary key.
+
+The known ambiguity: a decimal-looking id such as "1234" is read both as 1234 and as 0x1234, so it
+could match a different message whose id is 4660. That is acceptable because a lookup is scoped to
+one carrier's segments still waiting for a receipt, a carrier renders its ids consistently, and a
+collision needs two open ids related by exactly that reinterpretation; the preference for the
+receipt's primary key breaks the remaining ties towards the plain decimal reading.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from types import MappingProxyType
+from typing import Final
+
+
+class MessageState(IntEnum):
+    """The message_state TLV (SMPP v3.4 5.2.28); SKIPPED is SMPP v5.0's, seen in the wild."""
+
+    ENROUTE = 1
+    DELIVERED = 2
+    EXPIRED = 3
+    DELETED = 4
+    UNDELIVERABLE = 5
+    ACCEPTED = 6
+    UNKNOWN = 7
+    REJECTED = 8
+    SKIPPED = 9
+
+
+class ReceiptOutcome(StrEnum):
+    """What a receipt says happened to the message, in the queue's words."""
+
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    DELETED = "deleted"
+    ENROUTE = "enroute"
+    ACCEPTED = "accepted"
+    UNKNOWN = "unknown"
+
+
+class ReceiptStat(StrEnum):
+    """The `stat` word of a receipt, normalised to the spellings of SMPP v3.4 Appendix B.
+
+    ENROUTE and ACCEPTD are intermediate. The spec calls ACCEPTED final (read by customer
+    service), but carriers send ACCEPTD (and ACKED) to mean "taken by the SMSC", usually followed
+    by the real outcome; treating it as final would settle messages before they are delivered.
+    A message that never gets a later receipt is settled by its validity period instead.
+    UNKNOWN is final, as in the spec and in Kannel's and Jasmin's handling.
+    """
+
+    DELIVRD = "DELIVRD"
+    EXPIRED = "EXPIRED"
+    DELETED = "DELETED"
+    UNDELIV = "UNDELIV"
+    ACCEPTD = "ACCEPTD"
+    UNKNOWN = "UNKNOWN"
+    REJECTD = "REJECTD"
+    ENROUTE = "ENROUTE"
+
+    @classmethod
+    def from_word(cls, word: str) -> ReceiptStat | None:
+        """The stat a carrier's word stands for (any case, spec or variant spelling), or None."""
+        key = word.strip(_STRIP).upper()
+        if _DIGITS.fullmatch(key) and len(key) <= 2:
+            # A few SMSCs put the message_state number in the text instead of the word.
+            return cls.from_message_state(int(key))
+        return _STAT_WORDS.get(key)
+
+    @classmethod
+    def from_message_state(cls, state: int) -> ReceiptStat | None:
+        """The stat for a message_state TLV value, or None when the value is not a state."""
+        try:
+            return _STAT_OF_STATE[MessageState(state)]
+        except ValueError:
+            return None
+
+    @property
+    def is_final(self) -> bool:
+        """Whether no further receipt is expected for the message."""
+        return self not in _INTERMEDIATE
+
+    @property
+    def outcome(self) -> ReceiptOutcome:
+        """The message outcome this stat reports."""
+        return _OUTCOME_OF_STAT[self]
+
+    @property
+    def message_state(self) -> MessageState:
+        """The message_state value that carries this stat (5.2.28)."""
+        return _STATE_OF_STAT[self]
+
+
+_INTERMEDIATE: Final = frozenset({ReceiptStat.ENROUTE, ReceiptStat.ACCEPTD})
+
+_OUTCOME_OF_STAT: Final[Mapping[ReceiptStat, ReceiptOutcome]] = {
+    ReceiptStat.DELIVRD: ReceiptOutcome.DELIVERED,
+    ReceiptStat.EXPIRED: ReceiptOutcome.EXPIRED,
+    ReceiptStat.DELETED: ReceiptOutcome.DELETED,
+    ReceiptStat.UNDELIV: ReceiptOutcome.UNDELIVERABLE,
+    ReceiptStat.ACCEPTD: ReceiptOutcome.ACCEPTED,
+    ReceiptStat.UNKNOWN: ReceiptOutcome.UNKNOWN,
+    ReceiptStat.REJECTD: ReceiptOutcome.REJECTED,
+    ReceiptStat.ENROUTE: ReceiptOutcome.ENROUTE,
+}
+
+_STATE_OF_STAT: Final[Mapping[ReceiptStat, MessageState]] = {
+    ReceiptStat.DELIVRD: MessageState.DELIVERED,
+    ReceiptStat.EXPIRED: MessageState.EXPIRED,
+    ReceiptStat.DELETED: MessageState.DELETED,
+    ReceiptStat.UNDELIV: MessageState.UNDELIVERABLE,
+    ReceiptStat.ACCEPTD: MessageState.ACCEPTED,
+    ReceiptStat.UNKNOWN: MessageState.UNKNOWN,
+    ReceiptStat.REJECTD: MessageState.REJECTED,
+    ReceiptStat.ENROUTE: MessageState.ENROUTE,
+}
+
+_STAT_OF_STATE: Final[Mapping[MessageState, ReceiptStat]] = {
+    **{state: stat for stat, state in _STATE_OF_STAT.items()},
+    # Not transmitted on the network (SMPP v5.0): final and not delivered.
+    MessageState.SKIPPED: ReceiptStat.UNDELIV,
+}
+
+# Spellings seen from SMSCs and gateways, upper-cased. Words not listed read as UNKNOWN.
+_STAT_WORDS: Final[Mapping[str, ReceiptStat]] = {
+    **{stat.value: stat for stat in ReceiptStat},
+    **{state.name: stat for state, stat in _STAT_OF_STATE.items()},
+    "DELIVERD": ReceiptStat.DELIVRD,
+    "DELIVR": ReceiptStat.DELIVRD,
+    "EXPIRD": ReceiptStat.EXPIRED,
+    "DELETD": ReceiptStat.DELETED,
+    "UNDELIVERED": ReceiptStat.UNDELIV,
+    "UNDELIVRD": ReceiptStat.UNDELIV,
+    "UNDELIVD": ReceiptStat.UNDELIV,
+    "REJECT": ReceiptStat.REJECTD,
+    "REJECTED": ReceiptStat.REJECTD,
+    "ACKED": ReceiptStat.ACCEPTD,
+    "BUFFRED": ReceiptStat.ENROUTE,
+    "BUFFERD": ReceiptStat.ENROUTE,
+    "BUFFERED": ReceiptStat.ENROUTE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkError:
+    """The network_error_code TLV (SMPP v3.4 5.3.2.31): network type, then its error code."""
+
+    network_type: int  # 1 ANSI-136, 2 IS-95, 3 GSM; others reserved
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One delivery receipt, from its text, its TLVs or both.
+
+    Dates are naive, in whatever zone the SMSC wrote them (the spec does not say). `err` stays text
+    because carriers use alphanumeric codes; it is empty when neither text nor TLV gave one.
+    `extra` holds the fields this module does not know, keyed by case-folded name.
+    """
+
+    message_id: str
+    stat: ReceiptStat
+    err: str = ""
+    sub: str | None = None
+    dlvrd: str | None = None
+    submit_date: datetime | None = None
+    done_date: datetime | None = None
+    text: str | None = field(default=None, repr=False)  # the message's start: never logged
+    network_error: NetworkError | None = None
+    extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    @property
+    def is_final(self) -> bool:
+        """Whether this receipt settles the message."""
+        return self.stat.is_final
+
+    @property
+    def outcome(self) -> ReceiptOutcome:
+        """The message outcome reported."""
+        return self.stat.outcome
+
+
+# What surrounds values: C-string NULs, padding, and the odd comma or semicolon separator.
+_STRIP: Final = " \t\r\n\x00\x0b\x0c,;"
+_DIGITS: Final = re.compile(r"[0-9]+")
+_HEX: Final = re.compile(r"[0-9a-f]+")
+
+# A field name starts the string or follows a separator, and ends at a colon. The two-word date
+# names come first so that "submit date:" is not read as a field "date". The name length is capped
+# so the scan stays linear on any input.
+_FIELD: Final = re.compile(
+    r"(?:^|(?<=[\s,;]))(submit[\s_-]*date|done[\s_-]*date|[a-z][a-z0-9_-]{0,31})[ \t]*:",
+    re.IGNORECASE,
+)
+_NAME_NOISE: Final = re.compile(r"[\s_-]")
+_KNOWN: Final = frozenset({"id", "sub", "dlvrd", "submitdate", "donedate", "stat", "err"})
+_DATE_SEPARATORS: Final = re.compile(r"[\s\-:/.Tt]")
+
+
+def parse_receipt_text(text: str) -> Receipt | None:
+    """Read an SMPP v3.4 Appendix B receipt body; None when it has neither an id nor a stat.
+
+    Tolerant: names in any case and order, `submit_date`/`submitdate` spellings, missing fields,
+    extra spaces, unknown fields (kept in `extra`). `text:` runs to the end of the string, since
+    the original message may contain colons and spaces. Never raises.
+    """
+    body = text.strip(_STRIP)
+    known: dict[str, str] = {}
+    extra: dict[str, str] = {}
+    message_text: str | None = None
+    fields = _FIELD.finditer(body)
+    current = next(fields, None)
+    while current is not None:
+        name = current.group(1).casefold()
+        canonical = _NAME_NOISE.sub("", name)
+        if canonical == "text":
+            message_text = body[current.end() :].strip(" \t\r\n\x00")
+            break
+        following = next(fields, None)
+        end = following.start() if following is not None else len(body)
+        value = body[current.end() : end].strip(_STRIP)
+        if canonical in _KNOWN:
+            known.setdefault(canonical, value)
+        else:
+            extra.setdefault(name, value)
+        current = following
+
+    message_id = known.get("id", "")
+    stat_word = known.get("stat")
+    if not message_id and not stat_word:
+        return None
+    stat = ReceiptStat.from_word(stat_word) if stat_word else None
+    if stat is None:
+        stat = ReceiptStat.UNKNOWN
+        if stat_word:
+            # Keep the carrier's word for logs and metrics; the outcome is still final.
+            extra.setdefault("stat", stat_word)
+    return Receipt(
+        message_id=message_id,
+        stat=stat,
+        err=known.get("err", ""),
+        sub=known.get("sub") or None,
+        dlvrd=known.get("dlvrd") or None,
+        submit_date=_parse_date(known.get("submitdate", "")),
+        done_date=_parse_date(known.get("donedate", "")),
+        text=None if not message_text or message_text.casefold() == "none" else message_text,
+        extra=MappingProxyType(extra),
+    )
+
+
+def receipt_from_parts(
+    text: str | None,
+    *,
+    receipted_message_id: str | None,
+    message_state: int | None,
+    network_error_code: bytes | None,
+) -> Receipt | None:
+    """Build a receipt from a deliver_sm/data_sm: the TLVs where present and valid, else the text.
+
+    The TLVs are typed and unambiguous, so they win over the text's id, stat and err; the text
+    still supplies the dates, counters and message excerpt. A message_state that is not a state, or
+    a network_error_code that is not 3 octets, is ignored. None when neither source has an id or
+    a stat.
+    """
+    parsed = parse_receipt_text(text) if text is not None else None
+    tlv_id = receipted_message_id.strip(_STRIP) if receipted_message_id is not None else ""
+    tlv_stat = ReceiptStat.from_message_state(message_state) if message_state is not None else None
+    network_error = _parse_network_error(network_error_code)
+    if parsed is None:
+        if not tlv_id and tlv_stat is None:
+            return None
+        parsed = Receipt(message_id="", stat=ReceiptStat.UNKNOWN)
+    return Receipt(
+        message_id=tlv_id or parsed.message_id,
+        stat=tlv_stat if tlv_stat is not None else parsed.stat,
+        err=f"{network_error.error_code:03d}" if network_error is not None else parsed.err,
+        sub=parsed.sub,
+        dlvrd=parsed.dlvrd,
+        submit_date=parsed.submit_date,
+        done_date=parsed.done_date,
+        text=parsed.text,
+        network_error=network_error,
+        extra=parsed.extra,
+    )
+
+
+def _parse_network_error(value: bytes | None) -> NetworkError | None:
+    if value is None or len(value) != 3:
+        return None
+    return NetworkError(network_type=value[0], error_code=int.from_bytes(value[1:3], "big"))
+
+
+def _parse_date(value: str) -> datetime | None:
+    """YYMMDDhhmm (the spec), YYMMDDhhmmss or YYYYMMDDhhmmss, separators allowed; else None."""
+    digits = _DATE_SEPARATORS.sub("", value)
+    if not _DIGITS.fullmatch(digits):
+        return None
+    if len(digits) == 14:
+        year, rest = int(digits[:4]), digits[4:]
+    elif len(digits) in (10, 12):
+        # Two-digit years are this century: receipts report on messages sent minutes ago.
+        year, rest = 2000 + int(digits[:2]), digits[2:]
+    else:
+        return None
+    second = int(rest[8:10]) if len(rest) == 10 else 0
+    try:
+        # Naive on purpose: the SMSC's zone is unknown, so the time is kept as given.
+        return datetime(
+            year, int(rest[0:2]), int(rest[2:4]), int(rest[4:6]), int(rest[6:8]), second
+        )
+    except ValueError:
+        return None
+
+
+# SMPP's message_id is a C-Octet String of at most 65 octets; longer is no id we issued, and
+# capping it bounds the big-integer conversions.
+_MAX_ID_CHARS: Final = 65
+# Non-numeric keys carry a prefix with a non-digit, so they never equal a numeric key.
+_OPAQUE_PREFIX: Final = "s:"
+
+
+def correlation_keys(message_id: str) -> tuple[str, ...]:
+    """The keys under which `message_id` matches its other renderings; empty for an empty id.
+
+    Hex ids (with a-f, or a 0x prefix) give their value; all-digit ids give their value read as
+    decimal and as hex; values are decimal strings without leading zeros. Anything else, or an id
+    longer than 65 characters, gives one prefixed case-folded key without leading zeros.
+    """
+    norm = message_id.strip(" \t\r\n\x00\x0b\x0c").casefold()
+    if not norm:
+        return ()
+    if len(norm) <= _MAX_ID_CHARS:
+        if norm.startswith("0x") and _HEX.fullmatch(norm, 2):
+            return (str(int(norm[2:], 16)),)
+        if _DIGITS.fullmatch(norm):
+            as_decimal, as_hex = str(int(norm)), str(int(norm, 16))
+            return (as_decimal,) if as_decimal == as_hex else (as_decimal, as_hex)
+        if _HEX.fullmatch(norm):
+            return (str(int(norm, 16)),)
+    return (_OPAQUE_PREFIX + norm.lstrip("0"),)
+
+
+def primary_key(message_id: str) -> str:
+    """The canonical key of `message_id`: the first of its correlation keys ("" for an empty id).
+
+    For an all-digit id it is the decimal reading. The empty key is never among any id's
+    correlation keys, so an empty id matches nothing.
+    """
+    keys = correlation_keys(message_id)
+    return keys[0] if keys else ""
