@@ -1,0 +1,103 @@
+"""Command status codes (SMPP v3.4 section 5.1.3) and how the send loop should treat each.
+
+A non-zero command_status is an outcome, not an exception: `classify` is the one table that says
+which outcomes are worth retrying. Codes outside the table (vendor specific 0x400-0x4FF and the
+like) are permanent unless listed, since retrying an unknown rejection forever gets senders blocked.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, IntEnum
+
+
+class CommandStatus(IntEnum):
+    ESME_ROK = 0x00000000
+    ESME_RINVMSGLEN = 0x00000001
+    ESME_RINVCMDLEN = 0x00000002
+    ESME_RINVCMDID = 0x00000003
+    ESME_RINVBNDSTS = 0x00000004
+    ESME_RALYBND = 0x00000005
+    ESME_RINVPRTFLG = 0x00000006
+    ESME_RINVREGDLVFLG = 0x00000007
+    ESME_RSYSERR = 0x00000008
+    ESME_RINVSRCADR = 0x0000000A
+    ESME_RINVDSTADR = 0x0000000B
+    ESME_RINVMSGID = 0x0000000C
+    ESME_RBINDFAIL = 0x0000000D
+    ESME_RINVPASWD = 0x0000000E
+    ESME_RINVSYSID = 0x0000000F
+    ESME_RCANCELFAIL = 0x00000011
+    ESME_RREPLACEFAIL = 0x00000013
+    ESME_RMSGQFUL = 0x00000014
+    ESME_RINVSERTYP = 0x00000015
+    ESME_RINVNUMDESTS = 0x00000033
+    ESME_RINVDLNAME = 0x00000034
+    ESME_RINVDESTFLAG = 0x00000040
+    ESME_RINVSUBREP = 0x00000042
+    ESME_RINVESMCLASS = 0x00000043
+    ESME_RCNTSUBDL = 0x00000044
+    ESME_RSUBMITFAIL = 0x00000045
+    ESME_RINVSRCTON = 0x00000048
+    ESME_RINVSRCNPI = 0x00000049
+    ESME_RINVDSTTON = 0x00000050
+    ESME_RINVDSTNPI = 0x00000051
+    ESME_RINVSYSTYP = 0x00000053
+    ESME_RINVREPFLAG = 0x00000054
+    ESME_RINVNUMMSGS = 0x00000055
+    ESME_RTHROTTLED = 0x00000058
+    ESME_RINVSCHED = 0x00000061
+    ESME_RINVEXPIRY = 0x00000062
+    ESME_RINVDFTMSGID = 0x00000063
+    ESME_RX_T_APPN = 0x00000064
+    ESME_RX_P_APPN = 0x00000065
+    ESME_RX_R_APPN = 0x00000066
+    ESME_RQUERYFAIL = 0x00000067
+    ESME_RINVOPTPARSTREAM = 0x000000C0
+    ESME_ROPTPARNOTALLWD = 0x000000C1
+    ESME_RINVPARLEN = 0x000000C2
+    ESME_RMISSINGOPTPARAM = 0x000000C3
+    ESME_RINVOPTPARAMVAL = 0x000000C4
+    ESME_RDELIVERYFAILURE = 0x000000FE
+    ESME_RUNKNOWNERR = 0x000000FF
+
+
+class StatusClass(Enum):
+    SUCCESS = "success"
+    TEMPORARY = "temporary"  # retry later, same message, same correlation
+    PERMANENT = "permanent"  # the message fails; retrying will not help
+
+
+# Statuses an SMSC uses for "not now": congestion, throttling, its own trouble, or a transient
+# application error (ESME_RX_T_APPN is "temporary" by definition, v3.4 5.1.3).
+_TEMPORARY: frozenset[int] = frozenset(
+    {
+        CommandStatus.ESME_RSYSERR,
+        CommandStatus.ESME_RMSGQFUL,
+        CommandStatus.ESME_RTHROTTLED,
+        CommandStatus.ESME_RX_T_APPN,
+        CommandStatus.ESME_RSUBMITFAIL,
+        CommandStatus.ESME_RDELIVERYFAILURE,
+        CommandStatus.ESME_RUNKNOWNERR,
+        CommandStatus.ESME_RINVBNDSTS,  # we raced a rebind; the next bind takes it
+    }
+)
+
+# The subset that means "slow down": the bind backs off on these, on top of the message retry.
+THROTTLING: frozenset[int] = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
+
+
+def classify(command_status: int) -> StatusClass:
+    """Return how a submit answered with `command_status` should be treated."""
+    if command_status == 0:
+        return StatusClass.SUCCESS
+    if command_status in _TEMPORARY:
+        return StatusClass.TEMPORARY
+    return StatusClass.PERMANENT
+
+
+def status_name(command_status: int) -> str:
+    """The spec name of a status, or its hex form for vendor codes (safe as a metric label)."""
+    try:
+        return CommandStatus(command_status).name
+    except ValueError:
+        return f"0x{command_status:08X}"
