@@ -269,6 +269,10 @@ def test_encode_refuses_what_smpp_cannot_carry() -> None:
         encode(SubmitSm(esm_class=256))
     with pytest.raises(EncodeError):
         Tlv.of_int(Tag.sar_msg_ref_num, 70000)
+    with pytest.raises(EncodeError):
+        encode(SubmitSm(tlvs=(Tlv(0x10000, b""),)))
+    with pytest.raises(EncodeError):
+        encode(SubmitSm(tlvs=(Tlv(0x1400, b"x" * 0x10000),)))
 
 
 def test_message_payload_carries_long_content() -> None:

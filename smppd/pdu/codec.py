@@ -29,6 +29,7 @@ HEADER_SIZE = 16
 DEFAULT_MAX_COMMAND_LENGTH = 64 * 1024  # message_payload may carry up to 64 KiB
 
 _TLV_HEAD = struct.Struct(">HH")
+_TLV_LENGTHS = _tlv.LENGTHS
 
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes, int, int], Pdu]
@@ -169,20 +170,18 @@ def _decode_tlvs(body: bytes, p: int, cid: int, seq: int, is_resp: bool) -> tupl
                 cid,
                 seq,
             )
-        _tlv.check(tag, length, command_id=cid, sequence_number=seq)
+        bounds = _TLV_LENGTHS.get(tag)
+        if bounds is not None and not bounds[0] <= length <= bounds[1]:
+            _tlv.check(tag, length, command_id=cid, sequence_number=seq)  # raises
         out.append(Tlv(tag, body[p : p + length]))
         p += length
     return tuple(out)
 
 
 def _encode_tlvs(tlvs: tuple[Tlv, ...]) -> bytes:
-    out = []
-    for t in tlvs:
-        if len(t.value) > 0xFFFF or not 0 <= t.tag <= 0xFFFF:
-            raise EncodeError(f"TLV 0x{t.tag:04X} does not fit")
-        out.append(_TLV_HEAD.pack(t.tag, len(t.value)))
-        out.append(t.value)
-    return b"".join(out)
+    # A tag or length past 16 bits makes pack raise struct.error, which encode() translates.
+    pack = _TLV_HEAD.pack
+    return b"".join([pack(tag, len(value)) + value for tag, value in tlvs])
 
 
 def _check_content(pdu: Any) -> None:
@@ -265,10 +264,16 @@ def _compile_decoder(cls: type[Pdu]) -> Decoder:
             lines.append(f"    {name}, p = _decode_dests(body, p, {cid}, seq)")
         elif f.kind is spec.Kind.UNSUCCESS_SMES:
             lines.append(f"    {name}, p = _decode_unsuccess(body, p, {cid}, seq)")
-    lines.append(f"    tlvs = _decode_tlvs(body, p, {cid}, seq, {is_resp}) if p < n else ()")
-    args = "".join(f", {n}={n}" for n in names)
-    lines.append(f"    return cls(sequence_number=seq, command_status=status, tlvs=tlvs{args})")
-    namespace = dict(_NAMESPACE, cls=cls)
+    # Fill the slots directly: calling __init__ with twenty keywords costs more than the parse.
+    lines += [
+        "    pdu = _new(cls)",
+        "    pdu.sequence_number = seq",
+        "    pdu.command_status = status",
+        f"    pdu.tlvs = _decode_tlvs(body, p, {cid}, seq, {is_resp}) if p < n else ()",
+    ]
+    lines += [f"    pdu.{name} = {name}" for name in names]
+    lines.append("    return pdu")
+    namespace = dict(_NAMESPACE, cls=cls, _new=object.__new__)
     exec("\n".join(lines), namespace)  # noqa: S102 - source built above from our own tables
     decoder: Decoder = namespace["decode"]
     return decoder
