@@ -1,0 +1,141 @@
+"""What the local API offers, in domain words: the contract between the socket server and the core.
+
+The API server (smppd.api) parses requests into these values and renders replies and errors; the
+gateway (smppd.gateway) implements `Service`. Neither side knows the other's internals, so the
+server is tested against a stand-in service and the gateway without a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from smppd.errors import SmppdError
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes of the API (documented in the README; never renamed)."""
+
+    invalid_json = "invalid_json"
+    line_too_long = "line_too_long"
+    invalid_request = "invalid_request"  # not an object, or a field of the wrong type
+    missing_field = "missing_field"
+    invalid_field = "invalid_field"
+    unknown_op = "unknown_op"
+    invalid_address = "invalid_address"
+    unencodable_text = "unencodable_text"
+    too_many_segments = "too_many_segments"
+    sender_not_allowed = "sender_not_allowed"
+    opted_out = "opted_out"
+    over_daily_cap = "over_daily_cap"
+    no_route = "no_route"
+    not_found = "not_found"
+    queue_full = "queue_full"
+    storage_full = "storage_full"
+    too_many_pending = "too_many_pending"
+    too_many_connections = "too_many_connections"
+    unauthorized = "unauthorized"
+    shutting_down = "shutting_down"
+    internal = "internal"
+
+
+class ApiError(SmppdError):
+    """A request refused with a stable code; `field` names the offending request field if any."""
+
+    def __init__(self, code: ErrorCode, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": str(self.code), "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return error
+
+
+@dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """A configured API client, resolved from the caller's uid."""
+
+    name: str
+    senders: frozenset[str]
+    max_priority: int = 9
+
+
+class Priority:
+    """Named priorities; requests may also give an integer 0..9 (higher is more urgent)."""
+
+    NAMES: Mapping[str, int] = {"bulk": 0, "normal": 5, "urgent": 9}
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    to: str
+    sender: str
+    text: str
+    priority: int = 5
+    ref: str | None = None
+    validity_s: float | None = None
+    schedule_at: float | None = None  # epoch seconds
+    registered_delivery: bool = True
+    encoding: str = "auto"  # auto | gsm7 | ucs2 | latin1
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitReply:
+    id: int
+    segments: int
+    created: bool  # False when `ref` matched an earlier submit (idempotent)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "segments": self.segments, "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a subscriber hears about: kind is `receipt`, `inbound` or `state`."""
+
+    kind: str
+    client: str | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.kind, **self.data}
+
+
+class Subscription(Protocol):
+    """A bounded stream of events for one client; ends (with a last `dropped` event) if it lags."""
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    def close(self) -> None: ...
+
+
+class Service(Protocol):
+    async def submit(
+        self, client: ClientIdentity, requests: Sequence[SubmitRequest]
+    ) -> list[SubmitReply | ApiError]:
+        """Validate and durably queue; each reply is sent only after its message is on disk."""
+        ...
+
+    async def status(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
+        """Raises ApiError(not_found) for unknown ids and for other clients' messages."""
+        ...
+
+    async def cancel(self, client: ClientIdentity, message_id: int) -> dict[str, Any]: ...
+
+    def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    async def stats(self, client: ClientIdentity) -> dict[str, Any]: ...
+
+    async def optout(
+        self, client: ClientIdentity, action: str, sender: str, number: str | None
+    ) -> dict[str, Any]:
+        """action: add | remove | list."""
+        ...
