@@ -1,0 +1,98 @@
+"""Fan-out of events (receipts, inbound messages, state changes) to the owning client's subscribers.
+
+An event names its client; only that client's subscribers see it, so a reply never reaches another
+account. Each subscriber has a bounded queue: one that falls behind gets a last `dropped` event and
+is removed, so a stuck reader can cost memory only up to its bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from smppd.service import Event
+
+KINDS = frozenset({"receipt", "inbound", "state"})
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    client: str
+    kinds: frozenset[str]
+    queue: asyncio.Queue[Event | None]
+    hub: EventHub
+    closed: bool = False
+    dropped: bool = field(default=False)
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.queue.get()
+            if event is None:
+                return
+            yield event
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.hub._remove(self)
+            self._end()
+
+    def _end(self) -> None:
+        # The queue keeps one slot spare for the sentinel (see EventHub.subscribe).
+        self.queue.put_nowait(None)
+
+
+class EventHub:
+    def __init__(self, *, queue_size: int = 10_000) -> None:
+        self._queue_size = queue_size
+        self._by_client: dict[str, set[_Subscriber]] = {}
+        self.published = 0
+        self.dropped_subscribers = 0
+
+    def subscribe(self, client: str, kinds: frozenset[str]) -> _Subscriber:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(self._queue_size + 2)
+        sub = _Subscriber(client, kinds, queue, self)
+        self._by_client.setdefault(client, set()).add(sub)
+        return sub
+
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._by_client.values())
+
+    def publish(self, event: Event) -> None:
+        if event.client is None:
+            return
+        subs = self._by_client.get(event.client)
+        if not subs:
+            return
+        self.published += 1
+        for sub in list(subs):
+            if event.kind not in sub.kinds:
+                continue
+            if sub.queue.qsize() >= self._queue_size:
+                self._drop(sub)
+            else:
+                sub.queue.put_nowait(event)
+
+    def close(self) -> None:
+        for subs in list(self._by_client.values()):
+            for sub in list(subs):
+                sub.close()
+
+    def _drop(self, sub: _Subscriber) -> None:
+        self.dropped_subscribers += 1
+        self._remove(sub)
+        sub.closed = True
+        sub.dropped = True
+        sub.queue.put_nowait(Event("dropped", sub.client, {"reason": "subscriber fell behind"}))
+        sub._end()
+
+    def _remove(self, sub: _Subscriber) -> None:
+        subs = self._by_client.get(sub.client)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_client[sub.client]

@@ -1,0 +1,63 @@
+"""Event fan-out: only the owning client hears its events, and a lagging subscriber is dropped."""
+
+from __future__ import annotations
+
+import asyncio
+
+from smppd.events import EventHub
+from smppd.service import Event
+
+
+async def collect(sub: object, n: int) -> list[Event]:
+    out: list[Event] = []
+    async with asyncio.timeout(2):
+        async for event in sub:  # type: ignore[attr-defined]
+            out.append(event)
+            if len(out) == n:
+                break
+    return out
+
+
+async def test_events_reach_only_their_client() -> None:
+    """A reply for client A is never seen by client B."""
+    hub = EventHub()
+    a = hub.subscribe("a", frozenset({"inbound", "receipt"}))
+    b = hub.subscribe("b", frozenset({"inbound", "receipt"}))
+    hub.publish(Event("inbound", "a", {"text": "hi"}))
+    hub.publish(Event("receipt", "b", {"id": 1}))
+    hub.publish(Event("inbound", None, {"text": "orphan"}))
+    assert [e.data for e in await collect(a, 1)] == [{"text": "hi"}]
+    assert [e.data for e in await collect(b, 1)] == [{"id": 1}]
+    assert a.queue.empty()
+    assert b.queue.empty()
+
+
+async def test_kinds_filter() -> None:
+    """A subscriber to receipts does not hear state changes."""
+    hub = EventHub()
+    sub = hub.subscribe("a", frozenset({"receipt"}))
+    hub.publish(Event("state", "a", {"state": "submitted"}))
+    hub.publish(Event("receipt", "a", {"stat": "DELIVRD"}))
+    assert [e.kind for e in await collect(sub, 1)] == ["receipt"]
+
+
+async def test_lagging_subscriber_is_told_and_dropped() -> None:
+    """Past its queue bound a subscriber gets a last `dropped` event and hears nothing more."""
+    hub = EventHub(queue_size=3)
+    sub = hub.subscribe("a", frozenset({"receipt"}))
+    for i in range(10):
+        hub.publish(Event("receipt", "a", {"n": i}))
+    events = [e async for e in sub]
+    assert [e.kind for e in events] == ["receipt"] * 3 + ["dropped"]
+    assert hub.subscriber_count() == 0
+    assert hub.dropped_subscribers == 1
+    assert sub.queue.qsize() == 0
+
+
+async def test_close_ends_iteration() -> None:
+    """Closing a subscription ends its iterator."""
+    hub = EventHub()
+    sub = hub.subscribe("a", frozenset({"receipt"}))
+    sub.close()
+    assert [e async for e in sub] == []
+    assert hub.subscriber_count() == 0
