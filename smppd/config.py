@@ -1,0 +1,477 @@
+"""smppd's configuration: one YAML file validated at start into frozen, typed sections.
+
+It owns the schema (every section, its defaults and ranges), the checks across sections (names
+unique, routes and senders referring to what exists) and the resolution of secrets at load time.
+Each component receives its own section; none of them reads YAML. It must not know how a section
+is used: the send loop, the API and the sessions interpret their settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from smppd.configload import (
+    ConfigError,
+    Converter,
+    Length,
+    OneOf,
+    Pattern,
+    Range,
+    Secret,
+    ValidationError,
+    derive,
+    load,
+)
+
+__all__ = [
+    "EX_CONFIG",
+    "ApiClient",
+    "ApiConfig",
+    "AutoReplies",
+    "BindMode",
+    "Carrier",
+    "Compliance",
+    "Concatenation",
+    "Config",
+    "ConfigError",
+    "DataCoding",
+    "HostPort",
+    "LoggingConfig",
+    "MessageIdFormat",
+    "MetricsConfig",
+    "OptOutScope",
+    "OverCap",
+    "QueueConfig",
+    "Reconnect",
+    "Route",
+    "Sender",
+    "SenderKind",
+    "Tls",
+    "config_diff",
+    "load_config",
+]
+
+EX_CONFIG: Final = 78  # sysexits.h: the CLI exits with this when the config is unusable
+
+DAY_S: Final = 86_400.0
+
+
+class BindMode(StrEnum):
+    TRANSCEIVER = "transceiver"
+    TRANSMITTER = "transmitter"
+    RECEIVER = "receiver"
+
+
+class DataCoding(StrEnum):
+    """What the carrier's SMSC means by data_coding 0 (SMPP v3.4 5.2.19 leaves it to the SMSC)."""
+
+    GSM = "gsm"
+    LATIN1 = "latin1"
+
+
+class Concatenation(StrEnum):
+    UDH8 = "udh8"  # UDH IE 0x00, 8-bit reference
+    UDH16 = "udh16"  # UDH IE 0x08, 16-bit reference
+    SAR = "sar"  # sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs
+    PAYLOAD = "payload"  # one submit_sm with the whole text in message_payload
+
+
+class MessageIdFormat(StrEnum):
+    """How the carrier writes message_id in receipts relative to submit_sm_resp."""
+
+    AUTO = "auto"
+    HEX = "hex"
+    DECIMAL = "decimal"
+
+
+class SenderKind(StrEnum):
+    SHORT = "short"
+    LONG = "long"
+    ALPHA = "alpha"
+
+
+class OverCap(StrEnum):
+    REFUSE = "refuse"
+    HOLD = "hold"
+
+
+class OptOutScope(StrEnum):
+    SENDER = "sender"
+    CLIENT = "client"
+
+
+# --- shared field types -------------------------------------------------------------------------
+
+Name = Annotated[
+    str,
+    Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a name of letters, digits, '.', '_' or '-'"),
+]
+Timeout = Annotated[float, Range(0, 3600, above=True)]
+Interval = Annotated[float, Range(0, DAY_S, above=True)]
+Rate = Annotated[float, Range(0, 1_000_000, above=True)]
+Ton = Annotated[int, Range(0, 6)]  # SMPP v3.4 5.2.5
+Npi = Annotated[int, OneOf((0, 1, 3, 4, 6, 8, 9, 10, 14, 18))]  # SMPP v3.4 5.2.6
+
+
+class FileMode(Converter):
+    """A permission mode written as a quoted octal string ("0660"); an unquoted YAML 0660 is
+    already the integer 432 and an unquoted 660 is decimal, so numbers are refused."""
+
+    def convert(self, raw: object) -> object:
+        if isinstance(raw, str) and (m := re.fullmatch(r"(?:0o)?([0-7]{3,4})", raw)):
+            return int(m[1], 8)
+        raise ValueError(raw)
+
+    def describe(self) -> str:
+        return 'a quoted octal mode such as "0660"'
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int  # 0 asks the kernel for a free port
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class HostPortParser(Converter):
+    def convert(self, raw: object) -> object:
+        if isinstance(raw, str):
+            m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", raw)
+            if m and int(m[2] or m[4]) <= 65535:
+                return HostPort(m[1] or m[3], int(m[2] or m[4]))
+        raise ValueError(raw)
+
+    def describe(self) -> str:
+        return 'an address "host:port" (or "[ipv6]:port")'
+
+
+@dataclass(frozen=True, slots=True)
+class NumberPrefix(Converter):
+    """Leading digits of an international number; a leading '+' is accepted and dropped."""
+
+    max_digits: int = 15
+    country: bool = False  # a country calling code: 1 to 3 digits, never starting with 0
+
+    def convert(self, raw: object) -> object:
+        regex = r"\+?[1-9][0-9]{0,2}" if self.country else rf"\+?[0-9]{{0,{self.max_digits}}}"
+        if isinstance(raw, str) and re.fullmatch(regex, raw):
+            return raw.removeprefix("+")
+        raise ValueError(raw)
+
+    def describe(self) -> str:
+        if self.country:
+            return 'a quoted country calling code such as "44"'
+        return f"a quoted number prefix of at most {self.max_digits} digits"
+
+
+class Keyword(Converter):
+    """A keyword matched case-insensitively against inbound texts; stored upper-case."""
+
+    def convert(self, raw: object) -> object:
+        if isinstance(raw, str) and re.fullmatch(r"\S{1,32}", raw.strip()):
+            return raw.strip().upper()
+        raise ValueError(raw)
+
+    def describe(self) -> str:
+        return "a single word of at most 32 characters"
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueConfig:
+    path: Path = Path("/var/lib/smppd/smppd.db")
+    retention_s: Annotated[float, Range(0, 366 * DAY_S)] = 7 * DAY_S
+    max_depth: Annotated[int, Range(1, 1_000_000_000)] = 5_000_000
+    claim_batch: Annotated[int, Range(1, 100_000)] = 500
+    max_attempts: Annotated[int, Range(1, 10_000)] = 20
+    retry_initial_s: Interval = 1.0
+    retry_max_s: Interval = 300.0
+    receipt_hold_s: Interval = 300.0
+
+    def __post_init__(self) -> None:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValidationError("must not exceed retry_max_s", "retry_initial_s")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiClient:
+    name: Name
+    uids: tuple[Annotated[int, Range(0, 2**32 - 2)], ...] = ()
+    any_uid: bool = False  # explicit: any local user who can open the socket is this client
+    senders: tuple[str, ...] = ()  # after loading: every sender id it may use, owned ones included
+    priority_max: Annotated[int, Range(0, 3)] | None = None  # as SMPP priority_flag 0..3
+
+    def __post_init__(self) -> None:
+        if self.any_uid and self.uids:
+            raise ValidationError("give either uids or any_uid: true, not both", "uids")
+        if not self.any_uid and not self.uids:
+            raise ValidationError("list at least one uid, or set any_uid: true", "uids")
+
+
+_SUN_PATH_MAX: Final = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    socket: Path = Path("/run/smppd/smppd.sock")
+    mode: Annotated[int, FileMode()] = 0o660
+    max_line_bytes: Annotated[int, Range(1024, 64 * 1024 * 1024)] = 1024 * 1024
+    idle_timeout_s: Interval = 300.0
+    max_connections: Annotated[int, Range(1, 65_536)] = 256
+    max_pending_per_connection: Annotated[int, Range(1, 1_000_000)] = 1000
+    clients: tuple[ApiClient, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(os.fsencode(self.socket)) > _SUN_PATH_MAX:
+            raise ValidationError(f"path longer than {_SUN_PATH_MAX} bytes", "socket")
+
+    def client_for_uid(self, uid: int) -> ApiClient | None:
+        """The client a peer with this uid (SO_PEERCRED) acts as: a listed uid wins over any_uid."""
+        listed = next((c for c in self.clients if uid in c.uids), None)
+        return listed or next((c for c in self.clients if c.any_uid), None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    listen: Annotated[HostPort, HostPortParser()] | None = None  # None: no metrics endpoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tls:
+    enabled: bool = False
+    ca_file: Path | None = None  # None: the system's trust store
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify_hostname: bool = True
+    server_hostname: Annotated[str, Length(1, 253)] | None = None  # None: the carrier's host
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise ValidationError("cert_file and key_file go together", missing)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reconnect:
+    initial_s: Interval = 1.0
+    max_s: Interval = 60.0
+    auth_failure_s: Interval = 300.0  # after a bind refused for credentials: don't hammer it
+
+    def __post_init__(self) -> None:
+        if self.initial_s > self.max_s:
+            raise ValidationError("must not exceed max_s", "initial_s")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Carrier:
+    name: Name
+    host: Annotated[str, Length(1, 253)]
+    port: Annotated[int, Range(1, 65_535)] = 2775
+    tls: Tls = field(default_factory=Tls)
+    system_id: Annotated[str, Length(1, 15)]  # SMPP v3.4 5.2.1: 16 octets with the NUL
+    # Given as password, password_file or password_credential; resolved when loading.
+    password: Annotated[str, Secret(), Length(0, 8)] = field(repr=False)  # 5.2.2: 9 octets
+    system_type: Annotated[str, Length(0, 12)] = ""  # 5.2.3: 13 octets
+    bind_mode: BindMode = BindMode.TRANSCEIVER
+    binds: Annotated[int, Range(1, 64)] = 1
+    window: Annotated[int, Range(1, 10_000)] = 10
+    tps: Rate = 50.0
+    bind_tps: Rate | None = None
+    enquire_link_interval_s: Timeout = 30.0
+    response_timeout_s: Timeout = 10.0
+    connect_timeout_s: Timeout = 10.0
+    bind_timeout_s: Timeout = 10.0
+    unbind_timeout_s: Timeout = 5.0
+    reconnect: Reconnect = field(default_factory=Reconnect)
+    default_data_coding: DataCoding = DataCoding.GSM
+    concatenation: Concatenation = Concatenation.UDH8
+    max_segments: Annotated[int, Range(1, 255)] = 10
+    message_id_format: MessageIdFormat = MessageIdFormat.AUTO
+    source_ton: Ton | None = None  # None: from the sender's kind
+    source_npi: Npi | None = None
+    dest_ton: Ton = 1
+    dest_npi: Npi = 1
+    registered_delivery: bool = True
+    throttle_backoff_s: Timeout = 1.0
+
+    @property
+    def can_send(self) -> bool:
+        return self.bind_mode is not BindMode.RECEIVER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    prefix: Annotated[str, NumberPrefix()] = ""  # "" is the default route
+    carriers: Annotated[tuple[Name, ...], Length(1)]  # in failover order
+    failover_after_s: Annotated[float, Range(0, DAY_S)] = 30.0
+
+
+def _sender_kind(values: Mapping[str, object]) -> SenderKind:
+    sender = str(values["id"])
+    if not re.fullmatch(r"\+?[0-9]+", sender):
+        return SenderKind.ALPHA
+    return SenderKind.SHORT if len(sender) <= 8 and sender[0] != "+" else SenderKind.LONG
+
+
+_SENDER_ID: Final = {
+    SenderKind.ALPHA: (r"[ -~]{1,11}", "at most 11 printable ASCII characters"),
+    SenderKind.SHORT: (r"[0-9]{3,8}", "3 to 8 digits"),
+    SenderKind.LONG: (r"\+?[0-9]{7,15}", "7 to 15 digits"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sender:
+    id: Annotated[str, Length(1, 16)]
+    client: Name  # owner: it may submit from this id and receives the replies to it
+    kind: SenderKind = field(metadata=derive(_sender_kind))
+    tps: Rate | None = None
+    daily_cap: Annotated[int, Range(1, 1_000_000_000)] | None = None
+    over_cap: OverCap = OverCap.REFUSE
+
+    def __post_init__(self) -> None:
+        regex, rule = _SENDER_ID[self.kind]
+        if not re.fullmatch(regex, self.id):
+            raise ValidationError(f"a {self.kind} sender id must be {rule}, got {self.id!r}", "id")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AutoReplies:
+    stop: Annotated[str, Length(1, 1000)] | None = None
+    start: Annotated[str, Length(1, 1000)] | None = None
+    help: Annotated[str, Length(1, 1000)] | None = None
+
+
+Keywords = tuple[Annotated[str, Keyword()], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compliance:
+    stop_words: Keywords = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+    start_words: Keywords = ("START", "UNSTOP")
+    help_words: Keywords = ("HELP", "INFO")
+    scope: OptOutScope = OptOutScope.SENDER
+    auto_replies: AutoReplies = field(default_factory=AutoReplies)
+    default_country_prefix: Annotated[str, NumberPrefix(country=True)] | None = None
+
+    def __post_init__(self) -> None:
+        for key, words in (("start_words", self.start_words), ("help_words", self.help_words)):
+            if clash := set(words) & set(self.stop_words):
+                raise ValidationError(f"{sorted(clash)[0]!r} is also a stop word", key)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    carriers: Annotated[tuple[Carrier, ...], Length(1)]
+    routes: Annotated[tuple[Route, ...], Length(1)]
+    senders: tuple[Sender, ...] = ()
+    compliance: Compliance = field(default_factory=Compliance)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Load and check `path`; raises ConfigError naming the file, the key path and the reason.
+
+    `environ` supplies $CREDENTIALS_DIRECTORY for `password_credential` (default os.environ).
+    """
+    return load(Config, path, environ=os.environ if environ is None else environ, finish=_link)
+
+
+def config_diff(old: Config, new: Config) -> set[str]:
+    """Names of carriers added, removed or changed between two configs (password included)."""
+    before = {c.name: c for c in old.carriers}
+    after = {c.name: c for c in new.carriers}
+    return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+
+
+def _first_duplicate(names: list[str]) -> tuple[int, int] | None:
+    """(index of the first occurrence, index of the repeat) of the first repeated name."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            return seen[name], i
+        seen[name] = i
+    return None
+
+
+def _link(config: Config) -> Config:
+    """Checks across sections; returns the config with each client's full sender list."""
+    for section, key, names in (
+        ("carriers", "name", [c.name for c in config.carriers]),
+        ("routes", "prefix", [r.prefix for r in config.routes]),
+        ("senders", "id", [s.id for s in config.senders]),
+    ):
+        if dup := _first_duplicate(names):
+            first, again = dup
+            reason = f"{names[again]!r} is already used by {section}[{first}]"
+            raise ValidationError(reason, section, again, key)
+    carriers = {c.name: c for c in config.carriers}
+    for i, carrier in enumerate(config.carriers):
+        for key in ("ca_file", "cert_file", "key_file"):
+            file = getattr(carrier.tls, key)
+            if carrier.tls.enabled and file is not None and not file.is_file():
+                raise ValidationError(f"no such file: {file}", "carriers", i, "tls", key)
+    for i, route in enumerate(config.routes):
+        if dup := _first_duplicate(list(route.carriers)):
+            raise ValidationError("listed twice", "routes", i, "carriers", dup[1])
+        for j, name in enumerate(route.carriers):
+            if name not in carriers:
+                raise ValidationError(f"no carrier named {name!r}", "routes", i, "carriers", j)
+            if not carriers[name].can_send:
+                reason = f"carrier {name!r} binds as receiver only and cannot send"
+                raise ValidationError(reason, "routes", i, "carriers", j)
+    return dataclasses.replace(config, api=_link_clients(config))
+
+
+def _link_clients(config: Config) -> ApiConfig:
+    clients = config.api.clients
+    if dup := _first_duplicate([c.name for c in clients]):
+        raise ValidationError(f"{clients[dup[1]].name!r} is already used", "api", "clients", dup[1])
+    any_uid = [i for i, c in enumerate(clients) if c.any_uid]
+    if len(any_uid) > 1:
+        reason = f"only one client may have any_uid (api.clients[{any_uid[0]}] has it too)"
+        raise ValidationError(reason, "api", "clients", any_uid[1], "any_uid")
+    owner_of_uid: dict[int, int] = {}
+    for i, client in enumerate(clients):
+        for j, uid in enumerate(client.uids):
+            if owner_of_uid.setdefault(uid, i) != i:
+                reason = f"uid {uid} already belongs to api.clients[{owner_of_uid[uid]}]"
+                raise ValidationError(reason, "api", "clients", i, "uids", j)
+    names = {c.name for c in clients}
+    sender_ids = {s.id for s in config.senders}
+    for i, sender in enumerate(config.senders):
+        if sender.client not in names:
+            raise ValidationError(f"no api client named {sender.client!r}", "senders", i, "client")
+    linked = []
+    for i, client in enumerate(clients):
+        for j, sender_id in enumerate(client.senders):
+            if sender_id not in sender_ids:
+                reason = f"no sender with id {sender_id!r}"
+                raise ValidationError(reason, "api", "clients", i, "senders", j)
+        owned = [s.id for s in config.senders if s.client == client.name]
+        full = tuple(dict.fromkeys([*client.senders, *owned]))
+        linked.append(dataclasses.replace(client, senders=full))
+    return dataclasses.replace(config.api, clients=tuple(linked))

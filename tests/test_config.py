@@ -1,0 +1,571 @@
+"""smppd.config: the shipped file, each class of error, secrets, paths, repr and config_diff."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from smppd import config as config_module
+from smppd.config import (
+    EX_CONFIG,
+    ApiClient,
+    ApiConfig,
+    BindMode,
+    Config,
+    ConfigError,
+    HostPort,
+    SenderKind,
+    config_diff,
+    load_config,
+)
+from smppd.errors import SmppdError
+
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "smppd.yaml"
+
+BASE: dict[str, Any] = {
+    "api": {"clients": [{"name": "svc", "uids": [1000]}]},
+    "carriers": [
+        {"name": "alpha", "host": "smsc.example.net", "system_id": "acme", "password": "pw1"},
+        {"name": "beta", "host": "smsc.example.org", "system_id": "acme", "password": "pw2"},
+    ],
+    "routes": [{"prefix": "", "carriers": ["alpha", "beta"]}],
+    "senders": [{"id": "ACME", "client": "svc"}],
+}
+
+
+def write(directory: Path, data: object, name: str = "smppd.yaml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False) if not isinstance(data, str) else data)
+    return path
+
+
+def variant(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    change(data)
+    return data
+
+
+def error_of(path: Path, **kwargs: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, **kwargs)
+    return str(info.value)
+
+
+# --- the shipped config ---------------------------------------------------------------------------
+
+
+def test_shipped_config_loads_and_targets_the_fake_smsc() -> None:
+    """config/smppd.yaml loads as is and points at the bundled fake SMSC's defaults."""
+    config = load_config(SHIPPED, environ={})
+    (fake,) = config.carriers
+    assert (fake.name, fake.host, fake.port) == ("fake", "127.0.0.1", 2775)
+    assert (fake.system_id, fake.password) == ("smppd", "secret")
+    assert (fake.bind_mode, fake.binds, fake.window, fake.tps) == (
+        BindMode.TRANSCEIVER,
+        2,
+        100,
+        5000.0,
+    )
+    assert [(r.prefix, r.carriers) for r in config.routes] == [("", ("fake",))]
+    repo = SHIPPED.parents[1]
+    assert config.queue.path == repo / "var" / "smppd.db"
+    assert config.api.socket == repo / "var" / "smppd.sock"
+    assert config.api.mode == 0o660
+    assert config.metrics.listen == HostPort("127.0.0.1", 9470)
+    (demo,) = config.api.clients
+    assert demo.any_uid
+    assert demo.uids == ()
+    assert demo.senders == ("SMPPD", "12345")
+    assert {s.id: s.kind for s in config.senders} == {
+        "SMPPD": SenderKind.ALPHA,
+        "12345": SenderKind.SHORT,
+    }
+
+
+def test_ex_config_is_sysexits_value() -> None:
+    """The CLI's exit status for a bad config is EX_CONFIG from sysexits.h."""
+    assert EX_CONFIG == 78
+
+
+def test_defaults_fill_sections_left_out(tmp_path: Path) -> None:
+    """A config naming only carriers, routes and clients gets documented defaults elsewhere."""
+    config = load_config(write(tmp_path, BASE))
+    assert config.queue.path == Path("/var/lib/smppd/smppd.db")
+    assert config.metrics.listen is None
+    assert config.logging.format == "auto"
+    assert config.carriers[0].window == 10
+    assert config.carriers[0].dest_ton == config.carriers[0].dest_npi == 1
+    assert config.carriers[0].source_ton is None
+    assert "STOP" in config.compliance.stop_words
+
+
+# --- one line naming file, key path and reason ------------------------------------------------
+
+
+def set_window_ten(d: dict[str, Any]) -> None:
+    d["carriers"][0]["window"] = "ten"
+
+
+ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
+    (
+        "wrong type",
+        set_window_ten,
+        "carriers[0].window: must be an integer between 1 and 10000, got 'ten'",
+    ),
+    (
+        "out of range",
+        lambda d: d["carriers"][1].update(window=0),
+        "carriers[1].window: must be an integer between 1 and 10000, got 0",
+    ),
+    (
+        "unknown key",
+        lambda d: d["carriers"][0].update(windw=5),
+        "carriers[0].windw: unknown key; did you mean 'window'?",
+    ),
+    (
+        "unknown section",
+        lambda d: d.update(carrier=[]),
+        "carrier: unknown key; did you mean 'carriers'?",
+    ),
+    (
+        "missing required",
+        lambda d: d["carriers"][0].pop("host"),
+        "carriers[0].host: required key is missing",
+    ),
+    (
+        "missing section",
+        lambda d: d.pop("routes"),
+        "routes: required key is missing",
+    ),
+    (
+        "bad enum",
+        lambda d: d["carriers"][0].update(bind_mode="trx"),
+        "carriers[0].bind_mode: must be one of 'transceiver', 'transmitter', 'receiver', got 'trx'",
+    ),
+    (
+        "bad literal",
+        lambda d: d.update(logging={"format": "xml"}),
+        "logging.format: must be one of 'auto', 'json', 'console', got 'xml'",
+    ),
+    (
+        "number where a string is expected",
+        lambda d: d["carriers"][0].update(system_id=1234),
+        "carriers[0].system_id: must be a string of 1 to 15 characters, got 1234"
+        " (quote it to make it a string)",
+    ),
+    (
+        "string too long",
+        lambda d: d["carriers"][0].update(system_id="x" * 16),
+        "carriers[0].system_id: must be a string of 1 to 15 characters, got 'xxxxxxxxxxxxxxxx'",
+    ),
+    (
+        "a list where a mapping is expected",
+        lambda d: d.update(queue=[1]),
+        "queue: must be a mapping, got a list of 1 item",
+    ),
+    (
+        "null for a required value",
+        lambda d: d["carriers"][0].update(port=None),
+        "carriers[0].port: must be an integer between 1 and 65535, got null",
+    ),
+    (
+        "empty list",
+        lambda d: d.update(carriers=[]),
+        "carriers: must be a list of at least 1 item, got []",
+    ),
+    (
+        "bad npi",
+        lambda d: d["carriers"][0].update(dest_npi=2),
+        "carriers[0].dest_npi: must be one of 0, 1, 3, 4, 6, 8, 9, 10, 14, 18, got 2",
+    ),
+    (
+        "positive duration",
+        lambda d: d["carriers"][0].update(response_timeout_s=0),
+        "carriers[0].response_timeout_s: must be a number greater than 0 and at most 3600, got 0",
+    ),
+    (
+        "route to unknown carrier",
+        lambda d: d["routes"][0].update(carriers=["alpha", "gamma"]),
+        "routes[0].carriers[1]: no carrier named 'gamma'",
+    ),
+    (
+        "duplicate carrier",
+        lambda d: d["carriers"][1].update(name="alpha"),
+        "carriers[1].name: 'alpha' is already used by carriers[0]",
+    ),
+    (
+        "duplicate route prefix",
+        lambda d: d["routes"].append({"prefix": "+", "carriers": ["beta"]}),
+        "routes[1].prefix: '' is already used by routes[0]",
+    ),
+    (
+        "carrier twice in one route",
+        lambda d: d["routes"][0].update(carriers=["alpha", "alpha"]),
+        "routes[0].carriers[1]: listed twice",
+    ),
+    (
+        "route to a receiver-only carrier",
+        lambda d: d["carriers"][1].update(bind_mode="receiver"),
+        "routes[0].carriers[1]: carrier 'beta' binds as receiver only and cannot send",
+    ),
+    (
+        "sender of an unknown client",
+        lambda d: d["senders"][0].update(client="nobody"),
+        "senders[0].client: no api client named 'nobody'",
+    ),
+    (
+        "client of an unknown sender",
+        lambda d: d["api"]["clients"][0].update(senders=["ACME", "OTHER"]),
+        "api.clients[0].senders[1]: no sender with id 'OTHER'",
+    ),
+    (
+        "client without uids",
+        lambda d: d["api"]["clients"][0].update(uids=[]),
+        "api.clients[0].uids: list at least one uid, or set any_uid: true",
+    ),
+    (
+        "uid shared by two clients",
+        lambda d: d["api"]["clients"].append({"name": "other", "uids": [7, 1000]}),
+        "api.clients[1].uids[1]: uid 1000 already belongs to api.clients[0]",
+    ),
+    (
+        "two any_uid clients",
+        lambda d: d["api"].update(
+            clients=[{"name": "a", "any_uid": True}, {"name": "b", "any_uid": True}]
+        ),
+        "api.clients[1].any_uid: only one client may have any_uid (api.clients[0] has it too)",
+    ),
+    (
+        "sender id that does not fit its kind",
+        lambda d: d["senders"][0].update(kind="short"),
+        "senders[0].id: a short sender id must be 3 to 8 digits, got 'ACME'",
+    ),
+    (
+        "retry backoff upside down",
+        lambda d: d.update(queue={"retry_initial_s": 600, "retry_max_s": 60}),
+        "queue.retry_initial_s: must not exceed retry_max_s",
+    ),
+    (
+        "client certificate without key",
+        lambda d: d["carriers"][0].update(tls={"cert_file": "client.pem"}),
+        "carriers[0].tls.key_file: cert_file and key_file go together",
+    ),
+    (
+        "socket mode as a number",
+        lambda d: d["api"].update(mode=432),
+        'api.mode: must be a quoted octal mode such as "0660", got 432',
+    ),
+    (
+        "metrics address without port",
+        lambda d: d.update(metrics={"listen": "localhost"}),
+        'metrics.listen: must be an address "host:port" (or "[ipv6]:port"), got \'localhost\'',
+    ),
+    (
+        "stop word also a start word",
+        lambda d: d.update(compliance={"start_words": ["start", "stop"]}),
+        "compliance.start_words: 'STOP' is also a stop word",
+    ),
+    (
+        "both an inline password and a file",
+        lambda d: d["carriers"][0].update(password_file="pw"),
+        "carriers[0]: give only one of password, password_file",
+    ),
+    (
+        "no password at all",
+        lambda d: d["carriers"][0].pop("password"),
+        "carriers[0].password: required key is missing (or give password_file or"
+        " password_credential)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_error_names_file_key_and_reason(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    """Each kind of mistake is one ConfigError line: the file, the key path, the reason."""
+    path = write(tmp_path, variant(change))
+    assert error_of(path) == f"{path}: {message}"
+
+
+def test_config_error_is_an_smppd_error_with_parts(tmp_path: Path) -> None:
+    """ConfigError sits in the SmppdError tree and exposes file, key and reason separately."""
+    path = write(tmp_path, variant(set_window_ten))
+    with pytest.raises(SmppdError) as info:
+        load_config(path)
+    assert isinstance(info.value, ConfigError)
+    assert (info.value.file, info.value.where) == (str(path), "carriers[0].window")
+    assert info.value.reason.startswith("must be an integer")
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    """A YAML syntax error names the file and the line and column where it was found."""
+    path = write(tmp_path, "queue:\n  path: x.db\n routes: [\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: line 3, column 2: ")
+    assert "\n" not in message
+
+
+def test_duplicate_yaml_key_is_refused_with_line(tmp_path: Path) -> None:
+    """A key given twice in one mapping is an error, not a silent override."""
+    path = write(tmp_path, "logging:\n  level: info\n  level: debug\n")
+    assert error_of(path) == f"{path}: line 3, column 3: duplicate key 'level'"
+
+
+def test_unreadable_or_empty_file(tmp_path: Path) -> None:
+    """A missing file and an empty file each give one line naming the file."""
+    missing = tmp_path / "nope.yaml"
+    assert error_of(missing) == f"{missing}: cannot read: No such file or directory"
+    empty = write(tmp_path, "")
+    assert error_of(empty) == f"{empty}: carriers: required key is missing"
+    listing = write(tmp_path, "- a\n- b\n")
+    assert error_of(listing) == f"{listing}: must be a mapping, got a list of 2 items"
+
+
+def test_only_true_and_false_are_booleans(tmp_path: Path) -> None:
+    """YAML 1.1 words such as `yes` are not booleans, so `NO` or `ON` stay plain strings."""
+    data = variant(lambda d: d["carriers"][0].update(registered_delivery="<yes>"))
+    path = write(tmp_path, yaml.safe_dump(data).replace("<yes>", "yes"))
+    assert error_of(path) == (
+        f"{path}: carriers[0].registered_delivery: must be true or false, got 'yes'"
+    )
+    data = variant(lambda d: d["senders"].append({"id": "<NO>", "client": "svc"}))
+    path = write(tmp_path, yaml.safe_dump(data).replace("<NO>", "NO"))
+    assert load_config(path).senders[1].id == "NO"
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    """Relative paths are taken from the config file's directory, not the working directory."""
+    data = variant(
+        lambda d: (
+            d.update(queue={"path": "../state/q.db"}),
+            d["api"].update(socket="run/api.sock"),
+        )
+    )
+    config = load_config(write(tmp_path / "etc", data))
+    assert config.queue.path == tmp_path / "state" / "q.db"
+    assert config.api.socket == tmp_path / "etc" / "run" / "api.sock"
+
+
+def test_scalar_forms_are_normalised(tmp_path: Path) -> None:
+    """Octal modes, '+' in prefixes, keyword case and integer durations load into one form."""
+    data = variant(
+        lambda d: (
+            d["api"].update(mode="0o600"),
+            d["routes"].append({"prefix": "+44", "carriers": ["beta"]}),
+            d.update(compliance={"stop_words": [" stop ", "Arret"]}),
+            d.update(metrics={"listen": "[::1]:0"}),
+        )
+    )
+    config = load_config(write(tmp_path, data))
+    assert config.api.mode == 0o600
+    assert config.routes[1].prefix == "44"
+    assert config.compliance.stop_words == ("STOP", "ARRET")
+    assert config.metrics.listen == HostPort("::1", 0)
+    assert str(config.metrics.listen) == "[::1]:0"
+    assert config.queue.retry_max_s == 300.0
+    assert isinstance(config.queue.retry_max_s, float)
+
+
+def test_sender_kind_is_derived_when_left_out(tmp_path: Path) -> None:
+    """Letters make an alpha sender, up to 8 digits a short code, longer numbers a long one."""
+    data = variant(
+        lambda d: d.update(
+            senders=[
+                {"id": "ACME", "client": "svc"},
+                {"id": "12345", "client": "svc"},
+                {"id": "+447911123456", "client": "svc"},
+                {"id": "447911123456", "client": "svc"},
+            ]
+        )
+    )
+    kinds = [s.kind for s in load_config(write(tmp_path, data)).senders]
+    assert kinds == [SenderKind.ALPHA, SenderKind.SHORT, SenderKind.LONG, SenderKind.LONG]
+
+
+def test_clients_may_use_owned_and_listed_senders(tmp_path: Path) -> None:
+    """After loading, a client's senders are those it lists plus those it owns."""
+    data = variant(
+        lambda d: (
+            d["api"]["clients"].append({"name": "ops", "uids": [0], "senders": ["ACME"]}),
+            d["senders"].append({"id": "OPS", "client": "ops"}),
+        )
+    )
+    clients = load_config(write(tmp_path, data)).api.clients
+    assert [(c.name, c.senders) for c in clients] == [("svc", ("ACME",)), ("ops", ("ACME", "OPS"))]
+
+
+def test_client_for_uid_prefers_a_listed_uid() -> None:
+    """A listed uid picks its client; others fall back to the any_uid client, else none."""
+    named = ApiClient(name="named", uids=(1000,))
+    anyone = ApiClient(name="anyone", any_uid=True)
+    api = ApiConfig(clients=(anyone, named))
+    assert api.client_for_uid(1000) is named
+    assert api.client_for_uid(1001) is anyone
+    assert ApiConfig(clients=(named,)).client_for_uid(1001) is None
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def test_password_from_file_relative_to_config(tmp_path: Path) -> None:
+    """password_file is read at load time, relative to the config, without its final newline."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "alpha").write_text("s3cr3t\n")
+    data = variant(
+        lambda d: (
+            d["carriers"][0].pop("password"),
+            d["carriers"][0].update(password_file="secrets/alpha"),
+        )
+    )
+    assert load_config(write(tmp_path, data)).carriers[0].password == "s3cr3t"
+
+
+def test_missing_password_file_names_the_key(tmp_path: Path) -> None:
+    """An unreadable password_file is a ConfigError naming the key and the file."""
+    data = variant(
+        lambda d: (
+            d["carriers"][1].pop("password"),
+            d["carriers"][1].update(password_file="missing"),
+        )
+    )
+    path = write(tmp_path, data)
+    assert error_of(path) == (
+        f"{path}: carriers[1].password_file: cannot read {tmp_path / 'missing'}:"
+        " No such file or directory"
+    )
+
+
+def credential(d: dict[str, Any]) -> None:
+    d["carriers"][0].pop("password")
+    d["carriers"][0]["password_credential"] = "alpha.pw"
+
+
+def test_password_from_systemd_credential(tmp_path: Path) -> None:
+    """password_credential reads $CREDENTIALS_DIRECTORY/<name> from the given environment."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "alpha.pw").write_text("fromcred")
+    path = write(tmp_path, variant(credential))
+    config = load_config(path, environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert config.carriers[0].password == "fromcred"
+
+
+def test_password_credential_errors_name_the_key(tmp_path: Path) -> None:
+    """Without $CREDENTIALS_DIRECTORY, or with a missing credential, the key is named."""
+    path = write(tmp_path, variant(credential))
+    assert error_of(path, environ={}) == (
+        f"{path}: carriers[0].password_credential: $CREDENTIALS_DIRECTORY is not set"
+        " (systemd sets it for LoadCredential=)"
+    )
+    assert error_of(path, environ={"CREDENTIALS_DIRECTORY": str(tmp_path / "none")}) == (
+        f"{path}: carriers[0].password_credential: cannot read"
+        f" {tmp_path / 'none' / 'alpha.pw'}: No such file or directory"
+    )
+
+    def escaping(d: dict[str, Any]) -> None:
+        credential(d)
+        d["carriers"][0]["password_credential"] = "../x"
+
+    escape = write(tmp_path, variant(escaping))
+    assert error_of(escape, environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}) == (
+        f"{escape}: carriers[0].password_credential: must be a credential file name, got '../x'"
+    )
+
+
+def test_secret_errors_never_echo_the_secret(tmp_path: Path) -> None:
+    """A password that is too long or not a string is refused without showing its value."""
+    (tmp_path / "pw").write_text("much-too-long-password")
+    data = variant(
+        lambda d: (d["carriers"][0].pop("password"), d["carriers"][0].update(password_file="pw"))
+    )
+    path = write(tmp_path, data)
+    assert error_of(path) == (
+        f"{path}: carriers[0].password_file: must be a string of at most 8 characters"
+    )
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(password=12345678)))
+    message = error_of(path)
+    assert message == (
+        f"{path}: carriers[0].password: must be a string (quoted if it looks like a number)"
+    )
+    assert "12345678" not in message
+
+
+def test_repr_never_shows_passwords(tmp_path: Path) -> None:
+    """Printing the config, a carrier or a diff of them never includes a password."""
+    config = load_config(write(tmp_path, BASE))
+    for text in (repr(config), str(config), repr(config.carriers[0]), f"{config.carriers}"):
+        assert "pw1" not in text
+        assert "pw2" not in text
+    assert config.carriers[0].password == "pw1"
+
+
+# --- reload -------------------------------------------------------------------------------------
+
+
+def loaded(tmp_path: Path, change: Callable[[dict[str, Any]], object], name: str) -> Config:
+    return load_config(write(tmp_path, variant(change), name))
+
+
+def test_config_diff_lists_changed_added_and_removed_carriers(tmp_path: Path) -> None:
+    """config_diff names carriers whose settings differ, including ones added or removed."""
+    old = load_config(write(tmp_path, BASE, "old.yaml"))
+    assert config_diff(old, old) == set()
+    assert config_diff(old, loaded(tmp_path, lambda d: d.update(logging={}), "same.yaml")) == set()
+    window = loaded(tmp_path, lambda d: d["carriers"][1].update(window=50), "window.yaml")
+    assert config_diff(old, window) == {"beta"}
+    password = loaded(tmp_path, lambda d: d["carriers"][0].update(password="new"), "pw.yaml")
+    assert config_diff(old, password) == {"alpha"}
+    added = loaded(
+        tmp_path,
+        lambda d: d["carriers"].append(
+            {"name": "gamma", "host": "h", "system_id": "s", "password": ""}
+        ),
+        "added.yaml",
+    )
+    assert config_diff(old, added) == {"gamma"}
+    assert config_diff(added, old) == {"gamma"}
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    """Loaded sections cannot be changed in place; a reload builds a new Config."""
+    config = load_config(write(tmp_path, BASE))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.carriers[0].window = 5  # type: ignore[misc]
+
+
+SECTIONS = (
+    config_module.QueueConfig,
+    config_module.ApiConfig,
+    config_module.ApiClient,
+    config_module.MetricsConfig,
+    config_module.LoggingConfig,
+    config_module.Tls,
+    config_module.Reconnect,
+    config_module.Carrier,
+    config_module.Route,
+    config_module.Sender,
+    config_module.AutoReplies,
+    config_module.Compliance,
+    config_module.Config,
+)
+
+
+@pytest.mark.parametrize("section", SECTIONS, ids=lambda cls: cls.__name__)
+def test_shipped_file_shows_every_field(section: type) -> None:
+    """Every field of every section appears in the shipped file, set or commented out."""
+    text = SHIPPED.read_text()
+    for f in dataclasses.fields(section):
+        assert f"{f.name}:" in text, f"{section.__name__}.{f.name} is not in {SHIPPED.name}"
+    assert "password_file" in text
+    assert "password_credential" in text
