@@ -1,0 +1,92 @@
+"""Phone numbers and sender ids: validation, normalisation, TON/NPI, and masking for logs.
+
+Destinations are stored and compared in one canonical form: `+` and 7 to 15 digits (E.164), or the
+bare digits of a short code. The SMPP wire form drops the `+` and says TON 1 / NPI 1 instead.
+"""
+
+from __future__ import annotations
+
+import re
+
+from smppd.service import ApiError, ErrorCode
+
+# SMPP v3.4 5.2.5 / 5.2.6
+TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL, TON_NETWORK, TON_ALPHANUMERIC = 0, 1, 2, 3, 5
+NPI_UNKNOWN, NPI_E164 = 0, 1
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+_DIGITS = re.compile(r"[0-9]+")
+SHORT_CODE_MAX_DIGITS = 8
+ALPHANUMERIC_MAX = 11  # GSM 03.40: an alphanumeric originator is at most 11 characters
+
+
+def normalise_destination(
+    raw: str, *, default_country_prefix: str | None = None, field: str = "to"
+) -> str:
+    """The canonical form of a destination, or ApiError(invalid_address) naming `field`.
+
+    `+CC...` and `00CC...` are international. Bare digits of 3 to 8 are a short code. Longer
+    bare digits are national when a default country prefix is configured (one leading trunk `0`
+    dropped), else taken as international written without the `+`.
+    """
+    number = _SEPARATORS.sub("", raw)
+    if number.startswith("00"):
+        number = "+" + number[2:]
+    if number.startswith("+"):
+        digits = number[1:]
+    else:
+        digits = number
+        if _DIGITS.fullmatch(digits) and 3 <= len(digits) <= SHORT_CODE_MAX_DIGITS:
+            return digits
+        if default_country_prefix and _DIGITS.fullmatch(digits):
+            digits = default_country_prefix + (digits[1:] if digits.startswith("0") else digits)
+    if not _DIGITS.fullmatch(digits) or not 7 <= len(digits) <= 15 or digits[0] == "0":
+        raise ApiError(
+            ErrorCode.invalid_address,
+            f"{field} is not an E.164 number or short code ({mask(raw)})",
+            field=field,
+        )
+    return "+" + digits
+
+
+def check_sender(sender: str, *, field: str = "from") -> None:
+    """Reject sender ids no network would carry: alphanumerics over 11 characters and the like."""
+    if _DIGITS.fullmatch(sender.lstrip("+")) and len(sender.lstrip("+")) <= 15:
+        return
+    if not 1 <= len(sender) <= ALPHANUMERIC_MAX or not sender.isascii() or not sender.isprintable():
+        raise ApiError(
+            ErrorCode.invalid_address,
+            f"{field}: an alphanumeric sender id is 1 to {ALPHANUMERIC_MAX} printable ASCII "
+            "characters",
+            field=field,
+        )
+
+
+def sender_ton_npi(sender: str) -> tuple[int, int]:
+    """TON/NPI from a sender id's form: alphanumeric, short code or international number."""
+    bare = sender.lstrip("+")
+    if not _DIGITS.fullmatch(bare):
+        return TON_ALPHANUMERIC, NPI_UNKNOWN
+    if len(bare) <= SHORT_CODE_MAX_DIGITS and not sender.startswith("+"):
+        return TON_NETWORK, NPI_UNKNOWN
+    return TON_INTERNATIONAL, NPI_E164
+
+
+def wire_address(address: str) -> str:
+    """The address as SMPP carries it: international numbers without `+` (TON says it)."""
+    return address[1:] if address.startswith("+") else address
+
+
+def from_wire(address: str, ton: int) -> str:
+    """An address received from an SMSC in canonical form, so it matches what clients submit."""
+    if ton == TON_INTERNATIONAL and _DIGITS.fullmatch(address):
+        return "+" + address
+    return address
+
+
+def mask(value: str) -> str:
+    """A number safe to log: short ids kept, longer ones keep a prefix and the last 2 digits."""
+    if len(value) <= 6:
+        return value
+    keep = 4 if value.startswith("+") else 3
+    return value[:keep] + "*" * (len(value) - keep - 2) + value[-2:]

@@ -1,0 +1,122 @@
+"""From a validated submit to the submit_sm bodies the queue stores: encoding, segmentation, TLVs.
+
+Each body is encoded once, here, at submit time; the send loop only frames it with a sequence
+number per attempt. The carrier profile carries what differs between carriers (what data_coding
+0 means, how long messages are tied together, TON/NPI). Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from smppd.address import sender_ton_npi, wire_address
+from smppd.pdu.codec import encode_body
+from smppd.pdu.errors import SegmentLimitError, TextError
+from smppd.pdu.pdus import ESM_UDHI, SubmitSm
+from smppd.pdu.segment import ConcatMethod, Segment, split_message
+from smppd.pdu.segment import count_segments as _count
+from smppd.pdu.text import Alphabet, plan_encoding
+from smppd.pdu.timefmt import format_absolute
+from smppd.pdu.tlv import Tag, Tlv
+from smppd.service import ApiError, ErrorCode
+
+REGISTERED_DELIVERY_FINAL = 0x01  # SMPP v3.4 5.2.17: receipt on final outcome, success or failure
+
+_FORCED = {
+    "auto": None,
+    "gsm7": Alphabet.GSM7,
+    "ucs2": Alphabet.UCS2,
+    "latin1": Alphabet.LATIN1,
+}
+ENCODINGS = frozenset(_FORCED)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundProfile:
+    default_is_latin1: bool = False
+    concatenation: ConcatMethod = ConcatMethod.UDH8
+    max_segments: int = 10
+    source_ton: int | None = None  # None: derived from the sender id's form
+    source_npi: int | None = None
+    dest_ton: int = 1
+    dest_npi: int = 1
+    service_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    bodies: list[bytes]
+    alphabet: Alphabet
+
+
+def prepare(
+    *,
+    destination: str,
+    source: str,
+    text: str,
+    encoding: str,
+    registered_delivery: bool,
+    expires_at: float | None,
+    ref: int,
+    profile: OutboundProfile,
+) -> Prepared:
+    """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked."""
+    force = _FORCED.get(encoding)
+    if encoding not in _FORCED:
+        raise ApiError(ErrorCode.invalid_field, f"unknown encoding {encoding!r}", field="encoding")
+    try:
+        alphabet, data_coding = plan_encoding(
+            text, default_is_latin1=profile.default_is_latin1, force=force
+        )
+        segments = split_message(
+            text,
+            alphabet=alphabet,
+            data_coding=data_coding,
+            method=profile.concatenation,
+            ref=ref,
+            max_segments=profile.max_segments,
+        )
+    except TextError as exc:
+        raise ApiError(ErrorCode.unencodable_text, str(exc), field="text") from exc
+    except SegmentLimitError as exc:
+        raise ApiError(ErrorCode.too_many_segments, str(exc), field="text") from exc
+
+    ton, npi = sender_ton_npi(source)
+    template = SubmitSm(
+        service_type=profile.service_type,
+        source_addr_ton=ton if profile.source_ton is None else profile.source_ton,
+        source_addr_npi=npi if profile.source_npi is None else profile.source_npi,
+        source_addr=wire_address(source),
+        dest_addr_ton=profile.dest_ton,
+        dest_addr_npi=profile.dest_npi,
+        destination_addr=wire_address(destination),
+        validity_period=(
+            "" if expires_at is None else format_absolute(datetime.fromtimestamp(expires_at, UTC))
+        ),
+        registered_delivery=REGISTERED_DELIVERY_FINAL if registered_delivery else 0,
+    )
+    return Prepared([_body(template, s) for s in segments], alphabet)
+
+
+def count_segments(text: str, *, encoding: str, profile: OutboundProfile) -> int:
+    force = _FORCED.get(encoding)
+    alphabet, _ = plan_encoding(text, default_is_latin1=profile.default_is_latin1, force=force)
+    return _count(text, alphabet, profile.concatenation)
+
+
+def _body(template: SubmitSm, segment: Segment) -> bytes:
+    tlvs: list[Tlv] = []
+    if segment.sar is not None:
+        tlvs += [
+            Tlv.of_int(Tag.sar_msg_ref_num, segment.sar.sar_msg_ref_num),
+            Tlv.of_int(Tag.sar_total_segments, segment.sar.sar_total_segments),
+            Tlv.of_int(Tag.sar_segment_seqnum, segment.sar.sar_segment_seqnum),
+        ]
+    if segment.message_payload is not None:
+        tlvs.append(Tlv.of_bytes(Tag.message_payload, segment.message_payload))
+    template.esm_class = ESM_UDHI if segment.esm_class_udhi else 0
+    template.data_coding = segment.data_coding
+    template.short_message = segment.short_message
+    template.tlvs = tuple(tlvs)
+    return encode_body(template)

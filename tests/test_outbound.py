@@ -1,0 +1,152 @@
+"""Submit preparation: addresses, encoding choice, segmentation into submit_sm bodies."""
+
+from __future__ import annotations
+
+import pytest
+
+from smppd.address import check_sender, from_wire, mask, normalise_destination, sender_ton_npi
+from smppd.outbound import OutboundProfile, prepare
+from smppd.pdu.codec import decode_body
+from smppd.pdu.command import CommandId
+from smppd.pdu.pdus import SubmitSm
+from smppd.pdu.segment import ConcatMethod
+from smppd.pdu.text import decode_text
+from smppd.pdu.tlv import Tag, get_int
+from smppd.pdu.udh import concat_info, parse_udh
+from smppd.service import ApiError, ErrorCode
+
+
+def bodies_to_pdus(bodies: list[bytes]) -> list[SubmitSm]:
+    out = []
+    for body in bodies:
+        pdu = decode_body(CommandId.submit_sm, 0, 1, body)
+        assert isinstance(pdu, SubmitSm)
+        out.append(pdu)
+    return out
+
+
+def run(text: str, **overrides: object) -> list[SubmitSm]:
+    args: dict[str, object] = {
+        "destination": "+447911123456",
+        "source": "SMPPD",
+        "text": text,
+        "encoding": "auto",
+        "registered_delivery": True,
+        "expires_at": None,
+        "ref": 7,
+        "profile": OutboundProfile(),
+    }
+    args.update(overrides)
+    return bodies_to_pdus(prepare(**args).bodies)  # type: ignore[arg-type]
+
+
+def test_single_gsm_message() -> None:
+    """A short GSM text is one submit_sm with data_coding 0, TON/NPI and receipts requested."""
+    [pdu] = run("Hello [world] €")
+    assert pdu.destination_addr == "447911123456"
+    assert (pdu.dest_addr_ton, pdu.dest_addr_npi) == (1, 1)
+    assert (pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr) == (5, 0, "SMPPD")
+    assert pdu.data_coding == 0
+    assert pdu.esm_class == 0
+    assert pdu.registered_delivery == 1
+    assert decode_text(pdu.short_message, 0) == "Hello [world] €"
+
+
+def test_long_unicode_message_is_concatenated_with_udh() -> None:
+    """A 100-character UCS-2 text goes as two UDH parts that rejoin to the text."""
+    text = "Привет мир! 👋 " * 7
+    pdus = run(text)
+    assert len(pdus) == 2
+    parts = []
+    for i, pdu in enumerate(pdus, 1):
+        assert pdu.esm_class & 0x40
+        assert pdu.data_coding == 8
+        ies, payload = parse_udh(pdu.short_message)
+        info = concat_info(ies)
+        assert info is not None
+        assert (info.ref, info.total, info.seq) == (7, 2, i)
+        assert len(pdu.short_message) <= 140
+        parts.append(payload)
+    assert b"".join(parts).decode("utf-16-be") == text
+
+
+def test_sar_concatenation() -> None:
+    """A carrier that wants SAR gets sar_* TLVs and no UDH."""
+    pdus = run("x" * 200, profile=OutboundProfile(concatenation=ConcatMethod.SAR))
+    assert [get_int(p.tlvs, Tag.sar_segment_seqnum) for p in pdus] == [1, 2]
+    assert all(get_int(p.tlvs, Tag.sar_total_segments) == 2 for p in pdus)
+    assert all(p.esm_class == 0 for p in pdus)
+
+
+def test_payload_concatenation() -> None:
+    """A carrier that wants message_payload gets one PDU with sm_length 0."""
+    [pdu] = run("y" * 500, profile=OutboundProfile(concatenation=ConcatMethod.PAYLOAD))
+    assert pdu.short_message == b""
+    assert pdu.content == b"y" * 500
+
+
+def test_validity_is_absolute_utc() -> None:
+    """An expiry becomes an absolute validity_period in UTC."""
+    [pdu] = run("hi", expires_at=1_700_000_000.0)
+    assert pdu.validity_period == "231114221320000+"
+
+
+def test_unencodable_and_too_long() -> None:
+    """Text a forced alphabet cannot carry, or over the segment cap, is refused with its code."""
+    with pytest.raises(ApiError) as info:
+        run("emoji 👋", encoding="latin1")
+    assert info.value.code is ErrorCode.unencodable_text
+    with pytest.raises(ApiError) as info:
+        run("z" * 2000)
+    assert info.value.code is ErrorCode.too_many_segments
+    with pytest.raises(ApiError) as info:
+        run("hi", encoding="klingon")
+    assert info.value.code is ErrorCode.invalid_field
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+44 7911 123-456", "+447911123456"),
+        ("00447911123456", "+447911123456"),
+        ("447911123456", "+447911123456"),
+        ("12345", "12345"),
+    ],
+)
+def test_destination_normalisation(raw: str, expected: str) -> None:
+    """International forms normalise to +E.164; short digits are short codes."""
+    assert normalise_destination(raw) == expected
+
+
+def test_national_numbers_with_default_country() -> None:
+    """With a default country prefix, a national number loses its trunk 0."""
+    assert normalise_destination("07911 123456", default_country_prefix="44") == "+447911123456"
+
+
+@pytest.mark.parametrize("raw", ["+12", "+4479111234567890", "hello", "+44abc", "", "+0123456789"])
+def test_bad_destinations(raw: str) -> None:
+    """Impossible numbers are invalid_address naming the field, without echoing the number."""
+    with pytest.raises(ApiError) as info:
+        normalise_destination(raw, field="to")
+    assert info.value.code is ErrorCode.invalid_address
+    assert info.value.field == "to"
+    if len(raw) > 6:
+        assert raw not in info.value.message
+
+
+def test_sender_forms() -> None:
+    """Sender TON/NPI follow the id's form; alphanumerics are at most 11 characters."""
+    assert sender_ton_npi("SMPPD") == (5, 0)
+    assert sender_ton_npi("12345") == (3, 0)
+    assert sender_ton_npi("+447911123456") == (1, 1)
+    check_sender("ElevenChars")
+    with pytest.raises(ApiError):
+        check_sender("TwelveChars!")
+    assert from_wire("447911123456", 1) == "+447911123456"
+    assert from_wire("12345", 3) == "12345"
+
+
+def test_mask_hides_the_middle() -> None:
+    """Masked numbers keep a prefix and the last two digits."""
+    assert mask("+447911123456") == "+447*******56"
+    assert mask("12345") == "12345"
