@@ -170,6 +170,15 @@ def test_pack_known_vectors() -> None:
     assert pack_septets(b"") == b""
 
 
+def test_pack_across_blocks() -> None:
+    """Long inputs (as in a packed message_payload) pack and unpack past the 256-septet blocks."""
+    values = bytes(index * 37 % 128 for index in range(1000))
+    for fill_bits in (0, 3):
+        packed = pack_septets(values, fill_bits)
+        assert packed == reference_pack(values, fill_bits)
+        assert unpack_septets(packed, len(values), fill_bits) == values
+
+
 def test_unpack_known_vectors() -> None:
     """Unpacking inverts the known vectors, trailing bits ignored."""
     assert unpack_septets(bytes.fromhex("e8329bfd4697d9ec37"), 10) == b"hellohello"
