@@ -1,0 +1,227 @@
+"""Segmentation of a long message into submit_sm bodies: UDH (8/16-bit reference), SAR or payload.
+
+Owns the per-segment capacities (3GPP TS 23.040 9.2.3.24: 140 octets of user data, less the UDH),
+where a message may be cut (never inside a GSM escape pair or a UTF-16 surrogate pair), the
+segment cap, and the allocation of concatenation references. It must not know PDUs or TLV
+encoding (the caller maps `Segment` onto submit_sm fields), carriers or queues.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import StrEnum
+
+from smppd.pdu.errors import EncodeError, SegmentLimitError
+from smppd.pdu.text import GSM7_ESCAPE, Alphabet, encode_text, pack_septets
+from smppd.pdu.udh import MAX_CONCAT_PARTS, build_concat_udh, septet_fill_bits
+
+USER_DATA_OCTETS = 140  # 23.040 9.2.3.16: TP-User-Data of one short message
+UDH8_OCTETS = 6  # UDHL, IEI 0x00, IEDL, ref, total, seq
+UDH16_OCTETS = 7  # UDHL, IEI 0x08, IEDL, ref (2), total, seq
+
+
+class ConcatMethod(StrEnum):
+    """How the parts of a long message are tied together."""
+
+    UDH8 = "udh8"  # UDH IEI 0x00 in short_message, esm_class UDHI
+    UDH16 = "udh16"  # UDH IEI 0x08
+    SAR = "sar"  # sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs
+    PAYLOAD = "payload"  # whole message in the message_payload TLV; the SMSC splits it
+
+
+@dataclass(frozen=True, slots=True)
+class SarInfo:
+    """The SAR TLVs of one segment (SMPP v3.4 5.3.2.22-24)."""
+
+    sar_msg_ref_num: int
+    sar_total_segments: int
+    sar_segment_seqnum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One submit_sm body. The caller ORs 0x40 into esm_class when `esm_class_udhi`."""
+
+    short_message: bytes
+    esm_class_udhi: bool
+    data_coding: int
+    sar: SarInfo | None = None
+    message_payload: bytes | None = None
+
+    def __post_init__(self) -> None:
+        # SMPP v3.4 5.3.2.32: short_message and message_payload must not both carry data.
+        if self.message_payload is not None and self.short_message:
+            raise ValueError("a segment carries short_message or message_payload, not both")
+
+
+def _unit_octets(alphabet: Alphabet) -> int:
+    # Octets per counted unit of the encoded form: a UTF-16 unit is 2, a septet (unpacked) 1.
+    return 2 if alphabet is Alphabet.UCS2 else 1
+
+
+def capacity(alphabet: Alphabet, udh_octets: int = 0) -> int:
+    """Units (septets, UTF-16 units or octets) of `alphabet` one segment holds after a UDH.
+
+    GSM7 counts septets as the SMSC packs them (160, 153, 152), also when sent unpacked.
+    """
+    octets = USER_DATA_OCTETS - udh_octets
+    if alphabet is Alphabet.GSM7:
+        return octets * 8 // 7
+    return octets // _unit_octets(alphabet)
+
+
+_PART_UDH_OCTETS = {
+    ConcatMethod.UDH8: UDH8_OCTETS,
+    ConcatMethod.UDH16: UDH16_OCTETS,
+    # No UDH in short_message, but the SMSC adds one on the air, and a 16-bit sar_msg_ref_num
+    # may need IEI 0x08: parts must leave room for the larger header.
+    ConcatMethod.SAR: UDH16_OCTETS,
+    # The SMSC splits a payload itself; counted as it usually does, with an 8-bit reference.
+    ConcatMethod.PAYLOAD: UDH8_OCTETS,
+}
+
+
+def _cut(encoded: bytes, alphabet: Alphabet, method: ConcatMethod) -> list[int]:
+    """End offsets of each segment in `encoded`: one end when it fits a single segment."""
+    unit = _unit_octets(alphabet)
+    if len(encoded) <= capacity(alphabet) * unit:
+        return [len(encoded)]
+    limit = capacity(alphabet, _PART_UDH_OCTETS[method]) * unit
+    ends: list[int] = []
+    start = 0
+    while len(encoded) - start > limit:
+        end = start + limit
+        # The encoder emits 0x1B only as an escape prefix, so a final 0x1B starts a pair.
+        if alphabet is Alphabet.GSM7 and encoded[end - 1] == GSM7_ESCAPE:
+            end -= 1
+        elif alphabet is Alphabet.UCS2 and 0xD8 <= encoded[end - 2] <= 0xDB:  # high surrogate
+            end -= 2
+        ends.append(end)
+        start = end
+    ends.append(len(encoded))
+    return ends
+
+
+def count_segments(text: str, alphabet: Alphabet, method: ConcatMethod) -> int:
+    """Short messages `text` becomes on the air (a payload counts as the SMSC will split it).
+
+    TextError when `alphabet` cannot carry `text`. Not capped: compare with the limit yourself.
+    """
+    return len(_cut(encode_text(text, alphabet), alphabet, method))
+
+
+def split_message(
+    text: str,
+    *,
+    alphabet: Alphabet,
+    data_coding: int,
+    method: ConcatMethod,
+    ref: int,
+    max_segments: int,
+    packed: bool = False,
+) -> list[Segment]:
+    """The submit_sm bodies that carry `text` encoded in `alphabet`.
+
+    A message that fits one segment gets no UDH or SAR (with PAYLOAD too: it goes in
+    short_message). Otherwise UDH8/UDH16 put a concatenation UDH with reference `ref` in each
+    short_message, SAR sets the sar_* TLVs, and PAYLOAD returns one segment with the whole
+    message in message_payload. `packed` packs GSM septets (after the UDH with its fill bits).
+    TextError when `alphabet` cannot carry `text`; SegmentLimitError when it needs more than
+    `max_segments` short messages on the air (or 255, the most a concatenation header can
+    number), which also bounds a payload well under the TLV's 64 KiB.
+    """
+    encoded = encode_text(text, alphabet)
+    return _split(encoded, alphabet, data_coding, method, ref, max_segments, packed=packed)
+
+
+def split_binary(
+    data: bytes, *, data_coding: int, method: ConcatMethod, ref: int, max_segments: int
+) -> list[Segment]:
+    """`split_message` for octets sent as they are (data_coding 2 or 4), cut anywhere."""
+    return _split(data, Alphabet.BINARY, data_coding, method, ref, max_segments, packed=False)
+
+
+def _split(
+    encoded: bytes,
+    alphabet: Alphabet,
+    data_coding: int,
+    method: ConcatMethod,
+    ref: int,
+    max_segments: int,
+    *,
+    packed: bool,
+) -> list[Segment]:
+    if packed and alphabet is not Alphabet.GSM7:
+        raise ValueError("only GSM 03.38 septets can be packed")
+    ref_limit = 0xFF if method is ConcatMethod.UDH8 else 0xFFFF
+    if not 0 <= ref <= ref_limit:
+        raise EncodeError(f"concatenation reference {ref} is out of range 0..{ref_limit}")
+    ends = _cut(encoded, alphabet, method)
+    cap = min(max_segments, MAX_CONCAT_PARTS)
+    if len(ends) > cap:
+        raise SegmentLimitError(f"message needs {len(ends)} segments; the cap is {cap}")
+    if len(ends) == 1:
+        body = pack_septets(encoded) if packed else encoded
+        return [Segment(body, esm_class_udhi=False, data_coding=data_coding)]
+    if method is ConcatMethod.PAYLOAD:
+        # The part cap (255 at most, about 34 KB) keeps this under the TLV's 64 KiB.
+        payload = pack_septets(encoded) if packed else encoded
+        return [
+            Segment(b"", esm_class_udhi=False, data_coding=data_coding, message_payload=payload)
+        ]
+
+    total = len(ends)
+    segments: list[Segment] = []
+    start = 0
+    for seq, end in enumerate(ends, start=1):
+        body = encoded[start:end]
+        start = end
+        if method is ConcatMethod.SAR:
+            sar = SarInfo(ref, total, seq)
+            short_message = pack_septets(body) if packed else body
+            segments.append(
+                Segment(short_message, esm_class_udhi=False, data_coding=data_coding, sar=sar)
+            )
+            continue
+        udh = build_concat_udh(ref, total, seq, ref16=method is ConcatMethod.UDH16)
+        if packed:
+            body = pack_septets(body, septet_fill_bits(len(udh)))
+        segments.append(Segment(udh + body, esm_class_udhi=True, data_coding=data_coding))
+    return segments
+
+
+class ReferenceAllocator:
+    """Concatenation references per destination, so long messages to one handset never mix.
+
+    Each destination counts up from a random start: (last + 1) mod 256, or mod 65536 for 16-bit
+    references (one counter serves both). Memory is bounded by keeping the `max_destinations`
+    most recently used; a forgotten destination restarts at random, which collides with a
+    still-pending group on the handset only by a 1-in-256 chance. Pure apart from `rng`, which
+    tests seed.
+    """
+
+    def __init__(self, *, max_destinations: int = 10_000, rng: random.Random | None = None) -> None:
+        if max_destinations < 1:
+            raise ValueError("max_destinations must be positive")
+        self._max_destinations = max_destinations
+        self._rng = rng if rng is not None else random.Random()
+        self._last: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Number of destinations remembered."""
+        return len(self._last)
+
+    def next(self, destination: str, *, ref16: bool) -> int:
+        """The next reference for a long message to `destination`."""
+        last = self._last.get(destination)
+        if last is None:
+            if len(self._last) >= self._max_destinations:
+                self._last.popitem(last=False)
+            current = self._rng.randrange(0x10000)
+        else:
+            current = (last + 1) & 0xFFFF
+            self._last.move_to_end(destination)
+        self._last[destination] = current
+        return current if ref16 else current & 0xFF
