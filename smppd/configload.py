@@ -32,7 +32,11 @@ KeyPath = tuple[str | int, ...]
 
 
 class ConfigError(SmppdError):
-    """The config file cannot be used; the message is one line: file, where, reason."""
+    """The config file cannot be used; the message is one line: file, where, reason.
+
+    `where` is a key path (`carriers[0].window`), a position for a YAML syntax error
+    (`line 3, column 2`), or empty when the reason concerns the whole file.
+    """
 
     def __init__(self, file: Path | str, where: str, reason: str) -> None:
         self.file = str(file)
