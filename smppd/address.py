@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from smppd.logging import mask_msisdn as mask
 from smppd.service import ApiError, ErrorCode
 
 # SMPP v3.4 5.2.5 / 5.2.6
@@ -82,11 +83,3 @@ def from_wire(address: str, ton: int) -> str:
     if ton == TON_INTERNATIONAL and _DIGITS.fullmatch(address):
         return "+" + address
     return address
-
-
-def mask(value: str) -> str:
-    """A number safe to log: short ids kept, longer ones keep a prefix and the last 2 digits."""
-    if len(value) <= 6:
-        return value
-    keep = 4 if value.startswith("+") else 3
-    return value[:keep] + "*" * (len(value) - keep - 2) + value[-2:]

@@ -148,5 +148,5 @@ def test_sender_forms() -> None:
 
 def test_mask_hides_the_middle() -> None:
     """Masked numbers keep a prefix and the last two digits."""
-    assert mask("+447911123456") == "+447*******56"
+    assert mask("+447911123456") == "+44791*****56"
     assert mask("12345") == "12345"

@@ -1,0 +1,244 @@
+"""The send loop of one carrier: queue -> binds -> outcomes -> queue.
+
+It claims due segments in batches (the store orders them by priority, fairness and age), hands
+each to the carrier's binds as soon as a window slot is free, and records the outcomes in batches
+(one transaction each, through the store's group commit).
+
+Duplicates after a crash are bounded by `max_unrecorded`: a segment counts from its claim until its
+outcome is committed, and no more are claimed while that many are open. With max_unrecorded =
+window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from smppd.pdu.receipt import correlation_keys
+from smppd.pdu.status import StatusClass
+from smppd.queue.base import Queue
+from smppd.queue.model import Change, ClaimedSegment, Failed, Outcome, Retry, Submitted, Unknown
+
+log = structlog.get_logger(__name__)
+
+
+class Result(Protocol):
+    """What a bind reports for one submit_sm (smppd.session.SubmitResult has this shape)."""
+
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def command_status(self) -> int: ...
+    @property
+    def status_class(self) -> StatusClass | None: ...
+    @property
+    def unknown(self) -> bool: ...
+
+
+class SubmitPort(Protocol):
+    """What the send loop needs of a carrier's binds."""
+
+    def try_submit(self, body: bytes) -> asyncio.Future[Result] | None: ...
+
+    async def wait_ready(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 20
+    initial_s: float = 1.0
+    max_s: float = 300.0
+    unknown_delay_s: float = 0.0  # resend at once after a timeout or a lost link
+
+    def backoff(self, attempts: int, rng: random.Random) -> float:
+        """Exponential with full jitter between half and all of the step, capped."""
+        step = min(self.initial_s * float(1 << min(attempts, 30)), self.max_s)
+        return step * (0.5 + rng.random() / 2)
+
+
+def outcome_for(
+    segment: ClaimedSegment,
+    result: Result,
+    *,
+    bind: str,
+    policy: RetryPolicy,
+    now: float,
+    rng: random.Random,
+) -> Outcome:
+    """The queue transition a submit result asks for: the one table of outcome policy."""
+    if result.unknown:
+        if segment.attempts + 1 >= policy.max_attempts:
+            return Failed(segment.segment_id, result.command_status)
+        return Unknown(segment.segment_id, now + policy.unknown_delay_s)
+    if result.status_class is StatusClass.SUCCESS:
+        message_id = result.message_id or ""
+        return Submitted(segment.segment_id, correlation_keys(message_id), bind, message_id)
+    if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
+        return Retry(
+            segment.segment_id,
+            result.command_status,
+            now + policy.backoff(segment.attempts, rng),
+        )
+    return Failed(segment.segment_id, result.command_status)
+
+
+class CarrierSendLoop:
+    def __init__(
+        self,
+        carrier: str,
+        queue: Queue,
+        port: SubmitPort,
+        *,
+        claim_batch: int,
+        max_unrecorded: int,
+        policy: RetryPolicy,
+        clock: Callable[[], float],
+        on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
+        idle_poll_s: float = 0.25,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.carrier = carrier
+        self._queue = queue
+        self._port = port
+        self._claim_batch = claim_batch
+        self._max_unrecorded = max_unrecorded
+        self._policy = policy
+        self._clock = clock
+        self._on_changes = on_changes
+        self._idle_poll_s = idle_poll_s
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._pending: list[Outcome] = []
+        self._have_pending = asyncio.Event()
+        self._unrecorded = 0
+        self._stopping = False
+        self.submitted = 0
+        self.recorded = 0
+
+    def wake(self) -> None:
+        """New work may be due (a submit landed): claim now rather than at the next poll."""
+        self._wake.set()
+
+    @property
+    def unrecorded(self) -> int:
+        return self._unrecorded
+
+    async def run(self) -> None:
+        """Claim and send until stop(); then record what is outstanding and return."""
+        async with asyncio.TaskGroup() as tg:
+            recorder = tg.create_task(self._record_loop())
+            try:
+                await self._claim_loop()
+            finally:
+                self._stopping = True
+                self._have_pending.set()
+                await recorder
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._room.set()
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            room = self._max_unrecorded - self._unrecorded
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            await self._port.wait_ready()
+            if self.stopping:
+                break
+            claim = await self._queue.claim(
+                self.carrier, min(room, self._claim_batch), now=self._clock()
+            )
+            if claim.expired:
+                self._on_changes(claim.expired)
+            if not claim.segments:
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(self._idle_poll_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            self._unrecorded += len(claim.segments)
+            for i, segment in enumerate(claim.segments):
+                fut = await self._send(segment.body)
+                if fut is None:  # stopping: hand back what was claimed but never sent
+                    now = self._clock()
+                    for unsent in claim.segments[i:]:
+                        self._add(Unknown(unsent.segment_id, now))
+                    break
+                fut.add_done_callback(functools.partial(self._done, segment))
+                self.submitted += 1
+
+    async def _send(self, body: bytes) -> asyncio.Future[Result] | None:
+        """Submit on the first bind with room; None only once stopping.
+
+        The port's wait_ready() returns when a slot frees up and also when the binds close, so a
+        stop during an outage does not leave this waiting.
+        """
+        while True:
+            fut = self._port.try_submit(body)
+            if fut is not None or self._stopping:
+                return fut
+            await self._port.wait_ready()
+
+    def _done(self, segment: ClaimedSegment, fut: asyncio.Future[Result]) -> None:
+        now = self._clock()
+        if fut.cancelled() or fut.exception() is not None:
+            # The bind guarantees a result; anything else is treated as outcome unknown.
+            outcome: Outcome = Unknown(segment.segment_id, now)
+        else:
+            result = fut.result()
+            outcome = outcome_for(
+                segment,
+                result,
+                bind=getattr(result, "bind", ""),
+                policy=self._policy,
+                now=now,
+                rng=self._rng,
+            )
+        self._add(outcome)
+
+    def _add(self, outcome: Outcome) -> None:
+        self._pending.append(outcome)
+        self._have_pending.set()
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._have_pending.wait()
+            self._have_pending.clear()
+            if self._pending:
+                batch, self._pending = self._pending, []
+                await self._record(batch)
+            # Once stopping, outstanding submits still owe a result (the binds answer or time them
+            # out as unknown); return only when every claimed segment is recorded.
+            if self._stopping and self._unrecorded <= 0 and not self._pending:
+                return
+
+    async def _record(self, batch: list[Outcome]) -> None:
+        while True:
+            try:
+                changes = await self._queue.record(batch, now=self._clock())
+                break
+            except Exception:  # storage trouble: keep the outcomes and retry, never drop them
+                log.exception("recording outcomes failed; retrying", carrier=self.carrier)
+                await asyncio.sleep(0.5)
+        self._unrecorded -= len(batch)
+        self.recorded += len(batch)
+        self._room.set()
+        if changes:
+            self._on_changes(changes)
