@@ -1,0 +1,40 @@
+"""Routing: longest prefix, failover after a carrier has been down long enough."""
+
+from __future__ import annotations
+
+from smppd.routing import Router, RouteRule
+
+RULES = [
+    RouteRule("", ("default",), 30.0),
+    RouteRule("44", ("uk-a", "uk-b"), 30.0),
+    RouteRule("447", ("uk-mobile",), 30.0),
+]
+
+
+def test_longest_prefix_wins() -> None:
+    """+4479... goes to the mobile route, +4420... to the UK route, others to the default."""
+    router = Router(RULES)
+    assert router.pick("+447911123456", lambda c: None, now=0) == "uk-mobile"
+    assert router.pick("+442071234567", lambda c: None, now=0) == "uk-a"
+    assert router.pick("+12025550123", lambda c: None, now=0) == "default"
+
+
+def test_failover_after_configured_downtime() -> None:
+    """A carrier down for less than failover_after_s keeps its traffic; longer, the next takes it."""
+    router = Router(RULES)
+    down = {"uk-a": 100.0}
+    assert router.pick("+442071234567", down.get, now=120.0) == "uk-a"
+    assert router.pick("+442071234567", down.get, now=131.0) == "uk-b"
+
+
+def test_all_down_uses_the_first() -> None:
+    """With every carrier down the first is used, so the message waits in the queue."""
+    router = Router(RULES)
+    down = {"uk-a": 0.0, "uk-b": 0.0}
+    assert router.pick("+442071234567", down.get, now=1000.0) == "uk-a"
+
+
+def test_no_route() -> None:
+    """Without a default route an unmatched destination has no carrier."""
+    router = Router([RouteRule("44", ("uk",), 1.0)])
+    assert router.pick("+12025550123", lambda c: None, now=0) is None
