@@ -20,7 +20,7 @@ def test_longest_prefix_wins() -> None:
 
 
 def test_failover_after_configured_downtime() -> None:
-    """A carrier down for less than failover_after_s keeps its traffic; longer, the next takes it."""
+    """A carrier down under failover_after_s keeps its traffic; past it, the next one takes it."""
     router = Router(RULES)
     down = {"uk-a": 100.0}
     assert router.pick("+442071234567", down.get, now=120.0) == "uk-a"
