@@ -11,6 +11,15 @@ import re
 from smppd.logging import mask_msisdn as mask
 from smppd.service import ApiError, ErrorCode
 
+__all__ = [
+    "check_sender",
+    "from_wire",
+    "mask",
+    "normalise_destination",
+    "sender_ton_npi",
+    "wire_address",
+]
+
 # SMPP v3.4 5.2.5 / 5.2.6
 TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL, TON_NETWORK, TON_ALPHANUMERIC = 0, 1, 2, 3, 5
 NPI_UNKNOWN, NPI_E164 = 0, 1

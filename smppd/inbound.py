@@ -1,0 +1,259 @@
+"""What arrives from a carrier: delivery receipts and mobile-originated messages.
+
+The bind calls `InboundHandler` for each deliver_sm / data_sm and answers the SMSC with the status
+returned, only after this returns: a receipt or message is on disk before it is acknowledged, and
+a storage failure propagates so the bind answers a temporary error and the SMSC retries.
+
+A reply goes to the client that owns the sender id it was sent to, never to anyone else; with no
+owner it is stored and counted. Long MO messages are reassembled from their UDH/SAR parts first.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from smppd.address import from_wire, mask
+from smppd.compliance import Keyword, Keywords
+from smppd.pdu import tlv
+from smppd.pdu.errors import DecodeError
+from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
+from smppd.pdu.receipt import ReceiptOutcome, correlation_keys, receipt_from_parts
+from smppd.pdu.status import CommandStatus
+from smppd.pdu.text import Alphabet, decode_text
+from smppd.pdu.tlv import Tag
+from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
+from smppd.queue.base import Queue
+from smppd.queue.model import Change, InboundIn, ReceiptIn
+from smppd.service import Event
+
+log = structlog.get_logger(__name__)
+
+# A receipt's outcome as the segment state it settles (None: intermediate, stays submitted).
+FINAL_STATE_OF: Mapping[ReceiptOutcome, str | None] = {
+    ReceiptOutcome.DELIVERED: "delivered",
+    ReceiptOutcome.UNDELIVERABLE: "undeliverable",
+    ReceiptOutcome.EXPIRED: "expired",
+    ReceiptOutcome.REJECTED: "rejected",
+    ReceiptOutcome.DELETED: "undeliverable",
+    ReceiptOutcome.UNKNOWN: "undeliverable",
+    ReceiptOutcome.ENROUTE: None,
+    ReceiptOutcome.ACCEPTED: None,
+}
+
+
+@dataclass
+class InboundCounters:
+    receipts: dict[str, int] = field(default_factory=dict)  # by result: matched, held, ...
+    receipts_unparseable: int = 0
+    inbound: int = 0
+    inbound_unowned: int = 0
+    parts_held: int = 0
+    optouts: int = 0
+    optins: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutPolicy:
+    keywords: Keywords
+    per_client: bool  # scope "client": STOP to one sender id opts out of all the client's ids
+    senders_of: Mapping[str, tuple[str, ...]]  # client -> its sender ids
+
+
+def change_event(change: Change) -> Event:
+    data: dict[str, object] = {
+        "id": change.message_id,
+        "segment": change.segment_id & 0xFF,
+        "segment_state": str(change.segment_state),
+        "state": str(change.after),
+    }
+    if change.command_status is not None:
+        data["command_status"] = change.command_status
+    return Event("state", change.client, data)
+
+
+class InboundHandler:
+    def __init__(
+        self,
+        carrier: str,
+        queue: Queue,
+        *,
+        owners: Mapping[str, str],
+        optout: OptOutPolicy,
+        default_alphabet: Alphabet,
+        publish: Callable[[Event], None],
+        clock: Callable[[], float],
+        reassembly_timeout_s: float = 300.0,
+    ) -> None:
+        self.carrier = carrier
+        self._queue = queue
+        self._owners = owners
+        self._optout = optout
+        self._default_alphabet = default_alphabet
+        self._publish = publish
+        self._clock = clock
+        self._parts = Reassembler(timeout_s=reassembly_timeout_s)
+        self.counters = InboundCounters()
+
+    async def __call__(self, pdu: DeliverSm | DataSm) -> int:
+        if pdu.is_receipt:
+            await self._receipt(pdu)
+        else:
+            await self._mobile_originated(pdu)
+        return CommandStatus.ESME_ROK
+
+    # --- receipts --------------------------------------------------------------------------
+
+    async def _receipt(self, pdu: DeliverSm | DataSm) -> None:
+        receipt = receipt_from_parts(
+            pdu.content.decode("latin-1"),
+            receipted_message_id=tlv.get_str(pdu.tlvs, Tag.receipted_message_id),
+            message_state=tlv.get_int(pdu.tlvs, Tag.message_state),
+            network_error_code=tlv.get_bytes(pdu.tlvs, Tag.network_error_code),
+        )
+        if receipt is None:
+            # Nothing to match it by: acknowledging is right (a retry would not parse better).
+            self.counters.receipts_unparseable += 1
+            log.warning("unparseable delivery receipt", carrier=self.carrier)
+            return
+        done_at = (
+            None
+            if receipt.done_date is None
+            else float(calendar.timegm(receipt.done_date.timetuple()))
+        )
+        item = ReceiptIn(
+            keys=correlation_keys(receipt.message_id),
+            stat=str(receipt.stat),
+            final_state=FINAL_STATE_OF[receipt.outcome],
+            err=receipt.err,
+            done_at=done_at,
+        )
+        [result] = await self._queue.apply_receipts(self.carrier, [item], now=self._clock())
+        outcome = str(result.outcome)
+        self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
+        change = result.change
+        if change is not None:
+            self._publish(
+                Event(
+                    "receipt",
+                    change.client,
+                    {
+                        "id": change.message_id,
+                        "segment": change.segment_id & 0xFF,
+                        "stat": str(receipt.stat),
+                        "err": receipt.err,
+                        "state": str(change.after),
+                        "carrier": self.carrier,
+                    },
+                )
+            )
+            if change.before != change.after:
+                self._publish(change_event(change))
+
+    # --- mobile-originated messages --------------------------------------------------------
+
+    async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> None:
+        now = self._clock()
+        source = from_wire(pdu.source_addr, pdu.source_addr_ton)
+        destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
+        content = self._reassemble(pdu, (source, destination), now)
+        for dropped in self._parts.expire(now=now):
+            key = dropped.key
+            assert isinstance(key, tuple)
+            partial = b"".join(data for _, data in dropped.parts)
+            log.warning("long inbound message incomplete; storing the parts that arrived")
+            await self._store(key[0], key[1], partial, pdu.data_coding, now, complete=False)
+        if content is None:
+            return
+        await self._store(source, destination, content, pdu.data_coding, now, complete=True)
+
+    def _reassemble(
+        self, pdu: DeliverSm | DataSm, key: tuple[str, str], now: float
+    ) -> bytes | None:
+        content = pdu.content
+        part: ConcatPart | None = None
+        if pdu.esm_class & ESM_UDHI:
+            try:
+                elements, rest = parse_udh(content)
+            except DecodeError:
+                return content  # a broken header: keep the bytes rather than lose the message
+            info = concat_info(elements)
+            content = rest
+            if info is not None and info.total > 1:
+                part = ConcatPart(info.ref, info.total, info.seq, rest)
+        else:
+            ref = tlv.get_int(pdu.tlvs, Tag.sar_msg_ref_num)
+            total = tlv.get_int(pdu.tlvs, Tag.sar_total_segments)
+            seq = tlv.get_int(pdu.tlvs, Tag.sar_segment_seqnum)
+            if ref is not None and total and seq and 1 <= seq <= total and total > 1:
+                part = ConcatPart(ref, total, seq, content)
+        if part is None:
+            return content
+        parts = self._parts.add(key, part, now=now)
+        if parts is None:
+            self.counters.parts_held += 1
+            return None
+        return b"".join(parts)
+
+    async def _store(
+        self,
+        source: str,
+        destination: str,
+        content: bytes,
+        data_coding: int,
+        now: float,
+        *,
+        complete: bool,
+    ) -> None:
+        text = decode_text(content, data_coding, default_alphabet=self._default_alphabet)
+        client = self._owners.get(destination)
+        inbound_id = await self._queue.store_inbound(
+            InboundIn(self.carrier, source, destination, text, data_coding, now, client)
+        )
+        self.counters.inbound += 1
+        keyword = self._optout.keywords.classify(text) if complete else None
+        if client is None:
+            self.counters.inbound_unowned += 1
+            log.info("inbound message to an unowned sender id", destination=mask(destination))
+        if keyword is Keyword.STOP:
+            await self._opt_out(client, destination, source, now)
+        elif keyword is Keyword.START:
+            await self._opt_in(client, destination, source)
+        self._publish(
+            Event(
+                "inbound",
+                client,
+                {
+                    "id": inbound_id,
+                    "from": source,
+                    "to": destination,
+                    "text": text,
+                    "carrier": self.carrier,
+                    "received_at": now,
+                    "keyword": None if keyword is None else str(keyword),
+                    "complete": complete,
+                },
+            )
+        )
+
+    def _scope(self, client: str | None, sender: str) -> tuple[str, ...]:
+        if self._optout.per_client and client is not None:
+            return self._optout.senders_of.get(client, (sender,))
+        return (sender,)
+
+    async def _opt_out(self, client: str | None, sender: str, number: str, now: float) -> None:
+        for sender_id in self._scope(client, sender):
+            await self._queue.add_optout(sender_id, number, now=now)
+            for change in await self._queue.cancel_queued_to(sender_id, number, now=now):
+                self._publish(change_event(change))
+        self.counters.optouts += 1
+        log.info("opt-out recorded", sender=sender, number=mask(number))
+
+    async def _opt_in(self, client: str | None, sender: str, number: str) -> None:
+        for sender_id in self._scope(client, sender):
+            await self._queue.remove_optout(sender_id, number)
+        self.counters.optins += 1
+        log.info("opt-in recorded", sender=sender, number=mask(number))
