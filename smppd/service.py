@@ -92,7 +92,8 @@ class SubmitReply:
     created: bool  # False when `ref` matched an earlier submit (idempotent)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "segments": self.segments, "created": self.created}
+        # "id" on the wire is the request's own id, echoed; the message's is "message_id".
+        return {"message_id": self.id, "segments": self.segments, "created": self.created}
 
 
 @dataclass(frozen=True, slots=True)
