@@ -1,0 +1,288 @@
+"""The core behind the local API: validate, route, prepare and durably queue; read back status.
+
+It implements `smppd.service.Service`. A submit is checked (sender allowed for the client, number
+valid, not opted out, text encodable within the segment cap, queue not over its depth), routed to
+a carrier, split into submit_sm bodies and enqueued; the reply goes out only after the store's
+commit. Everything accepted in one call shares one group commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from smppd.address import check_sender, normalise_destination
+from smppd.events import KINDS, EventHub
+from smppd.outbound import OutboundProfile, prepare
+from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
+from smppd.queue.base import Queue
+from smppd.queue.errors import QueueError, StorageFullError
+from smppd.queue.model import MessageStatus, NewMessage
+from smppd.routing import Router
+from smppd.service import (
+    ApiError,
+    ClientIdentity,
+    ErrorCode,
+    SubmitReply,
+    SubmitRequest,
+    Subscription,
+)
+
+log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    max_depth: int
+    default_country_prefix: str | None = None
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        router: Router,
+        profiles: Mapping[str, OutboundProfile],
+        hub: EventHub,
+        settings: GatewaySettings,
+        down_since: Callable[[str], float | None],
+        wake: Callable[[str], None],
+        health: Callable[[], dict[str, Any]],
+        clock: Callable[[], float],
+    ) -> None:
+        self._queue = queue
+        self._router = router
+        self._profiles = profiles
+        self._hub = hub
+        self._settings = settings
+        self._down_since = down_since
+        self._wake = wake
+        self._health = health
+        self._clock = clock
+        self._refs = ReferenceAllocator()
+        self.accepted = 0
+        self.shutting_down = False
+
+    def reconfigure(self, router: Router, profiles: Mapping[str, OutboundProfile]) -> None:
+        """Take new routes and carrier profiles (SIGHUP); queued work keeps its carrier."""
+        self._router = router
+        self._profiles = profiles
+
+    # --- submit ----------------------------------------------------------------------------
+
+    async def submit(
+        self, client: ClientIdentity, requests: Sequence[SubmitRequest]
+    ) -> list[SubmitReply | ApiError]:
+        if self.shutting_down:
+            error = ApiError(ErrorCode.shutting_down, "smppd is shutting down; submit again")
+            return [error for _ in requests]
+        now = self._clock()
+        results: list[SubmitReply | ApiError | None] = []
+        batch: list[NewMessage] = []
+        slots: list[int] = []
+        for request in requests:
+            try:
+                message = await self._validate(client, request, now)
+            except ApiError as exc:
+                results.append(exc)
+                continue
+            slots.append(len(results))
+            results.append(None)
+            batch.append(message)
+        if batch:
+            segments = sum(len(m.segments) for m in batch)
+            if self._queue.queued_depth() + segments > self._settings.max_depth:
+                error = ApiError(
+                    ErrorCode.queue_full,
+                    f"queue is at its configured depth ({self._settings.max_depth} segments); "
+                    "retry later",
+                )
+                for slot in slots:
+                    results[slot] = error
+            else:
+                await self._enqueue(batch, slots, results, now)
+        return [r for r in results if r is not None]
+
+    async def _enqueue(
+        self,
+        batch: list[NewMessage],
+        slots: list[int],
+        results: list[SubmitReply | ApiError | None],
+        now: float,
+    ) -> None:
+        try:
+            enqueued = await self._queue.enqueue(batch, now=now)
+        except StorageFullError:
+            log.error("storage full: submits refused until space is freed")
+            error = ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
+            for slot in slots:
+                results[slot] = error
+            return
+        except QueueError as exc:
+            log.error("queue error on submit", error=str(exc))
+            error = ApiError(ErrorCode.internal, "storage error; nothing was accepted")
+            for slot in slots:
+                results[slot] = error
+            return
+        carriers = set()
+        for slot, message, done in zip(slots, batch, enqueued, strict=True):
+            results[slot] = SubmitReply(done.message_id, done.segments, done.created)
+            carriers.add(message.carrier)
+        self.accepted += sum(1 for e in enqueued if e.created)
+        for carrier in carriers:
+            self._wake(carrier)
+
+    async def _validate(
+        self, client: ClientIdentity, request: SubmitRequest, now: float
+    ) -> NewMessage:
+        if request.sender not in client.senders:
+            raise ApiError(
+                ErrorCode.sender_not_allowed,
+                f"client {client.name!r} may not send from {request.sender!r}",
+                field="from",
+            )
+        check_sender(request.sender)
+        destination = normalise_destination(
+            request.to, default_country_prefix=self._settings.default_country_prefix
+        )
+        if await self._queue.is_opted_out(request.sender, destination):
+            raise ApiError(
+                ErrorCode.opted_out,
+                "the recipient opted out of messages from this sender",
+                field="to",
+            )
+        carrier = self._router.pick(destination, self._down_since, now=now)
+        if carrier is None or carrier not in self._profiles:
+            raise ApiError(ErrorCode.no_route, "no route to this destination", field="to")
+        profile = self._profiles[carrier]
+        expires_at = None if request.validity_s is None else now + request.validity_s
+        ref = self._refs.next(destination, ref16=profile.concatenation is ConcatMethod.UDH16)
+        prepared = prepare(
+            destination=destination,
+            source=request.sender,
+            text=request.text,
+            encoding=request.encoding,
+            registered_delivery=request.registered_delivery,
+            expires_at=expires_at,
+            ref=ref,
+            profile=profile,
+        )
+        return NewMessage(
+            client=client.name,
+            ref=request.ref,
+            source=request.sender,
+            destination=destination,
+            carrier=carrier,
+            priority=min(request.priority, client.max_priority),
+            not_before=request.schedule_at,
+            expires_at=expires_at,
+            registered_delivery=request.registered_delivery,
+            segments=prepared.bodies,
+        )
+
+    # --- reads and the rest ----------------------------------------------------------------
+
+    async def status(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
+        found = await self._queue.status(message_id, client.name)
+        if found is None:
+            raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
+        return status_json(found)
+
+    async def cancel(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
+        found = await self._queue.cancel(message_id, client.name, now=self._clock())
+        if found is None:
+            raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
+        return status_json(found)
+
+    def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
+        unknown = kinds - KINDS
+        if unknown:
+            raise ApiError(
+                ErrorCode.invalid_field,
+                f"unknown event kinds {sorted(unknown)}; known: {sorted(KINDS)}",
+                field="events",
+            )
+        return self._hub.subscribe(client.name, kinds or KINDS)
+
+    def health(self) -> dict[str, Any]:
+        return {"queue_depth": self._queue.queued_depth(), **self._health()}
+
+    async def stats(self, client: ClientIdentity) -> dict[str, Any]:
+        stats = await self._queue.stats(now=self._clock())
+        return {
+            "queued_depth": stats.queued_depth,
+            "oldest_queued_age_s": stats.oldest_queued_age_s,
+            "segments": {
+                str(state): sum(by_priority.values())
+                for state, by_priority in stats.segments.items()
+            },
+            "by_carrier": {
+                carrier: {str(s): n for s, n in states.items()}
+                for carrier, states in stats.by_carrier.items()
+            },
+            "receipts_held": stats.receipts_held,
+            "receipts_unmatched": stats.receipts_unmatched,
+            "accepted": self.accepted,
+        }
+
+    async def optout(
+        self, client: ClientIdentity, action: str, sender: str, number: str | None
+    ) -> dict[str, Any]:
+        if action != "list" and sender not in client.senders:
+            raise ApiError(
+                ErrorCode.sender_not_allowed,
+                f"client {client.name!r} does not own sender {sender!r}",
+                field="sender",
+            )
+        if action == "list":
+            rows = await self._queue.list_optouts(sender=sender or None)
+            return {
+                "optouts": [
+                    {"sender": r.sender, "number": r.number, "created_at": r.created_at}
+                    for r in rows
+                    if r.sender in client.senders
+                ]
+            }
+        if number is None:
+            raise ApiError(ErrorCode.missing_field, "number is required", field="number")
+        destination = normalise_destination(
+            number, default_country_prefix=self._settings.default_country_prefix, field="number"
+        )
+        if action == "add":
+            changed = await self._queue.add_optout(sender, destination, now=self._clock())
+            await self._queue.cancel_queued_to(sender, destination, now=self._clock())
+        elif action == "remove":
+            changed = await self._queue.remove_optout(sender, destination)
+        else:
+            raise ApiError(ErrorCode.invalid_field, "action is add, remove or list", field="action")
+        return {"changed": changed}
+
+
+def status_json(status: MessageStatus) -> dict[str, Any]:
+    return {
+        "id": status.message_id,
+        "ref": status.ref,
+        "state": str(status.state),
+        "carrier": status.carrier,
+        "priority": status.priority,
+        "created_at": status.created_at,
+        "not_before": status.not_before,
+        "expires_at": status.expires_at,
+        "segments": [
+            {
+                "index": s.index,
+                "state": str(s.state),
+                "attempts": s.attempts,
+                "command_status": s.command_status,
+                "carrier_message_id": s.carrier_message_id,
+                "receipt_stat": s.receipt_stat,
+                "receipt_err": s.receipt_err,
+                "done_at": s.done_at,
+            }
+            for s in status.segments
+        ],
+    }
