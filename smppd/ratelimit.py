@@ -1,0 +1,175 @@
+"""Rate limits with the clock passed in: a hard sliding-window cap and a bind's adaptive rate.
+
+Owns the arithmetic of "at most N sends in any span of P seconds" (DESIGN.md invariant 5 is
+measured over any one-second span, which a token bucket with a burst does not guarantee) and of
+slowing a bind down when the SMSC answers ESME_RTHROTTLED / ESME_RMSGQFUL. It must not know
+asyncio or SMPP: `now` is an argument and the callers decide what a send is.
+
+The window keeps the times of the last `capacity` sends in a ring, so checking and recording a
+send are O(1) whatever the rate, and the limit can shrink or grow within the capacity at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def window_for_rate(tps: float) -> tuple[int, float]:
+    """(limit, period_s) for a rate: whole sends per second, or one per 1/tps seconds below 1/s.
+
+    A fractional rate is rounded down, since the cap is a hard limit.
+    """
+    if not tps > 0:
+        raise ValueError("a rate must be positive")
+    if tps >= 1:
+        return math.floor(tps), 1.0
+    return 1, 1.0 / tps
+
+
+class SlidingWindow:
+    """At most `limit` sends in any half-open span of `period_s` seconds."""
+
+    __slots__ = ("_capacity", "_i", "_ring", "limit", "period_s")
+
+    def __init__(self, limit: int, *, period_s: float = 1.0, capacity: int | None = None) -> None:
+        capacity = limit if capacity is None else capacity
+        if not 1 <= limit <= capacity or period_s <= 0:
+            raise ValueError("need 1 <= limit <= capacity and period_s > 0")
+        self._capacity = capacity
+        self._ring = [-math.inf] * capacity  # send times, oldest at _i
+        self._i = 0
+        self.limit = limit
+        self.period_s = period_s
+
+    @classmethod
+    def for_rate(cls, tps: float) -> SlidingWindow:
+        limit, period_s = window_for_rate(tps)
+        return cls(limit, period_s=period_s)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = min(max(1, limit), self._capacity)
+
+    def allows(self, now: float) -> bool:
+        # The send `limit` places back must have left the span that would end at `now`.
+        return self._ring[(self._i - self.limit) % self._capacity] + self.period_s <= now
+
+    def record(self, now: float) -> None:
+        self._ring[self._i] = now
+        self._i = (self._i + 1) % self._capacity
+
+    def try_acquire(self, now: float) -> bool:
+        if self._ring[(self._i - self.limit) % self._capacity] + self.period_s <= now:
+            self._ring[self._i] = now
+            self._i = (self._i + 1) % self._capacity
+            return True
+        return False
+
+    def ready_at(self, now: float) -> float:
+        """The earliest time at or after `now` when a send is allowed."""
+        return max(now, self._ring[(self._i - self.limit) % self._capacity] + self.period_s)
+
+
+class AdaptiveRate:
+    """A bind's own rate: its cap (or none), halved when the SMSC says slow down, then regained.
+
+    On a throttling answer to a send made since the last slow-down began, sending pauses for
+    `backoff_s` and the limit halves; after that, each `backoff_s` without a new throttling
+    answer adds a tenth of the ceiling back. The ceiling is the configured rate, or for an
+    uncapped bind the rate it reached in the second before the first throttling answer (the cap
+    is dropped again once that is regained). Answers to sends made before the slow-down began
+    are counted by the caller but do not halve again: a whole window of them arrives at once.
+    """
+
+    __slots__ = (
+        "_backoff_s",
+        "_bucket_count",
+        "_bucket_end",
+        "_ceiling",
+        "_configured",
+        "_last_second",
+        "_recover_at",
+        "_window",
+        "paused_until",
+        "slowed_at",
+    )
+
+    def __init__(self, tps: float | None, *, backoff_s: float) -> None:
+        self._configured = None if tps is None else SlidingWindow.for_rate(tps)
+        self._window = self._configured
+        self._ceiling = 0 if self._window is None else self._window.limit
+        self._backoff_s = backoff_s
+        self.paused_until = -math.inf
+        self.slowed_at = -math.inf  # when the current slow-down began
+        self._recover_at = math.inf
+        # Sends per second while uncapped, to know where to slow down from.
+        self._bucket_end = -math.inf
+        self._bucket_count = 0
+        self._last_second = 0
+
+    @property
+    def limit(self) -> int | None:
+        """Sends allowed per period now (None: uncapped)."""
+        return None if self._window is None else self._window.limit
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 if self._window is None else self._window.period_s
+
+    def allows(self, now: float) -> bool:
+        if now < self.paused_until:
+            return False
+        if now >= self._recover_at:
+            self._recover(now)
+        window = self._window
+        return window is None or window.allows(now)
+
+    def record(self, now: float) -> None:
+        window = self._window
+        if window is not None:
+            window.record(now)
+        else:
+            if now >= self._bucket_end:
+                fresh = now - self._bucket_end >= 1.0
+                self._last_second = 0 if fresh else self._bucket_count
+                self._bucket_count = 0
+                self._bucket_end = now + 1.0
+            self._bucket_count += 1
+
+    def ready_at(self, now: float) -> float:
+        at = max(now, self.paused_until)
+        window = self._window
+        return at if window is None else max(at, window.ready_at(at))
+
+    def throttled(self, *, now: float, sent_at: float) -> bool:
+        """A throttling answer arrived for a send made at `sent_at`; True if it slowed us down."""
+        if sent_at < self.slowed_at:
+            return False
+        window = self._window
+        if window is None:
+            rate = max(self._bucket_count, self._last_second, 2)
+            window = SlidingWindow(rate, capacity=rate)
+            self._window = window
+            self._ceiling = rate
+        window.set_limit(window.limit // 2)
+        self.slowed_at = now
+        self.paused_until = now + self._backoff_s
+        self._recover_at = self.paused_until + self._backoff_s
+        return True
+
+    def _recover(self, now: float) -> None:
+        window = self._window
+        if window is None:
+            self._recover_at = math.inf
+            return
+        window.set_limit(window.limit + max(1, self._ceiling // 10))
+        if window.limit < self._ceiling:
+            self._recover_at = now + self._backoff_s
+            return
+        self._recover_at = math.inf
+        if self._configured is None:
+            self._window = None  # back to uncapped
+            self._bucket_end = -math.inf

@@ -1,0 +1,98 @@
+"""Sliding-window caps and the adaptive bind rate, with the clock passed in."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smppd.ratelimit import AdaptiveRate, SlidingWindow, window_for_rate
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 20),
+    st.lists(st.floats(0.0, 0.3, allow_nan=False), min_size=1, max_size=200),
+)
+def test_never_more_than_limit_in_any_period(limit: int, gaps: list[float]) -> None:
+    """Whatever the attempt times, no span of period_s holds more than `limit` sends."""
+    window = SlidingWindow(limit)
+    now = 0.0
+    sent: list[float] = []
+    for gap in gaps:
+        now += gap
+        if window.try_acquire(now):
+            sent.append(now)
+    for i, start in enumerate(sent):
+        assert sum(1 for t in sent[i:] if t < start + 1.0) <= limit
+
+
+def test_ready_at_is_when_the_oldest_send_leaves() -> None:
+    """ready_at names the first moment a send is allowed again."""
+    window = SlidingWindow(2)
+    assert window.try_acquire(0.0)
+    assert window.try_acquire(0.4)
+    assert not window.allows(0.9)
+    assert window.ready_at(0.9) == 1.0
+    assert window.try_acquire(1.0)
+    assert window.ready_at(1.0) == 1.4
+
+
+def test_limit_changes_within_capacity() -> None:
+    """The limit can shrink and grow at once, never beyond the capacity nor below one."""
+    window = SlidingWindow(4)
+    for t in (0.0, 0.1, 0.2):
+        window.record(t)
+    window.set_limit(2)
+    assert not window.allows(0.5)
+    window.set_limit(100)
+    assert window.limit == 4
+    assert window.allows(0.5)
+    window.set_limit(0)
+    assert window.limit == 1
+
+
+@pytest.mark.parametrize(
+    ("tps", "expected"), [(50.0, (50, 1.0)), (50.7, (50, 1.0)), (1.0, (1, 1.0)), (0.5, (1, 2.0))]
+)
+def test_window_for_rate(tps: float, expected: tuple[int, float]) -> None:
+    """Rates become whole sends per second (rounded down), or one per 1/tps below one a second."""
+    assert window_for_rate(tps) == expected
+
+
+def test_uncapped_rate_learns_a_cap_when_throttled_and_drops_it_again() -> None:
+    """An uncapped bind that gets throttled slows to half of what it was sending, then regains
+    it step by step and becomes uncapped again."""
+    rate = AdaptiveRate(None, backoff_s=1.0)
+    for i in range(40):
+        assert rate.allows(i * 0.01)
+        rate.record(i * 0.01)
+    assert rate.throttled(now=0.5, sent_at=0.3)
+    assert rate.limit == 20
+    assert not rate.allows(1.4)
+    assert not rate.throttled(now=0.6, sent_at=0.4)  # sent before the slow-down began
+    limits = []
+    for t in range(2, 9):
+        assert rate.allows(float(t))
+        limits.append(rate.limit)
+    assert limits == [20, 24, 28, 32, 36, None, None]  # steps of a tenth of 40
+    assert rate.ready_at(9.0) == 9.0
+
+
+def test_capped_rate_recovers_to_its_ceiling() -> None:
+    """A capped bind regains a tenth of its cap per quiet backoff period, up to the cap."""
+    rate = AdaptiveRate(100, backoff_s=2.0)
+    assert rate.throttled(now=0.0, sent_at=0.0)
+    assert rate.limit == 50
+    assert rate.paused_until == 2.0
+    assert rate.ready_at(1.0) == 2.0
+    limits = []
+    for t in range(4, 20, 2):
+        rate.allows(float(t))
+        limits.append(rate.limit)
+    assert limits == [60, 70, 80, 90, 100, 100, 100, 100]
+    assert rate.throttled(now=30.0, sent_at=29.0)
+    assert rate.limit == 50
+    assert math.isclose(rate.period_s, 1.0)

@@ -1,0 +1,724 @@
+"""The sans-IO bind: bytes and a hand-advanced clock in, events and bytes out."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from smppd.pdu import pdus
+from smppd.pdu.codec import PduReader, encode, encode_body, frame
+from smppd.pdu.command import CommandId
+from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.pdu.tlv import Tlv
+from smppd.ratelimit import SlidingWindow
+from smppd.session import (
+    MAX_SEQUENCE_NUMBER,
+    BindError,
+    BindFailed,
+    BindMode,
+    BindSettings,
+    Bound,
+    CloseReason,
+    ConnectionShouldClose,
+    DeliverReceived,
+    Event,
+    LateResponse,
+    LocalProtocolError,
+    PeerError,
+    ResponseTimedOut,
+    Session,
+    State,
+    SubmitAnswered,
+    Throttled,
+    Unbound,
+)
+
+S = CommandStatus
+BODY = encode_body(pdus.SubmitSm(source_addr="Acme", destination_addr="447700900123"))
+
+
+def settings_(**changes: object) -> BindSettings:
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": 2775,
+        "system_id": "smppd",
+        "password": "secret",
+        "window": 4,
+        "enquire_link_interval_s": 30.0,
+        "response_timeout_s": 5.0,
+        "bind_timeout_s": 3.0,
+        "unbind_timeout_s": 2.0,
+        "throttle_backoff_s": 1.0,
+    }
+    values.update(changes)
+    return BindSettings(**values)  # type: ignore[arg-type]
+
+
+class Peer:
+    """The SMSC's side of a session under test: decodes what it sends, encodes what it gets."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.reader = PduReader()
+        self.now = 0.0
+
+    def sent(self) -> list[pdus.Pdu]:
+        self.reader.feed(self.session.data_to_send())
+        out = []
+        while (pdu := self.reader.next_pdu()) is not None:
+            out.append(pdu)
+        return out
+
+    def send(self, *items: pdus.Pdu | bytes) -> None:
+        data = b"".join(i if isinstance(i, bytes) else encode(i) for i in items)
+        self.session.receive_data(data, now=self.now)
+
+    def events(self) -> list[Event]:
+        out = []
+        while (event := self.session.next_event()) is not None:
+            out.append(event)
+        return out
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.session.handle_timer(now=self.now)
+
+    def submit(self, body: bytes = BODY) -> int:
+        seq = self.session.try_submit(body, now=self.now)
+        assert seq is not None
+        return seq
+
+    def answer(self, seq: int, status: int = 0, message_id: str = "") -> None:
+        self.send(
+            pdus.SubmitSmResp(sequence_number=seq, command_status=status, message_id=message_id)
+        )
+
+
+def bound(**changes: object) -> Peer:
+    first = changes.pop("first_sequence_number", 1)
+    carrier = changes.pop("carrier_rate", None)
+    session = Session(
+        settings_(**changes),
+        first_sequence_number=first,  # type: ignore[arg-type]
+        carrier_rate=carrier,  # type: ignore[arg-type]
+    )
+    peer = Peer(session)
+    session.start_bind(now=peer.now)
+    (bind,) = peer.sent()
+    peer.send(bind_resp(bind))
+    assert isinstance(peer.events()[0], Bound)
+    return peer
+
+
+def bind_resp(bind: pdus.Pdu, status: int = 0) -> bytes:
+    return frame(bind.command_id | 0x80000000, status, bind.sequence_number, b"smsc\0")
+
+
+def answers(events: list[Event]) -> dict[int, SubmitAnswered]:
+    return {e.sequence_number: e for e in events if isinstance(e, SubmitAnswered)}
+
+
+def closing(events: list[Event]) -> ConnectionShouldClose:
+    (close,) = [e for e in events if isinstance(e, ConnectionShouldClose)]
+    return close
+
+
+# --- binding ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "request_cls", "state"),
+    [
+        (BindMode.TRANSMITTER, pdus.BindTransmitter, State.BOUND_TX),
+        (BindMode.RECEIVER, pdus.BindReceiver, State.BOUND_RX),
+        (BindMode.TRANSCEIVER, pdus.BindTransceiver, State.BOUND_TRX),
+    ],
+)
+def test_bind_handshake(mode: BindMode, request_cls: type[pdus.Pdu], state: State) -> None:
+    """The bind goes out with the configured credentials and its resp enters the bound state."""
+    session = Session(settings_(bind_mode=mode, system_type="OTP", address_range="^44"))
+    peer = Peer(session)
+    session.start_bind(now=0.0)
+    assert session.state.name == "BINDING"
+    (bind,) = peer.sent()
+    assert isinstance(bind, request_cls)
+    assert (bind.system_id, bind.password, bind.system_type) == ("smppd", "secret", "OTP")  # type: ignore[attr-defined]
+    assert bind.address_range == "^44"  # type: ignore[attr-defined]
+    peer.send(bind_resp(bind))
+    assert peer.events() == [Bound(state, "smsc")]
+    assert session.state is state
+    assert session.can_submit is (state is not State.BOUND_RX)
+
+
+def test_bind_password_never_in_repr() -> None:
+    """Settings and the bind PDU keep the password out of their repr (and so out of logs)."""
+    assert "secret" not in repr(settings_())
+    assert "secret" not in repr(pdus.BindTransceiver(password="secret"))
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [
+        (S.ESME_RINVPASWD, True),
+        (S.ESME_RINVSYSID, True),
+        (S.ESME_RINVSYSTYP, True),
+        (S.ESME_RBINDFAIL, True),
+        (S.ESME_RALYBND, False),
+        (S.ESME_RSYSERR, False),
+    ],
+)
+def test_bind_refused(status: int, permanent: bool) -> None:
+    """A refused bind names its status, says whether retrying can heal it, and ends the session."""
+    session = Session(settings_())
+    peer = Peer(session)
+    session.start_bind(now=0.0)
+    (bind,) = peer.sent()
+    peer.send(pdus.BindTransceiverResp(sequence_number=bind.sequence_number, command_status=status))
+    events = peer.events()
+    assert events[0] == BindFailed(status, permanent)
+    assert closing(events).reason is CloseReason.BIND_FAILED
+    assert session.state is State.CLOSED
+    error = BindError(status)
+    assert (error.command_status, error.permanent) == (status, permanent)
+    assert S(status).name in str(error)
+
+
+def test_bind_answered_by_generic_nack() -> None:
+    """An SMSC that nacks the bind (it knows no transceiver, say) fails it with that status."""
+    session = Session(settings_())
+    peer = Peer(session)
+    session.start_bind(now=0.0)
+    (bind,) = peer.sent()
+    peer.send(
+        pdus.GenericNack(sequence_number=bind.sequence_number, command_status=S.ESME_RINVCMDID)
+    )
+    assert peer.events()[0] == BindFailed(S.ESME_RINVCMDID, False)
+
+
+def test_bind_timeout() -> None:
+    """No bind_resp within bind_timeout_s ends the session."""
+    session = Session(settings_(bind_timeout_s=3.0))
+    peer = Peer(session)
+    session.start_bind(now=0.0)
+    assert session.next_deadline() == 3.0
+    peer.advance(2.9)
+    assert peer.events() == []
+    peer.advance(0.1)
+    assert closing(peer.events()).reason is CloseReason.BIND_TIMEOUT
+
+
+def test_bind_twice_is_a_local_error() -> None:
+    """A transition missing from the table is refused as our own bug."""
+    peer = bound()
+    with pytest.raises(LocalProtocolError):
+        peer.session.start_bind(now=0.0)
+
+
+def test_settings_are_checked() -> None:
+    """Nonsense settings are refused when built."""
+    with pytest.raises(ValueError, match="window"):
+        settings_(window=0)
+    with pytest.raises(ValueError, match="response_timeout_s"):
+        settings_(response_timeout_s=0)
+    with pytest.raises(ValueError, match="bind_tps"):
+        settings_(bind_tps=0)
+
+
+# --- submits and the window ---------------------------------------------------------------------
+
+
+def test_submit_frames_the_body_with_a_fresh_number() -> None:
+    """try_submit puts the stored body on the wire under a new sequence number."""
+    peer = bound()
+    seq = peer.submit()
+    assert peer.session.data_to_send() == frame(CommandId.submit_sm, 0, seq, BODY)
+    assert peer.submit() == seq + 1
+
+
+def test_window_is_never_exceeded() -> None:
+    """With `window` submits outstanding try_submit refuses; an answer frees one slot."""
+    peer = bound(window=3)
+    seqs = [peer.submit() for _ in range(3)]
+    assert peer.session.try_submit(BODY, now=0.0) is None
+    assert peer.session.ready_at(now=0.0) is None
+    assert peer.session.room == 0
+    peer.answer(seqs[1], message_id="m1")
+    assert peer.session.room == 1
+    assert peer.session.ready_at(now=0.0) == 0.0
+    assert peer.submit() not in seqs
+    assert peer.session.try_submit(BODY, now=0.0) is None
+
+
+def test_success_and_error_results() -> None:
+    """A resp becomes a result with its message_id and status class; latency is measured."""
+    peer = bound()
+    ok, bad, slow = peer.submit(), peer.submit(), peer.submit()
+    peer.now = 0.25
+    peer.answer(ok, message_id="abc123")
+    peer.answer(bad, S.ESME_RINVDSTADR)
+    peer.answer(slow, S.ESME_RSYSERR)
+    got = answers(peer.events())
+    assert got[ok].result.message_id == "abc123"
+    assert got[ok].result.status_class is StatusClass.SUCCESS
+    assert got[ok].latency_s == 0.25
+    assert got[bad].result.status_class is StatusClass.PERMANENT
+    assert got[bad].result.message_id is None
+    assert got[slow].result.status_class is StatusClass.TEMPORARY
+    assert not any(a.result.unknown for a in got.values())
+
+
+def test_out_of_order_responses_are_matched_by_number() -> None:
+    """Responses in any order reach the submit with their sequence number, not FIFO."""
+    peer = bound(window=5)
+    seqs = [peer.submit() for _ in range(5)]
+    peer.send(*(pdus.SubmitSmResp(sequence_number=s, message_id=f"id{s}") for s in reversed(seqs)))
+    got = answers(peer.events())
+    assert {s: got[s].result.message_id for s in seqs} == {s: f"id{s}" for s in seqs}
+
+
+def test_response_fed_one_byte_at_a_time() -> None:
+    """A resp split across many reads is framed once it is whole."""
+    peer = bound()
+    seq = peer.submit()
+    for byte in encode(pdus.SubmitSmResp(sequence_number=seq, message_id="x")):
+        peer.send(bytes([byte]))
+    assert answers(peer.events())[seq].result.message_id == "x"
+
+
+def test_smsc_sequence_numbers_kept_apart_from_ours() -> None:
+    """A deliver_sm carrying the number of a pending submit is a request, not its answer."""
+    peer = bound()
+    seq = peer.submit()
+    peer.send(pdus.DeliverSm(sequence_number=seq, source_addr="447700900123"))
+    (event,) = peer.events()
+    assert isinstance(event, DeliverReceived)
+    assert peer.session.in_flight == 1
+    # A resp of the wrong kind with our number is not taken for the submit's answer either.
+    peer.send(pdus.DeliverSmResp(sequence_number=seq))
+    (event,) = peer.events()
+    assert isinstance(event, PeerError)
+    assert peer.session.in_flight == 1
+    peer.answer(seq, message_id="m")
+    assert answers(peer.events())[seq].result.message_id == "m"
+
+
+@pytest.mark.parametrize("tail", [b"", b"\0", b"\x07"])
+def test_error_resp_with_no_body_or_a_stray_octet(tail: bytes) -> None:
+    """An error resp without a body, or with one stray octet, is still its submit's answer."""
+    peer = bound()
+    seq = peer.submit()
+    peer.send(frame(CommandId.submit_sm_resp, S.ESME_RINVDSTADR, seq, tail))
+    result = answers(peer.events())[seq].result
+    assert (result.command_status, result.message_id) == (S.ESME_RINVDSTADR, None)
+
+
+def test_generic_nack_answers_a_submit() -> None:
+    """A generic_nack with a submit's number ends it with the nack's status."""
+    peer = bound()
+    seq = peer.submit()
+    peer.send(pdus.GenericNack(sequence_number=seq, command_status=S.ESME_RINVCMDLEN))
+    result = answers(peer.events())[seq].result
+    assert result.command_status == S.ESME_RINVCMDLEN
+    assert result.status_class is StatusClass.PERMANENT
+
+
+def test_undecodable_resp_keeps_its_header_status() -> None:
+    """A submit_sm_resp whose message_id cannot be read still ends the submit with its status."""
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.send(frame(CommandId.submit_sm_resp, 0, seq, b"x" * 80 + b"\0"))
+    events = peer.events()
+    assert isinstance(events[0], PeerError)
+    result = answers(events)[seq].result
+    assert (result.command_status, result.message_id, result.unknown) == (0, None, False)
+    assert peer.session.data_to_send() == b""  # an answer is never answered
+
+
+def test_receiver_cannot_submit() -> None:
+    """A receiver bind refuses submits."""
+    peer = bound(bind_mode=BindMode.RECEIVER)
+    assert peer.session.try_submit(BODY, now=0.0) is None
+    assert peer.session.ready_at(now=0.0) is None
+
+
+def test_not_bound_refuses_submits() -> None:
+    """Before the bind is answered nothing can be submitted."""
+    session = Session(settings_())
+    assert session.try_submit(BODY, now=0.0) is None
+    session.start_bind(now=0.0)
+    assert session.try_submit(BODY, now=0.0) is None
+
+
+# --- sequence numbers ---------------------------------------------------------------------------
+
+
+def test_sequence_numbers_wrap_to_one() -> None:
+    """After 0x7FFFFFFF comes 1 (SMPP v3.4 5.1.4), never 0 or a 32-bit number."""
+    peer = bound(first_sequence_number=MAX_SEQUENCE_NUMBER - 2, window=10)
+    seqs = [peer.submit() for _ in range(4)]
+    assert seqs == [MAX_SEQUENCE_NUMBER - 1, MAX_SEQUENCE_NUMBER, 1, 2]
+
+
+def test_wrapped_numbers_skip_ones_still_in_use() -> None:
+    """After a wrap, numbers still outstanding or timed out are skipped, not reused."""
+    peer = bound(window=10)
+    busy = [peer.submit() for _ in range(3)]  # 2, 3, 4 (the bind took 1)
+    peer.advance(5.0)  # they time out: their late answers may still come
+    late = peer.submit()
+    peer.session._seq = MAX_SEQUENCE_NUMBER  # white box: jump to the end of the number space
+    assert [peer.submit() for _ in range(3)] == [MAX_SEQUENCE_NUMBER, 1, late + 1]
+    assert set(busy).isdisjoint({MAX_SEQUENCE_NUMBER, 1, late + 1})
+
+
+class WindowMachine(RuleBasedStateMachine):
+    """Any sequence of submits, answers in any order and timeouts keeps the window's promises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peer = bound(window=5, first_sequence_number=MAX_SEQUENCE_NUMBER - 20)
+        self.outstanding: set[int] = set()
+        self.ended: set[int] = set()
+        self.sent = 0
+
+    def _collect(self) -> None:
+        for event in self.peer.events():
+            if isinstance(event, SubmitAnswered | ResponseTimedOut):
+                seq = event.sequence_number
+                assert seq in self.outstanding
+                self.outstanding.discard(seq)
+                self.ended.add(seq)
+
+    @rule()
+    def submit(self) -> None:
+        seq = self.peer.session.try_submit(BODY, now=self.peer.now)
+        if len(self.outstanding) >= 5:
+            assert seq is None
+            return
+        assert seq is not None
+        assert 1 <= seq <= MAX_SEQUENCE_NUMBER
+        assert seq not in self.outstanding
+        self.outstanding.add(seq)
+        self.sent += 1
+
+    @precondition(lambda self: self.outstanding)
+    @rule(data=st.data())
+    def answer(self, data: st.DataObject) -> None:
+        seq = data.draw(st.sampled_from(sorted(self.outstanding)))
+        self.peer.answer(seq, message_id=str(seq))
+        self._collect()
+
+    @rule(seconds=st.floats(0.0, 6.0))
+    def time_passes(self, seconds: float) -> None:
+        self.peer.advance(seconds)
+        self._collect()
+        sent = self.peer.sent()
+        enquiries = [p for p in sent if isinstance(p, pdus.EnquireLink)]
+        for p in enquiries:
+            self.peer.send(pdus.EnquireLinkResp(sequence_number=p.sequence_number))
+
+    @invariant()
+    def window_holds(self) -> None:
+        assert self.peer.session.in_flight == len(self.outstanding) <= 5
+
+
+TestWindowMachine = WindowMachine.TestCase
+TestWindowMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+# --- timeouts -----------------------------------------------------------------------------------
+
+
+def test_response_timeout_and_late_answer() -> None:
+    """A submit unanswered for response_timeout_s ends unknown; its late answer is counted and
+    dropped, never matched to another submit."""
+    peer = bound(response_timeout_s=5.0)
+    first = peer.submit()
+    peer.now = 1.0
+    second = peer.submit()
+    assert peer.session.next_deadline() == 5.0
+    peer.advance(3.9)
+    assert peer.events() == []
+    peer.advance(0.1)
+    assert peer.events() == [ResponseTimedOut(first)]
+    assert peer.session.next_deadline() == 6.0
+    peer.answer(first, message_id="late")
+    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, first)]
+    assert peer.session.in_flight == 1
+    peer.answer(second, message_id="ok")
+    assert answers(peer.events())[second].result.message_id == "ok"
+
+
+def test_enquire_link_when_idle_and_answered() -> None:
+    """After enquire_link_interval_s with nothing received, an enquire_link goes out."""
+    peer = bound(enquire_link_interval_s=30.0)
+    assert peer.session.next_deadline() == 30.0
+    peer.advance(29.0)
+    assert peer.sent() == []
+    peer.advance(1.0)
+    (probe,) = peer.sent()
+    assert isinstance(probe, pdus.EnquireLink)
+    peer.send(pdus.EnquireLinkResp(sequence_number=probe.sequence_number))
+    peer.advance(10.0)
+    assert peer.events() == []
+    assert peer.session.next_deadline() == 60.0
+
+
+def test_enquire_link_unanswered_closes_and_abandons() -> None:
+    """No answer to enquire_link means the link is dead: unbind is sent (not awaited), the
+    session closes and every outstanding submit's outcome is unknown."""
+    peer = bound(enquire_link_interval_s=30.0, response_timeout_s=10.0)
+    peer.advance(30.0)
+    (probe,) = peer.sent()
+    assert isinstance(probe, pdus.EnquireLink)
+    peer.now = 31.0
+    seqs = [peer.submit() for _ in range(2)]
+    peer.sent()
+    peer.advance(8.9)
+    assert peer.events() == []
+    peer.advance(0.1)
+    close = closing(peer.events())
+    assert close.reason is CloseReason.ENQUIRE_LINK_TIMEOUT
+    assert close.abandoned == tuple(seqs)
+    (unbind,) = peer.sent()
+    assert isinstance(unbind, pdus.Unbind)
+    assert peer.session.state is State.CLOSED
+
+
+def test_slow_enquire_link_with_traffic_is_not_death() -> None:
+    """An unanswered enquire_link while other PDUs arrive does not close a live link."""
+    peer = bound(enquire_link_interval_s=30.0, response_timeout_s=5.0)
+    peer.advance(30.0)
+    peer.sent()
+    peer.now = 32.0
+    peer.send(pdus.EnquireLink(sequence_number=7))
+    peer.advance(3.0)
+    assert peer.session.state is State.BOUND_TRX
+
+
+def test_answers_the_smscs_enquire_link() -> None:
+    """The SMSC's enquire_link gets enquire_link_resp with its own number."""
+    peer = bound()
+    peer.send(pdus.EnquireLink(sequence_number=99))
+    assert peer.session.data_to_send() == frame(CommandId.enquire_link_resp, 0, 99, b"")
+
+
+# --- what the SMSC sends ------------------------------------------------------------------------
+
+
+def test_smsc_unbind() -> None:
+    """The SMSC's unbind is answered, and the session closes with outstanding submits unknown."""
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.send(pdus.Unbind(sequence_number=42))
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    events = peer.events()
+    assert events[0] == Unbound(by_peer=True)
+    assert events[1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))
+
+
+def test_deliver_answered_with_handler_status() -> None:
+    """deliver_sm and data_sm are handed on and answered only when `answer` is called."""
+    peer = bound()
+    deliver = pdus.DeliverSm(sequence_number=5, esm_class=0x04, short_message=b"id:1 stat:DELIVRD")
+    data = pdus.DataSm(sequence_number=6, source_addr="447700900123")
+    peer.send(deliver, data)
+    events = peer.events()
+    assert [type(e) for e in events] == [DeliverReceived, DeliverReceived]
+    assert peer.session.data_to_send() == b""
+    assert peer.session.inbound_unanswered == 2
+    first, second = (e.pdu for e in events if isinstance(e, DeliverReceived))
+    peer.session.answer(second, S.ESME_RX_T_APPN, now=0.0)
+    peer.session.answer(first, 0, now=0.0)
+    assert peer.session.data_to_send() == (
+        frame(CommandId.data_sm_resp, S.ESME_RX_T_APPN, 6, b"\0")
+        + frame(CommandId.deliver_sm_resp, 0, 5, b"\0")
+    )
+    assert peer.session.inbound_unanswered == 0
+
+
+def test_unknown_tlv_is_skipped() -> None:
+    """A deliver_sm with a vendor TLV is delivered with the TLV kept, not refused."""
+    peer = bound()
+    peer.send(pdus.DeliverSm(sequence_number=5, tlvs=(Tlv(0x1400, b"\x01\x02"),)))
+    (event,) = peer.events()
+    assert isinstance(event, DeliverReceived)
+    assert event.pdu.tlvs == (Tlv(0x1400, b"\x01\x02"),)
+
+
+def test_undecodable_request_answered_with_its_status() -> None:
+    """A deliver_sm whose body cannot be decoded gets deliver_sm_resp with the codec's status."""
+    peer = bound()
+    body = bytearray(encode_body(pdus.DeliverSm(short_message=b"hi")))
+    body[body.index(b"hi") - 1] = 200  # sm_length beyond the PDU
+    peer.send(frame(CommandId.deliver_sm, 0, 8, bytes(body)))
+    assert isinstance(peer.events()[0], PeerError)
+    assert peer.session.data_to_send() == frame(
+        CommandId.deliver_sm_resp, S.ESME_RINVMSGLEN, 8, b""
+    )
+    assert peer.session.state is State.BOUND_TRX
+
+
+def test_unknown_command_gets_generic_nack() -> None:
+    """An unknown command_id is nacked with ESME_RINVCMDID and the session goes on."""
+    peer = bound()
+    peer.send(frame(0x00000777, 0, 9, b""))
+    assert peer.session.data_to_send() == frame(CommandId.generic_nack, S.ESME_RINVCMDID, 9, b"")
+    peer.send(frame(0x80000777, 0, 10, b""))  # an unknown answer is never answered
+    assert peer.session.data_to_send() == b""
+    assert peer.session.state is State.BOUND_TRX
+
+
+def test_unexpected_request_gets_generic_nack() -> None:
+    """A request an SMSC should never send (submit_sm) is nacked, not acted on."""
+    peer = bound()
+    peer.send(pdus.SubmitSm(sequence_number=11))
+    assert peer.session.data_to_send() == frame(CommandId.generic_nack, S.ESME_RINVCMDID, 11, b"")
+
+
+def test_framing_lost_closes() -> None:
+    """An impossible command_length is nacked, unbind is sent, and the session closes."""
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.send(struct.pack(">IIII", 0xDEADBEEF, 4, 0, 3))
+    close = closing(peer.events())
+    assert close == ConnectionShouldClose(CloseReason.FRAMING_LOST, (seq,))
+    nack, unbind = peer.sent()
+    assert isinstance(nack, pdus.GenericNack)
+    assert nack.command_status == S.ESME_RINVCMDLEN
+    assert isinstance(unbind, pdus.Unbind)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.integers(1, 17))
+def test_arbitrary_bytes_never_raise(data: bytes, chunk: int) -> None:
+    """Whatever the SMSC sends, in any chunking, the session answers with events, never raises."""
+    peer = bound()
+    peer.submit()
+    for i in range(0, len(data), chunk):
+        peer.send(data[i : i + chunk])
+    peer.events()
+    peer.sent()
+
+
+# --- throttling and rates -----------------------------------------------------------------------
+
+
+def test_throttled_answer_slows_the_bind() -> None:
+    """ESME_RTHROTTLED pauses the bind for throttle_backoff_s and halves its rate; the submit
+    itself is a temporary result, for the send loop to retry."""
+    peer = bound(window=10, bind_tps=8, throttle_backoff_s=1.0)
+    seqs = [peer.submit() for _ in range(4)]
+    peer.now = 0.1
+    for seq in seqs:
+        peer.answer(seq, S.ESME_RTHROTTLED)
+    events = peer.events()
+    throttled = [e for e in events if isinstance(e, Throttled)]
+    assert throttled == [Throttled(S.ESME_RTHROTTLED, 4.0, 1.1)]  # one window halves once
+    assert all(a.result.status_class is StatusClass.TEMPORARY for a in answers(events).values())
+    assert peer.session.try_submit(BODY, now=1.0) is None
+    assert peer.session.ready_at(now=1.0) == 1.1
+    # From 1.1 on: 4 per second; a full second after the first send the next is allowed.
+    sent = [peer.session.try_submit(BODY, now=1.1 + i * 0.01) for i in range(6)]
+    assert sum(s is not None for s in sent) == 4
+    # Each quiet backoff period adds a tenth of the ceiling (8) back, at least one.
+    assert peer.session.rate.allows(3.2)
+    assert peer.session.rate.limit == 5
+
+
+def test_queue_full_also_throttles() -> None:
+    """ESME_RMSGQFUL is treated as a request to slow down too."""
+    peer = bound(window=10)
+    peer.answer(peer.submit(), S.ESME_RMSGQFUL)
+    assert any(isinstance(e, Throttled) for e in peer.events())
+    assert peer.session.try_submit(BODY, now=0.5) is None
+
+
+def test_bind_tps_cap() -> None:
+    """A bind never sends more than bind_tps in any one-second span."""
+    peer = bound(window=100, bind_tps=5)
+    sent = [peer.session.try_submit(BODY, now=i * 0.1) for i in range(20)]
+    times = [i * 0.1 for i, s in enumerate(sent) if s is not None]
+    assert times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 1.0, 1.1, 1.2, 1.3, 1.4])
+
+
+def test_carrier_rate_is_shared() -> None:
+    """Two binds sharing a carrier cap send at most that many together."""
+    carrier = SlidingWindow.for_rate(3)
+    a = bound(window=10, carrier_rate=carrier)
+    b = bound(window=10, carrier_rate=carrier)
+    got = [s.session.try_submit(BODY, now=0.0) for s in (a, b, a, b, a)]
+    assert [g is not None for g in got] == [True, True, True, False, False]
+    assert b.session.ready_at(now=0.5) == 1.0
+
+
+# --- graceful close -----------------------------------------------------------------------------
+
+
+def test_close_drains_then_unbinds() -> None:
+    """close stops submits, waits for outstanding answers, unbinds, and ends on unbind_resp."""
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.session.close(now=0.0, drain_timeout_s=5.0)
+    assert peer.session.try_submit(BODY, now=0.0) is None
+    assert peer.sent() == []
+    peer.answer(seq, message_id="m")
+    (unbind,) = peer.sent()
+    assert isinstance(unbind, pdus.Unbind)
+    assert peer.session.state is State.UNBINDING
+    peer.send(pdus.UnbindResp(sequence_number=unbind.sequence_number))
+    events = peer.events()
+    assert events[-2:] == [Unbound(by_peer=False), ConnectionShouldClose(CloseReason.UNBOUND)]
+
+
+def test_close_waits_for_handlers() -> None:
+    """A deliver_sm still in its handler is answered before the unbind goes out."""
+    peer = bound()
+    peer.send(pdus.DeliverSm(sequence_number=3))
+    (event,) = peer.events()
+    assert isinstance(event, DeliverReceived)
+    peer.session.close(now=0.0, drain_timeout_s=5.0)
+    assert peer.sent() == []
+    peer.session.answer(event.pdu, 0, now=0.0)
+    resp, unbind = peer.sent()
+    assert isinstance(resp, pdus.DeliverSmResp)
+    assert isinstance(unbind, pdus.Unbind)
+
+
+def test_close_drain_deadline_then_unbind_timeout() -> None:
+    """At the drain deadline unbind goes out anyway; an unanswered unbind still ends the session."""
+    peer = bound(unbind_timeout_s=2.0, response_timeout_s=30.0)
+    seq = peer.submit()
+    peer.sent()
+    peer.session.close(now=0.0, drain_timeout_s=5.0)
+    assert peer.session.next_deadline() == 5.0
+    peer.advance(5.0)
+    (unbind,) = peer.sent()
+    assert isinstance(unbind, pdus.Unbind)
+    peer.advance(2.0)
+    assert closing(peer.events()) == ConnectionShouldClose(CloseReason.UNBIND_TIMEOUT, (seq,))
+
+
+def test_close_before_bound() -> None:
+    """Closing while the bind is pending ends the session at once."""
+    session = Session(settings_())
+    session.start_bind(now=0.0)
+    session.close(now=0.0, drain_timeout_s=1.0)
+    assert closing(Peer(session).events()).reason is CloseReason.CLOSED_BEFORE_BOUND
+
+
+def test_connection_lost_abandons_outstanding() -> None:
+    """When the transport goes, every outstanding submit is reported with the close."""
+    peer = bound()
+    seqs = [peer.submit() for _ in range(3)]
+    peer.session.connection_lost()
+    assert peer.events() == [ConnectionShouldClose(CloseReason.CONNECTION_LOST, tuple(seqs))]
+    peer.session.receive_data(b"\0" * 32, now=1.0)
+    assert peer.events() == []
