@@ -1,0 +1,214 @@
+"""Configuration of the fake SMSC: accounts, message ids, receipts, recording and initial faults.
+
+Owns the frozen description a `FakeSmsc` is built from, and the reading of a scenario YAML file
+into it (unknown keys are errors that name the key). It must not know sockets or PDUs. The
+defaults match the shipped daemon config: 127.0.0.1:2775, system_id `smppd`, password `secret`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from smppd.pdu.receipt import ReceiptStat
+from smppd.pdu.segment import ConcatMethod
+from smppd.pdu.text import Alphabet
+from tools.fake_smsc.faults import Faults
+
+
+class ConfigError(ValueError):
+    """A scenario that cannot be used; the message names the file and key."""
+
+
+class IdFormat(StrEnum):
+    """How message ids are rendered: lowercase hex or decimal digits."""
+
+    HEX = "hex"
+    DECIMAL = "decimal"
+
+    def render(self, number: int) -> str:
+        return f"{number:08x}" if self is IdFormat.HEX else str(number)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    system_id: str = "smppd"
+    password: str = field(default="secret", repr=False)
+    max_binds: int | None = None  # past it, a bind gets ESME_RALYBND
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptConfig:
+    """Delivery receipts, sent when a submit's registered_delivery asks for one (bits 0-1)."""
+
+    delay_s: float = 0.0  # after the submit_sm_resp is written
+    # ReceiptStat word -> weight; each receipt's stat is drawn with these weights.
+    outcomes: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({ReceiptStat.DELIVRD.value: 1.0})
+    )
+    before_resp: bool = False  # receipt on the wire before the submit_sm_resp (no delay)
+    duplicate: bool = False  # every receipt is sent twice
+    id_format: IdFormat | None = None  # the id in the receipt; None: as in the resp
+    # Resend a receipt not acknowledged with ESME_ROK within this time (or this long after a
+    # deliver_sm_resp with an error status).
+    retry_timeout_s: float = 5.0
+
+    def check(self) -> None:
+        if self.delay_s < 0 or self.retry_timeout_s <= 0:
+            raise ValueError("receipts: delay_s must be >= 0 and retry_timeout_s > 0")
+        for word, weight in self.outcomes.items():
+            if word not in ReceiptStat.__members__:
+                raise ValueError(f"receipts.outcomes: unknown stat {word!r}")
+            if weight < 0:
+                raise ValueError(f"receipts.outcomes: negative weight for {word}")
+        if sum(self.outcomes.values()) <= 0:
+            raise ValueError("receipts.outcomes: the weights must add up to more than 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SmscConfig:
+    host: str = "127.0.0.1"
+    port: int = 2775  # 0 picks a free port; FakeSmsc.port tells which
+    accounts: tuple[Account, ...] = (Account(),)
+    system_id: str = "fake_smsc"  # ours, in bind_resp
+    message_id_format: IdFormat = IdFormat.HEX
+    message_id_start: int = 1
+    default_alphabet: Alphabet = Alphabet.GSM7  # what data_coding 0 means: gsm7 or latin1
+    receipts: ReceiptConfig = field(default_factory=ReceiptConfig)
+    faults: Faults = field(default_factory=Faults)  # copied at start; the server's own changes
+    mo_concatenation: ConcatMethod = ConcatMethod.UDH8  # how long MO texts are split
+    outbound_window: int = 100  # deliver_sm awaiting deliver_sm_resp per connection
+    record_path: Path | None = None  # JSON lines of every segment and message
+    record_in_memory: bool = True  # False: counters only, for long benchmark runs
+    control: str | None = None  # Unix socket path, or a TCP port on 127.0.0.1
+    max_command_length: int = 64 * 1024
+    max_tracked_messages: int = 100_000  # ids remembered for query_sm / cancel_sm
+
+    def check(self) -> None:
+        if not self.accounts:
+            raise ValueError("accounts: at least one account is needed")
+        if len({a.system_id for a in self.accounts}) != len(self.accounts):
+            raise ValueError("accounts: system_id values must be unique")
+        for account in self.accounts:
+            if not isinstance(account.system_id, str) or not isinstance(account.password, str):
+                raise TypeError("accounts: system_id and password must be strings")
+            if account.max_binds is not None and (
+                not isinstance(account.max_binds, int) or account.max_binds < 1
+            ):
+                raise ValueError("accounts.max_binds must be an integer of at least 1, or null")
+        if self.default_alphabet not in (Alphabet.GSM7, Alphabet.LATIN1):
+            raise ValueError("default_alphabet must be gsm7 or latin1")
+        if not 0 <= self.port <= 0xFFFF or self.outbound_window < 1:
+            raise ValueError("port must be 0..65535 and outbound_window at least 1")
+        self.receipts.check()
+        self.faults.check()
+
+
+_SCALARS: dict[str, type] = {
+    "host": str,
+    "port": int,
+    "system_id": str,
+    "message_id_start": int,
+    "outbound_window": int,
+    "record_in_memory": bool,
+    "max_command_length": int,
+    "max_tracked_messages": int,
+}
+
+
+def load_scenario(path: Path, base: SmscConfig | None = None) -> SmscConfig:
+    """`base` (or the defaults) with the keys of the scenario file at `path` applied."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read scenario: {exc}") from None
+    try:
+        return from_mapping({} if raw is None else raw, base or SmscConfig())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
+    """`base` with the keys of a parsed scenario applied; ValueError naming a bad key."""
+    if not isinstance(raw, Mapping):
+        raise TypeError("a scenario is a mapping of keys")
+    changes: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SCALARS:
+            kind = _SCALARS[key]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{key}: expected {kind.__name__}, got {value!r}")
+            changes[key] = value
+        elif key == "accounts":
+            changes[key] = _accounts(value)
+        elif key == "message_id_format":
+            changes[key] = IdFormat(value)
+        elif key == "default_alphabet":
+            changes[key] = Alphabet(value)
+        elif key == "mo_concatenation":
+            changes[key] = ConcatMethod(value)
+        elif key == "receipts":
+            changes[key] = receipt_config(value, base.receipts)
+        elif key == "faults":
+            faults = Faults(**{f.name: getattr(base.faults, f.name) for f in fields(Faults)})
+            faults.update(_mapping("faults", value))
+            changes[key] = faults
+        elif key == "record_path":
+            changes[key] = None if value is None else Path(value)
+        elif key == "control":
+            changes[key] = None if value is None else str(value)
+        else:
+            raise ValueError(f"unknown key {key!r}")
+    config = replace(base, **changes)
+    config.check()
+    return config
+
+
+def receipt_config(raw: Any, base: ReceiptConfig) -> ReceiptConfig:
+    """`base` with the receipt keys of `raw` applied (also used by the control interface)."""
+    changes: dict[str, Any] = {}
+    for key, value in _mapping("receipts", raw).items():
+        if key in ("delay_s", "retry_timeout_s"):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"receipts.{key}: expected a number, got {value!r}")
+            changes[key] = float(value)
+        elif key in ("before_resp", "duplicate"):
+            if not isinstance(value, bool):
+                raise ValueError(f"receipts.{key}: expected true or false, got {value!r}")
+            changes[key] = value
+        elif key == "outcomes":
+            outcomes = _mapping("receipts.outcomes", value)
+            changes[key] = MappingProxyType({str(k): float(v) for k, v in outcomes.items()})
+        elif key == "id_format":
+            changes[key] = None if value is None else IdFormat(value)
+        else:
+            raise ValueError(f"unknown key 'receipts.{key}'")
+    result = replace(base, **changes)
+    result.check()
+    return result
+
+
+def _mapping(where: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _accounts(value: Any) -> tuple[Account, ...]:
+    if not isinstance(value, list):
+        raise TypeError("accounts: expected a list")
+    allowed = {f.name for f in fields(Account)}
+    accounts = []
+    for raw in value:
+        entry = _mapping("accounts[]", raw)
+        unknown = set(entry) - allowed
+        if unknown:
+            raise ValueError(f"unknown key 'accounts.{sorted(unknown)[0]}'")
+        accounts.append(Account(**entry))
+    return tuple(accounts)

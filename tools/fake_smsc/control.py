@@ -1,0 +1,217 @@
+"""The control interface: newline-delimited JSON on a Unix socket or a 127.0.0.1 TCP port.
+
+Owns the ops a test or a benchmark drives a fake SMSC with from another process: `inject_mo`,
+`set` (fault knobs, and `receipts` settings), `stats`, `records` (paged), `wait_for`, `unbind`,
+`drop` and `send_raw`. A request is `{"op": ..., "id": ...}`; the reply echoes `id` with
+`"ok": true` and a `result`, or `"ok": false` and an `error` {code, message}. It must not know
+the wire protocol: it calls the server's public methods only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smppd.pdu.segment import ConcatMethod
+from tools.fake_smsc.config import receipt_config
+
+if TYPE_CHECKING:
+    from tools.fake_smsc.server import FakeSmsc
+
+MAX_LINE = 1 << 20
+_PAGE = 1000
+
+
+class ControlError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+Op = Callable[["FakeSmsc", dict[str, Any]], Awaitable[Any]]
+
+
+class ControlServer:
+    def __init__(self, smsc: FakeSmsc) -> None:
+        self._smsc = smsc
+        self._server: asyncio.Server | None = None
+        self._path: Path | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    async def start(self, where: str) -> str:
+        """Listen on `where` (a port number, 0 for any, or a socket path); return the address."""
+        if where.isdigit():
+            self._server = await asyncio.start_server(
+                self._serve, "127.0.0.1", int(where), limit=MAX_LINE
+            )
+            port = self._server.sockets[0].getsockname()[1]
+            return f"127.0.0.1:{port}"
+        self._path = Path(where)
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve, where, limit=MAX_LINE)
+        os.chmod(where, 0o600)
+        return where
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._clients):
+                task.cancel()
+            await asyncio.gather(*self._clients, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, ConnectionError):  # over-long line, or the peer went
+                    break
+                if not line:
+                    break
+                writer.write(json.dumps(await self._handle(line)).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+
+    async def _handle(self, line: bytes) -> dict[str, Any]:
+        request_id: Any = None
+        try:
+            request = _parse(line)
+            request_id = request.get("id")
+            result = await _op(request)(self._smsc, request)
+        except ControlError as exc:
+            return {"id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        except (ValueError, TypeError, KeyError) as exc:
+            error = {"code": "bad_request", "message": str(exc)}
+            return {"id": request_id, "ok": False, "error": error}
+        except TimeoutError:
+            error = {"code": "timeout", "message": "not reached in time"}
+            return {"id": request_id, "ok": False, "error": error}
+        return {"id": request_id, "ok": True, "result": result}
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        raise ControlError("bad_json", "the request is not JSON") from None
+    if not isinstance(request, dict):
+        raise ControlError("bad_request", "a request is a JSON object")
+    return request
+
+
+def _op(request: dict[str, Any]) -> Op:
+    op = _OPS.get(str(request.get("op")))
+    if op is None:
+        raise ControlError("unknown_op", f"unknown op {request.get('op')!r}")
+    return op
+
+
+def _text(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str):
+        raise ControlError("bad_request", f"{key} must be a string")
+    return value
+
+
+async def _inject_mo(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    method = request.get("concatenation")
+    acked = await smsc.inject_mo(
+        source=_text(request, "source"),
+        destination=_text(request, "destination"),
+        text=_text(request, "text"),
+        account=request.get("account"),
+        concatenation=None if method is None else ConcatMethod(method),
+    )
+    if request.get("wait"):
+        async with asyncio.timeout(float(request.get("timeout", 5.0))):
+            await acked
+    return {"queued": True, "acked": acked.done() and not acked.cancelled()}
+
+
+async def _set(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    changes = {k: v for k, v in request.items() if k not in ("op", "id", "receipts")}
+    receipts = request.get("receipts")
+    new_receipts = smsc.receipts
+    if receipts is not None:  # checked before anything changes, like the fault knobs
+        new_receipts = receipt_config(receipts, smsc.receipts)
+    smsc.set_faults(**changes)
+    smsc.tracker.receipts = new_receipts
+    return {"faults": smsc.faults.to_json()}
+
+
+async def _stats(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    return smsc.stats()
+
+
+async def _records(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    kind = request.get("kind", "messages")
+    if kind not in ("messages", "segments"):
+        raise ControlError("bad_request", "kind is messages or segments")
+    items = smsc.records.messages if kind == "messages" else smsc.records.segments
+    offset = int(request.get("offset", 0))
+    limit = min(int(request.get("limit", _PAGE)), _PAGE * 10)
+    page = items[offset : offset + limit]
+    return {
+        "kind": kind,
+        "total": len(items),
+        "offset": offset,
+        "items": [asdict(item) for item in page],
+    }
+
+
+async def _wait_for(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    await smsc.records.wait_for(
+        int(request["count"]),
+        float(request.get("timeout", 5.0)),
+        segments=bool(request.get("segments", False)),
+    )
+    return {"messages": smsc.records.message_count, "segments": smsc.records.segment_count}
+
+
+def _bind_id(request: dict[str, Any]) -> int | None:
+    value = request.get("bind_id")
+    return None if value is None else int(value)
+
+
+async def _unbind(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    return {"connections": smsc.send_unbind(_bind_id(request))}
+
+
+async def _drop(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    return {"connections": smsc.drop(_bind_id(request))}
+
+
+async def _send_raw(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    data = bytes.fromhex(_text(request, "hex"))
+    return {"connections": smsc.send_raw(data, _bind_id(request))}
+
+
+_OPS: dict[str, Op] = {
+    "inject_mo": _inject_mo,
+    "set": _set,
+    "stats": _stats,
+    "records": _records,
+    "wait_for": _wait_for,
+    "unbind": _unbind,
+    "drop": _drop,
+    "send_raw": _send_raw,
+}

@@ -1,0 +1,76 @@
+"""Mobile-originated messages: the deliver_sm segments a handset's text arrives in.
+
+Owns the mapping of a text and two addresses onto deliver_sm PDUs: the alphabet and data_coding
+(per the SMSC's default alphabet), the split into UDH, SAR or payload segments (smppd.pdu.segment)
+and the TON/NPI of each address. It must not know binds or queues.
+"""
+
+from __future__ import annotations
+
+from smppd.pdu.pdus import ESM_UDHI, DeliverSm
+from smppd.pdu.segment import ConcatMethod, split_message
+from smppd.pdu.text import Alphabet, plan_encoding
+from smppd.pdu.tlv import Tag, Tlv
+from smppd.pdu.udh import MAX_CONCAT_PARTS
+
+
+def address(addr: str) -> tuple[int, int, str]:
+    """TON, NPI and digits of an address: "+447..." is international E.164, letters alphanumeric."""
+    if addr.startswith("+") and addr[1:].isdigit():
+        return 1, 1, addr[1:]  # international, ISDN (E.164)
+    if addr.isdigit():
+        return 0, 1, addr  # unknown, ISDN: national numbers and short codes
+    return 5, 0, addr  # alphanumeric
+
+
+def mo_pdus(
+    *,
+    source: str,
+    destination: str,
+    text: str,
+    method: ConcatMethod,
+    ref: int,
+    default_alphabet: Alphabet,
+) -> list[DeliverSm]:
+    """The deliver_sm PDUs carrying `text` from `source` to `destination`, in part order."""
+    alphabet, data_coding = plan_encoding(
+        text, default_is_latin1=default_alphabet is Alphabet.LATIN1
+    )
+    if method is ConcatMethod.UDH8:
+        ref &= 0xFF
+    segments = split_message(
+        text,
+        alphabet=alphabet,
+        data_coding=data_coding,
+        method=method,
+        ref=ref,
+        max_segments=MAX_CONCAT_PARTS,
+    )
+    source_ton, source_npi, source_addr = address(source)
+    dest_ton, dest_npi, dest_addr = address(destination)
+    pdus = []
+    for segment in segments:
+        tlvs: list[Tlv] = []
+        if segment.sar is not None:
+            tlvs += [
+                Tlv.of_int(Tag.sar_msg_ref_num, segment.sar.sar_msg_ref_num),
+                Tlv.of_int(Tag.sar_total_segments, segment.sar.sar_total_segments),
+                Tlv.of_int(Tag.sar_segment_seqnum, segment.sar.sar_segment_seqnum),
+            ]
+        if segment.message_payload is not None:
+            tlvs.append(Tlv.of_bytes(Tag.message_payload, segment.message_payload))
+        pdus.append(
+            DeliverSm(
+                source_addr_ton=source_ton,
+                source_addr_npi=source_npi,
+                source_addr=source_addr,
+                dest_addr_ton=dest_ton,
+                dest_addr_npi=dest_npi,
+                destination_addr=dest_addr,
+                esm_class=ESM_UDHI if segment.esm_class_udhi else 0,
+                data_coding=segment.data_coding,
+                short_message=segment.short_message,
+                tlvs=tuple(tlvs),
+            )
+        )
+    return pdus
