@@ -1,0 +1,109 @@
+"""The queue's interface, in domain words; every backend implements it and passes the same tests.
+
+It promises: a write returns only once it is durable; enqueue is idempotent on (client, ref);
+claims hand out due segments by priority, then fairly between clients, then by age; nothing is
+dropped silently. It says nothing about how or where data is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from smppd.queue.model import (
+    Change,
+    Claim,
+    Enqueued,
+    Inbound,
+    InboundIn,
+    MessageStatus,
+    NewMessage,
+    OptOut,
+    Outcome,
+    QueueStats,
+    ReceiptIn,
+    ReceiptResult,
+)
+
+
+class Queue(Protocol):
+    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+        """Store messages (one result each, in order); a known (client, ref) returns the first."""
+        ...
+
+    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+        """Move up to `limit` due segments of `carrier` to inflight and return them."""
+        ...
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        """Apply submit outcomes of inflight segments; stale or repeated ones change nothing."""
+        ...
+
+    async def apply_receipts(
+        self, carrier: str, receipts: Sequence[ReceiptIn], *, now: float
+    ) -> list[ReceiptResult]:
+        """Match receipts to submitted segments (one result each); durable before returning."""
+        ...
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        """Store a mobile-originated message; returns its id once durable."""
+        ...
+
+    async def inbound_since(
+        self, after_id: int, *, client: str | None = None, limit: int = 100
+    ) -> list[Inbound]:
+        """Inbound messages with id > after_id (of `client` only, if given), oldest first."""
+        ...
+
+    async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
+        """Opt `number` out of `sender` ("*": of every sender); True if it was not already."""
+        ...
+
+    async def remove_optout(self, sender: str, number: str) -> bool:
+        """Undo an opt-out; True if there was one."""
+        ...
+
+    async def is_opted_out(self, sender: str, number: str) -> bool:
+        """True if `number` opted out of `sender` or of every sender."""
+        ...
+
+    async def list_optouts(
+        self, *, sender: str | None = None, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[OptOut]:
+        """Opt-outs ordered by (sender, number), starting after `after` (a page cursor)."""
+        ...
+
+    async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
+        """Cancel unsent segments from `sender` ("*": any sender) to `number`."""
+        ...
+
+    async def status(self, message_id: int, client: str | None) -> MessageStatus | None:
+        """The message, or None if unknown or owned by another client (None: any client)."""
+        ...
+
+    async def cancel(
+        self, message_id: int, client: str | None, *, now: float
+    ) -> MessageStatus | None:
+        """Cancel the segments not yet submitted; the status after, or None as for `status`."""
+        ...
+
+    async def recover(self, *, now: float) -> int:
+        """At startup: put segments left inflight back to queued; returns how many."""
+        ...
+
+    async def purge(self, before: float) -> int:
+        """Delete messages finished before `before` (and older inbound and unmatched receipts)."""
+        ...
+
+    async def stats(self, *, now: float) -> QueueStats: ...
+
+    def queued_depth(self) -> int:
+        """Segments not yet accepted by an SMSC (queued, scheduled, inflight), in O(1)."""
+        ...
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed since open (group commit makes this far below the calls)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,567 @@
+"""An in-memory queue backend: the same contract as SQLite, with nothing durable.
+
+For tests and development only: it holds every message in RAM and loses them on exit. It keeps
+the interface honest (a second backend must not need SQLite's assumptions) and applies the same
+pure rules: smppd.queue.states for transitions, smppd.queue.fairness for claims and
+smppd.queue.receipts for repeats. Each call is one "commit".
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from smppd.queue.counts import SegmentCounts
+from smppd.queue.errors import QueueClosedError
+from smppd.queue.fairness import rotate_after, take_fairly
+from smppd.queue.model import (
+    MAX_PRIORITY,
+    OPTOUT_ALL_SENDERS,
+    Change,
+    Claim,
+    ClaimedSegment,
+    Enqueued,
+    Failed,
+    Inbound,
+    InboundIn,
+    MessageStatus,
+    NewMessage,
+    OptOut,
+    Outcome,
+    QueueStats,
+    ReceiptIn,
+    ReceiptOutcome,
+    ReceiptResult,
+    Retry,
+    SegmentStatus,
+    Submitted,
+    Unknown,
+    segment_id,
+    segment_index,
+)
+from smppd.queue.receipts import RecentFinals, fingerprint
+from smppd.queue.states import (
+    SegmentEvent,
+    SegmentState,
+    is_finished,
+    message_state,
+    transition,
+    waiting_state,
+)
+
+
+@dataclass(eq=False)
+class _Message:
+    id: int
+    new: NewMessage
+    created_at: float
+    finished_at: float | None = None
+
+
+@dataclass(eq=False)
+class _Segment:
+    id: int
+    message: _Message
+    body: bytes
+    state: SegmentState
+    next_attempt_at: float
+    updated_at: float
+    attempts: int = 0
+    command_status: int | None = None
+    carrier_message_id: str | None = None
+    keys: tuple[str, ...] = ()
+    bind: str | None = None
+    receipt_stat: str | None = None
+    receipt_err: str | None = None
+    done_at: float | None = None
+
+    @property
+    def queue_key(self) -> tuple[str, int, str]:
+        new = self.message.new
+        return (new.carrier, new.priority, new.client)
+
+
+@dataclass(eq=False)
+class _Receipt:
+    carrier: str
+    receipt: ReceiptIn
+    received_at: float
+    state: str = "held"  # held | unmatched | dropped
+
+
+@dataclass(eq=False)
+class _Pending:
+    """Due segment ids per (carrier, priority, client), and scheduled ones by time per carrier."""
+
+    ready: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
+    scheduled: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+
+
+class MemoryQueue:
+    def __init__(self, *, receipt_hold_s: float = 600.0, max_held_receipts: int = 10_000) -> None:
+        self._receipt_hold_s = receipt_hold_s
+        self._max_held = max_held_receipts
+        self._messages: dict[int, _Message] = {}
+        self._segments: dict[int, _Segment] = {}
+        self._by_ref: dict[tuple[str, str], int] = {}
+        self._pending = _Pending()
+        self._counts = SegmentCounts()
+        self._cursors: dict[tuple[str, int], str] = {}
+        self._correlations: dict[tuple[str, str], int] = {}
+        self._receipts: dict[int, _Receipt] = {}
+        self._held: OrderedDict[int, _Receipt] = OrderedDict()
+        self._recent = RecentFinals()
+        self._inbound: list[Inbound] = []
+        self._optouts: dict[tuple[str, str], float] = {}
+        self._next_id = 1
+        self._next_receipt_id = 1
+        self._commits = 0
+        self._closed = False
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _count(self, segment: _Segment, state: SegmentState, change: int) -> None:
+        carrier, priority, client = segment.queue_key
+        self._counts.apply({(carrier, priority, client, state): change})
+
+    def _place(self, segment: _Segment) -> None:
+        """Index a segment that just became queued or scheduled."""
+        if segment.state is SegmentState.QUEUED:
+            heapq.heappush(self._pending.ready.setdefault(segment.queue_key, []), segment.id)
+        elif segment.state is SegmentState.SCHEDULED:
+            carrier = segment.message.new.carrier
+            heapq.heappush(
+                self._pending.scheduled.setdefault(carrier, []),
+                (segment.next_attempt_at, segment.id),
+            )
+
+    def _siblings(self, message: _Message) -> list[_Segment]:
+        total = len(message.new.segments)
+        return [self._segments[segment_id(message.id, i)] for i in range(total)]
+
+    def _move(self, segment: _Segment, state: SegmentState, *, now: float) -> Change:
+        siblings = self._siblings(segment.message)
+        before = message_state(s.state for s in siblings)
+        self._count(segment, segment.state, -1)
+        self._count(segment, state, +1)
+        segment.state = state
+        segment.updated_at = now
+        self._place(segment)
+        after = message_state(s.state for s in siblings)
+        message = segment.message
+        finished = is_finished(
+            (s.state for s in siblings), registered_delivery=message.new.registered_delivery
+        )
+        message.finished_at = (message.finished_at or now) if finished else None
+        return Change(
+            message_id=message.id,
+            segment_id=segment.id,
+            client=message.new.client,
+            segment_state=state,
+            before=before,
+            after=after,
+            command_status=segment.command_status,
+            receipt_stat=segment.receipt_stat,
+            receipt_err=segment.receipt_err,
+        )
+
+    def _commit(self) -> None:
+        if self._closed:
+            raise QueueClosedError("the queue is closed")
+        self._commits += 1
+
+    # -- the Queue interface --------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+        self._commit()
+        results = []
+        for new in messages:
+            known = self._by_ref.get((new.client, new.ref)) if new.ref is not None else None
+            if known is not None:
+                results.append(Enqueued(known, False, len(self._messages[known].new.segments)))
+                continue
+            message = _Message(self._next_id, new, now)
+            self._next_id += 1
+            self._messages[message.id] = message
+            if new.ref is not None:
+                self._by_ref[new.client, new.ref] = message.id
+            due = now if new.not_before is None else max(now, new.not_before)
+            state = waiting_state(due, now=now)
+            for index, body in enumerate(new.segments):
+                segment = _Segment(segment_id(message.id, index), message, body, state, due, now)
+                self._segments[segment.id] = segment
+                self._count(segment, state, +1)
+                self._place(segment)
+            results.append(Enqueued(message.id, True, len(new.segments)))
+        return results
+
+    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+        self._commit()
+        self._promote_due(carrier, now=now)
+        claimed: list[ClaimedSegment] = []
+        expired: list[Change] = []
+        for priority in range(MAX_PRIORITY, -1, -1):
+            remaining = limit - len(claimed)
+            if remaining <= 0:
+                break
+            clients = [
+                client
+                for (c, p, client) in self._counts.queued_keys()
+                if c == carrier and p == priority
+            ]
+            if not clients:
+                continue
+            ordered = rotate_after(clients, self._cursors.get((carrier, priority)))
+
+            def fetch(client: str, n: int, priority: int = priority) -> list[ClaimedSegment]:
+                return self._fetch((carrier, priority, client), n, expired, now=now)
+
+            taken, last = take_fairly(ordered[:remaining], remaining, fetch)
+            claimed.extend(taken)
+            if last is not None:
+                self._cursors[carrier, priority] = last
+        return Claim(tuple(claimed), tuple(expired))
+
+    def _promote_due(self, carrier: str, *, now: float) -> None:
+        heap = self._pending.scheduled.get(carrier, [])
+        while heap and heap[0][0] <= now:
+            _, sid = heapq.heappop(heap)
+            segment = self._segments.get(sid)
+            if (
+                segment is not None
+                and segment.state is SegmentState.SCHEDULED
+                and segment.next_attempt_at <= now
+            ):
+                self._move(segment, SegmentState.QUEUED, now=now)
+
+    def _fetch(
+        self, key: tuple[str, int, str], n: int, expired: list[Change], *, now: float
+    ) -> list[ClaimedSegment]:
+        heap = self._pending.ready.get(key, [])
+        taken: list[ClaimedSegment] = []
+        while heap and len(taken) < n:
+            segment = self._segments.get(heapq.heappop(heap))
+            if segment is None or segment.state is not SegmentState.QUEUED:
+                continue  # a stale index entry: the segment moved on since
+            new = segment.message.new
+            if new.expires_at is not None and new.expires_at <= now:
+                expired.append(self._move(segment, SegmentState.EXPIRED, now=now))
+                continue
+            attempts = segment.attempts
+            self._move(segment, SegmentState.INFLIGHT, now=now)
+            taken.append(
+                ClaimedSegment(
+                    segment_id=segment.id,
+                    message_id=segment.message.id,
+                    index=segment_index(segment.id),
+                    total=len(new.segments),
+                    body=segment.body,
+                    client=new.client,
+                    source=new.source,
+                    destination=new.destination,
+                    priority=new.priority,
+                    attempts=attempts,
+                    registered_delivery=new.registered_delivery,
+                )
+            )
+        return taken
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        self._commit()
+        self._sweep_held(now=now)
+        changes: list[Change] = []
+        for outcome in outcomes:
+            segment = self._segments.get(outcome.segment_id)
+            if segment is None:
+                continue
+            if isinstance(outcome, Submitted):
+                changes.extend(self._submitted(segment, outcome, now=now))
+                continue
+            event = {
+                Retry: SegmentEvent.SUBMIT_RETRY,
+                Unknown: SegmentEvent.SUBMIT_UNKNOWN,
+                Failed: SegmentEvent.SUBMIT_FAILED,
+            }[type(outcome)]
+            target = transition(segment.state, event)
+            if target is None:
+                continue
+            segment.attempts += 1
+            if isinstance(outcome, Failed):
+                segment.command_status = outcome.command_status
+            else:
+                segment.command_status = (
+                    outcome.command_status if isinstance(outcome, Retry) else None
+                )
+                segment.next_attempt_at = outcome.next_attempt_at
+                target = waiting_state(outcome.next_attempt_at, now=now)
+            changes.append(self._move(segment, target, now=now))
+        return changes
+
+    def _submitted(self, segment: _Segment, outcome: Submitted, *, now: float) -> list[Change]:
+        target = transition(segment.state, SegmentEvent.SUBMIT_ACCEPTED)
+        if target is None:
+            return []
+        keys = outcome.carrier_message_keys
+        segment.attempts += 1
+        segment.command_status = 0
+        segment.bind = outcome.bind
+        segment.carrier_message_id = outcome.carrier_message_id or (keys[0] if keys else None)
+        carrier = segment.message.new.carrier
+        if segment.message.new.registered_delivery:
+            segment.keys = keys
+            for key in keys:
+                self._correlations[carrier, key] = segment.id
+        changes = [self._move(segment, target, now=now)]
+        if segment.message.new.registered_delivery:
+            for receipt_id, held in list(self._held.items()):
+                if held.carrier == carrier and set(held.receipt.keys) & set(keys):
+                    del self._held[receipt_id]
+                    del self._receipts[receipt_id]
+                    result = self._apply_receipt(segment, held.receipt, now=now)
+                    if result.change is not None:
+                        changes.append(result.change)
+        return changes
+
+    async def apply_receipts(
+        self, carrier: str, receipts: Sequence[ReceiptIn], *, now: float
+    ) -> list[ReceiptResult]:
+        self._commit()
+        self._sweep_held(now=now)
+        results = []
+        for receipt in receipts:
+            sid = next(
+                (
+                    self._correlations[carrier, key]
+                    for key in receipt.keys
+                    if (carrier, key) in self._correlations
+                ),
+                None,
+            )
+            if sid is not None:
+                results.append(self._apply_receipt(self._segments[sid], receipt, now=now))
+            elif not receipt.keys:
+                self._keep(_Receipt(carrier, receipt, now, "unmatched"))
+                results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
+            elif self._recent.is_repeat(carrier, receipt):
+                results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
+            else:
+                held = _Receipt(carrier, receipt, now)
+                self._held[self._keep(held)] = held
+                if len(self._held) > self._max_held:
+                    _, oldest = self._held.popitem(last=False)
+                    oldest.state = "dropped"
+                results.append(ReceiptResult(ReceiptOutcome.HELD))
+        return results
+
+    def _keep(self, receipt: _Receipt) -> int:
+        receipt_id = self._next_receipt_id
+        self._next_receipt_id += 1
+        self._receipts[receipt_id] = receipt
+        return receipt_id
+
+    def _sweep_held(self, *, now: float) -> None:
+        while self._held:
+            receipt_id, oldest = next(iter(self._held.items()))
+            if oldest.received_at > now - self._receipt_hold_s:
+                return
+            del self._held[receipt_id]
+            oldest.state = "unmatched"
+
+    def _apply_receipt(self, segment: _Segment, receipt: ReceiptIn, *, now: float) -> ReceiptResult:
+        if transition(segment.state, SegmentEvent.RECEIPT) is None:
+            return ReceiptResult(ReceiptOutcome.DUPLICATE)
+        if receipt.final_state is None and (segment.receipt_stat, segment.receipt_err) == (
+            receipt.stat,
+            receipt.err,
+        ):
+            return ReceiptResult(ReceiptOutcome.DUPLICATE)
+        segment.receipt_stat = receipt.stat
+        segment.receipt_err = receipt.err
+        segment.done_at = receipt.done_at
+        if receipt.final_state is None:
+            return ReceiptResult(
+                ReceiptOutcome.MATCHED, self._move(segment, segment.state, now=now)
+            )
+        change = self._move(segment, SegmentState(receipt.final_state), now=now)
+        carrier = segment.message.new.carrier
+        for key in segment.keys:
+            if self._correlations.get((carrier, key)) == segment.id:
+                del self._correlations[carrier, key]
+        keys = tuple(dict.fromkeys(segment.keys + receipt.keys))
+        segment.keys = ()
+        self._recent.add(carrier, keys, fingerprint(receipt))
+        return ReceiptResult(ReceiptOutcome.MATCHED, change)
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        self._commit()
+        stored = Inbound(
+            len(self._inbound) + 1,
+            inbound.carrier,
+            inbound.source,
+            inbound.destination,
+            inbound.text,
+            inbound.data_coding,
+            inbound.received_at,
+            inbound.client,
+        )
+        self._inbound.append(stored)
+        return stored.id
+
+    async def inbound_since(
+        self, after_id: int, *, client: str | None = None, limit: int = 100
+    ) -> list[Inbound]:
+        found = [
+            m for m in self._inbound if m.id > after_id and (client is None or m.client == client)
+        ]
+        return found[:limit]
+
+    async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
+        self._commit()
+        if (sender, number) in self._optouts:
+            return False
+        self._optouts[sender, number] = now
+        return True
+
+    async def remove_optout(self, sender: str, number: str) -> bool:
+        self._commit()
+        return self._optouts.pop((sender, number), None) is not None
+
+    async def is_opted_out(self, sender: str, number: str) -> bool:
+        return (sender, number) in self._optouts or (OPTOUT_ALL_SENDERS, number) in self._optouts
+
+    async def list_optouts(
+        self, *, sender: str | None = None, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[OptOut]:
+        start = after or ("", "")
+        pairs = sorted(
+            pair for pair in self._optouts if pair > start and (sender is None or pair[0] == sender)
+        )
+        return [OptOut(s, n, self._optouts[s, n]) for s, n in pairs[:limit]]
+
+    async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
+        self._commit()
+        changes = []
+        for message in self._messages.values():
+            new = message.new
+            if (
+                message.finished_at is None
+                and new.destination == number
+                and sender in (OPTOUT_ALL_SENDERS, new.source)
+            ):
+                changes.extend(self._cancel(message, now=now))
+        return changes
+
+    def _cancel(self, message: _Message, *, now: float) -> list[Change]:
+        return [
+            self._move(segment, SegmentState.CANCELLED, now=now)
+            for segment in self._siblings(message)
+            if transition(segment.state, SegmentEvent.CANCELLED) is not None
+        ]
+
+    async def status(self, message_id: int, client: str | None) -> MessageStatus | None:
+        message = self._messages.get(message_id)
+        if message is None or (client is not None and message.new.client != client):
+            return None
+        new = message.new
+        segments = tuple(
+            SegmentStatus(
+                index=segment_index(s.id),
+                state=s.state,
+                attempts=s.attempts,
+                command_status=s.command_status,
+                carrier_message_id=s.carrier_message_id,
+                bind=s.bind,
+                receipt_stat=s.receipt_stat,
+                receipt_err=s.receipt_err,
+                done_at=s.done_at,
+                updated_at=s.updated_at,
+            )
+            for s in self._siblings(message)
+        )
+        return MessageStatus(
+            message_id=message.id,
+            client=new.client,
+            ref=new.ref,
+            carrier=new.carrier,
+            priority=new.priority,
+            state=message_state(s.state for s in segments),
+            created_at=message.created_at,
+            not_before=new.not_before,
+            expires_at=new.expires_at,
+            registered_delivery=new.registered_delivery,
+            segments=segments,
+        )
+
+    async def cancel(
+        self, message_id: int, client: str | None, *, now: float
+    ) -> MessageStatus | None:
+        self._commit()
+        found = await self.status(message_id, client)
+        if found is None:
+            return None
+        self._cancel(self._messages[message_id], now=now)
+        return await self.status(message_id, client)
+
+    async def recover(self, *, now: float) -> int:
+        self._commit()
+        inflight = [s for s in self._segments.values() if s.state is SegmentState.INFLIGHT]
+        for segment in inflight:
+            self._move(segment, SegmentState.QUEUED, now=now)
+        return len(inflight)
+
+    async def purge(self, before: float) -> int:
+        self._commit()
+        doomed = [
+            m
+            for m in self._messages.values()
+            if m.finished_at is not None and m.finished_at < before
+        ]
+        for message in doomed:
+            for segment in self._siblings(message):
+                self._count(segment, segment.state, -1)
+                del self._segments[segment.id]
+            del self._messages[message.id]
+            if message.new.ref is not None:
+                del self._by_ref[message.new.client, message.new.ref]
+        self._inbound = [m for m in self._inbound if m.received_at >= before]
+        for receipt_id, receipt in list(self._receipts.items()):
+            if receipt.state != "held" and receipt.received_at < before:
+                del self._receipts[receipt_id]
+        return len(doomed)
+
+    async def stats(self, *, now: float) -> QueueStats:
+        heads = []
+        for key, heap in self._pending.ready.items():
+            due = [
+                self._segments[sid]
+                for sid in heap
+                if sid in self._segments and self._segments[sid].state is SegmentState.QUEUED
+            ]
+            if due and key:
+                head = min(due, key=lambda s: s.id)
+                new = head.message.new
+                created = head.message.created_at
+                heads.append(created if new.not_before is None else max(created, new.not_before))
+        tally = [r.state for r in self._receipts.values()]
+        return QueueStats(
+            segments=self._counts.by_state(),
+            by_carrier=self._counts.by_carrier(),
+            queued_depth=self._counts.depth,
+            oldest_queued_age_s=max(0.0, now - min(heads)) if heads else None,
+            receipts_held=tally.count("held"),
+            receipts_unmatched=tally.count("unmatched"),
+            receipts_dropped=tally.count("dropped"),
+            commits=self._commits,
+        )
+
+    def queued_depth(self) -> int:
+        return self._counts.depth
+
+    @property
+    def commits(self) -> int:
+        return self._commits
+
+    async def close(self) -> None:
+        self._closed = True

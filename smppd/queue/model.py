@@ -1,0 +1,288 @@
+"""The queue's domain values: what goes in (messages, outcomes, receipts) and what comes out.
+
+Pure, frozen values with no behaviour beyond validating themselves. A segment's wire parameters are
+an opaque `body` (the send loop encodes them once at submit time); nothing here knows SMPP or the
+codec. Times are epoch seconds passed in by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final, overload
+
+from smppd.queue.states import FINAL_STATES, MessageState, SegmentState
+
+MAX_PRIORITY: Final = 9  # 0 bulk .. 9 urgent; higher is claimed first
+MAX_SEGMENTS: Final = 255  # a concatenated SMS has at most 255 parts (one octet in the UDH)
+_INDEX_BITS: Final = 8
+
+
+def segment_id(message_id: int, index: int) -> int:
+    """The id of segment `index` (0-based) of `message_id`; a message's ids are one range."""
+    return message_id << _INDEX_BITS | index
+
+
+def message_id_of(segment_id: int) -> int:
+    """The message a segment id belongs to."""
+    return segment_id >> _INDEX_BITS
+
+
+def segment_index(segment_id: int) -> int:
+    """The 0-based position of a segment within its message."""
+    return segment_id & ((1 << _INDEX_BITS) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message to one recipient, already routed and split; `segments` are bodies in order.
+
+    `ref` is the client's idempotency key: the same (client, ref) again yields the first message.
+    """
+
+    client: str
+    ref: str | None
+    source: str
+    destination: str
+    carrier: str
+    priority: int
+    not_before: float | None
+    expires_at: float | None
+    registered_delivery: bool
+    segments: Sequence[bytes]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.priority <= MAX_PRIORITY:
+            raise ValueError(f"priority must be 0..{MAX_PRIORITY}, not {self.priority}")
+        if not 1 <= len(self.segments) <= MAX_SEGMENTS:
+            raise ValueError(f"a message has 1..{MAX_SEGMENTS} segments, not {len(self.segments)}")
+        if not (self.client and self.carrier and self.destination):
+            raise ValueError("client, carrier and destination must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The durable id of an enqueued message; `created` is False when its ref already existed."""
+
+    message_id: int
+    created: bool
+    segments: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedSegment:
+    """A segment handed to the send loop (now `inflight`); `attempts` counts earlier attempts."""
+
+    segment_id: int
+    message_id: int
+    index: int
+    total: int
+    body: bytes
+    client: str
+    source: str
+    destination: str
+    priority: int
+    attempts: int
+    registered_delivery: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A segment changed state; `before`/`after` are its message's derived state around it.
+
+    The daemon publishes these to the owning `client`. Receipt fields are set when a delivery
+    receipt caused the change.
+    """
+
+    message_id: int
+    segment_id: int
+    client: str
+    segment_state: SegmentState
+    before: MessageState
+    after: MessageState
+    command_status: int | None = None
+    receipt_stat: str | None = None
+    receipt_err: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim(Sequence[ClaimedSegment]):
+    """The segments a claim moved to `inflight`, in sending order, plus what it expired on the way.
+
+    It reads as the sequence of its segments; `expired` are the changes of segments found past
+    their expires_at (never returned), for the daemon to publish.
+    """
+
+    segments: tuple[ClaimedSegment, ...] = ()
+    expired: tuple[Change, ...] = ()
+
+    @overload
+    def __getitem__(self, index: int) -> ClaimedSegment: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ClaimedSegment]: ...
+    def __getitem__(self, index: int | slice) -> ClaimedSegment | Sequence[ClaimedSegment]:
+        return self.segments[index]
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __iter__(self) -> Iterator[ClaimedSegment]:
+        return iter(self.segments)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The SMSC accepted the segment (submit_sm_resp ok).
+
+    `carrier_message_keys` are the correlation keys of the returned message_id (hex and decimal
+    readings; see smppd.pdu.receipt.correlation_keys); receipts match by any of them. Keys come
+    only from this final acceptance, never from a throttled attempt. `carrier_message_id` is the id
+    as the SMSC wrote it, for display (the first key when not given).
+    """
+
+    segment_id: int
+    carrier_message_keys: tuple[str, ...]
+    bind: str
+    carrier_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A temporary error (throttled, SMSC queue full, ...): queue again for `next_attempt_at`."""
+
+    segment_id: int
+    command_status: int
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A permanent error: the segment will not be sent."""
+
+    segment_id: int
+    command_status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """No answer (timeout, lost connection): the SMSC may hold it; send again (at least once)."""
+
+    segment_id: int
+    next_attempt_at: float
+
+
+Outcome = Submitted | Retry | Failed | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptIn:
+    """A delivery receipt from one carrier, already parsed.
+
+    `keys` are the correlation keys of its message id; `final_state` is the segment state its stat
+    maps to (one of the final states), or None for an intermediate stat such as ENROUTE, which is
+    recorded without leaving `submitted`.
+    """
+
+    keys: tuple[str, ...]
+    stat: str
+    final_state: str | None
+    err: str
+    done_at: float | None
+
+    def __post_init__(self) -> None:
+        if self.final_state is not None and self.final_state not in FINAL_STATES:
+            raise ValueError(f"final_state must be a final segment state, not {self.final_state!r}")
+
+
+class ReceiptOutcome(StrEnum):
+    MATCHED = "matched"  # applied to its segment (the result carries the change)
+    HELD = "held"  # no segment carries its id yet: kept until the Submitted lands, or a time limit
+    DUPLICATE = "duplicate"  # already applied: nothing changed
+    UNMATCHED = "unmatched"  # carries no key it could ever match by: kept and counted, not applied
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptResult:
+    outcome: ReceiptOutcome
+    change: Change | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundIn:
+    """A mobile-originated message; `client` is the account it is routed to, if any."""
+
+    carrier: str
+    source: str
+    destination: str
+    text: str
+    data_coding: int
+    received_at: float
+    client: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A stored inbound message with its durable id (ids increase in arrival order)."""
+
+    id: int
+    carrier: str
+    source: str
+    destination: str
+    text: str
+    data_coding: int
+    received_at: float
+    client: str | None
+
+
+OPTOUT_ALL_SENDERS: Final = "*"  # as a sender: the number is opted out of every sender
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    sender: str
+    number: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentStatus:
+    index: int
+    state: SegmentState
+    attempts: int
+    command_status: int | None
+    carrier_message_id: str | None
+    bind: str | None
+    receipt_stat: str | None
+    receipt_err: str | None
+    done_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStatus:
+    message_id: int
+    client: str
+    ref: str | None
+    carrier: str
+    priority: int
+    state: MessageState
+    created_at: float
+    not_before: float | None
+    expires_at: float | None
+    registered_delivery: bool
+    segments: tuple[SegmentStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts of stored segments and receipts; cheap to take (kept up to date, not counted)."""
+
+    segments: Mapping[SegmentState, Mapping[int, int]]  # state -> priority -> count
+    by_carrier: Mapping[str, Mapping[SegmentState, int]]
+    queued_depth: int  # segments not yet accepted by an SMSC: queued, scheduled and inflight
+    oldest_queued_age_s: float | None  # of due, unclaimed segments, since they became due
+    receipts_held: int
+    receipts_unmatched: int  # never matched (held past the time limit, or keyless); kept on disk
+    receipts_dropped: int  # held receipts pushed out by the bound on their number; kept on disk
+    commits: int = field(default=0)

@@ -1,0 +1,165 @@
+"""The SQLite schema as a list of forward migrations, and the step that applies them.
+
+The database's `PRAGMA user_version` is the number of migrations applied; `migrate` runs the
+missing ones, each in its own transaction with its version bump, so a crash mid-way leaves a
+consistent older version. Only smppd.queue.sqlite* use this; nothing outside queue/ writes SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Final
+
+from smppd.queue.errors import SchemaTooNewError
+
+# Segment ids are message_id << 8 | index, so a message's segments are one primary-key range and
+# need no index of their own. Carrier, priority and client are copied onto segments so that the
+# claim index (carrier, priority, client, id) covers a claim without touching messages. Partial
+# indexes hold only the rows a query needs: due segments for claims, scheduled ones by time,
+# unfinished messages by destination (opt-out cancels), finished ones by time (retention).
+_V1: Final = (
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        client TEXT NOT NULL,
+        ref TEXT,
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        carrier TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        registered_delivery INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        not_before REAL,
+        expires_at REAL,
+        finished_at REAL
+    )
+    """,
+    "CREATE UNIQUE INDEX messages_by_ref ON messages (client, ref) WHERE ref IS NOT NULL",
+    """
+    CREATE INDEX messages_unfinished_by_destination ON messages (destination)
+    WHERE finished_at IS NULL
+    """,
+    "CREATE INDEX messages_finished ON messages (finished_at) WHERE finished_at IS NOT NULL",
+    """
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        carrier TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        registered_delivery INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        body BLOB NOT NULL,
+        command_status INTEGER,
+        carrier_message_id TEXT,
+        correlation_keys TEXT,
+        bind TEXT,
+        receipt_stat TEXT,
+        receipt_err TEXT,
+        done_at REAL,
+        updated_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE INDEX segments_queued ON segments (carrier, priority, client, id)
+    WHERE state = 'queued'
+    """,
+    """
+    CREATE INDEX segments_scheduled ON segments (carrier, next_attempt_at)
+    WHERE state = 'scheduled'
+    """,
+    # A carrier's open message ids -> the segment (retired once the segment is final).
+    """
+    CREATE TABLE correlations (
+        carrier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        segment_id INTEGER NOT NULL,
+        PRIMARY KEY (carrier, key)
+    ) WITHOUT ROWID
+    """,
+    # Receipts that matched no open correlation: held (for a Submitted still to come), then
+    # 'expired' (held past the limit) or 'dropped' (pushed out by the bound); kept until purge.
+    """
+    CREATE TABLE pending_receipts (
+        id INTEGER PRIMARY KEY,
+        carrier TEXT NOT NULL,
+        keys TEXT NOT NULL,
+        stat TEXT NOT NULL,
+        final_state TEXT,
+        err TEXT NOT NULL,
+        done_at REAL,
+        received_at REAL NOT NULL,
+        state TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX pending_receipts_held ON pending_receipts (received_at) WHERE state = 'held'",
+    """
+    CREATE TABLE pending_keys (
+        carrier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        receipt_id INTEGER NOT NULL,
+        PRIMARY KEY (carrier, key, receipt_id)
+    ) WITHOUT ROWID
+    """,
+    # Segment counts kept in the same transactions as the rows, so stats never scan the backlog.
+    """
+    CREATE TABLE segment_counts (
+        carrier TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        client TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (carrier, priority, client, state)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY,
+        carrier TEXT NOT NULL,
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        text TEXT NOT NULL,
+        data_coding INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        client TEXT
+    )
+    """,
+    # High-water marks of ids, saved before a purge so that ids are never reused.
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    """
+    CREATE TABLE optouts (
+        sender TEXT NOT NULL,
+        number TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (sender, number)
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring `db` (autocommit mode) to SCHEMA_VERSION; returns the version it started from."""
+    (found,) = db.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"database schema version {found} is newer than this smppd's {SCHEMA_VERSION}"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version]:
+                db.execute(statement)
+            # PRAGMA takes no parameters; the value is our own integer.
+            db.execute(f"PRAGMA user_version = {version + 1}")
+        except BaseException:
+            db.rollback()
+            raise
+        db.execute("COMMIT")
+    return int(found)

@@ -1,0 +1,449 @@
+"""The default queue backend: SQLite (WAL, synchronous=FULL) through one aiosqlite connection.
+
+This module is the asyncio shell: it owns the connection, the group-commit writer and the
+translation of sqlite3 errors into QueueError. Every write (enqueue, claim, outcome, receipt,
+inbound, opt-out, cancel, recovery, purge) is queued to the single writer task, which takes
+everything pending, runs it in the connection's thread as one transaction, commits (one fsync),
+then resolves each caller's future: an acknowledgement always follows the COMMIT that made it
+durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_* modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from os import PathLike
+from typing import Any, Final, Generic, TypeVar, cast
+
+import aiosqlite
+
+from smppd.queue import sqlite_admin, sqlite_reads, sqlite_receipts, sqlite_writes
+from smppd.queue.errors import (
+    QueueClosedError,
+    QueueError,
+    StorageBusyError,
+    StorageCorruptError,
+    StorageFullError,
+)
+from smppd.queue.model import (
+    OPTOUT_ALL_SENDERS,
+    Change,
+    Claim,
+    Enqueued,
+    Inbound,
+    InboundIn,
+    MessageStatus,
+    NewMessage,
+    OptOut,
+    Outcome,
+    QueueStats,
+    ReceiptIn,
+    ReceiptResult,
+)
+from smppd.queue.schema import migrate
+from smppd.queue.sqlite_batch import Batch, MemoryState
+
+T = TypeVar("T")
+
+DEFAULT_RECEIPT_HOLD_S: Final = 600.0
+DEFAULT_MAX_HELD_RECEIPTS: Final = 10_000
+DEFAULT_MAX_BATCH: Final = 8192  # messages, outcomes or receipts per transaction
+DEFAULT_CACHE_KIB: Final = 16 * 1024
+_PURGE_STEP: Final = 500  # messages per purge transaction, so other writes interleave
+_BUSY_TIMEOUT_S: Final = 5.0
+
+
+def translate(exc: sqlite3.Error) -> QueueError:
+    """The QueueError for a sqlite3 error (the boundary: nothing above sees sqlite3)."""
+    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    kind: type[QueueError] = QueueError
+    if primary == sqlite3.SQLITE_FULL:
+        kind = StorageFullError
+    elif primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        kind = StorageBusyError
+    elif primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        kind = StorageCorruptError
+    error = kind(f"queue storage: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+@dataclass(slots=True)
+class _Write(Generic[T]):
+    apply: Callable[[Batch], T]
+    weight: int
+    now: float
+    future: asyncio.Future[T]
+
+
+class SqliteQueue:
+    """The SQLite queue; create with `await SqliteQueue.open(path)`, end with `close()`."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        db: sqlite3.Connection,
+        memory: MemoryState,
+        *,
+        max_batch: int,
+    ) -> None:
+        self._conn = conn
+        self._db = db
+        self._memory = memory
+        self._max_batch = max_batch
+        self._pending: deque[_Write[Any]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._closed = False
+        self._commits = 0
+        self._writer = asyncio.create_task(self._write_loop(), name="smppd.queue.writer")
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | PathLike[str],
+        *,
+        receipt_hold_s: float = DEFAULT_RECEIPT_HOLD_S,
+        max_held_receipts: int = DEFAULT_MAX_HELD_RECEIPTS,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        cache_kib: int = DEFAULT_CACHE_KIB,
+        max_bytes: int | None = None,
+    ) -> SqliteQueue:
+        """Open (creating or migrating) the database at `path`.
+
+        `max_bytes` caps the database size (writes past it fail with StorageFullError).
+        """
+        opened: list[sqlite3.Connection] = []
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(
+                path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=256
+            )
+            try:
+                _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
+                migrate(db)
+            except BaseException:
+                db.close()
+                raise
+            opened.append(db)
+            return db
+
+        conn = aiosqlite.Connection(connect, iter_chunk_size=64)
+        try:
+            await conn
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        db = opened[0]
+        try:
+            memory = await _in_thread(
+                conn,
+                partial(
+                    sqlite_reads.load_memory,
+                    db,
+                    receipt_hold_s=receipt_hold_s,
+                    max_held_receipts=max_held_receipts,
+                ),
+            )
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc) from exc
+            raise
+        return cls(conn, db, memory, max_batch=max_batch)
+
+    # -- the group-commit writer --------------------------------------------------------------
+
+    async def _write(self, apply: Callable[[Batch], T], *, weight: int, now: float) -> T:
+        return await self._submit(apply, weight=weight, now=now)
+
+    def _submit(self, apply: Callable[[Batch], T], *, weight: int, now: float) -> asyncio.Future[T]:
+        """Queue a write for the writer. Once queued it is performed, even if nobody waits."""
+        if self._closing:
+            raise QueueClosedError("the queue is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Write(apply, weight, now, future))
+        self._wakeup.set()
+        return future
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._commit(self._take())
+
+    def _take(self) -> list[_Write[Any]]:
+        writes = [self._pending.popleft()]
+        weight = writes[0].weight
+        while self._pending and weight + self._pending[0].weight <= self._max_batch:
+            write = self._pending.popleft()
+            writes.append(write)
+            weight += write.weight
+        return writes
+
+    async def _commit(self, writes: list[_Write[Any]]) -> None:
+        try:
+            batch, results = await _in_thread(self._conn, partial(self._transaction, writes))
+        except sqlite3.Error as exc:
+            for write in writes:
+                _fail(write.future, translate(exc))
+            return
+        except Exception as exc:  # a bug in an operation: fail this batch, keep the writer
+            for write in writes:
+                _fail(write.future, exc)
+            return
+        batch.apply_to(self._memory)
+        self._commits += 1
+        for write, result in zip(writes, results, strict=True):
+            if not write.future.done():
+                write.future.set_result(result)
+
+    def _transaction(self, writes: list[_Write[Any]]) -> tuple[Batch, list[Any]]:
+        """Runs in the connection's thread: all pending writes, one COMMIT."""
+        db = self._db
+        batch = Batch(db, self._memory)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            results = [write.apply(batch) for write in writes]
+            batch.finish(now=max(write.now for write in writes))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return batch, results
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closing:
+            raise QueueClosedError("the queue is closed")
+        try:
+            return await _in_thread(self._conn, partial(read, self._db))
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    # -- the Queue interface ------------------------------------------------------------------
+
+    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+        if not messages:
+            return []
+        return await self._write(
+            partial(sqlite_writes.enqueue, messages=messages, now=now),
+            weight=len(messages),
+            now=now,
+        )
+
+    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+        if limit <= 0:
+            return Claim()
+        future = self._submit(
+            partial(sqlite_writes.claim, carrier=carrier, limit=limit, now=now),
+            weight=limit,
+            now=now,
+        )
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Nobody will send what this claim takes: put it back once it lands.
+            future.add_done_callback(partial(self._release_abandoned, now=now))
+            raise
+
+    def _release_abandoned(self, future: asyncio.Future[Claim], *, now: float) -> None:
+        if future.cancelled() or future.exception() is not None or not future.result():
+            return
+        ids = [segment.segment_id for segment in future.result()]
+        with contextlib.suppress(QueueClosedError):
+            released = self._submit(
+                partial(sqlite_admin.requeue, ids=ids, now=now), weight=len(ids), now=now
+            )
+            released.add_done_callback(_retrieve)
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        if not outcomes:
+            return []
+        return await self._write(
+            partial(sqlite_writes.record, outcomes=outcomes, now=now),
+            weight=len(outcomes),
+            now=now,
+        )
+
+    async def apply_receipts(
+        self, carrier: str, receipts: Sequence[ReceiptIn], *, now: float
+    ) -> list[ReceiptResult]:
+        if not receipts:
+            return []
+        return await self._write(
+            partial(sqlite_receipts.apply_receipts, carrier=carrier, receipts=receipts, now=now),
+            weight=len(receipts),
+            now=now,
+        )
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        return await self._write(
+            partial(sqlite_admin.store_inbound, inbound=inbound),
+            weight=1,
+            now=inbound.received_at,
+        )
+
+    async def inbound_since(
+        self, after_id: int, *, client: str | None = None, limit: int = 100
+    ) -> list[Inbound]:
+        return await self._read(
+            partial(sqlite_reads.inbound_since, after_id=after_id, client=client, limit=limit)
+        )
+
+    async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
+        return await self._write(
+            partial(sqlite_admin.add_optout, sender=sender, number=number, now=now),
+            weight=1,
+            now=now,
+        )
+
+    async def remove_optout(self, sender: str, number: str) -> bool:
+        return await self._write(
+            partial(sqlite_admin.remove_optout, sender=sender, number=number), weight=1, now=0.0
+        )
+
+    async def is_opted_out(self, sender: str, number: str) -> bool:
+        """A Bloom filter answers "no" in memory; only a "maybe" asks the table."""
+        optouts = self._memory.optouts
+        if not (
+            optouts.might_contain(sender, number)
+            or optouts.might_contain(OPTOUT_ALL_SENDERS, number)
+        ):
+            return False
+        return await self._read(partial(sqlite_reads.is_opted_out, sender=sender, number=number))
+
+    async def list_optouts(
+        self, *, sender: str | None = None, after: tuple[str, str] | None = None, limit: int = 1000
+    ) -> list[OptOut]:
+        return await self._read(
+            partial(sqlite_reads.list_optouts, sender=sender, after=after, limit=limit)
+        )
+
+    async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
+        return await self._write(
+            partial(sqlite_admin.cancel_queued_to, sender=sender, number=number, now=now),
+            weight=1,
+            now=now,
+        )
+
+    async def status(self, message_id: int, client: str | None) -> MessageStatus | None:
+        return await self._read(
+            partial(sqlite_reads.message_status, message_id=message_id, client=client)
+        )
+
+    async def cancel(
+        self, message_id: int, client: str | None, *, now: float
+    ) -> MessageStatus | None:
+        return await self._write(
+            partial(sqlite_admin.cancel, message_id=message_id, client=client, now=now),
+            weight=1,
+            now=now,
+        )
+
+    async def recover(self, *, now: float) -> int:
+        return await self._write(partial(sqlite_admin.recover, now=now), weight=1, now=now)
+
+    async def purge(self, before: float) -> int:
+        purged = 0
+        while True:
+            deleted, more = await self._write(
+                partial(sqlite_admin.purge_step, before=before, limit=_PURGE_STEP),
+                weight=_PURGE_STEP,
+                now=before,
+            )
+            purged += deleted
+            if not more:
+                return purged
+
+    async def stats(self, *, now: float) -> QueueStats:
+        memory = self._memory
+        heads = memory.counts.queued_keys()
+        oldest = await self._read(partial(sqlite_reads.oldest_due, heads=heads)) if heads else None
+        return QueueStats(
+            segments=memory.counts.by_state(),
+            by_carrier=memory.counts.by_carrier(),
+            queued_depth=memory.counts.depth,
+            oldest_queued_age_s=None if oldest is None else max(0.0, now - oldest),
+            receipts_held=memory.receipts_held,
+            receipts_unmatched=memory.receipts_unmatched,
+            receipts_dropped=memory.receipts_dropped,
+            commits=self._commits,
+        )
+
+    def queued_depth(self) -> int:
+        return self._memory.counts.depth
+
+    @property
+    def commits(self) -> int:
+        return self._commits
+
+    async def set_max_bytes(self, max_bytes: int | None) -> None:
+        """Change the database size cap (None: no cap beyond SQLite's own)."""
+        await self._read(partial(_set_max_bytes, max_bytes=max_bytes))
+
+    async def close(self) -> None:
+        """Finish every queued write, then close the database."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await self._writer
+        finally:
+            self._closed = True
+            await self._conn.close()
+
+    async def __aenter__(self) -> SqliteQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _configure(db: sqlite3.Connection, *, cache_kib: int, max_bytes: int | None) -> None:
+    # WAL lets readers (the CLI, backups) run beside the writer; FULL syncs the WAL on every
+    # COMMIT, so an acknowledged message survives power loss (NORMAL may lose the last commits).
+    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":
+        raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode})")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+    db.execute("PRAGMA temp_store = MEMORY")
+    db.execute("PRAGMA journal_size_limit = 67108864")
+    _set_max_bytes(db, max_bytes)
+
+
+def _set_max_bytes(db: sqlite3.Connection, max_bytes: int | None) -> None:
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    pages = 0xFFFFFFFE if max_bytes is None else max(1, max_bytes // page_size)
+    db.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+
+async def _in_thread(conn: aiosqlite.Connection, work: Callable[[], T]) -> T:
+    """Run `work` in the connection's own thread, as one unit.
+
+    aiosqlite's public calls take one thread round trip per statement; a batch of thousands of
+    statements must be one round trip, so it goes through the queue aiosqlite itself uses.
+    """
+    run = cast(Callable[[Callable[[], T]], Awaitable[T]], conn._execute)
+    return await run(work)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

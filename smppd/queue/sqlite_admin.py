@@ -1,0 +1,197 @@
+"""The SQLite backend's less frequent writes: cancels, opt-outs, inbound, recovery and retention.
+
+Each runs inside a `Batch` of the group-commit writer, like the hot-path operations in
+smppd.queue.sqlite_writes, so every write shares the one mechanism.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from smppd.queue.model import OPTOUT_ALL_SENDERS, Change, InboundIn, MessageStatus, segment_id
+from smppd.queue.optout_filter import OptOutFilter
+from smppd.queue.receipts import split_keys
+from smppd.queue.sqlite_batch import Batch
+from smppd.queue.sqlite_reads import message_status
+from smppd.queue.states import SegmentEvent, SegmentState, transition
+
+_OWNER: Final = "SELECT client, total FROM messages WHERE id = ?"
+
+
+def cancel(
+    batch: Batch, message_id: int, client: str | None, *, now: float
+) -> MessageStatus | None:
+    batch.flush_inserts()
+    found = batch.db.execute(_OWNER, (message_id,)).fetchone()
+    if found is None or (client is not None and found[0] != client):
+        return None
+    _cancel_message(batch, message_id, found[1], now=now)
+    batch.flush(now=now)
+    return message_status(batch.db, message_id, client)
+
+
+def _cancel_message(batch: Batch, message_id: int, total: int, *, now: float) -> list[Change]:
+    return [
+        batch.move(row, SegmentState.CANCELLED, now=now)
+        for row in batch.message_segments(message_id, total)
+        if transition(row.state, SegmentEvent.CANCELLED) is not None
+    ]
+
+
+_UNFINISHED_TO: Final = """
+    SELECT id, source, total FROM messages WHERE destination = ? AND finished_at IS NULL
+"""
+
+
+def cancel_queued_to(batch: Batch, sender: str, number: str, *, now: float) -> list[Change]:
+    """Cancel unsent segments to `number` from `sender` ("*": from any sender)."""
+    batch.flush_inserts()
+    changes = []
+    for message_id, source, total in batch.db.execute(_UNFINISHED_TO, (number,)).fetchall():
+        if sender in (OPTOUT_ALL_SENDERS, source):
+            changes.extend(_cancel_message(batch, message_id, total, now=now))
+    batch.flush(now=now)
+    return changes
+
+
+_INSERT_INBOUND: Final = """
+    INSERT INTO inbound (id, carrier, source, destination, text, data_coding, received_at, client)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+def store_inbound(batch: Batch, inbound: InboundIn) -> int:
+    inbound_id = batch.next_inbound_id
+    batch.next_inbound_id += 1
+    batch.db.execute(
+        _INSERT_INBOUND,
+        (
+            inbound_id,
+            inbound.carrier,
+            inbound.source,
+            inbound.destination,
+            inbound.text,
+            inbound.data_coding,
+            inbound.received_at,
+            inbound.client,
+        ),
+    )
+    return inbound_id
+
+
+_ADD_OPTOUT: Final = "INSERT OR IGNORE INTO optouts (sender, number, created_at) VALUES (?, ?, ?)"
+_REMOVE_OPTOUT: Final = "DELETE FROM optouts WHERE sender = ? AND number = ?"
+_ALL_OPTOUTS: Final = "SELECT sender, number FROM optouts"
+_COUNT_OPTOUTS: Final = "SELECT COUNT(*) FROM optouts"
+
+
+def add_optout(batch: Batch, sender: str, number: str, *, now: float) -> bool:
+    if batch.db.execute(_ADD_OPTOUT, (sender, number, now)).rowcount == 0:
+        return False
+    batch.optouts_added.append((sender, number))
+    if batch.memory.optouts.count + len(batch.optouts_added) > batch.memory.optouts.capacity:
+        batch.new_optout_filter = load_optout_filter(batch)
+    return True
+
+
+def load_optout_filter(batch: Batch) -> OptOutFilter:
+    (count,) = batch.db.execute(_COUNT_OPTOUTS).fetchone()
+    return OptOutFilter.build(batch.db.execute(_ALL_OPTOUTS), count)
+
+
+def remove_optout(batch: Batch, sender: str, number: str) -> bool:
+    return batch.db.execute(_REMOVE_OPTOUT, (sender, number)).rowcount > 0
+
+
+_INFLIGHT: Final = "SELECT id, carrier, priority, client FROM segments WHERE state = 'inflight'"
+_REQUEUE: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHERE id = ?"
+
+
+def recover(batch: Batch, *, now: float) -> int:
+    """Segments left inflight by a stopped process go back to queued (they are sent again).
+
+    A full scan, once at startup: an index of inflight rows would cost every claim and outcome.
+    """
+    batch.flush_inserts()
+    rows = batch.db.execute(_INFLIGHT).fetchall()
+    batch.db.executemany(_REQUEUE, [(now, row[0]) for row in rows])
+    for _, carrier, priority, client in rows:
+        batch.counts[carrier, priority, client, SegmentState.INFLIGHT] -= 1
+        batch.counts[carrier, priority, client, SegmentState.QUEUED] += 1
+    return len(rows)
+
+
+_SAVE_HIGH_WATER: Final = """
+    INSERT INTO meta (name, value) VALUES (?, ?)
+    ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)
+"""
+_FINISHED_BEFORE: Final = """
+    SELECT id, total FROM messages WHERE finished_at < ? ORDER BY finished_at LIMIT ?
+"""
+_DOOMED_SEGMENTS: Final = """
+    SELECT id, carrier, priority, client, state, correlation_keys FROM segments
+    WHERE id BETWEEN ? AND ?
+"""
+_DELETE_SEGMENTS: Final = "DELETE FROM segments WHERE id BETWEEN ? AND ?"
+_DELETE_MESSAGE: Final = "DELETE FROM messages WHERE id = ?"
+_RETIRE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_DELETE_INBOUND: Final = """
+    DELETE FROM inbound WHERE id IN
+        (SELECT id FROM inbound WHERE received_at < ? ORDER BY id LIMIT ?)
+"""
+_OLD_RECEIPTS: Final = """
+    SELECT id, state FROM pending_receipts
+    WHERE state != 'held' AND received_at < ? LIMIT ?
+"""
+_DELETE_RECEIPT: Final = "DELETE FROM pending_receipts WHERE id = ?"
+
+
+def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
+    """Delete up to `limit` finished messages (and old inbound and unmatched receipts).
+
+    Returns how many messages went and whether more may remain. High-water marks of the ids are
+    saved first, so ids of deleted rows are never handed out again.
+    """
+    batch.flush_inserts()
+    batch.db.executemany(
+        _SAVE_HIGH_WATER,
+        [("next_message_id", batch.next_message_id), ("next_inbound_id", batch.next_inbound_id)],
+    )
+    messages = batch.db.execute(_FINISHED_BEFORE, (before, limit)).fetchall()
+    for message_id, total in messages:
+        bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
+        for sid, carrier, priority, client, state, keys in batch.db.execute(
+            _DOOMED_SEGMENTS, bounds
+        ).fetchall():
+            batch.counts[carrier, priority, client, SegmentState(state)] -= 1
+            batch.db.executemany(_RETIRE, [(carrier, key, sid) for key in split_keys(keys)])
+        batch.db.execute(_DELETE_SEGMENTS, bounds)
+        batch.db.execute(_DELETE_MESSAGE, (message_id,))
+    inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount
+    receipts = batch.db.execute(_OLD_RECEIPTS, (before, limit)).fetchall()
+    for receipt_id, state in receipts:
+        batch.db.execute(_DELETE_RECEIPT, (receipt_id,))
+        batch.receipts_unmatched -= state == "unmatched"
+        batch.receipts_dropped -= state == "dropped"
+    more = max(len(messages), inbound, len(receipts)) >= limit
+    return len(messages), more
+
+
+_INFLIGHT_ONE: Final = (
+    "SELECT carrier, priority, client FROM segments WHERE id = ? AND state = 'inflight'"
+)
+
+
+def requeue(batch: Batch, ids: list[int], *, now: float) -> int:
+    """Put claimed segments nobody will send back to queued (a claim whose caller went away)."""
+    batch.flush_inserts()
+    requeued = []
+    for sid in ids:
+        found = batch.db.execute(_INFLIGHT_ONE, (sid,)).fetchone()
+        if found is not None:
+            carrier, priority, client = found
+            batch.counts[carrier, priority, client, SegmentState.INFLIGHT] -= 1
+            batch.counts[carrier, priority, client, SegmentState.QUEUED] += 1
+            requeued.append((now, sid))
+    batch.db.executemany(_REQUEUE, requeued)
+    return len(requeued)

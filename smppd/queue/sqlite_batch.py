@@ -1,0 +1,319 @@
+"""One write transaction of the SQLite backend: its row cache, bookkeeping and in-memory delta.
+
+A `Batch` runs in the database connection's thread while the group-commit writer waits for it.
+It reads the loop-owned `MemoryState` but never changes it: everything the transaction would change
+in memory (counts, id allocators, receipt tallies, claim cursors) is collected here and applied by
+the writer only after COMMIT, so a failed transaction (a full disk) leaves memory as it was.
+The operations themselves live in smppd.queue.sqlite_writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from smppd.queue.counts import CountKey, SegmentCounts
+from smppd.queue.model import Change, message_id_of, segment_id
+from smppd.queue.optout_filter import OptOutFilter
+from smppd.queue.receipts import Fingerprint, RecentFinals
+from smppd.queue.states import SegmentState, is_finished, message_state
+
+
+@dataclass
+class MemoryState:
+    """What the SQLite store keeps in memory: owned by the event loop, changed after commits."""
+
+    next_message_id: int
+    next_inbound_id: int
+    counts: SegmentCounts
+    receipts_held: int
+    receipts_unmatched: int
+    receipts_dropped: int
+    optouts: OptOutFilter
+    receipt_hold_s: float
+    max_held_receipts: int
+    recent: RecentFinals = field(default_factory=RecentFinals)
+    cursors: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+# Both read the columns SegmentRow unpacks, in its order.
+_SELECT_SEGMENT: Final = """
+    SELECT id, carrier, priority, client, total, registered_delivery, state, attempts,
+        next_attempt_at, command_status, carrier_message_id, correlation_keys, bind,
+        receipt_stat, receipt_err, done_at, updated_at
+    FROM segments WHERE id = ?
+"""
+_SELECT_SEGMENTS: Final = """
+    SELECT id, carrier, priority, client, total, registered_delivery, state, attempts,
+        next_attempt_at, command_status, carrier_message_id, correlation_keys, bind,
+        receipt_stat, receipt_err, done_at, updated_at
+    FROM segments WHERE id BETWEEN ? AND ?
+"""
+_UPDATE_SEGMENT: Final = """
+    UPDATE segments SET state = ?, attempts = ?, next_attempt_at = ?, command_status = ?,
+        carrier_message_id = ?, correlation_keys = ?, bind = ?, receipt_stat = ?,
+        receipt_err = ?, done_at = ?, updated_at = ?
+    WHERE id = ?
+"""
+_SET_FINISHED: Final = "UPDATE messages SET finished_at = ? WHERE id = ?"
+_UPSERT_COUNT: Final = """
+    INSERT INTO segment_counts (carrier, priority, client, state, n) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (carrier, priority, client, state) DO UPDATE SET n = n + excluded.n
+"""
+_DELETE_EMPTY_COUNT: Final = """
+    DELETE FROM segment_counts WHERE carrier = ? AND priority = ? AND client = ? AND state = ?
+"""
+
+
+class SegmentRow:
+    """A segment's row as read in this transaction, changed in place and written back at flush."""
+
+    __slots__ = (
+        "attempts",
+        "bind",
+        "carrier",
+        "carrier_message_id",
+        "client",
+        "command_status",
+        "correlation_keys",
+        "done_at",
+        "id",
+        "next_attempt_at",
+        "original_state",
+        "priority",
+        "receipt_err",
+        "receipt_stat",
+        "registered_delivery",
+        "state",
+        "total",
+        "updated_at",
+    )
+
+    def __init__(self, row: Any) -> None:
+        (
+            self.id,
+            self.carrier,
+            self.priority,
+            self.client,
+            self.total,
+            registered_delivery,
+            state,
+            self.attempts,
+            self.next_attempt_at,
+            self.command_status,
+            self.carrier_message_id,
+            self.correlation_keys,
+            self.bind,
+            self.receipt_stat,
+            self.receipt_err,
+            self.done_at,
+            self.updated_at,
+        ) = row
+        self.registered_delivery = bool(registered_delivery)
+        self.state = SegmentState(state)
+        self.original_state = self.state
+
+    id: int
+    carrier: str
+    priority: int
+    client: str
+    total: int
+    registered_delivery: bool
+    state: SegmentState
+    original_state: SegmentState
+    attempts: int
+    next_attempt_at: float
+    command_status: int | None
+    carrier_message_id: str | None
+    correlation_keys: str | None
+    bind: str | None
+    receipt_stat: str | None
+    receipt_err: str | None
+    done_at: float | None
+    updated_at: float
+
+    @property
+    def message_id(self) -> int:
+        return message_id_of(self.id)
+
+    def values(self) -> tuple[object, ...]:
+        return (
+            self.state.value,
+            self.attempts,
+            self.next_attempt_at,
+            self.command_status,
+            self.carrier_message_id,
+            self.correlation_keys,
+            self.bind,
+            self.receipt_stat,
+            self.receipt_err,
+            self.done_at,
+            self.updated_at,
+            self.id,
+        )
+
+
+class Batch:
+    """The state of one write transaction (see the module docstring)."""
+
+    def __init__(self, db: sqlite3.Connection, memory: MemoryState) -> None:
+        self.db = db
+        self.memory = memory
+        # The delta applied to `memory` after COMMIT.
+        self.counts: Counter[CountKey] = Counter()
+        self.next_message_id = memory.next_message_id
+        self.next_inbound_id = memory.next_inbound_id
+        self.receipts_held = 0
+        self.receipts_unmatched = 0
+        self.receipts_dropped = 0
+        self.cursors: dict[tuple[str, int], str] = {}
+        self.recent = RecentFinals()
+        self.recent_added: list[tuple[str, tuple[str, ...], Fingerprint]] = []
+        self.optouts_added: list[tuple[str, str]] = []
+        self.new_optout_filter: OptOutFilter | None = None
+        # Staged inserts (consecutive enqueues share one executemany) and the row cache.
+        self.new_messages: list[tuple[object, ...]] = []
+        self.new_segments: list[tuple[object, ...]] = []
+        self.by_ref: dict[tuple[str, str], tuple[int, int]] = {}
+        self._rows: dict[int, SegmentRow] = {}
+        self._dirty: dict[int, SegmentRow] = {}
+        self._touched: dict[int, SegmentRow] = {}  # message id -> one of its rows
+
+    # -- reads through the cache ------------------------------------------------------------
+
+    def segment(self, sid: int) -> SegmentRow | None:
+        row = self._rows.get(sid)
+        if row is None:
+            found = self.db.execute(_SELECT_SEGMENT, (sid,)).fetchone()
+            if found is None:
+                return None
+            row = self._rows[sid] = SegmentRow(found)
+        return row
+
+    def siblings(self, row: SegmentRow) -> list[SegmentRow]:
+        """All segments of `row`'s message (the row itself for a one-segment message)."""
+        if row.total == 1:
+            return [row]
+        return self.message_segments(row.message_id, row.total)
+
+    def message_segments(self, message_id: int, total: int) -> list[SegmentRow]:
+        first, last = segment_id(message_id, 0), segment_id(message_id, total - 1)
+        if any(sid not in self._rows for sid in range(first, last + 1)):
+            for found in self.db.execute(_SELECT_SEGMENTS, (first, last)):
+                self._rows.setdefault(found[0], SegmentRow(found))
+        return [self._rows[sid] for sid in range(first, last + 1) if sid in self._rows]
+
+    # -- changes ------------------------------------------------------------------------------
+
+    def count(self, row: SegmentRow, state: SegmentState, change: int) -> None:
+        self.counts[row.carrier, row.priority, row.client, state] += change
+
+    def move(self, row: SegmentRow, state: SegmentState, *, now: float) -> Change:
+        """Set a cached row's state; the Change carries its message's state before and after."""
+        siblings = self.siblings(row)
+        before = message_state(s.state for s in siblings)
+        self.count(row, row.state, -1)
+        self.count(row, state, +1)
+        row.state = state
+        row.updated_at = now
+        self._dirty[row.id] = row
+        self._touched[row.message_id] = row
+        after = message_state(s.state for s in siblings)
+        return Change(
+            message_id=row.message_id,
+            segment_id=row.id,
+            client=row.client,
+            segment_state=state,
+            before=before,
+            after=after,
+            command_status=row.command_status,
+            receipt_stat=row.receipt_stat,
+            receipt_err=row.receipt_err,
+        )
+
+    def flush(self, *, now: float) -> None:
+        """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
+        self.flush_inserts()
+        if self._dirty:
+            self.db.executemany(_UPDATE_SEGMENT, [row.values() for row in self._dirty.values()])
+        finished = []
+        for message_id, row in self._touched.items():
+            rows = self.siblings(row)
+            delivery = row.registered_delivery
+            was = is_finished((r.original_state for r in rows), registered_delivery=delivery)
+            done = is_finished((r.state for r in rows), registered_delivery=delivery)
+            if was != done:
+                finished.append((now if done else None, message_id))
+        if finished:
+            self.db.executemany(_SET_FINISHED, finished)
+        self._rows.clear()
+        self._dirty.clear()
+        self._touched.clear()
+
+    def flush_inserts(self) -> None:
+        if self.new_messages:
+            self.db.executemany(_INSERT_MESSAGE, self.new_messages)
+            self.db.executemany(_INSERT_SEGMENT, self.new_segments)
+            self.new_messages.clear()
+            self.new_segments.clear()
+
+    def finish(self, *, now: float) -> None:
+        """The last step before COMMIT: flush, and persist the count deltas."""
+        self.flush(now=now)
+        upserts = []
+        empties = []
+        for key, change in self.counts.items():
+            if not change:
+                continue
+            upserts.append((key[0], key[1], key[2], key[3].value, change))
+            if self.memory.counts.get(key) + change == 0:
+                empties.append((key[0], key[1], key[2], key[3].value))
+        if upserts:
+            self.db.executemany(_UPSERT_COUNT, upserts)
+        if empties:
+            self.db.executemany(_DELETE_EMPTY_COUNT, empties)
+
+    def apply_to(self, memory: MemoryState) -> None:
+        """After COMMIT: make the in-memory state match what is now on disk."""
+        memory.counts.apply(self.counts)
+        memory.next_message_id = self.next_message_id
+        memory.next_inbound_id = self.next_inbound_id
+        memory.receipts_held += self.receipts_held
+        memory.receipts_unmatched += self.receipts_unmatched
+        memory.receipts_dropped += self.receipts_dropped
+        memory.cursors.update(self.cursors)
+        for carrier, keys, seen in self.recent_added:
+            memory.recent.add(carrier, keys, seen)
+        if self.new_optout_filter is not None:
+            memory.optouts = self.new_optout_filter
+        else:
+            for sender, number in self.optouts_added:
+                memory.optouts.add(sender, number)
+
+    # -- views of memory as this transaction has changed it -----------------------------------
+
+    @property
+    def held(self) -> int:
+        return self.memory.receipts_held + self.receipts_held
+
+    def cursor(self, carrier: str, priority: int) -> str | None:
+        key = (carrier, priority)
+        return self.cursors.get(key, self.memory.cursors.get(key))
+
+    def remember_final(self, carrier: str, keys: tuple[str, ...], seen: Fingerprint) -> None:
+        self.recent.add(carrier, keys, seen)
+        self.recent_added.append((carrier, keys, seen))
+
+
+_INSERT_MESSAGE: Final = """
+    INSERT INTO messages (id, client, ref, source, destination, carrier, priority,
+        registered_delivery, total, created_at, not_before, expires_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_INSERT_SEGMENT: Final = """
+    INSERT INTO segments (id, carrier, priority, client, total, registered_delivery, state,
+        attempts, next_attempt_at, body, updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
+"""

@@ -1,0 +1,157 @@
+"""The SQLite backend's reads: status, inbound, opt-outs, and the in-memory state built at open.
+
+Plain functions of a sqlite3 connection, run in the connection's thread; none of them writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Final
+
+from smppd.queue.counts import SegmentCounts
+from smppd.queue.model import (
+    OPTOUT_ALL_SENDERS,
+    Inbound,
+    MessageStatus,
+    OptOut,
+    SegmentStatus,
+    segment_id,
+    segment_index,
+)
+from smppd.queue.optout_filter import OptOutFilter
+from smppd.queue.sqlite_batch import MemoryState
+from smppd.queue.states import SegmentState, message_state
+
+_MESSAGE: Final = """
+    SELECT client, ref, carrier, priority, created_at, not_before, expires_at,
+        registered_delivery, total
+    FROM messages WHERE id = ?
+"""
+_SEGMENTS: Final = """
+    SELECT id, state, attempts, command_status, carrier_message_id, bind, receipt_stat,
+        receipt_err, done_at, updated_at
+    FROM segments WHERE id BETWEEN ? AND ?
+"""
+
+
+def message_status(
+    db: sqlite3.Connection, message_id: int, client: str | None
+) -> MessageStatus | None:
+    found = db.execute(_MESSAGE, (message_id,)).fetchone()
+    if found is None or (client is not None and found[0] != client):
+        return None
+    owner, ref, carrier, priority, created_at, not_before, expires_at, delivery, total = found
+    bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
+    segments = tuple(
+        SegmentStatus(segment_index(sid), SegmentState(state), *rest)
+        for sid, state, *rest in db.execute(_SEGMENTS, bounds)
+    )
+    return MessageStatus(
+        message_id=message_id,
+        client=owner,
+        ref=ref,
+        carrier=carrier,
+        priority=priority,
+        state=message_state(s.state for s in segments),
+        created_at=created_at,
+        not_before=not_before,
+        expires_at=expires_at,
+        registered_delivery=bool(delivery),
+        segments=segments,
+    )
+
+
+_HEAD: Final = """
+    SELECT m.created_at, m.not_before
+    FROM segments AS s CROSS JOIN messages AS m ON m.id = s.id >> 8
+    WHERE s.carrier = ? AND s.priority = ? AND s.client = ? AND s.state = 'queued'
+    ORDER BY s.id LIMIT 1
+"""
+
+
+def oldest_due(db: sqlite3.Connection, heads: Iterable[tuple[str, int, str]]) -> float | None:
+    """Since when the longest-waiting due segment has been due, over each client's queue head.
+
+    One index seek per (carrier, priority, client) with due segments; the head of a client's
+    queue is its oldest due segment (a scheduled one counts from its not_before).
+    """
+    oldest: float | None = None
+    for head in heads:
+        found = db.execute(_HEAD, head).fetchone()
+        if found is None:
+            continue
+        created_at, not_before = found
+        due_since = created_at if not_before is None else max(created_at, not_before)
+        oldest = due_since if oldest is None else min(oldest, due_since)
+    return oldest
+
+
+_INBOUND_SINCE: Final = """
+    SELECT id, carrier, source, destination, text, data_coding, received_at, client
+    FROM inbound WHERE id > ? AND (? IS NULL OR client = ?) ORDER BY id LIMIT ?
+"""
+
+
+def inbound_since(
+    db: sqlite3.Connection, after_id: int, client: str | None, limit: int
+) -> list[Inbound]:
+    return [Inbound(*row) for row in db.execute(_INBOUND_SINCE, (after_id, client, client, limit))]
+
+
+_LIST_OPTOUTS: Final = """
+    SELECT sender, number, created_at FROM optouts
+    WHERE (sender, number) > (?, ?) AND (? IS NULL OR sender = ?)
+    ORDER BY sender, number LIMIT ?
+"""
+_IS_OPTED_OUT: Final = "SELECT 1 FROM optouts WHERE number = ? AND sender IN (?, ?) LIMIT 1"
+
+
+def list_optouts(
+    db: sqlite3.Connection, sender: str | None, after: tuple[str, str] | None, limit: int
+) -> list[OptOut]:
+    start = after or ("", "")
+    return [
+        OptOut(*row)
+        for row in db.execute(_LIST_OPTOUTS, (start[0], start[1], sender, sender, limit))
+    ]
+
+
+def is_opted_out(db: sqlite3.Connection, sender: str, number: str) -> bool:
+    return db.execute(_IS_OPTED_OUT, (number, sender, OPTOUT_ALL_SENDERS)).fetchone() is not None
+
+
+_HIGH_WATER: Final = """
+    SELECT max(coalesce((SELECT max(id) FROM messages), 0) + 1,
+               coalesce((SELECT value FROM meta WHERE name = 'next_message_id'), 1)),
+           max(coalesce((SELECT max(id) FROM inbound), 0) + 1,
+               coalesce((SELECT value FROM meta WHERE name = 'next_inbound_id'), 1))
+"""
+_COUNTS: Final = "SELECT carrier, priority, client, state, n FROM segment_counts"
+_RECEIPT_TALLY: Final = "SELECT state, COUNT(*) FROM pending_receipts GROUP BY state"
+_OPTOUTS: Final = "SELECT sender, number FROM optouts"
+_OPTOUT_COUNT: Final = "SELECT COUNT(*) FROM optouts"
+
+
+def load_memory(
+    db: sqlite3.Connection, *, receipt_hold_s: float, max_held_receipts: int
+) -> MemoryState:
+    """The in-memory state of an opened store: small tables and maxima, never the backlog."""
+    next_message_id, next_inbound_id = db.execute(_HIGH_WATER).fetchone()
+    counts = SegmentCounts(
+        ((carrier, priority, client, SegmentState(state)), n)
+        for carrier, priority, client, state, n in db.execute(_COUNTS)
+    )
+    tally = dict(db.execute(_RECEIPT_TALLY).fetchall())
+    (optout_count,) = db.execute(_OPTOUT_COUNT).fetchone()
+    return MemoryState(
+        next_message_id=next_message_id,
+        next_inbound_id=next_inbound_id,
+        counts=counts,
+        receipts_held=tally.get("held", 0),
+        receipts_unmatched=tally.get("unmatched", 0),
+        receipts_dropped=tally.get("dropped", 0),
+        optouts=OptOutFilter.build(db.execute(_OPTOUTS), optout_count),
+        receipt_hold_s=receipt_hold_s,
+        max_held_receipts=max_held_receipts,
+    )

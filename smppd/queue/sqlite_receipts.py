@@ -1,0 +1,169 @@
+"""The SQLite backend's delivery-receipt operations, each run inside a `Batch`.
+
+A receipt matches through `correlations` (carrier, key) -> segment. One that matches nothing is
+either a repeat of a final receipt (see smppd.queue.receipts) or early: it is held in
+`pending_receipts` (keys in `pending_keys`) until the Submitted carrying its id lands. Held
+receipts are bounded in number (the oldest is pushed out, marked `dropped`) and in time (then
+marked `unmatched`); both stay on disk until purge and are counted, never silently lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from smppd.queue.model import Change, ReceiptIn, ReceiptOutcome, ReceiptResult
+from smppd.queue.receipts import fingerprint, join_keys, split_keys
+from smppd.queue.sqlite_batch import Batch, SegmentRow
+from smppd.queue.states import SegmentEvent, SegmentState, transition
+
+_MATCH: Final = "SELECT segment_id FROM correlations WHERE carrier = ? AND key = ?"
+_RETIRE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_HOLD: Final = """
+    INSERT INTO pending_receipts (carrier, keys, stat, final_state, err, done_at, received_at,
+        state)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_HOLD_KEY: Final = "INSERT OR IGNORE INTO pending_keys (carrier, key, receipt_id) VALUES (?, ?, ?)"
+_HELD_BY_KEY: Final = "SELECT receipt_id FROM pending_keys WHERE carrier = ? AND key = ?"
+_HELD: Final = """
+    SELECT keys, stat, final_state, err, done_at FROM pending_receipts
+    WHERE id = ? AND state = 'held'
+"""
+_OLDEST_HELD: Final = """
+    SELECT id, carrier, keys, received_at FROM pending_receipts
+    WHERE state = 'held' ORDER BY received_at LIMIT 1
+"""
+_FORGET_KEY: Final = "DELETE FROM pending_keys WHERE carrier = ? AND key = ? AND receipt_id = ?"
+_UNHOLD: Final = "UPDATE pending_receipts SET state = ? WHERE id = ?"
+_DELETE_HELD: Final = "DELETE FROM pending_receipts WHERE id = ?"
+UNMATCHED: Final = "unmatched"
+DROPPED: Final = "dropped"
+
+
+def apply_receipts(
+    batch: Batch, carrier: str, receipts: Sequence[ReceiptIn], *, now: float
+) -> list[ReceiptResult]:
+    batch.flush_inserts()
+    sweep_held(batch, now=now)
+    results = []
+    for receipt in receipts:
+        row = _matching_segment(batch, carrier, receipt)
+        if row is not None:
+            results.append(apply_to_segment(batch, row, receipt, now=now))
+        elif not receipt.keys:
+            _keep(batch, carrier, receipt, UNMATCHED, now=now)
+            batch.receipts_unmatched += 1
+            results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
+        elif batch.recent.is_repeat(carrier, receipt) or batch.memory.recent.is_repeat(
+            carrier, receipt
+        ):
+            results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
+        else:
+            _hold(batch, carrier, receipt, now=now)
+            results.append(ReceiptResult(ReceiptOutcome.HELD))
+    batch.flush(now=now)
+    return results
+
+
+def _matching_segment(batch: Batch, carrier: str, receipt: ReceiptIn) -> SegmentRow | None:
+    for key in receipt.keys:
+        found = batch.db.execute(_MATCH, (carrier, key)).fetchone()
+        if found is not None:
+            return batch.segment(found[0])
+    return None
+
+
+def apply_to_segment(
+    batch: Batch, row: SegmentRow, receipt: ReceiptIn, *, now: float
+) -> ReceiptResult:
+    """Record a receipt on its submitted segment; a final one retires the correlation."""
+    if transition(row.state, SegmentEvent.RECEIPT) is None:
+        return ReceiptResult(ReceiptOutcome.DUPLICATE)
+    if receipt.final_state is None and (row.receipt_stat, row.receipt_err) == (
+        receipt.stat,
+        receipt.err,
+    ):
+        return ReceiptResult(ReceiptOutcome.DUPLICATE)
+    row.receipt_stat = receipt.stat
+    row.receipt_err = receipt.err
+    row.done_at = receipt.done_at
+    if receipt.final_state is None:
+        return ReceiptResult(ReceiptOutcome.MATCHED, batch.move(row, row.state, now=now))
+    change = batch.move(row, SegmentState(receipt.final_state), now=now)
+    # Carriers reuse ids: once final, the id must be free to match a later submission.
+    keys = split_keys(row.correlation_keys)
+    batch.db.executemany(_RETIRE, [(row.carrier, key, row.id) for key in keys])
+    row.correlation_keys = None
+    batch.remember_final(
+        row.carrier, tuple(dict.fromkeys(keys + receipt.keys)), fingerprint(receipt)
+    )
+    return ReceiptResult(ReceiptOutcome.MATCHED, change)
+
+
+def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: float) -> int:
+    cursor = batch.db.execute(
+        _HOLD,
+        (
+            carrier,
+            join_keys(receipt.keys),
+            receipt.stat,
+            receipt.final_state,
+            receipt.err,
+            receipt.done_at,
+            now,
+            state,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _hold(batch: Batch, carrier: str, receipt: ReceiptIn, *, now: float) -> None:
+    receipt_id = _keep(batch, carrier, receipt, "held", now=now)
+    batch.db.executemany(_HOLD_KEY, [(carrier, key, receipt_id) for key in receipt.keys])
+    batch.receipts_held += 1
+    if batch.held > batch.memory.max_held_receipts:
+        oldest = batch.db.execute(_OLDEST_HELD).fetchone()
+        _unhold(batch, oldest[0], oldest[1], oldest[2], DROPPED)
+        batch.receipts_dropped += 1
+
+
+def sweep_held(batch: Batch, *, now: float) -> None:
+    """Held receipts past the hold time become unmatched (kept, counted)."""
+    oldest_kept = now - batch.memory.receipt_hold_s
+    while batch.held > 0:
+        oldest = batch.db.execute(_OLDEST_HELD).fetchone()
+        if oldest is None or oldest[3] > oldest_kept:
+            return
+        _unhold(batch, oldest[0], oldest[1], oldest[2], UNMATCHED)
+        batch.receipts_unmatched += 1
+
+
+def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) -> None:
+    batch.db.execute(_UNHOLD, (state, receipt_id))
+    batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in split_keys(keys)])
+    batch.receipts_held -= 1
+
+
+def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float) -> list[Change]:
+    """Apply receipts held for a key of a segment that was just submitted."""
+    receipt_ids = sorted(
+        {found[0] for key in keys for found in batch.db.execute(_HELD_BY_KEY, (row.carrier, key))}
+    )
+    changes = []
+    for receipt_id in receipt_ids:
+        held = batch.db.execute(_HELD, (receipt_id,)).fetchone()
+        if held is None:
+            continue
+        held_keys, stat, final_state, err, done_at = held
+        batch.db.executemany(
+            _FORGET_KEY, [(row.carrier, key, receipt_id) for key in split_keys(held_keys)]
+        )
+        batch.db.execute(_DELETE_HELD, (receipt_id,))
+        batch.receipts_held -= 1
+        receipt = ReceiptIn(split_keys(held_keys), stat, final_state, err, done_at)
+        result = apply_to_segment(batch, row, receipt, now=now)
+        if result.change is not None:
+            changes.append(result.change)
+    return changes

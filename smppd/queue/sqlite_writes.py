@@ -1,0 +1,323 @@
+"""The SQLite backend's write operations on messages and segments, each run inside a `Batch`.
+
+Each function is one operation of the group-commit writer: it runs in the connection's thread,
+inside the transaction the writer opened, and leaves its effects on memory in the batch. Reads
+that drive a write (idempotency lookups, claim scans) happen here too, inside the same
+transaction, so what they see cannot change before the write lands. Receipts and other writes
+are in smppd.queue.sqlite_receipts and smppd.queue.sqlite_admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from smppd.queue.fairness import take_fairly
+from smppd.queue.model import (
+    MAX_PRIORITY,
+    Change,
+    Claim,
+    ClaimedSegment,
+    Enqueued,
+    Failed,
+    NewMessage,
+    Outcome,
+    Retry,
+    Submitted,
+    Unknown,
+    message_id_of,
+    segment_id,
+    segment_index,
+)
+from smppd.queue.receipts import join_keys
+from smppd.queue.sqlite_batch import Batch, SegmentRow
+from smppd.queue.sqlite_receipts import match_held, sweep_held
+from smppd.queue.states import SegmentEvent, SegmentState, transition, waiting_state
+
+_BY_REF: Final = "SELECT id, total FROM messages WHERE client = ? AND ref = ?"
+
+
+def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+    """Stage the messages' rows (written by the next flush, together with other enqueues)."""
+    results = []
+    for message in messages:
+        if message.ref is not None:
+            ref = (message.client, message.ref)
+            known = batch.by_ref.get(ref)
+            if known is None:
+                known = batch.db.execute(_BY_REF, ref).fetchone()
+            if known is not None:
+                batch.by_ref[ref] = known
+                results.append(Enqueued(message_id=known[0], created=False, segments=known[1]))
+                continue
+        message_id = batch.next_message_id
+        batch.next_message_id += 1
+        total = len(message.segments)
+        due = now if message.not_before is None else max(now, message.not_before)
+        state = waiting_state(due, now=now)
+        delivery = int(message.registered_delivery)
+        batch.new_messages.append(
+            (
+                message_id,
+                message.client,
+                message.ref,
+                message.source,
+                message.destination,
+                message.carrier,
+                message.priority,
+                delivery,
+                total,
+                now,
+                message.not_before,
+                message.expires_at,
+            )
+        )
+        batch.new_segments.extend(
+            (
+                segment_id(message_id, index),
+                message.carrier,
+                message.priority,
+                message.client,
+                total,
+                delivery,
+                state.value,
+                due,
+                body,
+                now,
+            )
+            for index, body in enumerate(message.segments)
+        )
+        batch.counts[message.carrier, message.priority, message.client, state] += total
+        if message.ref is not None:
+            batch.by_ref[message.client, message.ref] = (message_id, total)
+        results.append(Enqueued(message_id=message_id, created=True, segments=total))
+    return results
+
+
+# The claim walks the partial index segments_queued: (carrier, priority, client, id) of due rows.
+# `s.id >> 8` is the message id (smppd.queue.model.segment_id); CROSS JOIN keeps segments outer.
+_TOP_PRIORITY: Final = """
+    SELECT priority FROM segments
+    WHERE carrier = ? AND state = 'queued' AND priority < ?
+    ORDER BY priority DESC LIMIT 1
+"""
+_NEXT_CLIENT: Final = """
+    SELECT client FROM segments
+    WHERE carrier = ? AND priority = ? AND state = 'queued' AND client > ?
+    ORDER BY client LIMIT 1
+"""
+_FETCH_QUEUED: Final = """
+    SELECT s.id, s.total, s.registered_delivery, s.attempts, s.body,
+        m.source, m.destination, m.expires_at
+    FROM segments AS s CROSS JOIN messages AS m ON m.id = s.id >> 8
+    WHERE s.carrier = ? AND s.priority = ? AND s.client = ? AND s.state = 'queued'
+    ORDER BY s.id LIMIT ?
+"""
+_MARK_INFLIGHT: Final = "UPDATE segments SET state = 'inflight', updated_at = ? WHERE id = ?"
+_DUE_SCHEDULED: Final = """
+    SELECT id, priority, client FROM segments
+    WHERE carrier = ? AND state = 'scheduled' AND next_attempt_at <= ?
+    ORDER BY next_attempt_at LIMIT ?
+"""
+_MARK_QUEUED: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHERE id = ?"
+_PROMOTE_AT_LEAST: Final = 256
+
+
+def claim(batch: Batch, carrier: str, limit: int, *, now: float) -> Claim:
+    """Move up to `limit` due segments to inflight: by priority, then fairly, then by age."""
+    batch.flush_inserts()
+    _promote_due(batch, carrier, limit, now=now)
+    claimed: list[ClaimedSegment] = []
+    expired: list[Change] = []
+    priority = MAX_PRIORITY + 1
+    while len(claimed) < limit:
+        found = batch.db.execute(_TOP_PRIORITY, (carrier, priority)).fetchone()
+        if found is None:
+            break
+        priority = found[0]
+        remaining = limit - len(claimed)
+        clients = _clients(batch, carrier, priority, remaining)
+
+        def fetch(client: str, n: int, priority: int = priority) -> list[ClaimedSegment]:
+            return _fetch(batch, carrier, priority, client, n, expired, now=now)
+
+        taken, last = take_fairly(clients, remaining, fetch)
+        claimed.extend(taken)
+        if last is not None:
+            batch.cursors[carrier, priority] = last
+    batch.flush(now=now)
+    return Claim(tuple(claimed), tuple(expired))
+
+
+def _promote_due(batch: Batch, carrier: str, limit: int, *, now: float) -> None:
+    """Scheduled segments whose time has come become queued (claimable)."""
+    rows = batch.db.execute(
+        _DUE_SCHEDULED, (carrier, now, max(limit, _PROMOTE_AT_LEAST))
+    ).fetchall()
+    if not rows:
+        return
+    batch.db.executemany(_MARK_QUEUED, [(now, sid) for sid, _, _ in rows])
+    for _, priority, client in rows:
+        batch.counts[carrier, priority, client, SegmentState.SCHEDULED] -= 1
+        batch.counts[carrier, priority, client, SegmentState.QUEUED] += 1
+
+
+def _clients(batch: Batch, carrier: str, priority: int, most: int) -> list[str]:
+    """Up to `most` clients with due segments, starting after the last one served (wrapping)."""
+    cursor = batch.cursor(carrier, priority)
+    clients = _scan_clients(batch, carrier, priority, cursor or "", most, upto=None)
+    if cursor is not None and len(clients) < most:
+        clients += _scan_clients(batch, carrier, priority, "", most - len(clients), upto=cursor)
+    return clients
+
+
+def _scan_clients(
+    batch: Batch, carrier: str, priority: int, after: str, most: int, *, upto: str | None
+) -> list[str]:
+    """Distinct clients > `after` (and <= `upto`), one index seek each."""
+    found: list[str] = []
+    while len(found) < most:
+        row = batch.db.execute(_NEXT_CLIENT, (carrier, priority, after)).fetchone()
+        if row is None or (upto is not None and row[0] > upto):
+            break
+        after = row[0]
+        found.append(after)
+    return found
+
+
+def _fetch(
+    batch: Batch,
+    carrier: str,
+    priority: int,
+    client: str,
+    n: int,
+    expired: list[Change],
+    *,
+    now: float,
+) -> list[ClaimedSegment]:
+    """Claim up to n of one client's oldest due segments; expire those past their time."""
+    taken: list[ClaimedSegment] = []
+    while len(taken) < n:
+        want = n - len(taken)
+        rows = batch.db.execute(_FETCH_QUEUED, (carrier, priority, client, want)).fetchall()
+        fresh = []
+        stale = []
+        for sid, total, delivery, attempts, body, source, destination, expires_at in rows:
+            if expires_at is not None and expires_at <= now:
+                stale.append(sid)
+                continue
+            fresh.append(sid)
+            taken.append(
+                ClaimedSegment(
+                    segment_id=sid,
+                    message_id=message_id_of(sid),
+                    index=segment_index(sid),
+                    total=total,
+                    body=body,
+                    client=client,
+                    source=source,
+                    destination=destination,
+                    priority=priority,
+                    attempts=attempts,
+                    registered_delivery=bool(delivery),
+                )
+            )
+        if fresh:
+            batch.db.executemany(_MARK_INFLIGHT, [(now, sid) for sid in fresh])
+            batch.counts[carrier, priority, client, SegmentState.QUEUED] -= len(fresh)
+            batch.counts[carrier, priority, client, SegmentState.INFLIGHT] += len(fresh)
+        if stale:
+            expired.extend(_expire(batch, stale, now=now))
+        if len(rows) < want:
+            break
+    return taken
+
+
+def _expire(batch: Batch, ids: list[int], *, now: float) -> list[Change]:
+    changes = []
+    for sid in ids:
+        row = batch.segment(sid)
+        if row is not None and transition(row.state, SegmentEvent.EXPIRED) is not None:
+            changes.append(batch.move(row, SegmentState.EXPIRED, now=now))
+    batch.flush(now=now)
+    return changes
+
+
+_INSERT_CORRELATION: Final = (
+    "INSERT OR REPLACE INTO correlations (carrier, key, segment_id) VALUES (?, ?, ?)"
+)
+
+
+def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+    """Apply submit outcomes to inflight segments; outcomes that do not apply are skipped."""
+    batch.flush_inserts()
+    sweep_held(batch, now=now)
+    changes: list[Change] = []
+    correlations: list[tuple[str, str, int]] = []
+    for outcome in outcomes:
+        row = batch.segment(outcome.segment_id)
+        if row is None:
+            continue
+        if isinstance(outcome, Submitted):
+            change = _submitted(batch, row, outcome, correlations, now=now)
+            if change is None:
+                continue
+            changes.append(change)
+            if batch.held and outcome.carrier_message_keys and row.registered_delivery:
+                batch.db.executemany(_INSERT_CORRELATION, correlations)
+                correlations.clear()
+                changes.extend(match_held(batch, row, outcome.carrier_message_keys, now=now))
+        else:
+            target = _unsent(row, outcome, now=now)
+            if target is not None:
+                changes.append(batch.move(row, target, now=now))
+    if correlations:
+        batch.db.executemany(_INSERT_CORRELATION, correlations)
+    batch.flush(now=now)
+    return changes
+
+
+def _submitted(
+    batch: Batch,
+    row: SegmentRow,
+    outcome: Submitted,
+    correlations: list[tuple[str, str, int]],
+    *,
+    now: float,
+) -> Change | None:
+    target = transition(row.state, SegmentEvent.SUBMIT_ACCEPTED)
+    if target is None:
+        return None
+    keys = outcome.carrier_message_keys
+    row.attempts += 1
+    row.command_status = 0
+    row.bind = outcome.bind
+    row.carrier_message_id = outcome.carrier_message_id or (keys[0] if keys else None)
+    if row.registered_delivery and keys:
+        # Only registered segments can expect a receipt; the others skip these writes.
+        row.correlation_keys = join_keys(keys)
+        correlations.extend((row.carrier, key, row.id) for key in keys)
+    return batch.move(row, target, now=now)
+
+
+_EVENTS: Final = {
+    Retry: SegmentEvent.SUBMIT_RETRY,
+    Unknown: SegmentEvent.SUBMIT_UNKNOWN,
+    Failed: SegmentEvent.SUBMIT_FAILED,
+}
+
+
+def _unsent(
+    row: SegmentRow, outcome: Retry | Failed | Unknown, *, now: float
+) -> SegmentState | None:
+    """Update `row` for an outcome that leaves it unsent; the state to move it to, if any."""
+    target = transition(row.state, _EVENTS[type(outcome)])
+    if target is None:
+        return None
+    row.attempts += 1
+    if isinstance(outcome, Failed):
+        row.command_status = outcome.command_status
+        return target
+    row.command_status = outcome.command_status if isinstance(outcome, Retry) else None
+    row.next_attempt_at = outcome.next_attempt_at
+    return waiting_state(outcome.next_attempt_at, now=now)

@@ -1,0 +1,152 @@
+"""Segment and message states, the table of segment transitions, and a message's derived state.
+
+Pure rules shared by every backend: no I/O, no clock (time comes in as `now`). A segment is the
+unit the send loop submits; a message's state is never stored as a truth of its own but derived from
+its segments by `message_state`, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Final
+
+
+class SegmentState(StrEnum):
+    """Where one segment is in its life (stored as these strings, so the database reads plainly)."""
+
+    QUEUED = "queued"  # due: waiting for a claim
+    SCHEDULED = "scheduled"  # queued with next_attempt_at in the future (not_before or backoff)
+    INFLIGHT = "inflight"  # claimed by the send loop; its outcome is not yet recorded
+    SUBMITTED = "submitted"  # the SMSC accepted it; a receipt may follow
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"  # validity ran out before submission, or the receipt said so
+    REJECTED = "rejected"
+    FAILED = "failed"  # a permanent submit error (or a receipt mapped to it)
+    CANCELLED = "cancelled"
+
+
+class MessageState(StrEnum):
+    """A message's state as clients see it, derived from its segments (see `message_state`)."""
+
+    QUEUED = "queued"
+    INFLIGHT = "inflight"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES: Final = frozenset(
+    {
+        SegmentState.DELIVERED,
+        SegmentState.UNDELIVERABLE,
+        SegmentState.EXPIRED,
+        SegmentState.REJECTED,
+        SegmentState.FAILED,
+        SegmentState.CANCELLED,
+    }
+)
+# Not yet accepted by the SMSC: what a cancel or an opt-out can still stop, and the queue's depth.
+PENDING_STATES: Final = frozenset(
+    {SegmentState.QUEUED, SegmentState.SCHEDULED, SegmentState.INFLIGHT}
+)
+
+
+class SegmentEvent(StrEnum):
+    """What can happen to a segment; `TRANSITIONS` says in which states each applies."""
+
+    CLAIMED = "claimed"
+    EXPIRED = "expired"  # found past expires_at by a claim
+    DUE = "due"  # a scheduled segment's next_attempt_at has come
+    SUBMIT_ACCEPTED = "submit_accepted"
+    SUBMIT_RETRY = "submit_retry"  # a temporary error: try again later
+    SUBMIT_UNKNOWN = "submit_unknown"  # no answer (timeout, connection lost): resend, at least once
+    SUBMIT_FAILED = "submit_failed"  # a permanent error
+    RECOVERED = "recovered"  # in flight when the process stopped
+    CANCELLED = "cancelled"  # by its client, or by an opt-out
+    RECEIPT = "receipt"  # a delivery receipt; its own state says where the segment goes
+
+
+_Q, _S, _I = SegmentState.QUEUED, SegmentState.SCHEDULED, SegmentState.INFLIGHT
+_SUB, _C = SegmentState.SUBMITTED, SegmentState.CANCELLED
+
+# (state, event) -> next state. A pair not in the table is ignored: a stale or repeated outcome
+# (say, a Retry for a segment a receipt already finished) changes nothing. QUEUED targets become
+# SCHEDULED when their next_attempt_at is still ahead (`waiting_state`). A cancel also takes
+# in-flight segments, but the SMSC may already hold one: its acceptance still wins (CANCELLED ->
+# SUBMITTED), because the message did leave and its receipt must match.
+TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
+    (_Q, SegmentEvent.CLAIMED): _I,
+    (_Q, SegmentEvent.EXPIRED): SegmentState.EXPIRED,
+    (_S, SegmentEvent.DUE): _Q,
+    (_I, SegmentEvent.SUBMIT_ACCEPTED): _SUB,
+    (_C, SegmentEvent.SUBMIT_ACCEPTED): _SUB,
+    (_I, SegmentEvent.SUBMIT_RETRY): _Q,
+    (_I, SegmentEvent.SUBMIT_UNKNOWN): _Q,
+    (_I, SegmentEvent.SUBMIT_FAILED): SegmentState.FAILED,
+    (_I, SegmentEvent.RECOVERED): _Q,
+    (_Q, SegmentEvent.CANCELLED): _C,
+    (_S, SegmentEvent.CANCELLED): _C,
+    (_I, SegmentEvent.CANCELLED): _C,
+    (_SUB, SegmentEvent.RECEIPT): _SUB,  # the receipt's final state replaces this one
+}
+
+
+def transition(state: SegmentState, event: SegmentEvent) -> SegmentState | None:
+    """The state after `event`, or None when the event does not apply in `state`."""
+    return TRANSITIONS.get((state, event))
+
+
+def waiting_state(next_attempt_at: float, *, now: float) -> SegmentState:
+    """QUEUED if due at `now`, else SCHEDULED (kept apart so that claims see only due ones)."""
+    return SegmentState.QUEUED if next_attempt_at <= now else SegmentState.SCHEDULED
+
+
+# A definite failure of any part decides the message, checked in this order.
+_FAILURES: Final = (
+    (SegmentState.FAILED, MessageState.FAILED),
+    (SegmentState.REJECTED, MessageState.REJECTED),
+    (SegmentState.UNDELIVERABLE, MessageState.UNDELIVERABLE),
+    (SegmentState.EXPIRED, MessageState.EXPIRED),
+)
+_DELIVERED_OR_CANCELLED: Final = frozenset({SegmentState.DELIVERED, SegmentState.CANCELLED})
+_ACCEPTED: Final = frozenset({SegmentState.SUBMITTED, SegmentState.DELIVERED})
+
+
+def message_state(states: Iterable[SegmentState]) -> MessageState:
+    """A message's state from its segments' states; the first rule that holds wins.
+
+    1. any failed, rejected, undeliverable or expired segment (in that order) -> that state;
+    2. all delivered -> delivered;
+    3. all delivered or cancelled -> cancelled (nothing more will be sent or delivered);
+    4. any submitted or delivered -> submitted (accepted in part or whole, awaiting receipts);
+    5. any inflight -> inflight;
+    6. otherwise (queued or scheduled) -> queued.
+    """
+    present = set(states)
+    for segment, message in _FAILURES:
+        if segment in present:
+            return message
+    if present == {SegmentState.DELIVERED}:
+        return MessageState.DELIVERED
+    if present and present <= _DELIVERED_OR_CANCELLED:
+        return MessageState.CANCELLED
+    if present & _ACCEPTED:
+        return MessageState.SUBMITTED
+    if SegmentState.INFLIGHT in present:
+        return MessageState.INFLIGHT
+    return MessageState.QUEUED
+
+
+def is_finished(states: Iterable[SegmentState], *, registered_delivery: bool) -> bool:
+    """True when nothing more will happen to the message, so retention may purge it.
+
+    Every segment final; or, when no receipt was requested, every segment final or submitted.
+    """
+    done = FINAL_STATES if registered_delivery else FINAL_STATES | {SegmentState.SUBMITTED}
+    return all(state in done for state in states)

@@ -1,0 +1,315 @@
+"""The queue contract: every backend passes these (states, claims, outcomes, cancels, retention)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from queue_support import CARRIER, T0, message
+
+from smppd.queue import (
+    Failed,
+    MessageState,
+    Queue,
+    Retry,
+    SegmentState,
+    Submitted,
+    Unknown,
+    open_queue,
+)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    queue = await open_queue(request.param, tmp_path / "queue.db")
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+async def segment_states(store: Queue, message_id: int) -> list[SegmentState]:
+    status = await store.status(message_id, None)
+    assert status is not None
+    return [segment.state for segment in status.segments]
+
+
+async def test_enqueue_stores_messages_as_queued(store: Queue) -> None:
+    """Enqueue returns one durable id per message and its segments start queued."""
+    results = await store.enqueue([message(segments=(b"a", b"b", b"c")), message(ref="r1")], now=T0)
+    assert [(r.created, r.segments) for r in results] == [(True, 3), (True, 1)]
+    assert results[0].message_id != results[1].message_id
+    status = await store.status(results[0].message_id, "otp")
+    assert status is not None
+    assert status.state is MessageState.QUEUED
+    assert [s.index for s in status.segments] == [0, 1, 2]
+    assert all(s.state is SegmentState.QUEUED and s.attempts == 0 for s in status.segments)
+    assert store.queued_depth() == 4
+
+
+async def test_same_ref_returns_the_first_message(store: Queue) -> None:
+    """A repeated (client, ref) yields the first message, across calls and within one batch."""
+    (first,) = await store.enqueue([message(ref="order-1", segments=(b"a", b"b"))], now=T0)
+    again = await store.enqueue(
+        [message(ref="order-1"), message(ref="order-2"), message(ref="order-2")], now=T0 + 1
+    )
+    assert again[0].message_id == first.message_id
+    assert (again[0].created, again[0].segments) == (False, 2)
+    assert again[1].created
+    assert again[2].message_id == again[1].message_id
+    assert not again[2].created
+    (other,) = await store.enqueue([message("crm", ref="order-1")], now=T0)
+    assert other.created
+    assert other.message_id != first.message_id
+    assert store.queued_depth() == 4
+
+
+async def test_claim_moves_segments_inflight_with_their_fields(store: Queue) -> None:
+    """A claim returns the due segments with what the send loop needs, and only once."""
+    (enq,) = await store.enqueue(
+        [message(destination="+15551234567", segments=(b"p0", b"p1"))], now=T0
+    )
+    claim = await store.claim(CARRIER, 10, now=T0)
+    assert [(s.message_id, s.index, s.total, s.body) for s in claim] == [
+        (enq.message_id, 0, 2, b"p0"),
+        (enq.message_id, 1, 2, b"p1"),
+    ]
+    first = claim[0]
+    assert (first.client, first.source, first.destination) == ("otp", "ACME", "+15551234567")
+    assert (first.priority, first.attempts, first.registered_delivery) == (5, 0, True)
+    assert await segment_states(store, enq.message_id) == [SegmentState.INFLIGHT] * 2
+    assert len(await store.claim(CARRIER, 10, now=T0)) == 0
+    assert len(await store.claim("other-carrier", 10, now=T0)) == 0
+    assert store.queued_depth() == 2  # inflight segments still count until accepted
+
+
+async def test_claim_takes_higher_priority_first(store: Queue) -> None:
+    """Urgent segments are claimed before bulk ones queued earlier."""
+    bulk = await store.enqueue([message("blast", priority=0) for _ in range(5)], now=T0)
+    (urgent,) = await store.enqueue([message("otp", priority=9)], now=T0 + 1)
+    claim = await store.claim(CARRIER, 3, now=T0 + 2)
+    assert claim[0].message_id == urgent.message_id
+    assert [s.message_id for s in claim[1:]] == [e.message_id for e in bulk[:2]]
+
+
+async def test_a_big_client_does_not_starve_a_small_one(store: Queue) -> None:
+    """A 10-message client's messages come out in the first claim beside a 10,000 backlog."""
+    await store.enqueue(
+        [message("blast", destination=f"+1555{i:07d}") for i in range(10_000)], now=T0
+    )
+    small = await store.enqueue([message("otp") for _ in range(10)], now=T0 + 1)
+    claim = await store.claim(CARRIER, 100, now=T0 + 2)
+    clients = [s.client for s in claim]
+    assert len(claim) == 100
+    assert {s.message_id for s in claim if s.client == "otp"} == {e.message_id for e in small}
+    assert clients[:20] == ["blast", "otp"] * 10  # interleaved, not appended
+    blast = [s.message_id for s in claim if s.client == "blast"]
+    assert blast == sorted(blast)  # each client's own messages stay in age order
+
+
+async def test_claims_rotate_between_clients(store: Queue) -> None:
+    """Claims of one segment alternate between clients instead of favouring one."""
+    await store.enqueue([message("a") for _ in range(3)] + [message("b") for _ in range(3)], now=T0)
+    clients = [(await store.claim(CARRIER, 1, now=T0))[0].client for _ in range(6)]
+    assert clients in (["a", "b"] * 3, ["b", "a"] * 3)
+
+
+async def test_scheduled_messages_wait_for_not_before(store: Queue) -> None:
+    """A message with not_before in the future is not claimed until then."""
+    (later,) = await store.enqueue([message(not_before=T0 + 60)], now=T0)
+    assert await segment_states(store, later.message_id) == [SegmentState.SCHEDULED]
+    status = await store.status(later.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.QUEUED
+    assert len(await store.claim(CARRIER, 10, now=T0 + 59)) == 0
+    claim = await store.claim(CARRIER, 10, now=T0 + 60)
+    assert [s.message_id for s in claim] == [later.message_id]
+
+
+async def test_expired_segments_are_never_claimed(store: Queue) -> None:
+    """A claim expires segments past expires_at and reports the change instead of sending them."""
+    (stale,) = await store.enqueue([message(expires_at=T0 + 30)], now=T0)
+    (fresh,) = await store.enqueue([message(expires_at=T0 + 300)], now=T0)
+    claim = await store.claim(CARRIER, 10, now=T0 + 30)
+    assert [s.message_id for s in claim] == [fresh.message_id]
+    assert [(c.message_id, c.before, c.after) for c in claim.expired] == [
+        (stale.message_id, MessageState.QUEUED, MessageState.EXPIRED)
+    ]
+    assert await segment_states(store, stale.message_id) == [SegmentState.EXPIRED]
+    assert len(await store.claim(CARRIER, 10, now=T0 + 31)) == 0
+
+
+async def test_submitted_outcome(store: Queue) -> None:
+    """Submitted moves a segment to submitted and records the carrier id and bind."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    (change,) = await store.record(
+        [Submitted(seg.segment_id, ("6699",), "acme-1", carrier_message_id="1A2B")], now=T0 + 1
+    )
+    assert (change.message_id, change.client, change.segment_state) == (
+        enq.message_id,
+        "otp",
+        SegmentState.SUBMITTED,
+    )
+    assert (change.before, change.after) == (MessageState.INFLIGHT, MessageState.SUBMITTED)
+    status = await store.status(enq.message_id, "otp")
+    assert status is not None
+    (segment,) = status.segments
+    assert (segment.state, segment.attempts, segment.command_status) == (
+        SegmentState.SUBMITTED,
+        1,
+        0,
+    )
+    assert (segment.carrier_message_id, segment.bind) == ("1A2B", "acme-1")
+    assert store.queued_depth() == 0
+
+
+async def test_retry_requeues_with_backoff(store: Queue) -> None:
+    """Retry puts the segment back (scheduled until its time) with attempts and status kept."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    (change,) = await store.record([Retry(seg.segment_id, 0x58, T0 + 10)], now=T0 + 1)
+    assert change.segment_state is SegmentState.SCHEDULED
+    assert (change.before, change.after) == (MessageState.INFLIGHT, MessageState.QUEUED)
+    assert change.command_status == 0x58
+    assert len(await store.claim(CARRIER, 1, now=T0 + 9)) == 0
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 10)
+    assert (again.segment_id, again.attempts) == (seg.segment_id, 1)
+    (change,) = await store.record([Retry(seg.segment_id, 0x14, T0 + 10)], now=T0 + 10)
+    assert change.segment_state is SegmentState.QUEUED  # already due
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert (status.segments[0].attempts, status.segments[0].command_status) == (2, 0x14)
+
+
+async def test_failed_and_unknown_outcomes(store: Queue) -> None:
+    """Failed is final; Unknown sends again (at least once) and counts the attempt."""
+    failing, unknown = await store.enqueue([message(), message()], now=T0)
+    claim = await store.claim(CARRIER, 2, now=T0)
+    changes = await store.record(
+        [Failed(claim[0].segment_id, 0x0B), Unknown(claim[1].segment_id, T0 + 5)], now=T0 + 1
+    )
+    assert [(c.message_id, c.after) for c in changes] == [
+        (failing.message_id, MessageState.FAILED),
+        (unknown.message_id, MessageState.QUEUED),
+    ]
+    (again,) = await store.claim(CARRIER, 5, now=T0 + 5)
+    assert (again.message_id, again.attempts) == (unknown.message_id, 1)
+    status = await store.status(failing.message_id, None)
+    assert status is not None
+    assert (status.state, status.segments[0].command_status) == (MessageState.FAILED, 0x0B)
+
+
+async def test_stale_outcomes_change_nothing(store: Queue) -> None:
+    """An outcome for a segment that is not inflight (or unknown) is ignored."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Submitted(seg.segment_id, ("1",), "b")], now=T0)
+    assert await store.record([Retry(seg.segment_id, 0x58, T0 + 5)], now=T0) == []
+    assert await store.record([Failed(seg.segment_id, 8), Unknown(10**12, T0)], now=T0) == []
+    assert await segment_states(store, enq.message_id) == [SegmentState.SUBMITTED]
+
+
+async def test_a_message_state_is_derived_from_its_segments(store: Queue) -> None:
+    """A three-part message is inflight, then submitted in part, then failed by one part."""
+    (enq,) = await store.enqueue([message(segments=(b"0", b"1", b"2"))], now=T0)
+    claim = await store.claim(CARRIER, 3, now=T0)
+    changes = await store.record(
+        [
+            Submitted(claim[0].segment_id, ("10",), "b"),
+            Submitted(claim[1].segment_id, ("11",), "b"),
+            Failed(claim[2].segment_id, 0x45),
+        ],
+        now=T0 + 1,
+    )
+    assert [(c.before, c.after) for c in changes] == [
+        (MessageState.INFLIGHT, MessageState.SUBMITTED),
+        (MessageState.SUBMITTED, MessageState.SUBMITTED),
+        (MessageState.SUBMITTED, MessageState.FAILED),
+    ]
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.FAILED
+
+
+async def test_cancel_stops_unsent_segments(store: Queue) -> None:
+    """Cancel turns queued segments into cancelled; they are never claimed."""
+    (enq,) = await store.enqueue([message(segments=(b"a", b"b"))], now=T0)
+    assert await store.cancel(enq.message_id, "someone-else", now=T0) is None
+    status = await store.cancel(enq.message_id, "otp", now=T0 + 1)
+    assert status is not None
+    assert status.state is MessageState.CANCELLED
+    assert [s.state for s in status.segments] == [SegmentState.CANCELLED] * 2
+    assert len(await store.claim(CARRIER, 10, now=T0 + 2)) == 0
+    assert store.queued_depth() == 0
+    assert await store.cancel(10**9, None, now=T0) is None
+
+
+async def test_an_inflight_segment_cancelled_still_records_its_submission(store: Queue) -> None:
+    """A segment cancelled while in flight becomes submitted if the SMSC accepted it anyway."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    await store.cancel(enq.message_id, None, now=T0)
+    assert await store.record([Retry(seg.segment_id, 0x58, T0)], now=T0) == []
+    assert await segment_states(store, enq.message_id) == [SegmentState.CANCELLED]
+    (change,) = await store.record([Submitted(seg.segment_id, ("7",), "b")], now=T0)
+    assert (change.before, change.after) == (MessageState.CANCELLED, MessageState.SUBMITTED)
+
+
+async def test_status_is_private_to_the_owner(store: Queue) -> None:
+    """Status answers None for unknown ids and for another client's messages."""
+    (enq,) = await store.enqueue([message("otp")], now=T0)
+    assert await store.status(enq.message_id, "crm") is None
+    assert await store.status(enq.message_id + 1000, "otp") is None
+    assert await store.status(enq.message_id, "otp") is not None
+
+
+async def test_recover_requeues_inflight_segments(store: Queue) -> None:
+    """After a stop, segments left inflight are claimed again (at least once)."""
+    enqueued = await store.enqueue([message() for _ in range(3)], now=T0)
+    claim = await store.claim(CARRIER, 2, now=T0)
+    assert await store.recover(now=T0 + 1) == 2
+    again = await store.claim(CARRIER, 10, now=T0 + 2)
+    assert {s.segment_id for s in claim} <= {s.segment_id for s in again}
+    assert len(again) == len(enqueued)
+    assert await store.recover(now=T0 + 3) == 3
+
+
+async def test_purge_deletes_only_finished_old_messages(store: Queue) -> None:
+    """Retention removes finished messages older than the cut; ids are never reused."""
+    done, waiting, queued = await store.enqueue(
+        [message(registered_delivery=False), message(), message()], now=T0
+    )
+    claim = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Submitted(s.segment_id, ("5",), "b") for s in claim], now=T0 + 1)
+    assert await store.purge(T0 + 1) == 0  # finished at T0 + 1, not before it
+    assert await store.purge(T0 + 2) == 1
+    assert await store.status(done.message_id, None) is None
+    assert await store.status(waiting.message_id, None) is not None  # awaits its receipt
+    assert await store.status(queued.message_id, None) is not None
+    (new,) = await store.enqueue([message()], now=T0 + 3)
+    assert new.message_id > queued.message_id
+    stats = await store.stats(now=T0 + 3)
+    assert SegmentState.SUBMITTED in stats.segments
+    assert stats.segments[SegmentState.SUBMITTED] == {5: 1}
+
+
+async def test_stats_count_by_state_and_priority(store: Queue) -> None:
+    """Stats count segments by state and priority and report the oldest due segment's age."""
+    await store.enqueue([message(priority=9, segments=(b"a", b"b"))], now=T0)
+    await store.enqueue([message(priority=0), message(priority=0, not_before=T0 + 99)], now=T0 + 5)
+    await store.claim(CARRIER, 1, now=T0 + 10)
+    stats = await store.stats(now=T0 + 10)
+    assert stats.segments == {
+        SegmentState.INFLIGHT: {9: 1},
+        SegmentState.QUEUED: {9: 1, 0: 1},
+        SegmentState.SCHEDULED: {0: 1},
+    }
+    assert stats.by_carrier == {
+        CARRIER: {SegmentState.INFLIGHT: 1, SegmentState.QUEUED: 2, SegmentState.SCHEDULED: 1}
+    }
+    assert stats.queued_depth == store.queued_depth() == 4
+    assert stats.oldest_queued_age_s == pytest.approx(10.0)
+    empty = await store.stats(now=T0)
+    assert empty.receipts_held == empty.receipts_unmatched == empty.receipts_dropped == 0
