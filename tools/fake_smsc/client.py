@@ -54,6 +54,12 @@ class EsmeClient:
             reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer, timeout_s=timeout_s)
 
+    async def __aenter__(self) -> EsmeClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     def next_sequence(self) -> int:
         self._sequence += 1
         return self._sequence

@@ -211,9 +211,14 @@ class SmscConnection(asyncio.Protocol):
         self._flush()
 
     def abort(self) -> None:
-        """Drop the connection at once, discarding what is pending (a lost TCP connection)."""
+        """Drop the connection at once, like a lost TCP connection.
+
+        Answers already decided are handed to the socket first, so what reaches the client is
+        exactly the answers to the PDUs before the drop (a response still delayed is lost).
+        """
         if self._transport is not None:
-            self._out.clear()
+            self._flush()
+            self.state = BindState.CLOSED
             self._transport.abort()
 
     def info(self) -> dict[str, Any]:

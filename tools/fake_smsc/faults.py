@@ -164,7 +164,7 @@ def _parse(name: str, value: Any) -> Any:
         return _number(name, value)
     if name == "submit_errors":
         if not isinstance(value, Mapping):
-            raise ValueError("submit_errors must map command_status to a fraction")
+            raise TypeError("submit_errors must map command_status to a fraction")
         return {parse_status(k): _number(name, v) for k, v in value.items()}
     if name == "tps_limit":
         return None if value is None else _number(name, value)
@@ -174,13 +174,13 @@ def _parse(name: str, value: Any) -> Any:
         return parse_status(value)
     if name == "hang":
         if not isinstance(value, bool):
-            raise ValueError(f"hang must be true or false, not {value!r}")
+            raise TypeError(f"hang must be true or false, not {value!r}")
         return value
     if name == "garbage":
         if isinstance(value, bytes):
             return value
         if not isinstance(value, str):
-            raise ValueError("garbage must be a hex string")
+            raise TypeError("garbage must be a hex string")
         return bytes.fromhex(value)
     if name == "reorder":
         return None if value is None else Reorder(value)
