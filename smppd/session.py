@@ -158,9 +158,11 @@ class SubmitResult:
     command_status: int
     status_class: StatusClass | None
     unknown: bool = False
+    bind: str = ""  # which bind answered: receipts may have to be matched per bind
 
-
-OUTCOME_UNKNOWN: Final = SubmitResult(None, CommandStatus.ESME_RUNKNOWNERR, None, unknown=True)
+    @classmethod
+    def outcome_unknown(cls, bind: str = "") -> SubmitResult:
+        return cls(None, CommandStatus.ESME_RUNKNOWNERR, None, unknown=True, bind=bind)
 
 
 class CloseReason(StrEnum):
@@ -337,10 +339,12 @@ class Session:
         *,
         carrier_rate: SlidingWindow | None = None,
         first_sequence_number: int = 1,
+        name: str = "",
     ) -> None:
         if not 1 <= first_sequence_number <= MAX_SEQUENCE_NUMBER:
             raise ValueError("first_sequence_number must be 1..0x7FFFFFFF")
         self.settings = settings
+        self.name = name  # put on results, nothing else
         self.state = State.OPEN
         self.rate = AdaptiveRate(settings.bind_tps, backoff_s=settings.throttle_backoff_s)
         self._carrier_rate = carrier_rate
@@ -610,9 +614,9 @@ class Session:
         self, seq: int, sent_at: float, status: int, message_id: str | None, now: float
     ) -> None:
         if status == 0:
-            result = SubmitResult(message_id, 0, StatusClass.SUCCESS)
+            result = SubmitResult(message_id, 0, StatusClass.SUCCESS, False, self.name)
         else:
-            result = SubmitResult(message_id, status, classify(status))
+            result = SubmitResult(message_id, status, classify(status), False, self.name)
             if status in THROTTLING and self.rate.throttled(now=now, sent_at=sent_at):
                 rate = self.rate
                 tps = None if rate.limit is None else rate.limit / rate.period_s

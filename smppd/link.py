@@ -1,0 +1,538 @@
+"""One SMPP bind over a real connection: the thin asyncio shell around `smppd.session.Session`.
+
+`Link` owns the socket (TCP, optionally TLS), the one timer the session asks for, the write
+deadline, the futures of the submits in flight, and the tasks that run the deliver handler. It
+moves bytes and time into the session and its events out: submit futures resolved, handlers
+started and answered, hooks of a `BindObserver` called. Foreign exceptions stop here (OSError,
+ssl errors, timeouts become `LinkError`). It must not know the queue, the send loop, the
+carrier's other binds or prometheus.
+
+The hot path is one call per submit (`try_submit`: no task, no await) and one write per loop
+iteration however many submits it carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol
+
+import structlog
+
+from smppd.pdu import pdus
+from smppd.pdu.status import CommandStatus
+from smppd.ratelimit import SlidingWindow
+from smppd.session import (
+    BindError,
+    BindFailed,
+    BindSettings,
+    Bound,
+    CloseReason,
+    ConnectionShouldClose,
+    DeliverReceived,
+    LateResponse,
+    LinkError,
+    PeerError,
+    ResponseTimedOut,
+    Session,
+    SessionClosedError,
+    State,
+    SubmitAnswered,
+    SubmitResult,
+    Throttled,
+    TlsSettings,
+    Unbound,
+    status_label,
+)
+
+log = structlog.get_logger(__name__)
+
+DeliverHandler = Callable[[pdus.DeliverSm | pdus.DataSm], Awaitable[int]]
+
+DEFAULT_MAX_HANDLERS: Final = 64  # deliver handlers running at once per bind
+
+
+class BindObserver(Protocol):
+    """Hooks for metrics; `bind` names the bind (its index within the carrier, say)."""
+
+    def state_changed(self, bind: str, state: State) -> None: ...
+    def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None: ...
+    def response_timed_out(self, bind: str) -> None: ...
+    def late_response(self, bind: str) -> None: ...
+    def throttled(self, bind: str, command_status: int, tps: float | None) -> None: ...
+    def peer_error(self, bind: str) -> None: ...
+    def handler_failed(self, bind: str) -> None: ...
+    def bind_failed(self, bind: str, command_status: int, permanent: bool) -> None: ...
+    def disconnected(self, bind: str, reason: str) -> None: ...
+    def reconnect_scheduled(self, bind: str, reason: str, delay_s: float) -> None: ...
+
+
+class NullObserver:
+    """A BindObserver that observes nothing."""
+
+    def state_changed(self, bind: str, state: State) -> None:
+        pass
+
+    def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
+        pass
+
+    def response_timed_out(self, bind: str) -> None:
+        pass
+
+    def late_response(self, bind: str) -> None:
+        pass
+
+    def throttled(self, bind: str, command_status: int, tps: float | None) -> None:
+        pass
+
+    def peer_error(self, bind: str) -> None:
+        pass
+
+    def handler_failed(self, bind: str) -> None:
+        pass
+
+    def bind_failed(self, bind: str, command_status: int, permanent: bool) -> None:
+        pass
+
+    def disconnected(self, bind: str, reason: str) -> None:
+        pass
+
+    def reconnect_scheduled(self, bind: str, reason: str, delay_s: float) -> None:
+        pass
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
+    if not tls.enabled:
+        return None
+    context = ssl.create_default_context(cafile=tls.ca_file)
+    if tls.cert_file is not None:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    if not tls.verify_hostname:
+        context.check_hostname = False
+    return context
+
+
+class Link(asyncio.Protocol):
+    """One connection and its bind. Build with `await Link.connect(...)`; it is bound on return
+    or the call raised. After the connection ends the link is spent: make a new one."""
+
+    def __init__(
+        self,
+        settings: BindSettings,
+        *,
+        handler: DeliverHandler,
+        name: str = "",
+        observer: BindObserver | None = None,
+        carrier_rate: SlidingWindow | None = None,
+        on_ready: Callable[[], None] | None = None,
+        max_handlers: int = DEFAULT_MAX_HANDLERS,
+        first_sequence_number: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self._core = Session(
+            settings,
+            carrier_rate=carrier_rate,
+            first_sequence_number=first_sequence_number,
+            name=name,
+        )
+        self._handler = handler
+        self._observer: BindObserver = observer or NullObserver()
+        self._on_ready = on_ready
+        self._max_handlers = max_handlers
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._futures: dict[int, asyncio.Future[SubmitResult]] = {}
+        self._unknown = SubmitResult.outcome_unknown(name)
+        self._waiters: list[asyncio.Future[None]] = []
+        self._bound: asyncio.Future[None] = self._loop.create_future()
+        self._closed: asyncio.Future[CloseReason] = self._loop.create_future()
+        self._close_reason: CloseReason | None = None
+        self._state = State.OPEN
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._write_paused = False
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._backlog: deque[pdus.DeliverSm | pdus.DataSm] = deque()
+        self._reading_paused = False
+        self.late_responses = 0
+        self.peer_errors = 0
+        self.throttle_events = 0
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: BindSettings,
+        *,
+        handler: DeliverHandler,
+        name: str = "",
+        observer: BindObserver | None = None,
+        carrier_rate: SlidingWindow | None = None,
+        on_ready: Callable[[], None] | None = None,
+        max_handlers: int = DEFAULT_MAX_HANDLERS,
+        first_sequence_number: int = 1,
+    ) -> Link:
+        """Connect and bind; raises `LinkError` (network, TLS, timeouts) or `BindError`."""
+        link = cls(
+            settings,
+            handler=handler,
+            name=name,
+            observer=observer,
+            carrier_rate=carrier_rate,
+            on_ready=on_ready,
+            max_handlers=max_handlers,
+            first_sequence_number=first_sequence_number,
+        )
+        await link._open()
+        return link
+
+    async def _open(self) -> None:
+        s = self.settings
+        context = tls_context(s.tls)
+        hostname = (s.tls.server_hostname or s.host) if context is not None else None
+        try:
+            async with asyncio.timeout(s.connect_timeout_s):
+                await self._loop.create_connection(
+                    lambda: self, s.host, s.port, ssl=context, server_hostname=hostname
+                )
+        except TimeoutError:
+            raise LinkError(f"connect to {s.host}:{s.port}: no answer in time") from None
+        except OSError as exc:  # refused, unreachable, TLS (ssl.SSLError is an OSError)
+            raise LinkError(f"connect to {s.host}:{s.port}: {exc}") from exc
+        try:
+            await self._bound
+        except BaseException:
+            self.abort()
+            raise
+
+    # --- what the send loop uses ---------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._core.state
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    @property
+    def in_flight(self) -> int:
+        return self._core.in_flight
+
+    @property
+    def room(self) -> int:
+        """Free window slots (0 when the bind cannot submit at all)."""
+        return 0 if self._write_paused else self._core.room
+
+    def ready_at(self, now: float) -> float | None:
+        """When try_submit could next succeed (see Session.ready_at)."""
+        return None if self._write_paused else self._core.ready_at(now=now)
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        """Send an encoded submit_sm body; None when the window is full, the bind is not bound
+        or a rate holds it back. The future always resolves, to an unknown outcome at worst."""
+        if self._write_paused:
+            return None
+        now = self._loop.time()
+        seq = self._core.try_submit(body, now=now)
+        if seq is None:
+            return None
+        future = self._loop.create_future()
+        self._futures[seq] = future
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if now + self.settings.response_timeout_s < self._timer_at:
+            self._arm_timer()
+        return future
+
+    async def wait_ready(self) -> None:
+        """Return when try_submit could succeed, or once the link has closed."""
+        loop = self._loop
+        while not self._closed.done():
+            now = loop.time()
+            at = self.ready_at(now)
+            if at is not None and at <= now:
+                return
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            timer = None if at is None else loop.call_at(at, self._wake)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def submit(self, body: bytes) -> SubmitResult:
+        """Wait for room, send, and return the result; SessionClosedError if the link closes
+        before the body could be sent."""
+        while True:
+            future = self.try_submit(body)
+            if future is not None:
+                return await future
+            if self._closed.done():
+                raise SessionClosedError(f"bind {self.name or '-'} closed")
+            await self.wait_ready()
+
+    async def wait_closed(self) -> CloseReason:
+        """Wait until the connection has ended (and its deliver handlers have finished)."""
+        reason = await asyncio.shield(self._closed)
+        await self._finish_handlers()
+        return reason
+
+    async def close(self, timeout_s: float | None = None) -> CloseReason:
+        """Graceful close: no new submits, outstanding ones answered (up to `timeout_s`, by
+        default response_timeout_s), unbind, close; handlers finish or are cancelled."""
+        s = self.settings
+        drain_s = s.response_timeout_s if timeout_s is None else timeout_s
+        if not self._closed.done():
+            self._core.close(now=self._loop.time(), drain_timeout_s=drain_s)
+            self._process()
+            try:
+                async with asyncio.timeout(drain_s + s.unbind_timeout_s + 1.0):
+                    await asyncio.shield(self._closed)
+            except TimeoutError:
+                self.abort()
+        return await self.wait_closed()
+
+    def abort(self) -> None:
+        """Drop the connection now; everything outstanding ends as an unknown outcome."""
+        if self._transport is not None:
+            self._transport.abort()
+        else:
+            self._core.connection_lost()
+            self._process()
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._core.start_bind(now=self._loop.time())
+        self._process()
+
+    def data_received(self, data: bytes) -> None:
+        self._core.receive_data(data, now=self._loop.time())
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._core.connection_lost()
+        self._process()
+        self._transport = None
+        for timer in (self._timer, self._write_timer, self._abort_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer_at = math.inf
+        if not self._closed.done():
+            self._closed.set_result(self._close_reason or CloseReason.CONNECTION_LOST)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._write_timer = self._loop.call_later(
+            self.settings.response_timeout_s, self._write_timed_out
+        )
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+        self._wake()
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _write_timed_out(self) -> None:
+        # The SMSC has not read our bytes for a response timeout: no answer can come in time.
+        self._core.abort(CloseReason.WRITE_TIMEOUT)
+        self._process()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self._core.data_to_send()
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    def _process(self) -> None:
+        """Act on the session's events, write what it has to send, re-arm its timer."""
+        core = self._core
+        freed = False
+        while (event := core.next_event()) is not None:
+            if isinstance(event, SubmitAnswered):
+                future = self._futures.pop(event.sequence_number, None)
+                if future is not None and not future.done():
+                    future.set_result(event.result)
+                self._observer.submit_answered(self.name, event.result, event.latency_s)
+                freed = True
+            elif isinstance(event, DeliverReceived):
+                self._deliver(event.pdu)
+            elif isinstance(event, ResponseTimedOut):
+                self._resolve_unknown(event.sequence_number)
+                self._observer.response_timed_out(self.name)
+                freed = True
+            else:
+                self._other_event(event)
+        if core.state is not self._state:
+            self._state = core.state
+            self._observer.state_changed(self.name, self._state)
+            freed = True
+        data = core.data_to_send()
+        transport = self._transport
+        if data and transport is not None:
+            transport.write(data)
+        if self._close_reason is not None:
+            if transport is not None and not transport.is_closing():
+                if self._close_reason is CloseReason.WRITE_TIMEOUT:
+                    transport.abort()
+                else:
+                    transport.close()
+                    self._abort_timer = self._loop.call_later(
+                        self.settings.unbind_timeout_s, transport.abort
+                    )
+        else:
+            deadline = core.next_deadline()
+            if deadline is not None and deadline < self._timer_at:
+                self._arm_timer(deadline)
+        if freed:
+            self._wake()
+
+    def _other_event(self, event: object) -> None:
+        name = self.name
+        if isinstance(event, Throttled):
+            self.throttle_events += 1
+            self._observer.throttled(name, event.command_status, event.tps)
+            log.warning(
+                "smsc asked to slow down",
+                bind=name,
+                status=status_label(event.command_status),
+                tps=event.tps,
+                pause_s=round(event.paused_until - self._loop.time(), 3),
+            )
+        elif isinstance(event, LateResponse):
+            self.late_responses += 1
+            self._observer.late_response(name)
+        elif isinstance(event, PeerError):
+            self.peer_errors += 1
+            self._observer.peer_error(name)
+            log.info("smsc protocol error survived", bind=name, reason=event.reason)
+        elif isinstance(event, Bound):
+            log.info("bound", bind=name, state=event.state.name, smsc=event.system_id)
+            if not self._bound.done():
+                self._bound.set_result(None)
+        elif isinstance(event, BindFailed):
+            self._observer.bind_failed(name, event.command_status, event.permanent)
+            if not self._bound.done():
+                self._bound.set_exception(BindError(event.command_status))
+        elif isinstance(event, Unbound):
+            log.info("unbound", bind=name, by_smsc=event.by_peer)
+        elif isinstance(event, ConnectionShouldClose):
+            self._close_reason = event.reason
+            for seq in event.abandoned:
+                self._resolve_unknown(seq)
+            for seq in list(self._futures):  # none should be left; never leave one waiting
+                self._resolve_unknown(seq)
+            self._observer.disconnected(name, event.reason.value)
+            if not self._bound.done():
+                self._bound.set_exception(LinkError(f"bind did not complete: {event.reason}"))
+            log.info("bind closing", bind=name, reason=event.reason.value)
+
+    def _resolve_unknown(self, seq: int) -> None:
+        future = self._futures.pop(seq, None)
+        if future is not None and not future.done():
+            future.set_result(self._unknown)
+
+    def _arm_timer(self, deadline: float | None = None) -> None:
+        if deadline is None:
+            deadline = self._core.next_deadline()
+            if deadline is None:
+                return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        # The loop may run a timer a hair early; the deadline it was armed for has come.
+        now = max(self._loop.time(), self._timer_at)
+        self._timer = None
+        self._timer_at = math.inf
+        self._core.handle_timer(now=now)
+        self._process()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        if self._on_ready is not None:
+            self._on_ready()
+
+    # --- deliver_sm / data_sm ------------------------------------------------------------------
+
+    def _deliver(self, pdu: pdus.DeliverSm | pdus.DataSm) -> None:
+        if len(self._handlers) < self._max_handlers:
+            self._start_handler(pdu)
+            return
+        # Every handler is busy: hold the rest of this read and stop reading until one is done,
+        # so a slow store slows the SMSC down instead of growing memory.
+        self._backlog.append(pdu)
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _start_handler(self, pdu: pdus.DeliverSm | pdus.DataSm) -> None:
+        task = self._loop.create_task(self._run_handler(pdu))
+        self._handlers.add(task)
+        task.add_done_callback(self._handler_done)
+
+    async def _run_handler(self, pdu: pdus.DeliverSm | pdus.DataSm) -> None:
+        try:
+            status = await self._handler(pdu)
+        except Exception as exc:  # answered as a temporary error so the SMSC redelivers it
+            status = self._handler_failed(pdu, type(exc).__name__)
+        else:
+            if not (isinstance(status, int) and 0 <= status <= 0xFFFFFFFF):
+                status = self._handler_failed(pdu, "not a command_status")
+        self._core.answer(pdu, status, now=self._loop.time())
+        self._process()
+
+    def _handler_failed(self, pdu: pdus.DeliverSm | pdus.DataSm, error: str) -> int:
+        self._observer.handler_failed(self.name)
+        log.warning(
+            "deliver handler failed; answering ESME_RX_T_APPN",
+            bind=self.name,
+            command=type(pdu).__name__,
+            error=error,
+        )
+        return CommandStatus.ESME_RX_T_APPN
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        if self._backlog:
+            self._start_handler(self._backlog.popleft())
+        elif self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    async def _finish_handlers(self) -> None:
+        """Let running handlers finish (their answers cannot be sent any more, so the SMSC will
+        redeliver); past a response timeout they are cancelled."""
+        self._backlog.clear()
+        if not self._handlers:
+            return
+        pending = set(self._handlers)
+        _, late = await asyncio.wait(pending, timeout=self.settings.response_timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)

@@ -1,0 +1,451 @@
+"""One bind over a real socket, against the fake SMSC (and a wiretap where bytes matter)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smppd.link import DeliverHandler, Link, NullObserver
+from smppd.pdu import pdus
+from smppd.pdu.codec import PduReader, encode_body, frame
+from smppd.pdu.command import CommandId
+from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.pdu.tlv import Tag, Tlv
+from smppd.session import (
+    BindError,
+    BindSettings,
+    CloseReason,
+    LinkError,
+    SessionClosedError,
+    State,
+    SubmitResult,
+    TlsSettings,
+)
+from tools.fake_smsc import FakeSmsc, Reorder, SmscConfig
+
+S = CommandStatus
+
+
+def body(destination: str = "447700900123") -> bytes:
+    return encode_body(
+        pdus.SubmitSm(source_addr="Acme", destination_addr=destination, short_message=b"hello")
+    )
+
+
+async def accept(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+    return 0
+
+
+def settings(port: int, **changes: object) -> BindSettings:
+    base = BindSettings(
+        host="127.0.0.1",
+        port=port,
+        system_id="smppd",
+        password="secret",
+        window=10,
+        response_timeout_s=2.0,
+        connect_timeout_s=2.0,
+        bind_timeout_s=2.0,
+        unbind_timeout_s=1.0,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[FakeSmsc]:
+    async with FakeSmsc(SmscConfig(port=0)) as server:
+        yield server
+
+
+async def connect(port: int, *, handler: DeliverHandler = accept, **changes: object) -> Link:
+    return await Link.connect(settings(port, **changes), handler=handler, name="0")
+
+
+class Tap:
+    """A TCP relay to an upstream port that keeps what the client sent; optionally it ends TLS."""
+
+    def __init__(self, upstream: int, context: ssl.SSLContext | None = None) -> None:
+        self.upstream = upstream
+        self.context = context
+        self.from_client = bytearray()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Tap:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0, ssl=self.context)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+    def client_pdus(self) -> list[pdus.Pdu]:
+        reader = PduReader()
+        reader.feed(bytes(self.from_client))
+        out = []
+        while (pdu := reader.next_pdu()) is not None:
+            out.append(pdu)
+        return out
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bytearray | None
+        ) -> None:
+            try:
+                while data := await src.read(65536):
+                    if keep is not None:
+                        keep += data
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer, self.from_client)),
+            asyncio.create_task(pipe(up_reader, writer, None)),
+        ):
+            self.tasks.add(task)
+
+
+# --- binding ------------------------------------------------------------------------------------
+
+
+async def test_bind_and_submit(smsc: FakeSmsc) -> None:
+    """A transceiver binds, submits, and gets the SMSC's message_id; the SMSC recorded it."""
+    link = await connect(smsc.port)
+    assert link.state is State.BOUND_TRX
+    result = await link.submit(body("447700900001"))
+    assert result.status_class is StatusClass.SUCCESS
+    assert result.message_id
+    assert result.bind == "0"
+    (segment,) = smsc.records.segments
+    assert (segment.destination, segment.message_id) == ("447700900001", result.message_id)
+    assert await link.close() is CloseReason.UNBOUND
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [({"password": "wrong"}, S.ESME_RINVPASWD), ({"system_id": "nobody"}, S.ESME_RINVSYSID)],
+)
+async def test_bad_credentials_raise_permanent_bind_error(
+    smsc: FakeSmsc, changes: dict[str, object], status: int
+) -> None:
+    """A refused bind raises BindError naming the status, marked permanent."""
+    with pytest.raises(BindError) as caught:
+        await Link.connect(settings(smsc.port, **changes), handler=accept)
+    assert caught.value.command_status == status
+    assert caught.value.permanent
+
+
+async def test_connect_refused_is_a_link_error() -> None:
+    """Nothing listening: LinkError, not a bare OSError."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(LinkError):
+        await connect(port)
+
+
+async def test_bind_timeout_is_a_link_error(smsc: FakeSmsc) -> None:
+    """An SMSC that never answers the bind: LinkError after bind_timeout_s."""
+    smsc.set_faults(hang=True)
+    with pytest.raises(LinkError, match="bind_timeout"):
+        await connect(smsc.port, bind_timeout_s=0.2)
+
+
+# --- the window, order and rates ----------------------------------------------------------------
+
+
+async def test_window_never_exceeded_at_the_smsc(smsc: FakeSmsc) -> None:
+    """However fast the sender, the SMSC never holds more than `window` unanswered submits."""
+    smsc.set_faults(latency_s=[0.0, 0.005])
+    link = await connect(smsc.port, window=7)
+    futures = []
+    for i in range(300):
+        while (future := link.try_submit(body(f"4477009{i:05d}"))) is None:
+            await link.wait_ready()
+        futures.append(future)
+    results = await asyncio.gather(*futures)
+    assert all(r.status_class is StatusClass.SUCCESS for r in results)
+    assert smsc.max_outstanding == 7
+    assert len(smsc.records.segments) == 300
+    await link.close()
+
+
+async def test_out_of_order_responses_matched(smsc: FakeSmsc) -> None:
+    """With responses released in reverse, each submit still gets its own message_id."""
+    smsc.set_faults(reorder=Reorder.REVERSE, reorder_batch=10)
+    link = await connect(smsc.port, window=10)
+    destinations = [f"44770090{i:04d}" for i in range(30)]
+    results = await asyncio.gather(*(link.submit(body(d)) for d in destinations))
+    at_smsc = {s.destination: s.message_id for s in smsc.records.segments}
+    assert {d: r.message_id for d, r in zip(destinations, results, strict=True)} == at_smsc
+    assert len(set(at_smsc.values())) == 30
+    await link.close()
+
+
+async def test_throttled_answers_slow_the_bind(smsc: FakeSmsc) -> None:
+    """ESME_RTHROTTLED answers are temporary results and put the bind into backoff."""
+    smsc.set_faults(tps_limit=5)
+    link = await connect(smsc.port, window=20, throttle_backoff_s=30.0)
+    results = await asyncio.gather(*(f for _ in range(20) if (f := link.try_submit(body()))))
+    throttled = [r for r in results if r.command_status == S.ESME_RTHROTTLED]
+    assert len(throttled) == 15
+    assert all(r.status_class is StatusClass.TEMPORARY for r in throttled)
+    assert link.throttle_events == 1
+    assert link.try_submit(body()) is None  # paused for throttle_backoff_s
+    assert link.ready_at(asyncio.get_running_loop().time()) is not None
+    await link.close()
+
+
+# --- timeouts and loss --------------------------------------------------------------------------
+
+
+async def test_response_timeout_reports_unknown(smsc: FakeSmsc) -> None:
+    """A submit the SMSC never answers ends as an unknown outcome after response_timeout_s."""
+    link = await connect(smsc.port, response_timeout_s=0.2, enquire_link_interval_s=30.0)
+    smsc.set_faults(hang=True)
+    async with asyncio.timeout(2):
+        result = await link.submit(body())
+    assert result.unknown
+    assert result.status_class is None
+    assert result.command_status != 0
+    assert link.state is State.BOUND_TRX
+    link.abort()
+
+
+async def test_enquire_link_loss_closes_the_link(smsc: FakeSmsc) -> None:
+    """An SMSC that stops answering is found dead by enquire_link and the link closes."""
+    link = await connect(smsc.port, enquire_link_interval_s=0.1, response_timeout_s=0.2)
+    smsc.set_faults(hang=True)
+    async with asyncio.timeout(2):
+        assert await link.wait_closed() is CloseReason.ENQUIRE_LINK_TIMEOUT
+    assert link.try_submit(body()) is None
+
+
+async def test_smsc_unbind_closes_with_outstanding_unknown(smsc: FakeSmsc) -> None:
+    """The SMSC's unbind is answered and the link closes; what was outstanding is unknown."""
+    link = await connect(smsc.port)
+    smsc.set_faults(latency_s=5.0)
+    future = link.try_submit(body())
+    assert future is not None
+    await smsc.records.wait_for(1, timeout=2, segments=True)
+    assert smsc.send_unbind() == 1
+    async with asyncio.timeout(2):
+        assert await link.wait_closed() is CloseReason.PEER_UNBIND
+        assert (await future).unknown
+
+
+async def test_drop_mid_window_reports_every_submit_unknown(smsc: FakeSmsc) -> None:
+    """When the connection drops with a full window, every outstanding submit is unknown."""
+    link = await connect(smsc.port, window=10)
+    smsc.set_faults(latency_s=5.0)
+    futures = [f for _ in range(10) if (f := link.try_submit(body()))]
+    assert len(futures) == 10
+    await smsc.records.wait_for(10, timeout=2, segments=True)
+    assert smsc.max_outstanding == 10
+    smsc.drop()
+    async with asyncio.timeout(2):
+        results = await asyncio.gather(*futures)
+        assert await link.wait_closed() is CloseReason.CONNECTION_LOST
+    assert all(r.unknown for r in results)
+    with pytest.raises(SessionClosedError):
+        await link.submit(body())
+
+
+async def test_garbage_loses_framing_and_closes(smsc: FakeSmsc) -> None:
+    """An impossible command_length from the SMSC closes the link."""
+    link = await connect(smsc.port)
+    smsc.send_raw(bytes.fromhex("deadbeef") * 4)
+    async with asyncio.timeout(2):
+        assert await link.wait_closed() is CloseReason.FRAMING_LOST
+
+
+async def test_blocked_write_has_a_deadline() -> None:
+    """An SMSC that stops reading makes the link drop after response_timeout_s, and every
+    submit it held ends unknown."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def bind_then_stop_reading(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        data = await reader.readexactly(16)
+        length = int.from_bytes(data[:4], "big")
+        rest = await reader.readexactly(length - 16)
+        bind = PduReader()
+        bind.feed(data + rest)
+        request = bind.next_pdu()
+        assert request is not None
+        resp = frame(CommandId.bind_transceiver_resp, 0, request.sequence_number, b"stuck\0")
+        writer.write(resp)
+        held.append(writer)  # hold the connection; read nothing more
+
+    server = await asyncio.start_server(bind_then_stop_reading, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    big = encode_body(
+        pdus.SubmitSm(
+            destination_addr="447700900123",
+            tlvs=(Tlv(Tag.message_payload, b"x" * 60_000),),
+        )
+    )
+    link = await connect(port, window=1000, response_timeout_s=0.3, enquire_link_interval_s=30)
+    futures: list[asyncio.Future[SubmitResult]] = []
+    async with asyncio.timeout(5):
+        while (future := link.try_submit(big)) is not None or not futures:
+            if future is not None:
+                futures.append(future)
+            await asyncio.sleep(0)
+        assert await link.wait_closed() is CloseReason.WRITE_TIMEOUT
+        assert all(r.unknown for r in await asyncio.gather(*futures))
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+# --- what the SMSC delivers ---------------------------------------------------------------------
+
+
+async def test_handler_failure_is_a_temporary_error_on_the_wire(smsc: FakeSmsc) -> None:
+    """A deliver_sm whose handler raises is answered ESME_RX_T_APPN, so the SMSC redelivers it;
+    the retry answered ESME_ROK settles it."""
+    smsc.set_receipts(retry_timeout_s=0.05)
+    calls: list[str] = []
+
+    async def flaky(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+        calls.append(pdu.source_addr)
+        if len(calls) == 1:
+            raise RuntimeError("store unavailable")
+        return 0
+
+    async with Tap(smsc.port) as tap:
+        link = await connect(tap.port, handler=flaky)
+        done = await smsc.inject_mo(source="447700900999", destination="12345", text="hi")
+        async with asyncio.timeout(3):
+            await done
+        statuses = [
+            p.command_status for p in tap.client_pdus() if isinstance(p, pdus.DeliverSmResp)
+        ]
+        assert statuses == [S.ESME_RX_T_APPN, 0]
+        assert calls == ["447700900999", "447700900999"]
+        await link.close()
+
+
+async def test_slow_handler_does_not_stall_submits(smsc: FakeSmsc) -> None:
+    """While a deliver handler waits, submit responses are still read and matched."""
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def slow(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+        entered.set()
+        await release.wait()
+        return 0
+
+    link = await connect(smsc.port, handler=slow)
+    done = await smsc.inject_mo(source="447700900999", destination="12345", text="hi")
+    async with asyncio.timeout(3):
+        await entered.wait()
+        result = await link.submit(body())
+        assert result.status_class is StatusClass.SUCCESS
+        assert not done.done()
+        release.set()
+        await done
+    await link.close()
+
+
+async def test_graceful_close_waits_for_outstanding(smsc: FakeSmsc) -> None:
+    """close() lets outstanding submits finish before it unbinds."""
+    smsc.set_faults(latency_s=0.1)
+    link = await connect(smsc.port)
+    futures = [f for _ in range(5) if (f := link.try_submit(body()))]
+    async with asyncio.timeout(3):
+        assert await link.close() is CloseReason.UNBOUND
+    results = [f.result() for f in futures]
+    assert all(r.status_class is StatusClass.SUCCESS for r in results)
+    assert smsc.connections[-1].state.value == "closed"
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("tls")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=smsc.test",
+        "-keyout", "smsc.key", "-out", "smsc.csr")  # fmt: skip
+    (d / "ext.cnf").write_text("subjectAltName=DNS:smsc.test\n")
+    run("x509", "-req", "-in", "smsc.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "smsc.pem")  # fmt: skip
+    return d
+
+
+async def test_tls_with_configured_ca_and_server_hostname(
+    smsc: FakeSmsc, certificates: Path
+) -> None:
+    """Over TLS the link verifies the SMSC against the configured CA and server_hostname."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "smsc.pem", certificates / "smsc.key")
+    tls = TlsSettings(
+        enabled=True, ca_file=str(certificates / "ca.pem"), server_hostname="smsc.test"
+    )
+    async with Tap(smsc.port, context) as tap:
+        link = await connect(tap.port, tls=tls)
+        assert (await link.submit(body())).status_class is StatusClass.SUCCESS
+        await link.close()
+        wrong = dataclasses.replace(tls, server_hostname="other.test")
+        with pytest.raises(LinkError):
+            await connect(tap.port, tls=wrong)
+
+
+# --- observer -----------------------------------------------------------------------------------
+
+
+async def test_observer_sees_states_and_results(smsc: FakeSmsc) -> None:
+    """The observer hooks report state changes and each answered submit."""
+    seen: list[tuple[str, object]] = []
+
+    class Recorder(NullObserver):
+        def state_changed(self, bind: str, state: State) -> None:
+            seen.append(("state", state))
+
+        def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
+            assert latency_s >= 0
+            seen.append(("result", result.command_status))
+
+    smsc.set_faults(submit_errors={"ESME_RINVDSTADR": 1.0})
+    link = await Link.connect(settings(smsc.port), handler=accept, observer=Recorder())
+    await link.submit(body())
+    await link.close()
+    assert seen == [
+        ("state", State.BINDING),
+        ("state", State.BOUND_TRX),
+        ("result", S.ESME_RINVDSTADR),
+        ("state", State.UNBINDING),
+        ("state", State.CLOSED),
+    ]
