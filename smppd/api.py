@@ -1,0 +1,922 @@
+"""The local API server: newline-delimited JSON over a Unix stream socket.
+
+It owns the socket (created in a private directory so it is never briefly open to all, then
+given its configured mode; a stale one from an earlier run replaced), who is calling (the peer's
+uid by SO_PEERCRED, mapped to a configured client), each connection's limits (line size, idle
+timeout, unanswered requests, a deadline on every write) and the wire format: requests parsed
+into `smppd.service` values, replies and errors rendered with its stable codes. It must not know
+how messages are validated, stored, routed or sent: that is the `Service` behind it.
+
+Wire format. A request is one JSON object per line with an `op` and an optional `id` (a string or
+an integer) echoed in its reply. Requests of one connection run concurrently, so replies may come
+back out of order: the id correlates them. A reply is `{"ok": true, "id": ..., ...result}` (the
+keys `ok` and `id` are the server's; a result never overrides them) or
+`{"ok": false, "id": ..., "error": {"code", "message", "field"?}}`. After `subscribe` is
+answered, event lines `{"event": kind, ...}` follow on the same connection until it closes.
+
+Limits. A connection may have `max_pending_per_connection` requests unanswered; one more is
+answered at once with `too_many_pending` rather than queued, so a client learns its window
+instead of waiting on a stalled socket. A line longer than `max_line_bytes` is answered with
+`line_too_long` as soon as the limit is passed and discarded up to its newline; the connection
+stays usable. Each write waits for the peer to take the bytes for at most `write_timeout_s`, then
+the connection is dropped: a client that stops reading costs one socket buffer, never more. A
+connection with no requests in progress and no subscription is closed after `idle_timeout_s`
+of silence. End of input ends the connection (and its subscription) once the requests already
+read are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import socket
+import stat
+import struct
+import tempfile
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import structlog
+
+from smppd.errors import SmppdError
+from smppd.service import (
+    ApiError,
+    ClientIdentity,
+    ErrorCode,
+    Priority,
+    Service,
+    SubmitReply,
+    SubmitRequest,
+    Subscription,
+)
+
+__all__ = [
+    "EVENT_KINDS",
+    "OPS",
+    "ApiObserver",
+    "ApiServer",
+    "ApiServerError",
+    "ApiSettings",
+    "ClientDirectory",
+    "ClientTable",
+    "LineSplitter",
+    "NullObserver",
+    "parse_submit",
+]
+
+log = structlog.get_logger("smppd.api")
+
+EVENT_KINDS: Final = frozenset({"receipt", "inbound", "state"})
+ENCODINGS: Final = frozenset({"auto", "gsm7", "ucs2", "latin1"})
+MAX_REF_CHARS: Final = 256  # a client reference is a key, not a payload
+MAX_MESSAGE_ID: Final = 2**63 - 1
+
+_READ_CHUNK: Final = 64 * 1024
+_UCRED: Final = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
+_SUN_PATH_MAX: Final = 107
+_INVALID_OP: Final = "invalid"  # metrics label for lines that never named a known op
+
+
+class ApiServerError(SmppdError):
+    """The API server cannot start (socket path unusable or already served)."""
+
+
+# --- settings and clients -----------------------------------------------------------------------
+
+
+class _ApiSection(Protocol):
+    """The fields of the config's `api` section this server reads."""
+
+    @property
+    def socket(self) -> Path: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def max_line_bytes(self) -> int: ...
+    @property
+    def idle_timeout_s(self) -> float: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def max_pending_per_connection(self) -> int: ...
+
+
+class _ApiClientEntry(Protocol):
+    """One configured client of the `api` section."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def uids(self) -> tuple[int, ...]: ...
+    @property
+    def any_uid(self) -> bool: ...
+    @property
+    def senders(self) -> tuple[str, ...]: ...
+    @property
+    def priority_max(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiSettings:
+    socket: Path
+    mode: int = 0o660
+    max_line_bytes: int = 1024 * 1024
+    idle_timeout_s: float = 300.0
+    max_connections: int = 256
+    max_pending_per_connection: int = 1000
+    write_timeout_s: float = 10.0  # a peer that takes no bytes for this long is dropped
+    close_timeout_s: float = 5.0  # on close(): how long in-flight requests may still finish
+
+    @classmethod
+    def from_config(
+        cls, section: _ApiSection, *, write_timeout_s: float = 10.0, close_timeout_s: float = 5.0
+    ) -> ApiSettings:
+        return cls(
+            socket=section.socket,
+            mode=section.mode,
+            max_line_bytes=section.max_line_bytes,
+            idle_timeout_s=section.idle_timeout_s,
+            max_connections=section.max_connections,
+            max_pending_per_connection=section.max_pending_per_connection,
+            write_timeout_s=write_timeout_s,
+            close_timeout_s=close_timeout_s,
+        )
+
+
+class ClientDirectory(Protocol):
+    def identify(self, uid: int) -> ClientIdentity | None:
+        """The client a peer with this uid acts as, or None: not allowed."""
+        ...
+
+
+def max_priority_for_flag(priority_flag: int | None) -> int:
+    """The highest API priority (0..9) a client capped at SMPP priority_flag 0..3 may ask for.
+
+    API priorities map to priority_flag by thirds (0-2 -> 0, 3-5 -> 1, 6-8 -> 2, 9 -> 3), so a
+    cap of 1 still allows "normal" (5) and only a cap of 3 allows "urgent" (9).
+    """
+    return 9 if priority_flag is None else min(9, 3 * priority_flag + 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTable:
+    """Clients by uid, and the one (if any) that any other uid acts as."""
+
+    by_uid: Mapping[int, ClientIdentity] = field(default_factory=dict)
+    any_uid: ClientIdentity | None = None
+
+    def identify(self, uid: int) -> ClientIdentity | None:
+        return self.by_uid.get(uid, self.any_uid)
+
+    @classmethod
+    def from_config(cls, clients: Iterable[_ApiClientEntry]) -> ClientTable:
+        by_uid: dict[int, ClientIdentity] = {}
+        anyone: ClientIdentity | None = None
+        for entry in clients:
+            identity = ClientIdentity(
+                name=entry.name,
+                senders=frozenset(entry.senders),
+                max_priority=max_priority_for_flag(entry.priority_max),
+            )
+            by_uid.update(dict.fromkeys(entry.uids, identity))
+            if entry.any_uid:
+                anyone = identity
+        return cls(by_uid, anyone)
+
+
+class ApiObserver(Protocol):
+    """Hooks for metrics; labels are op names and error codes, never values from a request."""
+
+    def request_finished(self, op: str, result: str, duration_s: float) -> None:
+        """`op` is a known op or "invalid"; `result` is "ok" or an ErrorCode."""
+        ...
+
+    def connection_refused(self, code: str) -> None: ...
+
+
+class NullObserver:
+    def request_finished(self, op: str, result: str, duration_s: float) -> None:
+        pass
+
+    def connection_refused(self, code: str) -> None:
+        pass
+
+
+# --- framing ------------------------------------------------------------------------------------
+
+
+class _TooLong:
+    """Marker in LineSplitter output: a line passed the limit (reported once per line)."""
+
+    def __repr__(self) -> str:
+        return "TOO_LONG"
+
+
+TOO_LONG: Final = _TooLong()
+
+
+class LineSplitter:
+    """Splits a byte stream into lines of at most `max_bytes` (newline excluded).
+
+    A longer line yields TOO_LONG as soon as it passes the limit, and the rest of it up to its
+    newline is discarded, so buffering never exceeds the limit however long the line.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._buf = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[bytes | _TooLong]:
+        out: list[bytes | _TooLong] = []
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                if not self._discarding:
+                    if len(self._buf) + len(data) - start > self._max:
+                        out.append(TOO_LONG)
+                        self._buf.clear()
+                        self._discarding = True
+                    else:
+                        self._buf += data[start:]
+                return out
+            if self._discarding:
+                self._discarding = False
+            elif len(self._buf) + nl - start > self._max:
+                out.append(TOO_LONG)
+                self._buf.clear()
+            elif self._buf:
+                self._buf += data[start:nl]
+                out.append(bytes(self._buf))
+                self._buf.clear()
+            else:
+                out.append(data[start:nl])
+            start = nl + 1
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def _decode(line: bytes) -> object:
+    """The JSON value of a line; ValueError for anything that is not strict UTF-8 JSON."""
+    try:
+        return _DECODER.decode(line.decode("utf-8"))
+    except RecursionError:  # deeply nested arrays: refused like any other bad JSON
+        raise ValueError("nested too deeply") from None
+
+
+def _encode(obj: Mapping[str, Any]) -> bytes:
+    return _ENCODER.encode(obj).encode("ascii") + b"\n"
+
+
+def _error_reply(rid: object, error: ApiError) -> dict[str, Any]:
+    return {"ok": False, "id": rid, "error": error.to_json()}
+
+
+def _ok_reply(rid: object, result: Mapping[str, Any]) -> dict[str, Any]:
+    return {"ok": True, "id": rid, **{k: v for k, v in result.items() if k not in ("ok", "id")}}
+
+
+# --- request fields -----------------------------------------------------------------------------
+
+Request = Mapping[str, object]
+
+
+def _invalid(name: str, rule: str) -> ApiError:
+    return ApiError(ErrorCode.invalid_field, f"{name} must be {rule}", field=name)
+
+
+def _only(req: Request, allowed: frozenset[str]) -> None:
+    for key in req:
+        if key not in allowed and key not in ("op", "id"):
+            raise ApiError(ErrorCode.invalid_field, f"unknown field {key!r}", field=key)
+
+
+def _value(req: Request, name: str, *, required: bool = False) -> object:
+    """The field's value; None when absent or null (null is refused for a required field)."""
+    if name not in req:
+        if required:
+            raise ApiError(ErrorCode.missing_field, f"{name} is required", field=name)
+        return None
+    value = req[name]
+    if value is None and required:
+        raise _invalid(name, "given (null is not allowed)")
+    return value
+
+
+def _str(value: object, name: str, *, max_chars: int | None = None) -> str:
+    if not isinstance(value, str):
+        raise _invalid(name, "a string")
+    if max_chars is not None and len(value) > max_chars:
+        raise _invalid(name, f"at most {max_chars} characters")
+    return value
+
+
+def _int(value: object, name: str, lo: int, hi: int) -> int:
+    # bool is an int in Python but never a number on the wire.
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise _invalid(name, f"an integer from {lo} to {hi}")
+    return value
+
+
+def _float(value: object, name: str, *, above: float | None = None, lo: float = 0.0) -> float:
+    rule = f"a number above {above:g}" if above is not None else f"a number of at least {lo:g}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(name, rule)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise _invalid(name, rule) from None
+    in_range = number > above if above is not None else number >= lo
+    if not (math.isfinite(number) and in_range):
+        raise _invalid(name, rule)
+    return number
+
+
+def _bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise _invalid(name, "true or false")
+    return value
+
+
+def _choice(value: object, name: str, choices: Iterable[str]) -> str:
+    options = sorted(choices)
+    if not isinstance(value, str) or value not in options:
+        raise _invalid(name, "one of " + ", ".join(options))
+    return value
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, str) and value in Priority.NAMES:
+        return Priority.NAMES[value]
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
+        return value
+    names = ", ".join(f'"{n}"' for n in Priority.NAMES)
+    raise _invalid("priority", f"{names} or an integer from 0 to 9")
+
+
+_SUBMIT_FIELDS: Final = frozenset(
+    {"to", "from", "text", "priority", "ref", "validity_s", "schedule_at"}
+    | {"registered_delivery", "encoding"}
+)
+
+
+def parse_submit(req: Request) -> SubmitRequest:
+    """A submit request's fields as a SubmitRequest; ApiError naming the first bad field."""
+    _only(req, _SUBMIT_FIELDS)
+    options: dict[str, Any] = {}
+    if (value := _value(req, "priority")) is not None:
+        options["priority"] = _priority(value)
+    if (value := _value(req, "ref")) is not None:
+        options["ref"] = _str(value, "ref", max_chars=MAX_REF_CHARS)
+    if (value := _value(req, "validity_s")) is not None:
+        options["validity_s"] = _float(value, "validity_s", above=0.0)
+    if (value := _value(req, "schedule_at")) is not None:
+        options["schedule_at"] = _float(value, "schedule_at", lo=0.0)
+    if (value := _value(req, "registered_delivery")) is not None:
+        options["registered_delivery"] = _bool(value, "registered_delivery")
+    if (value := _value(req, "encoding")) is not None:
+        options["encoding"] = _choice(value, "encoding", ENCODINGS)
+    return SubmitRequest(
+        to=_str(_value(req, "to", required=True), "to"),
+        sender=_str(_value(req, "from", required=True), "from"),
+        text=_str(_value(req, "text", required=True), "text"),
+        **options,
+    )
+
+
+def _parse_message(message: object) -> SubmitRequest | ApiError:
+    if not isinstance(message, dict):
+        return ApiError(ErrorCode.invalid_request, "a message is a JSON object")
+    try:
+        return parse_submit(message)
+    except ApiError as error:
+        return error
+
+
+def _message_id(req: Request) -> int:
+    _only(req, frozenset({"message_id"}))
+    return _int(_value(req, "message_id", required=True), "message_id", 1, MAX_MESSAGE_ID)
+
+
+def _event_kinds(req: Request) -> frozenset[str]:
+    _only(req, frozenset({"events"}))
+    value = _value(req, "events")
+    if value is None:
+        return EVENT_KINDS
+    rule = "a non-empty list of " + ", ".join(sorted(EVENT_KINDS))
+    if not isinstance(value, list) or not value:
+        raise _invalid("events", rule)
+    if not all(isinstance(k, str) and k in EVENT_KINDS for k in value):
+        raise _invalid("events", rule)
+    return frozenset(value)
+
+
+# --- ops ----------------------------------------------------------------------------------------
+
+OpHandler = Callable[[Service, ClientIdentity, Request], Awaitable[Mapping[str, Any]]]
+
+
+async def _submit_all(
+    service: Service, client: ClientIdentity, requests: Sequence[SubmitRequest]
+) -> list[SubmitReply | ApiError]:
+    replies = await service.submit(client, requests)
+    if len(replies) != len(requests):
+        raise RuntimeError(f"service answered {len(replies)} of {len(requests)} submits")
+    return replies
+
+
+async def _op_submit(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    (reply,) = await _submit_all(service, client, [parse_submit(req)])
+    if isinstance(reply, ApiError):
+        raise reply
+    return reply.to_json()
+
+
+async def _op_submit_many(
+    service: Service, client: ClientIdentity, req: Request
+) -> Mapping[str, Any]:
+    _only(req, frozenset({"messages"}))
+    messages = _value(req, "messages", required=True)
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages", "a non-empty list of submit objects")
+    # Parse each on its own so one bad message fails alone; the rest go to the service in one
+    # call, which lets it commit them together.
+    parsed = [_parse_message(message) for message in messages]
+    valid = [p for p in parsed if isinstance(p, SubmitRequest)]
+    replies = iter(await _submit_all(service, client, valid) if valid else [])
+    results: list[dict[str, Any]] = []
+    for item in parsed:
+        outcome = next(replies) if isinstance(item, SubmitRequest) else item
+        if isinstance(outcome, ApiError):
+            results.append({"ok": False, "error": outcome.to_json()})
+        else:
+            results.append({"ok": True, **outcome.to_json()})
+    return {"results": results}
+
+
+async def _op_status(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    return await service.status(client, _message_id(req))
+
+
+async def _op_cancel(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    return await service.cancel(client, _message_id(req))
+
+
+async def _op_health(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    _only(req, frozenset())
+    return service.health()
+
+
+async def _op_stats(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    _only(req, frozenset())
+    return await service.stats(client)
+
+
+async def _op_optout(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    _only(req, frozenset({"action", "sender", "number"}))
+    action = _choice(_value(req, "action", required=True), "action", ("add", "remove", "list"))
+    changing = action != "list"
+    # Listing without a sender lists every sender of the client's ("" to the service).
+    raw_sender = _value(req, "sender", required=changing)
+    sender = "" if raw_sender is None else _str(raw_sender, "sender")
+    raw_number = _value(req, "number", required=changing)
+    number = None if raw_number is None else _str(raw_number, "number")
+    return await service.optout(client, action, sender, number)
+
+
+_HANDLERS: Final[Mapping[str, OpHandler]] = {
+    "submit": _op_submit,
+    "submit_many": _op_submit_many,
+    "status": _op_status,
+    "cancel": _op_cancel,
+    "health": _op_health,
+    "stats": _op_stats,
+    "optout": _op_optout,
+}
+OPS: Final = frozenset({*_HANDLERS, "subscribe"})
+
+
+def _log_internal(op: str, exc: BaseException) -> None:
+    # The exception's message may quote a number or a text, so only its type and where it
+    # happened are logged; the client is told nothing more than "internal".
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    where = " < ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in reversed(frames))
+    log.error("api.internal_error", op=op, error=type(exc).__qualname__, where=where)
+
+
+_INTERNAL: Final = ApiError(ErrorCode.internal, "internal error; see the daemon's log")
+
+
+# --- connections --------------------------------------------------------------------------------
+
+
+class _Connection:
+    """One authenticated client connection: reads lines, runs requests, writes replies."""
+
+    def __init__(
+        self,
+        server: ApiServer,
+        client: ClientIdentity,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self._server = server
+        self._settings = server.settings
+        self._client = client
+        self._reader = reader
+        self._writer = writer
+        self._pending = 0
+        self._stopping = False
+        self._broken = False
+        self._subscription: Subscription | None = None
+        self._forwarder: asyncio.Task[None] | None = None
+        self._tasks: asyncio.TaskGroup | None = None
+        self._read_task: asyncio.Task[bytes] | None = None
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._read_loop()
+                # No more input: in-flight requests finish; the subscription ends now.
+                self._end_subscription()
+        finally:
+            self._end_subscription()
+            await _close_writer(self._writer, self._settings.write_timeout_s)
+
+    def stop(self) -> None:
+        """Stop reading (lines already read get `shutting_down`); in-flight requests finish."""
+        self._stopping = True
+        if self._read_task is not None:
+            self._read_task.cancel()
+        self._end_subscription()
+
+    def _end_subscription(self) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._forwarder is not None:
+            self._forwarder.cancel()
+
+    async def _read_loop(self) -> None:
+        splitter = LineSplitter(self._settings.max_line_bytes)
+        current = asyncio.current_task()
+        while not (self._stopping or self._broken):
+            # The read is a task of its own so that stop() can end it without ending us.
+            self._read_task = asyncio.ensure_future(self._reader.read(_READ_CHUNK))
+            try:
+                async with asyncio.timeout(self._settings.idle_timeout_s):
+                    data = await self._read_task
+            except TimeoutError:
+                if self._pending or self._subscription is not None:
+                    continue
+                log.info("api.idle_closed", client=self._client.name)
+                return
+            except asyncio.CancelledError:
+                if current is None or current.cancelling():
+                    raise
+                return  # stop() ended the read, not a cancellation of this connection
+            except OSError:
+                return
+            finally:
+                self._read_task = None
+            if not data:
+                return
+            for line in splitter.feed(data):
+                if self._is_broken():
+                    return
+                await self._handle_line(line)
+
+    def _is_broken(self) -> bool:
+        return self._broken
+
+    async def _handle_line(self, line: bytes | _TooLong) -> None:
+        if isinstance(line, _TooLong):
+            limit = self._settings.max_line_bytes
+            error = ApiError(ErrorCode.line_too_long, f"request line longer than {limit} bytes")
+            await self._refuse(None, _INVALID_OP, error)
+            return
+        if not line.strip():
+            return  # blank lines are harmless keep-alives from hand-typed sessions
+        try:
+            req = _decode(line)
+        except ValueError as exc:
+            await self._refuse(None, _INVALID_OP, ApiError(ErrorCode.invalid_json, str(exc)))
+            return
+        if not isinstance(req, dict):
+            error = ApiError(ErrorCode.invalid_request, "a request is a JSON object")
+            await self._refuse(None, _INVALID_OP, error)
+            return
+        rid = req.get("id")
+        if rid is not None and (not isinstance(rid, str | int) or isinstance(rid, bool)):
+            await self._refuse(None, _INVALID_OP, _invalid("id", "a string or an integer"))
+            return
+        op = req.get("op")
+        if op is None:
+            error = ApiError(ErrorCode.missing_field, "op is required", field="op")
+            await self._refuse(rid, _INVALID_OP, error)
+        elif not isinstance(op, str) or op not in OPS:
+            error = ApiError(ErrorCode.unknown_op, "op must be one of " + ", ".join(sorted(OPS)))
+            await self._refuse(rid, _INVALID_OP, error)
+        elif self._stopping:
+            error = ApiError(ErrorCode.shutting_down, "this connection is closing")
+            await self._refuse(rid, op, error)
+        elif op == "subscribe":
+            await self._subscribe(rid, req)
+        elif self._pending >= self._settings.max_pending_per_connection:
+            limit = self._settings.max_pending_per_connection
+            message = f"{limit} requests already in progress on this connection"
+            await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, message))
+        else:
+            assert self._tasks is not None
+            self._pending += 1
+            self._tasks.create_task(self._run(op, rid, req))
+
+    async def _run(self, op: str, rid: object, req: Request) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            try:
+                outcome = await _HANDLERS[op](self._server.service, self._client, req)
+                data, result = _encode(_ok_reply(rid, outcome)), "ok"
+            except ApiError as error:
+                data, result = _encode(_error_reply(rid, error)), str(error.code)
+            except Exception as exc:  # any bug in the core answers `internal`
+                _log_internal(op, exc)
+                data, result = _encode(_error_reply(rid, _INTERNAL)), str(ErrorCode.internal)
+            await self._send(data)
+        finally:
+            self._pending -= 1
+        elapsed = asyncio.get_running_loop().time() - started
+        self._server.observer.request_finished(op, result, elapsed)
+
+    async def _subscribe(self, rid: object, req: Request) -> None:
+        if self._subscription is not None:
+            error = ApiError(ErrorCode.invalid_request, "this connection is already subscribed")
+            await self._refuse(rid, "subscribe", error)
+            return
+        try:
+            kinds = _event_kinds(req)
+            subscription = self._server.service.subscribe(self._client, kinds)
+        except ApiError as error:
+            await self._refuse(rid, "subscribe", error)
+            return
+        except Exception as exc:
+            _log_internal("subscribe", exc)
+            await self._refuse(rid, "subscribe", _INTERNAL)
+            return
+        self._subscription = subscription
+        await self._send(_encode(_ok_reply(rid, {"events": sorted(kinds)})))
+        self._server.observer.request_finished("subscribe", "ok", 0.0)
+        assert self._tasks is not None
+        self._forwarder = self._tasks.create_task(self._forward(subscription))
+
+    async def _forward(self, subscription: Subscription) -> None:
+        try:
+            async for event in subscription:
+                await self._send(_encode(event.to_json()))
+                if self._broken:
+                    break
+        except Exception as exc:
+            _log_internal("subscribe", exc)
+        finally:
+            subscription.close()
+            # A subscription that ended (the client fell behind, or the daemon is stopping)
+            # ends the connection, so the client cannot mistake silence for no events.
+            self._stopping = True
+            if self._read_task is not None:
+                self._read_task.cancel()
+
+    async def _refuse(self, rid: object, op: str, error: ApiError) -> None:
+        await self._send(_encode(_error_reply(rid, error)))
+        self._server.observer.request_finished(op, str(error.code), 0.0)
+
+    async def _send(self, data: bytes) -> None:
+        """Write one line; drop the connection if the peer does not take it in time."""
+        if self._broken or self._writer.is_closing():
+            self._broken = True
+            return
+        self._writer.write(data)
+        try:
+            async with asyncio.timeout(self._settings.write_timeout_s):
+                await self._writer.drain()
+        except TimeoutError:
+            log.warning("api.write_timeout", client=self._client.name)
+            self._drop()
+        except OSError:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._broken = True
+        self._writer.transport.abort()
+
+
+async def _close_writer(writer: asyncio.StreamWriter, timeout_s: float) -> None:
+    """Close, flushing what is buffered for at most `timeout_s`."""
+    writer.close()
+    try:
+        async with asyncio.timeout(timeout_s):
+            await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except OSError:
+        pass
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return None
+    _pid, uid, _gid = _UCRED.unpack(creds)
+    return int(uid)
+
+
+# --- the socket ---------------------------------------------------------------------------------
+
+
+def _is_socket(path: Path) -> bool:
+    """Whether something is at `path`: a socket (True); nothing (False); else ApiServerError."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISSOCK(info.st_mode):
+        raise ApiServerError(f"{path} exists and is not a socket; refusing to replace it")
+    return True
+
+
+async def _check_stale(path: Path) -> None:
+    """Refuse a path that is not a socket or that another process still serves."""
+    if not _is_socket(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        async with asyncio.timeout(1.0):
+            await asyncio.get_running_loop().sock_connect(probe, str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # left over from a run that did not clean up: safe to replace
+    except (TimeoutError, BlockingIOError):
+        pass  # a full backlog still means someone is listening
+    except OSError as exc:
+        raise ApiServerError(f"{path}: cannot check the existing socket: {exc}") from exc
+    finally:
+        probe.close()
+    raise ApiServerError(f"{path} is in use by another process")
+
+
+def _bind(path: Path, mode: int) -> socket.socket:
+    """A listening socket at `path` with `mode`, never reachable with looser permissions.
+
+    It is bound in a fresh 0700 directory beside `path`, given its mode, then renamed into place
+    (atomically replacing a stale socket). If that temporary name would be too long for
+    sockaddr_un, the umask is narrowed around bind instead.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        private = Path(tempfile.mkdtemp(prefix=".s", dir=path.parent))
+        try:
+            staged = private / "s"
+            if len(os.fsencode(staged)) <= _SUN_PATH_MAX:
+                sock.bind(str(staged))
+                os.chmod(staged, mode)
+                sock.listen()
+                os.rename(staged, path)
+            else:
+                old = os.umask(0o177)
+                try:
+                    sock.bind(str(path))
+                finally:
+                    os.umask(old)
+                os.chmod(path, mode)
+                sock.listen()
+        finally:
+            with contextlib.suppress(OSError):
+                os.rmdir(private)
+    except OSError as exc:
+        sock.close()
+        raise ApiServerError(f"{path}: cannot create the API socket: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+
+class ApiServer:
+    """Serves the API on a Unix socket until close()."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        clients: ClientDirectory,
+        service: Service,
+        *,
+        observer: ApiObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.service = service
+        self.observer: ApiObserver = observer or NullObserver()
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+        self._connections: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        path = self.settings.socket
+        await _check_stale(path)
+        sock = _bind(path, self.settings.mode)
+        self._inode = path.stat().st_ino
+        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+        log.info("api.listening", socket=str(path))
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to close_timeout_s), end
+        subscriptions, close every connection and remove the socket file."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.stop()
+        if self._handlers:
+            _done, late = await asyncio.wait(
+                set(self._handlers), timeout=self.settings.close_timeout_s
+            )
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        path = self.settings.socket
+        with contextlib.suppress(OSError):
+            # Only our own file: a newer daemon may already have replaced it.
+            if self._inode is not None and path.lstat().st_ino == self._inode:
+                path.unlink()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except Exception as exc:  # one connection's bug stays there
+            _log_internal("connection", exc)
+            writer.transport.abort()
+        finally:
+            self._handlers.discard(task)
+
+    def _admit(self, uid: int | None) -> ClientIdentity | ApiError:
+        client = None if uid is None else self.clients.identify(uid)
+        if client is None:
+            return ApiError(ErrorCode.unauthorized, f"uid {uid} is not an API client")
+        if self._closing:
+            return ApiError(ErrorCode.shutting_down, "the daemon is stopping")
+        if len(self._connections) >= self.settings.max_connections:
+            limit = self.settings.max_connections
+            return ApiError(ErrorCode.too_many_connections, f"{limit} connections already open")
+        return client
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = _peer_uid(writer)
+        client = self._admit(uid)
+        if isinstance(client, ApiError):
+            log.info("api.connection_refused", code=str(client.code), uid=uid)
+            self.observer.connection_refused(str(client.code))
+            writer.write(_encode(_error_reply(None, client)))
+            await _close_writer(writer, self.settings.write_timeout_s)
+            return
+        conn = _Connection(self, client, reader, writer)
+        self._connections.add(conn)
+        log.debug("api.connected", client=client.name, uid=uid)
+        try:
+            await conn.run()
+        finally:
+            self._connections.discard(conn)
+            log.debug("api.disconnected", client=client.name)

@@ -1,0 +1,585 @@
+"""The API server against a stand-in service: replies, errors and limits as bytes on the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import stat
+from typing import Any
+
+import pytest
+import structlog
+from api_fakes import (
+    DEMO,
+    WAIT_S,
+    FakeService,
+    Raw,
+    RecordingObserver,
+    close_raw_connections,
+    own_uid,
+    running_server,
+    short_tmpdir,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smppd.api import (
+    TOO_LONG,
+    ApiServer,
+    ApiServerError,
+    ApiSettings,
+    ClientTable,
+    LineSplitter,
+    max_priority_for_flag,
+)
+from smppd.service import ClientIdentity, Event, SubmitRequest
+
+SUBMIT: dict[str, Any] = {"op": "submit", "to": "+447700900123", "from": "ACME", "text": "hi"}
+
+
+def submits(service: FakeService) -> list[list[SubmitRequest]]:
+    return [call[1][1] for call in service.calls if call[0] == "submit"]
+
+
+# --- framing ------------------------------------------------------------------------------------
+
+
+def test_splitter_reports_a_long_line_once_and_resumes_after_its_newline() -> None:
+    """A line over the limit yields one TOO_LONG as soon as it passes; the next line is whole."""
+    splitter = LineSplitter(8)
+    assert splitter.feed(b"12345") == []
+    assert splitter.feed(b"6789") == [TOO_LONG]
+    assert splitter.feed(b"abcdefghijkl") == []
+    assert splitter.feed(b"xyz\nok\n12345678\n123456789\n") == [b"ok", b"12345678", TOO_LONG]
+
+
+@given(
+    st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=8),
+    st.lists(st.integers(1, 7), max_size=30),
+)
+def test_splitter_is_independent_of_chunking(lines: list[bytes], cuts: list[int]) -> None:
+    """However the stream is cut, the same lines (or TOO_LONG markers) come out."""
+    stream = b"".join(line + b"\n" for line in lines)
+    expected = [line if len(line) <= 10 else TOO_LONG for line in lines]
+    splitter = LineSplitter(10)
+    out: list[object] = []
+    pos = 0
+    for cut in cuts:
+        out += splitter.feed(stream[pos : pos + cut])
+        pos += cut
+    out += splitter.feed(stream[pos:])
+    assert out == expected
+
+
+# --- ops ----------------------------------------------------------------------------------------
+
+
+async def test_submit_is_parsed_passed_to_the_service_and_acknowledged() -> None:
+    """A submit's fields reach the service as a SubmitRequest for the caller's client."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        request = SUBMIT | {
+            "id": "r1",
+            "priority": "urgent",
+            "ref": "order-7",
+            "validity_s": 600,
+            "schedule_at": 1.5e9,
+            "registered_delivery": False,
+            "encoding": "ucs2",
+        }
+        reply = await raw.call(request)
+        assert reply == {"ok": True, "id": "r1", "message_id": 1, "segments": 1, "created": True}
+        await raw.close()
+    assert service.calls[0][1][0] == "demo"
+    assert submits(service) == [
+        [
+            SubmitRequest(
+                to="+447700900123",
+                sender="ACME",
+                text="hi",
+                priority=9,
+                ref="order-7",
+                validity_s=600.0,
+                schedule_at=1.5e9,
+                registered_delivery=False,
+                encoding="ucs2",
+            )
+        ]
+    ]
+
+
+async def test_submit_refused_by_the_service_is_an_error_reply() -> None:
+    """An ApiError from the service comes back with its code and field."""
+    async with running_server() as server:
+        raw = await Raw.open(server.settings.socket)
+        reply = await raw.call(SUBMIT | {"id": 3, "to": "0770"})
+        assert reply == {
+            "ok": False,
+            "id": 3,
+            "error": {"code": "invalid_address", "message": "bad number", "field": "to"},
+        }
+
+
+async def test_submit_many_answers_each_message_in_order() -> None:
+    """Valid messages go to the service in one call; bad ones fail alone, in their place."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        messages = [
+            {"to": "+447700900001", "from": "ACME", "text": "a"},
+            {"to": "+447700900002", "from": "ACME", "text": "b", "priority": 12},
+            {"to": "0770", "from": "ACME", "text": "c"},
+            "not an object",
+            {"to": "+447700900003", "from": "ACME", "text": "d" * 200},
+        ]
+        reply = await raw.call({"op": "submit_many", "id": 9, "messages": messages})
+    assert reply["ok"] is True
+    assert reply["id"] == 9
+    results = reply["results"]
+    assert results[0] == {"ok": True, "message_id": 1, "segments": 1, "created": True}
+    assert results[1]["ok"] is False
+    assert results[1]["error"]["code"] == "invalid_field"
+    assert results[1]["error"]["field"] == "priority"
+    assert results[2]["error"]["code"] == "invalid_address"
+    assert results[3]["error"]["code"] == "invalid_request"
+    assert results[4] == {"ok": True, "message_id": 2, "segments": 2, "created": True}
+    assert [[r.text for r in call] for call in submits(service)] == [["a", "c", "d" * 200]]
+
+
+async def test_pipelined_requests_complete_out_of_order_and_echo_their_ids() -> None:
+    """A slow request does not hold back a later one; ids tell the replies apart."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(
+            json.dumps(SUBMIT | {"id": "a", "ref": "slow"}).encode()
+            + b"\n"
+            + json.dumps(SUBMIT | {"id": "b", "ref": "fast"}).encode()
+            + b"\n"
+        )
+        first = await raw.recv()
+        assert (first["id"], first["message_id"]) == ("b", 1)
+        service.gates["slow"].set()
+        second = await raw.recv()
+        assert (second["id"], second["message_id"]) == ("a", 2)
+
+
+async def test_status_cancel_health_stats_and_optout() -> None:
+    """Each op reaches the service and its result is the reply; `ok` and `id` stay the server's."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call(SUBMIT)
+        status = await raw.call({"op": "status", "id": 1, "message_id": 1})
+        assert status == {"ok": True, "id": 1, "message_id": 1, "state": "queued"}
+        cancel = await raw.call({"op": "cancel", "id": 2, "message_id": 1})
+        assert cancel["state"] == "cancelled"
+        missing = await raw.call({"op": "status", "id": 3, "message_id": 99})
+        assert missing["error"]["code"] == "not_found"
+        assert (await raw.call({"op": "health"}))["binds_up"] == 2
+        assert await raw.call({"op": "stats", "id": 5}) == {"ok": True, "id": 5, "queued": 1}
+        add = {"op": "optout", "action": "add", "sender": "ACME", "number": "+447700900123"}
+        assert (await raw.call(add))["numbers"] == ["+447700900123"]
+        listed = await raw.call({"op": "optout", "action": "list", "sender": "ACME"})
+        assert listed["numbers"] == ["+447700900123"]
+        no_number = await raw.call({"op": "optout", "action": "remove", "sender": "ACME"})
+        assert no_number["error"] == {
+            "code": "missing_field",
+            "message": "number is required",
+            "field": "number",
+        }
+        everything = await raw.call({"op": "optout", "action": "list"})
+        assert everything["ok"] is True
+    assert ("optout", ("list", "ACME", None)) in service.calls
+    assert ("optout", ("list", "", None)) in service.calls
+
+
+# --- malformed input ----------------------------------------------------------------------------
+
+MALFORMED: list[tuple[bytes, str, str | None]] = [
+    (b"{not json", "invalid_json", None),
+    (b'{"op": "health", "x": NaN}', "invalid_json", None),
+    (b"[" * 100_000, "invalid_json", None),
+    (b'{"op": "health", "x": "\xff"}', "invalid_json", None),
+    (b"[1, 2]", "invalid_request", None),
+    (b'"health"', "invalid_request", None),
+    (b'{"id": 1}', "missing_field", "op"),
+    (b'{"op": "fly", "id": 1}', "unknown_op", None),
+    (b'{"op": 7, "id": 1}', "unknown_op", None),
+    (b'{"op": "health", "id": [1]}', "invalid_field", "id"),
+    (b'{"op": "health", "id": true}', "invalid_field", "id"),
+    (b'{"op": "health", "extra": 1}', "invalid_field", "extra"),
+    (b'{"op": "submit", "to": "+4477", "from": "ACME"}', "missing_field", "text"),
+    (b'{"op": "submit", "to": "+4477", "text": "x"}', "missing_field", "from"),
+    (b'{"op": "submit", "to": null, "from": "A", "text": "x"}', "invalid_field", "to"),
+    (b'{"op": "submit", "to": "+4477", "from": "A", "text": 5}', "invalid_field", "text"),
+    (b'{"op":"submit","to":"+4","from":"A","text":"x","priority":12}', "invalid_field", "priority"),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","priority":"high"}',
+        "invalid_field",
+        "priority",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","priority":true}',
+        "invalid_field",
+        "priority",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","validity_s":-1}',
+        "invalid_field",
+        "validity_s",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","validity_s":1e400}',
+        "invalid_field",
+        "validity_s",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","schedule_at":"soon"}',
+        "invalid_field",
+        "schedule_at",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","registered_delivery":1}',
+        "invalid_field",
+        "registered_delivery",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","encoding":"utf8"}',
+        "invalid_field",
+        "encoding",
+    ),
+    (b'{"op":"submit","to":"+4","from":"A","text":"x","ref":7}', "invalid_field", "ref"),
+    (b'{"op": "status", "message_id": true}', "invalid_field", "message_id"),
+    (b'{"op": "status", "message_id": "12"}', "invalid_field", "message_id"),
+    (b'{"op": "status", "message_id": 0}', "invalid_field", "message_id"),
+    (b'{"op": "cancel"}', "missing_field", "message_id"),
+    (b'{"op": "submit_many", "messages": []}', "invalid_field", "messages"),
+    (b'{"op": "subscribe", "events": ["gossip"]}', "invalid_field", "events"),
+    (b'{"op": "optout", "action": "purge", "sender": "A"}', "invalid_field", "action"),
+]
+
+
+@pytest.mark.parametrize(("line", "code", "field"), MALFORMED)
+async def test_malformed_request_gets_its_error_and_the_connection_stays_usable(
+    line: bytes, code: str, field: str | None
+) -> None:
+    """Each malformed line is answered with its own code (naming the field) and nothing breaks."""
+    service = FakeService()
+    async with running_server(service, max_line_bytes=1024 * 1024) as server:
+        raw = await Raw.open(server.settings.socket)
+        reply = await raw.call(line + b"\n")
+        assert reply["ok"] is False
+        assert reply["error"]["code"] == code
+        assert reply["error"].get("field") == field
+        assert await raw.call({"op": "health", "id": "after"}) == {
+            "ok": True,
+            "id": "after",
+            "status": "ok",
+            "binds_up": 2,
+        }
+    assert [c for c in service.calls if c[0] != "health"] == []
+
+
+async def test_oversized_line_is_refused_before_its_end_and_the_next_request_works() -> None:
+    """Passing max_line_bytes is answered at once; the rest of the line is discarded."""
+    async with running_server(max_line_bytes=1024) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(b'{"op": "health", "pad": "' + b"x" * 5000)
+        reply = await raw.recv()
+        assert reply == {
+            "ok": False,
+            "id": None,
+            "error": {"code": "line_too_long", "message": "request line longer than 1024 bytes"},
+        }
+        await raw.send(b"x" * 100_000)
+        await raw.send(b'"}\n{"op": "health", "id": 2}\n')
+        assert (await raw.recv())["id"] == 2
+
+
+async def test_internal_error_hides_its_details_and_is_logged_once_without_them() -> None:
+    """An unexpected exception answers `internal`; neither the reply nor the log quote it."""
+    secret = "+447700900123 your code is 9876"
+    service = FakeService(failure=RuntimeError(secret))
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        with structlog.testing.capture_logs() as logs:
+            reply = await raw.call({"op": "status", "id": 1, "message_id": 5})
+        assert reply["error"]["code"] == "internal"
+        assert "9876" not in json.dumps(reply)
+        assert "RuntimeError" not in json.dumps(reply)
+        errors = [e for e in logs if e["event"] == "api.internal_error"]
+        assert len(errors) == 1
+        assert errors[0]["error"] == "RuntimeError"
+        assert errors[0]["op"] == "status"
+        assert "9876" not in repr(logs)
+        assert "447700900123" not in repr(logs)
+        service.failure = None
+        assert (await raw.call({"op": "health"}))["ok"] is True
+
+
+# --- limits -------------------------------------------------------------------------------------
+
+
+async def test_idle_connection_is_closed() -> None:
+    """A connection silent for idle_timeout_s, with nothing in progress, is closed."""
+    async with running_server(idle_timeout_s=0.2) as server:
+        raw = await Raw.open(server.settings.socket)
+        assert (await raw.call({"op": "health"}))["ok"] is True
+        assert await raw.closed_by_server()
+        assert server.connections == 0
+
+
+async def test_connection_with_a_request_in_progress_is_not_idle() -> None:
+    """The idle timer does not cut off a reply the client is waiting for."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    async with running_server(service, idle_timeout_s=0.1) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(SUBMIT | {"id": 1, "ref": "slow"})
+        # Several idle periods pass while the request is held; then it is released.
+        released = asyncio.get_running_loop().call_later(0.35, service.gates["slow"].set)
+        reply = await raw.recv()
+        released.cancel()
+        assert reply["ok"] is True
+
+
+async def test_connections_over_the_maximum_are_told_and_closed() -> None:
+    """The connection past max_connections gets too_many_connections, then EOF."""
+    observer = RecordingObserver()
+    async with running_server(max_connections=1, observer=observer) as server:
+        first = await Raw.open(server.settings.socket)
+        assert (await first.call({"op": "health"}))["ok"] is True
+        second = await Raw.open(server.settings.socket)
+        refusal = await second.recv()
+        assert refusal["error"]["code"] == "too_many_connections"
+        assert await second.closed_by_server()
+        assert (await first.call({"op": "health"}))["ok"] is True
+        assert server.connections == 1
+    assert observer.refused == ["too_many_connections"]
+
+
+async def test_requests_past_the_pending_cap_are_refused_at_once() -> None:
+    """With max_pending_per_connection in progress, one more gets too_many_pending."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    async with running_server(service, max_pending_per_connection=2) as server:
+        raw = await Raw.open(server.settings.socket)
+        for rid in (1, 2, 3):
+            await raw.send(SUBMIT | {"id": rid, "ref": "slow"})
+        refusal = await raw.recv()
+        assert refusal["id"] == 3
+        assert refusal["error"]["code"] == "too_many_pending"
+        service.gates["slow"].set()
+        assert {(await raw.recv())["id"], (await raw.recv())["id"]} == {1, 2}
+        assert (await raw.call(SUBMIT | {"id": 4}))["ok"] is True
+
+
+async def test_unknown_uid_is_unauthorized_and_closed() -> None:
+    """A peer whose uid maps to no client is refused and disconnected."""
+    stranger_only = ClientTable(by_uid={own_uid() + 1: DEMO})
+    service = FakeService()
+    async with running_server(service, clients=stranger_only) as server:
+        raw = await Raw.open(server.settings.socket)
+        refusal = await raw.recv()
+        assert refusal["ok"] is False
+        assert refusal["error"]["code"] == "unauthorized"
+        assert await raw.closed_by_server()
+    assert service.calls == []
+
+
+async def test_listed_uid_acts_as_its_client() -> None:
+    """SO_PEERCRED picks the client configured for our uid over the any-uid one."""
+    mine = ClientIdentity(name="mine", senders=frozenset({"ACME"}))
+    service = FakeService()
+    clients = ClientTable(by_uid={own_uid(): mine}, any_uid=DEMO)
+    async with running_server(service, clients=clients) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call({"op": "stats"})
+    assert service.calls == [("stats", "mine")]
+
+
+def test_client_table_from_config_entries() -> None:
+    """Config clients become identities by uid, with one optional any-uid client."""
+
+    class Entry:
+        def __init__(self, name: str, uids: tuple[int, ...], any_uid: bool, cap: int | None):
+            self.name, self.uids, self.any_uid = name, uids, any_uid
+            self.senders = ("ACME",)
+            self.priority_max = cap
+
+    table = ClientTable.from_config(
+        [Entry("otp", (1000, 1001), False, 1), Entry("web", (), True, None)]
+    )
+    otp = table.identify(1001)
+    assert otp == ClientIdentity("otp", frozenset({"ACME"}), max_priority=5)
+    web = table.identify(4242)
+    assert web is not None
+    assert (web.name, web.max_priority) == ("web", 9)
+    assert ClientTable.from_config([Entry("otp", (7,), False, 3)]).identify(8) is None
+    assert [max_priority_for_flag(f) for f in (0, 1, 2, 3)] == [2, 5, 8, 9]
+
+
+# --- the socket file ----------------------------------------------------------------------------
+
+
+async def test_socket_gets_the_configured_mode_and_is_removed_on_close() -> None:
+    """The socket file is 0660 by default and gone after close()."""
+    async with running_server() as server:
+        path = server.settings.socket
+        info = path.stat()
+        assert stat.S_ISSOCK(info.st_mode)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert [p.name for p in path.parent.iterdir()] == ["api.sock"]
+    assert not path.exists()
+
+
+async def test_stale_socket_is_replaced() -> None:
+    """A socket file left by a dead process is replaced by a working one."""
+    with short_tmpdir() as directory:
+        path = directory / "api.sock"
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(path))
+        stale.close()  # the file stays, nobody listens
+        server = ApiServer(
+            ApiSettings(socket=path, mode=0o600), ClientTable(any_uid=DEMO), FakeService()
+        )
+        await server.start()
+        try:
+            raw = await Raw.open(path)
+            assert (await raw.call({"op": "health"}))["ok"] is True
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        finally:
+            await close_raw_connections()
+            await server.close()
+
+
+async def test_a_path_that_is_not_a_socket_is_never_removed() -> None:
+    """start() refuses a regular file at the socket path and leaves it alone."""
+    with short_tmpdir() as directory:
+        path = directory / "api.sock"
+        path.write_text("precious")
+        server = ApiServer(ApiSettings(socket=path), ClientTable(any_uid=DEMO), FakeService())
+        with pytest.raises(ApiServerError, match="not a socket"):
+            await server.start()
+        assert path.read_text() == "precious"
+
+
+async def test_a_socket_in_use_is_not_taken_over() -> None:
+    """A second server on a live socket refuses to start; the first keeps serving."""
+    async with running_server() as first:
+        path = first.settings.socket
+        second = ApiServer(ApiSettings(socket=path), ClientTable(any_uid=DEMO), FakeService())
+        with pytest.raises(ApiServerError, match="in use"):
+            await second.start()
+        raw = await Raw.open(path)
+        assert (await raw.call({"op": "health"}))["ok"] is True
+
+
+# --- subscriptions ------------------------------------------------------------------------------
+
+
+async def test_subscriber_gets_an_ack_then_events() -> None:
+    """After the ack, the service's events arrive as `{"event": kind, ...}` lines."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        ack = await raw.call({"op": "subscribe", "id": "s", "events": ["receipt", "inbound"]})
+        assert ack == {"ok": True, "id": "s", "events": ["inbound", "receipt"]}
+        subscription = await service.subscribed()
+        assert subscription.kinds == {"receipt", "inbound"}
+        subscription.publish(Event("receipt", "demo", {"message_id": 4, "state": "delivered"}))
+        assert await raw.recv() == {"event": "receipt", "message_id": 4, "state": "delivered"}
+        # Requests still work on a subscribed connection.
+        assert (await raw.call({"op": "health", "id": 1}))["id"] == 1
+        again = await raw.call({"op": "subscribe", "id": 2})
+        assert again["error"]["code"] == "invalid_request"
+        await raw.close()
+        async with asyncio.timeout(WAIT_S):
+            await subscription.closed.wait()
+
+
+async def test_subscription_ended_by_the_service_closes_the_connection() -> None:
+    """A subscriber dropped by the service hears `dropped`, then the connection ends."""
+    service = FakeService(subscription_size=1)
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call({"op": "subscribe"})
+        subscription = await service.subscribed()
+        subscription.publish(Event("state", "demo", {"n": 1}))
+        subscription.publish(Event("state", "demo", {"n": 2}))  # over its bound: dropped
+        assert await raw.recv() == {"event": "state", "n": 1}
+        assert (await raw.recv())["event"] == "dropped"
+        assert await raw.closed_by_server()
+
+
+async def test_slow_subscriber_is_dropped_without_the_server_buffering_its_events() -> None:
+    """A subscriber that stops reading costs a socket buffer: the server stops pulling events,
+    the service drops the subscription, and the write deadline closes the connection."""
+    service = FakeService(subscription_size=32)
+    loop = asyncio.get_running_loop()
+    async with running_server(service, write_timeout_s=0.5) as server:
+        # A plain socket: an asyncio stream would keep reading into its own buffer.
+        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stuck.setblocking(False)
+        await loop.sock_connect(stuck, str(server.settings.socket))
+        await loop.sock_sendall(stuck, b'{"op": "subscribe"}\n')
+        subscription = await service.subscribed()
+        payload = "x" * 4096
+        published = 0
+        async with asyncio.timeout(WAIT_S):
+            while subscription.publish(Event("state", "demo", {"pad": payload})):
+                published += 1
+                await asyncio.sleep(0)  # let the server pull what it can
+            # The write deadline gives up on the peer and ends the subscription.
+            await subscription.closed_by_server.wait()
+        assert subscription.dropped
+        # Pulled events are bounded by the socket buffers, not by how many were published.
+        assert subscription.pulled < 200
+        assert published < 300
+        async with asyncio.timeout(WAIT_S):
+            with contextlib.suppress(ConnectionResetError):
+                while await loop.sock_recv(stuck, 1 << 20):
+                    pass  # what the kernel held, then the end
+        stuck.close()
+
+
+async def test_close_finishes_requests_in_flight_then_ends_connections() -> None:
+    """close() stops accepting, lets a held request answer, then closes and removes the socket."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call({"op": "subscribe"})
+        await raw.send(SUBMIT | {"id": "held", "ref": "slow"})
+        async with asyncio.timeout(WAIT_S):
+            await service.submit_entered.wait()
+        closing = asyncio.create_task(server.close())
+        await asyncio.sleep(0)
+        service.gates["slow"].set()
+        reply = await raw.recv()
+        assert (reply["id"], reply["ok"]) == ("held", True)
+        assert await raw.closed_by_server()
+        await closing
+        assert not server.settings.socket.exists()
+        with pytest.raises(OSError, match=r"No such file|Connection refused"):
+            await Raw.open(server.settings.socket)
+
+
+async def test_observer_hears_each_request_by_op_and_result() -> None:
+    """Metrics hooks get the op (or `invalid`) and `ok` or the error code."""
+    observer = RecordingObserver()
+    async with running_server(observer=observer) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call(SUBMIT)
+        await raw.call(SUBMIT | {"to": "0770"})
+        await raw.call(b"nonsense\n")
+        await raw.call({"op": "nope"})
+        await raw.call({"op": "status", "message_id": 42})
+    assert observer.requests == [
+        ("submit", "ok"),
+        ("submit", "invalid_address"),
+        ("invalid", "invalid_json"),
+        ("invalid", "unknown_op"),
+        ("status", "not_found"),
+    ]
