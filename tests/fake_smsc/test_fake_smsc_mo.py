@@ -1,0 +1,142 @@
+"""Mobile-originated messages injected into the fake SMSC reach the receiver binds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from smppd.pdu.pdus import ESM_UDHI, DeliverSm, EnquireLink, EnquireLinkResp
+from smppd.pdu.segment import ConcatMethod
+from smppd.pdu.text import Alphabet, decode_text
+from smppd.pdu.tlv import Tag, get_bytes, get_int
+from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
+from tools.fake_smsc import Account, EsmeClient, FakeSmsc, SmscConfig
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[FakeSmsc]:
+    async with FakeSmsc(SmscConfig(port=0)) as server:
+        yield server
+
+
+async def bound(smsc: FakeSmsc, kind: str = "trx", **credentials: str) -> EsmeClient:
+    client = await EsmeClient.connect(smsc.host, smsc.port)
+    assert (await client.bind(kind, **credentials)).command_status == 0
+    return client
+
+
+def rejoin(pdus: list[DeliverSm]) -> str:
+    """The text of MO parts, reassembled as a receiving ESME would."""
+    reassembler = Reassembler()
+    whole: list[bytes] | None = None
+    for pdu in pdus:
+        if pdu.esm_class & ESM_UDHI:
+            elements, data = parse_udh(pdu.short_message)
+            info = concat_info(elements)
+            assert info is not None
+            part = ConcatPart(info.ref, info.total, info.seq, data)
+        elif (total := get_int(pdu.tlvs, Tag.sar_total_segments)) is not None:
+            ref = get_int(pdu.tlvs, Tag.sar_msg_ref_num)
+            seq = get_int(pdu.tlvs, Tag.sar_segment_seqnum)
+            assert ref is not None
+            assert seq is not None
+            part = ConcatPart(ref, total, seq, pdu.short_message)
+        else:
+            data = get_bytes(pdu.tlvs, Tag.message_payload) or pdu.short_message
+            part = ConcatPart(0, 1, 1, data)
+        whole = reassembler.add("mo", part, now=0.0) or whole
+    assert whole is not None
+    return decode_text(b"".join(whole), pdus[0].data_coding, default_alphabet=Alphabet.GSM7)
+
+
+async def test_injected_stop_reaches_the_transceiver(smsc: FakeSmsc) -> None:
+    """inject_mo delivers a deliver_sm with the handset's number, the short code and the text."""
+    async with await bound(smsc) as client:
+        acked = await smsc.inject_mo(source="+447700900123", destination="12345", text="STOP")
+        mo = await client.expect(DeliverSm)
+        assert (mo.source_addr, mo.source_addr_ton, mo.source_addr_npi) == ("447700900123", 1, 1)
+        assert mo.destination_addr == "12345"
+        assert (mo.esm_class, mo.data_coding, mo.short_message) == (0, 0, b"STOP")
+        assert not acked.done()
+        client.ack(mo)
+        async with asyncio.timeout(5):
+            await acked
+    assert smsc.outbox.stats["mo"].acked == 1
+
+
+async def test_mo_waits_for_a_receiver_and_skips_transmitters(smsc: FakeSmsc) -> None:
+    """Queued before any bind, the MO goes to the receiver, never to a transmitter."""
+    acked = await smsc.inject_mo(source="+447700900123", destination="12345", text="HELP")
+    async with await bound(smsc, "tx") as tx, await bound(smsc, "rx") as rx:
+        mo = await rx.expect(DeliverSm)
+        assert mo.short_message == b"HELP"
+        rx.ack(mo)
+        async with asyncio.timeout(5):
+            await acked
+        # The transmitter got nothing: its next PDU is the answer to this enquire_link.
+        seq = tx.send(EnquireLink())
+        assert (await tx.expect(EnquireLinkResp)).sequence_number == seq
+
+
+async def test_mo_goes_to_the_named_account_only() -> None:
+    """With two accounts, an MO for one is never delivered to the other's bind."""
+    config = SmscConfig(port=0, accounts=(Account(), Account(system_id="other", password="pw")))
+    async with FakeSmsc(config) as smsc:
+        async with (
+            await bound(smsc, system_id="other", password="pw") as other,
+            await bound(smsc) as mine,
+        ):
+            await smsc.inject_mo(source="+4470", destination="1", text="for mine")
+            await smsc.inject_mo(source="+4470", destination="1", text="for other", account="other")
+            assert (await mine.expect(DeliverSm)).short_message == b"for mine"
+            assert (await other.expect(DeliverSm)).short_message == b"for other"
+        with pytest.raises(ValueError, match="no account"):
+            await smsc.inject_mo(source="+4470", destination="1", text="x", account="nobody")
+
+
+@pytest.mark.parametrize(
+    "method", [ConcatMethod.UDH8, ConcatMethod.UDH16, ConcatMethod.SAR, ConcatMethod.PAYLOAD]
+)
+@pytest.mark.parametrize(
+    "text", ["Reply to this with your {order} number, please. " * 8, "Ünïcödé ☃ and emoji 🎉 " * 12]
+)
+async def test_long_mo_arrives_in_segments_that_rejoin(
+    smsc: FakeSmsc, method: ConcatMethod, text: str
+) -> None:
+    """A text longer than one segment is split (UDH, SAR or payload) and rejoins exactly."""
+    async with await bound(smsc) as client:
+        acked = await smsc.inject_mo(
+            source="+447700900123", destination="12345", text=text, concatenation=method
+        )
+        pdus = [await client.expect(DeliverSm)]
+        pdus += [await client.expect(DeliverSm) for _ in range(_total(pdus[0]) - 1)]
+        for pdu in pdus:
+            client.ack(pdu)
+        async with asyncio.timeout(5):
+            await acked
+    assert (len(pdus) == 1) is (method is ConcatMethod.PAYLOAD)
+    assert rejoin(pdus) == text
+
+
+def _total(pdu: DeliverSm) -> int:
+    if pdu.esm_class & ESM_UDHI:
+        info = concat_info(parse_udh(pdu.short_message)[0])
+        assert info is not None
+        return info.total
+    total = get_int(pdu.tlvs, Tag.sar_total_segments)
+    return 1 if total is None else total
+
+
+async def test_unacknowledged_mo_is_retried(smsc: FakeSmsc) -> None:
+    """An MO not answered is sent again after the retry timeout."""
+    smsc.set_receipts(retry_timeout_s=0.05)
+    async with await bound(smsc) as client:
+        acked = await smsc.inject_mo(source="+4470", destination="1", text="again")
+        first = await client.expect(DeliverSm)
+        second = await client.expect(DeliverSm)
+        assert first.short_message == second.short_message == b"again"
+        client.ack(second)
+        async with asyncio.timeout(5):
+            await acked
