@@ -119,18 +119,20 @@ class SqliteQueue:
         `max_bytes` caps the database size (writes past it fail with StorageFullError).
         """
         opened: list[sqlite3.Connection] = []
+        failed: list[BaseException] = []
 
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(
                 path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=256
             )
+            opened.append(db)
             try:
                 _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
                 migrate(db)
-            except BaseException:
-                db.close()
-                raise
-            opened.append(db)
+            except Exception as exc:
+                # Raised from here, aiosqlite would stop its thread without waiting for it;
+                # handing back the connection lets close() end the thread in order.
+                failed.append(exc)
             return db
 
         conn = aiosqlite.Connection(connect, iter_chunk_size=64)
@@ -139,6 +141,11 @@ class SqliteQueue:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         db = opened[0]
+        if failed:
+            await conn.close()
+            if isinstance(failed[0], sqlite3.Error):
+                raise translate(failed[0]) from failed[0]
+            raise failed[0]
         try:
             memory = await _in_thread(
                 conn,

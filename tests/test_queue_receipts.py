@@ -1,0 +1,286 @@
+"""The queue contract for delivery receipts, opt-outs and inbound messages, on every backend."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from queue_support import CARRIER, T0, message
+
+from smppd.pdu.receipt import correlation_keys
+from smppd.queue import (
+    InboundIn,
+    MessageState,
+    Queue,
+    ReceiptIn,
+    ReceiptOutcome,
+    Retry,
+    SegmentState,
+    Submitted,
+    open_queue,
+)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Queue]:
+    queue = await open_queue(
+        request.param, tmp_path / "queue.db", receipt_hold_s=60.0, max_held_receipts=3
+    )
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+def delivered(carrier_id: str, *, done_at: float = T0 + 50) -> ReceiptIn:
+    return ReceiptIn(correlation_keys(carrier_id), "DELIVRD", "delivered", "000", done_at)
+
+
+async def submit_one(store: Queue, carrier_id: str, **fields: object) -> int:
+    """Enqueue, claim and submit one message; returns its id."""
+    (enq,) = await store.enqueue([message(**fields)], now=T0)  # type: ignore[arg-type]
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Submitted(seg.segment_id, correlation_keys(carrier_id), "b")], now=T0)
+    return enq.message_id
+
+
+async def state_of(store: Queue, message_id: int) -> MessageState:
+    status = await store.status(message_id, None)
+    assert status is not None
+    return status.state
+
+
+async def test_a_receipt_delivers_its_segment(store: Queue) -> None:
+    """A final receipt matched by the carrier id moves the segment to its state."""
+    message_id = await submit_one(store, "1A2B")
+    (result,) = await store.apply_receipts(CARRIER, [delivered("1A2B")], now=T0 + 60)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert result.change is not None
+    assert (result.change.message_id, result.change.client) == (message_id, "otp")
+    assert (result.change.before, result.change.after) == (
+        MessageState.SUBMITTED,
+        MessageState.DELIVERED,
+    )
+    assert (result.change.receipt_stat, result.change.receipt_err) == ("DELIVRD", "000")
+    status = await store.status(message_id, "otp")
+    assert status is not None
+    (segment,) = status.segments
+    assert (segment.state, segment.receipt_stat, segment.done_at) == (
+        SegmentState.DELIVERED,
+        "DELIVRD",
+        T0 + 50,
+    )
+
+
+async def test_hex_and_decimal_renderings_match(store: Queue) -> None:
+    """A resp id in hex matches a receipt that writes the same id in decimal."""
+    message_id = await submit_one(store, "1a2b")  # hex: keys ("6699",)
+    (result,) = await store.apply_receipts(CARRIER, [delivered("6699")], now=T0 + 60)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+
+
+async def test_receipts_match_only_their_carrier(store: Queue) -> None:
+    """The same id from another carrier does not match."""
+    message_id = await submit_one(store, "77")
+    (result,) = await store.apply_receipts("other", [delivered("77")], now=T0 + 60)
+    assert result.outcome is ReceiptOutcome.HELD
+    assert await state_of(store, message_id) is MessageState.SUBMITTED
+
+
+async def test_an_intermediate_receipt_keeps_the_segment_submitted(store: Queue) -> None:
+    """ENROUTE is recorded without leaving submitted; the same again changes nothing."""
+    message_id = await submit_one(store, "42")
+    enroute = ReceiptIn(correlation_keys("42"), "ENROUTE", None, "000", None)
+    (result,) = await store.apply_receipts(CARRIER, [enroute], now=T0 + 1)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert result.change is not None
+    assert result.change.before is result.change.after is MessageState.SUBMITTED
+    assert result.change.receipt_stat == "ENROUTE"
+    (again,) = await store.apply_receipts(CARRIER, [enroute], now=T0 + 2)
+    assert again.outcome is ReceiptOutcome.DUPLICATE
+    (final,) = await store.apply_receipts(CARRIER, [delivered("42")], now=T0 + 3)
+    assert final.outcome is ReceiptOutcome.MATCHED
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+
+
+async def test_a_duplicate_final_receipt_changes_nothing(store: Queue) -> None:
+    """The same final receipt twice (also within one call) is applied once and then reported."""
+    message_id = await submit_one(store, "99")
+    results = await store.apply_receipts(CARRIER, [delivered("99"), delivered("99")], now=T0 + 60)
+    assert [r.outcome for r in results] == [ReceiptOutcome.MATCHED, ReceiptOutcome.DUPLICATE]
+    (later,) = await store.apply_receipts(CARRIER, [delivered("99")], now=T0 + 61)
+    assert later.outcome is ReceiptOutcome.DUPLICATE
+    assert later.change is None
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+    stats = await store.stats(now=T0 + 61)
+    assert stats.receipts_held == 0
+
+
+async def test_an_early_receipt_is_held_then_matched(store: Queue) -> None:
+    """A receipt that beats its submit_sm_resp is held and applied when Submitted lands."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    (held,) = await store.apply_receipts(CARRIER, [delivered("5150")], now=T0 + 1)
+    assert held.outcome is ReceiptOutcome.HELD
+    assert (await store.stats(now=T0 + 1)).receipts_held == 1
+    changes = await store.record(
+        [Submitted(seg.segment_id, correlation_keys("5150"), "b")], now=T0 + 2
+    )
+    assert [(c.segment_state, c.after) for c in changes] == [
+        (SegmentState.SUBMITTED, MessageState.SUBMITTED),
+        (SegmentState.DELIVERED, MessageState.DELIVERED),
+    ]
+    assert await state_of(store, enq.message_id) is MessageState.DELIVERED
+    assert (await store.stats(now=T0 + 2)).receipts_held == 0
+
+
+async def test_a_receipt_held_too_long_is_kept_as_unmatched(store: Queue) -> None:
+    """Past the hold time a held receipt is counted as unmatched and no longer applied."""
+    (held,) = await store.apply_receipts(CARRIER, [delivered("808")], now=T0)
+    assert held.outcome is ReceiptOutcome.HELD
+    (enq,) = await store.enqueue([message()], now=T0 + 61)
+    (seg,) = await store.claim(CARRIER, 1, now=T0 + 61)
+    changes = await store.record(
+        [Submitted(seg.segment_id, correlation_keys("808"), "b")], now=T0 + 61
+    )
+    assert [c.segment_state for c in changes] == [SegmentState.SUBMITTED]
+    stats = await store.stats(now=T0 + 61)
+    assert (stats.receipts_held, stats.receipts_unmatched) == (0, 1)
+    assert await state_of(store, enq.message_id) is MessageState.SUBMITTED
+    assert await store.purge(T0 + 1) == 0  # the message is not finished
+    assert (await store.stats(now=T0 + 62)).receipts_unmatched == 0  # purged with retention
+
+
+async def test_held_receipts_are_bounded(store: Queue) -> None:
+    """Past the bound the oldest held receipt is pushed out and counted, not applied."""
+    results = await store.apply_receipts(CARRIER, [delivered(str(n)) for n in range(1, 5)], now=T0)
+    assert [r.outcome for r in results] == [ReceiptOutcome.HELD] * 4
+    stats = await store.stats(now=T0)
+    assert (stats.receipts_held, stats.receipts_dropped) == (3, 1)
+    await store.enqueue([message(), message()], now=T0)
+    claim = await store.claim(CARRIER, 2, now=T0)
+    changes = await store.record(
+        [
+            Submitted(claim[0].segment_id, correlation_keys("1"), "b"),  # pushed out
+            Submitted(claim[1].segment_id, correlation_keys("4"), "b"),  # still held
+        ],
+        now=T0 + 1,
+    )
+    assert [c.segment_state for c in changes] == [
+        SegmentState.SUBMITTED,
+        SegmentState.SUBMITTED,
+        SegmentState.DELIVERED,
+    ]
+
+
+async def test_a_keyless_receipt_is_kept_unmatched(store: Queue) -> None:
+    """A receipt with no usable id is counted as unmatched at once."""
+    receipt = ReceiptIn((), "DELIVRD", "delivered", "000", None)
+    (result,) = await store.apply_receipts(CARRIER, [receipt], now=T0)
+    assert result.outcome is ReceiptOutcome.UNMATCHED
+    assert (await store.stats(now=T0)).receipts_unmatched == 1
+
+
+async def test_a_final_receipt_frees_the_id_for_reuse(store: Queue) -> None:
+    """Once final, a carrier id matches the next message submitted under it, not the old one."""
+    first = await submit_one(store, "123")
+    await store.apply_receipts(CARRIER, [delivered("123", done_at=T0 + 10)], now=T0 + 10)
+    second = await submit_one(store, "123")
+    undeliverable = ReceiptIn(correlation_keys("123"), "UNDELIV", "undeliverable", "001", T0 + 20)
+    (result,) = await store.apply_receipts(CARRIER, [undeliverable], now=T0 + 20)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert result.change is not None
+    assert result.change.message_id == second
+    assert await state_of(store, first) is MessageState.DELIVERED
+    assert await state_of(store, second) is MessageState.UNDELIVERABLE
+
+
+async def test_a_retried_segment_matches_receipts_by_its_final_id(store: Queue) -> None:
+    """Throttled attempts register no ids; the accepted attempt's id is what receipts match."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Retry(seg.segment_id, 0x58, T0 + 1)], now=T0)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    await store.record([Submitted(again.segment_id, correlation_keys("31"), "b")], now=T0 + 2)
+    (result,) = await store.apply_receipts(CARRIER, [delivered("31")], now=T0 + 3)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert await state_of(store, enq.message_id) is MessageState.DELIVERED
+
+
+async def test_multi_part_messages_are_delivered_when_every_part_is(store: Queue) -> None:
+    """Each part's receipt matches its own segment; the message is delivered after the last."""
+    await store.enqueue([message(segments=(b"a", b"b"))], now=T0)
+    claim = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Submitted(s.segment_id, (str(100 + s.index),), "b") for s in claim], now=T0)
+    first, second = await store.apply_receipts(
+        CARRIER,
+        [
+            ReceiptIn(("100",), "DELIVRD", "delivered", "000", T0),
+            ReceiptIn(("101",), "DELIVRD", "delivered", "000", T0),
+        ],
+        now=T0 + 1,
+    )
+    assert first.change is not None
+    assert second.change is not None
+    assert (first.change.after, second.change.after) == (
+        MessageState.SUBMITTED,
+        MessageState.DELIVERED,
+    )
+
+
+async def test_optouts(store: Queue) -> None:
+    """Opt-outs are per sender, "*" covers every sender, and removal undoes them."""
+    assert await store.add_optout("ACME", "+15550000001", now=T0)
+    assert not await store.add_optout("ACME", "+15550000001", now=T0)
+    assert await store.add_optout("*", "+15550000002", now=T0)
+    assert await store.is_opted_out("ACME", "+15550000001")
+    assert not await store.is_opted_out("OTHER", "+15550000001")
+    assert await store.is_opted_out("OTHER", "+15550000002")
+    listed = await store.list_optouts()
+    assert [(o.sender, o.number) for o in listed] == [
+        ("*", "+15550000002"),
+        ("ACME", "+15550000001"),
+    ]
+    assert [o.number for o in await store.list_optouts(sender="ACME")] == ["+15550000001"]
+    assert len(await store.list_optouts(after=("*", "+15550000002"))) == 1
+    assert await store.remove_optout("ACME", "+15550000001")
+    assert not await store.remove_optout("ACME", "+15550000001")
+    assert not await store.is_opted_out("ACME", "+15550000001")
+
+
+async def test_cancel_queued_to_an_opted_out_number(store: Queue) -> None:
+    """Unsent segments from the sender to the number are cancelled; others are untouched."""
+    to_them, other_sender, other_number = await store.enqueue(
+        [
+            message(source="ACME", destination="+15550000009"),
+            message(source="SHOP", destination="+15550000009"),
+            message(source="ACME", destination="+15550000008"),
+        ],
+        now=T0,
+    )
+    changes = await store.cancel_queued_to("ACME", "+15550000009", now=T0 + 1)
+    assert [(c.message_id, c.after) for c in changes] == [
+        (to_them.message_id, MessageState.CANCELLED)
+    ]
+    assert await state_of(store, other_sender.message_id) is MessageState.QUEUED
+    changes = await store.cancel_queued_to("*", "+15550000009", now=T0 + 2)
+    assert [c.message_id for c in changes] == [other_sender.message_id]
+    assert await state_of(store, other_number.message_id) is MessageState.QUEUED
+    assert await store.cancel_queued_to("*", "+15550000009", now=T0 + 3) == []
+
+
+async def test_inbound_messages(store: Queue) -> None:
+    """Inbound messages get increasing ids and can be read back per client."""
+    first = await store.store_inbound(
+        InboundIn(CARRIER, "+15550000001", "ACME", "STOP", 0, T0, "otp")
+    )
+    second = await store.store_inbound(
+        InboundIn(CARRIER, "+15550000002", "SHOP", "hi", 8, T0 + 1, "crm")
+    )
+    assert second > first
+    assert [m.id for m in await store.inbound_since(0)] == [first, second]
+    (mine,) = await store.inbound_since(0, client="crm")
+    assert (mine.text, mine.data_coding, mine.client) == ("hi", 8, "crm")
+    assert await store.inbound_since(second) == []

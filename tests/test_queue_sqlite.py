@@ -1,0 +1,222 @@
+"""What only the SQLite backend promises: durability, crash recovery, group commit, full disks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from queue_support import CARRIER, T0, message
+
+from smppd.queue import SegmentState, StorageFullError, Submitted, sqlite_writes
+from smppd.queue.errors import SchemaTooNewError, StorageCorruptError
+from smppd.queue.schema import SCHEMA_VERSION
+from smppd.queue.sqlite import SqliteQueue
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "queue.db"
+
+
+@pytest.fixture
+async def store(path: Path) -> AsyncIterator[SqliteQueue]:
+    queue = await SqliteQueue.open(path)
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+def peek(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Read with a separate plain connection, as another process would."""
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def scalar(path: Path, sql: str) -> int:
+    ((value,),) = peek(path, sql)
+    assert isinstance(value, int)
+    return value
+
+
+async def test_enqueue_is_on_disk_when_it_returns(store: SqliteQueue, path: Path) -> None:
+    """Rows are committed (visible to another connection) the moment enqueue returns."""
+    (enq,) = await store.enqueue([message(ref="r", segments=(b"x", b"y"))], now=T0)
+    assert peek(path, "SELECT id, client, ref, total FROM messages") == [
+        (enq.message_id, "otp", "r", 2)
+    ]
+    assert peek(path, "SELECT state, body FROM segments ORDER BY id") == [
+        ("queued", b"x"),
+        ("queued", b"y"),
+    ]
+    assert peek(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+async def test_concurrent_writes_share_commits(store: SqliteQueue, path: Path) -> None:
+    """200 concurrent enqueues complete in fewer than 200 transactions (group commit)."""
+    before = store.commits
+    results = await asyncio.gather(
+        *(store.enqueue([message(ref=f"r{i}")], now=T0) for i in range(200))
+    )
+    assert len({r[0].message_id for r in results}) == 200
+    assert store.commits - before < 200
+    assert peek(path, "SELECT COUNT(*) FROM messages") == [(200,)]
+
+
+async def test_inflight_segments_survive_a_close_and_are_recovered(path: Path) -> None:
+    """Claimed but unrecorded segments are queued again after reopening (at least once)."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message() for _ in range(3)], now=T0)
+        claimed = await store.claim(CARRIER, 2, now=T0)
+    async with await SqliteQueue.open(path) as store:
+        assert store.queued_depth() == 3
+        assert await store.recover(now=T0 + 1) == 2
+        again = await store.claim(CARRIER, 10, now=T0 + 2)
+        assert {s.segment_id for s in claimed} < {s.segment_id for s in again}
+
+
+_CRASHER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from queue_support import CARRIER, T0, message
+    from smppd.queue.sqlite import SqliteQueue
+
+    async def main():
+        store = await SqliteQueue.open(sys.argv[1])
+        await store.enqueue([message() for _ in range(5)], now=T0)
+        await store.claim(CARRIER, 3, now=T0)
+        print("claimed", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_killed_process_loses_nothing(path: Path) -> None:
+    """After kill -9 with segments in flight, every acknowledged message is still there."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CRASHER, str(path), stdout=subprocess.PIPE, env=env
+    )
+    assert child.stdout is not None
+    async with asyncio.timeout(20):
+        assert await child.stdout.readline() == b"claimed\n"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    async with await SqliteQueue.open(path) as store:
+        assert await store.recover(now=T0 + 1) == 3
+        assert len(await store.claim(CARRIER, 10, now=T0 + 1)) == 5
+
+
+async def test_a_full_disk_acks_nothing_and_recovers(store: SqliteQueue, path: Path) -> None:
+    """Past the size cap a write fails with storage_full, stores nothing, and works again later."""
+    (kept,) = await store.enqueue([message()], now=T0)
+    await store.set_max_bytes(scalar(path, "PRAGMA page_count") * scalar(path, "PRAGMA page_size"))
+    big = [message(ref=f"big{i}", segments=(b"x" * 1000,)) for i in range(200)]
+    with pytest.raises(StorageFullError) as raised:
+        await store.enqueue(big, now=T0 + 1)
+    assert raised.value.code == "storage_full"
+    assert store.queued_depth() == 1
+    assert peek(path, "SELECT COUNT(*) FROM messages") == [(1,)]
+    assert await store.status(kept.message_id, None) is not None
+    await store.set_max_bytes(None)
+    results = await store.enqueue(big, now=T0 + 2)
+    assert all(r.created for r in results)
+    assert results[0].message_id == kept.message_id + 1  # the failed batch used no ids
+    assert store.queued_depth() == 201
+
+
+async def test_an_empty_file_is_migrated(path: Path) -> None:
+    """Opening an empty file creates the schema at the current version; reopening keeps it."""
+    path.touch()  # noqa: ASYNC240  # test setup on a local tmp file
+    async with await SqliteQueue.open(path):
+        pass
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    async with await SqliteQueue.open(path) as store:
+        assert store.queued_depth() == 0
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_newer_schema_is_refused(path: Path) -> None:
+    """A database from a newer smppd is not opened (nor changed)."""
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNewError):
+        await SqliteQueue.open(path)
+
+
+async def test_a_corrupt_file_raises_a_queue_error(path: Path) -> None:
+    """sqlite3 errors are translated at the boundary."""
+    path.write_bytes(b"this is not a database" * 200)  # noqa: ASYNC240  # test setup
+    with pytest.raises(StorageCorruptError):
+        await SqliteQueue.open(path)
+
+
+async def test_counts_persist_and_match_the_rows(path: Path) -> None:
+    """The kept counts equal a real count of the rows, also after reopening."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue(
+            [message(priority=p % 10, segments=(b"a",) * (1 + p % 3)) for p in range(40)], now=T0
+        )
+        claim = await store.claim(CARRIER, 25, now=T0)
+        await store.record(
+            [Submitted(s.segment_id, (str(s.segment_id),), "b") for s in claim[:10]], now=T0
+        )
+        await store.cancel(claim[20].message_id, None, now=T0)
+        await store.purge(T0 + 1)
+        before = await store.stats(now=T0)
+    real = peek(path, "SELECT state, priority, COUNT(*) FROM segments GROUP BY state, priority")
+    expected: dict[SegmentState, dict[int, int]] = {}
+    for state, priority, n in real:
+        expected.setdefault(SegmentState(str(state)), {})[int(str(priority))] = int(str(n))
+    assert before.segments == expected
+    async with await SqliteQueue.open(path) as store:
+        after = await store.stats(now=T0)
+        assert after.segments == expected
+        assert after.queued_depth == before.queued_depth
+
+
+async def test_claims_use_the_queued_index(path: Path) -> None:
+    """The claim's scans are index seeks, never a scan of the backlog."""
+    async with await SqliteQueue.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        for sql, args in [
+            (sqlite_writes._TOP_PRIORITY, (CARRIER, 10)),
+            (sqlite_writes._NEXT_CLIENT, (CARRIER, 5, "")),
+            (sqlite_writes._FETCH_QUEUED, (CARRIER, 5, "otp", 10)),
+        ]:
+            plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+            assert "segments_queued" in plan, plan
+            assert "SCAN" not in plan.replace("SCAN m", ""), plan
+
+
+async def test_an_abandoned_claim_is_put_back(store: SqliteQueue) -> None:
+    """A claim whose caller stops waiting releases its segments instead of stranding them."""
+    await store.enqueue([message() for _ in range(3)], now=T0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0):
+            await store.claim(CARRIER, 3, now=T0)
+    await store.add_optout("ACME", "+1", now=T0)  # by now the release is queued
+    assert len(await store.claim(CARRIER, 3, now=T0)) == 3
+
+
+async def test_ids_are_not_reused_after_everything_is_purged(path: Path) -> None:
+    """Purging the newest messages does not hand their ids out again, even after reopening."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message(registered_delivery=False) for _ in range(3)], now=T0)
+        claim = await store.claim(CARRIER, 3, now=T0)
+        await store.record([Submitted(s.segment_id, ("1",), "b") for s in claim], now=T0)
+        assert await store.purge(T0 + 1) == 3
+    async with await SqliteQueue.open(path) as store:
+        (enq,) = await store.enqueue([message()], now=T0 + 2)
+        assert enq.message_id > max(s.message_id for s in claim)
