@@ -1,0 +1,386 @@
+"""A small client of the local API, asyncio first with a synchronous wrapper for scripts.
+
+It owns the client side of the wire format (smppd.api): one connection, requests numbered and
+pipelined, replies matched by id, event lines handed to `subscribe()`, error replies raised as
+ApiClientError with the server's stable code. It must not know anything the server does not
+say on the socket: no config, no service types.
+
+    async with Client("/run/smppd/smppd.sock") as client:
+        sent = await client.submit(to="+447700900123", sender="ACME", text="Your code is 1234")
+        print(sent.message_id, sent.segments)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from smppd.errors import SmppdError
+
+__all__ = [
+    "ApiClientError",
+    "ApiConnectionError",
+    "Client",
+    "Submitted",
+    "SyncClient",
+    "submit_sync",
+]
+
+UNAVAILABLE: Final = "unavailable"  # the client's own code: no daemon, or the connection broke
+_LINE_LIMIT: Final = 64 * 1024 * 1024  # replies such as `optout list` may be large
+_EVENT_BUFFER: Final = 1000
+
+_T = TypeVar("_T")
+
+
+class ApiClientError(SmppdError):
+    """The daemon answered with an error; `code` is one of its stable codes."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(f"{code}: {message}" + (f" (field {field})" if field else ""))
+        self.code = code
+        self.message = message
+        self.field = field
+
+    @classmethod
+    def from_reply(cls, error: object) -> ApiClientError:
+        if not isinstance(error, dict):
+            return cls("internal", "malformed error reply")
+        field = error.get("field")
+        return cls(
+            str(error.get("code", "internal")),
+            str(error.get("message", "")),
+            field if isinstance(field, str) else None,
+        )
+
+
+class ApiConnectionError(ApiClientError):
+    """The daemon could not be reached, or the connection ended before the reply."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(UNAVAILABLE, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A message the daemon accepted: durably queued as `message_id`."""
+
+    message_id: int
+    segments: int
+    created: bool  # False when `ref` matched an earlier submit
+
+    @classmethod
+    def from_reply(cls, reply: Mapping[str, Any]) -> Submitted:
+        return cls(int(reply["message_id"]), int(reply["segments"]), bool(reply["created"]))
+
+
+def _result(reply: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in reply.items() if k not in ("ok", "id")}
+
+
+def _submit_fields(
+    to: str,
+    sender: str,
+    text: str,
+    priority: str | int | None,
+    ref: str | None,
+    validity_s: float | None,
+    schedule_at: float | None,
+    registered_delivery: bool | None,
+    encoding: str | None,
+) -> dict[str, Any]:
+    optional = {
+        "priority": priority,
+        "ref": ref,
+        "validity_s": validity_s,
+        "schedule_at": schedule_at,
+        "registered_delivery": registered_delivery,
+        "encoding": encoding,
+    }
+    fields = {"to": to, "from": sender, "text": text}
+    return fields | {k: v for k, v in optional.items() if v is not None}
+
+
+class Client:
+    """One connection to the daemon. Requests may be issued concurrently (they are pipelined);
+    at most `max_in_flight` wait for replies at once, the rest wait their turn here."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout_s: float | None = 30.0,
+        connect_timeout_s: float = 5.0,
+        max_in_flight: int = 256,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._window = asyncio.Semaphore(max_in_flight)
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_EVENT_BUFFER)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self._failure: ApiClientError | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                reader, self._writer = await asyncio.open_unix_connection(
+                    self.path, limit=_LINE_LIMIT
+                )
+        except (OSError, TimeoutError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
+            raise ApiConnectionError(
+                f"cannot connect to {self.path} ({reason}); is the daemon running?"
+            ) from None
+        self._reading = asyncio.create_task(self._read_replies(reader))
+
+    async def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reading
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        self._fail_all(ApiConnectionError("the client was closed"))
+
+    async def request(self, op: str, /, **fields: Any) -> dict[str, Any]:
+        """Send one request and return its successful reply; ApiClientError otherwise."""
+        async with self._window:
+            return await self._exchange(op, fields)
+
+    async def _exchange(self, op: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        if self._writer is None:
+            raise ApiConnectionError("not connected")
+        if self._failure is not None:
+            raise self._failure
+        rid = next(self._ids)
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = reply
+        try:
+            self._writer.write(json.dumps({"op": op, "id": rid, **fields}).encode() + b"\n")
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._writer.drain()
+                    answer = await reply
+            except TimeoutError:  # before OSError, of which it is a subclass
+                raise ApiConnectionError(f"no reply to {op} within {self.timeout_s} s") from None
+            except OSError:
+                # The daemon may have said why before closing (unauthorized, too many
+                # connections): the reader has that line or will have it shortly.
+                if self._reading is not None:
+                    await asyncio.wait({self._reading}, timeout=1.0)
+                raise self._failure or ApiConnectionError("connection lost") from None
+        finally:
+            self._waiting.pop(rid, None)
+        if answer.get("ok") is True:
+            return answer
+        raise ApiClientError.from_reply(answer.get("error"))
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        failure: ApiClientError = ApiConnectionError("the daemon closed the connection")
+        try:
+            while line := await reader.readline():
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    continue
+                if "event" in message and "ok" not in message:
+                    await self._events.put(message)  # a full buffer pauses reading: backpressure
+                    continue
+                rid = message.get("id")
+                waiter = self._waiting.get(rid) if isinstance(rid, int) else None
+                if waiter is not None:
+                    if not waiter.done():
+                        waiter.set_result(message)
+                elif message.get("ok") is False and rid is None and self._failure is None:
+                    # An error not tied to a request (unauthorized, too_many_connections, ...)
+                    # concerns the whole connection: the daemon is about to close it.
+                    failure = ApiClientError.from_reply(message.get("error"))
+                    self._fail_all(failure)
+        except (OSError, ValueError) as exc:
+            failure = ApiConnectionError(f"connection broken: {exc}")
+        finally:
+            self._fail_all(failure)
+
+    def _fail_all(self, failure: ApiClientError) -> None:
+        if self._failure is None:
+            self._failure = failure
+        for waiter in self._waiting.values():
+            if not waiter.done():
+                waiter.set_exception(self._failure)
+        self._waiting.clear()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._events.put_nowait(None)
+
+    # --- ops ---
+
+    async def submit(
+        self,
+        *,
+        to: str,
+        sender: str,
+        text: str,
+        priority: str | int | None = None,
+        ref: str | None = None,
+        validity_s: float | None = None,
+        schedule_at: float | None = None,
+        registered_delivery: bool | None = None,
+        encoding: str | None = None,
+    ) -> Submitted:
+        fields = _submit_fields(
+            to, sender, text, priority, ref, validity_s, schedule_at, registered_delivery, encoding
+        )
+        return Submitted.from_reply(await self.request("submit", **fields))
+
+    async def submit_many(
+        self, messages: Sequence[Mapping[str, Any]]
+    ) -> list[Submitted | ApiClientError]:
+        """Submit several messages in one request; each item is a submit's fields (`from` or
+        `sender` for the sender id). Results come back in order, each accepted or refused."""
+        wire = [
+            {("from" if k == "sender" else k): v for k, v in m.items() if v is not None}
+            for m in messages
+        ]
+        reply = await self.request("submit_many", messages=wire)
+        return [
+            Submitted.from_reply(r)
+            if r.get("ok") is True
+            else ApiClientError.from_reply(r["error"])
+            for r in reply["results"]
+        ]
+
+    async def status(self, message_id: int) -> dict[str, Any]:
+        return _result(await self.request("status", message_id=message_id))
+
+    async def cancel(self, message_id: int) -> dict[str, Any]:
+        return _result(await self.request("cancel", message_id=message_id))
+
+    async def health(self) -> dict[str, Any]:
+        return _result(await self.request("health"))
+
+    async def stats(self) -> dict[str, Any]:
+        return _result(await self.request("stats"))
+
+    async def optout(
+        self, action: str, sender: str | None = None, number: str | None = None
+    ) -> dict[str, Any]:
+        """action: add | remove | list. Sender and number are required to add or remove;
+        listing without a sender lists all of this client's senders."""
+        fields: dict[str, Any] = {"action": action}
+        if sender is not None:
+            fields["sender"] = sender
+        if number is not None:
+            fields["number"] = number
+        return _result(await self.request("optout", **fields))
+
+    async def subscribe(self, events: Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Events (`{"event": kind, ...}`) until the connection ends; all kinds by default.
+
+        A last `{"event": "dropped"}` means the daemon dropped this subscriber for falling behind.
+        """
+        fields = {} if events is None else {"events": list(events)}
+        await self.request("subscribe", **fields)
+        while True:
+            # The end marker is dropped if the buffer was full when the connection ended.
+            if self._failure is not None and self._events.empty():
+                return
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+
+class SyncClient:
+    """The same operations for scripts without an event loop: `with SyncClient(path) as c:`."""
+
+    def __init__(self, path: str | os.PathLike[str], **options: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._path = path
+        self._options = options
+        self._client: Client | None = None
+
+    def __enter__(self) -> Self:
+        self._client = self._run(self._open())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._client is not None:
+                self._run(self._client.close())
+        finally:
+            self._runner.close()
+
+    async def _open(self) -> Client:
+        client = Client(self._path, **self._options)  # created inside the runner's loop
+        await client.connect()
+        return client
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return self._runner.run(coro)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise ApiConnectionError("not connected: use `with SyncClient(path) as client:`")
+        return self._client
+
+    def submit(self, **fields: Any) -> Submitted:
+        """Keyword arguments as Client.submit (to, sender, text, priority, ref, ...)."""
+        return self._run(self.client.submit(**fields))
+
+    def submit_many(
+        self, messages: Sequence[Mapping[str, Any]]
+    ) -> list[Submitted | ApiClientError]:
+        return self._run(self.client.submit_many(messages))
+
+    def status(self, message_id: int) -> dict[str, Any]:
+        return self._run(self.client.status(message_id))
+
+    def cancel(self, message_id: int) -> dict[str, Any]:
+        return self._run(self.client.cancel(message_id))
+
+    def health(self) -> dict[str, Any]:
+        return self._run(self.client.health())
+
+    def stats(self) -> dict[str, Any]:
+        return self._run(self.client.stats())
+
+    def optout(
+        self, action: str, sender: str | None = None, number: str | None = None
+    ) -> dict[str, Any]:
+        return self._run(self.client.optout(action, sender, number))
+
+
+def submit_sync(path: str | os.PathLike[str], **fields: Any) -> Submitted:
+    """Submit one message and return once it is durably queued (keyword arguments as
+    Client.submit)."""
+    with SyncClient(path) as client:
+        return client.submit(**fields)

@@ -1,0 +1,171 @@
+"""The API client against a real server with the stand-in service: results and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from api_fakes import DEMO, WAIT_S, FakeService, own_uid, running_server, short_tmpdir
+
+from smppd.api import ClientTable
+from smppd.client import (
+    ApiClientError,
+    ApiConnectionError,
+    Client,
+    Submitted,
+    SyncClient,
+    submit_sync,
+)
+from smppd.service import Event
+
+TO = "+447700900123"
+
+
+async def test_submit_returns_the_durable_id_and_segments() -> None:
+    """submit() sends the fields (sender as `from`) and returns a Submitted."""
+    service = FakeService()
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        sent = await client.submit(to=TO, sender="ACME", text="hi", priority="urgent", ref="r")
+        again = await client.submit(to=TO, sender="ACME", text="hi", ref="r")
+    assert sent == Submitted(message_id=1, segments=1, created=True)
+    assert again == Submitted(message_id=1, segments=1, created=False)
+    request = service.calls[0][1][1][0]
+    assert (request.sender, request.priority, request.ref) == ("ACME", 9, "r")
+
+
+async def test_submit_many_returns_results_and_errors_in_order() -> None:
+    """Each message's outcome comes back in place: Submitted or ApiClientError."""
+    async with running_server() as server, Client(server.settings.socket) as client:
+        results = await client.submit_many(
+            [
+                {"to": TO, "sender": "ACME", "text": "a"},
+                {"to": "0770", "from": "ACME", "text": "b"},
+                {"to": TO, "sender": "ACME", "text": "c", "priority": 99},
+            ]
+        )
+    assert results[0] == Submitted(1, 1, True)
+    assert isinstance(results[1], ApiClientError)
+    assert (results[1].code, results[1].field) == ("invalid_address", "to")
+    assert isinstance(results[2], ApiClientError)
+    assert (results[2].code, results[2].field) == ("invalid_field", "priority")
+
+
+async def test_other_ops_return_the_result_without_ok_and_id() -> None:
+    """status, cancel, health, stats and optout return the reply's result fields."""
+    async with running_server() as server, Client(server.settings.socket) as client:
+        sent = await client.submit(to=TO, sender="ACME", text="hi")
+        assert await client.status(sent.message_id) == {"message_id": 1, "state": "queued"}
+        assert (await client.cancel(sent.message_id))["state"] == "cancelled"
+        assert await client.health() == {"status": "ok", "binds_up": 2}
+        assert await client.stats() == {"queued": 1}
+        assert await client.optout("add", "ACME", TO) == {"numbers": [TO]}
+        assert await client.optout("list", "ACME") == {"numbers": [TO]}
+
+
+async def test_error_replies_raise_with_code_message_and_field() -> None:
+    """An error reply becomes ApiClientError carrying the server's code and field."""
+    async with running_server() as server, Client(server.settings.socket) as client:
+        with pytest.raises(ApiClientError) as missing:
+            await client.status(42)
+        assert (missing.value.code, missing.value.message) == ("not_found", "no message 42")
+        with pytest.raises(ApiClientError) as bad:
+            await client.submit(to=TO, sender="ACME", text="x", validity_s=-5)
+        assert (bad.value.code, bad.value.field) == ("invalid_field", "validity_s")
+        assert str(bad.value).startswith("invalid_field: validity_s must be")
+        # The connection is still fine after errors.
+        assert (await client.health())["status"] == "ok"
+
+
+async def test_concurrent_requests_are_pipelined_within_the_client_window() -> None:
+    """Many concurrent submits on one connection all succeed; the window keeps them under the
+    server's pending cap."""
+    async with (
+        running_server(max_pending_per_connection=8) as server,
+        Client(server.settings.socket, max_in_flight=8) as client,
+    ):
+        sent = await asyncio.gather(
+            *(client.submit(to=TO, sender="ACME", text=str(i)) for i in range(200))
+        )
+    assert sorted(s.message_id for s in sent) == list(range(1, 201))
+
+
+async def test_subscribe_yields_events_until_the_connection_ends() -> None:
+    """subscribe() acknowledges, yields event dicts, and ends with the connection."""
+    service = FakeService(subscription_size=2)
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        events = client.subscribe(["receipt"])
+        first = asyncio.ensure_future(anext(events))
+        subscription = await service.subscribed()
+        assert subscription.kinds == {"receipt"}
+        subscription.publish(Event("receipt", "demo", {"message_id": 1, "stat": "DELIVRD"}))
+        async with asyncio.timeout(WAIT_S):
+            assert await first == {"event": "receipt", "message_id": 1, "stat": "DELIVRD"}
+        for n in range(3):  # one over the bound: the service drops the subscriber
+            subscription.publish(Event("receipt", "demo", {"n": n}))
+        async with asyncio.timeout(WAIT_S):
+            rest = [event async for event in events]
+    assert rest[-1]["event"] == "dropped"
+    assert [e.get("n") for e in rest[:-1]] == [0, 1]
+
+
+async def test_no_daemon_is_a_connection_error_naming_the_socket() -> None:
+    """A missing socket and a socket nobody serves both say the daemon may not be running."""
+    with short_tmpdir() as directory:
+        missing = directory / "none.sock"
+        with pytest.raises(ApiConnectionError, match="is the daemon running") as absent:
+            await Client(missing).connect()
+        assert str(missing) in absent.value.message
+        assert absent.value.code == "unavailable"
+        stale = directory / "stale.sock"
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dead.bind(str(stale))
+        dead.close()
+        with pytest.raises(ApiConnectionError, match="refused"):
+            await Client(stale).connect()
+
+
+async def test_unauthorized_is_raised_on_the_first_request() -> None:
+    """The server's refusal at connect time surfaces as the request's error."""
+    clients = ClientTable(by_uid={own_uid() + 1: DEMO})
+    async with running_server(clients=clients) as server, Client(server.settings.socket) as client:
+        with pytest.raises(ApiClientError) as refused:
+            await client.health()
+        assert refused.value.code == "unauthorized"
+        with pytest.raises(ApiClientError, match="unauthorized"):
+            await client.stats()
+
+
+async def test_reply_timeout_and_lost_connection_are_connection_errors() -> None:
+    """No reply in time, or the daemon going away mid-request, raise ApiConnectionError."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    async with running_server(service, close_timeout_s=0.1) as server:
+        async with Client(server.settings.socket, timeout_s=0.2) as client:
+            with pytest.raises(ApiConnectionError, match="no reply to submit"):
+                await client.submit(to=TO, sender="ACME", text="x", ref="slow")
+        service.submit_entered.clear()
+        async with Client(server.settings.socket) as client:
+            held = asyncio.ensure_future(client.submit(to=TO, sender="ACME", text="x", ref="slow"))
+            async with asyncio.timeout(WAIT_S):
+                await service.submit_entered.wait()
+            await server.close()  # gives up on the held request after close_timeout_s
+            with pytest.raises(ApiConnectionError, match="closed the connection"):
+                await held
+        service.gates["slow"].set()
+
+
+async def test_sync_client_and_submit_sync_work_from_a_thread_without_a_loop() -> None:
+    """The synchronous wrappers run their own loop; a script needs no asyncio."""
+    async with running_server() as server:
+        path = server.settings.socket
+
+        def script() -> tuple[Submitted, dict[str, object], Submitted]:
+            with SyncClient(path) as client:
+                sent = client.submit(to=TO, sender="ACME", text="hello")
+                status = client.status(sent.message_id)
+            return sent, status, submit_sync(path, to=TO, sender="ACME", text="again")
+
+        sent, status, again = await asyncio.to_thread(script)
+    assert sent.message_id == 1
+    assert status["state"] == "queued"
+    assert again.message_id == 2
