@@ -78,6 +78,7 @@ MAX_REF_CHARS: Final = 256  # a client reference is a key, not a payload
 MAX_MESSAGE_ID: Final = 2**63 - 1
 
 _READ_CHUNK: Final = 64 * 1024
+_LINGER_S: Final = 1.0  # how long a closing connection waits for the peer's EOF
 _UCRED: Final = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _SUN_PATH_MAX: Final = 107
 _INVALID_OP: Final = "invalid"  # metrics label for lines that never named a known op
@@ -553,8 +554,13 @@ class _Connection:
                 await self._read_loop()
                 # No more input: in-flight requests finish; the subscription ends now.
                 self._end_subscription()
+        except asyncio.CancelledError:
+            self._broken = True  # close() gave up on us: no lingering either
+            raise
         finally:
             self._end_subscription()
+            if not self._broken:
+                await _linger(self._reader, self._writer)
             await _close_writer(self._writer, self._settings.write_timeout_s)
 
     def stop(self) -> None:
@@ -720,6 +726,23 @@ class _Connection:
     def _drop(self) -> None:
         self._broken = True
         self._writer.transport.abort()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send EOF, then discard input until the peer's EOF (for at most _LINGER_S).
+
+    Closing with unread input makes the kernel reset the connection, and an asyncio peer
+    raises that reset before handing over lines it already has: our last replies (an
+    `unauthorized`, the answers to requests in flight) would be lost.
+    """
+    try:
+        async with asyncio.timeout(_LINGER_S):
+            if writer.can_write_eof() and not writer.is_closing():
+                writer.write_eof()
+            while await reader.read(_READ_CHUNK):
+                pass
+    except (TimeoutError, OSError):
+        pass
 
 
 async def _close_writer(writer: asyncio.StreamWriter, timeout_s: float) -> None:
@@ -889,6 +912,12 @@ class ApiServer:
         except Exception as exc:  # one connection's bug stays there
             _log_internal("connection", exc)
             writer.transport.abort()
+        except asyncio.CancelledError:
+            # close() gave up waiting for this connection. Ending normally rather than
+            # cancelled spares asyncio's stream callback (3.11) an error from task.exception().
+            writer.transport.abort()
+            if not self._closing:
+                raise
         finally:
             self._handlers.discard(task)
 
@@ -910,6 +939,7 @@ class ApiServer:
             log.info("api.connection_refused", code=str(client.code), uid=uid)
             self.observer.connection_refused(str(client.code))
             writer.write(_encode(_error_reply(None, client)))
+            await _linger(reader, writer)
             await _close_writer(writer, self.settings.write_timeout_s)
             return
         conn = _Connection(self, client, reader, writer)

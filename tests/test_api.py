@@ -330,7 +330,6 @@ async def test_idle_connection_is_closed() -> None:
         raw = await Raw.open(server.settings.socket)
         assert (await raw.call({"op": "health"}))["ok"] is True
         assert await raw.closed_by_server()
-        assert server.connections == 0
 
 
 async def test_connection_with_a_request_in_progress_is_not_idle() -> None:
@@ -560,6 +559,7 @@ async def test_close_finishes_requests_in_flight_then_ends_connections() -> None
         reply = await raw.recv()
         assert (reply["id"], reply["ok"]) == ("held", True)
         assert await raw.closed_by_server()
+        await raw.close()
         await closing
         assert not server.settings.socket.exists()
         with pytest.raises(OSError, match=r"No such file|Connection refused"):
