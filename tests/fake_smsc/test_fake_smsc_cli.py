@@ -1,0 +1,130 @@
+"""`python -m tools.fake_smsc` as a subprocess: its listening line, records file and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from smppd.pdu.pdus import SubmitSm
+from smppd.pdu.status import CommandStatus as S
+from tools.fake_smsc import EsmeClient
+
+ROOT = Path(__file__).parents[2]
+pytestmark = pytest.mark.slow
+
+
+async def start(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tools.fake_smsc",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def line_of(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(10):
+        return (await proc.stdout.readline()).decode()
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    record = tmp_path / "records.jsonl"
+    proc = await start(
+        "--port", "0", "--control", "0", "--record", str(record), "--system-id", "acme",
+        "--password", "pw",
+    )  # fmt: skip
+    try:
+        yield proc, record
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        async with asyncio.timeout(10):
+            await proc.communicate()
+
+
+async def test_prints_the_real_port_and_serves_it(
+    running: tuple[asyncio.subprocess.Process, Path],
+) -> None:
+    """With --port 0 the listening line names the port it got; binds use the CLI account."""
+    proc, record = running
+    listening = await line_of(proc)
+    assert listening.startswith("fake_smsc listening on 127.0.0.1:")
+    port = int(listening.rsplit(":", 1)[1])
+    assert port > 0
+    control = await line_of(proc)
+    assert control.startswith("fake_smsc control on 127.0.0.1:")
+    async with await EsmeClient.connect("127.0.0.1", port) as client:
+        assert (await client.bind(system_id="smppd", password="secret")).command_status == (
+            S.ESME_RINVSYSID
+        )
+        assert (await client.bind(system_id="acme", password="pw")).command_status == 0
+        resp = await client.submit(SubmitSm(destination_addr="447700900123", short_message=b"hi"))
+    assert resp.command_status == 0
+    # Records are flushed per batch, before the answer went out.
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(line["type"], line["text"]) for line in lines] == [
+        ("segment", "hi"),
+        ("message", "hi"),
+    ]
+    assert lines[0]["account"] == "acme"
+    proc.terminate()
+    async with asyncio.timeout(10):
+        assert await proc.wait() == 0
+
+
+async def test_control_port_answers(running: tuple[asyncio.subprocess.Process, Path]) -> None:
+    """The control address printed at start takes JSON requests."""
+    proc, _ = running
+    await line_of(proc)
+    control = (await line_of(proc)).rsplit(" ", 1)[1].strip()
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(control.rsplit(":", 1)[1]))
+    writer.write(b'{"op": "stats", "id": 1}\n')
+    async with asyncio.timeout(10):
+        reply = json.loads(await reader.readline())
+    writer.close()
+    await writer.wait_closed()
+    assert reply["ok"]
+    assert reply["id"] == 1
+    assert reply["result"]["segments"] == 0
+
+
+async def test_bad_scenario_exits_78_with_one_line(tmp_path: Path) -> None:
+    """A scenario with an unknown key exits with EX_CONFIG and names file and key."""
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text("faults: {hang: true}\nwindows: 3\n")
+    proc = await start("--port", "0", "--scenario", str(scenario))
+    async with asyncio.timeout(10):
+        stdout, stderr = await proc.communicate()
+    assert proc.returncode == 78
+    assert stdout == b""
+    message = stderr.decode()
+    assert message.count("\n") == 1
+    assert str(scenario) in message
+    assert "unknown key 'windows'" in message
+
+
+async def test_scenario_faults_apply(tmp_path: Path) -> None:
+    """Faults from --scenario are in force from the first submit."""
+    scenario = tmp_path / "throttled.yaml"
+    scenario.write_text("faults: {submit_errors: {ESME_RTHROTTLED: 1.0}}\n")
+    proc = await start("--port", "0", "--scenario", str(scenario), "--no-record")
+    try:
+        port = int((await line_of(proc)).rsplit(":", 1)[1])
+        async with await EsmeClient.connect("127.0.0.1", port) as client:
+            await client.bind()
+            resp = await client.submit(SubmitSm(destination_addr="4470", short_message=b"x"))
+        assert resp.command_status == S.ESME_RTHROTTLED
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(10):
+            await proc.communicate()

@@ -1,0 +1,173 @@
+"""The control interface: newline-delimited JSON over TCP or a Unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smppd.pdu.pdus import DeliverSm, SubmitSm, SubmitSmResp, Unbind
+from smppd.pdu.status import CommandStatus as S
+from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
+
+
+class Control:
+    """A line-at-a-time JSON client."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, address: str) -> Control:
+        async with asyncio.timeout(5):
+            if address.startswith("127.0.0.1:"):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", int(address.rsplit(":", 1)[1])
+                )
+            else:
+                reader, writer = await asyncio.open_unix_connection(address)
+        return cls(reader, writer)
+
+    async def call(self, request: dict[str, Any] | bytes) -> dict[str, Any]:
+        line = request if isinstance(request, bytes) else json.dumps(request).encode() + b"\n"
+        self.writer.write(line)
+        async with asyncio.timeout(5):
+            reply: dict[str, Any] = json.loads(await self.reader.readline())
+        return reply
+
+    async def ok(self, op: str, **fields: Any) -> Any:
+        reply = await self.call({"op": op, "id": op, **fields})
+        assert reply["ok"], reply
+        assert reply["id"] == op
+        return reply["result"]
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+@pytest.fixture(params=["tcp", "unix"])
+async def smsc(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FakeSmsc]:
+    where = "0" if request.param == "tcp" else str(tmp_path / "ctl.sock")
+    async with FakeSmsc(SmscConfig(port=0, control=where)) as server:
+        yield server
+
+
+@pytest.fixture
+async def control(smsc: FakeSmsc) -> AsyncIterator[Control]:
+    assert smsc.control_address is not None
+    client = await Control.open(smsc.control_address)
+    yield client
+    await client.close()
+
+
+async def test_stats_set_and_records(smsc: FakeSmsc, control: Control) -> None:
+    """`set` changes knobs the wire then shows; `stats` and `records` report what came."""
+    result = await control.ok("set", submit_errors={"ESME_RTHROTTLED": 1.0}, window=5)
+    assert result["faults"]["window"] == 5
+    async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+        await client.bind()
+        refused = await client.submit(SubmitSm(destination_addr="4470", short_message=b"no"))
+        assert refused.command_status == S.ESME_RTHROTTLED
+        await control.ok("set", submit_errors={})
+        await client.submit(SubmitSm(destination_addr="4470", short_message=b"yes"))
+    stats = await control.ok("stats")
+    assert (stats["segments"], stats["messages"]) == (2, 1)
+    assert stats["statuses"] == {"ESME_ROK": 1, "ESME_RTHROTTLED": 1}
+    assert stats["connections"][0]["max_outstanding"] == 1
+    messages = await control.ok("records")
+    assert [m["text"] for m in messages["items"]] == ["yes"]
+    segments = await control.ok("records", kind="segments", offset=1, limit=5)
+    assert (segments["total"], len(segments["items"])) == (2, 1)
+    assert segments["items"][0]["text"] == "yes"
+
+
+async def test_set_receipts(smsc: FakeSmsc, control: Control) -> None:
+    """`set` with `receipts` changes the receipt settings."""
+    await control.ok("set", receipts={"duplicate": True, "outcomes": {"EXPIRED": 1}})
+    assert smsc.receipts.duplicate
+    assert dict(smsc.receipts.outcomes) == {"EXPIRED": 1.0}
+
+
+async def test_inject_mo_waits_for_the_ack(smsc: FakeSmsc, control: Control) -> None:
+    """`inject_mo` with wait returns once the bound client acknowledged every segment."""
+    async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+        await client.bind()
+        reply = asyncio.ensure_future(
+            control.ok(
+                "inject_mo",
+                source="+447700900123",
+                destination="12345",
+                text="STOP " * 50,  # two segments
+                wait=True,
+            )
+        )
+        for _ in range(2):
+            client.ack(await client.expect(DeliverSm))
+        assert (await reply) == {"queued": True, "acked": True}
+
+
+async def test_wait_for_unbind_drop_and_send_raw(smsc: FakeSmsc, control: Control) -> None:
+    """`wait_for` blocks until the count; `unbind`, `send_raw` and `drop` act on binds."""
+    async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+        await client.bind()
+        waiting = asyncio.ensure_future(control.ok("wait_for", count=1))
+        await client.submit(SubmitSm(destination_addr="4470", short_message=b"x"))
+        assert await waiting == {"messages": 1, "segments": 1}
+        assert await control.ok("send_raw", hex="0000001080000015000000000000002a") == {
+            "connections": 1
+        }
+        assert (await client.read()).sequence_number == 0x2A
+        assert await control.ok("unbind") == {"connections": 1}
+        await client.expect(Unbind)
+        assert await control.ok("drop", bind_id=1) == {"connections": 1}
+        assert await client.wait_closed() == []
+    timeout = await control.call({"op": "wait_for", "count": 5, "timeout": 0.01})
+    assert timeout["error"]["code"] == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("request_line", "code"),
+    [
+        (b"not json\n", "bad_json"),
+        (b"[1, 2]\n", "bad_request"),
+        (b'{"op": "launch"}\n', "unknown_op"),
+        (b'{"op": "set", "hang": "maybe"}\n', "bad_request"),
+        (b'{"op": "set", "speed": 1}\n', "bad_request"),
+        (b'{"op": "inject_mo", "source": 1}\n', "bad_request"),
+        (b'{"op": "records", "kind": "everything"}\n', "bad_request"),
+    ],
+)
+async def test_errors_are_replies_and_the_connection_goes_on(
+    control: Control, request_line: bytes, code: str
+) -> None:
+    """A bad request gets ok false with a stable code; the next request still works."""
+    reply = await control.call(request_line)
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == code
+    assert (await control.ok("stats"))["segments"] == 0
+
+
+async def test_unix_socket_is_removed_on_stop(tmp_path: Path) -> None:
+    """The control socket file goes away with the server."""
+    path = tmp_path / "c.sock"
+    async with FakeSmsc(SmscConfig(port=0, control=str(path))) as smsc:
+        assert smsc.control_address == str(path)
+        assert path.exists()
+    assert not path.exists()
+
+
+async def test_submit_resp_is_not_disturbed_by_control_traffic(
+    smsc: FakeSmsc, control: Control
+) -> None:
+    """Control requests interleaved with submits leave the SMPP side alone."""
+    async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+        await client.bind()
+        for n in range(3):
+            client.send(SubmitSm(destination_addr=f"4470{n}", short_message=b"x"))
+            await control.ok("stats")
+        assert [(await client.expect(SubmitSmResp)).command_status for _ in range(3)] == [0] * 3
