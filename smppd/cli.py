@@ -1,0 +1,289 @@
+"""The `smppd` command: run the daemon, check a config, and talk to a running daemon.
+
+It owns argument parsing, where the API socket is (`--socket`, else the config's api.socket),
+how replies are printed and the exit status: 0 done, 1 refused by the daemon, 69 daemon not
+reachable, 78 config unusable (sysexits.h), 2 bad usage. Expected failures print one line on
+stderr, never a traceback. It must not know the wire format (smppd.client speaks it) nor how
+the daemon is built (smppd.daemon, imported only by `run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from smppd.client import ApiClientError, ApiConnectionError, Client, Submitted
+
+__all__ = ["main"]
+
+EX_OK: Final = 0
+EX_REFUSED: Final = 1
+EX_USAGE: Final = 2  # what argparse uses
+EX_UNAVAILABLE: Final = 69
+EX_CONFIG: Final = 78  # same as smppd.config.EX_CONFIG; not imported so --help stays light
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_CONFIG: Final = Path("config/smppd.yaml")
+CONFIG_ENV: Final = "SMPPD_CONFIG"
+
+
+class _ConfigUnusableError(Exception):
+    """The config could not be loaded; the message is the loader's one line."""
+
+
+def _default_config() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _load(path: Path) -> Any:
+    from smppd.config import ConfigError, load_config  # noqa: PLC0415  (only commands that need it)
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _ConfigUnusableError(str(exc)) from None
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    try:
+        return Path(_load(args.config).api.socket)
+    except _ConfigUnusableError as exc:
+        raise _ConfigUnusableError(f"{exc} (or give the socket with --socket PATH)") from None
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from smppd.config import ConfigError  # noqa: PLC0415
+
+    # Imported here: the daemon pulls in everything, and the other commands need none of it.
+    daemon = importlib.import_module("smppd.daemon")
+    run: Callable[[Path], int] = daemon.run
+    try:
+        return run(args.config)
+    except ConfigError as exc:
+        raise _ConfigUnusableError(str(exc)) from None
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    _load(args.config)
+    print("ok")
+    return EX_OK
+
+
+def _print_json(result: dict[str, Any]) -> None:
+    print(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _describe(sent: Submitted) -> str:
+    unit = "segment" if sent.segments == 1 else "segments"
+    existing = "" if sent.created else ", already submitted with this ref"
+    return f"{sent.message_id} ({sent.segments} {unit}{existing})"
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    """`receipt message_id=12 state=delivered`: kind first, then the fields."""
+    parts = [str(event.get("event", "?"))]
+    for key, value in event.items():
+        if key == "event":
+            continue
+        shown = value if isinstance(value, str) and value and " " not in value else None
+        parts.append(f"{key}={shown if shown is not None else json.dumps(value)}")
+    return " ".join(parts)
+
+
+async def _send(client: Client, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    sent = await client.submit(
+        to=args.to,
+        sender=args.sender,
+        text=text,
+        priority=args.priority,
+        ref=args.ref,
+        validity_s=args.validity,
+        encoding=args.encoding,
+    )
+    print(_describe(sent))
+    return EX_OK
+
+
+async def _status(client: Client, args: argparse.Namespace) -> int:
+    _print_json(await client.status(args.message_id))
+    return EX_OK
+
+
+async def _cancel(client: Client, args: argparse.Namespace) -> int:
+    _print_json(await client.cancel(args.message_id))
+    return EX_OK
+
+
+async def _stats(client: Client, _args: argparse.Namespace) -> int:
+    _print_json(await client.stats())
+    return EX_OK
+
+
+async def _health(client: Client, _args: argparse.Namespace) -> int:
+    _print_json(await client.health())
+    return EX_OK
+
+
+async def _optout(client: Client, args: argparse.Namespace) -> int:
+    _print_json(await client.optout(args.action, args.sender, args.number))
+    return EX_OK
+
+
+async def _tail(client: Client, args: argparse.Namespace) -> int:
+    async for event in client.subscribe(args.events.split(",")):
+        print(json.dumps(event) if args.json else _event_line(event), flush=True)
+        if event.get("event") == "dropped":
+            print("error: dropped: this reader fell behind the daemon's events", file=sys.stderr)
+            return EX_REFUSED
+    return EX_OK
+
+
+ClientCommand = Callable[[Client, argparse.Namespace], Awaitable[int]]
+
+
+async def _with_client(command: ClientCommand, args: argparse.Namespace, socket: Path) -> int:
+    async with Client(socket, timeout_s=args.timeout) as client:
+        return await command(client, args)
+
+
+def _client_command(command: ClientCommand) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(_with_client(command, args, _socket_path(args)))
+
+    return run
+
+
+# --- parser -------------------------------------------------------------------------------------
+
+
+def _message_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a message id: {text!r}")
+    return int(text)
+
+
+def _priority(text: str) -> str | int:
+    if text.isdigit():
+        return int(text)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smppd",
+        description="SMPP v3.4 carrier connector daemon, and a client of its local API.",
+        epilog=f"The config defaults to ${CONFIG_ENV} or {DEFAULT_CONFIG}. "
+        "Exit status: 0 done, 1 refused by the daemon, 69 daemon not reachable, "
+        "78 config unusable.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=_default_config(),
+            metavar="FILE",
+            help=f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
+        )
+
+    def add(
+        name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+    ) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    def add_client(name: str, help_text: str, command: ClientCommand) -> argparse.ArgumentParser:
+        p = add(name, help_text, _client_command(command))
+        config_option(p)
+        p.add_argument(
+            "--socket", metavar="PATH", help="API socket (default: the config's api.socket)"
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="seconds to wait for each reply (default: 30)",
+        )
+        return p
+
+    config_option(add("run", "run the daemon in the foreground", _cmd_run))
+    config_option(add("check-config", "load and check a config file", _cmd_check_config))
+
+    send = add_client("send", "submit one message; prints its id and segment count", _send)
+    send.add_argument("--to", required=True, help="destination number (E.164) or short code")
+    send.add_argument("--from", dest="sender", required=True, metavar="SENDER", help="sender id")
+    send.add_argument("--text", required=True, help="message text ('-' reads it from stdin)")
+    send.add_argument("--priority", type=_priority, help="bulk, normal (default), urgent, or 0..9")
+    send.add_argument("--ref", help="your reference: the same ref twice is one message")
+    send.add_argument("--validity", type=float, metavar="S", help="give up after S seconds")
+    send.add_argument("--encoding", choices=("auto", "gsm7", "ucs2", "latin1"))
+
+    status = add_client("status", "show a message's state", _status)
+    status.add_argument("message_id", type=_message_id, metavar="ID")
+    cancel = add_client("cancel", "cancel a message's segments not yet sent", _cancel)
+    cancel.add_argument("message_id", type=_message_id, metavar="ID")
+
+    tail = add_client("tail", "follow delivery receipts and inbound messages", _tail)
+    tail.add_argument(
+        "--events",
+        default="receipt,inbound",
+        metavar="KINDS",
+        help="comma-separated: receipt, inbound, state (default: receipt,inbound)",
+    )
+    tail.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+    add_client("stats", "show queue and carrier counters", _stats)
+    add_client("health", "show whether the daemon and its binds are up", _health)
+
+    optout = add_client("optout", "add, remove or list opted-out numbers", _optout)
+    optout.add_argument("action", choices=("add", "remove", "list"))
+    optout.add_argument("number", nargs="?", help="the number (for add and remove)")
+    optout.add_argument("--sender", help="the sender id it applies to (required to add or remove)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "action", None) in ("add", "remove") and None in (args.number, args.sender):
+        parser.error(f"optout {args.action} needs a number and --sender")
+    try:
+        result: int = args.handler(args)
+    except _ConfigUnusableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except ApiConnectionError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except ApiClientError as exc:
+        where = f" (field: {exc.field})" if exc.field else ""
+        print(f"error: {exc.code}: {exc.message}{where}", file=sys.stderr)
+        return EX_REFUSED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`smppd tail | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

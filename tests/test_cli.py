@@ -1,0 +1,191 @@
+"""The `smppd` command: exit statuses and output, against a real server and a stand-in service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+import yaml
+from api_fakes import WAIT_S, FakeService, running_server
+
+from smppd.cli import main
+from smppd.service import Event
+
+CONFIG: dict[str, Any] = {
+    "api": {"clients": [{"name": "svc", "any_uid": True}]},
+    "carriers": [{"name": "alpha", "host": "127.0.0.1", "system_id": "acme", "password": "pw"}],
+    "routes": [{"prefix": "", "carriers": ["alpha"]}],
+    "senders": [{"id": "ACME", "client": "svc"}],
+}
+
+
+@pytest.fixture(autouse=True)
+def quiet_logs() -> Iterator[None]:
+    """The server's log lines would otherwise mix with the command's output."""
+    with structlog.testing.capture_logs():
+        yield
+
+
+def write_config(directory: Path, **api: Any) -> Path:
+    data = CONFIG | {"api": CONFIG["api"] | api}
+    path = directory / "smppd.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def run_cli(*argv: str) -> int:
+    """main() in a thread, as the command runs its own event loop."""
+    async with asyncio.timeout(WAIT_S):
+        return await asyncio.to_thread(main, list(argv))
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_check_config_prints_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid config: `ok` and status 0."""
+    assert main(["check-config", "-c", str(write_config(tmp_path))]) == 0
+    assert capsys.readouterr().out == "ok\n"
+
+
+def test_check_config_error_is_one_line_and_status_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid config: the loader's line on stderr (file, key, reason), status 78."""
+    path = write_config(tmp_path, max_connections=0)
+    assert main(["check-config", "-c", str(path)]) == 78
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {path}: api.max_connections: ")
+    assert captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
+
+
+def test_check_config_uses_the_environment_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without -c the config comes from $SMPPD_CONFIG; a missing file is a config error."""
+    monkeypatch.setenv("SMPPD_CONFIG", str(write_config(tmp_path)))
+    assert main(["check-config"]) == 0
+    monkeypatch.setenv("SMPPD_CONFIG", str(tmp_path / "absent.yaml"))
+    assert main(["check-config"]) == 78
+    assert "absent.yaml" in capsys.readouterr().err
+
+
+def test_run_hands_the_config_path_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`smppd run -c FILE` returns smppd.daemon.run(FILE)'s status."""
+    seen: list[Path] = []
+
+    def run(path: Path) -> int:
+        seen.append(path)
+        return 3
+
+    daemon = types.ModuleType("smppd.daemon")
+    daemon.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "smppd.daemon", daemon)
+    assert main(["run", "-c", str(tmp_path / "x.yaml")]) == 3
+    assert seen == [tmp_path / "x.yaml"]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad usage is argparse's status 2 with a message, not a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        main(["optout", "add", "--sender", "ACME", "--socket", "/nonexistent"])
+    assert exited.value.code == 2
+    assert "needs a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["status", "twelve", "--socket", "/nonexistent"])
+    assert exited.value.code == 2
+
+
+# --- talking to the daemon ----------------------------------------------------------------------
+
+
+async def test_send_then_status_through_the_socket(capsys: pytest.CaptureFixture[str]) -> None:
+    """`send` prints the id and segment count; `status ID` prints the message as JSON."""
+    service = FakeService()
+    async with running_server(service) as server:
+        socket = str(server.settings.socket)
+        send = ["send", "--socket", socket, "--to", "+447700900123", "--from", "ACME"]
+        assert await run_cli(*send, "--text", "hi", "--priority", "urgent", "--ref", "r1") == 0
+        assert capsys.readouterr().out == "1 (1 segment)\n"
+        assert await run_cli(*send, "--text", "hi", "--ref", "r1") == 0
+        assert capsys.readouterr().out == "1 (1 segment, already submitted with this ref)\n"
+        assert await run_cli("status", "1", "--socket", socket) == 0
+        assert json.loads(capsys.readouterr().out) == {"message_id": 1, "state": "queued"}
+    request = service.calls[0][1][1][0]
+    assert (request.priority, request.ref, request.text) == (9, "r1", "hi")
+
+
+async def test_socket_path_comes_from_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --socket, the config's api.socket is used."""
+    async with running_server() as server:
+        config = write_config(tmp_path, socket=str(server.settings.socket))
+        assert await run_cli("health", "-c", str(config)) == 0
+    assert json.loads(capsys.readouterr().out) == {"binds_up": 2, "status": "ok"}
+
+
+async def test_daemon_refusals_print_code_and_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """An error reply: `error: code: message` (and the field) on stderr, status 1."""
+    async with running_server() as server:
+        socket = str(server.settings.socket)
+        assert await run_cli("status", "99", "--socket", socket) == 1
+        assert capsys.readouterr().err == "error: not_found: no message 99\n"
+        send = ["send", "--socket", socket, "--to", "+447700900123", "--from", "ACME"]
+        assert await run_cli(*send, "--text", "x", "--priority", "12") == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: invalid_field: priority must be")
+        assert err.endswith("(field: priority)\n")
+
+
+async def test_cancel_stats_and_optout(capsys: pytest.CaptureFixture[str]) -> None:
+    """The other commands print the daemon's result as JSON."""
+    async with running_server() as server:
+        socket = ["--socket", str(server.settings.socket)]
+        send = ["send", *socket, "--to", "+447700900123", "--from", "ACME", "--text", "x"]
+        assert await run_cli(*send) == 0
+        assert await run_cli("cancel", "1", *socket) == 0
+        assert await run_cli("stats", *socket) == 0
+        assert await run_cli("optout", "add", "+447700900999", "--sender", "ACME", *socket) == 0
+        capsys.readouterr()
+        assert await run_cli("optout", "list", "--sender", "ACME", *socket) == 0
+        assert json.loads(capsys.readouterr().out) == {"numbers": ["+447700900999"]}
+
+
+async def test_no_daemon_says_so_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A socket nobody serves: a clear line naming it, status 69."""
+    assert await run_cli("health", "--socket", "/nonexistent/smppd.sock") == 69
+    err = capsys.readouterr().err
+    assert "is the daemon running?" in err
+    assert "/nonexistent/smppd.sock" in err
+    assert "Traceback" not in err
+
+
+async def test_tail_prints_one_line_per_event_until_the_stream_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tail` subscribes to receipts and inbound messages and prints each on one line."""
+    service = FakeService()
+    async with running_server(service) as server:
+        tail = asyncio.create_task(run_cli("tail", "--socket", str(server.settings.socket)))
+        subscription = await service.subscribed()
+        assert subscription.kinds == {"receipt", "inbound"}
+        subscription.publish(Event("receipt", "svc", {"message_id": 7, "state": "delivered"}))
+        subscription.publish(Event("inbound", "svc", {"to": "ACME", "text": "STOP now"}))
+        subscription.close()  # the stream ends: tail ends with it
+        assert await tail == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "receipt message_id=7 state=delivered",
+        'inbound to=ACME text="STOP now"',
+    ]
