@@ -125,6 +125,7 @@ class Link(asyncio.Protocol):
         *,
         handler: DeliverHandler,
         name: str = "",
+        carrier: str = "",
         observer: BindObserver | None = None,
         carrier_rate: SlidingWindow | None = None,
         on_ready: Callable[[], None] | None = None,
@@ -133,6 +134,7 @@ class Link(asyncio.Protocol):
     ) -> None:
         self.settings = settings
         self.name = name
+        self._log = log.bind(carrier=carrier, bind=name) if carrier else log.bind(bind=name)
         self._core = Session(
             settings,
             carrier_rate=carrier_rate,
@@ -172,6 +174,7 @@ class Link(asyncio.Protocol):
         *,
         handler: DeliverHandler,
         name: str = "",
+        carrier: str = "",
         observer: BindObserver | None = None,
         carrier_rate: SlidingWindow | None = None,
         on_ready: Callable[[], None] | None = None,
@@ -183,6 +186,7 @@ class Link(asyncio.Protocol):
             settings,
             handler=handler,
             name=name,
+            carrier=carrier,
             observer=observer,
             carrier_rate=carrier_rate,
             on_ready=on_ready,
@@ -194,16 +198,16 @@ class Link(asyncio.Protocol):
 
     async def _open(self) -> None:
         s = self.settings
-        context = tls_context(s.tls)
-        hostname = (s.tls.server_hostname or s.host) if context is not None else None
         try:
+            context = tls_context(s.tls)
+            hostname = (s.tls.server_hostname or s.host) if context is not None else None
             async with asyncio.timeout(s.connect_timeout_s):
                 await self._loop.create_connection(
                     lambda: self, s.host, s.port, ssl=context, server_hostname=hostname
                 )
         except TimeoutError:
             raise LinkError(f"connect to {s.host}:{s.port}: no answer in time") from None
-        except OSError as exc:  # refused, unreachable, TLS (ssl.SSLError is an OSError)
+        except OSError as exc:  # refused, unreachable, TLS files or handshake (SSLError too)
             raise LinkError(f"connect to {s.host}:{s.port}: {exc}") from exc
         try:
             await self._bound
@@ -409,9 +413,8 @@ class Link(asyncio.Protocol):
         if isinstance(event, Throttled):
             self.throttle_events += 1
             self._observer.throttled(name, event.command_status, event.tps)
-            log.warning(
+            self._log.warning(
                 "smsc asked to slow down",
-                bind=name,
                 status=status_label(event.command_status),
                 tps=event.tps,
                 pause_s=round(event.paused_until - self._loop.time(), 3),
@@ -422,9 +425,9 @@ class Link(asyncio.Protocol):
         elif isinstance(event, PeerError):
             self.peer_errors += 1
             self._observer.peer_error(name)
-            log.info("smsc protocol error survived", bind=name, reason=event.reason)
+            self._log.info("smsc protocol error survived", reason=event.reason)
         elif isinstance(event, Bound):
-            log.info("bound", bind=name, state=event.state.name, smsc=event.system_id)
+            self._log.info("bound", state=event.state.name, smsc=event.system_id)
             if not self._bound.done():
                 self._bound.set_result(None)
         elif isinstance(event, BindFailed):
@@ -432,7 +435,7 @@ class Link(asyncio.Protocol):
             if not self._bound.done():
                 self._bound.set_exception(BindError(event.command_status))
         elif isinstance(event, Unbound):
-            log.info("unbound", bind=name, by_smsc=event.by_peer)
+            self._log.info("unbound", by_smsc=event.by_peer)
         elif isinstance(event, ConnectionShouldClose):
             self._close_reason = event.reason
             for seq in event.abandoned:
@@ -442,7 +445,7 @@ class Link(asyncio.Protocol):
             self._observer.disconnected(name, event.reason.value)
             if not self._bound.done():
                 self._bound.set_exception(LinkError(f"bind did not complete: {event.reason}"))
-            log.info("bind closing", bind=name, reason=event.reason.value)
+            self._log.info("bind closing", reason=event.reason.value)
 
     def _resolve_unknown(self, seq: int) -> None:
         future = self._futures.pop(seq, None)
@@ -508,9 +511,8 @@ class Link(asyncio.Protocol):
 
     def _handler_failed(self, pdu: pdus.DeliverSm | pdus.DataSm, error: str) -> int:
         self._observer.handler_failed(self.name)
-        log.warning(
+        self._log.warning(
             "deliver handler failed; answering ESME_RX_T_APPN",
-            bind=self.name,
             command=type(pdu).__name__,
             error=error,
         )

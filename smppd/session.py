@@ -103,6 +103,14 @@ class ReconnectSettings:
     auth_failure_s: float = 300.0  # after a bind refused for credentials
 
 
+_BIND_FIELD_SIZES: Final = (
+    ("system_id", 15),
+    ("password", 8),
+    ("system_type", 12),
+    ("address_range", 40),
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BindSettings:
     host: str
@@ -127,6 +135,11 @@ class BindSettings:
     max_command_length: int = 64 * 1024
 
     def __post_init__(self) -> None:
+        # SMPP v3.4 4.1.1: C-string sizes without the NUL; checked here so a bind can be encoded.
+        for name, size in _BIND_FIELD_SIZES:
+            value = getattr(self, name)
+            if len(value) > size or not value.isascii():
+                raise ValueError(f"{name} must be at most {size} ASCII characters")
         if self.window < 1:
             raise ValueError("window must be at least 1")
         if self.bind_tps is not None and not self.bind_tps > 0:

@@ -1,0 +1,295 @@
+"""A carrier's binds: keeps the configured number bound and offers them to the send loop as one.
+
+`CarrierBinds` owns one slot per configured bind. Each slot runs one loop: connect and bind (one
+attempt at a time), hold the link until it ends, wait a backoff with jitter, again. Binds the SMSC
+refused for credentials back off for `auth_failure_s` instead, and say so. The carrier's TPS cap
+is one `SlidingWindow` shared by every link's session. `try_submit` and `wait_ready` present
+the bound links as one: a submit goes to the bind with the most free window slots.
+It must not know the queue or the send loop, nor how a link speaks SMPP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from types import TracebackType
+from typing import Final
+
+import structlog
+
+from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link, NullObserver
+from smppd.ratelimit import SlidingWindow
+from smppd.session import (
+    BindError,
+    BindSettings,
+    CloseReason,
+    LinkError,
+    State,
+    SubmitResult,
+    status_label,
+)
+
+log = structlog.get_logger(__name__)
+
+_BOUND: Final = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+
+# Reconnect reasons besides the link's CloseReason values (a small set: a metrics label).
+CONNECT_FAILED: Final = "connect_failed"
+BIND_REFUSED: Final = "bind_refused"
+BIND_REFUSED_PERMANENT: Final = "bind_refused_permanent"
+
+
+def reconnect_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: between half and all of min(max_s, initial_s * 2^n),
+    so binds that dropped together do not all come back in the same instant."""
+    step = min(max_s, initial_s * float(1 << min(attempt, 30)))
+    return step * (0.5 + rng.random() / 2)
+
+
+class CarrierBinds:
+    """The binds of one carrier. Run with `run()` inside a TaskGroup and stop with `close()`,
+    or use `async with`."""
+
+    def __init__(
+        self,
+        settings: BindSettings,
+        *,
+        binds: int,
+        handler: DeliverHandler,
+        tps: float | None = None,
+        carrier: str = "",
+        observer: BindObserver | None = None,
+        max_handlers: int = DEFAULT_MAX_HANDLERS,
+        rng: random.Random | None = None,
+    ) -> None:
+        if binds < 1:
+            raise ValueError("a carrier needs at least one bind")
+        self.settings = settings
+        self.carrier = carrier
+        self._handler = handler
+        self._observer: BindObserver = observer or NullObserver()
+        self._max_handlers = max_handlers
+        self._rng = rng or random.Random()
+        self.carrier_rate = None if tps is None else SlidingWindow.for_rate(tps)
+        self._links: list[Link | None] = [None] * binds
+        self._live: list[Link] = []  # the links now open, for the hot path
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closing = False
+        self._stop = asyncio.Event()
+        self._slots: list[asyncio.Task[None]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._log = log.bind(carrier=carrier)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep every slot bound until close()."""
+        async with asyncio.TaskGroup() as group:
+            self._slots = [
+                group.create_task(self._keep_bound(i), name=f"bind {self.carrier}/{i}")
+                for i in range(len(self._links))
+            ]
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop taking submits; close every bound link gracefully (outstanding answered up to
+        `timeout_s`, default response_timeout_s; then unbind); stop connecting."""
+        self._closing = True
+        self._stop.set()
+        self._wake()
+        links = [link for link in self._links if link is not None]
+        await asyncio.gather(*(link.close(timeout_s) for link in links))
+        for slot in self._slots:
+            slot.cancel()  # those still connecting or waiting out a backoff
+        if self._runner is not None:
+            await self._runner
+
+    async def __aenter__(self) -> CarrierBinds:
+        self._runner = asyncio.create_task(self.run(), name=f"binds {self.carrier}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- what the send loop uses ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def bound_count(self) -> int:
+        return sum(1 for link in self._live if link.state in _BOUND)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(link.in_flight for link in self._live)
+
+    @property
+    def links(self) -> tuple[Link | None, ...]:
+        """Each slot's link (None while it reconnects), for gauges."""
+        return tuple(self._links)
+
+    def pick(self) -> Link | None:
+        """The bound link with the most free window slots that could submit now."""
+        best = None
+        best_room = 0
+        now = -1.0
+        for link in self._live:
+            room = link.room
+            if room > best_room:
+                if now < 0:
+                    now = asyncio.get_running_loop().time()
+                at = link.ready_at(now)
+                if at is not None and at <= now:
+                    best, best_room = link, room
+        return best
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        """Send an encoded submit_sm body on the bind with the most room; None when no bind can
+        take it now (all windows full, rates, none bound, closing)."""
+        if self._closing:
+            return None
+        live = self._live
+        if len(live) == 1:
+            return live[0].try_submit(body)
+        best = None
+        best_room = 0
+        for link in live:
+            room = link.room
+            if room > best_room:
+                best, best_room = link, room
+        if best is None:
+            return None
+        future = best.try_submit(body)
+        if future is None:  # held back by its own rate: another bind may still take it
+            other = self.pick()
+            if other is not None:
+                future = other.try_submit(body)
+        return future
+
+    async def wait_ready(self) -> None:
+        """Return when try_submit could succeed on some bind, or once closing."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            now = loop.time()
+            earliest = None
+            for link in self._live:
+                at = link.ready_at(now)
+                if at is not None:
+                    if at <= now:
+                        return
+                    earliest = at if earliest is None else min(earliest, at)
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            timer = None if earliest is None else loop.call_at(earliest, self._wake)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    async def wait_bound(self, count: int | None = None) -> None:
+        """Return once `count` binds (default: all) are bound, or once closing."""
+        target = len(self._links) if count is None else count
+        loop = asyncio.get_running_loop()
+        while not self._closing and self.bound_count < target:
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    # --- slots ---------------------------------------------------------------------------------
+
+    async def _keep_bound(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        reconnect = self.settings.reconnect
+        name = str(index)
+        attempt = 0
+        while not self._closing:
+            started = loop.time()
+            try:
+                link = await Link.connect(
+                    self.settings,
+                    handler=self._handler,
+                    name=name,
+                    carrier=self.carrier,
+                    observer=self._observer,
+                    carrier_rate=self.carrier_rate,
+                    on_ready=self._wake,
+                    max_handlers=self._max_handlers,
+                )
+            except BindError as exc:
+                if exc.permanent:
+                    reason = BIND_REFUSED_PERMANENT
+                    delay = reconnect.auth_failure_s * (1.0 + self._rng.random() / 5)
+                    self._log.error(
+                        "bind refused; retrying will not help until credentials change",
+                        bind=name,
+                        status=status_label(exc.command_status),
+                        retry_in_s=round(delay, 1),
+                    )
+                else:
+                    reason = BIND_REFUSED
+                    delay = self._delay(attempt)
+                    attempt += 1
+                    self._log.warning(
+                        "bind refused",
+                        bind=name,
+                        status=status_label(exc.command_status),
+                        retry_in_s=round(delay, 3),
+                    )
+            except LinkError as exc:
+                reason = CONNECT_FAILED
+                delay = self._delay(attempt)
+                attempt += 1
+                self._log.warning(
+                    "connect failed", bind=name, error=str(exc), retry_in_s=round(delay, 3)
+                )
+            else:
+                closed = await self._hold(index, link)
+                if self.closed:
+                    return
+                if loop.time() - started >= reconnect.max_s:
+                    attempt = 0  # it held long enough: a fresh start, not a flapping link
+                reason = closed.value
+                delay = self._delay(attempt)
+                attempt += 1
+                self._log.info("reconnecting", bind=name, reason=reason, in_s=round(delay, 3))
+            self._observer.reconnect_scheduled(name, reason, delay)
+            await self._pause(delay)
+
+    async def _hold(self, index: int, link: Link) -> CloseReason:
+        """Offer `link` to the send loop until it closes."""
+        self._links[index] = link
+        self._live = [x for x in self._links if x is not None]
+        self._wake()
+        try:
+            return await link.wait_closed()
+        finally:
+            self._links[index] = None
+            self._live = [x for x in self._links if x is not None]
+            if not link.closed:  # cancelled holding a link that close() did not see yet
+                link.abort()
+
+    def _delay(self, attempt: int) -> float:
+        r = self.settings.reconnect
+        return reconnect_delay(attempt, initial_s=r.initial_s, max_s=r.max_s, rng=self._rng)
+
+    async def _pause(self, delay: float) -> None:
+        try:
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
+        except TimeoutError:
+            pass
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)

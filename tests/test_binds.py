@@ -1,0 +1,235 @@
+"""A carrier's binds against the fake SMSC: keeping them bound, spreading submits, shared caps."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from smppd.binds import (
+    BIND_REFUSED_PERMANENT,
+    CONNECT_FAILED,
+    CarrierBinds,
+    reconnect_delay,
+)
+from smppd.link import NullObserver
+from smppd.pdu import pdus
+from smppd.pdu.codec import encode_body
+from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.session import BindSettings, ReconnectSettings, State, SubmitResult
+from tools.fake_smsc import Account, FakeSmsc, SmscConfig
+
+BODY = encode_body(pdus.SubmitSm(source_addr="Acme", destination_addr="447700900123"))
+
+
+async def accept(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+    return 0
+
+
+def settings(port: int, **changes: object) -> BindSettings:
+    base = BindSettings(
+        host="127.0.0.1",
+        port=port,
+        system_id="smppd",
+        password="secret",
+        window=3,
+        response_timeout_s=2.0,
+        connect_timeout_s=1.0,
+        bind_timeout_s=1.0,
+        unbind_timeout_s=1.0,
+        reconnect=ReconnectSettings(initial_s=0.01, max_s=0.05, auth_failure_s=30.0),
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+class Watcher(NullObserver):
+    """Records reconnect decisions and wakes a test when a bind becomes bound."""
+
+    def __init__(self) -> None:
+        self.reconnects: list[tuple[str, str, float]] = []
+        self.refusals: list[tuple[int, bool]] = []
+        self.changed = asyncio.Event()
+
+    def state_changed(self, bind: str, state: State) -> None:
+        self.changed.set()
+
+    def bind_failed(self, bind: str, command_status: int, permanent: bool) -> None:
+        self.refusals.append((command_status, permanent))
+
+    def reconnect_scheduled(self, bind: str, reason: str, delay_s: float) -> None:
+        self.reconnects.append((bind, reason, delay_s))
+        self.changed.set()
+
+    async def until(self, condition: Callable[[], object]) -> None:
+        async with asyncio.timeout(3.0):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[FakeSmsc]:
+    async with FakeSmsc(SmscConfig(port=0)) as server:
+        yield server
+
+
+def test_reconnect_delay_grows_with_jitter_and_a_cap() -> None:
+    """Delays double per attempt, stay within [half, all] of the step, and stop at max_s."""
+    rng = random.Random(7)
+    for attempt, step in [(0, 1.0), (1, 2.0), (3, 8.0), (10, 60.0), (100, 60.0)]:
+        delays = {reconnect_delay(attempt, initial_s=1.0, max_s=60.0, rng=rng) for _ in range(50)}
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(delays) > 1
+
+
+async def test_keeps_the_configured_binds(smsc: FakeSmsc) -> None:
+    """All configured binds come up and are offered as one."""
+    watcher = Watcher()
+    async with CarrierBinds(
+        settings(smsc.port), binds=3, handler=accept, observer=watcher, carrier="acme"
+    ) as binds:
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        assert len(smsc.bound("smppd")) == 3
+        result = await asyncio.wait_for(_submit(binds), 2)
+        assert result.status_class is StatusClass.SUCCESS
+    assert binds.bound_count == 0
+    assert smsc.bound() == []
+
+
+async def _submit(binds: CarrierBinds) -> SubmitResult:
+    while (future := binds.try_submit(BODY)) is None:
+        await binds.wait_ready()
+    return await future
+
+
+async def test_submits_go_to_the_bind_with_most_room(smsc: FakeSmsc) -> None:
+    """Submits spread over the binds by free window slots; no bind's window is exceeded."""
+    watcher = Watcher()
+    async with CarrierBinds(
+        settings(smsc.port, window=3), binds=2, handler=accept, observer=watcher
+    ) as binds:
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        smsc.set_faults(latency_s=5.0)
+        futures = [binds.try_submit(BODY) for _ in range(7)]
+        assert [f is not None for f in futures] == [True] * 6 + [False]
+        assert sorted(link.in_flight for link in binds.links if link) == [3, 3]
+        assert binds.in_flight == 6
+        await smsc.records.wait_for(6, timeout=2, segments=True)
+        assert smsc.max_outstanding == 3
+        smsc.set_faults(latency_s=0.0)
+        smsc.drop()  # settle them quickly: every outstanding one ends unknown
+        results = await asyncio.wait_for(asyncio.gather(*(f for f in futures if f)), 2)
+        assert all(r.unknown for r in results)
+
+
+async def test_carrier_tps_is_shared(smsc: FakeSmsc) -> None:
+    """The carrier cap holds across binds: two binds together send at most `tps` a second."""
+    watcher = Watcher()
+    async with CarrierBinds(
+        settings(smsc.port, window=10), binds=2, handler=accept, tps=4, observer=watcher
+    ) as binds:
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        futures = [binds.try_submit(BODY) for _ in range(8)]
+        assert sum(f is not None for f in futures) == 4
+        assert binds.pick() is None
+        async with asyncio.timeout(3):
+            await binds.wait_ready()
+        assert loop.time() >= start + 1.0  # the cap holds over any one-second span
+        assert binds.try_submit(BODY) is not None
+
+
+async def test_reconnects_after_a_drop(smsc: FakeSmsc) -> None:
+    """A dropped bind reconnects after a short backoff and takes submits again."""
+    watcher = Watcher()
+    async with CarrierBinds(settings(smsc.port), binds=1, handler=accept, observer=watcher) as b:
+        await asyncio.wait_for(b.wait_bound(), 3)
+        smsc.drop()
+        await watcher.until(lambda: watcher.reconnects)
+        assert watcher.reconnects[0][1] == "connection_lost"
+        assert watcher.reconnects[0][2] <= 0.01
+        await asyncio.wait_for(b.wait_bound(), 3)
+        assert len(smsc.connections) == 2
+        result = await asyncio.wait_for(_submit(b), 2)
+        assert result.status_class is StatusClass.SUCCESS
+
+
+async def test_reconnects_after_smsc_unbind(smsc: FakeSmsc) -> None:
+    """After the SMSC unbinds, the slot binds again."""
+    watcher = Watcher()
+    async with CarrierBinds(settings(smsc.port), binds=1, handler=accept, observer=watcher) as b:
+        await asyncio.wait_for(b.wait_bound(), 3)
+        smsc.send_unbind()
+        await watcher.until(lambda: watcher.reconnects)
+        await asyncio.wait_for(b.wait_bound(), 3)
+        assert watcher.reconnects[0][1] == "peer_unbind"
+
+
+async def test_bad_password_backs_off_longer(smsc: FakeSmsc) -> None:
+    """A bind refused with ESME_RINVPASWD is permanent: the slot waits auth_failure_s, not the
+    short backoff, and close() still returns at once."""
+    watcher = Watcher()
+    binds = CarrierBinds(
+        settings(smsc.port, password="wrong"), binds=1, handler=accept, observer=watcher
+    )
+    async with binds:
+        await watcher.until(lambda: watcher.reconnects)
+        ((_, reason, delay),) = watcher.reconnects
+        assert reason == BIND_REFUSED_PERMANENT
+        assert 30.0 <= delay <= 36.0
+        assert watcher.refusals == [(CommandStatus.ESME_RINVPASWD, True)]
+        assert binds.bound_count == 0
+        assert binds.try_submit(BODY) is None
+    assert len(smsc.connections) == 1  # one attempt, not a hammering
+
+
+async def test_connect_failures_back_off_exponentially() -> None:
+    """With nothing listening, attempts back off with growing delays up to max_s."""
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    watcher = Watcher()
+    async with CarrierBinds(settings(port), binds=1, handler=accept, observer=watcher):
+        await watcher.until(lambda: len(watcher.reconnects) >= 4)
+    delays = [d for _, reason, d in watcher.reconnects[:4] if reason == CONNECT_FAILED]
+    assert len(delays) == 4
+    assert 0.005 <= delays[0] <= 0.01
+    assert 0.01 <= delays[1] <= 0.02
+    assert all(d <= 0.05 for d in delays)
+
+
+async def test_close_drains_outstanding_then_unbinds(smsc: FakeSmsc) -> None:
+    """close() stops new submits, lets outstanding ones finish, then unbinds every bind."""
+    watcher = Watcher()
+    binds = CarrierBinds(settings(smsc.port), binds=2, handler=accept, observer=watcher)
+    async with binds:
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        smsc.set_faults(latency_s=0.1)
+        futures = [f for _ in range(4) if (f := binds.try_submit(BODY))]
+        closing = asyncio.create_task(binds.close())
+        await asyncio.sleep(0)
+        assert binds.try_submit(BODY) is None
+        async with asyncio.timeout(3):
+            await closing
+            await binds.wait_ready()  # returns at once once closed
+    assert all(f.result().status_class is StatusClass.SUCCESS for f in futures)
+    assert [c.state.value for c in smsc.connections] == ["closed", "closed"]
+
+
+async def test_alybnd_is_not_permanent(smsc: FakeSmsc) -> None:
+    """ESME_RALYBND (the SMSC still holds our old bind) is retried with the short backoff."""
+    await smsc.stop()
+    config = SmscConfig(port=0, accounts=(Account(max_binds=1),))
+    async with FakeSmsc(config) as capped:
+        watcher = Watcher()
+        async with CarrierBinds(
+            settings(capped.port), binds=2, handler=accept, observer=watcher
+        ) as binds:
+            await watcher.until(lambda: any(r[1] == "bind_refused" for r in watcher.reconnects))
+            assert binds.bound_count == 1
+            assert (CommandStatus.ESME_RALYBND, False) in watcher.refusals
