@@ -714,6 +714,8 @@ class _Connection:
             self._broken = True
             return
         self._writer.write(data)
+        if not self._writer.transport.get_write_buffer_size():
+            return  # the kernel took it all: nothing to wait for (and no timer to arm)
         try:
             async with asyncio.timeout(self._settings.write_timeout_s):
                 await self._writer.drain()

@@ -184,7 +184,8 @@ class Client:
             self._writer.write(json.dumps({"op": op, "id": rid, **fields}).encode() + b"\n")
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._writer.drain()
+                    if self._writer.transport.get_write_buffer_size():
+                        await self._writer.drain()
                     answer = await reply
             except TimeoutError:  # before OSError, of which it is a subclass
                 raise ApiConnectionError(f"no reply to {op} within {self.timeout_s} s") from None
