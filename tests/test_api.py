@@ -34,6 +34,8 @@ from smppd.api import (
     LineSplitter,
     max_priority_for_flag,
 )
+from smppd.config import ApiClient, ApiConfig
+from smppd.events import EventHub
 from smppd.service import ClientIdentity, Event, SubmitRequest
 
 SUBMIT: dict[str, Any] = {"op": "submit", "to": "+447700900123", "from": "ACME", "text": "hi"}
@@ -583,3 +585,68 @@ async def test_observer_hears_each_request_by_op_and_result() -> None:
         ("invalid", "unknown_op"),
         ("status", "not_found"),
     ]
+
+
+# --- with the real config section and event hub -------------------------------------------------
+
+
+async def test_settings_and_clients_from_the_config_section() -> None:
+    """ApiSettings and ClientTable take the config's api section as loaded."""
+    with short_tmpdir() as directory:
+        section = ApiConfig(
+            socket=directory / "s.sock",
+            mode=0o640,
+            max_pending_per_connection=7,
+            clients=(
+                ApiClient(name="otp", uids=(own_uid(),), senders=("ACME",), priority_max=3),
+                ApiClient(name="web", any_uid=True),
+            ),
+        )
+        settings = ApiSettings.from_config(section, write_timeout_s=2.0)
+        assert (settings.mode, settings.max_pending_per_connection) == (0o640, 7)
+        assert settings.write_timeout_s == 2.0
+        service = FakeService()
+        server = ApiServer(settings, ClientTable.from_config(section.clients), service)
+        await server.start()
+        try:
+            raw = await Raw.open(section.socket)
+            await raw.call({"op": "stats"})
+            assert stat.S_IMODE(section.socket.stat().st_mode) == 0o640
+        finally:
+            await close_raw_connections()
+            await server.close()
+    assert service.calls == [("stats", "otp")]
+
+
+class HubService(FakeService):
+    """The stand-in service with the real event hub behind subscribe."""
+
+    def __init__(self, hub: EventHub) -> None:
+        super().__init__()
+        self.hub = hub
+
+    def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Any:
+        subscription = self.hub.subscribe(client.name, kinds)
+        self.has_subscription.set()
+        return subscription
+
+
+async def test_events_from_the_hub_reach_only_their_clients_subscriber() -> None:
+    """With the real hub: our client's events arrive in order, another client's never do."""
+    hub = EventHub(queue_size=8)
+    service = HubService(hub)
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call({"op": "subscribe", "events": ["inbound"]})
+        hub.publish(Event("inbound", "other", {"n": 0}))
+        hub.publish(Event("receipt", "demo", {"n": 1}))
+        hub.publish(Event("inbound", "demo", {"n": 2}))
+        assert await raw.recv() == {"event": "inbound", "n": 2}
+        for n in range(3, 20):  # past the hub's bound before the server can pull them all
+            hub.publish(Event("inbound", "demo", {"n": n}))
+        lines = []
+        while (line := await raw.recv())["event"] != "dropped":
+            lines.append(line["n"])
+        assert lines == list(range(3, 3 + len(lines)))
+        assert await raw.closed_by_server()
+        assert hub.subscriber_count() == 0
