@@ -22,7 +22,9 @@ stays usable. Each write waits for the peer to take the bytes for at most `write
 the connection is dropped: a client that stops reading costs one socket buffer, never more. A
 connection with no requests in progress and no subscription is closed after `idle_timeout_s`
 of silence. End of input ends the connection (and its subscription) once the requests already
-read are answered.
+read are answered; a subscription that ends (its client fell behind) ends the connection too.
+Closing, the server sends EOF and waits a moment for the client's, so that unread input does
+not turn into a reset that would cost the client its last replies.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def _event_line(event: dict[str, Any]) -> str:
 
 
 async def _send(client: Client, args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
+    # From stdin, the newline that ends the input (`echo hi | smppd send --text -`) is not text.
+    text = sys.stdin.read().removesuffix("\n") if args.text == "-" else args.text
     sent = await client.submit(
         to=args.to,
         sender=args.sender,
