@@ -264,7 +264,7 @@ class Gateway:
 
 def status_json(status: MessageStatus) -> dict[str, Any]:
     return {
-        "id": status.message_id,
+        "message_id": status.message_id,
         "ref": status.ref,
         "state": str(status.state),
         "carrier": status.carrier,
