@@ -265,3 +265,18 @@ async def test_malformed_udh_is_refused_and_not_a_message(smsc: FakeSmsc) -> Non
         assert (await client.submit(bad)).command_status == S.ESME_RINVMSGLEN
     assert smsc.records.messages == []
     assert smsc.records.segments[0].command_status == S.ESME_RINVMSGLEN
+
+
+async def test_only_the_newest_ids_are_remembered() -> None:
+    """Past max_tracked_messages the oldest id is forgotten: query_sm gets ESME_RINVMSGID."""
+    async with (
+        FakeSmsc(SmscConfig(port=0, max_tracked_messages=2)) as smsc,
+        await connect(smsc) as client,
+    ):
+        await client.bind()
+        ids = [(await client.submit(SUBMIT)).message_id for _ in range(3)]
+        statuses = []
+        for message_id in ids:
+            client.send(QuerySm(message_id=message_id))
+            statuses.append((await client.expect(QuerySmResp)).command_status)
+    assert statuses == [S.ESME_RINVMSGID, 0, 0]

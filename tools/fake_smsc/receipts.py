@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from smppd.pdu.pdus import ESM_DELIVERY_RECEIPT, DataSm, DeliverSm, SubmitSm
 from smppd.pdu.receipt import MessageState, ReceiptStat
@@ -37,16 +39,29 @@ _FINAL_STATES = frozenset(
 )
 
 
+class ReceiptRequest(NamedTuple):
+    """What a receipt needs of its submit: kept only when one was asked for."""
+
+    registered_delivery: int
+    source_addr_ton: int
+    source_addr_npi: int
+    source_addr: str
+    dest_addr_ton: int
+    dest_addr_npi: int
+    destination_addr: str
+    data_coding: int
+    data: bytes  # user data, UDH excluded, for the text excerpt
+
+
 @dataclass(slots=True, eq=False)
 class Tracked:
-    """A message the SMSC accepted: what a receipt and query_sm need to know of it."""
+    """A message the SMSC accepted: its id and state (small: up to max_tracked are kept)."""
 
     number: int
     message_id: str  # as given in the submit_sm_resp
     account: str
-    pdu: SubmitSm | DataSm  # addresses and registered_delivery
-    data: bytes  # user data, UDH excluded, for the receipt's text excerpt
     submit_time: float
+    receipt: ReceiptRequest | None
     state: MessageState = MessageState.ENROUTE
     final_time: float | None = None
 
@@ -56,8 +71,7 @@ class Tracked:
 
     @property
     def wants_receipt(self) -> bool:
-        # registered_delivery bits 0-1 (5.2.17): 1 on success or failure, 2 on failure only.
-        return self.pdu.registered_delivery & 0x03 in (1, 2)
+        return self.receipt is not None
 
 
 class Tracker:
@@ -79,17 +93,32 @@ class Tracker:
         self._rng = rng
         self._alphabet = default_alphabet
         self._max_tracked = max_tracked
-        self._by_id: dict[str, Tracked] = {}
+        # OrderedDict: dropping the oldest of a plain dict rescans its deleted slots each time.
+        self._by_id: OrderedDict[str, Tracked] = OrderedDict()
         self._timers: set[asyncio.TimerHandle] = set()
 
     def accept(self, pdu: SubmitSm | DataSm, data: bytes, *, account: str, now: float) -> Tracked:
         """Issue a message id for an accepted submit and remember the message."""
         number = self._next
         self._next += 1
-        tracked = Tracked(number, self.id_format.render(number), account, pdu, data, now)
+        receipt: ReceiptRequest | None = None
+        # registered_delivery bits 0-1 (5.2.17): 1 on success or failure, 2 on failure only.
+        if pdu.registered_delivery & 0x03 in (1, 2):
+            receipt = ReceiptRequest(
+                pdu.registered_delivery,
+                pdu.source_addr_ton,
+                pdu.source_addr_npi,
+                pdu.source_addr,
+                pdu.dest_addr_ton,
+                pdu.dest_addr_npi,
+                pdu.destination_addr,
+                pdu.data_coding,
+                data,
+            )
+        tracked = Tracked(number, self.id_format.render(number), account, now, receipt)
         by_id = self._by_id
         if len(by_id) >= self._max_tracked:  # forget the oldest: memory stays bounded
-            del by_id[next(iter(by_id))]
+            by_id.popitem(last=False)
         by_id[tracked.message_id] = tracked
         return tracked
 
@@ -123,19 +152,23 @@ class Tracker:
 
     def send_receipt(self, tracked: Tracked) -> None:
         """Settle the message and queue its receipt (twice in duplicate mode)."""
+        request = tracked.receipt
+        if request is None:
+            return
         if tracked.state is MessageState.DELETED:
             stat = ReceiptStat.DELETED
         else:
             stat = self._draw_stat()
             tracked.state = stat.message_state
             tracked.final_time = time.time()
-        if tracked.pdu.registered_delivery & 0x03 == 2 and stat is ReceiptStat.DELIVRD:
+        if request.registered_delivery & 0x03 == 2 and stat is ReceiptStat.DELIVRD:
             return  # the ESME asked for failures only
         receipt_format = self.receipts.id_format or self.id_format
-        text = decode_text(tracked.data, tracked.pdu.data_coding, default_alphabet=self._alphabet)
+        text = decode_text(request.data, request.data_coding, default_alphabet=self._alphabet)
         pdu = receipt_pdu(
-            tracked,
+            request,
             stat,
+            submit_time=tracked.submit_time,
             receipt_id=receipt_format.render(tracked.number),
             done_time=tracked.final_time or time.time(),
             excerpt=text[:EXCERPT_CHARS],
@@ -188,20 +221,20 @@ def _gsm7_or_question_marks(text: str) -> bytes:
 
 
 def receipt_pdu(
-    tracked: Tracked,
+    submit: ReceiptRequest,
     stat: ReceiptStat,
     *,
+    submit_time: float,
     receipt_id: str,
     done_time: float,
     excerpt: str,
     alphabet: Alphabet,
 ) -> DeliverSm:
-    """The deliver_sm (esm_class 0x04) reporting `stat` for `tracked`, addressed back to it."""
-    submit = tracked.pdu
+    """The deliver_sm (esm_class 0x04) reporting `stat` on `submit`, addressed back to it."""
     text = receipt_text(
         receipt_id=receipt_id,
         stat=stat,
-        submit_time=tracked.submit_time,
+        submit_time=submit_time,
         done_time=done_time,
         excerpt=excerpt,
     )

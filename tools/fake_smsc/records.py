@@ -19,7 +19,9 @@ from typing import IO, Any
 from smppd.pdu.pdus import ESM_UDHI, DataSm, SubmitSm
 from smppd.pdu.text import Alphabet, decode_text
 from smppd.pdu.tlv import Tag, get_int
-from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
+from smppd.pdu.udh import ConcatPart, DroppedGroup, Reassembler, concat_info, parse_udh
+
+_MAX_GROUPS = 4096  # incomplete long messages held at once; the oldest goes past it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,7 @@ class Records:
         self.segment_count = 0
         self.message_count = 0
         self.status_counts: Counter[int] = Counter()  # answered statuses; -1: unanswered
-        self._reassembler = Reassembler(timeout_s=600.0, max_groups=4096)
+        self._reassembler = Reassembler(timeout_s=600.0, max_groups=_MAX_GROUPS)
         self._part_ids: dict[tuple[Any, ...], dict[int, str]] = {}
         self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self._path = path
@@ -179,7 +181,7 @@ class Records:
         part = ConcatPart(concat.ref, concat.total, concat.seq, b"")
         if self._reassembler.add(key, part, now=now) is not None:
             self.message_count += 1
-        self._reassembler.expire(now=now)
+        self._expire(now)
 
     def _reassemble(self, record: SegmentRecord, content: Content, now: float) -> None:
         concat = content.concat
@@ -191,7 +193,7 @@ class Records:
         ids.setdefault(concat.seq, record.message_id)
         part = ConcatPart(concat.ref, concat.total, concat.seq, content.data)
         parts = self._reassembler.add(key, part, now=now)
-        for dropped in self._reassembler.expire(now=now):
+        for dropped in self._expire(now):
             self._part_ids.pop((dropped.key, dropped.ref, dropped.total), None)
         if parts is None:
             return
@@ -199,6 +201,14 @@ class Records:
         text = self.decode(b"".join(parts), record.data_coding)
         message_ids = tuple(ids[seq] for seq in range(1, concat.total + 1))
         self._add_message(record, text, concat.total, message_ids)
+
+    def _expire(self, now: float) -> list[DroppedGroup]:
+        """Incomplete groups given up: only when one is due or the table is full (expire scans)."""
+        reassembler = self._reassembler
+        deadline = reassembler.next_deadline()
+        if (deadline is None or now < deadline) and len(reassembler) < _MAX_GROUPS:
+            return []
+        return reassembler.expire(now=now)
 
     def _add_message(
         self, last: SegmentRecord, text: str, parts: int, message_ids: tuple[str, ...]
