@@ -156,7 +156,7 @@ def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
         elif key == "receipts":
             changes[key] = receipt_config(value, base.receipts)
         elif key == "faults":
-            faults = Faults(**{f.name: getattr(base.faults, f.name) for f in fields(Faults)})
+            faults = base.faults.copy()
             faults.update(_mapping("faults", value))
             changes[key] = faults
         elif key == "record_path":

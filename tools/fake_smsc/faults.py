@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
@@ -50,9 +50,9 @@ class Faults:
     hang: bool = False
     # Abort the connection when its Nth PDU arrives (that PDU is not answered).
     drop_after_pdus: int | None = None
-    # Send unbind to the client after answering its Nth PDU.
+    # Send unbind to the client once its Nth PDU is handled (after the answer, unless delayed).
     unbind_after_pdus: int | None = None
-    # Write `garbage` after answering the Nth PDU.
+    # Write `garbage` once the Nth PDU is handled, likewise.
     garbage_after_pdus: int | None = None
     garbage: bytes = DEFAULT_GARBAGE
     # Hold submit responses and release each batch of `reorder_batch` in this order (a partial
@@ -60,6 +60,10 @@ class Faults:
     reorder: Reorder | None = None
     reorder_batch: int = 10
     reorder_hold_s: float = 0.2
+
+    def copy(self) -> Faults:
+        """An independent copy (the submit_errors dict included)."""
+        return replace(self, submit_errors=dict(self.submit_errors))
 
     def response_delay_s(self, rng: random.Random) -> float:
         latency = self.latency_s
@@ -84,7 +88,7 @@ class Faults:
         ValueError for a bad value or an unknown knob, TypeError for a value of the wrong type.
         """
         parsed = {name: _parse(name, value) for name, value in changes.items()}
-        trial = Faults(**{f.name: getattr(self, f.name) for f in fields(self)})
+        trial = self.copy()
         for name, value in parsed.items():
             setattr(trial, name, value)
         trial.check()

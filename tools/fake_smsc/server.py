@@ -15,7 +15,6 @@ import asyncio
 import itertools
 import random
 from collections.abc import Iterable
-from dataclasses import fields
 from types import TracebackType
 from typing import Any
 
@@ -24,7 +23,7 @@ from smppd.pdu.status import CommandStatus, status_name
 from tools.fake_smsc.config import Account, ReceiptConfig, SmscConfig, receipt_config
 from tools.fake_smsc.connection import BindPdu, BindState, SmscConnection
 from tools.fake_smsc.control import ControlServer
-from tools.fake_smsc.faults import Faults, SlidingCounter
+from tools.fake_smsc.faults import SlidingCounter
 from tools.fake_smsc.mo import mo_pdus
 from tools.fake_smsc.outbox import Outbox
 from tools.fake_smsc.receipts import Tracker
@@ -37,7 +36,7 @@ class FakeSmsc:
     def __init__(self, config: SmscConfig | None = None) -> None:
         self.config = config = config or SmscConfig()
         config.check()
-        self.faults = Faults(**{f.name: getattr(config.faults, f.name) for f in fields(Faults)})
+        self.faults = config.faults.copy()
         self.rng = random.Random()
         self.records = Records(
             default_alphabet=config.default_alphabet,
