@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 from queue_support import CARRIER, T0, message
 
-from smppd.queue import SegmentState, StorageFullError, Submitted, sqlite_writes
+from smppd.queue import (
+    SegmentState,
+    StorageFullError,
+    Submitted,
+    sqlite_admin,
+    sqlite_batch,
+    sqlite_receipts,
+    sqlite_writes,
+)
 from smppd.queue.errors import SchemaTooNewError, StorageCorruptError
 from smppd.queue.schema import SCHEMA_VERSION
 from smppd.queue.sqlite import SqliteQueue
@@ -185,19 +193,35 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         assert after.queued_depth == before.queued_depth
 
 
-async def test_claims_use_the_queued_index(path: Path) -> None:
-    """The claim's scans are index seeks, never a scan of the backlog."""
+@pytest.mark.parametrize(
+    ("sql", "args", "index"),
+    [
+        (sqlite_writes._TOP_PRIORITY, (CARRIER, 10), "segments_queued"),
+        (sqlite_writes._NEXT_CLIENT, (CARRIER, 5, ""), "segments_queued"),
+        (sqlite_writes._FETCH_QUEUED, (CARRIER, 5, "otp", 10), "segments_queued"),
+        (sqlite_writes._DUE_SCHEDULED, (CARRIER, T0, 10), "segments_scheduled"),
+        (sqlite_writes._BY_REF, ("otp", "r"), "messages_by_ref"),
+        (sqlite_admin._UNFINISHED_TO, ("+1",), "messages_unfinished_by_destination"),
+        (sqlite_admin._FINISHED_BEFORE, (T0, 10), "messages_finished"),
+        (sqlite_receipts._MATCH, (CARRIER, '["1"]'), "PRIMARY KEY"),
+        (sqlite_receipts._OLDEST_HELD, (), "pending_receipts_held"),
+        (sqlite_batch._SELECT_SEGMENTS_IN, ("[1]",), "INTEGER PRIMARY KEY"),
+    ],
+)
+async def test_hot_queries_use_their_index(
+    path: Path, sql: str, args: tuple[object, ...], index: str
+) -> None:
+    """Claims, lookups and retention seek through an index, never scan the backlog."""
     async with await SqliteQueue.open(path):
         pass
     with sqlite3.connect(path) as db:
-        for sql, args in [
-            (sqlite_writes._TOP_PRIORITY, (CARRIER, 10)),
-            (sqlite_writes._NEXT_CLIENT, (CARRIER, 5, "")),
-            (sqlite_writes._FETCH_QUEUED, (CARRIER, 5, "otp", 10)),
-        ]:
-            plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, args))
-            assert "segments_queued" in plan, plan
-            assert "SCAN" not in plan.replace("SCAN m", ""), plan
+        plan = [str(row[3]) for row in db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+    assert index in plan[0], plan
+    assert not [
+        step
+        for step in plan
+        if step.startswith("SCAN") and "INDEX" not in step and "json_each" not in step
+    ], plan
 
 
 async def test_an_abandoned_claim_is_put_back(store: SqliteQueue) -> None:

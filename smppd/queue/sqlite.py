@@ -185,7 +185,12 @@ class SqliteQueue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._commit(self._take())
+            writes = self._take()
+            try:
+                await self._commit(writes)
+            except Exception as exc:  # a bug after COMMIT: fail the waiting callers, go on
+                for write in writes:
+                    _fail(write.future, exc)
 
     def _take(self) -> list[_Write[Any]]:
         writes = [self._pending.popleft()]

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from smppd.queue.counts import CountKey, SegmentCounts
-from smppd.queue.model import Change, message_id_of, segment_id
+from smppd.queue.model import Change, message_id_of, segment_id, segment_index
 from smppd.queue.optout_filter import OptOutFilter
 from smppd.queue.receipts import Fingerprint, RecentFinals
-from smppd.queue.states import SegmentState, is_finished, message_state
+from smppd.queue.states import ONE_SEGMENT, SegmentState, is_finished, message_state
 
 
 @dataclass
@@ -51,12 +52,20 @@ _SELECT_SEGMENTS: Final = """
         receipt_stat, receipt_err, done_at, updated_at
     FROM segments WHERE id BETWEEN ? AND ?
 """
+# Many rows in one statement: the ids travel as one JSON array (constant SQL, one round trip).
+_SELECT_SEGMENTS_IN: Final = """
+    SELECT id, carrier, priority, client, total, registered_delivery, state, attempts,
+        next_attempt_at, command_status, carrier_message_id, correlation_keys, bind,
+        receipt_stat, receipt_err, done_at, updated_at
+    FROM segments WHERE id IN (SELECT value FROM json_each(?))
+"""
 _UPDATE_SEGMENT: Final = """
     UPDATE segments SET state = ?, attempts = ?, next_attempt_at = ?, command_status = ?,
         carrier_message_id = ?, correlation_keys = ?, bind = ?, receipt_stat = ?,
         receipt_err = ?, done_at = ?, updated_at = ?
     WHERE id = ?
 """
+_RETIRE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
 _SET_FINISHED: Final = "UPDATE messages SET finished_at = ? WHERE id = ?"
 _UPSERT_COUNT: Final = """
     INSERT INTO segment_counts (carrier, priority, client, state, n) VALUES (?, ?, ?, ?, ?)
@@ -180,6 +189,7 @@ class Batch:
         self._rows: dict[int, SegmentRow] = {}
         self._dirty: dict[int, SegmentRow] = {}
         self._touched: dict[int, SegmentRow] = {}  # message id -> one of its rows
+        self._retired: list[tuple[str, str, int]] = []
 
     # -- reads through the cache ------------------------------------------------------------
 
@@ -191,6 +201,26 @@ class Batch:
                 return None
             row = self._rows[sid] = SegmentRow(found)
         return row
+
+    def prefetch(self, ids: Iterable[int]) -> None:
+        """Read the rows of `ids` and of their messages' other segments in one or two queries."""
+        missing = [sid for sid in ids if sid not in self._rows]
+        for _ in range(2):  # the rows, then the siblings of multi-segment ones
+            if not missing:
+                return
+            rows = self._rows
+            for found in self.db.execute(_SELECT_SEGMENTS_IN, (json_ids(missing),)):
+                if found[0] not in rows:
+                    rows[found[0]] = SegmentRow(found)
+            missing = [
+                sid
+                for row in [rows[sid] for sid in missing if sid in rows]
+                if row.total > 1
+                for sid in range(
+                    row.id - segment_index(row.id), row.id - segment_index(row.id) + row.total
+                )
+                if sid not in rows
+            ]
 
     def siblings(self, row: SegmentRow) -> list[SegmentRow]:
         """All segments of `row`'s message (the row itself for a one-segment message)."""
@@ -213,14 +243,19 @@ class Batch:
     def move(self, row: SegmentRow, state: SegmentState, *, now: float) -> Change:
         """Set a cached row's state; the Change carries its message's state before and after."""
         siblings = self.siblings(row)
-        before = message_state(s.state for s in siblings)
-        self.count(row, row.state, -1)
-        self.count(row, state, +1)
+        if len(siblings) == 1:
+            before, after = ONE_SEGMENT[row.state], ONE_SEGMENT[state]
+        else:
+            before = message_state([s.state for s in siblings])
+        counts, key = self.counts, (row.carrier, row.priority, row.client)
+        counts[(*key, row.state)] -= 1
+        counts[(*key, state)] += 1
         row.state = state
         row.updated_at = now
         self._dirty[row.id] = row
         self._touched[row.message_id] = row
-        after = message_state(s.state for s in siblings)
+        if len(siblings) > 1:
+            after = message_state([s.state for s in siblings])
         return Change(
             message_id=row.message_id,
             segment_id=row.id,
@@ -233,17 +268,28 @@ class Batch:
             receipt_err=row.receipt_err,
         )
 
+    def retire(self, carrier: str, keys: Iterable[str], segment_id: int) -> None:
+        """Delete a segment's correlations at the next flush (unless a newer one took a key)."""
+        self._retired.extend((carrier, key, segment_id) for key in keys)
+
     def flush(self, *, now: float) -> None:
         """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
         self.flush_inserts()
+        if self._retired:
+            self.db.executemany(_RETIRE, self._retired)
+            self._retired.clear()
         if self._dirty:
             self.db.executemany(_UPDATE_SEGMENT, [row.values() for row in self._dirty.values()])
         finished = []
         for message_id, row in self._touched.items():
-            rows = self.siblings(row)
             delivery = row.registered_delivery
-            was = is_finished((r.original_state for r in rows), registered_delivery=delivery)
-            done = is_finished((r.state for r in rows), registered_delivery=delivery)
+            if row.total == 1:
+                was = is_finished((row.original_state,), registered_delivery=delivery)
+                done = is_finished((row.state,), registered_delivery=delivery)
+            else:
+                rows = self.siblings(row)
+                was = is_finished([r.original_state for r in rows], registered_delivery=delivery)
+                done = is_finished([r.state for r in rows], registered_delivery=delivery)
             if was != done:
                 finished.append((now if done else None, message_id))
         if finished:
@@ -317,3 +363,8 @@ _INSERT_SEGMENT: Final = """
         attempts, next_attempt_at, body, updated_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 """
+
+
+def json_ids(ids: Iterable[int]) -> str:
+    """Integers as a JSON array, for `IN (SELECT value FROM json_each(?))`."""
+    return "[" + ",".join(map(str, ids)) + "]"

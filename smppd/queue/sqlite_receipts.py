@@ -9,6 +9,7 @@ marked `unmatched`); both stay on disk until purge and are counted, never silent
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Final
 
@@ -17,8 +18,10 @@ from smppd.queue.receipts import fingerprint, join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow
 from smppd.queue.states import SegmentEvent, SegmentState, transition
 
-_MATCH: Final = "SELECT segment_id FROM correlations WHERE carrier = ? AND key = ?"
-_RETIRE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_MATCH: Final = """
+    SELECT key, segment_id FROM correlations
+    WHERE carrier = ? AND key IN (SELECT value FROM json_each(?))
+"""
 _HOLD: Final = """
     INSERT INTO pending_receipts (carrier, keys, stat, final_state, err, done_at, received_at,
         state)
@@ -46,9 +49,12 @@ def apply_receipts(
 ) -> list[ReceiptResult]:
     batch.flush_inserts()
     sweep_held(batch, now=now)
+    keys = json.dumps([key for receipt in receipts for key in receipt.keys])
+    open_keys = dict(batch.db.execute(_MATCH, (carrier, keys)).fetchall())
+    batch.prefetch(open_keys.values())
     results = []
     for receipt in receipts:
-        row = _matching_segment(batch, carrier, receipt)
+        row = _matching_segment(batch, open_keys, receipt)
         if row is not None:
             results.append(apply_to_segment(batch, row, receipt, now=now))
         elif not receipt.keys:
@@ -66,11 +72,13 @@ def apply_receipts(
     return results
 
 
-def _matching_segment(batch: Batch, carrier: str, receipt: ReceiptIn) -> SegmentRow | None:
+def _matching_segment(
+    batch: Batch, open_keys: dict[str, int], receipt: ReceiptIn
+) -> SegmentRow | None:
     for key in receipt.keys:
-        found = batch.db.execute(_MATCH, (carrier, key)).fetchone()
-        if found is not None:
-            return batch.segment(found[0])
+        segment_id = open_keys.get(key)
+        if segment_id is not None:
+            return batch.segment(segment_id)
     return None
 
 
@@ -93,7 +101,7 @@ def apply_to_segment(
     change = batch.move(row, SegmentState(receipt.final_state), now=now)
     # Carriers reuse ids: once final, the id must be free to match a later submission.
     keys = split_keys(row.correlation_keys)
-    batch.db.executemany(_RETIRE, [(row.carrier, key, row.id) for key in keys])
+    batch.retire(row.carrier, keys, row.id)
     row.correlation_keys = None
     batch.remember_final(
         row.carrier, tuple(dict.fromkeys(keys + receipt.keys)), fingerprint(receipt)

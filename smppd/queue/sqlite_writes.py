@@ -254,6 +254,7 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
     sweep_held(batch, now=now)
     changes: list[Change] = []
     correlations: list[tuple[str, str, int]] = []
+    batch.prefetch(outcome.segment_id for outcome in outcomes)
     for outcome in outcomes:
         row = batch.segment(outcome.segment_id)
         if row is None:

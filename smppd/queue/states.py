@@ -143,6 +143,12 @@ def message_state(states: Iterable[SegmentState]) -> MessageState:
     return MessageState.QUEUED
 
 
+# The common case, a message of one segment, without building sets.
+ONE_SEGMENT: Final[Mapping[SegmentState, MessageState]] = {
+    state: message_state([state]) for state in SegmentState
+}
+
+
 def is_finished(states: Iterable[SegmentState], *, registered_delivery: bool) -> bool:
     """True when nothing more will happen to the message, so retention may purge it.
 
