@@ -18,6 +18,7 @@ import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Final
 
 from smppd.errors import SmppdError
@@ -89,9 +90,9 @@ class BindMode(StrEnum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TlsSettings:
     enabled: bool = False
-    ca_file: str | None = None  # None: the system's trust store
-    cert_file: str | None = None  # client certificate, with key_file
-    key_file: str | None = None
+    ca_file: str | Path | None = None  # None: the system's trust store
+    cert_file: str | Path | None = None  # client certificate, with key_file
+    key_file: str | Path | None = None
     verify_hostname: bool = True
     server_hostname: str | None = None  # None: the host connected to
 

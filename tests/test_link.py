@@ -402,6 +402,10 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "ext.cnf").write_text("subjectAltName=DNS:smsc.test\n")
     run("x509", "-req", "-in", "smsc.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "smsc.pem")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=smppd",
+        "-keyout", "client.key", "-out", "client.csr")  # fmt: skip
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "client.pem")  # fmt: skip
     return d
 
 
@@ -421,6 +425,28 @@ async def test_tls_with_configured_ca_and_server_hostname(
         wrong = dataclasses.replace(tls, server_hostname="other.test")
         with pytest.raises(LinkError):
             await connect(tap.port, tls=wrong)
+
+
+async def test_tls_client_certificate(smsc: FakeSmsc, certificates: Path) -> None:
+    """An SMSC that requires a client certificate accepts the configured one and no other."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificates / "smsc.pem", certificates / "smsc.key")
+    context.load_verify_locations(certificates / "ca.pem")
+    context.verify_mode = ssl.CERT_REQUIRED
+    tls = TlsSettings(
+        enabled=True,
+        ca_file=certificates / "ca.pem",
+        server_hostname="smsc.test",
+        cert_file=certificates / "client.pem",
+        key_file=certificates / "client.key",
+    )
+    async with Tap(smsc.port, context) as tap:
+        link = await connect(tap.port, tls=tls, bind_timeout_s=1.0)
+        assert (await link.submit(body())).status_class is StatusClass.SUCCESS
+        await link.close()
+        without = dataclasses.replace(tls, cert_file=None, key_file=None)
+        with pytest.raises(LinkError):
+            await connect(tap.port, tls=without, bind_timeout_s=1.0)
 
 
 # --- observer -----------------------------------------------------------------------------------
