@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 DeliverHandler = Callable[[pdus.DeliverSm | pdus.DataSm], Awaitable[int]]
 
 DEFAULT_MAX_HANDLERS: Final = 64  # deliver handlers running at once per bind
+BACKLOG_PER_HANDLER: Final = 16  # deliveries queued behind busy handlers before reading stops
 
 
 class BindObserver(Protocol):
@@ -486,10 +487,15 @@ class Link(asyncio.Protocol):
         if len(self._handlers) < self._max_handlers:
             self._start_handler(pdu)
             return
-        # Every handler is busy: hold the rest of this read and stop reading until one is done,
-        # so a slow store slows the SMSC down instead of growing memory.
+        # Every handler is busy: queue it. The SMSC's own window bounds what it sends before we
+        # answer, so reading goes on (submit answers keep flowing); only an SMSC that ignores
+        # its window fills the queue, and then reading stops until handlers catch up.
         self._backlog.append(pdu)
-        if not self._reading_paused and self._transport is not None:
+        if (
+            len(self._backlog) >= self._max_handlers * BACKLOG_PER_HANDLER
+            and not self._reading_paused
+            and self._transport is not None
+        ):
             self._reading_paused = True
             self._transport.pause_reading()
 
@@ -522,7 +528,7 @@ class Link(asyncio.Protocol):
         self._handlers.discard(task)
         if self._backlog:
             self._start_handler(self._backlog.popleft())
-        elif self._reading_paused and self._transport is not None:
+        if self._reading_paused and self._transport is not None:
             self._reading_paused = False
             self._transport.resume_reading()
 

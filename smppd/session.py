@@ -369,7 +369,7 @@ class Session:
         self._wrapped = False  # before the first wrap no number can still be in use
         self._submits: dict[int, float] = {}  # seq -> sent_at, in sending order
         self._control: dict[int, _Control] = {}
-        self._timed_out: OrderedDict[int, int] = OrderedDict()  # seq -> resp command_id
+        self._timed_out: OrderedDict[int, int] = OrderedDict()  # seq -> resp command_id due
         self._inbound = 0  # deliver_sm / data_sm received and not yet answered
         self._can_submit = False
         self._draining = False
@@ -690,7 +690,9 @@ class Session:
         self._close(CloseReason.BIND_FAILED)
 
     def _unmatched(self, command_id: int, seq: int) -> None:
-        if self._timed_out.pop(seq, None) is not None:
+        expected = self._timed_out.get(seq)
+        if expected is not None and command_id in (expected, CommandId.generic_nack):
+            del self._timed_out[seq]
             self._events.append(LateResponse(command_id, seq))
         else:
             self._events.append(PeerError("response matches no request", command_id, seq))

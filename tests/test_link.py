@@ -371,6 +371,36 @@ async def test_slow_handler_does_not_stall_submits(smsc: FakeSmsc) -> None:
     await link.close()
 
 
+async def test_handlers_are_bounded_and_answered_in_turn(smsc: FakeSmsc) -> None:
+    """With every handler busy, further deliveries wait their turn (none is lost or answered
+    early) while submit answers are still read."""
+    running = 0
+    most = 0
+    release = asyncio.Event()
+
+    async def slow(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+        return 0
+
+    link = await Link.connect(settings(smsc.port), handler=slow, max_handlers=2)
+    done = [
+        await smsc.inject_mo(source="447700900999", destination="12345", text=f"hi {i}")
+        for i in range(5)
+    ]
+    async with asyncio.timeout(3):
+        assert (await link.submit(body())).status_class is StatusClass.SUCCESS
+        assert not any(d.done() for d in done)
+        release.set()
+        await asyncio.gather(*done)
+    assert most == 2
+    assert smsc.outbox.stats["mo"].retried == 0
+    await link.close()
+
+
 async def test_graceful_close_waits_for_outstanding(smsc: FakeSmsc) -> None:
     """close() lets outstanding submits finish before it unbinds."""
     smsc.set_faults(latency_s=0.1)

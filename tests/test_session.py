@@ -446,6 +446,8 @@ def test_response_timeout_and_late_answer() -> None:
     peer.advance(0.1)
     assert peer.events() == [ResponseTimedOut(first)]
     assert peer.session.next_deadline() == 6.0
+    peer.send(pdus.DeliverSmResp(sequence_number=first))  # not the answer it was waiting for
+    assert isinstance(peer.events()[0], PeerError)
     peer.answer(first, message_id="late")
     assert peer.events() == [LateResponse(CommandId.submit_sm_resp, first)]
     assert peer.session.in_flight == 1
