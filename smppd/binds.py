@@ -18,6 +18,7 @@ from typing import Final
 import structlog
 
 from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link, NullObserver
+from smppd.pdu.status import status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (
     BindError,
@@ -26,7 +27,6 @@ from smppd.session import (
     LinkError,
     State,
     SubmitResult,
-    status_label,
 )
 
 log = structlog.get_logger(__name__)
@@ -229,7 +229,7 @@ class CarrierBinds:
                     self._log.error(
                         "bind refused; retrying will not help until credentials change",
                         bind=name,
-                        status=status_label(exc.command_status),
+                        status=status_name(exc.command_status),
                         retry_in_s=round(delay, 1),
                     )
                 else:
@@ -239,7 +239,7 @@ class CarrierBinds:
                     self._log.warning(
                         "bind refused",
                         bind=name,
-                        status=status_label(exc.command_status),
+                        status=status_name(exc.command_status),
                         retry_in_s=round(delay, 3),
                     )
             except LinkError as exc:

@@ -23,7 +23,7 @@ from typing import Final, Protocol
 import structlog
 
 from smppd.pdu import pdus
-from smppd.pdu.status import CommandStatus
+from smppd.pdu.status import CommandStatus, status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (
     BindError,
@@ -45,7 +45,6 @@ from smppd.session import (
     Throttled,
     TlsSettings,
     Unbound,
-    status_label,
 )
 
 log = structlog.get_logger(__name__)
@@ -416,7 +415,7 @@ class Link(asyncio.Protocol):
             self._observer.throttled(name, event.command_status, event.tps)
             self._log.warning(
                 "smsc asked to slow down",
-                status=status_label(event.command_status),
+                status=status_name(event.command_status),
                 tps=event.tps,
                 pause_s=round(event.paused_until - self._loop.time(), 3),
             )

@@ -26,7 +26,7 @@ from smppd.pdu import pdus
 from smppd.pdu.codec import HEADER, HEADER_SIZE, decode_body, encode, frame
 from smppd.pdu.command import CommandId, is_response
 from smppd.pdu.errors import DecodeError
-from smppd.pdu.status import THROTTLING, CommandStatus, StatusClass, classify
+from smppd.pdu.status import THROTTLING, CommandStatus, StatusClass, classify, status_name
 from smppd.ratelimit import AdaptiveRate, SlidingWindow
 
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFFFF
@@ -56,7 +56,7 @@ class BindError(SessionError):
     def __init__(self, command_status: int) -> None:
         self.command_status = command_status
         self.permanent = command_status in PERMANENT_BIND_FAILURES
-        super().__init__(f"bind refused: {status_label(command_status)}")
+        super().__init__(f"bind refused: {status_name(command_status)}")
 
 
 class LinkError(SessionError):
@@ -69,13 +69,6 @@ class SessionClosedError(SessionError):
 
 class LocalProtocolError(SessionError):
     """We asked the session for something SMPP does not allow in its state (our bug)."""
-
-
-def status_label(command_status: int) -> str:
-    try:
-        return CommandStatus(command_status).name
-    except ValueError:
-        return f"0x{command_status:08X}"
 
 
 # --- settings ---------------------------------------------------------------------------------
