@@ -29,9 +29,10 @@ class SegmentLimitError(EncodeError):
 class DecodeError(CodecError):
     """The peer sent bytes that are not a valid PDU.
 
-    `command_status` is the status to answer with; `command_id` and `sequence_number` are those of the
-    offending PDU when its header could be read (so the session can address the generic_nack or
-    resp); `framing_lost` means the stream cannot be resynchronised and the connection must close.
+    `command_status` is the status to answer with; `command_id` and `sequence_number` are those of
+    the offending PDU when its header could be read (so the session can address the generic_nack
+    or resp); `framing_lost` means the stream cannot be resynchronised and the connection must
+    close.
     """
 
     def __init__(
