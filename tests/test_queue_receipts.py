@@ -197,6 +197,23 @@ async def test_a_final_receipt_frees_the_id_for_reuse(store: Queue) -> None:
     assert await state_of(store, second) is MessageState.UNDELIVERABLE
 
 
+async def test_an_early_receipt_for_a_reused_id_is_held_not_taken_for_a_repeat(
+    store: Queue,
+) -> None:
+    """A receipt under a retired id that differs from the final one waits for its submission."""
+    await submit_one(store, "123")
+    await store.apply_receipts(CARRIER, [delivered("123", done_at=T0 + 10)], now=T0 + 10)
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    (early,) = await store.apply_receipts(CARRIER, [delivered("123", done_at=T0 + 20)], now=T0)
+    assert early.outcome is ReceiptOutcome.HELD
+    changes = await store.record(
+        [Submitted(seg.segment_id, correlation_keys("123"), "b")], now=T0 + 21
+    )
+    assert changes[-1].message_id == enq.message_id
+    assert changes[-1].after is MessageState.DELIVERED
+
+
 async def test_a_retried_segment_matches_receipts_by_its_final_id(store: Queue) -> None:
     """Throttled attempts register no ids; the accepted attempt's id is what receipts match."""
     (enq,) = await store.enqueue([message()], now=T0)

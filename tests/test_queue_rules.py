@@ -13,7 +13,7 @@ from smppd.queue import ReceiptIn
 from smppd.queue.fairness import interleave, rotate_after, take_fairly
 from smppd.queue.model import message_id_of, segment_id, segment_index
 from smppd.queue.optout_filter import OptOutFilter
-from smppd.queue.receipts import RecentFinals, join_keys, split_keys
+from smppd.queue.receipts import is_repeat, join_keys, split_keys
 from smppd.queue.states import (
     FINAL_STATES,
     MessageState,
@@ -127,16 +127,12 @@ def test_optout_filter_never_misses_and_rarely_guesses() -> None:
     assert not seen.overfull
 
 
-def test_recent_finals_are_bounded() -> None:
-    """Repeats are recognised by stat, err and done date; the oldest entries are forgotten."""
-    recent = RecentFinals(capacity=2)
+def test_repeats_are_told_by_stat_err_and_done_date() -> None:
+    """A receipt repeats a final one when stat, err and done date all match."""
     receipt = ReceiptIn(("1",), "DELIVRD", "delivered", "000", 5.0)
-    recent.add("c", ("1",), ("DELIVRD", "000", 5.0))
-    assert recent.is_repeat("c", receipt)
-    assert not recent.is_repeat("d", receipt)
-    assert not recent.is_repeat("c", ReceiptIn(("1",), "DELIVRD", "delivered", "000", 6.0))
-    recent.add("c", ("2", "3"), ("DELIVRD", "000", 5.0))
-    assert not recent.is_repeat("c", receipt)
+    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=5.0)
+    assert not is_repeat(receipt, stat="DELIVRD", err="000", done_at=6.0)
+    assert not is_repeat(receipt, stat="UNDELIV", err="000", done_at=5.0)
     assert split_keys(join_keys(("a", "b"))) == ("a", "b")
     assert split_keys(None) == ()
 

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from queue_support import CARRIER, T0, message
 
+from smppd.pdu.receipt import correlation_keys
 from smppd.queue import (
+    ReceiptIn,
+    ReceiptOutcome,
     SegmentState,
     StorageFullError,
     Submitted,
@@ -244,3 +247,18 @@ async def test_ids_are_not_reused_after_everything_is_purged(path: Path) -> None
     async with await SqliteQueue.open(path) as store:
         (enq,) = await store.enqueue([message()], now=T0 + 2)
         assert enq.message_id > max(s.message_id for s in claim)
+
+
+async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> None:
+    """Retired correlations are on disk: a resent final receipt is a duplicate after reopening."""
+    receipt = ReceiptIn(correlation_keys("77"), "DELIVRD", "delivered", "000", T0 + 5)
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message()], now=T0)
+        (seg,) = await store.claim(CARRIER, 1, now=T0)
+        await store.record([Submitted(seg.segment_id, correlation_keys("77"), "b")], now=T0)
+        (first,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 6)
+        assert first.outcome is ReceiptOutcome.MATCHED
+    async with await SqliteQueue.open(path) as store:
+        (again,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 7)
+        assert again.outcome is ReceiptOutcome.DUPLICATE
+        assert (await store.stats(now=T0 + 7)).receipts_held == 0

@@ -49,6 +49,8 @@ def take_fairly(
 def interleave(lists: Iterable[Sequence[T]]) -> list[T]:
     """The first item of each list, then the second of each, and so on."""
     pending = [items for items in lists if items]
+    if len(pending) == 1:
+        return list(pending[0])
     out: list[T] = []
     rank = 0
     while pending:

@@ -41,7 +41,7 @@ from smppd.queue.model import (
     segment_id,
     segment_index,
 )
-from smppd.queue.receipts import RecentFinals, fingerprint
+from smppd.queue.receipts import is_repeat
 from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
@@ -112,7 +112,7 @@ class MemoryQueue:
         self._correlations: dict[tuple[str, str], int] = {}
         self._receipts: dict[int, _Receipt] = {}
         self._held: OrderedDict[int, _Receipt] = OrderedDict()
-        self._recent = RecentFinals()
+        self._retired: dict[tuple[str, str], int] = {}
         self._inbound: list[Inbound] = []
         self._optouts: dict[tuple[str, str], float] = {}
         self._next_id = 1
@@ -344,7 +344,7 @@ class MemoryQueue:
             elif not receipt.keys:
                 self._keep(_Receipt(carrier, receipt, now, "unmatched"))
                 results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
-            elif self._recent.is_repeat(carrier, receipt):
+            elif self._repeats_final(carrier, receipt):
                 results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
             else:
                 held = _Receipt(carrier, receipt, now)
@@ -389,10 +389,17 @@ class MemoryQueue:
         for key in segment.keys:
             if self._correlations.get((carrier, key)) == segment.id:
                 del self._correlations[carrier, key]
-        keys = tuple(dict.fromkeys(segment.keys + receipt.keys))
-        segment.keys = ()
-        self._recent.add(carrier, keys, fingerprint(receipt))
+                self._retired[carrier, key] = segment.id
         return ReceiptResult(ReceiptOutcome.MATCHED, change)
+
+    def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:
+        for key in receipt.keys:
+            segment = self._segments.get(self._retired.get((carrier, key), -1))
+            if segment is not None and is_repeat(
+                receipt, stat=segment.receipt_stat, err=segment.receipt_err, done_at=segment.done_at
+            ):
+                return True
+        return False
 
     async def store_inbound(self, inbound: InboundIn) -> int:
         self._commit()
@@ -522,6 +529,10 @@ class MemoryQueue:
             for segment in self._siblings(message):
                 self._count(segment, segment.state, -1)
                 del self._segments[segment.id]
+                for key in segment.keys:
+                    for correlations in (self._correlations, self._retired):
+                        if correlations.get((message.new.carrier, key)) == segment.id:
+                            del correlations[message.new.carrier, key]
             del self._messages[message.id]
             if message.new.ref is not None:
                 del self._by_ref[message.new.client, message.new.ref]

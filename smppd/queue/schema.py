@@ -81,6 +81,16 @@ _V1: Final = (
         PRIMARY KEY (carrier, key)
     ) WITHOUT ROWID
     """,
+    # Correlations of final segments, so that a repeated final receipt is recognised as such.
+    # Open correlations are looked up first: a new submission reusing an id wins.
+    """
+    CREATE TABLE retired_correlations (
+        carrier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        segment_id INTEGER NOT NULL,
+        PRIMARY KEY (carrier, key)
+    ) WITHOUT ROWID
+    """,
     # Receipts that matched no open correlation: held (for a Submitted still to come), then
     # 'expired' (held past the limit) or 'dropped' (pushed out by the bound); kept until purge.
     """

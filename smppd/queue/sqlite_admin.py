@@ -134,7 +134,10 @@ _DOOMED_SEGMENTS: Final = """
 """
 _DELETE_SEGMENTS: Final = "DELETE FROM segments WHERE id BETWEEN ? AND ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE id = ?"
-_RETIRE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_FORGET_OPEN: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_FORGET_RETIRED: Final = """
+    DELETE FROM retired_correlations WHERE carrier = ? AND key = ? AND segment_id = ?
+"""
 _DELETE_INBOUND: Final = """
     DELETE FROM inbound WHERE id IN
         (SELECT id FROM inbound WHERE received_at < ? ORDER BY id LIMIT ?)
@@ -164,7 +167,10 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
             _DOOMED_SEGMENTS, bounds
         ).fetchall():
             batch.counts[carrier, priority, client, SegmentState(state)] -= 1
-            batch.db.executemany(_RETIRE, [(carrier, key, sid) for key in split_keys(keys)])
+            if keys:
+                correlations = [(carrier, key, sid) for key in split_keys(keys)]
+                batch.db.executemany(_FORGET_OPEN, correlations)
+                batch.db.executemany(_FORGET_RETIRED, correlations)
         batch.db.execute(_DELETE_SEGMENTS, bounds)
         batch.db.execute(_DELETE_MESSAGE, (message_id,))
     inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from smppd.queue.counts import CountKey, SegmentCounts
-from smppd.queue.model import Change, message_id_of, segment_id, segment_index
+from smppd.queue.model import Change, message_id_of, segment_id
 from smppd.queue.optout_filter import OptOutFilter
-from smppd.queue.receipts import Fingerprint, RecentFinals
 from smppd.queue.states import ONE_SEGMENT, SegmentState, is_finished, message_state
 
 
@@ -35,7 +34,6 @@ class MemoryState:
     optouts: OptOutFilter
     receipt_hold_s: float
     max_held_receipts: int
-    recent: RecentFinals = field(default_factory=RecentFinals)
     cursors: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
@@ -65,7 +63,10 @@ _UPDATE_SEGMENT: Final = """
         receipt_err = ?, done_at = ?, updated_at = ?
     WHERE id = ?
 """
-_RETIRE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_CLOSE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
+_RETIRE: Final = (
+    "INSERT OR REPLACE INTO retired_correlations (carrier, key, segment_id) VALUES (?, ?, ?)"
+)
 _SET_FINISHED: Final = "UPDATE messages SET finished_at = ? WHERE id = ?"
 _UPSERT_COUNT: Final = """
     INSERT INTO segment_counts (carrier, priority, client, state, n) VALUES (?, ?, ?, ?, ?)
@@ -178,8 +179,6 @@ class Batch:
         self.receipts_unmatched = 0
         self.receipts_dropped = 0
         self.cursors: dict[tuple[str, int], str] = {}
-        self.recent = RecentFinals()
-        self.recent_added: list[tuple[str, tuple[str, ...], Fingerprint]] = []
         self.optouts_added: list[tuple[str, str]] = []
         self.new_optout_filter: OptOutFilter | None = None
         # Staged inserts (consecutive enqueues share one executemany) and the row cache.
@@ -212,13 +211,15 @@ class Batch:
             for found in self.db.execute(_SELECT_SEGMENTS_IN, (json_ids(missing),)):
                 if found[0] not in rows:
                     rows[found[0]] = SegmentRow(found)
+            firsts = {
+                segment_id(rows[sid].message_id, 0): rows[sid].total
+                for sid in missing
+                if sid in rows and rows[sid].total > 1
+            }
             missing = [
                 sid
-                for row in [rows[sid] for sid in missing if sid in rows]
-                if row.total > 1
-                for sid in range(
-                    row.id - segment_index(row.id), row.id - segment_index(row.id) + row.total
-                )
+                for first, total in firsts.items()
+                for sid in range(first, first + total)
                 if sid not in rows
             ]
 
@@ -236,9 +237,6 @@ class Batch:
         return [self._rows[sid] for sid in range(first, last + 1) if sid in self._rows]
 
     # -- changes ------------------------------------------------------------------------------
-
-    def count(self, row: SegmentRow, state: SegmentState, change: int) -> None:
-        self.counts[row.carrier, row.priority, row.client, state] += change
 
     def move(self, row: SegmentRow, state: SegmentState, *, now: float) -> Change:
         """Set a cached row's state; the Change carries its message's state before and after."""
@@ -269,13 +267,17 @@ class Batch:
         )
 
     def retire(self, carrier: str, keys: Iterable[str], segment_id: int) -> None:
-        """Delete a segment's correlations at the next flush (unless a newer one took a key)."""
+        """Move a final segment's correlations to the retired ones at the next flush.
+
+        A key that a newer submission took over stays open for that one.
+        """
         self._retired.extend((carrier, key, segment_id) for key in keys)
 
     def flush(self, *, now: float) -> None:
         """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
         self.flush_inserts()
         if self._retired:
+            self.db.executemany(_CLOSE, self._retired)
             self.db.executemany(_RETIRE, self._retired)
             self._retired.clear()
         if self._dirty:
@@ -330,8 +332,6 @@ class Batch:
         memory.receipts_unmatched += self.receipts_unmatched
         memory.receipts_dropped += self.receipts_dropped
         memory.cursors.update(self.cursors)
-        for carrier, keys, seen in self.recent_added:
-            memory.recent.add(carrier, keys, seen)
         if self.new_optout_filter is not None:
             memory.optouts = self.new_optout_filter
         else:
@@ -347,10 +347,6 @@ class Batch:
     def cursor(self, carrier: str, priority: int) -> str | None:
         key = (carrier, priority)
         return self.cursors.get(key, self.memory.cursors.get(key))
-
-    def remember_final(self, carrier: str, keys: tuple[str, ...], seen: Fingerprint) -> None:
-        self.recent.add(carrier, keys, seen)
-        self.recent_added.append((carrier, keys, seen))
 
 
 _INSERT_MESSAGE: Final = """

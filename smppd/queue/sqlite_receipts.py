@@ -14,12 +14,16 @@ from collections.abc import Sequence
 from typing import Final
 
 from smppd.queue.model import Change, ReceiptIn, ReceiptOutcome, ReceiptResult
-from smppd.queue.receipts import fingerprint, join_keys, split_keys
+from smppd.queue.receipts import is_repeat, join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow
 from smppd.queue.states import SegmentEvent, SegmentState, transition
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
+    WHERE carrier = ? AND key IN (SELECT value FROM json_each(?))
+"""
+_MATCH_RETIRED: Final = """
+    SELECT key, segment_id FROM retired_correlations
     WHERE carrier = ? AND key IN (SELECT value FROM json_each(?))
 """
 _HOLD: Final = """
@@ -51,7 +55,12 @@ def apply_receipts(
     sweep_held(batch, now=now)
     keys = json.dumps([key for receipt in receipts for key in receipt.keys])
     open_keys = dict(batch.db.execute(_MATCH, (carrier, keys)).fetchall())
-    batch.prefetch(open_keys.values())
+    unopened = [r for r in receipts if not any(key in open_keys for key in r.keys)]
+    retired_keys = {}
+    if unopened:
+        keys = json.dumps([key for receipt in unopened for key in receipt.keys])
+        retired_keys = dict(batch.db.execute(_MATCH_RETIRED, (carrier, keys)).fetchall())
+    batch.prefetch([*open_keys.values(), *retired_keys.values()])
     results = []
     for receipt in receipts:
         row = _matching_segment(batch, open_keys, receipt)
@@ -61,9 +70,7 @@ def apply_receipts(
             _keep(batch, carrier, receipt, UNMATCHED, now=now)
             batch.receipts_unmatched += 1
             results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
-        elif batch.recent.is_repeat(carrier, receipt) or batch.memory.recent.is_repeat(
-            carrier, receipt
-        ):
+        elif _repeats_final(batch, retired_keys, receipt):
             results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
         else:
             _hold(batch, carrier, receipt, now=now)
@@ -80,6 +87,17 @@ def _matching_segment(
         if segment_id is not None:
             return batch.segment(segment_id)
     return None
+
+
+def _repeats_final(batch: Batch, retired_keys: dict[str, int], receipt: ReceiptIn) -> bool:
+    for key in receipt.keys:
+        segment_id = retired_keys.get(key)
+        row = None if segment_id is None else batch.segment(segment_id)
+        if row is not None and is_repeat(
+            receipt, stat=row.receipt_stat, err=row.receipt_err, done_at=row.done_at
+        ):
+            return True
+    return False
 
 
 def apply_to_segment(
@@ -100,12 +118,7 @@ def apply_to_segment(
         return ReceiptResult(ReceiptOutcome.MATCHED, batch.move(row, row.state, now=now))
     change = batch.move(row, SegmentState(receipt.final_state), now=now)
     # Carriers reuse ids: once final, the id must be free to match a later submission.
-    keys = split_keys(row.correlation_keys)
-    batch.retire(row.carrier, keys, row.id)
-    row.correlation_keys = None
-    batch.remember_final(
-        row.carrier, tuple(dict.fromkeys(keys + receipt.keys)), fingerprint(receipt)
-    )
+    batch.retire(row.carrier, split_keys(row.correlation_keys), row.id)
     return ReceiptResult(ReceiptOutcome.MATCHED, change)
 
 
