@@ -24,27 +24,15 @@ from smppd.pdu.receipt import correlation_keys
 from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
 from smppd.queue.model import Change, ClaimedSegment, Failed, Outcome, Retry, Submitted, Unknown
+from smppd.session import SubmitResult
 
 log = structlog.get_logger(__name__)
-
-
-class Result(Protocol):
-    """What a bind reports for one submit_sm (smppd.session.SubmitResult has this shape)."""
-
-    @property
-    def message_id(self) -> str | None: ...
-    @property
-    def command_status(self) -> int: ...
-    @property
-    def status_class(self) -> StatusClass | None: ...
-    @property
-    def unknown(self) -> bool: ...
 
 
 class SubmitPort(Protocol):
     """What the send loop needs of a carrier's binds."""
 
-    def try_submit(self, body: bytes) -> asyncio.Future[Result] | None: ...
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None: ...
 
     async def wait_ready(self) -> None: ...
 
@@ -64,7 +52,7 @@ class RetryPolicy:
 
 def outcome_for(
     segment: ClaimedSegment,
-    result: Result,
+    result: SubmitResult,
     *,
     bind: str,
     policy: RetryPolicy,
@@ -184,7 +172,7 @@ class CarrierSendLoop:
                 fut.add_done_callback(functools.partial(self._done, segment))
                 self.submitted += 1
 
-    async def _send(self, body: bytes) -> asyncio.Future[Result] | None:
+    async def _send(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
         """Submit on the first bind with room; None only once stopping.
 
         The port's wait_ready() returns when a slot frees up and also when the binds close, so a
@@ -196,7 +184,7 @@ class CarrierSendLoop:
                 return fut
             await self._port.wait_ready()
 
-    def _done(self, segment: ClaimedSegment, fut: asyncio.Future[Result]) -> None:
+    def _done(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
         now = self._clock()
         if fut.cancelled() or fut.exception() is not None:
             # The bind guarantees a result; anything else is treated as outcome unknown.
@@ -206,7 +194,7 @@ class CarrierSendLoop:
             outcome = outcome_for(
                 segment,
                 result,
-                bind=getattr(result, "bind", ""),
+                bind=result.bind,
                 policy=self._policy,
                 now=now,
                 rng=self._rng,

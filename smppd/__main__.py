@@ -1,0 +1,7 @@
+"""`python -m smppd` is the `smppd` command."""
+
+import sys
+
+from smppd.cli import main
+
+sys.exit(main())

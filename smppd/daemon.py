@@ -1,0 +1,422 @@
+"""The composition root: builds every part from the config, runs them, handles signals.
+
+Nothing else wires components together. Start order: logging, queue (with crash recovery), carrier
+binds and send loops, API socket, metrics, then READY=1. SIGTERM drains: the API stops taking
+submits, the send loops stop claiming, binds wait for outstanding responses (up to their
+response timeout), unbind, and every outcome is recorded before the queue closes. SIGHUP reloads
+carriers and routes; queued work stays on disk and keeps its carrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+
+from smppd import config as cfg
+from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
+from smppd.binds import CarrierBinds
+from smppd.compliance import Keywords
+from smppd.config import Config, ConfigError, config_diff, load_config
+from smppd.events import EventHub
+from smppd.gateway import Gateway, GatewaySettings
+from smppd.inbound import InboundHandler, OptOutPolicy, change_event
+from smppd.logging import configure_logging
+from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
+from smppd.outbound import OutboundProfile
+from smppd.pdu.segment import ConcatMethod
+from smppd.pdu.text import Alphabet
+from smppd.queue import Queue, QueueError, open_queue
+from smppd.queue.model import Change
+from smppd.routing import Router, RouteRule
+from smppd.sdnotify import Notifier, watchdog_interval_s
+from smppd.sendloop import CarrierSendLoop, RetryPolicy
+from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_S = 1.0
+PURGE_EVERY_S = 300.0
+STATS_EVERY_S = 5.0
+
+
+# --- config -> component settings -------------------------------------------------------------
+
+
+def bind_settings(carrier: cfg.Carrier) -> BindSettings:
+    tls = carrier.tls
+    return BindSettings(
+        host=carrier.host,
+        port=carrier.port,
+        system_id=carrier.system_id,
+        password=carrier.password,
+        system_type=carrier.system_type,
+        bind_mode=BindMode(carrier.bind_mode.value),
+        window=carrier.window,
+        bind_tps=carrier.bind_tps,
+        enquire_link_interval_s=carrier.enquire_link_interval_s,
+        response_timeout_s=carrier.response_timeout_s,
+        connect_timeout_s=carrier.connect_timeout_s,
+        bind_timeout_s=carrier.bind_timeout_s,
+        unbind_timeout_s=carrier.unbind_timeout_s,
+        reconnect=ReconnectSettings(
+            initial_s=carrier.reconnect.initial_s,
+            max_s=carrier.reconnect.max_s,
+            auth_failure_s=carrier.reconnect.auth_failure_s,
+        ),
+        throttle_backoff_s=carrier.throttle_backoff_s,
+        tls=TlsSettings(
+            enabled=tls.enabled,
+            ca_file=None if tls.ca_file is None else str(tls.ca_file),
+            cert_file=None if tls.cert_file is None else str(tls.cert_file),
+            key_file=None if tls.key_file is None else str(tls.key_file),
+            verify_hostname=tls.verify_hostname,
+            server_hostname=tls.server_hostname,
+        ),
+    )
+
+
+def outbound_profile(carrier: cfg.Carrier) -> OutboundProfile:
+    return OutboundProfile(
+        default_is_latin1=carrier.default_data_coding is cfg.DataCoding.LATIN1,
+        concatenation=ConcatMethod(carrier.concatenation.value),
+        max_segments=carrier.max_segments,
+        source_ton=carrier.source_ton,
+        source_npi=carrier.source_npi,
+        dest_ton=carrier.dest_ton,
+        dest_npi=carrier.dest_npi,
+    )
+
+
+def router(config: Config) -> Router:
+    return Router(
+        [RouteRule(r.prefix, tuple(r.carriers), r.failover_after_s) for r in config.routes]
+    )
+
+
+def profiles(config: Config) -> dict[str, OutboundProfile]:
+    return {c.name: outbound_profile(c) for c in config.carriers if c.can_send}
+
+
+# --- one carrier at run time -----------------------------------------------------------------
+
+
+@dataclass
+class CarrierRuntime:
+    config: cfg.Carrier
+    binds: CarrierBinds
+    inbound: InboundHandler
+    observer: CarrierObserver
+    loop: CarrierSendLoop | None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    down_since: float | None = None
+
+    def view(self) -> CarrierView:
+        return CarrierView(
+            name=self.config.name,
+            configured=self.config.binds,
+            observer=self.observer,
+            window_in_use=lambda: self.binds.in_flight,
+            receipts=lambda: dict(self.inbound.counters.receipts),
+            inbound=lambda: self.inbound.counters.inbound,
+        )
+
+    async def stop(self) -> None:
+        """Stop claiming, let outstanding submits answer (or time out), unbind, record all."""
+        if self.loop is not None:
+            self.loop.stop()
+        await self.binds.close()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: Path, queue: Queue) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.queue = queue
+        self.hub = EventHub()
+        self.notifier = Notifier()
+        self.carriers: dict[str, CarrierRuntime] = {}
+        self.started = time.time()
+        self.api_counts = ApiObserverCounts()
+        self.queue_snapshot: dict[str, Any] = {}
+        self.gateway = Gateway(
+            queue=queue,
+            router=router(config),
+            profiles=profiles(config),
+            hub=self.hub,
+            settings=GatewaySettings(
+                max_depth=config.queue.max_depth,
+                default_country_prefix=config.compliance.default_country_prefix,
+            ),
+            down_since=self._down_since,
+            wake=self._wake,
+            health=self._health,
+            clock=time.time,
+        )
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+
+    # --- carriers --------------------------------------------------------------------------
+
+    def _start_carrier(self, carrier: cfg.Carrier, group: asyncio.TaskGroup) -> None:
+        config = self.config
+        owners = {s.id: s.client for s in config.senders}
+        senders_of: dict[str, tuple[str, ...]] = {}
+        for s in config.senders:
+            senders_of[s.client] = (*senders_of.get(s.client, ()), s.id)
+        compliance = config.compliance
+        inbound = InboundHandler(
+            carrier.name,
+            self.queue,
+            owners=owners,
+            optout=OptOutPolicy(
+                keywords=Keywords.of(
+                    compliance.stop_words, compliance.start_words, compliance.help_words
+                ),
+                per_client=compliance.scope is cfg.OptOutScope.CLIENT,
+                senders_of=senders_of,
+            ),
+            default_alphabet=(
+                Alphabet.LATIN1
+                if carrier.default_data_coding is cfg.DataCoding.LATIN1
+                else Alphabet.GSM7
+            ),
+            publish=self.hub.publish,
+            clock=time.time,
+        )
+        observer = CarrierObserver(carrier.name)
+        binds = CarrierBinds(
+            bind_settings(carrier),
+            binds=carrier.binds,
+            handler=inbound,
+            tps=carrier.tps,
+            carrier=carrier.name,
+            observer=observer,
+        )
+        loop = None
+        if carrier.can_send:
+            loop = CarrierSendLoop(
+                carrier.name,
+                self.queue,
+                binds,
+                claim_batch=config.queue.claim_batch,
+                max_unrecorded=carrier.window * carrier.binds,
+                policy=RetryPolicy(
+                    max_attempts=config.queue.max_attempts,
+                    initial_s=config.queue.retry_initial_s,
+                    max_s=config.queue.retry_max_s,
+                ),
+                clock=time.time,
+                on_changes=self._publish_changes,
+            )
+        runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
+        runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
+        if loop is not None:
+            runtime.tasks.append(group.create_task(loop.run(), name=f"send {carrier.name}"))
+        self.carriers[carrier.name] = runtime
+        log.info(
+            "carrier started",
+            carrier=carrier.name,
+            binds=carrier.binds,
+            window=carrier.window,
+            tps=carrier.tps,
+        )
+
+    def _publish_changes(self, changes: list[Change] | Any) -> None:
+        for change in changes:
+            if change.before != change.after:
+                self.hub.publish(change_event(change))
+
+    def _down_since(self, carrier: str) -> float | None:
+        runtime = self.carriers.get(carrier)
+        return time.time() if runtime is None else runtime.down_since
+
+    def _wake(self, carrier: str) -> None:
+        runtime = self.carriers.get(carrier)
+        if runtime is not None and runtime.loop is not None:
+            runtime.loop.wake()
+
+    def _health(self) -> dict[str, Any]:
+        carriers = {
+            name: {"binds_up": rt.binds.bound_count, "binds": rt.config.binds}
+            for name, rt in self.carriers.items()
+        }
+        ok = all(c["binds_up"] > 0 for c in carriers.values())
+        return {"ok": ok, "carriers": carriers, "uptime_s": round(time.time() - self.started, 1)}
+
+    # --- run -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        recovered = await self.queue.recover(now=time.time())
+        if recovered:
+            log.warning("resending segments left in flight by the last run", segments=recovered)
+        api = ApiServer(
+            ApiSettings.from_config(self.config.api),
+            ClientTable.from_config(self.config.api.clients),
+            self.gateway,
+            observer=self._api_observer(),
+        )
+        metrics_server = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for carrier in self.config.carriers:
+                    self._start_carrier(carrier, group)
+                self.config.api.socket.parent.mkdir(parents=True, exist_ok=True)
+                await api.start()
+                metrics_server = self._start_metrics()
+                housekeeping = group.create_task(self._housekeeping(), name="housekeeping")
+                self.notifier.ready("serving")
+                log.info("smppd ready", socket=str(self.config.api.socket))
+                await self._serve()
+                self.notifier.stopping("draining")
+                log.info("stopping: draining in-flight submits")
+                self.gateway.shutting_down = True
+                housekeeping.cancel()
+                await api.close()
+                await asyncio.gather(*(rt.stop() for rt in self.carriers.values()))
+                self.hub.close()
+        finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            await self.queue.close()
+        log.info("smppd stopped")
+        return 0
+
+    async def _serve(self) -> None:
+        while True:
+            stop = asyncio.ensure_future(self._stop.wait())
+            reload_ = asyncio.ensure_future(self._reload.wait())
+            await asyncio.wait({stop, reload_}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reload_.cancel()
+            if self._stop.is_set():
+                return
+            self._reload.clear()
+            await self._reload_config()
+
+    async def _reload_config(self) -> None:
+        self.notifier.reloading("reloading configuration")
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused; keeping the running configuration", error=str(exc))
+            self.notifier.ready("serving (reload refused)")
+            return
+        changed = config_diff(self.config, new)
+        old_names = {c.name for c in self.config.carriers}
+        self.config = new
+        for name in changed & old_names:
+            runtime = self.carriers.pop(name, None)
+            if runtime is not None:
+                await runtime.stop()
+        assert self._group is not None
+        for carrier in new.carriers:
+            if carrier.name in changed:
+                self._start_carrier(carrier, self._group)
+        self.gateway.reconfigure(router(new), profiles(new))
+        log.info("configuration reloaded", carriers_restarted=sorted(changed))
+        self.notifier.ready("serving")
+
+    async def _housekeeping(self) -> None:
+        interval = watchdog_interval_s()
+        step = HOUSEKEEPING_S if interval is None else min(HOUSEKEEPING_S, interval)
+        last_purge = last_stats = 0.0
+        while True:
+            now = time.time()
+            self.notifier.watchdog()
+            for runtime in self.carriers.values():
+                if runtime.binds.bound_count > 0:
+                    runtime.down_since = None
+                elif runtime.down_since is None:
+                    runtime.down_since = now
+            try:
+                if now - last_stats >= STATS_EVERY_S:
+                    last_stats = now
+                    await self._refresh_stats(now)
+                if now - last_purge >= PURGE_EVERY_S:
+                    last_purge = now
+                    purged = await self.queue.purge(now - self.config.queue.retention_s)
+                    if purged:
+                        log.info("purged finished messages", messages=purged)
+            except QueueError as exc:
+                log.error("housekeeping query failed", error=str(exc))
+            await asyncio.sleep(step)
+
+    async def _refresh_stats(self, now: float) -> None:
+        stats = await self.queue.stats(now=now)
+        self.queue_snapshot = {
+            "queued_depth": stats.queued_depth,
+            "segments": {str(k): dict(v) for k, v in stats.segments.items()},
+            "oldest_queued_age_s": stats.oldest_queued_age_s,
+            "receipts_held": stats.receipts_held,
+        }
+
+    def _api_observer(self) -> ApiObserver:
+        return self.api_counts
+
+    def _start_metrics(self) -> Any:
+        listen = self.config.metrics.listen
+        if listen is None:
+            return None
+        registry = CollectorRegistry()
+        registry.register(
+            SmppdCollector(
+                carriers=lambda: [rt.view() for rt in list(self.carriers.values())],
+                api=self.api_counts,
+                queue_snapshot=lambda: self.queue_snapshot,
+                extra_counters=self._extra_counters,
+            )
+        )
+        server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)
+        log.info("metrics listening", address=f"{listen.host}:{server.server_port}")
+        return server
+
+    def _extra_counters(self) -> Mapping[str, int]:
+        runtimes = list(self.carriers.values())
+        return {
+            "optouts": sum(rt.inbound.counters.optouts for rt in runtimes),
+            "optins": sum(rt.inbound.counters.optins for rt in runtimes),
+            "events_published": self.hub.published,
+            "subscribers_dropped": self.hub.dropped_subscribers,
+            "accepted": self.gateway.accepted,
+        }
+
+
+async def main(config_path: Path) -> int:
+    config = load_config(config_path)
+    configure_logging(config.logging.level, config.logging.format)
+    config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        queue = await open_queue(
+            "sqlite", config.queue.path, receipt_hold_s=config.queue.receipt_hold_s
+        )
+    except QueueError as exc:
+        log.error("cannot open the queue", path=str(config.queue.path), error=str(exc))
+        return 1
+    try:
+        return await Daemon(config, config_path, queue).run()
+    except ApiServerError as exc:
+        log.error("cannot serve the API", error=str(exc))
+        return 1
+
+
+def run(config_path: Path) -> int:
+    """Entry point of `smppd run`: ConfigError propagates (the CLI exits 78 with its line)."""
+    return asyncio.run(main(config_path))

@@ -1,0 +1,243 @@
+"""Prometheus metrics: counters kept by plain observers, exported by one collector at scrape time.
+
+The hot paths (every submit, every receipt) only bump plain ints in an observer; prometheus-client
+objects are built when Prometheus scrapes, from those counts and from snapshots the daemon keeps.
+Labels are carrier, bind, status, state, op and result names: never numbers or text.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from smppd.pdu.status import status_name
+from smppd.session import State, SubmitResult
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+
+
+class Histogram:
+    """A cheap histogram: one bisect and two additions per observation."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out = []
+        running = 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+        return out
+
+
+@dataclass
+class CarrierObserver:
+    """A carrier's BindObserver (smppd.link): what its binds did, as plain counts."""
+
+    carrier: str
+    states: dict[str, State] = field(default_factory=dict)
+    submits: Counter[str] = field(default_factory=Counter)
+    latency: Histogram = field(default_factory=Histogram)
+    throttled_count: int = 0
+    timeouts: int = 0
+    late: int = 0
+    peer_errors: int = 0
+    handler_failures: int = 0
+    bind_failures: Counter[str] = field(default_factory=Counter)
+    disconnects: Counter[str] = field(default_factory=Counter)
+    reconnects: Counter[str] = field(default_factory=Counter)
+
+    def state_changed(self, bind: str, state: State) -> None:
+        self.states[bind] = state
+
+    def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
+        self.submits["unknown" if result.unknown else status_name(result.command_status)] += 1
+        if not result.unknown:
+            self.latency.observe(latency_s)
+
+    def response_timed_out(self, bind: str) -> None:
+        self.timeouts += 1
+
+    def late_response(self, bind: str) -> None:
+        self.late += 1
+
+    def throttled(self, bind: str, command_status: int, tps: float | None) -> None:
+        self.throttled_count += 1
+
+    def peer_error(self, bind: str) -> None:
+        self.peer_errors += 1
+
+    def handler_failed(self, bind: str) -> None:
+        self.handler_failures += 1
+
+    def bind_failed(self, bind: str, command_status: int, permanent: bool) -> None:
+        self.bind_failures[status_name(command_status)] += 1
+
+    def disconnected(self, bind: str, reason: str) -> None:
+        self.disconnects[reason] += 1
+
+    def reconnect_scheduled(self, bind: str, reason: str, delay_s: float) -> None:
+        self.reconnects[reason] += 1
+
+    @property
+    def binds_up(self) -> int:
+        return sum(1 for s in dict(self.states).values() if s in _BOUND)
+
+
+@dataclass
+class ApiObserverCounts:
+    """The API server's observer: requests by op and result, refused connections by code."""
+
+    requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    latency: Histogram = field(default_factory=Histogram)
+
+    def request_finished(self, op: str, result: str, duration_s: float) -> None:
+        self.requests[(op, result)] += 1
+        self.latency.observe(duration_s)
+
+    def connection_refused(self, code: str) -> None:
+        self.refused[code] += 1
+
+
+@dataclass(frozen=True, slots=True)
+class CarrierView:
+    """What the collector reads of one carrier at scrape time."""
+
+    name: str
+    configured: int
+    observer: CarrierObserver
+    window_in_use: Callable[[], int]
+    receipts: Callable[[], Mapping[str, int]]
+    inbound: Callable[[], int]
+
+
+class SmppdCollector(Collector):
+    """Builds every smppd_* family from the views and snapshots it is given."""
+
+    def __init__(
+        self,
+        *,
+        carriers: Callable[[], Iterable[CarrierView]],
+        api: ApiObserverCounts,
+        queue_snapshot: Callable[[], Mapping[str, Any]],
+        extra_counters: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._carriers = carriers
+        self._api = api
+        self._queue = queue_snapshot
+        self._extra = extra_counters
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("smppd_up", "1 while the daemon runs", value=1)
+        yield from self._carrier_families()
+        yield from self._queue_families()
+        api = CounterMetricFamily(
+            "smppd_api_requests", "API requests by op and result", labels=["op", "result"]
+        )
+        for (op, result), n in dict(self._api.requests).items():
+            api.add_metric([op, result], n)
+        yield api
+        refused = CounterMetricFamily(
+            "smppd_api_connections_refused", "API connections refused", labels=["code"]
+        )
+        for code, n in dict(self._api.refused).items():
+            refused.add_metric([code], n)
+        yield refused
+        for name, value in dict(self._extra()).items():
+            yield CounterMetricFamily(f"smppd_{name}", name.replace("_", " "), value=value)
+
+    def _carrier_families(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("smppd_binds_up", "Binds bound now", labels=["carrier"])
+        configured = GaugeMetricFamily(
+            "smppd_binds_configured", "Binds configured", labels=["carrier"]
+        )
+        window = GaugeMetricFamily(
+            "smppd_window_in_use", "submit_sm awaiting a response", labels=["carrier"]
+        )
+        submits = CounterMetricFamily(
+            "smppd_submits", "submit_sm answered, by command_status", labels=["carrier", "status"]
+        )
+        throttled = CounterMetricFamily(
+            "smppd_throttled", "Throttling answers that slowed a bind", labels=["carrier"]
+        )
+        reconnects = CounterMetricFamily(
+            "smppd_reconnects", "Reconnects scheduled, by reason", labels=["carrier", "reason"]
+        )
+        bind_failures = CounterMetricFamily(
+            "smppd_bind_failures", "Bind attempts refused", labels=["carrier", "status"]
+        )
+        timeouts = CounterMetricFamily(
+            "smppd_response_timeouts", "Requests with no response in time", labels=["carrier"]
+        )
+        receipts = CounterMetricFamily(
+            "smppd_receipts", "Delivery receipts by match result", labels=["carrier", "result"]
+        )
+        inbound = CounterMetricFamily(
+            "smppd_inbound", "Mobile-originated messages stored", labels=["carrier"]
+        )
+        latency = HistogramMetricFamily(
+            "smppd_submit_latency_seconds",
+            "submit_sm to submit_sm_resp",
+            labels=["carrier"],
+        )
+        for view in self._carriers():
+            obs, name = view.observer, view.name
+            up.add_metric([name], obs.binds_up)
+            configured.add_metric([name], view.configured)
+            window.add_metric([name], view.window_in_use())
+            for status, n in dict(obs.submits).items():
+                submits.add_metric([name, status], n)
+            throttled.add_metric([name], obs.throttled_count)
+            for reason, n in dict(obs.reconnects).items():
+                reconnects.add_metric([name, reason], n)
+            for status, n in dict(obs.bind_failures).items():
+                bind_failures.add_metric([name, status], n)
+            timeouts.add_metric([name], obs.timeouts)
+            for result, n in dict(view.receipts()).items():
+                receipts.add_metric([name, result], n)
+            inbound.add_metric([name], view.inbound())
+            latency.add_metric([name], obs.latency.cumulative(), obs.latency.total)
+        yield from (up, configured, window, submits, throttled, reconnects, bind_failures)
+        yield from (timeouts, receipts, inbound, latency)
+
+    def _queue_families(self) -> Iterator[Metric]:
+        snap = self._queue()
+        depth = GaugeMetricFamily("smppd_queue_depth", "Segments not yet accepted by an SMSC")
+        depth.add_metric([], snap.get("queued_depth", 0))
+        yield depth
+        segments = GaugeMetricFamily(
+            "smppd_queue_segments", "Segments by state and priority", labels=["state", "priority"]
+        )
+        for state, by_priority in snap.get("segments", {}).items():
+            for priority, n in by_priority.items():
+                segments.add_metric([str(state), str(priority)], n)
+        yield segments
+        age = snap.get("oldest_queued_age_s")
+        oldest = GaugeMetricFamily(
+            "smppd_queue_oldest_age_seconds", "Age of the oldest due, unclaimed segment"
+        )
+        oldest.add_metric([], 0.0 if age is None else age)
+        yield oldest
+        held = GaugeMetricFamily("smppd_receipts_held", "Early receipts awaiting their submit")
+        held.add_metric([], snap.get("receipts_held", 0))
+        yield held
