@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from smppd.compliance import Keywords
 from smppd.config import Config, ConfigError, config_diff, load_config
 from smppd.events import EventHub
 from smppd.gateway import Gateway, GatewaySettings
-from smppd.inbound import InboundHandler, OptOutPolicy, change_event
+from smppd.inbound import InboundHandler, OptOutPolicy, publish_changes
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
 from smppd.outbound import OutboundProfile
@@ -219,7 +220,7 @@ class Daemon:
                     max_s=config.queue.retry_max_s,
                 ),
                 clock=time.time,
-                on_changes=self._publish_changes,
+                on_changes=functools.partial(self._publish_changes, carrier.name),
             )
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
@@ -234,10 +235,8 @@ class Daemon:
             tps=carrier.tps,
         )
 
-    def _publish_changes(self, changes: list[Change] | Any) -> None:
-        for change in changes:
-            if change.before != change.after:
-                self.hub.publish(change_event(change))
+    def _publish_changes(self, carrier: str, changes: Sequence[Change]) -> None:
+        publish_changes(self.hub.publish, changes, carrier=carrier)
 
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)

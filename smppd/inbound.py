@@ -11,7 +11,7 @@ owner it is stored and counted. Long MO messages are reassembled from their UDH/
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -75,6 +75,32 @@ def change_event(change: Change) -> Event:
     return Event("state", change.client, data)
 
 
+def publish_changes(
+    publish: Callable[[Event], None], changes: Iterable[Change], *, carrier: str | None = None
+) -> None:
+    """Events for queue changes: a `receipt` when a receipt caused one (matched on arrival or
+    later, when its early receipt met the submit_sm_resp), a `state` when the message's state
+    moved."""
+    for change in changes:
+        if change.receipt_stat is not None:
+            publish(
+                Event(
+                    "receipt",
+                    change.client,
+                    {
+                        "id": change.message_id,
+                        "segment": change.segment_id & 0xFF,
+                        "stat": change.receipt_stat,
+                        "err": change.receipt_err,
+                        "state": str(change.after),
+                        "carrier": carrier,
+                    },
+                )
+            )
+        if change.before != change.after:
+            publish(change_event(change))
+
+
 class InboundHandler:
     def __init__(
         self,
@@ -134,24 +160,8 @@ class InboundHandler:
         [result] = await self._queue.apply_receipts(self.carrier, [item], now=self._clock())
         outcome = str(result.outcome)
         self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
-        change = result.change
-        if change is not None:
-            self._publish(
-                Event(
-                    "receipt",
-                    change.client,
-                    {
-                        "id": change.message_id,
-                        "segment": change.segment_id & 0xFF,
-                        "stat": str(receipt.stat),
-                        "err": receipt.err,
-                        "state": str(change.after),
-                        "carrier": self.carrier,
-                    },
-                )
-            )
-            if change.before != change.after:
-                self._publish(change_event(change))
+        if result.change is not None:
+            publish_changes(self._publish, [result.change], carrier=self.carrier)
 
     # --- mobile-originated messages --------------------------------------------------------
 
@@ -247,8 +257,8 @@ class InboundHandler:
     async def _opt_out(self, client: str | None, sender: str, number: str, now: float) -> None:
         for sender_id in self._scope(client, sender):
             await self._queue.add_optout(sender_id, number, now=now)
-            for change in await self._queue.cancel_queued_to(sender_id, number, now=now):
-                self._publish(change_event(change))
+            changes = await self._queue.cancel_queued_to(sender_id, number, now=now)
+            publish_changes(self._publish, changes)
         self.counters.optouts += 1
         log.info("opt-out recorded", sender=sender, number=mask(number))
 

@@ -1,0 +1,242 @@
+"""smppd end to end: the daemon as a subprocess, the fake SMSC in process, the real socket API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from daemon_support import Daemon, running, smsc_and_dir, write_config
+
+from smppd.client import ApiClientError, Client
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class RawSubscriber:
+    """A subscription read line by line, registered (acknowledged) before the test goes on."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, socket: Path, kinds: list[str]) -> RawSubscriber:
+        reader, writer = await asyncio.open_unix_connection(str(socket))
+        writer.write(json.dumps({"op": "subscribe", "id": 1, "events": kinds}).encode() + b"\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            ack = json.loads(await reader.readline())
+        assert ack["ok"] is True, ack
+        return cls(reader, writer)
+
+    async def next(self, timeout: float = 10) -> dict[str, Any]:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            line = await self.reader.readline()
+        assert line, "subscription closed"
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def test_submit_reaches_smsc_and_receipt_reaches_subscriber() -> None:
+    """A submit is acknowledged, seen at the SMSC, and its delivery receipt is an event."""
+    async with running() as (smsc, _daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["receipt"])
+        async with Client(socket) as client:
+            sent = await client.submit(to="+447700900123", sender="ALPHA", text="Your code is 4711")
+            await smsc.records.wait_for(1, timeout=10)
+            [message] = smsc.records.messages
+            assert message.text == "Your code is 4711"
+            assert message.destination == "447700900123"
+            assert message.source == "ALPHA"
+            event = await sub.next()
+            assert event["event"] == "receipt"
+            assert event["id"] == sent.message_id
+            assert event["stat"] == "DELIVRD"
+            status = await client.status(sent.message_id)
+            assert status["state"] == "delivered"
+        sub.close()
+
+
+async def test_long_unicode_message_arrives_reassembled() -> None:
+    """A 150-character Cyrillic text with emoji goes as UDH parts and rejoins at the SMSC."""
+    text = "Привет, мир! 👋 Это длинное сообщение. " * 4
+    async with running() as (smsc, _daemon, directory):
+        async with Client(directory / "smppd.sock") as client:
+            sent = await client.submit(to="+79161234567", sender="ALPHA", text=text)
+            assert sent.segments == 3
+        await smsc.records.wait_for(1, timeout=10)
+        [message] = smsc.records.messages
+        assert message.text == text
+        assert message.parts == 3
+        assert message.data_coding == 8
+
+
+async def test_reply_reaches_only_the_owning_client() -> None:
+    """An inbound reply to another client's sender id never reaches this client."""
+    async with running() as (smsc, _daemon, directory):
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["inbound"])
+        beta = await smsc.inject_mo(source="+447700900001", destination="BETA", text="for beta")
+        await asyncio.wait_for(beta, 10)
+        alpha = await smsc.inject_mo(source="+447700900002", destination="ALPHA", text="for me")
+        await asyncio.wait_for(alpha, 10)
+        event = await sub.next()
+        assert event["event"] == "inbound"
+        assert event["text"] == "for me"
+        assert event["to"] == "ALPHA"
+        assert event["from"] == "+447700900002"
+        sub.close()
+
+
+async def test_stop_opts_out_and_start_opts_back_in() -> None:
+    """After STOP from a number to a sender, submits to it are refused until START."""
+    async with running() as (smsc, _daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["inbound"])
+        async with Client(socket) as client:
+            await client.submit(to="+447700900005", sender="12345", text="hello")
+            await smsc.inject_mo(source="+447700900005", destination="12345", text=" stop ")
+            assert (await sub.next())["keyword"] == "stop"
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="+447700900005", sender="12345", text="again")
+            assert info.value.code == "opted_out"
+            # Another sender of the same client is not affected with scope "sender".
+            await client.submit(to="+447700900005", sender="ALPHA", text="other sender")
+            await smsc.inject_mo(source="+447700900005", destination="12345", text="Start")
+            assert (await sub.next())["keyword"] == "start"
+            await client.submit(to="+447700900005", sender="12345", text="welcome back")
+        await smsc.records.wait_for(3, timeout=10)
+        texts = smsc.records.texts_to("447700900005")
+        assert "again" not in texts
+        assert {"hello", "other sender", "welcome back"} <= set(texts)
+        sub.close()
+
+
+async def test_metrics_show_the_traffic() -> None:
+    """A scrape after one submit shows the bind, the submit and the API request."""
+    async with running() as (smsc, daemon, directory):
+        async with Client(directory / "smppd.sock") as client:
+            await client.submit(to="+447700900123", sender="ALPHA", text="metrics")
+        await smsc.records.wait_for(1, timeout=10)
+        url = f"http://127.0.0.1:{daemon.metrics_port()}/metrics"
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: bytes = response.read()
+                return body.decode()
+
+        text = await asyncio.to_thread(scrape)
+        assert 'smppd_binds_up{carrier="fake"} 2.0' in text
+        assert 'smppd_submits_total{carrier="fake",status="ESME_ROK"} 1.0' in text
+        assert 'smppd_api_requests_total{op="submit",result="ok"} 1.0' in text
+        assert "447700900123" not in text
+
+
+async def test_sigterm_drains_in_flight_and_exits_zero() -> None:
+    """SIGTERM with submits in flight: they are answered and recorded, nothing is left inflight."""
+    async with running() as (smsc, daemon, directory):
+        smsc.set_faults(latency_s=0.5)
+        async with Client(directory / "smppd.sock") as client:
+            for i in range(10):
+                await client.submit(to="+447700900123", sender="ALPHA", text=f"drain {i}")
+        await smsc.records.wait_for(1, timeout=10, segments=True)
+        daemon.signal(signal.SIGTERM)
+        assert await daemon.wait() == 0
+    with sqlite3.connect(directory / "smppd.db") as db:
+        states = dict(db.execute("SELECT state, count(*) FROM segments GROUP BY state").fetchall())
+    assert "inflight" not in states
+    assert sum(states.values()) == 10
+
+
+async def test_sighup_reloads_and_refuses_a_broken_config() -> None:
+    """SIGHUP applies a changed carrier; a broken file is refused and the daemon keeps serving."""
+    async with running() as (smsc, daemon, directory):
+        config_path = directory / "smppd.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["carriers"][0]["window"] = 7
+        config_path.write_text(yaml.safe_dump(config))
+        daemon.signal(signal.SIGHUP)
+        reloaded = await daemon.wait_log("configuration reloaded")
+        assert reloaded["carriers_restarted"] == ["fake"]
+        config_path.write_text("carriers: [\n")
+        daemon.signal(signal.SIGHUP)
+        refused = await daemon.wait_log("reload refused; keeping the running configuration")
+        assert "smppd.yaml" in refused["error"]
+        async with Client(directory / "smppd.sock") as client:
+            await client.submit(to="+447700900123", sender="ALPHA", text="after reload")
+        await smsc.records.wait_for(1, timeout=10)
+
+
+async def test_config_error_exits_78_with_one_line() -> None:
+    """A bad value exits with EX_CONFIG and a line naming file, key and reason, no traceback."""
+    async with smsc_and_dir() as (smsc, directory):
+        path = write_config(directory, smsc.port, carrier={"window": "ten"})
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "smppd", "run", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert proc.returncode == 78
+    assert "carriers[0].window" in proc.stderr
+    assert str(path) in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+async def test_kill9_restart_loses_nothing() -> None:
+    """kill -9 mid-run: after a restart every acknowledged message reaches the SMSC."""
+    async with smsc_and_dir() as (smsc, directory):
+        smsc.set_faults(latency_s=0.002)
+        daemon = Daemon(write_config(directory, smsc.port))
+        await daemon.start()
+        acked: set[str] = set()
+        socket = directory / "smppd.sock"
+
+        async def submit_all() -> None:
+            async with Client(socket) as client:
+                for batch in range(40):
+                    results = await client.submit_many(
+                        [
+                            {"to": "+447700900123", "from": "ALPHA", "text": f"m{batch}-{i}"}
+                            for i in range(50)
+                        ]
+                    )
+                    acked.update(
+                        f"m{batch}-{i}"
+                        for i, r in enumerate(results)
+                        if not isinstance(r, ApiClientError)
+                    )
+
+        submitter = asyncio.create_task(submit_all())
+        await smsc.records.wait_for(300, timeout=30)
+        await daemon.kill()
+        with pytest.raises(Exception):  # noqa: B017, PT011 - the socket went away mid-batch
+            await submitter
+        assert len(acked) >= 300
+        daemon = Daemon(daemon.config)
+        await daemon.start()
+        try:
+            async with asyncio.timeout(60):
+                while not acked <= {m.text for m in smsc.records.messages}:
+                    await smsc.records.wait_for(len(smsc.records.messages) + 1, timeout=30)
+        finally:
+            await daemon.stop()
+        seen: dict[str, int] = {}
+        for message in smsc.records.messages:
+            seen[message.text] = seen.get(message.text, 0) + 1
+        duplicates = sum(n - 1 for n in seen.values())
+        assert duplicates <= 50 * 2, duplicates
