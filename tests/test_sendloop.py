@@ -1,0 +1,235 @@
+"""The send loop against the fake SMSC: order, fairness, retries, failures, expiry, scheduling."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from smppd.binds import CarrierBinds
+from smppd.outbound import OutboundProfile, prepare
+from smppd.pdu.pdus import DataSm, DeliverSm
+from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.queue import MessageState, NewMessage
+from smppd.queue.memory import MemoryQueue
+from smppd.queue.model import ClaimedSegment, Failed, Retry, Submitted, Unknown
+from smppd.sendloop import CarrierSendLoop, RetryPolicy, outcome_for
+from smppd.session import BindSettings, SubmitResult
+from tools.fake_smsc import FakeSmsc, SmscConfig
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def message(
+    text: str,
+    *,
+    client: str = "a",
+    priority: int = 5,
+    not_before: float | None = None,
+    expires_at: float | None = None,
+) -> NewMessage:
+    bodies = prepare(
+        destination="+447700900123",
+        source="SMPPD",
+        text=text,
+        encoding="auto",
+        registered_delivery=False,
+        expires_at=None,
+        ref=1,
+        profile=OutboundProfile(),
+    ).bodies
+    return NewMessage(
+        client=client,
+        ref=None,
+        source="SMPPD",
+        destination="+447700900123",
+        carrier="fake",
+        priority=priority,
+        not_before=not_before,
+        expires_at=expires_at,
+        registered_delivery=False,
+        segments=bodies,
+    )
+
+
+@dataclass
+class Pipeline:
+    smsc: FakeSmsc
+    queue: MemoryQueue
+    loop: CarrierSendLoop
+    clock: Clock
+
+    def texts(self) -> list[str]:
+        return [m.text for m in self.smsc.records.messages]
+
+
+async def no_deliveries(pdu: DeliverSm | DataSm) -> int:
+    return 0
+
+
+@asynccontextmanager
+async def pipeline(
+    *messages: NewMessage, window: int = 1, claim_batch: int = 5, start: bool = True
+) -> AsyncIterator[Pipeline]:
+    """Messages enqueued first, then a bound carrier and its send loop started."""
+    clock = Clock()
+    queue = MemoryQueue()
+    if messages:
+        await queue.enqueue(messages, now=clock())
+    async with FakeSmsc(SmscConfig(port=0)) as smsc:
+        binds = CarrierBinds(
+            BindSettings(
+                host="127.0.0.1",
+                port=smsc.port,
+                system_id="smppd",
+                password="secret",
+                window=window,
+            ),
+            binds=1,
+            handler=no_deliveries,
+            carrier="fake",
+        )
+        loop = CarrierSendLoop(
+            "fake",
+            queue,
+            binds,
+            claim_batch=claim_batch,
+            max_unrecorded=window,
+            policy=RetryPolicy(max_attempts=3, initial_s=0.0, max_s=0.0),
+            clock=clock,
+            idle_poll_s=0.05,
+            rng=random.Random(1),
+        )
+        async with binds:
+            await binds.wait_bound()
+            task = asyncio.create_task(loop.run()) if start else None
+            try:
+                yield Pipeline(smsc, queue, loop, clock)
+            finally:
+                loop.stop()
+                await binds.close()
+                if task is not None:
+                    await asyncio.wait_for(task, 10)
+
+
+async def test_urgent_overtakes_a_bulk_backlog() -> None:
+    """Urgent messages queued after a bulk backlog reach the SMSC before it."""
+    bulk = [message(f"bulk {i}", priority=0) for i in range(40)]
+    urgent = [message(f"otp {i}", priority=9) for i in range(3)]
+    async with pipeline(*bulk, *urgent) as p:
+        await p.smsc.records.wait_for(43, timeout=10)
+        assert p.texts()[:3] == ["otp 0", "otp 1", "otp 2"]
+        assert sorted(p.texts()[3:]) == sorted(f"bulk {i}" for i in range(40))
+
+
+async def test_clients_share_the_link_fairly() -> None:
+    """A small client's messages are interleaved with a big client's backlog, not after it."""
+    big = [message(f"big {i}", client="big") for i in range(60)]
+    small = [message(f"small {i}", client="small") for i in range(4)]
+    async with pipeline(*big, *small) as p:
+        await p.smsc.records.wait_for(64, timeout=10)
+        first = p.texts()[:10]
+        assert {f"small {i}" for i in range(4)} <= set(first), first
+
+
+async def test_throttled_answer_is_retried_then_accepted() -> None:
+    """ESME_RTHROTTLED sends the segment back to the queue; it is accepted on a later try."""
+    async with pipeline(start=False) as p:
+        p.smsc.set_faults(submit_errors={CommandStatus.ESME_RTHROTTLED: 1.0})
+        [queued] = await p.queue.enqueue([message("retry me")], now=p.clock())
+        task = asyncio.create_task(p.loop.run())
+        await p.smsc.records.wait_for(1, timeout=10, segments=True)
+        p.smsc.set_faults(submit_errors={})
+        await p.smsc.records.wait_for(1, timeout=10)
+        p.loop.stop()
+        await asyncio.wait_for(task, 10)
+        status = await p.queue.status(queued.message_id, None)
+        assert status is not None
+        assert status.state is MessageState.SUBMITTED
+        assert status.segments[0].attempts >= 2
+        assert p.texts() == ["retry me"]
+
+
+async def test_permanent_error_fails_the_message() -> None:
+    """ESME_RINVDSTADR fails the segment at once, without a retry."""
+    async with pipeline(start=False) as p:
+        p.smsc.set_faults(submit_errors={CommandStatus.ESME_RINVDSTADR: 1.0})
+        [queued] = await p.queue.enqueue([message("bad number")], now=p.clock())
+        task = asyncio.create_task(p.loop.run())
+        await p.smsc.records.wait_for(1, timeout=10, segments=True)
+        p.loop.stop()  # run() returns only once every claimed segment's outcome is recorded
+        await asyncio.wait_for(task, 10)
+        status = await p.queue.status(queued.message_id, None)
+        assert status is not None
+        assert status.state is MessageState.FAILED
+        assert status.segments[0].command_status == CommandStatus.ESME_RINVDSTADR
+        assert len(p.smsc.records.segments) == 1
+
+
+async def test_expired_and_scheduled_messages() -> None:
+    """An expired message is never sent; a scheduled one waits for its time."""
+    clock_t0 = T0
+    expired = message("too late", expires_at=clock_t0 - 1)
+    later = message("later", not_before=clock_t0 + 100)
+    now_msg = message("now")
+    async with pipeline(expired, later, now_msg) as p:
+        await p.smsc.records.wait_for(1, timeout=10)
+        assert p.texts() == ["now"]
+        p.clock.now = clock_t0 + 101
+        p.loop.wake()
+        await p.smsc.records.wait_for(2, timeout=10)
+        assert p.texts() == ["now", "later"]
+        status = await p.queue.status(1, None)
+        assert status is not None
+        assert status.state is MessageState.EXPIRED
+
+
+def claimed(attempts: int) -> ClaimedSegment:
+    return ClaimedSegment(
+        segment_id=256,
+        message_id=1,
+        index=0,
+        total=1,
+        body=b"",
+        client="a",
+        source="S",
+        destination="+1",
+        priority=5,
+        attempts=attempts,
+        registered_delivery=False,
+    )
+
+
+def test_outcome_table() -> None:
+    """Submit results map to queue outcomes: ok, temporary, permanent, unknown, attempts cap."""
+    rng = random.Random(0)
+    policy = RetryPolicy(max_attempts=3, initial_s=1.0, max_s=10.0)
+    ok = SubmitResult("1A", 0, StatusClass.SUCCESS, bind="0")
+    throttled = SubmitResult(None, 0x58, StatusClass.TEMPORARY)
+    bad = SubmitResult(None, 0x0B, StatusClass.PERMANENT)
+    lost = SubmitResult(None, 0xFF, None, unknown=True)
+    outcome = outcome_for(claimed(0), ok, bind="0", policy=policy, now=T0, rng=rng)
+    assert isinstance(outcome, Submitted)
+    assert "26" in outcome.carrier_message_keys
+    retry = outcome_for(claimed(0), throttled, bind="0", policy=policy, now=T0, rng=rng)
+    assert isinstance(retry, Retry)
+    assert T0 + 0.5 <= retry.next_attempt_at <= T0 + 1.0
+    assert isinstance(
+        outcome_for(claimed(2), throttled, bind="0", policy=policy, now=T0, rng=rng), Failed
+    )
+    assert isinstance(
+        outcome_for(claimed(0), bad, bind="0", policy=policy, now=T0, rng=rng), Failed
+    )
+    assert isinstance(
+        outcome_for(claimed(0), lost, bind="0", policy=policy, now=T0, rng=rng), Unknown
+    )
