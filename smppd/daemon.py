@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from smppd import config as cfg
 from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
 from smppd.binds import CarrierBinds
-from smppd.compliance import Keywords
+from smppd.compliance import Keyword, Keywords
 from smppd.config import Config, ConfigError, config_diff, load_config
 from smppd.events import EventHub
 from smppd.gateway import Gateway, GatewaySettings
@@ -101,6 +101,11 @@ def router(config: Config) -> Router:
     return Router(
         [RouteRule(r.prefix, tuple(r.carriers), r.failover_after_s) for r in config.routes]
     )
+
+
+def auto_replies(replies: cfg.AutoReplies) -> dict[Keyword, str]:
+    texts = {Keyword.STOP: replies.stop, Keyword.START: replies.start, Keyword.HELP: replies.help}
+    return {keyword: text for keyword, text in texts.items() if text is not None}
 
 
 def profiles(config: Config) -> dict[str, OutboundProfile]:
@@ -188,7 +193,9 @@ class Daemon:
                 ),
                 per_client=compliance.scope is cfg.OptOutScope.CLIENT,
                 senders_of=senders_of,
+                auto_replies=auto_replies(compliance.auto_replies),
             ),
+            auto_reply=self.gateway.submit_reply,
             default_alphabet=(
                 Alphabet.LATIN1
                 if carrier.default_data_coding is cfg.DataCoding.LATIN1
@@ -392,6 +399,7 @@ class Daemon:
         return {
             "optouts": sum(rt.inbound.counters.optouts for rt in runtimes),
             "optins": sum(rt.inbound.counters.optins for rt in runtimes),
+            "auto_replies": sum(rt.inbound.counters.auto_replies for rt in runtimes),
             "events_published": self.hub.published,
             "subscribers_dropped": self.hub.dropped_subscribers,
             "accepted": self.gateway.accepted,

@@ -136,8 +136,27 @@ class Gateway:
         for carrier in carriers:
             self._wake(carrier)
 
+    async def submit_reply(self, client: str, sender: str, to: str, text: str) -> int:
+        """Queue an automatic reply (to STOP, START, HELP) from `sender` to `to`.
+
+        The opt-out check is skipped on purpose: confirming an opt-out to the person who just
+        sent STOP is the one message regulators expect after it. Returns the message id.
+        """
+        identity = ClientIdentity(name=client, senders=frozenset({sender}))
+        request = SubmitRequest(to=to, sender=sender, text=text, priority=9)
+        now = self._clock()
+        message = await self._validate(identity, request, now, check_optout=False)
+        [done] = await self._queue.enqueue([message], now=now)
+        self._wake(message.carrier)
+        return done.message_id
+
     async def _validate(
-        self, client: ClientIdentity, request: SubmitRequest, now: float
+        self,
+        client: ClientIdentity,
+        request: SubmitRequest,
+        now: float,
+        *,
+        check_optout: bool = True,
     ) -> NewMessage:
         if request.sender not in client.senders:
             raise ApiError(
@@ -149,7 +168,7 @@ class Gateway:
         destination = normalise_destination(
             request.to, default_country_prefix=self._settings.default_country_prefix
         )
-        if await self._queue.is_opted_out(request.sender, destination):
+        if check_optout and await self._queue.is_opted_out(request.sender, destination):
             raise ApiError(
                 ErrorCode.opted_out,
                 "the recipient opted out of messages from this sender",

@@ -11,13 +11,14 @@ owner it is stored and counted. Long MO messages are reassembled from their UDH/
 from __future__ import annotations
 
 import calendar
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 
 from smppd.address import from_wire, mask
 from smppd.compliance import Keyword, Keywords
+from smppd.errors import SmppdError
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
@@ -54,6 +55,7 @@ class InboundCounters:
     parts_held: int = 0
     optouts: int = 0
     optins: int = 0
+    auto_replies: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,11 @@ class OptOutPolicy:
     keywords: Keywords
     per_client: bool  # scope "client": STOP to one sender id opts out of all the client's ids
     senders_of: Mapping[str, tuple[str, ...]]  # client -> its sender ids
+    auto_replies: Mapping[Keyword, str] = field(default_factory=dict)
+
+
+# Sends an automatic reply: (client, sender id, number, text).
+AutoReply = Callable[[str, str, str, str], Awaitable[object]]
 
 
 def change_event(change: Change) -> Event:
@@ -113,6 +120,7 @@ class InboundHandler:
         publish: Callable[[Event], None],
         clock: Callable[[], float],
         reassembly_timeout_s: float = 300.0,
+        auto_reply: AutoReply | None = None,
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -122,6 +130,7 @@ class InboundHandler:
         self._publish = publish
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
+        self._auto_reply = auto_reply
         self.counters = InboundCounters()
 
     async def __call__(self, pdu: DeliverSm | DataSm) -> int:
@@ -232,6 +241,8 @@ class InboundHandler:
             await self._opt_out(client, destination, source, now)
         elif keyword is Keyword.START:
             await self._opt_in(client, destination, source)
+        if keyword is not None and client is not None:
+            await self._reply(keyword, client, destination, source)
         self._publish(
             Event(
                 "inbound",
@@ -248,6 +259,19 @@ class InboundHandler:
                 },
             )
         )
+
+    async def _reply(self, keyword: Keyword, client: str, sender: str, number: str) -> None:
+        text = self._optout.auto_replies.get(keyword)
+        if text is None or self._auto_reply is None:
+            return
+        try:
+            await self._auto_reply(client, sender, number, text)
+        except SmppdError as exc:
+            # The inbound message is stored and the opt-out recorded; only the courtesy reply
+            # is lost, which must not make the SMSC redeliver the STOP.
+            log.warning("automatic reply not sent", keyword=str(keyword), error=str(exc))
+        else:
+            self.counters.auto_replies += 1
 
     def _scope(self, client: str | None, sender: str) -> tuple[str, ...]:
         if self._optout.per_client and client is not None:

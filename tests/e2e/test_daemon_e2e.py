@@ -240,3 +240,20 @@ async def test_kill9_restart_loses_nothing() -> None:
             seen[message.text] = seen.get(message.text, 0) + 1
         duplicates = sum(n - 1 for n in seen.values())
         assert duplicates <= 50 * 2, duplicates
+
+
+async def test_stop_gets_its_configured_auto_reply() -> None:
+    """A STOP is confirmed by the configured reply, sent although the number just opted out."""
+    compliance = {"auto_replies": {"stop": "You are unsubscribed.", "help": "Reply STOP to quit."}}
+    async with running(compliance=compliance) as (smsc, _daemon, _directory):
+        await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="STOP")
+        await smsc.records.wait_for(1, timeout=10)
+        await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="help")
+        await smsc.records.wait_for(2, timeout=10)
+        [first, second] = smsc.records.messages
+        assert (first.source, first.destination, first.text) == (
+            "ALPHA",
+            "447700900009",
+            "You are unsubscribed.",
+        )
+        assert second.text == "Reply STOP to quit."
