@@ -18,7 +18,13 @@ from typing import Any, Final
 from smppd.queue.counts import CountKey, SegmentCounts
 from smppd.queue.model import Change, message_id_of, segment_id
 from smppd.queue.optout_filter import OptOutFilter
-from smppd.queue.states import ONE_SEGMENT, SegmentState, is_finished, message_state
+from smppd.queue.states import (
+    FINAL_STATES,
+    ONE_SEGMENT,
+    SegmentState,
+    is_finished,
+    message_state,
+)
 
 
 @dataclass
@@ -188,6 +194,7 @@ class Batch:
         self._rows: dict[int, SegmentRow] = {}
         self._dirty: dict[int, SegmentRow] = {}
         self._touched: dict[int, SegmentRow] = {}  # message id -> one of its rows
+        self._reopened: set[int] = set()  # messages that were unfinished again for a while
         self._retired: list[tuple[str, str, int]] = []
 
     # -- reads through the cache ------------------------------------------------------------
@@ -248,7 +255,12 @@ class Batch:
         counts, key = self.counts, (row.carrier, row.priority, row.client)
         counts[(*key, row.state)] -= 1
         counts[(*key, state)] += 1
+        left_final = row.state in FINAL_STATES and state not in FINAL_STATES
         row.state = state
+        if left_final and not is_finished(
+            [s.state for s in siblings], registered_delivery=row.registered_delivery
+        ):
+            self._reopened.add(row.message_id)
         row.updated_at = now
         self._dirty[row.id] = row
         self._touched[row.message_id] = row
@@ -282,7 +294,7 @@ class Batch:
             self._retired.clear()
         if self._dirty:
             self.db.executemany(_UPDATE_SEGMENT, [row.values() for row in self._dirty.values()])
-        finished = []
+        finished: list[tuple[float | None, int]] = []
         for message_id, row in self._touched.items():
             delivery = row.registered_delivery
             if row.total == 1:
@@ -292,13 +304,16 @@ class Batch:
                 rows = self.siblings(row)
                 was = is_finished([r.original_state for r in rows], registered_delivery=delivery)
                 done = is_finished([r.state for r in rows], registered_delivery=delivery)
-            if was != done:
-                finished.append((now if done else None, message_id))
+            if done and (not was or message_id in self._reopened):
+                finished.append((now, message_id))
+            elif was and not done:
+                finished.append((None, message_id))
         if finished:
             self.db.executemany(_SET_FINISHED, finished)
         self._rows.clear()
         self._dirty.clear()
         self._touched.clear()
+        self._reopened.clear()
 
     def flush_inserts(self) -> None:
         if self.new_messages:

@@ -70,7 +70,7 @@ def apply_receipts(
             _keep(batch, carrier, receipt, UNMATCHED, now=now)
             batch.receipts_unmatched += 1
             results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
-        elif _repeats_final(batch, retired_keys, receipt):
+        elif _repeats_final(batch, (open_keys, retired_keys), receipt):
             results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
         else:
             _hold(batch, carrier, receipt, now=now)
@@ -82,21 +82,25 @@ def apply_receipts(
 def _matching_segment(
     batch: Batch, open_keys: dict[str, int], receipt: ReceiptIn
 ) -> SegmentRow | None:
+    """The submitted segment the receipt's keys are open for (not one finished by this call)."""
     for key in receipt.keys:
         segment_id = open_keys.get(key)
-        if segment_id is not None:
-            return batch.segment(segment_id)
+        row = None if segment_id is None else batch.segment(segment_id)
+        if row is not None and transition(row.state, SegmentEvent.RECEIPT) is not None:
+            return row
     return None
 
 
-def _repeats_final(batch: Batch, retired_keys: dict[str, int], receipt: ReceiptIn) -> bool:
+def _repeats_final(batch: Batch, known: tuple[dict[str, int], ...], receipt: ReceiptIn) -> bool:
+    """True if a final segment under one of the keys recorded this very receipt."""
     for key in receipt.keys:
-        segment_id = retired_keys.get(key)
-        row = None if segment_id is None else batch.segment(segment_id)
-        if row is not None and is_repeat(
-            receipt, stat=row.receipt_stat, err=row.receipt_err, done_at=row.done_at
-        ):
-            return True
+        for keys in known:
+            segment_id = keys.get(key)
+            row = None if segment_id is None else batch.segment(segment_id)
+            if row is not None and is_repeat(
+                receipt, stat=row.receipt_stat, err=row.receipt_err, done_at=row.done_at
+            ):
+                return True
     return False
 
 
