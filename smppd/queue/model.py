@@ -235,7 +235,9 @@ class Inbound:
     client: str | None
 
 
-OPTOUT_ALL_SENDERS: Final = "*"  # as a sender: the number is opted out of every sender
+# As a sender: the number is opted out of every sender. The store does not know which senders
+# belong to which client, so a per-client opt-out is one row per sender, written by the caller.
+OPTOUT_ALL_SENDERS: Final = "*"
 
 
 @dataclass(frozen=True, slots=True)
