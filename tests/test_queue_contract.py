@@ -9,6 +9,7 @@ import pytest
 from queue_support import CARRIER, T0, message
 
 from smppd.queue import (
+    Deferred,
     Failed,
     MessageState,
     Queue,
@@ -181,6 +182,21 @@ async def test_retry_requeues_with_backoff(store: Queue) -> None:
     status = await store.status(enq.message_id, None)
     assert status is not None
     assert (status.segments[0].attempts, status.segments[0].command_status) == (2, 0x14)
+
+
+async def test_deferred_requeues_without_an_attempt(store: Queue) -> None:
+    """Deferred (not sent by our choice) goes back for its time and counts no attempt."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    (change,) = await store.record([Deferred(seg.segment_id, T0 + 3)], now=T0)
+    assert change.segment_state is SegmentState.SCHEDULED
+    assert len(await store.claim(CARRIER, 1, now=T0 + 2)) == 0
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 3)
+    assert (again.segment_id, again.attempts) == (seg.segment_id, 0)
+    assert store.queued_depth() == 1
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.segments[0].attempts == 0
 
 
 async def test_failed_and_unknown_outcomes(store: Queue) -> None:

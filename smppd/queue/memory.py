@@ -22,6 +22,7 @@ from smppd.queue.model import (
     Change,
     Claim,
     ClaimedSegment,
+    Deferred,
     Enqueued,
     Failed,
     Inbound,
@@ -283,9 +284,16 @@ class MemoryQueue:
                 Retry: SegmentEvent.SUBMIT_RETRY,
                 Unknown: SegmentEvent.SUBMIT_UNKNOWN,
                 Failed: SegmentEvent.SUBMIT_FAILED,
+                Deferred: SegmentEvent.DEFERRED,
             }[type(outcome)]
             target = transition(segment.state, event)
             if target is None:
+                continue
+            if isinstance(outcome, Deferred):
+                segment.next_attempt_at = outcome.next_attempt_at
+                changes.append(
+                    self._move(segment, waiting_state(outcome.next_attempt_at, now=now), now=now)
+                )
                 continue
             segment.attempts += 1
             if isinstance(outcome, Failed):

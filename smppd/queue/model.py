@@ -172,7 +172,16 @@ class Unknown:
     next_attempt_at: float
 
 
-Outcome = Submitted | Retry | Failed | Unknown
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """Not sent, by our own choice (a sender's rate, a stop): back to the queue for
+    `next_attempt_at` without counting an attempt."""
+
+    segment_id: int
+    next_attempt_at: float
+
+
+Outcome = Submitted | Retry | Failed | Unknown | Deferred
 
 
 @dataclass(frozen=True, slots=True)

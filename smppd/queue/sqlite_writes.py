@@ -18,6 +18,7 @@ from smppd.queue.model import (
     Change,
     Claim,
     ClaimedSegment,
+    Deferred,
     Enqueued,
     Failed,
     NewMessage,
@@ -305,16 +306,20 @@ _EVENTS: Final = {
     Retry: SegmentEvent.SUBMIT_RETRY,
     Unknown: SegmentEvent.SUBMIT_UNKNOWN,
     Failed: SegmentEvent.SUBMIT_FAILED,
+    Deferred: SegmentEvent.DEFERRED,
 }
 
 
 def _unsent(
-    row: SegmentRow, outcome: Retry | Failed | Unknown, *, now: float
+    row: SegmentRow, outcome: Retry | Failed | Unknown | Deferred, *, now: float
 ) -> SegmentState | None:
     """Update `row` for an outcome that leaves it unsent; the state to move it to, if any."""
     target = transition(row.state, _EVENTS[type(outcome)])
     if target is None:
         return None
+    if isinstance(outcome, Deferred):
+        row.next_attempt_at = outcome.next_attempt_at
+        return waiting_state(outcome.next_attempt_at, now=now)
     row.attempts += 1
     if isinstance(outcome, Failed):
         row.command_status = outcome.command_status

@@ -67,6 +67,7 @@ class SegmentEvent(StrEnum):
     SUBMIT_RETRY = "submit_retry"  # a temporary error: try again later
     SUBMIT_UNKNOWN = "submit_unknown"  # no answer (timeout, connection lost): resend, at least once
     SUBMIT_FAILED = "submit_failed"  # a permanent error
+    DEFERRED = "deferred"  # claimed but not sent (rate limit, stop); no attempt is counted
     RECOVERED = "recovered"  # in flight when the process stopped
     CANCELLED = "cancelled"  # by its client, or by an opt-out
     RECEIPT = "receipt"  # a delivery receipt; its own state says where the segment goes
@@ -89,6 +90,7 @@ TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
     (_I, SegmentEvent.SUBMIT_RETRY): _Q,
     (_I, SegmentEvent.SUBMIT_UNKNOWN): _Q,
     (_I, SegmentEvent.SUBMIT_FAILED): SegmentState.FAILED,
+    (_I, SegmentEvent.DEFERRED): _Q,
     (_I, SegmentEvent.RECOVERED): _Q,
     (_Q, SegmentEvent.CANCELLED): _C,
     (_S, SegmentEvent.CANCELLED): _C,
