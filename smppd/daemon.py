@@ -39,6 +39,7 @@ from smppd.queue import Queue, QueueError, open_queue
 from smppd.queue.model import Change
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
+from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
 from smppd.sendloop import CarrierSendLoop, RetryPolicy
 from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
 
@@ -108,6 +109,16 @@ def auto_replies(replies: cfg.AutoReplies) -> dict[Keyword, str]:
     return {keyword: text for keyword, text in texts.items() if text is not None}
 
 
+def daily_caps(config: Config) -> DailyCaps:
+    return DailyCaps(
+        {
+            s.id: DailyCap(s.daily_cap, hold=s.over_cap is cfg.OverCap.HOLD)
+            for s in config.senders
+            if s.daily_cap is not None
+        }
+    )
+
+
 def profiles(config: Config) -> dict[str, OutboundProfile]:
     return {c.name: outbound_profile(c) for c in config.carriers if c.can_send}
 
@@ -156,6 +167,7 @@ class Daemon:
         self.started = time.time()
         self.api_counts = ApiObserverCounts()
         self.queue_snapshot: dict[str, Any] = {}
+        self.caps = daily_caps(config)
         self.gateway = Gateway(
             queue=queue,
             router=router(config),
@@ -169,6 +181,7 @@ class Daemon:
             wake=self._wake,
             health=self._health,
             clock=time.time,
+            caps=self.caps,
         )
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -228,6 +241,7 @@ class Daemon:
                 ),
                 clock=time.time,
                 on_changes=functools.partial(self._publish_changes, carrier.name),
+                sender_tps={s.id: s.tps for s in config.senders if s.tps is not None},
             )
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
@@ -269,6 +283,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        await self._load_caps()
         recovered = await self.queue.recover(now=time.time())
         if recovered:
             log.warning("resending segments left in flight by the last run", segments=recovered)
@@ -304,6 +319,15 @@ class Daemon:
             await self.queue.close()
         log.info("smppd stopped")
         return 0
+
+    async def _load_caps(self) -> None:
+        """Rebuild the daily counts of capped senders from what is already queued."""
+        if not self.caps.senders:
+            return
+        today = day_of(time.time())
+        for day in range(today, today + HOLD_DAYS):
+            counts = await self.queue.segments_by_source(day * DAY_S, (day + 1) * DAY_S)
+            self.caps.load(day, counts)
 
     async def _serve(self) -> None:
         while True:

@@ -22,6 +22,7 @@ from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.model import MessageStatus, NewMessage
 from smppd.routing import Router
+from smppd.senderpolicy import DailyCaps
 from smppd.service import (
     ApiError,
     ClientIdentity,
@@ -32,6 +33,15 @@ from smppd.service import (
 )
 
 log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(slots=True)
+class _Accepted:
+    """A validated message on its way into the queue, with its daily-cap reservation."""
+
+    message: NewMessage
+    cap_day: int | None
+    slot: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,8 +63,10 @@ class Gateway:
         wake: Callable[[str], None],
         health: Callable[[], dict[str, Any]],
         clock: Callable[[], float],
+        caps: DailyCaps | None = None,
     ) -> None:
         self._queue = queue
+        self._caps = caps or DailyCaps({})
         self._router = router
         self._profiles = profiles
         self._hub = hub
@@ -82,59 +94,63 @@ class Gateway:
             return [error for _ in requests]
         now = self._clock()
         results: list[SubmitReply | ApiError | None] = []
-        batch: list[NewMessage] = []
-        slots: list[int] = []
+        batch: list[_Accepted] = []
         for request in requests:
             try:
-                message = await self._validate(client, request, now)
+                accepted = await self._validate(client, request, now)
             except ApiError as exc:
                 results.append(exc)
                 continue
-            slots.append(len(results))
+            accepted.slot = len(results)
             results.append(None)
-            batch.append(message)
+            batch.append(accepted)
         if batch:
-            segments = sum(len(m.segments) for m in batch)
-            if self._queue.queued_depth() + segments > self._settings.max_depth:
-                error = ApiError(
-                    ErrorCode.queue_full,
-                    f"queue is at its configured depth ({self._settings.max_depth} segments); "
-                    "retry later",
-                )
-                for slot in slots:
-                    results[slot] = error
-            else:
-                await self._enqueue(batch, slots, results, now)
+            refused = self._over_depth(batch)
+            if refused is None:
+                refused = await self._enqueue(batch, results, now)
+            if refused is not None:
+                for accepted in batch:
+                    results[accepted.slot] = refused
+                    self._release(accepted)
         return [r for r in results if r is not None]
 
+    def _over_depth(self, batch: list[_Accepted]) -> ApiError | None:
+        segments = sum(len(a.message.segments) for a in batch)
+        if self._queue.queued_depth() + segments <= self._settings.max_depth:
+            return None
+        return ApiError(
+            ErrorCode.queue_full,
+            f"queue is at its configured depth ({self._settings.max_depth} segments); retry later",
+        )
+
     async def _enqueue(
-        self,
-        batch: list[NewMessage],
-        slots: list[int],
-        results: list[SubmitReply | ApiError | None],
-        now: float,
-    ) -> None:
+        self, batch: list[_Accepted], results: list[SubmitReply | ApiError | None], now: float
+    ) -> ApiError | None:
         try:
-            enqueued = await self._queue.enqueue(batch, now=now)
+            enqueued = await self._queue.enqueue([a.message for a in batch], now=now)
         except StorageFullError:
             log.error("storage full: submits refused until space is freed")
-            error = ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
-            for slot in slots:
-                results[slot] = error
-            return
+            return ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
         except QueueError as exc:
             log.error("queue error on submit", error=str(exc))
-            error = ApiError(ErrorCode.internal, "storage error; nothing was accepted")
-            for slot in slots:
-                results[slot] = error
-            return
+            return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
         carriers = set()
-        for slot, message, done in zip(slots, batch, enqueued, strict=True):
-            results[slot] = SubmitReply(done.message_id, done.segments, done.created)
-            carriers.add(message.carrier)
+        for accepted, done in zip(batch, enqueued, strict=True):
+            results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
+            carriers.add(accepted.message.carrier)
+            if not done.created:
+                self._release(accepted)  # the same ref again: counted the first time
         self.accepted += sum(1 for e in enqueued if e.created)
         for carrier in carriers:
             self._wake(carrier)
+        return None
+
+    def _release(self, accepted: _Accepted) -> None:
+        if accepted.cap_day is not None:
+            self._caps.release(
+                accepted.message.source, accepted.cap_day, len(accepted.message.segments)
+            )
+            accepted.cap_day = None
 
     async def submit_reply(self, client: str, sender: str, to: str, text: str) -> int:
         """Queue an automatic reply (to STOP, START, HELP) from `sender` to `to`.
@@ -145,9 +161,13 @@ class Gateway:
         identity = ClientIdentity(name=client, senders=frozenset({sender}))
         request = SubmitRequest(to=to, sender=sender, text=text, priority=9)
         now = self._clock()
-        message = await self._validate(identity, request, now, check_optout=False)
-        [done] = await self._queue.enqueue([message], now=now)
-        self._wake(message.carrier)
+        accepted = await self._validate(identity, request, now, check_optout=False)
+        try:
+            [done] = await self._queue.enqueue([accepted.message], now=now)
+        except QueueError:
+            self._release(accepted)
+            raise
+        self._wake(accepted.message.carrier)
         return done.message_id
 
     async def _validate(
@@ -157,7 +177,7 @@ class Gateway:
         now: float,
         *,
         check_optout: bool = True,
-    ) -> NewMessage:
+    ) -> _Accepted:
         if request.sender not in client.senders:
             raise ApiError(
                 ErrorCode.sender_not_allowed,
@@ -190,18 +210,23 @@ class Gateway:
             ref=ref,
             profile=profile,
         )
-        return NewMessage(
+        due = now if request.schedule_at is None else max(now, request.schedule_at)
+        cap_day, held_until = self._caps.reserve(
+            request.sender, len(prepared.bodies), at=due, now=now
+        )
+        message = NewMessage(
             client=client.name,
             ref=request.ref,
             source=request.sender,
             destination=destination,
             carrier=carrier,
             priority=min(request.priority, client.max_priority),
-            not_before=request.schedule_at,
+            not_before=request.schedule_at if held_until is None else held_until,
             expires_at=expires_at,
             registered_delivery=request.registered_delivery,
             segments=prepared.bodies,
         )
+        return _Accepted(message, cap_day if request.sender in self._caps.senders else None)
 
     # --- reads and the rest ----------------------------------------------------------------
 

@@ -7,6 +7,10 @@ each to the carrier's binds as soon as a window slot is free, and records the ou
 Duplicates after a crash are bounded by `max_unrecorded`: a segment counts from its claim until its
 outcome is committed, and no more are claimed while that many are open. With max_unrecorded =
 window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
+
+A sender with its own TPS cap is held to it here, where sends happen: a segment its rate does not
+allow now goes back to the queue (Deferred, no attempt counted) for the sender's next free slot,
+so other senders' segments are not stuck behind it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 import structlog
@@ -23,10 +28,36 @@ import structlog
 from smppd.pdu.receipt import correlation_keys
 from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
-from smppd.queue.model import Change, ClaimedSegment, Failed, Outcome, Retry, Submitted, Unknown
+from smppd.queue.model import (
+    Change,
+    ClaimedSegment,
+    Deferred,
+    Failed,
+    Outcome,
+    Retry,
+    Submitted,
+    Unknown,
+)
+from smppd.ratelimit import SlidingWindow, window_for_rate
 from smppd.session import SubmitResult
 
 log = structlog.get_logger(__name__)
+
+
+class _Defer(Enum):
+    DEFER = "defer"
+
+
+_DEFER = _Defer.DEFER
+
+# Sends from one sender are spaced a little wider than its rate, so arrival jitter on the way to
+# the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
+SENDER_RATE_MARGIN = 1.02
+
+
+def sender_window(tps: float) -> SlidingWindow:
+    limit, period_s = window_for_rate(tps)
+    return SlidingWindow(limit, period_s=period_s * SENDER_RATE_MARGIN)
 
 
 class SubmitPort(Protocol):
@@ -90,6 +121,7 @@ class CarrierSendLoop:
         on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
         idle_poll_s: float = 0.25,
         rng: random.Random | None = None,
+        sender_tps: Mapping[str, float] | None = None,
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -109,6 +141,11 @@ class CarrierSendLoop:
         self._stopping = False
         self.submitted = 0
         self.recorded = 0
+        self.deferred = 0
+        self._sender_windows = {
+            sender: sender_window(tps) for sender, tps in (sender_tps or {}).items()
+        }
+        self._next_slot: dict[str, float] = {}
 
     def wake(self) -> None:
         """New work may be due (a submit landed): claim now rather than at the next poll."""
@@ -163,26 +200,53 @@ class CarrierSendLoop:
                 continue
             self._unrecorded += len(claim.segments)
             for i, segment in enumerate(claim.segments):
-                fut = await self._send(segment.body)
+                window = self._sender_windows.get(segment.source)
+                fut = await self._send(segment.body, window)
                 if fut is None:  # stopping: hand back what was claimed but never sent
                     now = self._clock()
                     for unsent in claim.segments[i:]:
-                        self._add(Unknown(unsent.segment_id, now))
+                        self._add(Deferred(unsent.segment_id, now))
                     break
+                if fut is _DEFER:
+                    assert window is not None
+                    self._defer(segment, window)
+                    continue
+                assert isinstance(fut, asyncio.Future)
                 fut.add_done_callback(functools.partial(self._done, segment))
                 self.submitted += 1
 
-    async def _send(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
-        """Submit on the first bind with room; None only once stopping.
+    async def _send(
+        self, body: bytes, window: SlidingWindow | None
+    ) -> asyncio.Future[SubmitResult] | _Defer | None:
+        """Submit on the first bind with room; None only once stopping; _DEFER when the
+        sender's own rate says not now.
 
-        The port's wait_ready() returns when a slot frees up and also when the binds close, so a
-        stop during an outage does not leave this waiting.
+        The sender's window is checked and recorded with no await between that and the write,
+        so the time it records is the time the submit_sm leaves. The port's wait_ready() returns
+        when a slot frees up and also when the binds close, so a stop during an outage does not
+        leave this waiting.
         """
         while True:
+            now = self._clock()
+            if window is not None and not window.allows(now):
+                return _DEFER
             fut = self._port.try_submit(body)
-            if fut is not None or self._stopping:
+            if fut is not None:
+                if window is not None:
+                    window.record(now)
                 return fut
+            if self._stopping:
+                return None
             await self._port.wait_ready()
+
+    def _defer(self, segment: ClaimedSegment, window: SlidingWindow) -> None:
+        """Back to the queue for the sender's next free slot; later ones queue up behind it at
+        the sender's rate, so they return spaced out rather than all at once."""
+        now = self._clock()
+        slot = max(window.ready_at(now), self._next_slot.get(segment.source, 0.0))
+        self._next_slot[segment.source] = slot + window.period_s / window.limit
+        self.deferred += 1
+        self._add(Deferred(segment.segment_id, slot))
 
     def _done(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
         now = self._clock()

@@ -329,3 +329,11 @@ async def test_stats_count_by_state_and_priority(store: Queue) -> None:
     assert stats.oldest_queued_age_s == pytest.approx(10.0)
     empty = await store.stats(now=T0)
     assert empty.receipts_held == empty.receipts_unmatched == empty.receipts_dropped == 0
+
+
+async def test_segments_by_source_counts_by_due_time(store: Queue) -> None:
+    """Segments per sender due in a span; scheduled ones count on their not_before."""
+    await store.enqueue([message(segments=(b"a", b"b")), message()], now=T0)
+    await store.enqueue([message(not_before=T0 + 86_400)], now=T0)
+    assert await store.segments_by_source(T0, T0 + 86_400) == {"ACME": 3}
+    assert await store.segments_by_source(T0 + 86_400, T0 + 2 * 86_400) == {"ACME": 1}

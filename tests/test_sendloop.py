@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,13 +35,14 @@ def message(
     text: str,
     *,
     client: str = "a",
+    source: str = "SMPPD",
     priority: int = 5,
     not_before: float | None = None,
     expires_at: float | None = None,
 ) -> NewMessage:
     bodies = prepare(
         destination="+447700900123",
-        source="SMPPD",
+        source=source,
         text=text,
         encoding="auto",
         registered_delivery=False,
@@ -51,7 +53,7 @@ def message(
     return NewMessage(
         client=client,
         ref=None,
-        source="SMPPD",
+        source=source,
         destination="+447700900123",
         carrier="fake",
         priority=priority,
@@ -79,10 +81,15 @@ async def no_deliveries(pdu: DeliverSm | DataSm) -> int:
 
 @asynccontextmanager
 async def pipeline(
-    *messages: NewMessage, window: int = 1, claim_batch: int = 5, start: bool = True
+    *messages: NewMessage,
+    window: int = 1,
+    claim_batch: int = 5,
+    start: bool = True,
+    clock: Clock | None = None,
+    sender_tps: dict[str, float] | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Messages enqueued first, then a bound carrier and its send loop started."""
-    clock = Clock()
+    clock = clock or Clock()
     queue = MemoryQueue()
     if messages:
         await queue.enqueue(messages, now=clock())
@@ -109,6 +116,7 @@ async def pipeline(
             clock=clock,
             idle_poll_s=0.05,
             rng=random.Random(1),
+            sender_tps=sender_tps,
         )
         async with binds:
             await binds.wait_bound()
@@ -192,6 +200,30 @@ async def test_expired_and_scheduled_messages() -> None:
         status = await p.queue.status(1, None)
         assert status is not None
         assert status.state is MessageState.EXPIRED
+
+
+class WallClock(Clock):
+    def __call__(self) -> float:
+        return time.time()
+
+
+async def test_sender_rate_holds_over_any_second_at_the_smsc() -> None:
+    """A sender capped at 10/s never has more than 10 submits in any one-second span at the
+    SMSC, while an uncapped sender's messages are not held back behind it."""
+    capped = [message(f"capped {i}") for i in range(25)]
+    free = [message(f"free {i}", client="b", source="FREE") for i in range(5)]
+    async with pipeline(
+        *capped, *free, window=10, claim_batch=30, clock=WallClock(), sender_tps={"SMPPD": 10}
+    ) as p:
+        await p.smsc.records.wait_for(30, timeout=20)
+        times = sorted(s.time for s in p.smsc.records.segments if s.text.startswith("capped"))
+        assert len(times) == 25
+        assert all(
+            later - earlier >= 1.0 for earlier, later in zip(times, times[10:], strict=False)
+        )
+        free_last = max(s.time for s in p.smsc.records.segments if s.text.startswith("free"))
+        assert free_last < times[-1]
+        assert p.loop.deferred > 0
 
 
 def claimed(attempts: int) -> ClaimedSegment:

@@ -49,6 +49,11 @@ class Queue(Protocol):
         """Store a mobile-originated message; returns its id once durable."""
         ...
 
+    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
+        """Segments of messages per sender id due to go (not_before, else created) in
+        [start, end): what daily caps count, rebuilt after a restart."""
+        ...
+
     async def inbound_since(
         self, after_id: int, *, client: str | None = None, limit: int = 100
     ) -> list[Inbound]:

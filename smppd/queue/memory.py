@@ -424,6 +424,14 @@ class MemoryQueue:
         self._inbound.append(stored)
         return stored.id
 
+    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for m in self._messages.values():
+            at = m.created_at if m.new.not_before is None else m.new.not_before
+            if start <= at < end:
+                counts[m.new.source] = counts.get(m.new.source, 0) + len(m.new.segments)
+        return counts
+
     async def inbound_since(
         self, after_id: int, *, client: str | None = None, limit: int = 100
     ) -> list[Inbound]:

@@ -305,6 +305,9 @@ class SqliteQueue:
             now=inbound.received_at,
         )
 
+    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
+        return await self._read(partial(sqlite_reads.segments_by_source, start=start, end=end))
+
     async def inbound_since(
         self, after_id: int, *, client: str | None = None, limit: int = 100
     ) -> list[Inbound]:

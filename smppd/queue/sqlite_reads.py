@@ -93,6 +93,17 @@ _INBOUND_SINCE: Final = """
 """
 
 
+_SEGMENTS_BY_SOURCE: Final = """
+    SELECT source, sum(total) FROM messages
+    WHERE coalesce(not_before, created_at) >= ? AND coalesce(not_before, created_at) < ?
+    GROUP BY source
+"""
+
+
+def segments_by_source(db: sqlite3.Connection, start: float, end: float) -> dict[str, int]:
+    return {source: int(n) for source, n in db.execute(_SEGMENTS_BY_SOURCE, (start, end))}
+
+
 def inbound_since(
     db: sqlite3.Connection, after_id: int, client: str | None, limit: int
 ) -> list[Inbound]:

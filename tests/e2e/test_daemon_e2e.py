@@ -107,6 +107,8 @@ async def test_stop_opts_out_and_start_opts_back_in() -> None:
         sub = await RawSubscriber.open(socket, ["inbound"])
         async with Client(socket) as client:
             await client.submit(to="+447700900005", sender="12345", text="hello")
+            # Sent before the STOP: a STOP cancels what is still queued to the number.
+            await smsc.records.wait_for(1, timeout=10)
             await smsc.inject_mo(source="+447700900005", destination="12345", text=" stop ")
             assert (await sub.next())["keyword"] == "stop"
             with pytest.raises(ApiClientError) as info:
@@ -257,3 +259,29 @@ async def test_stop_gets_its_configured_auto_reply() -> None:
             "You are unsubscribed.",
         )
         assert second.text == "Reply STOP to quit."
+
+
+async def test_daily_cap_refuses_and_survives_a_restart() -> None:
+    """Past a sender's daily cap submits are refused, and a restart does not reset the count."""
+    senders = [
+        {"id": "ALPHA", "client": "alpha", "daily_cap": 3},
+        {"id": "BETA", "client": "beta"},
+    ]
+    async with running(senders=senders) as (_smsc, daemon, directory):
+        socket = directory / "smppd.sock"
+        async with Client(socket) as client:
+            for i in range(3):
+                await client.submit(to="+447700900123", sender="ALPHA", text=f"capped {i}")
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="+447700900123", sender="ALPHA", text="one too many")
+            assert info.value.code == "over_daily_cap"
+        assert await daemon.stop() == 0
+        again = Daemon(daemon.config)
+        await again.start()
+        try:
+            async with Client(socket) as client:
+                with pytest.raises(ApiClientError) as info:
+                    await client.submit(to="+447700900123", sender="ALPHA", text="after restart")
+                assert info.value.code == "over_daily_cap"
+        finally:
+            await again.stop()
