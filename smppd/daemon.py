@@ -424,6 +424,8 @@ class Daemon:
             "optouts": sum(rt.inbound.counters.optouts for rt in runtimes),
             "optins": sum(rt.inbound.counters.optins for rt in runtimes),
             "auto_replies": sum(rt.inbound.counters.auto_replies for rt in runtimes),
+            # segments held back by a sender's own TPS cap: sender rate limiting in effect
+            "sender_rate_deferrals": sum(rt.loop.deferred for rt in runtimes if rt.loop),
             "events_published": self.hub.published,
             "subscribers_dropped": self.hub.dropped_subscribers,
             "accepted": self.gateway.accepted,
