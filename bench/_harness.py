@@ -1,0 +1,656 @@
+"""Shared pieces of the end-to-end benchmarks (e2e, latency, priority, crash).
+
+It starts the fake SMSC and the daemon as processes on this machine (127.0.0.1 and a Unix
+socket in a private temporary directory), writes the daemon's config, reads a process's CPU time
+and memory from /proc, drives the SMSC's control socket, runs submitters in processes of their
+own and reads the SMSC's JSON-lines record back. It is also the submitter's entry point:
+
+    python bench/_harness.py submit SPEC.json
+
+Message texts carry their index (`B00001234 ...`): a record at the SMSC is matched to the
+client's accept time by its text, which is unique per message within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from smppd.client import UNAVAILABLE, ApiClientError, ApiConnectionError, Client
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+# The source tree the daemon and the SMSC run from (`--tree`, e.g. a `git archive` of a commit,
+# so that a measurement does not pick up edits in progress); the submitters use it as well.
+TREE = ROOT
+AMBIGUOUS_IDS = False  # --ambiguous-ids: the fake SMSC's ids from 1 (see UNAMBIGUOUS_ID_START)
+HARNESS: Final = Path(__file__).resolve()
+CLIENT: Final = "bench"
+SENDER: Final = "BENCH"
+START_TIMEOUT_S: Final = 30.0
+TEXT_BODY: Final = " Your verification code is 482913. It expires in 10 minutes."
+INDEX_DIGITS: Final = 8
+# Codes after which a crash-mode submitter retries the batch (with the same refs).
+RETRY_CODES: Final = frozenset({UNAVAILABLE, "shutting_down", "queue_full", "too_many_pending"})
+# The fake SMSC numbers its message ids from here, in hex: a0000000.. always holds a letter,
+# so every id has one reading. All-digit ids (00000010) are also read as decimal by
+# smppd.pdu.receipt.correlation_keys, where they collide with other ids' hex readings
+# (0000000a is 10 too) and a receipt can land on the wrong segment; --ambiguous-ids keeps them.
+UNAMBIGUOUS_ID_START: Final = 0xA000_0000
+
+
+def text_for(prefix: str, index: int) -> str:
+    """A message text unique within a run: one letter, the index, a realistic body."""
+    return f"{prefix}{index:0{INDEX_DIGITS}d}{TEXT_BODY}"
+
+
+def index_of(text: str, prefix: str) -> int | None:
+    """The index written by `text_for`, or None for a text of another kind."""
+    end = len(prefix) + INDEX_DIGITS
+    if not text.startswith(prefix) or not text[len(prefix) : end].isdigit():
+        return None
+    return int(text[len(prefix) : end])
+
+
+def destination_for(index: int) -> str:
+    return f"+4477009{index % 100_000:05d}"
+
+
+# --- /proc ----------------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def status_mib(pid: int, key: str) -> float | None:
+    """A memory line of /proc/PID/status (VmRSS, VmHWM) in MiB, or None once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank of an already sorted sequence."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def latency_line(name: str, seconds: Sequence[float], qs: Sequence[float] = (50, 99)) -> str:
+    values = sorted(seconds)
+    if not values:
+        return f"{name}: no samples"
+    parts = [f"p{q:g} {percentile(values, q) * 1e3:.1f} ms" for q in qs]
+    return f"{name} (n={len(values)}): " + ", ".join(parts) + f", max {values[-1] * 1e3:.1f} ms"
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "n/a"
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def workdir() -> Path:
+    """A private temporary directory short enough for a Unix socket path."""
+    return Path(tempfile.mkdtemp(prefix="smppd-bench-", dir="/tmp"))
+
+
+def _read_lines(process: subprocess.Popen[bytes], count: int, timeout_s: float) -> list[str]:
+    """The first `count` lines a process prints, read unbuffered under a deadline."""
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while data.count(b"\n") < count:
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError(f"no output from the process in time: {data!r}")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"the process exited: {data!r}")
+            data += chunk
+    return data.decode().splitlines()[:count]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(TREE)}
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tree", type=Path, default=None, help="run smppd from this tree")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--ambiguous-ids", action="store_true", help="SMSC message ids from 1 (all-digit ones)"
+    )
+
+
+def use_common(args: argparse.Namespace) -> None:
+    global TREE, AMBIGUOUS_IDS
+    AMBIGUOUS_IDS = args.ambiguous_ids
+    if args.tree is not None:
+        TREE = args.tree.resolve()
+        print(f"smppd and the fake SMSC from {TREE}")
+
+
+def _stop(process: subprocess.Popen[Any], timeout_s: float = 15.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
+
+
+class Smsc:
+    """The fake SMSC as a process: `python -m tools.fake_smsc` with a control socket."""
+
+    def __init__(self, directory: Path, *, record: bool = True, in_memory: bool = False) -> None:
+        self.control_path = directory / "smsc.ctl"
+        self.record_path = directory / "smsc.jsonl" if record else None
+        command = [sys.executable, "-m", "tools.fake_smsc", "--host", "127.0.0.1", "--port", "0"]
+        command += ["--system-id", "smppd", "--password", "secret"]
+        command += ["--control", str(self.control_path)]
+        if not AMBIGUOUS_IDS:
+            scenario = directory / "smsc.yaml"
+            scenario.write_text(f"message_id_start: {UNAMBIGUOUS_ID_START}\n")
+            command += ["--scenario", str(scenario)]
+        if not in_memory:
+            command.append("--no-record")
+        if self.record_path is not None:
+            command += ["--record", str(self.record_path)]
+        self.process = subprocess.Popen(
+            command, cwd=TREE, env=_env(), stdout=subprocess.PIPE, bufsize=0
+        )
+        try:
+            listening, control = _read_lines(self.process, 2, START_TIMEOUT_S)
+        except BaseException:
+            _stop(self.process)
+            raise
+        if "listening on" not in listening or "control on" not in control:
+            _stop(self.process)
+            raise RuntimeError(f"fake SMSC did not start: {listening!r} {control!r}")
+        self.port = int(listening.rsplit(":", 1)[1])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    async def control(self, op: str, **fields: Any) -> Any:
+        """One request on the control socket; its result, or RuntimeError with the error."""
+        reader, writer = await asyncio.open_unix_connection(
+            str(self.control_path), limit=64 * 1024 * 1024
+        )
+        try:
+            async with asyncio.timeout(float(fields.get("timeout", 5.0)) + 10.0):
+                writer.write(json.dumps({"op": op, "id": 1, **fields}).encode() + b"\n")
+                reply = json.loads(await reader.readline())
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if not reply.get("ok"):
+            raise RuntimeError(f"fake SMSC {op}: {reply.get('error')}")
+        return reply["result"]
+
+    async def segments(self) -> int:
+        stats = await self.control("stats")
+        return int(stats["segments"])
+
+
+def write_config(
+    directory: Path,
+    smsc_port: int,
+    *,
+    registered_delivery: bool = True,
+    binds: int = 2,
+    window: int = 100,
+    tps: float = 1_000_000,
+    queue: dict[str, Any] | None = None,
+) -> Path:
+    """A daemon config for one carrier on the fake SMSC, everything else in `directory`."""
+    config: dict[str, Any] = {
+        "queue": {"path": str(directory / "smppd.db"), "retry_initial_s": 0.2, **(queue or {})},
+        "api": {
+            "socket": str(directory / "smppd.sock"),
+            "clients": [{"name": CLIENT, "uids": [os.getuid()]}],
+            "max_pending_per_connection": 10_000,
+        },
+        "metrics": {"listen": "127.0.0.1:0"},
+        "logging": {"level": "warning", "format": "json"},
+        "carriers": [
+            {
+                "name": "fake",
+                "host": "127.0.0.1",
+                "port": smsc_port,
+                "system_id": "smppd",
+                "password": "secret",
+                "binds": binds,
+                "window": window,
+                "tps": tps,
+                "response_timeout_s": 10,
+                "reconnect": {"initial_s": 0.1, "max_s": 1},
+                "registered_delivery": registered_delivery,
+            }
+        ],
+        "routes": [{"prefix": "", "carriers": ["fake"]}],
+        "senders": [{"id": SENDER, "client": CLIENT}],
+    }
+    path = directory / "smppd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Daemon:
+    """`python -m smppd run -c CONFIG` as a process, its output appended to a log file."""
+
+    def __init__(self, config: Path, *, extra_env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.socket = config.parent / "smppd.sock"
+        self.log_path = config.parent / "smppd.log"
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "smppd", "run", "-c", str(self.config)],
+                cwd=TREE,
+                env={**_env(), **self.extra_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def start(self) -> float:
+        """Start and wait until the API answers `health`; returns the seconds that took."""
+        started = time.perf_counter()
+        self.process = self._spawn()
+        self.starts += 1
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited ({self.process.returncode}): {self.log_tail()}")
+            with contextlib.suppress(ApiClientError):
+                async with Client(self.socket, timeout_s=5, connect_timeout_s=1) as client:
+                    await client.health()
+                    return time.perf_counter() - started
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon not ready in {START_TIMEOUT_S} s: {self.log_tail()}")
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """kill -9, and reap it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process, timeout_s=30)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    async def stats(self) -> dict[str, Any]:
+        async with Client(self.socket, timeout_s=10, connect_timeout_s=2) as client:
+            return await client.stats()
+
+
+def segments_in(stats: dict[str, Any], *states: str) -> int:
+    by_state: dict[str, int] = stats.get("segments", {})
+    return sum(int(by_state.get(state, 0)) for state in states)
+
+
+PENDING: Final = ("queued", "scheduled", "inflight")
+FINAL: Final = ("delivered", "undeliverable", "expired", "rejected", "failed", "cancelled")
+
+
+@contextlib.contextmanager
+def cleanup(directory: Path, *, keep: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if keep:
+            print(f"kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+class Sampler:
+    """Samples a process's RSS (and anything else `probe` returns) every `every_s` seconds."""
+
+    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+        self.pid = pid
+        self.every_s = every_s
+        self.samples: list[tuple[float, float]] = []  # (time, RSS MiB)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            rss = status_mib(self.pid, "VmRSS")
+            if rss is not None:
+                self.samples.append((time.time(), rss))
+            await asyncio.sleep(self.every_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def peak(self) -> float:
+        return max((rss for _, rss in self.samples), default=math.nan)
+
+
+# --- the SMSC's record ----------------------------------------------------------------------
+
+
+def read_records(
+    path: Path, prefix: str, *, keep: Callable[[bytes], bool] | None = None
+) -> dict[int, list[float]]:
+    """Message index -> the times the SMSC recorded it (one per sighting), from `path`.
+
+    Only complete messages answered ESME_ROK are records of kind "message". `keep` may skip
+    lines cheaply before they are parsed.
+    """
+    seen: dict[int, list[float]] = {}
+    with path.open("rb") as lines:
+        for line in lines:
+            if not line.startswith(b'{"type": "message"'):
+                continue
+            if keep is not None and not keep(line):
+                continue
+            record = json.loads(line)
+            index = index_of(record["text"], prefix)
+            if index is not None:
+                seen.setdefault(index, []).append(float(record["time"]))
+    return seen
+
+
+# --- submitters -----------------------------------------------------------------------------
+
+
+@dataclass
+class SubmitSpec:
+    """What one submitter process sends: messages [start, stop) of `prefix`."""
+
+    socket: str
+    out: str  # JSON result here, accept times (array of doubles, NaN: refused) in out + ".times"
+    prefix: str = "B"
+    start: int = 0
+    stop: int = 0
+    mode: str = "bulk"  # bulk: submit_many batches | rate: single submits at `rate` per second
+    connections: int = 4
+    depth: int = 4  # batches in flight per connection (bulk)
+    batch: int = 500
+    rate: float = 1000.0
+    priority: str = "normal"
+    registered_delivery: bool = True
+    refs: bool = False  # give each message a ref, so a resubmit after a crash is idempotent
+    retry: bool = False  # on a lost connection: reconnect and resubmit (crash bench)
+    deadline_s: float = 600.0  # give up after this long
+
+
+@dataclass
+class SubmitResult:
+    first_sent: float = math.nan  # time.time()
+    last_accepted: float = math.nan
+    accepted: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    cpu_s: float = 0.0
+    rtt_s: list[float] = field(default_factory=list)  # rate mode: request -> reply
+
+
+def start_submitter(spec: SubmitSpec) -> subprocess.Popen[bytes]:
+    spec_path = Path(spec.out + ".spec")
+    spec_path.write_text(json.dumps(asdict(spec)))
+    return subprocess.Popen(
+        # -P: bench/ off the path, where queue.py would shadow the stdlib's module.
+        [sys.executable, "-P", str(HARNESS), "submit", str(spec_path)],
+        cwd=TREE,
+        env=_env(),
+    )
+
+
+async def wait_submitters(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(p.poll() is None for p in processes):
+        if time.monotonic() > deadline:
+            for p in processes:
+                _stop(p)
+            raise RuntimeError("submitters did not finish in time")
+        await asyncio.sleep(0.05)
+    if failed := [p.returncode for p in processes if p.returncode]:
+        raise RuntimeError(f"submitters failed: exit codes {failed}")
+
+
+def read_result(spec: SubmitSpec) -> tuple[SubmitResult, array.array[float]]:
+    result = SubmitResult(**json.loads(Path(spec.out).read_text()))
+    times = array.array("d")
+    times.frombytes(Path(spec.out + ".times").read_bytes())
+    return result, times
+
+
+class _Submitter:
+    def __init__(self, spec: SubmitSpec) -> None:
+        self.spec = spec
+        self.times = array.array("d", [math.nan]) * (spec.stop - spec.start)
+        self.result = SubmitResult()
+        self.deadline = time.monotonic() + spec.deadline_s
+
+    def message(self, index: int) -> dict[str, Any]:
+        spec = self.spec
+        fields: dict[str, Any] = {
+            "to": destination_for(index),
+            "from": SENDER,
+            "text": text_for(spec.prefix, index),
+            "priority": spec.priority,
+        }
+        if not spec.registered_delivery:
+            fields["registered_delivery"] = False
+        if spec.refs:
+            fields["ref"] = f"{spec.prefix}{index}"
+        return fields
+
+    def count_error(self, code: str) -> None:
+        self.result.errors[code] = self.result.errors.get(code, 0) + 1
+
+    async def connect(self) -> Client:
+        while True:
+            client = Client(self.spec.socket, timeout_s=60, max_in_flight=10_000)
+            try:
+                await client.connect()
+            except ApiConnectionError:
+                if not self.spec.retry or time.monotonic() > self.deadline:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
+            return client
+
+    async def run(self) -> None:
+        spec = self.spec
+        cpu_started = time.process_time()
+        self.result.first_sent = time.time()
+        if spec.mode == "bulk":
+            batches = iter(range(spec.start, spec.stop, spec.batch))
+            await asyncio.gather(*(self._connection(batches) for _ in range(spec.connections)))
+        else:
+            await self._rate()
+        self.result.cpu_s = time.process_time() - cpu_started
+        self._save()
+
+    def _save(self) -> None:
+        Path(self.spec.out + ".times").write_bytes(self.times.tobytes())
+        Path(self.spec.out).write_text(json.dumps(asdict(self.result)))
+
+    async def _connection(self, batches: Iterator[int]) -> None:
+        holder = [await self.connect()]
+        try:
+            await asyncio.gather(*(self._batches(holder, batches) for _ in range(self.spec.depth)))
+        finally:
+            await holder[0].close()
+
+    async def _batches(self, holder: list[Client], batches: Iterator[int]) -> None:
+        spec = self.spec
+        for first in batches:
+            indexes = range(first, min(first + spec.batch, spec.stop))
+            await self._submit_batch(holder, list(indexes))
+
+    async def _submit_batch(self, holder: list[Client], indexes: list[int]) -> None:
+        spec = self.spec
+        while indexes:
+            client = holder[0]
+            try:
+                results = await client.submit_many([self.message(i) for i in indexes])
+            except ApiClientError as exc:
+                if not spec.retry or exc.code not in RETRY_CODES:
+                    raise
+                if time.monotonic() > self.deadline:
+                    raise
+                self.result.retries += 1
+                if holder[0] is client:  # the first of this connection's workers to notice
+                    await client.close()
+                    holder[0] = await self.connect()
+                else:
+                    await asyncio.sleep(0.01)
+                continue
+            now = time.time()
+            again: list[int] = []
+            for index, outcome in zip(indexes, results, strict=True):
+                if isinstance(outcome, ApiClientError):
+                    if spec.retry and outcome.code in RETRY_CODES:
+                        again.append(index)
+                    else:
+                        self.count_error(outcome.code)
+                    continue
+                self.times[index - spec.start] = now
+                self.result.accepted += 1
+                self.result.last_accepted = now
+            if again:
+                self.result.retries += 1
+                await asyncio.sleep(0.05)
+            indexes = again
+
+    async def _rate(self) -> None:
+        spec = self.spec
+        client = await self.connect()
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+        t0 = loop.time()
+
+        async def one(index: int) -> None:
+            sent = time.time()
+            try:
+                await client.submit(**_submit_kwargs(self.message(index)))
+            except ApiClientError as exc:
+                self.count_error(exc.code)
+                return
+            now = time.time()
+            self.times[index - spec.start] = now
+            self.result.rtt_s.append(now - sent)
+            self.result.accepted += 1
+            self.result.last_accepted = now
+
+        try:
+            for k, index in enumerate(range(spec.start, spec.stop)):
+                due = t0 + k / spec.rate
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                if time.monotonic() > self.deadline:
+                    break
+                task = loop.create_task(one(index))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.wait(tasks, timeout=60)
+        finally:
+            await client.close()
+
+
+def _submit_kwargs(fields: dict[str, Any]) -> dict[str, Any]:
+    return {("sender" if k == "from" else k): v for k, v in fields.items()}
+
+
+def _submit_main(spec_path: Path) -> None:
+    spec = SubmitSpec(**json.loads(spec_path.read_text()))
+    asyncio.run(_Submitter(spec).run())
+
+
+# --- crash timing ---------------------------------------------------------------------------
+
+
+def crash_delays(count: int, low_s: float, high_s: float, seed: int | None) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(low_s, high_s) for _ in range(count)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="submitter process of the e2e benchmarks")
+    parser.add_argument("command", choices=["submit"])
+    parser.add_argument("spec", type=Path)
+    args = parser.parse_args(argv)
+    _submit_main(args.spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""End-to-end durable throughput: API submit -> SQLite -> SMSC -> resp -> receipt recorded.
+
+The fake SMSC and the daemon run as processes on this machine (SQLite on disk in a temporary
+directory); submitter processes send N messages with `submit_many` over several pipelined
+connections; the run ends when every receipt is recorded (the daemon's `stats` op), or with
+--no-receipts when every message is submitted (registered_delivery false: submit and resp only,
+still durable). Prints accepted/s, submitted/s (as seen at the SMSC), receipts recorded/s, the
+CPU seconds of daemon, SMSC and submitters, the daemon's peak RSS, and the latency accept ->
+submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record.
+
+    .venv/bin/python bench/e2e.py                          # 100,000 messages with receipts
+    .venv/bin/python bench/e2e.py --count 20000 --no-receipts
+    .venv/bin/python bench/e2e.py --profile                # py-spy record of the daemon
+
+Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
+of the messages. With --no-record the SMSC keeps counters only (no latency, less SMSC CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _harness as h
+
+PREFIX = "E"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=100_000, help="messages (100,000)")
+    parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
+    parser.add_argument("--processes", type=int, default=1, help="submitter processes (1)")
+    parser.add_argument("--connections", type=int, default=4, help="per process (4)")
+    parser.add_argument("--depth", type=int, default=4, help="batches in flight per connection")
+    parser.add_argument("--batch", type=int, default=500, help="messages per submit_many (500)")
+    parser.add_argument("--binds", type=int, default=2)
+    parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--claim-batch", type=int, default=None, help="queue.claim_batch")
+    parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
+    h.add_common(parser)
+    return parser.parse_args()
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    return subprocess.Popen(
+        [py_spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    directory = h.workdir()
+    with h.cleanup(directory, keep=args.keep):
+        smsc = h.Smsc(directory, record=not args.no_record)
+        daemon = h.Daemon(
+            h.write_config(
+                directory,
+                smsc.port,
+                registered_delivery=not args.no_receipts,
+                binds=args.binds,
+                window=args.window,
+                queue={} if args.claim_batch is None else {"claim_batch": args.claim_batch},
+            )
+        )
+        try:
+            await daemon.start()
+            await measure(args, directory, smsc, daemon)
+        finally:
+            daemon.stop()
+            smsc.stop()
+
+
+async def measure(
+    args: argparse.Namespace, directory: Path, smsc: h.Smsc, daemon: h.Daemon
+) -> None:
+    count: int = args.count
+    print(f"load average before: {h.load_average()}")
+    daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
+    smsc_cpu0 = h.cpu_s(smsc.pid) or 0.0
+    profiler = None if args.profile is None else start_profiler(daemon.pid, args.profile)
+
+    share = math.ceil(count / args.processes)
+    specs = [
+        h.SubmitSpec(
+            socket=str(daemon.socket),
+            out=str(directory / f"submit{p}.json"),
+            prefix=PREFIX,
+            start=p * share,
+            stop=min(count, (p + 1) * share),
+            connections=args.connections,
+            depth=args.depth,
+            batch=args.batch,
+            registered_delivery=not args.no_receipts,
+            deadline_s=args.timeout,
+        )
+        for p in range(args.processes)
+    ]
+    submitters = [h.start_submitter(spec) for spec in specs]
+    done_state = ("submitted", *h.FINAL) if args.no_receipts else h.FINAL
+    deadline = time.monotonic() + args.timeout
+    smsc_done_at = done_at = math.nan
+    submitters_done = False
+    target = count
+    while True:
+        await asyncio.sleep(0.1)
+        if not submitters_done and all(p.poll() is not None for p in submitters):
+            await h.wait_submitters(submitters, 1)
+            submitters_done = True
+            target = sum(h.read_result(spec)[0].accepted for spec in specs)
+        if math.isnan(smsc_done_at) and await smsc.segments() >= target:
+            smsc_done_at = time.time()
+        stats = await daemon.stats()
+        if submitters_done and h.segments_in(stats, *done_state) >= target:
+            done_at = time.time()
+            break
+        if time.monotonic() > deadline:
+            print(f"timed out; daemon stats: {stats}")
+            print(f"SMSC stats: {await smsc.control('stats')}")
+            break
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
+    daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
+    smsc_cpu = (h.cpu_s(smsc.pid) or math.nan) - smsc_cpu0
+    peak_rss = h.status_mib(daemon.pid, "VmHWM")
+    print(f"load average after: {h.load_average()}")
+    report(args, specs, stats, smsc, daemon_cpu, smsc_cpu, peak_rss, smsc_done_at, done_at)
+
+
+def report(
+    args: argparse.Namespace,
+    specs: list[h.SubmitSpec],
+    stats: dict[str, object],
+    smsc: h.Smsc,
+    daemon_cpu: float,
+    smsc_cpu: float,
+    peak_rss: float | None,
+    smsc_done_at: float,
+    done_at: float,
+) -> None:
+    results = [h.read_result(spec) for spec in specs]
+    first = min(r.first_sent for r, _ in results)
+    last_accept = max(r.last_accepted for r, _ in results)
+    accepted = sum(r.accepted for r, _ in results)
+    errors: dict[str, int] = {}
+    for r, _ in results:
+        for code, n in r.errors.items():
+            errors[code] = errors.get(code, 0) + n
+    kind = "no receipts" if args.no_receipts else "with receipts"
+    print(f"{args.count:,} messages, {kind}, {args.processes}x{args.connections} connections")
+    print(f"accepted: {accepted:,} ({h.rate(accepted, last_accept - first)}) errors: {errors}")
+    accept_times: dict[int, float] = {}
+    for spec, (_, times) in zip(specs, results, strict=True):
+        for offset, t in enumerate(times):
+            if not math.isnan(t):
+                accept_times[spec.start + offset] = t
+    if smsc.record_path is not None:
+        seen = h.read_records(smsc.record_path, PREFIX)
+        firsts = sorted(min(ts) for ts in seen.values())
+        last = firsts[-1] if firsts else math.nan
+        print(f"submitted at the SMSC: {len(seen):,} ({h.rate(len(seen), last - first)})", end="")
+        if len(firsts) >= 10:
+            lo, hi = firsts[len(firsts) // 10], firsts[len(firsts) * 9 // 10]
+            print(f", sustained {h.rate(len(firsts) * 8 // 10, hi - lo)}", end="")
+        dups = sum(len(ts) - 1 for ts in seen.values())
+        missing = sum(1 for i in accept_times if i not in seen)
+        print(f"; duplicates {dups}, accepted but not seen {missing}")
+        latencies = [min(seen[i]) - t for i, t in accept_times.items() if i in seen]
+        print(h.latency_line("latency accept -> submit_sm at the SMSC", latencies, (50, 99, 99.9)))
+        early = sum(1 for v in latencies if v < 0)
+        print(f"  ({early:,} reached the SMSC before the client read its ack)")
+    else:
+        print(f"submitted at the SMSC: {h.rate(accepted, smsc_done_at - first)} (polled)")
+    what = "submitted" if args.no_receipts else "receipts recorded"
+    print(f"{what}: {h.rate(accepted, done_at - first)} (end to end, polled every 0.1 s)")
+    client_cpu = sum(r.cpu_s for r, _ in results)
+    per_msg = 1e6 / max(accepted, 1)
+    print(
+        f"CPU s: daemon {daemon_cpu:.1f} ({daemon_cpu * per_msg:.0f} us/msg), "
+        f"SMSC {smsc_cpu:.1f} ({smsc_cpu * per_msg:.0f} us/msg), "
+        f"submitters {client_cpu:.1f}; wall {done_at - first:.1f} s"
+    )
+    print(f"daemon peak RSS (VmHWM): {peak_rss:.1f} MiB" if peak_rss else "daemon RSS: n/a")
+    print(f"daemon stats at the end: segments {stats.get('segments')}")
+
+
+def main() -> int:
+    args = parse_args()
+    h.use_common(args)
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
