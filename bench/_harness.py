@@ -185,16 +185,28 @@ def _stop(process: subprocess.Popen[Any], timeout_s: float = 15.0) -> None:
 class Smsc:
     """The fake SMSC as a process: `python -m tools.fake_smsc` with a control socket."""
 
-    def __init__(self, directory: Path, *, record: bool = True, in_memory: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        record: bool = True,
+        in_memory: bool = False,
+        receipt_delay_s: float = 0.0,
+    ) -> None:
         self.control_path = directory / "smsc.ctl"
         self.record_path = directory / "smsc.jsonl" if record else None
         command = [sys.executable, "-m", "tools.fake_smsc", "--host", "127.0.0.1", "--port", "0"]
         command += ["--system-id", "smppd", "--password", "secret"]
         command += ["--control", str(self.control_path)]
+        scenario: dict[str, Any] = {}
         if not AMBIGUOUS_IDS:
-            scenario = directory / "smsc.yaml"
-            scenario.write_text(f"message_id_start: {UNAMBIGUOUS_ID_START}\n")
-            command += ["--scenario", str(scenario)]
+            scenario["message_id_start"] = UNAMBIGUOUS_ID_START
+        if receipt_delay_s:
+            scenario["receipts"] = {"delay_s": receipt_delay_s}
+        if scenario:
+            path = directory / "smsc.yaml"
+            path.write_text(yaml.safe_dump(scenario))
+            command += ["--scenario", str(path)]
         if not in_memory:
             command.append("--no-record")
         if self.record_path is not None:
@@ -287,8 +299,17 @@ def write_config(
 class Daemon:
     """`python -m smppd run -c CONFIG` as a process, its output appended to a log file."""
 
-    def __init__(self, config: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        switch_interval_s: float | None = None,
+    ) -> None:
         self.config = config
+        # sys.setswitchinterval in the daemon (an experiment: the SQLite thread gives up the GIL
+        # at every sqlite3_step and may wait up to this long to get it back; default 0.005).
+        self.switch_interval_s = switch_interval_s
         self.socket = config.parent / "smppd.sock"
         self.log_path = config.parent / "smppd.log"
         self.extra_env = extra_env or {}
@@ -302,8 +323,15 @@ class Daemon:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:
+            command = [sys.executable, "-m", "smppd", "run", "-c", str(self.config)]
+            if self.switch_interval_s is not None:
+                prelude = (
+                    f"import sys, runpy; sys.setswitchinterval({self.switch_interval_s!r}); "
+                    "sys.argv[0] = 'smppd'; runpy.run_module('smppd', run_name='__main__')"
+                )
+                command[1:3] = ["-c", prelude]
             return subprocess.Popen(
-                [sys.executable, "-m", "smppd", "run", "-c", str(self.config)],
+                command,
                 cwd=TREE,
                 env={**_env(), **self.extra_env},
                 stdout=log,
@@ -447,6 +475,7 @@ class SubmitSpec:
     refs: bool = False  # give each message a ref, so a resubmit after a crash is idempotent
     retry: bool = False  # on a lost connection: reconnect and resubmit (crash bench)
     deadline_s: float = 600.0  # give up after this long
+    stop_file: str | None = None  # rate mode: stop sending once this file exists
 
 
 @dataclass
@@ -615,7 +644,7 @@ class _Submitter:
                 due = t0 + k / spec.rate
                 if (wait := due - loop.time()) > 0:
                     await asyncio.sleep(wait)
-                if time.monotonic() > self.deadline:
+                if time.monotonic() > self.deadline or self._stop_requested():
                     break
                 task = loop.create_task(one(index))
                 tasks.add(task)
@@ -624,6 +653,9 @@ class _Submitter:
                 await asyncio.wait(tasks, timeout=60)
         finally:
             await client.close()
+
+    def _stop_requested(self) -> bool:
+        return self.spec.stop_file is not None and os.path.exists(self.spec.stop_file)
 
 
 def _submit_kwargs(fields: dict[str, Any]) -> dict[str, Any]:

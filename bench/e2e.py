@@ -31,6 +31,7 @@ from pathlib import Path
 import _harness as h
 
 PREFIX = "E"
+NATIVE: list[str] = []  # ["--native"]: C frames too (SQLite), where py-spy can unwind them
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +45,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--claim-batch", type=int, default=None, help="queue.claim_batch")
+    parser.add_argument(
+        "--receipt-delay", type=float, default=0.0, help="SMSC receipt delay after the resp (0 s)"
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval in the daemon"
+    )
     parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
@@ -54,7 +61,20 @@ def parse_args() -> argparse.Namespace:
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
     return subprocess.Popen(
-        [py_spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)],
+        [
+            py_spy,
+            "record",
+            "-p",
+            str(pid),
+            "-r",
+            "200",
+            "--threads",
+            *NATIVE,
+            "-f",
+            "raw",
+            "-o",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -63,7 +83,7 @@ def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
 async def run(args: argparse.Namespace) -> None:
     directory = h.workdir()
     with h.cleanup(directory, keep=args.keep):
-        smsc = h.Smsc(directory, record=not args.no_record)
+        smsc = h.Smsc(directory, record=not args.no_record, receipt_delay_s=args.receipt_delay)
         daemon = h.Daemon(
             h.write_config(
                 directory,
@@ -72,7 +92,8 @@ async def run(args: argparse.Namespace) -> None:
                 binds=args.binds,
                 window=args.window,
                 queue={} if args.claim_batch is None else {"claim_batch": args.claim_batch},
-            )
+            ),
+            switch_interval_s=args.switch_interval,
         )
         try:
             await daemon.start()
