@@ -476,6 +476,7 @@ class SubmitSpec:
     retry: bool = False  # on a lost connection: reconnect and resubmit (crash bench)
     deadline_s: float = 600.0  # give up after this long
     stop_file: str | None = None  # rate mode: stop sending once this file exists
+    pace: float = 0.0  # bulk mode: at most this many messages per second (0: no limit)
 
 
 @dataclass
@@ -517,6 +518,14 @@ def read_result(spec: SubmitSpec) -> tuple[SubmitResult, array.array[float]]:
     times = array.array("d")
     times.frombytes(Path(spec.out + ".times").read_bytes())
     return result, times
+
+
+class _Connection:
+    """One API connection shared by a submitter's workers; replaced when the daemon dies."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.lock = asyncio.Lock()
 
 
 class _Submitter:
@@ -572,22 +581,26 @@ class _Submitter:
         Path(self.spec.out).write_text(json.dumps(asdict(self.result)))
 
     async def _connection(self, batches: Iterator[int]) -> None:
-        holder = [await self.connect()]
+        holder = _Connection(await self.connect())
         try:
             await asyncio.gather(*(self._batches(holder, batches) for _ in range(self.spec.depth)))
         finally:
-            await holder[0].close()
+            await holder.client.close()
 
-    async def _batches(self, holder: list[Client], batches: Iterator[int]) -> None:
+    async def _batches(self, holder: _Connection, batches: Iterator[int]) -> None:
         spec = self.spec
         for first in batches:
+            if spec.pace > 0:
+                due = self.result.first_sent + (first - spec.start) / spec.pace
+                if (wait := due - time.time()) > 0:
+                    await asyncio.sleep(wait)
             indexes = range(first, min(first + spec.batch, spec.stop))
             await self._submit_batch(holder, list(indexes))
 
-    async def _submit_batch(self, holder: list[Client], indexes: list[int]) -> None:
+    async def _submit_batch(self, holder: _Connection, indexes: list[int]) -> None:
         spec = self.spec
         while indexes:
-            client = holder[0]
+            client = holder.client
             try:
                 results = await client.submit_many([self.message(i) for i in indexes])
             except ApiClientError as exc:
@@ -596,11 +609,10 @@ class _Submitter:
                 if time.monotonic() > self.deadline:
                     raise
                 self.result.retries += 1
-                if holder[0] is client:  # the first of this connection's workers to notice
-                    await client.close()
-                    holder[0] = await self.connect()
-                else:
-                    await asyncio.sleep(0.01)
+                async with holder.lock:
+                    if holder.client is client:  # the first of its workers to notice
+                        await client.close()
+                        holder.client = await self.connect()
                 continue
             now = time.time()
             again: list[int] = []
