@@ -86,6 +86,16 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_split_s(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def status_mib(pid: int, key: str) -> float | None:
     """A memory line of /proc/PID/status (VmRSS, VmHWM) in MiB, or None once it is gone."""
     try:
@@ -100,6 +110,20 @@ def status_mib(pid: int, key: str) -> float | None:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def calibration_ms() -> float:
+    """A fixed pure-Python loop, timed: how fast this machine runs Python just now (figures
+    from runs with different values are not comparable; other tenants slow it down)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(1_000_000):
+        total += i * i
+    return (time.perf_counter() - started) * 1e3
+
+
+def machine_line(when: str) -> str:
+    return f"load average {when}: {load_average()}; calibration loop {calibration_ms():.0f} ms"
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -426,6 +450,27 @@ class Sampler:
 
     def peak(self) -> float:
         return max((rss for _, rss in self.samples), default=math.nan)
+
+
+# --- profiling -----------------------------------------------------------------------------
+
+PY_SPY_OPTIONS: list[str] = []  # e.g. ["--native"] for C frames too (SQLite), where it can unwind
+
+
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy (pip install py-spy into the venv) recording `pid` as collapsed stacks per thread."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    command = [py_spy, "record", "-p", str(pid), "-r", "200", "--threads", *PY_SPY_OPTIONS]
+    return subprocess.Popen(
+        [*command, "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
+    profiler.send_signal(signal.SIGINT)
+    profiler.wait(timeout=60)
 
 
 # --- the SMSC's record ----------------------------------------------------------------------

@@ -86,7 +86,7 @@ async def pending_segments(daemon: h.Daemon) -> int | None:
 async def measure(
     args: argparse.Namespace, directory: Path, smsc: h.Smsc, daemon: h.Daemon
 ) -> None:
-    print(f"load average before: {h.load_average()}")
+    print(h.machine_line("before"))
     spec = h.SubmitSpec(
         socket=str(daemon.socket),
         out=str(directory / "submit.json"),
@@ -125,7 +125,7 @@ async def measure(
     finished = time.time()
     result, times = h.read_result(spec)
     await smsc.control("wait_for", count=result.accepted, timeout=10.0)
-    print(f"load average after: {h.load_average()}")
+    print(h.machine_line("after"))
     report(args, daemon, smsc, result, times, kills, restarts, started, finished)
 
 

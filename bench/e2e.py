@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +28,6 @@ from pathlib import Path
 import _harness as h
 
 PREFIX = "E"
-NATIVE: list[str] = []  # ["--native"]: C frames too (SQLite), where py-spy can unwind them
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,28 +52,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
     h.add_common(parser)
     return parser.parse_args()
-
-
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    return subprocess.Popen(
-        [
-            py_spy,
-            "record",
-            "-p",
-            str(pid),
-            "-r",
-            "200",
-            "--threads",
-            *NATIVE,
-            "-f",
-            "raw",
-            "-o",
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -107,10 +81,11 @@ async def measure(
     args: argparse.Namespace, directory: Path, smsc: h.Smsc, daemon: h.Daemon
 ) -> None:
     count: int = args.count
-    print(f"load average before: {h.load_average()}")
+    print(h.machine_line("before"))
     daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
+    split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     smsc_cpu0 = h.cpu_s(smsc.pid) or 0.0
-    profiler = None if args.profile is None else start_profiler(daemon.pid, args.profile)
+    profiler = None if args.profile is None else h.start_profiler(daemon.pid, args.profile)
 
     share = math.ceil(count / args.processes)
     specs = [
@@ -151,12 +126,13 @@ async def measure(
             print(f"SMSC stats: {await smsc.control('stats')}")
             break
     if profiler is not None:
-        profiler.send_signal(signal.SIGINT)
-        profiler.wait(timeout=60)
+        h.stop_profiler(profiler)
     daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
+    user, system = h.cpu_split_s(daemon.pid) or (math.nan, math.nan)
+    print(f"daemon CPU: user {user - split0[0]:.1f} s, system {system - split0[1]:.1f} s")
     smsc_cpu = (h.cpu_s(smsc.pid) or math.nan) - smsc_cpu0
     peak_rss = h.status_mib(daemon.pid, "VmHWM")
-    print(f"load average after: {h.load_average()}")
+    print(h.machine_line("after"))
     report(args, specs, stats, smsc, daemon_cpu, smsc_cpu, peak_rss, smsc_done_at, done_at)
 
 

@@ -33,6 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
     h.add_common(parser)
     return parser.parse_args()
 
@@ -63,7 +64,7 @@ async def measure(
 ) -> None:
     warm = math.ceil(args.rate * args.warmup)
     count = warm + math.ceil(args.rate * args.seconds)
-    print(f"load average before: {h.load_average()}")
+    print(h.machine_line("before"))
     spec = h.SubmitSpec(
         socket=str(daemon.socket),
         out=str(directory / "submit.json"),
@@ -77,13 +78,19 @@ async def measure(
         deadline_s=args.warmup + args.seconds + 60,
     )
     daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
+    split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     started = time.perf_counter()
+    profiler = None if args.profile is None else h.start_profiler(daemon.pid, args.profile)
     await h.wait_submitters([h.start_submitter(spec)], args.warmup + args.seconds + 90)
+    if profiler is not None:
+        h.stop_profiler(profiler)
     result, times = h.read_result(spec)
     await smsc.control("wait_for", count=result.accepted, timeout=30.0)
     elapsed = time.perf_counter() - started
     daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
-    print(f"load average after: {h.load_average()}")
+    user, system = h.cpu_split_s(daemon.pid) or (math.nan, math.nan)
+    user, system = user - split0[0], system - split0[1]
+    print(h.machine_line("after"))
     assert smsc.record_path is not None
     seen = h.read_records(smsc.record_path, PREFIX)
     latencies = [
@@ -105,7 +112,10 @@ async def measure(
     early = sum(1 for v in latencies if v < 0)
     print(f"  ({early:,} of {measured:,} were on the wire before the client read the ack)")
     print(h.latency_line("submit -> ack (durable)", result.rtt_s[warm:], (50, 99, 99.9)))
-    print(f"daemon CPU: {daemon_cpu:.1f} s over {elapsed:.1f} s ({daemon_cpu / elapsed:.0%})")
+    print(
+        f"daemon CPU: {daemon_cpu:.1f} s over {elapsed:.1f} s ({daemon_cpu / elapsed:.0%}; "
+        f"user {user:.1f} s, system {system:.1f} s)"
+    )
 
 
 def main() -> int:

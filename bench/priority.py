@@ -67,7 +67,7 @@ async def run(args: argparse.Namespace) -> None:
 async def measure(
     args: argparse.Namespace, directory: Path, smsc: h.Smsc, daemon: h.Daemon
 ) -> None:
-    print(f"load average before: {h.load_average()}")
+    print(h.machine_line("before"))
     deadline = time.monotonic() + args.timeout
     share = math.ceil(args.count / args.processes)
     bulk = [
@@ -125,7 +125,7 @@ async def measure(
         await h.wait_submitters([urgent_process], 120)
     daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
     peak_rss = h.status_mib(daemon.pid, "VmHWM")
-    print(f"load average after: {h.load_average()}")
+    print(h.machine_line("after"))
     report(args, bulk, urgent, smsc, samples, started, enqueued_at, drained_at)
     print(f"daemon CPU {daemon_cpu:.0f} s; peak RSS (VmHWM) {peak_rss:.1f} MiB")
 
