@@ -33,6 +33,7 @@ from smppd.inbound import InboundHandler, OptOutPolicy, publish_changes
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
 from smppd.outbound import OutboundProfile
+from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
@@ -209,6 +210,7 @@ class Daemon:
                 auto_replies=auto_replies(compliance.auto_replies),
             ),
             auto_reply=self.gateway.submit_reply,
+            id_format=IdFormat(carrier.message_id_format.value),
             default_alphabet=(
                 Alphabet.LATIN1
                 if carrier.default_data_coding is cfg.DataCoding.LATIN1
@@ -242,6 +244,7 @@ class Daemon:
                 clock=time.time,
                 on_changes=functools.partial(self._publish_changes, carrier.name),
                 sender_tps={s.id: s.tps for s in config.senders if s.tps is not None},
+                id_format=IdFormat(carrier.message_id_format.value),
             )
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))

@@ -22,7 +22,7 @@ from smppd.errors import SmppdError
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
-from smppd.pdu.receipt import ReceiptOutcome, correlation_keys, receipt_from_parts
+from smppd.pdu.receipt import IdFormat, ReceiptOutcome, receipt_from_parts, receipt_keys
 from smppd.pdu.status import CommandStatus
 from smppd.pdu.text import Alphabet, decode_text
 from smppd.pdu.tlv import Tag
@@ -121,6 +121,7 @@ class InboundHandler:
         clock: Callable[[], float],
         reassembly_timeout_s: float = 300.0,
         auto_reply: AutoReply | None = None,
+        id_format: IdFormat = IdFormat.AUTO,
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -131,6 +132,7 @@ class InboundHandler:
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
         self._auto_reply = auto_reply
+        self._id_format = id_format
         self.counters = InboundCounters()
 
     async def __call__(self, pdu: DeliverSm | DataSm) -> int:
@@ -160,7 +162,7 @@ class InboundHandler:
             else float(calendar.timegm(receipt.done_date.timetuple()))
         )
         item = ReceiptIn(
-            keys=correlation_keys(receipt.message_id),
+            keys=receipt_keys(receipt.message_id, self._id_format),
             stat=str(receipt.stat),
             final_state=FINAL_STATE_OF[receipt.outcome],
             err=receipt.err,

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import structlog
 
-from smppd.pdu.receipt import correlation_keys
+from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
 from smppd.queue.model import (
@@ -89,6 +89,7 @@ def outcome_for(
     policy: RetryPolicy,
     now: float,
     rng: random.Random,
+    id_format: IdFormat = IdFormat.AUTO,
 ) -> Outcome:
     """The queue transition a submit result asks for: the one table of outcome policy."""
     if result.unknown:
@@ -97,7 +98,7 @@ def outcome_for(
         return Unknown(segment.segment_id, now + policy.unknown_delay_s)
     if result.status_class is StatusClass.SUCCESS:
         message_id = result.message_id or ""
-        return Submitted(segment.segment_id, correlation_keys(message_id), bind, message_id)
+        return Submitted(segment.segment_id, resp_keys(message_id, id_format), bind, message_id)
     if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
         return Retry(
             segment.segment_id,
@@ -122,6 +123,7 @@ class CarrierSendLoop:
         idle_poll_s: float = 0.25,
         rng: random.Random | None = None,
         sender_tps: Mapping[str, float] | None = None,
+        id_format: IdFormat = IdFormat.AUTO,
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -146,6 +148,7 @@ class CarrierSendLoop:
             sender: sender_window(tps) for sender, tps in (sender_tps or {}).items()
         }
         self._next_slot: dict[str, float] = {}
+        self._id_format = id_format
 
     def wake(self) -> None:
         """New work may be due (a submit landed): claim now rather than at the next poll."""
@@ -262,6 +265,7 @@ class CarrierSendLoop:
                 policy=self._policy,
                 now=now,
                 rng=self._rng,
+                id_format=self._id_format,
             )
         self._add(outcome)
 

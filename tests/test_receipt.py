@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smppd.pdu.receipt import (
+    IdFormat,
     MessageState,
     NetworkError,
     Receipt,
@@ -18,6 +19,8 @@ from smppd.pdu.receipt import (
     parse_receipt_text,
     primary_key,
     receipt_from_parts,
+    receipt_keys,
+    resp_keys,
 )
 
 SPEC_EXAMPLE = (
@@ -546,3 +549,21 @@ def test_rendered_receipts_round_trip(
     assert receipt.stat is stat
     assert receipt.err == err
     assert receipt.text == excerpt.strip()
+
+
+def test_ids_that_share_a_numeric_reading_match_as_written() -> None:
+    """ "0000000a" and "00000010" both read 10; each receipt finds its own id first."""
+    ten_hex = resp_keys("0000000a")
+    sixteen = resp_keys("00000010")
+    assert receipt_keys("00000010")[0] in sixteen
+    assert receipt_keys("00000010")[0] not in ten_hex
+    assert receipt_keys("0000000A")[0] in ten_hex
+    assert resp_keys("") == ()
+    assert resp_keys("abc-XYZ") == receipt_keys("ABC-xyz") == ("s:abc-xyz",)
+
+
+def test_hex_resp_decimal_receipt_format() -> None:
+    """With IdFormat.HEX the resp id is read as hex and the receipt id as decimal (and back)."""
+    assert resp_keys("1A", IdFormat.HEX) == receipt_keys("26", IdFormat.HEX) == ("26",)
+    assert resp_keys("26", IdFormat.DECIMAL) == receipt_keys("1a", IdFormat.DECIMAL) == ("26",)
+    assert receipt_keys("10", IdFormat.HEX) != resp_keys("10", IdFormat.HEX)

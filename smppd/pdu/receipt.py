@@ -360,6 +360,54 @@ def correlation_keys(message_id: str) -> tuple[str, ...]:
     return (_OPAQUE_PREFIX + norm.lstrip("0"),)
 
 
+class IdFormat(StrEnum):
+    """How a carrier writes the id of one message in its submit_sm_resp and in its receipts."""
+
+    AUTO = "auto"  # the same way in both (matched as written); numeric readings as a fallback
+    HEX = "hex"  # hex in the submit_sm_resp, decimal in the receipt (a known carrier quirk)
+    DECIMAL = "decimal"  # decimal in the submit_sm_resp, hex in the receipt
+
+
+def _exact_key(message_id: str) -> str | None:
+    norm = message_id.strip(" \t\r\n\x00\x0b\x0c").casefold().lstrip("0")
+    return _OPAQUE_PREFIX + norm if message_id.strip(" \t\r\n\x00\x0b\x0c") else None
+
+
+def _numeric_key(message_id: str, base: int) -> str | None:
+    norm = message_id.strip(" \t\r\n\x00\x0b\x0c").casefold()
+    if not norm or len(norm) > _MAX_ID_CHARS:
+        return None
+    if base == 16 and norm.startswith("0x"):
+        norm = norm[2:]
+    pattern = _DIGITS if base == 10 else _HEX
+    return str(int(norm, base)) if pattern.fullmatch(norm) else None
+
+
+def resp_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, ...]:
+    """Keys to store for the id a submit_sm_resp gave, best first.
+
+    AUTO: the id as written (case and leading zeros aside) first, then its numeric readings, so
+    a receipt that writes the id the same way always finds its own segment, even when another
+    open id has the same numeric reading ("0000000a" and "00000010" both read 10). HEX / DECIMAL:
+    the value of the id in that base, which is how the receipt will give it.
+    """
+    if fmt is IdFormat.AUTO:
+        exact = _exact_key(message_id)
+        if exact is None:
+            return ()
+        return tuple(dict.fromkeys((exact, *correlation_keys(message_id))))
+    key = _numeric_key(message_id, 16 if fmt is IdFormat.HEX else 10)
+    return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
+
+
+def receipt_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, ...]:
+    """Keys to look a receipt's id up by, best first (see `resp_keys`)."""
+    if fmt is IdFormat.AUTO:
+        return resp_keys(message_id, fmt)
+    key = _numeric_key(message_id, 10 if fmt is IdFormat.HEX else 16)
+    return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
+
+
 def primary_key(message_id: str) -> str:
     """The canonical key of `message_id`: the first of its correlation keys ("" for an empty id).
 

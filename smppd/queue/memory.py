@@ -324,7 +324,8 @@ class MemoryQueue:
         changes = [self._move(segment, target, now=now)]
         if segment.message.new.registered_delivery:
             for receipt_id, held in list(self._held.items()):
-                if held.carrier == carrier and set(held.receipt.keys) & set(keys):
+                # Only the best key: an early receipt for another id can share a fallback.
+                if held.carrier == carrier and keys and keys[0] in held.receipt.keys:
                     del self._held[receipt_id]
                     del self._receipts[receipt_id]
                     result = self._apply_receipt(segment, held.receipt, now=now)
@@ -401,7 +402,7 @@ class MemoryQueue:
         return ReceiptResult(ReceiptOutcome.MATCHED, change)
 
     def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:
-        for key in receipt.keys:
+        for key in receipt.keys[:1]:  # the best key only, as for held receipts
             segment = self._segments.get(self._retired.get((carrier, key), -1))
             if segment is not None and is_repeat(
                 receipt, stat=segment.receipt_stat, err=segment.receipt_err, done_at=segment.done_at

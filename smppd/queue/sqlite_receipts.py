@@ -92,8 +92,12 @@ def _matching_segment(
 
 
 def _repeats_final(batch: Batch, known: tuple[dict[str, int], ...], receipt: ReceiptIn) -> bool:
-    """True if a final segment under one of the keys recorded this very receipt."""
-    for key in receipt.keys:
+    """True if a final segment under the receipt's best key recorded this very receipt.
+
+    Only the best key (the id as written, or its one reading in a fixed format): a fallback
+    reading may be another message's id, whose receipt this is not.
+    """
+    for key in receipt.keys[:1]:
         for keys in known:
             segment_id = keys.get(key)
             row = None if segment_id is None else batch.segment(segment_id)
@@ -172,9 +176,16 @@ def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) 
 
 
 def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float) -> list[Change]:
-    """Apply receipts held for a key of a segment that was just submitted."""
+    """Apply receipts held under the best key of a segment that was just submitted.
+
+    Only the best key: an early receipt for another id can share a fallback reading.
+    """
     receipt_ids = sorted(
-        {found[0] for key in keys for found in batch.db.execute(_HELD_BY_KEY, (row.carrier, key))}
+        {
+            found[0]
+            for key in keys[:1]
+            for found in batch.db.execute(_HELD_BY_KEY, (row.carrier, key))
+        }
     )
     changes = []
     for receipt_id in receipt_ids:

@@ -285,3 +285,22 @@ async def test_daily_cap_refuses_and_survives_a_restart() -> None:
                 assert info.value.code == "over_daily_cap"
         finally:
             await again.stop()
+
+
+async def test_every_receipt_finds_its_own_message() -> None:
+    """With zero-padded hex ids ("0000000a" and "00000010" share a numeric reading) each of 40
+    messages gets its own receipt and ends delivered."""
+    async with running() as (_smsc, _daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["receipt"])
+        async with Client(socket) as client:
+            sent = await client.submit_many(
+                [{"to": "+447700900123", "from": "ALPHA", "text": f"n{i}"} for i in range(40)]
+            )
+            ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
+            assert len(ids) == 40
+            receipted = [(await sub.next())["id"] for _ in range(40)]
+            assert sorted(receipted) == sorted(ids)
+            for message_id in ids:
+                assert (await client.status(message_id))["state"] == "delivered"
+        sub.close()
