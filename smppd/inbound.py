@@ -10,6 +10,7 @@ owner it is stored and counted. Long MO messages are reassembled from their UDH/
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from smppd.pdu.text import Alphabet, decode_text
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
-from smppd.queue.model import Change, InboundIn, ReceiptIn
+from smppd.queue.model import Change, InboundIn, ReceiptIn, ReceiptResult
 from smppd.service import Event
 
 log = structlog.get_logger(__name__)
@@ -108,6 +109,52 @@ def publish_changes(
             publish(change_event(change))
 
 
+class ReceiptBatcher:
+    """Applies the receipts that arrive together in one store call.
+
+    Each deliver_sm handler waits for its own result, so every receipt is still durable before
+    its deliver_sm_resp; but the receipts of one burst (binds run handlers concurrently) share
+    one lookup and one transaction instead of one each.
+    """
+
+    def __init__(self, carrier: str, queue: Queue, clock: Callable[[], float]) -> None:
+        self._carrier = carrier
+        self._queue = queue
+        self._clock = clock
+        self._pending: list[tuple[ReceiptIn, asyncio.Future[ReceiptResult]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0
+
+    async def apply(self, receipt: ReceiptIn) -> ReceiptResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ReceiptResult] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)  # after the other handlers of this tick have added theirs
+        self._pending.append((receipt, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._apply(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, batch: list[tuple[ReceiptIn, asyncio.Future[ReceiptResult]]]) -> None:
+        self.calls += 1
+        try:
+            results = await self._queue.apply_receipts(
+                self._carrier, [receipt for receipt, _ in batch], now=self._clock()
+            )
+        except Exception as exc:  # every waiting handler answers the SMSC with a temporary error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
 class InboundHandler:
     def __init__(
         self,
@@ -132,6 +179,7 @@ class InboundHandler:
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
         self._auto_reply = auto_reply
+        self._receipts = ReceiptBatcher(carrier, queue, clock)
         self._id_format = id_format
         self.counters = InboundCounters()
 
@@ -168,7 +216,7 @@ class InboundHandler:
             err=receipt.err,
             done_at=done_at,
         )
-        [result] = await self._queue.apply_receipts(self.carrier, [item], now=self._clock())
+        result = await self._receipts.apply(item)
         outcome = str(result.outcome)
         self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
         if result.change is not None:

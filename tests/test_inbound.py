@@ -1,0 +1,90 @@
+"""Inbound handling without sockets: receipts batched into one store call, MO reassembly."""
+
+from __future__ import annotations
+
+import asyncio
+
+from smppd.compliance import DEFAULT
+from smppd.inbound import InboundHandler, OptOutPolicy
+from smppd.pdu.pdus import ESM_UDHI, DeliverSm
+from smppd.pdu.text import Alphabet
+from smppd.pdu.tlv import Tag, Tlv
+from smppd.pdu.udh import build_concat_udh
+from smppd.queue.memory import MemoryQueue
+from smppd.queue.model import NewMessage, Submitted
+from smppd.service import Event
+
+T0 = 1_800_000_000.0
+
+
+def handler(queue: MemoryQueue, events: list[Event]) -> InboundHandler:
+    return InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: T0,
+    )
+
+
+def receipt_pdu(message_id: str) -> DeliverSm:
+    return DeliverSm(
+        esm_class=0x04,
+        short_message=f"id:{message_id} stat:DELIVRD err:000".encode(),
+        tlvs=(Tlv.of_str(Tag.receipted_message_id, message_id), Tlv.of_int(Tag.message_state, 2)),
+    )
+
+
+async def test_concurrent_receipts_share_one_store_call() -> None:
+    """Receipts handled in the same tick are applied in one call, each to its own message."""
+    queue = MemoryQueue()
+    messages = [
+        NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
+        for _ in range(3)
+    ]
+    enqueued = await queue.enqueue(messages, now=T0)
+    claim = await queue.claim("fake", 3, now=T0)
+    ids = ["0000000a", "00000010", "1f"]
+    await queue.record(
+        [
+            Submitted(s.segment_id, (f"s:{i.lstrip('0')}",), "0")
+            for s, i in zip(claim, ids, strict=True)
+        ],
+        now=T0,
+    )
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    statuses = await asyncio.gather(*(inbound(receipt_pdu(i)) for i in ids))
+    assert statuses == [0, 0, 0]
+    assert inbound._receipts.calls == 1
+    receipts = [e for e in events if e.kind == "receipt"]
+    assert sorted(e.data["id"] for e in receipts) == sorted(e.message_id for e in enqueued)
+    for e in enqueued:
+        status = await queue.status(e.message_id, None)
+        assert status is not None
+        assert status.state == "delivered"
+
+
+async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:
+    """A two-part UDH MO is stored once, whole, and published to the sender id's owner."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    parts = [b"Hello, ", b"world"]
+    for seq, data in enumerate(parts, 1):
+        pdu = DeliverSm(
+            source_addr="447700900001",
+            source_addr_ton=1,
+            destination_addr="SHOP",
+            esm_class=ESM_UDHI,
+            short_message=build_concat_udh(7, 2, seq, ref16=False) + data,
+        )
+        assert await inbound(pdu) == 0
+    [event] = [e for e in events if e.kind == "inbound"]
+    assert event.client == "shop"
+    assert event.data["text"] == "Hello, world"
+    assert event.data["from"] == "+447700900001"
+    stored = await queue.inbound_since(0)
+    assert [m.text for m in stored] == ["Hello, world"]
