@@ -28,6 +28,7 @@ import structlog
 from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
+from smppd.queue.errors import QueueError
 from smppd.queue.model import (
     Change,
     ClaimedSegment,
@@ -53,6 +54,7 @@ _DEFER = _Defer.DEFER
 # Sends from one sender are spaced a little wider than its rate, so arrival jitter on the way to
 # the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
 SENDER_RATE_MARGIN = 1.02
+CLAIM_RETRY_S = 1.0
 
 
 def sender_window(tps: float) -> SlidingWindow:
@@ -188,9 +190,17 @@ class CarrierSendLoop:
             await self._port.wait_ready()
             if self.stopping:
                 break
-            claim = await self._queue.claim(
-                self.carrier, min(room, self._claim_batch), now=self._clock()
-            )
+            try:
+                claim = await self._queue.claim(
+                    self.carrier, min(room, self._claim_batch), now=self._clock()
+                )
+            except QueueError as exc:
+                # A full disk or a busy database must not stop sending for good: wait, retry.
+                log.error(
+                    "claiming segments failed; retrying", carrier=self.carrier, error=str(exc)
+                )
+                await asyncio.sleep(CLAIM_RETRY_S)
+                continue
             if claim.expired:
                 self._on_changes(claim.expired)
             if not claim.segments:

@@ -9,13 +9,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
+
+from smppd import sendloop
 from smppd.binds import CarrierBinds
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.pdus import DataSm, DeliverSm
 from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.queue import MessageState, NewMessage
+from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import ClaimedSegment, Failed, Retry, Submitted, Unknown
+from smppd.queue.model import Claim, ClaimedSegment, Failed, Retry, Submitted, Unknown
 from smppd.sendloop import CarrierSendLoop, RetryPolicy, outcome_for
 from smppd.session import BindSettings, SubmitResult
 from tools.fake_smsc import FakeSmsc, SmscConfig
@@ -87,10 +91,11 @@ async def pipeline(
     start: bool = True,
     clock: Clock | None = None,
     sender_tps: dict[str, float] | None = None,
+    queue: MemoryQueue | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Messages enqueued first, then a bound carrier and its send loop started."""
     clock = clock or Clock()
-    queue = MemoryQueue()
+    queue = queue or MemoryQueue()
     if messages:
         await queue.enqueue(messages, now=clock())
     async with FakeSmsc(SmscConfig(port=0)) as smsc:
@@ -224,6 +229,28 @@ async def test_sender_rate_holds_over_any_second_at_the_smsc() -> None:
         free_last = max(s.time for s in p.smsc.records.segments if s.text.startswith("free"))
         assert free_last < times[-1]
         assert p.loop.deferred > 0
+
+
+class FullOnceQueue(MemoryQueue):
+    """A queue whose first claim fails as a full disk would."""
+
+    failed = False
+
+    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+        if not self.failed:
+            self.failed = True
+            raise StorageFullError("database or disk is full")
+        return await super().claim(carrier, limit, now=now)
+
+
+async def test_a_failed_claim_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A storage error on claim does not stop the send loop: it retries and sends."""
+    monkeypatch.setattr(sendloop, "CLAIM_RETRY_S", 0.01)
+    queue = FullOnceQueue()
+    async with pipeline(message("after the error"), queue=queue) as p:
+        await p.smsc.records.wait_for(1, timeout=10)
+        assert queue.failed
+        assert p.texts() == ["after the error"]
 
 
 def claimed(attempts: int) -> ClaimedSegment:
