@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import smppd.pdu.receipt as receipt_module
 from smppd.pdu.receipt import (
     IdFormat,
     MessageState,
@@ -567,3 +568,21 @@ def test_hex_resp_decimal_receipt_format() -> None:
     assert resp_keys("1A", IdFormat.HEX) == receipt_keys("26", IdFormat.HEX) == ("26",)
     assert resp_keys("26", IdFormat.DECIMAL) == receipt_keys("1a", IdFormat.DECIMAL) == ("26",)
     assert receipt_keys("10", IdFormat.HEX) != resp_keys("10", IdFormat.HEX)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "id:1A2B3C4D sub:001 dlvrd:001 submit date:2311231200 done date:2311231201 "
+        "stat:DELIVRD err:000 text:The quick: brown fox",
+        "id:42 sub:001 dlvrd:000 submit date:231123120000 done date:231123120101 "
+        "stat:UNDELIV err:0A1",
+        "id:7 sub:001 dlvrd:001 submit date:2311231200 done date:2311231201 stat:EXPIRED "
+        "err:000 text:none",
+        "id:7 sub:001 dlvrd:001 submit date:2311231200 done date:2311231201 stat:NOTAWORD "
+        "err:000 text:x",
+    ],
+)
+def test_canonical_fast_path_agrees_with_the_field_scan(body: str) -> None:
+    """The one-regex path for the Appendix B layout gives what the tolerant scan gives."""
+    assert parse_receipt_text(body) == receipt_module._parse_fields(body)

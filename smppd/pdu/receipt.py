@@ -225,6 +225,16 @@ def parse_receipt_text(text: str) -> Receipt | None:
     the original message may contain colons and spaces. Never raises.
     """
     body = text.strip(_STRIP)
+    canonical_form = _CANONICAL.fullmatch(body)
+    if canonical_form is not None:
+        # The Appendix B layout exactly, as most SMSCs write it: one match, no field scan.
+        fast = _from_canonical(canonical_form)
+        if fast is not None:
+            return fast
+    return _parse_fields(body)
+
+
+def _parse_fields(body: str) -> Receipt | None:
     known: dict[str, str] = {}
     extra: dict[str, str] = {}
     message_text: str | None = None
@@ -265,6 +275,33 @@ def parse_receipt_text(text: str) -> Receipt | None:
         done_date=_parse_date(known.get("donedate", "")),
         text=None if not message_text or message_text.casefold() == "none" else message_text,
         extra=MappingProxyType(extra),
+    )
+
+
+# SMPP v3.4 Appendix B, lower case names and single spaces, as most SMSCs send it.
+_CANONICAL: Final = re.compile(
+    r"id:(?P<id>[0-9A-Za-z_-]{1,65}) sub:(?P<sub>\d{1,3}) dlvrd:(?P<dlvrd>\d{1,3}) "
+    r"submit date:(?P<submit>\d{10}|\d{12}) done date:(?P<done>\d{10}|\d{12}) "
+    r"stat:(?P<stat>[A-Z]{5,7}) err:(?P<err>[0-9A-Za-z]{1,3})(?: text:(?P<text>.*))?",
+    re.DOTALL,
+)
+
+
+def _from_canonical(match: re.Match[str]) -> Receipt | None:
+    stat = ReceiptStat.from_word(match["stat"])
+    if stat is None:  # a word we do not know: the general path keeps it in `extra`
+        return None
+    text = match["text"]
+    text = None if text is None else text.strip(" \t\r\n\x00")
+    return Receipt(
+        message_id=match["id"],
+        stat=stat,
+        err=match["err"],
+        sub=match["sub"],
+        dlvrd=match["dlvrd"],
+        submit_date=_parse_date(match["submit"]),
+        done_date=_parse_date(match["done"]),
+        text=None if not text or text.casefold() == "none" else text,
     )
 
 
