@@ -128,10 +128,13 @@ async def test_stop_opts_out_and_start_opts_back_in() -> None:
 
 async def test_metrics_show_the_traffic() -> None:
     """A scrape after one submit shows the bind, the submit and the API request."""
-    async with running() as (smsc, daemon, directory):
+    async with running() as (_smsc, daemon, directory):
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["receipt"])
         async with Client(directory / "smppd.sock") as client:
             await client.submit(to="+447700900123", sender="ALPHA", text="metrics")
-        await smsc.records.wait_for(1, timeout=10)
+        # The receipt event comes after the submit_sm_resp was counted and recorded.
+        assert (await sub.next())["stat"] == "DELIVRD"
+        sub.close()
         url = f"http://127.0.0.1:{daemon.metrics_port()}/metrics"
 
         def scrape() -> str:
