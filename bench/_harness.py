@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -410,6 +410,41 @@ def segments_in(stats: dict[str, Any], *states: str) -> int:
 
 PENDING: Final = ("queued", "scheduled", "inflight")
 FINAL: Final = ("delivered", "undeliverable", "expired", "rejected", "failed", "cancelled")
+
+
+Measure = Callable[[argparse.Namespace, Path, Smsc, Daemon], Awaitable[None]]
+
+
+async def run_bench(
+    args: argparse.Namespace,
+    measure: Measure,
+    *,
+    smsc: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    daemon: dict[str, Any] | None = None,
+) -> None:
+    """The frame every end-to-end benchmark shares: a work directory, the fake SMSC and the
+    daemon as processes (config from the common options plus `config`), `measure`, cleanup."""
+    directory = workdir()
+    with cleanup(directory, keep=args.keep):
+        smsc_proc = Smsc(directory, **(smsc or {}))
+        daemon_proc = Daemon(
+            write_config(
+                directory,
+                smsc_proc.port,
+                registered_delivery=not args.no_receipts,
+                binds=args.binds,
+                window=args.window,
+                **(config or {}),
+            ),
+            **(daemon or {}),
+        )
+        try:
+            await daemon_proc.start()
+            await measure(args, directory, smsc_proc, daemon_proc)
+        finally:
+            daemon_proc.stop()
+            smsc_proc.stop()
 
 
 @contextlib.contextmanager

@@ -55,26 +55,13 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    directory = h.workdir()
-    with h.cleanup(directory, keep=args.keep):
-        smsc = h.Smsc(directory, record=not args.no_record, receipt_delay_s=args.receipt_delay)
-        daemon = h.Daemon(
-            h.write_config(
-                directory,
-                smsc.port,
-                registered_delivery=not args.no_receipts,
-                binds=args.binds,
-                window=args.window,
-                queue={} if args.claim_batch is None else {"claim_batch": args.claim_batch},
-            ),
-            switch_interval_s=args.switch_interval,
-        )
-        try:
-            await daemon.start()
-            await measure(args, directory, smsc, daemon)
-        finally:
-            daemon.stop()
-            smsc.stop()
+    await h.run_bench(
+        args,
+        measure,
+        smsc={"record": not args.no_record, "receipt_delay_s": args.receipt_delay},
+        config={"queue": {} if args.claim_batch is None else {"claim_batch": args.claim_batch}},
+        daemon={"switch_interval_s": args.switch_interval},
+    )
 
 
 async def measure(

@@ -39,24 +39,7 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    directory = h.workdir()
-    with h.cleanup(directory, keep=args.keep):
-        smsc = h.Smsc(directory)
-        daemon = h.Daemon(
-            h.write_config(
-                directory,
-                smsc.port,
-                registered_delivery=not args.no_receipts,
-                binds=args.binds,
-                window=args.window,
-            )
-        )
-        try:
-            await daemon.start()
-            await measure(args, directory, smsc, daemon)
-        finally:
-            daemon.stop()
-            smsc.stop()
+    await h.run_bench(args, measure)
 
 
 async def measure(

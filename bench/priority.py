@@ -44,24 +44,8 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    directory = h.workdir()
-    with h.cleanup(directory, keep=args.keep):
-        smsc = h.Smsc(directory)  # records to the file only: a million would not fit in RAM
-        daemon = h.Daemon(
-            h.write_config(
-                directory,
-                smsc.port,
-                registered_delivery=not args.no_receipts,
-                binds=args.binds,
-                window=args.window,
-            )
-        )
-        try:
-            await daemon.start()
-            await measure(args, directory, smsc, daemon)
-        finally:
-            daemon.stop()
-            smsc.stop()
+    # The SMSC records to its file only: a million records would not fit in RAM.
+    await h.run_bench(args, measure)
 
 
 async def measure(
