@@ -18,7 +18,6 @@ from smppd.pdu.segment import ConcatMethod, Segment, split_message
 from smppd.pdu.segment import count_segments as _count
 from smppd.pdu.text import Alphabet, plan_encoding
 from smppd.pdu.timefmt import format_absolute
-from smppd.pdu.tlv import Tag, Tlv
 from smppd.service import ApiError, ErrorCode
 
 REGISTERED_DELIVERY_FINAL = 0x01  # SMPP v3.4 5.2.17: receipt on final outcome, success or failure
@@ -106,17 +105,8 @@ def count_segments(text: str, *, encoding: str, profile: OutboundProfile) -> int
 
 
 def _body(template: SubmitSm, segment: Segment) -> bytes:
-    tlvs: list[Tlv] = []
-    if segment.sar is not None:
-        tlvs += [
-            Tlv.of_int(Tag.sar_msg_ref_num, segment.sar.sar_msg_ref_num),
-            Tlv.of_int(Tag.sar_total_segments, segment.sar.sar_total_segments),
-            Tlv.of_int(Tag.sar_segment_seqnum, segment.sar.sar_segment_seqnum),
-        ]
-    if segment.message_payload is not None:
-        tlvs.append(Tlv.of_bytes(Tag.message_payload, segment.message_payload))
     template.esm_class = ESM_UDHI if segment.esm_class_udhi else 0
     template.data_coding = segment.data_coding
     template.short_message = segment.short_message
-    template.tlvs = tuple(tlvs)
+    template.tlvs = segment.tlvs()
     return encode_body(template)

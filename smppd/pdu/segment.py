@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from smppd.pdu.errors import EncodeError, SegmentLimitError
 from smppd.pdu.text import GSM7_ESCAPE, Alphabet, encode_text, pack_septets
+from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import MAX_CONCAT_PARTS, build_concat_udh, septet_fill_bits
 
 USER_DATA_OCTETS = 140  # 23.040 9.2.3.16: TP-User-Data of one short message
@@ -54,6 +55,19 @@ class Segment:
         # SMPP v3.4 5.3.2.32: short_message and message_payload must not both carry data.
         if self.message_payload is not None and self.short_message:
             raise ValueError("a segment carries short_message or message_payload, not both")
+
+    def tlvs(self) -> tuple[Tlv, ...]:
+        """The optional parameters this segment travels with: sar_* and message_payload."""
+        out: list[Tlv] = []
+        if self.sar is not None:
+            out += [
+                Tlv.of_int(Tag.sar_msg_ref_num, self.sar.sar_msg_ref_num),
+                Tlv.of_int(Tag.sar_total_segments, self.sar.sar_total_segments),
+                Tlv.of_int(Tag.sar_segment_seqnum, self.sar.sar_segment_seqnum),
+            ]
+        if self.message_payload is not None:
+            out.append(Tlv.of_bytes(Tag.message_payload, self.message_payload))
+        return tuple(out)
 
 
 def _unit_octets(alphabet: Alphabet) -> int:

@@ -12,7 +12,6 @@ from smppd.pdu.pdus import ESM_UDHI, SubmitSm, SubmitSmResp
 from smppd.pdu.segment import ConcatMethod, split_message
 from smppd.pdu.status import CommandStatus as S
 from smppd.pdu.text import Alphabet
-from smppd.pdu.tlv import Tag, Tlv
 from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
 
 LONG = "The quick brown fox jumps over the lazy dog; {braces} and [brackets] cost two. " * 4
@@ -30,28 +29,17 @@ def parts_of(text: str, method: ConcatMethod, *, ref: int = 7, dest: str = DEST)
         ref=ref,
         max_segments=10,
     )
-    pdus = []
-    for segment in segments:
-        tlvs: list[Tlv] = []
-        if segment.sar is not None:
-            tlvs += [
-                Tlv.of_int(Tag.sar_msg_ref_num, segment.sar.sar_msg_ref_num),
-                Tlv.of_int(Tag.sar_total_segments, segment.sar.sar_total_segments),
-                Tlv.of_int(Tag.sar_segment_seqnum, segment.sar.sar_segment_seqnum),
-            ]
-        if segment.message_payload is not None:
-            tlvs.append(Tlv.of_bytes(Tag.message_payload, segment.message_payload))
-        pdus.append(
-            SubmitSm(
-                source_addr="SMPPD",
-                destination_addr=dest,
-                esm_class=ESM_UDHI if segment.esm_class_udhi else 0,
-                data_coding=segment.data_coding,
-                short_message=segment.short_message,
-                tlvs=tuple(tlvs),
-            )
+    return [
+        SubmitSm(
+            source_addr="SMPPD",
+            destination_addr=dest,
+            esm_class=ESM_UDHI if segment.esm_class_udhi else 0,
+            data_coding=segment.data_coding,
+            short_message=segment.short_message,
+            tlvs=segment.tlvs(),
         )
-    return pdus
+        for segment in segments
+    ]
 
 
 @pytest.fixture

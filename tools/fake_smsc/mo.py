@@ -10,7 +10,6 @@ from __future__ import annotations
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
 from smppd.pdu.segment import ConcatMethod, split_message
 from smppd.pdu.text import Alphabet, plan_encoding
-from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import MAX_CONCAT_PARTS
 
 
@@ -48,29 +47,18 @@ def mo_pdus(
     )
     source_ton, source_npi, source_addr = address(source)
     dest_ton, dest_npi, dest_addr = address(destination)
-    pdus = []
-    for segment in segments:
-        tlvs: list[Tlv] = []
-        if segment.sar is not None:
-            tlvs += [
-                Tlv.of_int(Tag.sar_msg_ref_num, segment.sar.sar_msg_ref_num),
-                Tlv.of_int(Tag.sar_total_segments, segment.sar.sar_total_segments),
-                Tlv.of_int(Tag.sar_segment_seqnum, segment.sar.sar_segment_seqnum),
-            ]
-        if segment.message_payload is not None:
-            tlvs.append(Tlv.of_bytes(Tag.message_payload, segment.message_payload))
-        pdus.append(
-            DeliverSm(
-                source_addr_ton=source_ton,
-                source_addr_npi=source_npi,
-                source_addr=source_addr,
-                dest_addr_ton=dest_ton,
-                dest_addr_npi=dest_npi,
-                destination_addr=dest_addr,
-                esm_class=ESM_UDHI if segment.esm_class_udhi else 0,
-                data_coding=segment.data_coding,
-                short_message=segment.short_message,
-                tlvs=tuple(tlvs),
-            )
+    return [
+        DeliverSm(
+            source_addr_ton=source_ton,
+            source_addr_npi=source_npi,
+            source_addr=source_addr,
+            dest_addr_ton=dest_ton,
+            dest_addr_npi=dest_npi,
+            destination_addr=dest_addr,
+            esm_class=ESM_UDHI if segment.esm_class_udhi else 0,
+            data_coding=segment.data_coding,
+            short_message=segment.short_message,
+            tlvs=segment.tlvs(),
         )
-    return pdus
+        for segment in segments
+    ]
