@@ -240,13 +240,16 @@ class CarrierSendLoop:
         leave this waiting.
         """
         while True:
-            now = self._clock()
-            if window is not None and not window.allows(now):
-                return _DEFER
-            fut = self._port.try_submit(body)
-            if fut is not None:
-                if window is not None:
+            if window is None:
+                fut = self._port.try_submit(body)
+            else:
+                now = self._clock()  # only capped senders pay for reading the clock
+                if not window.allows(now):
+                    return _DEFER
+                fut = self._port.try_submit(body)
+                if fut is not None:
                     window.record(now)
+            if fut is not None:
                 return fut
             if self._stopping:
                 return None
