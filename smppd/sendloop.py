@@ -140,7 +140,8 @@ class CarrierSendLoop:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._pending: list[Outcome] = []
-        self._have_pending = asyncio.Event()
+        self._recording: set[asyncio.Task[None]] = set()
+        self._all_recorded = asyncio.Event()
         self._unrecorded = 0
         self._stopping = False
         self.submitted = 0
@@ -162,14 +163,15 @@ class CarrierSendLoop:
 
     async def run(self) -> None:
         """Claim and send until stop(); then record what is outstanding and return."""
-        async with asyncio.TaskGroup() as tg:
-            recorder = tg.create_task(self._record_loop())
-            try:
-                await self._claim_loop()
-            finally:
-                self._stopping = True
-                self._have_pending.set()
-                await recorder
+        try:
+            await self._claim_loop()
+        finally:
+            self._stopping = True
+            # Outstanding submits still owe a result (the binds answer or time them out as
+            # unknown); return only when every claimed segment is recorded.
+            while self._unrecorded > 0:
+                self._all_recorded.clear()
+                await self._all_recorded.wait()
 
     @property
     def stopping(self) -> bool:
@@ -283,20 +285,22 @@ class CarrierSendLoop:
         self._add(outcome)
 
     def _add(self, outcome: Outcome) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(outcome)
-        self._have_pending.set()
 
-    async def _record_loop(self) -> None:
-        while True:
-            await self._have_pending.wait()
-            self._have_pending.clear()
-            if self._pending:
-                batch, self._pending = self._pending, []
-                await self._record(batch)
-            # Once stopping, outstanding submits still owe a result (the binds answer or time them
-            # out as unknown); return only when every claimed segment is recorded.
-            if self._stopping and self._unrecorded <= 0 and not self._pending:
-                return
+    def _flush(self) -> None:
+        """Hand this tick's outcomes to the store at once, not behind an earlier record call.
+
+        The store's writer commits whatever is pending in one transaction, so this costs no
+        extra commits; and since a receipt is read off the wire after its submit_sm_resp, its
+        write is queued after the outcome that opens its correlation and matches it directly
+        instead of being held as early.
+        """
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._record(batch))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     async def _record(self, batch: list[Outcome]) -> None:
         while True:
@@ -309,5 +313,7 @@ class CarrierSendLoop:
         self._unrecorded -= len(batch)
         self.recorded += len(batch)
         self._room.set()
+        if self._unrecorded <= 0:
+            self._all_recorded.set()
         if changes:
             self._on_changes(changes)
