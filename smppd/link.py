@@ -155,6 +155,7 @@ class Link(asyncio.Protocol):
         self._close_reason: CloseReason | None = None
         self._state = State.OPEN
         self._flush_scheduled = False
+        self._process_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._write_paused = False
@@ -512,6 +513,13 @@ class Link(asyncio.Protocol):
             if not (isinstance(status, int) and 0 <= status <= 0xFFFFFFFF):
                 status = self._handler_failed(pdu, "not a command_status")
         self._core.answer(pdu, status, now=self._loop.time())
+        # Handlers resumed together (one receipt batch) share one write of their responses.
+        if not self._process_scheduled:
+            self._process_scheduled = True
+            self._loop.call_soon(self._process_answers)
+
+    def _process_answers(self) -> None:
+        self._process_scheduled = False
         self._process()
 
     def _handler_failed(self, pdu: pdus.DeliverSm | pdus.DataSm, error: str) -> int:
