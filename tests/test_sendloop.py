@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -19,7 +19,16 @@ from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.queue import MessageState, NewMessage
 from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import Claim, ClaimedSegment, Failed, Retry, Submitted, Unknown
+from smppd.queue.model import (
+    Change,
+    Claim,
+    ClaimedSegment,
+    Failed,
+    Outcome,
+    Retry,
+    Submitted,
+    Unknown,
+)
 from smppd.sendloop import CarrierSendLoop, RetryPolicy, outcome_for
 from smppd.session import BindSettings, SubmitResult
 from tools.fake_smsc import FakeSmsc, SmscConfig
@@ -251,6 +260,77 @@ async def test_a_failed_claim_is_retried(monkeypatch: pytest.MonkeyPatch) -> Non
         await p.smsc.records.wait_for(1, timeout=10)
         assert queue.failed
         assert p.texts() == ["after the error"]
+
+
+class ManualPort:
+    """Binds whose submit results the test hands out one by one."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[SubmitResult]] = []
+        self.submitted = asyncio.Event()
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult]:
+        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        self.submitted.set()
+        return future
+
+    async def wait_ready(self) -> None:
+        return None
+
+
+class GatedQueue(MemoryQueue):
+    """A queue whose first record call waits for the gate; every call is noted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.calls: list[list[int]] = []
+        self.called = asyncio.Event()
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        self.calls.append([o.segment_id for o in outcomes])
+        self.called.set()
+        if len(self.calls) == 1:
+            await self.gate.wait()
+        return await super().record(outcomes, now=now)
+
+
+async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -> None:
+    """A slow record call does not hold back later outcomes: each tick's go to the store at
+    once, so a receipt read after its submit_sm_resp never overtakes the outcome it needs."""
+    clock = Clock()
+    queue = GatedQueue()
+    await queue.enqueue([message("one"), message("two")], now=clock())
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=2,
+        max_unrecorded=2,
+        policy=RetryPolicy(),
+        clock=clock,
+        idle_poll_s=0.05,
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while len(port.futures) < 2:
+            port.submitted.clear()
+            await port.submitted.wait()
+        first, second = port.futures
+        first.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+        await queue.called.wait()
+        queue.called.clear()
+        second.set_result(SubmitResult("b", 0, StatusClass.SUCCESS, bind="b1"))
+        await queue.called.wait()  # while the first call still waits at the gate
+    assert len(queue.calls) == 2
+    queue.gate.set()
+    loop.stop()
+    await asyncio.wait_for(task, 5)
+    assert loop.recorded == 2
+    stats = await queue.stats(now=clock())
+    assert stats.queued_depth == 0
 
 
 def claimed(attempts: int) -> ClaimedSegment:
