@@ -18,7 +18,7 @@ import math
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import structlog
 
@@ -317,8 +317,8 @@ class Link(asyncio.Protocol):
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport, though not necessarily an asyncio.Transport subclass (uvloop's).
+        self._transport = cast(asyncio.Transport, transport)
         self._core.start_bind(now=self._loop.time())
         self._process()
 
