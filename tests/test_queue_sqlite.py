@@ -82,6 +82,35 @@ async def test_concurrent_writes_share_commits(store: SqliteQueue, path: Path) -
     assert peek(path, "SELECT COUNT(*) FROM messages") == [(200,)]
 
 
+async def test_small_writes_go_before_a_backlog_of_bulk_enqueues(path: Path) -> None:
+    """A claim and a single submit queued behind two bulk enqueues commit in the first
+    transaction, with at most one bulk write; the second bulk write waits for the next."""
+    store = await SqliteQueue.open(path, bulk_batch=10)
+    try:
+        await store.enqueue([message(ref="old")], now=T0)
+        bulk = [
+            asyncio.ensure_future(
+                store.enqueue([message(ref=f"b{n}-{i}") for i in range(40)], now=T0)
+            )
+            for n in range(2)
+        ]
+        claim = asyncio.ensure_future(store.claim(CARRIER, 1, now=T0))
+        single = asyncio.ensure_future(store.enqueue([message(ref="urgent")], now=T0))
+        before = store.commits
+        done, _ = await asyncio.wait([claim, single], timeout=5)
+        assert done == {claim, single}
+        assert store.commits == before + 1
+        assert bulk[0].done()
+        assert not bulk[1].done()
+        [claimed] = claim.result()
+        assert claimed.message_id == 1  # the message that was queued before them all
+        await asyncio.wait_for(bulk[1], 5)
+        assert store.commits == before + 2
+        assert peek(path, "SELECT COUNT(*) FROM messages") == [(82,)]
+    finally:
+        await store.close()
+
+
 async def test_inflight_segments_survive_a_close_and_are_recovered(path: Path) -> None:
     """Claimed but unrecorded segments are queued again after reopening (at least once)."""
     async with await SqliteQueue.open(path) as store:

@@ -6,6 +6,12 @@ inbound, opt-out, cancel, recovery, purge) is queued to the single writer task, 
 everything pending, runs it in the connection's thread as one transaction, commits (one fsync),
 then resolves each caller's future: an acknowledgement always follows the COMMIT that made it
 durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_* modules.
+
+Writes come in two lanes. Bulk writes (enqueues of many messages, purge steps) are the big ones
+and nobody is waiting on a wire for them; everything else (claims, outcomes, receipts, single
+submits) is small and on the path of traffic. Each transaction takes the small ones first and
+adds bulk writes up to `bulk_batch` (at least one, so bulk always progresses), so a claim or an
+urgent submit waits for at most one bounded transaction, never for a backlog of bulk enqueues.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ T = TypeVar("T")
 DEFAULT_RECEIPT_HOLD_S: Final = 600.0
 DEFAULT_MAX_HELD_RECEIPTS: Final = 10_000
 DEFAULT_MAX_BATCH: Final = 8192  # messages, outcomes or receipts per transaction
+DEFAULT_BULK_BATCH: Final = 1024  # of which from bulk writes (about 15 ms of work)
+BULK_ENQUEUE: Final = 16  # an enqueue of more messages than this is a bulk write
 DEFAULT_CACHE_KIB: Final = 16 * 1024
 _PURGE_STEP: Final = 500  # messages per purge transaction, so other writes interleave
 _BUSY_TIMEOUT_S: Final = 5.0
@@ -91,12 +99,15 @@ class SqliteQueue:
         memory: MemoryState,
         *,
         max_batch: int,
+        bulk_batch: int = DEFAULT_BULK_BATCH,
     ) -> None:
         self._conn = conn
         self._db = db
         self._memory = memory
         self._max_batch = max_batch
+        self._bulk_batch = bulk_batch
         self._pending: deque[_Write[Any]] = deque()
+        self._bulk: deque[_Write[Any]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._closed = False
@@ -111,6 +122,7 @@ class SqliteQueue:
         receipt_hold_s: float = DEFAULT_RECEIPT_HOLD_S,
         max_held_receipts: int = DEFAULT_MAX_HELD_RECEIPTS,
         max_batch: int = DEFAULT_MAX_BATCH,
+        bulk_batch: int = DEFAULT_BULK_BATCH,
         cache_kib: int = DEFAULT_CACHE_KIB,
         max_bytes: int | None = None,
     ) -> SqliteQueue:
@@ -161,25 +173,29 @@ class SqliteQueue:
             if isinstance(exc, sqlite3.Error):
                 raise translate(exc) from exc
             raise
-        return cls(conn, db, memory, max_batch=max_batch)
+        return cls(conn, db, memory, max_batch=max_batch, bulk_batch=bulk_batch)
 
     # -- the group-commit writer --------------------------------------------------------------
 
-    async def _write(self, apply: Callable[[Batch], T], *, weight: int, now: float) -> T:
-        return await self._submit(apply, weight=weight, now=now)
+    async def _write(
+        self, apply: Callable[[Batch], T], *, weight: int, now: float, bulk: bool = False
+    ) -> T:
+        return await self._submit(apply, weight=weight, now=now, bulk=bulk)
 
-    def _submit(self, apply: Callable[[Batch], T], *, weight: int, now: float) -> asyncio.Future[T]:
+    def _submit(
+        self, apply: Callable[[Batch], T], *, weight: int, now: float, bulk: bool = False
+    ) -> asyncio.Future[T]:
         """Queue a write for the writer. Once queued it is performed, even if nobody waits."""
         if self._closing:
             raise QueueClosedError("the queue is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(apply, weight, now, future))
+        (self._bulk if bulk else self._pending).append(_Write(apply, weight, now, future))
         self._wakeup.set()
         return future
 
     async def _write_loop(self) -> None:
         while True:
-            if not self._pending:
+            if not (self._pending or self._bulk):
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -193,12 +209,26 @@ class SqliteQueue:
                     _fail(write.future, exc)
 
     def _take(self) -> list[_Write[Any]]:
-        writes = [self._pending.popleft()]
-        weight = writes[0].weight
-        while self._pending and weight + self._pending[0].weight <= self._max_batch:
-            write = self._pending.popleft()
+        """The next transaction's writes: small ones first, then bulk (see the module doc)."""
+        writes: list[_Write[Any]] = []
+        weight = 0
+        small = self._pending
+        while small and (not writes or weight + small[0].weight <= self._max_batch):
+            write = small.popleft()
             writes.append(write)
             weight += write.weight
+        bulk, bulk_weight = self._bulk, 0
+        while bulk and (
+            bulk_weight == 0
+            or (
+                bulk_weight + bulk[0].weight <= self._bulk_batch
+                and weight + bulk[0].weight <= self._max_batch
+            )
+        ):
+            write = bulk.popleft()
+            writes.append(write)
+            weight += write.weight
+            bulk_weight += write.weight
         return writes
 
     async def _commit(self, writes: list[_Write[Any]]) -> None:
@@ -251,6 +281,7 @@ class SqliteQueue:
             partial(sqlite_writes.enqueue, messages=messages, now=now),
             weight=len(messages),
             now=now,
+            bulk=len(messages) > BULK_ENQUEUE,
         )
 
     async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
@@ -375,6 +406,7 @@ class SqliteQueue:
                 partial(sqlite_admin.purge_step, before=before, limit=_PURGE_STEP),
                 weight=_PURGE_STEP,
                 now=before,
+                bulk=True,
             )
             purged += deleted
             if not more:
