@@ -8,6 +8,10 @@ Duplicates after a crash are bounded by `max_unrecorded`: a segment counts from 
 outcome is committed, and no more are claimed while that many are open. With max_unrecorded =
 window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
 
+A tenth of `max_unrecorded` is kept for urgent traffic (priority above normal): bulk fills the
+rest, so an urgent segment is claimed as soon as it is queued and finds a free window slot,
+instead of waiting for a bulk backlog's outcomes to make room.
+
 A sender with its own TPS cap is held to it here, where sends happen: a segment its rate does not
 allow now goes back to the queue (Deferred, no attempt counted) for the sender's next free slot,
 so other senders' segments are not stuck behind it.
@@ -55,6 +59,8 @@ _DEFER = _Defer.DEFER
 # the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
 SENDER_RATE_MARGIN = 1.02
 CLAIM_RETRY_S = 1.0
+URGENT_PRIORITY = 6  # above "normal" (5): may use the reserved part of max_unrecorded
+URGENT_RESERVE = 0.1  # of max_unrecorded (none when that is under 10)
 
 
 def sender_window(tps: float) -> SlidingWindow:
@@ -132,6 +138,8 @@ class CarrierSendLoop:
         self._port = port
         self._claim_batch = claim_batch
         self._max_unrecorded = max_unrecorded
+        self._reserve = int(max_unrecorded * URGENT_RESERVE)
+        self._bulk_waits_for_room = False
         self._policy = policy
         self._clock = clock
         self._on_changes = on_changes
@@ -189,12 +197,20 @@ class CarrierSendLoop:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            min_priority = 0
+            if room <= self._reserve:  # only urgent segments may take the reserve
+                min_priority = URGENT_PRIORITY
+            else:
+                room -= self._reserve
             await self._port.wait_ready()
             if self.stopping:
                 break
             try:
                 claim = await self._queue.claim(
-                    self.carrier, min(room, self._claim_batch), now=self._clock()
+                    self.carrier,
+                    min(room, self._claim_batch),
+                    now=self._clock(),
+                    min_priority=min_priority,
                 )
             except QueueError as exc:
                 # A full disk or a busy database must not stop sending for good: wait, retry.
@@ -206,12 +222,17 @@ class CarrierSendLoop:
             if claim.expired:
                 self._on_changes(claim.expired)
             if not claim.segments:
+                if min_priority and self._max_unrecorded - self._unrecorded > self._reserve:
+                    continue  # outcomes recorded meanwhile made room for bulk again
                 self._wake.clear()
+                self._bulk_waits_for_room = bool(min_priority)
                 try:
                     async with asyncio.timeout(self._idle_poll_s):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                finally:
+                    self._bulk_waits_for_room = False
                 continue
             self._unrecorded += len(claim.segments)
             for i, segment in enumerate(claim.segments):
@@ -313,6 +334,8 @@ class CarrierSendLoop:
         self._unrecorded -= len(batch)
         self.recorded += len(batch)
         self._room.set()
+        if self._bulk_waits_for_room and self._max_unrecorded - self._unrecorded > self._reserve:
+            self._wake.set()
         if self._unrecorded <= 0:
             self._all_recorded.set()
         if changes:

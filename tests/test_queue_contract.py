@@ -94,6 +94,21 @@ async def test_claim_takes_higher_priority_first(store: Queue) -> None:
     assert [s.message_id for s in claim[1:]] == [e.message_id for e in bulk[:2]]
 
 
+async def test_claim_with_a_minimum_priority_leaves_lower_ones_queued(store: Queue) -> None:
+    """A claim for priority 6 and up takes the urgent and high ones, never the bulk."""
+    await store.enqueue([message("blast", priority=0) for _ in range(3)], now=T0)
+    high = await store.enqueue(
+        [message("otp", priority=9), message("alert", priority=6)], now=T0 + 1
+    )
+    await store.enqueue([message("normal", priority=5)], now=T0 + 1)
+    claim = await store.claim(CARRIER, 10, now=T0 + 2, min_priority=6)
+    assert [s.message_id for s in claim] == [e.message_id for e in high]
+    assert [s.priority for s in claim] == [9, 6]
+    assert len(await store.claim(CARRIER, 10, now=T0 + 2, min_priority=6)) == 0
+    stats = await store.stats(now=T0 + 2)
+    assert stats.segments[SegmentState.QUEUED] == {0: 3, 5: 1}
+
+
 async def test_a_big_client_does_not_starve_a_small_one(store: Queue) -> None:
     """A 10-message client's messages come out in the first claim beside a 10,000 backlog."""
     await store.enqueue(

@@ -154,6 +154,24 @@ async def test_urgent_overtakes_a_bulk_backlog() -> None:
         assert sorted(p.texts()[3:]) == sorted(f"bulk {i}" for i in range(40))
 
 
+async def test_urgent_uses_the_reserved_window_while_bulk_fills_the_rest() -> None:
+    """With a slow SMSC, a bulk backlog fills all but the reserved tenth of the window; an
+    urgent message queued then goes out at once instead of waiting for bulk answers."""
+    bulk = [message(f"bulk {i}", priority=0) for i in range(30)]
+    async with pipeline(*bulk, window=10, claim_batch=10, start=False) as p:
+        p.smsc.set_faults(latency_s=1.0)
+        task = asyncio.create_task(p.loop.run())
+        await p.smsc.records.wait_for(9, timeout=5)
+        await p.queue.enqueue([message("otp", priority=9)], now=p.clock())
+        p.loop.wake()
+        await p.smsc.records.wait_for(10, timeout=5)
+        assert p.texts()[9] == "otp"
+        assert sorted(p.texts()[:9]) == sorted(f"bulk {i}" for i in range(9))
+        p.smsc.set_faults(latency_s=0.0)
+        p.loop.stop()
+        await asyncio.wait_for(task, 10)
+
+
 async def test_clients_share_the_link_fairly() -> None:
     """A small client's messages are interleaved with a big client's backlog, not after it."""
     big = [message(f"big {i}", client="big") for i in range(60)]
@@ -245,11 +263,11 @@ class FullOnceQueue(MemoryQueue):
 
     failed = False
 
-    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
         if not self.failed:
             self.failed = True
             raise StorageFullError("database or disk is full")
-        return await super().claim(carrier, limit, now=now)
+        return await super().claim(carrier, limit, now=now, min_priority=min_priority)
 
 
 async def test_a_failed_claim_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,8 +31,9 @@ class Queue(Protocol):
         """Store messages (one result each, in order); a known (client, ref) returns the first."""
         ...
 
-    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
-        """Move up to `limit` due segments of `carrier` to inflight and return them."""
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+        """Move up to `limit` due segments of `carrier` (of `min_priority` or above) to
+        inflight and return them."""
         ...
 
     async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:

@@ -198,12 +198,12 @@ class MemoryQueue:
             results.append(Enqueued(message.id, True, len(new.segments)))
         return results
 
-    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
         self._commit()
         self._promote_due(carrier, now=now)
         claimed: list[ClaimedSegment] = []
         expired: list[Change] = []
-        for priority in range(MAX_PRIORITY, -1, -1):
+        for priority in range(MAX_PRIORITY, min_priority - 1, -1):
             remaining = limit - len(claimed)
             if remaining <= 0:
                 break

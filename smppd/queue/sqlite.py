@@ -284,11 +284,17 @@ class SqliteQueue:
             bulk=len(messages) > BULK_ENQUEUE,
         )
 
-    async def claim(self, carrier: str, limit: int, *, now: float) -> Claim:
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
         if limit <= 0:
             return Claim()
         future = self._submit(
-            partial(sqlite_writes.claim, carrier=carrier, limit=limit, now=now),
+            partial(
+                sqlite_writes.claim,
+                carrier=carrier,
+                limit=limit,
+                now=now,
+                min_priority=min_priority,
+            ),
             weight=limit,
             now=now,
         )

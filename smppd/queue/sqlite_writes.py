@@ -124,8 +124,9 @@ _MARK_QUEUED: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHER
 _PROMOTE_AT_LEAST: Final = 256
 
 
-def claim(batch: Batch, carrier: str, limit: int, *, now: float) -> Claim:
-    """Move up to `limit` due segments to inflight: by priority, then fairly, then by age."""
+def claim(batch: Batch, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+    """Move up to `limit` due segments (of `min_priority` or above) to inflight: by priority,
+    then fairly, then by age."""
     batch.flush_inserts()
     _promote_due(batch, carrier, limit, now=now)
     claimed: list[ClaimedSegment] = []
@@ -133,7 +134,7 @@ def claim(batch: Batch, carrier: str, limit: int, *, now: float) -> Claim:
     priority = MAX_PRIORITY + 1
     while len(claimed) < limit:
         found = batch.db.execute(_TOP_PRIORITY, (carrier, priority)).fetchone()
-        if found is None:
+        if found is None or found[0] < min_priority:
             break
         priority = found[0]
         remaining = limit - len(claimed)
