@@ -279,7 +279,7 @@ async def test_ids_are_not_reused_after_everything_is_purged(path: Path) -> None
 
 
 async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> None:
-    """Retired correlations are on disk: a resent final receipt is a duplicate after reopening."""
+    """A final segment's ids stay on disk: a resent final receipt is a duplicate after reopening."""
     receipt = ReceiptIn(correlation_keys("77"), "DELIVRD", "delivered", "000", T0 + 5)
     async with await SqliteQueue.open(path) as store:
         await store.enqueue([message()], now=T0)
@@ -291,3 +291,43 @@ async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> N
         (again,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 7)
         assert again.outcome is ReceiptOutcome.DUPLICATE
         assert (await store.stats(now=T0 + 7)).receipts_held == 0
+
+
+async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
+    """A version 1 file kept final segments' ids in retired_correlations: after the upgrade a
+    resent final receipt under such an id is still a duplicate, and a newer open id that
+    shared the key keeps it."""
+    final = ReceiptIn(correlation_keys("77"), "DELIVRD", "delivered", "000", T0 + 5)
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message(), message()], now=T0)
+        old, new = await store.claim(CARRIER, 2, now=T0)
+        await store.record([Submitted(old.segment_id, correlation_keys("77"), "b")], now=T0)
+        await store.apply_receipts(CARRIER, [final], now=T0 + 6)
+        await store.record([Submitted(new.segment_id, correlation_keys("88"), "b")], now=T0)
+    # Rewrite the file as version 1 held it: the final segment's key retired, plus a stale
+    # retired row for a key that the newer, open segment has taken over.
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE retired_correlations (carrier TEXT NOT NULL, key TEXT NOT NULL, "
+            "segment_id INTEGER NOT NULL, PRIMARY KEY (carrier, key)) WITHOUT ROWID"
+        )
+        db.execute(
+            "INSERT INTO retired_correlations SELECT carrier, key, segment_id FROM correlations "
+            "WHERE segment_id = ?",
+            (old.segment_id,),
+        )
+        db.execute("DELETE FROM correlations WHERE segment_id = ?", (old.segment_id,))
+        db.execute(
+            "INSERT INTO retired_correlations VALUES (?, '88', ?)", (CARRIER, old.segment_id)
+        )
+        db.execute("PRAGMA user_version = 1")
+    async with await SqliteQueue.open(path) as store:
+        (again,) = await store.apply_receipts(CARRIER, [final], now=T0 + 7)
+        assert again.outcome is ReceiptOutcome.DUPLICATE
+        newer = ReceiptIn(correlation_keys("88"), "DELIVRD", "delivered", "000", T0 + 8)
+        (matched,) = await store.apply_receipts(CARRIER, [newer], now=T0 + 8)
+        assert matched.outcome is ReceiptOutcome.MATCHED
+        assert matched.change is not None
+        assert matched.change.segment_id == new.segment_id
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert peek(path, "SELECT name FROM sqlite_master WHERE name = 'retired_correlations'") == []

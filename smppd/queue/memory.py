@@ -113,7 +113,6 @@ class MemoryQueue:
         self._correlations: dict[tuple[str, str], int] = {}
         self._receipts: dict[int, _Receipt] = {}
         self._held: OrderedDict[int, _Receipt] = OrderedDict()
-        self._retired: dict[tuple[str, str], int] = {}
         self._inbound: list[Inbound] = []
         self._optouts: dict[tuple[str, str], float] = {}
         self._next_id = 1
@@ -342,9 +341,10 @@ class MemoryQueue:
         for receipt in receipts:
             sid = next(
                 (
-                    self._correlations[carrier, key]
+                    sid
                     for key in receipt.keys
-                    if (carrier, key) in self._correlations
+                    if (sid := self._correlations.get((carrier, key))) is not None
+                    and transition(self._segments[sid].state, SegmentEvent.RECEIPT) is not None
                 ),
                 None,
             )
@@ -394,16 +394,11 @@ class MemoryQueue:
                 ReceiptOutcome.MATCHED, self._move(segment, segment.state, now=now)
             )
         change = self._move(segment, SegmentState(receipt.final_state), now=now)
-        carrier = segment.message.new.carrier
-        for key in segment.keys:
-            if self._correlations.get((carrier, key)) == segment.id:
-                del self._correlations[carrier, key]
-                self._retired[carrier, key] = segment.id
         return ReceiptResult(ReceiptOutcome.MATCHED, change)
 
     def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:
         for key in receipt.keys[:1]:  # the best key only, as for held receipts
-            segment = self._segments.get(self._retired.get((carrier, key), -1))
+            segment = self._segments.get(self._correlations.get((carrier, key), -1))
             if segment is not None and is_repeat(
                 receipt, stat=segment.receipt_stat, err=segment.receipt_err, done_at=segment.done_at
             ):
@@ -547,9 +542,8 @@ class MemoryQueue:
                 self._count(segment, segment.state, -1)
                 del self._segments[segment.id]
                 for key in segment.keys:
-                    for correlations in (self._correlations, self._retired):
-                        if correlations.get((message.new.carrier, key)) == segment.id:
-                            del correlations[message.new.carrier, key]
+                    if self._correlations.get((message.new.carrier, key)) == segment.id:
+                        del self._correlations[message.new.carrier, key]
             del self._messages[message.id]
             if message.new.ref is not None:
                 del self._by_ref[message.new.client, message.new.ref]

@@ -1,9 +1,9 @@
 """Pure rules for delivery receipts that match no open correlation.
 
-Carriers reuse message ids, so a segment's correlations are retired once it is final: open
-lookups never reach it again, and the id is free for the next submission. A receipt that then
-arrives under a retired key is either a repeat of the final one (the SMSC resent it, say after a
-lost deliver_sm_resp) or the early receipt of a new submission that reused the id: the same stat,
+Carriers reuse message ids, so a final segment no longer takes receipts under its ids, and the
+next submission that reuses an id takes it over. A receipt that arrives under the id of a final
+segment is either a repeat of the final one (the SMSC resent it, say after a lost
+deliver_sm_resp) or the early receipt of a new submission that reused the id: the same stat,
 err and done date as the one applied means a repeat; anything else is held for the new one.
 """
 

@@ -150,7 +150,19 @@ _V1: Final = (
     """,
 )
 
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1,)
+# One table of correlations: a final segment's ids stay where they are (until purge) instead of
+# moving to retired_correlations, which cost a delete and an insert per key on every final
+# receipt. A new submission that reuses an id still takes it over (INSERT OR REPLACE); lookups
+# skip segments that are final. Where both tables had a key, the open one is the newer.
+_V2: Final = (
+    """
+    INSERT OR IGNORE INTO correlations (carrier, key, segment_id)
+    SELECT carrier, key, segment_id FROM retired_correlations
+    """,
+    "DROP TABLE retired_correlations",
+)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -134,10 +134,7 @@ _DOOMED_SEGMENTS: Final = """
 """
 _DELETE_SEGMENTS: Final = "DELETE FROM segments WHERE id BETWEEN ? AND ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE id = ?"
-_FORGET_OPEN: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
-_FORGET_RETIRED: Final = """
-    DELETE FROM retired_correlations WHERE carrier = ? AND key = ? AND segment_id = ?
-"""
+_FORGET: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
 _DELETE_INBOUND: Final = """
     DELETE FROM inbound WHERE id IN
         (SELECT id FROM inbound WHERE received_at < ? ORDER BY id LIMIT ?)
@@ -168,9 +165,7 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
         ).fetchall():
             batch.counts[carrier, priority, client, SegmentState(state)] -= 1
             if keys:
-                correlations = [(carrier, key, sid) for key in split_keys(keys)]
-                batch.db.executemany(_FORGET_OPEN, correlations)
-                batch.db.executemany(_FORGET_RETIRED, correlations)
+                batch.db.executemany(_FORGET, [(carrier, key, sid) for key in split_keys(keys)])
         batch.db.execute(_DELETE_SEGMENTS, bounds)
         batch.db.execute(_DELETE_MESSAGE, (message_id,))
     inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount

@@ -69,10 +69,6 @@ _UPDATE_SEGMENT: Final = """
         receipt_err = ?, done_at = ?, updated_at = ?
     WHERE id = ?
 """
-_CLOSE: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
-_RETIRE: Final = (
-    "INSERT OR REPLACE INTO retired_correlations (carrier, key, segment_id) VALUES (?, ?, ?)"
-)
 _SET_FINISHED: Final = "UPDATE messages SET finished_at = ? WHERE id = ?"
 _UPSERT_COUNT: Final = """
     INSERT INTO segment_counts (carrier, priority, client, state, n) VALUES (?, ?, ?, ?, ?)
@@ -195,7 +191,6 @@ class Batch:
         self._dirty: dict[int, SegmentRow] = {}
         self._touched: dict[int, SegmentRow] = {}  # message id -> one of its rows
         self._reopened: set[int] = set()  # messages that were unfinished again for a while
-        self._retired: list[tuple[str, str, int]] = []
 
     # -- reads through the cache ------------------------------------------------------------
 
@@ -278,20 +273,9 @@ class Batch:
             receipt_err=row.receipt_err,
         )
 
-    def retire(self, carrier: str, keys: Iterable[str], segment_id: int) -> None:
-        """Move a final segment's correlations to the retired ones at the next flush.
-
-        A key that a newer submission took over stays open for that one.
-        """
-        self._retired.extend((carrier, key, segment_id) for key in keys)
-
     def flush(self, *, now: float) -> None:
         """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
         self.flush_inserts()
-        if self._retired:
-            self.db.executemany(_CLOSE, self._retired)
-            self.db.executemany(_RETIRE, self._retired)
-            self._retired.clear()
         if self._dirty:
             self.db.executemany(_UPDATE_SEGMENT, [row.values() for row in self._dirty.values()])
         finished: list[tuple[float | None, int]] = []

@@ -1,7 +1,8 @@
 """The SQLite backend's delivery-receipt operations, each run inside a `Batch`.
 
-A receipt matches through `correlations` (carrier, key) -> segment. One that matches nothing is
-either a repeat of a final receipt (see smppd.queue.receipts) or early: it is held in
+A receipt matches through `correlations` (carrier, key) -> segment, skipping segments that are
+already final. One that matches nothing is either a repeat of a final receipt (see
+smppd.queue.receipts) or early: it is held in
 `pending_receipts` (keys in `pending_keys`) until the Submitted carrying its id lands. Held
 receipts are bounded in number (the oldest is pushed out, marked `dropped`) and in time (then
 marked `unmatched`); both stay on disk until purge and are counted, never silently lost.
@@ -20,10 +21,6 @@ from smppd.queue.states import SegmentEvent, SegmentState, transition
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
-    WHERE carrier = ? AND key IN (SELECT value FROM json_each(?))
-"""
-_MATCH_RETIRED: Final = """
-    SELECT key, segment_id FROM retired_correlations
     WHERE carrier = ? AND key IN (SELECT value FROM json_each(?))
 """
 _HOLD: Final = """
@@ -54,23 +51,18 @@ def apply_receipts(
     batch.flush_inserts()
     sweep_held(batch, now=now)
     keys = json.dumps([key for receipt in receipts for key in receipt.keys])
-    open_keys = dict(batch.db.execute(_MATCH, (carrier, keys)).fetchall())
-    unopened = [r for r in receipts if not any(key in open_keys for key in r.keys)]
-    retired_keys = {}
-    if unopened:
-        keys = json.dumps([key for receipt in unopened for key in receipt.keys])
-        retired_keys = dict(batch.db.execute(_MATCH_RETIRED, (carrier, keys)).fetchall())
-    batch.prefetch([*open_keys.values(), *retired_keys.values()])
+    known = dict(batch.db.execute(_MATCH, (carrier, keys)).fetchall())
+    batch.prefetch(known.values())
     results = []
     for receipt in receipts:
-        row = _matching_segment(batch, open_keys, receipt)
+        row = _matching_segment(batch, known, receipt)
         if row is not None:
             results.append(apply_to_segment(batch, row, receipt, now=now))
         elif not receipt.keys:
             _keep(batch, carrier, receipt, UNMATCHED, now=now)
             batch.receipts_unmatched += 1
             results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
-        elif _repeats_final(batch, (open_keys, retired_keys), receipt):
+        elif _repeats_final(batch, known, receipt):
             results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
         else:
             _hold(batch, carrier, receipt, now=now)
@@ -79,39 +71,36 @@ def apply_receipts(
     return results
 
 
-def _matching_segment(
-    batch: Batch, open_keys: dict[str, int], receipt: ReceiptIn
-) -> SegmentRow | None:
-    """The submitted segment the receipt's keys are open for (not one finished by this call)."""
+def _matching_segment(batch: Batch, known: dict[str, int], receipt: ReceiptIn) -> SegmentRow | None:
+    """The first segment under the receipt's keys that can still take a receipt."""
     for key in receipt.keys:
-        segment_id = open_keys.get(key)
+        segment_id = known.get(key)
         row = None if segment_id is None else batch.segment(segment_id)
         if row is not None and transition(row.state, SegmentEvent.RECEIPT) is not None:
             return row
     return None
 
 
-def _repeats_final(batch: Batch, known: tuple[dict[str, int], ...], receipt: ReceiptIn) -> bool:
+def _repeats_final(batch: Batch, known: dict[str, int], receipt: ReceiptIn) -> bool:
     """True if a final segment under the receipt's best key recorded this very receipt.
 
     Only the best key (the id as written, or its one reading in a fixed format): a fallback
     reading may be another message's id, whose receipt this is not.
     """
     for key in receipt.keys[:1]:
-        for keys in known:
-            segment_id = keys.get(key)
-            row = None if segment_id is None else batch.segment(segment_id)
-            if row is not None and is_repeat(
-                receipt, stat=row.receipt_stat, err=row.receipt_err, done_at=row.done_at
-            ):
-                return True
+        segment_id = known.get(key)
+        row = None if segment_id is None else batch.segment(segment_id)
+        if row is not None and is_repeat(
+            receipt, stat=row.receipt_stat, err=row.receipt_err, done_at=row.done_at
+        ):
+            return True
     return False
 
 
 def apply_to_segment(
     batch: Batch, row: SegmentRow, receipt: ReceiptIn, *, now: float
 ) -> ReceiptResult:
-    """Record a receipt on its submitted segment; a final one retires the correlation."""
+    """Record a receipt on its submitted segment."""
     if transition(row.state, SegmentEvent.RECEIPT) is None:
         return ReceiptResult(ReceiptOutcome.DUPLICATE)
     if receipt.final_state is None and (row.receipt_stat, row.receipt_err) == (
@@ -125,8 +114,6 @@ def apply_to_segment(
     if receipt.final_state is None:
         return ReceiptResult(ReceiptOutcome.MATCHED, batch.move(row, row.state, now=now))
     change = batch.move(row, SegmentState(receipt.final_state), now=now)
-    # Carriers reuse ids: once final, the id must be free to match a later submission.
-    batch.retire(row.carrier, split_keys(row.correlation_keys), row.id)
     return ReceiptResult(ReceiptOutcome.MATCHED, change)
 
 
