@@ -34,6 +34,7 @@ from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError
 from smppd.queue.model import (
+    URGENT_PRIORITY,
     Change,
     ClaimedSegment,
     Deferred,
@@ -59,7 +60,6 @@ _DEFER = _Defer.DEFER
 # the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
 SENDER_RATE_MARGIN = 1.02
 CLAIM_RETRY_S = 1.0
-URGENT_PRIORITY = 6  # above "normal" (5): may use the reserved part of max_unrecorded
 URGENT_RESERVE = 0.1  # of max_unrecorded (none when that is under 10)
 
 

@@ -15,6 +15,7 @@ from typing import Final, overload
 from smppd.queue.states import FINAL_STATES, MessageState, SegmentState
 
 MAX_PRIORITY: Final = 9  # 0 bulk .. 9 urgent; higher is claimed first
+URGENT_PRIORITY: Final = 6  # above "normal" (5): OTPs, alerts; never stuck behind bulk
 MAX_SEGMENTS: Final = 255  # a concatenated SMS has at most 255 parts (one octet in the UDH)
 _INDEX_BITS: Final = 8
 

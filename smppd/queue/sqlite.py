@@ -7,11 +7,14 @@ everything pending, runs it in the connection's thread as one transaction, commi
 then resolves each caller's future: an acknowledgement always follows the COMMIT that made it
 durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_* modules.
 
-Writes come in two lanes. Bulk writes (enqueues of many messages, purge steps) are the big ones
-and nobody is waiting on a wire for them; everything else (claims, outcomes, receipts, single
-submits) is small and on the path of traffic. Each transaction takes the small ones first and
-adds bulk writes up to `bulk_batch` (at least one, so bulk always progresses), so a claim or an
-urgent submit waits for at most one bounded transaction, never for a backlog of bulk enqueues.
+Writes come in three lanes. Bulk writes (enqueues of many messages, purge steps) are the big
+ones and nobody is waiting on a wire for them; everything else (claims, outcomes, receipts,
+single submits) is small and on the path of traffic. Each transaction takes the small ones first
+and adds bulk writes up to `bulk_batch` (at least one, so bulk always progresses), so a claim
+waits for at most one bounded transaction, never for a backlog of bulk enqueues. Urgent writes
+(a few messages of URGENT_PRIORITY and up, and the claims that take only those) get a
+transaction of their own ahead of the rest: an OTP costs one extra small commit instead of
+waiting inside a transaction full of other traffic's outcomes and receipts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from functools import partial
 from os import PathLike
 from typing import Any, Final, Generic, TypeVar, cast
@@ -38,6 +42,7 @@ from smppd.queue.errors import (
 )
 from smppd.queue.model import (
     OPTOUT_ALL_SENDERS,
+    URGENT_PRIORITY,
     Change,
     Claim,
     Enqueued,
@@ -81,6 +86,23 @@ def translate(exc: sqlite3.Error) -> QueueError:
     return error
 
 
+class _Lane(Enum):
+    URGENT = "urgent"
+    SMALL = "small"
+    BULK = "bulk"
+
+
+_URGENT, _SMALL, _BULK = _Lane.URGENT, _Lane.SMALL, _Lane.BULK
+
+
+def _enqueue_lane(messages: Sequence[NewMessage]) -> _Lane:
+    if len(messages) > BULK_ENQUEUE:
+        return _BULK
+    if all(message.priority >= URGENT_PRIORITY for message in messages):
+        return _URGENT
+    return _SMALL
+
+
 @dataclass(slots=True)
 class _Write(Generic[T]):
     apply: Callable[[Batch], T]
@@ -106,6 +128,7 @@ class SqliteQueue:
         self._memory = memory
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch
+        self._urgent: deque[_Write[Any]] = deque()
         self._pending: deque[_Write[Any]] = deque()
         self._bulk: deque[_Write[Any]] = deque()
         self._wakeup = asyncio.Event()
@@ -178,24 +201,25 @@ class SqliteQueue:
     # -- the group-commit writer --------------------------------------------------------------
 
     async def _write(
-        self, apply: Callable[[Batch], T], *, weight: int, now: float, bulk: bool = False
+        self, apply: Callable[[Batch], T], *, weight: int, now: float, lane: _Lane = _SMALL
     ) -> T:
-        return await self._submit(apply, weight=weight, now=now, bulk=bulk)
+        return await self._submit(apply, weight=weight, now=now, lane=lane)
 
     def _submit(
-        self, apply: Callable[[Batch], T], *, weight: int, now: float, bulk: bool = False
+        self, apply: Callable[[Batch], T], *, weight: int, now: float, lane: _Lane = _SMALL
     ) -> asyncio.Future[T]:
         """Queue a write for the writer. Once queued it is performed, even if nobody waits."""
         if self._closing:
             raise QueueClosedError("the queue is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        (self._bulk if bulk else self._pending).append(_Write(apply, weight, now, future))
+        queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._pending
+        queue.append(_Write(apply, weight, now, future))
         self._wakeup.set()
         return future
 
     async def _write_loop(self) -> None:
         while True:
-            if not (self._pending or self._bulk):
+            if not (self._urgent or self._pending or self._bulk):
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -209,8 +233,12 @@ class SqliteQueue:
                     _fail(write.future, exc)
 
     def _take(self) -> list[_Write[Any]]:
-        """The next transaction's writes: small ones first, then bulk (see the module doc)."""
-        writes: list[_Write[Any]] = []
+        """The next transaction's writes: urgent ones alone, else small then bulk (see the
+        module doc)."""
+        if self._urgent:
+            writes, self._urgent = list(self._urgent), deque()
+            return writes
+        writes = []
         weight = 0
         small = self._pending
         while small and (not writes or weight + small[0].weight <= self._max_batch):
@@ -281,7 +309,7 @@ class SqliteQueue:
             partial(sqlite_writes.enqueue, messages=messages, now=now),
             weight=len(messages),
             now=now,
-            bulk=len(messages) > BULK_ENQUEUE,
+            lane=_enqueue_lane(messages),
         )
 
     async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
@@ -297,6 +325,7 @@ class SqliteQueue:
             ),
             weight=limit,
             now=now,
+            lane=_URGENT if min_priority >= URGENT_PRIORITY else _SMALL,
         )
         try:
             return await asyncio.shield(future)
@@ -412,7 +441,7 @@ class SqliteQueue:
                 partial(sqlite_admin.purge_step, before=before, limit=_PURGE_STEP),
                 weight=_PURGE_STEP,
                 now=before,
-                bulk=True,
+                lane=_BULK,
             )
             purged += deleted
             if not more:
