@@ -114,18 +114,18 @@ async def test_small_writes_go_before_a_backlog_of_bulk_enqueues(path: Path) -> 
 async def test_an_urgent_submit_commits_ahead_of_everything_queued(store: SqliteQueue) -> None:
     """An urgent single submit queued last gets its own transaction first; the normal submit,
     the claim and the bulk enqueue queued before it commit after."""
-    others = [
-        asyncio.ensure_future(store.enqueue([message(ref=f"b{i}") for i in range(40)], now=T0)),
-        asyncio.ensure_future(store.enqueue([message(ref="normal")], now=T0)),
-        asyncio.ensure_future(store.claim(CARRIER, 1, now=T0)),
-    ]
+    bulk = asyncio.ensure_future(store.enqueue([message(ref=f"b{i}") for i in range(40)], now=T0))
+    normal = asyncio.ensure_future(store.enqueue([message(ref="normal")], now=T0))
+    claim = asyncio.ensure_future(store.claim(CARRIER, 1, now=T0))
     urgent = asyncio.ensure_future(store.enqueue([message(ref="otp", priority=9)], now=T0))
     before = store.commits
     await asyncio.wait_for(urgent, 5)
     assert store.commits == before + 1
-    assert not any(future.done() for future in others)
-    await asyncio.wait_for(asyncio.gather(*others), 5)
-    [claimed] = others[2].result()
+    assert not bulk.done()
+    assert not normal.done()
+    assert not claim.done()
+    await asyncio.wait_for(asyncio.gather(bulk, normal, claim), 5)
+    [claimed] = claim.result()
     assert claimed.message_id == urgent.result()[0].message_id
 
 
