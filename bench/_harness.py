@@ -185,6 +185,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ambiguous-ids", action="store_true", help="SMSC message ids from 1 (all-digit ones)"
     )
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval in the daemon"
+    )
 
 
 def use_common(args: argparse.Namespace) -> None:
@@ -437,7 +440,7 @@ async def run_bench(
                 window=args.window,
                 **(config or {}),
             ),
-            **(daemon or {}),
+            **{"switch_interval_s": args.switch_interval, **(daemon or {})},
         )
         try:
             await daemon_proc.start()

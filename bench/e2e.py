@@ -44,9 +44,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--receipt-delay", type=float, default=0.0, help="SMSC receipt delay after the resp (0 s)"
     )
-    parser.add_argument(
-        "--switch-interval", type=float, default=None, help="sys.setswitchinterval in the daemon"
-    )
     parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
@@ -60,7 +57,6 @@ async def run(args: argparse.Namespace) -> None:
         measure,
         smsc={"record": not args.no_record, "receipt_delay_s": args.receipt_delay},
         config={"queue": {} if args.claim_batch is None else {"claim_batch": args.claim_batch}},
-        daemon={"switch_interval_s": args.switch_interval},
     )
 
 
