@@ -85,6 +85,7 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
                 due,
                 body,
                 now,
+                0,
             )
             for index, body in enumerate(message.segments)
         )
