@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -64,13 +64,18 @@ _SELECT_SEGMENTS_IN: Final = """
         receipt_stat, receipt_err, done_at, updated_at
     FROM segments WHERE id IN (SELECT value FROM json_each(?))
 """
-_UPDATE_SEGMENT: Final = """
-    UPDATE segments SET state = ?, attempts = ?, next_attempt_at = ?, command_status = ?,
-        carrier_message_id = ?, correlation_keys = ?, bind = ?, receipt_stat = ?,
-        receipt_err = ?, done_at = ?, updated_at = ?
-    WHERE id = ?
+# In the order of SegmentRow.values(); VALUES columns are named column1, column2, ...
+_UPDATE_SEGMENTS: Final = """
+    UPDATE segments SET state = v.column1, attempts = v.column2, next_attempt_at = v.column3,
+        command_status = v.column4, carrier_message_id = v.column5, correlation_keys = v.column6,
+        bind = v.column7, receipt_stat = v.column8, receipt_err = v.column9, done_at = v.column10,
+        updated_at = v.column11
+    FROM (VALUES {values}) AS v WHERE segments.id = v.column12
 """
-_SET_FINISHED: Final = "UPDATE messages SET finished_at = ? WHERE id = ?"
+_SET_FINISHED: Final = """
+    UPDATE messages SET finished_at = v.column1 FROM (VALUES {values}) AS v
+    WHERE messages.id = v.column2
+"""
 _UPSERT_COUNT: Final = """
     INSERT INTO segment_counts (carrier, priority, client, state, n) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (carrier, priority, client, state) DO UPDATE SET n = n + excluded.n
@@ -278,7 +283,7 @@ class Batch:
         """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
         self.flush_inserts()
         if self._dirty:
-            self.db.executemany(_UPDATE_SEGMENT, [row.values() for row in self._dirty.values()])
+            execute_rows(self.db, _UPDATE_SEGMENTS, [row.values() for row in self._dirty.values()])
         finished: list[tuple[float | None, int]] = []
         for message_id, row in self._touched.items():
             delivery = row.registered_delivery
@@ -294,7 +299,7 @@ class Batch:
             elif was and not done:
                 finished.append((None, message_id))
         if finished:
-            self.db.executemany(_SET_FINISHED, finished)
+            execute_rows(self.db, _SET_FINISHED, finished)
         self._rows.clear()
         self._dirty.clear()
         self._touched.clear()
@@ -302,8 +307,8 @@ class Batch:
 
     def flush_inserts(self) -> None:
         if self.new_messages:
-            insert_rows(self.db, _INSERT_MESSAGE, self.new_messages)
-            insert_rows(self.db, _INSERT_SEGMENT, self.new_segments)
+            execute_rows(self.db, _INSERT_MESSAGE, self.new_messages)
+            execute_rows(self.db, _INSERT_SEGMENT, self.new_segments)
             self.new_messages.clear()
             self.new_segments.clear()
 
@@ -352,32 +357,36 @@ class Batch:
 _INSERT_MESSAGE: Final = """
     INSERT INTO messages (id, client, ref, source, destination, carrier, priority,
         registered_delivery, total, created_at, not_before, expires_at)
+    VALUES {values}
 """
 _INSERT_SEGMENT: Final = """
     INSERT INTO segments (id, carrier, priority, client, total, registered_delivery, state,
         next_attempt_at, body, updated_at, attempts)
+    VALUES {values}
 """
 
-# Rows per INSERT statement. sqlite3 releases the GIL around every step, and executemany steps
-# once per row: with the event loop busy on the other thread, each step then waits up to a
-# switch interval to get the GIL back (1,000 rows took over a second in bench/ measurements).
-# A multi-row INSERT steps once for all its rows.
-ROWS_PER_INSERT: Final = 64
+# Rows per statement. sqlite3 releases the GIL around every step, and executemany steps once per
+# row: with the event loop busy on the other thread, each step then waits up to a switch interval
+# to get the GIL back (a 1,000-row executemany beside a busy thread took 1.7 s instead of 2.5
+# ms). A statement over a multi-row VALUES list steps once for all its rows.
+ROWS_PER_STATEMENT: Final = 64
 
 
-def insert_rows(db: sqlite3.Connection, head: str, rows: list[tuple[object, ...]]) -> None:
-    """INSERT `rows` (all of one width) with `head` (INSERT INTO t (columns)), in multi-row
-    statements of up to ROWS_PER_INSERT rows."""
+def execute_rows(db: sqlite3.Connection, template: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Run `template` (SQL with a `{values}` slot for a VALUES list) over `rows`, all of one
+    width, in statements of up to ROWS_PER_STATEMENT rows."""
+    if not rows:
+        return
     width = len(rows[0])
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        chunk = rows[start : start + ROWS_PER_INSERT]
-        db.execute(_values_sql(head, width, len(chunk)), [v for row in chunk for v in row])
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        db.execute(_values_sql(template, width, len(chunk)), [v for row in chunk for v in row])
 
 
-@functools.lru_cache(maxsize=2 * ROWS_PER_INSERT)
-def _values_sql(head: str, width: int, rows: int) -> str:
+@functools.lru_cache(maxsize=4 * ROWS_PER_STATEMENT)
+def _values_sql(template: str, width: int, rows: int) -> str:
     row = "(" + ", ".join("?" * width) + ")"
-    return f"{head} VALUES {', '.join([row] * rows)}"
+    return template.format(values=", ".join([row] * rows))
 
 
 def json_ids(ids: Iterable[int]) -> str:

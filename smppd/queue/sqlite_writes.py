@@ -31,7 +31,7 @@ from smppd.queue.model import (
     segment_index,
 )
 from smppd.queue.receipts import join_keys
-from smppd.queue.sqlite_batch import Batch, SegmentRow
+from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
 from smppd.queue.sqlite_receipts import match_held, sweep_held
 from smppd.queue.states import SegmentEvent, SegmentState, transition, waiting_state
 
@@ -115,13 +115,19 @@ _FETCH_QUEUED: Final = """
     WHERE s.carrier = ? AND s.priority = ? AND s.client = ? AND s.state = 'queued'
     ORDER BY s.id LIMIT ?
 """
-_MARK_INFLIGHT: Final = "UPDATE segments SET state = 'inflight', updated_at = ? WHERE id = ?"
+_MARK_INFLIGHT: Final = """
+    UPDATE segments SET state = 'inflight', updated_at = ?
+    WHERE id IN (SELECT value FROM json_each(?))
+"""
 _DUE_SCHEDULED: Final = """
     SELECT id, priority, client FROM segments
     WHERE carrier = ? AND state = 'scheduled' AND next_attempt_at <= ?
     ORDER BY next_attempt_at LIMIT ?
 """
-_MARK_QUEUED: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHERE id = ?"
+_MARK_QUEUED: Final = """
+    UPDATE segments SET state = 'queued', updated_at = ?
+    WHERE id IN (SELECT value FROM json_each(?))
+"""
 _PROMOTE_AT_LEAST: Final = 256
 
 
@@ -159,7 +165,7 @@ def _promote_due(batch: Batch, carrier: str, limit: int, *, now: float) -> None:
     ).fetchall()
     if not rows:
         return
-    batch.db.executemany(_MARK_QUEUED, [(now, sid) for sid, _, _ in rows])
+    batch.db.execute(_MARK_QUEUED, (now, json_ids(sid for sid, _, _ in rows)))
     for _, priority, client in rows:
         batch.counts[carrier, priority, client, SegmentState.SCHEDULED] -= 1
         batch.counts[carrier, priority, client, SegmentState.QUEUED] += 1
@@ -226,7 +232,7 @@ def _fetch(
                 )
             )
         if fresh:
-            batch.db.executemany(_MARK_INFLIGHT, [(now, sid) for sid in fresh])
+            batch.db.execute(_MARK_INFLIGHT, (now, json_ids(fresh)))
             batch.counts[carrier, priority, client, SegmentState.QUEUED] -= len(fresh)
             batch.counts[carrier, priority, client, SegmentState.INFLIGHT] += len(fresh)
         if stale:
@@ -246,8 +252,8 @@ def _expire(batch: Batch, ids: list[int], *, now: float) -> list[Change]:
     return changes
 
 
-_INSERT_CORRELATION: Final = (
-    "INSERT OR REPLACE INTO correlations (carrier, key, segment_id) VALUES (?, ?, ?)"
+_INSERT_CORRELATIONS: Final = (
+    "INSERT OR REPLACE INTO correlations (carrier, key, segment_id) VALUES {values}"
 )
 
 
@@ -268,7 +274,7 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
                 continue
             changes.append(change)
             if batch.held and outcome.carrier_message_keys and row.registered_delivery:
-                batch.db.executemany(_INSERT_CORRELATION, correlations)
+                execute_rows(batch.db, _INSERT_CORRELATIONS, correlations)
                 correlations.clear()
                 changes.extend(match_held(batch, row, outcome.carrier_message_keys, now=now))
         else:
@@ -276,7 +282,7 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
             if target is not None:
                 changes.append(batch.move(row, target, now=now))
     if correlations:
-        batch.db.executemany(_INSERT_CORRELATION, correlations)
+        execute_rows(batch.db, _INSERT_CORRELATIONS, correlations)
     batch.flush(now=now)
     return changes
 
