@@ -266,10 +266,10 @@ class Daemon:
         runtime = self.carriers.get(carrier)
         return time.time() if runtime is None else runtime.down_since
 
-    def _wake(self, carrier: str) -> None:
+    def _wake(self, carrier: str, urgent: bool) -> None:
         runtime = self.carriers.get(carrier)
         if runtime is not None and runtime.loop is not None:
-            runtime.loop.wake()
+            runtime.loop.wake(urgent=urgent)
 
     def _health(self) -> dict[str, Any]:
         carriers = {

@@ -20,7 +20,7 @@ from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError, StorageFullError
-from smppd.queue.model import MessageStatus, NewMessage
+from smppd.queue.model import URGENT_PRIORITY, MessageStatus, NewMessage
 from smppd.routing import Router
 from smppd.senderpolicy import DailyCaps
 from smppd.service import (
@@ -60,7 +60,7 @@ class Gateway:
         hub: EventHub,
         settings: GatewaySettings,
         down_since: Callable[[str], float | None],
-        wake: Callable[[str], None],
+        wake: Callable[[str, bool], None],
         health: Callable[[], dict[str, Any]],
         clock: Callable[[], float],
         caps: DailyCaps | None = None,
@@ -134,15 +134,17 @@ class Gateway:
         except QueueError as exc:
             log.error("queue error on submit", error=str(exc))
             return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
-        carriers = set()
+        carriers: dict[str, bool] = {}  # carrier -> whether an urgent message is among them
         for accepted, done in zip(batch, enqueued, strict=True):
             results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
-            carriers.add(accepted.message.carrier)
+            message = accepted.message
+            urgent = carriers.get(message.carrier, False) or message.priority >= URGENT_PRIORITY
+            carriers[message.carrier] = urgent
             if not done.created:
                 self._release(accepted)  # the same ref again: counted the first time
         self.accepted += sum(1 for e in enqueued if e.created)
-        for carrier in carriers:
-            self._wake(carrier)
+        for carrier, urgent in carriers.items():
+            self._wake(carrier, urgent)
         return None
 
     def _release(self, accepted: _Accepted) -> None:
@@ -167,7 +169,7 @@ class Gateway:
         except QueueError:
             self._release(accepted)
             raise
-        self._wake(accepted.message.carrier)
+        self._wake(accepted.message.carrier, accepted.message.priority >= URGENT_PRIORITY)
         return done.message_id
 
     async def _validate(

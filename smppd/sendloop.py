@@ -9,8 +9,10 @@ outcome is committed, and no more are claimed while that many are open. With max
 window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
 
 A tenth of `max_unrecorded` is kept for urgent traffic (priority above normal): bulk fills the
-rest, so an urgent segment is claimed as soon as it is queued and finds a free window slot,
-instead of waiting for a bulk backlog's outcomes to make room.
+rest, so an urgent segment finds room and a free window slot instead of waiting for a bulk
+backlog's outcomes. An urgent submit wakes a claimer of its own, so it is not queued behind the
+bulk batch the main loop is busy sending either; its claim is committed alone, ahead of other
+writes (see smppd.queue.sqlite).
 
 A sender with its own TPS cap is held to it here, where sends happen: a segment its rate does not
 allow now goes back to the queue (Deferred, no attempt counted) for the sender's next free slot,
@@ -36,6 +38,7 @@ from smppd.queue.errors import QueueError
 from smppd.queue.model import (
     URGENT_PRIORITY,
     Change,
+    Claim,
     ClaimedSegment,
     Deferred,
     Failed,
@@ -146,6 +149,7 @@ class CarrierSendLoop:
         self._idle_poll_s = idle_poll_s
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._room = asyncio.Event()
         self._pending: list[Outcome] = []
         self._recording: set[asyncio.Task[None]] = set()
@@ -161,9 +165,11 @@ class CarrierSendLoop:
         self._next_slot: dict[str, float] = {}
         self._id_format = id_format
 
-    def wake(self) -> None:
+    def wake(self, *, urgent: bool = False) -> None:
         """New work may be due (a submit landed): claim now rather than at the next poll."""
         self._wake.set()
+        if urgent:
+            self._urgent.set()
 
     @property
     def unrecorded(self) -> int:
@@ -171,10 +177,13 @@ class CarrierSendLoop:
 
     async def run(self) -> None:
         """Claim and send until stop(); then record what is outstanding and return."""
+        urgent = asyncio.get_running_loop().create_task(self._urgent_loop())
         try:
             await self._claim_loop()
         finally:
             self._stopping = True
+            self._urgent.set()
+            await urgent
             # Outstanding submits still owe a result (the binds answer or time them out as
             # unknown); return only when every claimed segment is recorded.
             while self._unrecorded > 0:
@@ -188,6 +197,7 @@ class CarrierSendLoop:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._urgent.set()
         self._room.set()
 
     async def _claim_loop(self) -> None:
@@ -197,30 +207,21 @@ class CarrierSendLoop:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            await self._port.wait_ready()
+            if self.stopping:
+                break
+            room = self._max_unrecorded - self._unrecorded  # the urgent claimer may have taken some
+            if room <= 0:
+                continue
             min_priority = 0
             if room <= self._reserve:  # only urgent segments may take the reserve
                 min_priority = URGENT_PRIORITY
             else:
                 room -= self._reserve
-            await self._port.wait_ready()
-            if self.stopping:
-                break
-            try:
-                claim = await self._queue.claim(
-                    self.carrier,
-                    min(room, self._claim_batch),
-                    now=self._clock(),
-                    min_priority=min_priority,
-                )
-            except QueueError as exc:
-                # A full disk or a busy database must not stop sending for good: wait, retry.
-                log.error(
-                    "claiming segments failed; retrying", carrier=self.carrier, error=str(exc)
-                )
+            claim = await self._claim(min(room, self._claim_batch), min_priority)
+            if claim is None:
                 await asyncio.sleep(CLAIM_RETRY_S)
                 continue
-            if claim.expired:
-                self._on_changes(claim.expired)
             if not claim.segments:
                 if min_priority and self._max_unrecorded - self._unrecorded > self._reserve:
                     continue  # outcomes recorded meanwhile made room for bulk again
@@ -234,22 +235,68 @@ class CarrierSendLoop:
                 finally:
                     self._bulk_waits_for_room = False
                 continue
-            self._unrecorded += len(claim.segments)
-            for i, segment in enumerate(claim.segments):
-                window = self._sender_windows.get(segment.source)
-                fut = await self._send(segment.body, window)
-                if fut is None:  # stopping: hand back what was claimed but never sent
-                    now = self._clock()
-                    for unsent in claim.segments[i:]:
-                        self._add(Deferred(unsent.segment_id, now))
-                    break
-                if fut is _DEFER:
-                    assert window is not None
-                    self._defer(segment, window)
-                    continue
-                assert isinstance(fut, asyncio.Future)
-                fut.add_done_callback(functools.partial(self._done, segment))
-                self.submitted += 1
+            await self._send_all(claim.segments)
+
+    async def _urgent_loop(self) -> None:
+        """Claim urgent segments the moment one is submitted, beside the main loop."""
+        while True:
+            await self._urgent.wait()
+            self._urgent.clear()
+            if self._stopping:
+                return
+            room = self._max_unrecorded - self._unrecorded
+            if room <= 0:
+                continue  # the main loop claims it once outcomes make room
+            claim = await self._claim(min(room, self._claim_batch), URGENT_PRIORITY)
+            if claim is not None:
+                await self._send_all(claim.segments)
+
+    async def _claim(self, limit: int, min_priority: int) -> Claim | None:
+        """Claim up to `limit`; None after a storage error (logged).
+
+        The room is taken before the claim is issued, so the two claimers together never
+        exceed max_unrecorded; what the claim does not fill is given back.
+        """
+        self._unrecorded += limit
+        try:
+            claim = await self._queue.claim(
+                self.carrier, limit, now=self._clock(), min_priority=min_priority
+            )
+        except QueueError as exc:
+            # A full disk or a busy database must not stop sending for good: wait, retry.
+            log.error("claiming segments failed; retrying", carrier=self.carrier, error=str(exc))
+            self._release(limit)
+            return None
+        self._release(limit - len(claim.segments))
+        if claim.expired:
+            self._on_changes(claim.expired)
+        return claim
+
+    async def _send_all(self, segments: Sequence[ClaimedSegment]) -> None:
+        for i, segment in enumerate(segments):
+            window = self._sender_windows.get(segment.source)
+            fut = await self._send(segment.body, window)
+            if fut is None:  # stopping: hand back what was claimed but never sent
+                now = self._clock()
+                for unsent in segments[i:]:
+                    self._add(Deferred(unsent.segment_id, now))
+                break
+            if fut is _DEFER:
+                assert window is not None
+                self._defer(segment, window)
+                continue
+            assert isinstance(fut, asyncio.Future)
+            fut.add_done_callback(functools.partial(self._done, segment))
+            self.submitted += 1
+
+    def _release(self, n: int) -> None:
+        """`n` claimed segments are recorded (or were never claimed): their room is free."""
+        self._unrecorded -= n
+        self._room.set()
+        if self._bulk_waits_for_room and self._max_unrecorded - self._unrecorded > self._reserve:
+            self._wake.set()
+        if self._unrecorded <= 0:
+            self._all_recorded.set()
 
     async def _send(
         self, body: bytes, window: SlidingWindow | None
@@ -331,12 +378,7 @@ class CarrierSendLoop:
             except Exception:  # storage trouble: keep the outcomes and retry, never drop them
                 log.exception("recording outcomes failed; retrying", carrier=self.carrier)
                 await asyncio.sleep(0.5)
-        self._unrecorded -= len(batch)
         self.recorded += len(batch)
-        self._room.set()
-        if self._bulk_waits_for_room and self._max_unrecorded - self._unrecorded > self._reserve:
-            self._wake.set()
-        if self._unrecorded <= 0:
-            self._all_recorded.set()
+        self._release(len(batch))
         if changes:
             self._on_changes(changes)

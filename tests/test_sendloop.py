@@ -16,7 +16,7 @@ from smppd.binds import CarrierBinds
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.pdus import DataSm, DeliverSm
 from smppd.pdu.status import CommandStatus, StatusClass
-from smppd.queue import MessageState, NewMessage
+from smppd.queue import MessageState, NewMessage, SegmentState
 from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import (
@@ -287,7 +287,7 @@ class ManualPort:
         self.futures: list[asyncio.Future[SubmitResult]] = []
         self.submitted = asyncio.Event()
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult]:
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
         future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
         self.futures.append(future)
         self.submitted.set()
@@ -349,6 +349,52 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     assert loop.recorded == 2
     stats = await queue.stats(now=clock())
     assert stats.queued_depth == 0
+
+
+class StuckOnBulkPort(ManualPort):
+    """Binds that take nothing but urgent text: bulk sends wait, as behind a slow carrier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bulk_waiting = asyncio.Event()
+        self.never = asyncio.Event()
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        if b"otp" in body:
+            return super().try_submit(body)
+        self.bulk_waiting.set()
+        return None
+
+    async def wait_ready(self) -> None:
+        if self.bulk_waiting.is_set():
+            await self.never.wait()
+
+
+async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending() -> None:
+    """wake(urgent=True) claims and sends an urgent message at once, though the main loop is
+    blocked handing out a bulk batch it claimed earlier."""
+    clock = Clock()
+    queue = MemoryQueue()
+    await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(3)], now=clock())
+    port = StuckOnBulkPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=3, max_unrecorded=20, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.bulk_waiting.wait()  # the bulk batch is claimed; its first send waits
+        await queue.enqueue([message("otp 1", priority=9)], now=clock())
+        loop.wake(urgent=True)
+        await port.submitted.wait()
+    assert len(port.futures) == 1
+    assert loop.unrecorded == 4
+    loop.stop()
+    port.never.set()
+    port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+    stats = await queue.stats(now=clock())
+    assert stats.segments[SegmentState.SUBMITTED] == {9: 1}
+    assert stats.segments[SegmentState.QUEUED] == {0: 3}
 
 
 def claimed(attempts: int) -> ClaimedSegment:
