@@ -251,7 +251,7 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_writes._FETCH_QUEUED, (CARRIER, 5, "otp", 10), "segments_queued"),
         (sqlite_writes._DUE_SCHEDULED, (CARRIER, T0, 10), "segments_scheduled"),
         (sqlite_writes._BY_REF, ("otp", "r"), "messages_by_ref"),
-        (sqlite_admin._UNFINISHED_TO, ("+1",), "messages_unfinished_by_destination"),
+        (sqlite_admin._UNFINISHED_TO, ("+1",), "messages_by_destination"),
         (sqlite_admin._FINISHED_BEFORE, (T0, 10), "messages_finished"),
         (sqlite_receipts._MATCH, (CARRIER, '["1"]'), "PRIMARY KEY"),
         (sqlite_receipts._OLDEST_HELD, (), "pending_receipts_held"),
@@ -323,7 +323,7 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
         await store.apply_receipts(CARRIER, [final], now=T0 + 6)
         await store.record([Submitted(new.segment_id, correlation_keys("88"), "b")], now=T0)
     # Rewrite the file as version 1 held it: the final segment's key retired, plus a stale
-    # retired row for a key that the newer, open segment has taken over.
+    # retired row for a key that the newer, open segment has taken over; the old index.
     with sqlite3.connect(path) as db:
         db.execute(
             "CREATE TABLE retired_correlations (carrier TEXT NOT NULL, key TEXT NOT NULL, "
@@ -338,6 +338,11 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
         db.execute(
             "INSERT INTO retired_correlations VALUES (?, '88', ?)", (CARRIER, old.segment_id)
         )
+        db.execute("DROP INDEX messages_by_destination")
+        db.execute(
+            "CREATE INDEX messages_unfinished_by_destination ON messages (destination) "
+            "WHERE finished_at IS NULL"
+        )
         db.execute("PRAGMA user_version = 1")
     async with await SqliteQueue.open(path) as store:
         (again,) = await store.apply_receipts(CARRIER, [final], now=T0 + 7)
@@ -349,3 +354,6 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
         assert matched.change.segment_id == new.segment_id
     assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert peek(path, "SELECT name FROM sqlite_master WHERE name = 'retired_correlations'") == []
+    assert peek(path, "SELECT name FROM sqlite_master WHERE name LIKE 'messages_%dest%'") == [
+        ("messages_by_destination",)
+    ]
