@@ -177,13 +177,16 @@ class CarrierSendLoop:
 
     async def run(self) -> None:
         """Claim and send until stop(); then record what is outstanding and return."""
-        urgent = asyncio.get_running_loop().create_task(self._urgent_loop())
         try:
-            await self._claim_loop()
+            # One task group: if either claimer fails, both stop and the failure is seen.
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._urgent_loop())
+                try:
+                    await self._claim_loop()
+                finally:
+                    self._stopping = True
+                    self._urgent.set()
         finally:
-            self._stopping = True
-            self._urgent.set()
-            await urgent
             # Outstanding submits still owe a result (the binds answer or time them out as
             # unknown); return only when every claimed segment is recorded.
             while self._unrecorded > 0:
@@ -267,6 +270,9 @@ class CarrierSendLoop:
             log.error("claiming segments failed; retrying", carrier=self.carrier, error=str(exc))
             self._release(limit)
             return None
+        except BaseException:  # cancelled: the store puts an abandoned claim back itself
+            self._release(limit)
+            raise
         self._release(limit - len(claim.segments))
         if claim.expired:
             self._on_changes(claim.expired)

@@ -397,6 +397,41 @@ async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending(
     assert stats.segments[SegmentState.QUEUED] == {0: 3}
 
 
+class StuckClaimQueue(MemoryQueue):
+    """A queue whose claims never return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claiming = asyncio.Event()
+
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+        self.claiming.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_cancelling_the_loop_mid_claim_ends_it() -> None:
+    """The room a pending claim took is given back when it is cancelled, so run() does not
+    wait for outcomes of segments that were never claimed."""
+    queue = StuckClaimQueue()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        ManualPort(),
+        claim_batch=5,
+        max_unrecorded=10,
+        policy=RetryPolicy(),
+        clock=Clock(),
+    )
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(queue.claiming.wait(), 5)
+    assert loop.unrecorded > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert loop.unrecorded == 0
+
+
 def claimed(attempts: int) -> ClaimedSegment:
     return ClaimedSegment(
         segment_id=256,
