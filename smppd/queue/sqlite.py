@@ -129,7 +129,7 @@ class SqliteQueue:
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch
         self._urgent: deque[_Write[Any]] = deque()
-        self._pending: deque[_Write[Any]] = deque()
+        self._small: deque[_Write[Any]] = deque()
         self._bulk: deque[_Write[Any]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -212,14 +212,14 @@ class SqliteQueue:
         if self._closing:
             raise QueueClosedError("the queue is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._pending
+        queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._small
         queue.append(_Write(apply, weight, now, future))
         self._wakeup.set()
         return future
 
     async def _write_loop(self) -> None:
         while True:
-            if not (self._urgent or self._pending or self._bulk):
+            if not (self._urgent or self._small or self._bulk):
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -240,7 +240,7 @@ class SqliteQueue:
             return writes
         writes = []
         weight = 0
-        small = self._pending
+        small = self._small
         while small and (not writes or weight + small[0].weight <= self._max_batch):
             write = small.popleft()
             writes.append(write)
