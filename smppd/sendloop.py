@@ -247,6 +247,9 @@ class CarrierSendLoop:
             self._urgent.clear()
             if self._stopping:
                 return
+            await self._port.wait_ready()  # during an outage urgent segments stay queued too
+            if self.stopping:
+                return
             room = self._max_unrecorded - self._unrecorded
             if room <= 0:
                 continue  # the main loop claims it once outcomes make room

@@ -352,22 +352,24 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
 
 
 class StuckOnBulkPort(ManualPort):
-    """Binds that take nothing but urgent text: bulk sends wait, as behind a slow carrier."""
+    """Binds that take nothing but urgent text: a bulk send waits for `ready`, as behind a
+    slow carrier, and each refused bulk send makes the port busy again."""
 
     def __init__(self) -> None:
         super().__init__()
         self.bulk_waiting = asyncio.Event()
-        self.never = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.ready.set()
 
     def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
         if b"otp" in body:
             return super().try_submit(body)
         self.bulk_waiting.set()
+        self.ready.clear()
         return None
 
     async def wait_ready(self) -> None:
-        if self.bulk_waiting.is_set():
-            await self.never.wait()
+        await self.ready.wait()
 
 
 async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending() -> None:
@@ -385,11 +387,12 @@ async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending(
         await port.bulk_waiting.wait()  # the bulk batch is claimed; its first send waits
         await queue.enqueue([message("otp 1", priority=9)], now=clock())
         loop.wake(urgent=True)
+        port.ready.set()  # one free moment: the main loop's bulk retry is refused again
         await port.submitted.wait()
     assert len(port.futures) == 1
     assert loop.unrecorded == 4
     loop.stop()
-    port.never.set()
+    port.ready.set()
     port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
     await asyncio.wait_for(task, 5)
     stats = await queue.stats(now=clock())
