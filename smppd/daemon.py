@@ -168,6 +168,7 @@ class Daemon:
         self.started = time.time()
         self.api_counts = ApiObserverCounts()
         self.queue_snapshot: dict[str, Any] = {}
+        self.receipts_overdue = 0
         self.caps = daily_caps(config)
         self.gateway = Gateway(
             queue=queue,
@@ -385,12 +386,24 @@ class Daemon:
                     await self._refresh_stats(now)
                 if now - last_purge >= PURGE_EVERY_S:
                     last_purge = now
-                    purged = await self.queue.purge(now - self.config.queue.retention_s)
-                    if purged:
-                        log.info("purged finished messages", messages=purged)
+                    await self._retention(now)
             except QueueError as exc:
                 log.error("housekeeping query failed", error=str(exc))
             await asyncio.sleep(step)
+
+    async def _retention(self, now: float) -> None:
+        settings = self.config.queue
+        overdue = await self.queue.finish_overdue(now - settings.receipt_wait_s, now=now)
+        if overdue:
+            self.receipts_overdue += overdue
+            log.warning(
+                "stopped waiting for receipts",
+                messages=overdue,
+                waited_s=settings.receipt_wait_s,
+            )
+        purged = await self.queue.purge(now - settings.retention_s)
+        if purged:
+            log.info("purged finished messages", messages=purged)
 
     async def _refresh_stats(self, now: float) -> None:
         stats = await self.queue.stats(now=now)
@@ -432,6 +445,8 @@ class Daemon:
             "events_published": self.hub.published,
             "subscribers_dropped": self.hub.dropped_subscribers,
             "accepted": self.gateway.accepted,
+            # messages finished without every receipt, after queue.receipt_wait_s
+            "receipts_overdue": self.receipts_overdue,
         }
 
 

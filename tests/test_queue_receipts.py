@@ -301,3 +301,51 @@ async def test_inbound_messages(store: Queue) -> None:
     (mine,) = await store.inbound_since(0, client="crm")
     assert (mine.text, mine.data_coding, mine.client) == ("hi", 8, "crm")
     assert await store.inbound_since(second) == []
+
+
+async def test_overdue_receipts_finish_the_message_for_retention(store: Queue) -> None:
+    """A message whose segments were all accepted before the cut and whose receipts never came
+    is finished (still `submitted`) and later purged; one with a segment still to be sent, or
+    accepted after the cut, is left alone."""
+    overdue, partly_sent = await store.enqueue([message(), message(segments=(b"a", b"b"))], now=T0)
+    first, second_0 = await store.claim(CARRIER, 2, now=T0)
+    await store.record(
+        [
+            Submitted(first.segment_id, correlation_keys("1"), "b"),
+            Submitted(second_0.segment_id, correlation_keys("2"), "b"),
+        ],
+        now=T0 + 10,
+    )
+    (recent,) = await store.enqueue([message(priority=9)], now=T0 + 20)
+    (seg,) = await store.claim(CARRIER, 1, now=T0 + 20)
+    await store.record([Submitted(seg.segment_id, correlation_keys("3"), "b")], now=T0 + 30)
+
+    assert await store.finish_overdue(T0 + 20, now=T0 + 100) == 1
+    assert await store.finish_overdue(T0 + 20, now=T0 + 101) == 0  # already finished
+    assert await state_of(store, overdue.message_id) is MessageState.SUBMITTED
+    assert await store.purge(T0 + 100) == 0  # finished at T0 + 100, not before it
+    assert await store.purge(T0 + 102) == 1
+    assert await store.status(overdue.message_id, None) is None
+    assert await state_of(store, partly_sent.message_id) is MessageState.SUBMITTED
+    assert await state_of(store, recent.message_id) is MessageState.SUBMITTED
+
+
+async def test_a_late_receipt_still_applies_to_a_finished_message(store: Queue) -> None:
+    """Giving up on receipts does not forget the ids: a late one still matches, and a message
+    it does not complete stays finished."""
+    (enq,) = await store.enqueue([message(segments=(b"a", b"b"))], now=T0)
+    first, second = await store.claim(CARRIER, 2, now=T0)
+    await store.record(
+        [
+            Submitted(first.segment_id, correlation_keys("81"), "b"),
+            Submitted(second.segment_id, correlation_keys("82"), "b"),
+        ],
+        now=T0,
+    )
+    assert await store.finish_overdue(T0 + 1, now=T0 + 5) == 1
+    (late,) = await store.apply_receipts(CARRIER, [delivered("81")], now=T0 + 60)
+    assert late.outcome is ReceiptOutcome.MATCHED
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert [s.state for s in status.segments] == [SegmentState.DELIVERED, SegmentState.SUBMITTED]
+    assert await store.purge(T0 + 6) == 1  # still finished at T0 + 5

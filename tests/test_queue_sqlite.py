@@ -253,6 +253,7 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_writes._BY_REF, ("otp", "r"), "messages_by_ref"),
         (sqlite_admin._UNFINISHED_TO, ("+1",), "messages_by_destination"),
         (sqlite_admin._FINISHED_BEFORE, (T0, 10), "messages_finished"),
+        (sqlite_admin._OPEN_AFTER, (T0, 0, T0, 10), "messages_open"),
         (sqlite_receipts._MATCH, (CARRIER, '["1"]'), "PRIMARY KEY"),
         (sqlite_receipts._OLDEST_HELD, (), "pending_receipts_held"),
         (sqlite_batch._SELECT_SEGMENTS_IN, ("[1]",), "INTEGER PRIMARY KEY"),
@@ -339,6 +340,7 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
             "INSERT INTO retired_correlations VALUES (?, '88', ?)", (CARRIER, old.segment_id)
         )
         db.execute("DROP INDEX messages_by_destination")
+        db.execute("DROP INDEX messages_open")
         db.execute(
             "CREATE INDEX messages_unfinished_by_destination ON messages (destination) "
             "WHERE finished_at IS NULL"
@@ -357,3 +359,25 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
     assert peek(path, "SELECT name FROM sqlite_master WHERE name LIKE 'messages_%dest%'") == [
         ("messages_by_destination",)
     ]
+    assert peek(path, "SELECT name FROM sqlite_master WHERE name = 'messages_open'") == [
+        ("messages_open",)
+    ]
+
+
+async def test_the_overdue_sweep_pages_past_messages_still_to_send(
+    store: SqliteQueue, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep goes a page at a time and walks past open messages it must leave alone."""
+    monkeypatch.setattr("smppd.queue.sqlite._PURGE_STEP", 2)
+    messages = await store.enqueue([message() for _ in range(7)], now=T0)
+    claim = await store.claim(CARRIER, 7, now=T0)
+    sent = [s for s in claim if s.index == 0 and (s.message_id - messages[0].message_id) % 2 == 0]
+    await store.record(
+        [Submitted(s.segment_id, correlation_keys(str(s.segment_id)), "b") for s in sent], now=T0
+    )
+    assert len(sent) == 4  # messages 0, 2, 4, 6 accepted; 1, 3, 5 still inflight
+    before = store.commits
+    assert await store.finish_overdue(T0 + 1, now=T0 + 2) == 4
+    assert store.commits - before == 4  # pages of two: seven open messages
+    finished = peek(path, "SELECT id FROM messages WHERE finished_at IS NOT NULL")
+    assert sorted(int(str(row[0])) for row in finished) == [s.message_id for s in sent]

@@ -101,6 +101,11 @@ class Queue(Protocol):
         """Delete messages finished before `before` (and older inbound and unmatched receipts)."""
         ...
 
+    async def finish_overdue(self, before: float, *, now: float) -> int:
+        """Finish messages that only wait for receipts of segments accepted before `before`
+        (they stay `submitted`), so that retention purges them; returns how many."""
+        ...
+
     async def stats(self, *, now: float) -> QueueStats: ...
 
     def queued_depth(self) -> int:

@@ -48,6 +48,7 @@ from smppd.queue.states import (
     SegmentState,
     is_finished,
     message_state,
+    receipts_overdue,
     transition,
     waiting_state,
 )
@@ -144,17 +145,22 @@ class MemoryQueue:
     def _move(self, segment: _Segment, state: SegmentState, *, now: float) -> Change:
         siblings = self._siblings(segment.message)
         before = message_state(s.state for s in siblings)
+        message = segment.message
+        delivery = message.new.registered_delivery
+        was = is_finished((s.state for s in siblings), registered_delivery=delivery)
         self._count(segment, segment.state, -1)
         self._count(segment, state, +1)
         segment.state = state
         segment.updated_at = now
         self._place(segment)
         after = message_state(s.state for s in siblings)
-        message = segment.message
-        finished = is_finished(
-            (s.state for s in siblings), registered_delivery=message.new.registered_delivery
-        )
-        message.finished_at = (message.finished_at or now) if finished else None
+        # By the states, as the SQLite backend does: a message finished by `finish_overdue`
+        # stays finished while its late receipts come in.
+        done = is_finished((s.state for s in siblings), registered_delivery=delivery)
+        if done and not was:
+            message.finished_at = now
+        elif was and not done:
+            message.finished_at = None
         return Change(
             message_id=message.id,
             segment_id=segment.id,
@@ -552,6 +558,17 @@ class MemoryQueue:
             if receipt.state != "held" and receipt.received_at < before:
                 del self._receipts[receipt_id]
         return len(doomed)
+
+    async def finish_overdue(self, before: float, *, now: float) -> int:
+        self._commit()
+        finished = 0
+        for message in self._messages.values():
+            if message.finished_at is None and receipts_overdue(
+                ((s.state, s.updated_at) for s in self._siblings(message)), before=before
+            ):
+                message.finished_at = now
+                finished += 1
+        return finished
 
     async def stats(self, *, now: float) -> QueueStats:
         heads = []

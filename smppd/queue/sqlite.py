@@ -447,6 +447,25 @@ class SqliteQueue:
             if not more:
                 return purged
 
+    async def finish_overdue(self, before: float, *, now: float) -> int:
+        finished = 0
+        cursor: tuple[float, int] | None = (float("-inf"), 0)
+        while cursor is not None:
+            step, cursor = await self._write(
+                partial(
+                    sqlite_admin.finish_overdue_step,
+                    before=before,
+                    after=cursor,
+                    limit=_PURGE_STEP,
+                    now=now,
+                ),
+                weight=_PURGE_STEP,
+                now=now,
+                lane=_BULK,
+            )
+            finished += step
+        return finished
+
     async def stats(self, *, now: float) -> QueueStats:
         memory = self._memory
         heads = memory.counts.queued_keys()

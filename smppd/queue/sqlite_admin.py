@@ -11,9 +11,9 @@ from typing import Final
 from smppd.queue.model import OPTOUT_ALL_SENDERS, Change, InboundIn, MessageStatus, segment_id
 from smppd.queue.optout_filter import OptOutFilter
 from smppd.queue.receipts import split_keys
-from smppd.queue.sqlite_batch import Batch
+from smppd.queue.sqlite_batch import SET_FINISHED, Batch, execute_rows
 from smppd.queue.sqlite_reads import message_status
-from smppd.queue.states import SegmentEvent, SegmentState, transition
+from smppd.queue.states import SegmentEvent, SegmentState, receipts_overdue, transition
 
 _OWNER: Final = "SELECT client, total FROM messages WHERE id = ?"
 
@@ -176,6 +176,38 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
         batch.receipts_dropped -= state == "dropped"
     more = max(len(messages), inbound, len(receipts)) >= limit
     return len(messages), more
+
+
+_OPEN_AFTER: Final = """
+    SELECT id, created_at, total FROM messages
+    WHERE finished_at IS NULL AND (created_at, id) > (?, ?) AND created_at < ?
+    ORDER BY created_at, id LIMIT ?
+"""
+_SEGMENT_STATES: Final = "SELECT state, updated_at FROM segments WHERE id BETWEEN ? AND ?"
+
+
+def finish_overdue_step(
+    batch: Batch, before: float, after: tuple[float, int], limit: int, *, now: float
+) -> tuple[int, tuple[float, int] | None]:
+    """Finish up to `limit` open messages, created after the `after` cursor, whose receipts are
+    overdue (see `receipts_overdue`). Returns how many, and the cursor to go on from (None: done).
+
+    Open messages still to be sent are passed over, so the cursor walks on past them.
+    """
+    batch.flush_inserts()
+    messages = batch.db.execute(_OPEN_AFTER, (*after, before, limit)).fetchall()
+    finished = []
+    for message_id, _, total in messages:
+        bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
+        segments = batch.db.execute(_SEGMENT_STATES, bounds).fetchall()
+        if receipts_overdue(((SegmentState(s), at) for s, at in segments), before=before):
+            finished.append((now, message_id))
+    if finished:
+        execute_rows(batch.db, SET_FINISHED, finished)
+    if len(messages) < limit:
+        return len(finished), None
+    last_id, last_created, _ = messages[-1]
+    return len(finished), (last_created, last_id)
 
 
 _INFLIGHT_ONE: Final = (

@@ -72,7 +72,7 @@ _UPDATE_SEGMENTS: Final = """
         updated_at = v.column11
     FROM (VALUES {values}) AS v WHERE segments.id = v.column12
 """
-_SET_FINISHED: Final = """
+SET_FINISHED: Final = """
     UPDATE messages SET finished_at = v.column1 FROM (VALUES {values}) AS v
     WHERE messages.id = v.column2
 """
@@ -299,7 +299,7 @@ class Batch:
             elif was and not done:
                 finished.append((None, message_id))
         if finished:
-            execute_rows(self.db, _SET_FINISHED, finished)
+            execute_rows(self.db, SET_FINISHED, finished)
         self._rows.clear()
         self._dirty.clear()
         self._touched.clear()

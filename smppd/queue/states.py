@@ -158,3 +158,21 @@ def is_finished(states: Iterable[SegmentState], *, registered_delivery: bool) ->
     """
     done = FINAL_STATES if registered_delivery else FINAL_STATES | {SegmentState.SUBMITTED}
     return all(state in done for state in states)
+
+
+def receipts_overdue(segments: Iterable[tuple[SegmentState, float]], *, before: float) -> bool:
+    """True when a message only waits for receipts, for segments all accepted before `before`.
+
+    `segments` are (state, updated_at) pairs; a submitted segment's updated_at is its acceptance.
+    Carriers lose receipts: past this point the message is finished (still `submitted`) so that
+    retention purges it, instead of waiting for ever.
+    """
+    waiting = False
+    for state, updated_at in segments:
+        if state is SegmentState.SUBMITTED:
+            if updated_at >= before:
+                return False
+            waiting = True
+        elif state not in FINAL_STATES:
+            return False
+    return waiting
