@@ -11,6 +11,7 @@ not know connections.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections import OrderedDict
@@ -192,7 +193,13 @@ class Tracker:
 
 
 def _yymmddhhmm(when: float) -> str:
-    return time.strftime("%y%m%d%H%M", time.gmtime(when))
+    return _minute(int(when // 60))
+
+
+@functools.lru_cache(maxsize=16)
+def _minute(minute: int) -> str:
+    # Formatted once per minute: under load every receipt has two dates from the same few.
+    return time.strftime("%y%m%d%H%M", time.gmtime(minute * 60))
 
 
 def receipt_text(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,6 +93,23 @@ def split_content(pdu: SubmitSm | DataSm) -> Content:
     return Content(data, concat, payload)
 
 
+def _plain(record: Any) -> Any:
+    """A record as JSON-ready values, as dataclasses.asdict gives them but without its deep
+    copies (which cost the SMSC a third of its time under load); records are flat and frozen."""
+    if record is None:
+        return None
+    names = _FIELD_NAMES.get(type(record))
+    if names is None:
+        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in fields(record))
+    values = {name: getattr(record, name) for name in names}
+    if "concat" in values:
+        values["concat"] = _plain(values["concat"])
+    return values
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 class Records:
     """Segments and messages received, in memory (unless counting only) and in a JSON-lines file.
 
@@ -162,7 +179,7 @@ class Records:
         if self.in_memory:
             self.segments.append(record)
         if self._path is not None:
-            self._lines.append(json.dumps({"type": "segment", **asdict(record)}))
+            self._lines.append(json.dumps({"type": "segment", **_plain(record)}))
         if command_status == 0 and content is not None:
             self._reassemble(record, content, now)
         self._wake()
@@ -227,7 +244,7 @@ class Records:
         if self.in_memory:
             self.messages.append(record)
         if self._path is not None:
-            self._lines.append(json.dumps({"type": "message", **asdict(record)}))
+            self._lines.append(json.dumps({"type": "message", **_plain(record)}))
 
     def flush(self) -> None:
         """Write the JSON lines gathered since the last flush (called once per read batch)."""
