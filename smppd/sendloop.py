@@ -4,15 +4,18 @@ It claims due segments in batches (the store orders them by priority, fairness a
 each to the carrier's binds as soon as a window slot is free, and records the outcomes in batches
 (one transaction each, through the store's group commit).
 
-Duplicates after a crash are bounded by `max_unrecorded`: a segment counts from its claim until its
-outcome is committed, and no more are claimed while that many are open. With max_unrecorded =
-window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
+Duplicates after a crash are bounded by `max_unrecorded`: a segment counts from the moment it is
+handed to a bind until its outcome is committed, and no more are sent while that many are open.
+With max_unrecorded = window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
+Segments claimed but not yet sent are no duplicates (recovery queues them again, and they go once),
+so the next batch is claimed while the current one is being sent: a claim's transaction is not in
+the loop that refills the window.
 
 A tenth of `max_unrecorded` is kept for urgent traffic (priority above normal): bulk fills the
 rest, so an urgent segment finds room and a free window slot instead of waiting for a bulk
 backlog's outcomes. An urgent submit wakes a claimer of its own, so it is not queued behind the
-bulk batch the main loop is busy sending either; its claim is committed alone, ahead of other
-writes (see smppd.queue.sqlite).
+bulk batches the main loop holds either; its claim is committed alone, ahead of other writes
+(see smppd.queue.sqlite).
 
 A sender with its own TPS cap is held to it here, where sends happen: a segment its rate does not
 allow now goes back to the queue (Deferred, no attempt counted) for the sender's next free slot,
@@ -64,6 +67,10 @@ _DEFER = _Defer.DEFER
 SENDER_RATE_MARGIN = 1.02
 CLAIM_RETRY_S = 1.0
 URGENT_RESERVE = 0.1  # of max_unrecorded (none when that is under 10)
+
+
+# A claim's segments still to send, and whether the claim came back full (more is due).
+_Batch = tuple[Sequence[ClaimedSegment], bool]
 
 
 def sender_window(tps: float) -> SlidingWindow:
@@ -140,9 +147,12 @@ class CarrierSendLoop:
         self._queue = queue
         self._port = port
         self._claim_batch = claim_batch
+        # The main loop claims a window's worth at a time, one batch ahead: enough to refill
+        # the window while the next claim commits; larger batches only make the transaction an
+        # urgent claim waits behind longer.
+        self._batch = max(1, min(claim_batch, max_unrecorded))
         self._max_unrecorded = max_unrecorded
         self._reserve = int(max_unrecorded * URGENT_RESERVE)
-        self._bulk_waits_for_room = False
         self._policy = policy
         self._clock = clock
         self._on_changes = on_changes
@@ -152,9 +162,11 @@ class CarrierSendLoop:
         self._urgent = asyncio.Event()
         self._room = asyncio.Event()
         self._pending: list[Outcome] = []
+        self._pending_sent = 0  # of _pending, outcomes of segments that were handed to a bind
         self._recording: set[asyncio.Task[None]] = set()
         self._all_recorded = asyncio.Event()
-        self._unrecorded = 0
+        self._unrecorded = 0  # sent, outcome not yet committed: the duplicate bound
+        self._claimed = 0  # claimed, outcome not yet committed (sent or not)
         self._stopping = False
         self.submitted = 0
         self.recorded = 0
@@ -173,7 +185,13 @@ class CarrierSendLoop:
 
     @property
     def unrecorded(self) -> int:
+        """Segments handed to a bind whose outcome is not yet committed."""
         return self._unrecorded
+
+    @property
+    def claimed(self) -> int:
+        """Segments claimed whose outcome is not yet committed (unrecorded ones included)."""
+        return self._claimed
 
     async def run(self) -> None:
         """Claim and send until stop(); then record what is outstanding and return."""
@@ -189,7 +207,7 @@ class CarrierSendLoop:
         finally:
             # Outstanding submits still owe a result (the binds answer or time them out as
             # unknown); return only when every claimed segment is recorded.
-            while self._unrecorded > 0:
+            while self._claimed > 0:
                 self._all_recorded.clear()
                 await self._all_recorded.wait()
 
@@ -204,41 +222,70 @@ class CarrierSendLoop:
         self._room.set()
 
     async def _claim_loop(self) -> None:
-        while not self._stopping:
-            room = self._max_unrecorded - self._unrecorded
-            if room <= 0:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            await self._port.wait_ready()
-            if self.stopping:
-                break
-            room = self._max_unrecorded - self._unrecorded  # the urgent claimer may have taken some
-            if room <= 0:
-                continue
-            min_priority = 0
-            if room <= self._reserve:  # only urgent segments may take the reserve
-                min_priority = URGENT_PRIORITY
-            else:
-                room -= self._reserve
-            claim = await self._claim(min(room, self._claim_batch), min_priority)
-            if claim is None:
-                await asyncio.sleep(CLAIM_RETRY_S)
-                continue
-            if not claim.segments:
-                if min_priority and self._max_unrecorded - self._unrecorded > self._reserve:
-                    continue  # outcomes recorded meanwhile made room for bulk again
-                self._wake.clear()
-                self._bulk_waits_for_room = bool(min_priority)
-                try:
-                    async with asyncio.timeout(self._idle_poll_s):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-                finally:
-                    self._bulk_waits_for_room = False
-                continue
-            await self._send_all(claim.segments)
+        ahead: asyncio.Task[_Batch | None] | None = None
+        try:
+            while not self._stopping:
+                if ahead is None:
+                    await self._port.wait_ready()
+                    if self.stopping:
+                        break
+                    batch = await self._next_batch(ahead=False)
+                else:
+                    batch, ahead = await ahead, None
+                if batch is None:
+                    await asyncio.sleep(CLAIM_RETRY_S)
+                    continue
+                segments, full = batch
+                if not full and not segments:
+                    await self._idle()
+                    continue
+                if full:  # more is due: claim it while this batch goes out
+                    ahead = asyncio.get_running_loop().create_task(self._next_batch(ahead=True))
+                await self._send_all(segments)
+        finally:
+            if ahead is not None:
+                await self._abandon(ahead)
+
+    async def _next_batch(self, *, ahead: bool) -> _Batch | None:
+        """The main loop's next claim, and whether it came back full; None after an error.
+
+        A batch claimed ahead sends its urgent segments (those no urgent claim took first) at
+        once, on the reserve, rather than after the batch before it.
+        """
+        claim = await self._claim(self._batch, 0)
+        if claim is None:
+            return None
+        segments: Sequence[ClaimedSegment] = claim.segments
+        full = len(segments) == self._batch
+        if ahead:
+            urgent = 0
+            while urgent < len(segments) and segments[urgent].priority >= URGENT_PRIORITY:
+                urgent += 1  # claims come in priority order: the urgent ones lead
+            if urgent:
+                await self._send_all(segments[:urgent])
+                segments = segments[urgent:]
+        return segments, full
+
+    async def _idle(self) -> None:
+        """Nothing due: wait for a submit's wake() or the next poll."""
+        self._wake.clear()
+        try:
+            async with asyncio.timeout(self._idle_poll_s):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _abandon(self, ahead: asyncio.Task[_Batch | None]) -> None:
+        """The loop ends with a batch claimed ahead: cancel it, or hand back what it claimed."""
+        ahead.cancel()
+        try:
+            batch = await ahead
+        except asyncio.CancelledError:
+            return  # the store puts an abandoned claim back itself
+        if batch is not None:
+            now = self._clock()
+            for segment in batch[0]:
+                self._add(Deferred(segment.segment_id, now), sent=False)
 
     async def _urgent_loop(self) -> None:
         """Claim urgent segments the moment one is submitted, beside the main loop."""
@@ -250,20 +297,14 @@ class CarrierSendLoop:
             await self._port.wait_ready()  # during an outage urgent segments stay queued too
             if self.stopping:
                 return
-            room = self._max_unrecorded - self._unrecorded
-            if room <= 0:
-                continue  # the main loop claims it once outcomes make room
-            claim = await self._claim(min(room, self._claim_batch), URGENT_PRIORITY)
+            # Claimed even when no room is free: they go first as outcomes free the reserve,
+            # rather than behind the bulk batches the main loop holds.
+            claim = await self._claim(self._claim_batch, URGENT_PRIORITY)
             if claim is not None:
                 await self._send_all(claim.segments)
 
     async def _claim(self, limit: int, min_priority: int) -> Claim | None:
-        """Claim up to `limit`; None after a storage error (logged).
-
-        The room is taken before the claim is issued, so the two claimers together never
-        exceed max_unrecorded; what the claim does not fill is given back.
-        """
-        self._unrecorded += limit
+        """Claim up to `limit`; None after a storage error (logged)."""
         try:
             claim = await self._queue.claim(
                 self.carrier, limit, now=self._clock(), min_priority=min_priority
@@ -271,12 +312,8 @@ class CarrierSendLoop:
         except QueueError as exc:
             # A full disk or a busy database must not stop sending for good: wait, retry.
             log.error("claiming segments failed; retrying", carrier=self.carrier, error=str(exc))
-            self._release(limit)
             return None
-        except BaseException:  # cancelled: the store puts an abandoned claim back itself
-            self._release(limit)
-            raise
-        self._release(limit - len(claim.segments))
+        self._claimed += len(claim.segments)
         if claim.expired:
             self._on_changes(claim.expired)
         return claim
@@ -284,11 +321,11 @@ class CarrierSendLoop:
     async def _send_all(self, segments: Sequence[ClaimedSegment]) -> None:
         for i, segment in enumerate(segments):
             window = self._sender_windows.get(segment.source)
-            fut = await self._send(segment.body, window)
+            fut = await self._send(segment, window)
             if fut is None:  # stopping: hand back what was claimed but never sent
                 now = self._clock()
                 for unsent in segments[i:]:
-                    self._add(Deferred(unsent.segment_id, now))
+                    self._add(Deferred(unsent.segment_id, now), sent=False)
                 break
             if fut is _DEFER:
                 assert window is not None
@@ -298,40 +335,49 @@ class CarrierSendLoop:
             fut.add_done_callback(functools.partial(self._done, segment))
             self.submitted += 1
 
-    def _release(self, n: int) -> None:
-        """`n` claimed segments are recorded (or were never claimed): their room is free."""
-        self._unrecorded -= n
+    def _release(self, recorded: int, sent: int) -> None:
+        """`recorded` claimed segments, `sent` of them handed to a bind, have their outcome
+        committed: their room is free."""
+        self._claimed -= recorded
+        self._unrecorded -= sent
         self._room.set()
-        if self._bulk_waits_for_room and self._max_unrecorded - self._unrecorded > self._reserve:
-            self._wake.set()
-        if self._unrecorded <= 0:
+        if self._claimed <= 0:
             self._all_recorded.set()
 
     async def _send(
-        self, body: bytes, window: SlidingWindow | None
+        self, segment: ClaimedSegment, window: SlidingWindow | None
     ) -> asyncio.Future[SubmitResult] | _Defer | None:
         """Submit on the first bind with room; None only once stopping; _DEFER when the
         sender's own rate says not now.
 
-        The sender's window is checked and recorded with no await between that and the write,
-        so the time it records is the time the submit_sm leaves. The port's wait_ready() returns
-        when a slot frees up and also when the binds close, so a stop during an outage does not
-        leave this waiting.
+        Room under max_unrecorded (bulk leaves the urgent reserve free) is checked and taken
+        with no await between that and the write, and so is the sender's window, so the time it
+        records is the time the submit_sm leaves. The port's wait_ready() returns when a slot
+        frees up and also when the binds close, so a stop during an outage does not leave this
+        waiting.
         """
+        limit = self._max_unrecorded
+        if segment.priority < URGENT_PRIORITY:
+            limit -= self._reserve
         while True:
+            if self._stopping:
+                return None
+            if self._unrecorded >= limit:
+                self._room.clear()
+                await self._room.wait()
+                continue
             if window is None:
-                fut = self._port.try_submit(body)
+                fut = self._port.try_submit(segment.body)
             else:
                 now = self._clock()  # only capped senders pay for reading the clock
                 if not window.allows(now):
                     return _DEFER
-                fut = self._port.try_submit(body)
+                fut = self._port.try_submit(segment.body)
                 if fut is not None:
                     window.record(now)
             if fut is not None:
+                self._unrecorded += 1
                 return fut
-            if self._stopping:
-                return None
             await self._port.wait_ready()
 
     def _defer(self, segment: ClaimedSegment, window: SlidingWindow) -> None:
@@ -341,7 +387,7 @@ class CarrierSendLoop:
         slot = max(window.ready_at(now), self._next_slot.get(segment.source, 0.0))
         self._next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
-        self._add(Deferred(segment.segment_id, slot))
+        self._add(Deferred(segment.segment_id, slot), sent=False)
 
     def _done(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
         now = self._clock()
@@ -359,12 +405,13 @@ class CarrierSendLoop:
                 rng=self._rng,
                 id_format=self._id_format,
             )
-        self._add(outcome)
+        self._add(outcome, sent=True)
 
-    def _add(self, outcome: Outcome) -> None:
+    def _add(self, outcome: Outcome, *, sent: bool) -> None:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(outcome)
+        self._pending_sent += sent
 
     def _flush(self) -> None:
         """Hand this tick's outcomes to the store at once, not behind an earlier record call.
@@ -375,11 +422,12 @@ class CarrierSendLoop:
         instead of being held as early.
         """
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._record(batch))
+        sent, self._pending_sent = self._pending_sent, 0
+        task = asyncio.get_running_loop().create_task(self._record(batch, sent))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
-    async def _record(self, batch: list[Outcome]) -> None:
+    async def _record(self, batch: list[Outcome], sent: int) -> None:
         while True:
             try:
                 changes = await self._queue.record(batch, now=self._clock())
@@ -388,6 +436,6 @@ class CarrierSendLoop:
                 log.exception("recording outcomes failed; retrying", carrier=self.carrier)
                 await asyncio.sleep(0.5)
         self.recorded += len(batch)
-        self._release(len(batch))
+        self._release(len(batch), sent)
         if changes:
             self._on_changes(changes)

@@ -163,7 +163,7 @@ async def test_urgent_uses_the_reserved_window_while_bulk_fills_the_rest() -> No
         task = asyncio.create_task(p.loop.run())
         await p.smsc.records.wait_for(9, timeout=5)
         await p.queue.enqueue([message("otp", priority=9)], now=p.clock())
-        p.loop.wake()
+        p.loop.wake(urgent=True)
         await p.smsc.records.wait_for(10, timeout=5)
         assert p.texts()[9] == "otp"
         assert sorted(p.texts()[:9]) == sorted(f"bulk {i}" for i in range(9))
@@ -390,7 +390,7 @@ async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending(
         port.ready.set()  # one free moment: the main loop's bulk retry is refused again
         await port.submitted.wait()
     assert len(port.futures) == 1
-    assert loop.unrecorded == 4
+    assert (loop.claimed, loop.unrecorded) == (4, 1)  # the bulk batch is claimed, not sent
     loop.stop()
     port.ready.set()
     port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
@@ -414,8 +414,8 @@ class StuckClaimQueue(MemoryQueue):
 
 
 async def test_cancelling_the_loop_mid_claim_ends_it() -> None:
-    """The room a pending claim took is given back when it is cancelled, so run() does not
-    wait for outcomes of segments that were never claimed."""
+    """A loop cancelled while its claim is pending ends at once and counts nothing as claimed,
+    so run() does not wait for outcomes of segments that were never claimed."""
     queue = StuckClaimQueue()
     loop = CarrierSendLoop(
         "fake",
@@ -428,11 +428,54 @@ async def test_cancelling_the_loop_mid_claim_ends_it() -> None:
     )
     task = asyncio.create_task(loop.run())
     await asyncio.wait_for(queue.claiming.wait(), 5)
-    assert loop.unrecorded > 0
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
-    assert loop.unrecorded == 0
+    assert (loop.claimed, loop.unrecorded) == (0, 0)
+
+
+class CountingQueue(MemoryQueue):
+    """A queue that tells how many claims returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+        self.claimed = asyncio.Event()
+
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+        claim = await super().claim(carrier, limit, now=now, min_priority=min_priority)
+        self.claims += 1
+        self.claimed.set()
+        return claim
+
+
+async def test_the_next_batch_is_claimed_while_one_is_sent_and_handed_back_on_stop() -> None:
+    """With the window full, the next batch is already claimed (inflight, not sent, so no
+    duplicate after a crash); a stop puts it back in the queue rather than leaving it inflight."""
+    clock = Clock()
+    queue = CountingQueue()
+    await queue.enqueue([message(f"m {i}") for i in range(6)], now=clock())
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=2, max_unrecorded=2, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while queue.claims < 2:
+            queue.claimed.clear()
+            await queue.claimed.wait()
+        while len(port.futures) < 2:
+            port.submitted.clear()
+            await port.submitted.wait()
+    assert (loop.claimed, loop.unrecorded) == (4, 2)
+    assert len(port.futures) == 2  # the window is full: the batch claimed ahead waits
+    loop.stop()
+    for future in port.futures:
+        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+    assert (loop.claimed, loop.unrecorded) == (0, 0)
+    stats = await queue.stats(now=clock())
+    assert stats.segments == {SegmentState.SUBMITTED: {5: 2}, SegmentState.QUEUED: {5: 4}}
 
 
 def claimed(attempts: int) -> ClaimedSegment:
@@ -474,3 +517,52 @@ def test_outcome_table() -> None:
     assert isinstance(
         outcome_for(claimed(0), lost, bind="0", policy=policy, now=T0, rng=rng), Unknown
     )
+
+
+class UrgentArrivesQueue(MemoryQueue):
+    """A queue where an urgent message lands just before the third claim (no urgent wake)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.claims = 0
+
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+        self.claims += 1
+        if self.claims == 3:
+            await self.enqueue([message("otp", priority=9)], now=self.clock())
+        return await super().claim(carrier, limit, now=now, min_priority=min_priority)
+
+
+class BodiesPort(ManualPort):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        self.bodies.append(body)
+        return super().try_submit(body)
+
+
+async def test_an_urgent_segment_in_a_batch_claimed_ahead_goes_out_at_once() -> None:
+    """The main loop's batch claimed ahead may hold an urgent segment: it is sent on the
+    reserve at once, not after the bulk batch that waits for room before it."""
+    clock = Clock()
+    queue = UrgentArrivesQueue(clock)
+    await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(20)], now=clock())
+    port = BodiesPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=5, max_unrecorded=10, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while len(port.futures) < 10:  # 9 bulk fill all but the reserve; then the urgent one
+            port.submitted.clear()
+            await port.submitted.wait()
+    assert b"otp" in port.bodies[9]
+    assert all(b"bulk" in body for body in port.bodies[:9])
+    loop.stop()
+    for future in port.futures:
+        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+    assert (loop.claimed, loop.unrecorded) == (0, 0)
