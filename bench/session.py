@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import _harness as h
 import structlog
 from asyncio_throttle.throttler import Throttler
 
@@ -72,15 +73,6 @@ async def accept(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
     return 0
 
 
-def cpu_s(pid: int) -> float | None:
-    """CPU seconds a process has used (Linux /proc), or None where unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True, slots=True)
 class Figures:
     rate: float  # answers per second
@@ -115,7 +107,7 @@ async def run(port: int, pid: int, binds: int, window: int, seconds: float) -> F
             now = loop.time()
             if counted_from < 0 and now >= warm_until:
                 counted_from, started = answered, time.perf_counter()
-                cpu_started, smsc_started = time.process_time(), cpu_s(pid)
+                cpu_started, smsc_started = time.process_time(), h.cpu_s(pid)
             if now >= end:
                 break
             future = carrier.try_submit(BODY)
@@ -126,7 +118,7 @@ async def run(port: int, pid: int, binds: int, window: int, seconds: float) -> F
         elapsed = time.perf_counter() - started
         count = answered - counted_from
         cpu = time.process_time() - cpu_started
-        smsc_now = cpu_s(pid)
+        smsc_now = h.cpu_s(pid)
         smsc = None if smsc_started is None or smsc_now is None else smsc_now - smsc_started
     return Figures(
         count / elapsed,
