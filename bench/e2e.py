@@ -173,6 +173,8 @@ def report(
         f"submitters {client_cpu:.1f}; wall {done_at - first:.1f} s"
     )
     print(f"daemon peak RSS (VmHWM): {peak_rss:.1f} MiB" if peak_rss else "daemon RSS: n/a")
+    commits = int(str(stats.get("commits", 0)))
+    print(f"store commits: {commits:,} ({commits / max(accepted, 1):.3f} per message)")
     print(f"daemon stats at the end: segments {stats.get('segments')}")
 
 

@@ -60,6 +60,7 @@ async def measure(
         registered_delivery=not args.no_receipts,
         deadline_s=args.warmup + args.seconds + 60,
     )
+    commits0 = int((await daemon.stats())["commits"])
     daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
     split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     started = time.perf_counter()
@@ -73,6 +74,7 @@ async def measure(
     daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
     user, system = h.cpu_split_s(daemon.pid) or (math.nan, math.nan)
     user, system = user - split0[0], system - split0[1]
+    commits = int((await daemon.stats())["commits"]) - commits0
     print(h.machine_line("after"))
     assert smsc.record_path is not None
     seen = h.read_records(smsc.record_path, PREFIX)
@@ -97,7 +99,8 @@ async def measure(
     print(h.latency_line("submit -> ack (durable)", result.rtt_s[warm:], (50, 99, 99.9)))
     print(
         f"daemon CPU: {daemon_cpu:.1f} s over {elapsed:.1f} s ({daemon_cpu / elapsed:.0%}; "
-        f"user {user:.1f} s, system {system:.1f} s)"
+        f"user {user:.1f} s, system {system:.1f} s); "
+        f"{commits:,} store commits ({commits / count:.2f} per message)"
     )
 
 

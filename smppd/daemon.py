@@ -447,6 +447,8 @@ class Daemon:
             "accepted": self.gateway.accepted,
             # messages finished without every receipt, after queue.receipt_wait_s
             "receipts_overdue": self.receipts_overdue,
+            # store transactions, one fsync each: how well writes share a commit
+            "queue_commits": self.queue.commits,
         }
 
 

@@ -273,6 +273,7 @@ class Gateway:
             "receipts_held": stats.receipts_held,
             "receipts_unmatched": stats.receipts_unmatched,
             "accepted": self.accepted,
+            "commits": stats.commits,
         }
 
     async def optout(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -146,6 +147,9 @@ async def test_metrics_show_the_traffic() -> None:
         assert 'smppd_binds_up{carrier="fake"} 2.0' in text
         assert 'smppd_submits_total{carrier="fake",status="ESME_ROK"} 1.0' in text
         assert 'smppd_api_requests_total{op="submit",result="ok"} 1.0' in text
+        commits = re.search(r"^smppd_queue_commits_total (\S+)$", text, re.MULTILINE)
+        assert commits is not None
+        assert float(commits[1]) >= 3  # the enqueue, the claim and the outcome at least
         assert "447700900123" not in text
 
 
