@@ -194,7 +194,12 @@ class CarrierSendLoop:
         return self._claimed
 
     async def run(self) -> None:
-        """Claim and send until stop(); then record what is outstanding and return."""
+        """Claim and send until stop(); then record what is outstanding and return.
+
+        Cancelled, it ends at once: outcomes still owed are recorded if they come, and recovery
+        queues again whatever is left in flight.
+        """
+        cancelled = False
         try:
             # One task group: if either claimer fails, both stop and the failure is seen.
             async with asyncio.TaskGroup() as group:
@@ -204,10 +209,13 @@ class CarrierSendLoop:
                 finally:
                     self._stopping = True
                     self._urgent.set()
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             # Outstanding submits still owe a result (the binds answer or time them out as
             # unknown); return only when every claimed segment is recorded.
-            while self._claimed > 0:
+            while self._claimed > 0 and not cancelled:
                 self._all_recorded.clear()
                 await self._all_recorded.wait()
 

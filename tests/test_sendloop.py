@@ -434,6 +434,25 @@ async def test_cancelling_the_loop_mid_claim_ends_it() -> None:
     assert (loop.claimed, loop.unrecorded) == (0, 0)
 
 
+async def test_a_cancelled_loop_ends_without_waiting_for_unanswered_submits() -> None:
+    """Cancelled (the daemon's task group failing, say), run() ends at once though a submit it
+    sent is unanswered: the segment stays in flight on disk, and recovery queues it again."""
+    clock = Clock()
+    queue = MemoryQueue()
+    await queue.enqueue([message("unanswered")], now=clock())
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=5, max_unrecorded=10, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    await asyncio.wait_for(port.submitted.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert (loop.claimed, loop.unrecorded) == (1, 1)
+    assert (await queue.stats(now=clock())).segments[SegmentState.INFLIGHT] == {5: 1}
+
+
 class CountingQueue(MemoryQueue):
     """A queue that tells how many claims returned."""
 
