@@ -267,10 +267,10 @@ class Daemon:
         runtime = self.carriers.get(carrier)
         return time.time() if runtime is None else runtime.down_since
 
-    def _wake(self, carrier: str, urgent: bool) -> None:
+    def _wake(self, carrier: str, urgent_at: float | None) -> None:
         runtime = self.carriers.get(carrier)
         if runtime is not None and runtime.loop is not None:
-            runtime.loop.wake(urgent=urgent)
+            runtime.loop.wake(urgent_at=urgent_at)
 
     def _health(self) -> dict[str, Any]:
         carriers = {

@@ -44,6 +44,14 @@ class _Accepted:
     slot: int = 0
 
 
+def _urgent_at(message: NewMessage, now: float) -> float | None:
+    """When an urgent message is due (None if it is not urgent): its send loop's urgent
+    claimer runs then."""
+    if message.priority < URGENT_PRIORITY:
+        return None
+    return now if message.not_before is None else max(now, message.not_before)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class GatewaySettings:
     max_depth: int
@@ -60,7 +68,7 @@ class Gateway:
         hub: EventHub,
         settings: GatewaySettings,
         down_since: Callable[[str], float | None],
-        wake: Callable[[str, bool], None],
+        wake: Callable[[str, float | None], None],
         health: Callable[[], dict[str, Any]],
         clock: Callable[[], float],
         caps: DailyCaps | None = None,
@@ -134,17 +142,21 @@ class Gateway:
         except QueueError as exc:
             log.error("queue error on submit", error=str(exc))
             return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
-        carriers: dict[str, bool] = {}  # carrier -> whether an urgent message is among them
+        wakes: dict[str, set[float]] = {}  # carrier -> when its urgent messages are due
         for accepted, done in zip(batch, enqueued, strict=True):
             results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
-            message = accepted.message
-            urgent = carriers.get(message.carrier, False) or message.priority >= URGENT_PRIORITY
-            carriers[message.carrier] = urgent
+            urgent = wakes.setdefault(accepted.message.carrier, set())
+            at = _urgent_at(accepted.message, now)
+            if at is not None:
+                urgent.add(at)
             if not done.created:
                 self._release(accepted)  # the same ref again: counted the first time
         self.accepted += sum(1 for e in enqueued if e.created)
-        for carrier, urgent in carriers.items():
-            self._wake(carrier, urgent)
+        for carrier, times in wakes.items():
+            if not times:
+                self._wake(carrier, None)
+            for at in sorted(times):
+                self._wake(carrier, at)
         return None
 
     def _release(self, accepted: _Accepted) -> None:
@@ -169,7 +181,7 @@ class Gateway:
         except QueueError:
             self._release(accepted)
             raise
-        self._wake(accepted.message.carrier, accepted.message.priority >= URGENT_PRIORITY)
+        self._wake(accepted.message.carrier, _urgent_at(accepted.message, now))
         return done.message_id
 
     async def _validate(

@@ -15,7 +15,8 @@ A tenth of `max_unrecorded` is kept for urgent traffic (priority above normal): 
 rest, so an urgent segment finds room and a free window slot instead of waiting for a bulk
 backlog's outcomes. An urgent submit wakes a claimer of its own, so it is not queued behind the
 bulk batches the main loop holds either; its claim is committed alone, ahead of other writes
-(see smppd.queue.sqlite).
+(see smppd.queue.sqlite). The same claimer runs when an urgent segment comes due later: a
+retry after a throttled or unanswered submit, a sender's deferral, a scheduled submit.
 
 A sender with its own TPS cap is held to it here, where sends happen: a segment its rate does not
 allow now goes back to the queue (Deferred, no attempt counted) for the sender's next free slot,
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +69,11 @@ _DEFER = _Defer.DEFER
 SENDER_RATE_MARGIN = 1.02
 CLAIM_RETRY_S = 1.0
 URGENT_RESERVE = 0.1  # of max_unrecorded (none when that is under 10)
+# The loop's timers may fire a little before the clock reads the time they were set for.
+_TIMER_SLACK_S = 0.001
+# Due times of urgent segments the loop keeps a timer for; past this many, the later ones are
+# left to the main loop's claims (they still go first by priority there).
+MAX_URGENT_TIMERS = 1024
 
 
 # A claim's segments still to send, and whether the claim came back full (more is due).
@@ -163,6 +170,9 @@ class CarrierSendLoop:
         self._room = asyncio.Event()
         self._pending: list[Outcome] = []
         self._pending_sent = 0  # of _pending, outcomes of segments that were handed to a bind
+        self._pending_urgent: list[float] = []  # due times of urgent segments in _pending
+        self._urgent_due: list[float] = []  # heap: when the urgent claimer is to run next
+        self._urgent_timer: asyncio.TimerHandle | None = None
         self._recording: set[asyncio.Task[None]] = set()
         self._all_recorded = asyncio.Event()
         self._unrecorded = 0  # sent, outcome not yet committed: the duplicate bound
@@ -177,11 +187,45 @@ class CarrierSendLoop:
         self._next_slot: dict[str, float] = {}
         self._id_format = id_format
 
-    def wake(self, *, urgent: bool = False) -> None:
-        """New work may be due (a submit landed): claim now rather than at the next poll."""
+    def wake(self, *, urgent_at: float | None = None) -> None:
+        """New work may be due (a submit landed): claim now rather than at the next poll.
+
+        `urgent_at` (clock time, now or later) says an urgent segment is due then: the urgent
+        claimer runs at that time instead of waiting for the main loop's bulk batches.
+        """
         self._wake.set()
-        if urgent:
+        if urgent_at is not None:
+            self._urgent_at(urgent_at)
+
+    def _urgent_at(self, at: float) -> None:
+        now = self._clock()
+        if at <= now:
             self._urgent.set()
+            return
+        due = self._urgent_due
+        if len(due) >= MAX_URGENT_TIMERS or self._stopping:
+            return
+        heapq.heappush(due, at)
+        if due[0] == at:  # a new earliest time: the timer moves up
+            self._arm_urgent_timer(now)
+
+    def _arm_urgent_timer(self, now: float) -> None:
+        if self._urgent_timer is not None:
+            self._urgent_timer.cancel()
+            self._urgent_timer = None
+        if self._urgent_due:
+            delay = max(0.0, self._urgent_due[0] - now)
+            loop = asyncio.get_running_loop()
+            self._urgent_timer = loop.call_later(delay, self._urgent_timer_fired)
+
+    def _urgent_timer_fired(self) -> None:
+        self._urgent_timer = None
+        now = self._clock()
+        due = self._urgent_due
+        while due and due[0] <= now + _TIMER_SLACK_S:
+            heapq.heappop(due)
+        self._urgent.set()
+        self._arm_urgent_timer(now)
 
     @property
     def unrecorded(self) -> int:
@@ -209,6 +253,7 @@ class CarrierSendLoop:
                 finally:
                     self._stopping = True
                     self._urgent.set()
+                    self._drop_urgent_timer()
         except asyncio.CancelledError:
             cancelled = True
             raise
@@ -228,6 +273,13 @@ class CarrierSendLoop:
         self._wake.set()
         self._urgent.set()
         self._room.set()
+        self._drop_urgent_timer()
+
+    def _drop_urgent_timer(self) -> None:
+        if self._urgent_timer is not None:
+            self._urgent_timer.cancel()
+            self._urgent_timer = None
+        self._urgent_due.clear()
 
     async def _claim_loop(self) -> None:
         ahead: asyncio.Task[_Batch | None] | None = None
@@ -395,7 +447,7 @@ class CarrierSendLoop:
         slot = max(window.ready_at(now), self._next_slot.get(segment.source, 0.0))
         self._next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
-        self._add(Deferred(segment.segment_id, slot), sent=False)
+        self._add(Deferred(segment.segment_id, slot), sent=False, urgent=_is_urgent(segment))
 
     def _done(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
         now = self._clock()
@@ -413,13 +465,15 @@ class CarrierSendLoop:
                 rng=self._rng,
                 id_format=self._id_format,
             )
-        self._add(outcome, sent=True)
+        self._add(outcome, sent=True, urgent=_is_urgent(segment))
 
-    def _add(self, outcome: Outcome, *, sent: bool) -> None:
+    def _add(self, outcome: Outcome, *, sent: bool, urgent: bool = False) -> None:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(outcome)
         self._pending_sent += sent
+        if urgent and isinstance(outcome, Retry | Unknown | Deferred):
+            self._pending_urgent.append(outcome.next_attempt_at)
 
     def _flush(self) -> None:
         """Hand this tick's outcomes to the store at once, not behind an earlier record call.
@@ -431,11 +485,12 @@ class CarrierSendLoop:
         """
         batch, self._pending = self._pending, []
         sent, self._pending_sent = self._pending_sent, 0
-        task = asyncio.get_running_loop().create_task(self._record(batch, sent))
+        urgent, self._pending_urgent = self._pending_urgent, []
+        task = asyncio.get_running_loop().create_task(self._record(batch, sent, urgent))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
-    async def _record(self, batch: list[Outcome], sent: int) -> None:
+    async def _record(self, batch: list[Outcome], sent: int, urgent_due: list[float]) -> None:
         while True:
             try:
                 changes = await self._queue.record(batch, now=self._clock())
@@ -445,5 +500,11 @@ class CarrierSendLoop:
                 await asyncio.sleep(0.5)
         self.recorded += len(batch)
         self._release(len(batch), sent)
+        for at in set(urgent_due):  # queued again only now: claimable from here on
+            self._urgent_at(at)
         if changes:
             self._on_changes(changes)
+
+
+def _is_urgent(segment: ClaimedSegment) -> bool:
+    return segment.priority >= URGENT_PRIORITY

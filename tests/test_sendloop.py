@@ -163,7 +163,7 @@ async def test_urgent_uses_the_reserved_window_while_bulk_fills_the_rest() -> No
         task = asyncio.create_task(p.loop.run())
         await p.smsc.records.wait_for(9, timeout=5)
         await p.queue.enqueue([message("otp", priority=9)], now=p.clock())
-        p.loop.wake(urgent=True)
+        p.loop.wake(urgent_at=p.clock())
         await p.smsc.records.wait_for(10, timeout=5)
         assert p.texts()[9] == "otp"
         assert sorted(p.texts()[:9]) == sorted(f"bulk {i}" for i in range(9))
@@ -373,7 +373,7 @@ class StuckOnBulkPort(ManualPort):
 
 
 async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending() -> None:
-    """wake(urgent=True) claims and sends an urgent message at once, though the main loop is
+    """wake(urgent_at=now) claims and sends an urgent message at once, though the main loop is
     blocked handing out a bulk batch it claimed earlier."""
     clock = Clock()
     queue = MemoryQueue()
@@ -386,7 +386,7 @@ async def test_an_urgent_submit_is_claimed_while_the_main_loop_is_stuck_sending(
     async with asyncio.timeout(5):
         await port.bulk_waiting.wait()  # the bulk batch is claimed; its first send waits
         await queue.enqueue([message("otp 1", priority=9)], now=clock())
-        loop.wake(urgent=True)
+        loop.wake(urgent_at=clock())
         port.ready.set()  # one free moment: the main loop's bulk retry is refused again
         await port.submitted.wait()
     assert len(port.futures) == 1
@@ -585,3 +585,73 @@ async def test_an_urgent_segment_in_a_batch_claimed_ahead_goes_out_at_once() -> 
         future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
     await asyncio.wait_for(task, 5)
     assert (loop.claimed, loop.unrecorded) == (0, 0)
+
+
+async def _bulk_fills_the_window(
+    queue: MemoryQueue, port: ManualPort, clock: Clock, *, policy: RetryPolicy
+) -> tuple[CarrierSendLoop, asyncio.Task[None]]:
+    """A loop whose bulk traffic holds all of max_unrecorded (10) but the urgent reserve (1),
+    unanswered: the main loop waits for room and claims nothing more."""
+    await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(12)], now=clock())
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=10, max_unrecorded=10, policy=policy, clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    while len(port.futures) < 9:
+        port.submitted.clear()
+        await port.submitted.wait()
+    return loop, task
+
+
+async def _next_submit(port: ManualPort, count: int) -> None:
+    while len(port.futures) < count:
+        port.submitted.clear()
+        await port.submitted.wait()
+
+
+async def _finish(loop: CarrierSendLoop, task: asyncio.Task[None], port: ManualPort) -> None:
+    loop.stop()
+    for future in port.futures:
+        if not future.done():
+            future.set_result(SubmitResult("x", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+
+
+async def test_an_urgent_retry_goes_out_when_due_while_bulk_holds_the_window() -> None:
+    """A throttled urgent submit is retried by the urgent claimer when its retry comes due,
+    not after the bulk backlog the main loop is stuck behind."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = BodiesPort()
+    policy = RetryPolicy(initial_s=0.0, max_s=0.0)
+    async with asyncio.timeout(5):
+        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=policy)
+        await queue.enqueue([message("otp", priority=9)], now=clock())
+        loop.wake(urgent_at=clock())
+        await _next_submit(port, 10)
+        throttled = SubmitResult(None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY)
+        port.futures[9].set_result(throttled)
+        await _next_submit(port, 11)  # the retry, on the reserve again
+        assert loop.claimed == 10 + 2 + 1  # the first batch, the one claimed ahead, the otp
+        await _finish(loop, task, port)
+    stats = await queue.stats(now=clock())
+    assert stats.segments[SegmentState.SUBMITTED] == {0: 9, 9: 1}
+
+
+async def test_a_scheduled_urgent_message_goes_out_at_its_time_while_bulk_holds_the_window() -> (
+    None
+):
+    """wake(urgent_at=later) runs the urgent claimer at that time, though the main loop is
+    waiting for room behind bulk traffic."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = BodiesPort()
+    async with asyncio.timeout(5):
+        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=RetryPolicy())
+        at = clock() + 0.05
+        await queue.enqueue([message("otp", priority=9, not_before=at)], now=clock())
+        loop.wake(urgent_at=at)
+        clock.now = at  # the timer fires 0.05 s from now; by then the message is due
+        await _next_submit(port, 10)
+        assert b"otp" in port.bodies[9]
+        await _finish(loop, task, port)
