@@ -112,26 +112,35 @@ def publish_changes(
 class ReceiptBatcher:
     """Applies the receipts that arrive together in one store call.
 
-    Each deliver_sm handler waits for its own result, so every receipt is still durable before
-    its deliver_sm_resp; but the receipts of one burst (binds run handlers concurrently) share
-    one lookup and one transaction instead of one each.
+    Each deliver_sm waits for its own answer, so every receipt is still durable before its
+    deliver_sm_resp; but the receipts of one burst (binds read them concurrently) share one
+    lookup and one transaction instead of one each. A receipt's answer is a future the batch
+    resolves, not a task of its own.
     """
 
-    def __init__(self, carrier: str, queue: Queue, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        carrier: str,
+        queue: Queue,
+        clock: Callable[[], float],
+        on_result: Callable[[ReceiptResult], None],
+    ) -> None:
         self._carrier = carrier
         self._queue = queue
         self._clock = clock
-        self._pending: list[tuple[ReceiptIn, asyncio.Future[ReceiptResult]]] = []
+        self._on_result = on_result
+        self._pending: list[tuple[ReceiptIn, asyncio.Future[int]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0
 
-    async def apply(self, receipt: ReceiptIn) -> ReceiptResult:
+    def add(self, receipt: ReceiptIn) -> asyncio.Future[int]:
+        """The command_status to answer the receipt's deliver_sm with, once it is stored."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[ReceiptResult] = loop.create_future()
+        future: asyncio.Future[int] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._flush)  # after the other handlers of this tick have added theirs
+            loop.call_soon(self._flush)  # after the other receipts of this tick are added
         self._pending.append((receipt, future))
-        return await future
+        return future
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -139,20 +148,26 @@ class ReceiptBatcher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _apply(self, batch: list[tuple[ReceiptIn, asyncio.Future[ReceiptResult]]]) -> None:
+    async def _apply(self, batch: list[tuple[ReceiptIn, asyncio.Future[int]]]) -> None:
         self.calls += 1
         try:
             results = await self._queue.apply_receipts(
                 self._carrier, [receipt for receipt, _ in batch], now=self._clock()
             )
-        except Exception as exc:  # every waiting handler answers the SMSC with a temporary error
+        except Exception as exc:  # every waiting deliver_sm is answered with a temporary error
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
         for (_, future), result in zip(batch, results, strict=True):
+            try:
+                self._on_result(result)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
             if not future.done():
-                future.set_result(result)
+                future.set_result(CommandStatus.ESME_ROK)
 
 
 class InboundHandler:
@@ -179,20 +194,19 @@ class InboundHandler:
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
         self._auto_reply = auto_reply
-        self._receipts = ReceiptBatcher(carrier, queue, clock)
+        self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
         self.counters = InboundCounters()
 
-    async def __call__(self, pdu: DeliverSm | DataSm) -> int:
+    def __call__(self, pdu: DeliverSm | DataSm) -> Awaitable[int]:
+        """The command_status to answer `pdu` with, once what it carries is stored."""
         if pdu.is_receipt:
-            await self._receipt(pdu)
-        else:
-            await self._mobile_originated(pdu)
-        return CommandStatus.ESME_ROK
+            return self._receipt(pdu)
+        return self._mobile_originated(pdu)
 
     # --- receipts --------------------------------------------------------------------------
 
-    async def _receipt(self, pdu: DeliverSm | DataSm) -> None:
+    def _receipt(self, pdu: DeliverSm | DataSm) -> asyncio.Future[int]:
         receipt = receipt_from_parts(
             pdu.content.decode("latin-1"),
             receipted_message_id=tlv.get_str(pdu.tlvs, Tag.receipted_message_id),
@@ -203,7 +217,9 @@ class InboundHandler:
             # Nothing to match it by: acknowledging is right (a retry would not parse better).
             self.counters.receipts_unparseable += 1
             log.warning("unparseable delivery receipt", carrier=self.carrier)
-            return
+            answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            answered.set_result(CommandStatus.ESME_ROK)
+            return answered
         done_at = (
             None
             if receipt.done_date is None
@@ -216,7 +232,9 @@ class InboundHandler:
             err=receipt.err,
             done_at=done_at,
         )
-        result = await self._receipts.apply(item)
+        return self._receipts.add(item)
+
+    def _receipt_applied(self, result: ReceiptResult) -> None:
         outcome = str(result.outcome)
         self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
         if result.change is not None:
@@ -224,7 +242,7 @@ class InboundHandler:
 
     # --- mobile-originated messages --------------------------------------------------------
 
-    async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> None:
+    async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
         now = self._clock()
         source = from_wire(pdu.source_addr, pdu.source_addr_ton)
         destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
@@ -235,9 +253,9 @@ class InboundHandler:
             partial = b"".join(data for _, data in dropped.parts)
             log.warning("long inbound message incomplete; storing the parts that arrived")
             await self._store(key[0], key[1], partial, pdu.data_coding, now, complete=False)
-        if content is None:
-            return
-        await self._store(source, destination, content, pdu.data_coding, now, complete=True)
+        if content is not None:
+            await self._store(source, destination, content, pdu.data_coding, now, complete=True)
+        return CommandStatus.ESME_ROK
 
     def _reassemble(
         self, pdu: DeliverSm | DataSm, key: tuple[str, str], now: float

@@ -1,7 +1,7 @@
 """One SMPP bind over a real connection: the thin asyncio shell around `smppd.session.Session`.
 
 `Link` owns the socket (TCP, optionally TLS), the one timer the session asks for, the write
-deadline, the futures of the submits in flight, and the tasks that run the deliver handler. It
+deadline, the futures of the submits in flight, and the deliver handler's pending answers. It
 moves bytes and time into the session and its events out: submit futures resolved, handlers
 started and answered, hooks of a `BindObserver` called. Foreign exceptions stop here (OSError,
 ssl errors, timeouts become `LinkError`). It must not know the queue, the send loop, the
@@ -14,6 +14,7 @@ iteration however many submits it carried.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import ssl
 from collections import deque
@@ -161,7 +162,7 @@ class Link(asyncio.Protocol):
         self._write_paused = False
         self._write_timer: asyncio.TimerHandle | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Future[int]] = set()
         self._backlog: deque[pdus.DeliverSm | pdus.DataSm] = deque()
         self._reading_paused = False
         self.late_responses = 0
@@ -500,20 +501,37 @@ class Link(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _start_handler(self, pdu: pdus.DeliverSm | pdus.DataSm) -> None:
-        task = self._loop.create_task(self._run_handler(pdu))
-        self._handlers.add(task)
-        task.add_done_callback(self._handler_done)
-
-    async def _run_handler(self, pdu: pdus.DeliverSm | pdus.DataSm) -> None:
         try:
-            status = await self._handler(pdu)
-        except Exception as exc:  # answered as a temporary error so the SMSC redelivers it
-            status = self._handler_failed(pdu, type(exc).__name__)
-        else:
-            if not (isinstance(status, int) and 0 <= status <= 0xFFFFFFFF):
-                status = self._handler_failed(pdu, "not a command_status")
+            # A handler that answers through a future (receipts do) runs without a task.
+            pending = asyncio.ensure_future(self._handler(pdu), loop=self._loop)
+        except Exception as exc:  # raised before it could wait for anything
+            self._answer(pdu, self._handler_failed(pdu, type(exc).__name__))
+            return
+        self._handlers.add(pending)
+        pending.add_done_callback(functools.partial(self._handler_done, pdu))
+
+    def _handler_done(
+        self, pdu: pdus.DeliverSm | pdus.DataSm, pending: asyncio.Future[int]
+    ) -> None:
+        self._handlers.discard(pending)
+        if not pending.cancelled():  # cancelled only once the connection is going away
+            error = pending.exception()
+            if error is not None:  # answered as a temporary error so the SMSC redelivers it
+                status = self._handler_failed(pdu, type(error).__name__)
+            else:
+                status = pending.result()
+                if not (isinstance(status, int) and 0 <= status <= 0xFFFFFFFF):
+                    status = self._handler_failed(pdu, "not a command_status")
+            self._answer(pdu, status)
+        while self._backlog and len(self._handlers) < self._max_handlers:
+            self._start_handler(self._backlog.popleft())
+        if self._reading_paused and self._transport is not None:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _answer(self, pdu: pdus.DeliverSm | pdus.DataSm, status: int) -> None:
         self._core.answer(pdu, status, now=self._loop.time())
-        # Handlers resumed together (one receipt batch) share one write of their responses.
+        # Handlers done together (one receipt batch) share one write of their responses.
         if not self._process_scheduled:
             self._process_scheduled = True
             self._loop.call_soon(self._process_answers)
@@ -530,14 +548,6 @@ class Link(asyncio.Protocol):
             error=error,
         )
         return CommandStatus.ESME_RX_T_APPN
-
-    def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self._handlers.discard(task)
-        if self._backlog:
-            self._start_handler(self._backlog.popleft())
-        if self._reading_paused and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
 
     async def _finish_handlers(self) -> None:
         """Let running handlers finish (their answers cannot be sent any more, so the SMSC will

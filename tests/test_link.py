@@ -349,6 +349,38 @@ async def test_handler_failure_is_a_temporary_error_on_the_wire(smsc: FakeSmsc) 
         await link.close()
 
 
+async def test_a_handler_may_answer_through_a_future_or_fail_before_waiting(
+    smsc: FakeSmsc,
+) -> None:
+    """A handler may return a future instead of being a coroutine (receipts do, to skip a task
+    each): the deliver_sm is answered with its result once it resolves. A handler that raises
+    at once is answered ESME_RX_T_APPN like one that fails later."""
+    smsc.set_receipts(retry_timeout_s=0.05)
+    answers: list[asyncio.Future[int]] = []
+    redelivered = asyncio.Event()
+
+    def by_future(pdu: pdus.DeliverSm | pdus.DataSm) -> asyncio.Future[int]:
+        answers.append(asyncio.get_running_loop().create_future())
+        if len(answers) == 1:
+            raise RuntimeError("refused before waiting")
+        redelivered.set()
+        return answers[-1]
+
+    async with Tap(smsc.port) as tap:
+        link = await connect(tap.port, handler=by_future)
+        done = await smsc.inject_mo(source="447700900999", destination="12345", text="hi")
+        async with asyncio.timeout(3):
+            await redelivered.wait()  # the refusal, then the SMSC's redelivery
+            assert not done.done()
+            answers[1].set_result(0)
+            await done
+        statuses = [
+            p.command_status for p in tap.client_pdus() if isinstance(p, pdus.DeliverSmResp)
+        ]
+        assert statuses == [S.ESME_RX_T_APPN, 0]
+        await link.close()
+
+
 async def test_slow_handler_does_not_stall_submits(smsc: FakeSmsc) -> None:
     """While a deliver handler waits, submit responses are still read and matched."""
     release = asyncio.Event()
