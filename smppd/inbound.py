@@ -11,9 +11,9 @@ owner it is stored and counted. Long MO messages are reassembled from their UDH/
 from __future__ import annotations
 
 import asyncio
-import calendar
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import structlog
 
@@ -33,6 +33,8 @@ from smppd.queue.model import Change, InboundIn, ReceiptIn, ReceiptResult
 from smppd.service import Event
 
 log = structlog.get_logger(__name__)
+
+_EPOCH = datetime(1970, 1, 1)  # receipt dates are naive, read as UTC
 
 # A receipt's outcome as the segment state it settles (None: intermediate, stays submitted).
 FINAL_STATE_OF: Mapping[ReceiptOutcome, str | None] = {
@@ -220,11 +222,8 @@ class InboundHandler:
             answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             answered.set_result(CommandStatus.ESME_ROK)
             return answered
-        done_at = (
-            None
-            if receipt.done_date is None
-            else float(calendar.timegm(receipt.done_date.timetuple()))
-        )
+        done = receipt.done_date
+        done_at = None if done is None else (done - _EPOCH).total_seconds()
         item = ReceiptIn(
             keys=receipt_keys(receipt.message_id, self._id_format),
             stat=str(receipt.stat),

@@ -303,6 +303,21 @@ def test_tlvs_override_id_and_err() -> None:
     assert receipt.text == "hi"
 
 
+def test_tlvs_that_agree_with_the_text_give_the_text_receipt() -> None:
+    """The usual receipt: TLVs repeating the text's id and state add nothing to it."""
+    text = SPEC_EXAMPLE
+    parsed = parse_receipt_text(text)
+    assert parsed is not None
+    receipt = receipt_from_parts(
+        text,
+        receipted_message_id=parsed.message_id + "\x00",
+        message_state=MessageState.DELIVERED,
+        network_error_code=None,
+    )
+    assert receipt == parsed
+    assert receipt.stat is ReceiptStat.DELIVRD
+
+
 def test_invalid_tlvs_fall_back_to_text() -> None:
     """A message_state that is no state, an empty id or a short error code is ignored."""
     receipt = receipt_from_parts(

@@ -184,10 +184,14 @@ def _encode_tlvs(tlvs: tuple[Tlv, ...]) -> bytes:
     return b"".join([pack(tag, len(value)) + value for tag, value in tlvs])
 
 
+_MESSAGE_PAYLOAD = int(Tag.message_payload)  # a plain int: compared once per TLV per encode
+
+
 def _check_content(pdu: Any) -> None:
-    if len(pdu.short_message) > 254:
+    short_message = pdu.short_message
+    if len(short_message) > 254:
         raise EncodeError("short_message holds at most 254 octets; use message_payload")
-    if pdu.short_message and any(t.tag == Tag.message_payload for t in pdu.tlvs):
+    if short_message and pdu.tlvs and any(t.tag == _MESSAGE_PAYLOAD for t in pdu.tlvs):
         raise EncodeError("short_message and message_payload must not both be set")
 
 

@@ -23,6 +23,7 @@ receipt's primary key breaks the remaining ties towards the plain decimal readin
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -299,8 +300,8 @@ def _from_canonical(match: re.Match[str]) -> Receipt | None:
         err=match["err"],
         sub=match["sub"],
         dlvrd=match["dlvrd"],
-        submit_date=_parse_date(match["submit"]),
-        done_date=_parse_date(match["done"]),
+        submit_date=_parse_digits(match["submit"]),
+        done_date=_parse_digits(match["done"]),
         text=None if not text or text.casefold() == "none" else text,
     )
 
@@ -323,6 +324,13 @@ def receipt_from_parts(
     tlv_id = receipted_message_id.strip(_STRIP) if receipted_message_id is not None else ""
     tlv_stat = ReceiptStat.from_message_state(message_state) if message_state is not None else None
     network_error = _parse_network_error(network_error_code)
+    if (
+        parsed is not None
+        and network_error is None
+        and (not tlv_id or tlv_id == parsed.message_id)
+        and (tlv_stat is None or tlv_stat is parsed.stat)
+    ):
+        return parsed  # the TLVs agree with the text (the usual case): nothing to merge
     if parsed is None:
         if not tlv_id and tlv_stat is None:
             return None
@@ -352,6 +360,13 @@ def _parse_date(value: str) -> datetime | None:
     digits = _DATE_SEPARATORS.sub("", value)
     if not _DIGITS.fullmatch(digits):
         return None
+    return _parse_digits(digits)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_digits(digits: str) -> datetime | None:
+    """A date of 10, 12 or 14 digits (see `_parse_date`); else None. Cached: a burst of receipts
+    carries the same few minutes, and datetimes are immutable."""
     if len(digits) == 14:
         year, rest = int(digits[:4]), digits[4:]
     elif len(digits) in (10, 12):
