@@ -37,7 +37,7 @@ from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
-from smppd.queue.model import Change
+from smppd.queue.model import Change, ClaimedSegment
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
 from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
@@ -127,6 +127,38 @@ def profiles(config: Config) -> dict[str, OutboundProfile]:
 # --- one carrier at run time -----------------------------------------------------------------
 
 
+class _SendLoops:
+    """The carriers' send loops as the gateway sees them (smppd.gateway.SendLoops)."""
+
+    def __init__(self, carriers: Mapping[str, CarrierRuntime]) -> None:
+        self._carriers = carriers
+
+    def _loop(self, carrier: str) -> CarrierSendLoop | None:
+        runtime = self._carriers.get(carrier)
+        return None if runtime is None else runtime.loop
+
+    def wake(self, carrier: str, urgent_at: float | None) -> None:
+        loop = self._loop(carrier)
+        if loop is not None:
+            loop.wake(urgent_at=urgent_at)
+
+    def ready_for_urgent(self, carrier: str) -> bool:
+        runtime = self._carriers.get(carrier)
+        return (
+            runtime is not None
+            and runtime.loop is not None
+            and runtime.binds.bound_count > 0
+            and runtime.loop.ready_for_urgent()
+        )
+
+    def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
+        loop = self._loop(carrier)
+        # Only a carrier that was ready_for_urgent gets segments, and send loops stay for the
+        # daemon's life; were one missing, recovery at the next start would queue them again.
+        if loop is not None:
+            loop.hand_over(segments)
+
+
 @dataclass
 class CarrierRuntime:
     config: cfg.Carrier
@@ -180,7 +212,7 @@ class Daemon:
                 default_country_prefix=config.compliance.default_country_prefix,
             ),
             down_since=self._down_since,
-            wake=self._wake,
+            loops=_SendLoops(self.carriers),
             health=self._health,
             clock=time.time,
             caps=self.caps,
@@ -266,11 +298,6 @@ class Daemon:
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)
         return time.time() if runtime is None else runtime.down_since
-
-    def _wake(self, carrier: str, urgent_at: float | None) -> None:
-        runtime = self.carriers.get(carrier)
-        if runtime is not None and runtime.loop is not None:
-            runtime.loop.wake(urgent_at=urgent_at)
 
     def _health(self) -> dict[str, Any]:
         carriers = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -20,7 +20,13 @@ from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError, StorageFullError
-from smppd.queue.model import URGENT_PRIORITY, MessageStatus, NewMessage
+from smppd.queue.model import (
+    URGENT_PRIORITY,
+    ClaimedSegment,
+    Enqueued,
+    MessageStatus,
+    NewMessage,
+)
 from smppd.routing import Router
 from smppd.senderpolicy import DailyCaps
 from smppd.service import (
@@ -33,6 +39,21 @@ from smppd.service import (
 )
 
 log = structlog.get_logger(__name__)
+
+HAND_OVER_MAX: Final = 16  # segments per call claimed on arrival, as urgent enqueues are small
+
+
+class SendLoops(Protocol):
+    """What the gateway needs of the carriers' send loops (smppd.sendloop)."""
+
+    def wake(self, carrier: str, urgent_at: float | None) -> None:
+        """Work was queued; an urgent message is due at `urgent_at` (None: none is)."""
+
+    def ready_for_urgent(self, carrier: str) -> bool:
+        """Whether an urgent message handed over now would go out at once."""
+
+    def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
+        """Send these segments, claimed by the store as it stored them."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -68,7 +89,7 @@ class Gateway:
         hub: EventHub,
         settings: GatewaySettings,
         down_since: Callable[[str], float | None],
-        wake: Callable[[str, float | None], None],
+        loops: SendLoops,
         health: Callable[[], dict[str, Any]],
         clock: Callable[[], float],
         caps: DailyCaps | None = None,
@@ -80,7 +101,7 @@ class Gateway:
         self._hub = hub
         self._settings = settings
         self._down_since = down_since
-        self._wake = wake
+        self._loops = loops
         self._health = health
         self._clock = clock
         self._refs = ReferenceAllocator()
@@ -134,30 +155,59 @@ class Gateway:
     async def _enqueue(
         self, batch: list[_Accepted], results: list[SubmitReply | ApiError | None], now: float
     ) -> ApiError | None:
+        messages = self._arrivals([a.message for a in batch], now)
         try:
-            enqueued = await self._queue.enqueue([a.message for a in batch], now=now)
+            enqueued = await self._queue.enqueue(messages, now=now)
         except StorageFullError:
             log.error("storage full: submits refused until space is freed")
             return ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
         except QueueError as exc:
             log.error("queue error on submit", error=str(exc))
             return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
-        wakes: dict[str, set[float]] = {}  # carrier -> when its urgent messages are due
         for accepted, done in zip(batch, enqueued, strict=True):
             results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
-            urgent = wakes.setdefault(accepted.message.carrier, set())
-            at = _urgent_at(accepted.message, now)
-            if at is not None:
-                urgent.add(at)
             if not done.created:
                 self._release(accepted)  # the same ref again: counted the first time
         self.accepted += sum(1 for e in enqueued if e.created)
+        self._dispatch(messages, enqueued, now)
+        return None
+
+    def _arrivals(self, messages: Sequence[NewMessage], now: float) -> list[NewMessage]:
+        """Urgent messages due now whose send loop has room ask the store to claim them as it
+        stores them (a few per call: a big urgent batch goes through the claimers)."""
+        room = HAND_OVER_MAX
+        arriving = []
+        for message in messages:
+            if (
+                message.priority >= URGENT_PRIORITY
+                and (message.not_before is None or message.not_before <= now)
+                and len(message.segments) <= room
+                and self._loops.ready_for_urgent(message.carrier)
+            ):
+                room -= len(message.segments)
+                arriving.append(dataclasses.replace(message, send_now=True))
+            else:
+                arriving.append(message)
+        return arriving
+
+    def _dispatch(
+        self, messages: Sequence[NewMessage], enqueued: Sequence[Enqueued], now: float
+    ) -> None:
+        """Hand the send loops what the store claimed on arrival; wake them for the rest."""
+        wakes: dict[str, set[float]] = {}  # carrier -> when its urgent messages are due
+        for message, done in zip(messages, enqueued, strict=True):
+            if done.claimed:
+                self._loops.hand_over(message.carrier, done.claimed)
+                continue
+            urgent = wakes.setdefault(message.carrier, set())
+            at = _urgent_at(message, now)
+            if at is not None:
+                urgent.add(at)
         for carrier, times in wakes.items():
             if not times:
-                self._wake(carrier, None)
+                self._loops.wake(carrier, None)
             for at in sorted(times):
-                self._wake(carrier, at)
-        return None
+                self._loops.wake(carrier, at)
 
     def _release(self, accepted: _Accepted) -> None:
         if accepted.cap_day is not None:
@@ -176,13 +226,14 @@ class Gateway:
         request = SubmitRequest(to=to, sender=sender, text=text, priority=9)
         now = self._clock()
         accepted = await self._validate(identity, request, now, check_optout=False)
+        messages = self._arrivals([accepted.message], now)
         try:
-            [done] = await self._queue.enqueue([accepted.message], now=now)
+            enqueued = await self._queue.enqueue(messages, now=now)
         except QueueError:
             self._release(accepted)
             raise
-        self._wake(accepted.message.carrier, _urgent_at(accepted.message, now))
-        return done.message_id
+        self._dispatch(messages, enqueued, now)
+        return enqueued[0].message_id
 
     async def _validate(
         self,

@@ -13,10 +13,12 @@ the loop that refills the window.
 
 A tenth of `max_unrecorded` is kept for urgent traffic (priority above normal): bulk fills the
 rest, so an urgent segment finds room and a free window slot instead of waiting for a bulk
-backlog's outcomes. An urgent submit wakes a claimer of its own, so it is not queued behind the
-bulk batches the main loop holds either; its claim is committed alone, ahead of other writes
-(see smppd.queue.sqlite). The same claimer runs when an urgent segment comes due later: a
-retry after a throttled or unanswered submit, a sender's deferral, a scheduled submit.
+backlog's outcomes. An urgent submit that finds room is claimed by the store as it is stored
+(NewMessage.send_now) and handed over here, with no claim transaction at all; otherwise it wakes
+a claimer of its own, so it is not queued behind the bulk batches the main loop holds either,
+and its claim is committed alone, ahead of other writes (see smppd.queue.sqlite). That claimer
+also runs when an urgent segment comes due later: a retry after a throttled or unanswered
+submit, a sender's deferral, a scheduled submit.
 
 A sender with its own TPS cap is held to it here, where sends happen: a segment its rate does not
 allow now goes back to the queue (Deferred, no attempt counted) for the sender's next free slot,
@@ -174,6 +176,7 @@ class CarrierSendLoop:
         self._urgent_due: list[float] = []  # heap: when the urgent claimer is to run next
         self._urgent_timer: asyncio.TimerHandle | None = None
         self._recording: set[asyncio.Task[None]] = set()
+        self._handed: set[asyncio.Task[None]] = set()
         self._all_recorded = asyncio.Event()
         self._unrecorded = 0  # sent, outcome not yet committed: the duplicate bound
         self._claimed = 0  # claimed, outcome not yet committed (sent or not)
@@ -226,6 +229,21 @@ class CarrierSendLoop:
             heapq.heappop(due)
         self._urgent.set()
         self._arm_urgent_timer(now)
+
+    def ready_for_urgent(self) -> bool:
+        """Whether urgent segments handed over now would go out at once (room on the reserve)."""
+        return not self._stopping and self._unrecorded < self._max_unrecorded
+
+    def hand_over(self, segments: Sequence[ClaimedSegment]) -> None:
+        """Send segments the store claimed on arrival (NewMessage.send_now), beside the claimers.
+
+        Once handed over they are this loop's: sent, or handed back to the queue on a stop, and
+        run() returns only after their outcomes are recorded.
+        """
+        self._claimed += len(segments)
+        task = asyncio.get_running_loop().create_task(self._send_all(segments))
+        self._handed.add(task)
+        task.add_done_callback(self._handed.discard)
 
     @property
     def unrecorded(self) -> int:

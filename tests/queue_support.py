@@ -22,6 +22,7 @@ def message(
     expires_at: float | None = None,
     registered_delivery: bool = True,
     segments: Sequence[bytes] = (b"body",),
+    send_now: bool = False,
 ) -> NewMessage:
     return NewMessage(
         client=client,
@@ -34,4 +35,5 @@ def message(
         expires_at=expires_at,
         registered_delivery=registered_delivery,
         segments=segments,
+        send_now=send_now,
     )

@@ -1,21 +1,42 @@
-"""The gateway's hand-off to the send loops: which wake each accepted submit asks for."""
+"""The gateway's hand-off to the send loops: what each accepted submit asks of them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from smppd.events import EventHub
-from smppd.gateway import Gateway, GatewaySettings
+from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
 from smppd.outbound import OutboundProfile
+from smppd.queue import SegmentState
 from smppd.queue.memory import MemoryQueue
+from smppd.queue.model import ClaimedSegment
 from smppd.routing import Router, RouteRule
-from smppd.service import ClientIdentity, SubmitRequest
+from smppd.service import ClientIdentity, SubmitReply, SubmitRequest
 
 T0 = 1_800_000_000.0
 CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}))
 
 
-def gateway(queue: MemoryQueue, wakes: list[tuple[str, float | None]]) -> Gateway:
+class Loops:
+    """Send loops that note what they are told; `ready` answers ready_for_urgent."""
+
+    def __init__(self, *, ready: bool = False) -> None:
+        self.ready = ready
+        self.wakes: list[tuple[str, float | None]] = []
+        self.handed: list[tuple[str, list[ClaimedSegment]]] = []
+
+    def wake(self, carrier: str, urgent_at: float | None) -> None:
+        self.wakes.append((carrier, urgent_at))
+
+    def ready_for_urgent(self, carrier: str) -> bool:
+        return self.ready
+
+    def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
+        self.handed.append((carrier, list(segments)))
+
+
+def gateway(queue: MemoryQueue, loops: Loops) -> Gateway:
     def health() -> dict[str, Any]:
         return {}
 
@@ -26,7 +47,7 @@ def gateway(queue: MemoryQueue, wakes: list[tuple[str, float | None]]) -> Gatewa
         hub=EventHub(),
         settings=GatewaySettings(max_depth=1000),
         down_since=lambda carrier: None,
-        wake=lambda carrier, urgent_at: wakes.append((carrier, urgent_at)),
+        loops=loops,
         health=health,
         clock=lambda: T0,
     )
@@ -39,19 +60,20 @@ def request(text: str, *, priority: int = 5, schedule_at: float | None = None) -
 
 
 async def test_bulk_and_normal_submits_wake_the_main_loop_once_per_batch() -> None:
-    wakes: list[tuple[str, float | None]] = []
-    replies = await gateway(MemoryQueue(), wakes).submit(
+    loops = Loops(ready=True)
+    replies = await gateway(MemoryQueue(), loops).submit(
         CLIENT, [request("a", priority=0), request("b"), request("c", schedule_at=T0 + 60)]
     )
     assert len(replies) == 3
-    assert wakes == [("fake", None)]
+    assert loops.wakes == [("fake", None)]
+    assert loops.handed == []
 
 
 async def test_urgent_submits_ask_for_the_urgent_claimer_when_each_is_due() -> None:
-    """An urgent message due now wakes the urgent claimer now; a scheduled one asks for its
-    time, so it is not left to the main loop's bulk batches when it comes due."""
-    wakes: list[tuple[str, float | None]] = []
-    await gateway(MemoryQueue(), wakes).submit(
+    """Without room for a hand-over, an urgent message due now wakes the urgent claimer now; a
+    scheduled one asks for its time, so it is not left to the main loop's bulk batches."""
+    loops = Loops(ready=False)
+    await gateway(MemoryQueue(), loops).submit(
         CLIENT,
         [
             request("otp", priority=9),
@@ -61,10 +83,39 @@ async def test_urgent_submits_ask_for_the_urgent_claimer_when_each_is_due() -> N
             request("bulk", priority=0),
         ],
     )
-    assert wakes == [("fake", T0), ("fake", T0 + 30)]
+    assert loops.wakes == [("fake", T0), ("fake", T0 + 30)]
+
+
+async def test_an_urgent_submit_with_room_is_claimed_on_arrival_and_handed_over() -> None:
+    """The store claims it as it stores it; the send loop gets its segments, no wake."""
+    queue = MemoryQueue()
+    loops = Loops(ready=True)
+    [reply] = await gateway(queue, loops).submit(CLIENT, [request("otp 1234", priority=9)])
+    assert isinstance(reply, SubmitReply)
+    [(carrier, segments)] = loops.handed
+    assert carrier == "fake"
+    assert [s.message_id for s in segments] == [reply.id]
+    assert loops.wakes == []
+    status = await queue.status(reply.id, "app")
+    assert status is not None
+    assert [s.state for s in status.segments] == [SegmentState.INFLIGHT]
+
+
+async def test_only_a_few_segments_a_call_are_claimed_on_arrival() -> None:
+    """A big urgent batch is left to the claimers beyond HAND_OVER_MAX segments."""
+    loops = Loops(ready=True)
+    count = HAND_OVER_MAX + 3
+    await gateway(MemoryQueue(), loops).submit(
+        CLIENT, [request(f"otp {i}", priority=9) for i in range(count)]
+    )
+    assert sum(len(segments) for _, segments in loops.handed) == HAND_OVER_MAX
+    assert loops.wakes == [("fake", T0)]
 
 
 async def test_an_auto_reply_is_urgent() -> None:
-    wakes: list[tuple[str, float | None]] = []
-    await gateway(MemoryQueue(), wakes).submit_reply("app", "ALPHA", "+447700900123", "stopped")
-    assert wakes == [("fake", T0)]
+    loops = Loops(ready=False)
+    await gateway(MemoryQueue(), loops).submit_reply("app", "ALPHA", "+447700900123", "stopped")
+    assert loops.wakes == [("fake", T0)]
+    handing = Loops(ready=True)
+    await gateway(MemoryQueue(), handing).submit_reply("app", "ALPHA", "+447700900123", "stop")
+    assert len(handing.handed) == 1

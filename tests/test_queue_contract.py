@@ -307,6 +307,60 @@ async def test_recover_requeues_inflight_segments(store: Queue) -> None:
     assert await store.recover(now=T0 + 3) == 3
 
 
+async def test_send_now_claims_a_due_message_on_arrival(store: Queue) -> None:
+    """A message that asks to be sent now is stored inflight and handed back as claimed, with
+    what a claim would give; no claim returns it again, and its outcome is recorded as usual."""
+    (enq,) = await store.enqueue(
+        [message(priority=9, send_now=True, segments=(b"p0", b"p1"), registered_delivery=False)],
+        now=T0,
+    )
+    assert [(s.message_id, s.index, s.total, s.body, s.attempts) for s in enq.claimed] == [
+        (enq.message_id, 0, 2, b"p0", 0),
+        (enq.message_id, 1, 2, b"p1", 0),
+    ]
+    first = enq.claimed[0]
+    assert (first.client, first.source, first.priority) == ("otp", "ACME", 9)
+    assert await segment_states(store, enq.message_id) == [SegmentState.INFLIGHT] * 2
+    assert len(await store.claim(CARRIER, 10, now=T0)) == 0
+    assert store.queued_depth() == 2  # inflight still counts until accepted
+    outcomes = [Submitted(s.segment_id, (f"k{s.index}",), "0") for s in enq.claimed]
+    await store.record(outcomes, now=T0 + 1)
+    status = await store.status(enq.message_id, "otp")
+    assert status is not None
+    assert status.state is MessageState.SUBMITTED
+    assert store.queued_depth() == 0
+
+
+async def test_send_now_leaves_scheduled_expired_and_repeated_messages_to_claims(
+    store: Queue,
+) -> None:
+    """Only a new message due now and not expired is claimed on arrival."""
+    (first,) = await store.enqueue([message(ref="r", send_now=True)], now=T0)
+    later, expired, again = await store.enqueue(
+        [
+            message(send_now=True, not_before=T0 + 60),
+            message(send_now=True, expires_at=T0),
+            message(ref="r", send_now=True),
+        ],
+        now=T0,
+    )
+    assert len(first.claimed) == 1
+    assert (later.claimed, expired.claimed, again.claimed) == ((), (), ())
+    assert not again.created
+    assert await segment_states(store, later.message_id) == [SegmentState.SCHEDULED]
+    claim = await store.claim(CARRIER, 10, now=T0)
+    assert len(claim.expired) == 1
+    assert len(claim) == 0
+
+
+async def test_recover_requeues_segments_claimed_on_arrival(store: Queue) -> None:
+    """A crash before a message claimed on arrival was sent: recovery queues it again."""
+    (enq,) = await store.enqueue([message(priority=9, send_now=True)], now=T0)
+    assert await store.recover(now=T0 + 1) == 1
+    claim = await store.claim(CARRIER, 10, now=T0 + 2)
+    assert [s.segment_id for s in claim] == [s.segment_id for s in enq.claimed]
+
+
 async def test_purge_deletes_only_finished_old_messages(store: Queue) -> None:
     """Retention removes finished messages older than the cut; ids are never reused."""
     done, waiting, queued = await store.enqueue(

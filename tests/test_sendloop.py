@@ -52,6 +52,7 @@ def message(
     priority: int = 5,
     not_before: float | None = None,
     expires_at: float | None = None,
+    send_now: bool = False,
 ) -> NewMessage:
     bodies = prepare(
         destination="+447700900123",
@@ -74,6 +75,7 @@ def message(
         expires_at=expires_at,
         registered_delivery=False,
         segments=bodies,
+        send_now=send_now,
     )
 
 
@@ -655,3 +657,45 @@ async def test_a_scheduled_urgent_message_goes_out_at_its_time_while_bulk_holds_
         await _next_submit(port, 10)
         assert b"otp" in port.bodies[9]
         await _finish(loop, task, port)
+
+
+async def test_segments_claimed_on_arrival_go_out_at_once_on_the_reserve() -> None:
+    """An urgent message the store claimed as it stored it is sent when handed over, though
+    bulk holds all of the window but the reserve; its outcome is recorded like any other."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = BodiesPort()
+    async with asyncio.timeout(5):
+        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=RetryPolicy())
+        assert loop.ready_for_urgent()
+        [enq] = await queue.enqueue([message("otp", priority=9, send_now=True)], now=clock())
+        loop.hand_over(enq.claimed)
+        await _next_submit(port, 10)
+        assert b"otp" in port.bodies[9]
+        assert not loop.ready_for_urgent()  # the reserve is taken
+        await _finish(loop, task, port)
+    status = await queue.status(enq.message_id, None)
+    assert status is not None
+    assert [s.state for s in status.segments] == [SegmentState.SUBMITTED]
+
+
+async def test_segments_handed_to_a_stopping_loop_go_back_to_the_queue() -> None:
+    """Handed over as the loop stops, they are not sent: they are queued again (no attempt
+    counted), and run() returns once that is recorded."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = BodiesPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=5, max_unrecorded=10, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    [enq] = await queue.enqueue([message("otp", priority=9, send_now=True)], now=clock())
+    loop.stop()
+    assert not loop.ready_for_urgent()
+    loop.hand_over(enq.claimed)
+    await asyncio.wait_for(task, 5)
+    assert port.bodies == []
+    assert (loop.claimed, loop.unrecorded) == (0, 0)
+    status = await queue.status(enq.message_id, None)
+    assert status is not None
+    assert [(s.state, s.attempts) for s in status.segments] == [(SegmentState.QUEUED, 0)]

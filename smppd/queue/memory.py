@@ -39,6 +39,7 @@ from smppd.queue.model import (
     SegmentStatus,
     Submitted,
     Unknown,
+    claimed_on_arrival,
     segment_id,
     segment_index,
 )
@@ -46,6 +47,7 @@ from smppd.queue.receipts import is_repeat
 from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
+    arrival_state,
     is_finished,
     message_state,
     receipts_overdue,
@@ -194,13 +196,14 @@ class MemoryQueue:
             if new.ref is not None:
                 self._by_ref[new.client, new.ref] = message.id
             due = now if new.not_before is None else max(now, new.not_before)
-            state = waiting_state(due, now=now)
+            state = arrival_state(due, now=now, send_now=new.send_now, expires_at=new.expires_at)
             for index, body in enumerate(new.segments):
                 segment = _Segment(segment_id(message.id, index), message, body, state, due, now)
                 self._segments[segment.id] = segment
                 self._count(segment, state, +1)
                 self._place(segment)
-            results.append(Enqueued(message.id, True, len(new.segments)))
+            claimed = claimed_on_arrival(new, message.id) if state is SegmentState.INFLIGHT else ()
+            results.append(Enqueued(message.id, True, len(new.segments), claimed))
         return results
 
     async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:

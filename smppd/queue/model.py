@@ -40,6 +40,9 @@ class NewMessage:
     """One message to one recipient, already routed and split; `segments` are bodies in order.
 
     `ref` is the client's idempotency key: the same (client, ref) again yields the first message.
+    `send_now` asks the store to claim it on arrival, when it is due at once: its segments are
+    stored inflight and come back in `Enqueued.claimed` for the send loop, which saves an urgent
+    message the claim transaction (and its wait behind the writer) on its way to the wire.
     """
 
     client: str
@@ -52,6 +55,7 @@ class NewMessage:
     expires_at: float | None
     registered_delivery: bool
     segments: Sequence[bytes]
+    send_now: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= MAX_PRIORITY:
@@ -64,11 +68,13 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
-    """The durable id of an enqueued message; `created` is False when its ref already existed."""
+    """The durable id of an enqueued message; `created` is False when its ref already existed.
+    `claimed`: its segments, now inflight, when it asked to be sent now and could be."""
 
     message_id: int
     created: bool
     segments: int
+    claimed: tuple[ClaimedSegment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,3 +304,24 @@ class QueueStats:
     receipts_unmatched: int  # never matched (held past the time limit, or keyless); kept on disk
     receipts_dropped: int  # held receipts pushed out by the bound on their number; kept on disk
     commits: int = field(default=0)
+
+
+def claimed_on_arrival(message: NewMessage, message_id: int) -> tuple[ClaimedSegment, ...]:
+    """The segments of a message the store claimed as it stored them (`NewMessage.send_now`)."""
+    total = len(message.segments)
+    return tuple(
+        ClaimedSegment(
+            segment_id=segment_id(message_id, index),
+            message_id=message_id,
+            index=index,
+            total=total,
+            body=body,
+            client=message.client,
+            source=message.source,
+            destination=message.destination,
+            priority=message.priority,
+            attempts=0,
+            registered_delivery=message.registered_delivery,
+        )
+        for index, body in enumerate(message.segments)
+    )

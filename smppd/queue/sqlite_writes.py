@@ -26,6 +26,7 @@ from smppd.queue.model import (
     Retry,
     Submitted,
     Unknown,
+    claimed_on_arrival,
     message_id_of,
     segment_id,
     segment_index,
@@ -33,7 +34,13 @@ from smppd.queue.model import (
 from smppd.queue.receipts import join_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
 from smppd.queue.sqlite_receipts import match_held, sweep_held
-from smppd.queue.states import SegmentEvent, SegmentState, transition, waiting_state
+from smppd.queue.states import (
+    SegmentEvent,
+    SegmentState,
+    arrival_state,
+    transition,
+    waiting_state,
+)
 
 _BY_REF: Final = "SELECT id, total FROM messages WHERE client = ? AND ref = ?"
 
@@ -55,7 +62,9 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
         batch.next_message_id += 1
         total = len(message.segments)
         due = now if message.not_before is None else max(now, message.not_before)
-        state = waiting_state(due, now=now)
+        state = arrival_state(
+            due, now=now, send_now=message.send_now, expires_at=message.expires_at
+        )
         delivery = int(message.registered_delivery)
         batch.new_messages.append(
             (
@@ -92,7 +101,8 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
         batch.counts[message.carrier, message.priority, message.client, state] += total
         if message.ref is not None:
             batch.by_ref[message.client, message.ref] = (message_id, total)
-        results.append(Enqueued(message_id=message_id, created=True, segments=total))
+        claimed = claimed_on_arrival(message, message_id) if state is SegmentState.INFLIGHT else ()
+        results.append(Enqueued(message_id, True, total, claimed))
     return results
 
 

@@ -109,6 +109,16 @@ def waiting_state(next_attempt_at: float, *, now: float) -> SegmentState:
     return SegmentState.QUEUED if next_attempt_at <= now else SegmentState.SCHEDULED
 
 
+def arrival_state(
+    due: float, *, now: float, send_now: bool, expires_at: float | None
+) -> SegmentState:
+    """A new segment's state: INFLIGHT when its message asked to be sent now and is due and
+    unexpired (claimed on arrival), else as `waiting_state`."""
+    if send_now and due <= now and (expires_at is None or expires_at > now):
+        return SegmentState.INFLIGHT
+    return waiting_state(due, now=now)
+
+
 # A definite failure of any part decides the message, checked in this order.
 _FAILURES: Final = (
     (SegmentState.FAILED, MessageState.FAILED),
