@@ -298,6 +298,12 @@ class ManualPort:
     async def wait_ready(self) -> None:
         return None
 
+    async def wait_for(self, count: int) -> None:
+        """Until `count` submits have been handed over in all."""
+        while len(self.futures) < count:
+            self.submitted.clear()
+            await self.submitted.wait()
+
 
 class GatedQueue(MemoryQueue):
     """A queue whose first record call waits for the gate; every call is noted."""
@@ -335,9 +341,7 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     )
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
-        while len(port.futures) < 2:
-            port.submitted.clear()
-            await port.submitted.wait()
+        await port.wait_for(2)
         first, second = port.futures
         first.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
         await queue.called.wait()
@@ -485,9 +489,7 @@ async def test_the_next_batch_is_claimed_while_one_is_sent_and_handed_back_on_st
         while queue.claims < 2:
             queue.claimed.clear()
             await queue.claimed.wait()
-        while len(port.futures) < 2:
-            port.submitted.clear()
-            await port.submitted.wait()
+        await port.wait_for(2)
     assert (loop.claimed, loop.unrecorded) == (4, 2)
     assert len(port.futures) == 2  # the window is full: the batch claimed ahead waits
     loop.stop()
@@ -577,9 +579,7 @@ async def test_an_urgent_segment_in_a_batch_claimed_ahead_goes_out_at_once() -> 
     )
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
-        while len(port.futures) < 10:  # 9 bulk fill all but the reserve; then the urgent one
-            port.submitted.clear()
-            await port.submitted.wait()
+        await port.wait_for(10)  # 9 bulk fill all but the reserve; then the urgent one
     assert b"otp" in port.bodies[9]
     assert all(b"bulk" in body for body in port.bodies[:9])
     loop.stop()
@@ -599,16 +599,8 @@ async def _bulk_fills_the_window(
         "fake", queue, port, claim_batch=10, max_unrecorded=10, policy=policy, clock=clock
     )
     task = asyncio.create_task(loop.run())
-    while len(port.futures) < 9:
-        port.submitted.clear()
-        await port.submitted.wait()
+    await port.wait_for(9)
     return loop, task
-
-
-async def _next_submit(port: ManualPort, count: int) -> None:
-    while len(port.futures) < count:
-        port.submitted.clear()
-        await port.submitted.wait()
 
 
 async def _finish(loop: CarrierSendLoop, task: asyncio.Task[None], port: ManualPort) -> None:
@@ -630,10 +622,10 @@ async def test_an_urgent_retry_goes_out_when_due_while_bulk_holds_the_window() -
         loop, task = await _bulk_fills_the_window(queue, port, clock, policy=policy)
         await queue.enqueue([message("otp", priority=9)], now=clock())
         loop.wake(urgent_at=clock())
-        await _next_submit(port, 10)
+        await port.wait_for(10)
         throttled = SubmitResult(None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY)
         port.futures[9].set_result(throttled)
-        await _next_submit(port, 11)  # the retry, on the reserve again
+        await port.wait_for(11)  # the retry, on the reserve again
         assert loop.claimed == 10 + 2 + 1  # the first batch, the one claimed ahead, the otp
         await _finish(loop, task, port)
     stats = await queue.stats(now=clock())
@@ -654,7 +646,7 @@ async def test_a_scheduled_urgent_message_goes_out_at_its_time_while_bulk_holds_
         await queue.enqueue([message("otp", priority=9, not_before=at)], now=clock())
         loop.wake(urgent_at=at)
         clock.now = at  # the timer fires 0.05 s from now; by then the message is due
-        await _next_submit(port, 10)
+        await port.wait_for(10)
         assert b"otp" in port.bodies[9]
         await _finish(loop, task, port)
 
@@ -670,7 +662,7 @@ async def test_segments_claimed_on_arrival_go_out_at_once_on_the_reserve() -> No
         assert loop.ready_for_urgent()
         [enq] = await queue.enqueue([message("otp", priority=9, send_now=True)], now=clock())
         loop.hand_over(enq.claimed)
-        await _next_submit(port, 10)
+        await port.wait_for(10)
         assert b"otp" in port.bodies[9]
         assert not loop.ready_for_urgent()  # the reserve is taken
         await _finish(loop, task, port)
