@@ -18,11 +18,11 @@ import itertools
 import json
 import os
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from smppd.errors import SmppdError
+from smppd.record import record
 
 __all__ = [
     "ApiClientError",
@@ -68,7 +68,7 @@ class ApiConnectionError(ApiClientError):
         super().__init__(UNAVAILABLE, message)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Submitted:
     """A message the daemon accepted: durably queued as `message_id`."""
 

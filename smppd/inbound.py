@@ -30,6 +30,7 @@ from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
 from smppd.queue.model import Change, InboundIn, ReceiptIn, ReceiptResult
+from smppd.record import record
 from smppd.service import Event
 
 log = structlog.get_logger(__name__)
@@ -61,7 +62,7 @@ class InboundCounters:
     auto_replies: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OptOutPolicy:
     keywords: Keywords
     per_client: bool  # scope "client": STOP to one sender id opts out of all the client's ids

@@ -7,7 +7,6 @@ number per attempt. The carrier profile carries what differs between carriers (w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from smppd.address import sender_ton_npi, wire_address
@@ -18,6 +17,7 @@ from smppd.pdu.segment import ConcatMethod, Segment, split_message
 from smppd.pdu.segment import count_segments as _count
 from smppd.pdu.text import Alphabet, plan_encoding
 from smppd.pdu.timefmt import format_absolute
+from smppd.record import record
 from smppd.service import ApiError, ErrorCode
 
 REGISTERED_DELIVERY_FINAL = 0x01  # SMPP v3.4 5.2.17: receipt on final outcome, success or failure
@@ -31,7 +31,7 @@ _FORCED = {
 ENCODINGS = frozenset(_FORCED)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OutboundProfile:
     default_is_latin1: bool = False
     concatenation: ConcatMethod = ConcatMethod.UDH8
@@ -43,7 +43,7 @@ class OutboundProfile:
     service_type: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Prepared:
     bodies: list[bytes]
     alphabet: Alphabet

@@ -8,11 +8,12 @@ server is tested against a stand-in service and the gateway without a socket.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from smppd.errors import SmppdError
+from smppd.record import record
 
 
 class ErrorCode(StrEnum):
@@ -57,7 +58,7 @@ class ApiError(SmppdError):
         return error
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClientIdentity:
     """A configured API client, resolved from the caller's uid."""
 
@@ -72,7 +73,7 @@ class Priority:
     NAMES: Mapping[str, int] = {"bulk": 0, "normal": 5, "urgent": 9}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SubmitRequest:
     to: str
     sender: str
@@ -85,7 +86,7 @@ class SubmitRequest:
     encoding: str = "auto"  # auto | gsm7 | ucs2 | latin1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SubmitReply:
     id: int
     segments: int
@@ -96,7 +97,7 @@ class SubmitReply:
         return {"message_id": self.id, "segments": self.segments, "created": self.created}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """Something a subscriber hears about: kind is `receipt`, `inbound` or `state`."""
 

@@ -28,6 +28,7 @@ from smppd.pdu.command import CommandId, is_response
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.status import THROTTLING, CommandStatus, StatusClass, classify, status_name
 from smppd.ratelimit import AdaptiveRate, SlidingWindow
+from smppd.record import record
 
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFFFF
 TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late from stray answers
@@ -80,7 +81,7 @@ class BindMode(StrEnum):
     RECEIVER = "receiver"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class TlsSettings:
     enabled: bool = False
     ca_file: str | Path | None = None  # None: the system's trust store
@@ -90,7 +91,7 @@ class TlsSettings:
     server_hostname: str | None = None  # None: the host connected to
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class ReconnectSettings:
     initial_s: float = 1.0
     max_s: float = 60.0
@@ -105,7 +106,7 @@ _BIND_FIELD_SIZES: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record(kw_only=True)
 class BindSettings:
     host: str
     port: int
@@ -155,7 +156,7 @@ class BindSettings:
 # --- results and events -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SubmitResult:
     """How a submit_sm ended. `unknown`: no answer (timeout, connection lost), so the SMSC may or
     may not have taken it; such a result carries ESME_RUNKNOWNERR and no status_class, so that a
@@ -185,31 +186,31 @@ class CloseReason(StrEnum):
     WRITE_TIMEOUT = "write_timeout"  # the peer stopped reading our bytes (the link decides)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Bound:
     state: State
     system_id: str  # the SMSC's, from the bind resp
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BindFailed:
     command_status: int
     permanent: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SubmitAnswered:
     sequence_number: int
     result: SubmitResult
     latency_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ResponseTimedOut:
     sequence_number: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeliverReceived:
     """A deliver_sm or data_sm (receipt or MO) to hand on; answer it with `Session.answer`."""
 
@@ -217,7 +218,7 @@ class DeliverReceived:
     pdu: pdus.DeliverSm | pdus.DataSm
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Throttled:
     """The SMSC said slow down: sending pauses until `paused_until`, then runs at `tps`."""
 
@@ -226,7 +227,7 @@ class Throttled:
     paused_until: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LateResponse:
     """An answer to a request that had already timed out (dropped, never matched to another)."""
 
@@ -234,7 +235,7 @@ class LateResponse:
     sequence_number: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PeerError:
     """The SMSC broke the protocol in a way the session survived (counted, not fatal)."""
 
@@ -243,12 +244,12 @@ class PeerError:
     sequence_number: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unbound:
     by_peer: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConnectionShouldClose:
     """The session is over: close the transport after sending `data_to_send()`. The outcome of
     every submit still outstanding (`abandoned`) is unknown."""

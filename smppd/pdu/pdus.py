@@ -15,6 +15,7 @@ from smppd.pdu import fields as spec
 from smppd.pdu import tlv as _tlv
 from smppd.pdu.command import CommandId
 from smppd.pdu.tlv import Tag, Tlv
+from smppd.record import record
 
 INTERFACE_VERSION = 0x34
 
@@ -208,7 +209,7 @@ class DataSmResp(_MessageIdResp):
     command_id = CommandId.data_sm_resp
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DestAddress:
     """One destination of submit_multi (5.2.25): an SME address (dest_flag 1) or a list name (2)."""
 
@@ -219,7 +220,7 @@ class DestAddress:
     dl_name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UnsuccessSme:
     """A destination that submit_multi could not reach, with the reason (5.2.26)."""
 

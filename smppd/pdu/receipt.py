@@ -26,11 +26,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Final
+
+from smppd.record import record
 
 
 class MessageState(IntEnum):
@@ -162,7 +164,7 @@ _STAT_WORDS: Final[Mapping[str, ReceiptStat]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NetworkError:
     """The network_error_code TLV (SMPP v3.4 5.3.2.31): network type, then its error code."""
 
@@ -170,7 +172,7 @@ class NetworkError:
     error_code: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Receipt:
     """One delivery receipt, from its text, its TLVs or both.
 

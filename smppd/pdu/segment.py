@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
 from enum import StrEnum
 
 from smppd.pdu.errors import EncodeError, SegmentLimitError
 from smppd.pdu.text import GSM7_ESCAPE, Alphabet, encode_text, pack_septets
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import MAX_CONCAT_PARTS, build_concat_udh, septet_fill_bits
+from smppd.record import record
 
 USER_DATA_OCTETS = 140  # 23.040 9.2.3.16: TP-User-Data of one short message
 UDH8_OCTETS = 6  # UDHL, IEI 0x00, IEDL, ref, total, seq
@@ -32,7 +32,7 @@ class ConcatMethod(StrEnum):
     PAYLOAD = "payload"  # whole message in the message_payload TLV; the SMSC splits it
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SarInfo:
     """The SAR TLVs of one segment (SMPP v3.4 5.3.2.22-24)."""
 
@@ -41,7 +41,7 @@ class SarInfo:
     sar_segment_seqnum: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Segment:
     """One submit_sm body. The caller ORs 0x40 into esm_class when `esm_class_udhi`."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from smppd.pdu.errors import DecodeError, EncodeError
+from smppd.record import record
 
 ESME_RINVMSGLEN = 0x00000001  # SMPP v3.4 5.1.3: the short_message is malformed
 
@@ -25,7 +26,7 @@ IEI_CONCAT_16BIT = 0x08  # 23.040 9.2.3.24.8
 MAX_CONCAT_PARTS = 255  # the total is one octet in both concatenation IEs and in sar_total_segments
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InformationElement:
     """One IE of a UDH: its identifier (IEI) and its data (length implied)."""
 
@@ -33,7 +34,7 @@ class InformationElement:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConcatInfo:
     """A concatenation IE: reference, total parts and this part's 1-based sequence number."""
 
@@ -113,7 +114,7 @@ def concat_info(elements: Sequence[InformationElement]) -> ConcatInfo | None:
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConcatPart:
     """One part of a long message, from a UDH or from the sar_* TLVs, with its content."""
 
@@ -135,7 +136,7 @@ class DropReason(StrEnum):
     TOO_MANY_PARTS = "too_many_parts"  # its total exceeds the configured maximum
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DroppedGroup:
     """An incomplete long message given up, with the parts that did arrive (ordered by seq)."""
 

@@ -8,11 +8,12 @@ codec. Times are epoch seconds passed in by the caller.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import Final, overload
 
 from smppd.queue.states import FINAL_STATES, MessageState, SegmentState
+from smppd.record import record
 
 MAX_PRIORITY: Final = 9  # 0 bulk .. 9 urgent; higher is claimed first
 URGENT_PRIORITY: Final = 6  # above "normal" (5): OTPs, alerts; never stuck behind bulk
@@ -35,7 +36,7 @@ def segment_index(segment_id: int) -> int:
     return segment_id & ((1 << _INDEX_BITS) - 1)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NewMessage:
     """One message to one recipient, already routed and split; `segments` are bodies in order.
 
@@ -66,7 +67,7 @@ class NewMessage:
             raise ValueError("client, carrier and destination must not be empty")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Enqueued:
     """The durable id of an enqueued message; `created` is False when its ref already existed.
     `claimed`: its segments, now inflight, when it asked to be sent now and could be."""
@@ -77,7 +78,7 @@ class Enqueued:
     claimed: tuple[ClaimedSegment, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClaimedSegment:
     """A segment handed to the send loop (now `inflight`); `attempts` counts earlier attempts."""
 
@@ -94,7 +95,7 @@ class ClaimedSegment:
     registered_delivery: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Change:
     """A segment changed state; `before`/`after` are its message's derived state around it.
 
@@ -113,7 +114,7 @@ class Change:
     receipt_err: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Claim(Sequence[ClaimedSegment]):
     """The segments a claim moved to `inflight`, in sending order, plus what it expired on the way.
 
@@ -138,7 +139,7 @@ class Claim(Sequence[ClaimedSegment]):
         return iter(self.segments)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Submitted:
     """The SMSC accepted the segment (submit_sm_resp ok).
 
@@ -154,7 +155,7 @@ class Submitted:
     carrier_message_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Retry:
     """A temporary error (throttled, SMSC queue full, ...): queue again for `next_attempt_at`."""
 
@@ -163,7 +164,7 @@ class Retry:
     next_attempt_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Failed:
     """A permanent error: the segment will not be sent."""
 
@@ -171,7 +172,7 @@ class Failed:
     command_status: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unknown:
     """No answer (timeout, lost connection): the SMSC may hold it; send again (at least once)."""
 
@@ -179,7 +180,7 @@ class Unknown:
     next_attempt_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Deferred:
     """Not sent, by our own choice (a sender's rate, a stop): back to the queue for
     `next_attempt_at` without counting an attempt."""
@@ -191,7 +192,7 @@ class Deferred:
 Outcome = Submitted | Retry | Failed | Unknown | Deferred
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReceiptIn:
     """A delivery receipt from one carrier, already parsed.
 
@@ -218,13 +219,13 @@ class ReceiptOutcome(StrEnum):
     UNMATCHED = "unmatched"  # carries no key it could ever match by: kept and counted, not applied
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReceiptResult:
     outcome: ReceiptOutcome
     change: Change | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InboundIn:
     """A mobile-originated message; `client` is the account it is routed to, if any."""
 
@@ -237,7 +238,7 @@ class InboundIn:
     client: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Inbound:
     """A stored inbound message with its durable id (ids increase in arrival order)."""
 
@@ -256,14 +257,14 @@ class Inbound:
 OPTOUT_ALL_SENDERS: Final = "*"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OptOut:
     sender: str
     number: str
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SegmentStatus:
     index: int
     state: SegmentState
@@ -277,7 +278,7 @@ class SegmentStatus:
     updated_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageStatus:
     message_id: int
     client: str
@@ -292,7 +293,7 @@ class MessageStatus:
     segments: tuple[SegmentStatus, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueueStats:
     """Counts of stored segments and receipts; cheap to take (kept up to date, not counted)."""
 
