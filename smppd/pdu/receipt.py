@@ -93,10 +93,7 @@ class ReceiptStat(StrEnum):
     @classmethod
     def from_message_state(cls, state: int) -> ReceiptStat | None:
         """The stat for a message_state TLV value, or None when the value is not a state."""
-        try:
-            return _STAT_OF_STATE[MessageState(state)]
-        except ValueError:
-            return None
+        return _STAT_OF_STATE_VALUE.get(state)
 
     @property
     def is_final(self) -> bool:
@@ -142,6 +139,9 @@ _STAT_OF_STATE: Final[Mapping[MessageState, ReceiptStat]] = {
     **{state: stat for stat, state in _STATE_OF_STAT.items()},
     # Not transmitted on the network (SMPP v5.0): final and not delivered.
     MessageState.SKIPPED: ReceiptStat.UNDELIV,
+}
+_STAT_OF_STATE_VALUE: Final[Mapping[int, ReceiptStat]] = {
+    state.value: stat for state, stat in _STAT_OF_STATE.items()
 }
 
 # Spellings seen from SMSCs and gateways, upper-cased. Words not listed read as UNKNOWN.
@@ -400,9 +400,16 @@ def correlation_keys(message_id: str) -> tuple[str, ...]:
     decimal and as hex; values are decimal strings without leading zeros. Anything else, or an id
     longer than 65 characters, gives one prefixed case-folded key without leading zeros.
     """
-    norm = message_id.strip(" \t\r\n\x00\x0b\x0c").casefold()
-    if not norm:
-        return ()
+    norm = _normalise(message_id)
+    return _readings(norm) if norm else ()
+
+
+def _normalise(message_id: str) -> str:
+    return message_id.strip(" \t\r\n\x00\x0b\x0c").casefold()
+
+
+def _readings(norm: str) -> tuple[str, ...]:
+    """`correlation_keys` of a normalised, non-empty id."""
     if len(norm) <= _MAX_ID_CHARS:
         if norm.startswith("0x") and _HEX.fullmatch(norm, 2):
             return (str(int(norm[2:], 16)),)
@@ -423,12 +430,12 @@ class IdFormat(StrEnum):
 
 
 def _exact_key(message_id: str) -> str | None:
-    norm = message_id.strip(" \t\r\n\x00\x0b\x0c").casefold().lstrip("0")
-    return _OPAQUE_PREFIX + norm if message_id.strip(" \t\r\n\x00\x0b\x0c") else None
+    norm = _normalise(message_id)
+    return _OPAQUE_PREFIX + norm.lstrip("0") if norm else None
 
 
 def _numeric_key(message_id: str, base: int) -> str | None:
-    norm = message_id.strip(" \t\r\n\x00\x0b\x0c").casefold()
+    norm = _normalise(message_id)
     if not norm or len(norm) > _MAX_ID_CHARS:
         return None
     if base == 16 and norm.startswith("0x"):
@@ -446,10 +453,13 @@ def resp_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, ...]
     the value of the id in that base, which is how the receipt will give it.
     """
     if fmt is IdFormat.AUTO:
-        exact = _exact_key(message_id)
-        if exact is None:
+        norm = _normalise(message_id)
+        if not norm:
             return ()
-        return tuple(dict.fromkeys((exact, *correlation_keys(message_id))))
+        exact = _OPAQUE_PREFIX + norm.lstrip("0")
+        readings = _readings(norm)
+        # An opaque id's one reading is its exact key.
+        return readings if readings[0] == exact else (exact, *readings)
     key = _numeric_key(message_id, 16 if fmt is IdFormat.HEX else 10)
     return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
 

@@ -51,6 +51,7 @@ from smppd.queue.states import (
     is_finished,
     message_state,
     receipts_overdue,
+    segment_state,
     transition,
     waiting_state,
 )
@@ -402,7 +403,7 @@ class MemoryQueue:
             return ReceiptResult(
                 ReceiptOutcome.MATCHED, self._move(segment, segment.state, now=now)
             )
-        change = self._move(segment, SegmentState(receipt.final_state), now=now)
+        change = self._move(segment, segment_state(receipt.final_state), now=now)
         return ReceiptResult(ReceiptOutcome.MATCHED, change)
 
     def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:

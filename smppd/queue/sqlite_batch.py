@@ -25,6 +25,7 @@ from smppd.queue.states import (
     SegmentState,
     is_finished,
     message_state,
+    segment_state,
 )
 
 
@@ -130,7 +131,7 @@ class SegmentRow:
             self.updated_at,
         ) = row
         self.registered_delivery = bool(registered_delivery)
-        self.state = SegmentState(state)
+        self.state = segment_state(state)
         self.original_state = self.state
 
     id: int

@@ -17,7 +17,7 @@ from typing import Final
 from smppd.queue.model import Change, ReceiptIn, ReceiptOutcome, ReceiptResult
 from smppd.queue.receipts import is_repeat, join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow
-from smppd.queue.states import SegmentEvent, SegmentState, transition
+from smppd.queue.states import SegmentEvent, segment_state, transition
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
@@ -113,7 +113,7 @@ def apply_to_segment(
     row.done_at = receipt.done_at
     if receipt.final_state is None:
         return ReceiptResult(ReceiptOutcome.MATCHED, batch.move(row, row.state, now=now))
-    change = batch.move(row, SegmentState(receipt.final_state), now=now)
+    change = batch.move(row, segment_state(receipt.final_state), now=now)
     return ReceiptResult(ReceiptOutcome.MATCHED, change)
 
 
