@@ -250,6 +250,7 @@ class Daemon:
                 else Alphabet.GSM7
             ),
             publish=self.hub.publish,
+            wants=self.hub.wants,
             clock=time.time,
         )
         observer = CarrierObserver(carrier.name)
@@ -293,7 +294,7 @@ class Daemon:
         )
 
     def _publish_changes(self, carrier: str, changes: Sequence[Change]) -> None:
-        publish_changes(self.hub.publish, changes, carrier=carrier)
+        publish_changes(self.hub.publish, changes, carrier=carrier, wants=self.hub.wants)
 
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)

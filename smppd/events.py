@@ -59,6 +59,10 @@ class EventHub:
         self._by_client.setdefault(client, set()).add(sub)
         return sub
 
+    def wants(self, client: str | None) -> bool:
+        """Whether `client` has a subscriber: events nobody would see are not worth building."""
+        return client in self._by_client
+
     def subscriber_count(self) -> int:
         return sum(len(s) for s in self._by_client.values())
 

@@ -87,12 +87,18 @@ def change_event(change: Change) -> Event:
 
 
 def publish_changes(
-    publish: Callable[[Event], None], changes: Iterable[Change], *, carrier: str | None = None
+    publish: Callable[[Event], None],
+    changes: Iterable[Change],
+    *,
+    carrier: str | None = None,
+    wants: Callable[[str], bool] = lambda client: True,
 ) -> None:
     """Events for queue changes: a `receipt` when a receipt caused one (matched on arrival or
     later, when its early receipt met the submit_sm_resp), a `state` when the message's state
-    moved."""
+    moved. Only for clients that `wants` says have a subscriber."""
     for change in changes:
+        if not wants(change.client):
+            continue
         if change.receipt_stat is not None:
             publish(
                 Event(
@@ -184,6 +190,7 @@ class InboundHandler:
         default_alphabet: Alphabet,
         publish: Callable[[Event], None],
         clock: Callable[[], float],
+        wants: Callable[[str], bool] = lambda client: True,
         reassembly_timeout_s: float = 300.0,
         auto_reply: AutoReply | None = None,
         id_format: IdFormat = IdFormat.AUTO,
@@ -194,6 +201,7 @@ class InboundHandler:
         self._optout = optout
         self._default_alphabet = default_alphabet
         self._publish = publish
+        self._wants = wants
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
         self._auto_reply = auto_reply
@@ -238,7 +246,7 @@ class InboundHandler:
         outcome = str(result.outcome)
         self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
         if result.change is not None:
-            publish_changes(self._publish, [result.change], carrier=self.carrier)
+            publish_changes(self._publish, [result.change], carrier=self.carrier, wants=self._wants)
 
     # --- mobile-originated messages --------------------------------------------------------
 
@@ -350,7 +358,7 @@ class InboundHandler:
         for sender_id in self._scope(client, sender):
             await self._queue.add_optout(sender_id, number, now=now)
             changes = await self._queue.cancel_queued_to(sender_id, number, now=now)
-            publish_changes(self._publish, changes)
+            publish_changes(self._publish, changes, wants=self._wants)
         self.counters.optouts += 1
         log.info("opt-out recorded", sender=sender, number=mask(number))
 

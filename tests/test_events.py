@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from smppd.events import EventHub
+from smppd.inbound import publish_changes
+from smppd.queue.model import Change
+from smppd.queue.states import MessageState, SegmentState
 from smppd.service import Event
 
 
@@ -61,3 +64,37 @@ async def test_close_ends_iteration() -> None:
     sub.close()
     assert [e async for e in sub] == []
     assert hub.subscriber_count() == 0
+
+
+def test_changes_are_published_only_for_clients_with_a_subscriber() -> None:
+    """publish_changes builds events only for a client someone listens to, and stops once the
+    last subscription closes."""
+    hub = EventHub()
+    built: list[Event] = []
+
+    def publish(event: Event) -> None:
+        built.append(event)
+        hub.publish(event)
+
+    def change(client: str) -> Change:
+        return Change(
+            message_id=7,
+            segment_id=7 << 8,
+            client=client,
+            segment_state=SegmentState.DELIVERED,
+            before=MessageState.SUBMITTED,
+            after=MessageState.DELIVERED,
+            receipt_stat="DELIVRD",
+            receipt_err="000",
+        )
+
+    assert not hub.wants("a")
+    sub = hub.subscribe("a", frozenset({"receipt", "state"}))
+    assert hub.wants("a")
+    publish_changes(publish, [change("a"), change("b")], carrier="fake", wants=hub.wants)
+    assert [(e.kind, e.client) for e in built] == [("receipt", "a"), ("state", "a")]
+    assert sub.queue.qsize() == 2
+    sub.close()
+    assert not hub.wants("a")
+    publish_changes(publish, [change("a")], carrier="fake", wants=hub.wants)
+    assert len(built) == 2
