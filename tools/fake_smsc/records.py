@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,11 +20,12 @@ from smppd.pdu.pdus import ESM_UDHI, DataSm, SubmitSm
 from smppd.pdu.text import Alphabet, decode_text
 from smppd.pdu.tlv import Tag, get_int
 from smppd.pdu.udh import ConcatPart, DroppedGroup, Reassembler, concat_info, parse_udh
+from smppd.record import record
 
 _MAX_GROUPS = 4096  # incomplete long messages held at once; the oldest goes past it
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Concat:
     """How a segment says it is part of a longer message."""
 
@@ -34,7 +35,7 @@ class Concat:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SegmentRecord:
     time: float  # wall clock, seconds since the epoch
     account: str
@@ -53,7 +54,7 @@ class SegmentRecord:
     command_status: int | None  # None: never answered (hang, drop)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageRecord:
     time: float  # when the last part arrived
     account: str
@@ -65,7 +66,7 @@ class MessageRecord:
     message_ids: tuple[str, ...]  # of the parts, in part order
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Content:
     """The user data of a submit, split from its UDH, with the concatenation it announces."""
 
