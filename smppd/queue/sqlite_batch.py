@@ -249,24 +249,31 @@ class Batch:
 
     def move(self, row: SegmentRow, state: SegmentState, *, now: float) -> Change:
         """Set a cached row's state; the Change carries its message's state before and after."""
-        siblings = self.siblings(row)
-        if len(siblings) == 1:
-            before, after = ONE_SEGMENT[row.state], ONE_SEGMENT[state]
+        was = row.state
+        if row.total == 1:  # the common case, without building lists
+            siblings = None
+            before, after = ONE_SEGMENT[was], ONE_SEGMENT[state]
         else:
+            siblings = self.message_segments(row.message_id, row.total)
             before = message_state([s.state for s in siblings])
-        counts, key = self.counts, (row.carrier, row.priority, row.client)
-        counts[(*key, row.state)] -= 1
-        counts[(*key, state)] += 1
-        left_final = row.state in FINAL_STATES and state not in FINAL_STATES
-        row.state = state
-        if left_final and not is_finished(
-            [s.state for s in siblings], registered_delivery=row.registered_delivery
-        ):
-            self._reopened.add(row.message_id)
+        if state is not was:
+            counts, carrier, priority, client = self.counts, row.carrier, row.priority, row.client
+            counts[(carrier, priority, client, was)] -= 1
+            counts[(carrier, priority, client, state)] += 1
+            row.state = state
+            if (
+                was in FINAL_STATES
+                and state not in FINAL_STATES
+                and not is_finished(
+                    [s.state for s in siblings] if siblings is not None else (state,),
+                    registered_delivery=row.registered_delivery,
+                )
+            ):
+                self._reopened.add(row.message_id)
         row.updated_at = now
         self._dirty[row.id] = row
         self._touched[row.message_id] = row
-        if len(siblings) > 1:
+        if siblings is not None:
             after = message_state([s.state for s in siblings])
         return Change(
             message_id=row.message_id,

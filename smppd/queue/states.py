@@ -176,8 +176,11 @@ def is_finished(states: Iterable[SegmentState], *, registered_delivery: bool) ->
 
     Every segment final; or, when no receipt was requested, every segment final or submitted.
     """
-    done = FINAL_STATES if registered_delivery else FINAL_STATES | {SegmentState.SUBMITTED}
+    done = FINAL_STATES if registered_delivery else _FINAL_OR_SUBMITTED
     return all(state in done for state in states)
+
+
+_FINAL_OR_SUBMITTED: Final = FINAL_STATES | {SegmentState.SUBMITTED}
 
 
 def receipts_overdue(segments: Iterable[tuple[SegmentState, float]], *, before: float) -> bool:
