@@ -232,12 +232,6 @@ class Batch:
                 if sid not in rows
             ]
 
-    def siblings(self, row: SegmentRow) -> list[SegmentRow]:
-        """All segments of `row`'s message (the row itself for a one-segment message)."""
-        if row.total == 1:
-            return [row]
-        return self.message_segments(row.message_id, row.total)
-
     def message_segments(self, message_id: int, total: int) -> list[SegmentRow]:
         first, last = segment_id(message_id, 0), segment_id(message_id, total - 1)
         if any(sid not in self._rows for sid in range(first, last + 1)):
@@ -299,7 +293,7 @@ class Batch:
                 was = is_finished((row.original_state,), registered_delivery=delivery)
                 done = is_finished((row.state,), registered_delivery=delivery)
             else:
-                rows = self.siblings(row)
+                rows = self.message_segments(message_id, row.total)
                 was = is_finished([r.original_state for r in rows], registered_delivery=delivery)
                 done = is_finished([r.state for r in rows], registered_delivery=delivery)
             if done and (not was or message_id in self._reopened):
