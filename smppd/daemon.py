@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +29,7 @@ from smppd.compliance import Keyword, Keywords
 from smppd.config import Config, ConfigError, config_diff, load_config
 from smppd.events import EventHub
 from smppd.gateway import Gateway, GatewaySettings
+from smppd.gctune import tune_gc
 from smppd.inbound import InboundHandler, OptOutPolicy, publish_changes
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
@@ -48,11 +48,6 @@ from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_S = 1.0
-# The cyclic collector's first threshold, in net new container objects. At the default 700 a
-# submit_many of a few hundred messages crosses it every time, and full collections walked every
-# object imported at start-up: 6% of the daemon's CPU in bench/e2e.py and 30 ms pauses of both
-# threads. Net growth reaches 10,000 only a few times a run; the collector still runs.
-GC_THRESHOLD = 10_000
 PURGE_EVERY_S = 300.0
 STATS_EVERY_S = 5.0
 
@@ -503,15 +498,6 @@ async def main(config_path: Path) -> int:
     except ApiServerError as exc:
         log.error("cannot serve the API", error=str(exc))
         return 1
-
-
-def tune_gc() -> None:
-    """Keep what start-up built (modules, config, the open queue) out of every later collection,
-    and collect only on real growth (GC_THRESHOLD)."""
-    gc.collect()
-    gc.freeze()
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(GC_THRESHOLD, middle, oldest)
 
 
 def run(config_path: Path) -> int:

@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from smppd.gctune import tune_gc
 from tools.fake_smsc.config import Account, ConfigError, IdFormat, SmscConfig, load_scenario
 from tools.fake_smsc.server import FakeSmsc
 
@@ -80,6 +81,7 @@ async def run(config: SmscConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with FakeSmsc(config) as smsc:
+        tune_gc()
         print(f"fake_smsc listening on {smsc.host}:{smsc.port}", flush=True)
         if smsc.control_address is not None:
             print(f"fake_smsc control on {smsc.control_address}", flush=True)

@@ -1,5 +1,5 @@
-"""The daemon's collector settings: start-up objects frozen, a higher first threshold, and
-cycles made later still collected."""
+"""Collector settings of the daemon and the fake SMSC: start-up objects frozen, a higher first
+threshold, and cycles made later still collected."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from smppd.daemon import GC_THRESHOLD, tune_gc
+from smppd.gctune import GC_THRESHOLD, tune_gc
 
 
 @pytest.fixture
