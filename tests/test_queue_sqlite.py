@@ -129,31 +129,6 @@ async def test_an_urgent_submit_commits_ahead_of_everything_queued(store: Sqlite
     assert claimed.message_id == urgent.result()[0].message_id
 
 
-async def test_outcomes_commit_ahead_of_small_writes_then_let_them_through(
-    store: SqliteQueue, path: Path
-) -> None:
-    """Outcomes hold the send window until committed: queued last, they get the next
-    transaction alone; the small writes queued before them get the one after."""
-    await store.enqueue([message() for _ in range(2)], now=T0)
-    sent = await store.claim(CARRIER, 1, now=T0)
-    single = asyncio.ensure_future(store.enqueue([message(ref="single")], now=T0))
-    claim = asyncio.ensure_future(store.claim(CARRIER, 1, now=T0))
-    outcome = asyncio.ensure_future(
-        store.record([Submitted(sent[0].segment_id, ("77",), "b")], now=T0)
-    )
-    before = store.commits
-    await asyncio.wait_for(outcome, 5)
-    assert store.commits == before + 1
-    assert not single.done()
-    assert not claim.done()
-    assert peek(path, "SELECT state FROM segments WHERE id = ?", sent[0].segment_id) == [
-        ("submitted",)
-    ]
-    await asyncio.wait_for(asyncio.gather(single, claim), 5)
-    assert store.commits == before + 2
-    assert len(claim.result()) == 1
-
-
 async def test_inflight_segments_survive_a_close_and_are_recovered(path: Path) -> None:
     """Claimed but unrecorded segments are queued again after reopening (at least once)."""
     async with await SqliteQueue.open(path) as store:

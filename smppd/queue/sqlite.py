@@ -7,18 +7,14 @@ everything pending, runs it in the connection's thread as one transaction, commi
 then resolves each caller's future: an acknowledgement always follows the COMMIT that made it
 durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_* modules.
 
-Writes come in four lanes. Bulk writes (enqueues of many messages, purge steps) are the big
+Writes come in three lanes. Bulk writes (enqueues of many messages, purge steps) are the big
 ones and nobody is waiting on a wire for them; everything else (claims, outcomes, receipts,
 single submits) is small and on the path of traffic. Each transaction takes the small ones first
 and adds bulk writes up to `bulk_batch` (at least one, so bulk always progresses), so a claim
 waits for at most one bounded transaction, never for a backlog of bulk enqueues. Urgent writes
 (a few messages of URGENT_PRIORITY and up, and the claims that take only those) get a
 transaction of their own ahead of the rest: an OTP costs one extra small commit instead of
-waiting inside a transaction full of other traffic's outcomes and receipts. Outcomes of submits
-are small writes with a lane of their own: the send loop holds a window slot until its outcome
-is committed (the duplicate bound), so every other transaction is theirs alone, a short one,
-and the others still include any that are pending. Under load this took the mean submit_sm_resp
--> outcome committed in bench/e2e.py from about 15.5 ms to 13.5 ms.
+waiting inside a transaction full of other traffic's outcomes and receipts.
 """
 
 from __future__ import annotations
@@ -92,12 +88,11 @@ def translate(exc: sqlite3.Error) -> QueueError:
 
 class _Lane(Enum):
     URGENT = "urgent"
-    OUTCOMES = "outcomes"
     SMALL = "small"
     BULK = "bulk"
 
 
-_URGENT, _OUTCOMES, _SMALL, _BULK = _Lane.URGENT, _Lane.OUTCOMES, _Lane.SMALL, _Lane.BULK
+_URGENT, _SMALL, _BULK = _Lane.URGENT, _Lane.SMALL, _Lane.BULK
 
 
 def _enqueue_lane(messages: Sequence[NewMessage]) -> _Lane:
@@ -134,16 +129,8 @@ class SqliteQueue:
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch
         self._urgent: deque[_Write[Any]] = deque()
-        self._outcomes: deque[_Write[Any]] = deque()
         self._small: deque[_Write[Any]] = deque()
         self._bulk: deque[_Write[Any]] = deque()
-        self._outcomes_alone = False  # the last transaction was only outcomes
-        self._lanes = {
-            _URGENT: self._urgent,
-            _OUTCOMES: self._outcomes,
-            _SMALL: self._small,
-            _BULK: self._bulk,
-        }
         self._wakeup = asyncio.Event()
         self._closing = False
         self._closed = False
@@ -225,13 +212,14 @@ class SqliteQueue:
         if self._closing:
             raise QueueClosedError("the queue is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._lanes[lane].append(_Write(apply, weight, now, future))
+        queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._small
+        queue.append(_Write(apply, weight, now, future))
         self._wakeup.set()
         return future
 
     async def _write_loop(self) -> None:
         while True:
-            if not (self._urgent or self._outcomes or self._small or self._bulk):
+            if not (self._urgent or self._small or self._bulk):
                 if self._closing:
                     return
                 self._wakeup.clear()
@@ -245,17 +233,13 @@ class SqliteQueue:
                     _fail(write.future, exc)
 
     def _take(self) -> list[_Write[Any]]:
-        """The next transaction's writes: urgent ones alone; else outcomes alone every other
-        time; else outcomes, small then bulk (see the module doc)."""
+        """The next transaction's writes: urgent ones alone, else small then bulk (see the
+        module doc)."""
         if self._urgent:
-            return _drain(self._urgent)
-        others = bool(self._small or self._bulk)
-        if self._outcomes and not (self._outcomes_alone and others):
-            self._outcomes_alone = True
-            return _drain(self._outcomes)
-        self._outcomes_alone = False
-        writes = _drain(self._outcomes)
-        weight = sum(write.weight for write in writes)
+            writes, self._urgent = list(self._urgent), deque()
+            return writes
+        writes = []
+        weight = 0
         small = self._small
         while small and (not writes or weight + small[0].weight <= self._max_batch):
             write = small.popleft()
@@ -367,7 +351,6 @@ class SqliteQueue:
             partial(sqlite_writes.record, outcomes=outcomes, now=now),
             weight=len(outcomes),
             now=now,
-            lane=_OUTCOMES,
         )
 
     async def apply_receipts(
@@ -555,12 +538,6 @@ async def _in_thread(conn: aiosqlite.Connection, work: Callable[[], T]) -> T:
     """
     run = cast(Callable[[Callable[[], T]], Awaitable[T]], conn._execute)
     return await run(work)
-
-
-def _drain(lane: deque[_Write[Any]]) -> list[_Write[Any]]:
-    writes = list(lane)
-    lane.clear()
-    return writes
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
