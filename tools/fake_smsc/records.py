@@ -109,8 +109,6 @@ def _plain(record: Any) -> Any:
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-# Records are flat and made here: no cycles to look for.
-_encode = json.JSONEncoder(check_circular=False).encode
 
 
 class Records:
@@ -138,8 +136,7 @@ class Records:
         self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self._path = path
         self._file: IO[str] | None = None  # opened at the first flush
-        # Encoded at flush, after the read's answers are written (see fake_smsc.connection).
-        self._unwritten: list[tuple[str, SegmentRecord | MessageRecord]] = []
+        self._lines: list[str] = []
 
     # --- recording ------------------------------------------------------------------------
 
@@ -183,7 +180,7 @@ class Records:
         if self.in_memory:
             self.segments.append(record)
         if self._path is not None:
-            self._unwritten.append(("segment", record))
+            self._lines.append(json.dumps({"type": "segment", **_plain(record)}))
         if command_status == 0 and content is not None:
             self._reassemble(record, content, now)
         self._wake()
@@ -248,19 +245,18 @@ class Records:
         if self.in_memory:
             self.messages.append(record)
         if self._path is not None:
-            self._unwritten.append(("message", record))
+            self._lines.append(json.dumps({"type": "message", **_plain(record)}))
 
     def flush(self) -> None:
         """Write the JSON lines gathered since the last flush (called once per read batch)."""
-        if not self._unwritten or self._path is None:
+        if not self._lines or self._path is None:
             return
         if self._file is None:
             self._file = self._path.open("a", encoding="utf-8")
-        lines = [_encode({"type": kind, **_plain(record)}) for kind, record in self._unwritten]
-        lines.append("")
-        self._file.write("\n".join(lines))
+        self._lines.append("")
+        self._file.write("\n".join(self._lines))
         self._file.flush()
-        self._unwritten.clear()
+        self._lines.clear()
 
     def close(self) -> None:
         self.flush()
