@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
 
-from smppd.pdu.codec import PduReader, encode, frame
+from smppd.pdu.codec import encode, frame
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import (
     BindReceiverResp,
-    BindTransceiver,
     BindTransceiverResp,
     BindTransmitterResp,
     CancelSm,
@@ -36,7 +33,6 @@ from smppd.pdu.receipt import MessageState
 from smppd.pdu.status import CommandStatus as S
 from smppd.pdu.tlv import Tag, Tlv
 from tools.fake_smsc import Account, EsmeClient, FakeSmsc, IdFormat, SmscConfig
-from tools.fake_smsc.connection import FLUSH_EVERY, SmscConnection
 
 SUBMIT = SubmitSm(source_addr="SMPPD", destination_addr="447700900123", short_message=b"hi")
 
@@ -284,46 +280,3 @@ async def test_only_the_newest_ids_are_remembered() -> None:
             client.send(QuerySm(message_id=message_id))
             statuses.append((await client.expect(QuerySmResp)).command_status)
     assert statuses == [S.ESME_RINVMSGID, 0, 0]
-
-
-class _Wire(asyncio.Transport):
-    """A transport that keeps each write() apart, to see how answers are grouped."""
-
-    def __init__(self, expect: int) -> None:
-        super().__init__()
-        self.writes: list[list[Pdu]] = []
-        self._expect = expect
-        self.all_written = asyncio.Event()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        reader = PduReader()
-        reader.feed(bytes(data))
-        pdus = []
-        while (pdu := reader.next_pdu()) is not None:
-            pdus.append(pdu)
-        self.writes.append(pdus)
-        if sum(map(len, self.writes)) >= self._expect:
-            self.all_written.set()
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-
-async def test_answers_to_a_burst_go_out_as_they_are_decided(smsc: FakeSmsc) -> None:
-    """A read holding a window of submits is answered every FLUSH_EVERY PDUs, in order, rather
-    than all at once after the last one: the first answers do not wait for the rest's work."""
-    count = 2 * FLUSH_EVERY + 5
-    wire = _Wire(expect=count + 1)
-    connection = SmscConnection(smsc, bind_id=99)
-    connection.connection_made(wire)
-    requests = [encode(BindTransceiver(sequence_number=1, system_id="smppd", password="secret"))]
-    requests += [encode(replace(SUBMIT, sequence_number=n)) for n in range(2, count + 2)]
-    connection.data_received(b"".join(requests))
-    # Written before data_received returned: the full groups.
-    assert [len(pdus) for pdus in wire.writes] == [FLUSH_EVERY, FLUSH_EVERY]
-    async with asyncio.timeout(5):
-        await wire.all_written.wait()
-    answers = [pdu for pdus in wire.writes for pdu in pdus]
-    assert isinstance(answers[0], BindTransceiverResp)
-    assert [pdu.sequence_number for pdu in answers] == list(range(1, count + 2))
-    assert all(isinstance(pdu, SubmitSmResp) and pdu.command_status == 0 for pdu in answers[1:])

@@ -4,8 +4,7 @@ Owns the asyncio Protocol of a TCP connection: PDUs framed with smppd's PduReade
 (SMPP v3.4 2.3), the answer to each request, the response pipeline (latency, reordering, hang),
 the per-connection faults (drop, unbind, garbage after N PDUs), the count of submits received and
 not yet answered (and its maximum), and the deliver_sm it has in flight. Writes are gathered and
-flushed once per loop iteration, or every FLUSH_EVERY PDUs within one read. Accounts, ids, receipts
-and records belong to the `Host`.
+flushed once per loop iteration. Accounts, ids, receipts and records belong to the `Host`.
 """
 
 from __future__ import annotations
@@ -44,10 +43,6 @@ from tools.fake_smsc.receipts import Tracked, Tracker
 from tools.fake_smsc.records import Content, Records, split_content
 
 UNBIND_TIMEOUT_S = 5.0  # after our unbind, close anyway if no unbind_resp comes
-# A read may hold a whole window of submits. Their answers go out in groups of this many as they
-# are decided, so the first ones do not wait for the work on all the rest (ids, receipts, the
-# record). In bench/e2e.py this took the mean submit_sm -> resp from 13 ms to 8-10 ms.
-FLUSH_EVERY = 16
 
 BindPdu = BindTransmitter | BindReceiver | BindTransceiver
 
@@ -162,8 +157,6 @@ class SmscConnection(asyncio.Protocol):
                 continue
             self._dispatch(pdu)
             self._after_pdu(faults)
-            if len(self._out) >= FLUSH_EVERY:
-                self._flush()
         host.records.flush()
         if self.state in _CAN_RECEIVE:
             host.outbox.pump(self.account)
