@@ -4,7 +4,9 @@ Nothing else wires components together. Start order: logging, queue (with crash 
 binds and send loops, API socket, metrics, then READY=1. SIGTERM drains: the API stops taking
 submits, the send loops stop claiming, binds wait for outstanding responses (up to their
 response timeout), unbind, and every outcome is recorded before the queue closes. SIGHUP reloads
-carriers and routes; queued work stays on disk and keeps its carrier.
+the file: changed carriers restart, everything else (routes, senders, caps, compliance, API
+clients, logging) applies in place; queued work stays on disk and keeps its carrier. What only a
+restart can change (the database, the sockets) is logged, not applied.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
@@ -104,6 +106,63 @@ def router(config: Config) -> Router:
     return Router(
         [RouteRule(r.prefix, tuple(r.carriers), r.failover_after_s) for r in config.routes]
     )
+
+
+def cap_rules(config: Config) -> dict[str, tuple[int, cfg.OverCap]]:
+    return {s.id: (s.daily_cap, s.over_cap) for s in config.senders if s.daily_cap is not None}
+
+
+def owners(config: Config) -> dict[str, str]:
+    """Sender id -> the client it belongs to (who gets the replies sent to it)."""
+    return {s.id: s.client for s in config.senders}
+
+
+def optout_policy(config: Config) -> OptOutPolicy:
+    senders_of: dict[str, tuple[str, ...]] = {}
+    for s in config.senders:
+        senders_of[s.client] = (*senders_of.get(s.client, ()), s.id)
+    compliance = config.compliance
+    return OptOutPolicy(
+        keywords=Keywords.of(compliance.stop_words, compliance.start_words, compliance.help_words),
+        per_client=compliance.scope is cfg.OptOutScope.CLIENT,
+        senders_of=senders_of,
+        auto_replies=auto_replies(compliance.auto_replies),
+    )
+
+
+def sender_rates(config: Config) -> dict[str, float]:
+    return {s.id: s.tps for s in config.senders if s.tps is not None}
+
+
+def gateway_settings(config: Config) -> GatewaySettings:
+    return GatewaySettings(
+        max_depth=config.queue.max_depth,
+        default_country_prefix=config.compliance.default_country_prefix,
+    )
+
+
+# Changes to these need a restart: the open database, the listening sockets.
+_RESTART_KEYS: Final = (
+    ("queue", "path"),
+    ("api", "socket"),
+    ("api", "mode"),
+    ("api", "max_line_bytes"),
+    ("api", "idle_timeout_s"),
+    ("api", "max_connections"),
+    ("api", "max_pending_per_connection"),
+    ("metrics", "listen"),
+)
+# The send loops read these when a carrier starts: a change restarts every carrier.
+_SEND_LOOP_KEYS: Final = ("claim_batch", "max_attempts", "retry_initial_s", "retry_max_s")
+
+
+def needs_restart(old: Config, new: Config) -> list[str]:
+    """The keys changed between `old` and `new` that a reload cannot apply."""
+    return [
+        f"{section}.{key}"
+        for section, key in _RESTART_KEYS
+        if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
+    ]
 
 
 def auto_replies(replies: cfg.AutoReplies) -> dict[Keyword, str]:
@@ -208,10 +267,7 @@ class Daemon:
             router=router(config),
             profiles=profiles(config),
             hub=self.hub,
-            settings=GatewaySettings(
-                max_depth=config.queue.max_depth,
-                default_country_prefix=config.compliance.default_country_prefix,
-            ),
+            settings=gateway_settings(config),
             down_since=self._down_since,
             loops=_SendLoops(self.carriers),
             health=self._health,
@@ -221,28 +277,17 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
+        self._api: ApiServer | None = None
 
     # --- carriers --------------------------------------------------------------------------
 
     def _start_carrier(self, carrier: cfg.Carrier, group: asyncio.TaskGroup) -> None:
         config = self.config
-        owners = {s.id: s.client for s in config.senders}
-        senders_of: dict[str, tuple[str, ...]] = {}
-        for s in config.senders:
-            senders_of[s.client] = (*senders_of.get(s.client, ()), s.id)
-        compliance = config.compliance
         inbound = InboundHandler(
             carrier.name,
             self.queue,
-            owners=owners,
-            optout=OptOutPolicy(
-                keywords=Keywords.of(
-                    compliance.stop_words, compliance.start_words, compliance.help_words
-                ),
-                per_client=compliance.scope is cfg.OptOutScope.CLIENT,
-                senders_of=senders_of,
-                auto_replies=auto_replies(compliance.auto_replies),
-            ),
+            owners=owners(config),
+            optout=optout_policy(config),
             auto_reply=self.gateway.submit_reply,
             id_format=IdFormat(carrier.message_id_format.value),
             default_alphabet=(
@@ -278,7 +323,7 @@ class Daemon:
                 ),
                 clock=time.time,
                 on_changes=functools.partial(self._publish_changes, carrier.name),
-                sender_tps={s.id: s.tps for s in config.senders if s.tps is not None},
+                sender_tps=sender_rates(config),
                 id_format=IdFormat(carrier.message_id_format.value),
             )
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
@@ -326,6 +371,7 @@ class Daemon:
             self.gateway,
             observer=self._api_observer(),
         )
+        self._api = api
         metrics_server = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -382,19 +428,40 @@ class Daemon:
             log.error("reload refused; keeping the running configuration", error=str(exc))
             self.notifier.ready("serving (reload refused)")
             return
-        changed = config_diff(self.config, new)
-        old_names = {c.name for c in self.config.carriers}
+        old = self.config
+        changed = config_diff(old, new)
+        if any(getattr(old.queue, k) != getattr(new.queue, k) for k in _SEND_LOOP_KEYS):
+            changed |= {c.name for c in new.carriers}
+        old_names = {c.name for c in old.carriers}
         self.config = new
+        configure_logging(new.logging.level, new.logging.format)
+        if self._api is not None:
+            self._api.clients = ClientTable.from_config(new.api.clients)
+        if cap_rules(old) != cap_rules(new):
+            # Counted again from the queue; a submit between the two may go uncounted.
+            self.caps = daily_caps(new)
+            await self._load_caps()
         for name in changed & old_names:
             runtime = self.carriers.pop(name, None)
             if runtime is not None:
                 await runtime.stop()
+        for runtime in self.carriers.values():  # the carriers kept take the new policies
+            runtime.inbound.reconfigure(owners=owners(new), optout=optout_policy(new))
+            if runtime.loop is not None:
+                runtime.loop.set_sender_tps(sender_rates(new))
         assert self._group is not None
         for carrier in new.carriers:
             if carrier.name in changed:
                 self._start_carrier(carrier, self._group)
-        self.gateway.reconfigure(router(new), profiles(new))
-        log.info("configuration reloaded", carriers_restarted=sorted(changed))
+        self.gateway.reconfigure(
+            router(new), profiles(new), settings=gateway_settings(new), caps=self.caps
+        )
+        restart = needs_restart(old, new)
+        if restart:
+            log.warning("configuration changes that need a restart are not applied", keys=restart)
+        log.info(
+            "configuration reloaded", carriers_restarted=sorted(changed), restart_needed=restart
+        )
         self.notifier.ready("serving")
 
     async def _housekeeping(self) -> None:

@@ -108,10 +108,22 @@ class Gateway:
         self.accepted = 0
         self.shutting_down = False
 
-    def reconfigure(self, router: Router, profiles: Mapping[str, OutboundProfile]) -> None:
-        """Take new routes and carrier profiles (SIGHUP); queued work keeps its carrier."""
+    def reconfigure(
+        self,
+        router: Router,
+        profiles: Mapping[str, OutboundProfile],
+        *,
+        settings: GatewaySettings | None = None,
+        caps: DailyCaps | None = None,
+    ) -> None:
+        """Take new routes, carrier profiles, settings and caps (SIGHUP); queued work keeps its
+        carrier and its encoding."""
         self._router = router
         self._profiles = profiles
+        if settings is not None:
+            self._settings = settings
+        if caps is not None:
+            self._caps = caps
 
     # --- submit ----------------------------------------------------------------------------
 

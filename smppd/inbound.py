@@ -209,6 +209,11 @@ class InboundHandler:
         self._id_format = id_format
         self.counters = InboundCounters()
 
+    def reconfigure(self, *, owners: Mapping[str, str], optout: OptOutPolicy) -> None:
+        """New sender owners and opt-out rules (a reload); they apply to the next PDU."""
+        self._owners = owners
+        self._optout = optout
+
     def __call__(self, pdu: DeliverSm | DataSm) -> Awaitable[int]:
         """The command_status to answer `pdu` with, once what it carries is stored."""
         if pdu.is_receipt:

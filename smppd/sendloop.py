@@ -184,11 +184,22 @@ class CarrierSendLoop:
         self.submitted = 0
         self.recorded = 0
         self.deferred = 0
-        self._sender_windows = {
-            sender: sender_window(tps) for sender, tps in (sender_tps or {}).items()
-        }
+        self._sender_tps: dict[str, float] = {}
+        self._sender_windows: dict[str, SlidingWindow] = {}
+        self.set_sender_tps(sender_tps or {})
         self._next_slot: dict[str, float] = {}
         self._id_format = id_format
+
+    def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
+        """Per-sender rates (a reload): an unchanged rate keeps its window and what it counted."""
+        windows = {}
+        for sender, tps in sender_tps.items():
+            window = self._sender_windows.get(sender)
+            if window is None or self._sender_tps[sender] != tps:
+                window = sender_window(tps)
+            windows[sender] = window
+        self._sender_tps = dict(sender_tps)
+        self._sender_windows = windows
 
     def wake(self, *, urgent_at: float | None = None) -> None:
         """New work may be due (a submit landed): claim now rather than at the next poll.

@@ -260,6 +260,21 @@ async def test_sender_rate_holds_over_any_second_at_the_smsc() -> None:
         assert p.loop.deferred > 0
 
 
+async def test_a_reload_that_lifts_a_senders_cap_applies_to_its_next_messages() -> None:
+    """Without its cap after a reload, a sender's 20 messages go in well under the two seconds
+    its old 10/s would take, none deferred."""
+    async with pipeline(
+        window=10, claim_batch=30, clock=WallClock(), sender_tps={"SMPPD": 10}
+    ) as p:
+        p.loop.set_sender_tps({})
+        await p.queue.enqueue([message(f"more {i}") for i in range(20)], now=p.clock())
+        p.loop.wake()
+        await p.smsc.records.wait_for(20, timeout=10)
+        times = sorted(s.time for s in p.smsc.records.segments)
+        assert times[-1] - times[0] < 1.0
+        assert p.loop.deferred == 0
+
+
 class FullOnceQueue(MemoryQueue):
     """A queue whose first claim fails as a full disk would."""
 

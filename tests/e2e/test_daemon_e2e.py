@@ -188,6 +188,41 @@ async def test_sighup_reloads_and_refuses_a_broken_config() -> None:
         await smsc.records.wait_for(1, timeout=10)
 
 
+async def test_sighup_applies_senders_clients_and_compliance_without_reconnecting() -> None:
+    """A new sender id (and so its client's rights), a new stop word and a new API setting:
+    the first two apply at once with no carrier restarted, the last is named as needing one."""
+    async with running() as (smsc, daemon, directory):
+        socket = directory / "smppd.sock"
+        async with Client(socket) as client:
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="+447700900123", sender="GAMMA", text="too early")
+            assert info.value.code == "sender_not_allowed"
+        config_path = directory / "smppd.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["senders"].append({"id": "GAMMA", "client": "alpha", "tps": 50})
+        config["compliance"] = {"stop_words": ["STOP", "HALT"]}
+        config["api"]["max_connections"] = 17
+        config_path.write_text(yaml.safe_dump(config))
+        daemon.signal(signal.SIGHUP)
+        reloaded = await daemon.wait_log("configuration reloaded")
+        assert reloaded["carriers_restarted"] == []
+        assert reloaded["restart_needed"] == ["api.max_connections"]
+        sub = await RawSubscriber.open(socket, ["inbound"])
+        async with Client(socket) as client:
+            await client.submit(to="+447700900123", sender="GAMMA", text="after reload")
+            await smsc.records.wait_for(1, timeout=10)
+            # A reply to the new sender id reaches its owner, and the new stop word opts out.
+            await smsc.inject_mo(source="+447700900123", destination="GAMMA", text="halt")
+            event = await sub.next()
+            assert (event["to"], event["keyword"]) == ("GAMMA", "stop")
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="+447700900123", sender="GAMMA", text="opted out")
+            assert info.value.code == "opted_out"
+        assert smsc.records.texts_to("447700900123") == ["after reload"]
+        assert smsc.records.segments[0].source == "GAMMA"
+        sub.close()
+
+
 async def test_config_error_exits_78_with_one_line() -> None:
     """A bad value exits with EX_CONFIG and a line naming file, key and reason, no traceback."""
     async with smsc_and_dir() as (smsc, directory):
