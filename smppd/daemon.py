@@ -40,7 +40,7 @@ from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
-from smppd.queue.model import Change, ClaimedSegment
+from smppd.queue.model import Change, ClaimedSegment, RerouteCursor
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
 from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
@@ -50,6 +50,7 @@ from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_S = 1.0
+REROUTE_STEPS = 10  # reroute calls (of up to 1,000 due segments each) per carrier a tick
 PURGE_EVERY_S = 300.0
 STATS_EVERY_S = 5.0
 
@@ -106,6 +107,29 @@ def router(config: Config) -> Router:
     return Router(
         [RouteRule(r.prefix, tuple(r.carriers), r.failover_after_s) for r in config.routes]
     )
+
+
+def failover_pick(
+    router: Router,
+    down: Mapping[str, float | None],
+    senders: Mapping[str, OutboundProfile],
+    carrier: str,
+    destination: str,
+    *,
+    now: float,
+) -> str | None:
+    """Where a message waiting for `carrier` goes now, or None to stay.
+
+    The route's choice (`Router.pick`) when that is another carrier that is up and encodes as
+    `carrier` does: the queued segments are finished submit_sm bodies, valid on the new carrier
+    only if its profile (alphabet, concatenation, TON/NPI) is the same. A carrier that is itself
+    down is no target, or work would go back and forth between two that are.
+    """
+    target = router.pick(destination, lambda c: down.get(c, now), now=now)
+    if target is None or target == carrier or down.get(target, now) is not None:
+        return None
+    profile = senders.get(target)
+    return target if profile is not None and profile == senders.get(carrier) else None
 
 
 def cap_rules(config: Config) -> dict[str, tuple[int, cfg.OverCap]]:
@@ -278,6 +302,7 @@ class Daemon:
         self._reload = asyncio.Event()
         self._group: asyncio.TaskGroup | None = None
         self._api: ApiServer | None = None
+        self._reroute_cursors: dict[str, RerouteCursor] = {}
 
     # --- carriers --------------------------------------------------------------------------
 
@@ -477,6 +502,7 @@ class Daemon:
                 elif runtime.down_since is None:
                     runtime.down_since = now
             try:
+                await self._fail_over(now)
                 if now - last_stats >= STATS_EVERY_S:
                     last_stats = now
                     await self._refresh_stats(now)
@@ -486,6 +512,33 @@ class Daemon:
             except QueueError as exc:
                 log.error("housekeeping query failed", error=str(exc))
             await asyncio.sleep(step)
+
+    async def _fail_over(self, now: float) -> None:
+        """Move the waiting work of carriers down past their routes' failover_after_s to the
+        carrier up that their routes name next (see `failover_pick`), a bounded sweep a tick."""
+        # Snapshots: `pick` runs beside the event loop, in the queue's thread.
+        down = {name: rt.down_since for name, rt in self.carriers.items()}
+        senders = profiles(self.config)
+        routes = router(self.config)
+        for name, runtime in list(self.carriers.items()):
+            if runtime.down_since is None or name not in senders:
+                self._reroute_cursors.pop(name, None)
+                continue
+            pick = functools.partial(failover_pick, routes, down, senders, name, now=now)
+            cursor = self._reroute_cursors.pop(name, None)
+            for _ in range(REROUTE_STEPS):
+                moved, cursor = await self.queue.reroute(name, pick, now=now, after=cursor)
+                for target, messages in moved.items():
+                    log.warning(
+                        "queued messages failed over", carrier=name, to=target, messages=messages
+                    )
+                    loop = self.carriers[target].loop
+                    if loop is not None:
+                        loop.wake()
+                if cursor is None:
+                    break
+            if cursor is not None:
+                self._reroute_cursors[name] = cursor
 
     async def _retention(self, now: float) -> None:
         settings = self.config.queue

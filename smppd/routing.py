@@ -3,7 +3,8 @@
 The longest matching prefix wins ("" matches everything). Within a route, the first carrier that
 is up, or has been down for less than the route's failover_after_s, takes the message; when all
 are down the first is used anyway, so the message waits in the queue for it rather than failing.
-Pure: carrier health and time come in as arguments.
+Work already queued for a carrier that goes down follows the same choice (see
+smppd.daemon.failover_pick). Pure: carrier health and time come in as arguments.
 """
 
 from __future__ import annotations

@@ -406,3 +406,45 @@ async def test_segments_by_source_counts_by_due_time(store: Queue) -> None:
     await store.enqueue([message(not_before=T0 + 86_400)], now=T0)
     assert await store.segments_by_source(T0, T0 + 86_400) == {"ACME": 3}
     assert await store.segments_by_source(T0 + 86_400, T0 + 2 * 86_400) == {"ACME": 1}
+
+
+async def test_reroute_moves_whole_waiting_messages_urgent_first(store: Queue) -> None:
+    """Failover of waiting work: messages whose segments are all queued move to the carrier the
+    pick names, urgent first, and the new carrier's claims take them; a message with a part in
+    flight, or whose pick says stay, stays."""
+    bulk = await store.enqueue(
+        [message("blast", priority=0, destination="+447700900001") for _ in range(3)], now=T0
+    )
+    (urgent,) = await store.enqueue(
+        [message("otp", priority=9, destination="+447700900002", segments=(b"u0", b"u1"))],
+        now=T0,
+    )
+    (partly,) = await store.enqueue(
+        [message(destination="+447700900003", segments=(b"p0", b"p1"))], now=T0
+    )
+    (stays,) = await store.enqueue([message(destination="+15551234567")], now=T0)
+    # One segment of `partly` goes in flight: the claim takes priority 9, then 5.
+    claim = await store.claim(CARRIER, 3, now=T0)
+    assert [s.message_id for s in claim] == [urgent.message_id] * 2 + [partly.message_id]
+    await store.record([Deferred(s.segment_id, T0) for s in claim[:2]], now=T0)
+
+    def pick(destination: str) -> str | None:
+        return "backup" if destination.startswith("+44") else None
+
+    moved, cursor = await store.reroute(CARRIER, pick, now=T0 + 1, limit=2)
+    assert (moved, cursor is not None) == ({"backup": 1}, True)  # the urgent one, first
+    total: dict[str, int] = dict(moved)
+    while cursor is not None:
+        moved, cursor = await store.reroute(CARRIER, pick, now=T0 + 1, limit=2, after=cursor)
+        for carrier, n in moved.items():
+            total[carrier] = total.get(carrier, 0) + n
+    assert total == {"backup": 4}
+    taken = await store.claim("backup", 10, now=T0 + 2)
+    assert [s.message_id for s in taken] == [urgent.message_id] * 2 + [e.message_id for e in bulk]
+    assert [s.body for s in taken[:2]] == [b"u0", b"u1"]
+    left = await store.claim(CARRIER, 10, now=T0 + 2)
+    assert {s.message_id for s in left} == {partly.message_id, stays.message_id}
+    stats = await store.stats(now=T0 + 2)
+    assert stats.by_carrier["backup"] == {SegmentState.INFLIGHT: 5}
+    assert stats.by_carrier[CARRIER] == {SegmentState.INFLIGHT: 3}
+    assert store.queued_depth() == 8

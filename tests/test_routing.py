@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
+from smppd.daemon import failover_pick
+from smppd.outbound import OutboundProfile
+from smppd.pdu.segment import ConcatMethod
 from smppd.routing import Router, RouteRule
 
 RULES = [
@@ -38,3 +43,29 @@ def test_no_route() -> None:
     """Without a default route an unmatched destination has no carrier."""
     router = Router([RouteRule("44", ("uk",), 1.0)])
     assert router.pick("+12025550123", lambda c: None, now=0) is None
+
+
+def test_waiting_work_fails_over_only_to_a_carrier_up_that_encodes_alike() -> None:
+    """Queued work of a carrier down past failover_after_s goes to the next carrier on the route
+    if that one is up and has the same outbound profile; otherwise it stays."""
+    router = Router([RouteRule("44", ("uk-a", "uk-b"), 30.0)])
+    same = {"uk-a": OutboundProfile(), "uk-b": OutboundProfile()}
+    pick = functools.partial(failover_pick, router, carrier="uk-a", destination="+442071234567")
+    assert pick(down={"uk-a": 100.0, "uk-b": None}, senders=same, now=131.0) == "uk-b"
+    # Not down long enough; the other one down too; a number no route matches.
+    assert pick(down={"uk-a": 100.0, "uk-b": None}, senders=same, now=120.0) is None
+    assert pick(down={"uk-a": 100.0, "uk-b": 125.0}, senders=same, now=131.0) is None
+    assert (
+        failover_pick(
+            router,
+            {"uk-a": 100.0},
+            same,
+            "uk-a",
+            "+12025550123",
+            now=131.0,
+        )
+        is None
+    )
+    # Bodies encoded for uk-a would be wrong on uk-b: another concatenation method.
+    other = {**same, "uk-b": OutboundProfile(concatenation=ConcatMethod.SAR)}
+    assert pick(down={"uk-a": 100.0, "uk-b": None}, senders=other, now=131.0) is None

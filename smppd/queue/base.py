@@ -7,7 +7,7 @@ dropped silently. It says nothing about how or where data is kept.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from smppd.queue.model import (
@@ -23,6 +23,7 @@ from smppd.queue.model import (
     QueueStats,
     ReceiptIn,
     ReceiptResult,
+    RerouteCursor,
 )
 
 
@@ -104,6 +105,21 @@ class Queue(Protocol):
     async def finish_overdue(self, before: float, *, now: float) -> int:
         """Finish messages that only wait for receipts of segments accepted before `before`
         (they stay `submitted`), so that retention purges them; returns how many."""
+        ...
+
+    async def reroute(
+        self,
+        carrier: str,
+        pick: Callable[[str], str | None],
+        *,
+        now: float,
+        limit: int = 1000,
+        after: RerouteCursor | None = None,
+    ) -> tuple[dict[str, int], RerouteCursor | None]:
+        """Failover of waiting work: move `carrier`'s messages whose segments are all queued to
+        the carrier `pick(destination)` names (None or `carrier`: they stay), looking at up to
+        `limit` due segments from `after`, urgent ones first. Returns the messages moved per
+        carrier and the cursor to go on from (None: the sweep is done)."""
         ...
 
     async def stats(self, *, now: float) -> QueueStats: ...

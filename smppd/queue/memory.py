@@ -8,9 +8,10 @@ smppd.queue.receipts for repeats. Each call is one "commit".
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from smppd.queue.counts import SegmentCounts
@@ -35,6 +36,7 @@ from smppd.queue.model import (
     ReceiptIn,
     ReceiptOutcome,
     ReceiptResult,
+    RerouteCursor,
     Retry,
     SegmentStatus,
     Submitted,
@@ -255,6 +257,8 @@ class MemoryQueue:
             segment = self._segments.get(heapq.heappop(heap))
             if segment is None or segment.state is not SegmentState.QUEUED:
                 continue  # a stale index entry: the segment moved on since
+            if segment.queue_key != key:
+                continue  # rerouted to another carrier since
             new = segment.message.new
             if new.expires_at is not None and new.expires_at <= now:
                 expired.append(self._move(segment, SegmentState.EXPIRED, now=now))
@@ -573,6 +577,53 @@ class MemoryQueue:
                 message.finished_at = now
                 finished += 1
         return finished
+
+    async def reroute(
+        self,
+        carrier: str,
+        pick: Callable[[str], str | None],
+        *,
+        now: float,
+        limit: int = 1000,
+        after: RerouteCursor | None = None,
+    ) -> tuple[dict[str, int], RerouteCursor | None]:
+        self._commit()
+        queued = sorted(
+            (
+                (-segment.message.new.priority, segment.message.new.client, segment.id)
+                for segment in self._segments.values()
+                if segment.state is SegmentState.QUEUED and segment.message.new.carrier == carrier
+            ),
+        )
+        if after is not None:
+            queued = [key for key in queued if key > (-after[0], after[1], after[2])]
+        moved: dict[str, int] = {}
+        done: set[int] = set()
+        for _, _, sid in queued[:limit]:
+            message = self._segments[sid].message
+            if message.id in done:
+                continue
+            done.add(message.id)
+            target = pick(message.new.destination)
+            siblings = self._siblings(message)
+            if (
+                target is None
+                or target == carrier
+                or any(s.state is not SegmentState.QUEUED for s in siblings)
+            ):
+                continue
+            for segment in siblings:
+                self._count(segment, SegmentState.QUEUED, -1)
+            message.new = dataclasses.replace(message.new, carrier=target)
+            for segment in siblings:
+                self._count(segment, SegmentState.QUEUED, +1)
+                segment.updated_at = now
+                self._place(segment)
+            moved[target] = moved.get(target, 0) + 1
+        if len(queued) <= limit:
+            return moved, None
+        priority, client, sid = queued[limit - 1]
+        return moved, (-priority, client, sid)
 
     async def stats(self, *, now: float) -> QueueStats:
         heads = []

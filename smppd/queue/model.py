@@ -36,6 +36,10 @@ def segment_index(segment_id: int) -> int:
     return segment_id & ((1 << _INDEX_BITS) - 1)
 
 
+# Where a reroute sweep goes on from: (priority, client, segment id), priorities descending.
+RerouteCursor = tuple[int, str, int]
+
+
 @record
 class NewMessage:
     """One message to one recipient, already routed and split; `segments` are bodies in order.

@@ -55,6 +55,7 @@ from smppd.queue.model import (
     QueueStats,
     ReceiptIn,
     ReceiptResult,
+    RerouteCursor,
 )
 from smppd.queue.schema import migrate
 from smppd.queue.sqlite_batch import Batch, MemoryState
@@ -465,6 +466,30 @@ class SqliteQueue:
             )
             finished += step
         return finished
+
+    async def reroute(
+        self,
+        carrier: str,
+        pick: Callable[[str], str | None],
+        *,
+        now: float,
+        limit: int = 1000,
+        after: RerouteCursor | None = None,
+    ) -> tuple[dict[str, int], RerouteCursor | None]:
+        # `pick` runs in the connection's thread: it must only read what it was built with.
+        return await self._write(
+            partial(
+                sqlite_admin.reroute_step,
+                carrier=carrier,
+                pick=pick,
+                limit=limit,
+                after=after,
+                now=now,
+            ),
+            weight=limit,
+            now=now,
+            lane=_BULK,
+        )
 
     async def stats(self, *, now: float) -> QueueStats:
         memory = self._memory

@@ -6,9 +6,18 @@ smppd.queue.sqlite_writes, so every write shares the one mechanism.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
-from smppd.queue.model import OPTOUT_ALL_SENDERS, Change, InboundIn, MessageStatus, segment_id
+from smppd.queue.model import (
+    OPTOUT_ALL_SENDERS,
+    Change,
+    InboundIn,
+    MessageStatus,
+    RerouteCursor,
+    message_id_of,
+    segment_id,
+)
 from smppd.queue.optout_filter import OptOutFilter
 from smppd.queue.receipts import split_keys
 from smppd.queue.sqlite_batch import SET_FINISHED, Batch, execute_rows
@@ -228,3 +237,66 @@ def requeue(batch: Batch, ids: list[int], *, now: float) -> int:
             requeued.append((now, sid))
     batch.db.executemany(_REQUEUE, requeued)
     return len(requeued)
+
+
+# One priority of a carrier's due segments, in the order of the segments_queued index.
+_QUEUED_FROM: Final = """
+    SELECT s.id, s.client, m.destination, m.total
+    FROM segments AS s CROSS JOIN messages AS m ON m.id = s.id >> 8
+    WHERE s.carrier = ? AND s.priority = ? AND s.state = 'queued' AND (s.client, s.id) > (?, ?)
+    ORDER BY s.client, s.id LIMIT ?
+"""
+_STATES_OF: Final = "SELECT state FROM segments WHERE id BETWEEN ? AND ?"
+_SET_MESSAGE_CARRIER: Final = "UPDATE messages SET carrier = ? WHERE id = ?"
+_SET_SEGMENTS_CARRIER: Final = (
+    "UPDATE segments SET carrier = ?, updated_at = ? WHERE id BETWEEN ? AND ?"
+)
+
+
+def reroute_step(
+    batch: Batch,
+    carrier: str,
+    pick: Callable[[str], str | None],
+    limit: int,
+    after: RerouteCursor | None,
+    *,
+    now: float,
+) -> tuple[dict[str, int], RerouteCursor | None]:
+    """Move `carrier`'s waiting messages to `pick(destination)` (None: they stay), looking at up
+    to `limit` due segments from the `after` cursor, urgent priorities first. Only a message whose
+    segments are all queued moves, whole, so no part of it is with the SMSC or a send loop.
+    Returns the messages moved per carrier, and the cursor to go on from (None: done)."""
+    batch.flush(now=now)
+    moved: dict[str, int] = {}
+    priorities = sorted(
+        {p for c, p, _ in batch.memory.counts.queued_keys() if c == carrier}, reverse=True
+    )
+    seen = 0
+    for priority in priorities:
+        if after is not None and priority > after[0]:
+            continue
+        start = after[1:] if after is not None and priority == after[0] else ("", 0)
+        rows = batch.db.execute(_QUEUED_FROM, (carrier, priority, *start, limit - seen)).fetchall()
+        done: set[int] = set()
+        for sid, client, destination, total in rows:
+            message_id = message_id_of(sid)
+            if message_id in done:
+                continue
+            done.add(message_id)
+            target = pick(destination)
+            if target is None or target == carrier:
+                continue
+            bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
+            states = [state for (state,) in batch.db.execute(_STATES_OF, bounds)]
+            if len(states) != total or any(state != "queued" for state in states):
+                continue
+            batch.db.execute(_SET_MESSAGE_CARRIER, (target, message_id))
+            batch.db.execute(_SET_SEGMENTS_CARRIER, (target, now, *bounds))
+            batch.counts[carrier, priority, client, SegmentState.QUEUED] -= total
+            batch.counts[target, priority, client, SegmentState.QUEUED] += total
+            moved[target] = moved.get(target, 0) + 1
+        seen += len(rows)
+        if seen >= limit:
+            _, client, _, _ = rows[-1]
+            return moved, (priority, client, rows[-1][0])
+    return moved, None

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -221,6 +222,36 @@ async def test_sighup_applies_senders_clients_and_compliance_without_reconnectin
         assert smsc.records.texts_to("447700900123") == ["after reload"]
         assert smsc.records.segments[0].source == "GAMMA"
         sub.close()
+
+
+async def test_waiting_work_fails_over_when_its_carrier_stays_down() -> None:
+    """Messages queued for a carrier that cannot bind move to the next carrier on their route
+    once it has been down for failover_after_s, and are sent there."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    async with smsc_and_dir() as (smsc, directory):
+        path = write_config(directory, smsc.port)
+        config = yaml.safe_load(path.read_text())
+        (fake,) = config["carriers"]
+        config["carriers"] = [{**fake, "name": "dead", "port": dead_port}, fake]
+        config["routes"] = [{"prefix": "", "carriers": ["dead", "fake"], "failover_after_s": 4}]
+        path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            async with Client(directory / "smppd.sock") as client:
+                for i in range(3):
+                    await client.submit(to="+447700900123", sender="ALPHA", text=f"held {i}")
+            moved = await daemon.wait_log("queued messages failed over")
+            assert (moved["carrier"], moved["to"], moved["messages"]) == ("dead", "fake", 3)
+            await smsc.records.wait_for(3, timeout=10)
+            assert sorted(smsc.records.texts_to("447700900123")) == ["held 0", "held 1", "held 2"]
+        finally:
+            await daemon.stop()
+    with sqlite3.connect(directory / "smppd.db") as db:
+        carriers = db.execute("SELECT DISTINCT carrier FROM segments").fetchall()
+    assert carriers == [("fake",)]
 
 
 async def test_config_error_exits_78_with_one_line() -> None:
