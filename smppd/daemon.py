@@ -132,6 +132,32 @@ def failover_pick(
     return target if profile is not None and profile == senders.get(carrier) else None
 
 
+def may_fail_over(
+    routes: Sequence[cfg.Route],
+    down: Mapping[str, float | None],
+    senders: Mapping[str, OutboundProfile],
+    carrier: str,
+    *,
+    now: float,
+) -> bool:
+    """Whether some route could move `carrier`'s queued work now (see `failover_pick`): a sweep
+    of a backlog that has nowhere to go would read it all again every tick of an outage."""
+    since = down.get(carrier)
+    if since is None or carrier not in senders:
+        return False
+    return any(
+        carrier in route.carriers
+        and now - since >= route.failover_after_s
+        and any(
+            other != carrier
+            and down.get(other, now) is None
+            and senders.get(other) == senders[carrier]
+            for other in route.carriers
+        )
+        for route in routes
+    )
+
+
 def cap_rules(config: Config) -> dict[str, tuple[int, cfg.OverCap]]:
     return {s.id: (s.daily_cap, s.over_cap) for s in config.senders if s.daily_cap is not None}
 
@@ -520,8 +546,8 @@ class Daemon:
         down = {name: rt.down_since for name, rt in self.carriers.items()}
         senders = profiles(self.config)
         routes = router(self.config)
-        for name, runtime in list(self.carriers.items()):
-            if runtime.down_since is None or name not in senders:
+        for name in list(self.carriers):
+            if not may_fail_over(self.config.routes, down, senders, name, now=now):
                 self._reroute_cursors.pop(name, None)
                 continue
             pick = functools.partial(failover_pick, routes, down, senders, name, now=now)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 
-from smppd.daemon import failover_pick
+from smppd.config import Route
+from smppd.daemon import failover_pick, may_fail_over
 from smppd.outbound import OutboundProfile
 from smppd.pdu.segment import ConcatMethod
 from smppd.routing import Router, RouteRule
@@ -69,3 +70,20 @@ def test_waiting_work_fails_over_only_to_a_carrier_up_that_encodes_alike() -> No
     # Bodies encoded for uk-a would be wrong on uk-b: another concatenation method.
     other = {**same, "uk-b": OutboundProfile(concatenation=ConcatMethod.SAR)}
     assert pick(down={"uk-a": 100.0, "uk-b": None}, senders=other, now=131.0) is None
+
+
+def test_no_sweep_while_nothing_could_move() -> None:
+    """A carrier's backlog is swept only when some route of it has been past failover_after_s
+    and names another carrier up with the same profile: an outage of a carrier with nowhere
+    to go costs no rereading of its backlog every tick."""
+    routes = [Route(prefix="44", carriers=("uk-a", "uk-b"), failover_after_s=30.0)]
+    same = {"uk-a": OutboundProfile(), "uk-b": OutboundProfile()}
+    check = functools.partial(may_fail_over, routes, carrier="uk-a")
+    assert check(down={"uk-a": 100.0, "uk-b": None}, senders=same, now=131.0)
+    assert not check(down={"uk-a": None, "uk-b": None}, senders=same, now=131.0)
+    assert not check(down={"uk-a": 100.0, "uk-b": None}, senders=same, now=120.0)
+    assert not check(down={"uk-a": 100.0, "uk-b": 90.0}, senders=same, now=131.0)
+    sar = {**same, "uk-b": OutboundProfile(concatenation=ConcatMethod.SAR)}
+    assert not check(down={"uk-a": 100.0, "uk-b": None}, senders=sar, now=131.0)
+    alone = [Route(prefix="", carriers=("uk-a",), failover_after_s=30.0)]
+    assert not may_fail_over(alone, {"uk-a": 100.0}, same, "uk-a", now=131.0)
