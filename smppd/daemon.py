@@ -126,10 +126,27 @@ def failover_pick(
     down is no target, or work would go back and forth between two that are.
     """
     target = router.pick(destination, lambda c: down.get(c, now), now=now)
-    if target is None or target == carrier or down.get(target, now) is not None:
+    if target is None or not _can_take_over(target, carrier, down, senders, now=now):
         return None
+    return target
+
+
+def _can_take_over(
+    target: str,
+    carrier: str,
+    down: Mapping[str, float | None],
+    senders: Mapping[str, OutboundProfile],
+    *,
+    now: float,
+) -> bool:
+    """`target` is another carrier, up, that sends with `carrier`'s outbound profile."""
     profile = senders.get(target)
-    return target if profile is not None and profile == senders.get(carrier) else None
+    return (
+        target != carrier
+        and down.get(target, now) is None
+        and profile is not None
+        and profile == senders.get(carrier)
+    )
 
 
 def may_fail_over(
@@ -148,12 +165,7 @@ def may_fail_over(
     return any(
         carrier in route.carriers
         and now - since >= route.failover_after_s
-        and any(
-            other != carrier
-            and down.get(other, now) is None
-            and senders.get(other) == senders[carrier]
-            for other in route.carriers
-        )
+        and any(_can_take_over(other, carrier, down, senders, now=now) for other in route.carriers)
         for route in routes
     )
 
