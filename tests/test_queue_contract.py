@@ -408,6 +408,31 @@ async def test_segments_by_source_counts_by_due_time(store: Queue) -> None:
     assert await store.segments_by_source(T0 + 86_400, T0 + 2 * 86_400) == {"ACME": 1}
 
 
+async def test_reroute_moves_retries_that_are_due_and_leaves_later_ones(store: Queue) -> None:
+    """A segment waiting to be sent again (no answer, or a temporary error) fails over once its
+    retry is due; one whose retry time is still ahead stays where it is, scheduled."""
+    due, later = await store.enqueue([message("due"), message("later")], now=T0)
+    claim = await store.claim(CARRIER, 2, now=T0)
+    await store.record(
+        [
+            Unknown(claim[0].segment_id, next_attempt_at=T0 + 5),
+            Retry(claim[1].segment_id, command_status=0x58, next_attempt_at=T0 + 100),
+        ],
+        now=T0,
+    )
+    moved, cursor = await store.reroute(CARRIER, lambda destination: "backup", now=T0 + 10)
+    assert (moved, cursor) == ({"backup": 1}, None)
+    (taken,) = await store.claim("backup", 10, now=T0 + 10)
+    assert (taken.message_id, taken.attempts) == (due.message_id, 1)
+    assert len(await store.claim(CARRIER, 10, now=T0 + 10)) == 0
+    stats = await store.stats(now=T0 + 10)
+    assert stats.by_carrier[CARRIER] == {SegmentState.SCHEDULED: 1}
+    assert stats.by_carrier["backup"] == {SegmentState.INFLIGHT: 1}
+    status = await store.status(later.message_id, None)
+    assert status is not None
+    assert status.segments[0].state is SegmentState.SCHEDULED
+
+
 async def test_reroute_moves_whole_waiting_messages_urgent_first(store: Queue) -> None:
     """Failover of waiting work: messages whose segments are all queued move to the carrier the
     pick names, urgent first, and the new carrier's claims take them; a message with a part in

@@ -118,8 +118,9 @@ class Queue(Protocol):
     ) -> tuple[dict[str, int], RerouteCursor | None]:
         """Failover of waiting work: move `carrier`'s messages whose segments are all queued to
         the carrier `pick(destination)` names (None or `carrier`: they stay), looking at up to
-        `limit` due segments from `after`, urgent ones first. Returns the messages moved per
-        carrier and the cursor to go on from (None: the sweep is done)."""
+        `limit` due segments from `after`, urgent ones first; scheduled segments that are due
+        (retries) count as queued. Returns the messages moved per carrier and the cursor to go
+        on from (None: the sweep is done)."""
         ...
 
     async def stats(self, *, now: float) -> QueueStats: ...

@@ -588,6 +588,7 @@ class MemoryQueue:
         after: RerouteCursor | None = None,
     ) -> tuple[dict[str, int], RerouteCursor | None]:
         self._commit()
+        self._promote_due(carrier, now=now)
         queued = sorted(
             (
                 (-segment.message.new.priority, segment.message.new.client, segment.id)

@@ -22,6 +22,7 @@ from smppd.queue.optout_filter import OptOutFilter
 from smppd.queue.receipts import split_keys
 from smppd.queue.sqlite_batch import SET_FINISHED, Batch, execute_rows
 from smppd.queue.sqlite_reads import message_status
+from smppd.queue.sqlite_writes import promote_due
 from smppd.queue.states import SegmentEvent, SegmentState, receipts_overdue, transition
 
 _OWNER: Final = "SELECT client, total FROM messages WHERE id = ?"
@@ -265,12 +266,18 @@ def reroute_step(
     """Move `carrier`'s waiting messages to `pick(destination)` (None: they stay), looking at up
     to `limit` due segments from the `after` cursor, urgent priorities first. Only a message whose
     segments are all queued moves, whole, so no part of it is with the SMSC or a send loop.
-    Returns the messages moved per carrier, and the cursor to go on from (None: done)."""
+    Returns the messages moved per carrier, and the cursor to go on from (None: done).
+    Scheduled segments that are due (retries, say) are waiting too: they become queued first."""
     batch.flush(now=now)
+    promote_due(batch, carrier, limit, now=now)
     moved: dict[str, int] = {}
-    priorities = sorted(
-        {p for c, p, _ in batch.memory.counts.queued_keys() if c == carrier}, reverse=True
+    queued = {p for c, p, _ in batch.memory.counts.queued_keys() if c == carrier}
+    queued.update(
+        key[1]
+        for key, n in batch.counts.items()
+        if key[0] == carrier and key[3] is SegmentState.QUEUED and n > 0
     )
+    priorities = sorted(queued, reverse=True)
     seen = 0
     for priority in priorities:
         if after is not None and priority > after[0]:

@@ -145,7 +145,7 @@ def claim(batch: Batch, carrier: str, limit: int, *, now: float, min_priority: i
     """Move up to `limit` due segments (of `min_priority` or above) to inflight: by priority,
     then fairly, then by age."""
     batch.flush_inserts()
-    _promote_due(batch, carrier, limit, now=now)
+    promote_due(batch, carrier, limit, now=now)
     claimed: list[ClaimedSegment] = []
     expired: list[Change] = []
     priority = MAX_PRIORITY + 1
@@ -168,7 +168,7 @@ def claim(batch: Batch, carrier: str, limit: int, *, now: float, min_priority: i
     return Claim(tuple(claimed), tuple(expired))
 
 
-def _promote_due(batch: Batch, carrier: str, limit: int, *, now: float) -> None:
+def promote_due(batch: Batch, carrier: str, limit: int, *, now: float) -> None:
     """Scheduled segments whose time has come become queued (claimable)."""
     rows = batch.db.execute(
         _DUE_SCHEDULED, (carrier, now, max(limit, _PROMOTE_AT_LEAST))
