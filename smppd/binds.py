@@ -74,6 +74,7 @@ class CarrierBinds:
         self._links: list[Link | None] = [None] * binds
         self._live: list[Link] = []  # the links now open, for the hot path
         self._waiters: list[asyncio.Future[None]] = []
+        self._interrupts = 0
         self._closing = False
         self._stop = asyncio.Event()
         self._slots: list[asyncio.Task[None]] = []
@@ -173,9 +174,10 @@ class CarrierBinds:
         return future
 
     async def wait_ready(self) -> None:
-        """Return when try_submit could succeed on some bind, or once closing."""
+        """Return when try_submit could succeed on some bind, once closing, or on interrupt()."""
         loop = asyncio.get_running_loop()
-        while not self._closing:
+        interrupts = self._interrupts
+        while not self._closing and interrupts == self._interrupts:
             now = loop.time()
             earliest = None
             for link in self._live:
@@ -285,6 +287,11 @@ class CarrierBinds:
                 await self._stop.wait()
         except TimeoutError:
             pass
+
+    def interrupt(self) -> None:
+        """Return from every pending wait_ready() now, ready or not."""
+        self._interrupts += 1
+        self._wake()
 
     def _wake(self) -> None:
         waiters = self._waiters

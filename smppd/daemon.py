@@ -562,6 +562,9 @@ class Daemon:
             if not may_fail_over(self.config.routes, down, senders, name, now=now):
                 self._reroute_cursors.pop(name, None)
                 continue
+            send_loop = self.carriers[name].loop
+            if send_loop is not None:  # a batch claimed before the outage: swept next tick
+                send_loop.hand_back()
             pick = functools.partial(failover_pick, routes, down, senders, name, now=now)
             cursor = self._reroute_cursors.pop(name, None)
             for _ in range(REROUTE_STEPS):

@@ -94,6 +94,9 @@ class SubmitPort(Protocol):
 
     async def wait_ready(self) -> None: ...
 
+    def interrupt(self) -> None:
+        """Return from every pending wait_ready() now."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -176,11 +179,13 @@ class CarrierSendLoop:
         self._urgent_due: list[float] = []  # heap: when the urgent claimer is to run next
         self._urgent_timer: asyncio.TimerHandle | None = None
         self._recording: set[asyncio.Task[None]] = set()
-        self._handed: set[asyncio.Task[None]] = set()
+        self._handed: set[asyncio.Task[bool]] = set()
         self._all_recorded = asyncio.Event()
         self._unrecorded = 0  # sent, outcome not yet committed: the duplicate bound
         self._claimed = 0  # claimed, outcome not yet committed (sent or not)
         self._stopping = False
+        # hand_back() moves this on: the sends of batches started before it hand back instead.
+        self._generation = 0
         self.submitted = 0
         self.recorded = 0
         self.deferred = 0
@@ -252,9 +257,21 @@ class CarrierSendLoop:
         run() returns only after their outcomes are recorded.
         """
         self._claimed += len(segments)
+        self._send_soon(segments)
+
+    def _send_soon(self, segments: Sequence[ClaimedSegment]) -> None:
         task = asyncio.get_running_loop().create_task(self._send_all(segments))
         self._handed.add(task)
         task.add_done_callback(self._handed.discard)
+
+    def hand_back(self) -> None:
+        """Put what this loop claimed and has not sent back in the queue, where a failover
+        sweep can move it (the carrier has been down a while). Later claims wait for a bind as
+        always, so only a batch claimed while the binds were still up is held this way."""
+        if self._claimed > self._unrecorded:
+            self._generation += 1
+            self._room.set()
+            self._port.interrupt()
 
     @property
     def unrecorded(self) -> int:
@@ -330,7 +347,11 @@ class CarrierSendLoop:
                     continue
                 if full:  # more is due: claim it while this batch goes out
                     ahead = asyncio.get_running_loop().create_task(self._next_batch(ahead=True))
-                await self._send_all(segments)
+                if not await self._send_all(segments) and ahead is not None:
+                    # Handed back (or stopping): so is the batch claimed ahead, and the next
+                    # claim waits for a bind.
+                    await self._abandon(ahead)
+                    ahead = None
         finally:
             if ahead is not None:
                 await self._abandon(ahead)
@@ -339,7 +360,8 @@ class CarrierSendLoop:
         """The main loop's next claim, and whether it came back full; None after an error.
 
         A batch claimed ahead sends its urgent segments (those no urgent claim took first) at
-        once, on the reserve, rather than after the batch before it.
+        once, on the reserve, rather than after the batch before it; in a task of their own, so
+        that cancelling this one (see _abandon) only ever cancels a claim.
         """
         claim = await self._claim(self._batch, 0)
         if claim is None:
@@ -351,7 +373,7 @@ class CarrierSendLoop:
             while urgent < len(segments) and segments[urgent].priority >= URGENT_PRIORITY:
                 urgent += 1  # claims come in priority order: the urgent ones lead
             if urgent:
-                await self._send_all(segments[:urgent])
+                self._send_soon(segments[:urgent])
                 segments = segments[urgent:]
         return segments, full
 
@@ -365,7 +387,8 @@ class CarrierSendLoop:
             pass
 
     async def _abandon(self, ahead: asyncio.Task[_Batch | None]) -> None:
-        """The loop ends with a batch claimed ahead: cancel it, or hand back what it claimed."""
+        """A batch claimed ahead is not to be sent (a stop, a hand-back): cancel its claim, or
+        return what it claimed to the queue."""
         ahead.cancel()
         try:
             batch = await ahead
@@ -407,15 +430,18 @@ class CarrierSendLoop:
             self._on_changes(claim.expired)
         return claim
 
-    async def _send_all(self, segments: Sequence[ClaimedSegment]) -> None:
+    async def _send_all(self, segments: Sequence[ClaimedSegment]) -> bool:
+        """Hand `segments` to the binds; False when stopping or hand_back() returned the rest
+        to the queue."""
+        generation = self._generation
         for i, segment in enumerate(segments):
             window = self._sender_windows.get(segment.source)
-            fut = await self._send(segment, window)
-            if fut is None:  # stopping: hand back what was claimed but never sent
+            fut = await self._send(segment, window, generation)
+            if fut is None:
                 now = self._clock()
                 for unsent in segments[i:]:
                     self._add(Deferred(unsent.segment_id, now), sent=False)
-                break
+                return False
             if fut is _DEFER:
                 assert window is not None
                 self._defer(segment, window)
@@ -423,6 +449,7 @@ class CarrierSendLoop:
             assert isinstance(fut, asyncio.Future)
             fut.add_done_callback(functools.partial(self._done, segment))
             self.submitted += 1
+        return True
 
     def _release(self, recorded: int, sent: int) -> None:
         """`recorded` claimed segments, `sent` of them handed to a bind, have their outcome
@@ -434,10 +461,10 @@ class CarrierSendLoop:
             self._all_recorded.set()
 
     async def _send(
-        self, segment: ClaimedSegment, window: SlidingWindow | None
+        self, segment: ClaimedSegment, window: SlidingWindow | None, generation: int
     ) -> asyncio.Future[SubmitResult] | _Defer | None:
-        """Submit on the first bind with room; None only once stopping; _DEFER when the
-        sender's own rate says not now.
+        """Submit on the first bind with room; None only once stopping or handing back
+        (`generation` is past); _DEFER when the sender's own rate says not now.
 
         Room under max_unrecorded (bulk leaves the urgent reserve free) is checked and taken
         with no await between that and the write, and so is the sender's window, so the time it
@@ -449,7 +476,7 @@ class CarrierSendLoop:
         if segment.priority < URGENT_PRIORITY:
             limit -= self._reserve
         while True:
-            if self._stopping:
+            if self._stopping or generation != self._generation:
                 return None
             if self._unrecorded >= limit:
                 self._room.clear()

@@ -313,6 +313,9 @@ class ManualPort:
     async def wait_ready(self) -> None:
         return None
 
+    def interrupt(self) -> None:
+        return None
+
     async def wait_for(self, count: int) -> None:
         """Until `count` submits have been handed over in all."""
         while len(self.futures) < count:
@@ -706,3 +709,50 @@ async def test_segments_handed_to_a_stopping_loop_go_back_to_the_queue() -> None
     status = await queue.status(enq.message_id, None)
     assert status is not None
     assert [(s.state, s.attempts) for s in status.segments] == [(SegmentState.QUEUED, 0)]
+
+
+class RecordingQueue(CountingQueue):
+    """A CountingQueue that also signals every committed record call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded = asyncio.Event()
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        changes = await super().record(outcomes, now=now)
+        self.recorded.set()
+        return changes
+
+
+async def test_hand_back_returns_claimed_unsent_segments_and_claims_no_more() -> None:
+    """With the window full, hand_back() puts the batch being sent and the one claimed ahead
+    back in the queue (unsent, no attempt counted), and nothing more is claimed until the
+    binds have room; then everything goes out as usual."""
+    queue = RecordingQueue()
+    msgs = [message(f"m {i}") for i in range(8)]
+    async with pipeline(*msgs, window=2, claim_batch=2, queue=queue, start=False) as p:
+        p.smsc.set_faults(latency_s=1.0)
+        task = asyncio.create_task(p.loop.run())
+        async with asyncio.timeout(5):
+            while queue.claims < 3:  # 2 sent, the next 2 waiting for room, 2 claimed ahead
+                queue.claimed.clear()
+                await queue.claimed.wait()
+            await p.smsc.records.wait_for(2, timeout=5, segments=True)
+            assert (p.loop.claimed, p.loop.unrecorded) == (6, 2)
+            p.loop.hand_back()
+            while p.loop.claimed > 2:
+                queue.recorded.clear()
+                await queue.recorded.wait()
+        stats = await queue.stats(now=p.clock())
+        assert stats.segments == {SegmentState.INFLIGHT: {5: 2}, SegmentState.QUEUED: {5: 6}}
+        assert queue.claims == 3
+        handed_back = await queue.status(3, None)  # of the batch that was waiting for room
+        assert handed_back is not None
+        assert handed_back.state is MessageState.QUEUED
+        assert handed_back.segments[0].attempts == 0
+        p.smsc.set_faults(latency_s=0.0)
+        await p.smsc.records.wait_for(8, timeout=10)
+        assert sorted(p.texts()) == sorted(f"m {i}" for i in range(8))
+        assert len(p.smsc.records.segments) == 8
+        p.loop.stop()
+        await asyncio.wait_for(task, 10)

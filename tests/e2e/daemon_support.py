@@ -103,12 +103,20 @@ class Daemon:
             self._new_line.set()
         self._new_line.set()
 
-    async def wait_log(self, event: str, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_log(
+        self,
+        event: str,
+        timeout: float = START_TIMEOUT_S,  # noqa: ASYNC109
+        **fields: object,
+    ) -> dict[str, Any]:
+        """The first line logging `event` (with these `fields`), waiting for it if need be."""
         seen = 0
         async with asyncio.timeout(timeout):
             while True:
                 for line in self.lines[seen:]:
-                    if line.get("event") == event:
+                    if line.get("event") == event and all(
+                        line.get(k) == v for k, v in fields.items()
+                    ):
                         return line
                 seen = len(self.lines)
                 if self._reader is not None and self._reader.done():

@@ -19,6 +19,7 @@ import yaml
 from daemon_support import Daemon, running, smsc_and_dir, write_config
 
 from smppd.client import ApiClientError, Client
+from tools.fake_smsc import FakeSmsc, SmscConfig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -252,6 +253,40 @@ async def test_waiting_work_fails_over_when_its_carrier_stays_down() -> None:
     with sqlite3.connect(directory / "smppd.db") as db:
         carriers = db.execute("SELECT DISTINCT carrier FROM segments").fetchall()
     assert carriers == [("fake",)]
+
+
+async def test_work_a_carrier_held_when_it_went_down_fails_over_too() -> None:
+    """A carrier whose SMSC goes away with its window full: the batch its send loop had claimed
+    but not sent, and the submits left unanswered (due again as retries), move to the next
+    carrier with the rest of its queue, so every message reaches the SMSC that is up."""
+    async with smsc_and_dir() as (smsc, directory):
+        lost = FakeSmsc(SmscConfig(port=0))
+        await lost.start()
+        path = write_config(directory, smsc.port)
+        config = yaml.safe_load(path.read_text())
+        (fake,) = config["carriers"]
+        config["carriers"] = [
+            {**fake, "name": "lost", "port": lost.port, "binds": 1, "window": 2},
+            fake,
+        ]
+        config["routes"] = [{"prefix": "", "carriers": ["lost", "fake"], "failover_after_s": 2}]
+        path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            await daemon.wait_log("bound", carrier="lost")
+            lost.set_faults(latency_s=60.0)  # answers nothing in time: its window stays full
+            async with Client(directory / "smppd.sock") as client:
+                await client.submit_many(
+                    [{"to": "+447700900123", "from": "ALPHA", "text": f"m {i}"} for i in range(8)]
+                )
+            await lost.records.wait_for(2, timeout=10, segments=True)
+            await lost.stop()
+            await smsc.records.wait_for(8, timeout=30)
+            assert sorted(smsc.records.texts_to("447700900123")) == [f"m {i}" for i in range(8)]
+        finally:
+            await daemon.stop()
+            await lost.stop()
 
 
 async def test_config_error_exits_78_with_one_line() -> None:
