@@ -41,6 +41,7 @@ from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
 from smppd.queue.model import Change, ClaimedSegment, RerouteCursor
+from smppd.queue.states import SegmentState
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
 from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
@@ -53,6 +54,9 @@ HOUSEKEEPING_S = 1.0
 REROUTE_STEPS = 10  # reroute calls (of up to 1,000 due segments each) per carrier a tick
 PURGE_EVERY_S = 300.0
 STATS_EVERY_S = 5.0
+UNSENT_STATES: Final = frozenset(
+    {SegmentState.QUEUED, SegmentState.SCHEDULED, SegmentState.INFLIGHT}
+)
 
 
 # --- config -> component settings -------------------------------------------------------------
@@ -147,6 +151,19 @@ def _can_take_over(
         and profile is not None
         and profile == senders.get(carrier)
     )
+
+
+def unrouted_work(
+    by_carrier: Mapping[str, Mapping[SegmentState, int]], configured: Mapping[str, object]
+) -> dict[str, int]:
+    """Unsent segments (queued, scheduled, in flight) per carrier the configuration no longer
+    names, as a reload that removed a carrier leaves them: no send loop will take them."""
+    unrouted = {
+        carrier: sum(n for state, n in by_state.items() if state in UNSENT_STATES)
+        for carrier, by_state in by_carrier.items()
+        if carrier not in configured
+    }
+    return {carrier: n for carrier, n in sorted(unrouted.items()) if n}
 
 
 def may_fail_over(
@@ -597,11 +614,19 @@ class Daemon:
 
     async def _refresh_stats(self, now: float) -> None:
         stats = await self.queue.stats(now=now)
+        unrouted = unrouted_work(stats.by_carrier, self.carriers)
+        if unrouted and unrouted != self.queue_snapshot.get("unrouted"):
+            log.warning(
+                "queued work for carriers not in the configuration",
+                segments=unrouted,
+                hint="nothing sends it: add the carrier back, or cancel its messages",
+            )
         self.queue_snapshot = {
             "queued_depth": stats.queued_depth,
             "segments": {str(k): dict(v) for k, v in stats.segments.items()},
             "oldest_queued_age_s": stats.oldest_queued_age_s,
             "receipts_held": stats.receipts_held,
+            "unrouted": unrouted,
         }
 
     def _api_observer(self) -> ApiObserver:

@@ -241,3 +241,11 @@ class SmppdCollector(Collector):
         held = GaugeMetricFamily("smppd_receipts_held", "Early receipts awaiting their submit")
         held.add_metric([], snap.get("receipts_held", 0))
         yield held
+        unrouted = GaugeMetricFamily(
+            "smppd_queue_unrouted_segments",
+            "Unsent segments for a carrier not in the configuration: nothing sends them",
+            labels=["carrier"],
+        )
+        for carrier, n in snap.get("unrouted", {}).items():
+            unrouted.add_metric([carrier], n)
+        yield unrouted

@@ -28,6 +28,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_queue_segments": frozenset({"state"}),
     "smppd_queue_oldest_age_seconds": frozenset(),
     "smppd_queue_depth": frozenset(),
+    "smppd_queue_unrouted_segments": frozenset({"carrier"}),
     "smppd_receipts_total": frozenset({"carrier", "result"}),
     "smppd_inbound_total": frozenset({"carrier"}),
     "smppd_optouts_total": frozenset(),
@@ -135,6 +136,7 @@ def test_required_alerts_are_present(rules: list[dict[str, Any]]) -> None:
         "SmppdThrottlingSustained",
         "SmppdReceiptsUnmatched",
         "SmppdReconnectStorm",
+        "SmppdQueuedForRemovedCarrier",
     ):
         assert name in by_name
     assert all(case["alertname"] in by_name for case in CASES)
@@ -236,6 +238,16 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdQueueOldestWarning", "8m", WARNING),
             alert("SmppdQueueOldestCritical", "35m"),
             alert("SmppdQueueOldestCritical", "36m", CRITICAL),
+        ],
+    ),
+    (  # a reload removed carrier x with 3 segments queued; y was added back within minutes
+        [
+            series('smppd_queue_unrouted_segments{carrier="x"}', "_x2 3x20"),
+            series('smppd_queue_unrouted_segments{carrier="y"}', "4x3 0x20"),
+        ],
+        [
+            alert("SmppdQueuedForRemovedCarrier", "6m"),
+            alert("SmppdQueuedForRemovedCarrier", "8m", {**WARNING, "carrier": "x"}),
         ],
     ),
 ]

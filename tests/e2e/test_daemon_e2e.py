@@ -289,6 +289,46 @@ async def test_work_a_carrier_held_when_it_went_down_fails_over_too() -> None:
             await lost.stop()
 
 
+async def test_work_left_for_a_carrier_a_reload_removed_is_reported() -> None:
+    """Messages queued for a carrier that a reload then removes are named in a warning and in
+    smppd_queue_unrouted_segments, since no send loop will take them."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    async with smsc_and_dir() as (smsc, directory):
+        path = write_config(directory, smsc.port)
+        config = yaml.safe_load(path.read_text())
+        (fake,) = config["carriers"]
+        config["carriers"] = [fake, {**fake, "name": "gone", "port": dead_port}]
+        config["routes"] = [{"prefix": "", "carriers": ["gone"]}]
+        path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            async with Client(directory / "smppd.sock") as client:
+                for i in range(2):
+                    await client.submit(to="+447700900123", sender="ALPHA", text=f"left {i}")
+            config["carriers"] = [fake]
+            config["routes"] = [{"prefix": "", "carriers": ["fake"]}]
+            path.write_text(yaml.safe_dump(config))
+            daemon.signal(signal.SIGHUP)
+            await daemon.wait_log("configuration reloaded")
+            warned = await daemon.wait_log("queued work for carriers not in the configuration")
+            assert warned["segments"] == {"gone": 2}
+            url = f"http://127.0.0.1:{daemon.metrics_port()}/metrics"
+
+            def scrape() -> str:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body: bytes = response.read()
+                    return body.decode()
+
+            text = await asyncio.to_thread(scrape)
+            assert 'smppd_queue_unrouted_segments{carrier="gone"} 2.0' in text
+            assert smsc.records.messages == []
+        finally:
+            await daemon.stop()
+
+
 async def test_config_error_exits_78_with_one_line() -> None:
     """A bad value exits with EX_CONFIG and a line naming file, key and reason, no traceback."""
     async with smsc_and_dir() as (smsc, directory):
