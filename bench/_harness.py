@@ -495,10 +495,16 @@ class Sampler:
 PY_SPY_OPTIONS: list[str] = []  # e.g. ["--native"] for C frames too (SQLite), where it can unwind
 
 
-def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy (pip install py-spy into the venv) recording `pid` as collapsed stacks per thread."""
+PROFILE_RATE = 200  # samples per second
+
+
+def start_profiler(pid: int, out: Path, *, gil: bool = False) -> subprocess.Popen[bytes]:
+    """py-spy (pip install py-spy into the venv) recording `pid` as collapsed stacks per thread;
+    with `gil`, only the thread holding the interpreter lock is sampled (see profile_summary.py)."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    command = [py_spy, "record", "-p", str(pid), "-r", "200", "--threads", *PY_SPY_OPTIONS]
+    options = [*PY_SPY_OPTIONS, "--gil"] if gil else PY_SPY_OPTIONS
+    rate = str(PROFILE_RATE)
+    command = [py_spy, "record", "-p", str(pid), "-r", rate, "--threads", *options]
     return subprocess.Popen(
         [*command, "-f", "raw", "-o", str(out)],
         stdout=subprocess.DEVNULL,

@@ -10,7 +10,8 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
 
     .venv/bin/python bench/e2e.py                          # 100,000 messages with receipts
     .venv/bin/python bench/e2e.py --count 20000 --no-receipts
-    .venv/bin/python bench/e2e.py --profile                # py-spy record of the daemon
+    .venv/bin/python bench/e2e.py --profile p.txt          # py-spy record of the daemon
+    .venv/bin/python bench/e2e.py --profile p.txt --gil    # who holds the interpreter lock
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
 of the messages. With --no-record the SMSC keeps counters only (no latency, less SMSC CPU).
@@ -47,6 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
     parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
+    parser.add_argument(
+        "--gil", action="store_true", help="with --profile: sample only the interpreter lock holder"
+    )
     h.add_common(parser)
     return parser.parse_args()
 
@@ -68,7 +72,9 @@ async def measure(
     daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
     split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     smsc_cpu0 = h.cpu_s(smsc.pid) or 0.0
-    profiler = None if args.profile is None else h.start_profiler(daemon.pid, args.profile)
+    profiler = (
+        None if args.profile is None else h.start_profiler(daemon.pid, args.profile, gil=args.gil)
+    )
 
     share = math.ceil(count / args.processes)
     specs = [
