@@ -332,7 +332,7 @@ class CarrierSendLoop:
         try:
             while not self._stopping:
                 if ahead is None:
-                    await self._port.wait_ready()
+                    await self._wait_for_room()
                     if self.stopping:
                         break
                     batch = await self._next_batch(ahead=False)
@@ -355,6 +355,15 @@ class CarrierSendLoop:
         finally:
             if ahead is not None:
                 await self._abandon(ahead)
+
+    async def _wait_for_room(self) -> None:
+        """Until a bind could take a submit (or stopping): the port's wait, minus the wake-ups
+        a hand_back() gives every waiter, so that it claims nothing while the binds are down."""
+        while True:
+            generation = self._generation
+            await self._port.wait_ready()
+            if generation == self._generation or self._stopping:
+                return
 
     async def _next_batch(self, *, ahead: bool) -> _Batch | None:
         """The main loop's next claim, and whether it came back full; None after an error.
@@ -406,7 +415,7 @@ class CarrierSendLoop:
             self._urgent.clear()
             if self._stopping:
                 return
-            await self._port.wait_ready()  # during an outage urgent segments stay queued too
+            await self._wait_for_room()  # during an outage urgent segments stay queued too
             if self.stopping:
                 return
             # Claimed even when no room is free: they go first as outcomes free the reserve,

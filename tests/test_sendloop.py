@@ -756,3 +756,61 @@ async def test_hand_back_returns_claimed_unsent_segments_and_claims_no_more() ->
         assert len(p.smsc.records.segments) == 8
         p.loop.stop()
         await asyncio.wait_for(task, 10)
+
+
+class DownPort(ManualPort):
+    """Binds that are all down: nothing is taken, and wait_ready returns only on interrupt()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._interrupted = asyncio.Event()
+        self.waiting = 0
+        self.entered = asyncio.Event()
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        return None
+
+    async def wait_ready(self) -> None:
+        self._interrupted.clear()
+        self.waiting += 1
+        self.entered.set()
+        try:
+            await self._interrupted.wait()
+        finally:
+            self.waiting -= 1
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    async def wait_for_waiters(self, count: int) -> None:
+        while self.waiting < count:
+            self.entered.clear()
+            await self.entered.wait()
+
+
+async def test_a_hand_back_while_the_binds_are_down_claims_nothing_new() -> None:
+    """With every bind down, hand_back() returns an urgent segment handed over on arrival; the
+    wake-up it gives the waiting claimers does not make them claim the queued bulk."""
+    clock = Clock()
+    queue = RecordingQueue()
+    await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(3)], now=clock())
+    port = DownPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=5, max_unrecorded=10, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    (otp,) = await queue.enqueue([message("otp", priority=9, send_now=True)], now=clock())
+    loop.hand_over(otp.claimed)
+    assert loop.claimed == 1
+    async with asyncio.timeout(5):
+        await port.wait_for_waiters(2)  # the main loop's claim, and the hand-over's send
+        loop.hand_back()
+        while loop.claimed:
+            queue.recorded.clear()
+            await queue.recorded.wait()
+    assert queue.claims == 0
+    stats = await queue.stats(now=clock())
+    assert stats.segments == {SegmentState.QUEUED: {0: 3, 9: 1}}
+    loop.stop()
+    port.interrupt()  # as closing binds end every wait
+    await asyncio.wait_for(task, 5)
