@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -130,6 +132,17 @@ class Daemon:
                 return int(str(line["address"]).rsplit(":", 1)[1])
         raise AssertionError("metrics address not logged")
 
+    async def scrape_metrics(self) -> str:
+        """The daemon's /metrics page."""
+        url = f"http://127.0.0.1:{self.metrics_port()}/metrics"
+
+        def scrape() -> str:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: bytes = response.read()
+                return body.decode()
+
+        return await asyncio.to_thread(scrape)
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -179,3 +192,11 @@ async def running(
         finally:
             if daemon.proc is not None and daemon.proc.returncode is None:
                 await daemon.kill()
+
+
+def unused_port() -> int:
+    """A local TCP port nothing listens on (a carrier that cannot be reached)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

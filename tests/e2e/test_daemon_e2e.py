@@ -6,17 +6,15 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from daemon_support import Daemon, running, smsc_and_dir, write_config
+from daemon_support import Daemon, running, smsc_and_dir, unused_port, write_config
 
 from smppd.client import ApiClientError, Client
 from tools.fake_smsc import FakeSmsc, SmscConfig
@@ -138,14 +136,7 @@ async def test_metrics_show_the_traffic() -> None:
         # The receipt event comes after the submit_sm_resp was counted and recorded.
         assert (await sub.next())["stat"] == "DELIVRD"
         sub.close()
-        url = f"http://127.0.0.1:{daemon.metrics_port()}/metrics"
-
-        def scrape() -> str:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                body: bytes = response.read()
-                return body.decode()
-
-        text = await asyncio.to_thread(scrape)
+        text = await daemon.scrape_metrics()
         assert 'smppd_binds_up{carrier="fake"} 2.0' in text
         assert 'smppd_submits_total{carrier="fake",status="ESME_ROK"} 1.0' in text
         assert 'smppd_api_requests_total{op="submit",result="ok"} 1.0' in text
@@ -228,9 +219,7 @@ async def test_sighup_applies_senders_clients_and_compliance_without_reconnectin
 async def test_waiting_work_fails_over_when_its_carrier_stays_down() -> None:
     """Messages queued for a carrier that cannot bind move to the next carrier on their route
     once it has been down for failover_after_s, and are sent there."""
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+    dead_port = unused_port()
     async with smsc_and_dir() as (smsc, directory):
         path = write_config(directory, smsc.port)
         config = yaml.safe_load(path.read_text())
@@ -292,9 +281,7 @@ async def test_work_a_carrier_held_when_it_went_down_fails_over_too() -> None:
 async def test_work_left_for_a_carrier_a_reload_removed_is_reported() -> None:
     """Messages queued for a carrier that a reload then removes are named in a warning and in
     smppd_queue_unrouted_segments, since no send loop will take them."""
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+    dead_port = unused_port()
     async with smsc_and_dir() as (smsc, directory):
         path = write_config(directory, smsc.port)
         config = yaml.safe_load(path.read_text())
@@ -315,14 +302,7 @@ async def test_work_left_for_a_carrier_a_reload_removed_is_reported() -> None:
             await daemon.wait_log("configuration reloaded")
             warned = await daemon.wait_log("queued work for carriers not in the configuration")
             assert warned["segments"] == {"gone": 2}
-            url = f"http://127.0.0.1:{daemon.metrics_port()}/metrics"
-
-            def scrape() -> str:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    body: bytes = response.read()
-                    return body.decode()
-
-            text = await asyncio.to_thread(scrape)
+            text = await daemon.scrape_metrics()
             assert 'smppd_queue_unrouted_segments{carrier="gone"} 2.0' in text
             assert smsc.records.messages == []
         finally:
