@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# What a pure core must not reach for: I/O, time-driven scheduling, threads, storage.
+# What a pure core must not reach for: sockets, the event loop, threads, processes, storage.
 IO_MODULES = frozenset(
     {"asyncio", "socket", "ssl", "selectors", "threading", "sqlite3", "aiosqlite", "subprocess"}
 )
