@@ -24,10 +24,12 @@ import random
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -280,6 +282,14 @@ class Smsc:
         return int(stats["segments"])
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on just now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def write_config(
     directory: Path,
     smsc_port: int,
@@ -298,7 +308,7 @@ def write_config(
             "clients": [{"name": CLIENT, "uids": [os.getuid()]}],
             "max_pending_per_connection": 10_000,
         },
-        "metrics": {"listen": "127.0.0.1:0"},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "logging": {"level": "warning", "format": "json"},
         "carriers": [
             {
@@ -404,6 +414,27 @@ class Daemon:
     async def stats(self) -> dict[str, Any]:
         async with Client(self.socket, timeout_s=10, connect_timeout_s=2) as client:
             return await client.stats()
+
+    def metrics(self) -> str:
+        """One scrape of the daemon's metrics (write_config gives them a free port)."""
+        address = yaml.safe_load(self.config.read_text())["metrics"]["listen"]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+            text: str = response.read().decode()
+            return text
+
+
+def histogram_means(metrics: str) -> dict[str, float]:
+    """Mean of each histogram in a Prometheus text scrape (name -> seconds), over all labels."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        base = name.split("{", 1)[0]
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            if base.endswith(suffix):
+                key = base.removesuffix(suffix)
+                into[key] = into.get(key, 0.0) + float(value)
+    return {name: sums[name] / counts[name] for name in sums if counts.get(name)}
 
 
 def segments_in(stats: dict[str, Any], *states: str) -> int:

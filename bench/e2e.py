@@ -121,14 +121,16 @@ async def measure(
     print(f"daemon CPU: user {user - split0[0]:.1f} s, system {system - split0[1]:.1f} s")
     smsc_cpu = (h.cpu_s(smsc.pid) or math.nan) - smsc_cpu0
     peak_rss = h.status_mib(daemon.pid, "VmHWM")
+    means = h.histogram_means(daemon.metrics())
     print(h.machine_line("after"))
-    report(args, specs, stats, smsc, daemon_cpu, smsc_cpu, peak_rss, smsc_done_at, done_at)
+    report(args, specs, stats, means, smsc, daemon_cpu, smsc_cpu, peak_rss, smsc_done_at, done_at)
 
 
 def report(
     args: argparse.Namespace,
     specs: list[h.SubmitSpec],
     stats: dict[str, object],
+    means: dict[str, float],
     smsc: h.Smsc,
     daemon_cpu: float,
     smsc_cpu: float,
@@ -180,7 +182,17 @@ def report(
     )
     print(f"daemon peak RSS (VmHWM): {peak_rss:.1f} MiB" if peak_rss else "daemon RSS: n/a")
     commits = int(str(stats.get("commits", 0)))
-    print(f"store commits: {commits:,} ({commits / max(accepted, 1):.3f} per message)")
+    commit_ms = means.get("smppd_queue_commit_seconds", math.nan) * 1e3
+    print(
+        f"store commits: {commits:,} ({commits / max(accepted, 1):.3f} per message), "
+        f"mean {commit_ms:.1f} ms each"
+    )
+    # A window slot is taken from the write of a submit_sm until its outcome is committed.
+    print(
+        "window slot held (means): submit_sm -> resp "
+        f"{means.get('smppd_submit_latency_seconds', math.nan) * 1e3:.1f} ms, "
+        f"outcome -> committed {means.get('smppd_outcome_commit_seconds', math.nan) * 1e3:.1f} ms"
+    )
     print(f"daemon stats at the end: segments {stats.get('segments')}")
 
 

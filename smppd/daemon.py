@@ -316,6 +316,7 @@ class CarrierRuntime:
             window_in_use=lambda: self.binds.in_flight,
             receipts=lambda: dict(self.inbound.counters.receipts),
             inbound=lambda: self.inbound.counters.inbound,
+            outcome_latency=None if self.loop is None else self.loop.outcome_latency,
         )
 
     async def stop(self) -> None:
@@ -643,6 +644,7 @@ class Daemon:
                 api=self.api_counts,
                 queue_snapshot=lambda: self.queue_snapshot,
                 extra_counters=self._extra_counters,
+                commit_latency=self.queue.commit_latency,
             )
         )
         server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)

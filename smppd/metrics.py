@@ -7,7 +7,6 @@ Labels are carrier, bind, status, state, op and result names: never numbers or t
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,32 +20,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from smppd.histogram import Histogram
 from smppd.pdu.status import status_name
 from smppd.session import State, SubmitResult
 
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
-
-
-class Histogram:
-    """A cheap histogram: one bisect and two additions per observation."""
-
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out = []
-        running = 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
-        return out
 
 
 @dataclass
@@ -129,6 +107,7 @@ class CarrierView:
     window_in_use: Callable[[], int]
     receipts: Callable[[], Mapping[str, int]]
     inbound: Callable[[], int]
+    outcome_latency: Histogram | None = None  # None: the carrier only receives
 
 
 class SmppdCollector(Collector):
@@ -141,11 +120,13 @@ class SmppdCollector(Collector):
         api: ApiObserverCounts,
         queue_snapshot: Callable[[], Mapping[str, Any]],
         extra_counters: Callable[[], Mapping[str, int]],
+        commit_latency: Histogram | None = None,
     ) -> None:
         self._carriers = carriers
         self._api = api
         self._queue = queue_snapshot
         self._extra = extra_counters
+        self._commit_latency = commit_latency
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("smppd_up", "1 while the daemon runs", value=1)
@@ -200,6 +181,11 @@ class SmppdCollector(Collector):
             "submit_sm to submit_sm_resp",
             labels=["carrier"],
         )
+        outcome_latency = HistogramMetricFamily(
+            "smppd_outcome_commit_seconds",
+            "A sent segment's outcome to its commit (its window slot stays taken meanwhile)",
+            labels=["carrier"],
+        )
         for view in self._carriers():
             obs, name = view.observer, view.name
             up.add_metric([name], obs.binds_up)
@@ -217,10 +203,20 @@ class SmppdCollector(Collector):
                 receipts.add_metric([name, result], n)
             inbound.add_metric([name], view.inbound())
             latency.add_metric([name], obs.latency.cumulative(), obs.latency.total)
+            if view.outcome_latency is not None:
+                histogram = view.outcome_latency
+                outcome_latency.add_metric([name], histogram.cumulative(), histogram.total)
         yield from (up, configured, window, submits, throttled, reconnects, bind_failures)
-        yield from (timeouts, receipts, inbound, latency)
+        yield from (timeouts, receipts, inbound, latency, outcome_latency)
 
     def _queue_families(self) -> Iterator[Metric]:
+        if self._commit_latency is not None:
+            commits = HistogramMetricFamily(
+                "smppd_queue_commit_seconds",
+                "Store write transactions (one fsync each), from taking their writes to committed",
+            )
+            commits.add_metric([], self._commit_latency.cumulative(), self._commit_latency.total)
+            yield commits
         snap = self._queue()
         depth = GaugeMetricFamily("smppd_queue_depth", "Segments not yet accepted by an SMSC")
         depth.add_metric([], snap.get("queued_depth", 0))

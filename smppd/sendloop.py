@@ -38,6 +38,7 @@ from typing import Protocol
 
 import structlog
 
+from smppd.histogram import Histogram
 from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
@@ -189,6 +190,10 @@ class CarrierSendLoop:
         self.submitted = 0
         self.recorded = 0
         self.deferred = 0
+        # From a sent segment's outcome (its submit_sm_resp, or none in time) to its commit:
+        # the part of a window slot's turn that storage decides.
+        self.outcome_latency = Histogram()
+        self._pending_since = 0.0
         self._sender_tps: dict[str, float] = {}
         self._sender_windows: dict[str, SlidingWindow] = {}
         self.set_sender_tps(sender_tps or {})
@@ -535,6 +540,7 @@ class CarrierSendLoop:
     def _add(self, outcome: Outcome, *, sent: bool, urgent: bool = False) -> None:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
+            self._pending_since = self._clock()
         self._pending.append(outcome)
         self._pending_sent += sent
         if urgent and isinstance(outcome, Retry | Unknown | Deferred):
@@ -551,11 +557,14 @@ class CarrierSendLoop:
         batch, self._pending = self._pending, []
         sent, self._pending_sent = self._pending_sent, 0
         urgent, self._pending_urgent = self._pending_urgent, []
-        task = asyncio.get_running_loop().create_task(self._record(batch, sent, urgent))
+        since = self._pending_since
+        task = asyncio.get_running_loop().create_task(self._record(batch, sent, urgent, since))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
 
-    async def _record(self, batch: list[Outcome], sent: int, urgent_due: list[float]) -> None:
+    async def _record(
+        self, batch: list[Outcome], sent: int, urgent_due: list[float], since: float
+    ) -> None:
         while True:
             try:
                 changes = await self._queue.record(batch, now=self._clock())
@@ -563,6 +572,8 @@ class CarrierSendLoop:
             except Exception:  # storage trouble: keep the outcomes and retry, never drop them
                 log.exception("recording outcomes failed; retrying", carrier=self.carrier)
                 await asyncio.sleep(0.5)
+        if sent:
+            self.outcome_latency.observe(max(0.0, self._clock() - since), sent)
         self.recorded += len(batch)
         self._release(len(batch), sent)
         for at in set(urgent_due):  # queued again only now: claimable from here on

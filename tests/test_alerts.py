@@ -29,6 +29,12 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_queue_oldest_age_seconds": frozenset(),
     "smppd_queue_depth": frozenset(),
     "smppd_queue_unrouted_segments": frozenset({"carrier"}),
+    "smppd_queue_commit_seconds_bucket": frozenset({"le"}),
+    "smppd_queue_commit_seconds_sum": frozenset(),
+    "smppd_queue_commit_seconds_count": frozenset(),
+    "smppd_outcome_commit_seconds_bucket": frozenset({"carrier", "le"}),
+    "smppd_outcome_commit_seconds_sum": frozenset({"carrier"}),
+    "smppd_outcome_commit_seconds_count": frozenset({"carrier"}),
     "smppd_receipts_total": frozenset({"carrier", "result"}),
     "smppd_inbound_total": frozenset({"carrier"}),
     "smppd_optouts_total": frozenset(),
@@ -137,6 +143,7 @@ def test_required_alerts_are_present(rules: list[dict[str, Any]]) -> None:
         "SmppdReceiptsUnmatched",
         "SmppdReconnectStorm",
         "SmppdQueuedForRemovedCarrier",
+        "SmppdStoreCommitsSlow",
     ):
         assert name in by_name
     assert all(case["alertname"] in by_name for case in CASES)
@@ -248,6 +255,22 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
         [
             alert("SmppdQueuedForRemovedCarrier", "6m"),
             alert("SmppdQueuedForRemovedCarrier", "8m", {**WARNING, "carrier": "x"}),
+        ],
+    ),
+    (  # a's disk takes 250-500 ms a commit; b commits in under 10 ms
+        [
+            series('smppd_queue_commit_seconds_bucket{instance="a",le="0.01"}', "0x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="a",le="0.25"}', "0+1x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="a",le="0.5"}', "0+100x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="a",le="+Inf"}', "0+100x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="b",le="0.01"}', "0+100x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="b",le="0.25"}', "0+100x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="b",le="0.5"}', "0+100x30"),
+            series('smppd_queue_commit_seconds_bucket{instance="b",le="+Inf"}', "0+100x30"),
+        ],
+        [
+            alert("SmppdStoreCommitsSlow", "8m"),
+            alert("SmppdStoreCommitsSlow", "15m", {**WARNING, "instance": "a"}),
         ],
     ),
 ]

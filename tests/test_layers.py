@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IO_MODULES = frozenset(
     {"asyncio", "socket", "ssl", "selectors", "threading", "sqlite3", "aiosqlite", "subprocess"}
 )
-# Leaf helpers any layer may use: the error root and the record decorator.
-LEAVES = ("smppd.errors", "smppd.record")
+# Leaf helpers any layer may use: the error root, the record decorator, the histogram.
+LEAVES = ("smppd.errors", "smppd.record", "smppd.histogram")
 
 
 def _module_name(path: Path) -> str:

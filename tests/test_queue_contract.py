@@ -473,3 +473,13 @@ async def test_reroute_moves_whole_waiting_messages_urgent_first(store: Queue) -
     assert stats.by_carrier["backup"] == {SegmentState.INFLIGHT: 5}
     assert stats.by_carrier[CARRIER] == {SegmentState.INFLIGHT: 3}
     assert store.queued_depth() == 8
+
+
+async def test_every_commit_is_timed(store: Queue) -> None:
+    """commit_latency holds one observation per committed transaction, none of them negative."""
+    before = store.commit_latency.count
+    await store.enqueue([message()], now=T0)
+    await store.claim(CARRIER, 10, now=T0)
+    assert store.commit_latency.count - before == 2
+    assert store.commit_latency.count == store.commits
+    assert store.commit_latency.total >= 0.0

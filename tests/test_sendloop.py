@@ -375,6 +375,35 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     assert stats.queued_depth == 0
 
 
+async def test_outcome_latency_is_the_time_from_outcome_to_commit() -> None:
+    """outcome_latency counts each sent segment once, with the time its outcome waited for the
+    store (a slow commit holds the window slot that long)."""
+    clock = Clock()
+    queue = GatedQueue()
+    await queue.enqueue([message("one"), message("two")], now=clock())
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=2, max_unrecorded=2, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(2)
+        for future, carrier_id in zip(port.futures, "ab", strict=True):
+            future.set_result(SubmitResult(carrier_id, 0, StatusClass.SUCCESS, bind="b1"))
+        await queue.called.wait()  # both outcomes are in the first record call, at the gate
+        clock.now += 0.03  # the commit takes 30 ms
+        queue.gate.set()
+        loop.stop()  # run() returns once every outcome is recorded
+        await task
+    assert len(queue.calls) == 1
+    assert loop.recorded == 2
+    histogram = loop.outcome_latency
+    assert histogram.count == 2
+    assert histogram.total == pytest.approx(0.06)
+    assert dict(histogram.cumulative())["0.025"] == 0
+    assert dict(histogram.cumulative())["0.05"] == 2
+
+
 class StuckOnBulkPort(ManualPort):
     """Binds that take nothing but urgent text: a bulk send waits for `ready`, as behind a
     slow carrier, and each refused bulk send makes the port busy again."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from smppd.histogram import Histogram
 from smppd.queue.model import (
     Change,
     Claim,
@@ -132,6 +133,12 @@ class Queue(Protocol):
     @property
     def commits(self) -> int:
         """Write transactions committed since open (group commit makes this far below the calls)."""
+        ...
+
+    @property
+    def commit_latency(self) -> Histogram:
+        """How long each committed write transaction took, from the writer taking its writes to
+        their results being ready (zero for a backend that stores nothing)."""
         ...
 
     async def close(self) -> None: ...

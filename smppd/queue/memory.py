@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from smppd.histogram import Histogram
 from smppd.queue.counts import SegmentCounts
 from smppd.queue.errors import QueueClosedError
 from smppd.queue.fairness import rotate_after, take_fairly
@@ -124,6 +125,7 @@ class MemoryQueue:
         self._next_id = 1
         self._next_receipt_id = 1
         self._commits = 0
+        self._commit_latency = Histogram()
         self._closed = False
 
     # -- bookkeeping ----------------------------------------------------------------------------
@@ -182,6 +184,7 @@ class MemoryQueue:
         if self._closed:
             raise QueueClosedError("the queue is closed")
         self._commits += 1
+        self._commit_latency.observe(0.0)
 
     # -- the Queue interface --------------------------------------------------------------------
 
@@ -657,6 +660,10 @@ class MemoryQueue:
     @property
     def commits(self) -> int:
         return self._commits
+
+    @property
+    def commit_latency(self) -> Histogram:
+        return self._commit_latency
 
     async def close(self) -> None:
         self._closed = True

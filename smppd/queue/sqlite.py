@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 import aiosqlite
 
+from smppd.histogram import Histogram
 from smppd.queue import sqlite_admin, sqlite_reads, sqlite_receipts, sqlite_writes
 from smppd.queue.errors import (
     QueueClosedError,
@@ -136,6 +138,7 @@ class SqliteQueue:
         self._closing = False
         self._closed = False
         self._commits = 0
+        self._commit_latency = Histogram()
         self._writer = asyncio.create_task(self._write_loop(), name="smppd.queue.writer")
 
     @classmethod
@@ -261,6 +264,7 @@ class SqliteQueue:
         return writes
 
     async def _commit(self, writes: list[_Write[Any]]) -> None:
+        started = time.perf_counter()
         try:
             batch, results = await _in_thread(self._conn, partial(self._transaction, writes))
         except sqlite3.Error as exc:
@@ -273,6 +277,7 @@ class SqliteQueue:
             return
         batch.apply_to(self._memory)
         self._commits += 1
+        self._commit_latency.observe(time.perf_counter() - started)
         for write, result in zip(writes, results, strict=True):
             if not write.future.done():
                 write.future.set_result(result)
@@ -512,6 +517,10 @@ class SqliteQueue:
     @property
     def commits(self) -> int:
         return self._commits
+
+    @property
+    def commit_latency(self) -> Histogram:
+        return self._commit_latency
 
     async def set_max_bytes(self, max_bytes: int | None) -> None:
         """Change the database size cap (None: no cap beyond SQLite's own)."""

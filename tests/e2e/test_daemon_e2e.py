@@ -143,6 +143,10 @@ async def test_metrics_show_the_traffic() -> None:
         commits = re.search(r"^smppd_queue_commits_total (\S+)$", text, re.MULTILINE)
         assert commits is not None
         assert float(commits[1]) >= 3  # the enqueue, the claim and the outcome at least
+        timed = re.search(r"^smppd_queue_commit_seconds_count (\S+)$", text, re.MULTILINE)
+        assert timed is not None
+        assert float(timed[1]) >= 3  # each of those commits is timed as well
+        assert 'smppd_outcome_commit_seconds_count{carrier="fake"} 1.0' in text
         assert "447700900123" not in text
 
 
