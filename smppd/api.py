@@ -77,6 +77,9 @@ log = structlog.get_logger("smppd.api")
 EVENT_KINDS: Final = frozenset({"receipt", "inbound", "state"})
 ENCODINGS: Final = frozenset({"auto", "gsm7", "ucs2", "latin1"})
 MAX_REF_CHARS: Final = 256  # a client reference is a key, not a payload
+# Networks keep an undelivered SMS for days, not months (72 hours is common); a larger validity
+# is a unit mistake (milliseconds), and past year 2099 SMPP's two-digit years cannot carry it.
+MAX_VALIDITY_S: Final = 30 * 86_400.0
 MAX_MESSAGE_ID: Final = 2**63 - 1
 
 _READ_CHUNK: Final = 64 * 1024
@@ -334,8 +337,17 @@ def _int(value: object, name: str, lo: int, hi: int) -> int:
     return value
 
 
-def _float(value: object, name: str, *, above: float | None = None, lo: float = 0.0) -> float:
+def _float(
+    value: object,
+    name: str,
+    *,
+    above: float | None = None,
+    lo: float = 0.0,
+    most: float = math.inf,
+) -> float:
     rule = f"a number above {above:g}" if above is not None else f"a number of at least {lo:g}"
+    if most < math.inf:
+        rule += f" and at most {most:g}"
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(name, rule)
     try:
@@ -343,7 +355,7 @@ def _float(value: object, name: str, *, above: float | None = None, lo: float = 
     except OverflowError:  # an integer of hundreds of digits
         raise _invalid(name, rule) from None
     in_range = number > above if above is not None else number >= lo
-    if not (math.isfinite(number) and in_range):
+    if not (math.isfinite(number) and in_range and number <= most):
         raise _invalid(name, rule)
     return number
 
@@ -385,7 +397,7 @@ def parse_submit(req: Request) -> SubmitRequest:
     if (value := _value(req, "ref")) is not None:
         options["ref"] = _str(value, "ref", max_chars=MAX_REF_CHARS)
     if (value := _value(req, "validity_s")) is not None:
-        options["validity_s"] = _float(value, "validity_s", above=0.0)
+        options["validity_s"] = _float(value, "validity_s", above=0.0, most=MAX_VALIDITY_S)
     if (value := _value(req, "schedule_at")) is not None:
         options["schedule_at"] = _float(value, "schedule_at", lo=0.0)
     if (value := _value(req, "registered_delivery")) is not None:

@@ -65,6 +65,31 @@ class _Accepted:
     slot: int = 0
 
 
+# How far ahead a submit may be scheduled: further is a unit mistake (epoch milliseconds), and a
+# message held that long would outlive anything it was meant to say.
+MAX_SCHEDULE_AHEAD_S: Final = 366 * 86_400.0
+
+
+def _check_schedule(request: SubmitRequest, now: float) -> None:
+    """Refuse a schedule that cannot work: years ahead, or after the message expires."""
+    at = request.schedule_at
+    if at is None:
+        return
+    if at > now + MAX_SCHEDULE_AHEAD_S:
+        raise ApiError(
+            ErrorCode.invalid_field,
+            f"schedule_at is more than {MAX_SCHEDULE_AHEAD_S / 86_400:.0f} days ahead "
+            "(it is in epoch seconds)",
+            field="schedule_at",
+        )
+    if request.validity_s is not None and at >= now + request.validity_s:
+        raise ApiError(
+            ErrorCode.invalid_field,
+            "schedule_at is after the message would expire (validity_s counts from the submit)",
+            field="schedule_at",
+        )
+
+
 def _urgent_at(message: NewMessage, now: float) -> float | None:
     """When an urgent message is due (None if it is not urgent): its send loop's urgent
     claimer runs then."""
@@ -262,6 +287,7 @@ class Gateway:
                 field="from",
             )
         check_sender(request.sender)
+        _check_schedule(request, now)
         destination = normalise_destination(
             request.to, default_country_prefix=self._settings.default_country_prefix
         )

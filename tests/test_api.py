@@ -239,6 +239,11 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
         "invalid_field",
         "validity_s",
     ),
+    (  # a validity in milliseconds by mistake: years, which SMPP's dates cannot carry
+        b'{"op":"submit","to":"+4","from":"A","text":"x","validity_s":86400000000}',
+        "invalid_field",
+        "validity_s",
+    ),
     (
         b'{"op":"submit","to":"+4","from":"A","text":"x","schedule_at":"soon"}',
         "invalid_field",

@@ -12,7 +12,7 @@ from smppd.queue import SegmentState
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import ClaimedSegment
 from smppd.routing import Router, RouteRule
-from smppd.service import ClientIdentity, SubmitReply, SubmitRequest
+from smppd.service import ApiError, ClientIdentity, ErrorCode, SubmitReply, SubmitRequest
 
 T0 = 1_800_000_000.0
 CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}))
@@ -53,10 +53,44 @@ def gateway(queue: MemoryQueue, loops: Loops) -> Gateway:
     )
 
 
-def request(text: str, *, priority: int = 5, schedule_at: float | None = None) -> SubmitRequest:
+def request(
+    text: str,
+    *,
+    priority: int = 5,
+    schedule_at: float | None = None,
+    validity_s: float | None = None,
+) -> SubmitRequest:
     return SubmitRequest(
-        to="+447700900123", sender="ALPHA", text=text, priority=priority, schedule_at=schedule_at
+        to="+447700900123",
+        sender="ALPHA",
+        text=text,
+        priority=priority,
+        schedule_at=schedule_at,
+        validity_s=validity_s,
     )
+
+
+async def test_a_schedule_that_cannot_work_is_refused_and_nothing_stored() -> None:
+    """A schedule_at over a year ahead (milliseconds by mistake) or at or after the message's
+    expiry is an invalid_field on schedule_at; the valid neighbours are accepted."""
+    queue = MemoryQueue()
+    replies = await gateway(queue, Loops()).submit(
+        CLIENT,
+        [
+            request("ms", schedule_at=T0 * 1000),
+            request("expired first", schedule_at=T0 + 3600, validity_s=600),
+            request("at expiry", schedule_at=T0 + 600, validity_s=600),
+            request("in a year", schedule_at=T0 + 365 * 86_400),
+            request("before expiry", schedule_at=T0 + 300, validity_s=600),
+        ],
+    )
+    errors = [r for r in replies if isinstance(r, ApiError)]
+    assert [(e.code, e.field) for e in errors] == [(ErrorCode.invalid_field, "schedule_at")] * 3
+    assert "epoch seconds" in str(errors[0])
+    assert "expire" in str(errors[1])
+    assert [isinstance(r, SubmitReply) for r in replies[3:]] == [True, True]
+    stats = await queue.stats(now=T0)
+    assert stats.queued_depth == 2
 
 
 async def test_bulk_and_normal_submits_wake_the_main_loop_once_per_batch() -> None:
