@@ -340,6 +340,10 @@ class CarrierSendLoop:
                     await self._wait_for_room()
                     if self.stopping:
                         break
+                    # Cleared before the claim, not after it: a submit that lands too late for
+                    # this claim to see it may announce itself before the claim's answer is
+                    # back, and its wake() must then end the idle wait that follows.
+                    self._wake.clear()
                     batch = await self._next_batch(ahead=False)
                 else:
                     batch, ahead = await ahead, None
@@ -392,8 +396,10 @@ class CarrierSendLoop:
         return segments, full
 
     async def _idle(self) -> None:
-        """Nothing due: wait for a submit's wake() or the next poll."""
-        self._wake.clear()
+        """Nothing due: wait for a submit's wake() (none at all if one came since the last
+        claim began) or the next poll."""
+        if self._wake.is_set():
+            return
         try:
             async with asyncio.timeout(self._idle_poll_s):
                 await self._wake.wait()

@@ -404,6 +404,52 @@ async def test_outcome_latency_is_the_time_from_outcome_to_commit() -> None:
     assert dict(histogram.cumulative())["0.05"] == 2
 
 
+class LateSubmitQueue(MemoryQueue):
+    """A queue where a submit lands just after the first claim looked, and its wake() comes
+    before the claim's (empty) answer is back, as when both share one transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop: CarrierSendLoop | None = None
+        self.landed = False
+
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+        claim = await super().claim(carrier, limit, now=now, min_priority=min_priority)
+        if not claim.segments and min_priority == 0 and not self.landed:
+            self.landed = True
+            await self.enqueue([message("late")], now=now)
+            assert self.loop is not None
+            self.loop.wake()
+        return claim
+
+
+async def test_a_wake_during_an_empty_claim_is_not_lost() -> None:
+    """A submit announced while the claim that missed it is still answering is claimed at
+    once, not at the next idle poll (an hour here)."""
+    clock = Clock()
+    queue = LateSubmitQueue()
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=5,
+        max_unrecorded=5,
+        policy=RetryPolicy(),
+        clock=clock,
+        idle_poll_s=3600,
+    )
+    queue.loop = loop
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+    assert queue.landed
+    port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    loop.stop()
+    await asyncio.wait_for(task, 5)
+    assert loop.recorded == 1
+
+
 class StuckOnBulkPort(ManualPort):
     """Binds that take nothing but urgent text: a bulk send waits for `ready`, as behind a
     slow carrier, and each refused bulk send makes the port busy again."""
