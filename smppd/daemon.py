@@ -290,6 +290,15 @@ class _SendLoops:
             and runtime.loop.ready_for_urgent()
         )
 
+    def ready_for_arrival(self, carrier: str) -> bool:
+        runtime = self._carriers.get(carrier)
+        return (
+            runtime is not None
+            and runtime.loop is not None
+            and runtime.binds.bound_count > 0
+            and runtime.loop.ready_for_arrival()
+        )
+
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         loop = self._loop(carrier)
         # Only a carrier that was ready_for_urgent gets segments, and send loops stay for the

@@ -52,6 +52,9 @@ class SendLoops(Protocol):
     def ready_for_urgent(self, carrier: str) -> bool:
         """Whether an urgent message handed over now would go out at once."""
 
+    def ready_for_arrival(self, carrier: str) -> bool:
+        """Whether any message handed over now would go out at once and pass nothing queued."""
+
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         """Send these segments, claimed by the store as it stored them."""
 
@@ -210,20 +213,30 @@ class Gateway:
         return None
 
     def _arrivals(self, messages: Sequence[NewMessage], now: float) -> list[NewMessage]:
-        """Urgent messages due now whose send loop has room ask the store to claim them as it
-        stores them (a few per call: a big urgent batch goes through the claimers)."""
+        """Messages due now that their send loop can send at once ask the store to claim them
+        as it stores them, sparing them a claim's round trip (a few per call: a big batch goes
+        through the claimers). Urgent ones need room on the window; others also need the loop
+        to be waiting for work with the queue empty, so that they pass nothing, and none of a
+        call's messages is handed over after one of its own for that carrier was queued."""
         room = HAND_OVER_MAX
+        queued: set[str] = set()  # carriers for which this call queued a non-urgent message
         arriving = []
         for message in messages:
+            carrier, urgent = message.carrier, message.priority >= URGENT_PRIORITY
             if (
-                message.priority >= URGENT_PRIORITY
-                and (message.not_before is None or message.not_before <= now)
+                (message.not_before is None or message.not_before <= now)
                 and len(message.segments) <= room
-                and self._loops.ready_for_urgent(message.carrier)
+                and (
+                    self._loops.ready_for_urgent(carrier)
+                    if urgent
+                    else carrier not in queued and self._loops.ready_for_arrival(carrier)
+                )
             ):
                 room -= len(message.segments)
                 arriving.append(dataclasses.replace(message, send_now=True))
             else:
+                if not urgent:
+                    queued.add(carrier)
                 arriving.append(message)
         return arriving
 

@@ -172,6 +172,10 @@ class CarrierSendLoop:
         self._idle_poll_s = idle_poll_s
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
+        # The main loop's last claim came back short (nothing more was due) and nothing has
+        # gone back to the queue since; a wake() says a submit queued work meanwhile.
+        self._drained = False
+        self.idle = asyncio.Event()  # set while the main loop waits for work
         self._urgent = asyncio.Event()
         self._room = asyncio.Event()
         self._pending: list[Outcome] = []
@@ -255,6 +259,20 @@ class CarrierSendLoop:
         """Whether urgent segments handed over now would go out at once (room on the reserve)."""
         return not self._stopping and self._unrecorded < self._max_unrecorded
 
+    def ready_for_arrival(self) -> bool:
+        """Whether segments of any priority handed over now would go out at once and pass
+        nothing: the main loop's last claim left nothing due behind and no submit has queued
+        work since (its wake() would be set), nothing claimed is still unsent, and there is
+        room outside the urgent reserve. Retries that come due meanwhile wait for the next
+        claim, as they would."""
+        return (
+            self._drained
+            and not self._wake.is_set()
+            and not self._stopping
+            and self._claimed == self._unrecorded
+            and self._unrecorded < self._max_unrecorded - self._reserve
+        )
+
     def hand_over(self, segments: Sequence[ClaimedSegment]) -> None:
         """Send segments the store claimed on arrival (NewMessage.send_now), beside the claimers.
 
@@ -262,7 +280,31 @@ class CarrierSendLoop:
         run() returns only after their outcomes are recorded.
         """
         self._claimed += len(segments)
-        self._send_soon(segments)
+        # Those that can go without waiting go now, so that the next arrival already sees them
+        # on a bind (ready_for_arrival) rather than claimed and unsent.
+        sent = 0
+        while sent < len(segments) and self._submit_at_once(segments[sent]):
+            sent += 1
+        if sent < len(segments):
+            self._send_soon(segments[sent:])
+
+    def _submit_at_once(self, segment: ClaimedSegment) -> bool:
+        """Submit `segment` if nothing would make _send wait for room or defer it."""
+        limit = self._max_unrecorded
+        if segment.priority < URGENT_PRIORITY:
+            limit -= self._reserve
+        if self._stopping or self._unrecorded >= limit or segment.source in self._sender_windows:
+            return False
+        fut = self._port.try_submit(segment.body)
+        if fut is None:
+            return False
+        self._unrecorded += 1
+        self._track(segment, fut)
+        return True
+
+    def _track(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
+        fut.add_done_callback(functools.partial(self._done, segment))
+        self.submitted += 1
 
     def _send_soon(self, segments: Sequence[ClaimedSegment]) -> None:
         task = asyncio.get_running_loop().create_task(self._send_all(segments))
@@ -273,6 +315,7 @@ class CarrierSendLoop:
         """Put what this loop claimed and has not sent back in the queue, where a failover
         sweep can move it (the carrier has been down a while). Later claims wait for a bind as
         always, so only a batch claimed while the binds were still up is held this way."""
+        self._drained = False
         if self._claimed > self._unrecorded:
             self._generation += 1
             self._room.set()
@@ -343,14 +386,18 @@ class CarrierSendLoop:
                     # Cleared before the claim, not after it: a submit that lands too late for
                     # this claim to see it may announce itself before the claim's answer is
                     # back, and its wake() must then end the idle wait that follows.
+                    if self._wake.is_set():
+                        self._drained = False  # this claim takes what was queued first
                     self._wake.clear()
                     batch = await self._next_batch(ahead=False)
                 else:
                     batch, ahead = await ahead, None
                 if batch is None:
+                    self._drained = False
                     await asyncio.sleep(CLAIM_RETRY_S)
                     continue
                 segments, full = batch
+                self._drained = not full
                 if not full and not segments:
                     await self._idle()
                     continue
@@ -400,11 +447,14 @@ class CarrierSendLoop:
         claim began) or the next poll."""
         if self._wake.is_set():
             return
+        self.idle.set()
         try:
             async with asyncio.timeout(self._idle_poll_s):
                 await self._wake.wait()
         except TimeoutError:
             pass
+        finally:
+            self.idle.clear()
 
     async def _abandon(self, ahead: asyncio.Task[_Batch | None]) -> None:
         """A batch claimed ahead is not to be sent (a stop, a hand-back): cancel its claim, or
@@ -467,8 +517,7 @@ class CarrierSendLoop:
                 self._defer(segment, window)
                 continue
             assert isinstance(fut, asyncio.Future)
-            fut.add_done_callback(functools.partial(self._done, segment))
-            self.submitted += 1
+            self._track(segment, fut)
         return True
 
     def _release(self, recorded: int, sent: int) -> None:
@@ -549,8 +598,10 @@ class CarrierSendLoop:
             self._pending_since = self._clock()
         self._pending.append(outcome)
         self._pending_sent += sent
-        if urgent and isinstance(outcome, Retry | Unknown | Deferred):
-            self._pending_urgent.append(outcome.next_attempt_at)
+        if isinstance(outcome, Retry | Unknown | Deferred):
+            self._drained = False  # it goes back to the queue: arrivals must not pass it
+            if urgent:
+                self._pending_urgent.append(outcome.next_attempt_at)
 
     def _flush(self) -> None:
         """Hand this tick's outcomes to the store at once, not behind an earlier record call.

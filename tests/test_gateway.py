@@ -21,8 +21,9 @@ CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}))
 class Loops:
     """Send loops that note what they are told; `ready` answers ready_for_urgent."""
 
-    def __init__(self, *, ready: bool = False) -> None:
+    def __init__(self, *, ready: bool = False, idle: bool = False) -> None:
         self.ready = ready
+        self.idle = idle
         self.wakes: list[tuple[str, float | None]] = []
         self.handed: list[tuple[str, list[ClaimedSegment]]] = []
 
@@ -31,6 +32,9 @@ class Loops:
 
     def ready_for_urgent(self, carrier: str) -> bool:
         return self.ready
+
+    def ready_for_arrival(self, carrier: str) -> bool:
+        return self.idle
 
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         self.handed.append((carrier, list(segments)))
@@ -153,3 +157,33 @@ async def test_an_auto_reply_is_urgent() -> None:
     handing = Loops(ready=True)
     await gateway(MemoryQueue(), handing).submit_reply("app", "ALPHA", "+447700900123", "stop")
     assert len(handing.handed) == 1
+
+
+async def test_a_submit_to_an_idle_loop_is_claimed_on_arrival_whatever_its_priority() -> None:
+    """When the loop waits for work, bulk and normal messages are handed over too; once one of
+    a call's messages is queued (too big for the hand-over), the rest of it queue behind it."""
+    queue = MemoryQueue()
+    loops = Loops(idle=True)
+    fill = [request(f"fill {i}") for i in range(HAND_OVER_MAX - 2)]
+    two = "x" * 161  # two segments: more than the one left of this call's hand-over
+    replies = await gateway(queue, loops).submit(
+        CLIENT, [request("bulk", priority=0), *fill, request(two), request("after")]
+    )
+    assert all(isinstance(r, SubmitReply) for r in replies)
+    assert sum(len(segments) for _, segments in loops.handed) == HAND_OVER_MAX - 1
+    assert loops.wakes == [("fake", None)]
+    stats = await queue.stats(now=T0)
+    assert stats.segments[SegmentState.INFLIGHT] == {0: 1, 5: HAND_OVER_MAX - 2}
+    assert stats.segments[SegmentState.QUEUED] == {5: 3}  # the two segments, then "after"
+
+
+async def test_nothing_is_claimed_on_arrival_for_a_busy_loop_or_a_later_time() -> None:
+    """A loop that is not waiting for work, or a message scheduled for later, goes through
+    the queue as before."""
+    loops = Loops(idle=False)
+    await gateway(MemoryQueue(), loops).submit(CLIENT, [request("busy")])
+    assert loops.handed == []
+    idle = Loops(idle=True)
+    await gateway(MemoryQueue(), idle).submit(CLIENT, [request("later", schedule_at=T0 + 60)])
+    assert idle.handed == []
+    assert idle.wakes == [("fake", None)]

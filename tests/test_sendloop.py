@@ -450,6 +450,63 @@ async def test_a_wake_during_an_empty_claim_is_not_lost() -> None:
     assert loop.recorded == 1
 
 
+async def test_arrivals_are_taken_only_while_the_loop_waits_for_work() -> None:
+    """ready_for_arrival: yes once a claim found nothing due and while nothing is queued or
+    unsent; a handed-over segment goes on a bind at once; no after a wake(), and once
+    stopping."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=5,
+        max_unrecorded=10,
+        policy=RetryPolicy(),
+        clock=clock,
+        idle_poll_s=3600,
+    )
+    assert not loop.ready_for_arrival()  # not yet looked at the queue
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await loop.idle.wait()  # the first claim found nothing
+        assert loop.ready_for_arrival()
+        (enqueued,) = await queue.enqueue([message("now", send_now=True)], now=clock())
+        loop.hand_over(enqueued.claimed)
+        assert len(port.futures) == 1  # on the wire already, not waiting for a task
+        assert loop.ready_for_arrival()  # the next one may follow at once
+        loop.wake()
+        assert not loop.ready_for_arrival()  # a submit queued work: it goes first
+        port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    loop.stop()
+    assert not loop.ready_for_arrival()
+    await asyncio.wait_for(task, 5)
+    assert loop.recorded == 1
+
+
+async def test_no_arrival_is_taken_while_a_handed_over_one_waits_for_a_bind() -> None:
+    """A segment handed over that no bind can take yet blocks further hand-overs: they would
+    pass it."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = StuckOnBulkPort()
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=5, max_unrecorded=10, policy=RetryPolicy(), clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await loop.idle.wait()
+        (enqueued,) = await queue.enqueue([message("bulk", send_now=True)], now=clock())
+        loop.hand_over(enqueued.claimed)
+        await port.bulk_waiting.wait()
+        assert (loop.claimed, loop.unrecorded) == (1, 0)
+        assert not loop.ready_for_arrival()
+    loop.stop()
+    port.ready.set()
+    await asyncio.wait_for(task, 5)
+
+
 class StuckOnBulkPort(ManualPort):
     """Binds that take nothing but urgent text: a bulk send waits for `ready`, as behind a
     slow carrier, and each refused bulk send makes the port busy again."""
