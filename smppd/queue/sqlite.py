@@ -570,7 +570,8 @@ async def _in_thread(conn: aiosqlite.Connection, work: Callable[[], T]) -> T:
     aiosqlite's public calls take one thread round trip per statement; a batch of thousands of
     statements must be one round trip, so it goes through the queue aiosqlite itself uses.
     """
-    run = cast(Callable[[Callable[[], T]], Awaitable[T]], conn._execute)
+    # The type as a string: cast() with a subscripted Callable builds the alias on every call.
+    run = cast("Callable[[Callable[[], T]], Awaitable[T]]", conn._execute)
     return await run(work)
 
 
