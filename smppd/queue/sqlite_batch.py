@@ -23,6 +23,7 @@ from smppd.queue.states import (
     FINAL_STATES,
     ONE_SEGMENT,
     SegmentState,
+    finished_states,
     is_finished,
     message_state,
     segment_state,
@@ -289,9 +290,10 @@ class Batch:
         finished: list[tuple[float | None, int]] = []
         for message_id, row in self._touched.items():
             delivery = row.registered_delivery
-            if row.total == 1:
-                was = is_finished((row.original_state,), registered_delivery=delivery)
-                done = is_finished((row.state,), registered_delivery=delivery)
+            if row.total == 1:  # the common case, tested against a set
+                final = finished_states(delivery)
+                was = row.original_state in final
+                done = row.state in final
             else:
                 rows = self.message_segments(message_id, row.total)
                 was = is_finished([r.original_state for r in rows], registered_delivery=delivery)

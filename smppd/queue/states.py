@@ -176,8 +176,14 @@ def is_finished(states: Iterable[SegmentState], *, registered_delivery: bool) ->
 
     Every segment final; or, when no receipt was requested, every segment final or submitted.
     """
-    done = FINAL_STATES if registered_delivery else _FINAL_OR_SUBMITTED
+    done = finished_states(registered_delivery)
     return all(state in done for state in states)
+
+
+def finished_states(registered_delivery: bool) -> frozenset[SegmentState]:
+    """The segment states in which a message of only such segments is finished (is_finished);
+    a set to test one segment against without building a sequence for it."""
+    return FINAL_STATES if registered_delivery else _FINAL_OR_SUBMITTED
 
 
 _FINAL_OR_SUBMITTED: Final = FINAL_STATES | {SegmentState.SUBMITTED}
