@@ -100,6 +100,7 @@ class SegmentRow:
         "correlation_keys",
         "done_at",
         "id",
+        "message_id",
         "next_attempt_at",
         "original_state",
         "priority",
@@ -134,8 +135,10 @@ class SegmentRow:
         self.registered_delivery = bool(registered_delivery)
         self.state = segment_state(state)
         self.original_state = self.state
+        self.message_id = message_id_of(self.id)  # read on every change: kept, not derived
 
     id: int
+    message_id: int
     carrier: str
     priority: int
     client: str
@@ -153,10 +156,6 @@ class SegmentRow:
     receipt_err: str | None
     done_at: float | None
     updated_at: float
-
-    @property
-    def message_id(self) -> int:
-        return message_id_of(self.id)
 
     def values(self) -> tuple[object, ...]:
         return (
