@@ -281,27 +281,24 @@ class _SendLoops:
         if loop is not None:
             loop.wake(urgent_at=urgent_at)
 
-    def ready_for_urgent(self, carrier: str) -> bool:
+    def _bound_loop(self, carrier: str) -> CarrierSendLoop | None:
+        """The carrier's send loop while at least one of its binds is up, else None."""
         runtime = self._carriers.get(carrier)
-        return (
-            runtime is not None
-            and runtime.loop is not None
-            and runtime.binds.bound_count > 0
-            and runtime.loop.ready_for_urgent()
-        )
+        if runtime is None or runtime.binds.bound_count == 0:
+            return None
+        return runtime.loop
+
+    def ready_for_urgent(self, carrier: str) -> bool:
+        loop = self._bound_loop(carrier)
+        return loop is not None and loop.ready_for_urgent()
 
     def ready_for_arrival(self, carrier: str) -> bool:
-        runtime = self._carriers.get(carrier)
-        return (
-            runtime is not None
-            and runtime.loop is not None
-            and runtime.binds.bound_count > 0
-            and runtime.loop.ready_for_arrival()
-        )
+        loop = self._bound_loop(carrier)
+        return loop is not None and loop.ready_for_arrival()
 
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         loop = self._loop(carrier)
-        # Only a carrier that was ready_for_urgent gets segments, and send loops stay for the
+        # Only a carrier that was ready for them gets segments, and send loops stay for the
         # daemon's life; were one missing, recovery at the next start would queue them again.
         if loop is not None:
             loop.hand_over(segments)

@@ -290,10 +290,11 @@ class CarrierSendLoop:
 
     def _submit_at_once(self, segment: ClaimedSegment) -> bool:
         """Submit `segment` if nothing would make _send wait for room or defer it."""
-        limit = self._max_unrecorded
-        if segment.priority < URGENT_PRIORITY:
-            limit -= self._reserve
-        if self._stopping or self._unrecorded >= limit or segment.source in self._sender_windows:
+        if (
+            self._stopping
+            or self._unrecorded >= self._limit(segment)
+            or segment.source in self._sender_windows
+        ):
             return False
         fut = self._port.try_submit(segment.body)
         if fut is None:
@@ -301,6 +302,12 @@ class CarrierSendLoop:
         self._unrecorded += 1
         self._track(segment, fut)
         return True
+
+    def _limit(self, segment: ClaimedSegment) -> int:
+        """Unrecorded segments past which `segment` waits: bulk leaves the urgent reserve free."""
+        if segment.priority < URGENT_PRIORITY:
+            return self._max_unrecorded - self._reserve
+        return self._max_unrecorded
 
     def _track(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
         fut.add_done_callback(functools.partial(self._done, segment))
@@ -541,9 +548,7 @@ class CarrierSendLoop:
         frees up and also when the binds close, so a stop during an outage does not leave this
         waiting.
         """
-        limit = self._max_unrecorded
-        if segment.priority < URGENT_PRIORITY:
-            limit -= self._reserve
+        limit = self._limit(segment)
         while True:
             if self._stopping or generation != self._generation:
                 return None

@@ -375,6 +375,28 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     assert stats.queued_depth == 0
 
 
+def loop_on(
+    queue: MemoryQueue,
+    port: sendloop.SubmitPort,
+    clock: Clock,
+    *,
+    claim_batch: int = 5,
+    max_unrecorded: int = 10,
+    idle_poll_s: float = 3600.0,
+) -> CarrierSendLoop:
+    """A send loop on `port`, polling an idle queue only once an hour unless told otherwise."""
+    return CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=claim_batch,
+        max_unrecorded=max_unrecorded,
+        policy=RetryPolicy(),
+        clock=clock,
+        idle_poll_s=idle_poll_s,
+    )
+
+
 async def test_outcome_latency_is_the_time_from_outcome_to_commit() -> None:
     """outcome_latency counts each sent segment once, with the time its outcome waited for the
     store (a slow commit holds the window slot that long)."""
@@ -382,9 +404,7 @@ async def test_outcome_latency_is_the_time_from_outcome_to_commit() -> None:
     queue = GatedQueue()
     await queue.enqueue([message("one"), message("two")], now=clock())
     port = ManualPort()
-    loop = CarrierSendLoop(
-        "fake", queue, port, claim_batch=2, max_unrecorded=2, policy=RetryPolicy(), clock=clock
-    )
+    loop = loop_on(queue, port, clock, claim_batch=2, max_unrecorded=2)
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
         await port.wait_for(2)
@@ -429,16 +449,7 @@ async def test_a_wake_during_an_empty_claim_is_not_lost() -> None:
     clock = Clock()
     queue = LateSubmitQueue()
     port = ManualPort()
-    loop = CarrierSendLoop(
-        "fake",
-        queue,
-        port,
-        claim_batch=5,
-        max_unrecorded=5,
-        policy=RetryPolicy(),
-        clock=clock,
-        idle_poll_s=3600,
-    )
+    loop = loop_on(queue, port, clock, max_unrecorded=5)
     queue.loop = loop
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
@@ -457,16 +468,7 @@ async def test_arrivals_are_taken_only_while_the_loop_waits_for_work() -> None:
     clock = Clock()
     queue = MemoryQueue()
     port = ManualPort()
-    loop = CarrierSendLoop(
-        "fake",
-        queue,
-        port,
-        claim_batch=5,
-        max_unrecorded=10,
-        policy=RetryPolicy(),
-        clock=clock,
-        idle_poll_s=3600,
-    )
+    loop = loop_on(queue, port, clock)
     assert not loop.ready_for_arrival()  # not yet looked at the queue
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
@@ -491,9 +493,7 @@ async def test_no_arrival_is_taken_while_a_handed_over_one_waits_for_a_bind() ->
     clock = Clock()
     queue = MemoryQueue()
     port = StuckOnBulkPort()
-    loop = CarrierSendLoop(
-        "fake", queue, port, claim_batch=5, max_unrecorded=10, policy=RetryPolicy(), clock=clock
-    )
+    loop = loop_on(queue, port, clock, idle_poll_s=0.25)
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
         await loop.idle.wait()
