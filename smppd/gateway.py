@@ -315,7 +315,7 @@ class Gateway:
             raise ApiError(ErrorCode.no_route, "no route to this destination", field="to")
         profile = self._profiles[carrier]
         expires_at = None if request.validity_s is None else now + request.validity_s
-        ref = self._refs.next(destination, ref16=profile.concatenation is ConcatMethod.UDH16)
+        ref16 = profile.concatenation is ConcatMethod.UDH16
         prepared = prepare(
             destination=destination,
             source=request.sender,
@@ -323,7 +323,7 @@ class Gateway:
             encoding=request.encoding,
             registered_delivery=request.registered_delivery,
             expires_at=expires_at,
-            ref=ref,
+            ref=lambda: self._refs.next(destination, ref16=ref16),
             profile=profile,
         )
         due = now if request.schedule_at is None else max(now, request.schedule_at)

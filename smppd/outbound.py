@@ -13,7 +13,7 @@ from smppd.address import sender_ton_npi, wire_address
 from smppd.pdu.codec import encode_body
 from smppd.pdu.errors import SegmentLimitError, TextError
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm
-from smppd.pdu.segment import ConcatMethod, Segment, split_message
+from smppd.pdu.segment import ConcatMethod, Reference, Segment, split_message
 from smppd.pdu.segment import count_segments as _count
 from smppd.pdu.text import Alphabet, plan_encoding
 from smppd.pdu.timefmt import format_absolute
@@ -57,7 +57,7 @@ def prepare(
     encoding: str,
     registered_delivery: bool,
     expires_at: float | None,
-    ref: int,
+    ref: Reference,
     profile: OutboundProfile,
 ) -> Prepared:
     """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked."""

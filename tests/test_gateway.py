@@ -8,6 +8,9 @@ from typing import Any
 from smppd.events import EventHub
 from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
 from smppd.outbound import OutboundProfile
+from smppd.pdu.codec import decode_body
+from smppd.pdu.command import CommandId
+from smppd.pdu.pdus import SubmitSm
 from smppd.queue import SegmentState
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import ClaimedSegment
@@ -187,3 +190,22 @@ async def test_nothing_is_claimed_on_arrival_for_a_busy_loop_or_a_later_time() -
     await gateway(MemoryQueue(), idle).submit(CLIENT, [request("later", schedule_at=T0 + 60)])
     assert idle.handed == []
     assert idle.wakes == [("fake", None)]
+
+
+async def test_only_long_messages_take_a_concatenation_reference() -> None:
+    """Two long messages to one handset carry consecutive UDH references; a one-segment message
+    between them uses none up (it carries no UDH)."""
+    queue = MemoryQueue()
+    replies = await gateway(queue, Loops()).submit(
+        CLIENT, [request("a" * 200), request("short"), request("b" * 200)]
+    )
+    assert all(isinstance(r, SubmitReply) for r in replies)
+    claim = await queue.claim("fake", 10, now=T0)
+    pdus = [decode_body(CommandId.submit_sm, 0, 1, s.body) for s in claim.segments]
+    texts = [p.short_message for p in pdus if isinstance(p, SubmitSm)]
+    assert texts[2] == b"short"
+    udhs = [t[:6] for t in texts[:2] + texts[3:]]
+    assert [u[:3] for u in udhs] == [bytes([5, 0, 3])] * 4
+    (first,) = {udhs[0][3], udhs[1][3]}
+    (second,) = {udhs[2][3], udhs[3][3]}
+    assert second == (first + 1) & 0xFF

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from smppd.pdu.errors import EncodeError, SegmentLimitError, TextError
 from smppd.pdu.segment import (
     ConcatMethod,
+    Reference,
     ReferenceAllocator,
     SarInfo,
     Segment,
@@ -42,7 +43,7 @@ def split(
     alphabet: Alphabet,
     method: ConcatMethod = ConcatMethod.UDH8,
     *,
-    ref: int = 42,
+    ref: Reference = 42,
     max_segments: int = 255,
     packed: bool = False,
 ) -> list[Segment]:
@@ -247,10 +248,30 @@ def test_concatenation_cannot_number_past_255() -> None:
 def test_reference_range_checked() -> None:
     """An 8-bit UDH cannot carry a reference above 255; 16-bit forms take up to 65535."""
     with pytest.raises(EncodeError, match=r"0\.\.255"):
-        split("a", Alphabet.GSM7, ref=256)
+        split("a" * 161, Alphabet.GSM7, ref=256)
     assert split("a" * 161, Alphabet.GSM7, ConcatMethod.UDH16, ref=0xFFFF)
     with pytest.raises(EncodeError, match=r"0\.\.65535"):
-        split("a", Alphabet.GSM7, ConcatMethod.SAR, ref=0x10000)
+        split("a" * 161, Alphabet.GSM7, ConcatMethod.SAR, ref=0x10000)
+
+
+def test_a_reference_is_allocated_only_for_a_message_that_needs_one() -> None:
+    """A function given as the reference is called once for a long message, never for a short
+    one or a payload (which carry none)."""
+    calls: list[int] = []
+
+    def allocate() -> int:
+        calls.append(len(calls))
+        return 200 + len(calls)
+
+    assert [s.short_message for s in split("hi", Alphabet.GSM7, ref=allocate)] == [b"hi"]
+    assert split("a" * 161, Alphabet.GSM7, ConcatMethod.PAYLOAD, ref=allocate)
+    assert calls == []
+    parts = split("a" * 161, Alphabet.GSM7, ref=allocate)
+    assert calls == [0]
+    assert [p.short_message[:6] for p in parts] == [
+        bytes([5, 0, 3, 201, 2, 1]),
+        bytes([5, 0, 3, 201, 2, 2]),
+    ]
 
 
 def test_text_not_in_alphabet() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from enum import StrEnum
 
 from smppd.pdu.errors import EncodeError, SegmentLimitError
@@ -21,6 +22,11 @@ from smppd.record import record
 USER_DATA_OCTETS = 140  # 23.040 9.2.3.16: TP-User-Data of one short message
 UDH8_OCTETS = 6  # UDHL, IEI 0x00, IEDL, ref, total, seq
 UDH16_OCTETS = 7  # UDHL, IEI 0x08, IEDL, ref (2), total, seq
+
+
+# A concatenation reference, or what allocates one: called only for a message that needs it, so
+# that one-segment messages (most traffic) use up no reference of their destination's.
+Reference = int | Callable[[], int]
 
 
 class ConcatMethod(StrEnum):
@@ -132,26 +138,26 @@ def split_message(
     alphabet: Alphabet,
     data_coding: int,
     method: ConcatMethod,
-    ref: int,
+    ref: Reference,
     max_segments: int,
     packed: bool = False,
 ) -> list[Segment]:
     """The submit_sm bodies that carry `text` encoded in `alphabet`.
 
     A message that fits one segment gets no UDH or SAR (with PAYLOAD too: it goes in
-    short_message). Otherwise UDH8/UDH16 put a concatenation UDH with reference `ref` in each
-    short_message, SAR sets the sar_* TLVs, and PAYLOAD returns one segment with the whole
-    message in message_payload. `packed` packs GSM septets (after the UDH with its fill bits).
-    TextError when `alphabet` cannot carry `text`; SegmentLimitError when it needs more than
-    `max_segments` short messages on the air (or 255, the most a concatenation header can
-    number), which also bounds a payload well under the TLV's 64 KiB.
+    short_message). Otherwise UDH8/UDH16 put a concatenation UDH with reference `ref` (see
+    `Reference`) in each short_message, SAR sets the sar_* TLVs, and PAYLOAD returns one
+    segment with the whole message in message_payload. `packed` packs GSM septets (after the
+    UDH with its fill bits). TextError when `alphabet` cannot carry `text`; SegmentLimitError
+    when it needs more than `max_segments` short messages on the air (or 255, the most a
+    concatenation header can number), which also bounds a payload well under the TLV's 64 KiB.
     """
     encoded = encode_text(text, alphabet)
     return _split(encoded, alphabet, data_coding, method, ref, max_segments, packed=packed)
 
 
 def split_binary(
-    data: bytes, *, data_coding: int, method: ConcatMethod, ref: int, max_segments: int
+    data: bytes, *, data_coding: int, method: ConcatMethod, ref: Reference, max_segments: int
 ) -> list[Segment]:
     """`split_message` for octets sent as they are (data_coding 2 or 4), cut anywhere."""
     return _split(data, Alphabet.BINARY, data_coding, method, ref, max_segments, packed=False)
@@ -162,16 +168,13 @@ def _split(
     alphabet: Alphabet,
     data_coding: int,
     method: ConcatMethod,
-    ref: int,
+    reference: Reference,
     max_segments: int,
     *,
     packed: bool,
 ) -> list[Segment]:
     if packed and alphabet is not Alphabet.GSM7:
         raise ValueError("only GSM 03.38 septets can be packed")
-    ref_limit = 0xFF if method is ConcatMethod.UDH8 else 0xFFFF
-    if not 0 <= ref <= ref_limit:
-        raise EncodeError(f"concatenation reference {ref} is out of range 0..{ref_limit}")
     ends = _cut(encoded, alphabet, method)
     cap = min(max_segments, MAX_CONCAT_PARTS)
     if len(ends) > cap:
@@ -186,6 +189,10 @@ def _split(
             Segment(b"", esm_class_udhi=False, data_coding=data_coding, message_payload=payload)
         ]
 
+    ref = reference() if callable(reference) else reference
+    ref_limit = 0xFF if method is ConcatMethod.UDH8 else 0xFFFF
+    if not 0 <= ref <= ref_limit:
+        raise EncodeError(f"concatenation reference {ref} is out of range 0..{ref_limit}")
     total = len(ends)
     segments: list[Segment] = []
     start = 0
