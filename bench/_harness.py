@@ -523,18 +523,29 @@ class Sampler:
 
 # --- profiling -----------------------------------------------------------------------------
 
-PY_SPY_OPTIONS: list[str] = []  # e.g. ["--native"] for C frames too (SQLite), where it can unwind
+PY_SPY_OPTIONS: list[str] = []  # more py-spy options for every profile
 
 
 PROFILE_RATE = 200  # samples per second
+# With C frames py-spy stops the process longer per sample: at 200 a second the daemon ran at
+# half its usual rate, at this one within its run-to-run spread.
+WALL_PROFILE_RATE = 50
 
 
-def start_profiler(pid: int, out: Path, *, gil: bool = False) -> subprocess.Popen[bytes]:
+def start_profiler(
+    pid: int, out: Path, *, gil: bool = False, wall: bool = False
+) -> subprocess.Popen[bytes]:
     """py-spy (pip install py-spy into the venv) recording `pid` as collapsed stacks per thread;
-    with `gil`, only the thread holding the interpreter lock is sampled (see profile_summary.py)."""
+    with `gil`, only the thread holding the interpreter lock is sampled; with `wall`, every
+    thread whether it runs or waits, with C frames, so that profile_summary.py can tell running
+    from waiting for the lock, for fsync or for work."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
-    options = [*PY_SPY_OPTIONS, "--gil"] if gil else PY_SPY_OPTIONS
-    rate = str(PROFILE_RATE)
+    options = list(PY_SPY_OPTIONS)
+    if gil:
+        options.append("--gil")
+    if wall:
+        options += ["--idle", "--native"]
+    rate = str(WALL_PROFILE_RATE if wall else PROFILE_RATE)
     command = [py_spy, "record", "-p", str(pid), "-r", rate, "--threads", *options]
     return subprocess.Popen(
         [*command, "-f", "raw", "-o", str(out)],

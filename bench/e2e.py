@@ -12,6 +12,8 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
     .venv/bin/python bench/e2e.py --count 20000 --no-receipts
     .venv/bin/python bench/e2e.py --profile p.txt          # py-spy record of the daemon
     .venv/bin/python bench/e2e.py --profile p.txt --gil    # who holds the interpreter lock
+    .venv/bin/python bench/e2e.py --profile p.txt --wall --after-accept   # where each thread's
+                                                           # time goes once accepting is done
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
 of the messages. With --no-record the SMSC keeps counters only (no latency, less SMSC CPU).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +54,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--gil", action="store_true", help="with --profile: sample only the interpreter lock holder"
     )
+    parser.add_argument(
+        "--wall",
+        action="store_true",
+        help="with --profile: sample every thread, waiting or not, with C frames",
+    )
+    parser.add_argument(
+        "--after-accept",
+        action="store_true",
+        help="with --profile: start it once every submit is acknowledged (sending alone)",
+    )
     h.add_common(parser)
     return parser.parse_args()
 
@@ -72,9 +85,13 @@ async def measure(
     daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
     split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     smsc_cpu0 = h.cpu_s(smsc.pid) or 0.0
-    profiler = (
-        None if args.profile is None else h.start_profiler(daemon.pid, args.profile, gil=args.gil)
-    )
+
+    def start_profiler() -> subprocess.Popen[bytes] | None:
+        if args.profile is None:
+            return None
+        return h.start_profiler(daemon.pid, args.profile, gil=args.gil, wall=args.wall)
+
+    profiler = None if args.after_accept else start_profiler()
 
     share = math.ceil(count / args.processes)
     specs = [
@@ -104,6 +121,8 @@ async def measure(
             await h.wait_submitters(submitters, 1)
             submitters_done = True
             target = sum(h.read_result(spec)[0].accepted for spec in specs)
+            if args.after_accept:
+                profiler = start_profiler()
         if math.isnan(smsc_done_at) and await smsc.segments() >= target:
             smsc_done_at = time.time()
         stats = await daemon.stats()

@@ -6,6 +6,13 @@ Prints each thread's samples, the seconds they stand for and, with --messages, m
 message; then the functions with the most samples of their own, and the project's functions
 with the most samples inside them. A profile recorded with --gil samples only the thread holding
 the interpreter lock, so its figures are interpreter-lock time: what bounds the daemon's rate.
+
+A profile recorded with --wall (every thread, waiting or not, with C frames) also gets each
+thread's time split by what it was doing: running, in SQLite's C code, in fsync, waiting for
+the interpreter lock, or idle (waiting for events or work). The lock wait is recognised the way
+CPython 3.11-3.13 waits for it, on a condition variable (`pthread_cond_timedwait`); every other
+wait in the daemon is a semaphore, epoll or poll. With --wall, a function's "own" samples are
+those whose innermost Python frame it is.
 """
 
 from __future__ import annotations
@@ -14,7 +21,26 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from _harness import PROFILE_RATE
+from _harness import PROFILE_RATE, WALL_PROFILE_RATE
+
+LOCK_WAIT = "waiting for the interpreter lock"
+STATES = ("running", "SQLite (C)", "fsync", LOCK_WAIT, "idle")
+_IDLE_FRAMES = ("epoll_wait", "PyThread_acquire_lock_timed", "select_poll_poll_impl", "poll")
+
+
+def state_of(frames: list[str]) -> str:
+    """What a --wall sample's thread was doing, from its frames (outermost first)."""
+    names = [frame.split(" (", 1)[0] for frame in frames]
+    named = [name for name in names if not name.startswith("0x")]
+    if named and named[-1] == "pthread_cond_timedwait":
+        return LOCK_WAIT
+    if any(name in ("fdatasync", "fsync") for name in named):
+        return "fsync"
+    if any(name in _IDLE_FRAMES for name in named):
+        return "idle"
+    if any(name.startswith("sqlite3") for name in named):
+        return "SQLite (C)"
+    return "running"
 
 
 def main() -> None:
@@ -25,20 +51,30 @@ def main() -> None:
     args = parser.parse_args()
     own: dict[str, Counter[str]] = {}
     inside: dict[str, Counter[str]] = {}
-    for line in args.profile.read_text().splitlines():
+    states: dict[str, Counter[str]] = {}
+    lines = args.profile.read_text().splitlines()
+    # py-spy --native adds C frames, which carry no ".py:" location.
+    native = any(".py:" not in frame for line in lines for frame in line.split(";")[1:-1])
+    for line in lines:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         thread = frames[0].split(": ", 1)[-1]
         n = int(count)
-        own.setdefault(thread, Counter())[frames[-1]] += n
+        python = [frame for frame in frames[1:] if ".py:" in frame]
+        own.setdefault(thread, Counter())[python[-1] if native and python else frames[-1]] += n
+        if native:
+            states.setdefault(thread, Counter())[state_of(frames[1:])] += n
         for frame in set(frames[1:]):
             if ("smppd/" in frame or "tools/" in frame) and "__main__" not in frame:
                 inside.setdefault(thread, Counter())[frame] += n
     for thread, counts in sorted(own.items(), key=lambda item: -item[1].total()):
         total = counts.total()
-        seconds = total / PROFILE_RATE
+        seconds = total / (WALL_PROFILE_RATE if native else PROFILE_RATE)
         per = "" if not args.messages else f", {seconds / args.messages * 1e6:.0f} us/message"
         print(f"{thread}: {total} samples, {seconds:.1f} s{per}")
+        if thread in states:
+            split = states[thread]
+            print("  " + ", ".join(f"{name} {split[name] / total:.1%}" for name in STATES))
         for title, table in (("own", counts), ("inside (smppd)", inside.get(thread, Counter()))):
             print(f"  most samples {title}:")
             for frame, n in table.most_common(args.top):
