@@ -554,6 +554,25 @@ def start_profiler(
     )
 
 
+def add_profile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
+    parser.add_argument(
+        "--gil", action="store_true", help="with --profile: sample only the interpreter lock holder"
+    )
+    parser.add_argument(
+        "--wall",
+        action="store_true",
+        help="with --profile: sample every thread, waiting or not, with C frames",
+    )
+
+
+def profile(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
+    """The profiler add_profile_options asked for, recording `pid`, or None."""
+    if args.profile is None:
+        return None
+    return start_profiler(pid, args.profile, gil=args.gil, wall=args.wall)
+
+
 def stop_profiler(profiler: subprocess.Popen[bytes]) -> None:
     profiler.send_signal(signal.SIGINT)
     profiler.wait(timeout=60)

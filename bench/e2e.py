@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,15 +49,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
-    parser.add_argument(
-        "--gil", action="store_true", help="with --profile: sample only the interpreter lock holder"
-    )
-    parser.add_argument(
-        "--wall",
-        action="store_true",
-        help="with --profile: sample every thread, waiting or not, with C frames",
-    )
+    h.add_profile_options(parser)
     parser.add_argument(
         "--after-accept",
         action="store_true",
@@ -86,12 +77,7 @@ async def measure(
     split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     smsc_cpu0 = h.cpu_s(smsc.pid) or 0.0
 
-    def start_profiler() -> subprocess.Popen[bytes] | None:
-        if args.profile is None:
-            return None
-        return h.start_profiler(daemon.pid, args.profile, gil=args.gil, wall=args.wall)
-
-    profiler = None if args.after_accept else start_profiler()
+    profiler = None if args.after_accept else h.profile(args, daemon.pid)
 
     share = math.ceil(count / args.processes)
     specs = [
@@ -122,7 +108,7 @@ async def measure(
             submitters_done = True
             target = sum(h.read_result(spec)[0].accepted for spec in specs)
             if args.after_accept:
-                profiler = start_profiler()
+                profiler = h.profile(args, daemon.pid)
         if math.isnan(smsc_done_at) and await smsc.segments() >= target:
             smsc_done_at = time.time()
         stats = await daemon.stats()

@@ -33,10 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
-    parser.add_argument("--profile", type=Path, default=None, help="py-spy record into this file")
-    parser.add_argument(
-        "--gil", action="store_true", help="with --profile: sample only the interpreter lock holder"
-    )
+    h.add_profile_options(parser)
     h.add_common(parser)
     return parser.parse_args()
 
@@ -67,9 +64,7 @@ async def measure(
     daemon_cpu0 = h.cpu_s(daemon.pid) or 0.0
     split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     started = time.perf_counter()
-    profiler = (
-        None if args.profile is None else h.start_profiler(daemon.pid, args.profile, gil=args.gil)
-    )
+    profiler = h.profile(args, daemon.pid)
     await h.wait_submitters([h.start_submitter(spec)], args.warmup + args.seconds + 90)
     if profiler is not None:
         h.stop_profiler(profiler)
