@@ -28,6 +28,14 @@ STATES = ("running", "SQLite (C)", "fsync", LOCK_WAIT, "idle")
 _IDLE_FRAMES = ("epoll_wait", "PyThread_acquire_lock_timed", "select_poll_poll_impl", "poll")
 
 
+def is_native(frame: str) -> bool:
+    """A C frame of py-spy --native: an address, a shared object, or a C source location.
+    Python frames name a file and line, `<string>` (generated code) and `<frozen ...>` too."""
+    location = frame.rpartition(" (")[2]
+    source = location.split(":")[0]
+    return frame.startswith("0x") or ".so" in location or source.endswith((".c", ".h"))
+
+
 def state_of(frames: list[str]) -> str:
     """What a --wall sample's thread was doing, from its frames (outermost first)."""
     names = [frame.split(" (", 1)[0] for frame in frames]
@@ -53,14 +61,13 @@ def main() -> None:
     inside: dict[str, Counter[str]] = {}
     states: dict[str, Counter[str]] = {}
     lines = args.profile.read_text().splitlines()
-    # py-spy --native adds C frames, which carry no ".py:" location.
-    native = any(".py:" not in frame for line in lines for frame in line.split(";")[1:-1])
+    native = any(is_native(frame) for line in lines for frame in line.split(";")[1:])
     for line in lines:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         thread = frames[0].split(": ", 1)[-1]
         n = int(count)
-        python = [frame for frame in frames[1:] if ".py:" in frame]
+        python = [frame for frame in frames[1:] if not is_native(frame)]
         own.setdefault(thread, Counter())[python[-1] if native and python else frames[-1]] += n
         if native:
             states.setdefault(thread, Counter())[state_of(frames[1:])] += n
