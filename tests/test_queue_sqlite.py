@@ -64,7 +64,9 @@ async def test_enqueue_is_on_disk_when_it_returns(store: SqliteQueue, path: Path
     assert peek(path, "SELECT id, client, ref, total FROM messages") == [
         (enq.message_id, "otp", "r", 2)
     ]
-    assert peek(path, "SELECT state, body FROM segments ORDER BY id") == [
+    assert peek(
+        path, "SELECT state, body FROM segments JOIN segment_bodies USING (id) ORDER BY id"
+    ) == [
         ("queued", b"x"),
         ("queued", b"y"),
     ]
@@ -292,6 +294,8 @@ async def test_ids_are_not_reused_after_everything_is_purged(path: Path) -> None
         claim = await store.claim(CARRIER, 3, now=T0)
         await store.record([Submitted(s.segment_id, ("1",), "b") for s in claim], now=T0)
         assert await store.purge(T0 + 1) == 3
+    for table in ("messages", "segments", "segment_bodies"):
+        assert peek(path, f"SELECT COUNT(*) FROM {table}") == [(0,)]
     async with await SqliteQueue.open(path) as store:
         (enq,) = await store.enqueue([message()], now=T0 + 2)
         assert enq.message_id > max(s.message_id for s in claim)
@@ -339,6 +343,7 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
         db.execute(
             "INSERT INTO retired_correlations VALUES (?, '88', ?)", (CARRIER, old.segment_id)
         )
+        _bodies_back_in_segments(db)
         db.execute("DROP INDEX messages_by_destination")
         db.execute("DROP INDEX messages_open")
         db.execute(
@@ -362,6 +367,42 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
     assert peek(path, "SELECT name FROM sqlite_master WHERE name = 'messages_open'") == [
         ("messages_open",)
     ]
+
+
+def _bodies_back_in_segments(db: sqlite3.Connection) -> None:
+    """Undo migration 5: segment bodies in a column of segments, as versions 1-4 kept them."""
+    db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
+    db.execute(
+        "UPDATE segments SET body = b.body FROM segment_bodies AS b WHERE b.id = segments.id"
+    )
+    db.execute("DROP TABLE segment_bodies")
+
+
+async def test_version_4_bodies_move_to_their_own_table(path: Path) -> None:
+    """A version 4 file kept bodies in segments: after the upgrade every queued segment is
+    claimed with its own body, and segments no longer has the column."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue(
+            [message(segments=(b"one", b"two")), message(segments=(b"three",))], now=T0
+        )
+    with sqlite3.connect(path) as db:
+        _bodies_back_in_segments(db)
+        db.execute("PRAGMA user_version = 4")
+    assert peek(path, "SELECT body FROM segments ORDER BY id") == [
+        (b"one",),
+        (b"two",),
+        (b"three",),
+    ]
+    async with await SqliteQueue.open(path) as store:
+        claim = await store.claim(CARRIER, 10, now=T0)
+        assert [(s.message_id, s.index, s.body) for s in claim] == [
+            (claim[0].message_id, 0, b"one"),
+            (claim[0].message_id, 1, b"two"),
+            (claim[2].message_id, 0, b"three"),
+        ]
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    columns = [row[1] for row in peek(path, "PRAGMA table_info(segments)")]
+    assert "body" not in columns
 
 
 async def test_the_overdue_sweep_pages_past_messages_still_to_send(

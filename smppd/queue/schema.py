@@ -176,7 +176,17 @@ _V3: Final = (
 # as they finish in about the order they were sent, so a commit touches few of its pages.
 _V4: Final = ("CREATE INDEX messages_open ON messages (created_at) WHERE finished_at IS NULL",)
 
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4)
+# Bodies in a table of their own. A segment's row is rewritten whole on every change (claim,
+# response, receipt), and its body was half of it: written again each time, and twice the pages
+# in every commit's WAL frames. The body is written once, read once by the claim, and deleted by
+# the purge with its segment.
+_V5: Final = (
+    "CREATE TABLE segment_bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    "INSERT INTO segment_bodies (id, body) SELECT id, body FROM segments",
+    "ALTER TABLE segments DROP COLUMN body",
+)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -143,6 +143,7 @@ _DOOMED_SEGMENTS: Final = """
     WHERE id BETWEEN ? AND ?
 """
 _DELETE_SEGMENTS: Final = "DELETE FROM segments WHERE id BETWEEN ? AND ?"
+_DELETE_BODIES: Final = "DELETE FROM segment_bodies WHERE id BETWEEN ? AND ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE id = ?"
 _FORGET: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
 _DELETE_INBOUND: Final = """
@@ -177,6 +178,7 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
             if keys:
                 batch.db.executemany(_FORGET, [(carrier, key, sid) for key in split_keys(keys)])
         batch.db.execute(_DELETE_SEGMENTS, bounds)
+        batch.db.execute(_DELETE_BODIES, bounds)
         batch.db.execute(_DELETE_MESSAGE, (message_id,))
     inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount
     receipts = batch.db.execute(_OLD_RECEIPTS, (before, limit)).fetchall()

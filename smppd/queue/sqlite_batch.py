@@ -193,6 +193,7 @@ class Batch:
         # Staged inserts (consecutive enqueues share one executemany) and the row cache.
         self.new_messages: list[tuple[object, ...]] = []
         self.new_segments: list[tuple[object, ...]] = []
+        self.new_bodies: list[tuple[object, ...]] = []
         self.by_ref: dict[tuple[str, str], tuple[int, int]] = {}
         self._rows: dict[int, SegmentRow] = {}
         self._dirty: dict[int, SegmentRow] = {}
@@ -312,8 +313,10 @@ class Batch:
         if self.new_messages:
             execute_rows(self.db, _INSERT_MESSAGE, self.new_messages)
             execute_rows(self.db, _INSERT_SEGMENT, self.new_segments)
+            execute_rows(self.db, _INSERT_BODY, self.new_bodies)
             self.new_messages.clear()
             self.new_segments.clear()
+            self.new_bodies.clear()
 
     def finish(self, *, now: float) -> None:
         """The last step before COMMIT: flush, and persist the count deltas."""
@@ -364,9 +367,10 @@ _INSERT_MESSAGE: Final = """
 """
 _INSERT_SEGMENT: Final = """
     INSERT INTO segments (id, carrier, priority, client, total, registered_delivery, state,
-        next_attempt_at, body, updated_at, attempts)
+        next_attempt_at, updated_at, attempts)
     VALUES {values}
 """
+_INSERT_BODY: Final = "INSERT INTO segment_bodies (id, body) VALUES {values}"
 
 # Rows per statement. sqlite3 releases the GIL around every step, and executemany steps once per
 # row: with the event loop busy on the other thread, each step then waits up to a switch interval

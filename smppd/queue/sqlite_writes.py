@@ -92,11 +92,13 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
                 delivery,
                 state.value,
                 due,
-                body,
                 now,
                 0,
             )
-            for index, body in enumerate(message.segments)
+            for index in range(total)
+        )
+        batch.new_bodies.extend(
+            (segment_id(message_id, index), body) for index, body in enumerate(message.segments)
         )
         batch.counts[message.carrier, message.priority, message.client, state] += total
         if message.ref is not None:
@@ -119,9 +121,10 @@ _NEXT_CLIENT: Final = """
     ORDER BY client LIMIT 1
 """
 _FETCH_QUEUED: Final = """
-    SELECT s.id, s.total, s.registered_delivery, s.attempts, s.body,
+    SELECT s.id, s.total, s.registered_delivery, s.attempts, b.body,
         m.source, m.destination, m.expires_at
     FROM segments AS s CROSS JOIN messages AS m ON m.id = s.id >> 8
+        CROSS JOIN segment_bodies AS b ON b.id = s.id
     WHERE s.carrier = ? AND s.priority = ? AND s.client = ? AND s.state = 'queued'
     ORDER BY s.id LIMIT ?
 """
