@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm, SubmitSmResp
 from smppd.pdu.segment import ConcatMethod, split_message
 from smppd.pdu.status import CommandStatus as S
 from smppd.pdu.text import Alphabet
 from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
+from tools.fake_smsc.records import (
+    Concat,
+    MessageRecord,
+    SegmentRecord,
+    message_line,
+    segment_line,
+)
 
 LONG = "The quick brown fox jumps over the lazy dog; {braces} and [brackets] cost two. " * 4
 DEST = "447700900123"
@@ -202,6 +212,53 @@ async def test_json_lines_record_file(tmp_path: Path) -> None:
     assert lines[0]["message_id"] == "00000001"
     assert lines[-1]["command_status"] == S.ESME_RSYSERR
     assert lines[-1]["text"] == "refused"
+
+
+_times = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+_ints = st.integers(min_value=0, max_value=2**32)
+_concats = st.none() | st.builds(
+    Concat, st.sampled_from(["udh8", "udh16", "sar"]), _ints, _ints, _ints
+)
+_segments = st.builds(
+    SegmentRecord,
+    time=_times,
+    account=st.text(),
+    bind_id=_ints,
+    sequence_number=_ints,
+    command=st.sampled_from(["submit_sm", "data_sm"]),
+    source=st.text(),
+    destination=st.text(),
+    esm_class=_ints,
+    data_coding=_ints,
+    registered_delivery=_ints,
+    text=st.text(),
+    concat=_concats,
+    payload=st.booleans(),
+    message_id=st.text(),
+    command_status=st.none() | _ints,
+)
+_messages = st.builds(
+    MessageRecord,
+    time=_times,
+    account=st.text(),
+    source=st.text(),
+    destination=st.text(),
+    text=st.text(),
+    parts=_ints,
+    data_coding=_ints,
+    message_ids=st.lists(st.text(), max_size=4).map(tuple),
+)
+
+
+@given(_segments)
+def test_a_segment_line_is_the_json_of_its_record(record: SegmentRecord) -> None:
+    """The record file's hand-built lines are exactly what json.dumps makes of the records."""
+    assert segment_line(record) == json.dumps({"type": "segment", **asdict(record)})
+
+
+@given(_messages)
+def test_a_message_line_is_the_json_of_its_record(record: MessageRecord) -> None:
+    assert message_line(record) == json.dumps({"type": "message", **asdict(record)})
 
 
 async def test_counting_only_mode_keeps_counters_not_records() -> None:

@@ -10,9 +10,8 @@ values; it must not know connections, faults or time sources beyond the `now` it
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
-from dataclasses import fields
+from json.encoder import encode_basestring_ascii as _q
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,21 +93,46 @@ def split_content(pdu: SubmitSm | DataSm) -> Content:
     return Content(data, concat, payload)
 
 
-def _plain(record: Any) -> Any:
-    """A record as JSON-ready values, as dataclasses.asdict gives them but without its deep
-    copies (which cost the SMSC a third of its time under load); records are flat and frozen."""
-    if record is None:
-        return None
-    names = _FIELD_NAMES.get(type(record))
-    if names is None:
-        names = _FIELD_NAMES[type(record)] = tuple(f.name for f in fields(record))
-    values = {name: getattr(record, name) for name in names}
-    if "concat" in values:
-        values["concat"] = _plain(values["concat"])
-    return values
+# The record file's lines, written field by field: json.dumps of the record's dict cost the SMSC
+# 8-14 us a message under benchmark load, these 1.5-3. Same text as json.dumps with its default
+# separators (tests compare them); strings go through json's own escaping.
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(value)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+def _json_concat(concat: Concat | None) -> str:
+    if concat is None:
+        return "null"
+    return (
+        f'{{"kind": {_q(concat.kind)}, "ref": {concat.ref}, "total": {concat.total}, '
+        f'"seq": {concat.seq}}}'
+    )
+
+
+def segment_line(record: SegmentRecord) -> str:
+    """`record` as a JSON object of type "segment"."""
+    r = record
+    return (
+        f'{{"type": "segment", "time": {r.time!r}, "account": {_q(r.account)}, '
+        f'"bind_id": {r.bind_id}, "sequence_number": {r.sequence_number}, '
+        f'"command": {_q(r.command)}, "source": {_q(r.source)}, '
+        f'"destination": {_q(r.destination)}, "esm_class": {r.esm_class}, '
+        f'"data_coding": {r.data_coding}, "registered_delivery": {r.registered_delivery}, '
+        f'"text": {_q(r.text)}, "concat": {_json_concat(r.concat)}, '
+        f'"payload": {"true" if r.payload else "false"}, "message_id": {_q(r.message_id)}, '
+        f'"command_status": {_json_int(r.command_status)}}}'
+    )
+
+
+def message_line(record: MessageRecord) -> str:
+    """`record` as a JSON object of type "message"."""
+    r = record
+    ids = ", ".join(map(_q, r.message_ids))
+    return (
+        f'{{"type": "message", "time": {r.time!r}, "account": {_q(r.account)}, '
+        f'"source": {_q(r.source)}, "destination": {_q(r.destination)}, "text": {_q(r.text)}, '
+        f'"parts": {r.parts}, "data_coding": {r.data_coding}, "message_ids": [{ids}]}}'
+    )
 
 
 class Records:
@@ -180,7 +204,7 @@ class Records:
         if self.in_memory:
             self.segments.append(record)
         if self._path is not None:
-            self._lines.append(json.dumps({"type": "segment", **_plain(record)}))
+            self._lines.append(segment_line(record))
         if command_status == 0 and content is not None:
             self._reassemble(record, content, now)
         self._wake()
@@ -245,7 +269,7 @@ class Records:
         if self.in_memory:
             self.messages.append(record)
         if self._path is not None:
-            self._lines.append(json.dumps({"type": "message", **_plain(record)}))
+            self._lines.append(message_line(record))
 
     def flush(self) -> None:
         """Write the JSON lines gathered since the last flush (called once per read batch)."""
