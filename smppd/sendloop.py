@@ -478,6 +478,7 @@ class CarrierSendLoop:
 
     async def _urgent_loop(self) -> None:
         """Claim urgent segments the moment one is submitted, beside the main loop."""
+        await self._arm_stored_urgent()
         while True:
             await self._urgent.wait()
             self._urgent.clear()
@@ -491,6 +492,20 @@ class CarrierSendLoop:
             claim = await self._claim(self._claim_batch, URGENT_PRIORITY)
             if claim is not None:
                 await self._send_all(claim.segments)
+
+    async def _arm_stored_urgent(self) -> None:
+        """Urgent segments the store already holds scheduled (a restart) set the urgent
+        claimer's timers, as their submits or retries did when they were scheduled; otherwise
+        they would wait for the main loop's next claim, behind whatever bulk it holds."""
+        try:
+            times = await self._queue.urgent_due(self.carrier, limit=MAX_URGENT_TIMERS)
+        except QueueError as exc:  # they still go out with the main loop's claims
+            log.error(
+                "reading scheduled urgent segments failed", carrier=self.carrier, error=str(exc)
+            )
+            return
+        for at in times:
+            self._urgent_at(at)
 
     async def _claim(self, limit: int, min_priority: int) -> Claim | None:
         """Claim up to `limit`; None after a storage error (logged)."""

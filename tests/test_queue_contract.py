@@ -483,3 +483,24 @@ async def test_every_commit_is_timed(store: Queue) -> None:
     assert store.commit_latency.count - before == 2
     assert store.commit_latency.count == store.commits
     assert store.commit_latency.total >= 0.0
+
+
+async def test_urgent_due_lists_when_scheduled_urgent_segments_come_due(store: Queue) -> None:
+    """Distinct times, earliest first, of the carrier's scheduled segments of URGENT_PRIORITY
+    and up; not queued ones, lower priorities or other carriers; at most `limit`."""
+    await store.enqueue(
+        [
+            message(priority=9, not_before=T0 + 30),
+            message(priority=6, not_before=T0 + 10, segments=(b"a", b"b")),
+            message(priority=7, not_before=T0 + 30),
+            message(priority=6, not_before=T0 + 20),
+            message(priority=5, not_before=T0 + 5),  # not urgent
+            message(priority=9, not_before=T0 + 1, carrier="other"),
+            message(priority=9),  # queued: the claims take it
+        ],
+        now=T0,
+    )
+    assert await store.urgent_due(CARRIER, limit=10) == [T0 + 10, T0 + 20, T0 + 30]
+    assert await store.urgent_due(CARRIER, limit=2) == [T0 + 10, T0 + 20]
+    assert await store.urgent_due("other", limit=10) == [T0 + 1]
+    assert await store.urgent_due("none", limit=10) == []

@@ -24,10 +24,12 @@ from smppd.queue import (
     Submitted,
     sqlite_admin,
     sqlite_batch,
+    sqlite_reads,
     sqlite_receipts,
     sqlite_writes,
 )
 from smppd.queue.errors import SchemaTooNewError, StorageCorruptError
+from smppd.queue.model import URGENT_PRIORITY
 from smppd.queue.schema import SCHEMA_VERSION
 from smppd.queue.sqlite import SqliteQueue
 
@@ -343,7 +345,7 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
         db.execute(
             "INSERT INTO retired_correlations VALUES (?, '88', ?)", (CARRIER, old.segment_id)
         )
-        _bodies_back_in_segments(db)
+        _as_version_4(db)
         db.execute("DROP INDEX messages_by_destination")
         db.execute("DROP INDEX messages_open")
         db.execute(
@@ -369,8 +371,10 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
     ]
 
 
-def _bodies_back_in_segments(db: sqlite3.Connection) -> None:
-    """Undo migration 5: segment bodies in a column of segments, as versions 1-4 kept them."""
+def _as_version_4(db: sqlite3.Connection) -> None:
+    """Undo migrations 5 and 6: segment bodies in a column of segments, as versions 1-4 kept
+    them, and no index of scheduled urgent segments."""
+    db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
     db.execute(
         "UPDATE segments SET body = b.body FROM segment_bodies AS b WHERE b.id = segments.id"
@@ -380,13 +384,14 @@ def _bodies_back_in_segments(db: sqlite3.Connection) -> None:
 
 async def test_version_4_bodies_move_to_their_own_table(path: Path) -> None:
     """A version 4 file kept bodies in segments: after the upgrade every queued segment is
-    claimed with its own body, and segments no longer has the column."""
+    claimed with its own body, segments no longer has the column, and the index of scheduled
+    urgent segments exists."""
     async with await SqliteQueue.open(path) as store:
         await store.enqueue(
             [message(segments=(b"one", b"two")), message(segments=(b"three",))], now=T0
         )
     with sqlite3.connect(path) as db:
-        _bodies_back_in_segments(db)
+        _as_version_4(db)
         db.execute("PRAGMA user_version = 4")
     assert peek(path, "SELECT body FROM segments ORDER BY id") == [
         (b"one",),
@@ -403,6 +408,8 @@ async def test_version_4_bodies_move_to_their_own_table(path: Path) -> None:
     assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     columns = [row[1] for row in peek(path, "PRAGMA table_info(segments)")]
     assert "body" not in columns
+    index = "SELECT name FROM sqlite_master WHERE name = 'segments_scheduled_urgent'"
+    assert peek(path, index) == [("segments_scheduled_urgent",)]
 
 
 async def test_the_overdue_sweep_pages_past_messages_still_to_send(
@@ -422,3 +429,20 @@ async def test_the_overdue_sweep_pages_past_messages_still_to_send(
     assert store.commits - before == 4  # pages of two: seven open messages
     finished = peek(path, "SELECT id FROM messages WHERE finished_at IS NOT NULL")
     assert sorted(int(str(row[0])) for row in finished) == [s.message_id for s in sent]
+
+
+async def test_urgent_due_is_read_from_its_own_index_after_a_restart(path: Path) -> None:
+    """The scheduled urgent segments' times survive a reopen, and are found through the
+    partial index, whose priority is URGENT_PRIORITY: not by scanning the scheduled backlog."""
+    async with await SqliteQueue.open(path) as store:
+        bulk = [message(priority=0, not_before=T0 + 1) for _ in range(50)]
+        await store.enqueue([*bulk, message(priority=URGENT_PRIORITY, not_before=T0 + 9)], now=T0)
+    async with await SqliteQueue.open(path) as store:
+        assert await store.urgent_due(CARRIER, limit=5) == [T0 + 9]
+    plan = peek(path, "EXPLAIN QUERY PLAN " + sqlite_reads._URGENT_DUE, CARRIER, 5)
+    assert any("segments_scheduled_urgent" in str(row[-1]) for row in plan)
+    ((index_sql,),) = peek(
+        path, "SELECT sql FROM sqlite_master WHERE name = 'segments_scheduled_urgent'"
+    )
+    assert f"priority >= {URGENT_PRIORITY}" in str(index_sql)
+    assert f"priority >= {URGENT_PRIORITY}" in sqlite_reads._URGENT_DUE

@@ -801,6 +801,22 @@ async def test_a_scheduled_urgent_message_goes_out_at_its_time_while_bulk_holds_
         await _finish(loop, task, port)
 
 
+async def test_an_urgent_message_scheduled_before_a_restart_goes_out_at_its_time() -> None:
+    """Scheduled before this loop existed (a restart), with no wake() for it: the loop reads its
+    time from the store and runs the urgent claimer then, past the bulk holding the window."""
+    clock = Clock()
+    queue = MemoryQueue()
+    port = BodiesPort()
+    at = clock() + 0.05
+    await queue.enqueue([message("otp", priority=9, not_before=at)], now=clock())
+    async with asyncio.timeout(5):
+        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=RetryPolicy())
+        clock.now = at  # the timer fires 0.05 s from now; by then the message is due
+        await port.wait_for(10)
+        assert b"otp" in port.bodies[9]
+        await _finish(loop, task, port)
+
+
 async def test_segments_claimed_on_arrival_go_out_at_once_on_the_reserve() -> None:
     """An urgent message the store claimed as it stored it is sent when handed over, though
     bulk holds all of the window but the reserve; its outcome is recorded like any other."""

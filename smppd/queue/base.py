@@ -99,6 +99,12 @@ class Queue(Protocol):
         """At startup: put segments left inflight back to queued; returns how many."""
         ...
 
+    async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
+        """When `carrier`'s scheduled urgent segments (URGENT_PRIORITY and up) come due: up to
+        `limit` distinct times, earliest first. A send loop starting over stored work (a
+        restart) sets its urgent claimer's timers from these."""
+        ...
+
     async def purge(self, before: float) -> int:
         """Delete messages finished before `before` (and older inbound and unmatched receipts)."""
         ...

@@ -21,6 +21,7 @@ from smppd.queue.fairness import rotate_after, take_fairly
 from smppd.queue.model import (
     MAX_PRIORITY,
     OPTOUT_ALL_SENDERS,
+    URGENT_PRIORITY,
     Change,
     Claim,
     ClaimedSegment,
@@ -546,6 +547,16 @@ class MemoryQueue:
         for segment in inflight:
             self._move(segment, SegmentState.QUEUED, now=now)
         return len(inflight)
+
+    async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
+        times = {
+            segment.next_attempt_at
+            for segment in self._segments.values()
+            if segment.state is SegmentState.SCHEDULED
+            and segment.message.new.carrier == carrier
+            and segment.message.new.priority >= URGENT_PRIORITY
+        }
+        return sorted(times)[:limit]
 
     async def purge(self, before: float) -> int:
         self._commit()

@@ -186,7 +186,17 @@ _V5: Final = (
     "ALTER TABLE segments DROP COLUMN body",
 )
 
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5)
+# Scheduled urgent segments by time, for a send loop that starts over stored work (a restart):
+# their due times arm its urgent claimer, which a scan of the whole scheduled backlog would
+# delay. Priority 6 is URGENT_PRIORITY (smppd.queue.model); a test checks that the query uses it.
+_V6: Final = (
+    """
+    CREATE INDEX segments_scheduled_urgent ON segments (carrier, next_attempt_at)
+    WHERE state = 'scheduled' AND priority >= 6
+    """,
+)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -440,6 +440,9 @@ class SqliteQueue:
     async def recover(self, *, now: float) -> int:
         return await self._write(partial(sqlite_admin.recover, now=now), weight=1, now=now)
 
+    async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
+        return await self._read(partial(sqlite_reads.urgent_due, carrier=carrier, limit=limit))
+
     async def purge(self, before: float) -> int:
         purged = 0
         while True:

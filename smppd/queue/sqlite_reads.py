@@ -87,6 +87,18 @@ def oldest_due(db: sqlite3.Connection, heads: Iterable[tuple[str, int, str]]) ->
     return oldest
 
 
+# The literal priority lets the planner use the partial index segments_scheduled_urgent.
+_URGENT_DUE: Final = """
+    SELECT DISTINCT next_attempt_at FROM segments INDEXED BY segments_scheduled_urgent
+    WHERE carrier = ? AND state = 'scheduled' AND priority >= 6
+    ORDER BY next_attempt_at LIMIT ?
+"""
+
+
+def urgent_due(db: sqlite3.Connection, carrier: str, limit: int) -> list[float]:
+    return [at for (at,) in db.execute(_URGENT_DUE, (carrier, limit))]
+
+
 _INBOUND_SINCE: Final = """
     SELECT id, carrier, source, destination, text, data_coding, received_at, client
     FROM inbound WHERE id > ? AND (? IS NULL OR client = ?) ORDER BY id LIMIT ?
