@@ -75,6 +75,7 @@ async def measure(
     user, system = h.cpu_split_s(daemon.pid) or (math.nan, math.nan)
     user, system = user - split0[0], system - split0[1]
     commits = int((await daemon.stats())["commits"]) - commits0
+    means = h.histogram_means(daemon.metrics())
     print(h.machine_line("after"))
     assert smsc.record_path is not None
     seen = h.read_records(smsc.record_path, PREFIX)
@@ -97,6 +98,16 @@ async def measure(
     early = sum(1 for v in latencies if v < 0)
     print(f"  ({early:,} of {measured:,} were on the wire before the client read the ack)")
     print(h.latency_line("submit -> ack (durable)", result.rtt_s[warm:], (50, 99, 99.9)))
+    # Whether sending kept up with the offer: the SMSC's rate over the measured messages.
+    wire = sorted(min(seen[i]) for i in range(warm, count) if i in seen)
+    if len(wire) > 1:
+        print(
+            f"on the wire: {h.rate(len(wire) - 1, wire[-1] - wire[0])} over the measured span "
+            f"(offered {args.rate:,.0f}/s); window slot held (means): submit_sm -> resp "
+            f"{means.get('smppd_submit_latency_seconds', math.nan) * 1e3:.1f} ms, "
+            f"outcome -> committed "
+            f"{means.get('smppd_outcome_commit_seconds', math.nan) * 1e3:.1f} ms"
+        )
     print(
         f"daemon CPU: {daemon_cpu:.1f} s over {elapsed:.1f} s ({daemon_cpu / elapsed:.0%}; "
         f"user {user:.1f} s, system {system:.1f} s); "
