@@ -8,6 +8,7 @@ commit. Everything accepted in one call shares one group commit.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
@@ -93,6 +94,14 @@ def _check_schedule(request: SubmitRequest, now: float) -> None:
         )
 
 
+def _by_urgency(batch: list[_Accepted]) -> list[list[_Accepted]]:
+    """The urgent messages of a batch and the others, urgent first, leaving out an empty one."""
+    urgent = [a for a in batch if a.message.priority >= URGENT_PRIORITY]
+    if not urgent or len(urgent) == len(batch):
+        return [batch]
+    return [urgent, [a for a in batch if a.message.priority < URGENT_PRIORITY]]
+
+
 def _urgent_at(message: NewMessage, now: float) -> float | None:
     """When an urgent message is due (None if it is not urgent): its send loop's urgent
     claimer runs then."""
@@ -175,12 +184,21 @@ class Gateway:
             batch.append(accepted)
         if batch:
             refused = self._over_depth(batch)
-            if refused is None:
-                refused = await self._enqueue(batch, results, now)
+            groups = [batch] if refused is not None else _by_urgency(batch)
+            refusals: Sequence[ApiError | None]
             if refused is not None:
-                for accepted in batch:
-                    results[accepted.slot] = refused
-                    self._release(accepted)
+                refusals = [refused]
+            elif len(groups) == 1:
+                refusals = [await self._enqueue(batch, results, now)]
+            else:
+                # Urgent messages of a mixed call are a write of their own, which the store
+                # commits ahead of the rest instead of inside a transaction full of it.
+                refusals = await asyncio.gather(*(self._enqueue(g, results, now) for g in groups))
+            for group, refusal in zip(groups, refusals, strict=True):
+                if refusal is not None:
+                    for accepted in group:
+                        results[accepted.slot] = refusal
+                        self._release(accepted)
         return [r for r in results if r is not None]
 
     def _over_depth(self, batch: list[_Accepted]) -> ApiError | None:

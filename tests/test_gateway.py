@@ -13,7 +13,7 @@ from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
 from smppd.queue import SegmentState
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import ClaimedSegment
+from smppd.queue.model import ClaimedSegment, Enqueued, NewMessage
 from smppd.routing import Router, RouteRule
 from smppd.service import ApiError, ClientIdentity, ErrorCode, SubmitReply, SubmitRequest
 
@@ -100,6 +100,35 @@ async def test_a_schedule_that_cannot_work_is_refused_and_nothing_stored() -> No
     assert stats.queued_depth == 2
 
 
+class RecordingQueue(MemoryQueue):
+    """Notes the priorities of each enqueue call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enqueues: list[list[int]] = []
+
+    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+        self.enqueues.append([m.priority for m in messages])
+        return await super().enqueue(messages, now=now)
+
+
+async def test_the_urgent_messages_of_a_mixed_call_are_stored_by_a_write_of_their_own() -> None:
+    """So the store commits them alone, ahead of the rest; replies stay in request order."""
+    queue = RecordingQueue()
+    texts = ["bulk", "otp 1", "normal", "otp 2"]
+    priorities = [0, 9, 5, 7]
+    replies = await gateway(queue, Loops()).submit(
+        CLIENT, [request(t, priority=p) for t, p in zip(texts, priorities, strict=True)]
+    )
+    assert queue.enqueues == [[9, 7], [0, 5]]
+    assert all(isinstance(r, SubmitReply) for r in replies)
+    ids = [r.id for r in replies if isinstance(r, SubmitReply)]
+    stored = [await queue.status(message_id, CLIENT.name) for message_id in ids]
+    assert [s.priority for s in stored if s is not None] == priorities
+    await gateway(queue, Loops()).submit(CLIENT, [request("a"), request("b", priority=0)])
+    assert queue.enqueues[2:] == [[5, 0]]
+
+
 async def test_bulk_and_normal_submits_wake_the_main_loop_once_per_batch() -> None:
     loops = Loops(ready=True)
     replies = await gateway(MemoryQueue(), loops).submit(
@@ -124,7 +153,8 @@ async def test_urgent_submits_ask_for_the_urgent_claimer_when_each_is_due() -> N
             request("bulk", priority=0),
         ],
     )
-    assert loops.wakes == [("fake", T0), ("fake", T0 + 30)]
+    # The bulk message is stored by a write of its own (below), which wakes the main loop.
+    assert loops.wakes == [("fake", T0), ("fake", T0 + 30), ("fake", None)]
 
 
 async def test_an_urgent_submit_with_room_is_claimed_on_arrival_and_handed_over() -> None:
