@@ -9,7 +9,9 @@ how messages are validated, stored, routed or sent: that is the `Service` behind
 
 Wire format. A request is one JSON object per line with an `op` and an optional `id` (a string or
 an integer) echoed in its reply. Requests of one connection run concurrently, so replies may come
-back out of order: the id correlates them. A reply is `{"ok": true, "id": ..., ...result}` (the
+back out of order: the id correlates them. The `submit`s read in one go are handed to the service
+together, as a `submit_many`'s messages are (one validation pass, one commit), and each is still
+answered on its own line: under load a pipelining client gets batching without asking for it. A reply is `{"ok": true, "id": ..., ...result}` (the
 keys `ok` and `id` are the server's; a result never overrides them) or
 `{"ok": false, "id": ..., "error": {"code", "message", "field"?}}`. After `subscribe` is
 answered, event lines `{"event": kind, ...}` follow on the same connection until it closes.
@@ -453,13 +455,6 @@ async def _submit_all(
     return replies
 
 
-async def _op_submit(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
-    (reply,) = await _submit_all(service, client, [parse_submit(req)])
-    if isinstance(reply, ApiError):
-        raise reply
-    return reply.to_json()
-
-
 async def _op_submit_many(
     service: Service, client: ClientIdentity, req: Request
 ) -> Mapping[str, Any]:
@@ -512,8 +507,8 @@ async def _op_optout(service: Service, client: ClientIdentity, req: Request) -> 
     return await service.optout(client, action, sender, number)
 
 
+# `submit` is not here: a connection hands the submits it reads to the service in batches.
 _HANDLERS: Final[Mapping[str, OpHandler]] = {
-    "submit": _op_submit,
     "submit_many": _op_submit_many,
     "status": _op_status,
     "cancel": _op_cancel,
@@ -521,7 +516,7 @@ _HANDLERS: Final[Mapping[str, OpHandler]] = {
     "stats": _op_stats,
     "optout": _op_optout,
 }
-OPS: Final = frozenset({*_HANDLERS, "subscribe"})
+OPS: Final = frozenset({*_HANDLERS, "submit", "subscribe"})
 
 
 def _log_internal(op: str, exc: BaseException) -> None:
@@ -560,6 +555,7 @@ class _Connection:
         self._forwarder: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._read_task: asyncio.Task[bytes] | None = None
+        self._submits: list[tuple[object, Request]] = []  # read, not yet handed to the service
 
     async def run(self) -> None:
         try:
@@ -614,10 +610,13 @@ class _Connection:
                 self._read_task = None
             if not data:
                 return
-            for line in splitter.feed(data):
-                if self._is_broken():
-                    return
-                await self._handle_line(line)
+            try:
+                for line in splitter.feed(data):
+                    if self._is_broken():
+                        return
+                    await self._handle_line(line)
+            finally:
+                self._start_submits()  # what was read is performed, as each line's task was
 
     def _is_broken(self) -> bool:
         return self._broken
@@ -659,10 +658,53 @@ class _Connection:
             limit = self._settings.max_pending_per_connection
             message = f"{limit} requests already in progress on this connection"
             await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, message))
+        elif op == "submit":
+            self._pending += 1
+            self._submits.append((rid, req))
         else:
             assert self._tasks is not None
+            self._start_submits()  # keep the order in which requests start
             self._pending += 1
             self._tasks.create_task(self._run(op, rid, req))
+
+    def _start_submits(self) -> None:
+        """Hand the submits read so far to the service in one call, as submit_many does: one
+        validation pass and one commit for all of them instead of one each."""
+        if self._submits:
+            assert self._tasks is not None
+            self._tasks.create_task(self._run_submits(self._submits))
+            self._submits = []
+
+    async def _run_submits(self, batch: list[tuple[object, Request]]) -> None:
+        started = asyncio.get_running_loop().time()
+        outcomes: list[SubmitReply | ApiError] = []
+        try:
+            parsed = [_parse_message(req) for _, req in batch]
+            valid = [p for p in parsed if isinstance(p, SubmitRequest)]
+            try:
+                replies = iter(
+                    await _submit_all(self._server.service, self._client, valid) if valid else []
+                )
+                outcomes = [next(replies) if isinstance(p, SubmitRequest) else p for p in parsed]
+            except ApiError as error:
+                outcomes = [error if isinstance(p, SubmitRequest) else p for p in parsed]
+            except Exception as exc:  # any bug in the core answers `internal`
+                _log_internal("submit", exc)
+                outcomes = [_INTERNAL if isinstance(p, SubmitRequest) else p for p in parsed]
+            lines = [
+                _encode(_error_reply(rid, outcome))
+                if isinstance(outcome, ApiError)
+                else _encode(_ok_reply(rid, outcome.to_json()))
+                for (rid, _), outcome in zip(batch, outcomes, strict=True)
+            ]
+            await self._send(b"".join(lines))
+        finally:
+            self._pending -= len(batch)
+        elapsed = asyncio.get_running_loop().time() - started
+        observer = self._server.observer
+        for outcome in outcomes:
+            result = str(outcome.code) if isinstance(outcome, ApiError) else "ok"
+            observer.request_finished("submit", result, elapsed)
 
     async def _run(self, op: str, rid: object, req: Request) -> None:
         started = asyncio.get_running_loop().time()

@@ -36,7 +36,7 @@ from smppd.api import (
 )
 from smppd.config import ApiClient, ApiConfig
 from smppd.events import EventHub
-from smppd.service import ClientIdentity, Event, SubmitRequest
+from smppd.service import ApiError, ClientIdentity, ErrorCode, Event, SubmitRequest
 
 SUBMIT: dict[str, Any] = {"op": "submit", "to": "+447700900123", "from": "ACME", "text": "hi"}
 
@@ -152,21 +152,85 @@ async def test_submit_many_answers_each_message_in_order() -> None:
 
 
 async def test_pipelined_requests_complete_out_of_order_and_echo_their_ids() -> None:
-    """A slow request does not hold back a later one; ids tell the replies apart."""
+    """A slow request does not hold back one read after it; ids tell the replies apart."""
     service = FakeService(gates={"slow": asyncio.Event()})
     async with running_server(service) as server:
         raw = await Raw.open(server.settings.socket)
         await raw.send(
             json.dumps(SUBMIT | {"id": "a", "ref": "slow"}).encode()
             + b"\n"
-            + json.dumps(SUBMIT | {"id": "b", "ref": "fast"}).encode()
+            + json.dumps({"op": "health", "id": "h"}).encode()
             + b"\n"
         )
-        first = await raw.recv()
-        assert (first["id"], first["message_id"]) == ("b", 1)
+        assert (await raw.recv())["id"] == "h"
+        async with asyncio.timeout(WAIT_S):
+            await service.submit_entered.wait()
+        assert (await raw.call(SUBMIT | {"id": "b", "ref": "fast"}))["id"] == "b"
         service.gates["slow"].set()
         second = await raw.recv()
         assert (second["id"], second["message_id"]) == ("a", 2)
+
+
+def _lines(*requests: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(request).encode() + b"\n" for request in requests)
+
+
+async def test_submits_read_together_reach_the_service_in_one_call() -> None:
+    """Single submits that arrive in one read are validated and stored together, as a
+    submit_many's messages are; each is still answered on its own, a bad one with its error."""
+    service = FakeService()
+    observer = RecordingObserver()
+    async with running_server(service, observer=observer) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(
+            _lines(
+                SUBMIT | {"id": 1, "to": "+447700900001"},
+                {"op": "submit", "id": 2, "to": "+447700900002", "from": "ACME"},
+                SUBMIT | {"id": 3, "to": "0770"},
+                SUBMIT | {"id": 4, "to": "+447700900004", "text": "d" * 200},
+            )
+        )
+        replies = {reply["id"]: reply for reply in [await raw.recv() for _ in range(4)]}
+    assert [[r.to for r in call] for call in submits(service)] == [
+        ["+447700900001", "0770", "+447700900004"]
+    ]
+    assert replies[1] == {"ok": True, "id": 1, "message_id": 1, "segments": 1, "created": True}
+    assert replies[2]["error"] == {
+        "code": "missing_field",
+        "message": "text is required",
+        "field": "text",
+    }
+    assert replies[3]["error"]["code"] == "invalid_address"
+    assert replies[4] == {"ok": True, "id": 4, "message_id": 2, "segments": 2, "created": True}
+    assert sorted(observer.requests) == [
+        ("submit", "invalid_address"),
+        ("submit", "missing_field"),
+        ("submit", "ok"),
+        ("submit", "ok"),
+    ]
+
+
+async def test_a_failing_service_fails_each_submit_of_a_read_alone() -> None:
+    """A bug behind a batch of submits answers each of them `internal`; one the server refused
+    itself keeps its own error, and the connection stays usable."""
+    service = FakeService(failure=RuntimeError("boom"))
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(_lines(SUBMIT | {"id": 1}, SUBMIT | {"id": 2, "priority": "soon"}))
+        codes = {reply["id"]: reply["error"]["code"] for reply in [await raw.recv() for _ in "ab"]}
+        assert codes == {1: "internal", 2: "invalid_field"}
+        service.failure = None
+        assert (await raw.call(SUBMIT | {"id": 3}))["ok"] is True
+
+
+async def test_a_refusal_raised_by_the_service_answers_each_submit_of_a_read() -> None:
+    """An ApiError the service raises for a whole call is every submit's reply."""
+    service = FakeService(failure=ApiError(ErrorCode.shutting_down, "stopping"))
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(_lines(SUBMIT | {"id": 1}, SUBMIT | {"id": 2}))
+        codes = {reply["id"]: reply["error"]["code"] for reply in [await raw.recv() for _ in "ab"]}
+    assert codes == {1: "shutting_down", 2: "shutting_down"}
 
 
 async def test_status_cancel_health_stats_and_optout() -> None:
