@@ -10,13 +10,17 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
 
     .venv/bin/python bench/e2e.py                          # 100,000 messages with receipts
     .venv/bin/python bench/e2e.py --count 20000 --no-receipts
+    .venv/bin/python bench/e2e.py --pace 9000               # a steady offer: does sending keep up?
     .venv/bin/python bench/e2e.py --profile p.txt          # py-spy record of the daemon
     .venv/bin/python bench/e2e.py --profile p.txt --gil    # who holds the interpreter lock
     .venv/bin/python bench/e2e.py --profile p.txt --wall --after-accept   # where each thread's
                                                            # time goes once accepting is done
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
-of the messages. With --no-record the SMSC keeps counters only (no latency, less SMSC CPU).
+of the messages. Without --pace the submitters send as fast as the daemon acknowledges, so the
+first seconds are mostly accepting (sending then runs at a fraction of its later rate); with
+--pace the offer is steady and the rates show whether the daemon keeps up. With --no-record the
+SMSC keeps counters only (no latency, less SMSC CPU).
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=4, help="per process (4)")
     parser.add_argument("--depth", type=int, default=4, help="batches in flight per connection")
     parser.add_argument("--batch", type=int, default=500, help="messages per submit_many (500)")
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="offer at most this many messages/s in all, for a steady state (0: no limit)",
+    )
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--claim-batch", type=int, default=None, help="queue.claim_batch")
@@ -90,6 +100,7 @@ async def measure(
             connections=args.connections,
             depth=args.depth,
             batch=args.batch,
+            pace=args.pace / args.processes,
             registered_delivery=not args.no_receipts,
             deadline_s=args.timeout,
         )
