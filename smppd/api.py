@@ -11,10 +11,11 @@ Wire format. A request is one JSON object per line with an `op` and an optional 
 an integer) echoed in its reply. Requests of one connection run concurrently, so replies may come
 back out of order: the id correlates them. The `submit`s read in one go are handed to the service
 together, as a `submit_many`'s messages are (one validation pass, one commit), and each is still
-answered on its own line: under load a pipelining client gets batching without asking for it. A reply is `{"ok": true, "id": ..., ...result}` (the
-keys `ok` and `id` are the server's; a result never overrides them) or
-`{"ok": false, "id": ..., "error": {"code", "message", "field"?}}`. After `subscribe` is
-answered, event lines `{"event": kind, ...}` follow on the same connection until it closes.
+answered on its own line: under load a pipelining client gets batching without asking for it.
+A reply is `{"ok": true, "id": ..., ...result}` (the keys `ok` and `id` are the server's; a
+result never overrides them) or `{"ok": false, "id": ..., "error": {"code", "message",
+"field"?}}`. After `subscribe` is answered, event lines `{"event": kind, ...}` follow on the
+same connection until it closes.
 
 Limits. A connection may have `max_pending_per_connection` requests unanswered; one more is
 answered at once with `too_many_pending` rather than queued, so a client learns its window
