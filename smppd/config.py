@@ -199,6 +199,7 @@ class QueueConfig:
     retry_max_s: Interval = 300.0
     receipt_hold_s: Interval = 300.0
     receipt_wait_s: Annotated[float, Range(60, 366 * DAY_S)] = 3 * DAY_S
+    commit_interval_s: Annotated[float, Range(0, 1)] = 0.002
 
     def __post_init__(self) -> None:
         if self.retry_initial_s > self.retry_max_s:

@@ -223,6 +223,7 @@ def gateway_settings(config: Config) -> GatewaySettings:
 # Changes to these need a restart: the open database, the listening sockets.
 _RESTART_KEYS: Final = (
     ("queue", "path"),
+    ("queue", "commit_interval_s"),
     ("api", "socket"),
     ("api", "mode"),
     ("api", "max_line_bytes"),
@@ -681,7 +682,10 @@ async def main(config_path: Path) -> int:
     config.queue.path.parent.mkdir(parents=True, exist_ok=True)
     try:
         queue = await open_queue(
-            "sqlite", config.queue.path, receipt_hold_s=config.queue.receipt_hold_s
+            "sqlite",
+            config.queue.path,
+            receipt_hold_s=config.queue.receipt_hold_s,
+            commit_interval_s=config.queue.commit_interval_s,
         )
     except QueueError as exc:
         log.error("cannot open the queue", path=str(config.queue.path), error=str(exc))

@@ -115,6 +115,30 @@ async def test_small_writes_go_before_a_backlog_of_bulk_enqueues(path: Path) -> 
         await store.close()
 
 
+async def test_writes_within_the_commit_interval_share_one_transaction(path: Path) -> None:
+    """A transaction starts at most once per commit_interval_s: writes queued in separate
+    ticks meanwhile commit together, an urgent one does not wait, and close() does not either."""
+    store = await SqliteQueue.open(path, commit_interval_s=60.0)
+    try:
+        await asyncio.wait_for(store.enqueue([message(ref="first")], now=T0), 5)
+        before = store.commits
+        first = asyncio.ensure_future(store.enqueue([message(ref="a")], now=T0))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(store.claim(CARRIER, 10, now=T0))
+        await asyncio.sleep(0)
+        urgent = asyncio.ensure_future(store.enqueue([message(ref="otp", priority=9)], now=T0))
+        await asyncio.wait_for(urgent, 5)
+        assert store.commits == before + 1
+        assert not first.done()
+        assert not second.done()
+    finally:
+        await asyncio.wait_for(store.close(), 5)
+    assert store.commits == before + 2
+    # The claim shares the transaction with the enqueue queued before it, and sees it.
+    otp, (queued,) = urgent.result()[0].message_id, first.result()
+    assert [s.message_id for s in second.result()] == [otp, 1, queued.message_id]
+
+
 async def test_an_urgent_submit_commits_ahead_of_everything_queued(store: SqliteQueue) -> None:
     """An urgent single submit queued last gets its own transaction first; the normal submit,
     the claim and the bulk enqueue queued before it commit after."""

@@ -36,7 +36,7 @@ from smppd.queue.model import (
     Submitted,
     Unknown,
 )
-from smppd.queue.sqlite import SqliteQueue
+from smppd.queue.sqlite import DEFAULT_COMMIT_INTERVAL_S, SqliteQueue
 from smppd.queue.states import FINAL_STATES, MessageState, SegmentState
 
 BACKENDS: Final = ("sqlite", "memory")
@@ -48,13 +48,17 @@ async def open_queue(
     *,
     receipt_hold_s: float = 600.0,
     max_held_receipts: int = 10_000,
+    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
 ) -> Queue:
     """Open the named backend ("sqlite" needs `path`; "memory" keeps nothing)."""
     if backend == "sqlite":
         if path is None:
             raise ValueError("the sqlite queue needs a path")
         return await SqliteQueue.open(
-            path, receipt_hold_s=receipt_hold_s, max_held_receipts=max_held_receipts
+            path,
+            receipt_hold_s=receipt_hold_s,
+            max_held_receipts=max_held_receipts,
+            commit_interval_s=commit_interval_s,
         )
     if backend == "memory":
         return MemoryQueue(receipt_hold_s=receipt_hold_s, max_held_receipts=max_held_receipts)

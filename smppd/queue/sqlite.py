@@ -15,12 +15,19 @@ waits for at most one bounded transaction, never for a backlog of bulk enqueues.
 (a few messages of URGENT_PRIORITY and up, and the claims that take only those) get a
 transaction of their own ahead of the rest: an OTP costs one extra small commit instead of
 waiting inside a transaction full of other traffic's outcomes and receipts.
+
+Transactions start at most one per `commit_interval_s` (urgent writes do not wait). Under load a
+transaction takes longer than that anyway; at a few hundred or thousand messages a second the
+writer would otherwise commit each write on its own, as soon as the last commit ended, and the
+thread hand-offs and fsyncs of those commits were most of the daemon's CPU (at 1,000 msg/s, 86%
+of a core against 55% with 2 ms, for about 1 ms more to each durable ack).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from collections import deque
@@ -68,6 +75,7 @@ DEFAULT_RECEIPT_HOLD_S: Final = 600.0
 DEFAULT_MAX_HELD_RECEIPTS: Final = 10_000
 DEFAULT_MAX_BATCH: Final = 8192  # messages, outcomes or receipts per transaction
 DEFAULT_BULK_BATCH: Final = 1024  # of which from bulk writes (about 15 ms of work)
+DEFAULT_COMMIT_INTERVAL_S: Final = 0.002  # least time between the starts of two transactions
 BULK_ENQUEUE: Final = 16  # an enqueue of more messages than this is a bulk write
 DEFAULT_CACHE_KIB: Final = 16 * 1024
 _PURGE_STEP: Final = 500  # messages per purge transaction, so other writes interleave
@@ -125,6 +133,7 @@ class SqliteQueue:
         *,
         max_batch: int,
         bulk_batch: int = DEFAULT_BULK_BATCH,
+        commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
     ) -> None:
         self._conn = conn
         self._db = db
@@ -135,6 +144,9 @@ class SqliteQueue:
         self._small: deque[_Write[Any]] = deque()
         self._bulk: deque[_Write[Any]] = deque()
         self._wakeup = asyncio.Event()
+        self._commit_interval_s = commit_interval_s
+        self._last_start = -math.inf  # perf_counter() when the last transaction started
+        self._pacing: asyncio.Future[None] | None = None  # the wait for the interval to pass
         self._closing = False
         self._closed = False
         self._commits = 0
@@ -150,6 +162,7 @@ class SqliteQueue:
         max_held_receipts: int = DEFAULT_MAX_HELD_RECEIPTS,
         max_batch: int = DEFAULT_MAX_BATCH,
         bulk_batch: int = DEFAULT_BULK_BATCH,
+        commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
         cache_kib: int = DEFAULT_CACHE_KIB,
         max_bytes: int | None = None,
     ) -> SqliteQueue:
@@ -200,7 +213,14 @@ class SqliteQueue:
             if isinstance(exc, sqlite3.Error):
                 raise translate(exc) from exc
             raise
-        return cls(conn, db, memory, max_batch=max_batch, bulk_batch=bulk_batch)
+        return cls(
+            conn,
+            db,
+            memory,
+            max_batch=max_batch,
+            bulk_batch=bulk_batch,
+            commit_interval_s=commit_interval_s,
+        )
 
     # -- the group-commit writer --------------------------------------------------------------
 
@@ -219,6 +239,8 @@ class SqliteQueue:
         queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._small
         queue.append(_Write(apply, weight, now, future))
         self._wakeup.set()
+        if lane is _URGENT and self._pacing is not None and not self._pacing.done():
+            self._pacing.set_result(None)  # an urgent write does not wait for the interval
         return future
 
     async def _write_loop(self) -> None:
@@ -229,12 +251,31 @@ class SqliteQueue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if not self._urgent:
+                await self._pace()
+            if not self._urgent:  # an urgent transaction is one extra, in no one's interval
+                self._last_start = time.perf_counter()
             writes = self._take()
             try:
                 await self._commit(writes)
             except Exception as exc:  # a bug after COMMIT: fail the waiting callers, go on
                 for write in writes:
                     _fail(write.future, exc)
+
+    async def _pace(self) -> None:
+        """Wait until `commit_interval_s` has passed since the last transaction started, or an
+        urgent write comes; what arrives meanwhile shares the transaction."""
+        wait = self._last_start + self._commit_interval_s - time.perf_counter()
+        if wait <= 0 or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        self._pacing = pacing = loop.create_future()
+        timer = loop.call_later(wait, _resolve, pacing)
+        try:
+            await pacing
+        finally:
+            timer.cancel()
+            self._pacing = None
 
     def _take(self) -> list[_Write[Any]]:
         """The next transaction's writes: urgent ones alone, else small then bulk (see the
@@ -535,6 +576,8 @@ class SqliteQueue:
             return
         self._closing = True
         self._wakeup.set()
+        if self._pacing is not None and not self._pacing.done():
+            self._pacing.set_result(None)  # what is queued is committed now
         try:
             await self._writer
         finally:
@@ -576,6 +619,11 @@ async def _in_thread(conn: aiosqlite.Connection, work: Callable[[], T]) -> T:
     # The type as a string: cast() with a subscripted Callable builds the alias on every call.
     run = cast("Callable[[Callable[[], T]], Awaitable[T]]", conn._execute)
     return await run(work)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
