@@ -555,7 +555,15 @@ class _Connection:
         self._subscription: Subscription | None = None
         self._forwarder: asyncio.Task[None] | None = None
         self._tasks: asyncio.TaskGroup | None = None
-        self._read_task: asyncio.Task[bytes] | None = None
+        # A read in progress is interrupted (stop, idle, an ended subscription) by cancelling
+        # the connection's task while it waits in that read, and only then: no task and no
+        # timer per read.
+        self._task: asyncio.Task[Any] | None = None
+        self._reading = False
+        self._interrupted = False
+        self._last_read = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle = False
         self._submits: list[tuple[object, Request]] = []  # read, not yet handed to the service
 
     async def run(self) -> None:
@@ -577,8 +585,7 @@ class _Connection:
     def stop(self) -> None:
         """Stop reading (lines already read get `shutting_down`); in-flight requests finish."""
         self._stopping = True
-        if self._read_task is not None:
-            self._read_task.cancel()
+        self._interrupt()
         self._end_subscription()
 
     def _end_subscription(self) -> None:
@@ -589,35 +596,62 @@ class _Connection:
 
     async def _read_loop(self) -> None:
         splitter = LineSplitter(self._settings.max_line_bytes)
-        current = asyncio.current_task()
-        while not (self._stopping or self._broken):
-            # The read is a task of its own so that stop() can end it without ending us.
-            self._read_task = asyncio.ensure_future(self._reader.read(_READ_CHUNK))
-            try:
-                async with asyncio.timeout(self._settings.idle_timeout_s):
-                    data = await self._read_task
-            except TimeoutError:
-                if self._pending or self._subscription is not None:
-                    continue
-                log.info("api.idle_closed", client=self._client.name)
-                return
-            except asyncio.CancelledError:
-                if current is None or current.cancelling():
-                    raise
-                return  # stop() ended the read, not a cancellation of this connection
-            except OSError:
-                return
-            finally:
-                self._read_task = None
-            if not data:
-                return
-            try:
-                for line in splitter.feed(data):
-                    if self._is_broken():
-                        return
-                    await self._handle_line(line)
-            finally:
-                self._start_submits()  # what was read is performed, as each line's task was
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._last_read = loop.time()
+        self._idle_timer = loop.call_at(
+            self._last_read + self._settings.idle_timeout_s, self._idle_check
+        )
+        try:
+            while not (self._stopping or self._broken):
+                self._reading = True
+                try:
+                    data = await self._reader.read(_READ_CHUNK)
+                except asyncio.CancelledError:
+                    if not self._interrupted or self._task is None or self._task.uncancel():
+                        raise  # not (only) ours: the connection itself is being cancelled
+                    if self._idle:
+                        log.info("api.idle_closed", client=self._client.name)
+                    return
+                except OSError:
+                    return
+                finally:
+                    self._reading = False
+                if not data:
+                    return
+                self._last_read = loop.time()
+                try:
+                    for line in splitter.feed(data):
+                        if self._is_broken():
+                            return
+                        await self._handle_line(line)
+                finally:
+                    self._start_submits()  # what was read is performed, as each line's task was
+        finally:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+
+    def _idle_check(self) -> None:
+        """Close a connection silent for idle_timeout_s with nothing in progress; one with
+        requests in progress or a subscription waits another period."""
+        loop = asyncio.get_running_loop()
+        now, idle_s = loop.time(), self._settings.idle_timeout_s
+        if now < self._last_read + idle_s:
+            self._idle_timer = loop.call_at(self._last_read + idle_s, self._idle_check)
+        elif not self._reading or self._pending or self._subscription is not None:
+            self._last_read = now
+            self._idle_timer = loop.call_at(now + idle_s, self._idle_check)
+        else:
+            self._idle_timer = None
+            self._idle = True
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        """End the read in progress, if there is one (the loop ends at its next turn if not)."""
+        if self._reading and not self._interrupted and self._task is not None:
+            self._interrupted = True
+            self._task.cancel()
 
     def _is_broken(self) -> bool:
         return self._broken
@@ -758,8 +792,7 @@ class _Connection:
             # A subscription that ended (the client fell behind, or the daemon is stopping)
             # ends the connection, so the client cannot mistake silence for no events.
             self._stopping = True
-            if self._read_task is not None:
-                self._read_task.cancel()
+            self._interrupt()
 
     async def _refuse(self, rid: object, op: str, error: ApiError) -> None:
         await self._send(_encode(_error_reply(rid, error)))

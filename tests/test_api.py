@@ -403,6 +403,17 @@ async def test_idle_connection_is_closed() -> None:
         assert await raw.closed_by_server()
 
 
+async def test_a_connection_that_keeps_talking_is_not_idle() -> None:
+    """The idle period counts from the last read: requests spread over more than one period,
+    none of them further apart than it, keep the connection open."""
+    async with running_server(idle_timeout_s=1.0) as server:
+        raw = await Raw.open(server.settings.socket)
+        for rid in range(15):
+            assert (await raw.call({"op": "health", "id": rid}))["ok"] is True
+            await asyncio.sleep(0.1)  # the silence under test, not a wait for something
+        assert (await raw.call({"op": "health", "id": "last"}))["id"] == "last"
+
+
 async def test_connection_with_a_request_in_progress_is_not_idle() -> None:
     """The idle timer does not cut off a reply the client is waiting for."""
     service = FakeService(gates={"slow": asyncio.Event()})
