@@ -20,7 +20,7 @@ Transactions start at most one per `commit_interval_s` (urgent writes do not wai
 transaction takes longer than that anyway; at a few hundred or thousand messages a second the
 writer would otherwise commit each write on its own, as soon as the last commit ended, and the
 thread hand-offs and fsyncs of those commits were most of the daemon's CPU (at 1,000 msg/s, 86%
-of a core against 55% with 2 ms, for about 1 ms more to each durable ack).
+of a core against 55% with 2 ms, for about half a millisecond more on a durable ack).
 """
 
 from __future__ import annotations
