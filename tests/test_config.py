@@ -253,6 +253,11 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "queue.retry_initial_s: must not exceed retry_max_s",
     ),
     (
+        "a commit interval in milliseconds by mistake",
+        lambda d: d.update(queue={"commit_interval_s": 2}),
+        "queue.commit_interval_s: must be a number between 0 and 1, got 2",
+    ),
+    (
         "client certificate without key",
         lambda d: d["carriers"][0].update(tls={"cert_file": "client.pem"}),
         "carriers[0].tls.key_file: cert_file and key_file go together",

@@ -186,8 +186,9 @@ async def test_sighup_reloads_and_refuses_a_broken_config() -> None:
 
 
 async def test_sighup_applies_senders_clients_and_compliance_without_reconnecting() -> None:
-    """A new sender id (and so its client's rights), a new stop word and a new API setting:
-    the first two apply at once with no carrier restarted, the last is named as needing one."""
+    """A new sender id (and so its client's rights), a new stop word, a new API setting and a
+    new commit interval: the first two apply at once with no carrier restarted, the last two are
+    named as needing one."""
     async with running() as (smsc, daemon, directory):
         socket = directory / "smppd.sock"
         async with Client(socket) as client:
@@ -199,11 +200,12 @@ async def test_sighup_applies_senders_clients_and_compliance_without_reconnectin
         config["senders"].append({"id": "GAMMA", "client": "alpha", "tps": 50})
         config["compliance"] = {"stop_words": ["STOP", "HALT"]}
         config["api"]["max_connections"] = 17
+        config.setdefault("queue", {})["commit_interval_s"] = 0.005
         config_path.write_text(yaml.safe_dump(config))
         daemon.signal(signal.SIGHUP)
         reloaded = await daemon.wait_log("configuration reloaded")
         assert reloaded["carriers_restarted"] == []
-        assert reloaded["restart_needed"] == ["api.max_connections"]
+        assert reloaded["restart_needed"] == ["queue.commit_interval_s", "api.max_connections"]
         sub = await RawSubscriber.open(socket, ["inbound"])
         async with Client(socket) as client:
             await client.submit(to="+447700900123", sender="GAMMA", text="after reload")
