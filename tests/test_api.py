@@ -7,7 +7,9 @@ import contextlib
 import json
 import socket
 import stat
-from typing import Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -25,6 +27,7 @@ from api_fakes import (
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smppd import api
 from smppd.api import (
     TOO_LONG,
     ApiServer,
@@ -403,15 +406,40 @@ async def test_idle_connection_is_closed() -> None:
         assert await raw.closed_by_server()
 
 
-async def test_a_connection_that_keeps_talking_is_not_idle() -> None:
-    """The idle period counts from the last read: requests spread over more than one period,
-    none of them further apart than it, keep the connection open."""
-    async with running_server(idle_timeout_s=1.0) as server:
-        raw = await Raw.open(server.settings.socket)
-        for rid in range(15):
-            assert (await raw.call({"op": "health", "id": rid}))["ok"] is True
-            await asyncio.sleep(0.1)  # the silence under test, not a wait for something
-        assert (await raw.call({"op": "health", "id": "last"}))["id"] == "last"
+class _ClockLoop:
+    """What the idle check asks of its loop: the time, set by the test, and timers, noted."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.timers: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: object) -> None:
+        self.timers.append(when)
+
+
+def test_the_idle_period_counts_from_the_last_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check that finds a read within the period waits a period from that read; one with a
+    request in progress waits a whole period more; only a whole period of silence with nothing
+    in progress ends the read."""
+    loop = _ClockLoop()
+    monkeypatch.setattr(asyncio, "get_running_loop", lambda: loop)
+    server = SimpleNamespace(settings=ApiSettings(socket=Path("/unused"), idle_timeout_s=10.0))
+    connection = api._Connection(cast(Any, server), DEMO, cast(Any, None), cast(Any, None))
+    interrupted: list[bool] = []
+    monkeypatch.setattr(connection, "_interrupt", lambda: interrupted.append(True))
+    connection._reading = True
+    connection._last_read = 95.0
+    connection._idle_check()  # at 100: 5 s since the last read
+    assert (loop.timers, interrupted) == ([105.0], [])
+    loop.now, connection._pending = 105.0, 1
+    connection._idle_check()
+    assert (loop.timers, interrupted) == ([105.0, 115.0], [])
+    loop.now, connection._pending = 115.0, 0
+    connection._idle_check()
+    assert (loop.timers, interrupted, connection._idle) == ([105.0, 115.0], [True], True)
 
 
 async def test_connection_with_a_request_in_progress_is_not_idle() -> None:
