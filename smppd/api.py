@@ -456,6 +456,22 @@ async def _submit_all(
     return replies
 
 
+async def _submit_each(
+    service: Service, client: ClientIdentity, parsed: Sequence[SubmitRequest | ApiError]
+) -> list[SubmitReply | ApiError]:
+    """The reply to each of `parsed`, in order. Each message was parsed on its own so that a bad
+    one fails alone; the valid ones go to the service in one call, which commits them together."""
+    valid = [p for p in parsed if isinstance(p, SubmitRequest)]
+    replies = iter(await _submit_all(service, client, valid) if valid else [])
+    return [next(replies) if isinstance(p, SubmitRequest) else p for p in parsed]
+
+
+def _in_place_of_valid(
+    parsed: Sequence[SubmitRequest | ApiError], error: ApiError
+) -> list[SubmitReply | ApiError]:
+    return [error if isinstance(p, SubmitRequest) else p for p in parsed]
+
+
 async def _op_submit_many(
     service: Service, client: ClientIdentity, req: Request
 ) -> Mapping[str, Any]:
@@ -463,14 +479,9 @@ async def _op_submit_many(
     messages = _value(req, "messages", required=True)
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "a non-empty list of submit objects")
-    # Parse each on its own so one bad message fails alone; the rest go to the service in one
-    # call, which lets it commit them together.
     parsed = [_parse_message(message) for message in messages]
-    valid = [p for p in parsed if isinstance(p, SubmitRequest)]
-    replies = iter(await _submit_all(service, client, valid) if valid else [])
     results: list[dict[str, Any]] = []
-    for item in parsed:
-        outcome = next(replies) if isinstance(item, SubmitRequest) else item
+    for outcome in await _submit_each(service, client, parsed):
         if isinstance(outcome, ApiError):
             results.append({"ok": False, "error": outcome.to_json()})
         else:
@@ -715,17 +726,13 @@ class _Connection:
         outcomes: list[SubmitReply | ApiError] = []
         try:
             parsed = [_parse_message(req) for _, req in batch]
-            valid = [p for p in parsed if isinstance(p, SubmitRequest)]
             try:
-                replies = iter(
-                    await _submit_all(self._server.service, self._client, valid) if valid else []
-                )
-                outcomes = [next(replies) if isinstance(p, SubmitRequest) else p for p in parsed]
-            except ApiError as error:
-                outcomes = [error if isinstance(p, SubmitRequest) else p for p in parsed]
+                outcomes = await _submit_each(self._server.service, self._client, parsed)
+            except ApiError as error:  # the whole call refused: each valid submit's answer
+                outcomes = _in_place_of_valid(parsed, error)
             except Exception as exc:  # any bug in the core answers `internal`
                 _log_internal("submit", exc)
-                outcomes = [_INTERNAL if isinstance(p, SubmitRequest) else p for p in parsed]
+                outcomes = _in_place_of_valid(parsed, _INTERNAL)
             lines = [
                 _encode(_error_reply(rid, outcome))
                 if isinstance(outcome, ApiError)

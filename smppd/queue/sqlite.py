@@ -239,8 +239,8 @@ class SqliteQueue:
         queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._small
         queue.append(_Write(apply, weight, now, future))
         self._wakeup.set()
-        if lane is _URGENT and self._pacing is not None and not self._pacing.done():
-            self._pacing.set_result(None)  # an urgent write does not wait for the interval
+        if lane is _URGENT:
+            self._end_pacing()  # an urgent write does not wait for the interval
         return future
 
     async def _write_loop(self) -> None:
@@ -276,6 +276,10 @@ class SqliteQueue:
         finally:
             timer.cancel()
             self._pacing = None
+
+    def _end_pacing(self) -> None:
+        if self._pacing is not None:
+            _resolve(self._pacing)
 
     def _take(self) -> list[_Write[Any]]:
         """The next transaction's writes: urgent ones alone, else small then bulk (see the
@@ -576,8 +580,7 @@ class SqliteQueue:
             return
         self._closing = True
         self._wakeup.set()
-        if self._pacing is not None and not self._pacing.done():
-            self._pacing.set_result(None)  # what is queued is committed now
+        self._end_pacing()  # what is queued is committed now
         try:
             await self._writer
         finally:
