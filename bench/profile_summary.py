@@ -12,7 +12,9 @@ thread's time split by what it was doing: running, in SQLite's C code, in fsync,
 the interpreter lock, or idle (waiting for events or work). The lock wait is recognised the way
 CPython 3.11-3.13 waits for it, on a condition variable (`pthread_cond_timedwait`); every other
 wait in the daemon is a semaphore, epoll or poll. With --wall, a function's "own" samples are
-those whose innermost Python frame it is.
+those whose innermost Python frame it is. To read its C frames py-spy stops the process for
+each sample, and that catches threads at their syscalls more often than their cost warrants:
+take per-line figures from a plain or --gil profile, which samples without stopping.
 """
 
 from __future__ import annotations
