@@ -11,13 +11,22 @@ It must not know the queue or the send loop, nor how a link speaks SMPP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final
 
 import structlog
 
-from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link, NullObserver
+from smppd.link import (
+    DEFAULT_MAX_HANDLERS,
+    BindObserver,
+    DeliverHandler,
+    Link,
+    NullObserver,
+    resolve,
+)
 from smppd.pdu.status import status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (
@@ -150,14 +159,14 @@ class CarrierBinds:
                     best, best_room = link, room
         return best
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
-        """Send an encoded submit_sm body on the bind with the most room; None when no bind can
-        take it now (all windows full, rates, none bound, closing)."""
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        """Send an encoded submit_sm body on the bind with the most room; False when no bind can
+        take it now (all windows full, rates, none bound, closing). See Link.try_send."""
         if self._closing:
-            return None
+            return False
         live = self._live
         if len(live) == 1:
-            return live[0].try_submit(body)
+            return live[0].try_send(body, on_result)
         best = None
         best_room = 0
         for link in live:
@@ -165,13 +174,16 @@ class CarrierBinds:
             if room > best_room:
                 best, best_room = link, room
         if best is None:
-            return None
-        future = best.try_submit(body)
-        if future is None:  # held back by its own rate: another bind may still take it
-            other = self.pick()
-            if other is not None:
-                future = other.try_submit(body)
-        return future
+            return False
+        if best.try_send(body, on_result):
+            return True
+        other = self.pick()  # held back by its own rate: another bind may still take it
+        return other is not None and other.try_send(body, on_result)
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        """try_send() with a future for the result; None when it could not be sent."""
+        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        return future if self.try_send(body, functools.partial(resolve, future)) else None
 
     async def wait_ready(self) -> None:
         """Return when try_submit could succeed on some bind, once closing, or on interrupt()."""

@@ -148,7 +148,9 @@ class Link(asyncio.Protocol):
         self._max_handlers = max_handlers
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._futures: dict[int, asyncio.Future[SubmitResult]] = {}
+        # Sequence number -> what gets its result: a callback, not a future, so that a result
+        # costs one call rather than a future, a done callback and an event-loop turn.
+        self._results: dict[int, Callable[[SubmitResult], None]] = {}
         self._unknown = SubmitResult.outcome_unknown(name)
         self._waiters: list[asyncio.Future[None]] = []
         self._bound: asyncio.Future[None] = self._loop.create_future()
@@ -240,23 +242,28 @@ class Link(asyncio.Protocol):
         """When try_submit could next succeed (see Session.ready_at)."""
         return None if self._write_paused else self._core.ready_at(now=now)
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
-        """Send an encoded submit_sm body; None when the window is full, the bind is not bound
-        or a rate holds it back. The future always resolves, to an unknown outcome at worst."""
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        """Send an encoded submit_sm body; False when the window is full, the bind is not bound
+        or a rate holds it back. Once sent, `on_result` is called exactly once, never from
+        within this call, with the result (an unknown outcome at worst)."""
         if self._write_paused:
-            return None
+            return False
         now = self._loop.time()
         seq = self._core.try_submit(body, now=now)
         if seq is None:
-            return None
-        future = self._loop.create_future()
-        self._futures[seq] = future
+            return False
+        self._results[seq] = on_result
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         if now + self.settings.response_timeout_s < self._timer_at:
             self._arm_timer()
-        return future
+        return True
+
+    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+        """try_send() with a future for the result; None when it could not be sent."""
+        future: asyncio.Future[SubmitResult] = self._loop.create_future()
+        return future if self.try_send(body, functools.partial(resolve, future)) else None
 
     async def wait_ready(self) -> None:
         """Return when try_submit could succeed, or once the link has closed."""
@@ -373,9 +380,9 @@ class Link(asyncio.Protocol):
         freed = False
         while (event := core.next_event()) is not None:
             if isinstance(event, SubmitAnswered):
-                future = self._futures.pop(event.sequence_number, None)
-                if future is not None and not future.done():
-                    future.set_result(event.result)
+                on_result = self._results.pop(event.sequence_number, None)
+                if on_result is not None:
+                    self._give(on_result, event.result)
                 self._observer.submit_answered(self.name, event.result, event.latency_s)
                 freed = True
             elif isinstance(event, DeliverReceived):
@@ -442,7 +449,7 @@ class Link(asyncio.Protocol):
             self._close_reason = event.reason
             for seq in event.abandoned:
                 self._resolve_unknown(seq)
-            for seq in list(self._futures):  # none should be left; never leave one waiting
+            for seq in list(self._results):  # none should be left; never leave one waiting
                 self._resolve_unknown(seq)
             self._observer.disconnected(name, event.reason.value)
             if not self._bound.done():
@@ -450,9 +457,18 @@ class Link(asyncio.Protocol):
             self._log.info("bind closing", reason=event.reason.value)
 
     def _resolve_unknown(self, seq: int) -> None:
-        future = self._futures.pop(seq, None)
-        if future is not None and not future.done():
-            future.set_result(self._unknown)
+        on_result = self._results.pop(seq, None)
+        if on_result is not None:
+            self._give(on_result, self._unknown)
+
+    def _give(self, on_result: Callable[[SubmitResult], None], result: SubmitResult) -> None:
+        # A failing callback must not stop the events after it, as a future's would not.
+        try:
+            on_result(result)
+        except Exception as exc:
+            self._loop.call_exception_handler(
+                {"message": "submit result callback failed", "exception": exc}
+            )
 
     def _arm_timer(self, deadline: float | None = None) -> None:
         if deadline is None:
@@ -561,3 +577,9 @@ class Link(asyncio.Protocol):
             task.cancel()
         if late:
             await asyncio.wait(late)
+
+
+def resolve(future: asyncio.Future[SubmitResult], result: SubmitResult) -> None:
+    """Give a future its submit result, unless it was cancelled meanwhile."""
+    if not future.done():
+        future.set_result(result)

@@ -61,11 +61,15 @@ from smppd.session import SubmitResult
 log = structlog.get_logger(__name__)
 
 
-class _Defer(Enum):
-    DEFER = "defer"
+class _Send(Enum):
+    """What _send did with a segment."""
+
+    SENT = "sent"
+    DEFERRED = "deferred"  # the sender's own rate says not now
+    STOPPED = "stopped"  # stopping, or handed back
 
 
-_DEFER = _Defer.DEFER
+_SENT, _DEFERRED, _STOPPED = _Send.SENT, _Send.DEFERRED, _Send.STOPPED
 
 # Sends from one sender are spaced a little wider than its rate, so arrival jitter on the way to
 # the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
@@ -91,7 +95,9 @@ def sender_window(tps: float) -> SlidingWindow:
 class SubmitPort(Protocol):
     """What the send loop needs of a carrier's binds."""
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None: ...
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        """Send `body` if a bind can take it now; once sent, `on_result` gets its result,
+        exactly once and never from within this call (see Link.try_send)."""
 
     async def wait_ready(self) -> None: ...
 
@@ -296,12 +302,7 @@ class CarrierSendLoop:
             or segment.source in self._sender_windows
         ):
             return False
-        fut = self._port.try_submit(segment.body)
-        if fut is None:
-            return False
-        self._unrecorded += 1
-        self._track(segment, fut)
-        return True
+        return self._try_send(segment)
 
     def _limit(self, segment: ClaimedSegment) -> int:
         """Unrecorded segments past which `segment` waits: bulk leaves the urgent reserve free."""
@@ -309,9 +310,12 @@ class CarrierSendLoop:
             return self._max_unrecorded - self._reserve
         return self._max_unrecorded
 
-    def _track(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
-        fut.add_done_callback(functools.partial(self._done, segment))
+    def _try_send(self, segment: ClaimedSegment) -> bool:
+        if not self._port.try_send(segment.body, functools.partial(self._done, segment)):
+            return False
+        self._unrecorded += 1
         self.submitted += 1
+        return True
 
     def _send_soon(self, segments: Sequence[ClaimedSegment]) -> None:
         task = asyncio.get_running_loop().create_task(self._send_all(segments))
@@ -528,18 +532,15 @@ class CarrierSendLoop:
         generation = self._generation
         for i, segment in enumerate(segments):
             window = self._sender_windows.get(segment.source)
-            fut = await self._send(segment, window, generation)
-            if fut is None:
+            sent = await self._send(segment, window, generation)
+            if sent is _STOPPED:
                 now = self._clock()
                 for unsent in segments[i:]:
                     self._add(Deferred(unsent.segment_id, now), sent=False)
                 return False
-            if fut is _DEFER:
+            if sent is _DEFERRED:
                 assert window is not None
                 self._defer(segment, window)
-                continue
-            assert isinstance(fut, asyncio.Future)
-            self._track(segment, fut)
         return True
 
     def _release(self, recorded: int, sent: int) -> None:
@@ -553,9 +554,9 @@ class CarrierSendLoop:
 
     async def _send(
         self, segment: ClaimedSegment, window: SlidingWindow | None, generation: int
-    ) -> asyncio.Future[SubmitResult] | _Defer | None:
-        """Submit on the first bind with room; None only once stopping or handing back
-        (`generation` is past); _DEFER when the sender's own rate says not now.
+    ) -> _Send:
+        """Submit on the first bind with room; _STOPPED only once stopping or handing back
+        (`generation` is past); _DEFERRED when the sender's own rate says not now.
 
         Room under max_unrecorded (bulk leaves the urgent reserve free) is checked and taken
         with no await between that and the write, and so is the sender's window, so the time it
@@ -566,23 +567,21 @@ class CarrierSendLoop:
         limit = self._limit(segment)
         while True:
             if self._stopping or generation != self._generation:
-                return None
+                return _STOPPED
             if self._unrecorded >= limit:
                 self._room.clear()
                 await self._room.wait()
                 continue
             if window is None:
-                fut = self._port.try_submit(segment.body)
+                if self._try_send(segment):
+                    return _SENT
             else:
                 now = self._clock()  # only capped senders pay for reading the clock
                 if not window.allows(now):
-                    return _DEFER
-                fut = self._port.try_submit(segment.body)
-                if fut is not None:
+                    return _DEFERRED
+                if self._try_send(segment):
                     window.record(now)
-            if fut is not None:
-                self._unrecorded += 1
-                return fut
+                    return _SENT
             await self._port.wait_ready()
 
     def _defer(self, segment: ClaimedSegment, window: SlidingWindow) -> None:
@@ -594,22 +593,16 @@ class CarrierSendLoop:
         self.deferred += 1
         self._add(Deferred(segment.segment_id, slot), sent=False, urgent=_is_urgent(segment))
 
-    def _done(self, segment: ClaimedSegment, fut: asyncio.Future[SubmitResult]) -> None:
-        now = self._clock()
-        if fut.cancelled() or fut.exception() is not None:
-            # The bind guarantees a result; anything else is treated as outcome unknown.
-            outcome: Outcome = Unknown(segment.segment_id, now)
-        else:
-            result = fut.result()
-            outcome = outcome_for(
-                segment,
-                result,
-                bind=result.bind,
-                policy=self._policy,
-                now=now,
-                rng=self._rng,
-                id_format=self._id_format,
-            )
+    def _done(self, segment: ClaimedSegment, result: SubmitResult) -> None:
+        outcome = outcome_for(
+            segment,
+            result,
+            bind=result.bind,
+            policy=self._policy,
+            now=self._clock(),
+            rng=self._rng,
+            id_format=self._id_format,
+        )
         self._add(outcome, sent=True, urgent=_is_urgent(segment))
 
     def _add(self, outcome: Outcome, *, sent: bool, urgent: bool = False) -> None:

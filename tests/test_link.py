@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import shutil
 import ssl
 import subprocess
@@ -269,6 +270,46 @@ async def test_drop_mid_window_reports_every_submit_unknown(smsc: FakeSmsc) -> N
     assert all(r.unknown for r in results)
     with pytest.raises(SessionClosedError):
         await link.submit(body())
+
+
+async def test_try_send_calls_back_once_each_and_a_failing_callback_stops_no_other(
+    smsc: FakeSmsc,
+) -> None:
+    """try_send's callbacks get their results later, never inside the call, once each; one
+    that raises is reported to the loop and the results after it are still given."""
+    link = await connect(smsc.port, window=10)
+    loop = asyncio.get_running_loop()
+    reported: list[BaseException] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context["exception"]))
+    results: dict[int, list[SubmitResult]] = {i: [] for i in range(5)}
+    all_given = asyncio.Event()
+
+    def on_result(i: int, result: SubmitResult) -> None:
+        results[i].append(result)
+        if all(results.values()):
+            all_given.set()
+        if i == 0:
+            raise RuntimeError("a broken callback")
+
+    for i in range(5):
+        assert link.try_send(body(f"4477009{i:05d}"), functools.partial(on_result, i))
+    assert not any(results.values())  # nothing is called back from within try_send
+    async with asyncio.timeout(2):
+        await all_given.wait()
+    assert all(
+        len(got) == 1 and got[0].status_class is StatusClass.SUCCESS for got in results.values()
+    )
+    assert [str(e) for e in reported] == ["a broken callback"]
+    smsc.set_faults(latency_s=5.0)
+    unanswered: list[SubmitResult] = []
+    assert link.try_send(body(), unanswered.append)
+    await smsc.records.wait_for(6, timeout=2, segments=True)
+    smsc.drop()
+    async with asyncio.timeout(2):
+        await link.wait_closed()
+    assert len(unanswered) == 1
+    assert unanswered[0].unknown
+    assert all(len(got) == 1 for got in results.values())
 
 
 async def test_garbage_loses_framing_and_closes(smsc: FakeSmsc) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -304,11 +304,12 @@ class ManualPort:
         self.futures: list[asyncio.Future[SubmitResult]] = []
         self.submitted = asyncio.Event()
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
         future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda done: on_result(done.result()))
         self.futures.append(future)
         self.submitted.set()
-        return future
+        return True
 
     async def wait_ready(self) -> None:
         return None
@@ -517,12 +518,12 @@ class StuckOnBulkPort(ManualPort):
         self.ready = asyncio.Event()
         self.ready.set()
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
         if b"otp" in body:
-            return super().try_submit(body)
+            return super().try_send(body, on_result)
         self.bulk_waiting.set()
         self.ready.clear()
-        return None
+        return False
 
     async def wait_ready(self) -> None:
         await self.ready.wait()
@@ -712,9 +713,9 @@ class BodiesPort(ManualPort):
         super().__init__()
         self.bodies: list[bytes] = []
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
         self.bodies.append(body)
-        return super().try_submit(body)
+        return super().try_send(body, on_result)
 
 
 async def test_an_urgent_segment_in_a_batch_claimed_ahead_goes_out_at_once() -> None:
@@ -915,8 +916,8 @@ class DownPort(ManualPort):
         self.waiting = 0
         self.entered = asyncio.Event()
 
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
-        return None
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        return False
 
     async def wait_ready(self) -> None:
         self._interrupted.clear()
