@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck check bench clean
+.PHONY: venv demo test lint typecheck check bench clean promtool
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(BIN)/python -X dev -m pytest -q
+
+# promtool for the alert-rule scenarios in tests/test_alerts.py (skipped without it): unpacked
+# from Debian's prometheus package into the venv, nothing installed system-wide.
+promtool: $(BIN)/promtool
+
+$(BIN)/promtool: | $(BIN)/.installed
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
+	apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb unpacked; \
+	install -m 0755 unpacked/usr/bin/promtool "$(abspath $(BIN))/promtool"
+	$(BIN)/promtool --version | head -1
 
 bench: venv
 	$(BIN)/python bench/codec.py

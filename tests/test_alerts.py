@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -280,9 +281,12 @@ CASES = [case for _, cases in SCENARIOS for case in cases]
 def test_promtool_checks_and_fires_the_rules(tmp_path: Path) -> None:
     """promtool, where installed, accepts the rules and each scenario fires exactly the alerts
     expected of it: right labels, right hold times, and silence where the rule must not fire."""
-    promtool = shutil.which("promtool")
+    # On the PATH, or in the venv (`make promtool` puts it there).
+    promtool = shutil.which("promtool") or shutil.which(
+        "promtool", path=str(Path(sys.executable).parent)
+    )
     if promtool is None:
-        return  # the structural tests above still hold the rules to the metric names
+        pytest.skip("promtool is not installed (make promtool); the structural tests still ran")
     checked = subprocess.run(
         [promtool, "check", "rules", str(RULES)],
         capture_output=True,
