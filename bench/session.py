@@ -4,8 +4,8 @@ the sans-IO session alone and of the rate limiter beside asyncio-throttle.
 
     python bench/session.py [--seconds S] [--binds 1,4] [--windows 1,10,100]
 
-One coroutine sends (try_submit until the windows are full, then wait_ready), as the send loop
-does; a done-callback counts answers. Figures are answers per second over the measured span,
+One coroutine sends (try_send until the windows are full, then wait_ready), as the send loop
+does; the result callback counts answers. Figures are answers per second over the measured span,
 after a short warm-up, with the SMSC answering at once and recording counters only. CPU time per
 answer is printed for both processes: on a shared machine it is steadier than the rate.
 """
@@ -88,10 +88,10 @@ async def run(port: int, pid: int, binds: int, window: int, seconds: float) -> F
     answered = 0
     failed = 0
 
-    def done(future: asyncio.Future[SubmitResult]) -> None:
+    def done(result: SubmitResult) -> None:
         nonlocal answered, failed
         answered += 1
-        if future.result().command_status != 0:
+        if result.command_status != 0:
             failed += 1
 
     async with CarrierBinds(settings, binds=binds, handler=accept, carrier="bench") as carrier:
@@ -110,11 +110,8 @@ async def run(port: int, pid: int, binds: int, window: int, seconds: float) -> F
                 cpu_started, smsc_started = time.process_time(), h.cpu_s(pid)
             if now >= end:
                 break
-            future = carrier.try_submit(BODY)
-            if future is None:
+            if not carrier.try_send(BODY, done):
                 await carrier.wait_ready()
-                continue
-            future.add_done_callback(done)
         elapsed = time.perf_counter() - started
         count = answered - counted_from
         cpu = time.process_time() - cpu_started

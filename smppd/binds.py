@@ -3,7 +3,7 @@
 `CarrierBinds` owns one slot per configured bind. Each slot runs one loop: connect and bind (one
 attempt at a time), hold the link until it ends, wait a backoff with jitter, again. Binds the SMSC
 refused for credentials back off for `auth_failure_s` instead, and say so. The carrier's TPS cap
-is one `SlidingWindow` shared by every link's session. `try_submit` and `wait_ready` present
+is one `SlidingWindow` shared by every link's session. `try_send` and `wait_ready` present
 the bound links as one: a submit goes to the bind with the most free window slots.
 It must not know the queue or the send loop, nor how a link speaks SMPP.
 """
@@ -186,7 +186,7 @@ class CarrierBinds:
         return future if self.try_send(body, functools.partial(resolve, future)) else None
 
     async def wait_ready(self) -> None:
-        """Return when try_submit could succeed on some bind, once closing, or on interrupt()."""
+        """Return when try_send could succeed on some bind, once closing, or on interrupt()."""
         loop = asyncio.get_running_loop()
         interrupts = self._interrupts
         while not self._closing and interrupts == self._interrupts:

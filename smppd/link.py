@@ -1,14 +1,14 @@
 """One SMPP bind over a real connection: the thin asyncio shell around `smppd.session.Session`.
 
 `Link` owns the socket (TCP, optionally TLS), the one timer the session asks for, the write
-deadline, the futures of the submits in flight, and the deliver handler's pending answers. It
-moves bytes and time into the session and its events out: submit futures resolved, handlers
-started and answered, hooks of a `BindObserver` called. Foreign exceptions stop here (OSError,
-ssl errors, timeouts become `LinkError`). It must not know the queue, the send loop, the
-carrier's other binds or prometheus.
+deadline, the result callbacks of the submits in flight, and the deliver handler's pending
+answers. It moves bytes and time into the session and its events out: submit results handed
+back, handlers started and answered, hooks of a `BindObserver` called. Foreign exceptions stop
+here (OSError, ssl errors, timeouts become `LinkError`). It must not know the queue, the send
+loop, the carrier's other binds or prometheus.
 
-The hot path is one call per submit (`try_submit`: no task, no await) and one write per loop
-iteration however many submits it carried.
+The hot path is one call per submit (`try_send`: no task, no future, no await), one call back
+per result, and one write per loop iteration however many submits it carried.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class Link(asyncio.Protocol):
         return 0 if self._write_paused else self._core.room
 
     def ready_at(self, now: float) -> float | None:
-        """When try_submit could next succeed (see Session.ready_at)."""
+        """When try_send could next succeed (see Session.ready_at)."""
         return None if self._write_paused else self._core.ready_at(now=now)
 
     def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
@@ -266,7 +266,7 @@ class Link(asyncio.Protocol):
         return future if self.try_send(body, functools.partial(resolve, future)) else None
 
     async def wait_ready(self) -> None:
-        """Return when try_submit could succeed, or once the link has closed."""
+        """Return when try_send could succeed, or once the link has closed."""
         loop = self._loop
         while not self._closed.done():
             now = loop.time()
