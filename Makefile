@@ -24,10 +24,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv lint typecheck
+test: venv promtool lint typecheck
 	$(BIN)/python -X dev -m pytest -q
 
-# promtool for the alert-rule scenarios in tests/test_alerts.py (skipped without it): unpacked
+# promtool for the alert-rule scenarios in tests/test_alerts.py, which need it: unpacked
 # from Debian's prometheus package into the venv, nothing installed system-wide.
 promtool: $(BIN)/promtool
 
