@@ -11,7 +11,6 @@ It must not know the queue or the send loop, nor how a link speaks SMPP.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 from collections.abc import Callable
 from types import TracebackType
@@ -25,7 +24,6 @@ from smppd.link import (
     DeliverHandler,
     Link,
     NullObserver,
-    resolve,
 )
 from smppd.pdu.status import status_name
 from smppd.ratelimit import SlidingWindow
@@ -179,11 +177,6 @@ class CarrierBinds:
             return True
         other = self.pick()  # held back by its own rate: another bind may still take it
         return other is not None and other.try_send(body, on_result)
-
-    def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
-        """try_send() with a future for the result; None when it could not be sent."""
-        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        return future if self.try_send(body, functools.partial(resolve, future)) else None
 
     async def wait_ready(self) -> None:
         """Return when try_send could succeed on some bind, once closing, or on interrupt()."""

@@ -186,10 +186,10 @@ class Gateway:
             refused = self._over_depth(batch)
             groups = [batch] if refused is not None else _by_urgency(batch)
             refusals: Sequence[ApiError | None]
-            if refused is not None:
-                refusals = [refused]
-            elif len(groups) == 1:
-                refusals = [await self._enqueue(batch, results, now)]
+            if refused is not None or len(groups) == 1:
+                refusals = [
+                    refused if refused is not None else await self._enqueue(batch, results, now)
+                ]
             else:
                 # Urgent messages of a mixed call are a write of their own, which the store
                 # commits ahead of the rest instead of inside a transaction full of it.

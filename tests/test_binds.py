@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 from collections.abc import AsyncIterator, Callable
 
@@ -15,7 +16,7 @@ from smppd.binds import (
     CarrierBinds,
     reconnect_delay,
 )
-from smppd.link import NullObserver
+from smppd.link import NullObserver, resolve
 from smppd.pdu import pdus
 from smppd.pdu.codec import encode_body
 from smppd.pdu.status import CommandStatus, StatusClass
@@ -27,6 +28,12 @@ BODY = encode_body(pdus.SubmitSm(source_addr="Acme", destination_addr="447700900
 
 async def accept(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
     return 0
+
+
+def submit(binds: CarrierBinds, body: bytes) -> asyncio.Future[SubmitResult] | None:
+    """try_send with a future for the result (None: nothing took it)."""
+    future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+    return future if binds.try_send(body, functools.partial(resolve, future)) else None
 
 
 def settings(port: int, **changes: object) -> BindSettings:
@@ -100,7 +107,7 @@ async def test_keeps_the_configured_binds(smsc: FakeSmsc) -> None:
 
 
 async def _submit(binds: CarrierBinds) -> SubmitResult:
-    while (future := binds.try_submit(BODY)) is None:
+    while (future := submit(binds, BODY)) is None:
         await binds.wait_ready()
     return await future
 
@@ -113,7 +120,7 @@ async def test_submits_go_to_the_bind_with_most_room(smsc: FakeSmsc) -> None:
     ) as binds:
         await asyncio.wait_for(binds.wait_bound(), 3)
         smsc.set_faults(latency_s=5.0)
-        futures = [binds.try_submit(BODY) for _ in range(7)]
+        futures = [submit(binds, BODY) for _ in range(7)]
         assert [f is not None for f in futures] == [True] * 6 + [False]
         assert sorted(link.in_flight for link in binds.links if link) == [3, 3]
         assert binds.in_flight == 6
@@ -134,13 +141,13 @@ async def test_carrier_tps_is_shared(smsc: FakeSmsc) -> None:
         await asyncio.wait_for(binds.wait_bound(), 3)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        futures = [binds.try_submit(BODY) for _ in range(8)]
+        futures = [submit(binds, BODY) for _ in range(8)]
         assert sum(f is not None for f in futures) == 4
         assert binds.pick() is None
         async with asyncio.timeout(3):
             await binds.wait_ready()
         assert loop.time() >= start + 1.0  # the cap holds over any one-second span
-        assert binds.try_submit(BODY) is not None
+        assert submit(binds, BODY) is not None
 
 
 async def test_reconnects_after_a_drop(smsc: FakeSmsc) -> None:
@@ -183,7 +190,7 @@ async def test_bad_password_backs_off_longer(smsc: FakeSmsc) -> None:
         assert 30.0 <= delay <= 36.0
         assert watcher.refusals == [(CommandStatus.ESME_RINVPASWD, True)]
         assert binds.bound_count == 0
-        assert binds.try_submit(BODY) is None
+        assert submit(binds, BODY) is None
     assert len(smsc.connections) == 1  # one attempt, not a hammering
 
 
@@ -210,10 +217,10 @@ async def test_close_drains_outstanding_then_unbinds(smsc: FakeSmsc) -> None:
     async with binds:
         await asyncio.wait_for(binds.wait_bound(), 3)
         smsc.set_faults(latency_s=0.1)
-        futures = [f for _ in range(4) if (f := binds.try_submit(BODY))]
+        futures = [f for _ in range(4) if (f := submit(binds, BODY))]
         closing = asyncio.create_task(binds.close())
         await asyncio.sleep(0)
-        assert binds.try_submit(BODY) is None
+        assert submit(binds, BODY) is None
         async with asyncio.timeout(3):
             await closing
             await binds.wait_ready()  # returns at once once closed
