@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from queue_support import CARRIER, T0, message
 
-from smppd.pdu.receipt import correlation_keys
+from smppd.pdu.receipt import correlation_keys, receipt_keys, resp_keys
 from smppd.queue import (
     InboundIn,
     MessageState,
@@ -49,6 +49,45 @@ async def state_of(store: Queue, message_id: int) -> MessageState:
     status = await store.status(message_id, None)
     assert status is not None
     return status.state
+
+
+async def test_a_receipt_finds_its_id_as_written_then_written_another_way(store: Queue) -> None:
+    """The daemon's keys: one per resp id. A receipt that writes the id as its resp did finds
+    that segment even when another open id has the same number; one that writes it in the
+    other base finds it through its later keys."""
+    ids = {}
+    for resp_id in ("0000001a", "00000026", "ff00"):
+        (enq,) = await store.enqueue([message()], now=T0)
+        (seg,) = await store.claim(CARRIER, 1, now=T0)
+        await store.record([Submitted(seg.segment_id, resp_keys(resp_id), "b")], now=T0)
+        ids[resp_id] = enq.message_id
+    receipts = [
+        ReceiptIn(receipt_keys(rid), "DELIVRD", "delivered", "000", T0 + 5)
+        for rid in ("26", "0X1A", "65280")  # as written, as written, in decimal
+    ]
+    results = await store.apply_receipts(CARRIER, receipts, now=T0 + 6)
+    changed = [r.change.message_id if r.change is not None else None for r in results]
+    assert changed == [ids["00000026"], ids["0000001a"], ids["ff00"]]
+
+
+async def test_a_held_receipt_is_claimed_only_by_its_id_as_written(store: Queue) -> None:
+    """An early receipt waits for a resp that writes its id the same way: a resp of another
+    message whose id reads as the same number in the other base does not take it."""
+    early = ReceiptIn(receipt_keys("26"), "DELIVRD", "delivered", "000", T0 + 5)
+    (result,) = await store.apply_receipts(CARRIER, [early], now=T0 + 1)
+    assert result.outcome is ReceiptOutcome.HELD
+    other = await submit_keys(store, resp_keys("1a"))
+    assert await state_of(store, other) is MessageState.SUBMITTED
+    own = await submit_keys(store, resp_keys("026"))
+    assert await state_of(store, own) is MessageState.DELIVERED
+    assert (await store.stats(now=T0 + 2)).receipts_held == 0
+
+
+async def submit_keys(store: Queue, keys: tuple[str, ...]) -> int:
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Submitted(seg.segment_id, keys, "b")], now=T0 + 2)
+    return enq.message_id
 
 
 async def test_a_receipt_delivers_its_segment(store: Queue) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from queue_support import CARRIER, T0, message
 
-from smppd.pdu.receipt import correlation_keys
+from smppd.pdu.receipt import correlation_keys, receipt_keys, resp_keys
 from smppd.queue import (
     ReceiptIn,
     ReceiptOutcome,
@@ -340,6 +340,32 @@ async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> N
         (again,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 7)
         assert again.outcome is ReceiptOutcome.DUPLICATE
         assert (await store.stats(now=T0 + 7)).receipts_held == 0
+
+
+async def test_a_resp_id_is_one_row_and_older_rows_still_match(
+    store: SqliteQueue, path: Path
+) -> None:
+    """A resp id is stored under one key. Rows stored by earlier versions, under the id and each
+    numeric reading, are still found by a receipt that writes the id in the other base."""
+    await store.enqueue([message(), message()], now=T0)
+    new, old = await store.claim(CARRIER, 2, now=T0)
+    await store.record(
+        [
+            Submitted(new.segment_id, resp_keys("0000001a"), "b"),
+            Submitted(old.segment_id, ("s:x2b", "43"), "b"),  # "0x2b" as earlier versions kept it
+        ],
+        now=T0,
+    )
+    rows = peek(path, "SELECT key, segment_id FROM correlations ORDER BY key")
+    assert rows == [("43", old.segment_id), ("s:1a", new.segment_id), ("s:x2b", old.segment_id)]
+    receipts = [
+        ReceiptIn(receipt_keys(rid), "DELIVRD", "delivered", "000", T0 + 5) for rid in ("26", "43")
+    ]
+    results = await store.apply_receipts(CARRIER, receipts, now=T0 + 6)
+    assert [r.change.segment_id if r.change else None for r in results] == [
+        new.segment_id,
+        old.segment_id,
+    ]
 
 
 async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:

@@ -457,6 +457,39 @@ def test_correlation_keys_are_total(message_id: str) -> None:
     assert primary_key(message_id) == (keys[0] if keys else "")
 
 
+def matched_when_every_reading_was_stored(resp: str, receipt: str) -> bool:
+    """The earlier rule: the same id as written, or a numeric reading in common."""
+    a, b = (i.strip(" \t\r\n\x00\x0b\x0c").casefold().lstrip("0") for i in (resp, receipt))
+    return (bool(resp.strip(" \t\r\n\x00\x0b\x0c")) and a == b) or correlate(resp, receipt)
+
+
+renderings = st.integers(min_value=0, max_value=5000).flatmap(
+    lambda v: st.sampled_from([str(v), f"{v:x}", f"{v:X}", f"0x{v:x}", f"00{v}", f"000{v:x}"])
+)
+
+
+@settings(max_examples=500)
+@given(st.one_of(renderings, st.text("0123456789abcdefxAZ-", max_size=6)), st.data())
+def test_one_resp_key_matches_as_every_reading_did(resp: str, data: st.DataObject) -> None:
+    """A resp id is stored under one key, and a receipt's keys find it from exactly the
+    renderings that matched when every numeric reading of the resp id was stored."""
+    receipt = data.draw(st.one_of(renderings, st.just(resp), st.just(resp.upper())))
+    keys = resp_keys(resp)
+    assert len(keys) <= 1
+    found = bool(set(keys) & set(receipt_keys(receipt)))
+    assert found == matched_when_every_reading_was_stored(resp, receipt)
+
+
+def test_a_receipt_looks_up_its_own_rendering_first() -> None:
+    """The id as written first; other renderings of its numbers after; the bare readings that
+    earlier versions stored last."""
+    assert resp_keys("0000001A") == resp_keys("0x1a") == ("s:1a",)
+    assert receipt_keys("26") == ("s:26", "s:1a", "s:38", "26", "38")
+    assert receipt_keys("1a") == ("s:1a", "s:26", "26")
+    assert receipt_keys("xyz") == ("s:xyz",)
+    assert receipt_keys("") == ()
+
+
 # --- never raises -----------------------------------------------------------------------------
 
 fragments = st.sampled_from(

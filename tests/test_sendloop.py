@@ -678,7 +678,7 @@ def test_outcome_table() -> None:
     lost = SubmitResult(None, 0xFF, None, unknown=True)
     outcome = outcome_for(claimed(0), ok, bind="0", policy=policy, now=T0, rng=rng)
     assert isinstance(outcome, Submitted)
-    assert "26" in outcome.carrier_message_keys
+    assert outcome.carrier_message_keys == ("s:1a",)  # the id as written: one key
     retry = outcome_for(claimed(0), throttled, bind="0", policy=policy, now=T0, rng=rng)
     assert isinstance(retry, Retry)
     assert T0 + 0.5 <= retry.next_attempt_at <= T0 + 1.0

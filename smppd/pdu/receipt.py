@@ -8,17 +8,19 @@ never raises on what a peer sent; it knows nothing of PDUs' wire format, session
 
 Correlation. Carriers render one id differently in the submit_sm_resp and in the receipt: hex in
 one and decimal in the other (ids may exceed 64 bits), either case, with or without leading zeros.
-`correlation_keys` maps an id to at most two keys, such that two renderings of the same id share
-one: the integer value as a decimal string for numeric ids, and a prefixed case-folded string for
-the rest. The store keeps every key of a submitted id (beside `primary_key`, the canonical form to
-show and to index uniquely) and looks a receipt up by any of its keys, preferring a match on the
-receipt's own primary key.
+The store keeps one key per submitted id, the id as written (`resp_keys`: case, leading zeros and
+a hex id's 0x aside). A receipt is looked up by its own id as written first, then by every form a
+resp id with the same numeric value could have had (`receipt_keys`): each reading of the
+receipt's id (decimal and hex for all-digit ids), written in decimal and in hex. So a receipt
+that writes the id as the resp did always finds its own segment first, and one that writes it
+the other way still finds it; the store probes the other forms only when the first misses.
+`correlation_keys` gives an id's numeric readings, under which earlier versions stored ids.
 
 The known ambiguity: a decimal-looking id such as "1234" is read both as 1234 and as 0x1234, so it
 could match a different message whose id is 4660. That is acceptable because a lookup is scoped to
 one carrier's segments still waiting for a receipt, a carrier renders its ids consistently, and a
-collision needs two open ids related by exactly that reinterpretation; the preference for the
-receipt's primary key breaks the remaining ties towards the plain decimal reading.
+collision needs two open ids related by exactly that reinterpretation; the receipt's own form
+comes first and breaks the remaining ties towards the plain decimal reading.
 """
 
 from __future__ import annotations
@@ -421,6 +423,14 @@ def _readings(norm: str) -> tuple[str, ...]:
     return (_OPAQUE_PREFIX + norm.lstrip("0"),)
 
 
+def _written_key(norm: str) -> str:
+    """The key of a normalised, non-empty id as written: without leading zeros, or a hex id's 0x
+    (the same number in the same base is the same id)."""
+    if norm.startswith("0x") and len(norm) <= _MAX_ID_CHARS and _HEX.fullmatch(norm, 2):
+        norm = norm[2:]
+    return _OPAQUE_PREFIX + norm.lstrip("0")
+
+
 class IdFormat(StrEnum):
     """How a carrier writes the id of one message in its submit_sm_resp and in its receipts."""
 
@@ -445,31 +455,54 @@ def _numeric_key(message_id: str, base: int) -> str | None:
 
 
 def resp_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, ...]:
-    """Keys to store for the id a submit_sm_resp gave, best first.
+    """The key to store for the id a submit_sm_resp gave (none for an empty id).
 
-    AUTO: the id as written (case and leading zeros aside) first, then its numeric readings, so
-    a receipt that writes the id the same way always finds its own segment, even when another
-    open id has the same numeric reading ("0000000a" and "00000010" both read 10). HEX / DECIMAL:
-    the value of the id in that base, which is how the receipt will give it.
+    AUTO: the id as written (case, leading zeros and a 0x aside); `receipt_keys` finds it from
+    other renderings of the same number. HEX / DECIMAL: the value of the id in that base, which is
+    how the receipt will give it.
     """
     if fmt is IdFormat.AUTO:
         norm = _normalise(message_id)
-        if not norm:
-            return ()
-        exact = _OPAQUE_PREFIX + norm.lstrip("0")
-        readings = _readings(norm)
-        # An opaque id's one reading is its exact key.
-        return readings if readings[0] == exact else (exact, *readings)
+        return (_written_key(norm),) if norm else ()
     key = _numeric_key(message_id, 16 if fmt is IdFormat.HEX else 10)
     return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
 
 
 def receipt_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, ...]:
-    """Keys to look a receipt's id up by, best first (see `resp_keys`)."""
+    """Keys to look a receipt's id up by, best first.
+
+    AUTO: the id as written, so that a receipt writing it as the resp did finds its own segment
+    even when another open id has the same numeric value ("0000000a" and "00000010" both read 10).
+    Then the resp keys of every rendering, decimal or hex, of each number the id can stand for.
+    Last, those numbers themselves: the keys earlier versions stored for a resp id.
+    """
     if fmt is IdFormat.AUTO:
-        return resp_keys(message_id, fmt)
+        norm = _normalise(message_id)
+        if not norm:
+            return ()
+        return _receipt_keys(norm)
     key = _numeric_key(message_id, 10 if fmt is IdFormat.HEX else 16)
     return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
+
+
+def _receipt_keys(norm: str) -> tuple[str, ...]:
+    """`receipt_keys` (AUTO) of a normalised, non-empty id. The renderings that would give the
+    best key again (the same number in the same base) are left out."""
+    best = _written_key(norm)
+    if len(norm) > _MAX_ID_CHARS:
+        return (best,)
+    if _DIGITS.fullmatch(norm):
+        as_decimal, as_hex = int(norm), int(norm, 16)
+        if as_decimal == as_hex:
+            return (best, str(as_decimal))
+        other = (f"{_OPAQUE_PREFIX}{as_decimal:x}", f"{_OPAQUE_PREFIX}{as_hex}")
+        return (best, *other, str(as_decimal), str(as_hex))
+    digits = norm[2:] if norm.startswith("0x") else norm
+    if not _HEX.fullmatch(digits):
+        return (best,)
+    value = str(int(digits, 16))
+    decimal = _OPAQUE_PREFIX + value
+    return (best, value) if decimal == best else (best, decimal, value)
 
 
 def primary_key(message_id: str) -> str:

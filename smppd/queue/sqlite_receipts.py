@@ -50,12 +50,19 @@ def apply_receipts(
 ) -> list[ReceiptResult]:
     batch.flush_inserts()
     sweep_held(batch, now=now)
-    keys = json.dumps([key for receipt in receipts for key in receipt.keys])
-    known = dict(batch.db.execute(_MATCH, (carrier, keys)).fetchall())
-    batch.prefetch(known.values())
+    # The best keys first: the rest (other renderings of the id) only for receipts they missed.
+    known = _match(batch, carrier, [receipt.keys[0] for receipt in receipts if receipt.keys])
+    rest = [
+        key
+        for receipt in receipts
+        if len(receipt.keys) > 1 and _matching_segment(batch, known, receipt.keys[:1]) is None
+        for key in receipt.keys[1:]
+    ]
+    if rest:
+        known.update(_match(batch, carrier, rest))
     results = []
     for receipt in receipts:
-        row = _matching_segment(batch, known, receipt)
+        row = _matching_segment(batch, known, receipt.keys)
         if row is not None:
             results.append(apply_to_segment(batch, row, receipt, now=now))
         elif not receipt.keys:
@@ -71,9 +78,20 @@ def apply_receipts(
     return results
 
 
-def _matching_segment(batch: Batch, known: dict[str, int], receipt: ReceiptIn) -> SegmentRow | None:
-    """The first segment under the receipt's keys that can still take a receipt."""
-    for key in receipt.keys:
+def _match(batch: Batch, carrier: str, keys: list[str]) -> dict[str, int]:
+    """key -> segment for those of `keys` that are known, their rows read into the batch."""
+    if not keys:
+        return {}
+    known = dict(batch.db.execute(_MATCH, (carrier, json.dumps(keys))).fetchall())
+    batch.prefetch(known.values())
+    return known
+
+
+def _matching_segment(
+    batch: Batch, known: dict[str, int], keys: Sequence[str]
+) -> SegmentRow | None:
+    """The first segment under `keys` that can still take a receipt."""
+    for key in keys:
         segment_id = known.get(key)
         row = None if segment_id is None else batch.segment(segment_id)
         if row is not None and transition(row.state, SegmentEvent.RECEIPT) is not None:
@@ -137,7 +155,9 @@ def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: fl
 
 def _hold(batch: Batch, carrier: str, receipt: ReceiptIn, *, now: float) -> None:
     receipt_id = _keep(batch, carrier, receipt, "held", now=now)
-    batch.db.executemany(_HOLD_KEY, [(carrier, key, receipt_id) for key in receipt.keys])
+    # Under its best key only: a Submitted whose id is written another way may be another
+    # message's (see match_held).
+    batch.db.execute(_HOLD_KEY, (carrier, receipt.keys[0], receipt_id))
     batch.receipts_held += 1
     if batch.held > batch.memory.max_held_receipts:
         oldest = batch.db.execute(_OLDEST_HELD).fetchone()
