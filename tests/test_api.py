@@ -116,6 +116,25 @@ async def test_submit_is_parsed_passed_to_the_service_and_acknowledged() -> None
     ]
 
 
+def test_submit_options_given_as_null_are_absent_and_the_first_bad_field_is_named() -> None:
+    """null options take their defaults; errors name the first bad field in a fixed order
+    (unknown fields, then the options, then to / from / text), whatever the JSON order."""
+    assert api.parse_submit(
+        {"to": "+4477", "from": "A", "text": "x", "priority": None, "encoding": None}
+    ) == SubmitRequest(to="+4477", sender="A", text="x")
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"text": 1, "encoding": "utf8", "priority": 99, "to": "+4"}, "priority"),
+        ({"text": 1, "encoding": "utf8", "to": "+4", "from": "A"}, "encoding"),
+        ({"text": "x", "from": 3, "bogus": 1}, "bogus"),
+        ({"text": "x", "from": 3}, "to"),
+        ({"to": "+4", "text": "x", "from": None}, "from"),
+    ]
+    for request, field in cases:
+        with pytest.raises(ApiError) as raised:
+            api.parse_submit(request)
+        assert raised.value.field == field, request
+
+
 async def test_submit_refused_by_the_service_is_an_error_reply() -> None:
     """An ApiError from the service comes back with its code and field."""
     async with running_server() as server:
