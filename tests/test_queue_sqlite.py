@@ -342,6 +342,49 @@ async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> N
         assert (await store.stats(now=T0 + 7)).receipts_held == 0
 
 
+async def test_rows_written_with_null_in_the_sql_read_back_as_bound_ones(
+    store: SqliteQueue, path: Path
+) -> None:
+    """Messages without a ref, schedule or validity, and segments without receipt fields, are
+    written by statements that say NULL instead of binding None; bodies bind as bytearrays.
+    What lands on disk is the same either way."""
+    plain, full = await store.enqueue(
+        [
+            message(segments=(b"\x00plain",)),
+            message(ref="r-1", not_before=T0 - 5, expires_at=T0 + 600, segments=(b"full",)),
+        ],
+        now=T0,
+    )
+    rows = peek(path, "SELECT id, ref, not_before, expires_at FROM messages ORDER BY id")
+    assert rows == [
+        (plain.message_id, None, None, None),
+        (full.message_id, "r-1", T0 - 5, T0 + 600),
+    ]
+    bodies = peek(path, "SELECT typeof(body), body FROM segment_bodies ORDER BY id")
+    assert bodies == [("blob", b"\x00plain"), ("blob", b"full")]
+    first, second = await store.claim(CARRIER, 2, now=T0)
+    assert (first.body, second.body) == (b"\x00plain", b"full")
+    await store.record(
+        [
+            Submitted(first.segment_id, resp_keys("a1"), "b", "a1"),
+            Submitted(second.segment_id, resp_keys("a2"), "b", "a2"),
+        ],
+        now=T0 + 1,
+    )
+    await store.apply_receipts(
+        CARRIER, [ReceiptIn(receipt_keys("a2"), "DELIVRD", "delivered", "000", T0 + 2)], now=T0 + 3
+    )
+    segments = peek(
+        path,
+        "SELECT state, carrier_message_id, bind, receipt_stat, receipt_err, done_at, updated_at"
+        " FROM segments ORDER BY id",
+    )
+    assert segments == [
+        ("submitted", "a1", "b", None, None, None, T0 + 1),
+        ("delivered", "a2", "b", "DELIVRD", "000", T0 + 2, T0 + 3),
+    ]
+
+
 async def test_a_resp_id_is_one_row_and_older_rows_still_match(
     store: SqliteQueue, path: Path
 ) -> None:

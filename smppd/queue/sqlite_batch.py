@@ -74,6 +74,15 @@ _UPDATE_SEGMENTS: Final = """
         updated_at = v.column11
     FROM (VALUES {values}) AS v WHERE segments.id = v.column12
 """
+# The same for rows without receipt fields (every outcome's): NULL written in the SQL rather than
+# bound, as sqlite3 binds None through its adapter lookup, two or three times an int's cost.
+_UPDATE_UNRECEIPTED: Final = """
+    UPDATE segments SET state = v.column1, attempts = v.column2, next_attempt_at = v.column3,
+        command_status = v.column4, carrier_message_id = v.column5, correlation_keys = v.column6,
+        bind = v.column7, receipt_stat = NULL, receipt_err = NULL, done_at = NULL,
+        updated_at = v.column8
+    FROM (VALUES {values}) AS v WHERE segments.id = v.column9
+"""
 SET_FINISHED: Final = """
     UPDATE messages SET finished_at = v.column1 FROM (VALUES {values}) AS v
     WHERE messages.id = v.column2
@@ -173,6 +182,20 @@ class SegmentRow:
             self.id,
         )
 
+    def unreceipted_values(self) -> tuple[object, ...]:
+        """`values()` without the receipt fields, for a row whose are all None."""
+        return (
+            self.state.value,
+            self.attempts,
+            self.next_attempt_at,
+            self.command_status,
+            self.carrier_message_id,
+            self.correlation_keys,
+            self.bind,
+            self.updated_at,
+            self.id,
+        )
+
 
 class Batch:
     """The state of one write transaction (see the module docstring)."""
@@ -192,6 +215,7 @@ class Batch:
         self.new_optout_filter: OptOutFilter | None = None
         # Staged inserts (consecutive enqueues share one executemany) and the row cache.
         self.new_messages: list[tuple[object, ...]] = []
+        self.new_plain_messages: list[tuple[object, ...]] = []  # no ref, schedule or validity
         self.new_segments: list[tuple[object, ...]] = []
         self.new_bodies: list[tuple[object, ...]] = []
         self.by_ref: dict[tuple[str, str], tuple[int, int]] = {}
@@ -286,7 +310,14 @@ class Batch:
         """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
         self.flush_inserts()
         if self._dirty:
-            execute_rows(self.db, _UPDATE_SEGMENTS, [row.values() for row in self._dirty.values()])
+            receipted, unreceipted = [], []
+            for row in self._dirty.values():
+                if row.receipt_stat is None and row.receipt_err is None and row.done_at is None:
+                    unreceipted.append(row.unreceipted_values())
+                else:
+                    receipted.append(row.values())
+            execute_rows(self.db, _UPDATE_SEGMENTS, receipted)
+            execute_rows(self.db, _UPDATE_UNRECEIPTED, unreceipted)
         finished: list[tuple[float | None, int]] = []
         for message_id, row in self._touched.items():
             delivery = row.registered_delivery
@@ -310,11 +341,13 @@ class Batch:
         self._reopened.clear()
 
     def flush_inserts(self) -> None:
-        if self.new_messages:
+        if self.new_messages or self.new_plain_messages:
             execute_rows(self.db, _INSERT_MESSAGE, self.new_messages)
+            execute_rows(self.db, _INSERT_PLAIN_MESSAGE, self.new_plain_messages)
             execute_rows(self.db, _INSERT_SEGMENT, self.new_segments)
             execute_rows(self.db, _INSERT_BODY, self.new_bodies)
             self.new_messages.clear()
+            self.new_plain_messages.clear()
             self.new_segments.clear()
             self.new_bodies.clear()
 
@@ -363,6 +396,13 @@ class Batch:
 _INSERT_MESSAGE: Final = """
     INSERT INTO messages (id, client, ref, source, destination, carrier, priority,
         registered_delivery, total, created_at, not_before, expires_at)
+    VALUES {values}
+"""
+# Messages with no ref, schedule or validity (most): those columns are left to their default,
+# NULL, rather than bound as None (see _UPDATE_UNRECEIPTED).
+_INSERT_PLAIN_MESSAGE: Final = """
+    INSERT INTO messages (id, client, source, destination, carrier, priority,
+        registered_delivery, total, created_at)
     VALUES {values}
 """
 _INSERT_SEGMENT: Final = """

@@ -66,22 +66,37 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
             due, now=now, send_now=message.send_now, expires_at=message.expires_at
         )
         delivery = int(message.registered_delivery)
-        batch.new_messages.append(
-            (
-                message_id,
-                message.client,
-                message.ref,
-                message.source,
-                message.destination,
-                message.carrier,
-                message.priority,
-                delivery,
-                total,
-                now,
-                message.not_before,
-                message.expires_at,
+        if message.ref is None and message.not_before is None and message.expires_at is None:
+            batch.new_plain_messages.append(
+                (
+                    message_id,
+                    message.client,
+                    message.source,
+                    message.destination,
+                    message.carrier,
+                    message.priority,
+                    delivery,
+                    total,
+                    now,
+                )
             )
-        )
+        else:
+            batch.new_messages.append(
+                (
+                    message_id,
+                    message.client,
+                    message.ref,
+                    message.source,
+                    message.destination,
+                    message.carrier,
+                    message.priority,
+                    delivery,
+                    total,
+                    now,
+                    message.not_before,
+                    message.expires_at,
+                )
+            )
         batch.new_segments.extend(
             (
                 segment_id(message_id, index),
@@ -97,8 +112,11 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
             )
             for index in range(total)
         )
+        # A bytearray binds directly; bytes go through sqlite3's adapter lookup (four times the
+        # cost, about 0.4 us a value on a fast day). SQLite stores the same BLOB either way.
         batch.new_bodies.extend(
-            (segment_id(message_id, index), body) for index, body in enumerate(message.segments)
+            (segment_id(message_id, index), bytearray(body))
+            for index, body in enumerate(message.segments)
         )
         batch.counts[message.carrier, message.priority, message.client, state] += total
         if message.ref is not None:
