@@ -360,7 +360,7 @@ class Gateway:
             registered_delivery=request.registered_delivery,
             segments=prepared.bodies,
         )
-        return _Accepted(message, cap_day if request.sender in self._caps.senders else None)
+        return _Accepted(message, cap_day)
 
     # --- reads and the rest ----------------------------------------------------------------
 

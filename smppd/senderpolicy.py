@@ -47,16 +47,17 @@ class DailyCaps:
 
     def reserve(
         self, sender: str, segments: int, *, at: float, now: float
-    ) -> tuple[int, float | None]:
+    ) -> tuple[int | None, float | None]:
         """Room for `segments` more from `sender`, due at `at` (now, or a scheduled time):
-        (the day counted on, a later not_before when held, else None).
+        (the day counted on, None for a sender with no cap; a later not_before when held, else
+        None).
 
         Raises ApiError(over_daily_cap) when the cap is reached and the sender does not hold.
         """
         cap = self._caps.get(sender)
-        first = day_of(at)
         if cap is None:
-            return first, None
+            return None, None
+        first = day_of(at)
         self._prune(day_of(now))
         for day in range(first, first + (HOLD_DAYS if cap.hold else 1)):
             if self.count(sender, day) + segments <= cap.limit:
