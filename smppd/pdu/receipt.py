@@ -293,7 +293,8 @@ _CANONICAL: Final = re.compile(
 
 
 def _from_canonical(match: re.Match[str]) -> Receipt | None:
-    stat = ReceiptStat.from_word(match["stat"])
+    # The pattern admits upper-case letters only: from_word's clean-up would have nothing to do.
+    stat = _STAT_WORDS.get(match["stat"])
     if stat is None:  # a word we do not know: the general path keeps it in `extra`
         return None
     text = match["text"]
