@@ -178,6 +178,7 @@ def sweep_held(batch: Batch, *, now: float) -> None:
 
 def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) -> None:
     batch.db.execute(_UNHOLD, (state, receipt_id))
+    # Every key it has, not only its best: earlier versions held a receipt under each.
     batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in split_keys(keys)])
     batch.receipts_held -= 1
 
