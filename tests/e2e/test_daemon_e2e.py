@@ -18,6 +18,7 @@ from daemon_support import Daemon, running, smsc_and_dir, unused_port, write_con
 
 from smppd.client import ApiClientError, Client
 from tools.fake_smsc import FakeSmsc, SmscConfig
+from tools.fake_smsc.config import IdFormat, ReceiptConfig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -434,6 +435,32 @@ async def test_every_receipt_finds_its_own_message() -> None:
             ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
             assert len(ids) == 40
             receipted = [(await sub.next())["id"] for _ in range(40)]
+            assert sorted(receipted) == sorted(ids)
+            for message_id in ids:
+                assert (await client.status(message_id))["state"] == "delivered"
+        sub.close()
+
+
+async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
+    """A carrier that answers in hex and writes receipts in decimal, with the default
+    message_id_format (auto): each receipt finds its message under the id's other rendering.
+    The ids start at 0xA0000000 so that no decimal id also reads as another open hex one (the
+    ambiguity message_id_format: hex is for)."""
+    smsc = SmscConfig(
+        port=0,
+        message_id_start=0xA000_0000,
+        receipts=ReceiptConfig(id_format=IdFormat.DECIMAL),
+    )
+    async with running(smsc) as (_smsc, _daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["receipt"])
+        async with Client(socket) as client:
+            sent = await client.submit_many(
+                [{"to": "+447700900123", "from": "ALPHA", "text": f"n{i}"} for i in range(30)]
+            )
+            ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
+            assert len(ids) == 30
+            receipted = [(await sub.next())["id"] for _ in range(30)]
             assert sorted(receipted) == sorted(ids)
             for message_id in ids:
                 assert (await client.status(message_id))["state"] == "delivered"
