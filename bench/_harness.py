@@ -54,7 +54,7 @@ INDEX_DIGITS: Final = 8
 RETRY_CODES: Final = frozenset({UNAVAILABLE, "shutting_down", "queue_full", "too_many_pending"})
 # The fake SMSC numbers its message ids from here, in hex: a0000000.. always holds a letter,
 # so every id has one reading. All-digit ids (00000010) are also read as decimal by
-# smppd.pdu.receipt.correlation_keys, where they collide with other ids' hex readings
+# smppd.pdu.receipt.receipt_keys, where they collide with other ids' hex readings
 # (0000000a is 10 too) and a receipt can land on the wrong segment; --ambiguous-ids keeps them.
 UNAMBIGUOUS_ID_START: Final = 0xA000_0000
 

@@ -15,6 +15,7 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
     .venv/bin/python bench/e2e.py --profile p.txt --gil    # who holds the interpreter lock
     .venv/bin/python bench/e2e.py --profile p.txt --wall --after-accept   # where each thread's
                                                            # time goes once accepting is done
+    .venv/bin/python bench/ab.py HEAD~1 -- --count 60000   # two commits, runs interleaved
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
 of the messages. Without --pace the submitters send as fast as the daemon acknowledges, so the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import sys
 import time
@@ -59,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="also write the main figures here, as JSON"
+    )
     h.add_profile_options(parser)
     parser.add_argument(
         "--after-accept",
@@ -210,6 +215,15 @@ def report(
         f"outcome -> committed {means.get('smppd_outcome_commit_seconds', math.nan) * 1e3:.1f} ms"
     )
     print(f"daemon stats at the end: segments {stats.get('segments')}")
+    if args.summary is not None:
+        summary = {
+            "messages": accepted,
+            "rate": accepted / (done_at - first),  # end to end: receipts, or submits without
+            "daemon_us_per_message": daemon_cpu * per_msg,
+            "smsc_us_per_message": smsc_cpu * per_msg,
+            "outcome_committed_ms": means.get("smppd_outcome_commit_seconds", math.nan) * 1e3,
+        }
+        args.summary.write_text(json.dumps(summary))
 
 
 def main() -> int:
