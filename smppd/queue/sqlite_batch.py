@@ -70,17 +70,17 @@ _SELECT_SEGMENTS_IN: Final = """
 _UPDATE_SEGMENTS: Final = """
     UPDATE segments SET state = v.column1, attempts = v.column2, next_attempt_at = v.column3,
         command_status = v.column4, carrier_message_id = v.column5, correlation_keys = v.column6,
-        bind = v.column7, receipt_stat = v.column8, receipt_err = v.column9, done_at = v.column10,
-        updated_at = v.column11
-    FROM (VALUES {values}) AS v WHERE segments.id = v.column12
+        bind = v.column7, updated_at = v.column8, receipt_stat = v.column10,
+        receipt_err = v.column11, done_at = v.column12
+    FROM (VALUES {values}) AS v WHERE segments.id = v.column9
 """
 # The same for rows without receipt fields (every outcome's): NULL written in the SQL rather than
 # bound, as sqlite3 binds None through its adapter lookup, two or three times an int's cost.
 _UPDATE_UNRECEIPTED: Final = """
     UPDATE segments SET state = v.column1, attempts = v.column2, next_attempt_at = v.column3,
         command_status = v.column4, carrier_message_id = v.column5, correlation_keys = v.column6,
-        bind = v.column7, receipt_stat = NULL, receipt_err = NULL, done_at = NULL,
-        updated_at = v.column8
+        bind = v.column7, updated_at = v.column8, receipt_stat = NULL, receipt_err = NULL,
+        done_at = NULL
     FROM (VALUES {values}) AS v WHERE segments.id = v.column9
 """
 SET_FINISHED: Final = """
@@ -166,25 +166,10 @@ class SegmentRow:
     done_at: float | None
     updated_at: float
 
-    def values(self) -> tuple[object, ...]:
-        return (
-            self.state.value,
-            self.attempts,
-            self.next_attempt_at,
-            self.command_status,
-            self.carrier_message_id,
-            self.correlation_keys,
-            self.bind,
-            self.receipt_stat,
-            self.receipt_err,
-            self.done_at,
-            self.updated_at,
-            self.id,
-        )
-
-    def unreceipted_values(self) -> tuple[object, ...]:
-        """`values()` without the receipt fields, for a row whose are all None."""
-        return (
+    def values(self, *, receipt: bool = True) -> tuple[object, ...]:
+        """The row's columns for _UPDATE_SEGMENTS; without its receipt fields (`receipt` false,
+        for a row whose are all None) for _UPDATE_UNRECEIPTED."""
+        head = (
             self.state.value,
             self.attempts,
             self.next_attempt_at,
@@ -195,6 +180,7 @@ class SegmentRow:
             self.updated_at,
             self.id,
         )
+        return (*head, self.receipt_stat, self.receipt_err, self.done_at) if receipt else head
 
 
 class Batch:
@@ -313,7 +299,7 @@ class Batch:
             receipted, unreceipted = [], []
             for row in self._dirty.values():
                 if row.receipt_stat is None and row.receipt_err is None and row.done_at is None:
-                    unreceipted.append(row.unreceipted_values())
+                    unreceipted.append(row.values(receipt=False))
                 else:
                     receipted.append(row.values())
             execute_rows(self.db, _UPDATE_SEGMENTS, receipted)
@@ -393,16 +379,16 @@ class Batch:
         return self.cursors.get(key, self.memory.cursors.get(key))
 
 
-_INSERT_MESSAGE: Final = """
-    INSERT INTO messages (id, client, ref, source, destination, carrier, priority,
-        registered_delivery, total, created_at, not_before, expires_at)
-    VALUES {values}
-"""
-# Messages with no ref, schedule or validity (most): those columns are left to their default,
-# NULL, rather than bound as None (see _UPDATE_UNRECEIPTED).
+# Messages with no ref, schedule or validity (most) leave those columns to their default, NULL,
+# rather than bind None (see _UPDATE_UNRECEIPTED); the others give them after the rest.
 _INSERT_PLAIN_MESSAGE: Final = """
     INSERT INTO messages (id, client, source, destination, carrier, priority,
         registered_delivery, total, created_at)
+    VALUES {values}
+"""
+_INSERT_MESSAGE: Final = """
+    INSERT INTO messages (id, client, source, destination, carrier, priority,
+        registered_delivery, total, created_at, ref, not_before, expires_at)
     VALUES {values}
 """
 _INSERT_SEGMENT: Final = """

@@ -66,37 +66,21 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
             due, now=now, send_now=message.send_now, expires_at=message.expires_at
         )
         delivery = int(message.registered_delivery)
+        row = (
+            message_id,
+            message.client,
+            message.source,
+            message.destination,
+            message.carrier,
+            message.priority,
+            delivery,
+            total,
+            now,
+        )
         if message.ref is None and message.not_before is None and message.expires_at is None:
-            batch.new_plain_messages.append(
-                (
-                    message_id,
-                    message.client,
-                    message.source,
-                    message.destination,
-                    message.carrier,
-                    message.priority,
-                    delivery,
-                    total,
-                    now,
-                )
-            )
+            batch.new_plain_messages.append(row)
         else:
-            batch.new_messages.append(
-                (
-                    message_id,
-                    message.client,
-                    message.ref,
-                    message.source,
-                    message.destination,
-                    message.carrier,
-                    message.priority,
-                    delivery,
-                    total,
-                    now,
-                    message.not_before,
-                    message.expires_at,
-                )
-            )
+            batch.new_messages.append((*row, message.ref, message.not_before, message.expires_at))
         batch.new_segments.extend(
             (
                 segment_id(message_id, index),

@@ -426,19 +426,23 @@ async def test_every_receipt_finds_its_own_message() -> None:
     """With zero-padded hex ids ("0000000a" and "00000010" share a numeric reading) each of 40
     messages gets its own receipt and ends delivered."""
     async with running() as (_smsc, _daemon, directory):
-        socket = directory / "smppd.sock"
-        sub = await RawSubscriber.open(socket, ["receipt"])
-        async with Client(socket) as client:
-            sent = await client.submit_many(
-                [{"to": "+447700900123", "from": "ALPHA", "text": f"n{i}"} for i in range(40)]
-            )
-            ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
-            assert len(ids) == 40
-            receipted = [(await sub.next())["id"] for _ in range(40)]
-            assert sorted(receipted) == sorted(ids)
-            for message_id in ids:
-                assert (await client.status(message_id))["state"] == "delivered"
-        sub.close()
+        await each_gets_its_receipt(directory / "smppd.sock", 40)
+
+
+async def each_gets_its_receipt(socket: Path, count: int) -> None:
+    """Submit `count` messages; each one's receipt reaches a subscriber and it ends delivered."""
+    sub = await RawSubscriber.open(socket, ["receipt"])
+    async with Client(socket) as client:
+        sent = await client.submit_many(
+            [{"to": "+447700900123", "from": "ALPHA", "text": f"n{i}"} for i in range(count)]
+        )
+        ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
+        assert len(ids) == count
+        receipted = [(await sub.next())["id"] for _ in range(count)]
+        assert sorted(receipted) == sorted(ids)
+        for message_id in ids:
+            assert (await client.status(message_id))["state"] == "delivered"
+    sub.close()
 
 
 async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
@@ -452,16 +456,4 @@ async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
         receipts=ReceiptConfig(id_format=IdFormat.DECIMAL),
     )
     async with running(smsc) as (_smsc, _daemon, directory):
-        socket = directory / "smppd.sock"
-        sub = await RawSubscriber.open(socket, ["receipt"])
-        async with Client(socket) as client:
-            sent = await client.submit_many(
-                [{"to": "+447700900123", "from": "ALPHA", "text": f"n{i}"} for i in range(30)]
-            )
-            ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
-            assert len(ids) == 30
-            receipted = [(await sub.next())["id"] for _ in range(30)]
-            assert sorted(receipted) == sorted(ids)
-            for message_id in ids:
-                assert (await client.status(message_id))["state"] == "delivered"
-        sub.close()
+        await each_gets_its_receipt(directory / "smppd.sock", 30)
