@@ -620,9 +620,9 @@ class CarrierSendLoop:
         """Hand this tick's outcomes to the store at once, not behind an earlier record call.
 
         The store's writer commits whatever is pending in one transaction, so this costs no
-        extra commits; and since a receipt is read off the wire after its submit_sm_resp, its
-        write is queued after the outcome that opens its correlation and matches it directly
-        instead of being held as early.
+        extra commits. A receipt read off the wire after its submit_sm_resp may still be queued
+        just before this (the two are batched apart); the store applies a transaction's
+        receipts after its other writes, so it matches directly instead of being held as early.
         """
         batch, self._pending = self._pending, []
         sent, self._pending_sent = self._pending_sent, 0

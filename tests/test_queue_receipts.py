@@ -70,17 +70,19 @@ async def test_a_receipt_finds_its_id_as_written_then_written_another_way(store:
     assert changed == [ids["00000026"], ids["0000001a"], ids["ff00"]]
 
 
-async def test_a_held_receipt_is_claimed_only_by_its_id_as_written(store: Queue) -> None:
-    """An early receipt waits for a resp that writes its id the same way: a resp of another
-    message whose id reads as the same number in the other base does not take it."""
+async def test_an_early_receipt_is_claimed_as_a_later_one_would_match(store: Queue) -> None:
+    """An early receipt is claimed by the Submitted it would have matched had it come after it:
+    one giving the id in decimal, by the resp that gave it in hex; one for an id no resp has
+    given, by none."""
     early = ReceiptIn(receipt_keys("26"), "DELIVRD", "delivered", "000", T0 + 5)
-    (result,) = await store.apply_receipts(CARRIER, [early], now=T0 + 1)
-    assert result.outcome is ReceiptOutcome.HELD
-    other = await submit_keys(store, resp_keys("1a"))
+    stray = ReceiptIn(receipt_keys("ff"), "DELIVRD", "delivered", "000", T0 + 5)
+    results = await store.apply_receipts(CARRIER, [early, stray], now=T0 + 1)
+    assert [r.outcome for r in results] == [ReceiptOutcome.HELD, ReceiptOutcome.HELD]
+    other = await submit_keys(store, resp_keys("2b"))
     assert await state_of(store, other) is MessageState.SUBMITTED
-    own = await submit_keys(store, resp_keys("026"))
+    own = await submit_keys(store, resp_keys("0000001A"))
     assert await state_of(store, own) is MessageState.DELIVERED
-    assert (await store.stats(now=T0 + 2)).receipts_held == 0
+    assert (await store.stats(now=T0 + 2)).receipts_held == 1
 
 
 async def submit_keys(store: Queue, keys: tuple[str, ...]) -> int:

@@ -342,6 +342,22 @@ async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> N
         assert (await store.stats(now=T0 + 7)).receipts_held == 0
 
 
+async def test_a_receipt_queued_before_its_outcome_is_applied_after_it(store: SqliteQueue) -> None:
+    """Receipts and outcomes are batched apart, so a receipt can reach the writer just before
+    the outcome of its own submit_sm_resp. In one transaction receipts go last: it matches
+    at once instead of being held as early."""
+    await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    receipt = ReceiptIn(receipt_keys("77"), "DELIVRD", "delivered", "000", T0 + 2)
+    applied = asyncio.ensure_future(store.apply_receipts(CARRIER, [receipt], now=T0 + 2))
+    recorded = asyncio.ensure_future(
+        store.record([Submitted(seg.segment_id, resp_keys("77"), "b")], now=T0 + 1)
+    )
+    (result,), _ = await asyncio.gather(applied, recorded)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert (await store.stats(now=T0 + 3)).receipts_held == 0
+
+
 async def test_rows_written_with_null_in_the_sql_read_back_as_bound_ones(
     store: SqliteQueue, path: Path
 ) -> None:

@@ -341,8 +341,8 @@ class MemoryQueue:
         changes = [self._move(segment, target, now=now)]
         if segment.message.new.registered_delivery:
             for receipt_id, held in list(self._held.items()):
-                # Best keys only: an early receipt for another id can share a fallback.
-                if held.carrier == carrier and keys and keys[0] == held.receipt.keys[0]:
+                # The Submitted's key among the receipt's: as if the receipt came after it.
+                if held.carrier == carrier and keys and keys[0] in held.receipt.keys:
                     del self._held[receipt_id]
                     del self._receipts[receipt_id]
                     result = self._apply_receipt(segment, held.receipt, now=now)

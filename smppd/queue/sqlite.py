@@ -14,7 +14,9 @@ and adds bulk writes up to `bulk_batch` (at least one, so bulk always progresses
 waits for at most one bounded transaction, never for a backlog of bulk enqueues. Urgent writes
 (a few messages of URGENT_PRIORITY and up, and the claims that take only those) get a
 transaction of their own ahead of the rest: an OTP costs one extra small commit instead of
-waiting inside a transaction full of other traffic's outcomes and receipts.
+waiting inside a transaction full of other traffic's outcomes and receipts. Within a
+transaction, receipts are applied after the other writes, so one queued just before the outcome
+that opens its correlation still matches it.
 
 Transactions start at most one per `commit_interval_s` (urgent writes do not wait). Under load a
 transaction takes longer than that anyway; at a few hundred or thousand messages a second the
@@ -120,6 +122,11 @@ class _Write(Generic[T]):
     weight: int
     now: float
     future: asyncio.Future[T]
+    late: bool = False  # applied after the transaction's other writes (receipts)
+
+
+def _is_late(write: _Write[Any]) -> bool:
+    return write.late
 
 
 class SqliteQueue:
@@ -225,19 +232,31 @@ class SqliteQueue:
     # -- the group-commit writer --------------------------------------------------------------
 
     async def _write(
-        self, apply: Callable[[Batch], T], *, weight: int, now: float, lane: _Lane = _SMALL
+        self,
+        apply: Callable[[Batch], T],
+        *,
+        weight: int,
+        now: float,
+        lane: _Lane = _SMALL,
+        late: bool = False,
     ) -> T:
-        return await self._submit(apply, weight=weight, now=now, lane=lane)
+        return await self._submit(apply, weight=weight, now=now, lane=lane, late=late)
 
     def _submit(
-        self, apply: Callable[[Batch], T], *, weight: int, now: float, lane: _Lane = _SMALL
+        self,
+        apply: Callable[[Batch], T],
+        *,
+        weight: int,
+        now: float,
+        lane: _Lane = _SMALL,
+        late: bool = False,
     ) -> asyncio.Future[T]:
         """Queue a write for the writer. Once queued it is performed, even if nobody waits."""
         if self._closing:
             raise QueueClosedError("the queue is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         queue = self._urgent if lane is _URGENT else self._bulk if lane is _BULK else self._small
-        queue.append(_Write(apply, weight, now, future))
+        queue.append(_Write(apply, weight, now, future, late))
         self._wakeup.set()
         if lane is _URGENT:
             self._end_pacing()  # an urgent write does not wait for the interval
@@ -306,6 +325,10 @@ class SqliteQueue:
             writes.append(write)
             weight += write.weight
             bulk_weight += write.weight
+        # Late writes (receipts) after the rest, each kind in its order: receipts and outcomes
+        # are batched apart, so a receipt read just after its submit_sm_resp can be queued
+        # before that resp's outcome, and would be held instead of matched.
+        writes.sort(key=_is_late)
         return writes
 
     async def _commit(self, writes: list[_Write[Any]]) -> None:
@@ -413,6 +436,7 @@ class SqliteQueue:
             partial(sqlite_receipts.apply_receipts, carrier=carrier, receipts=receipts, now=now),
             weight=len(receipts),
             now=now,
+            late=True,
         )
 
     async def store_inbound(self, inbound: InboundIn) -> int:

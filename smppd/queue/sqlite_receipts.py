@@ -155,9 +155,9 @@ def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: fl
 
 def _hold(batch: Batch, carrier: str, receipt: ReceiptIn, *, now: float) -> None:
     receipt_id = _keep(batch, carrier, receipt, "held", now=now)
-    # Under its best key only: a Submitted whose id is written another way may be another
-    # message's (see match_held).
-    batch.db.execute(_HOLD_KEY, (carrier, receipt.keys[0], receipt_id))
+    # Under every key it would have been looked up by, so the Submitted it would have matched,
+    # had it come first, claims it (see match_held).
+    batch.db.executemany(_HOLD_KEY, [(carrier, key, receipt_id) for key in receipt.keys])
     batch.receipts_held += 1
     if batch.held > batch.memory.max_held_receipts:
         oldest = batch.db.execute(_OLDEST_HELD).fetchone()
@@ -178,16 +178,14 @@ def sweep_held(batch: Batch, *, now: float) -> None:
 
 def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) -> None:
     batch.db.execute(_UNHOLD, (state, receipt_id))
-    # Every key it has, not only its best: earlier versions held a receipt under each.
     batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in split_keys(keys)])
     batch.receipts_held -= 1
 
 
 def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float) -> list[Change]:
-    """Apply receipts held under the best key of a segment that was just submitted.
-
-    Only the best key: an early receipt for another id can share a fallback reading.
-    """
+    """Apply the receipts held under the best key of a segment that was just submitted: each
+    is held under all its lookup keys, so these are the ones that would have matched it had
+    they come after it."""
     receipt_ids = sorted(
         {
             found[0]
