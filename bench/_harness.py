@@ -437,6 +437,20 @@ def histogram_means(metrics: str) -> dict[str, float]:
     return {name: sums[name] / counts[name] for name in sums if counts.get(name)}
 
 
+def label_sums(metrics: str, name: str, label: str) -> dict[str, float]:
+    """A metric's samples summed by the value of one of its labels, from a text scrape."""
+    sums: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        labels, _, value = line[len(name) + 1 :].partition("} ")
+        for pair in labels.split(","):
+            key, _, quoted = pair.partition("=")
+            if key == label:
+                sums[quoted.strip('"')] = sums.get(quoted.strip('"'), 0.0) + float(value)
+    return sums
+
+
 def segments_in(stats: dict[str, Any], *states: str) -> int:
     by_state: dict[str, int] = stats.get("segments", {})
     return sum(int(by_state.get(state, 0)) for state in states)

@@ -142,7 +142,11 @@ async def measure(
     print(f"daemon CPU: user {user - split0[0]:.1f} s, system {system - split0[1]:.1f} s")
     smsc_cpu = (h.cpu_s(smsc.pid) or math.nan) - smsc_cpu0
     peak_rss = h.status_mib(daemon.pid, "VmHWM")
-    means = h.histogram_means(daemon.metrics())
+    metrics = daemon.metrics()
+    means = h.histogram_means(metrics)
+    if not args.no_receipts:
+        results = h.label_sums(metrics, "smppd_receipts_total", "result")
+        print("receipts by match result: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()))
     print(h.machine_line("after"))
     report(args, specs, stats, means, smsc, daemon_cpu, smsc_cpu, peak_rss, smsc_done_at, done_at)
 
