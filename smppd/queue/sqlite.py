@@ -231,17 +231,6 @@ class SqliteQueue:
 
     # -- the group-commit writer --------------------------------------------------------------
 
-    async def _write(
-        self,
-        apply: Callable[[Batch], T],
-        *,
-        weight: int,
-        now: float,
-        lane: _Lane = _SMALL,
-        late: bool = False,
-    ) -> T:
-        return await self._submit(apply, weight=weight, now=now, lane=lane, late=late)
-
     def _submit(
         self,
         apply: Callable[[Batch], T],
@@ -379,7 +368,7 @@ class SqliteQueue:
     async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
         if not messages:
             return []
-        return await self._write(
+        return await self._submit(
             partial(sqlite_writes.enqueue, messages=messages, now=now),
             weight=len(messages),
             now=now,
@@ -421,7 +410,7 @@ class SqliteQueue:
     async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
         if not outcomes:
             return []
-        return await self._write(
+        return await self._submit(
             partial(sqlite_writes.record, outcomes=outcomes, now=now),
             weight=len(outcomes),
             now=now,
@@ -432,7 +421,7 @@ class SqliteQueue:
     ) -> list[ReceiptResult]:
         if not receipts:
             return []
-        return await self._write(
+        return await self._submit(
             partial(sqlite_receipts.apply_receipts, carrier=carrier, receipts=receipts, now=now),
             weight=len(receipts),
             now=now,
@@ -440,7 +429,7 @@ class SqliteQueue:
         )
 
     async def store_inbound(self, inbound: InboundIn) -> int:
-        return await self._write(
+        return await self._submit(
             partial(sqlite_admin.store_inbound, inbound=inbound),
             weight=1,
             now=inbound.received_at,
@@ -457,14 +446,14 @@ class SqliteQueue:
         )
 
     async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
-        return await self._write(
+        return await self._submit(
             partial(sqlite_admin.add_optout, sender=sender, number=number, now=now),
             weight=1,
             now=now,
         )
 
     async def remove_optout(self, sender: str, number: str) -> bool:
-        return await self._write(
+        return await self._submit(
             partial(sqlite_admin.remove_optout, sender=sender, number=number), weight=1, now=0.0
         )
 
@@ -486,7 +475,7 @@ class SqliteQueue:
         )
 
     async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
-        return await self._write(
+        return await self._submit(
             partial(sqlite_admin.cancel_queued_to, sender=sender, number=number, now=now),
             weight=1,
             now=now,
@@ -500,14 +489,14 @@ class SqliteQueue:
     async def cancel(
         self, message_id: int, client: str | None, *, now: float
     ) -> MessageStatus | None:
-        return await self._write(
+        return await self._submit(
             partial(sqlite_admin.cancel, message_id=message_id, client=client, now=now),
             weight=1,
             now=now,
         )
 
     async def recover(self, *, now: float) -> int:
-        return await self._write(partial(sqlite_admin.recover, now=now), weight=1, now=now)
+        return await self._submit(partial(sqlite_admin.recover, now=now), weight=1, now=now)
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
         return await self._read(partial(sqlite_reads.urgent_due, carrier=carrier, limit=limit))
@@ -515,7 +504,7 @@ class SqliteQueue:
     async def purge(self, before: float) -> int:
         purged = 0
         while True:
-            deleted, more = await self._write(
+            deleted, more = await self._submit(
                 partial(sqlite_admin.purge_step, before=before, limit=_PURGE_STEP),
                 weight=_PURGE_STEP,
                 now=before,
@@ -529,7 +518,7 @@ class SqliteQueue:
         finished = 0
         cursor: tuple[float, int] | None = (float("-inf"), 0)
         while cursor is not None:
-            step, cursor = await self._write(
+            step, cursor = await self._submit(
                 partial(
                     sqlite_admin.finish_overdue_step,
                     before=before,
@@ -554,7 +543,7 @@ class SqliteQueue:
         after: RerouteCursor | None = None,
     ) -> tuple[dict[str, int], RerouteCursor | None]:
         # `pick` runs in the connection's thread: it must only read what it was built with.
-        return await self._write(
+        return await self._submit(
             partial(
                 sqlite_admin.reroute_step,
                 carrier=carrier,
