@@ -447,7 +447,8 @@ def label_sums(metrics: str, name: str, label: str) -> dict[str, float]:
         for pair in labels.split(","):
             key, _, quoted = pair.partition("=")
             if key == label:
-                sums[quoted.strip('"')] = sums.get(quoted.strip('"'), 0.0) + float(value)
+                value_of = quoted.strip('"')
+                sums[value_of] = sums.get(value_of, 0.0) + float(value)
     return sums
 
 

@@ -18,13 +18,7 @@ from typing import Final
 
 import structlog
 
-from smppd.link import (
-    DEFAULT_MAX_HANDLERS,
-    BindObserver,
-    DeliverHandler,
-    Link,
-    NullObserver,
-)
+from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link, NullObserver
 from smppd.pdu.status import status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (

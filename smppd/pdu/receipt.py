@@ -413,15 +413,23 @@ def _normalise(message_id: str) -> str:
 
 def _readings(norm: str) -> tuple[str, ...]:
     """`correlation_keys` of a normalised, non-empty id."""
+    values = _values(norm)
+    return tuple(map(str, values)) if values else (_OPAQUE_PREFIX + norm.lstrip("0"),)
+
+
+def _values(norm: str) -> tuple[int, ...]:
+    """The numbers a normalised id can stand for: one for a hex id (with a-f, or a 0x prefix),
+    its decimal then hex reading for an all-digit one (one if they agree), none for anything
+    else or past 65 characters."""
     if len(norm) <= _MAX_ID_CHARS:
         if norm.startswith("0x") and _HEX.fullmatch(norm, 2):
-            return (str(int(norm[2:], 16)),)
+            return (int(norm[2:], 16),)
         if _DIGITS.fullmatch(norm):
-            as_decimal, as_hex = str(int(norm)), str(int(norm, 16))
+            as_decimal, as_hex = int(norm), int(norm, 16)
             return (as_decimal,) if as_decimal == as_hex else (as_decimal, as_hex)
         if _HEX.fullmatch(norm):
-            return (str(int(norm, 16)),)
-    return (_OPAQUE_PREFIX + norm.lstrip("0"),)
+            return (int(norm, 16),)
+    return ()
 
 
 def _written_key(norm: str) -> str:
@@ -490,18 +498,14 @@ def _receipt_keys(norm: str) -> tuple[str, ...]:
     """`receipt_keys` (AUTO) of a normalised, non-empty id. The renderings that would give the
     best key again (the same number in the same base) are left out."""
     best = _written_key(norm)
-    if len(norm) > _MAX_ID_CHARS:
+    values = _values(norm)
+    if not values:
         return (best,)
-    if _DIGITS.fullmatch(norm):
-        as_decimal, as_hex = int(norm), int(norm, 16)
-        if as_decimal == as_hex:
-            return (best, str(as_decimal))
+    if len(values) == 2:  # all digits: as decimal it is written in decimal, as hex in hex
+        as_decimal, as_hex = values
         other = (f"{_OPAQUE_PREFIX}{as_decimal:x}", f"{_OPAQUE_PREFIX}{as_hex}")
         return (best, *other, str(as_decimal), str(as_hex))
-    digits = norm[2:] if norm.startswith("0x") else norm
-    if not _HEX.fullmatch(digits):
-        return (best,)
-    value = str(int(digits, 16))
+    value = str(values[0])
     decimal = _OPAQUE_PREFIX + value
     return (best, value) if decimal == best else (best, decimal, value)
 
