@@ -17,10 +17,16 @@ import yaml
 from daemon_support import Daemon, running, smsc_and_dir, unused_port, write_config
 
 from smppd.client import ApiClientError, Client
+from smppd.pdu.status import CommandStatus
 from tools.fake_smsc import FakeSmsc, SmscConfig
 from tools.fake_smsc.config import IdFormat, ReceiptConfig
+from tools.fake_smsc.faults import Faults, Reorder
 
 pytestmark = pytest.mark.timeout(90)
+
+FINAL_MESSAGE_STATES = frozenset(
+    {"delivered", "undeliverable", "expired", "rejected", "failed", "cancelled"}
+)
 
 
 class RawSubscriber:
@@ -457,3 +463,76 @@ async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
     )
     async with running(smsc) as (_smsc, _daemon, directory):
         await each_gets_its_receipt(directory / "smppd.sock", 30)
+
+
+async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
+    """An SMSC that throttles, fails some submits for now and some for good, answers late and
+    out of order, drops each connection every 120 PDUs (losing the answers it held), and sends
+    every receipt twice and before its submit_sm_resp: every accepted message still reaches a
+    final state, delivered unless a permanent error failed it, and each delivered segment was
+    accepted at the SMSC under the id the daemon recorded. The ids start at 0xA0000000: with
+    small ones, an early receipt for 0000000a could take the open 00000010 by its decimal
+    reading (the ambiguity `message_id_format: hex` settles)."""
+    faults = Faults(
+        latency_s=(0.0, 0.01),
+        submit_errors={
+            CommandStatus.ESME_RTHROTTLED: 0.05,
+            CommandStatus.ESME_RMSGQFUL: 0.03,
+            CommandStatus.ESME_RSYSERR: 0.03,
+            CommandStatus.ESME_RINVDSTADR: 0.02,
+        },
+        reorder=Reorder.SHUFFLE,
+        reorder_batch=5,
+        reorder_hold_s=0.05,
+        drop_after_pdus=120,
+    )
+    smsc_config = SmscConfig(
+        port=0,
+        message_id_start=0xA000_0000,
+        faults=faults,
+        receipts=ReceiptConfig(duplicate=True, before_resp=True),
+    )
+    count = 240
+    async with smsc_and_dir(smsc_config) as (smsc, directory):
+        config = write_config(
+            directory,
+            smsc.port,
+            carrier={"binds": 3, "window": 10, "throttle_backoff_s": 0.05},
+            queue={
+                "path": str(directory / "smppd.db"),
+                "retry_initial_s": 0.05,
+                "retry_max_s": 0.2,
+            },
+        )
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            socket = directory / "smppd.sock"
+            sub = await RawSubscriber.open(socket, ["state"])
+            long = "of a long text " * 20
+            texts = [f"m{i} " + (long if i % 8 == 0 else "") for i in range(count)]
+            async with Client(socket) as client:
+                sent = await client.submit_many(
+                    [{"to": "+447700900123", "from": "ALPHA", "text": t} for t in texts]
+                )
+                ids = {r.message_id for r in sent if not isinstance(r, ApiClientError)}
+                assert len(ids) == count
+                unfinished = set(ids)
+                while unfinished:
+                    event = await sub.next(timeout=30)
+                    if event["state"] in FINAL_MESSAGE_STATES:
+                        unfinished.discard(event["id"])
+                statuses = [await client.status(message_id) for message_id in sorted(ids)]
+            sub.close()
+            accepted = {r.message_id: r.command_status for r in smsc.records.segments}
+            segments = [segment for status in statuses for segment in status["segments"]]
+            assert {s["state"] for s in segments} == {"delivered", "failed"}
+            for segment in segments:
+                if segment["state"] == "delivered":
+                    assert accepted.get(segment["carrier_message_id"]) == 0, segment
+                else:
+                    assert segment["command_status"] == CommandStatus.ESME_RINVDSTADR, segment
+            problems = [line for line in daemon.lines if line.get("level") in ("error", "critical")]
+            assert problems == []
+        finally:
+            await daemon.stop()
