@@ -348,6 +348,7 @@ class Daemon:
         self.api_counts = ApiObserverCounts()
         self.queue_snapshot: dict[str, Any] = {}
         self.receipts_overdue = 0
+        self._fallback_warned: set[str] = set()  # carriers warned about their receipts' ids
         self.caps = daily_caps(config)
         self.gateway = Gateway(
             queue=queue,
@@ -565,6 +566,7 @@ class Daemon:
                 elif runtime.down_since is None:
                     runtime.down_since = now
             try:
+                await self._settle_receipts(now)
                 await self._fail_over(now)
                 if now - last_stats >= STATS_EVERY_S:
                     last_stats = now
@@ -575,6 +577,19 @@ class Daemon:
             except QueueError as exc:
                 log.error("housekeeping query failed", error=str(exc))
             await asyncio.sleep(step)
+
+    async def _settle_receipts(self, now: float) -> None:
+        """Receipts held a while go to segments that wrote their number another way."""
+        for carrier, changes in (await self.queue.settle_receipts(now=now)).items():
+            self._publish_changes(carrier, changes)
+            if carrier not in self._fallback_warned:
+                self._fallback_warned.add(carrier)
+                log.warning(
+                    "receipts give message ids written otherwise than the submit_sm_resp; "
+                    "they match after a wait: set message_id_format for this carrier",
+                    carrier=carrier,
+                    receipts=len(changes),
+                )
 
     async def _fail_over(self, now: float) -> None:
         """Move the waiting work of carriers down past their routes' failover_after_s to the

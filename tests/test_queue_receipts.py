@@ -20,6 +20,7 @@ from smppd.queue import (
     Submitted,
     open_queue,
 )
+from smppd.queue.receipts import FALLBACK_AFTER_S
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -53,42 +54,84 @@ async def state_of(store: Queue, message_id: int) -> MessageState:
 
 async def test_a_receipt_finds_its_id_as_written_then_written_another_way(store: Queue) -> None:
     """The daemon's keys: one per resp id. A receipt that writes the id as its resp did finds
-    that segment even when another open id has the same number; one that writes it in the
-    other base finds it through its later keys."""
+    that segment at once, even when another open id has the same number; one that writes it in
+    the other base is held, and finds it through its later keys once it has waited."""
     ids = {}
     for resp_id in ("0000001a", "00000026", "ff00"):
-        (enq,) = await store.enqueue([message()], now=T0)
-        (seg,) = await store.claim(CARRIER, 1, now=T0)
-        await store.record([Submitted(seg.segment_id, resp_keys(resp_id), "b")], now=T0)
-        ids[resp_id] = enq.message_id
+        ids[resp_id] = await submit_keys(store, resp_keys(resp_id), now=T0)
     receipts = [
         ReceiptIn(receipt_keys(rid), "DELIVRD", "delivered", "000", T0 + 5)
         for rid in ("26", "0X1A", "65280")  # as written, as written, in decimal
     ]
     results = await store.apply_receipts(CARRIER, receipts, now=T0 + 6)
     changed = [r.change.message_id if r.change is not None else None for r in results]
-    assert changed == [ids["00000026"], ids["0000001a"], ids["ff00"]]
+    assert changed == [ids["00000026"], ids["0000001a"], None]
+    assert results[2].outcome is ReceiptOutcome.HELD
+    assert await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S / 2) == {}
+    settled = await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S)
+    assert [c.message_id for c in settled[CARRIER]] == [ids["ff00"]]
+    assert await state_of(store, ids["ff00"]) is MessageState.DELIVERED
+    assert (await store.stats(now=T0 + 9)).receipts_held == 0
+
+
+async def test_an_early_receipt_waits_for_the_id_as_it_writes_it(store: Queue) -> None:
+    """An early receipt for 0000000a is not taken by the open 00000010 (ten, read as decimal):
+    its own resp, recorded after it, takes it; 00000010 then gets its own receipt."""
+    ten = await submit_keys(store, resp_keys("00000010"), now=T0)
+    early = ReceiptIn(receipt_keys("0000000a"), "DELIVRD", "delivered", "000", T0 + 5)
+    (result,) = await store.apply_receipts(CARRIER, [early], now=T0 + 1)
+    assert result.outcome is ReceiptOutcome.HELD
+    own = await submit_keys(store, resp_keys("0000000a"), now=T0 + 1.5)
+    assert await state_of(store, own) is MessageState.DELIVERED
+    assert await state_of(store, ten) is MessageState.SUBMITTED
+    assert await store.settle_receipts(now=T0 + 10) == {}
+    assert await state_of(store, ten) is MessageState.SUBMITTED
+    later = ReceiptIn(receipt_keys("00000010"), "DELIVRD", "delivered", "000", T0 + 6)
+    (result,) = await store.apply_receipts(CARRIER, [later], now=T0 + 11)
+    assert result.change is not None
+    assert result.change.message_id == ten
 
 
 async def test_an_early_receipt_is_claimed_as_a_later_one_would_match(store: Queue) -> None:
-    """An early receipt is claimed by the Submitted it would have matched had it come after it:
-    one giving the id in decimal, by the resp that gave it in hex; one for an id no resp has
-    given, by none."""
+    """An early receipt giving the id in decimal is claimed by the resp that gave it in hex
+    once it has waited (by settling, or by the Submitted itself when that comes later); one
+    for an id no resp has given, by none."""
     early = ReceiptIn(receipt_keys("26"), "DELIVRD", "delivered", "000", T0 + 5)
+    late = ReceiptIn(receipt_keys("43"), "DELIVRD", "delivered", "000", T0 + 5)
     stray = ReceiptIn(receipt_keys("ff"), "DELIVRD", "delivered", "000", T0 + 5)
-    results = await store.apply_receipts(CARRIER, [early, stray], now=T0 + 1)
-    assert [r.outcome for r in results] == [ReceiptOutcome.HELD, ReceiptOutcome.HELD]
-    other = await submit_keys(store, resp_keys("2b"))
+    results = await store.apply_receipts(CARRIER, [early, late, stray], now=T0 + 1)
+    assert [r.outcome for r in results] == [ReceiptOutcome.HELD] * 3
+    other = await submit_keys(store, resp_keys("2c"), now=T0 + 2)
+    own = await submit_keys(store, resp_keys("0000001A"), now=T0 + 2)
+    assert await state_of(store, own) is MessageState.SUBMITTED  # the hex "26" may still come
+    settled = await store.settle_receipts(now=T0 + 1 + FALLBACK_AFTER_S)
+    assert [c.message_id for c in settled[CARRIER]] == [own]
+    after = await submit_keys(store, resp_keys("2b"), now=T0 + 2 + FALLBACK_AFTER_S)
+    assert await state_of(store, after) is MessageState.DELIVERED
     assert await state_of(store, other) is MessageState.SUBMITTED
-    own = await submit_keys(store, resp_keys("0000001A"))
+    assert (await store.stats(now=T0 + 5)).receipts_held == 1
+
+
+async def test_a_receipt_whose_own_segment_is_final_is_not_given_to_another(store: Queue) -> None:
+    """A second, different receipt for a final segment's id is held (a resubmission may reuse
+    the id), and never given to an open segment that wrote its number another way."""
+    own = await submit_keys(store, resp_keys("1a"), now=T0)
+    receipt = ReceiptIn(receipt_keys("1a"), "DELIVRD", "delivered", "000", T0 + 5)
+    (first,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 1)
+    assert first.outcome is ReceiptOutcome.MATCHED
+    other = await submit_keys(store, resp_keys("26"), now=T0 + 1)  # 0x1a written in decimal
+    differs = ReceiptIn(receipt_keys("1a"), "UNDELIV", "undeliverable", "001", T0 + 7)
+    (second,) = await store.apply_receipts(CARRIER, [differs], now=T0 + 2)
+    assert second.outcome is ReceiptOutcome.HELD
+    assert await store.settle_receipts(now=T0 + 2 + FALLBACK_AFTER_S) == {}
+    assert await state_of(store, other) is MessageState.SUBMITTED
     assert await state_of(store, own) is MessageState.DELIVERED
-    assert (await store.stats(now=T0 + 2)).receipts_held == 1
 
 
-async def submit_keys(store: Queue, keys: tuple[str, ...]) -> int:
+async def submit_keys(store: Queue, keys: tuple[str, ...], *, now: float) -> int:
     (enq,) = await store.enqueue([message()], now=T0)
     (seg,) = await store.claim(CARRIER, 1, now=T0)
-    await store.record([Submitted(seg.segment_id, keys, "b")], now=T0 + 2)
+    await store.record([Submitted(seg.segment_id, keys, "b")], now=now)
     return enq.message_id
 
 

@@ -48,6 +48,11 @@ class Queue(Protocol):
         """Match receipts to submitted segments (one result each); durable before returning."""
         ...
 
+    async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
+        """Give receipts held for a while to the open segments that wrote the same number
+        another way (see smppd.queue.sqlite_receipts); the changes, by carrier."""
+        ...
+
     async def store_inbound(self, inbound: InboundIn) -> int:
         """Store a mobile-originated message; returns its id once durable."""
         ...

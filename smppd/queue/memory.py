@@ -47,7 +47,7 @@ from smppd.queue.model import (
     segment_id,
     segment_index,
 )
-from smppd.queue.receipts import is_repeat
+from smppd.queue.receipts import FALLBACK_AFTER_S, is_repeat
 from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
@@ -121,6 +121,7 @@ class MemoryQueue:
         self._correlations: dict[tuple[str, str], int] = {}
         self._receipts: dict[int, _Receipt] = {}
         self._held: OrderedDict[int, _Receipt] = OrderedDict()
+        self._settled_until = float("-inf")
         self._inbound: list[Inbound] = []
         self._optouts: dict[tuple[str, str], float] = {}
         self._next_id = 1
@@ -339,10 +340,22 @@ class MemoryQueue:
             for key in keys:
                 self._correlations[carrier, key] = segment.id
         changes = [self._move(segment, target, now=now)]
-        if segment.message.new.registered_delivery:
+        if segment.message.new.registered_delivery and keys:
             for receipt_id, held in list(self._held.items()):
-                # The Submitted's key among the receipt's: as if the receipt came after it.
-                if held.carrier == carrier and keys and keys[0] in held.receipt.keys:
+                # The Submitted's key among the receipt's: as if the receipt came after it. One
+                # giving the id another way only once it has waited, and if no segment has its own.
+                given = held.receipt.keys
+                if (
+                    held.carrier == carrier
+                    and keys[0] in given
+                    and (
+                        given[0] == keys[0]
+                        or (
+                            held.received_at <= now - FALLBACK_AFTER_S
+                            and (carrier, given[0]) not in self._correlations
+                        )
+                    )
+                ):
                     del self._held[receipt_id]
                     del self._receipts[receipt_id]
                     result = self._apply_receipt(segment, held.receipt, now=now)
@@ -357,15 +370,7 @@ class MemoryQueue:
         self._sweep_held(now=now)
         results = []
         for receipt in receipts:
-            sid = next(
-                (
-                    sid
-                    for key in receipt.keys
-                    if (sid := self._correlations.get((carrier, key))) is not None
-                    and transition(self._segments[sid].state, SegmentEvent.RECEIPT) is not None
-                ),
-                None,
-            )
+            sid = self._open_segment(carrier, receipt.keys[:1])
             if sid is not None:
                 results.append(self._apply_receipt(self._segments[sid], receipt, now=now))
             elif not receipt.keys:
@@ -381,6 +386,38 @@ class MemoryQueue:
                     oldest.state = "dropped"
                 results.append(ReceiptResult(ReceiptOutcome.HELD))
         return results
+
+    async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
+        self._commit()
+        self._sweep_held(now=now)
+        until = now - FALLBACK_AFTER_S
+        changes: dict[str, list[Change]] = {}
+        for receipt_id, held in list(self._held.items()):
+            if held.received_at > until:
+                break
+            if held.received_at <= self._settled_until:
+                continue
+            keys = held.receipt.keys
+            if (held.carrier, keys[0]) in self._correlations:
+                continue  # its own segment is known: no other takes it
+            sid = self._open_segment(held.carrier, keys)
+            if sid is None:
+                continue
+            del self._held[receipt_id]
+            del self._receipts[receipt_id]
+            change = self._apply_receipt(self._segments[sid], held.receipt, now=now).change
+            if change is not None:
+                changes.setdefault(held.carrier, []).append(change)
+        self._settled_until = max(self._settled_until, until)
+        return changes
+
+    def _open_segment(self, carrier: str, keys: Sequence[str]) -> int | None:
+        """The first segment under `keys` that can still take a receipt."""
+        for key in keys:
+            sid = self._correlations.get((carrier, key))
+            if sid is not None and transition(self._segments[sid].state, SegmentEvent.RECEIPT):
+                return sid
+        return None
 
     def _keep(self, receipt: _Receipt) -> int:
         receipt_id = self._next_receipt_id

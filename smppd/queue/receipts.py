@@ -5,6 +5,10 @@ next submission that reuses an id takes it over. A receipt that arrives under th
 segment is either a repeat of the final one (the SMSC resent it, say after a lost
 deliver_sm_resp) or the early receipt of a new submission that reused the id: the same stat,
 err and done date as the one applied means a repeat; anything else is held for the new one.
+
+Only a receipt's best key (its id as written) matches at once. Its other keys (the same number
+written another way) wait FALLBACK_AFTER_S: otherwise an early receipt for 0000000a would be
+taken by an open 00000010 (ten in decimal) before its own submit_sm_resp is recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from typing import Final
 
 from smppd.queue.model import ReceiptIn
 
+# How long a held receipt waits for a segment that wrote its id the same way before one that wrote
+# the same number another way may take it: far longer than a submit_sm_resp trails its receipt.
+FALLBACK_AFTER_S: Final = 2.0
 KEY_SEPARATOR: Final = "\x1f"  # never part of an SMPP message_id (a printable C-Octet string)
 
 

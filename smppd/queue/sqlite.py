@@ -428,6 +428,13 @@ class SqliteQueue:
             late=True,
         )
 
+    async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
+        if not self._memory.receipts_held:
+            return {}
+        return await self._submit(
+            partial(sqlite_receipts.settle_held, now=now), weight=1, now=now, late=True
+        )
+
     async def store_inbound(self, inbound: InboundIn) -> int:
         return await self._submit(
             partial(sqlite_admin.store_inbound, inbound=inbound),

@@ -44,6 +44,8 @@ class MemoryState:
     receipt_hold_s: float
     max_held_receipts: int
     cursors: dict[tuple[str, int], str] = field(default_factory=dict)
+    # Held receipts received up to here have had their other keys tried (settle_held).
+    settled_until: float = float("-inf")
 
 
 # Both read the columns SegmentRow unpacks, in its order.
@@ -197,6 +199,7 @@ class Batch:
         self.receipts_unmatched = 0
         self.receipts_dropped = 0
         self.cursors: dict[tuple[str, int], str] = {}
+        self.settled_until = memory.settled_until
         self.optouts_added: list[tuple[str, str]] = []
         self.new_optout_filter: OptOutFilter | None = None
         # Staged inserts (consecutive enqueues share one executemany) and the row cache.
@@ -362,6 +365,7 @@ class Batch:
         memory.receipts_unmatched += self.receipts_unmatched
         memory.receipts_dropped += self.receipts_dropped
         memory.cursors.update(self.cursors)
+        memory.settled_until = self.settled_until
         if self.new_optout_filter is not None:
             memory.optouts = self.new_optout_filter
         else:

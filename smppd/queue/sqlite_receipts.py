@@ -1,11 +1,14 @@
 """The SQLite backend's delivery-receipt operations, each run inside a `Batch`.
 
 A receipt matches through `correlations` (carrier, key) -> segment, skipping segments that are
-already final. One that matches nothing is either a repeat of a final receipt (see
-smppd.queue.receipts) or early: it is held in
-`pending_receipts` (keys in `pending_keys`) until the Submitted carrying its id lands. Held
-receipts are bounded in number (the oldest is pushed out, marked `dropped`) and in time (then
-marked `unmatched`); both stay on disk until purge and are counted, never silently lost.
+already final. On arrival only its best key (the id as the receipt writes it) counts. One that
+matches nothing is either a repeat of a final receipt (see smppd.queue.receipts) or early: it is
+held in `pending_receipts` (keys in `pending_keys`) until the Submitted carrying its id lands.
+Its other keys (the same number written another way) count only once it has been held for
+FALLBACK_AFTER_S (see `settle_held`): an early receipt must not be taken by another open segment
+whose id reads as the same number while its own is still on its way. Held receipts are bounded
+in number (the oldest is pushed out, marked `dropped`) and in time (then marked `unmatched`);
+both stay on disk until purge and are counted, never silently lost.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from smppd.queue.model import Change, ReceiptIn, ReceiptOutcome, ReceiptResult
-from smppd.queue.receipts import is_repeat, join_keys, split_keys
+from smppd.queue.receipts import FALLBACK_AFTER_S, is_repeat, join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow
 from smppd.queue.states import SegmentEvent, segment_state, transition
 
@@ -31,8 +34,12 @@ _HOLD: Final = """
 _HOLD_KEY: Final = "INSERT OR IGNORE INTO pending_keys (carrier, key, receipt_id) VALUES (?, ?, ?)"
 _HELD_BY_KEY: Final = "SELECT receipt_id FROM pending_keys WHERE carrier = ? AND key = ?"
 _HELD: Final = """
-    SELECT keys, stat, final_state, err, done_at FROM pending_receipts
+    SELECT keys, stat, final_state, err, done_at, received_at FROM pending_receipts
     WHERE id = ? AND state = 'held'
+"""
+_SETTLE: Final = """
+    SELECT id, carrier, keys, stat, final_state, err, done_at FROM pending_receipts
+    WHERE state = 'held' AND received_at > ? AND received_at <= ? ORDER BY received_at, id
 """
 _OLDEST_HELD: Final = """
     SELECT id, carrier, keys, received_at FROM pending_receipts
@@ -50,19 +57,10 @@ def apply_receipts(
 ) -> list[ReceiptResult]:
     batch.flush_inserts()
     sweep_held(batch, now=now)
-    # The best keys first: the rest (other renderings of the id) only for receipts they missed.
     known = _match(batch, carrier, [receipt.keys[0] for receipt in receipts if receipt.keys])
-    rest = [
-        key
-        for receipt in receipts
-        if len(receipt.keys) > 1 and _matching_segment(batch, known, receipt.keys[:1]) is None
-        for key in receipt.keys[1:]
-    ]
-    if rest:
-        known.update(_match(batch, carrier, rest))
     results = []
     for receipt in receipts:
-        row = _matching_segment(batch, known, receipt.keys)
+        row = _matching_segment(batch, known, receipt.keys[:1])
         if row is not None:
             results.append(apply_to_segment(batch, row, receipt, now=now))
         elif not receipt.keys:
@@ -183,29 +181,55 @@ def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) 
 
 
 def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float) -> list[Change]:
-    """Apply the receipts held under the best key of a segment that was just submitted: each
-    is held under all its lookup keys, so these are the ones that would have matched it had
-    they come after it."""
+    """Apply the receipts held under the best key of a segment that was just submitted: those
+    that give its id as it does, and those held past FALLBACK_AFTER_S that give the same number
+    another way and whose own id no segment has (each is held under all its lookup keys)."""
     receipt_ids = sorted(
-        {
-            found[0]
-            for key in keys[:1]
-            for found in batch.db.execute(_HELD_BY_KEY, (row.carrier, key))
-        }
+        {found[0] for found in batch.db.execute(_HELD_BY_KEY, (row.carrier, keys[0]))}
     )
     changes = []
     for receipt_id in receipt_ids:
         held = batch.db.execute(_HELD, (receipt_id,)).fetchone()
         if held is None:
             continue
-        held_keys, stat, final_state, err, done_at = held
-        batch.db.executemany(
-            _FORGET_KEY, [(row.carrier, key, receipt_id) for key in split_keys(held_keys)]
-        )
-        batch.db.execute(_DELETE_HELD, (receipt_id,))
-        batch.receipts_held -= 1
-        receipt = ReceiptIn(split_keys(held_keys), stat, final_state, err, done_at)
+        receipt = ReceiptIn(split_keys(held[0]), *held[1:5])
+        if receipt.keys[0] != keys[0] and (
+            held[5] > now - FALLBACK_AFTER_S or _match(batch, row.carrier, list(receipt.keys[:1]))
+        ):
+            continue
+        _take_held(batch, receipt_id, row.carrier, receipt.keys)
         result = apply_to_segment(batch, row, receipt, now=now)
         if result.change is not None:
             changes.append(result.change)
     return changes
+
+
+def settle_held(batch: Batch, *, now: float) -> dict[str, list[Change]]:
+    """Give the receipts held past FALLBACK_AFTER_S since the last call to the segments that
+    wrote their id's number another way, where one is open and none wrote it as they do.
+    The changes by carrier; the others stay held (a Submitted still to come may take them)."""
+    sweep_held(batch, now=now)
+    until = now - FALLBACK_AFTER_S
+    if until <= batch.settled_until:
+        return {}
+    held = batch.db.execute(_SETTLE, (batch.settled_until, until)).fetchall()
+    batch.settled_until = until
+    changes: dict[str, list[Change]] = {}
+    for receipt_id, carrier, keys, stat, final_state, err, done_at in held:
+        receipt = ReceiptIn(split_keys(keys), stat, final_state, err, done_at)
+        known = _match(batch, carrier, list(receipt.keys))
+        row = None if receipt.keys[0] in known else _matching_segment(batch, known, receipt.keys)
+        if row is None:
+            continue
+        _take_held(batch, receipt_id, carrier, receipt.keys)
+        change = apply_to_segment(batch, row, receipt, now=now).change
+        if change is not None:
+            changes.setdefault(carrier, []).append(change)
+    batch.flush(now=now)
+    return changes
+
+
+def _take_held(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:
+    batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in keys])
+    batch.db.execute(_DELETE_HELD, (receipt_id,))
+    batch.receipts_held -= 1

@@ -24,6 +24,10 @@ from tools.fake_smsc.faults import Faults, Reorder
 
 pytestmark = pytest.mark.timeout(90)
 
+FALLBACK_WARNING = (
+    "receipts give message ids written otherwise than the submit_sm_resp; "
+    "they match after a wait: set message_id_format for this carrier"
+)
 FINAL_MESSAGE_STATES = frozenset(
     {"delivered", "undeliverable", "expired", "rejected", "failed", "cancelled"}
 )
@@ -453,16 +457,19 @@ async def each_gets_its_receipt(socket: Path, count: int) -> None:
 
 async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
     """A carrier that answers in hex and writes receipts in decimal, with the default
-    message_id_format (auto): each receipt finds its message under the id's other rendering.
-    The ids start at 0xA0000000 so that no decimal id also reads as another open hex one (the
-    ambiguity message_id_format: hex is for)."""
+    message_id_format (auto): each receipt finds its message under the id's other rendering,
+    after a wait, and the daemon says once which setting would spare it. The ids start at
+    0xA0000000 so that no decimal id also reads as another open hex one (the ambiguity
+    message_id_format: hex is for)."""
     smsc = SmscConfig(
         port=0,
         message_id_start=0xA000_0000,
         receipts=ReceiptConfig(id_format=IdFormat.DECIMAL),
     )
-    async with running(smsc) as (_smsc, _daemon, directory):
+    async with running(smsc) as (_smsc, daemon, directory):
         await each_gets_its_receipt(directory / "smppd.sock", 30)
+        warnings = [line for line in daemon.lines if line.get("event") == FALLBACK_WARNING]
+        assert [w["carrier"] for w in warnings] == ["fake"]  # once, naming the setting
 
 
 async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
@@ -470,9 +477,9 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     out of order, drops each connection every 120 PDUs (losing the answers it held), and sends
     every receipt twice and before its submit_sm_resp: every accepted message still reaches a
     final state, delivered unless a permanent error failed it, and each delivered segment was
-    accepted at the SMSC under the id the daemon recorded. The ids start at 0xA0000000: with
-    small ones, an early receipt for 0000000a could take the open 00000010 by its decimal
-    reading (the ambiguity `message_id_format: hex` settles)."""
+    accepted at the SMSC under the id the daemon recorded. The ids are small hex ones, so an
+    early receipt for 0000000a meets an open 00000010 (ten, read as decimal), and must wait
+    for its own."""
     faults = Faults(
         latency_s=(0.0, 0.01),
         submit_errors={
@@ -488,7 +495,6 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     )
     smsc_config = SmscConfig(
         port=0,
-        message_id_start=0xA000_0000,
         faults=faults,
         receipts=ReceiptConfig(duplicate=True, before_resp=True),
     )
