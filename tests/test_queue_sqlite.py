@@ -402,6 +402,30 @@ async def test_rows_written_with_null_in_the_sql_read_back_as_bound_ones(
     ]
 
 
+async def test_a_held_receipt_settles_after_a_restart_and_idle_settling_writes_nothing(
+    path: Path,
+) -> None:
+    """A receipt held for another rendering of its id is still given to its segment by a
+    settling after the store was reopened. With nothing held since, settling commits nothing."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message()], now=T0)
+        (segment,) = await store.claim(CARRIER, 1, now=T0)
+        await store.record([Submitted(segment.segment_id, resp_keys("1a"), "b")], now=T0)
+        receipt = ReceiptIn(receipt_keys("26"), "DELIVRD", "delivered", "000", T0 + 5)
+        (result,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 6)
+        assert result.outcome is ReceiptOutcome.HELD
+    async with await SqliteQueue.open(path) as store:
+        settled = await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S)
+        assert [c.segment_id for c in settled[CARRIER]] == [segment.segment_id]
+        stray = ReceiptIn(receipt_keys("ff"), "DELIVRD", "delivered", "000", T0 + 5)
+        await store.apply_receipts(CARRIER, [stray], now=T0 + 10)
+        assert await store.settle_receipts(now=T0 + 10 + FALLBACK_AFTER_S) == {}
+        commits = store.commits
+        assert await store.settle_receipts(now=T0 + 20) == {}
+        assert store.commits == commits
+    assert peek(path, "SELECT state FROM segments") == [("delivered",)]
+
+
 async def test_a_resp_id_is_one_row_and_older_rows_still_match(
     store: SqliteQueue, path: Path
 ) -> None:

@@ -429,8 +429,9 @@ class SqliteQueue:
         )
 
     async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
-        if not self._memory.receipts_held:
-            return {}
+        memory = self._memory
+        if not memory.receipts_held or memory.newest_held <= memory.settled_until:
+            return {}  # none held since the last settling: nothing new to try
         return await self._submit(
             partial(sqlite_receipts.settle_held, now=now), weight=1, now=now, late=True
         )

@@ -44,8 +44,10 @@ class MemoryState:
     receipt_hold_s: float
     max_held_receipts: int
     cursors: dict[tuple[str, int], str] = field(default_factory=dict)
-    # Held receipts received up to here have had their other keys tried (settle_held).
+    # Held receipts received up to here have had their other keys tried (settle_held), and
+    # when the newest was received: settling has nothing to do until that passes this.
     settled_until: float = float("-inf")
+    newest_held: float = float("-inf")
 
 
 # Both read the columns SegmentRow unpacks, in its order.
@@ -200,6 +202,7 @@ class Batch:
         self.receipts_dropped = 0
         self.cursors: dict[tuple[str, int], str] = {}
         self.settled_until = memory.settled_until
+        self.newest_held = memory.newest_held
         self.optouts_added: list[tuple[str, str]] = []
         self.new_optout_filter: OptOutFilter | None = None
         # Staged inserts (consecutive enqueues share one executemany) and the row cache.
@@ -366,6 +369,7 @@ class Batch:
         memory.receipts_dropped += self.receipts_dropped
         memory.cursors.update(self.cursors)
         memory.settled_until = self.settled_until
+        memory.newest_held = self.newest_held
         if self.new_optout_filter is not None:
             memory.optouts = self.new_optout_filter
         else:

@@ -5,6 +5,7 @@ Plain functions of a sqlite3 connection, run in the connection's thread; none of
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable
 from typing import Final
@@ -152,6 +153,7 @@ _HIGH_WATER: Final = """
 """
 _COUNTS: Final = "SELECT carrier, priority, client, state, n FROM segment_counts"
 _RECEIPT_TALLY: Final = "SELECT state, COUNT(*) FROM pending_receipts GROUP BY state"
+_NEWEST_HELD: Final = "SELECT max(received_at) FROM pending_receipts WHERE state = 'held'"
 _OPTOUTS: Final = "SELECT sender, number FROM optouts"
 _OPTOUT_COUNT: Final = "SELECT COUNT(*) FROM optouts"
 
@@ -167,6 +169,7 @@ def load_memory(
     )
     tally = dict(db.execute(_RECEIPT_TALLY).fetchall())
     (optout_count,) = db.execute(_OPTOUT_COUNT).fetchone()
+    (newest_held,) = db.execute(_NEWEST_HELD).fetchone()
     return MemoryState(
         next_message_id=next_message_id,
         next_inbound_id=next_inbound_id,
@@ -177,4 +180,5 @@ def load_memory(
         optouts=OptOutFilter.build(db.execute(_OPTOUTS), optout_count),
         receipt_hold_s=receipt_hold_s,
         max_held_receipts=max_held_receipts,
+        newest_held=-math.inf if newest_held is None else newest_held,
     )

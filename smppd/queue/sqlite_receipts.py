@@ -157,6 +157,7 @@ def _hold(batch: Batch, carrier: str, receipt: ReceiptIn, *, now: float) -> None
     # had it come first, claims it (see match_held).
     batch.db.executemany(_HOLD_KEY, [(carrier, key, receipt_id) for key in receipt.keys])
     batch.receipts_held += 1
+    batch.newest_held = max(batch.newest_held, now)
     if batch.held > batch.memory.max_held_receipts:
         oldest = batch.db.execute(_OLDEST_HELD).fetchone()
         _unhold(batch, oldest[0], oldest[1], oldest[2], DROPPED)
