@@ -67,9 +67,10 @@ class _Send(Enum):
     SENT = "sent"
     DEFERRED = "deferred"  # the sender's own rate says not now
     STOPPED = "stopped"  # stopping, or handed back
+    EXPIRED = "expired"  # its validity ran out while it waited for room
 
 
-_SENT, _DEFERRED, _STOPPED = _Send.SENT, _Send.DEFERRED, _Send.STOPPED
+_SENT, _DEFERRED, _STOPPED, _EXPIRED = _Send.SENT, _Send.DEFERRED, _Send.STOPPED, _Send.EXPIRED
 
 # Sends from one sender are spaced a little wider than its rate, so arrival jitter on the way to
 # the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
@@ -541,6 +542,8 @@ class CarrierSendLoop:
             if sent is _DEFERRED:
                 assert window is not None
                 self._defer(segment, window)
+            elif sent is _EXPIRED:  # back to the queue, where the next claim expires it
+                self._add(Deferred(segment.segment_id, self._clock()), sent=False)
         return True
 
     def _release(self, recorded: int, sent: int) -> None:
@@ -556,7 +559,8 @@ class CarrierSendLoop:
         self, segment: ClaimedSegment, window: SlidingWindow | None, generation: int
     ) -> _Send:
         """Submit on the first bind with room; _STOPPED only once stopping or handing back
-        (`generation` is past); _DEFERRED when the sender's own rate says not now.
+        (`generation` is past); _DEFERRED when the sender's own rate says not now; _EXPIRED
+        when its validity ran out before there was room (an SMSC would get it already stale).
 
         Room under max_unrecorded (bulk leaves the urgent reserve free) is checked and taken
         with no await between that and the write, and so is the sender's window, so the time it
@@ -568,6 +572,9 @@ class CarrierSendLoop:
         while True:
             if self._stopping or generation != self._generation:
                 return _STOPPED
+            expires_at = segment.expires_at
+            if expires_at is not None and self._clock() >= expires_at:
+                return _EXPIRED
             if self._unrecorded >= limit:
                 self._room.clear()
                 await self._room.wait()

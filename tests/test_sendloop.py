@@ -425,6 +425,48 @@ async def test_outcome_latency_is_the_time_from_outcome_to_commit() -> None:
     assert dict(histogram.cumulative())["0.05"] == 2
 
 
+async def test_a_segment_that_expires_while_it_waits_for_room_is_not_sent() -> None:
+    """Claimed together behind a window of one, the second message's validity runs out while
+    the first is answered: it never reaches the port, and its message ends expired."""
+    clock = Clock()
+    queue = MemoryQueue()
+    await queue.enqueue(
+        [message("one", expires_at=T0 + 10), message("two", expires_at=T0 + 10)], now=clock()
+    )
+    port = ManualPort()
+    expired = asyncio.Event()
+
+    def on_changes(changes: Sequence[Change]) -> None:
+        if any(c.after is MessageState.EXPIRED for c in changes):
+            expired.set()
+
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=2,
+        max_unrecorded=1,
+        policy=RetryPolicy(),
+        clock=clock,
+        on_changes=on_changes,
+        idle_poll_s=0.01,  # what finds it queued again, as for any deferral
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+        clock.now = T0 + 11
+        port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+        await expired.wait()
+        loop.stop()
+        await task
+    assert len(port.futures) == 1
+    states = [(await queue.status(i, None)) for i in (1, 2)]
+    assert [s.state if s else None for s in states] == [
+        MessageState.SUBMITTED,
+        MessageState.EXPIRED,
+    ]
+
+
 class LateSubmitQueue(MemoryQueue):
     """A queue where a submit lands just after the first claim looked, and its wake() comes
     before the claim's (empty) answer is back, as when both share one transaction."""

@@ -283,6 +283,7 @@ class MemoryQueue:
                     priority=new.priority,
                     attempts=attempts,
                     registered_delivery=new.registered_delivery,
+                    expires_at=new.expires_at,
                 )
             )
         return taken

@@ -84,7 +84,8 @@ class Enqueued:
 
 @record
 class ClaimedSegment:
-    """A segment handed to the send loop (now `inflight`); `attempts` counts earlier attempts."""
+    """A segment handed to the send loop (now `inflight`); `attempts` counts earlier attempts;
+    past `expires_at` it must not be sent (it goes back, and the next claim expires it)."""
 
     segment_id: int
     message_id: int
@@ -97,6 +98,7 @@ class ClaimedSegment:
     priority: int
     attempts: int
     registered_delivery: bool
+    expires_at: float | None = None
 
 
 @record
@@ -327,6 +329,7 @@ def claimed_on_arrival(message: NewMessage, message_id: int) -> tuple[ClaimedSeg
             priority=message.priority,
             attempts=0,
             registered_delivery=message.registered_delivery,
+            expires_at=message.expires_at,
         )
         for index, body in enumerate(message.segments)
     )

@@ -244,6 +244,7 @@ def _fetch(
                     priority=priority,
                     attempts=attempts,
                     registered_delivery=bool(delivery),
+                    expires_at=expires_at,
                 )
             )
         if fresh:
