@@ -304,6 +304,12 @@ class _SendLoops:
         if loop is not None:
             loop.hand_over(segments)
 
+    def withdraw(self, segment_ids: Sequence[int]) -> None:
+        if segment_ids:  # segment ids are unique across carriers: every loop checks its own
+            for runtime in self._carriers.values():
+                if runtime.loop is not None:
+                    runtime.loop.withdraw(segment_ids)
+
 
 @dataclass
 class CarrierRuntime:
@@ -350,6 +356,7 @@ class Daemon:
         self.receipts_overdue = 0
         self._fallback_warned: set[str] = set()  # carriers warned about their receipts' ids
         self.caps = daily_caps(config)
+        self._send_loops = _SendLoops(self.carriers)
         self.gateway = Gateway(
             queue=queue,
             router=router(config),
@@ -357,7 +364,7 @@ class Daemon:
             hub=self.hub,
             settings=gateway_settings(config),
             down_since=self._down_since,
-            loops=_SendLoops(self.carriers),
+            loops=self._send_loops,
             health=self._health,
             clock=time.time,
             caps=self.caps,
@@ -378,6 +385,7 @@ class Daemon:
             owners=owners(config),
             optout=optout_policy(config),
             auto_reply=self.gateway.submit_reply,
+            withdraw=self._send_loops.withdraw,
             id_format=IdFormat(carrier.message_id_format.value),
             default_alphabet=(
                 Alphabet.LATIN1

@@ -27,7 +27,9 @@ from smppd.queue.model import (
     Enqueued,
     MessageStatus,
     NewMessage,
+    segment_id,
 )
+from smppd.queue.states import SegmentState
 from smppd.routing import Router
 from smppd.senderpolicy import DailyCaps
 from smppd.service import (
@@ -58,6 +60,9 @@ class SendLoops(Protocol):
 
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         """Send these segments, claimed by the store as it stored them."""
+
+    def withdraw(self, segment_ids: Sequence[int]) -> None:
+        """These segments were cancelled: not to be sent if claimed and not yet written."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -374,6 +379,13 @@ class Gateway:
         found = await self._queue.cancel(message_id, client.name, now=self._clock())
         if found is None:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
+        self._loops.withdraw(
+            [
+                segment_id(message_id, s.index)
+                for s in found.segments
+                if s.state is SegmentState.CANCELLED
+            ]
+        )
         return status_json(found)
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
@@ -433,7 +445,8 @@ class Gateway:
         )
         if action == "add":
             changed = await self._queue.add_optout(sender, destination, now=self._clock())
-            await self._queue.cancel_queued_to(sender, destination, now=self._clock())
+            cancelled = await self._queue.cancel_queued_to(sender, destination, now=self._clock())
+            self._loops.withdraw([change.segment_id for change in cancelled])
         elif action == "remove":
             changed = await self._queue.remove_optout(sender, destination)
         else:

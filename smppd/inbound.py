@@ -11,7 +11,7 @@ owner it is stored and counted. Long MO messages are reassembled from their UDH/
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -193,6 +193,7 @@ class InboundHandler:
         wants: Callable[[str], bool] = lambda client: True,
         reassembly_timeout_s: float = 300.0,
         auto_reply: AutoReply | None = None,
+        withdraw: Callable[[Sequence[int]], None] = lambda segment_ids: None,
         id_format: IdFormat = IdFormat.AUTO,
     ) -> None:
         self.carrier = carrier
@@ -205,6 +206,7 @@ class InboundHandler:
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
         self._auto_reply = auto_reply
+        self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
         self.counters = InboundCounters()
@@ -363,6 +365,7 @@ class InboundHandler:
         for sender_id in self._scope(client, sender):
             await self._queue.add_optout(sender_id, number, now=now)
             changes = await self._queue.cancel_queued_to(sender_id, number, now=now)
+            self._withdraw([change.segment_id for change in changes])
             publish_changes(self._publish, changes, wants=self._wants)
         self.counters.optouts += 1
         log.info("opt-out recorded", sender=sender, number=mask(number))

@@ -31,7 +31,7 @@ import asyncio
 import functools
 import heapq
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -67,10 +67,15 @@ class _Send(Enum):
     SENT = "sent"
     DEFERRED = "deferred"  # the sender's own rate says not now
     STOPPED = "stopped"  # stopping, or handed back
-    EXPIRED = "expired"  # its validity ran out while it waited for room
+    WITHDRAWN = "withdrawn"  # cancelled, or past its validity, while it waited for room
 
 
-_SENT, _DEFERRED, _STOPPED, _EXPIRED = _Send.SENT, _Send.DEFERRED, _Send.STOPPED, _Send.EXPIRED
+_SENT, _DEFERRED, _STOPPED, _WITHDRAWN = (
+    _Send.SENT,
+    _Send.DEFERRED,
+    _Send.STOPPED,
+    _Send.WITHDRAWN,
+)
 
 # Sends from one sender are spaced a little wider than its rate, so arrival jitter on the way to
 # the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
@@ -82,6 +87,10 @@ _TIMER_SLACK_S = 0.001
 # Due times of urgent segments the loop keeps a timer for; past this many, the later ones are
 # left to the main loop's claims (they still go first by priority there).
 MAX_URGENT_TIMERS = 1024
+# Cancelled segment ids remembered in case one is claimed and waiting for room: a cancel that
+# finds a segment in flight reaches the loops by id, and most ids are for other carriers' loops
+# or already sent, so only the latest are kept.
+MAX_WITHDRAWN = 10_000
 
 
 # A claim's segments still to send, and whether the claim came back full (more is due).
@@ -209,6 +218,7 @@ class CarrierSendLoop:
         self._sender_windows: dict[str, SlidingWindow] = {}
         self.set_sender_tps(sender_tps or {})
         self._next_slot: dict[str, float] = {}
+        self._withdrawn: dict[int, None] = {}  # an ordered set, oldest first (see withdraw)
         self._id_format = id_format
 
     def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
@@ -317,6 +327,15 @@ class CarrierSendLoop:
         self._unrecorded += 1
         self.submitted += 1
         return True
+
+    def withdraw(self, segment_ids: Iterable[int]) -> None:
+        """These segments were cancelled: any of them claimed here and not yet written is not
+        sent (one already on the wire may still be accepted, and then that wins)."""
+        withdrawn = self._withdrawn
+        for segment_id in segment_ids:
+            withdrawn[segment_id] = None
+        while len(withdrawn) > MAX_WITHDRAWN:
+            del withdrawn[next(iter(withdrawn))]
 
     def _send_soon(self, segments: Sequence[ClaimedSegment]) -> None:
         task = asyncio.get_running_loop().create_task(self._send_all(segments))
@@ -542,7 +561,7 @@ class CarrierSendLoop:
             if sent is _DEFERRED:
                 assert window is not None
                 self._defer(segment, window)
-            elif sent is _EXPIRED:  # back to the queue, where the next claim expires it
+            elif sent is _WITHDRAWN:  # the store keeps it cancelled, or the next claim expires it
                 self._add(Deferred(segment.segment_id, self._clock()), sent=False)
         return True
 
@@ -559,8 +578,8 @@ class CarrierSendLoop:
         self, segment: ClaimedSegment, window: SlidingWindow | None, generation: int
     ) -> _Send:
         """Submit on the first bind with room; _STOPPED only once stopping or handing back
-        (`generation` is past); _DEFERRED when the sender's own rate says not now; _EXPIRED
-        when its validity ran out before there was room (an SMSC would get it already stale).
+        (`generation` is past); _DEFERRED when the sender's own rate says not now; _WITHDRAWN
+        when it was cancelled, or its validity ran out, before there was room.
 
         Room under max_unrecorded (bulk leaves the urgent reserve free) is checked and taken
         with no await between that and the write, and so is the sender's window, so the time it
@@ -572,9 +591,13 @@ class CarrierSendLoop:
         while True:
             if self._stopping or generation != self._generation:
                 return _STOPPED
+            withdrawn = self._withdrawn
+            if withdrawn and segment.segment_id in withdrawn:
+                del withdrawn[segment.segment_id]
+                return _WITHDRAWN
             expires_at = segment.expires_at
             if expires_at is not None and self._clock() >= expires_at:
-                return _EXPIRED
+                return _WITHDRAWN
             if self._unrecorded >= limit:
                 self._room.clear()
                 await self._room.wait()

@@ -13,7 +13,7 @@ from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
 from smppd.queue import SegmentState
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import ClaimedSegment, Enqueued, NewMessage
+from smppd.queue.model import ClaimedSegment, Enqueued, NewMessage, Submitted, segment_id
 from smppd.routing import Router, RouteRule
 from smppd.service import ApiError, ClientIdentity, ErrorCode, SubmitReply, SubmitRequest
 
@@ -29,6 +29,7 @@ class Loops:
         self.idle = idle
         self.wakes: list[tuple[str, float | None]] = []
         self.handed: list[tuple[str, list[ClaimedSegment]]] = []
+        self.withdrawn: list[int] = []
 
     def wake(self, carrier: str, urgent_at: float | None) -> None:
         self.wakes.append((carrier, urgent_at))
@@ -41,6 +42,9 @@ class Loops:
 
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         self.handed.append((carrier, list(segments)))
+
+    def withdraw(self, segment_ids: Sequence[int]) -> None:
+        self.withdrawn.extend(segment_ids)
 
 
 def gateway(queue: MemoryQueue, loops: Loops) -> Gateway:
@@ -239,3 +243,20 @@ async def test_only_long_messages_take_a_concatenation_reference() -> None:
     (first,) = {udhs[0][3], udhs[1][3]}
     (second,) = {udhs[2][3], udhs[3][3]}
     assert second == (first + 1) & 0xFF
+
+
+async def test_cancels_and_opt_outs_tell_the_send_loops_what_they_cancelled() -> None:
+    """A claimed segment the store cancels may be waiting in a send loop: the loops are told
+    its id, by a cancel and by an opt-out, and not the ids of segments already submitted."""
+    queue = MemoryQueue()
+    loops = Loops()
+    gw = gateway(queue, loops)
+    replies = await gw.submit(CLIENT, [request("one"), request("two"), request("three")])
+    one, two, three = (r.id for r in replies if isinstance(r, SubmitReply))
+    claimed = await queue.claim("fake", 3, now=T0)
+    await queue.record([Submitted(claimed[0].segment_id, ("s:1",), "b")], now=T0)
+    await gw.cancel(CLIENT, one)  # submitted already: nothing to withdraw
+    await gw.cancel(CLIENT, two)
+    assert loops.withdrawn == [segment_id(two, 0)]
+    await gw.optout(CLIENT, "add", "ALPHA", "+447700900123")
+    assert loops.withdrawn == [segment_id(two, 0), segment_id(three, 0)]

@@ -88,3 +88,36 @@ async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:
     assert event.data["from"] == "+447700900001"
     stored = await queue.inbound_since(0)
     assert [m.text for m in stored] == ["Hello, world"]
+
+
+async def test_stop_tells_the_send_loops_what_it_cancelled() -> None:
+    """A STOP cancels what is still unsent from that sender to that number, a claimed segment
+    included, and hands the send loops its id so that a loop holding it does not send it."""
+    queue = MemoryQueue()
+    (enqueued,) = await queue.enqueue(
+        [NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])],
+        now=T0,
+    )
+    (claimed,) = await queue.claim("fake", 1, now=T0)
+    withdrawn: list[int] = []
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: T0,
+        withdraw=withdrawn.extend,
+    )
+    stop = DeliverSm(
+        source_addr="447700900001",
+        source_addr_ton=1,
+        destination_addr="SHOP",
+        short_message=b"STOP",
+    )
+    assert await inbound(stop) == 0
+    assert withdrawn == [claimed.segment_id]
+    status = await queue.status(enqueued.message_id, None)
+    assert status is not None
+    assert status.state == "cancelled"

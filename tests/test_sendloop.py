@@ -14,7 +14,9 @@ import pytest
 from smppd import sendloop
 from smppd.binds import CarrierBinds
 from smppd.outbound import OutboundProfile, prepare
-from smppd.pdu.pdus import DataSm, DeliverSm
+from smppd.pdu.codec import decode_body
+from smppd.pdu.command import CommandId
+from smppd.pdu.pdus import DataSm, DeliverSm, SubmitSm
 from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.queue import MessageState, NewMessage, SegmentState
 from smppd.queue.errors import StorageFullError
@@ -28,6 +30,7 @@ from smppd.queue.model import (
     Retry,
     Submitted,
     Unknown,
+    segment_id,
 )
 from smppd.sendloop import CarrierSendLoop, RetryPolicy, outcome_for
 from smppd.session import BindSettings, SubmitResult
@@ -465,6 +468,34 @@ async def test_a_segment_that_expires_while_it_waits_for_room_is_not_sent() -> N
         MessageState.SUBMITTED,
         MessageState.EXPIRED,
     ]
+
+
+async def test_a_segment_cancelled_while_it_waits_for_room_is_not_sent() -> None:
+    """Three claimed together behind a window of one: the second is cancelled (the store
+    moves it, the loop is told) while the first is out, so the third goes next and the second
+    never reaches the port; it stays cancelled."""
+    clock = Clock()
+    queue = MemoryQueue()
+    texts = ("one", "two", "three")
+    await queue.enqueue([message(t) for t in texts], now=clock())
+    port = BodiesPort()
+    loop = loop_on(queue, port, clock, claim_batch=3, max_unrecorded=1)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+        cancelled = await queue.cancel(2, None, now=clock())
+        assert cancelled is not None
+        loop.withdraw([segment_id(2, 0)])
+        port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+        await port.wait_for(2)
+        port.futures[1].set_result(SubmitResult("c", 0, StatusClass.SUCCESS, bind="b1"))
+        loop.stop()
+        await task
+    sent = [decode_body(CommandId.submit_sm, 0, 1, body) for body in port.bodies]
+    assert [pdu.short_message for pdu in sent if isinstance(pdu, SubmitSm)] == [b"one", b"three"]
+    status = await queue.status(2, None)
+    assert status is not None
+    assert status.state is MessageState.CANCELLED
 
 
 class LateSubmitQueue(MemoryQueue):

@@ -542,3 +542,28 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
             assert problems == []
         finally:
             await daemon.stop()
+
+
+async def test_a_cancel_stops_messages_claimed_but_not_yet_sent() -> None:
+    """One bind, window 1, an SMSC that answers after 1 s: ten submits are claimed together
+    and wait for room. Those cancelled while the first is out never reach the SMSC; a message
+    submitted after the cancels, which goes behind them, shows when they would have."""
+    smsc_config = SmscConfig(port=0, faults=Faults(latency_s=1.0))
+    carrier = {"binds": 1, "window": 1}
+    async with (
+        running(smsc_config, carrier=carrier) as (smsc, _daemon, directory),
+        Client(directory / "smppd.sock") as client,
+    ):
+        sent = await client.submit_many(
+            [{"to": "+447700900123", "from": "ALPHA", "text": f"c{i}"} for i in range(10)]
+        )
+        await smsc.records.wait_for(1, timeout=10)
+        for reply in sent[1:]:
+            assert not isinstance(reply, ApiClientError)
+            assert (await client.cancel(reply.message_id))["state"] == "cancelled"
+        await client.submit(to="+447700900123", sender="ALPHA", text="after")
+        await smsc.records.wait_for(2, timeout=10)
+        assert [m.text for m in smsc.records.messages] == ["c0", "after"]
+        for reply in sent[1:]:
+            assert not isinstance(reply, ApiClientError)
+            assert (await client.status(reply.message_id))["state"] == "cancelled"
