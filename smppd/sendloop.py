@@ -55,7 +55,7 @@ from smppd.queue.model import (
     Submitted,
     Unknown,
 )
-from smppd.ratelimit import SlidingWindow, window_for_rate
+from smppd.ratelimit import SlidingWindow
 from smppd.session import SubmitResult
 
 log = structlog.get_logger(__name__)
@@ -77,9 +77,6 @@ _SENT, _DEFERRED, _STOPPED, _WITHDRAWN = (
     _Send.WITHDRAWN,
 )
 
-# Sends from one sender are spaced a little wider than its rate, so arrival jitter on the way to
-# the SMSC cannot put one more than the cap into a one-second span as the carrier measures it.
-SENDER_RATE_MARGIN = 1.02
 CLAIM_RETRY_S = 1.0
 URGENT_RESERVE = 0.1  # of max_unrecorded (none when that is under 10)
 # The loop's timers may fire a little before the clock reads the time they were set for.
@@ -95,11 +92,6 @@ MAX_WITHDRAWN = 10_000
 
 # A claim's segments still to send, and whether the claim came back full (more is due).
 _Batch = tuple[Sequence[ClaimedSegment], bool]
-
-
-def sender_window(tps: float) -> SlidingWindow:
-    limit, period_s = window_for_rate(tps)
-    return SlidingWindow(limit, period_s=period_s * SENDER_RATE_MARGIN)
 
 
 class SubmitPort(Protocol):
@@ -227,7 +219,7 @@ class CarrierSendLoop:
         for sender, tps in sender_tps.items():
             window = self._sender_windows.get(sender)
             if window is None or self._sender_tps[sender] != tps:
-                window = sender_window(tps)
+                window = SlidingWindow.for_rate(tps)
             windows[sender] = window
         self._sender_tps = dict(sender_tps)
         self._sender_windows = windows

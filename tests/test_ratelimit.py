@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smppd.ratelimit import AdaptiveRate, SlidingWindow, window_for_rate
+from smppd.ratelimit import ARRIVAL_MARGIN, AdaptiveRate, SlidingWindow, window_for_rate
 
 
 @settings(max_examples=200, deadline=None)
@@ -95,4 +95,4 @@ def test_capped_rate_recovers_to_its_ceiling() -> None:
     assert limits == [60, 70, 80, 90, 100, 100, 100, 100]
     assert rate.throttled(now=30.0, sent_at=29.0)
     assert rate.limit == 50
-    assert math.isclose(rate.period_s, 1.0)
+    assert math.isclose(rate.period_s, ARRIVAL_MARGIN)
