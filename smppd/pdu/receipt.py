@@ -13,7 +13,8 @@ a hex id's 0x aside). A receipt is looked up by its own id as written first, the
 resp id with the same numeric value could have had (`receipt_keys`): each reading of the
 receipt's id (decimal and hex for all-digit ids), written in decimal and in hex. So a receipt
 that writes the id as the resp did always finds its own segment first, and one that writes it
-the other way still finds it; the store probes the other forms only when the first misses.
+the other way still finds it; the store tries the other forms only for a receipt that the first
+has not matched for a while (smppd.queue.receipts.FALLBACK_AFTER_S).
 `correlation_keys` gives an id's numeric readings, under which earlier versions stored ids.
 
 The known ambiguity: a decimal-looking id such as "1234" is read both as 1234 and as 0x1234, so it

@@ -176,9 +176,9 @@ def sweep_held(batch: Batch, *, now: float) -> None:
 
 
 def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) -> None:
+    """A held receipt no longer held: kept on disk as `state`."""
     batch.db.execute(_UNHOLD, (state, receipt_id))
-    batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in split_keys(keys)])
-    batch.receipts_held -= 1
+    _forget(batch, receipt_id, carrier, split_keys(keys))
 
 
 def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float) -> list[Change]:
@@ -231,6 +231,11 @@ def settle_held(batch: Batch, *, now: float) -> dict[str, list[Change]]:
 
 
 def _take_held(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:
-    batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in keys])
+    """A held receipt matched: applied, so not kept."""
     batch.db.execute(_DELETE_HELD, (receipt_id,))
+    _forget(batch, receipt_id, carrier, keys)
+
+
+def _forget(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:
+    batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in keys])
     batch.receipts_held -= 1
