@@ -675,6 +675,7 @@ class Daemon:
                 queue_snapshot=lambda: self.queue_snapshot,
                 extra_counters=self._extra_counters,
                 commit_latency=self.queue.commit_latency,
+                held_receipts_ended=lambda: self.queue.held_ended,
             )
         )
         server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)

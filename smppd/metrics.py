@@ -121,12 +121,14 @@ class SmppdCollector(Collector):
         queue_snapshot: Callable[[], Mapping[str, Any]],
         extra_counters: Callable[[], Mapping[str, int]],
         commit_latency: Histogram | None = None,
+        held_receipts_ended: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
     ) -> None:
         self._carriers = carriers
         self._api = api
         self._queue = queue_snapshot
         self._extra = extra_counters
         self._commit_latency = commit_latency
+        self._held_ended = held_receipts_ended
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("smppd_up", "1 while the daemon runs", value=1)
@@ -237,6 +239,15 @@ class SmppdCollector(Collector):
         held = GaugeMetricFamily("smppd_receipts_held", "Early receipts awaiting their submit")
         held.add_metric([], snap.get("receipts_held", 0))
         yield held
+        held_ended = CounterMetricFamily(
+            "smppd_receipts_held_ended",
+            "Early receipts no longer held: matched later, unmatched (hold time passed), dropped",
+            labels=["carrier", "result"],
+        )
+        for carrier, by_result in self._held_ended().items():
+            for result, n in by_result.items():
+                held_ended.add_metric([carrier, result], n)
+        yield held_ended
         unrouted = GaugeMetricFamily(
             "smppd_queue_unrouted_segments",
             "Unsent segments for a carrier not in the configuration: nothing sends them",

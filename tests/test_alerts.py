@@ -37,6 +37,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_outcome_commit_seconds_sum": frozenset({"carrier"}),
     "smppd_outcome_commit_seconds_count": frozenset({"carrier"}),
     "smppd_receipts_total": frozenset({"carrier", "result"}),
+    "smppd_receipts_held_ended_total": frozenset({"carrier", "result"}),
     "smppd_inbound_total": frozenset({"carrier"}),
     "smppd_optouts_total": frozenset(),
     "smppd_api_requests_total": frozenset({"op", "result"}),
@@ -237,6 +238,21 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
         [
             alert("SmppdReceiptsUnmatched", "20m"),
             alert("SmppdReceiptsUnmatched", "70m", {**WARNING, "carrier": "a"}),
+        ],
+    ),
+    (  # c's receipts are all held on arrival: half later match, half outlive the hold or
+        # are pushed out; d's are held and all match
+        [
+            series('smppd_receipts_total{carrier="c",result="held"}', "0+10x80"),
+            series('smppd_receipts_held_ended_total{carrier="c",result="matched"}', "0+5x80"),
+            series('smppd_receipts_held_ended_total{carrier="c",result="unmatched"}', "0+3x80"),
+            series('smppd_receipts_held_ended_total{carrier="c",result="dropped"}', "0+2x80"),
+            series('smppd_receipts_total{carrier="d",result="held"}', "0+10x80"),
+            series('smppd_receipts_held_ended_total{carrier="d",result="matched"}', "0+10x80"),
+        ],
+        [
+            alert("SmppdReceiptsUnmatched", "20m"),
+            alert("SmppdReceiptsUnmatched", "70m", {**WARNING, "carrier": "c"}),
         ],
     ),
     (  # the oldest queued message ages a minute per minute

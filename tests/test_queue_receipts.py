@@ -72,6 +72,7 @@ async def test_a_receipt_finds_its_id_as_written_then_written_another_way(store:
     assert [c.message_id for c in settled[CARRIER]] == [ids["ff00"]]
     assert await state_of(store, ids["ff00"]) is MessageState.DELIVERED
     assert (await store.stats(now=T0 + 9)).receipts_held == 0
+    assert store.held_ended == {CARRIER: {"matched": 1}}
 
 
 async def test_an_early_receipt_waits_for_the_id_as_it_writes_it(store: Queue) -> None:
@@ -218,6 +219,7 @@ async def test_an_early_receipt_is_held_then_matched(store: Queue) -> None:
     ]
     assert await state_of(store, enq.message_id) is MessageState.DELIVERED
     assert (await store.stats(now=T0 + 2)).receipts_held == 0
+    assert store.held_ended == {CARRIER: {"matched": 1}}
 
 
 async def test_a_receipt_held_too_long_is_kept_as_unmatched(store: Queue) -> None:
@@ -232,9 +234,11 @@ async def test_a_receipt_held_too_long_is_kept_as_unmatched(store: Queue) -> Non
     assert [c.segment_state for c in changes] == [SegmentState.SUBMITTED]
     stats = await store.stats(now=T0 + 61)
     assert (stats.receipts_held, stats.receipts_unmatched) == (0, 1)
+    assert store.held_ended == {CARRIER: {"unmatched": 1}}
     assert await state_of(store, enq.message_id) is MessageState.SUBMITTED
     assert await store.purge(T0 + 1) == 0  # the message is not finished
     assert (await store.stats(now=T0 + 62)).receipts_unmatched == 0  # purged with retention
+    assert store.held_ended == {CARRIER: {"unmatched": 1}}  # a counter: purging keeps it
 
 
 async def test_held_receipts_are_bounded(store: Queue) -> None:
@@ -257,6 +261,7 @@ async def test_held_receipts_are_bounded(store: Queue) -> None:
         SegmentState.SUBMITTED,
         SegmentState.DELIVERED,
     ]
+    assert store.held_ended == {CARRIER: {"dropped": 1, "matched": 1}}
 
 
 async def test_a_keyless_receipt_is_kept_unmatched(store: Queue) -> None:

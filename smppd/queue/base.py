@@ -7,7 +7,7 @@ dropped silently. It says nothing about how or where data is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from smppd.histogram import Histogram
@@ -144,6 +144,13 @@ class Queue(Protocol):
     @property
     def commits(self) -> int:
         """Write transactions committed since open (group commit makes this far below the calls)."""
+        ...
+
+    @property
+    def held_ended(self) -> Mapping[str, Mapping[str, int]]:
+        """Since open, how held (early) receipts stopped being held, by carrier and result:
+        "matched" (their segment came, or it wrote their number another way and they had
+        waited), "unmatched" (the hold time passed) or "dropped" (pushed out by the bound)."""
         ...
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -47,7 +47,7 @@ from smppd.queue.model import (
     segment_id,
     segment_index,
 )
-from smppd.queue.receipts import FALLBACK_AFTER_S, is_repeat
+from smppd.queue.receipts import FALLBACK_AFTER_S, held_ended_by_carrier, is_repeat
 from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
@@ -121,6 +121,7 @@ class MemoryQueue:
         self._correlations: dict[tuple[str, str], int] = {}
         self._receipts: dict[int, _Receipt] = {}
         self._held: OrderedDict[int, _Receipt] = OrderedDict()
+        self._held_ended: Counter[tuple[str, str]] = Counter()  # (carrier, result)
         self._settled_until = float("-inf")
         self._inbound: list[Inbound] = []
         self._optouts: dict[tuple[str, str], float] = {}
@@ -357,8 +358,7 @@ class MemoryQueue:
                         )
                     )
                 ):
-                    del self._held[receipt_id]
-                    del self._receipts[receipt_id]
+                    self._take_held(receipt_id)
                     result = self._apply_receipt(segment, held.receipt, now=now)
                     if result.change is not None:
                         changes.append(result.change)
@@ -384,7 +384,7 @@ class MemoryQueue:
                 self._held[self._keep(held)] = held
                 if len(self._held) > self._max_held:
                     _, oldest = self._held.popitem(last=False)
-                    oldest.state = "dropped"
+                    self._end_held(oldest, "dropped")
                 results.append(ReceiptResult(ReceiptOutcome.HELD))
         return results
 
@@ -404,8 +404,7 @@ class MemoryQueue:
             sid = self._open_segment(held.carrier, keys)
             if sid is None:
                 continue
-            del self._held[receipt_id]
-            del self._receipts[receipt_id]
+            self._take_held(receipt_id)
             change = self._apply_receipt(self._segments[sid], held.receipt, now=now).change
             if change is not None:
                 changes.setdefault(held.carrier, []).append(change)
@@ -432,7 +431,16 @@ class MemoryQueue:
             if oldest.received_at > now - self._receipt_hold_s:
                 return
             del self._held[receipt_id]
-            oldest.state = "unmatched"
+            self._end_held(oldest, "unmatched")
+
+    def _take_held(self, receipt_id: int) -> None:
+        """A held receipt matched: applied, so not kept."""
+        self._end_held(self._held.pop(receipt_id), "matched")
+        del self._receipts[receipt_id]
+
+    def _end_held(self, receipt: _Receipt, result: str) -> None:
+        receipt.state = result
+        self._held_ended[receipt.carrier, result] += 1
 
     def _apply_receipt(self, segment: _Segment, receipt: ReceiptIn, *, now: float) -> ReceiptResult:
         if transition(segment.state, SegmentEvent.RECEIPT) is None:
@@ -709,6 +717,10 @@ class MemoryQueue:
     @property
     def commits(self) -> int:
         return self._commits
+
+    @property
+    def held_ended(self) -> dict[str, dict[str, int]]:
+        return held_ended_by_carrier(self._held_ended)
 
     @property
     def commit_latency(self) -> Histogram:

@@ -13,7 +13,7 @@ taken by an open 00000010 (ten in decimal) before its own submit_sm_resp is reco
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from smppd.queue.model import ReceiptIn
@@ -37,3 +37,12 @@ def is_repeat(
 ) -> bool:
     """True if `receipt` is the final receipt already recorded (stat, err, done_at) on a segment."""
     return (receipt.stat, receipt.err, receipt.done_at) == (stat, err, done_at)
+
+
+def held_ended_by_carrier(ended: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """(carrier, result) -> n as carrier -> result -> n (`Queue.held_ended`). Read from the
+    metrics thread too: the copy is taken in one step, the event loop may be adding a key."""
+    by_carrier: dict[str, dict[str, int]] = {}
+    for (carrier, result), n in dict(ended).items():
+        by_carrier.setdefault(carrier, {})[result] = n
+    return by_carrier

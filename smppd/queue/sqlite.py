@@ -68,6 +68,7 @@ from smppd.queue.model import (
     ReceiptResult,
     RerouteCursor,
 )
+from smppd.queue.receipts import held_ended_by_carrier
 from smppd.queue.schema import migrate
 from smppd.queue.sqlite_batch import Batch, MemoryState
 
@@ -586,6 +587,10 @@ class SqliteQueue:
     @property
     def commits(self) -> int:
         return self._commits
+
+    @property
+    def held_ended(self) -> dict[str, dict[str, int]]:
+        return held_ended_by_carrier(self._memory.held_ended)
 
     @property
     def commit_latency(self) -> Histogram:

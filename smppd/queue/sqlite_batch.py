@@ -44,6 +44,7 @@ class MemoryState:
     receipt_hold_s: float
     max_held_receipts: int
     cursors: dict[tuple[str, int], str] = field(default_factory=dict)
+    held_ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (carrier, result)
     # Held receipts received up to here have had their other keys tried (settle_held), and
     # when the newest was received: settling has nothing to do until that passes this.
     settled_until: float = float("-inf")
@@ -200,6 +201,7 @@ class Batch:
         self.receipts_held = 0
         self.receipts_unmatched = 0
         self.receipts_dropped = 0
+        self.held_ended: Counter[tuple[str, str]] = Counter()
         self.cursors: dict[tuple[str, int], str] = {}
         self.settled_until = memory.settled_until
         self.newest_held = memory.newest_held
@@ -367,6 +369,7 @@ class Batch:
         memory.receipts_held += self.receipts_held
         memory.receipts_unmatched += self.receipts_unmatched
         memory.receipts_dropped += self.receipts_dropped
+        memory.held_ended.update(self.held_ended)
         memory.cursors.update(self.cursors)
         memory.settled_until = self.settled_until
         memory.newest_held = self.newest_held

@@ -48,6 +48,7 @@ _OLDEST_HELD: Final = """
 _FORGET_KEY: Final = "DELETE FROM pending_keys WHERE carrier = ? AND key = ? AND receipt_id = ?"
 _UNHOLD: Final = "UPDATE pending_receipts SET state = ? WHERE id = ?"
 _DELETE_HELD: Final = "DELETE FROM pending_receipts WHERE id = ?"
+MATCHED: Final = "matched"
 UNMATCHED: Final = "unmatched"
 DROPPED: Final = "dropped"
 
@@ -178,7 +179,7 @@ def sweep_held(batch: Batch, *, now: float) -> None:
 def _unhold(batch: Batch, receipt_id: int, carrier: str, keys: str, state: str) -> None:
     """A held receipt no longer held: kept on disk as `state`."""
     batch.db.execute(_UNHOLD, (state, receipt_id))
-    _forget(batch, receipt_id, carrier, split_keys(keys))
+    _forget(batch, receipt_id, carrier, split_keys(keys), state)
 
 
 def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float) -> list[Change]:
@@ -233,9 +234,11 @@ def settle_held(batch: Batch, *, now: float) -> dict[str, list[Change]]:
 def _take_held(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:
     """A held receipt matched: applied, so not kept."""
     batch.db.execute(_DELETE_HELD, (receipt_id,))
-    _forget(batch, receipt_id, carrier, keys)
+    _forget(batch, receipt_id, carrier, keys, MATCHED)
 
 
-def _forget(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:
+def _forget(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str], result: str) -> None:
+    """No longer held, having ended as `result` (matched, unmatched or dropped)."""
     batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in keys])
     batch.receipts_held -= 1
+    batch.held_ended[carrier, result] += 1

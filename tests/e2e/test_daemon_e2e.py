@@ -470,6 +470,10 @@ async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
         await each_gets_its_receipt(directory / "smppd.sock", 30)
         warnings = [line for line in daemon.lines if line.get("event") == FALLBACK_WARNING]
         assert [w["carrier"] for w in warnings] == ["fake"]  # once, naming the setting
+        # Each was held on arrival, then matched: the metrics say both.
+        text = await daemon.scrape_metrics()
+        assert 'smppd_receipts_total{carrier="fake",result="held"} 30.0' in text
+        assert 'smppd_receipts_held_ended_total{carrier="fake",result="matched"} 30.0' in text
 
 
 async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
