@@ -171,6 +171,31 @@ async def test_duplicate_mode_sends_each_receipt_twice(smsc: FakeSmsc, client: E
     assert first.sequence_number != second.sequence_number
 
 
+async def test_per_message_mode_sends_one_receipt_for_the_last_part(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """per_message: the parts of a concatenated message (UDH 8-bit reference) before the last
+    get no receipt; the last one does, and a single-part message still gets its own."""
+    smsc.set_receipts(per_message=True)
+    resps = []
+    for seq in (1, 2, 3):
+        part = SubmitSm(
+            source_addr="SMPPD",
+            destination_addr="447700900123",
+            esm_class=0x40,  # UDHI
+            registered_delivery=1,
+            short_message=bytes([5, 0, 3, 0x2A, 3, seq]) + f"part {seq}".encode("ascii"),
+        )
+        resps.append(await client.submit(part))  # the next PDU is each one's resp, no receipt
+    last = await client.expect(DeliverSm)
+    assert get_str(last.tlvs, Tag.receipted_message_id) == resps[2].message_id
+    client.ack(last)
+    single = await client.submit(submit())
+    receipt = await client.expect(DeliverSm)
+    assert get_str(receipt.tlvs, Tag.receipted_message_id) == single.message_id
+    client.ack(receipt)
+
+
 async def test_hex_in_the_resp_and_decimal_in_the_receipt() -> None:
     """id_format decimal on receipts: the resp says 0000002a, the receipt 42."""
     smsc = await started(

@@ -54,6 +54,9 @@ class ReceiptConfig:
     )
     before_resp: bool = False  # receipt on the wire before the submit_sm_resp (no delay)
     duplicate: bool = False  # every receipt is sent twice
+    # One receipt per concatenated message, for its last part (UDH or SAR sequence = total),
+    # as some carriers do; the other parts get none.
+    per_message: bool = False
     id_format: IdFormat | None = None  # the id in the receipt; None: as in the resp
     # Resend a receipt not acknowledged with ESME_ROK within this time (or this long after a
     # deliver_sm_resp with an error status).
@@ -178,7 +181,7 @@ def receipt_config(raw: Any, base: ReceiptConfig) -> ReceiptConfig:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"receipts.{key}: expected a number, got {value!r}")
             changes[key] = float(value)
-        elif key in ("before_resp", "duplicate"):
+        elif key in ("before_resp", "duplicate", "per_message"):
             if not isinstance(value, bool):
                 raise ValueError(f"receipts.{key}: expected true or false, got {value!r}")
             changes[key] = value

@@ -332,7 +332,10 @@ class SmscConnection(asyncio.Protocol):
         tracked = tracker.accept(pdu, content.data, account=self.account, now=now)
         self._record(pdu, content, tracked.message_id, 0, now=now)
         after: Callable[[], None] | None = None
-        if tracked.wants_receipt:
+        concat = content.concat
+        if tracked.wants_receipt and not (
+            tracker.receipts.per_message and concat is not None and concat.seq != concat.total
+        ):
             if tracker.receipts.before_resp:
                 tracker.send_receipt(tracked)
             else:
