@@ -91,6 +91,13 @@ class MessageIdFormat(StrEnum):
     DECIMAL = "decimal"
 
 
+class ReceiptsPer(StrEnum):
+    """What one delivery receipt from the carrier stands for."""
+
+    SEGMENT = "segment"  # one receipt per submit_sm (SMPP's own rule)
+    MESSAGE = "message"  # one per concatenated message: it settles every part
+
+
 class SenderKind(StrEnum):
     SHORT = "short"
     LONG = "long"
@@ -306,6 +313,7 @@ class Carrier:
     concatenation: Concatenation = Concatenation.UDH8
     max_segments: Annotated[int, Range(1, 255)] = 10
     message_id_format: MessageIdFormat = MessageIdFormat.AUTO
+    receipts_per: ReceiptsPer = ReceiptsPer.SEGMENT
     source_ton: Ton | None = None  # None: from the sender's kind
     source_npi: Npi | None = None
     dest_ton: Ton = 1

@@ -387,6 +387,7 @@ class Daemon:
             auto_reply=self.gateway.submit_reply,
             withdraw=self._send_loops.withdraw,
             id_format=IdFormat(carrier.message_id_format.value),
+            receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
             default_alphabet=(
                 Alphabet.LATIN1
                 if carrier.default_data_coding is cfg.DataCoding.LATIN1

@@ -195,6 +195,7 @@ class InboundHandler:
         auto_reply: AutoReply | None = None,
         withdraw: Callable[[Sequence[int]], None] = lambda segment_ids: None,
         id_format: IdFormat = IdFormat.AUTO,
+        receipts_per_message: bool = False,
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -209,6 +210,7 @@ class InboundHandler:
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
+        self._whole_message = receipts_per_message  # a receipt stands for the whole message
         self.counters = InboundCounters()
 
     def reconfigure(self, *, owners: Mapping[str, str], optout: OptOutPolicy) -> None:
@@ -246,6 +248,7 @@ class InboundHandler:
             final_state=FINAL_STATE_OF[receipt.outcome],
             err=receipt.err,
             done_at=done_at,
+            whole_message=self._whole_message,
         )
         return self._receipts.add(item)
 
@@ -253,7 +256,7 @@ class InboundHandler:
         outcome = str(result.outcome)
         self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
         if result.change is not None:
-            publish_changes(self._publish, [result.change], carrier=self.carrier, wants=self._wants)
+            publish_changes(self._publish, result.changes, carrier=self.carrier, wants=self._wants)
 
     # --- mobile-originated messages --------------------------------------------------------
 

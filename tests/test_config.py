@@ -150,6 +150,11 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "carriers[0].bind_mode: must be one of 'transceiver', 'transmitter', 'receiver', got 'trx'",
     ),
     (
+        "bad receipts_per",
+        lambda d: d["carriers"][0].update(receipts_per="part"),
+        "carriers[0].receipts_per: must be one of 'segment', 'message', got 'part'",
+    ),
+    (
         "bad literal",
         lambda d: d.update(logging={"format": "xml"}),
         "logging.format: must be one of 'auto', 'json', 'console', got 'xml'",

@@ -336,6 +336,86 @@ async def test_multi_part_messages_are_delivered_when_every_part_is(store: Queue
     )
 
 
+def whole(carrier_id: str, stat: str = "DELIVRD", final: str | None = "delivered") -> ReceiptIn:
+    """A receipt from a carrier that sends one per concatenated message."""
+    return ReceiptIn(correlation_keys(carrier_id), stat, final, "000", T0 + 50, whole_message=True)
+
+
+async def three_parts(store: Queue, *, submit: int = 3) -> tuple[int, list[int]]:
+    """A three-part message, its first `submit` parts submitted as w0, w1, ... (the rest
+    left in flight); its id and its segment ids."""
+    (enq,) = await store.enqueue([message(segments=(b"a", b"b", b"c"))], now=T0)
+    claim = await store.claim(CARRIER, 3, now=T0)
+    outcomes = [
+        Submitted(s.segment_id, correlation_keys(f"w{s.index}"), "b") for s in claim[:submit]
+    ]
+    await store.record(outcomes, now=T0)
+    return enq.message_id, [s.segment_id for s in claim]
+
+
+async def segment_states(store: Queue, message_id: int) -> list[SegmentState]:
+    status = await store.status(message_id, None)
+    assert status is not None
+    return [segment.state for segment in status.segments]
+
+
+async def test_a_whole_message_receipt_settles_every_submitted_part(store: Queue) -> None:
+    """One final receipt under the last part's id delivers all three parts, each with its
+    change; a per-part receipt that comes anyway for another part is a duplicate."""
+    message_id, segments = await three_parts(store)
+    (result,) = await store.apply_receipts(CARRIER, [whole("w2")], now=T0 + 60)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert [(c.segment_id, c.segment_state, c.after) for c in result.changes] == [
+        (segments[2], SegmentState.DELIVERED, MessageState.SUBMITTED),
+        (segments[0], SegmentState.DELIVERED, MessageState.SUBMITTED),
+        (segments[1], SegmentState.DELIVERED, MessageState.DELIVERED),
+    ]
+    assert all(c.receipt_stat == "DELIVRD" for c in result.changes)
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+    (again,) = await store.apply_receipts(CARRIER, [whole("w0")], now=T0 + 61)
+    assert again.outcome is ReceiptOutcome.DUPLICATE
+
+
+async def test_a_whole_message_receipt_leaves_parts_not_yet_submitted(store: Queue) -> None:
+    """A part still in flight does not take the receipt: it stays to wait for its own."""
+    message_id, segments = await three_parts(store, submit=2)
+    (result,) = await store.apply_receipts(
+        CARRIER, [whole("w0", "UNDELIV", "undeliverable")], now=T0 + 60
+    )
+    assert [c.segment_id for c in result.changes] == segments[:2]
+    await store.record([Submitted(segments[2], correlation_keys("w2"), "b")], now=T0 + 61)
+    assert await segment_states(store, message_id) == [
+        SegmentState.UNDELIVERABLE,
+        SegmentState.UNDELIVERABLE,
+        SegmentState.SUBMITTED,
+    ]
+
+
+async def test_an_intermediate_whole_message_receipt_moves_only_its_part(store: Queue) -> None:
+    message_id, _ = await three_parts(store)
+    (result,) = await store.apply_receipts(CARRIER, [whole("w1", "ENROUTE", None)], now=T0 + 1)
+    assert len(result.changes) == 1
+    assert await segment_states(store, message_id) == [SegmentState.SUBMITTED] * 3
+
+
+async def test_a_held_whole_message_receipt_settles_the_parts_when_its_own_lands(
+    store: Queue,
+) -> None:
+    """Early, it is held (with what it stands for); the Submitted of the part it names applies
+    it to that part and to the parts already submitted."""
+    message_id, segments = await three_parts(store, submit=2)
+    (held,) = await store.apply_receipts(CARRIER, [whole("w2")], now=T0 + 1)
+    assert held.outcome is ReceiptOutcome.HELD
+    changes = await store.record([Submitted(segments[2], correlation_keys("w2"), "b")], now=T0 + 2)
+    assert [(c.segment_id, c.segment_state) for c in changes] == [
+        (segments[2], SegmentState.SUBMITTED),
+        (segments[2], SegmentState.DELIVERED),
+        (segments[0], SegmentState.DELIVERED),
+        (segments[1], SegmentState.DELIVERED),
+    ]
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+
+
 async def test_optouts(store: Queue) -> None:
     """Opt-outs are per sender, "*" covers every sender, and removal undoes them."""
     assert await store.add_optout("ACME", "+15550000001", now=T0)

@@ -506,14 +506,45 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5 and 6: segment bodies in a column of segments, as versions 1-4 kept
-    them, and no index of scheduled urgent segments."""
+    """Undo migrations 5-7: segment bodies in a column of segments, as versions 1-4 kept
+    them, no index of scheduled urgent segments, and held receipts without whole_message."""
+    _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
     db.execute(
         "UPDATE segments SET body = b.body FROM segment_bodies AS b WHERE b.id = segments.id"
     )
     db.execute("DROP TABLE segment_bodies")
+
+
+def _as_version_6(db: sqlite3.Connection) -> None:
+    """Undo migration 7: held receipts without the whole_message column."""
+    db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
+
+
+async def test_version_6_held_receipts_stand_for_their_segment_alone(path: Path) -> None:
+    """A receipt held by a version 6 file is read back as one for its own segment: applied when
+    its Submitted comes, the message's other segment untouched."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message(segments=(b"one", b"two"))], now=T0)
+        first, second = await store.claim(CARRIER, 2, now=T0)
+        await store.record([Submitted(second.segment_id, correlation_keys("22"), "b")], now=T0)
+        early = ReceiptIn(correlation_keys("11"), "DELIVRD", "delivered", "000", T0 + 1)
+        (held,) = await store.apply_receipts(CARRIER, [early], now=T0 + 1)
+        assert held.outcome is ReceiptOutcome.HELD
+    with sqlite3.connect(path) as db:
+        _as_version_6(db)
+        db.execute("PRAGMA user_version = 6")
+    async with await SqliteQueue.open(path) as store:
+        changes = await store.record(
+            [Submitted(first.segment_id, correlation_keys("11"), "b")], now=T0 + 2
+        )
+        assert [(c.segment_id, c.segment_state) for c in changes] == [
+            (first.segment_id, SegmentState.SUBMITTED),
+            (first.segment_id, SegmentState.DELIVERED),
+        ]
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert peek(path, "SELECT state FROM segments ORDER BY id") == [("delivered",), ("submitted",)]
 
 
 async def test_version_4_bodies_move_to_their_own_table(path: Path) -> None:

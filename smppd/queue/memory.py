@@ -46,6 +46,7 @@ from smppd.queue.model import (
     claimed_on_arrival,
     segment_id,
     segment_index,
+    sibling_ids,
 )
 from smppd.queue.receipts import FALLBACK_AFTER_S, held_ended_by_carrier, is_repeat
 from smppd.queue.states import (
@@ -359,9 +360,7 @@ class MemoryQueue:
                     )
                 ):
                     self._take_held(receipt_id)
-                    result = self._apply_receipt(segment, held.receipt, now=now)
-                    if result.change is not None:
-                        changes.append(result.change)
+                    changes.extend(self._apply_receipt(segment, held.receipt, now=now).changes)
         return changes
 
     async def apply_receipts(
@@ -405,9 +404,9 @@ class MemoryQueue:
             if sid is None:
                 continue
             self._take_held(receipt_id)
-            change = self._apply_receipt(self._segments[sid], held.receipt, now=now).change
-            if change is not None:
-                changes.setdefault(held.carrier, []).append(change)
+            settled = self._apply_receipt(self._segments[sid], held.receipt, now=now).changes
+            if settled:
+                changes.setdefault(held.carrier, []).extend(settled)
         self._settled_until = max(self._settled_until, until)
         return changes
 
@@ -457,8 +456,19 @@ class MemoryQueue:
             return ReceiptResult(
                 ReceiptOutcome.MATCHED, self._move(segment, segment.state, now=now)
             )
-        change = self._move(segment, segment_state(receipt.final_state), now=now)
-        return ReceiptResult(ReceiptOutcome.MATCHED, change)
+        final = segment_state(receipt.final_state)
+        change = self._move(segment, final, now=now)
+        siblings = []
+        if receipt.whole_message:
+            total = len(segment.message.new.segments)
+            for sid in sibling_ids(segment.message.id, total, but=segment.id):
+                sibling = self._segments.get(sid)
+                if sibling is not None and sibling.state is SegmentState.SUBMITTED:
+                    sibling.receipt_stat = receipt.stat
+                    sibling.receipt_err = receipt.err
+                    sibling.done_at = receipt.done_at
+                    siblings.append(self._move(sibling, final, now=now))
+        return ReceiptResult(ReceiptOutcome.MATCHED, change, tuple(siblings))
 
     def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:
         for key in receipt.keys[:1]:  # the best key only, as for held receipts

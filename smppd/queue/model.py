@@ -36,6 +36,12 @@ def segment_index(segment_id: int) -> int:
     return segment_id & ((1 << _INDEX_BITS) - 1)
 
 
+def sibling_ids(message_id: int, total: int, *, but: int) -> list[int]:
+    """The ids of a message's `total` segments other than `but`."""
+    first = segment_id(message_id, 0)
+    return [sid for sid in range(first, first + total) if sid != but]
+
+
 # Where a reroute sweep goes on from: (priority, client, segment id), priorities descending.
 RerouteCursor = tuple[int, str, int]
 
@@ -212,6 +218,9 @@ class ReceiptIn:
     final_state: str | None
     err: str
     done_at: float | None
+    # The carrier sends one receipt per concatenated message (carrier `receipts_per: message`):
+    # a final one also settles the message's other segments that are submitted.
+    whole_message: bool = False
 
     def __post_init__(self) -> None:
         if self.final_state is not None and self.final_state not in FINAL_STATES:
@@ -229,6 +238,11 @@ class ReceiptOutcome(StrEnum):
 class ReceiptResult:
     outcome: ReceiptOutcome
     change: Change | None = None
+    siblings: tuple[Change, ...] = ()  # of the other segments a whole-message receipt settled
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        return self.siblings if self.change is None else (self.change, *self.siblings)
 
 
 @record

@@ -196,7 +196,10 @@ _V6: Final = (
     """,
 )
 
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# A held receipt remembers whether it stands for its whole message (carrier receipts_per).
+_V7: Final = ("ALTER TABLE pending_receipts ADD COLUMN whole_message INTEGER NOT NULL DEFAULT 0",)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

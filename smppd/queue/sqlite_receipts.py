@@ -17,10 +17,17 @@ import json
 from collections.abc import Sequence
 from typing import Final
 
-from smppd.queue.model import Change, ReceiptIn, ReceiptOutcome, ReceiptResult
+from smppd.queue.model import (
+    Change,
+    ReceiptIn,
+    ReceiptOutcome,
+    ReceiptResult,
+    message_id_of,
+    sibling_ids,
+)
 from smppd.queue.receipts import FALLBACK_AFTER_S, is_repeat, join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow
-from smppd.queue.states import SegmentEvent, segment_state, transition
+from smppd.queue.states import SegmentEvent, SegmentState, segment_state, transition
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
@@ -28,17 +35,18 @@ _MATCH: Final = """
 """
 _HOLD: Final = """
     INSERT INTO pending_receipts (carrier, keys, stat, final_state, err, done_at, received_at,
-        state)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        state, whole_message)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _HOLD_KEY: Final = "INSERT OR IGNORE INTO pending_keys (carrier, key, receipt_id) VALUES (?, ?, ?)"
 _HELD_BY_KEY: Final = "SELECT receipt_id FROM pending_keys WHERE carrier = ? AND key = ?"
 _HELD: Final = """
-    SELECT keys, stat, final_state, err, done_at, received_at FROM pending_receipts
-    WHERE id = ? AND state = 'held'
+    SELECT keys, stat, final_state, err, done_at, whole_message, received_at
+    FROM pending_receipts WHERE id = ? AND state = 'held'
 """
 _SETTLE: Final = """
-    SELECT id, carrier, keys, stat, final_state, err, done_at FROM pending_receipts
+    SELECT id, carrier, keys, stat, final_state, err, done_at, whole_message
+    FROM pending_receipts
     WHERE state = 'held' AND received_at > ? AND received_at <= ? ORDER BY received_at, id
 """
 _OLDEST_HELD: Final = """
@@ -130,8 +138,29 @@ def apply_to_segment(
     row.done_at = receipt.done_at
     if receipt.final_state is None:
         return ReceiptResult(ReceiptOutcome.MATCHED, batch.move(row, row.state, now=now))
-    change = batch.move(row, segment_state(receipt.final_state), now=now)
-    return ReceiptResult(ReceiptOutcome.MATCHED, change)
+    final = segment_state(receipt.final_state)
+    change = batch.move(row, final, now=now)
+    siblings = (
+        _settle_siblings(batch, row, receipt, final, now=now) if receipt.whole_message else ()
+    )
+    return ReceiptResult(ReceiptOutcome.MATCHED, change, siblings)
+
+
+def _settle_siblings(
+    batch: Batch, row: SegmentRow, receipt: ReceiptIn, final: SegmentState, *, now: float
+) -> tuple[Change, ...]:
+    """A whole-message receipt's other segments that are submitted take it too."""
+    message_id = message_id_of(row.id)
+    changes: list[Change] = []
+    for sid in sibling_ids(message_id, row.total, but=row.id):
+        sibling = batch.segment(sid)  # mostly cached: Batch.prefetch reads siblings too
+        if sibling is None or sibling.state is not SegmentState.SUBMITTED:
+            continue
+        sibling.receipt_stat = receipt.stat
+        sibling.receipt_err = receipt.err
+        sibling.done_at = receipt.done_at
+        changes.append(batch.move(sibling, final, now=now))
+    return tuple(changes)
 
 
 def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: float) -> int:
@@ -146,6 +175,7 @@ def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: fl
             receipt.done_at,
             now,
             state,
+            receipt.whole_message,
         ),
     )
     assert cursor.lastrowid is not None
@@ -189,20 +219,20 @@ def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float
     receipt_ids = sorted(
         {found[0] for found in batch.db.execute(_HELD_BY_KEY, (row.carrier, keys[0]))}
     )
-    changes = []
+    changes: list[Change] = []
     for receipt_id in receipt_ids:
         held = batch.db.execute(_HELD, (receipt_id,)).fetchone()
         if held is None:
             continue
-        receipt = ReceiptIn(split_keys(held[0]), *held[1:5])
+        keys_text, stat, final_state, err, done_at, whole, received_at = held
+        receipt = ReceiptIn(split_keys(keys_text), stat, final_state, err, done_at, bool(whole))
         if receipt.keys[0] != keys[0] and (
-            held[5] > now - FALLBACK_AFTER_S or _match(batch, row.carrier, list(receipt.keys[:1]))
+            received_at > now - FALLBACK_AFTER_S
+            or _match(batch, row.carrier, list(receipt.keys[:1]))
         ):
             continue
         _take_held(batch, receipt_id, row.carrier, receipt.keys)
-        result = apply_to_segment(batch, row, receipt, now=now)
-        if result.change is not None:
-            changes.append(result.change)
+        changes.extend(apply_to_segment(batch, row, receipt, now=now).changes)
     return changes
 
 
@@ -217,16 +247,16 @@ def settle_held(batch: Batch, *, now: float) -> dict[str, list[Change]]:
     held = batch.db.execute(_SETTLE, (batch.settled_until, until)).fetchall()
     batch.settled_until = until
     changes: dict[str, list[Change]] = {}
-    for receipt_id, carrier, keys, stat, final_state, err, done_at in held:
-        receipt = ReceiptIn(split_keys(keys), stat, final_state, err, done_at)
+    for receipt_id, carrier, keys, stat, final_state, err, done_at, whole in held:
+        receipt = ReceiptIn(split_keys(keys), stat, final_state, err, done_at, bool(whole))
         known = _match(batch, carrier, list(receipt.keys))
         row = None if receipt.keys[0] in known else _matching_segment(batch, known, receipt.keys)
         if row is None:
             continue
         _take_held(batch, receipt_id, carrier, receipt.keys)
-        change = apply_to_segment(batch, row, receipt, now=now).change
-        if change is not None:
-            changes.setdefault(carrier, []).append(change)
+        settled = apply_to_segment(batch, row, receipt, now=now).changes
+        if settled:
+            changes.setdefault(carrier, []).extend(settled)
     batch.flush(now=now)
     return changes
 

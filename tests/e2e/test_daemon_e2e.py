@@ -476,6 +476,29 @@ async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
         assert 'smppd_receipts_held_ended_total{carrier="fake",result="matched"} 30.0' in text
 
 
+async def test_one_receipt_per_message_delivers_every_part() -> None:
+    """A carrier that sends one receipt for a whole concatenated message, for its last part
+    (receipts_per: message): the three-part message ends delivered with a receipt event for
+    each part, and a one-part message still gets its own. The SMSC sent two receipts."""
+    smsc = SmscConfig(port=0, receipts=ReceiptConfig(per_message=True))
+    async with running(smsc, carrier={"receipts_per": "message"}) as (fake, _daemon, directory):
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["receipt"])
+        async with Client(directory / "smppd.sock") as client:
+            long = await client.submit(to="+447700900123", sender="ALPHA", text="long " * 80)
+            short = await client.submit(to="+447700900123", sender="ALPHA", text="short")
+            events = [await sub.next() for _ in range(4)]
+            assert sorted((e["id"], e["segment"]) for e in events) == [
+                (long.message_id, 0),
+                (long.message_id, 1),
+                (long.message_id, 2),
+                (short.message_id, 0),
+            ]
+            for message_id in (long.message_id, short.message_id):
+                assert (await client.status(message_id))["state"] == "delivered"
+        assert fake.stats()["outbox"]["receipt"]["sent"] == 2
+        sub.close()
+
+
 async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     """An SMSC that throttles, fails some submits for now and some for good, answers late and
     out of order, drops each connection every 120 PDUs (losing the answers it held), and sends
