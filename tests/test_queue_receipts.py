@@ -416,6 +416,26 @@ async def test_a_held_whole_message_receipt_settles_the_parts_when_its_own_lands
     assert await state_of(store, message_id) is MessageState.DELIVERED
 
 
+async def test_a_whole_message_receipt_settled_after_the_wait_settles_the_parts(
+    store: Queue,
+) -> None:
+    """One that gives the last part's hex id in decimal is held, and settling it after the wait
+    delivers every part, each change returned for the daemon to publish."""
+    (enq,) = await store.enqueue([message(segments=(b"a", b"b", b"c"))], now=T0)
+    claim = await store.claim(CARRIER, 3, now=T0)
+    await store.record(
+        [Submitted(s.segment_id, resp_keys(f"{0xA0 + s.index:08x}"), "b") for s in claim], now=T0
+    )
+    receipt = ReceiptIn(
+        receipt_keys(str(0xA2)), "DELIVRD", "delivered", "000", T0 + 5, whole_message=True
+    )
+    (held,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 6)
+    assert held.outcome is ReceiptOutcome.HELD
+    settled = await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S)
+    assert sorted(c.segment_id for c in settled[CARRIER]) == [s.segment_id for s in claim]
+    assert await state_of(store, enq.message_id) is MessageState.DELIVERED
+
+
 async def test_optouts(store: Queue) -> None:
     """Opt-outs are per sender, "*" covers every sender, and removal undoes them."""
     assert await store.add_optout("ACME", "+15550000001", now=T0)
