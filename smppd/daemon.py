@@ -575,6 +575,8 @@ class Daemon:
                 elif runtime.down_since is None:
                     runtime.down_since = now
             try:
+                for runtime in self.carriers.values():
+                    await runtime.inbound.store_incomplete(now)
                 await self._settle_receipts(now)
                 await self._fail_over(now)
                 if now - last_stats >= STATS_EVERY_S:

@@ -264,19 +264,34 @@ class InboundHandler:
         now = self._clock()
         source = from_wire(pdu.source_addr, pdu.source_addr_ton)
         destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
-        content = self._reassemble(pdu, (source, destination), now)
-        for dropped in self._parts.expire(now=now):
-            key = dropped.key
-            assert isinstance(key, tuple)
-            partial = b"".join(data for _, data in dropped.parts)
-            log.warning("long inbound message incomplete; storing the parts that arrived")
-            await self._store(key[0], key[1], partial, pdu.data_coding, now, complete=False)
+        # The data_coding is part of the group's key: an incomplete group is decoded with its
+        # own, not with that of whatever message arrives when it expires.
+        content = self._reassemble(pdu, (source, destination, pdu.data_coding), now)
+        await self.store_incomplete(now)
         if content is not None:
             await self._store(source, destination, content, pdu.data_coding, now, complete=True)
         return CommandStatus.ESME_ROK
 
+    async def store_incomplete(self, now: float | None = None) -> None:
+        """Store the long messages whose parts stopped coming (timed out or pushed out), with
+        the parts that arrived. Called for each MO and by the daemon's housekeeping, so a
+        quiet carrier's last incomplete message is not held indefinitely."""
+        if now is None:
+            now = self._clock()
+        for dropped in self._parts.expire(now=now):
+            key = dropped.key
+            assert isinstance(key, tuple)
+            source, destination, data_coding = key
+            partial = b"".join(data for _, data in dropped.parts)
+            log.warning(
+                "long inbound message incomplete; storing the parts that arrived",
+                reason=str(dropped.reason),
+                parts=f"{len(dropped.parts)}/{dropped.total}",
+            )
+            await self._store(source, destination, partial, data_coding, now, complete=False)
+
     def _reassemble(
-        self, pdu: DeliverSm | DataSm, key: tuple[str, str], now: float
+        self, pdu: DeliverSm | DataSm, key: tuple[str, str, int], now: float
     ) -> bytes | None:
         content = pdu.content
         part: ConcatPart | None = None

@@ -90,6 +90,76 @@ async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:
     assert [m.text for m in stored] == ["Hello, world"]
 
 
+def part_pdu(source: str, seq: int, data: bytes, *, data_coding: int = 0) -> DeliverSm:
+    return DeliverSm(
+        source_addr=source,
+        source_addr_ton=1,
+        destination_addr="SHOP",
+        esm_class=ESM_UDHI,
+        data_coding=data_coding,
+        short_message=build_concat_udh(9, 2, seq, ref16=False) + data,
+    )
+
+
+async def test_an_incomplete_long_mo_is_decoded_with_its_own_data_coding() -> None:
+    """The first half of a UCS-2 message, given up when an unrelated GSM message arrives after
+    the reassembly timeout, is stored as the UCS-2 text it is, marked incomplete."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    now = [T0]
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: now[0],
+        reassembly_timeout_s=10.0,
+    )
+    first_half = "Привет".encode("utf-16-be")
+    assert await inbound(part_pdu("447700900001", 1, first_half, data_coding=8)) == 0
+    now[0] += 60.0
+    unrelated = DeliverSm(
+        source_addr="447700900002", source_addr_ton=1, destination_addr="SHOP", short_message=b"ok"
+    )
+    assert await inbound(unrelated) == 0
+    stored = {m.source: (m.text, m.data_coding) for m in await queue.inbound_since(0)}
+    assert stored == {"+447700900001": ("Привет", 8), "+447700900002": ("ok", 0)}
+    [partial] = [e for e in events if e.kind == "inbound" and not e.data["complete"]]
+    assert partial.data["text"] == "Привет"
+
+
+async def test_an_incomplete_long_mo_is_stored_when_nothing_else_arrives() -> None:
+    """With no further MO, the housekeeping's call stores the parts that came once the timeout
+    passes, and not before."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    now = [T0]
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: now[0],
+        reassembly_timeout_s=10.0,
+    )
+    assert await inbound(part_pdu("447700900001", 2, b"world")) == 0
+    now[0] += 9.0
+    await inbound.store_incomplete()
+    assert await queue.inbound_since(0) == []
+    now[0] += 1.0
+    await inbound.store_incomplete()
+    [stored] = await queue.inbound_since(0)
+    assert (stored.source, stored.text) == ("+447700900001", "world")
+    [event] = [e for e in events if e.kind == "inbound"]
+    assert event.data["complete"] is False
+    await inbound.store_incomplete()
+    assert len(await queue.inbound_since(0)) == 1
+
+
 async def test_stop_tells_the_send_loops_what_it_cancelled() -> None:
     """A STOP cancels what is still unsent from that sender to that number, a claimed segment
     included, and hands the send loops its id so that a loop holding it does not send it."""
