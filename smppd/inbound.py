@@ -29,7 +29,7 @@ from smppd.pdu.text import Alphabet, decode_text
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
-from smppd.queue.model import Change, InboundIn, ReceiptIn, ReceiptResult
+from smppd.queue.model import Change, InboundIn, InboundPart, PartGroup, ReceiptIn, ReceiptResult
 from smppd.record import record
 from smppd.service import Event
 
@@ -206,6 +206,8 @@ class InboundHandler:
         self._wants = wants
         self._clock = clock
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)
+        self._parts_restored = False
+        self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
@@ -261,62 +263,78 @@ class InboundHandler:
     # --- mobile-originated messages --------------------------------------------------------
 
     async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
+        await self._restore_parts()
         now = self._clock()
         source = from_wire(pdu.source_addr, pdu.source_addr_ton)
         destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
-        # The data_coding is part of the group's key: an incomplete group is decoded with its
-        # own, not with that of whatever message arrives when it expires.
-        content = self._reassemble(pdu, (source, destination, pdu.data_coding), now)
+        content: bytes | None
+        content, part = _concat_part(pdu)
+        group = None
+        if part is not None:
+            # The data_coding is part of the group: an incomplete one is decoded with its own,
+            # not with that of whatever message arrives when it expires.
+            group = PartGroup(
+                self.carrier, source, destination, pdu.data_coding, part.ref, part.total
+            )
+            parts = self._parts.add(group, part, now=now)
+            if parts is None:
+                self.counters.parts_held += 1
+                # On disk before the SMSC has its deliver_sm_resp, like a whole message.
+                await self._queue.hold_inbound_part(InboundPart(group, part.seq, part.data, now))
+            content = None if parts is None else b"".join(parts)
         await self.store_incomplete(now)
         if content is not None:
-            await self._store(source, destination, content, pdu.data_coding, now, complete=True)
+            await self._store(
+                source, destination, content, pdu.data_coding, now, complete=True, parts=group
+            )
         return CommandStatus.ESME_ROK
 
     async def store_incomplete(self, now: float | None = None) -> None:
         """Store the long messages whose parts stopped coming (timed out or pushed out), with
         the parts that arrived. Called for each MO and by the daemon's housekeeping, so a
         quiet carrier's last incomplete message is not held indefinitely."""
+        await self._restore_parts()
         if now is None:
             now = self._clock()
         for dropped in self._parts.expire(now=now):
-            key = dropped.key
-            assert isinstance(key, tuple)
-            source, destination, data_coding = key
+            group = dropped.key
+            assert isinstance(group, PartGroup)
             partial = b"".join(data for _, data in dropped.parts)
             log.warning(
                 "long inbound message incomplete; storing the parts that arrived",
                 reason=str(dropped.reason),
                 parts=f"{len(dropped.parts)}/{dropped.total}",
             )
-            await self._store(source, destination, partial, data_coding, now, complete=False)
+            await self._store(
+                group.source,
+                group.destination,
+                partial,
+                group.data_coding,
+                now,
+                complete=False,
+                parts=group,
+            )
 
-    def _reassemble(
-        self, pdu: DeliverSm | DataSm, key: tuple[str, str, int], now: float
-    ) -> bytes | None:
-        content = pdu.content
-        part: ConcatPart | None = None
-        if pdu.esm_class & ESM_UDHI:
-            try:
-                elements, rest = parse_udh(content)
-            except DecodeError:
-                return content  # a broken header: keep the bytes rather than lose the message
-            info = concat_info(elements)
-            content = rest
-            if info is not None and info.total > 1:
-                part = ConcatPart(info.ref, info.total, info.seq, rest)
-        else:
-            ref = tlv.get_int(pdu.tlvs, Tag.sar_msg_ref_num)
-            total = tlv.get_int(pdu.tlvs, Tag.sar_total_segments)
-            seq = tlv.get_int(pdu.tlvs, Tag.sar_segment_seqnum)
-            if ref is not None and total and seq and 1 <= seq <= total and total > 1:
-                part = ConcatPart(ref, total, seq, content)
-        if part is None:
-            return content
-        parts = self._parts.add(key, part, now=now)
-        if parts is None:
-            self.counters.parts_held += 1
-            return None
-        return b"".join(parts)
+    async def _restore_parts(self) -> None:
+        """Once, before anything else touches the parts: those an earlier run held on disk."""
+        async with self._restore_lock:  # not contended after the first time: no wait
+            if self._parts_restored:
+                return
+            for held in await self._queue.held_inbound_parts(self.carrier):
+                group = held.group
+                part = ConcatPart(group.ref, group.total, held.seq, held.data)
+                parts = self._parts.add(group, part, now=held.received_at)
+                if parts is not None:  # every part held: its message was never stored
+                    await self._store(
+                        group.source,
+                        group.destination,
+                        b"".join(parts),
+                        group.data_coding,
+                        held.received_at,
+                        complete=True,
+                        parts=group,
+                    )
+            self._parts_restored = True
 
     async def _store(
         self,
@@ -327,11 +345,12 @@ class InboundHandler:
         now: float,
         *,
         complete: bool,
+        parts: PartGroup | None = None,
     ) -> None:
         text = decode_text(content, data_coding, default_alphabet=self._default_alphabet)
         client = self._owners.get(destination)
         inbound_id = await self._queue.store_inbound(
-            InboundIn(self.carrier, source, destination, text, data_coding, now, client)
+            InboundIn(self.carrier, source, destination, text, data_coding, now, client, parts)
         )
         self.counters.inbound += 1
         keyword = self._optout.keywords.classify(text) if complete else None
@@ -393,3 +412,23 @@ class InboundHandler:
             await self._queue.remove_optout(sender_id, number)
         self.counters.optins += 1
         log.info("opt-in recorded", sender=sender, number=mask(number))
+
+
+def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None]:
+    """The user data without its header, and the part of a long message it is, if one."""
+    content = pdu.content
+    if pdu.esm_class & ESM_UDHI:
+        try:
+            elements, rest = parse_udh(content)
+        except DecodeError:
+            return content, None  # a broken header: keep the bytes rather than lose the message
+        info = concat_info(elements)
+        if info is not None and info.total > 1:
+            return rest, ConcatPart(info.ref, info.total, info.seq, rest)
+        return rest, None
+    ref = tlv.get_int(pdu.tlvs, Tag.sar_msg_ref_num)
+    total = tlv.get_int(pdu.tlvs, Tag.sar_total_segments)
+    seq = tlv.get_int(pdu.tlvs, Tag.sar_segment_seqnum)
+    if ref is not None and total and seq and 1 <= seq <= total and total > 1:
+        return content, ConcatPart(ref, total, seq, content)
+    return content, None

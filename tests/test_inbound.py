@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from smppd.compliance import DEFAULT
 from smppd.inbound import InboundHandler, OptOutPolicy
@@ -10,14 +11,16 @@ from smppd.pdu.pdus import ESM_UDHI, DeliverSm
 from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import build_concat_udh
+from smppd.queue.base import Queue
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import NewMessage, Submitted
+from smppd.queue.sqlite import SqliteQueue
 from smppd.service import Event
 
 T0 = 1_800_000_000.0
 
 
-def handler(queue: MemoryQueue, events: list[Event]) -> InboundHandler:
+def handler(queue: Queue, events: list[Event]) -> InboundHandler:
     return InboundHandler(
         "fake",
         queue,
@@ -191,3 +194,20 @@ async def test_stop_tells_the_send_loops_what_it_cancelled() -> None:
     status = await queue.status(enqueued.message_id, None)
     assert status is not None
     assert status.state == "cancelled"
+
+
+async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
+    """A part acknowledged before a restart is on disk: the new run's handler completes the
+    message from it and the part that comes after, and no part is left held."""
+    path = tmp_path / "queue.db"
+    async with await SqliteQueue.open(path) as queue:
+        assert await handler(queue, [])(part_pdu("447700900001", 1, b"Hello, ")) == 0
+    events: list[Event] = []
+    async with await SqliteQueue.open(path) as queue:
+        inbound = handler(queue, events)
+        assert await inbound(part_pdu("447700900001", 2, b"world")) == 0
+        [stored] = await queue.inbound_since(0)
+        assert (stored.text, stored.source) == ("Hello, world", "+447700900001")
+        assert await queue.held_inbound_parts("fake") == []
+    [event] = [e for e in events if e.kind == "inbound"]
+    assert event.data["complete"] is True

@@ -19,6 +19,7 @@ from smppd.queue import (
     Unknown,
     open_queue,
 )
+from smppd.queue.model import InboundIn, InboundPart, PartGroup
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -504,3 +505,25 @@ async def test_urgent_due_lists_when_scheduled_urgent_segments_come_due(store: Q
     assert await store.urgent_due(CARRIER, limit=2) == [T0 + 10, T0 + 20]
     assert await store.urgent_due("other", limit=10) == [T0 + 1]
     assert await store.urgent_due("none", limit=10) == []
+
+
+async def test_inbound_parts_are_held_until_their_message_is_stored(store: Queue) -> None:
+    """Parts of a long MO wait on disk, the first copy of a repeat kept, per carrier; storing
+    the message that names them deletes them, and the purge takes a removed carrier's."""
+    group = PartGroup(CARRIER, "+447700900001", "SHOP", 8, 7, 3)
+    other = PartGroup("other", "+447700900001", "SHOP", 0, 7, 2)
+    await store.hold_inbound_part(InboundPart(group, 2, b"two", T0))
+    await store.hold_inbound_part(InboundPart(group, 2, b"again", T0 + 1))
+    await store.hold_inbound_part(InboundPart(group, 1, b"one", T0 + 2))
+    await store.hold_inbound_part(InboundPart(other, 1, b"x", T0 + 3))
+    assert await store.held_inbound_parts(CARRIER) == [
+        InboundPart(group, 2, b"two", T0),
+        InboundPart(group, 1, b"one", T0 + 2),
+    ]
+    whole = InboundIn(CARRIER, group.source, "SHOP", "text", 8, T0 + 4, "shop", parts=group)
+    await store.store_inbound(whole)
+    assert await store.held_inbound_parts(CARRIER) == []
+    assert [m.text for m in await store.inbound_since(0)] == ["text"]
+    assert await store.held_inbound_parts("other") == [InboundPart(other, 1, b"x", T0 + 3)]
+    await store.purge(T0 + 4)
+    assert await store.held_inbound_parts("other") == []

@@ -506,8 +506,9 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-7: segment bodies in a column of segments, as versions 1-4 kept
-    them, no index of scheduled urgent segments, and held receipts without whole_message."""
+    """Undo migrations 5-8: segment bodies in a column of segments, as versions 1-4 kept
+    them, no index of scheduled urgent segments, held receipts without whole_message, and no
+    table of inbound parts."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -518,8 +519,9 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migration 7: held receipts without the whole_message column."""
+    """Undo migrations 7-8: held receipts without the whole_message column, no inbound parts."""
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
+    db.execute("DROP TABLE inbound_parts")
 
 
 async def test_version_6_held_receipts_stand_for_their_segment_alone(path: Path) -> None:

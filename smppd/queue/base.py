@@ -17,6 +17,7 @@ from smppd.queue.model import (
     Enqueued,
     Inbound,
     InboundIn,
+    InboundPart,
     MessageStatus,
     NewMessage,
     OptOut,
@@ -54,7 +55,17 @@ class Queue(Protocol):
         ...
 
     async def store_inbound(self, inbound: InboundIn) -> int:
-        """Store a mobile-originated message; returns its id once durable."""
+        """Store a mobile-originated message; returns its id once durable. The held parts of
+        `inbound.parts`, if any, are deleted with it."""
+        ...
+
+    async def hold_inbound_part(self, part: InboundPart) -> None:
+        """Keep one part of an incomplete long MO until its message is stored; returns once
+        durable. A repeated part is ignored (the first copy is kept)."""
+        ...
+
+    async def held_inbound_parts(self, carrier: str) -> list[InboundPart]:
+        """The parts held for `carrier`, oldest first: what a restart reassembles from."""
         ...
 
     async def segments_by_source(self, start: float, end: float) -> dict[str, int]:

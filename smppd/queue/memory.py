@@ -30,10 +30,12 @@ from smppd.queue.model import (
     Failed,
     Inbound,
     InboundIn,
+    InboundPart,
     MessageStatus,
     NewMessage,
     OptOut,
     Outcome,
+    PartGroup,
     QueueStats,
     ReceiptIn,
     ReceiptOutcome,
@@ -125,6 +127,7 @@ class MemoryQueue:
         self._held_ended: Counter[tuple[str, str]] = Counter()  # (carrier, result)
         self._settled_until = float("-inf")
         self._inbound: list[Inbound] = []
+        self._parts: dict[tuple[PartGroup, int], InboundPart] = {}
         self._optouts: dict[tuple[str, str], float] = {}
         self._next_id = 1
         self._next_receipt_id = 1
@@ -479,8 +482,19 @@ class MemoryQueue:
                 return True
         return False
 
+    async def hold_inbound_part(self, part: InboundPart) -> None:
+        self._commit()
+        self._parts.setdefault((part.group, part.seq), part)
+
+    async def held_inbound_parts(self, carrier: str) -> list[InboundPart]:
+        held = [part for part in self._parts.values() if part.group.carrier == carrier]
+        return sorted(held, key=lambda part: part.received_at)
+
     async def store_inbound(self, inbound: InboundIn) -> int:
         self._commit()
+        if inbound.parts is not None:
+            for key in [key for key in self._parts if key[0] == inbound.parts]:
+                del self._parts[key]
         stored = Inbound(
             len(self._inbound) + 1,
             inbound.carrier,
@@ -632,6 +646,7 @@ class MemoryQueue:
             if message.new.ref is not None:
                 del self._by_ref[message.new.client, message.new.ref]
         self._inbound = [m for m in self._inbound if m.received_at >= before]
+        self._parts = {k: p for k, p in self._parts.items() if p.received_at >= before}
         for receipt_id, receipt in list(self._receipts.items()):
             if receipt.state != "held" and receipt.received_at < before:
                 del self._receipts[receipt_id]

@@ -246,8 +246,32 @@ class ReceiptResult:
 
 
 @record
+class PartGroup:
+    """The parts of one long MO: same conversation, data_coding, reference and total."""
+
+    carrier: str
+    source: str
+    destination: str
+    data_coding: int
+    ref: int
+    total: int
+
+
+@record
+class InboundPart:
+    """One part of a long MO, kept on disk from its deliver_sm_resp until its message is stored
+    (complete, or given up with the parts that came), so a restart in between loses none."""
+
+    group: PartGroup
+    seq: int
+    data: bytes
+    received_at: float
+
+
+@record
 class InboundIn:
-    """A mobile-originated message; `client` is the account it is routed to, if any."""
+    """A mobile-originated message; `client` is the account it is routed to, if any. A long one
+    names its `parts`, whose held copies go in the same transaction as it is stored."""
 
     carrier: str
     source: str
@@ -256,6 +280,7 @@ class InboundIn:
     data_coding: int
     received_at: float
     client: str | None
+    parts: PartGroup | None = None
 
 
 @record

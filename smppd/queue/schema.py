@@ -199,7 +199,26 @@ _V6: Final = (
 # A held receipt remembers whether it stands for its whole message (carrier receipts_per).
 _V7: Final = ("ALTER TABLE pending_receipts ADD COLUMN whole_message INTEGER NOT NULL DEFAULT 0",)
 
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Parts of long MO messages, held from their deliver_sm_resp until the message is stored: in
+# memory only, a restart lost the parts already acknowledged to the SMSC.
+_V8: Final = (
+    """
+    CREATE TABLE inbound_parts (
+        carrier TEXT NOT NULL,
+        source TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        data_coding INTEGER NOT NULL,
+        ref INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        PRIMARY KEY (carrier, source, destination, data_coding, ref, total, seq)
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

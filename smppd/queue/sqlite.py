@@ -59,6 +59,7 @@ from smppd.queue.model import (
     Enqueued,
     Inbound,
     InboundIn,
+    InboundPart,
     MessageStatus,
     NewMessage,
     OptOut,
@@ -443,6 +444,14 @@ class SqliteQueue:
             weight=1,
             now=inbound.received_at,
         )
+
+    async def hold_inbound_part(self, part: InboundPart) -> None:
+        await self._submit(
+            partial(sqlite_admin.hold_inbound_part, part=part), weight=1, now=part.received_at
+        )
+
+    async def held_inbound_parts(self, carrier: str) -> list[InboundPart]:
+        return await self._read(partial(sqlite_reads.held_inbound_parts, carrier=carrier))
 
     async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
         return await self._read(partial(sqlite_reads.segments_by_source, start=start, end=end))

@@ -13,6 +13,7 @@ from smppd.queue.model import (
     OPTOUT_ALL_SENDERS,
     Change,
     InboundIn,
+    InboundPart,
     MessageStatus,
     RerouteCursor,
     message_id_of,
@@ -70,7 +71,40 @@ _INSERT_INBOUND: Final = """
 """
 
 
+_HOLD_PART: Final = """
+    INSERT OR IGNORE INTO inbound_parts
+        (carrier, source, destination, data_coding, ref, total, seq, data, received_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_FORGET_PARTS: Final = """
+    DELETE FROM inbound_parts WHERE carrier = ? AND source = ? AND destination = ?
+        AND data_coding = ? AND ref = ? AND total = ?
+"""
+
+
+def hold_inbound_part(batch: Batch, part: InboundPart) -> None:
+    g = part.group
+    batch.db.execute(
+        _HOLD_PART,
+        (
+            g.carrier,
+            g.source,
+            g.destination,
+            g.data_coding,
+            g.ref,
+            g.total,
+            part.seq,
+            part.data,
+            part.received_at,
+        ),
+    )
+
+
 def store_inbound(batch: Batch, inbound: InboundIn) -> int:
+    if (g := inbound.parts) is not None:
+        batch.db.execute(
+            _FORGET_PARTS, (g.carrier, g.source, g.destination, g.data_coding, g.ref, g.total)
+        )
     inbound_id = batch.next_inbound_id
     batch.next_inbound_id += 1
     batch.db.execute(
@@ -155,6 +189,8 @@ _OLD_RECEIPTS: Final = """
     WHERE state != 'held' AND received_at < ? LIMIT ?
 """
 _DELETE_RECEIPT: Final = "DELETE FROM pending_receipts WHERE id = ?"
+# Parts a running handler has not given up: only a removed carrier's get this old.
+_DELETE_OLD_PARTS: Final = "DELETE FROM inbound_parts WHERE received_at < ?"
 
 
 def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
@@ -181,6 +217,7 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
         batch.db.execute(_DELETE_BODIES, bounds)
         batch.db.execute(_DELETE_MESSAGE, (message_id,))
     inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount
+    batch.db.execute(_DELETE_OLD_PARTS, (before,))
     receipts = batch.db.execute(_OLD_RECEIPTS, (before, limit)).fetchall()
     for receipt_id, state in receipts:
         batch.db.execute(_DELETE_RECEIPT, (receipt_id,))

@@ -14,8 +14,10 @@ from smppd.queue.counts import SegmentCounts
 from smppd.queue.model import (
     OPTOUT_ALL_SENDERS,
     Inbound,
+    InboundPart,
     MessageStatus,
     OptOut,
+    PartGroup,
     SegmentStatus,
     segment_id,
     segment_index,
@@ -121,6 +123,21 @@ def inbound_since(
     db: sqlite3.Connection, after_id: int, client: str | None, limit: int
 ) -> list[Inbound]:
     return [Inbound(*row) for row in db.execute(_INBOUND_SINCE, (after_id, client, client, limit))]
+
+
+_HELD_PARTS: Final = """
+    SELECT source, destination, data_coding, ref, total, seq, data, received_at
+    FROM inbound_parts WHERE carrier = ? ORDER BY received_at
+"""
+
+
+def held_inbound_parts(db: sqlite3.Connection, carrier: str) -> list[InboundPart]:
+    return [
+        InboundPart(PartGroup(carrier, source, destination, dcs, ref, total), seq, data, at)
+        for source, destination, dcs, ref, total, seq, data, at in db.execute(
+            _HELD_PARTS, (carrier,)
+        )
+    ]
 
 
 _LIST_OPTOUTS: Final = """
