@@ -333,10 +333,15 @@ def _value(req: Request, name: str, *, required: bool = False) -> object:
 
 
 def _str(value: object, name: str, *, max_chars: int | None = None) -> str:
-    if not isinstance(value, str):
-        raise _invalid(name, "a string")
+    if not isinstance(value, str) or not value:
+        raise _invalid(name, "a non-empty string")
     if max_chars is not None and len(value) > max_chars:
         raise _invalid(name, f"at most {max_chars} characters")
+    if not value.isascii():
+        try:
+            value.encode()  # JSON's \ud800 escapes give lone surrogates, which nothing stores
+        except UnicodeEncodeError:
+            raise _invalid(name, "valid Unicode (no lone surrogates)") from None
     return value
 
 

@@ -335,6 +335,21 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
         "invalid_field",
         "schedule_at",
     ),
+    (  # a lone surrogate, which no store can keep (it failed the writes batched with it)
+        b'{"op":"submit","to":"+4","from":"A","text":"x","ref":"r\\ud800"}',
+        "invalid_field",
+        "ref",
+    ),
+    (  # not a key: a client meaning "no ref" would have every later submit taken as a repeat
+        b'{"op":"submit","to":"+4","from":"A","text":"x","ref":""}',
+        "invalid_field",
+        "ref",
+    ),
+    (
+        b'{"op":"optout","action":"list","sender":"\\udfff"}',
+        "invalid_field",
+        "sender",
+    ),
     (
         b'{"op":"submit","to":"+4","from":"A","text":"x","registered_delivery":1}',
         "invalid_field",

@@ -613,3 +613,17 @@ async def test_urgent_due_is_read_from_its_own_index_after_a_restart(path: Path)
     )
     assert f"priority >= {URGENT_PRIORITY}" in str(index_sql)
     assert f"priority >= {URGENT_PRIORITY}" in sqlite_reads._URGENT_DUE
+
+
+async def test_a_write_that_fails_alone_does_not_fail_those_batched_with_it(path: Path) -> None:
+    """A write SQLite refuses for its own values (a lone surrogate it cannot encode) fails
+    alone: the writes that shared its transaction are committed."""
+    async with await SqliteQueue.open(path) as store:
+        good = store.enqueue([message(ref="fine")], now=T0)
+        bad = store.enqueue([message(ref="r\ud800")], now=T0)
+        also = store.enqueue([message(ref="also fine")], now=T0)
+        results = await asyncio.gather(good, bad, also, return_exceptions=True)
+        assert isinstance(results[1], UnicodeEncodeError)
+        assert all(isinstance(r, list) and r[0].created for r in (results[0], results[2]))
+        assert store.queued_depth() == 2
+    assert peek(path, "SELECT ref FROM messages ORDER BY id") == [("fine",), ("also fine",)]

@@ -326,13 +326,18 @@ class SqliteQueue:
         started = time.perf_counter()
         try:
             batch, results = await _in_thread(self._conn, partial(self._transaction, writes))
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if len(writes) > 1 and not isinstance(exc, sqlite3.OperationalError):
+                # One write's own fault (a value SQLite refuses, a bug in an operation) must not
+                # fail the others it was batched with: each goes again in a transaction of its
+                # own. Nothing was applied (rolled back, and memory moves only after COMMIT).
+                # A busy, full or failing database is everyone's fault: no retry.
+                for write in writes:
+                    await self._commit([write])
+                return
+            error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
             for write in writes:
-                _fail(write.future, translate(exc))
-            return
-        except Exception as exc:  # a bug in an operation: fail this batch, keep the writer
-            for write in writes:
-                _fail(write.future, exc)
+                _fail(write.future, error)
             return
         batch.apply_to(self._memory)
         self._commits += 1
