@@ -645,7 +645,10 @@ class Session:
         seq = pdu.sequence_number
         sent_at = self._submits.pop(seq, None)
         if sent_at is not None:
-            self._submit_answered(seq, sent_at, pdu.command_status, None, now)
+            # A nack is never an acceptance: one that says 0 is a broken SMSC, and the submit
+            # is retried as after a system error rather than recorded as sent with no id.
+            status = pdu.command_status or CommandStatus.ESME_RSYSERR
+            self._submit_answered(seq, sent_at, status, None, now)
             return
         control = self._control.pop(seq, None)
         if control is None:

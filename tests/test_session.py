@@ -326,6 +326,17 @@ def test_generic_nack_answers_a_submit() -> None:
     assert result.status_class is StatusClass.PERMANENT
 
 
+def test_generic_nack_with_status_0_is_not_an_acceptance() -> None:
+    """A generic_nack that says ESME_ROK for a submit is a broken SMSC, not a submitted
+    segment with no id (which no receipt could ever match): it retries like a system error."""
+    peer = bound()
+    seq = peer.submit()
+    peer.send(pdus.GenericNack(sequence_number=seq, command_status=S.ESME_ROK))
+    result = answers(peer.events())[seq].result
+    assert (result.command_status, result.message_id) == (S.ESME_RSYSERR, None)
+    assert result.status_class is not StatusClass.SUCCESS
+
+
 def test_undecodable_resp_keeps_its_header_status() -> None:
     """A submit_sm_resp whose message_id cannot be read still ends the submit with its status."""
     peer = bound()
