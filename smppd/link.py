@@ -434,7 +434,12 @@ class Link(asyncio.Protocol):
         elif isinstance(event, PeerError):
             self.peer_errors += 1
             self._observer.peer_error(name)
-            self._log.info("smsc protocol error survived", reason=event.reason)
+            self._log.info(
+                "smsc protocol error survived",
+                reason=event.reason,
+                command_id=None if event.command_id is None else f"0x{event.command_id:08x}",
+                sequence_number=event.sequence_number,
+            )
         elif isinstance(event, Bound):
             self._log.info("bound", state=event.state.name, smsc=event.system_id)
             if not self._bound.done():
@@ -454,7 +459,13 @@ class Link(asyncio.Protocol):
             self._observer.disconnected(name, event.reason.value)
             if not self._bound.done():
                 self._bound.set_exception(LinkError(f"bind did not complete: {event.reason}"))
-            self._log.info("bind closing", reason=event.reason.value)
+            if event.reason is CloseReason.REQUESTS_UNANSWERED:
+                self._log.warning(
+                    "smsc stopped answering requests; dropping the bind",
+                    reason=event.reason.value,
+                )
+            else:
+                self._log.info("bind closing", reason=event.reason.value)
 
     def _resolve_unknown(self, seq: int) -> None:
         on_result = self._results.pop(seq, None)

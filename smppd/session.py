@@ -179,6 +179,7 @@ class CloseReason(StrEnum):
     BIND_FAILED = "bind_failed"
     BIND_TIMEOUT = "bind_timeout"
     ENQUIRE_LINK_TIMEOUT = "enquire_link_timeout"
+    REQUESTS_UNANSWERED = "requests_unanswered"  # a submit and then an enquire_link timed out
     UNBIND_TIMEOUT = "unbind_timeout"
     FRAMING_LOST = "framing_lost"
     CLOSED_BEFORE_BOUND = "closed_before_bound"
@@ -369,6 +370,10 @@ class Session:
         self._draining = False
         self._drain_deadline = math.inf
         self._last_rx = -math.inf
+        # When the SMSC last answered one of our requests, and whether a submit has since timed
+        # out with no answer at all: then only an answer, not its own PDUs, shows it alive.
+        self._last_answer = -math.inf
+        self._unanswered = False
         self._buf = bytearray()
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
@@ -528,6 +533,11 @@ class Session:
             if sent_at > limit:
                 break
             del submits[seq]
+            if self._last_answer < sent_at:
+                # Nothing answered since it went out. The SMSC may still send deliver_sm and
+                # enquire_links of its own while ignoring ours: probe it now (below), and drop
+                # the bind unless an answer comes, rather than spend every message's attempts.
+                self._unanswered = True
             timed_out[seq] = _SUBMIT_SM_RESP
             if len(timed_out) > TIMED_OUT_MEMORY:
                 timed_out.popitem(last=False)
@@ -539,7 +549,7 @@ class Session:
                 self._unbind_if_drained(now)  # the last ones may just have timed out
         if (
             self.state in _BOUND
-            and now >= self._last_rx + self.settings.enquire_link_interval_s
+            and (self._unanswered or now >= self._last_rx + self.settings.enquire_link_interval_s)
             and not self._enquiring()
         ):
             self._send_request(pdus.EnquireLink, now, self._response_timeout_s)
@@ -548,9 +558,11 @@ class Session:
         del self._control[seq]
         resp_id = control.resp_id
         if resp_id == CommandId.enquire_link_resp:
-            if self._last_rx > control.sent_at:
-                return  # other PDUs arrived meanwhile: the link is alive, the SMSC is slow
-            self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
+            if self._unanswered:
+                self._drop(CloseReason.REQUESTS_UNANSWERED)
+            elif self._last_rx <= control.sent_at:
+                self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
+            # else other PDUs arrived meanwhile: the link is alive, the SMSC is slow
         elif resp_id == CommandId.unbind_resp:
             self._close(CloseReason.UNBIND_TIMEOUT)
         else:
@@ -621,6 +633,8 @@ class Session:
     def _submit_answered(
         self, seq: int, sent_at: float, status: int, message_id: str | None, now: float
     ) -> None:
+        self._last_answer = now
+        self._unanswered = False
         if status == 0:
             result = SubmitResult(message_id, 0, StatusClass.SUCCESS, False, self.name)
         else:
@@ -665,6 +679,8 @@ class Session:
             self._unmatched(pdu.command_id, seq)
             return
         del self._control[seq]
+        self._last_answer = now
+        self._unanswered = False
         cid = pdu.command_id
         if cid == CommandId.enquire_link_resp:
             return

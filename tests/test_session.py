@@ -513,6 +513,54 @@ def test_slow_enquire_link_with_traffic_is_not_death() -> None:
     assert peer.session.state is State.BOUND_TRX
 
 
+def test_smsc_that_stops_answering_is_dropped_though_it_still_sends() -> None:
+    """A submit that times out with nothing answered since it went out sends an enquire_link
+    at once; the SMSC's own enquire_links do not count as life, and with no answer to ours
+    either the bind is dropped, instead of every message spending its attempts on it."""
+    peer = bound(enquire_link_interval_s=30.0, response_timeout_s=5.0)
+    peer.now = 1.0
+    seq = peer.submit()
+    peer.sent()
+    peer.advance(2.0)
+    peer.send(pdus.EnquireLink(sequence_number=70))
+    peer.sent()
+    peer.advance(3.0)
+    assert [type(e) for e in peer.events()] == [ResponseTimedOut]
+    (probe,) = peer.sent()
+    assert isinstance(probe, pdus.EnquireLink)
+    peer.advance(2.0)
+    peer.send(pdus.EnquireLink(sequence_number=71))
+    peer.sent()
+    peer.advance(3.0)
+    close = closing(peer.events())
+    assert close.reason is CloseReason.REQUESTS_UNANSWERED
+    assert peer.session.state is State.CLOSED
+    assert seq not in close.abandoned  # already timed out, reported once
+
+
+def test_one_lost_resp_among_answers_is_no_reason_to_probe() -> None:
+    """A submit that times out while later ones were answered is a lost resp, not a dead SMSC:
+    no early enquire_link; and an answered probe keeps the bind."""
+    peer = bound(enquire_link_interval_s=30.0, response_timeout_s=5.0)
+    lost, answered = peer.submit(), peer.submit()
+    peer.sent()
+    peer.advance(1.0)
+    peer.answer(answered, message_id="a")
+    peer.advance(4.0)
+    assert ResponseTimedOut(lost) in peer.events()
+    assert peer.sent() == []
+    silent = peer.submit()
+    peer.sent()
+    peer.advance(5.0)
+    assert ResponseTimedOut(silent) in peer.events()
+    (probe,) = peer.sent()
+    assert isinstance(probe, pdus.EnquireLink)
+    peer.send(pdus.EnquireLinkResp(sequence_number=probe.sequence_number))
+    peer.advance(5.0)
+    assert peer.session.state is State.BOUND_TRX
+    assert peer.events() == []
+
+
 def test_answers_the_smscs_enquire_link() -> None:
     """The SMSC's enquire_link gets enquire_link_resp with its own number."""
     peer = bound()
