@@ -20,7 +20,9 @@ from smppd.service import Event
 T0 = 1_800_000_000.0
 
 
-def handler(queue: Queue, events: list[Event]) -> InboundHandler:
+def handler(queue: Queue, events: list[Event], now: list[float] | None = None) -> InboundHandler:
+    """A handler whose clock reads `now[0]` (T0 if not given), reassembly timeout 10 s."""
+    clock = [T0] if now is None else now
     return InboundHandler(
         "fake",
         queue,
@@ -28,7 +30,8 @@ def handler(queue: Queue, events: list[Event]) -> InboundHandler:
         optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
         default_alphabet=Alphabet.GSM7,
         publish=events.append,
-        clock=lambda: T0,
+        clock=lambda: clock[0],
+        reassembly_timeout_s=10.0,
     )
 
 
@@ -110,16 +113,7 @@ async def test_an_incomplete_long_mo_is_decoded_with_its_own_data_coding() -> No
     queue = MemoryQueue()
     events: list[Event] = []
     now = [T0]
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
-        default_alphabet=Alphabet.GSM7,
-        publish=events.append,
-        clock=lambda: now[0],
-        reassembly_timeout_s=10.0,
-    )
+    inbound = handler(queue, events, now)
     first_half = "Привет".encode("utf-16-be")
     assert await inbound(part_pdu("447700900001", 1, first_half, data_coding=8)) == 0
     now[0] += 60.0
@@ -139,16 +133,7 @@ async def test_an_incomplete_long_mo_is_stored_when_nothing_else_arrives() -> No
     queue = MemoryQueue()
     events: list[Event] = []
     now = [T0]
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
-        default_alphabet=Alphabet.GSM7,
-        publish=events.append,
-        clock=lambda: now[0],
-        reassembly_timeout_s=10.0,
-    )
+    inbound = handler(queue, events, now)
     assert await inbound(part_pdu("447700900001", 2, b"world")) == 0
     now[0] += 9.0
     await inbound.store_incomplete()
