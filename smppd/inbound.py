@@ -284,9 +284,10 @@ class InboundHandler:
             content = None if parts is None else b"".join(parts)
         await self.store_incomplete(now)
         if content is not None:
-            await self._store(
-                source, destination, content, pdu.data_coding, now, complete=True, parts=group
-            )
+            if group is None:
+                await self._store(source, destination, content, pdu.data_coding, now, complete=True)
+            else:
+                await self._store_group(group, content, now, complete=True)
         return CommandStatus.ESME_ROK
 
     async def store_incomplete(self, now: float | None = None) -> None:
@@ -305,15 +306,7 @@ class InboundHandler:
                 reason=str(dropped.reason),
                 parts=f"{len(dropped.parts)}/{dropped.total}",
             )
-            await self._store(
-                group.source,
-                group.destination,
-                partial,
-                group.data_coding,
-                now,
-                complete=False,
-                parts=group,
-            )
+            await self._store_group(group, partial, now, complete=False)
 
     async def _restore_parts(self) -> None:
         """Once, before anything else touches the parts: those an earlier run held on disk."""
@@ -325,16 +318,22 @@ class InboundHandler:
                 part = ConcatPart(group.ref, group.total, held.seq, held.data)
                 parts = self._parts.add(group, part, now=held.received_at)
                 if parts is not None:  # every part held: its message was never stored
-                    await self._store(
-                        group.source,
-                        group.destination,
-                        b"".join(parts),
-                        group.data_coding,
-                        held.received_at,
-                        complete=True,
-                        parts=group,
-                    )
+                    await self._store_group(group, b"".join(parts), held.received_at, complete=True)
             self._parts_restored = True
+
+    def _store_group(
+        self, group: PartGroup, content: bytes, now: float, *, complete: bool
+    ) -> Awaitable[None]:
+        """Store a long message from its parts' content; its held parts go with it."""
+        return self._store(
+            group.source,
+            group.destination,
+            content,
+            group.data_coding,
+            now,
+            complete=complete,
+            parts=group,
+        )
 
     async def _store(
         self,

@@ -370,10 +370,11 @@ class Session:
         self._draining = False
         self._drain_deadline = math.inf
         self._last_rx = -math.inf
-        # When the SMSC last answered one of our requests, and whether a submit has since timed
-        # out with no answer at all: then only an answer, not its own PDUs, shows it alive.
+        # When the SMSC last answered one of our requests, and when the latest submit that timed
+        # out with nothing answered after it was sent went out. While no answer has come since,
+        # only an answer, not the SMSC's own PDUs, shows it alive.
         self._last_answer = -math.inf
-        self._unanswered = False
+        self._silent_since = -math.inf
         self._buf = bytearray()
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
@@ -537,7 +538,7 @@ class Session:
                 # Nothing answered since it went out. The SMSC may still send deliver_sm and
                 # enquire_links of its own while ignoring ours: probe it now (below), and drop
                 # the bind unless an answer comes, rather than spend every message's attempts.
-                self._unanswered = True
+                self._silent_since = sent_at
             timed_out[seq] = _SUBMIT_SM_RESP
             if len(timed_out) > TIMED_OUT_MEMORY:
                 timed_out.popitem(last=False)
@@ -549,7 +550,7 @@ class Session:
                 self._unbind_if_drained(now)  # the last ones may just have timed out
         if (
             self.state in _BOUND
-            and (self._unanswered or now >= self._last_rx + self.settings.enquire_link_interval_s)
+            and (self._unanswered() or now >= self._last_rx + self.settings.enquire_link_interval_s)
             and not self._enquiring()
         ):
             self._send_request(pdus.EnquireLink, now, self._response_timeout_s)
@@ -558,7 +559,7 @@ class Session:
         del self._control[seq]
         resp_id = control.resp_id
         if resp_id == CommandId.enquire_link_resp:
-            if self._unanswered:
+            if self._unanswered():
                 self._drop(CloseReason.REQUESTS_UNANSWERED)
             elif self._last_rx <= control.sent_at:
                 self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
@@ -634,7 +635,6 @@ class Session:
         self, seq: int, sent_at: float, status: int, message_id: str | None, now: float
     ) -> None:
         self._last_answer = now
-        self._unanswered = False
         if status == 0:
             result = SubmitResult(message_id, 0, StatusClass.SUCCESS, False, self.name)
         else:
@@ -680,7 +680,6 @@ class Session:
             return
         del self._control[seq]
         self._last_answer = now
-        self._unanswered = False
         cid = pdu.command_id
         if cid == CommandId.enquire_link_resp:
             return
@@ -753,6 +752,9 @@ class Session:
         seq = self._next_sequence_number()
         self._out.append(frame(cls.command_id, 0, seq, b""))
         self._control[seq] = _Control(cls.command_id | 0x80000000, now, now + timeout_s)
+
+    def _unanswered(self) -> bool:
+        return self._last_answer < self._silent_since
 
     def _enquiring(self) -> bool:
         return any(c.resp_id == CommandId.enquire_link_resp for c in self._control.values())
