@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -176,6 +177,16 @@ def _message_id(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
 def _priority(text: str) -> str | int:
     if text.isdigit():
         return int(text)
@@ -217,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--timeout",
-            type=float,
+            type=_seconds,
             default=30.0,
             metavar="S",
             help="seconds to wait for each reply (default: 30)",
@@ -233,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--text", required=True, help="message text ('-' reads it from stdin)")
     send.add_argument("--priority", type=_priority, help="bulk, normal (default), urgent, or 0..9")
     send.add_argument("--ref", help="your reference: the same ref twice is one message")
-    send.add_argument("--validity", type=float, metavar="S", help="give up after S seconds")
+    send.add_argument("--validity", type=_seconds, metavar="S", help="give up after S seconds")
     send.add_argument("--encoding", choices=("auto", "gsm7", "ucs2", "latin1"))
 
     status = add_client("status", "show a message's state", _status)

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 UNAVAILABLE: Final = "unavailable"  # the client's own code: no daemon, or the connection broke
+# Errors not tied to a request that end the connection; others (line_too_long) leave it usable.
+_CONNECTION_ERRORS: Final = frozenset({"unauthorized", "too_many_connections", "shutting_down"})
 _LINE_LIMIT: Final = 64 * 1024 * 1024  # replies such as `optout list` may be large
 _EVENT_BUFFER: Final = 1000
 
@@ -125,6 +127,7 @@ class Client:
         self.connect_timeout_s = connect_timeout_s
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._sizes: dict[int, int] = {}  # each waiting request's line length
         self._window = asyncio.Semaphore(max_in_flight)
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_EVENT_BUFFER)
         self._writer: asyncio.StreamWriter | None = None
@@ -178,10 +181,15 @@ class Client:
         if self._failure is not None:
             raise self._failure
         rid = next(self._ids)
+        try:
+            line = json.dumps({"op": op, "id": rid, **fields}, allow_nan=False).encode() + b"\n"
+        except (TypeError, ValueError) as exc:  # NaN, or a value JSON has no form for
+            raise ApiClientError("invalid_request", f"cannot send as JSON: {exc}") from None
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = reply
+        self._sizes[rid] = len(line)
         try:
-            self._writer.write(json.dumps({"op": op, "id": rid, **fields}).encode() + b"\n")
+            self._writer.write(line)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     if self._writer.transport.get_write_buffer_size():
@@ -197,6 +205,7 @@ class Client:
                 raise self._failure or ApiConnectionError("connection lost") from None
         finally:
             self._waiting.pop(rid, None)
+            self._sizes.pop(rid, None)
         if answer.get("ok") is True:
             return answer
         raise ApiClientError.from_reply(answer.get("error"))
@@ -216,15 +225,28 @@ class Client:
                 if waiter is not None:
                     if not waiter.done():
                         waiter.set_result(message)
-                elif message.get("ok") is False and rid is None and self._failure is None:
-                    # An error not tied to a request (unauthorized, too_many_connections, ...)
-                    # concerns the whole connection: the daemon is about to close it.
-                    failure = ApiClientError.from_reply(message.get("error"))
-                    self._fail_all(failure)
+                elif message.get("ok") is False and rid is None:
+                    self._unattributed(ApiClientError.from_reply(message.get("error")))
         except (OSError, ValueError) as exc:
             failure = ApiConnectionError(f"connection broken: {exc}")
         finally:
             self._fail_all(failure)
+
+    def _unattributed(self, error: ApiClientError) -> None:
+        """An error reply without an id. Refusing the connection (unauthorized, ...), the
+        daemon is about to close it. `line_too_long` cannot carry the id of a line it did not
+        parse, but only a line over the limit gets it and every other line is shorter: it is
+        the longest line still waiting. Other such errors answer lines this client never writes.
+        """
+        if error.code in _CONNECTION_ERRORS:
+            if self._failure is None:
+                self._fail_all(error)
+        elif error.code == "line_too_long" and self._sizes:
+            longest = max(self._sizes, key=self._sizes.__getitem__)
+            del self._sizes[longest]
+            waiter = self._waiting.get(longest)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
 
     def _fail_all(self, failure: ApiClientError) -> None:
         if self._failure is None:
@@ -233,6 +255,7 @@ class Client:
             if not waiter.done():
                 waiter.set_exception(self._failure)
         self._waiting.clear()
+        self._sizes.clear()
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(None)
 

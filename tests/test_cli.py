@@ -105,6 +105,12 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["status", "twelve", "--socket", "/nonexistent"])
     assert exited.value.code == 2
+    send = ["send", "--to", "+447700900123", "--from", "ACME", "--text", "hi"]
+    for seconds in ("nan", "inf", "0", "-5", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            main([*send, "--validity", seconds, "--socket", "/nonexistent"])
+        assert exited.value.code == 2
+        assert f"not a number of seconds: {seconds!r}" in capsys.readouterr().err
 
 
 # --- talking to the daemon ----------------------------------------------------------------------

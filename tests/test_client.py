@@ -77,6 +77,38 @@ async def test_error_replies_raise_with_code_message_and_field() -> None:
         assert (await client.health())["status"] == "ok"
 
 
+async def test_a_line_too_long_fails_only_its_own_request() -> None:
+    """The server answers an over-long line with an id-less `line_too_long` and keeps the
+    connection: the client fails that request alone, and the others pipelined with it succeed."""
+    service = FakeService(gates={"held": asyncio.Event()})
+    async with (
+        running_server(service, max_line_bytes=2048) as server,
+        Client(server.settings.socket) as client,
+    ):
+        held = asyncio.ensure_future(client.submit(to=TO, sender="ACME", text="a", ref="held"))
+        async with asyncio.timeout(WAIT_S):
+            await service.submit_entered.wait()
+        long = asyncio.ensure_future(client.submit(to=TO, sender="ACME", text="x" * 4000))
+        after = asyncio.ensure_future(client.submit(to=TO, sender="ACME", text="b"))
+        with pytest.raises(ApiClientError) as too_long:
+            await asyncio.wait_for(long, WAIT_S)
+        assert too_long.value.code == "line_too_long"
+        assert (await asyncio.wait_for(after, WAIT_S)).created
+        service.gates["held"].set()
+        assert (await asyncio.wait_for(held, WAIT_S)).created
+        assert (await client.health())["status"] == "ok"
+
+
+async def test_a_value_json_cannot_carry_is_refused_before_sending() -> None:
+    """NaN is not JSON: the client refuses it itself rather than writing a line the server
+    can only answer without an id."""
+    async with running_server() as server, Client(server.settings.socket) as client:
+        with pytest.raises(ApiClientError) as nan:
+            await client.submit(to=TO, sender="ACME", text="x", validity_s=float("nan"))
+        assert nan.value.code == "invalid_request"
+        assert (await client.submit(to=TO, sender="ACME", text="x")).message_id == 1
+
+
 async def test_concurrent_requests_are_pipelined_within_the_client_window() -> None:
     """Many concurrent submits on one connection all succeed; the window keeps them under the
     server's pending cap."""
