@@ -22,7 +22,9 @@ answered at once with `too_many_pending` rather than queued, so a client learns 
 instead of waiting on a stalled socket. A line longer than `max_line_bytes` is answered with
 `line_too_long` as soon as the limit is passed and discarded up to its newline; the connection
 stays usable. Each write waits for the peer to take the bytes for at most `write_timeout_s`, then
-the connection is dropped: a client that stops reading costs one socket buffer, never more. A
+the connection is dropped. Meanwhile later replies wait their turn and the connection is not read:
+a client that stops reading costs a socket buffer and the requests it already sent, never a
+reply to everything it goes on sending. A
 connection with no requests in progress and no subscription is closed after `idle_timeout_s`
 of silence. End of input ends the connection (and its subscription) once the requests already
 read are answered; a subscription that ends (its client fell behind) ends the connection too.
@@ -208,12 +210,19 @@ class ApiObserver(Protocol):
 
     def connection_refused(self, code: str) -> None: ...
 
+    def connection_dropped(self, reason: str) -> None:
+        """The server gave up on a connection: "write_timeout" (the peer stopped reading)."""
+        ...
+
 
 class NullObserver:
     def request_finished(self, op: str, result: str, duration_s: float) -> None:
         pass
 
     def connection_refused(self, code: str) -> None:
+        pass
+
+    def connection_dropped(self, reason: str) -> None:
         pass
 
 
@@ -591,6 +600,11 @@ class _Connection:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle = False
         self._submits: list[tuple[object, Request]] = []  # read, not yet handed to the service
+        # Held while a reply waits for the peer to take bytes: replies queue behind it rather
+        # than in the transport's buffer, and reading waits for it, so a peer that does not
+        # read stops being read from (one socket buffer and the requests in progress, never
+        # every reply to everything it sent).
+        self._writing = asyncio.Lock()
 
     async def run(self) -> None:
         try:
@@ -630,6 +644,9 @@ class _Connection:
         )
         try:
             while not (self._stopping or self._broken):
+                if self._writing.locked():
+                    async with self._writing:
+                        continue  # the peer took our replies (or was dropped): check again
                 self._reading = True
                 try:
                     data = await self._reader.read(_READ_CHUNK)
@@ -821,18 +838,31 @@ class _Connection:
         self._server.observer.request_finished(op, str(error.code), 0.0)
 
     async def _send(self, data: bytes) -> None:
-        """Write one line; drop the connection if the peer does not take it in time."""
+        """Write some lines once earlier replies are taken; drop the connection if the peer
+        does not take them in time."""
+        if self._writing.locked():
+            async with self._writing:
+                if not self._write(data):
+                    await self._drain()
+        elif not self._write(data):  # else the kernel took it all: no wait, no timer to arm
+            async with self._writing:  # free, so taken without waiting
+                await self._drain()
+
+    def _write(self, data: bytes) -> bool:
+        """Write unless the connection is gone; whether nothing is left buffered."""
         if self._broken or self._writer.is_closing():
             self._broken = True
-            return
+            return True
         self._writer.write(data)
-        if not self._writer.transport.get_write_buffer_size():
-            return  # the kernel took it all: nothing to wait for (and no timer to arm)
+        return not self._writer.transport.get_write_buffer_size()
+
+    async def _drain(self) -> None:
         try:
             async with asyncio.timeout(self._settings.write_timeout_s):
                 await self._writer.drain()
         except TimeoutError:
             log.warning("api.write_timeout", client=self._client.name)
+            self._server.observer.connection_dropped("write_timeout")
             self._drop()
         except OSError:
             self._drop()

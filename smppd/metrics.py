@@ -83,10 +83,12 @@ class CarrierObserver:
 
 @dataclass
 class ApiObserverCounts:
-    """The API server's observer: requests by op and result, refused connections by code."""
+    """The API server's observer: requests by op and result, connections refused by code and
+    dropped by reason."""
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=Histogram)
 
     def request_finished(self, op: str, result: str, duration_s: float) -> None:
@@ -95,6 +97,9 @@ class ApiObserverCounts:
 
     def connection_refused(self, code: str) -> None:
         self.refused[code] += 1
+
+    def connection_dropped(self, reason: str) -> None:
+        self.dropped[reason] += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,14 @@ class SmppdCollector(Collector):
         for code, n in dict(self._api.refused).items():
             refused.add_metric([code], n)
         yield refused
+        dropped = CounterMetricFamily(
+            "smppd_api_connections_dropped",
+            "API connections dropped by the server",
+            labels=["reason"],
+        )
+        for reason, n in dict(self._api.dropped).items():
+            dropped.add_metric([reason], n)
+        yield dropped
         for name, value in dict(self._extra()).items():
             yield CounterMetricFamily(f"smppd_{name}", name.replace("_", " "), value=value)
 

@@ -172,6 +172,8 @@ class FakeService:
 class RecordingObserver:
     requests: list[tuple[str, str]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    has_dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_finished(self, op: str, result: str, duration_s: float) -> None:
         assert duration_s >= 0
@@ -179,6 +181,10 @@ class RecordingObserver:
 
     def connection_refused(self, code: str) -> None:
         self.refused.append(code)
+
+    def connection_dropped(self, reason: str) -> None:
+        self.dropped.append(reason)
+        self.has_dropped.set()
 
 
 class Raw:

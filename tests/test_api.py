@@ -688,6 +688,30 @@ async def test_slow_subscriber_is_dropped_without_the_server_buffering_its_event
         stuck.close()
 
 
+async def test_a_client_that_stops_reading_is_not_read_from_until_it_is_dropped() -> None:
+    """Replies wait behind the one the peer is not taking, and the server stops reading: what
+    a stuck client costs is bounded by what it sent before it stopped reading, not by what it
+    goes on sending. The write deadline then drops it, and says so."""
+    observer = RecordingObserver()
+    loop = asyncio.get_running_loop()
+    async with running_server(observer=observer, write_timeout_s=1.0) as server:
+        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stuck.setblocking(False)
+        await loop.sock_connect(stuck, str(server.settings.socket))
+        # Each line is 8 KB of messages the server refuses one by one: 180 KB of reply.
+        line = json.dumps({"op": "submit_many", "messages": [{}] * 2000}).encode() + b"\n"
+        sending = asyncio.ensure_future(loop.sock_sendall(stuck, line * 400))
+        async with asyncio.timeout(WAIT_S):
+            await observer.has_dropped.wait()
+        assert observer.dropped == ["write_timeout"]
+        answered = len(observer.requests)
+        assert 1 <= answered <= 16, answered  # a read's worth at most; not one per 30 ms
+        sending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
+        stuck.close()
+
+
 async def test_close_finishes_requests_in_flight_then_ends_connections() -> None:
     """close() stops accepting, lets a held request answer, then closes and removes the socket."""
     service = FakeService(gates={"slow": asyncio.Event()})
