@@ -17,7 +17,7 @@ from datetime import datetime
 
 import structlog
 
-from smppd.address import from_wire, mask
+from smppd.address import from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
 from smppd.pdu import tlv
@@ -355,7 +355,7 @@ class InboundHandler:
         keyword = self._optout.keywords.classify(text) if complete else None
         if client is None:
             self.counters.inbound_unowned += 1
-            log.info("inbound message to an unowned sender id", destination=mask(destination))
+            log.info("inbound message to an unowned sender id", destination=destination)
         if keyword is Keyword.STOP:
             await self._opt_out(client, destination, source, now)
         elif keyword is Keyword.START:
@@ -404,13 +404,13 @@ class InboundHandler:
             self._withdraw([change.segment_id for change in changes])
             publish_changes(self._publish, changes, wants=self._wants)
         self.counters.optouts += 1
-        log.info("opt-out recorded", sender=sender, number=mask(number))
+        log.info("opt-out recorded", sender=sender, number=number)
 
     async def _opt_in(self, client: str | None, sender: str, number: str) -> None:
         for sender_id in self._scope(client, sender):
             await self._queue.remove_optout(sender_id, number)
         self.counters.optins += 1
-        log.info("opt-in recorded", sender=sender, number=mask(number))
+        log.info("opt-in recorded", sender=sender, number=number)
 
 
 def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None]:

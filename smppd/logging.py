@@ -221,3 +221,6 @@ def configure_logging(
         old.close()
     root.addHandler(handler)
     root.setLevel(number)
+    # aiosqlite's debug lines print each call's arguments: a NewMessage with its text. They
+    # say nothing about smppd that its own events do not, so they are never shown.
+    logging.getLogger("aiosqlite").setLevel(max(number, logging.INFO))

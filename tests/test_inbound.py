@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 from pathlib import Path
+
+import structlog
 
 from smppd.compliance import DEFAULT
 from smppd.inbound import InboundHandler, OptOutPolicy
+from smppd.logging import configure_logging
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
 from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, Tlv
@@ -196,3 +202,28 @@ async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
         assert await queue.held_inbound_parts("fake") == []
     [event] = [e for e in events if e.kind == "inbound"]
     assert event.data["complete"] is True
+
+
+async def test_an_opt_out_line_masks_the_number_once() -> None:
+    """The log processor masks `number`: a number masked before logging came out masked twice,
+    its operator prefix gone."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("info", "json", stream=stream)
+    try:
+        inbound = handler(MemoryQueue(), [])
+        stop = DeliverSm(
+            source_addr="447911123423",
+            source_addr_ton=1,
+            destination_addr="SHOP",
+            short_message=b"STOP",
+        )
+        assert await inbound(stop) == 0
+    finally:
+        for extra in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(extra)
+        root.setLevel(level)
+        structlog.reset_defaults()
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines() if "opt-out" in x]
+    assert line["number"] == "+44791*****23"

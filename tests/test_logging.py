@@ -23,11 +23,13 @@ NUMBER = "+447911123423"
 def _restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    aiosqlite_level = logging.getLogger("aiosqlite").level
     yield
     for handler in root.handlers[:]:
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+    logging.getLogger("aiosqlite").setLevel(aiosqlite_level)
     structlog.reset_defaults()
 
 
@@ -174,6 +176,16 @@ def test_stdlib_records_share_the_format_and_masking() -> None:
     (record,) = records(stream)
     assert record["event"] == "peer +44791*****23 went away"
     assert (record["level"], record["logger"]) == ("warning", "asyncio")
+
+
+def test_aiosqlite_debug_lines_never_show_at_debug_level() -> None:
+    """aiosqlite logs each call's arguments (message texts) at debug: dropped, its warnings kept."""
+    stream, log = json_lines(level="debug")
+    logging.getLogger("aiosqlite").debug("executing %s", "NewMessage(text='your code is 4711')")
+    logging.getLogger("aiosqlite").warning("connection lost")
+    log.debug("ours")
+    assert "4711" not in stream.getvalue()
+    assert [r["event"] for r in records(stream)] == ["connection lost", "ours"]
 
 
 def test_level_filters_both_paths() -> None:
