@@ -9,6 +9,7 @@ is used: the send loop, the API and the sessions interpret their settings.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from smppd.configload import (
+    Check,
     ConfigError,
     Converter,
     Length,
@@ -120,6 +122,8 @@ Name = Annotated[
     str,
     Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "a name of letters, digits, '.', '_' or '-'"),
 ]
+# SMPP v3.4 C-Octet strings (system_id, password, system_type) are ASCII; the SMSC sees bytes.
+SmppText = Pattern(r"[\x20-\x7e]*", "printable ASCII text")
 Timeout = Annotated[float, Range(0, 3600, above=True)]
 Interval = Annotated[float, Range(0, DAY_S, above=True)]
 Rate = Annotated[float, Range(0, 1_000_000, above=True)]
@@ -140,6 +144,31 @@ class FileMode(Converter):
         return 'a quoted octal mode such as "0660"'
 
 
+_LABEL: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def is_host(text: str) -> bool:
+    """An IP address, or a DNS name that could resolve: `256.1.1.1` and `smpp://x` are not."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        return True
+    if len(text) > 253 or re.fullmatch(r"[0-9.]+", text):  # a dotted quad that is no address
+        return False
+    return all(_LABEL.fullmatch(label) for label in text.removesuffix(".").split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class HostName(Check):
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, str) and is_host(value)
+
+    def describe(self, noun: str, base: object) -> str:
+        return "a host name or IP address"
+
+
 @dataclass(frozen=True, slots=True)
 class HostPort:
     host: str
@@ -152,9 +181,11 @@ class HostPort:
 class HostPortParser(Converter):
     def convert(self, raw: object) -> object:
         if isinstance(raw, str):
-            m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", raw)
+            m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", raw)
             if m and int(m[2] or m[4]) <= 65535:
-                return HostPort(m[1] or m[3], int(m[2] or m[4]))
+                host = m[1] or m[3]
+                if is_host(host) and (m[1] is None or ":" in host):
+                    return HostPort(host, int(m[2] or m[4]))
         raise ValueError(raw)
 
     def describe(self) -> str:
@@ -211,6 +242,8 @@ class QueueConfig:
     def __post_init__(self) -> None:
         if self.retry_initial_s > self.retry_max_s:
             raise ValidationError("must not exceed retry_max_s", "retry_initial_s")
+        if self.path.is_dir():
+            raise ValidationError(f"{self.path} is a directory; name the database file", "path")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,13 +324,13 @@ class Reconnect:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Carrier:
     name: Name
-    host: Annotated[str, Length(1, 253)]
+    host: Annotated[str, HostName()]
     port: Annotated[int, Range(1, 65_535)] = 2775
     tls: Tls = field(default_factory=Tls)
-    system_id: Annotated[str, Length(1, 15)]  # SMPP v3.4 5.2.1: 16 octets with the NUL
+    system_id: Annotated[str, SmppText, Length(1, 15)]  # SMPP v3.4 5.2.1: 16 octets with NUL
     # Given as password, password_file or password_credential; resolved when loading.
-    password: Annotated[str, Secret(), Length(0, 8)] = field(repr=False)  # 5.2.2: 9 octets
-    system_type: Annotated[str, Length(0, 12)] = ""  # 5.2.3: 13 octets
+    password: Annotated[str, Secret(), SmppText, Length(0, 8)] = field(repr=False)  # 5.2.2
+    system_type: Annotated[str, SmppText, Length(0, 12)] = ""  # 5.2.3: 13 octets
     bind_mode: BindMode = BindMode.TRANSCEIVER
     binds: Annotated[int, Range(1, 64)] = 1
     window: Annotated[int, Range(1, 10_000)] = 10
@@ -382,9 +415,14 @@ class Compliance:
     default_country_prefix: Annotated[str, NumberPrefix(country=True)] | None = None
 
     def __post_init__(self) -> None:
-        for key, words in (("start_words", self.start_words), ("help_words", self.help_words)):
-            if clash := set(words) & set(self.stop_words):
-                raise ValidationError(f"{sorted(clash)[0]!r} is also a stop word", key)
+        # A word means one thing: stop wins over start and help, start over help.
+        lists = (("stop", self.stop_words), ("start", self.start_words), ("help", self.help_words))
+        for i, (kind, words) in enumerate(lists):
+            for earlier, taken in lists[:i]:
+                if clash := set(words) & set(taken):
+                    raise ValidationError(
+                        f"{sorted(clash)[0]!r} is also a {earlier} word", f"{kind}_words"
+                    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

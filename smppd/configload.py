@@ -186,29 +186,79 @@ def derive(fn: Callable[[Mapping[str, object]], object]) -> dict[str, object]:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and reads only true/false as booleans, so a
-    word such as `NO` or `on` stays a string (YAML 1.2 rather than 1.1)."""
+    """SafeLoader with YAML 1.2 scalars and no surprises.
+
+    Duplicate keys are refused. Only true/false are booleans, so a word such as `NO` or `on`
+    stays a string. Integers are decimal, 0o octal or 0x hex: `02775` is 2775, not YAML 1.1's
+    octal 1533, and `1:40` is a string, not sexagesimal 100. A value its tag cannot build
+    (`!!int abc`, `2024-02-30`) is an error at its line, not a traceback.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as exc:
+            tag = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {tag} value: {exc}", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<) are not supported", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, Hashable) and key in seen:
+            if not isinstance(key, Hashable):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark
+                )
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        digits = text.lstrip("+-")
+        sign = -1 if text.startswith("-") else 1
+        if digits[:2] in ("0x", "0o"):
+            return sign * int(digits[2:], 16 if digits[1] == "x" else 8)
+        if not digits.isdecimal() or not digits.isascii():
+            raise ValueError(f"invalid literal {text!r}")
+        if len(digits) > _MAX_DIGITS:
+            raise ValueError(f"more than {_MAX_DIGITS} digits")
+        return sign * int(digits)
 
-_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+_MAX_DIGITS = 30
+_YAML = "tag:yaml.org,2002:"
+# Timestamps are YAML 1.1 only: `2024-02-20` is a string, as it is to YAML 1.2.
+_REPLACED = {_YAML + "bool", _YAML + "int", _YAML + "float", _YAML + "timestamp"}
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# The YAML 1.2 core schema's forms (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
 _Loader.add_implicit_resolver(
-    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    _YAML + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+_Loader.add_implicit_resolver(
+    _YAML + "int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+_Loader.add_implicit_resolver(
+    _YAML + "float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$"
+    ),
+    list("-+.0123456789"),
+)
+_Loader.add_constructor(_YAML + "int", _Loader.construct_yaml_int)
 
 
 def read_yaml(path: Path) -> object:
@@ -228,6 +278,8 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(path, where, reason) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, "", f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(path, "", "invalid YAML: nested too deeply") from None
 
 
 # --- the walk -----------------------------------------------------------------------------------
@@ -292,6 +344,8 @@ def build(cls: type[T], raw: object, ctx: LoadContext, path: KeyPath = ()) -> T:
         return factory(**values)
     except ValidationError as exc:  # a __post_init__ cross-field check, relative to this object
         raise exc.under(path) from None
+    except ValueError as exc:  # a check that did not say which key: name the object at least
+        raise ValidationError(f"invalid: {exc}", *path) from None
 
 
 @functools.cache
@@ -391,6 +445,16 @@ def _convert(tp: Any, raw: object, ctx: LoadContext, path: KeyPath) -> object:
     return value
 
 
+def _is_text(value: str) -> bool:
+    """False for a string holding a lone surrogate (YAML's "\\ud800"): no file, socket or
+    SMSC could take it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _convert_base(tp: Any, raw: object, ctx: LoadContext, path: KeyPath) -> object:
     """Convert `raw` to plain type `tp`; a bare ValueError means "wrong type"."""
     origin = typing.get_origin(tp)
@@ -401,9 +465,9 @@ def _convert_base(tp: Any, raw: object, ctx: LoadContext, path: KeyPath) -> obje
         return raw
     if tp is float and number and math.isfinite(typing.cast(float, raw)):
         return float(typing.cast(float, raw))
-    if tp is str and isinstance(raw, str):
+    if tp is str and isinstance(raw, str) and _is_text(raw):
         return raw
-    if tp is Path and isinstance(raw, str) and raw and "\0" not in raw:
+    if tp is Path and isinstance(raw, str) and raw and "\0" not in raw and _is_text(raw):
         return Path(os.path.normpath(ctx.base_dir / raw))
     if origin is Literal:
         for choice in typing.get_args(tp):
@@ -458,10 +522,12 @@ def _secret(
     key = given[0]
     value = raw[key]
     where = (*path, key)
-    if not isinstance(value, str) or (key != name and not value):
+    if not isinstance(value, str) or (key != name and not value) or not _is_text(value):
         noun = "a string" if key == name else "a path" if key == keys[1] else "a credential name"
         raise ValidationError(f"must be {noun} (quoted if it looks like a number)", *where)
     if key == keys[1]:
+        if "\0" in value:
+            raise ValidationError("must be a path, not one holding a NUL character", *where)
         secret = _read_secret(Path(os.path.normpath(ctx.base_dir / value)), where)
     elif key == keys[2]:
         if not _CREDENTIAL_NAME.fullmatch(value):

@@ -68,6 +68,20 @@ def test_check_config_error_is_one_line_and_status_78(
     assert "Traceback" not in captured.err
 
 
+@pytest.mark.parametrize("value", ["!!int abc", "[" * 5000, "2024-02-30"])
+def test_check_config_a_value_yaml_cannot_build_is_status_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """A file that parses but whose value its tag cannot build (or nests absurdly deep) is
+    the same one line and status 78, not a traceback and status 1."""
+    path = write_config(tmp_path, max_connections=12345)
+    path.write_text(path.read_text().replace("12345", value))
+    assert main(["check-config", "-c", str(path)]) == 78
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: {path}: ")
+    assert captured.err.count("\n") == 1
+
+
 def test_check_config_uses_the_environment_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

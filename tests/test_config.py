@@ -162,13 +162,14 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
     (
         "number where a string is expected",
         lambda d: d["carriers"][0].update(system_id=1234),
-        "carriers[0].system_id: must be a string of 1 to 15 characters, got 1234"
+        "carriers[0].system_id: must be printable ASCII text of 1 to 15 characters, got 1234"
         " (quote it to make it a string)",
     ),
     (
         "string too long",
         lambda d: d["carriers"][0].update(system_id="x" * 16),
-        "carriers[0].system_id: must be a string of 1 to 15 characters, got 'xxxxxxxxxxxxxxxx'",
+        "carriers[0].system_id: must be printable ASCII text of 1 to 15 characters,"
+        " got 'xxxxxxxxxxxxxxxx'",
     ),
     (
         "a list where a mapping is expected",
@@ -351,6 +352,134 @@ def test_only_true_and_false_are_booleans(tmp_path: Path) -> None:
     assert load_config(path).senders[1].id == "NO"
 
 
+def with_text(tmp_path: Path, old: str, new: str) -> Path:
+    """BASE written as YAML with `old` replaced by `new`: YAML forms safe_dump would not write."""
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    assert old in text
+    return write(tmp_path, text.replace(old, new, 1))
+
+
+def test_integers_and_floats_follow_yaml_1_2(tmp_path: Path) -> None:
+    """`02775` is decimal (not YAML 1.1 octal), 0o/0x work, `1:40` and `1_0` are strings."""
+    config = load_config(with_text(tmp_path, "host: smsc.example.net", "port: 02775\n  host: a.b"))
+    assert config.carriers[0].port == 2775
+    config = load_config(with_text(tmp_path, "host: smsc.example.net", "window: 0x10\n  host: a"))
+    assert config.carriers[0].window == 16
+    config = load_config(with_text(tmp_path, "host: smsc.example.net", "binds: 0o17\n  host: a"))
+    assert config.carriers[0].binds == 15
+    config = load_config(with_text(tmp_path, "host: smsc.example.net", "tps: 5e3\n  host: a"))
+    assert config.carriers[0].tps == 5000.0
+    for sexagesimal in ("1:40", "1_0"):
+        path = with_text(tmp_path, "host: smsc.example.net", f"window: {sexagesimal}\n  host: a")
+        assert error_of(path) == (
+            f"{path}: carriers[0].window: must be an integer between 1 and 10000,"
+            f" got '{sexagesimal}'"
+        )
+    # No YAML 1.1 timestamps: a date-like value is the string it looks like.
+    config = load_config(with_text(tmp_path, "system_id: acme", "system_id: 2024-02-30"))
+    assert config.carriers[0].system_id == "2024-02-30"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        ("window: 10", "window: !!int abc", "line 10, column 11: not a valid int value"),
+        ("window: 10", "window: " + "9" * 5000, "line 10, column 11: not a valid int value"),
+        ("window: 10", "tps: !!float abc", "line 10, column 8: not a valid float value"),
+        ("window: 10", "tps: !!timestamp 2024-02-30", "line 10, column 8: not a valid timestamp"),
+        ("window: 10", "? [a]\n  : 1", "line 10, column 5: a list cannot be a key"),
+        ("window: 10", "<<: {binds: 2}", "line 10, column 3: merge keys (<<) are not supported"),
+        ("window: 10", "window: " + "[" * 5000, "invalid YAML: nested too deeply"),
+    ],
+)
+def test_a_value_yaml_cannot_build_is_one_line(
+    tmp_path: Path, old: str, new: str, reason: str
+) -> None:
+    """A tag that cannot build its value, an unhashable key, a merge key or absurd nesting
+    are a ConfigError naming the file and line, never a ValueError or RecursionError."""
+    text = yaml.safe_dump(BASE, sort_keys=False).replace("acme\n", f"acme\n  {old}\n", 1)
+    path = write(tmp_path, text.replace(old, new, 1))
+    message = error_of(path)
+    assert message.startswith(f"{path}: {reason}")
+    assert "\n" not in message
+    assert len(message) < len(str(path)) + 120
+
+
+def test_carrier_credentials_are_printable_ascii(tmp_path: Path) -> None:
+    """system_id, password and system_type go to the SMSC as ASCII C-Octet strings: anything
+    else is refused when loading, not when binding; the password is never echoed."""
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(system_id="smppé")))
+    assert error_of(path) == (
+        f"{path}: carriers[0].system_id: must be printable ASCII text of 1 to 15 characters,"
+        " got 'smppé'"
+    )
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(system_type="v\x01")))
+    assert error_of(path).startswith(f"{path}: carriers[0].system_type: must be printable ASCII")
+    (tmp_path / "pw").write_text("pw\0xyz\n")
+    data = variant(
+        lambda d: (d["carriers"][0].pop("password"), d["carriers"][0].update(password_file="pw"))
+    )
+    path = write(tmp_path, data)
+    message = error_of(path)
+    assert message == (
+        f"{path}: carriers[0].password_file: must be printable ASCII text of at most 8 characters"
+    )
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(password="pässwd")))
+    assert "pässwd" not in error_of(path)
+
+
+def test_strings_with_a_lone_surrogate_or_nul_are_refused(tmp_path: Path) -> None:
+    """YAML can spell a lone surrogate ("\\ud800"); no socket, file or SMSC can take one."""
+    path = write(tmp_path, variant(lambda d: d["api"].update(socket="/tmp/\ud800")))
+    assert error_of(path) == f"{path}: api.socket: must be a path, got '/tmp/\\ud800'"
+    data = variant(
+        lambda d: (d["carriers"][0].pop("password"), d["carriers"][0].update(password_file="a\0b"))
+    )
+    path = write(tmp_path, data)
+    assert error_of(path) == (
+        f"{path}: carriers[0].password_file: must be a path, not one holding a NUL character"
+    )
+
+
+@pytest.mark.parametrize("host", ["smsc.example.net", "smsc-1.example.net.", "10.0.0.1", "::1"])
+def test_carrier_hosts_that_can_resolve_are_accepted(tmp_path: Path, host: str) -> None:
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(host=host)))
+    assert load_config(path).carriers[0].host == host
+
+
+@pytest.mark.parametrize("host", ["smpp://10.0.0.1:2775", "256.1.1.1", "bad host", "-a.b", ""])
+def test_carrier_hosts_that_cannot_resolve_are_refused(tmp_path: Path, host: str) -> None:
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(host=host)))
+    assert error_of(path) == (
+        f"{path}: carriers[0].host: must be a host name or IP address, got {host!r}"
+    )
+
+
+@pytest.mark.parametrize("listen", ["256.1.1.1:9470", "[10.0.0.1]:9470", "a b:9470", "[zz]:1"])
+def test_metrics_listen_needs_a_valid_host(tmp_path: Path, listen: str) -> None:
+    path = write(tmp_path, variant(lambda d: d.update(metrics={"listen": listen})))
+    assert error_of(path) == (
+        f'{path}: metrics.listen: must be an address "host:port" (or "[ipv6]:port"), got {listen!r}'
+    )
+
+
+def test_a_word_belongs_to_one_keyword_list(tmp_path: Path) -> None:
+    """A word in two lists would be answered as either; stop, then start, then help win."""
+    compliance = {"start_words": ["START", "HELP"], "help_words": ["HELP"]}
+    path = write(tmp_path, variant(lambda d: d.update(compliance=compliance)))
+    assert error_of(path) == f"{path}: compliance.help_words: 'HELP' is also a start word"
+    compliance = {"stop_words": ["STOP"], "help_words": ["STOP"]}
+    path = write(tmp_path, variant(lambda d: d.update(compliance=compliance)))
+    assert error_of(path) == f"{path}: compliance.help_words: 'STOP' is also a stop word"
+
+
+def test_a_queue_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, variant(lambda d: d.update(queue={"path": str(tmp_path)})))
+    assert error_of(path) == (
+        f"{path}: queue.path: {tmp_path} is a directory; name the database file"
+    )
+
+
 # --- values -------------------------------------------------------------------------------------
 
 
@@ -377,7 +506,9 @@ def test_scalar_forms_are_normalised(tmp_path: Path) -> None:
             d.update(metrics={"listen": "[::1]:0"}),
         )
     )
-    config = load_config(write(tmp_path, data))
+    # Quoted by hand: to YAML 1.2 (and so to smppd) a bare 0o600 is an integer, not a mode.
+    text = yaml.safe_dump(data).replace("mode: 0o600", "mode: '0o600'")
+    config = load_config(write(tmp_path, text))
     assert config.api.mode == 0o600
     assert config.routes[1].prefix == "44"
     assert config.compliance.stop_words == ("STOP", "ARRET")
@@ -501,7 +632,7 @@ def test_secret_errors_never_echo_the_secret(tmp_path: Path) -> None:
     )
     path = write(tmp_path, data)
     assert error_of(path) == (
-        f"{path}: carriers[0].password_file: must be a string of at most 8 characters"
+        f"{path}: carriers[0].password_file: must be printable ASCII text of at most 8 characters"
     )
     path = write(tmp_path, variant(lambda d: d["carriers"][0].update(password=12345678)))
     message = error_of(path)
