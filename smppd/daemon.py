@@ -29,6 +29,7 @@ from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, Clien
 from smppd.binds import CarrierBinds
 from smppd.compliance import Keyword, Keywords
 from smppd.config import Config, ConfigError, config_diff, load_config
+from smppd.errors import SmppdError
 from smppd.events import EventHub
 from smppd.gateway import Gateway, GatewaySettings
 from smppd.gctune import tune_gc
@@ -49,6 +50,11 @@ from smppd.sendloop import CarrierSendLoop, RetryPolicy
 from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
 
 log = structlog.get_logger(__name__)
+
+
+class StartupError(SmppdError):
+    """A listener cannot start; the message names the config key and the reason."""
+
 
 HOUSEKEEPING_S = 1.0
 REROUTE_STEPS = 10  # reroute calls (of up to 1,000 due segments each) per carrier a tick
@@ -224,6 +230,7 @@ def gateway_settings(config: Config) -> GatewaySettings:
 _RESTART_KEYS: Final = (
     ("queue", "path"),
     ("queue", "commit_interval_s"),
+    ("queue", "receipt_hold_s"),
     ("api", "socket"),
     ("api", "mode"),
     ("api", "max_line_bytes"),
@@ -472,13 +479,14 @@ class Daemon:
         self._api = api
         metrics_server = None
         try:
+            # The listeners first, outside the task group: one that cannot start ends the run
+            # with its reason before any carrier binds.
+            await self._start_api(api)
+            metrics_server = self._start_metrics()
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 for carrier in self.config.carriers:
                     self._start_carrier(carrier, group)
-                self.config.api.socket.parent.mkdir(parents=True, exist_ok=True)
-                await api.start()
-                metrics_server = self._start_metrics()
                 housekeeping = group.create_task(self._housekeeping(), name="housekeeping")
                 self.notifier.ready("serving")
                 log.info("smppd ready", socket=str(self.config.api.socket))
@@ -493,6 +501,7 @@ class Daemon:
         finally:
             if metrics_server is not None:
                 metrics_server.shutdown()
+            await api.close()
             await self.queue.close()
         log.info("smppd stopped")
         return 0
@@ -522,8 +531,9 @@ class Daemon:
         self.notifier.reloading("reloading configuration")
         try:
             new = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("reload refused; keeping the running configuration", error=str(exc))
+        except Exception as exc:  # whatever the file holds, the daemon keeps serving
+            error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            log.error("reload refused; keeping the running configuration", error=error)
             self.notifier.ready("serving (reload refused)")
             return
         old = self.config
@@ -666,6 +676,18 @@ class Daemon:
     def _api_observer(self) -> ApiObserver:
         return self.api_counts
 
+    async def _start_api(self, api: ApiServer) -> None:
+        socket = self.config.api.socket
+        try:
+            socket.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = f"cannot create {socket.parent}: {exc.strerror}"
+            raise StartupError(f"api.socket: {reason}") from None
+        try:
+            await api.start()
+        except ApiServerError as exc:
+            raise StartupError(f"api.socket: {exc}") from None
+
     def _start_metrics(self) -> Any:
         listen = self.config.metrics.listen
         if listen is None:
@@ -681,7 +703,11 @@ class Daemon:
                 held_receipts_ended=lambda: self.queue.held_ended,
             )
         )
-        server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)
+        try:
+            server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)
+        except OSError as exc:  # gaierror for a name that does not resolve, EADDRINUSE, ...
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"metrics.listen: cannot listen on {listen}: {reason}") from None
         log.info("metrics listening", address=f"{listen.host}:{server.server_port}")
         return server
 
@@ -720,8 +746,8 @@ async def main(config_path: Path) -> int:
     tune_gc()
     try:
         return await Daemon(config, config_path, queue).run()
-    except ApiServerError as exc:
-        log.error("cannot serve the API", error=str(exc))
+    except StartupError as exc:
+        log.error("cannot start", error=str(exc))
         return 1
 
 

@@ -109,10 +109,12 @@ class Daemon:
         self,
         event: str,
         timeout: float = START_TIMEOUT_S,  # noqa: ASYNC109
+        since: int = 0,
         **fields: object,
     ) -> dict[str, Any]:
-        """The first line logging `event` (with these `fields`), waiting for it if need be."""
-        seen = 0
+        """The first line from `lines[since]` on logging `event` (with these `fields`), waiting
+        for it if need be."""
+        seen = since
         async with asyncio.timeout(timeout):
             while True:
                 for line in self.lines[seen:]:

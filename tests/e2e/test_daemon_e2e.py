@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -191,6 +192,15 @@ async def test_sighup_reloads_and_refuses_a_broken_config() -> None:
         daemon.signal(signal.SIGHUP)
         refused = await daemon.wait_log("reload refused; keeping the running configuration")
         assert "smppd.yaml" in refused["error"]
+        # A file that parses but holds a value its tag cannot build is refused the same way.
+        config["carriers"][0]["window"] = "<bad>"
+        config_path.write_text(yaml.safe_dump(config).replace("<bad>", "!!int abc"))
+        seen = len(daemon.lines)
+        daemon.signal(signal.SIGHUP)
+        refused = await daemon.wait_log(
+            "reload refused; keeping the running configuration", since=seen
+        )
+        assert "not a valid int value" in refused["error"]
         async with Client(directory / "smppd.sock") as client:
             await client.submit(to="+447700900123", sender="ALPHA", text="after reload")
         await smsc.records.wait_for(1, timeout=10)
@@ -212,11 +222,16 @@ async def test_sighup_applies_senders_clients_and_compliance_without_reconnectin
         config["compliance"] = {"stop_words": ["STOP", "HALT"]}
         config["api"]["max_connections"] = 17
         config.setdefault("queue", {})["commit_interval_s"] = 0.005
+        config["queue"]["receipt_hold_s"] = 60
         config_path.write_text(yaml.safe_dump(config))
         daemon.signal(signal.SIGHUP)
         reloaded = await daemon.wait_log("configuration reloaded")
         assert reloaded["carriers_restarted"] == []
-        assert reloaded["restart_needed"] == ["queue.commit_interval_s", "api.max_connections"]
+        assert reloaded["restart_needed"] == [
+            "queue.commit_interval_s",
+            "queue.receipt_hold_s",
+            "api.max_connections",
+        ]
         sub = await RawSubscriber.open(socket, ["inbound"])
         async with Client(socket) as client:
             await client.submit(to="+447700900123", sender="GAMMA", text="after reload")
@@ -342,6 +357,36 @@ async def test_config_error_exits_78_with_one_line() -> None:
     assert "carriers[0].window" in proc.stderr
     assert str(path) in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("listener", ["api", "metrics"])
+async def test_a_listener_that_cannot_start_ends_the_run_with_one_line(listener: str) -> None:
+    """An API socket path taken by a plain file, or a metrics address in use: exit 1 with one
+    log line naming the key and the reason, no traceback, and no carrier ever bound."""
+    async with smsc_and_dir() as (smsc, directory):
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            metrics = f"127.0.0.1:{taken.getsockname()[1]}"
+            path = write_config(directory, smsc.port, metrics={"listen": metrics})
+            if listener == "api":
+                path = write_config(directory, smsc.port)
+                (directory / "smppd.sock").write_text("not a socket")
+            proc = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "smppd", "run", "-c", str(path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        assert smsc.connections == []
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [json.loads(line) for line in proc.stderr.splitlines() if '"error"' in line]
+    assert [e["event"] for e in errors] == ["cannot start"]
+    assert errors[0]["error"].startswith(f"{listener}.")
+    assert (directory / "smppd.sock").exists() == (listener == "api")
 
 
 async def test_kill9_restart_loses_nothing() -> None:
