@@ -33,7 +33,8 @@ from smppd.errors import SmppdError
 from smppd.events import EventHub
 from smppd.gateway import Gateway, GatewaySettings
 from smppd.gctune import tune_gc
-from smppd.inbound import InboundHandler, OptOutPolicy, publish_changes
+from smppd.histogram import Histogram
+from smppd.inbound import InboundCounters, InboundHandler, OptOutPolicy, publish_changes
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
 from smppd.outbound import OutboundProfile
@@ -319,6 +320,17 @@ class _SendLoops:
 
 
 @dataclass
+class CarrierTotals:
+    """A carrier's counters across its restarts: a reload that restarts or removes a carrier
+    must not send a Prometheus counter backwards."""
+
+    observer: CarrierObserver
+    inbound: InboundCounters = field(default_factory=InboundCounters)
+    outcome_latency: Histogram = field(default_factory=Histogram)
+    deferred_before: int = 0  # sender-rate deferrals of the send loops already stopped
+
+
+@dataclass
 class CarrierRuntime:
     config: cfg.Carrier
     binds: CarrierBinds
@@ -357,6 +369,7 @@ class Daemon:
         self.hub = EventHub()
         self.notifier = Notifier()
         self.carriers: dict[str, CarrierRuntime] = {}
+        self._totals: dict[str, CarrierTotals] = {}
         self.started = time.time()
         self.api_counts = ApiObserverCounts()
         self.queue_snapshot: dict[str, Any] = {}
@@ -386,6 +399,10 @@ class Daemon:
 
     def _start_carrier(self, carrier: cfg.Carrier, group: asyncio.TaskGroup) -> None:
         config = self.config
+        totals = self._totals.get(carrier.name)
+        if totals is None:
+            totals = self._totals[carrier.name] = CarrierTotals(CarrierObserver(carrier.name))
+        totals.observer.states.clear()  # the binds of the last start are gone
         inbound = InboundHandler(
             carrier.name,
             self.queue,
@@ -403,8 +420,9 @@ class Daemon:
             publish=self.hub.publish,
             wants=self.hub.wants,
             clock=time.time,
+            counters=totals.inbound,
         )
-        observer = CarrierObserver(carrier.name)
+        observer = totals.observer
         binds = CarrierBinds(
             bind_settings(carrier),
             binds=carrier.binds,
@@ -430,6 +448,7 @@ class Daemon:
                 on_changes=functools.partial(self._publish_changes, carrier.name),
                 sender_tps=sender_rates(config),
                 id_format=IdFormat(carrier.message_id_format.value),
+                outcome_latency=totals.outcome_latency,
             )
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
@@ -553,6 +572,8 @@ class Daemon:
             runtime = self.carriers.pop(name, None)
             if runtime is not None:
                 await runtime.stop()
+                if runtime.loop is not None:
+                    self._totals[name].deferred_before += runtime.loop.deferred
         for runtime in self.carriers.values():  # the carriers kept take the new policies
             runtime.inbound.reconfigure(owners=owners(new), optout=optout_policy(new))
             if runtime.loop is not None:
@@ -713,12 +734,14 @@ class Daemon:
 
     def _extra_counters(self) -> Mapping[str, int]:
         runtimes = list(self.carriers.values())
+        totals = list(self._totals.values())  # carriers a reload removed included
         return {
-            "optouts": sum(rt.inbound.counters.optouts for rt in runtimes),
-            "optins": sum(rt.inbound.counters.optins for rt in runtimes),
-            "auto_replies": sum(rt.inbound.counters.auto_replies for rt in runtimes),
+            "optouts": sum(t.inbound.optouts for t in totals),
+            "optins": sum(t.inbound.optins for t in totals),
+            "auto_replies": sum(t.inbound.auto_replies for t in totals),
             # segments held back by a sender's own TPS cap: sender rate limiting in effect
-            "sender_rate_deferrals": sum(rt.loop.deferred for rt in runtimes if rt.loop),
+            "sender_rate_deferrals": sum(t.deferred_before for t in totals)
+            + sum(rt.loop.deferred for rt in runtimes if rt.loop),
             "events_published": self.hub.published,
             "subscribers_dropped": self.hub.dropped_subscribers,
             "accepted": self.gateway.accepted,

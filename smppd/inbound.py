@@ -196,6 +196,7 @@ class InboundHandler:
         withdraw: Callable[[Sequence[int]], None] = lambda segment_ids: None,
         id_format: IdFormat = IdFormat.AUTO,
         receipts_per_message: bool = False,
+        counters: InboundCounters | None = None,  # carried over from the carrier's last start
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -213,7 +214,7 @@ class InboundHandler:
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
         self._whole_message = receipts_per_message  # a receipt stands for the whole message
-        self.counters = InboundCounters()
+        self.counters = InboundCounters() if counters is None else counters
 
     def reconfigure(self, *, owners: Mapping[str, str], optout: OptOutPolicy) -> None:
         """New sender owners and opt-out rules (a reload); they apply to the next PDU."""

@@ -163,6 +163,7 @@ class CarrierSendLoop:
         rng: random.Random | None = None,
         sender_tps: Mapping[str, float] | None = None,
         id_format: IdFormat = IdFormat.AUTO,
+        outcome_latency: Histogram | None = None,  # carried over from the carrier's last start
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -204,7 +205,7 @@ class CarrierSendLoop:
         self.deferred = 0
         # From a sent segment's outcome (its submit_sm_resp, or none in time) to its commit:
         # the part of a window slot's turn that storage decides.
-        self.outcome_latency = Histogram()
+        self.outcome_latency = Histogram() if outcome_latency is None else outcome_latency
         self._pending_since = 0.0
         self._sender_tps: dict[str, float] = {}
         self._sender_windows: dict[str, SlidingWindow] = {}
