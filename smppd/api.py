@@ -278,6 +278,12 @@ class LineSplitter:
                 out.append(data[start:nl])
             start = nl + 1
 
+    def end(self) -> bytes | None:
+        """At end of input, the last line if it had no newline (`printf '{...}' | nc -U`)."""
+        rest = None if self._discarding or not self._buf else bytes(self._buf)
+        self._buf.clear()
+        return rest
+
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
@@ -660,16 +666,21 @@ class _Connection:
                     return
                 finally:
                     self._reading = False
-                if not data:
-                    return
                 self._last_read = loop.time()
+                if data:
+                    lines = splitter.feed(data)
+                else:  # end of input: a last line without its newline is still a request
+                    last = splitter.end()
+                    lines = [] if last is None else [last]
                 try:
-                    for line in splitter.feed(data):
+                    for line in lines:
                         if self._is_broken():
                             return
                         await self._handle_line(line)
                 finally:
                     self._start_submits()  # what was read is performed, as each line's task was
+                if not data:
+                    return
         finally:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()

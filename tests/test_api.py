@@ -60,6 +60,16 @@ def test_splitter_reports_a_long_line_once_and_resumes_after_its_newline() -> No
     assert splitter.feed(b"xyz\nok\n12345678\n123456789\n") == [b"ok", b"12345678", TOO_LONG]
 
 
+def test_splitter_end_gives_a_last_line_left_without_its_newline() -> None:
+    """At end of input the unterminated rest is a line; nothing, or a refused long line, is not."""
+    splitter = LineSplitter(8)
+    assert splitter.feed(b"ok\nlast") == [b"ok"]
+    assert splitter.end() == b"last"
+    assert splitter.end() is None
+    assert splitter.feed(b"123456789") == [TOO_LONG]
+    assert splitter.end() is None
+
+
 @given(
     st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=8),
     st.lists(st.integers(1, 7), max_size=30),
@@ -114,6 +124,22 @@ async def test_submit_is_parsed_passed_to_the_service_and_acknowledged() -> None
             )
         ]
     ]
+
+
+async def test_a_last_request_without_its_newline_is_answered_after_a_half_close() -> None:
+    """`printf '{...}' | nc -U sock`: the request before end of input is performed and
+    answered, not dropped because no newline followed it."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.send(json.dumps(SUBMIT | {"id": 1}).encode() + b"\n")
+        await raw.send(json.dumps(SUBMIT | {"id": 2}).encode())
+        raw.writer.write_eof()
+        replies = [await raw.recv(), await raw.recv()]
+        assert sorted(r["id"] for r in replies) == [1, 2]
+        assert all(r["ok"] for r in replies)
+        assert await raw.closed_by_server()
+    assert len([m for batch in submits(service) for m in batch]) == 2
 
 
 def test_submit_options_given_as_null_are_absent_and_the_first_bad_field_is_named() -> None:
