@@ -25,6 +25,9 @@ TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL, TON_NETWORK, TON_ALPHANUMERIC = 0,
 NPI_UNKNOWN, NPI_E164 = 0, 1
 
 _SEPARATORS = re.compile(r"[\s\-().]")
+# "+44 (0) 20 7946 0000": the trunk 0 a national caller would dial, shown but never dialled
+# after the country code.
+_TRUNK_ZERO = re.compile(r"^(\s*(?:\+|00)[\s\-.]*[0-9]{1,3}[\s\-.]*)\(\s*0\s*\)")
 _DIGITS = re.compile(r"[0-9]+")
 SHORT_CODE_MAX_DIGITS = 8
 ALPHANUMERIC_MAX = 11  # GSM 03.40: an alphanumeric originator is at most 11 characters
@@ -35,11 +38,12 @@ def normalise_destination(
 ) -> str:
     """The canonical form of a destination, or ApiError(invalid_address) naming `field`.
 
-    `+CC...` and `00CC...` are international. Bare digits of 3 to 8 are a short code. Longer
-    bare digits are national when a default country prefix is configured (one leading trunk `0`
-    dropped), else taken as international written without the `+`.
+    `+CC...` and `00CC...` are international, a `(0)` after the country code dropped. Bare
+    digits of 3 to 8 are a short code. Longer bare digits are national when a default country
+    prefix is configured (one leading trunk `0` dropped), else taken as international written
+    without the `+`.
     """
-    number = _SEPARATORS.sub("", raw)
+    number = _SEPARATORS.sub("", _TRUNK_ZERO.sub(r"\1", raw))
     if number.startswith("00"):
         number = "+" + number[2:]
     if number.startswith("+"):
