@@ -43,7 +43,7 @@ def normalise_destination(
     prefix is configured (one leading trunk `0` dropped), else taken as international written
     without the `+`.
     """
-    number = _SEPARATORS.sub("", _TRUNK_ZERO.sub(r"\1", raw))
+    number = _SEPARATORS.sub("", _TRUNK_ZERO.sub(r"\1", raw) if "(" in raw else raw)
     if number.startswith("00"):
         number = "+" + number[2:]
     if number.startswith("+"):
