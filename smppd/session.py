@@ -324,6 +324,14 @@ _DELIVERABLE: Final = frozenset({State.BINDING, *_BOUND, State.UNBINDING})
 
 _SUBMIT_SM: Final = int(CommandId.submit_sm)
 _SUBMIT_SM_RESP: Final = int(CommandId.submit_sm_resp)
+# What _dispatch answers with its own resp, and what it leaves unanswered; it nacks the rest.
+_TAKEN_REQUESTS: Final = frozenset(
+    int(c)
+    for c in (CommandId.deliver_sm, CommandId.data_sm, CommandId.enquire_link, CommandId.unbind)
+)
+_UNANSWERED_REQUESTS: Final = frozenset(
+    int(c) for c in (CommandId.alert_notification, CommandId.outbind)
+)
 _NULL_MESSAGE_ID: Final = b"\0"  # deliver_sm_resp / data_sm_resp: message_id unused (4.6.2)
 
 
@@ -722,10 +730,14 @@ class Session:
                 self._control_answered(answer, now)
             return
         self._events.append(PeerError(f"undecodable request: {exc}", cid, seq))
-        request_cls = pdus.PDU_BY_ID.get(cid)
-        resp_cls = pdus.RESPONSE_OF.get(request_cls) if request_cls is not None else None
-        resp_id = CommandId.generic_nack if resp_cls is None else resp_cls.command_id
-        self._out.append(frame(resp_id, exc.command_status, seq, b""))
+        # Answered as its decodable twin would be: a request we take gets its own resp with
+        # the codec's status, one we never take its ESME_RINVCMDID nack, one without a
+        # response (alert_notification, outbind) nothing.
+        if cid in _TAKEN_REQUESTS:
+            resp_id = pdus.RESPONSE_OF[pdus.PDU_BY_ID[cid]].command_id
+            self._out.append(frame(resp_id, exc.command_status, seq, b""))
+        elif cid not in _UNANSWERED_REQUESTS:
+            self._out.append(frame(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, seq, b""))
 
     def _framing_lost(self, cid: int, seq: int) -> None:
         self._events.append(PeerError("command_length out of range", cid, seq))

@@ -625,6 +625,28 @@ def test_undecodable_request_answered_with_its_status() -> None:
     assert peer.session.state is State.BOUND_TRX
 
 
+@pytest.mark.parametrize(
+    ("cid", "answer"),
+    [
+        (CommandId.submit_sm, frame(CommandId.generic_nack, S.ESME_RINVCMDID, 8, b"")),
+        (CommandId.query_sm, frame(CommandId.generic_nack, S.ESME_RINVCMDID, 8, b"")),
+        (CommandId.alert_notification, b""),
+        (CommandId.outbind, b""),
+    ],
+    ids=["submit_sm", "query_sm", "alert_notification", "outbind"],
+)
+def test_undecodable_request_is_answered_as_its_decodable_twin(
+    cid: CommandId, answer: bytes
+) -> None:
+    """A request we never take is nacked ESME_RINVCMDID, decodable or not (not given a resp
+    that suggests it was considered), and one without a response gets none."""
+    peer = bound()
+    peer.send(frame(cid, 0, 8, b"\xff" * 64))
+    assert isinstance(peer.events()[0], PeerError)
+    assert peer.session.data_to_send() == answer
+    assert peer.session.state is State.BOUND_TRX
+
+
 def test_unknown_command_gets_generic_nack() -> None:
     """An unknown command_id is nacked with ESME_RINVCMDID and the session goes on."""
     peer = bound()
