@@ -361,8 +361,28 @@ class CarrierRuntime:
                 await task
 
 
+@dataclass
+class Signals:
+    """What the process has been asked to do by signal.
+
+    `main` installs the handlers before the queue opens, so a signal during a long open or a
+    migration is kept for when it ends instead of killing the process mid-write.
+    """
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reload: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
+
+
 class Daemon:
-    def __init__(self, config: Config, config_path: Path, queue: Queue) -> None:
+    def __init__(
+        self, config: Config, config_path: Path, queue: Queue, signals: Signals | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.queue = queue
@@ -389,8 +409,9 @@ class Daemon:
             clock=time.time,
             caps=self.caps,
         )
-        self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        self._signals = signals or Signals()
+        self._stop = self._signals.stop
+        self._reload = self._signals.reload
         self._group: asyncio.TaskGroup | None = None
         self._api: ApiServer | None = None
         self._reroute_cursors: dict[str, RerouteCursor] = {}
@@ -481,14 +502,8 @@ class Daemon:
     # --- run -------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
-        await self._load_caps()
-        recovered = await self.queue.recover(now=time.time())
-        if recovered:
-            log.warning("resending segments left in flight by the last run", segments=recovered)
+        """Serve until asked to stop; QueueError if the queue cannot be read or recovered."""
+        self._signals.install()
         api = ApiServer(
             ApiSettings.from_config(self.config.api),
             ClientTable.from_config(self.config.api.clients),
@@ -498,6 +513,13 @@ class Daemon:
         self._api = api
         metrics_server = None
         try:
+            await self._load_caps()
+            recovered = await self.queue.recover(now=time.time())
+            if recovered:
+                log.warning("resending segments left in flight by the last run", segments=recovered)
+            if self._stop.is_set():
+                log.info("smppd stopped before serving")
+                return 0
             # The listeners first, outside the task group: one that cannot start ends the run
             # with its reason before any carrier binds.
             await self._start_api(api)
@@ -756,6 +778,10 @@ async def main(config_path: Path) -> int:
     config = load_config(config_path)
     configure_logging(config.logging.level, config.logging.format)
     config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+    signals = Signals()
+    signals.install()
+    # A migration of a large file can take a while: say what is happening.
+    log.info("opening the queue", path=str(config.queue.path))
     try:
         queue = await open_queue(
             "sqlite",
@@ -768,10 +794,12 @@ async def main(config_path: Path) -> int:
         return 1
     tune_gc()
     try:
-        return await Daemon(config, config_path, queue).run()
+        return await Daemon(config, config_path, queue, signals).run()
     except StartupError as exc:
         log.error("cannot start", error=str(exc))
-        return 1
+    except QueueError as exc:  # a locked or unreadable store while recovering
+        log.error("cannot open the queue", path=str(config.queue.path), error=str(exc))
+    return 1
 
 
 def run(config_path: Path) -> int:

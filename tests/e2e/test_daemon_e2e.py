@@ -19,6 +19,7 @@ from daemon_support import Daemon, running, smsc_and_dir, unused_port, write_con
 
 from smppd.client import ApiClientError, Client
 from smppd.pdu.status import CommandStatus
+from smppd.queue import open_queue
 from tools.fake_smsc import FakeSmsc, SmscConfig
 from tools.fake_smsc.config import IdFormat, ReceiptConfig
 from tools.fake_smsc.faults import Faults, Reorder
@@ -671,3 +672,70 @@ async def test_a_cancel_stops_messages_claimed_but_not_yet_sent() -> None:
         for reply in sent[1:]:
             assert not isinstance(reply, ApiClientError)
             assert (await client.status(reply.message_id))["state"] == "cancelled"
+
+
+async def _queue_file(directory: Path) -> Path:
+    """A queue file with the current schema, closed again."""
+    path = directory / "smppd.db"
+    queue = await open_queue("sqlite", path)
+    await queue.close()
+    return path
+
+
+async def test_a_queue_locked_at_startup_ends_the_run_with_one_line() -> None:
+    """Another process holds the write lock through the busy timeout: exit 1 with one line,
+    no traceback, no carrier bound, and the process does not hang on the store's thread."""
+    async with smsc_and_dir() as (smsc, directory):
+        db = sqlite3.connect(await _queue_file(directory), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        config = write_config(directory, smsc.port)
+        try:
+            proc = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "smppd", "run", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        finally:
+            db.close()
+        assert smsc.connections == []
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [json.loads(line) for line in proc.stderr.splitlines() if '"error"' in line]
+    assert [e["event"] for e in errors] == ["cannot open the queue"]
+    assert "busy" in errors[0]["error"] or "locked" in errors[0]["error"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+async def test_a_signal_while_the_queue_opens_is_kept_for_when_it_has_opened(
+    sig: signal.Signals,
+) -> None:
+    """The store is held by another process while the daemon opens it. A stop signal then
+    ends the run cleanly once the store is free, before any carrier binds; a SIGHUP is a
+    reload once serving, not the end of the process."""
+    async with smsc_and_dir() as (smsc, directory):
+        db = sqlite3.connect(await _queue_file(directory), isolation_level=None)
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        db.execute("BEGIN EXCLUSIVE")
+        daemon = Daemon(write_config(directory, smsc.port))
+        try:
+            await daemon.start(ready=False)
+            await daemon.wait_log("opening the queue")
+            daemon.signal(sig)
+        finally:
+            db.close()
+        try:
+            if sig == signal.SIGHUP:
+                await daemon.wait_log("smppd ready")
+                await daemon.wait_log("configuration reloaded")
+                assert await daemon.stop() == 0
+            else:
+                assert await daemon.wait() == 0
+                assert smsc.connections == []
+                await daemon.wait_log("smppd stopped before serving")
+        finally:
+            if daemon.proc is not None and daemon.proc.returncode is None:
+                await daemon.kill()
+    assert not any("Traceback" in line for line in daemon.raw)
