@@ -78,6 +78,11 @@ _SENT, _DEFERRED, _STOPPED, _WITHDRAWN = (
 )
 
 CLAIM_RETRY_S = 1.0
+# A failed record is retried, the wait doubling from the first figure up to the second.
+RECORD_RETRY_S = (0.5, 5.0)
+# Once stopping, failed records are retried this long; then their segments are left in flight
+# for the next start's recovery to send again, so a full disk cannot hold a stop forever.
+STOP_RECORD_GRACE_S = 10.0
 URGENT_RESERVE = 0.1  # of max_unrecorded (none when that is under 10)
 # The loop's timers may fire a little before the clock reads the time they were set for.
 _TIMER_SLACK_S = 0.001
@@ -658,13 +663,37 @@ class CarrierSendLoop:
     async def _record(
         self, batch: list[Outcome], sent: int, urgent_due: list[float], since: float
     ) -> None:
+        loop = asyncio.get_running_loop()
+        delay, most = RECORD_RETRY_S
+        give_up_at: float | None = None
         while True:
             try:
                 changes = await self._queue.record(batch, now=self._clock())
                 break
-            except Exception:  # storage trouble: keep the outcomes and retry, never drop them
-                log.exception("recording outcomes failed; retrying", carrier=self.carrier)
-                await asyncio.sleep(0.5)
+            except Exception as exc:  # storage trouble: keep the outcomes and retry
+                error = str(exc) if isinstance(exc, QueueError) else f"{type(exc).__name__}: {exc}"
+                if self._stopping:
+                    if give_up_at is None:
+                        give_up_at = loop.time() + STOP_RECORD_GRACE_S
+                    elif loop.time() >= give_up_at:
+                        log.error(
+                            "outcomes not recorded before the stop; the next start sends "
+                            "these segments again",
+                            carrier=self.carrier,
+                            segments=len(batch),
+                            error=error,
+                        )
+                        self._release(len(batch), sent)
+                        return
+                log.error(
+                    "recording outcomes failed; retrying",
+                    carrier=self.carrier,
+                    segments=len(batch),
+                    error=error,
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(most, delay * 2)
         if sent:
             self.outcome_latency.observe(max(0.0, self._clock() - since), sent)
         self.recorded += len(batch)

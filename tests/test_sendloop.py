@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+import structlog.testing
 
 from smppd import sendloop
 from smppd.binds import CarrierBinds
@@ -377,6 +378,62 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     assert loop.recorded == 2
     stats = await queue.stats(now=clock())
     assert stats.queued_depth == 0
+
+
+class FullDiskQueue(MemoryQueue):
+    """A queue whose record calls fail as a full disk would while `full` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+        self.failures = 0
+        self.failed = asyncio.Event()
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        if self.full:
+            self.failures += 1
+            self.failed.set()
+            raise StorageFullError("queue storage: database or disk is full")
+        return await super().record(outcomes, now=now)
+
+
+async def test_a_record_that_keeps_failing_is_retried_then_left_to_recovery_on_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full disk holds outcomes back, retried with a log line each and no traceback; once
+    stopping, the retries end after the grace and the segments stay in flight, so the stop
+    finishes and the next start's recovery sends them again."""
+    monkeypatch.setattr(sendloop, "RECORD_RETRY_S", (0.01, 0.02))
+    monkeypatch.setattr(sendloop, "STOP_RECORD_GRACE_S", 0.1)
+    clock = Clock()
+    queue = FullDiskQueue()
+    await queue.enqueue([message("one"), message("two")], now=clock())
+    port = ManualPort()
+    loop = loop_on(queue, port, clock, claim_batch=2, max_unrecorded=2)
+    task = asyncio.create_task(loop.run())
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.timeout(5):
+            await port.wait_for(2)
+            queue.full = True
+            for future, carrier_id in zip(port.futures, "ab", strict=True):
+                future.set_result(SubmitResult(carrier_id, 0, StatusClass.SUCCESS, bind="b1"))
+            while queue.failures < 3:  # retried while running, not given up on
+                queue.failed.clear()
+                await queue.failed.wait()
+            assert not task.done()
+            loop.stop()
+            await task
+    assert loop.recorded == 0
+    assert loop.claimed == 0
+    assert loop.unrecorded == 0
+    retries = [e for e in logs if e["event"] == "recording outcomes failed; retrying"]
+    assert len(retries) >= 3
+    assert all(e["log_level"] == "error" and "exc_info" not in e for e in retries)
+    assert "disk is full" in retries[0]["error"]
+    [given_up] = [e for e in logs if e["event"].startswith("outcomes not recorded before")]
+    assert given_up["segments"] == 2
+    queue.full = False
+    assert await queue.recover(now=clock()) == 2
 
 
 def loop_on(
