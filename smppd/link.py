@@ -154,6 +154,9 @@ class Link(asyncio.Protocol):
         self._unknown = SubmitResult.outcome_unknown(name)
         self._waiters: list[asyncio.Future[None]] = []
         self._bound: asyncio.Future[None] = self._loop.create_future()
+        # A bind that fails with no one awaiting it (the connect was cancelled) is logged by
+        # the link already; mark it seen, so the loop does not report it again at collection.
+        self._bound.add_done_callback(_seen)
         self._closed: asyncio.Future[CloseReason] = self._loop.create_future()
         self._close_reason: CloseReason | None = None
         self._state = State.OPEN
@@ -594,3 +597,8 @@ def resolve(future: asyncio.Future[SubmitResult], result: SubmitResult) -> None:
     """Give a future its submit result, unless it was cancelled meanwhile."""
     if not future.done():
         future.set_result(result)
+
+
+def _seen(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import gc
 import shutil
 import ssl
 import subprocess
@@ -270,6 +271,50 @@ async def test_drop_mid_window_reports_every_submit_unknown(smsc: FakeSmsc) -> N
     assert all(r.unknown for r in results)
     with pytest.raises(SessionClosedError):
         await link.submit(body())
+
+
+class WriteOnlyTransport(asyncio.Transport):
+    """A transport that keeps what is written and does nothing else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        return None
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+async def test_a_connection_lost_before_the_bind_is_awaited_leaves_nothing_for_the_loop() -> None:
+    """A connection that ends while no one awaits the bind (the connect was cancelled, say, by a
+    stop) is logged once by the link; the loop is not left an unretrieved bind failure."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        link = Link(settings(1), handler=accept, name="0")
+        transport = WriteOnlyTransport()
+        link.connection_made(transport)
+        reader = PduReader()
+        reader.feed(bytes(transport.written))
+        bind = reader.next_pdu()
+        assert bind is not None
+        assert bind.command_id is CommandId.bind_transceiver  # the bind went out
+        link.connection_lost(ConnectionResetError("reset by peer"))
+        assert link.closed
+        del link
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
 
 
 async def test_try_send_calls_back_once_each_and_a_failing_callback_stops_no_other(
