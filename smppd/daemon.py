@@ -42,7 +42,7 @@ from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
-from smppd.queue.model import Change, ClaimedSegment, RerouteCursor
+from smppd.queue.model import Change, ClaimedSegment, Deferred, RerouteCursor
 from smppd.queue.states import SegmentState
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
@@ -278,8 +278,10 @@ def profiles(config: Config) -> dict[str, OutboundProfile]:
 class _SendLoops:
     """The carriers' send loops as the gateway sees them (smppd.gateway.SendLoops)."""
 
-    def __init__(self, carriers: Mapping[str, CarrierRuntime]) -> None:
+    def __init__(self, carriers: Mapping[str, CarrierRuntime], queue: Queue) -> None:
         self._carriers = carriers
+        self._queue = queue
+        self._requeueing: set[asyncio.Task[None]] = set()
 
     def _loop(self, carrier: str) -> CarrierSendLoop | None:
         runtime = self._carriers.get(carrier)
@@ -307,10 +309,31 @@ class _SendLoops:
 
     def hand_over(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
         loop = self._loop(carrier)
-        # Only a carrier that was ready for them gets segments, and send loops stay for the
-        # daemon's life; were one missing, recovery at the next start would queue them again.
-        if loop is not None:
+        if loop is not None:  # a stopping loop puts them back in the queue itself
             loop.hand_over(segments)
+            return
+        # A reload removed or is restarting the carrier while the store claimed these on
+        # arrival: back to the queue, not in flight until the next start's recovery.
+        task = asyncio.get_running_loop().create_task(self._requeue(carrier, segments))
+        self._requeueing.add(task)
+        task.add_done_callback(self._requeueing.discard)
+
+    async def _requeue(self, carrier: str, segments: Sequence[ClaimedSegment]) -> None:
+        now = time.time()
+        try:
+            await self._queue.record([Deferred(s.segment_id, now) for s in segments], now=now)
+        except QueueError as exc:
+            log.error(
+                "cannot put segments back in the queue; the next start sends them",
+                carrier=carrier,
+                segments=len(segments),
+                error=str(exc),
+            )
+
+    async def drain(self) -> None:
+        """Until the segments being put back are in the queue (before it closes)."""
+        while self._requeueing:
+            await asyncio.gather(*self._requeueing)
 
     def withdraw(self, segment_ids: Sequence[int]) -> None:
         if segment_ids:  # segment ids are unique across carriers: every loop checks its own
@@ -396,7 +419,7 @@ class Daemon:
         self.receipts_overdue = 0
         self._fallback_warned: set[str] = set()  # carriers warned about their receipts' ids
         self.caps = daily_caps(config)
-        self._send_loops = _SendLoops(self.carriers)
+        self._send_loops = _SendLoops(self.carriers, queue)
         self.gateway = Gateway(
             queue=queue,
             router=router(config),
@@ -543,6 +566,7 @@ class Daemon:
             if metrics_server is not None:
                 metrics_server.shutdown()
             await api.close()
+            await self._send_loops.drain()
             await self.queue.close()
         log.info("smppd stopped")
         return 0

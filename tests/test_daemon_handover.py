@@ -1,0 +1,47 @@
+"""Segments the store claimed on arrival for a carrier a reload has just taken away."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from queue_support import CARRIER, message
+
+from smppd.config import load_config
+from smppd.daemon import Daemon
+from smppd.queue import open_queue
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
+
+
+def segment_states(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [state for (state,) in db.execute("SELECT state FROM segments ORDER BY id")]
+    finally:
+        db.close()
+
+
+async def test_segments_handed_to_a_carrier_without_a_send_loop_go_back_to_the_queue(
+    tmp_path: Path,
+) -> None:
+    """An arrival claimed for sending at once whose carrier a reload removed (or is restarting)
+    meanwhile is queued again on disk, not left in flight until the next start."""
+    path = tmp_path / "queue.db"
+    queue = await open_queue("sqlite", path)
+    try:
+        daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+        assert CARRIER not in daemon.carriers
+        (enq,) = await queue.enqueue(
+            [message(segments=(b"one", b"two"), send_now=True)], now=time.time()
+        )
+        assert len(enq.claimed) == 2
+        assert segment_states(path) == ["inflight", "inflight"]
+        daemon._send_loops.hand_over(CARRIER, enq.claimed)
+        await daemon._send_loops.drain()
+        assert segment_states(path) == ["queued", "queued"]
+        again = await queue.claim(CARRIER, 10, now=time.time() + 1)
+        assert [s.segment_id for s in again.segments] == [s.segment_id for s in enq.claimed]
+    finally:
+        await queue.close()
