@@ -354,6 +354,11 @@ class Carrier:
     registered_delivery: bool = True
     throttle_backoff_s: Timeout = 1.0
 
+    def __post_init__(self) -> None:
+        if self.bind_tps is not None and self.bind_tps > self.tps:
+            # Never reached: the carrier's own cap holds every bind below it.
+            raise ValidationError(f"must not exceed tps ({self.tps:g})", "bind_tps")
+
     @property
     def can_send(self) -> bool:
         return self.bind_mode is not BindMode.RECEIVER

@@ -259,6 +259,11 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "queue.retry_initial_s: must not exceed retry_max_s",
     ),
     (
+        "a bind's rate above its carrier's",
+        lambda d: d["carriers"][0].update(tps=50, bind_tps=80),
+        "carriers[0].bind_tps: must not exceed tps (50)",
+    ),
+    (
         "a commit interval in milliseconds by mistake",
         lambda d: d.update(queue={"commit_interval_s": 2}),
         "queue.commit_interval_s: must be a number between 0 and 1, got 2",
