@@ -23,7 +23,14 @@ from typing import Final
 
 from smppd.errors import SmppdError
 from smppd.pdu import pdus
-from smppd.pdu.codec import HEADER, HEADER_SIZE, decode_body, encode, frame
+from smppd.pdu.codec import (
+    DEFAULT_MAX_COMMAND_LENGTH,
+    HEADER,
+    HEADER_SIZE,
+    decode_body,
+    encode,
+    frame,
+)
 from smppd.pdu.command import CommandId, is_response
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.status import THROTTLING, CommandStatus, StatusClass, classify, status_name
@@ -127,7 +134,7 @@ class BindSettings:
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
     throttle_backoff_s: float = 1.0
     tls: TlsSettings = field(default_factory=TlsSettings)
-    max_command_length: int = 64 * 1024
+    max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
 
     def __post_init__(self) -> None:
         # SMPP v3.4 4.1.1: C-string sizes without the NUL; checked here so a bind can be encoded.

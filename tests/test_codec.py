@@ -192,6 +192,34 @@ def test_command_length_cap_loses_framing() -> None:
     assert len(reader) == 0
 
 
+def test_the_largest_message_payload_fits_under_the_default_cap() -> None:
+    """A deliver_sm carrying a full 65,535-octet message_payload, every field at its longest and
+    other TLVs beside it, is read by default: refusing it would drop the bind, and the SMSC
+    would deliver it again and again."""
+    pdu = DeliverSm(
+        sequence_number=9,
+        service_type="CMT12",
+        source_addr="1" * 20,
+        destination_addr="2" * 20,
+        schedule_delivery_time="261204120000000+",
+        validity_period="261205120000000+",
+        data_coding=8,
+        tlvs=(
+            Tlv(Tag.message_payload, b"\xab" * 65_535),
+            Tlv(Tag.receipted_message_id, b"x" * 64 + b"\x00"),
+            Tlv(0x1400, b"v" * 2048),  # a vendor TLV
+        ),
+    )
+    data = encode(pdu)
+    assert len(data) > 64 * 1024
+    reader = PduReader()
+    reader.feed(data)
+    back = reader.next_pdu()
+    assert isinstance(back, DeliverSm)
+    assert back.content == b"\xab" * 65_535
+    assert not reader.broken
+
+
 def test_command_length_below_header() -> None:
     """A command_length under 16 cannot be framed."""
     reader = PduReader()

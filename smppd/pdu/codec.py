@@ -26,7 +26,9 @@ from smppd.pdu.tlv import Tag, Tlv
 
 HEADER = struct.Struct(">IIII")
 HEADER_SIZE = 16
-DEFAULT_MAX_COMMAND_LENGTH = 64 * 1024  # message_payload may carry up to 64 KiB
+# The largest message_payload (65,535 octets) with every mandatory field at its longest and
+# room for other TLVs: a legitimate PDU is never refused, so never redelivered in a loop.
+DEFAULT_MAX_COMMAND_LENGTH = 72 * 1024
 
 _TLV_HEAD = struct.Struct(">HH")
 _TLV_LENGTHS = _tlv.LENGTHS

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from smppd.pdu.codec import DEFAULT_MAX_COMMAND_LENGTH
 from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
@@ -90,7 +91,7 @@ class SmscConfig:
     record_path: Path | None = None  # JSON lines of every segment and message
     record_in_memory: bool = True  # False: counters only, for long benchmark runs
     control: str | None = None  # Unix socket path, or a TCP port on 127.0.0.1
-    max_command_length: int = 64 * 1024
+    max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
     max_tracked_messages: int = 100_000  # ids remembered for query_sm / cancel_sm
 
     def check(self) -> None:
