@@ -492,6 +492,7 @@ class Daemon:
                 on_changes=functools.partial(self._publish_changes, carrier.name),
                 sender_tps=sender_rates(config),
                 id_format=IdFormat(carrier.message_id_format.value),
+                receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
                 outcome_latency=totals.outcome_latency,
             )
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())

@@ -134,6 +134,7 @@ def outcome_for(
     now: float,
     rng: random.Random,
     id_format: IdFormat = IdFormat.AUTO,
+    whole_message: bool = False,
 ) -> Outcome:
     """The queue transition a submit result asks for: the one table of outcome policy."""
     if result.unknown:
@@ -142,7 +143,8 @@ def outcome_for(
         return Unknown(segment.segment_id, now + policy.unknown_delay_s)
     if result.status_class is StatusClass.SUCCESS:
         message_id = result.message_id or ""
-        return Submitted(segment.segment_id, resp_keys(message_id, id_format), bind, message_id)
+        keys = resp_keys(message_id, id_format)
+        return Submitted(segment.segment_id, keys, bind, message_id, whole_message)
     if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
         return Retry(
             segment.segment_id,
@@ -168,6 +170,7 @@ class CarrierSendLoop:
         rng: random.Random | None = None,
         sender_tps: Mapping[str, float] | None = None,
         id_format: IdFormat = IdFormat.AUTO,
+        receipts_per_message: bool = False,  # see Submitted.whole_message
         outcome_latency: Histogram | None = None,  # carried over from the carrier's last start
     ) -> None:
         self.carrier = carrier
@@ -218,6 +221,7 @@ class CarrierSendLoop:
         self._next_slot: dict[str, float] = {}
         self._withdrawn: dict[int, None] = {}  # an ordered set, oldest first (see withdraw)
         self._id_format = id_format
+        self._whole_message = receipts_per_message
 
     def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
         """Per-sender rates (a reload): an unchanged rate keeps its window and what it counted."""
@@ -630,6 +634,7 @@ class CarrierSendLoop:
             now=self._clock(),
             rng=self._rng,
             id_format=self._id_format,
+            whole_message=self._whole_message,
         )
         self._add(outcome, sent=True, urgent=_is_urgent(segment))
 

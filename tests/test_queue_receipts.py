@@ -376,17 +376,42 @@ async def test_a_whole_message_receipt_settles_every_submitted_part(store: Queue
     assert again.outcome is ReceiptOutcome.DUPLICATE
 
 
-async def test_a_whole_message_receipt_leaves_parts_not_yet_submitted(store: Queue) -> None:
-    """A part still in flight does not take the receipt: it stays to wait for its own."""
+async def test_a_part_accepted_after_a_whole_message_receipt_takes_it(store: Queue) -> None:
+    """A part still in flight does not take the receipt at once (its submit may yet fail);
+    when its submit_sm_resp is recorded it takes it, since no receipt of its own will come."""
     message_id, segments = await three_parts(store, submit=2)
     (result,) = await store.apply_receipts(
         CARRIER, [whole("w0", "UNDELIV", "undeliverable")], now=T0 + 60
     )
     assert [c.segment_id for c in result.changes] == segments[:2]
-    await store.record([Submitted(segments[2], correlation_keys("w2"), "b")], now=T0 + 61)
+    changes = await store.record(
+        [Submitted(segments[2], correlation_keys("w2"), "b", whole_message=True)], now=T0 + 61
+    )
+    assert [(c.segment_id, c.segment_state, c.after, c.receipt_stat) for c in changes] == [
+        (segments[2], SegmentState.SUBMITTED, MessageState.UNDELIVERABLE, None),
+        (segments[2], SegmentState.UNDELIVERABLE, MessageState.UNDELIVERABLE, "UNDELIV"),
+    ]
+    assert await segment_states(store, message_id) == [SegmentState.UNDELIVERABLE] * 3
+    status = await store.status(message_id, None)
+    assert status is not None
+    assert status.segments[2].done_at == T0 + 50
+
+
+async def test_a_part_accepted_late_waits_when_no_final_whole_message_receipt_came(
+    store: Queue,
+) -> None:
+    """Only a final receipt stands for the parts to come: after an intermediate one, or with
+    a carrier that sends a receipt per part, the part accepted late waits for its own."""
+    message_id, segments = await three_parts(store, submit=1)
+    await store.apply_receipts(CARRIER, [whole("w0", "ENROUTE", None)], now=T0 + 1)
+    await store.record(
+        [Submitted(segments[1], correlation_keys("w1"), "b", whole_message=True)], now=T0 + 2
+    )
+    await store.apply_receipts(CARRIER, [whole("w1")], now=T0 + 3)
+    await store.record([Submitted(segments[2], correlation_keys("w2"), "b")], now=T0 + 4)
     assert await segment_states(store, message_id) == [
-        SegmentState.UNDELIVERABLE,
-        SegmentState.UNDELIVERABLE,
+        SegmentState.DELIVERED,
+        SegmentState.DELIVERED,
         SegmentState.SUBMITTED,
     ]
 

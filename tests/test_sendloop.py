@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -18,6 +19,7 @@ from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import DataSm, DeliverSm, SubmitSm
+from smppd.pdu.receipt import correlation_keys
 from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.queue import MessageState, NewMessage, SegmentState
 from smppd.queue.errors import StorageFullError
@@ -28,6 +30,8 @@ from smppd.queue.model import (
     ClaimedSegment,
     Failed,
     Outcome,
+    ReceiptIn,
+    ReceiptOutcome,
     Retry,
     Submitted,
     Unknown,
@@ -378,6 +382,47 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     assert loop.recorded == 2
     stats = await queue.stats(now=clock())
     assert stats.queued_depth == 0
+
+
+async def test_with_one_receipt_per_message_a_part_accepted_after_it_takes_it() -> None:
+    """On a carrier with `receipts_per: message`, the receipt for the message can be read on
+    one bind before another bind's submit_sm_resp for a later part: that part is delivered
+    when its resp is recorded, not left waiting for a receipt that will never come."""
+    clock = Clock()
+    queue = RecordingQueue()
+    two_parts = dataclasses.replace(message("x" * 200), registered_delivery=True)
+    (enq,) = await queue.enqueue([two_parts], now=clock())
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=2,
+        max_unrecorded=2,
+        policy=RetryPolicy(),
+        clock=clock,
+        receipts_per_message=True,
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(2)
+        first, second = port.futures
+        first.set_result(SubmitResult("m1", 0, StatusClass.SUCCESS, bind="b1"))
+        await queue.recorded.wait()
+        queue.recorded.clear()
+        receipt = ReceiptIn(
+            correlation_keys("m1"), "DELIVRD", "delivered", "000", clock(), whole_message=True
+        )
+        (matched,) = await queue.apply_receipts("fake", [receipt], now=clock())
+        assert matched.outcome is ReceiptOutcome.MATCHED
+        second.set_result(SubmitResult("m2", 0, StatusClass.SUCCESS, bind="b2"))
+        await queue.recorded.wait()
+        loop.stop()
+        await task
+    status = await queue.status(enq.message_id, None)
+    assert status is not None
+    assert [s.state for s in status.segments] == [SegmentState.DELIVERED] * 2
+    assert status.state is MessageState.DELIVERED
 
 
 class FullDiskQueue(MemoryQueue):

@@ -52,6 +52,7 @@ from smppd.queue.model import (
 )
 from smppd.queue.receipts import FALLBACK_AFTER_S, held_ended_by_carrier, is_repeat
 from smppd.queue.states import (
+    FINAL_STATES,
     SegmentEvent,
     SegmentState,
     arrival_state,
@@ -364,7 +365,27 @@ class MemoryQueue:
                 ):
                     self._take_held(receipt_id)
                     changes.extend(self._apply_receipt(segment, held.receipt, now=now).changes)
+        if outcome.whole_message and segment.message.new.registered_delivery:
+            changes.extend(self._settle_late_part(segment, now=now))
         return changes
+
+    def _settle_late_part(self, segment: _Segment, *, now: float) -> list[Change]:
+        """See Submitted.whole_message: take a sibling's whole-message receipt."""
+        if segment.state is not SegmentState.SUBMITTED:
+            return []
+        total = len(segment.message.new.segments)
+        for sid in sibling_ids(segment.message.id, total, but=segment.id):
+            sibling = self._segments.get(sid)
+            if (
+                sibling is not None
+                and sibling.receipt_stat is not None
+                and sibling.state in FINAL_STATES
+            ):
+                segment.receipt_stat = sibling.receipt_stat
+                segment.receipt_err = sibling.receipt_err
+                segment.done_at = sibling.done_at
+                return [self._move(segment, sibling.state, now=now)]
+        return []
 
     async def apply_receipts(
         self, carrier: str, receipts: Sequence[ReceiptIn], *, now: float

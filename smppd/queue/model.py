@@ -158,13 +158,16 @@ class Submitted:
     `carrier_message_keys` are the correlation keys of the returned message_id (hex and decimal
     readings; see smppd.pdu.receipt.correlation_keys); receipts match by any of them. Keys come
     only from this final acceptance, never from a throttled attempt. `carrier_message_id` is the id
-    as the SMSC wrote it, for display (the first key when not given).
+    as the SMSC wrote it, for display (the first key when not given). `whole_message`: the
+    carrier sends one receipt per concatenated message (carrier `receipts_per: message`), so a
+    part accepted after that receipt settled its siblings takes it too: none of its own follows.
     """
 
     segment_id: int
     carrier_message_keys: tuple[str, ...]
     bind: str
     carrier_message_id: str | None = None
+    whole_message: bool = False
 
 
 @record

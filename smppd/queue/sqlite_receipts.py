@@ -27,7 +27,13 @@ from smppd.queue.model import (
 )
 from smppd.queue.receipts import FALLBACK_AFTER_S, is_repeat, join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow
-from smppd.queue.states import SegmentEvent, SegmentState, segment_state, transition
+from smppd.queue.states import (
+    FINAL_STATES,
+    SegmentEvent,
+    SegmentState,
+    segment_state,
+    transition,
+)
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
@@ -161,6 +167,25 @@ def _settle_siblings(
         sibling.done_at = receipt.done_at
         changes.append(batch.move(sibling, final, now=now))
     return tuple(changes)
+
+
+def settle_late_part(batch: Batch, row: SegmentRow, *, now: float) -> Change | None:
+    """A part just submitted whose sibling a whole-message receipt already settled takes the
+    same receipt (Submitted.whole_message)."""
+    if row.state is not SegmentState.SUBMITTED:
+        return None
+    for sid in sibling_ids(message_id_of(row.id), row.total, but=row.id):
+        sibling = batch.segment(sid)
+        if (
+            sibling is not None
+            and sibling.receipt_stat is not None
+            and sibling.state in FINAL_STATES
+        ):
+            row.receipt_stat = sibling.receipt_stat
+            row.receipt_err = sibling.receipt_err
+            row.done_at = sibling.done_at
+            return batch.move(row, sibling.state, now=now)
+    return None
 
 
 def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: float) -> int:

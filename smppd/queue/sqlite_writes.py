@@ -33,7 +33,7 @@ from smppd.queue.model import (
 )
 from smppd.queue.receipts import join_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
-from smppd.queue.sqlite_receipts import match_held, sweep_held
+from smppd.queue.sqlite_receipts import match_held, settle_late_part, sweep_held
 from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
@@ -293,6 +293,10 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
                 execute_rows(batch.db, _INSERT_CORRELATIONS, correlations)
                 correlations.clear()
                 changes.extend(match_held(batch, row, outcome.carrier_message_keys, now=now))
+            if outcome.whole_message and row.total > 1 and row.registered_delivery:
+                late = settle_late_part(batch, row, now=now)
+                if late is not None:
+                    changes.append(late)
         else:
             target = _unsent(row, outcome, now=now)
             if target is not None:
