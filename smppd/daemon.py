@@ -111,6 +111,7 @@ def outbound_profile(carrier: cfg.Carrier) -> OutboundProfile:
         source_npi=carrier.source_npi,
         dest_ton=carrier.dest_ton,
         dest_npi=carrier.dest_npi,
+        registered_delivery=carrier.registered_delivery,
     )
 
 

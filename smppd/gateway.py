@@ -362,7 +362,7 @@ class Gateway:
             priority=min(request.priority, client.max_priority),
             not_before=request.schedule_at if held_until is None else held_until,
             expires_at=expires_at,
-            registered_delivery=request.registered_delivery,
+            registered_delivery=request.registered_delivery and profile.registered_delivery,
             segments=prepared.bodies,
         )
         return _Accepted(message, cap_day)

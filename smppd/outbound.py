@@ -41,6 +41,7 @@ class OutboundProfile:
     dest_ton: int = 1
     dest_npi: int = 1
     service_type: str = ""
+    registered_delivery: bool = True  # False: the carrier is never asked for receipts
 
 
 @record
@@ -60,7 +61,10 @@ def prepare(
     ref: Reference,
     profile: OutboundProfile,
 ) -> Prepared:
-    """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked."""
+    """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked.
+
+    `registered_delivery` is the request's wish, which the carrier's profile can overrule.
+    """
     force = _FORCED.get(encoding)
     if encoding not in _FORCED:
         raise ApiError(ErrorCode.invalid_field, f"unknown encoding {encoding!r}", field="encoding")
@@ -93,7 +97,9 @@ def prepare(
         validity_period=(
             "" if expires_at is None else format_absolute(datetime.fromtimestamp(expires_at, UTC))
         ),
-        registered_delivery=REGISTERED_DELIVERY_FINAL if registered_delivery else 0,
+        registered_delivery=(
+            REGISTERED_DELIVERY_FINAL if registered_delivery and profile.registered_delivery else 0
+        ),
     )
     return Prepared([_body(template, s) for s in segments], alphabet)
 

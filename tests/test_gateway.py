@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from smppd.outbound import OutboundProfile
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
-from smppd.queue import SegmentState
+from smppd.queue import MessageState, SegmentState
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import ClaimedSegment, Enqueued, NewMessage, Submitted, segment_id
 from smppd.routing import Router, RouteRule
@@ -47,14 +48,14 @@ class Loops:
         self.withdrawn.extend(segment_ids)
 
 
-def gateway(queue: MemoryQueue, loops: Loops) -> Gateway:
+def gateway(queue: MemoryQueue, loops: Loops, profile: OutboundProfile | None = None) -> Gateway:
     def health() -> dict[str, Any]:
         return {}
 
     return Gateway(
         queue=queue,
         router=Router([RouteRule(prefix="", carriers=("fake",), failover_after_s=60.0)]),
-        profiles={"fake": OutboundProfile()},
+        profiles={"fake": profile or OutboundProfile()},
         hub=EventHub(),
         settings=GatewaySettings(max_depth=1000),
         down_since=lambda carrier: None,
@@ -243,6 +244,35 @@ async def test_only_long_messages_take_a_concatenation_reference() -> None:
     (first,) = {udhs[0][3], udhs[1][3]}
     (second,) = {udhs[2][3], udhs[3][3]}
     assert second == (first + 1) & 0xFF
+
+
+async def test_a_carrier_without_receipts_is_never_asked_for_them() -> None:
+    """`registered_delivery: false` on the carrier overrules the submit's default: the
+    submit_sm asks for no receipt and the message does not wait for one once submitted."""
+    queue = MemoryQueue()
+    profile = OutboundProfile(registered_delivery=False)
+    (reply,) = await gateway(queue, Loops(), profile).submit(CLIENT, [request("no receipt")])
+    assert isinstance(reply, SubmitReply)
+    (segment,) = await queue.claim("fake", 10, now=T0)
+    pdu = decode_body(CommandId.submit_sm, 0, 1, segment.body)
+    assert isinstance(pdu, SubmitSm)
+    assert pdu.registered_delivery == 0
+    await queue.record([Submitted(segment.segment_id, ("m1",), "b")], now=T0)
+    status = await queue.status(reply.id, None)
+    assert status is not None
+    assert status.state is MessageState.SUBMITTED
+    assert not status.registered_delivery
+
+
+async def test_a_carrier_with_receipts_asks_for_them_unless_the_submit_does_not() -> None:
+    queue = MemoryQueue()
+    wants, declines = request("wants"), request("declines")
+    declines = dataclasses.replace(declines, registered_delivery=False)
+    replies = await gateway(queue, Loops()).submit(CLIENT, [wants, declines])
+    assert all(isinstance(r, SubmitReply) for r in replies)
+    claim = await queue.claim("fake", 10, now=T0)
+    flags = [decode_body(CommandId.submit_sm, 0, 1, s.body) for s in claim.segments]
+    assert [p.registered_delivery for p in flags if isinstance(p, SubmitSm)] == [1, 0]
 
 
 async def test_cancels_and_opt_outs_tell_the_send_loops_what_they_cancelled() -> None:

@@ -1,4 +1,4 @@
-"""Segments the store claimed on arrival for a carrier a reload has just taken away."""
+"""The daemon's wiring: segments claimed for a carrier a reload took away, carrier profiles."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from queue_support import CARRIER, message
 
 from smppd.config import load_config
-from smppd.daemon import Daemon
+from smppd.daemon import Daemon, profiles
 from smppd.queue import open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
@@ -45,3 +45,16 @@ async def test_segments_handed_to_a_carrier_without_a_send_loop_go_back_to_the_q
         assert [s.segment_id for s in again.segments] == [s.segment_id for s in enq.claimed]
     finally:
         await queue.close()
+
+
+def test_each_carrier_profile_carries_its_receipt_setting(tmp_path: Path) -> None:
+    """The carrier's `registered_delivery` reaches the profile that encodes its submits."""
+    text = SHIPPED.read_text().replace(
+        "registered_delivery: true ", "registered_delivery: false", 1
+    )
+    path = tmp_path / "smppd.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert [c.registered_delivery for c in config.carriers] == [False]
+    assert [p.registered_delivery for p in profiles(config).values()] == [False]
+    assert all(p.registered_delivery for p in profiles(load_config(SHIPPED)).values())
