@@ -442,7 +442,9 @@ def parse_submit(req: Request) -> SubmitRequest:
 
 def _required_str(req: Request, name: str) -> str:
     value = req.get(name)
-    return value if isinstance(value, str) else _str(_value(req, name, required=True), name)
+    if isinstance(value, str) and value and value.isascii():  # most are: spare the checks
+        return value
+    return _str(_value(req, name, required=True), name)
 
 
 def _parse_message(message: object) -> SubmitRequest | ApiError:

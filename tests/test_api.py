@@ -330,6 +330,13 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
     (b'{"op": "submit", "to": "+4477", "text": "x"}', "missing_field", "from"),
     (b'{"op": "submit", "to": null, "from": "A", "text": "x"}', "invalid_field", "to"),
     (b'{"op": "submit", "to": "+4477", "from": "A", "text": 5}', "invalid_field", "text"),
+    (b'{"op": "submit", "to": "+4477", "from": "A", "text": ""}', "invalid_field", "text"),
+    (b'{"op": "submit", "to": "", "from": "A", "text": "x"}', "invalid_field", "to"),
+    (  # a lone surrogate in the text: refused by name, not later as unencodable
+        b'{"op": "submit", "to": "+4477", "from": "A", "text": "\\ud83d"}',
+        "invalid_field",
+        "text",
+    ),
     (b'{"op":"submit","to":"+4","from":"A","text":"x","priority":12}', "invalid_field", "priority"),
     (
         b'{"op":"submit","to":"+4","from":"A","text":"x","priority":"high"}',
