@@ -25,7 +25,7 @@ from smppd.pdu.errors import DecodeError
 from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
 from smppd.pdu.receipt import IdFormat, ReceiptOutcome, receipt_from_parts, receipt_keys
 from smppd.pdu.status import CommandStatus
-from smppd.pdu.text import Alphabet, decode_text
+from smppd.pdu.text import Alphabet, DataCoding, decode_text
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
@@ -230,8 +230,13 @@ class InboundHandler:
     # --- receipts --------------------------------------------------------------------------
 
     def _receipt(self, pdu: DeliverSm | DataSm) -> asyncio.Future[int]:
+        content = pdu.content
         receipt = receipt_from_parts(
-            pdu.content.decode("latin-1"),
+            # Latin-1 reads every octet and keeps ids ASCII whatever the SMSC's default alphabet
+            # (read as GSM, an id's "_" or "@" would change); UCS-2 is the one coding unlike it.
+            decode_text(content, DataCoding.UCS2)
+            if pdu.data_coding == DataCoding.UCS2
+            else content.decode("latin-1"),
             receipted_message_id=tlv.get_str(pdu.tlvs, Tag.receipted_message_id),
             message_state=tlv.get_int(pdu.tlvs, Tag.message_state),
             network_error_code=tlv.get_bytes(pdu.tlvs, Tag.network_error_code),

@@ -79,6 +79,39 @@ async def test_concurrent_receipts_share_one_store_call() -> None:
         assert status.state == "delivered"
 
 
+async def test_a_receipt_written_in_ucs2_is_read_as_text() -> None:
+    """Some SMSCs send the receipt's text with data_coding 8 and no receipt TLVs: it is read
+    as UCS-2 and matched, not counted as unparseable and dropped; a data_coding 0 receipt
+    keeps an id's "_" (GSM would read that octet as another letter)."""
+    queue = MemoryQueue()
+    messages = [
+        NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
+        for _ in range(2)
+    ]
+    enqueued = await queue.enqueue(messages, now=T0)
+    claim = await queue.claim("fake", 2, now=T0)
+    ids = ["ab12cd34", "id_77"]
+    await queue.record(
+        [Submitted(s.segment_id, (f"s:{i}",), "0") for s, i in zip(claim, ids, strict=True)],
+        now=T0,
+    )
+    text = (
+        "id:{} sub:001 dlvrd:001 submit date:2612041200 done date:2612041201 stat:DELIVRD err:000"
+    )
+    ucs2 = DeliverSm(
+        esm_class=0x04, data_coding=8, short_message=text.format(ids[0]).encode("utf-16-be")
+    )
+    plain = DeliverSm(esm_class=0x04, short_message=text.format(ids[1]).encode())
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    assert list(await asyncio.gather(inbound(ucs2), inbound(plain))) == [0, 0]
+    assert inbound.counters.receipts_unparseable == 0
+    for e in enqueued:
+        status = await queue.status(e.message_id, None)
+        assert status is not None
+        assert status.state == "delivered"
+
+
 async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:
     """A two-part UDH MO is stored once, whole, and published to the sender id's owner."""
     queue = MemoryQueue()
