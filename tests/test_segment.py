@@ -188,9 +188,12 @@ def test_emoji_counts_two_units() -> None:
 
 def test_sar_segments() -> None:
     """SAR carries no UDH; the TLVs number the parts, each sized for the SMSC's own UDH."""
-    segments = split("a" * 161, Alphabet.GSM7, ConcatMethod.SAR, ref=0xBEEF)
-    assert [s.sar for s in segments] == [SarInfo(0xBEEF, 2, 1), SarInfo(0xBEEF, 2, 2)]
-    assert [len(s.short_message) for s in segments] == [152, 9]
+    segments = split("a" * 161, Alphabet.GSM7, ConcatMethod.SAR, ref=0xBE)
+    assert [s.sar for s in segments] == [SarInfo(0xBE, 2, 1), SarInfo(0xBE, 2, 2)]
+    assert [len(s.short_message) for s in segments] == [153, 8]
+    # As many parts as UDH8 takes: 306 septets are two, 67 x 2 UTF-16 units two.
+    assert len(split("a" * 306, Alphabet.GSM7, ConcatMethod.SAR, ref=1)) == 2
+    assert len(split("ж" * 134, Alphabet.UCS2, ConcatMethod.SAR, ref=1)) == 2
     assert not any(s.esm_class_udhi for s in segments)
     assert all(s.message_payload is None for s in segments)
 
@@ -251,7 +254,9 @@ def test_reference_range_checked() -> None:
         split("a" * 161, Alphabet.GSM7, ref=256)
     assert split("a" * 161, Alphabet.GSM7, ConcatMethod.UDH16, ref=0xFFFF)
     with pytest.raises(EncodeError, match=r"0\.\.65535"):
-        split("a" * 161, Alphabet.GSM7, ConcatMethod.SAR, ref=0x10000)
+        split("a" * 161, Alphabet.GSM7, ConcatMethod.UDH16, ref=0x10000)
+    with pytest.raises(EncodeError, match=r"0\.\.255"):  # parts are cut for an 8-bit one
+        split("a" * 161, Alphabet.GSM7, ConcatMethod.SAR, ref=256)
 
 
 def test_a_reference_is_allocated_only_for_a_message_that_needs_one() -> None:

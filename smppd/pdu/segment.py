@@ -95,9 +95,9 @@ def capacity(alphabet: Alphabet, udh_octets: int = 0) -> int:
 _PART_UDH_OCTETS = {
     ConcatMethod.UDH8: UDH8_OCTETS,
     ConcatMethod.UDH16: UDH16_OCTETS,
-    # No UDH in short_message, but the SMSC adds one on the air, and a 16-bit sar_msg_ref_num
-    # may need IEI 0x08: parts must leave room for the larger header.
-    ConcatMethod.SAR: UDH16_OCTETS,
+    # No UDH in short_message, but the SMSC adds one on the air: with a reference under 256
+    # (SAR references are 8-bit here, see _split) that is the 6-octet header.
+    ConcatMethod.SAR: UDH8_OCTETS,
     # The SMSC splits a payload itself; counted as it usually does, with an 8-bit reference.
     ConcatMethod.PAYLOAD: UDH8_OCTETS,
 }
@@ -190,7 +190,9 @@ def _split(
         ]
 
     ref = reference() if callable(reference) else reference
-    ref_limit = 0xFF if method is ConcatMethod.UDH8 else 0xFFFF
+    # sar_msg_ref_num is a 16-bit TLV, but a reference over 255 makes the SMSC put a 7-octet
+    # header on the air, one the parts were not cut for.
+    ref_limit = 0xFFFF if method is ConcatMethod.UDH16 else 0xFF
     if not 0 <= ref <= ref_limit:
         raise EncodeError(f"concatenation reference {ref} is out of range 0..{ref_limit}")
     total = len(ends)
