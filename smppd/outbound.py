@@ -15,7 +15,7 @@ from smppd.pdu.errors import SegmentLimitError, TextError
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm
 from smppd.pdu.segment import ConcatMethod, Reference, Segment, split_message
 from smppd.pdu.segment import count_segments as _count
-from smppd.pdu.text import Alphabet, plan_encoding
+from smppd.pdu.text import Alphabet, latin1_octets, plan_encoding
 from smppd.pdu.timefmt import format_absolute
 from smppd.record import record
 from smppd.service import ApiError, ErrorCode
@@ -79,6 +79,7 @@ def prepare(
             method=profile.concatenation,
             ref=ref,
             max_segments=profile.max_segments,
+            latin1_octets=latin1_octets(alphabet, default_is_latin1=profile.default_is_latin1),
         )
     except TextError as exc:
         raise ApiError(ErrorCode.unencodable_text, str(exc), field="text") from exc

@@ -85,6 +85,42 @@ def test_payload_concatenation() -> None:
     assert pdu.content == b"y" * 500
 
 
+LATIN1_CARRIER = OutboundProfile(default_is_latin1=True)
+
+
+def test_a_latin1_default_carrier_gets_latin1_octets_in_gsm_sized_parts() -> None:
+    """Its SMSC turns data_coding 0 into GSM 03.38 on the air, so text is cut as that: 160
+    characters are one part (not two of 140 octets), an extension character counts twice, and
+    the octets written are the Latin-1 of each part's text."""
+    [single] = run("é" + "a" * 159, profile=LATIN1_CARRIER)
+    assert (single.data_coding, single.short_message) == (0, b"\xe9" + b"a" * 159)
+    braces = run("{" * 100, profile=LATIN1_CARRIER)  # 200 septets on the air
+    bodies = [parse_udh(p.short_message)[1] for p in braces]
+    assert bodies == [b"{" * 76, b"{" * 24]  # 153 septets a part, no escape pair split
+    assert all(p.data_coding == 0 and p.esm_class & 0x40 for p in braces)
+    assert len(run("a" * 306, profile=LATIN1_CARRIER)) == 2
+
+
+def test_a_latin1_default_carrier_gets_ucs2_for_letters_gsm_lacks() -> None:
+    """ç and ` are Latin-1 but not GSM 03.38: the SMSC could only replace them, so UCS-2."""
+    [pdu] = run("ça va `ok`", profile=LATIN1_CARRIER)
+    assert pdu.data_coding == 8
+    assert pdu.short_message.decode("utf-16-be") == "ça va `ok`"
+
+
+def test_a_latin1_default_carrier_with_payload_or_sar_writes_latin1() -> None:
+    [payload] = run(
+        "à" * 200,
+        profile=OutboundProfile(default_is_latin1=True, concatenation=ConcatMethod.PAYLOAD),
+    )
+    assert payload.content == b"\xe0" * 200
+    sar = run(
+        "à" * 200, profile=OutboundProfile(default_is_latin1=True, concatenation=ConcatMethod.SAR)
+    )
+    assert b"".join(p.short_message for p in sar) == b"\xe0" * 200
+    assert [len(p.short_message) for p in sar] == [153, 47]
+
+
 def test_validity_is_absolute_utc() -> None:
     """An expiry becomes an absolute validity_period in UTC."""
     [pdu] = run("hi", expires_at=1_700_000_000.0)

@@ -23,6 +23,7 @@ from smppd.pdu.text import (
     encode_ucs2,
     gsm7_length,
     is_gsm7,
+    latin1_octets,
     pack_septets,
     plan_encoding,
     require_encodable,
@@ -337,8 +338,11 @@ def test_data_coding_for() -> None:
         ("façade", False, False, (Alphabet.UCS2, 8)),
         ("façade", False, True, (Alphabet.LATIN1, 3)),
         ("😀", False, True, (Alphabet.UCS2, 8)),
-        ("Hello", True, False, (Alphabet.LATIN1, 0)),
-        ("façade", True, False, (Alphabet.LATIN1, 0)),
+        # A Latin-1 default carrier: written in Latin-1, counted as the GSM the air carries.
+        ("Hello {x}", True, False, (Alphabet.GSM7, 0)),
+        ("Hello {x}", True, True, (Alphabet.GSM7, 0)),
+        ("déjà vu", True, False, (Alphabet.GSM7, 0)),  # é and à are in both
+        ("façade", True, False, (Alphabet.UCS2, 8)),  # ç is Latin-1 but not GSM
         ("Hello €", True, False, (Alphabet.UCS2, 8)),  # GSM but not Latin-1
         ("ΔΣ", True, False, (Alphabet.UCS2, 8)),
     ],
@@ -360,8 +364,12 @@ def test_plan_encoding_forced() -> None:
     )
     with pytest.raises(TextError, match="index 2"):
         plan_encoding("Hi😀", default_is_latin1=False, force=Alphabet.GSM7)
-    with pytest.raises(TextError, match="cannot be signalled"):
-        plan_encoding("Hi", default_is_latin1=True, force=Alphabet.GSM7)
+    assert plan_encoding("Hi", default_is_latin1=True, force=Alphabet.GSM7) == (
+        Alphabet.GSM7,
+        0,
+    )
+    with pytest.raises(TextError, match="index 3"):  # GSM, but not written in Latin-1
+        plan_encoding("Hi €", default_is_latin1=True, force=Alphabet.GSM7)
     with pytest.raises(TextError):
         plan_encoding("a\ud800", default_is_latin1=True)
 
@@ -374,7 +382,12 @@ def test_plan_encoding_round_trips(text: str, default_is_latin1: bool, allow_lat
         text, default_is_latin1=default_is_latin1, allow_latin1=allow_latin1
     )
     default = Alphabet.LATIN1 if default_is_latin1 else Alphabet.GSM7
-    encoded = encode_text(text, alphabet)
+    written = (
+        Alphabet.LATIN1
+        if latin1_octets(alphabet, default_is_latin1=default_is_latin1)
+        else alphabet
+    )
+    encoded = encode_text(text, written)
     assert decode_text(encoded, data_coding, default_alphabet=default) == text
 
 

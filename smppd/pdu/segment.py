@@ -8,13 +8,14 @@ encoding (the caller maps `Segment` onto submit_sm fields), carriers or queues.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 
 from smppd.pdu.errors import EncodeError, SegmentLimitError
-from smppd.pdu.text import GSM7_ESCAPE, Alphabet, encode_text, pack_septets
+from smppd.pdu.text import GSM7_ESCAPE, Alphabet, decode_gsm7, encode_text, pack_septets
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import MAX_CONCAT_PARTS, build_concat_udh, septet_fill_bits
 from smppd.record import record
@@ -141,6 +142,7 @@ def split_message(
     ref: Reference,
     max_segments: int,
     packed: bool = False,
+    latin1_octets: bool = False,
 ) -> list[Segment]:
     """The submit_sm bodies that carry `text` encoded in `alphabet`.
 
@@ -151,9 +153,27 @@ def split_message(
     UDH with its fill bits). TextError when `alphabet` cannot carry `text`; SegmentLimitError
     when it needs more than `max_segments` short messages on the air (or 255, the most a
     concatenation header can number), which also bounds a payload well under the TLV's 64 KiB.
+    `latin1_octets`: GSM7 text cut in septets, as the air carries it, each part written in
+    Latin-1 (a carrier whose data_coding 0 is Latin-1; see text.plan_encoding).
     """
     encoded = encode_text(text, alphabet)
-    return _split(encoded, alphabet, data_coding, method, ref, max_segments, packed=packed)
+    segments = _split(encoded, alphabet, data_coding, method, ref, max_segments, packed=packed)
+    if latin1_octets:
+        if alphabet is not Alphabet.GSM7 or packed:
+            raise ValueError("only unpacked GSM 03.38 septets can be written as Latin-1")
+        return [_in_latin1(segment) for segment in segments]
+    return segments
+
+
+def _in_latin1(segment: Segment) -> Segment:
+    """`segment`'s GSM 03.38 septets (after any UDH) rewritten as the Latin-1 of their text."""
+    if segment.message_payload is not None:
+        payload = decode_gsm7(segment.message_payload).encode("latin-1")
+        return dataclasses.replace(segment, message_payload=payload)
+    body = segment.short_message
+    udh = body[: body[0] + 1] if segment.esm_class_udhi else b""
+    text = decode_gsm7(body[len(udh) :])
+    return dataclasses.replace(segment, short_message=udh + text.encode("latin-1"))
 
 
 def split_binary(

@@ -350,24 +350,35 @@ def plan_encoding(
 ) -> tuple[Alphabet, int]:
     """The alphabet and data_coding to send `text` with: the single place this is decided.
 
-    With `force`, that alphabet or TextError. Otherwise GSM7 when it fits and the carrier's
-    data_coding 0 is GSM 03.38; when 0 means Latin-1, GSM7 cannot be signalled, so text goes as
-    Latin-1 (data_coding 0) if it fits; `allow_latin1` lets a GSM-default carrier get non-GSM
-    Latin-1 text as data_coding 3 rather than UCS-2; everything else is UCS-2.
+    With `force`, that alphabet or TextError. Otherwise GSM7 when it fits, then (with
+    `allow_latin1`) Latin-1 as data_coding 3, then UCS-2.
+
+    A carrier whose data_coding 0 is Latin-1 (`default_is_latin1`) still sends it on the air
+    as GSM 03.38, the only 7-bit alphabet there is: text that both carry is planned as GSM7
+    with data_coding 0, so it is counted and cut in septets as the air carries it, and written
+    in Latin-1 octets (`latin1_octets`). Latin-1 letters GSM lacks go as UCS-2, as they would
+    to any carrier, rather than be turned into others or "?" by the SMSC.
     """
+    if default_is_latin1 and force is Alphabet.GSM7:
+        require_encodable(text, Alphabet.GSM7)
+        require_encodable(text, Alphabet.LATIN1)  # what it is written in
+        return Alphabet.GSM7, DataCoding.SMSC_DEFAULT
+    if default_is_latin1 and force is None:
+        if is_gsm7(text) and _NOT_LATIN1.search(text) is None:
+            return Alphabet.GSM7, DataCoding.SMSC_DEFAULT
+        require_encodable(text, Alphabet.UCS2)
+        return Alphabet.UCS2, DataCoding.UCS2
     gsm_as_default = not default_is_latin1
     if force is not None:
         require_encodable(text, force)
         return force, data_coding_for(force, gsm_as_default=gsm_as_default)
-    if default_is_latin1:
-        if _NOT_LATIN1.search(text) is None:
-            alphabet = Alphabet.LATIN1
-        else:
-            require_encodable(text, Alphabet.UCS2)
-            alphabet = Alphabet.UCS2
-    else:
-        alphabet = choose_alphabet(text, allow_latin1=allow_latin1)
+    alphabet = choose_alphabet(text, allow_latin1=allow_latin1)
     return alphabet, data_coding_for(alphabet, gsm_as_default=gsm_as_default)
+
+
+def latin1_octets(alphabet: Alphabet, *, default_is_latin1: bool) -> bool:
+    """Whether planned GSM7 text is written in Latin-1 octets (see `plan_encoding`)."""
+    return default_is_latin1 and alphabet is Alphabet.GSM7
 
 
 def _decode_binary(data: bytes) -> str:
