@@ -554,6 +554,7 @@ class Daemon:
                 for carrier in self.config.carriers:
                     self._start_carrier(carrier, group)
                 housekeeping = group.create_task(self._housekeeping(), name="housekeeping")
+                retention = group.create_task(self._retention_loop(), name="retention")
                 self.notifier.ready("serving")
                 log.info("smppd ready", socket=str(self.config.api.socket))
                 await self._serve()
@@ -561,6 +562,7 @@ class Daemon:
                 log.info("stopping: draining in-flight submits")
                 self.gateway.shutting_down = True
                 housekeeping.cancel()
+                retention.cancel()
                 await api.close()
                 await asyncio.gather(*(rt.stop() for rt in self.carriers.values()))
                 self.hub.close()
@@ -617,9 +619,12 @@ class Daemon:
             self.caps = daily_caps(new)
             await self._load_caps()
         for name in changed & old_names:
-            runtime = self.carriers.pop(name, None)
+            runtime = self.carriers.get(name)
             if runtime is not None:
+                # Kept in the table while it drains: its metrics go on (a counter that left
+                # and came back would read as a reset), and arrivals find a stopping loop.
                 await runtime.stop()
+                del self.carriers[name]
                 if runtime.loop is not None:
                     self._totals[name].deferred_before += runtime.loop.deferred
         for runtime in self.carriers.values():  # the carriers kept take the new policies
@@ -642,9 +647,12 @@ class Daemon:
         self.notifier.ready("serving")
 
     async def _housekeeping(self) -> None:
+        """Once a tick: the watchdog, carriers' down times, held MO parts, held receipts,
+        failover and the queue gauges. Each step is bounded, so the watchdog's pings keep to
+        the tick (a store that stops answering stops them: systemd then restarts the daemon)."""
         interval = watchdog_interval_s()
         step = HOUSEKEEPING_S if interval is None else min(HOUSEKEEPING_S, interval)
-        last_purge = last_stats = 0.0
+        last_stats = 0.0
         while True:
             now = time.time()
             self.notifier.watchdog()
@@ -654,19 +662,31 @@ class Daemon:
                 elif runtime.down_since is None:
                     runtime.down_since = now
             try:
-                for runtime in self.carriers.values():
+                # A copy: a reload may change the carriers while this waits for the store.
+                for runtime in list(self.carriers.values()):
                     await runtime.inbound.store_incomplete(now)
                 await self._settle_receipts(now)
                 await self._fail_over(now)
                 if now - last_stats >= STATS_EVERY_S:
                     last_stats = now
                     await self._refresh_stats(now)
-                if now - last_purge >= PURGE_EVERY_S:
-                    last_purge = now
-                    await self._retention(now)
             except QueueError as exc:
                 log.error("housekeeping query failed", error=str(exc))
+            except Exception:  # a bug here must not stop sending: log it, try next tick
+                log.exception("housekeeping failed")
             await asyncio.sleep(step)
+
+    async def _retention_loop(self) -> None:
+        """Retention in a task of its own: purging millions of finished messages takes a
+        while, and housekeeping (the watchdog above all) must go on meanwhile."""
+        while True:
+            try:
+                await self._retention(time.time())
+            except QueueError as exc:
+                log.error("retention query failed", error=str(exc))
+            except Exception:
+                log.exception("retention failed")
+            await asyncio.sleep(PURGE_EVERY_S)
 
     async def _settle_receipts(self, now: float) -> None:
         """Receipts held a while go to segments that wrote their number another way."""
@@ -689,10 +709,13 @@ class Daemon:
         senders = profiles(self.config)
         routes = router(self.config)
         for name in list(self.carriers):
-            if not may_fail_over(self.config.routes, down, senders, name, now=now):
+            runtime = self.carriers.get(name)  # a reload may have removed it meanwhile
+            if runtime is None or not may_fail_over(
+                self.config.routes, down, senders, name, now=now
+            ):
                 self._reroute_cursors.pop(name, None)
                 continue
-            send_loop = self.carriers[name].loop
+            send_loop = runtime.loop
             if send_loop is not None:  # a batch claimed before the outage: swept next tick
                 send_loop.hand_back()
             pick = functools.partial(failover_pick, routes, down, senders, name, now=now)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import pytest
 from queue_support import CARRIER, T0, message
 
+from smppd import daemon as daemon_module
 from smppd.config import load_config
 from smppd.daemon import Daemon
 from smppd.pdu.receipt import correlation_keys
@@ -32,3 +35,47 @@ async def test_retention_gives_up_on_overdue_receipts_and_counts_them() -> None:
     assert status.state is MessageState.SUBMITTED
     await daemon._retention(T0 + wait + 2 + keep)
     assert await queue.status(enq.message_id, None) is None
+
+
+class SlowPurgeQueue(MemoryQueue):
+    """A queue whose purge waits for `release`, as one of millions of rows takes a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.purging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def purge(self, before: float) -> int:
+        self.purging.set()
+        await self.release.wait()
+        return await super().purge(before)
+
+
+async def test_housekeeping_and_the_watchdog_go_on_while_a_purge_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Retention runs beside housekeeping, not inside it: a purge that takes long does not
+    hold back the watchdog's pings, which systemd would otherwise take for a hung daemon."""
+    monkeypatch.setattr(daemon_module, "HOUSEKEEPING_S", 0.01)
+    queue = SlowPurgeQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    pings = 0
+    pinged = asyncio.Event()
+
+    def watchdog() -> None:
+        nonlocal pings
+        pings += 1
+        pinged.set()
+
+    monkeypatch.setattr(daemon.notifier, "watchdog", watchdog)
+    async with asyncio.timeout(5), asyncio.TaskGroup() as group:
+        retention = group.create_task(daemon._retention_loop())
+        await queue.purging.wait()
+        housekeeping = group.create_task(daemon._housekeeping())
+        while pings < 3:
+            pinged.clear()
+            await pinged.wait()
+        assert not retention.done()
+        queue.release.set()
+        housekeeping.cancel()
+        retention.cancel()
