@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
 from smppd import config as cfg
 from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
@@ -439,6 +439,7 @@ class Daemon:
         self._group: asyncio.TaskGroup | None = None
         self._api: ApiServer | None = None
         self._reroute_cursors: dict[str, RerouteCursor] = {}
+        self.serving = False  # ready, not yet draining: smppd_up
 
     # --- carriers --------------------------------------------------------------------------
 
@@ -556,8 +557,10 @@ class Daemon:
                 housekeeping = group.create_task(self._housekeeping(), name="housekeeping")
                 retention = group.create_task(self._retention_loop(), name="retention")
                 self.notifier.ready("serving")
+                self.serving = True
                 log.info("smppd ready", socket=str(self.config.api.socket))
                 await self._serve()
+                self.serving = False
                 self.notifier.stopping("draining")
                 log.info("stopping: draining in-flight submits")
                 self.gateway.shutting_down = True
@@ -780,10 +783,9 @@ class Daemon:
         except ApiServerError as exc:
             raise StartupError(f"api.socket: {exc}") from None
 
-    def _start_metrics(self) -> Any:
-        listen = self.config.metrics.listen
-        if listen is None:
-            return None
+    def metrics_registry(self) -> CollectorRegistry:
+        """What /metrics shows: the smppd_* families, and the process' own (process_*: CPU,
+        RSS, open files, start time)."""
         registry = CollectorRegistry()
         registry.register(
             SmppdCollector(
@@ -793,8 +795,17 @@ class Daemon:
                 extra_counters=self._extra_counters,
                 commit_latency=self.queue.commit_latency,
                 held_receipts_ended=lambda: self.queue.held_ended,
+                serving=lambda: self.serving,
             )
         )
+        ProcessCollector(registry=registry)
+        return registry
+
+    def _start_metrics(self) -> Any:
+        listen = self.config.metrics.listen
+        if listen is None:
+            return None
+        registry = self.metrics_registry()
         try:
             server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)
         except OSError as exc:  # gaierror for a name that does not resolve, EADDRINUSE, ...

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from smppd.histogram import Histogram
-from smppd.pdu.status import status_name
+from smppd.pdu.status import status_label
 from smppd.session import State, SubmitResult
 
 _BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
@@ -48,7 +48,7 @@ class CarrierObserver:
         self.states[bind] = state
 
     def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
-        self.submits["unknown" if result.unknown else status_name(result.command_status)] += 1
+        self.submits["unknown" if result.unknown else status_label(result.command_status)] += 1
         if not result.unknown:
             self.latency.observe(latency_s)
 
@@ -68,7 +68,7 @@ class CarrierObserver:
         self.handler_failures += 1
 
     def bind_failed(self, bind: str, command_status: int, permanent: bool) -> None:
-        self.bind_failures[status_name(command_status)] += 1
+        self.bind_failures[status_label(command_status)] += 1
 
     def disconnected(self, bind: str, reason: str) -> None:
         self.disconnects[reason] += 1
@@ -127,6 +127,7 @@ class SmppdCollector(Collector):
         extra_counters: Callable[[], Mapping[str, int]],
         commit_latency: Histogram | None = None,
         held_receipts_ended: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
+        serving: Callable[[], bool] = lambda: True,
     ) -> None:
         self._carriers = carriers
         self._api = api
@@ -134,9 +135,14 @@ class SmppdCollector(Collector):
         self._extra = extra_counters
         self._commit_latency = commit_latency
         self._held_ended = held_receipts_ended
+        self._serving = serving
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("smppd_up", "1 while the daemon runs", value=1)
+        yield GaugeMetricFamily(
+            "smppd_up",
+            "1 while the daemon serves, 0 while it starts or drains",
+            value=self._serving(),
+        )
         yield from self._carrier_families()
         yield from self._queue_families()
         api = CounterMetricFamily(

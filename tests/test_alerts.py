@@ -26,7 +26,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_window_in_use": frozenset({"carrier"}),
     "smppd_throttled_total": frozenset({"carrier"}),
     "smppd_reconnects_total": frozenset({"carrier", "reason"}),
-    "smppd_queue_segments": frozenset({"state"}),
+    "smppd_queue_segments": frozenset({"state", "priority"}),
     "smppd_queue_oldest_age_seconds": frozenset(),
     "smppd_queue_depth": frozenset(),
     "smppd_queue_unrouted_segments": frozenset({"carrier"}),
@@ -42,6 +42,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_optouts_total": frozenset(),
     "smppd_api_requests_total": frozenset({"op", "result"}),
     "smppd_up": frozenset(),
+    "up": frozenset(),  # Prometheus' own, per scrape target
 }
 TARGET_LABELS = frozenset({"instance", "job"})
 
@@ -180,6 +181,18 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdDown", "5m", {**CRITICAL, "instance": "b"}),
         ],
     ),
+    (  # two instances serve; then c stops answering scrapes while b goes on
+        [
+            series('smppd_up{instance="b",job="smppd"}', "1x10"),
+            series('up{instance="b",job="smppd"}', "1x10"),
+            series('smppd_up{instance="c",job="smppd"}', "1x3"),
+            series('up{instance="c",job="smppd"}', "1x3 0x7"),
+        ],
+        [
+            alert("SmppdDown", "5m"),
+            alert("SmppdDown", "7m", {**CRITICAL, "instance": "c", "job": "smppd"}),
+        ],
+    ),
     (  # the disk filled up: every submit refused with storage_full
         [
             series('smppd_api_requests_total{op="submit",result="storage_full"}', "0+30x10"),
@@ -203,13 +216,16 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdCarrierDegraded", "10m", {**WARNING, "carrier": "b"}),
         ],
     ),
-    (  # a: 9% system errors; b: heavy throttling but no errors; c: errors on too little traffic
+    (  # a: 9% system errors; b: heavy throttling but no errors (most of it answers to submits
+        # sent before the bind slowed down, which smppd_throttled_total leaves out); c: errors
+        # on too little traffic
         [
             series('smppd_submits_total{carrier="a",status="ESME_ROK"}', "0+100x30"),
             series('smppd_submits_total{carrier="a",status="ESME_RSYSERR"}', "0+10x30"),
             series('smppd_submits_total{carrier="b",status="ESME_ROK"}', "0+100x30"),
-            series('smppd_submits_total{carrier="b",status="ESME_RTHROTTLED"}', "0+50x30"),
-            series('smppd_throttled_total{carrier="b"}', "0+50x30"),
+            series('smppd_submits_total{carrier="b",status="ESME_RTHROTTLED"}', "0+30x30"),
+            series('smppd_submits_total{carrier="b",status="ESME_RMSGQFUL"}', "0+20x30"),
+            series('smppd_throttled_total{carrier="b"}', "0+2x30"),
             series('smppd_submits_total{carrier="c",status="ESME_ROK"}', "0+1x30"),
             series('smppd_submits_total{carrier="c",status="unknown"}', "0+1x30"),
         ],
@@ -219,12 +235,15 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdThrottlingSustained", "25m", {**WARNING, "carrier": "b"}),
         ],
     ),
-    (  # a flaps with binds up; b is down and retrying, which is SmppdCarrierDown's business
+    (  # a flaps with binds up; b is down and retrying, which is SmppdCarrierDown's business;
+        # d takes one bind of two and refuses the other once a minute (SmppdCarrierDegraded's)
         [
             series('smppd_reconnects_total{carrier="a",reason="enquire_link_timeout"}', "0+1x40"),
             series('smppd_binds_up{carrier="a"}', "1x40"),
             series('smppd_reconnects_total{carrier="b",reason="connect_failed"}', "0+1x40"),
             series('smppd_binds_up{carrier="b"}', "0x40"),
+            series('smppd_reconnects_total{carrier="d",reason="bind_refused"}', "0+1x40"),
+            series('smppd_binds_up{carrier="d"}', "1x40"),
         ],
         [alert("SmppdReconnectStorm", "30m", {**WARNING, "carrier": "a"})],
     ),

@@ -103,5 +103,15 @@ def status_name(command_status: int) -> str:
     return f"0x{command_status:08X}" if name is None else name
 
 
+def status_label(command_status: int) -> str:
+    """`status_name` with bounded values, for metric labels: a peer can send any 32-bit code,
+    and each label value is a series kept for the life of the process. Spec names, the
+    reserved vendor range 0x400-0x4FF in hex (256 at most), "other" for anything else."""
+    name = _NAMES.get(command_status)
+    if name is not None:
+        return name
+    return f"0x{command_status:08X}" if 0x400 <= command_status <= 0x4FF else "other"
+
+
 # One lookup per submit_sm_resp; an enum call costs ten times as much.
 _NAMES: Final[Mapping[int, str]] = {status.value: status.name for status in CommandStatus}

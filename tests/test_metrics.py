@@ -1,0 +1,56 @@
+"""What /metrics shows: bounded label values, smppd_up, the process' own series."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from smppd.config import load_config
+from smppd.daemon import Daemon
+from smppd.metrics import CarrierObserver
+from smppd.pdu.status import StatusClass, status_label
+from smppd.queue import MemoryQueue
+from smppd.session import SubmitResult
+
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
+
+
+def samples(daemon: Daemon) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = generate_latest(daemon.metrics_registry()).decode()
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found
+
+
+def test_status_labels_are_bounded_whatever_the_peer_sends() -> None:
+    """Spec names, the 256 reserved vendor codes in hex, and one "other" for the rest: an
+    SMSC answering random codes cannot grow the series without end."""
+    observer = CarrierObserver("fake")
+    rng = random.Random(7)
+    for _ in range(2000):
+        code = rng.randrange(0x500, 2**32)
+        observer.submit_answered("0", SubmitResult(None, code, StatusClass.PERMANENT), 0.01)
+        observer.bind_failed("0", code, True)
+    observer.submit_answered("0", SubmitResult(None, 0x58, StatusClass.TEMPORARY), 0.01)
+    observer.submit_answered("0", SubmitResult(None, 0x401, StatusClass.PERMANENT), 0.01)
+    assert dict(observer.submits) == {"other": 2000, "ESME_RTHROTTLED": 1, "0x00000401": 1}
+    assert dict(observer.bind_failures) == {"other": 2000}
+    assert status_label(0x4FF) == "0x000004FF"
+    assert status_label(0x500) == "other"
+
+
+async def test_smppd_up_is_one_only_while_serving_and_process_series_are_there() -> None:
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, MemoryQueue())
+    assert samples(daemon)["smppd_up"] == [({}, 0.0)]  # starting
+    daemon.serving = True
+    found = samples(daemon)
+    assert found["smppd_up"] == [({}, 1.0)]
+    (rss,) = found["process_resident_memory_bytes"]
+    assert rss[1] > 1_000_000
+    assert "process_cpu_seconds_total" in found
+    assert "process_start_time_seconds" in found
