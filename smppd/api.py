@@ -208,6 +208,11 @@ class ApiObserver(Protocol):
         """`op` is a known op or "invalid"; `result` is "ok" or an ErrorCode."""
         ...
 
+    def messages_finished(self, results: Iterable[str]) -> None:
+        """One result ("ok" or an ErrorCode) per message submitted, by submit or submit_many:
+        a submit_many answers ok as a request even when each of its messages was refused."""
+        ...
+
     def connection_refused(self, code: str) -> None: ...
 
     def connection_dropped(self, reason: str) -> None:
@@ -217,6 +222,9 @@ class ApiObserver(Protocol):
 
 class NullObserver:
     def request_finished(self, op: str, result: str, duration_s: float) -> None:
+        pass
+
+    def messages_finished(self, results: Iterable[str]) -> None:
         pass
 
     def connection_refused(self, code: str) -> None:
@@ -521,6 +529,15 @@ async def _op_submit_many(
     return {"results": results}
 
 
+def _message_results(req: Request, outcome: Mapping[str, Any] | None, result: str) -> list[str]:
+    """Each message's result in a submit_many's reply; the request's for each message it
+    held (once if it held no list) when the whole call failed."""
+    if outcome is None or result != "ok":
+        messages = req.get("messages")
+        return [result] * (len(messages) if isinstance(messages, list) and messages else 1)
+    return ["ok" if r["ok"] else r["error"]["code"] for r in outcome["results"]]
+
+
 async def _op_status(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
     return await service.status(client, _message_id(req))
 
@@ -789,12 +806,14 @@ class _Connection:
             self._pending -= len(batch)
         elapsed = asyncio.get_running_loop().time() - started
         observer = self._server.observer
-        for outcome in outcomes:
-            result = str(outcome.code) if isinstance(outcome, ApiError) else "ok"
+        results = [str(o.code) if isinstance(o, ApiError) else "ok" for o in outcomes]
+        for result in results:
             observer.request_finished("submit", result, elapsed)
+        observer.messages_finished(results)
 
     async def _run(self, op: str, rid: object, req: Request) -> None:
         started = asyncio.get_running_loop().time()
+        outcome: Mapping[str, Any] | None = None
         try:
             try:
                 outcome = await _HANDLERS[op](self._server.service, self._client, req)
@@ -809,6 +828,8 @@ class _Connection:
             self._pending -= 1
         elapsed = asyncio.get_running_loop().time() - started
         self._server.observer.request_finished(op, result, elapsed)
+        if op == "submit_many":
+            self._server.observer.messages_finished(_message_results(req, outcome, result))
 
     async def _subscribe(self, rid: object, req: Request) -> None:
         if self._subscription is not None:

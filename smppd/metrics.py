@@ -87,6 +87,7 @@ class ApiObserverCounts:
     dropped by reason."""
 
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    messages: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=Histogram)
@@ -94,6 +95,9 @@ class ApiObserverCounts:
     def request_finished(self, op: str, result: str, duration_s: float) -> None:
         self.requests[(op, result)] += 1
         self.latency.observe(duration_s)
+
+    def messages_finished(self, results: Iterable[str]) -> None:
+        self.messages.update(results)
 
     def connection_refused(self, code: str) -> None:
         self.refused[code] += 1
@@ -151,6 +155,14 @@ class SmppdCollector(Collector):
         for (op, result), n in dict(self._api.requests).items():
             api.add_metric([op, result], n)
         yield api
+        messages = CounterMetricFamily(
+            "smppd_api_messages",
+            "Messages submitted over the API (submit and submit_many) by result",
+            labels=["result"],
+        )
+        for result, n in dict(self._api.messages).items():
+            messages.add_metric([result], n)
+        yield messages
         refused = CounterMetricFamily(
             "smppd_api_connections_refused", "API connections refused", labels=["code"]
         )

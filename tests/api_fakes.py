@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,7 @@ class FakeService:
 @dataclass
 class RecordingObserver:
     requests: list[tuple[str, str]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     has_dropped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -178,6 +179,9 @@ class RecordingObserver:
     def request_finished(self, op: str, result: str, duration_s: float) -> None:
         assert duration_s >= 0
         self.requests.append((op, result))
+
+    def messages_finished(self, results: Iterable[str]) -> None:
+        self.messages.extend(results)
 
     def connection_refused(self, code: str) -> None:
         self.refused.append(code)

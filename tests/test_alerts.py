@@ -41,6 +41,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_inbound_total": frozenset({"carrier"}),
     "smppd_optouts_total": frozenset(),
     "smppd_api_requests_total": frozenset({"op", "result"}),
+    "smppd_api_messages_total": frozenset({"result"}),
     "smppd_up": frozenset(),
     "up": frozenset(),  # Prometheus' own, per scrape target
 }
@@ -193,10 +194,12 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdDown", "7m", {**CRITICAL, "instance": "c", "job": "smppd"}),
         ],
     ),
-    (  # the disk filled up: every submit refused with storage_full
+    (  # the disk filled up: every submit refused with storage_full (submit_many's included,
+        # which answer ok as requests)
         [
-            series('smppd_api_requests_total{op="submit",result="storage_full"}', "0+30x10"),
-            series('smppd_api_requests_total{op="submit",result="ok"}', "0+300x10"),
+            series('smppd_api_messages_total{result="storage_full"}', "0+30x10"),
+            series('smppd_api_messages_total{result="ok"}', "0+300x10"),
+            series('smppd_api_requests_total{op="submit_many",result="ok"}', "0+3x10"),
         ],
         [alert("SmppdApiRefusingSubmits", "5m", {**CRITICAL, "result": "storage_full"})],
     ),

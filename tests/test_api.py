@@ -258,6 +258,36 @@ async def test_submits_read_together_reach_the_service_in_one_call() -> None:
     ]
 
 
+async def test_each_message_of_a_submit_many_is_counted_with_its_result() -> None:
+    """A submit_many is one request answered ok, whatever became of its messages: the
+    per-message results (what the refusing-submits alert reads) are counted one by one, and
+    single submits count there too."""
+    service = FakeService()
+    observer = RecordingObserver()
+    async with running_server(service, observer=observer) as server:
+        raw = await Raw.open(server.settings.socket)
+        batch = [SUBMIT, SUBMIT | {"to": "0770"}, {"to": "+447700900002"}, SUBMIT]
+        reply = await raw.call({"op": "submit_many", "messages": batch})
+        assert [r["ok"] for r in reply["results"]] == [True, False, False, True]
+        refused = await raw.call({"op": "submit_many", "messages": "not a list"})
+        assert refused["error"]["code"] == "invalid_field"
+        single = await raw.call(SUBMIT | {"to": "0770"})
+        assert single["error"]["code"] == "invalid_address"
+    assert observer.requests == [
+        ("submit_many", "ok"),
+        ("submit_many", "invalid_field"),
+        ("submit", "invalid_address"),
+    ]
+    assert observer.messages == [
+        "ok",
+        "invalid_address",
+        "missing_field",
+        "ok",
+        "invalid_field",
+        "invalid_address",
+    ]
+
+
 async def test_a_failing_service_fails_each_submit_of_a_read_alone() -> None:
     """A bug behind a batch of submits answers each of them `internal`; one the server refused
     itself keeps its own error, and the connection stays usable."""

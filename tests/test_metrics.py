@@ -54,3 +54,13 @@ async def test_smppd_up_is_one_only_while_serving_and_process_series_are_there()
     assert rss[1] > 1_000_000
     assert "process_cpu_seconds_total" in found
     assert "process_start_time_seconds" in found
+
+
+def test_api_messages_are_counted_by_result() -> None:
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, MemoryQueue())
+    daemon.api_counts.messages_finished(["ok", "queue_full", "ok"])
+    found = samples(daemon)["smppd_api_messages_total"]
+    assert sorted(found, key=lambda s: s[0]["result"]) == [
+        ({"result": "ok"}, 2.0),
+        ({"result": "queue_full"}, 1.0),
+    ]
