@@ -401,6 +401,22 @@ async def test_stats_count_by_state_and_priority(store: Queue) -> None:
     assert empty.receipts_held == empty.receipts_unmatched == empty.receipts_dropped == 0
 
 
+async def test_the_oldest_age_counts_work_waiting_out_a_retry(store: Queue) -> None:
+    """A message the carrier keeps refusing for now (throttled, no answer) waits in back-off,
+    not in the queue: its age still counts from when it was due, so the oldest-age alerts see
+    it. One scheduled by its client for later does not count until then."""
+    await store.enqueue([message(), message(not_before=T0 + 3600)], now=T0)
+    (first,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    await store.record([Retry(first.segment_id, 0x58, T0 + 900)], now=T0 + 2)
+    stats = await store.stats(now=T0 + 600)
+    assert stats.queued_depth == 2
+    assert stats.segments[SegmentState.SCHEDULED] == {5: 2}
+    assert stats.oldest_queued_age_s == pytest.approx(600.0)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 900)
+    await store.record([Unknown(again.segment_id, T0 + 1800)], now=T0 + 901)
+    assert (await store.stats(now=T0 + 1200)).oldest_queued_age_s == pytest.approx(1200.0)
+
+
 async def test_segments_by_source_counts_by_due_time(store: Queue) -> None:
     """Segments per sender due in a span; scheduled ones count on their not_before."""
     await store.enqueue([message(segments=(b"a", b"b")), message()], now=T0)

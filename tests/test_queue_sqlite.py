@@ -286,6 +286,8 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_receipts._MATCH, (CARRIER, '["1"]'), "PRIMARY KEY"),
         (sqlite_receipts._OLDEST_HELD, (), "pending_receipts_held"),
         (sqlite_batch._SELECT_SEGMENTS_IN, ("[1]",), "INTEGER PRIMARY KEY"),
+        (sqlite_reads._RETRYING, (CARRIER,), "segments_retrying"),
+        (sqlite_reads._HEAD, (CARRIER, 5, "otp"), "segments_queued"),
     ],
 )
 async def test_hot_queries_use_their_index(
@@ -506,9 +508,9 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-8: segment bodies in a column of segments, as versions 1-4 kept
-    them, no index of scheduled urgent segments, held receipts without whole_message, and no
-    table of inbound parts."""
+    """Undo migrations 5-9: segment bodies in a column of segments, as versions 1-4 kept
+    them, no index of scheduled urgent segments, held receipts without whole_message, no
+    table of inbound parts and no index of retrying segments."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -519,9 +521,15 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-8: held receipts without the whole_message column, no inbound parts."""
+    """Undo migrations 7-9: held receipts without the whole_message column, no inbound parts,
+    no index of segments waiting out a retry."""
+    _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
     db.execute("DROP TABLE inbound_parts")
+
+
+def _as_version_8(db: sqlite3.Connection) -> None:
+    db.execute("DROP INDEX segments_retrying")
 
 
 async def test_version_6_held_receipts_stand_for_their_segment_alone(path: Path) -> None:

@@ -745,6 +745,10 @@ class MemoryQueue:
                 new = head.message.new
                 created = head.message.created_at
                 heads.append(created if new.not_before is None else max(created, new.not_before))
+        for segment in self._segments.values():  # waiting out a retry (see schema V9)
+            if segment.state is SegmentState.SCHEDULED and segment.attempts > 0:
+                new, created = segment.message.new, segment.message.created_at
+                heads.append(created if new.not_before is None else max(created, new.not_before))
         tally = [r.state for r in self._receipts.values()]
         return QueueStats(
             segments=self._counts.by_state(),

@@ -348,7 +348,8 @@ class QueueStats:
     segments: Mapping[SegmentState, Mapping[int, int]]  # state -> priority -> count
     by_carrier: Mapping[str, Mapping[SegmentState, int]]
     queued_depth: int  # segments not yet accepted by an SMSC: queued, scheduled and inflight
-    oldest_queued_age_s: float | None  # of due, unclaimed segments, since they became due
+    # Of unsent work that is due (queued, or waiting out a retry), since its message was due.
+    oldest_queued_age_s: float | None
     receipts_held: int
     receipts_unmatched: int  # never matched (held past the time limit, or keyless); kept on disk
     receipts_dropped: int  # held receipts pushed out by the bound on their number; kept on disk

@@ -218,7 +218,17 @@ _V8: Final = (
     """,
 )
 
-MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# Segments waiting out a retry (a temporary error, no answer), oldest message first: the age
+# of the oldest work not yet submitted must count them, and the segments_scheduled index would
+# make that a scan of everything scheduled for later.
+_V9: Final = (
+    """
+    CREATE INDEX segments_retrying ON segments (carrier, id)
+    WHERE state = 'scheduled' AND attempts > 0
+    """,
+)
+
+MIGRATIONS: Final[Sequence[Sequence[str]]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -72,6 +72,7 @@ from smppd.queue.model import (
 from smppd.queue.receipts import held_ended_by_carrier
 from smppd.queue.schema import migrate
 from smppd.queue.sqlite_batch import Batch, MemoryState
+from smppd.queue.states import SegmentState
 
 T = TypeVar("T")
 
@@ -583,10 +584,16 @@ class SqliteQueue:
     async def stats(self, *, now: float) -> QueueStats:
         memory = self._memory
         heads = memory.counts.queued_keys()
-        oldest = await self._read(partial(sqlite_reads.oldest_due, heads=heads)) if heads else None
+        by_carrier = memory.counts.by_carrier()
+        waiting = [c for c, n in by_carrier.items() if n.get(SegmentState.SCHEDULED)]
+        oldest = (
+            await self._read(partial(sqlite_reads.oldest_due, heads=heads, carriers=waiting))
+            if heads or waiting
+            else None
+        )
         return QueueStats(
             segments=memory.counts.by_state(),
-            by_carrier=memory.counts.by_carrier(),
+            by_carrier=by_carrier,
             queued_depth=memory.counts.depth,
             oldest_queued_age_s=None if oldest is None else max(0.0, now - oldest),
             receipts_held=memory.receipts_held,

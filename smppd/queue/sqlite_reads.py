@@ -73,21 +73,29 @@ _HEAD: Final = """
 """
 
 
-def oldest_due(db: sqlite3.Connection, heads: Iterable[tuple[str, int, str]]) -> float | None:
-    """Since when the longest-waiting due segment has been due, over each client's queue head.
+_RETRYING: Final = """
+    SELECT m.created_at, m.not_before
+    FROM segments AS s INDEXED BY segments_retrying CROSS JOIN messages AS m ON m.id = s.id >> 8
+    WHERE s.carrier = ? AND s.state = 'scheduled' AND s.attempts > 0
+    ORDER BY s.id LIMIT 1
+"""
 
-    One index seek per (carrier, priority, client) with due segments; the head of a client's
-    queue is its oldest due segment (a scheduled one counts from its not_before).
+
+def oldest_due(
+    db: sqlite3.Connection, heads: Iterable[tuple[str, int, str]], carriers: Iterable[str] = ()
+) -> float | None:
+    """Since when the longest-waiting unsent work has been due: over each client's queue head
+    and, per carrier in `carriers`, its oldest segment waiting out a retry.
+
+    One index seek each; a message counts from its not_before when it has one.
     """
-    oldest: float | None = None
-    for head in heads:
-        found = db.execute(_HEAD, head).fetchone()
-        if found is None:
-            continue
-        created_at, not_before = found
-        due_since = created_at if not_before is None else max(created_at, not_before)
-        oldest = due_since if oldest is None else min(oldest, due_since)
-    return oldest
+    found = [db.execute(_HEAD, head).fetchone() for head in heads]
+    found += [db.execute(_RETRYING, (carrier,)).fetchone() for carrier in carriers]
+    due = [
+        created_at if not_before is None else max(created_at, not_before)
+        for created_at, not_before in filter(None, found)
+    ]
+    return min(due, default=None)
 
 
 # The literal priority lets the planner use the partial index segments_scheduled_urgent.
