@@ -135,8 +135,11 @@ async def _stats(client: Client, _args: argparse.Namespace) -> int:
 
 
 async def _health(client: Client, _args: argparse.Namespace) -> int:
-    _print_json(await client.health())
-    return EX_OK
+    """Prints the reply; status 1 when the daemon says it is not healthy (a carrier with no
+    bind up, or not serving yet), so that `smppd health` can be a check on its own."""
+    reply = await client.health()
+    _print_json(reply)
+    return EX_OK if reply.get("healthy", True) else EX_REFUSED
 
 
 async def _optout(client: Client, args: argparse.Namespace) -> int:

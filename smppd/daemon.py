@@ -522,8 +522,13 @@ class Daemon:
             name: {"binds_up": rt.binds.bound_count, "binds": rt.config.binds}
             for name, rt in self.carriers.items()
         }
-        ok = all(c["binds_up"] > 0 for c in carriers.values())
-        return {"ok": ok, "carriers": carriers, "uptime_s": round(time.time() - self.started, 1)}
+        # "healthy", not "ok": a reply's "ok" says whether the request itself succeeded.
+        healthy = self.serving and all(c["binds_up"] > 0 for c in carriers.values())
+        return {
+            "healthy": healthy,
+            "carriers": carriers,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
 
     # --- run -------------------------------------------------------------------------------
 

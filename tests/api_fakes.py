@@ -85,6 +85,7 @@ class FakeService:
     submit_entered: asyncio.Event = field(default_factory=asyncio.Event)
     owners: dict[int, str] = field(default_factory=dict)
     optouts: set[tuple[str, str]] = field(default_factory=set)
+    healthy: bool | None = None  # None: the reply has no verdict
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _refs: dict[str, int] = field(default_factory=dict)
 
@@ -143,7 +144,8 @@ class FakeService:
     def health(self) -> dict[str, Any]:
         self.calls.append(("health", None))
         self._check()
-        return {"status": "ok", "binds_up": 2}
+        verdict = {} if self.healthy is None else {"healthy": self.healthy}
+        return {"status": "ok", "binds_up": 2, **verdict}
 
     async def stats(self, client: ClientIdentity) -> dict[str, Any]:
         self.calls.append(("stats", client.name))

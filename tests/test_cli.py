@@ -156,6 +156,16 @@ async def test_socket_path_comes_from_the_config(
     assert json.loads(capsys.readouterr().out) == {"binds_up": 2, "status": "ok"}
 
 
+async def test_health_exits_1_when_the_daemon_is_not_healthy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """So that `smppd health` works as a check by itself (a probe, a cron job)."""
+    service = FakeService(healthy=False)
+    async with running_server(service) as server:
+        assert await run_cli("health", "--socket", str(server.settings.socket)) == 1
+    assert json.loads(capsys.readouterr().out)["healthy"] is False
+
+
 async def test_daemon_refusals_print_code_and_message(capsys: pytest.CaptureFixture[str]) -> None:
     """An error reply: `error: code: message` (and the field) on stderr, status 1."""
     async with running_server() as server:

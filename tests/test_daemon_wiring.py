@@ -10,7 +10,7 @@ from queue_support import CARRIER, message
 
 from smppd.config import load_config
 from smppd.daemon import Daemon, profiles
-from smppd.queue import open_queue
+from smppd.queue import MemoryQueue, open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 
@@ -58,3 +58,13 @@ def test_each_carrier_profile_carries_its_receipt_setting(tmp_path: Path) -> Non
     assert [c.registered_delivery for c in config.carriers] == [False]
     assert [p.registered_delivery for p in profiles(config).values()] == [False]
     assert all(p.registered_delivery for p in profiles(load_config(SHIPPED)).values())
+
+
+async def test_health_says_healthy_only_while_serving() -> None:
+    """`healthy` is its own key: the reply's `ok` is whether the request succeeded."""
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, MemoryQueue())
+    assert daemon.gateway.health()["healthy"] is False  # starting
+    daemon.serving = True
+    health = daemon.gateway.health()
+    assert health["healthy"] is True
+    assert "ok" not in health
