@@ -768,6 +768,10 @@ class Daemon:
         self.queue_snapshot = {
             "queued_depth": stats.queued_depth,
             "segments": {str(k): dict(v) for k, v in stats.segments.items()},
+            "by_carrier": {
+                carrier: {str(state): n for state, n in by_state.items()}
+                for carrier, by_state in stats.by_carrier.items()
+            },
             "oldest_queued_age_s": stats.oldest_queued_age_s,
             "receipts_held": stats.receipts_held,
             "unrouted": unrouted,

@@ -261,9 +261,19 @@ class SmppdCollector(Collector):
             for priority, n in by_priority.items():
                 segments.add_metric([str(state), str(priority)], n)
         yield segments
+        by_carrier = GaugeMetricFamily(
+            "smppd_queue_carrier_segments",
+            "Segments by carrier and state",
+            labels=["carrier", "state"],
+        )
+        for carrier, by_state in snap.get("by_carrier", {}).items():
+            for state, n in by_state.items():
+                by_carrier.add_metric([carrier, str(state)], n)
+        yield by_carrier
         age = snap.get("oldest_queued_age_s")
         oldest = GaugeMetricFamily(
-            "smppd_queue_oldest_age_seconds", "Age of the oldest due, unclaimed segment"
+            "smppd_queue_oldest_age_seconds",
+            "How long the oldest due work not yet accepted by a carrier (queued or retrying) waits",
         )
         oldest.add_metric([], 0.0 if age is None else age)
         yield oldest

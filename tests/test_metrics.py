@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from queue_support import T0, message
 
 from smppd.config import load_config
 from smppd.daemon import Daemon
@@ -63,4 +64,18 @@ def test_api_messages_are_counted_by_result() -> None:
     assert sorted(found, key=lambda s: s[0]["result"]) == [
         ({"result": "ok"}, 2.0),
         ({"result": "queue_full"}, 1.0),
+    ]
+
+
+async def test_queue_segments_are_shown_per_carrier_after_a_refresh() -> None:
+    """Which carrier holds the backlog, from the same stats the other queue gauges read."""
+    queue = MemoryQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    await queue.enqueue([message(carrier="a"), message(carrier="a"), message(carrier="b")], now=T0)
+    await queue.claim("b", 1, now=T0)
+    await daemon._refresh_stats(T0)
+    found = samples(daemon)["smppd_queue_carrier_segments"]
+    assert sorted((labels["carrier"], labels["state"], n) for labels, n in found) == [
+        ("a", "queued", 2.0),
+        ("b", "inflight", 1.0),
     ]
