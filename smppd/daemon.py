@@ -370,10 +370,16 @@ class CarrierRuntime:
             configured=self.config.binds,
             observer=self.observer,
             window_in_use=lambda: self.binds.in_flight,
-            receipts=lambda: dict(self.inbound.counters.receipts),
+            receipts=self._receipt_counts,
             inbound=lambda: self.inbound.counters.inbound,
             outcome_latency=None if self.loop is None else self.loop.outcome_latency,
         )
+
+    def _receipt_counts(self) -> dict[str, int]:
+        counters = self.inbound.counters
+        # One that could not be read (no id, no stat) was answered and dropped: shown beside
+        # the others, as it matched nothing.
+        return {**counters.receipts, "unparseable": counters.receipts_unparseable}
 
     async def stop(self) -> None:
         """Stop claiming, let outstanding submits answer (or time out), unbind, record all."""
@@ -830,6 +836,8 @@ class Daemon:
             "optouts": sum(t.inbound.optouts for t in totals),
             "optins": sum(t.inbound.optins for t in totals),
             "auto_replies": sum(t.inbound.auto_replies for t in totals),
+            # MO to a number no client owns: stored, but no subscriber is told
+            "inbound_unowned": sum(t.inbound.inbound_unowned for t in totals),
             # segments held back by a sender's own TPS cap: sender rate limiting in effect
             "sender_rate_deferrals": sum(t.deferred_before for t in totals)
             + sum(rt.loop.deferred for rt in runtimes if rt.loop),

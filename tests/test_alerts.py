@@ -250,16 +250,23 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
         ],
         [alert("SmppdReconnectStorm", "30m", {**WARNING, "carrier": "a"})],
     ),
-    (  # a third of a's receipts match nothing; b's all match
+    (  # a third of a's receipts match nothing; b's all match; e's cannot be read
         [
             series('smppd_receipts_total{carrier="a",result="matched"}', "0+10x80"),
             series('smppd_receipts_total{carrier="a",result="unmatched"}', "0+5x80"),
             series('smppd_receipts_total{carrier="b",result="matched"}', "0+10x80"),
             series('smppd_receipts_total{carrier="b",result="held"}', "0+1x80"),
+            series('smppd_receipts_total{carrier="e",result="matched"}', "0+10x80"),
+            series('smppd_receipts_total{carrier="e",result="unparseable"}', "0+10x80"),
         ],
         [
             alert("SmppdReceiptsUnmatched", "20m"),
-            alert("SmppdReceiptsUnmatched", "70m", {**WARNING, "carrier": "a"}),
+            alert(
+                "SmppdReceiptsUnmatched",
+                "70m",
+                {**WARNING, "carrier": "a"},
+                {**WARNING, "carrier": "e"},
+            ),
         ],
     ),
     (  # c's receipts are all held on arrival: half later match, half outlive the hold or

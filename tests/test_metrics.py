@@ -79,3 +79,11 @@ async def test_queue_segments_are_shown_per_carrier_after_a_refresh() -> None:
         ("a", "queued", 2.0),
         ("b", "inflight", 1.0),
     ]
+
+
+def test_every_extra_counter_is_exported_with_total() -> None:
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, MemoryQueue())
+    found = samples(daemon)
+    for name in daemon._extra_counters():
+        assert f"smppd_{name}_total" in found, name
+    assert "smppd_inbound_unowned_total" in found
