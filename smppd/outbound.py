@@ -7,6 +7,7 @@ number per attempt. The carrier profile carries what differs between carriers (w
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 
 from smppd.address import sender_ton_npi, wire_address
@@ -68,6 +69,7 @@ def prepare(
     force = _FORCED.get(encoding)
     if encoding not in _FORCED:
         raise ApiError(ErrorCode.invalid_field, f"unknown encoding {encoding!r}", field="encoding")
+    text = composed(text)
     try:
         alphabet, data_coding = plan_encoding(
             text, default_is_latin1=profile.default_is_latin1, force=force
@@ -105,7 +107,17 @@ def prepare(
     return Prepared([_body(template, s) for s in segments], alphabet)
 
 
+def composed(text: str) -> str:
+    """`text` in Unicode normal form C: "e" followed by a combining acute is one "é", which
+    GSM 03.38 has, where the decomposed pair would force the whole message into UCS-2 (twice
+    the parts). The same characters to a reader; ASCII, most text, is returned at once."""
+    if text.isascii() or unicodedata.is_normalized("NFC", text):
+        return text
+    return unicodedata.normalize("NFC", text)
+
+
 def count_segments(text: str, *, encoding: str, profile: OutboundProfile) -> int:
+    text = composed(text)
     force = _FORCED.get(encoding)
     alphabet, _ = plan_encoding(text, default_is_latin1=profile.default_is_latin1, force=force)
     return _count(text, alphabet, profile.concatenation)

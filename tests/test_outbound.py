@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from smppd.address import check_sender, from_wire, mask, normalise_destination, sender_ton_npi
-from smppd.outbound import OutboundProfile, prepare
+from smppd.outbound import OutboundProfile, composed, count_segments, prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
 from smppd.pdu.segment import ConcatMethod
-from smppd.pdu.text import decode_text
+from smppd.pdu.text import decode_gsm7, decode_text
 from smppd.pdu.tlv import Tag, get_int
 from smppd.pdu.udh import concat_info, parse_udh
 from smppd.service import ApiError, ErrorCode
@@ -83,6 +83,17 @@ def test_payload_concatenation() -> None:
     [pdu] = run("y" * 500, profile=OutboundProfile(concatenation=ConcatMethod.PAYLOAD))
     assert pdu.short_message == b""
     assert pdu.content == b"y" * 500
+
+
+def test_decomposed_accents_are_composed_before_the_encoding_is_chosen() -> None:
+    """Some clients send "e" + U+0301 for "é": composed, the text stays GSM 03.38 (one part)
+    instead of going UCS-2 (two); what the handset shows is the same."""
+    decomposed = "Re\u0301sume\u0301 " + "a" * 140
+    [pdu] = run(decomposed)
+    assert pdu.data_coding == 0
+    assert decode_gsm7(pdu.short_message) == "Résumé " + "a" * 140
+    assert count_segments(decomposed, encoding="auto", profile=OutboundProfile()) == 1
+    assert composed("plain ascii") == "plain ascii"
 
 
 LATIN1_CARRIER = OutboundProfile(default_is_latin1=True)
