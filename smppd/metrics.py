@@ -155,6 +155,11 @@ class SmppdCollector(Collector):
         for (op, result), n in dict(self._api.requests).items():
             api.add_metric([op, result], n)
         yield api
+        api_latency = HistogramMetricFamily(
+            "smppd_api_request_seconds", "API requests, from read to reply written"
+        )
+        api_latency.add_metric([], self._api.latency.cumulative(), self._api.latency.total)
+        yield api_latency
         messages = CounterMetricFamily(
             "smppd_api_messages",
             "Messages submitted over the API (submit and submit_many) by result",
@@ -203,6 +208,21 @@ class SmppdCollector(Collector):
         timeouts = CounterMetricFamily(
             "smppd_response_timeouts", "Requests with no response in time", labels=["carrier"]
         )
+        late = CounterMetricFamily(
+            "smppd_late_responses",
+            "Responses that came after their request had timed out (its outcome was unknown)",
+            labels=["carrier"],
+        )
+        peer_errors = CounterMetricFamily(
+            "smppd_peer_errors",
+            "SMSC protocol errors the bind survived (a bad or unexpected PDU)",
+            labels=["carrier"],
+        )
+        handler_failures = CounterMetricFamily(
+            "smppd_deliver_failures",
+            "deliver_sm/data_sm answered ESME_RX_T_APPN because storing them failed",
+            labels=["carrier"],
+        )
         receipts = CounterMetricFamily(
             "smppd_receipts", "Delivery receipts by match result", labels=["carrier", "result"]
         )
@@ -232,6 +252,9 @@ class SmppdCollector(Collector):
             for status, n in dict(obs.bind_failures).items():
                 bind_failures.add_metric([name, status], n)
             timeouts.add_metric([name], obs.timeouts)
+            late.add_metric([name], obs.late)
+            peer_errors.add_metric([name], obs.peer_errors)
+            handler_failures.add_metric([name], obs.handler_failures)
             for result, n in dict(view.receipts()).items():
                 receipts.add_metric([name, result], n)
             inbound.add_metric([name], view.inbound())
@@ -240,7 +263,8 @@ class SmppdCollector(Collector):
                 histogram = view.outcome_latency
                 outcome_latency.add_metric([name], histogram.cumulative(), histogram.total)
         yield from (up, configured, window, submits, throttled, reconnects, bind_failures)
-        yield from (timeouts, receipts, inbound, latency, outcome_latency)
+        yield from (timeouts, late, peer_errors, handler_failures)
+        yield from (receipts, inbound, latency, outcome_latency)
 
     def _queue_families(self) -> Iterator[Metric]:
         if self._commit_latency is not None:

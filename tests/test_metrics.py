@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from queue_support import T0, message
@@ -87,3 +88,15 @@ def test_every_extra_counter_is_exported_with_total() -> None:
     for name in daemon._extra_counters():
         assert f"smppd_{name}_total" in found, name
     assert "smppd_inbound_unowned_total" in found
+
+
+def test_api_request_latency_is_a_histogram() -> None:
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, MemoryQueue())
+    daemon.api_counts.request_finished("submit", "ok", 0.004)
+    daemon.api_counts.request_finished("status", "ok", 0.2)
+    found = samples(daemon)
+    assert found["smppd_api_request_seconds_count"] == [({}, 2.0)]
+    assert found["smppd_api_request_seconds_sum"][0][1] == pytest.approx(0.204)
+    buckets = {labels["le"]: n for labels, n in found["smppd_api_request_seconds_bucket"]}
+    assert buckets["+Inf"] == 2.0
+    assert min(n for n in buckets.values()) <= 1.0
