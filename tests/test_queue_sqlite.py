@@ -28,8 +28,9 @@ from smppd.queue import (
     sqlite_receipts,
     sqlite_writes,
 )
-from smppd.queue.errors import SchemaTooNewError, StorageCorruptError
+from smppd.queue.errors import QueueInUseError, SchemaTooNewError, StorageCorruptError
 from smppd.queue.model import URGENT_PRIORITY
+from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
 from smppd.queue.schema import SCHEMA_VERSION
 from smppd.queue.sqlite import SqliteQueue
@@ -635,3 +636,45 @@ async def test_a_write_that_fails_alone_does_not_fail_those_batched_with_it(path
         assert all(isinstance(r, list) and r[0].created for r in (results[0], results[2]))
         assert store.queued_depth() == 2
     assert peek(path, "SELECT ref FROM messages ORDER BY id") == [("fine",), ("also fine",)]
+
+
+async def test_a_second_open_of_a_queue_in_use_is_refused_and_changes_nothing(path: Path) -> None:
+    """One process runs a queue: a second open (a second daemon on the same config) fails
+    before touching it, naming the holder's pid, so it cannot "recover" the first one's
+    in-flight segments and send them again. Closing releases the queue."""
+    first = await SqliteQueue.open(path)
+    try:
+        await first.enqueue([message()], now=T0)
+        await first.claim(CARRIER, 1, now=T0)
+        with pytest.raises(
+            QueueInUseError, match=rf"in use by another process \(pid {os.getpid()}\)"
+        ):
+            await SqliteQueue.open(path)
+        assert peek(path, "SELECT state FROM segments") == [("inflight",)]
+    finally:
+        await first.close()
+    async with await SqliteQueue.open(path) as again:
+        assert await again.recover(now=T0 + 1) == 1
+
+
+def test_the_queue_is_free_again_when_its_holder_is_killed(path: Path) -> None:
+    """The lock goes with the process: after kill -9 there is nothing to clear by hand."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from smppd.queue.owner import OwnerLock;"
+            f" OwnerLock.take({str(path)!r}); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(QueueInUseError, match=f"pid {holder.pid}"):
+            OwnerLock.take(path)
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+    OwnerLock.take(path).release()

@@ -11,7 +11,7 @@ from os import PathLike
 from typing import Final
 
 from smppd.queue.base import Queue
-from smppd.queue.errors import QueueClosedError, QueueError, StorageFullError
+from smppd.queue.errors import QueueClosedError, QueueError, QueueInUseError, StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import (
     OPTOUT_ALL_SENDERS,
@@ -86,6 +86,7 @@ __all__ = [
     "Queue",
     "QueueClosedError",
     "QueueError",
+    "QueueInUseError",
     "QueueStats",
     "ReceiptIn",
     "ReceiptOutcome",

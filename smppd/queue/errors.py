@@ -45,6 +45,12 @@ class SchemaTooNewError(QueueError):
     code: ClassVar[str] = "schema_too_new"
 
 
+class QueueInUseError(QueueError):
+    """Another process (another smppd) runs this queue: see smppd.queue.owner."""
+
+    code: ClassVar[str] = "queue_in_use"
+
+
 class QueueClosedError(QueueError):
     """The store was closed (or its writer stopped); the operation was not performed."""
 

@@ -69,6 +69,7 @@ from smppd.queue.model import (
     ReceiptResult,
     RerouteCursor,
 )
+from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import held_ended_by_carrier
 from smppd.queue.schema import migrate
 from smppd.queue.sqlite_batch import Batch, MemoryState
@@ -148,6 +149,7 @@ class SqliteQueue:
         self._conn = conn
         self._db = db
         self._memory = memory
+        self._owner: OwnerLock | None = None  # see smppd.queue.owner
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch
         self._urgent: deque[_Write[Any]] = deque()
@@ -180,6 +182,37 @@ class SqliteQueue:
 
         `max_bytes` caps the database size (writes past it fail with StorageFullError).
         """
+        owner = OwnerLock.take(path)
+        try:
+            store = await cls._open(
+                path,
+                receipt_hold_s=receipt_hold_s,
+                max_held_receipts=max_held_receipts,
+                max_batch=max_batch,
+                bulk_batch=bulk_batch,
+                commit_interval_s=commit_interval_s,
+                cache_kib=cache_kib,
+                max_bytes=max_bytes,
+            )
+        except BaseException:
+            owner.release()
+            raise
+        store._owner = owner
+        return store
+
+    @classmethod
+    async def _open(
+        cls,
+        path: str | PathLike[str],
+        *,
+        receipt_hold_s: float,
+        max_held_receipts: int,
+        max_batch: int,
+        bulk_batch: int,
+        commit_interval_s: float,
+        cache_kib: int,
+        max_bytes: int | None,
+    ) -> SqliteQueue:
         opened: list[sqlite3.Connection] = []
         failed: list[BaseException] = []
 
@@ -632,7 +665,11 @@ class SqliteQueue:
             await self._writer
         finally:
             self._closed = True
-            await self._conn.close()
+            try:
+                await self._conn.close()
+            finally:
+                if self._owner is not None:
+                    self._owner.release()
 
     async def __aenter__(self) -> SqliteQueue:
         return self

@@ -739,3 +739,41 @@ async def test_a_signal_while_the_queue_opens_is_kept_for_when_it_has_opened(
             if daemon.proc is not None and daemon.proc.returncode is None:
                 await daemon.kill()
     assert not any("Traceback" in line for line in daemon.raw)
+
+
+async def test_a_second_daemon_on_a_running_ones_config_leaves_it_alone() -> None:
+    """A second `smppd run` on the same config while the first has submits in flight: it
+    stops at the queue with one line naming the first one's pid, before recovering anything,
+    so nothing is sent twice and the first daemon's counts stay right."""
+    smsc_config = SmscConfig(port=0, faults=Faults(latency_s=1.0))
+    async with (
+        running(smsc_config) as (smsc, daemon, directory),
+        Client(directory / "smppd.sock") as client,
+    ):
+        assert daemon.proc is not None
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["receipt"])
+        await client.submit_many(
+            [{"to": f"+4477009001{i:02d}", "from": "ALPHA", "text": f"m{i}"} for i in range(5)]
+        )
+        await smsc.records.wait_for(5, timeout=10)  # all five out, their answers held back
+        second = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "smppd", "run", "-c", str(directory / "smppd.yaml")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert "Traceback" not in second.stderr + second.stdout
+        assert "resending segments" not in second.stderr
+        errors = [json.loads(line) for line in second.stderr.splitlines() if '"error"' in line]
+        assert [e["event"] for e in errors] == ["cannot open the queue"]
+        assert f"in use by another process (pid {daemon.proc.pid})" in errors[0]["error"]
+        receipts = [await sub.next() for _ in range(5)]
+        assert {r["stat"] for r in receipts} == {"DELIVRD"}
+        sub.close()
+        assert sorted(m.text for m in smsc.records.messages) == [f"m{i}" for i in range(5)]
+        stats = await client.stats()
+        assert stats["queued_depth"] == 0
+        assert all(n >= 0 for n in stats["segments"].values())
