@@ -99,7 +99,10 @@ def _event_line(event: dict[str, Any]) -> str:
         if key == "event":
             continue
         shown = value if isinstance(value, str) and value and " " not in value else None
-        parts.append(f"{key}={shown if shown is not None else json.dumps(value)}")
+        # Text as it reads (Cyrillic, emoji), not as JSON escapes.
+        parts.append(
+            f"{key}={shown if shown is not None else json.dumps(value, ensure_ascii=False)}"
+        )
     return " ".join(parts)
 
 
@@ -148,12 +151,20 @@ async def _optout(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _tail(client: Client, args: argparse.Namespace) -> int:
+    """Until interrupted: a stream that ends (the daemon stopped, or dropped this reader) is a
+    failure, so that a supervisor or script does not take it for a finished job."""
     async for event in client.subscribe(args.events.split(",")):
-        print(json.dumps(event) if args.json else _event_line(event), flush=True)
+        print(
+            json.dumps(event, ensure_ascii=False) if args.json else _event_line(event), flush=True
+        )
         if event.get("event") == "dropped":
             print("error: dropped: this reader fell behind the daemon's events", file=sys.stderr)
             return EX_REFUSED
-    return EX_OK
+    print(
+        "error: unavailable: the daemon ended the stream (it stopped or is restarting)",
+        file=sys.stderr,
+    )
+    return EX_UNAVAILABLE
 
 
 ClientCommand = Callable[[Client, argparse.Namespace], Awaitable[int]]

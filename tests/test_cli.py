@@ -205,7 +205,8 @@ async def test_no_daemon_says_so_without_a_traceback(capsys: pytest.CaptureFixtu
 async def test_tail_prints_one_line_per_event_until_the_stream_ends(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`tail` subscribes to receipts and inbound messages and prints each on one line."""
+    """`tail` subscribes to receipts and inbound messages and prints each on one line, text
+    as it reads; a stream that ends (the daemon stopped) is status 69 with one line."""
     service = FakeService()
     async with running_server(service) as server:
         tail = asyncio.create_task(run_cli("tail", "--socket", str(server.settings.socket)))
@@ -213,9 +214,13 @@ async def test_tail_prints_one_line_per_event_until_the_stream_ends(
         assert subscription.kinds == {"receipt", "inbound"}
         subscription.publish(Event("receipt", "svc", {"message_id": 7, "state": "delivered"}))
         subscription.publish(Event("inbound", "svc", {"to": "ACME", "text": "STOP now"}))
+        subscription.publish(Event("inbound", "svc", {"to": "ACME", "text": "Привет 👋"}))
         subscription.close()  # the stream ends: tail ends with it
-        assert await tail == 0
-    assert capsys.readouterr().out.splitlines() == [
+        assert await tail == 69
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
         "receipt message_id=7 state=delivered",
         'inbound to=ACME text="STOP now"',
+        'inbound to=ACME text="Привет 👋"',
     ]
+    assert err == "error: unavailable: the daemon ended the stream (it stopped or is restarting)\n"
