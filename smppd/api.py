@@ -186,14 +186,19 @@ class ClientTable:
         return self.by_uid.get(uid, self.any_uid)
 
     @classmethod
-    def from_config(cls, clients: Iterable[_ApiClientEntry]) -> ClientTable:
+    def from_config(
+        cls, clients: Iterable[_ApiClientEntry], owners: Mapping[str, str] | None = None
+    ) -> ClientTable:
+        """`owners`: sender id -> the client that owns it (`senders[].client`)."""
         by_uid: dict[int, ClientIdentity] = {}
         anyone: ClientIdentity | None = None
+        owner_of = owners or {}
         for entry in clients:
             identity = ClientIdentity(
                 name=entry.name,
                 senders=frozenset(entry.senders),
                 max_priority=max_priority_for_flag(entry.priority_max),
+                owned=frozenset(s for s in entry.senders if owner_of.get(s) == entry.name),
             )
             by_uid.update(dict.fromkeys(entry.uids, identity))
             if entry.any_uid:

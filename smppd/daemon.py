@@ -543,7 +543,7 @@ class Daemon:
         self._signals.install()
         api = ApiServer(
             ApiSettings.from_config(self.config.api),
-            ClientTable.from_config(self.config.api.clients),
+            ClientTable.from_config(self.config.api.clients, owners(self.config)),
             self.gateway,
             observer=self._api_observer(),
         )
@@ -627,7 +627,7 @@ class Daemon:
         self.config = new
         configure_logging(new.logging.level, new.logging.format)
         if self._api is not None:
-            self._api.clients = ClientTable.from_config(new.api.clients)
+            self._api.clients = ClientTable.from_config(new.api.clients, owners(new))
         if cap_rules(old) != cap_rules(new):
             # Counted again from the queue; a submit between the two may go uncounted.
             self.caps = daily_caps(new)

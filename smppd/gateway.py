@@ -423,7 +423,9 @@ class Gateway:
     async def optout(
         self, client: ClientIdentity, action: str, sender: str, number: str | None
     ) -> dict[str, Any]:
-        if action != "list" and sender not in client.senders:
+        # Owners only: a client allowed to send from another's id may not read who opted out
+        # of it (personal data), undo a STOP, or cancel the owner's messages with an opt-out.
+        if sender and sender not in client.owned:
             raise ApiError(
                 ErrorCode.sender_not_allowed,
                 f"client {client.name!r} does not own sender {sender!r}",
@@ -435,7 +437,7 @@ class Gateway:
                 "optouts": [
                     {"sender": r.sender, "number": r.number, "created_at": r.created_at}
                     for r in rows
-                    if r.sender in client.senders
+                    if r.sender in client.owned
                 ]
             }
         if number is None:

@@ -63,8 +63,11 @@ class ClientIdentity:
     """A configured API client, resolved from the caller's uid."""
 
     name: str
-    senders: frozenset[str]
+    senders: frozenset[str]  # it may send from these
     max_priority: int = 9
+    # Of those, the ones it owns (`senders[].client`): only an owner manages their opt-outs,
+    # which hold other people's numbers and decide what the owner's messages may reach.
+    owned: frozenset[str] = frozenset()
 
 
 class Priority:

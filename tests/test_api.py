@@ -616,13 +616,15 @@ def test_client_table_from_config_entries() -> None:
             self.priority_max = cap
 
     table = ClientTable.from_config(
-        [Entry("otp", (1000, 1001), False, 1), Entry("web", (), True, None)]
+        [Entry("otp", (1000, 1001), False, 1), Entry("web", (), True, None)], {"ACME": "otp"}
     )
     otp = table.identify(1001)
-    assert otp == ClientIdentity("otp", frozenset({"ACME"}), max_priority=5)
+    assert otp == ClientIdentity(
+        "otp", frozenset({"ACME"}), max_priority=5, owned=frozenset({"ACME"})
+    )
     web = table.identify(4242)
     assert web is not None
-    assert (web.name, web.max_priority) == ("web", 9)
+    assert (web.name, web.max_priority, web.owned) == ("web", 9, frozenset())
     assert ClientTable.from_config([Entry("otp", (7,), False, 3)]).identify(8) is None
     assert [max_priority_for_flag(f) for f in (0, 1, 2, 3)] == [2, 5, 8, 9]
 

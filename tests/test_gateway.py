@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from smppd.events import EventHub
 from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
 from smppd.outbound import OutboundProfile
@@ -19,7 +21,9 @@ from smppd.routing import Router, RouteRule
 from smppd.service import ApiError, ClientIdentity, ErrorCode, SubmitReply, SubmitRequest
 
 T0 = 1_800_000_000.0
-CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}))
+CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}), owned=frozenset({"ALPHA"}))
+# May send from ALPHA, which is app's: not its to manage.
+GUEST = ClientIdentity(name="guest", senders=frozenset({"ALPHA"}))
 
 
 class Loops:
@@ -290,3 +294,23 @@ async def test_cancels_and_opt_outs_tell_the_send_loops_what_they_cancelled() ->
     assert loops.withdrawn == [segment_id(two, 0)]
     await gw.optout(CLIENT, "add", "ALPHA", "+447700900123")
     assert loops.withdrawn == [segment_id(two, 0), segment_id(three, 0)]
+
+
+async def test_only_the_owner_of_a_sender_manages_its_opt_outs() -> None:
+    """A client allowed to send from another client's id cannot list who opted out of it,
+    undo a STOP, or add an opt-out (which would cancel the owner's queued messages)."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    (reply,) = await gw.submit(CLIENT, [request("queued for later", schedule_at=T0 + 600)])
+    assert isinstance(reply, SubmitReply)
+    await gw.optout(CLIENT, "add", "ALPHA", "+447700900999")
+    for action, number in (("list", None), ("remove", "+447700900999"), ("add", "+447700900123")):
+        with pytest.raises(ApiError) as refused:
+            await gw.optout(GUEST, action, "ALPHA", number)
+        assert refused.value.code is ErrorCode.sender_not_allowed
+    assert (await gw.optout(GUEST, "list", "", None)) == {"optouts": []}
+    listed = await gw.optout(CLIENT, "list", "ALPHA", None)
+    assert [o["number"] for o in listed["optouts"]] == ["+447700900999"]
+    status = await queue.status(reply.id, None)
+    assert status is not None
+    assert status.state is MessageState.QUEUED
