@@ -17,9 +17,11 @@ result never overrides them) or `{"ok": false, "id": ..., "error": {"code", "mes
 "field"?}}`. After `subscribe` is answered, event lines `{"event": kind, ...}` follow on the
 same connection until it closes.
 
-Limits. A connection may have `max_pending_per_connection` requests unanswered; one more is
-answered at once with `too_many_pending` rather than queued, so a client learns its window
-instead of waiting on a stalled socket. A line longer than `max_line_bytes` is answered with
+Limits. A connection may have `max_pending_per_connection` messages in progress, and all of them
+together `max_pending` (a submit_many counts its messages, any other request one); a request past
+either is answered at once with `too_many_pending` rather than queued, so a client learns its
+window instead of waiting on a stalled socket. One alone on its connection is never refused for
+its own size: the line cap bounds that. A line longer than `max_line_bytes` is answered with
 `line_too_long` as soon as the limit is passed and discarded up to its newline; the connection
 stays usable. Each write waits for the peer to take the bytes for at most `write_timeout_s`, then
 the connection is dropped. Meanwhile later replies wait their turn and the connection is not read:
@@ -116,6 +118,8 @@ class _ApiSection(Protocol):
     def max_connections(self) -> int: ...
     @property
     def max_pending_per_connection(self) -> int: ...
+    @property
+    def max_pending(self) -> int: ...
 
 
 class _ApiClientEntry(Protocol):
@@ -140,7 +144,8 @@ class ApiSettings:
     max_line_bytes: int = 1024 * 1024
     idle_timeout_s: float = 300.0
     max_connections: int = 256
-    max_pending_per_connection: int = 1000
+    max_pending_per_connection: int = 10_000  # messages, as max_pending
+    max_pending: int = 100_000  # messages in progress on all connections together
     write_timeout_s: float = 10.0  # a peer that takes no bytes for this long is dropped
     close_timeout_s: float = 5.0  # on close(): how long in-flight requests may still finish
 
@@ -155,6 +160,7 @@ class ApiSettings:
             idle_timeout_s=section.idle_timeout_s,
             max_connections=section.max_connections,
             max_pending_per_connection=section.max_pending_per_connection,
+            max_pending=section.max_pending,
             write_timeout_s=write_timeout_s,
             close_timeout_s=close_timeout_s,
         )
@@ -534,6 +540,15 @@ async def _op_submit_many(
     return {"results": results}
 
 
+def _weight(op: str, req: Request) -> int:
+    """What a request counts against the pending limits: a submit_many its messages."""
+    if op == "submit_many":
+        messages = req.get("messages")
+        if isinstance(messages, list) and messages:
+            return len(messages)
+    return 1
+
+
 def _message_results(req: Request, outcome: Mapping[str, Any] | None, result: str) -> list[str]:
     """Each message's result in a submit_many's reply; the request's for each message it
     held (once if it held no list) when the whole call failed."""
@@ -767,18 +782,36 @@ class _Connection:
             await self._refuse(rid, op, error)
         elif op == "subscribe":
             await self._subscribe(rid, req)
-        elif self._pending >= self._settings.max_pending_per_connection:
-            limit = self._settings.max_pending_per_connection
-            message = f"{limit} requests already in progress on this connection"
-            await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, message))
+        elif (crowded := self._crowded(_weight(op, req))) is not None:
+            await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, crowded))
         elif op == "submit":
-            self._pending += 1
+            self._take(1)
             self._submits.append((rid, req))
         else:
             assert self._tasks is not None
             self._start_submits()  # keep the order in which requests start
-            self._pending += 1
-            self._tasks.create_task(self._run(op, rid, req))
+            weight = _weight(op, req)
+            self._take(weight)
+            self._tasks.create_task(self._run(op, rid, req, weight))
+
+    def _crowded(self, weight: int) -> str | None:
+        """Why a request of `weight` messages cannot start now, or None. One alone on its
+        connection is never refused for its own size (the line cap bounds that)."""
+        settings, server = self._settings, self._server
+        if self._pending and self._pending + weight > settings.max_pending_per_connection:
+            limit = settings.max_pending_per_connection
+            return f"{limit} messages already in progress on this connection"
+        if server.pending and server.pending + weight > settings.max_pending:
+            return f"{settings.max_pending} messages in progress in the daemon; retry shortly"
+        return None
+
+    def _take(self, weight: int) -> None:
+        self._pending += weight
+        self._server.pending += weight
+
+    def _give_back(self, weight: int) -> None:
+        self._pending -= weight
+        self._server.pending -= weight
 
     def _start_submits(self) -> None:
         """Hand the submits read so far to the service in one call, as submit_many does: one
@@ -808,7 +841,7 @@ class _Connection:
             ]
             await self._send(b"".join(lines))
         finally:
-            self._pending -= len(batch)
+            self._give_back(len(batch))
         elapsed = asyncio.get_running_loop().time() - started
         observer = self._server.observer
         results = [str(o.code) if isinstance(o, ApiError) else "ok" for o in outcomes]
@@ -816,7 +849,7 @@ class _Connection:
             observer.request_finished("submit", result, elapsed)
         observer.messages_finished(results)
 
-    async def _run(self, op: str, rid: object, req: Request) -> None:
+    async def _run(self, op: str, rid: object, req: Request, weight: int = 1) -> None:
         started = asyncio.get_running_loop().time()
         outcome: Mapping[str, Any] | None = None
         try:
@@ -830,7 +863,7 @@ class _Connection:
                 data, result = _encode(_error_reply(rid, _INTERNAL)), str(ErrorCode.internal)
             await self._send(data)
         finally:
-            self._pending -= 1
+            self._give_back(weight)
         elapsed = asyncio.get_running_loop().time() - started
         self._server.observer.request_finished(op, result, elapsed)
         if op == "submit_many":
@@ -1046,6 +1079,7 @@ class ApiServer:
         self._connections: set[_Connection] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self.pending = 0  # messages in progress on every connection (see max_pending)
 
     @property
     def connections(self) -> int:

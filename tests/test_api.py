@@ -582,6 +582,39 @@ async def test_requests_past_the_pending_cap_are_refused_at_once() -> None:
         assert (await raw.call(SUBMIT | {"id": 4}))["ok"] is True
 
 
+async def test_the_pending_caps_count_the_messages_of_a_submit_many() -> None:
+    """What requests in progress hold grows with their messages, so the caps count those: per
+    connection and for the daemon. One request alone on its connection is never refused for
+    its own size, which the line cap already bounds."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    limits: dict[str, Any] = {"max_pending_per_connection": 5, "max_pending": 8}
+
+    def many(rid: int, count: int, ref: str | None = None) -> dict[str, Any]:
+        messages = [{"to": "+447700900123", "from": "ACME", "text": "hi"} for _ in range(count)]
+        if ref is not None:
+            messages[0]["ref"] = ref
+        return {"op": "submit_many", "id": rid, "messages": messages}
+
+    async with running_server(service, **limits) as server:
+        first = await Raw.open(server.settings.socket)
+        await first.send(many(1, 4, ref="slow"))  # held: 4 in progress
+        async with asyncio.timeout(WAIT_S):
+            await service.submit_entered.wait()
+        over = await first.call(many(2, 2))
+        assert over["error"]["code"] == "too_many_pending"
+        assert "on this connection" in over["error"]["message"]
+        second = await Raw.open(server.settings.socket)
+        crowded = await second.call(many(3, 5))
+        assert crowded["error"]["code"] == "too_many_pending"
+        assert "in the daemon" in crowded["error"]["message"]
+        fits = await second.call(many(4, 4))  # 4 + 4 = 8: at the daemon's cap, not past it
+        assert [r["ok"] for r in fits["results"]] == [True] * 4
+        service.gates["slow"].set()
+        assert (await first.recv())["id"] == 1
+        alone = await second.call(many(5, 7))  # more than a connection's cap, on its own
+        assert [r["ok"] for r in alone["results"]] == [True] * 7
+
+
 async def test_unknown_uid_is_unauthorized_and_closed() -> None:
     """A peer whose uid maps to no client is refused and disconnected."""
     stranger_only = ClientTable(by_uid={own_uid() + 1: DEMO})
@@ -759,7 +792,9 @@ async def test_a_client_that_stops_reading_is_not_read_from_until_it_is_dropped(
     goes on sending. The write deadline then drops it, and says so."""
     observer = RecordingObserver()
     loop = asyncio.get_running_loop()
-    async with running_server(observer=observer, write_timeout_s=1.0) as server:
+    # Limits that let every request start: the point is the replies, not too_many_pending.
+    limits: dict[str, Any] = {"max_pending_per_connection": 10**6, "max_pending": 10**7}
+    async with running_server(observer=observer, write_timeout_s=1.0, **limits) as server:
         stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stuck.setblocking(False)
         await loop.sock_connect(stuck, str(server.settings.socket))
