@@ -146,6 +146,31 @@ def part_pdu(source: str, seq: int, data: bytes, *, data_coding: int = 0) -> Del
     )
 
 
+async def test_huge_mo_parts_from_a_hostile_smsc_hold_a_bounded_amount() -> None:
+    """Parts of 64 KB (a message_payload each) that never complete their messages: the parts
+    held in memory stay within the reassembler's byte budget, and those pushed out are stored
+    as incomplete messages, each with the part that came, rather than held or lost."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    part = b"x" * 64_000
+    for ref in range(120):
+        pdu = DeliverSm(
+            source_addr="447700900001",
+            source_addr_ton=1,
+            destination_addr="SHOP",
+            esm_class=ESM_UDHI,
+            tlvs=(Tlv(Tag.message_payload, build_concat_udh(ref, 254, 1, ref16=False) + part),),
+        )
+        assert await inbound(pdu) == 0
+    held = len(inbound._parts)
+    assert held * len(part) <= 4 * 1024 * 1024
+    stored = await queue.inbound_since(0, limit=1000)
+    assert len(stored) == 120 - held
+    assert all(len(m.text) == len(part) for m in stored)
+    assert not any(e.data["complete"] for e in events if e.kind == "inbound")
+
+
 async def test_an_incomplete_long_mo_is_decoded_with_its_own_data_coding() -> None:
     """The first half of a UCS-2 message, given up when an unrelated GSM message arrives after
     the reassembly timeout, is stored as the UCS-2 text it is, marked incomplete."""

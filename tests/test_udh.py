@@ -223,6 +223,28 @@ def test_eviction_bounds_pending_groups() -> None:
     assert reassembler.add("b", ConcatPart(1, 2, 2, b"b2"), now=3.0) == [b"b1", b"b2"]
 
 
+def test_the_bytes_held_are_bounded_too() -> None:
+    """Past max_bytes of part data the oldest groups are evicted (a peer sending 64 KiB
+    parts must not hold gigabytes); a part larger than the whole budget is refused at once;
+    a completed or repeated part frees or costs nothing more."""
+    reassembler = Reassembler(max_bytes=100, timeout_s=100.0)
+    reassembler.add("a", ConcatPart(1, 2, 1, b"a" * 40), now=0.0)
+    reassembler.add("b", ConcatPart(1, 2, 1, b"b" * 40), now=1.0)
+    reassembler.add("b", ConcatPart(1, 2, 1, b"B" * 40), now=1.5)  # a repeat: ignored
+    reassembler.add("c", ConcatPart(1, 3, 1, b"c" * 40), now=2.0)  # 120 > 100: a goes
+    assert len(reassembler) == 2
+    (evicted,) = reassembler.expire(now=2.0)
+    assert (evicted.key, evicted.reason) == ("a", DropReason.EVICTED)
+    assert reassembler.add("b", ConcatPart(1, 2, 2, b"b" * 10), now=3.0) == [b"b" * 40, b"b" * 10]
+    # b's 50 octets are free again: c can take 60 more without evicting anything.
+    assert reassembler.add("c", ConcatPart(1, 3, 2, b"c" * 60), now=4.0) is None
+    assert reassembler.expire(now=4.0) == []
+    assert reassembler.add("d", ConcatPart(1, 2, 1, b"d" * 101), now=5.0) is None
+    (refused,) = reassembler.expire(now=5.0)
+    assert (refused.key, refused.reason) == ("d", DropReason.TOO_LARGE)
+    assert len(reassembler) == 1
+
+
 def test_too_many_parts_is_refused() -> None:
     """A group with more parts than allowed is reported at once and never held."""
     reassembler = Reassembler(max_parts=4)
@@ -239,6 +261,8 @@ def test_reassembler_validates_limits() -> None:
         Reassembler(timeout_s=0)
     with pytest.raises(ValueError, match="positive"):
         Reassembler(max_parts=256)
+    with pytest.raises(ValueError, match="positive"):
+        Reassembler(max_bytes=0)
 
 
 @settings(max_examples=200)

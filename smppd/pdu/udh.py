@@ -132,8 +132,9 @@ class DropReason(StrEnum):
     """Why a group of parts was given up before it was complete."""
 
     EXPIRED = "expired"  # the group outlived the timeout
-    EVICTED = "evicted"  # more groups were pending than allowed; the oldest went
+    EVICTED = "evicted"  # more groups (or bytes) were pending than allowed; the oldest went
     TOO_MANY_PARTS = "too_many_parts"  # its total exceeds the configured maximum
+    TOO_LARGE = "too_large"  # one part alone is larger than all parts may be together
 
 
 @record
@@ -151,6 +152,7 @@ class DroppedGroup:
 class _Pending:
     started: float
     parts: dict[int, bytes] = field(default_factory=dict)
+    size: int = 0  # octets of data in `parts`
 
 
 class Reassembler:
@@ -163,20 +165,34 @@ class Reassembler:
     caller's job (a sender may have split an escape or a surrogate pair across parts, which
     decoding the concatenation heals). A repeated part is ignored (the first copy is kept).
 
-    Memory is bounded: at most `max_groups` pending groups (the oldest is evicted past it) and
-    `max_parts` parts per group. Groups older than `timeout_s` are dropped by `expire`, which
+    Memory is bounded: at most `max_groups` pending groups and `max_bytes` octets of part data
+    in all (the oldest groups are evicted past either), and `max_parts` parts per group; a
+    peer sending 64 KiB message_payload parts must not hold gigabytes. Groups older than
+    `timeout_s` are dropped by `expire`, which
     also hands back those evicted since its last call, so the caller can deliver or log
     incomplete messages rather than lose them silently. `now` must not go backwards.
     """
 
     def __init__(
-        self, *, timeout_s: float = 120.0, max_groups: int = 1024, max_parts: int = 255
+        self,
+        *,
+        timeout_s: float = 120.0,
+        max_groups: int = 1024,
+        max_parts: int = 255,
+        max_bytes: int = 4 * 1024 * 1024,
     ) -> None:
-        if timeout_s <= 0 or max_groups < 1 or not 1 <= max_parts <= MAX_CONCAT_PARTS:
-            raise ValueError("timeout_s, max_groups and max_parts must be positive (parts <= 255)")
+        if (
+            timeout_s <= 0
+            or max_groups < 1
+            or max_bytes < 1
+            or not 1 <= max_parts <= MAX_CONCAT_PARTS
+        ):
+            raise ValueError("timeout_s, max_groups, max_bytes and max_parts must be positive")
         self._timeout_s = timeout_s
         self._max_groups = max_groups
         self._max_parts = max_parts
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of every pending group's parts
         # Insertion order is start order, so the oldest group is always first. An OrderedDict,
         # because finding the first entry of a plain dict slows down as entries leave its front.
         self._pending: OrderedDict[tuple[Hashable, int, int], _Pending] = OrderedDict()
@@ -198,15 +214,29 @@ class Reassembler:
             )
             self._note_dropped(dropped, now=now)
             return None
+        if len(part.data) > self._max_bytes:
+            dropped = DroppedGroup(
+                key, part.ref, part.total, ((part.seq, part.data),), DropReason.TOO_LARGE
+            )
+            self._note_dropped(dropped, now=now)
+            return None
         pending = self._pending.get(group_key)
+        if pending is not None and part.seq in pending.parts:
+            return None  # a repeat: the first copy is kept
+        while self._pending and self._bytes + len(part.data) > self._max_bytes:
+            self._drop(next(iter(self._pending)), DropReason.EVICTED, now=now)
+        pending = self._pending.get(group_key)  # it may have been the oldest
         if pending is None:
             if len(self._pending) >= self._max_groups:
                 self._drop(next(iter(self._pending)), DropReason.EVICTED, now=now)
             pending = self._pending[group_key] = _Pending(started=now)
-        pending.parts.setdefault(part.seq, part.data)
+        pending.parts[part.seq] = part.data
+        pending.size += len(part.data)
+        self._bytes += len(part.data)
         if len(pending.parts) < part.total:
             return None
         del self._pending[group_key]
+        self._bytes -= pending.size
         return [pending.parts[seq] for seq in range(1, part.total + 1)]
 
     def expire(self, *, now: float) -> list[DroppedGroup]:
@@ -236,6 +266,7 @@ class Reassembler:
         self, group_key: tuple[Hashable, int, int], reason: DropReason, *, now: float
     ) -> None:
         pending = self._pending.pop(group_key)
+        self._bytes -= pending.size
         key, ref, total = group_key
         parts = tuple(sorted(pending.parts.items()))
         self._note_dropped(DroppedGroup(key, ref, total, parts, reason), now=now)
