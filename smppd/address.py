@@ -91,8 +91,22 @@ def wire_address(address: str) -> str:
     return address[1:] if address.startswith("+") else address
 
 
-def from_wire(address: str, ton: int) -> str:
-    """An address received from an SMSC in canonical form, so it matches what clients submit."""
-    if ton == TON_INTERNATIONAL and _DIGITS.fullmatch(address):
+def from_wire(address: str, ton: int, *, default_country_prefix: str | None = None) -> str:
+    """An address received from an SMSC in canonical form, so it matches what clients submit
+    (an opt-out from it must stop submits to it).
+
+    International (TON 1) digits get their `+`. Digits of unknown type (TON 0, which many
+    SMSCs send for every MO) are read as a client's bare digits are (`normalise_destination`),
+    and national ones (TON 2) so too when a default country prefix says which country.
+    Anything else, or what does not read as a number, is kept as it came.
+    """
+    if not _DIGITS.fullmatch(address):
+        return address
+    if ton == TON_INTERNATIONAL:
         return "+" + address
+    if ton == TON_UNKNOWN or (ton == TON_NATIONAL and default_country_prefix):
+        try:
+            return normalise_destination(address, default_country_prefix=default_country_prefix)
+        except ApiError:
+            return address
     return address

@@ -214,6 +214,7 @@ def optout_policy(config: Config) -> OptOutPolicy:
         per_client=compliance.scope is cfg.OptOutScope.CLIENT,
         senders_of=senders_of,
         auto_replies=auto_replies(compliance.auto_replies),
+        default_country_prefix=compliance.default_country_prefix,
     )
 
 

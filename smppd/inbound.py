@@ -68,6 +68,9 @@ class OptOutPolicy:
     per_client: bool  # scope "client": STOP to one sender id opts out of all the client's ids
     senders_of: Mapping[str, tuple[str, ...]]  # client -> its sender ids
     auto_replies: Mapping[Keyword, str] = field(default_factory=dict)
+    # How an MO's bare digits are read (address.from_wire), as submits' are: an opt-out must
+    # be stored as the number clients submit to.
+    default_country_prefix: str | None = None
 
 
 # Sends an automatic reply: (client, sender id, number, text).
@@ -271,7 +274,11 @@ class InboundHandler:
     async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
         await self._restore_parts()
         now = self._clock()
-        source = from_wire(pdu.source_addr, pdu.source_addr_ton)
+        source = from_wire(
+            pdu.source_addr,
+            pdu.source_addr_ton,
+            default_country_prefix=self._optout.default_country_prefix,
+        )
         destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
         content: bytes | None
         content, part = _concat_part(pdu)

@@ -8,8 +8,10 @@ import json
 import logging
 from pathlib import Path
 
+import pytest
 import structlog
 
+from smppd.address import from_wire
 from smppd.compliance import DEFAULT
 from smppd.inbound import InboundHandler, OptOutPolicy
 from smppd.logging import configure_logging
@@ -243,6 +245,49 @@ async def test_stop_tells_the_send_loops_what_it_cancelled() -> None:
     status = await queue.status(enqueued.message_id, None)
     assert status is not None
     assert status.state == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("source", "ton", "prefix"),
+    [
+        ("447700902222", 0, None),  # unknown type: bare digits, as a client's are read
+        ("00447700902222", 0, None),
+        ("07700902222", 2, "44"),  # national, with the country configured
+        ("7700902222", 2, "44"),
+        ("07700902222", 0, "44"),
+    ],
+)
+async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(
+    source: str, ton: int, prefix: str | None
+) -> None:
+    """Many SMSCs send MO numbers with TON 0 or as national numbers: the opt-out is stored
+    under the number clients submit to, so the next submit to it is refused."""
+    queue = MemoryQueue()
+    policy = OptOutPolicy(
+        keywords=DEFAULT, per_client=False, senders_of={}, default_country_prefix=prefix
+    )
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=policy,
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: T0,
+    )
+    stop = DeliverSm(
+        source_addr=source, source_addr_ton=ton, destination_addr="SHOP", short_message=b"STOP"
+    )
+    assert await inbound(stop) == 0
+    assert await queue.is_opted_out("SHOP", "+447700902222")
+
+
+def test_numbers_that_do_not_read_as_international_are_kept_as_they_came() -> None:
+    assert from_wire("07700902222", 0) == "07700902222"  # national, country unknown
+    assert from_wire("7700902222", 2) == "7700902222"
+    assert from_wire("12345", 0) == "12345"  # a short code
+    assert from_wire("ACME", 5) == "ACME"
+    assert from_wire("447700902222", 1) == "+447700902222"
 
 
 async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
