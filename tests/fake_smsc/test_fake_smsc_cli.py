@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -111,6 +112,31 @@ async def test_bad_scenario_exits_78_with_one_line(tmp_path: Path) -> None:
     assert message.count("\n") == 1
     assert str(scenario) in message
     assert "unknown key 'windows'" in message
+
+
+@pytest.mark.parametrize("problem", ["port in use", "record file", "control path"])
+async def test_a_start_that_cannot_happen_is_one_line_and_status_1(
+    tmp_path: Path, problem: str
+) -> None:
+    """A port in use, a record file that cannot be written, a control path that is a file:
+    one `cannot start` line each, no traceback, and nothing left running."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = {
+            "port in use": ["--port", str(busy.getsockname()[1])],
+            "record file": ["--port", "0", "--record", str(tmp_path / "no" / "dir" / "r.jsonl")],
+            "control path": ["--port", "0", "--control", str(tmp_path)],
+        }[problem]
+        proc = await start(*args)
+        async with asyncio.timeout(10):
+            stdout, stderr = await proc.communicate()
+    assert proc.returncode == 1
+    assert stdout == b""
+    message = stderr.decode()
+    assert message.startswith("fake_smsc: cannot start: ")
+    assert message.count("\n") == 1
+    assert "Traceback" not in message
 
 
 async def test_scenario_faults_apply(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from smppd.pdu.pdus import DeliverSm, SubmitSm, SubmitSmResp, Unbind
 from smppd.pdu.status import CommandStatus as S
 from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
+from tools.fake_smsc.control import ControlSocketError
 
 
 class Control:
@@ -140,6 +142,15 @@ async def test_wait_for_unbind_drop_and_send_raw(smsc: FakeSmsc, control: Contro
         (b'{"op": "set", "speed": 1}\n', "bad_request"),
         (b'{"op": "inject_mo", "source": 1}\n', "bad_request"),
         (b'{"op": "records", "kind": "everything"}\n', "bad_request"),
+        (  # more than 255 parts: an error reply, not a dead control connection
+            b'{"op": "inject_mo", "source": "4477", "destination": "ACME", "text": "'
+            + b"z" * 50_000
+            + b'"}\n',
+            "bad_request",
+        ),
+        (b'{"op": "wait_for"}\n', "bad_request"),
+        (b'{"op": "drop", "bind_id": 99}\n', "not_found"),
+        (b'{"op": "unbind", "bind_id": 99}\n', "not_found"),
     ],
 )
 async def test_errors_are_replies_and_the_connection_goes_on(
@@ -171,3 +182,30 @@ async def test_submit_resp_is_not_disturbed_by_control_traffic(
             client.send(SubmitSm(destination_addr=f"4470{n}", short_message=b"x"))
             await control.ok("stats")
         assert [(await client.expect(SubmitSmResp)).command_status for _ in range(3)] == [0] * 3
+
+
+async def test_the_control_path_is_never_taken_from_a_file_or_a_live_instance(
+    tmp_path: Path,
+) -> None:
+    """Only a stale socket (nothing answers) is replaced: a file at the path is left alone,
+    and a second instance does not take a running one's socket."""
+    victim = tmp_path / "notes.txt"
+    victim.write_text("important")
+    with pytest.raises(ControlSocketError, match="not a socket"):
+        async with FakeSmsc(SmscConfig(port=0, control=str(victim))):
+            pass
+    assert victim.read_text() == "important"
+    path = tmp_path / "ctl.sock"
+    async with FakeSmsc(SmscConfig(port=0, control=str(path))) as first:
+        with pytest.raises(ControlSocketError, match="in use"):
+            async with FakeSmsc(SmscConfig(port=0, control=str(path))):
+                pass
+        assert first.control_address is not None
+        client = await Control.open(first.control_address)
+        assert (await client.ok("stats"))["segments"] == 0
+        await client.close()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))  # bound, never listening: what a killed instance leaves
+    stale.close()
+    async with FakeSmsc(SmscConfig(port=0, control=str(path))) as again:
+        assert again.control_address == str(path)

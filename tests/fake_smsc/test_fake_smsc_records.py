@@ -23,6 +23,7 @@ from tools.fake_smsc.records import (
     message_line,
     segment_line,
 )
+from tools.fake_smsc.server import MAX_CLOSED_KEPT
 
 LONG = "The quick brown fox jumps over the lazy dog; {braces} and [brackets] cost two. " * 4
 DEST = "447700900123"
@@ -278,3 +279,30 @@ async def test_counting_only_mode_keeps_counters_not_records() -> None:
     assert (records.segments, records.messages) == ([], [])
     assert (records.segment_count, records.message_count) == (5, 2)
     assert smsc.stats()["statuses"] == {"ESME_ROK": 4, "ESME_RTHROTTLED": 1}
+
+
+async def test_records_in_memory_are_bounded_and_the_counts_are_not() -> None:
+    """A long run keeps the latest `max_records` of each kind, and counts every one."""
+    async with (
+        FakeSmsc(SmscConfig(port=0, max_records=10)) as smsc,
+        await EsmeClient.connect(smsc.host, smsc.port) as client,
+    ):
+        await client.bind()
+        for i in range(40):
+            await client.submit(SubmitSm(destination_addr="4470", short_message=f"m{i}".encode()))
+        await smsc.records.wait_for(40, timeout=5)
+        assert smsc.records.segment_count == smsc.records.message_count == 40
+        assert 10 <= len(smsc.records.messages) <= 11
+        assert smsc.records.messages[-1].text == "m39"
+
+
+async def test_closed_connections_are_forgotten_past_a_bound() -> None:
+    """Reconnects (drop_after_pdus and the like) do not grow the connection list for ever."""
+    async with FakeSmsc(SmscConfig(port=0)) as smsc:
+        for _ in range(MAX_CLOSED_KEPT * 2 + 20):
+            async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+                await client.bind()
+        async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+            await client.bind()
+            assert len(smsc.connections) <= 2 * MAX_CLOSED_KEPT + 1
+            assert smsc.bound()[0] is smsc.connections[-1]

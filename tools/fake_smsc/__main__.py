@@ -20,13 +20,19 @@ from pathlib import Path
 
 from smppd.gctune import tune_gc
 from tools.fake_smsc.config import Account, ConfigError, IdFormat, SmscConfig, load_scenario
+from tools.fake_smsc.control import ControlSocketError
 from tools.fake_smsc.server import FakeSmsc
 
 EX_CONFIG = 78
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.fake_smsc", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.fake_smsc",
+        description=__doc__,
+        epilog="Control ops, fault knobs and scenario keys: tools/fake_smsc/README.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default=None, help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="TCP port (2775); 0 picks one")
     parser.add_argument("--system-id", default=None, help="account system_id (smppd)")
@@ -37,7 +43,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-record", action="store_true", help="keep counters only (long benchmark runs)"
     )
-    parser.add_argument("--message-id", choices=[f.value for f in IdFormat], default=None)
+    parser.add_argument(
+        "--message-id",
+        choices=[f.value for f in IdFormat],
+        default=None,
+        help="message ids in 8-digit lowercase hex or in decimal (the scenario's, else hex)",
+    )
+    parser.add_argument(
+        "--max-records",
+        type=int,
+        default=None,
+        help="segments and messages kept in memory, the latest (100000; counters keep all)",
+    )
     return parser.parse_args(argv)
 
 
@@ -67,6 +84,8 @@ def build_config(args: argparse.Namespace) -> SmscConfig:
         changes["record_in_memory"] = False
     if args.message_id is not None:
         changes["message_id_format"] = IdFormat(args.message_id)
+    if args.max_records is not None:
+        changes["max_records"] = args.max_records
     config = replace(config, **changes)  # type: ignore[arg-type]
     try:
         config.check()
@@ -94,8 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fake_smsc: {exc}", file=sys.stderr)
         return EX_CONFIG
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(config))
+    except (OSError, ControlSocketError) as exc:  # port in use, unknown host, record file, ...
+        print(f"fake_smsc: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -93,6 +93,9 @@ class SmscConfig:
     control: str | None = None  # Unix socket path, or a TCP port on 127.0.0.1
     max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
     max_tracked_messages: int = 100_000  # ids remembered for query_sm / cancel_sm
+    # Segments and messages kept in memory (the latest; counters and --record keep them all),
+    # so that a long run does not grow without end.
+    max_records: int = 100_000
 
     def check(self) -> None:
         if not self.accounts:
@@ -110,6 +113,8 @@ class SmscConfig:
             raise ValueError("default_alphabet must be gsm7 or latin1")
         if not 0 <= self.port <= 0xFFFF or self.outbound_window < 1:
             raise ValueError("port must be 0..65535 and outbound_window at least 1")
+        if self.max_records < 1:
+            raise ValueError("max_records must be at least 1")
         self.receipts.check()
         self.faults.check()
 
@@ -123,6 +128,7 @@ _SCALARS: dict[str, type] = {
     "record_in_memory": bool,
     "max_command_length": int,
     "max_tracked_messages": int,
+    "max_records": int,
 }
 
 

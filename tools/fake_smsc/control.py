@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smppd.pdu.errors import EncodeError
 from smppd.pdu.segment import ConcatMethod
 from tools.fake_smsc.config import receipt_config
 
@@ -37,11 +39,35 @@ class ControlError(Exception):
 Op = Callable[["FakeSmsc", dict[str, Any]], Awaitable[Any]]
 
 
+async def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by an instance that is gone; refuse to touch anything else (a
+    file, or the socket of an instance still answering), with ControlSocketError."""
+    try:
+        mode = os.lstat(path).st_mode  # a quick local call: no thread for it
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlSocketError(f"{path} exists and is not a socket: not replacing it")
+    try:
+        _reader, writer = await asyncio.open_unix_connection(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # nothing listens: stale
+        return
+    writer.close()
+    raise ControlSocketError(f"{path} is in use by another fake SMSC")
+
+
+class ControlSocketError(Exception):
+    """The control socket path cannot be used."""
+
+
 class ControlServer:
     def __init__(self, smsc: FakeSmsc) -> None:
         self._smsc = smsc
         self._server: asyncio.Server | None = None
         self._path: Path | None = None
+        self._inode = 0
         self._clients: set[asyncio.Task[None]] = set()
 
     async def start(self, where: str) -> str:
@@ -52,11 +78,12 @@ class ControlServer:
             )
             port = self._server.sockets[0].getsockname()[1]
             return f"127.0.0.1:{port}"
-        self._path = Path(where)
-        with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
+        path = Path(where)
+        await _clear_stale_socket(path)
         self._server = await asyncio.start_unix_server(self._serve, where, limit=MAX_LINE)
+        self._path = path
         os.chmod(where, 0o600)
+        self._inode = os.stat(path).st_ino
         return where
 
     async def stop(self) -> None:
@@ -68,8 +95,9 @@ class ControlServer:
             await self._server.wait_closed()
             self._server = None
         if self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._path.unlink()
+            with contextlib.suppress(OSError):
+                if self._path.lstat().st_ino == self._inode:  # ours, not a newer one's
+                    self._path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -99,8 +127,10 @@ class ControlServer:
             result = await _op(request)(self._smsc, request)
         except ControlError as exc:
             return {"id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
-        except (ValueError, TypeError, KeyError) as exc:
-            error = {"code": "bad_request", "message": str(exc)}
+        except (ValueError, TypeError, KeyError, EncodeError) as exc:  # EncodeError: an MO
+            # text too long for 255 parts, say
+            message = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            error = {"code": "bad_request", "message": message}
             return {"id": request_id, "ok": False, "error": error}
         except TimeoutError:
             error = {"code": "timeout", "message": "not reached in time"}
@@ -192,17 +222,26 @@ def _bind_id(request: dict[str, Any]) -> int | None:
     return None if value is None else int(value)
 
 
+def _reached(count: int, bind_id: int | None) -> dict[str, int]:
+    if bind_id is not None and count == 0:
+        raise ControlError("not_found", f"no open connection with bind_id {bind_id}")
+    return {"connections": count}
+
+
 async def _unbind(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
-    return {"connections": smsc.send_unbind(_bind_id(request))}
+    bind_id = _bind_id(request)
+    return _reached(smsc.send_unbind(bind_id), bind_id)
 
 
 async def _drop(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
-    return {"connections": smsc.drop(_bind_id(request))}
+    bind_id = _bind_id(request)
+    return _reached(smsc.drop(bind_id), bind_id)
 
 
 async def _send_raw(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     data = bytes.fromhex(_text(request, "hex"))
-    return {"connections": smsc.send_raw(data, _bind_id(request))}
+    bind_id = _bind_id(request)
+    return _reached(smsc.send_raw(data, bind_id), bind_id)
 
 
 _OPS: dict[str, Op] = {

@@ -135,6 +135,12 @@ def message_line(record: MessageRecord) -> str:
     )
 
 
+def _bound(records: list[Any], most: int) -> None:
+    """Keep the latest `most` (the list may run a tenth over, so trimming is not per record)."""
+    if len(records) > most + most // 10:
+        del records[: len(records) - most]
+
+
 class Records:
     """Segments and messages received, in memory (unless counting only) and in a JSON-lines file.
 
@@ -147,9 +153,11 @@ class Records:
         default_alphabet: Alphabet = Alphabet.GSM7,
         in_memory: bool = True,
         path: Path | None = None,
+        max_records: int = 100_000,
     ) -> None:
         self.default_alphabet = default_alphabet
         self.in_memory = in_memory
+        self.max_records = max_records  # in memory: the latest of each list
         self.segments: list[SegmentRecord] = []
         self.messages: list[MessageRecord] = []
         self.segment_count = 0
@@ -159,7 +167,7 @@ class Records:
         self._part_ids: dict[tuple[Any, ...], dict[int, str]] = {}
         self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self._path = path
-        self._file: IO[str] | None = None  # opened at the first flush
+        self._file: IO[str] | None = None  # opened by open(), or else at the first flush
         self._lines: list[str] = []
 
     # --- recording ------------------------------------------------------------------------
@@ -203,6 +211,7 @@ class Records:
         )
         if self.in_memory:
             self.segments.append(record)
+            _bound(self.segments, self.max_records)
         if self._path is not None:
             self._lines.append(segment_line(record))
         if command_status == 0 and content is not None:
@@ -268,8 +277,15 @@ class Records:
         )
         if self.in_memory:
             self.messages.append(record)
+            _bound(self.messages, self.max_records)
         if self._path is not None:
             self._lines.append(message_line(record))
+
+    def open(self) -> None:
+        """Open the record file now (at the server's start): a path that cannot be written is
+        then an error there, not a connection dropped at its first submit."""
+        if self._path is not None and self._file is None:
+            self._file = self._path.open("a", encoding="utf-8")
 
     def flush(self) -> None:
         """Write the JSON lines gathered since the last flush (called once per read batch)."""

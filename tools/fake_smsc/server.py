@@ -30,6 +30,9 @@ from tools.fake_smsc.receipts import Tracker
 from tools.fake_smsc.records import Records
 
 _BOUND = frozenset({BindState.BOUND_TX, BindState.BOUND_RX, BindState.BOUND_TRX})
+# Closed connections listed (for tests and `stats`); older ones are forgotten, so that a run of
+# reconnects does not grow the list, or the stats reply, without end.
+MAX_CLOSED_KEPT = 100
 
 
 class FakeSmsc:
@@ -42,6 +45,7 @@ class FakeSmsc:
             default_alphabet=config.default_alphabet,
             in_memory=config.record_in_memory,
             path=config.record_path,
+            max_records=config.max_records,
         )
         self.outbox = Outbox(retry_timeout_s=lambda: self.tracker.receipts.retry_timeout_s)
         self.tracker = Tracker(
@@ -53,7 +57,9 @@ class FakeSmsc:
             default_alphabet=config.default_alphabet,
             max_tracked=config.max_tracked_messages,
         )
-        self.connections: list[SmscConnection] = []  # every connection so far, closed ones too
+        # The open connections and the latest closed ones (MAX_CLOSED_KEPT), oldest first.
+        self.connections: list[SmscConnection] = []
+        self._max_outstanding_gone = 0  # of closed connections no longer listed
         self.host = config.host
         self.port = config.port  # the real port once started
         self._accounts: dict[str, Account] = {a.system_id: a for a in config.accounts}
@@ -68,6 +74,8 @@ class FakeSmsc:
     # --- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen; OSError (the port, the host, the record file) or ControlSocketError."""
+        self.records.open()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._new_connection, self.config.host, self.config.port
@@ -76,7 +84,12 @@ class FakeSmsc:
         self.host, self.port = sockname[0], sockname[1]
         if self.config.control is not None:
             self._control = ControlServer(self)
-            self.control_address = await self._control.start(self.config.control)
+            try:
+                self.control_address = await self._control.start(self.config.control)
+            except BaseException:
+                self._control = None
+                await self.stop()
+                raise
 
     async def stop(self) -> None:
         if self._control is not None:
@@ -107,6 +120,13 @@ class FakeSmsc:
     def _new_connection(self) -> SmscConnection:
         connection = SmscConnection(self, next(self._bind_ids))
         self.connections.append(connection)
+        closed = [c for c in self.connections if c.state is BindState.CLOSED]
+        if len(closed) > 2 * MAX_CLOSED_KEPT:  # pruned in steps, not one by one
+            gone = set(closed[:-MAX_CLOSED_KEPT])
+            self._max_outstanding_gone = max(
+                self._max_outstanding_gone, *(c.max_outstanding for c in gone)
+            )
+            self.connections = [c for c in self.connections if c not in gone]
         return connection
 
     # --- what connections ask (connection.Host) -----------------------------------------------
@@ -164,7 +184,8 @@ class FakeSmsc:
     @property
     def max_outstanding(self) -> int:
         """The most submits any connection had received and not yet answered at one time."""
-        return max((c.max_outstanding for c in self.connections), default=0)
+        listed = max((c.max_outstanding for c in self.connections), default=0)
+        return max(listed, self._max_outstanding_gone)
 
     async def inject_mo(
         self,
