@@ -33,9 +33,14 @@ async def wait_for_line(proc: asyncio.subprocess.Process, marker: str) -> str:
                 return line.strip()
 
 
-async def wait_for_api(socket: Path) -> None:
+async def wait_for_api(socket: Path, daemon: asyncio.subprocess.Process) -> None:
+    """Until the daemon answers on its socket; RuntimeError at once if it exits first."""
     async with asyncio.timeout(READY_TIMEOUT_S):
         while True:
+            if daemon.returncode is not None:
+                raise RuntimeError(
+                    f"smppd exited with status {daemon.returncode} (its log above says why)"
+                )
             try:
                 async with Client(socket, connect_timeout_s=1) as client:
                     await client.health()
@@ -49,6 +54,8 @@ async def demo(config_path: Path) -> int:
     carrier = config.carriers[0]
     sender = config.senders[0].id if config.senders else "SMPPD"
     python = sys.executable
+    control = config.api.socket.parent / "fake_smsc.sock"  # beside the API socket
+    control.parent.mkdir(parents=True, exist_ok=True)
     smsc = await asyncio.create_subprocess_exec(
         python,
         "-m",
@@ -61,6 +68,8 @@ async def demo(config_path: Path) -> int:
         carrier.system_id,
         "--password",
         carrier.password,
+        "--control",
+        str(control),
         stdout=subprocess.PIPE,
     )
     daemon: asyncio.subprocess.Process | None = None
@@ -69,7 +78,7 @@ async def demo(config_path: Path) -> int:
         daemon = await asyncio.create_subprocess_exec(
             python, "-m", "smppd", "run", "-c", str(config_path)
         )
-        await wait_for_api(config.api.socket)
+        await wait_for_api(config.api.socket, daemon)
         print(f"smppd is up; API socket {config.api.socket}")
         async with Client(config.api.socket) as client:
             sent = await client.submit(
@@ -92,6 +101,10 @@ async def demo(config_path: Path) -> int:
             f"  .venv/bin/smppd send -c {config_path} --to +447700900124 --from {sender} --text Hi"
         )
         print(f"  .venv/bin/smppd tail -c {config_path}")
+        print(
+            f"  .venv/bin/python -m tools.fake_smsc.ctl {control} inject_mo"
+            f" source=447700900123 destination={sender} text=Hello   # an inbound message"
+        )
         if metrics is not None:
             print(f"  curl -s http://{metrics.host}:{metrics.port}/metrics | grep ^smppd_")
         print("Ctrl-C stops both.")
@@ -126,7 +139,8 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 78
     except (RuntimeError, TimeoutError, ApiConnectionError) as exc:
-        print(f"error: demo could not start: {exc or 'timed out'}", file=sys.stderr)
+        reason = f"timed out after {READY_TIMEOUT_S:g} s" if isinstance(exc, TimeoutError) else exc
+        print(f"error: demo could not start: {reason}", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,83 @@
+"""Send one control request to a running fake SMSC and print its reply.
+
+    python -m tools.fake_smsc.ctl ADDRESS OP [KEY=TEXT | KEY:=JSON ...]
+    python -m tools.fake_smsc.ctl /tmp/fake_smsc.sock inject_mo source=447700900123 \
+        destination=SMPPD text=STOP
+    python -m tools.fake_smsc.ctl 127.0.0.1:7001 set latency_s:=0.5 \
+        'submit_errors:={"ESME_RTHROTTLED": 0.1}'
+    python -m tools.fake_smsc.ctl 127.0.0.1:7001 set 'receipts:={"delay_s": 2}'
+
+ADDRESS is the control socket path or 127.0.0.1:PORT (as `fake_smsc control on` printed).
+KEY=TEXT gives a string (a number such as 447700900123 stays text); KEY:=JSON a number, true,
+a list or an object. The ops and their fields: tools/fake_smsc/README.md. Status 0 when the
+reply is ok, 1 when it is an error, 69 when nothing answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+EX_UNAVAILABLE = 69
+
+
+def request_of(op: str, pairs: list[str]) -> dict[str, Any]:
+    request: dict[str, Any] = {"op": op, "id": 1}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key or key == ":":
+            raise ValueError(f"not KEY=TEXT or KEY:=JSON: {pair!r}")
+        if key.endswith(":"):
+            try:
+                request[key[:-1]] = json.loads(raw)
+            except ValueError:
+                raise ValueError(f"{key[:-1]}: not JSON: {raw!r}") from None
+        else:
+            request[key] = raw
+    return request
+
+
+async def call(address: str, request: dict[str, Any]) -> dict[str, Any]:
+    host, sep, port = address.rpartition(":")
+    async with asyncio.timeout(30):
+        if sep and port.isdigit():
+            reader, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+        else:
+            reader, writer = await asyncio.open_unix_connection(address)
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            line = await reader.readline()
+        finally:
+            writer.close()
+    reply: dict[str, Any] = json.loads(line)
+    return reply
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.fake_smsc.ctl",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("address")
+    parser.add_argument("op")
+    parser.add_argument("fields", nargs="*", metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        request = request_of(args.op, args.fields)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        reply = asyncio.run(call(args.address, request))
+    except (OSError, TimeoutError, ValueError) as exc:
+        print(f"error: no answer from {args.address}: {exc or 'timed out'}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(json.dumps(reply.get("result") if reply.get("ok") else reply, ensure_ascii=False))
+    return 0 if reply.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
