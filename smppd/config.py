@@ -310,6 +310,13 @@ class Tls:
         if (self.cert_file is None) != (self.key_file is None):
             missing = "key_file" if self.key_file is None else "cert_file"
             raise ValidationError("cert_file and key_file go together", missing)
+        if self.enabled and not self.verify_hostname and self.ca_file is None:
+            # Against the system's trust store, any public certificate for any name would do.
+            raise ValidationError(
+                "false needs ca_file (the carrier's own CA): with the system's trust store "
+                "any publicly issued certificate would be accepted",
+                "verify_hostname",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -269,6 +269,12 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "queue.commit_interval_s: must be a number between 0 and 1, got 2",
     ),
     (
+        "hostname checks off against the public trust store",
+        lambda d: d["carriers"][0].update(tls={"enabled": True, "verify_hostname": False}),
+        "carriers[0].tls.verify_hostname: false needs ca_file (the carrier's own CA): with the"
+        " system's trust store any publicly issued certificate would be accepted",
+    ),
+    (
         "client certificate without key",
         lambda d: d["carriers"][0].update(tls={"cert_file": "client.pem"}),
         "carriers[0].tls.key_file: cert_file and key_file go together",
