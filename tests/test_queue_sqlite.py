@@ -678,3 +678,17 @@ def test_the_queue_is_free_again_when_its_holder_is_killed(path: Path) -> None:
         holder.kill()
         holder.communicate(timeout=10)
     OwnerLock.take(path).release()
+
+
+async def test_a_new_queue_is_readable_by_its_owner_only(path: Path) -> None:
+    """Numbers and texts: 0600 for the database, its WAL and its lock, whatever the umask."""
+    old = os.umask(0o022)
+    try:
+        async with await SqliteQueue.open(path) as store:
+            await store.enqueue([message()], now=T0)
+            modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir() if p.is_file()}
+    finally:
+        os.umask(old)
+    assert modes[path.name] == 0o600
+    assert modes[f"{path.name}-wal"] == 0o600
+    assert modes[f"{path.name}.lock"] == 0o600

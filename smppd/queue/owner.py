@@ -26,7 +26,7 @@ class OwnerLock:
         """The lock for `database`, or QueueInUseError naming the holder's pid."""
         path = f"{os.fspath(database)}.lock"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise QueueError(f"queue storage: cannot open {path}: {exc.strerror}") from None
         try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import sqlite3
 import time
 from collections import deque
@@ -184,6 +185,7 @@ class SqliteQueue:
         """
         owner = OwnerLock.take(path)
         try:
+            _create_private(path)
             store = await cls._open(
                 path,
                 receipt_hold_s=receipt_hold_s,
@@ -676,6 +678,20 @@ class SqliteQueue:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+def _create_private(path: str | PathLike[str]) -> None:
+    """A new database file readable by its owner only, whatever the umask: it holds numbers
+    and texts. SQLite gives its -wal and -shm files the database file's permissions."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise QueueError(
+            f"queue storage: cannot create {os.fspath(path)}: {exc.strerror}"
+        ) from None
+    os.close(fd)
 
 
 def _configure(db: sqlite3.Connection, *, cache_kib: int, max_bytes: int | None) -> None:
