@@ -17,6 +17,7 @@ import functools
 import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Callable, Hashable, Mapping
@@ -528,7 +529,9 @@ def _secret(
     if key == keys[1]:
         if "\0" in value:
             raise ValidationError("must be a path, not one holding a NUL character", *where)
-        secret = _read_secret(Path(os.path.normpath(ctx.base_dir / value)), where)
+        file = Path(os.path.normpath(ctx.base_dir / value))
+        _check_private(file, where)
+        secret = _read_secret(file, where)
     elif key == keys[2]:
         if not _CREDENTIAL_NAME.fullmatch(value):
             raise ValidationError(f"must be a credential file name, got {value!r}", *where)
@@ -544,6 +547,20 @@ def _secret(
     if not all(c.accepts(secret) for c in extras if isinstance(c, Check)):
         raise _mismatch(base, extras, secret, where)
     return secret
+
+
+def _check_private(file: Path, where: KeyPath) -> None:
+    """A password file anyone on the machine may read is refused, as ssh refuses such keys:
+    the password would be no secret. (A credential is systemd's to guard.)"""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return  # _read_secret names the problem
+    if mode & stat.S_IROTH:
+        raise ValidationError(
+            f"{file} is readable by everyone (mode {stat.S_IMODE(mode):04o}): chmod o-r it",
+            *where,
+        )
 
 
 def _read_secret(file: Path, where: KeyPath) -> str:

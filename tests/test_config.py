@@ -427,6 +427,7 @@ def test_carrier_credentials_are_printable_ascii(tmp_path: Path) -> None:
     path = write(tmp_path, variant(lambda d: d["carriers"][0].update(system_type="v\x01")))
     assert error_of(path).startswith(f"{path}: carriers[0].system_type: must be printable ASCII")
     (tmp_path / "pw").write_text("pw\0xyz\n")
+    (tmp_path / "pw").chmod(0o600)
     data = variant(
         lambda d: (d["carriers"][0].pop("password"), d["carriers"][0].update(password_file="pw"))
     )
@@ -574,6 +575,7 @@ def test_password_from_file_relative_to_config(tmp_path: Path) -> None:
     """password_file is read at load time, relative to the config, without its final newline."""
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "alpha").write_text("s3cr3t\n")
+    (tmp_path / "secrets" / "alpha").chmod(0o640)
     data = variant(
         lambda d: (
             d["carriers"][0].pop("password"),
@@ -581,6 +583,28 @@ def test_password_from_file_relative_to_config(tmp_path: Path) -> None:
         )
     )
     assert load_config(write(tmp_path, data)).carriers[0].password == "s3cr3t"
+
+
+def test_a_password_file_anyone_may_read_is_refused(tmp_path: Path) -> None:
+    """As ssh refuses such keys: the file, its mode and what to do, never the password."""
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr3t\n")
+    secret.chmod(0o644)
+    path = write(
+        tmp_path,
+        variant(
+            lambda d: (
+                d["carriers"][0].pop("password"),
+                d["carriers"][0].update(password_file="pw"),
+            )
+        ),
+    )
+    message = error_of(path)
+    assert message == (
+        f"{path}: carriers[0].password_file: {secret} is readable by everyone (mode 0644):"
+        " chmod o-r it"
+    )
+    assert "s3cr3t" not in message
 
 
 def test_missing_password_file_names_the_key(tmp_path: Path) -> None:
@@ -638,6 +662,7 @@ def test_password_credential_errors_name_the_key(tmp_path: Path) -> None:
 def test_secret_errors_never_echo_the_secret(tmp_path: Path) -> None:
     """A password that is too long or not a string is refused without showing its value."""
     (tmp_path / "pw").write_text("much-too-long-password")
+    (tmp_path / "pw").chmod(0o600)
     data = variant(
         lambda d: (d["carriers"][0].pop("password"), d["carriers"][0].update(password_file="pw"))
     )
