@@ -54,6 +54,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from smppd.errors import SmppdError
+from smppd.logsample import LogSample
 from smppd.service import (
     ApiError,
     ClientIdentity,
@@ -1080,6 +1081,7 @@ class ApiServer:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.pending = 0  # messages in progress on every connection (see max_pending)
+        self._log_sample = LogSample()
 
     @property
     def connections(self) -> int:
@@ -1153,7 +1155,11 @@ class ApiServer:
         uid = _peer_uid(writer)
         client = self._admit(uid)
         if isinstance(client, ApiError):
-            log.info("api.connection_refused", code=str(client.code), uid=uid)
+            code = str(client.code)
+            left_out = self._log_sample.allow((code, uid), asyncio.get_running_loop().time())
+            if left_out is not None:  # a loop of refused connects is one line per 10 s
+                extra = {"same_since_last_line": left_out} if left_out else {}
+                log.info("api.connection_refused", code=code, uid=uid, **extra)
             self.observer.connection_refused(str(client.code))
             writer.write(_encode(_error_reply(None, client)))
             await _linger(reader, writer)

@@ -23,6 +23,7 @@ from typing import Final, Protocol, cast
 
 import structlog
 
+from smppd.logsample import LogSample
 from smppd.pdu import pdus
 from smppd.pdu.status import CommandStatus, status_name
 from smppd.ratelimit import SlidingWindow
@@ -147,6 +148,7 @@ class Link(asyncio.Protocol):
         self._on_ready = on_ready
         self._max_handlers = max_handlers
         self._loop = asyncio.get_running_loop()
+        self._log_sample = LogSample()
         self._transport: asyncio.Transport | None = None
         # Sequence number -> what gets its result: a callback, not a future, so that a result
         # costs one call rather than a future, a done callback and an event-loop turn.
@@ -437,12 +439,15 @@ class Link(asyncio.Protocol):
         elif isinstance(event, PeerError):
             self.peer_errors += 1
             self._observer.peer_error(name)
-            self._log.info(
-                "smsc protocol error survived",
-                reason=event.reason,
-                command_id=None if event.command_id is None else f"0x{event.command_id:08x}",
-                sequence_number=event.sequence_number,
-            )
+            left_out = self._log_sample.allow(event.reason, self._loop.time())
+            if left_out is not None:  # a peer can send these as fast as it writes bytes
+                self._log.info(
+                    "smsc protocol error survived",
+                    reason=event.reason,
+                    command_id=None if event.command_id is None else f"0x{event.command_id:08x}",
+                    sequence_number=event.sequence_number,
+                    **({"same_since_last_line": left_out} if left_out else {}),
+                )
         elif isinstance(event, Bound):
             self._log.info("bound", state=event.state.name, smsc=event.system_id)
             if not self._bound.done():

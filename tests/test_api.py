@@ -628,6 +628,21 @@ async def test_unknown_uid_is_unauthorized_and_closed() -> None:
     assert service.calls == []
 
 
+async def test_a_loop_of_refused_connections_is_one_log_line() -> None:
+    """A local process reconnecting as fast as it can: each is refused and counted, and the
+    log gets one line per 10 s rather than one per attempt."""
+    stranger_only = ClientTable(by_uid={own_uid() + 1: DEMO})
+    observer = RecordingObserver()
+    with structlog.testing.capture_logs() as logs:
+        async with running_server(clients=stranger_only, observer=observer) as server:
+            for _ in range(30):
+                raw = await Raw.open(server.settings.socket)
+                assert (await raw.recv())["error"]["code"] == "unauthorized"
+                await raw.close()
+    assert observer.refused == ["unauthorized"] * 30
+    assert len([e for e in logs if e["event"] == "api.connection_refused"]) == 1
+
+
 async def test_listed_uid_acts_as_its_client() -> None:
     """SO_PEERCRED picks the client configured for our uid over the any-uid one."""
     mine = ClientIdentity(name="mine", senders=frozenset({"ACME"}))

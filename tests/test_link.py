@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from smppd.link import DeliverHandler, Link, NullObserver
 from smppd.pdu import pdus
@@ -271,6 +272,21 @@ async def test_drop_mid_window_reports_every_submit_unknown(smsc: FakeSmsc) -> N
     assert all(r.unknown for r in results)
     with pytest.raises(SessionClosedError):
         await link.submit(body())
+
+
+async def test_a_flood_of_stray_responses_is_a_line_per_interval(smsc: FakeSmsc) -> None:
+    """An SMSC sending responses for requests never made: each is counted and survived, but
+    the log gets one line per 10 s with the count left out, not one line each."""
+    link = await connect(smsc.port)
+    stray = b"".join(frame(CommandId.submit_sm_resp, 0, 900_000 + i, b"x\x00") for i in range(500))
+    with structlog.testing.capture_logs() as logs:
+        assert smsc.send_raw(stray) == 1
+        result = await link.submit(body())  # answered after the strays: they were read first
+    assert result.status_class is StatusClass.SUCCESS
+    assert link.peer_errors == 500
+    lines = [e for e in logs if e["event"] == "smsc protocol error survived"]
+    assert len(lines) == 1
+    await link.close()
 
 
 class WriteOnlyTransport(asyncio.Transport):
