@@ -1038,6 +1038,8 @@ def _bind(path: Path, mode: int) -> socket.socket:
                 sock.listen()
                 os.rename(staged, path)
             else:
+                if _is_socket(path):  # stale (_check_stale said so): bind cannot replace it
+                    path.unlink()
                 old = os.umask(0o177)
                 try:
                     sock.bind(str(path))

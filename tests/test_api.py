@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import stat
 from pathlib import Path
@@ -691,10 +692,17 @@ async def test_socket_gets_the_configured_mode_and_is_removed_on_close() -> None
     assert not path.exists()
 
 
-async def test_stale_socket_is_replaced() -> None:
-    """A socket file left by a dead process is replaced by a working one."""
-    with short_tmpdir() as directory:
-        path = directory / "api.sock"
+@pytest.mark.parametrize("long_path", [False, True], ids=["staged", "bound in place"])
+async def test_stale_socket_is_replaced(long_path: bool) -> None:
+    """A socket file left by a dead process is replaced by a working one, also on a path too
+    long for the staging name beside it (the socket is then bound where it is)."""
+    with short_tmpdir() as top:
+        directory = top
+        if long_path:  # a 97-byte folder: its staging name (+13) would pass sun_path's 107
+            directory = top / ("d" * (97 - len(os.fsencode(top)) - 1))
+            directory.mkdir()
+        path = directory / "a.sock"
+        assert not long_path or len(os.fsencode(path)) == 104
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(str(path))
         stale.close()  # the file stays, nobody listens
