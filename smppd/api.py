@@ -46,6 +46,7 @@ import stat
 import struct
 import tempfile
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,8 @@ class _ApiSection(Protocol):
     @property
     def max_connections(self) -> int: ...
     @property
+    def max_connections_per_client(self) -> int: ...
+    @property
     def max_pending_per_connection(self) -> int: ...
     @property
     def max_pending(self) -> int: ...
@@ -145,6 +148,7 @@ class ApiSettings:
     max_line_bytes: int = 1024 * 1024
     idle_timeout_s: float = 300.0
     max_connections: int = 256
+    max_connections_per_client: int = 128
     max_pending_per_connection: int = 10_000  # messages, as max_pending
     max_pending: int = 100_000  # messages in progress on all connections together
     write_timeout_s: float = 10.0  # a peer that takes no bytes for this long is dropped
@@ -160,6 +164,7 @@ class ApiSettings:
             max_line_bytes=section.max_line_bytes,
             idle_timeout_s=section.idle_timeout_s,
             max_connections=section.max_connections,
+            max_connections_per_client=section.max_connections_per_client,
             max_pending_per_connection=section.max_pending_per_connection,
             max_pending=section.max_pending,
             write_timeout_s=write_timeout_s,
@@ -628,6 +633,7 @@ class _Connection:
         self._server = server
         self._settings = server.settings
         self._client = client
+        self.client_name = client.name
         self._reader = reader
         self._writer = writer
         self._pending = 0
@@ -664,6 +670,9 @@ class _Connection:
             raise
         finally:
             self._end_subscription()
+            # Its room is free before the peer sees the close: a client that reconnects at
+            # once is not refused for the connection it just ended.
+            self._server.forget(self)
             if not self._broken:
                 await _linger(self._reader, self._writer)
             await _close_writer(self._writer, self._settings.write_timeout_s)
@@ -1083,6 +1092,8 @@ class ApiServer:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._closing = False
         self.pending = 0  # messages in progress on every connection (see max_pending)
+        # Open connections per client: one client may not take them all from the others.
+        self._per_client: Counter[str] = Counter()
         self._log_sample = LogSample()
 
     @property
@@ -1151,6 +1162,12 @@ class ApiServer:
         if len(self._connections) >= self.settings.max_connections:
             limit = self.settings.max_connections
             return ApiError(ErrorCode.too_many_connections, f"{limit} connections already open")
+        if self._per_client[client.name] >= self.settings.max_connections_per_client:
+            limit = self.settings.max_connections_per_client
+            return ApiError(
+                ErrorCode.too_many_connections,
+                f"client {client.name!r} has {limit} connections open already",
+            )
         return client
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -1169,9 +1186,16 @@ class ApiServer:
             return
         conn = _Connection(self, client, reader, writer)
         self._connections.add(conn)
+        self._per_client[client.name] += 1
         log.debug("api.connected", client=client.name, uid=uid)
         try:
             await conn.run()
         finally:
-            self._connections.discard(conn)
+            self.forget(conn)
             log.debug("api.disconnected", client=client.name)
+
+    def forget(self, conn: _Connection) -> None:
+        """`conn` no longer counts against the connection limits (once, however it ended)."""
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self._per_client[conn.client_name] -= 1

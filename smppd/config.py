@@ -271,6 +271,7 @@ class ApiConfig:
     max_line_bytes: Annotated[int, Range(1024, 64 * 1024 * 1024)] = 1024 * 1024
     idle_timeout_s: Interval = 300.0
     max_connections: Annotated[int, Range(1, 65_536)] = 256
+    max_connections_per_client: Annotated[int, Range(1, 65_536)] = 128
     # Messages (a submit_many counts each of its own) in progress: a bound on what they hold.
     max_pending_per_connection: Annotated[int, Range(1, 1_000_000)] = 10_000
     max_pending: Annotated[int, Range(1, 10_000_000)] = 100_000

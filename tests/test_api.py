@@ -568,6 +568,28 @@ async def test_connections_over_the_maximum_are_told_and_closed() -> None:
     assert observer.refused == ["too_many_connections"]
 
 
+async def test_one_client_cannot_take_every_connection() -> None:
+    """Past max_connections_per_client a client's next connection is refused, with room left
+    for others under max_connections; one closing makes room again."""
+    observer = RecordingObserver()
+    limits: dict[str, Any] = {"max_connections": 10, "max_connections_per_client": 2}
+    async with running_server(observer=observer, **limits) as server:
+        first = await Raw.open(server.settings.socket)
+        second = await Raw.open(server.settings.socket)
+        for raw in (first, second):
+            assert (await raw.call({"op": "health"}))["ok"] is True
+        third = await Raw.open(server.settings.socket)
+        refusal = await third.recv()
+        assert refusal["error"]["code"] == "too_many_connections"
+        assert "has 2 connections open already" in refusal["error"]["message"]
+        assert await third.closed_by_server()
+        first.writer.write_eof()  # the server ends the connection, and frees its room first
+        assert await first.closed_by_server()
+        again = await Raw.open(server.settings.socket)
+        assert (await again.call({"op": "health"}))["ok"] is True
+    assert observer.refused == ["too_many_connections"]
+
+
 async def test_requests_past_the_pending_cap_are_refused_at_once() -> None:
     """With max_pending_per_connection in progress, one more gets too_many_pending."""
     service = FakeService(gates={"slow": asyncio.Event()})
