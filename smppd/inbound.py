@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 import structlog
 
@@ -36,6 +37,11 @@ from smppd.service import Event
 log = structlog.get_logger(__name__)
 
 _EPOCH = datetime(1970, 1, 1)  # receipt dates are naive, read as UTC
+# One automatic reply per sender id, number and keyword in this time: anyone can text STOP or
+# HELP again and again, and each reply is an urgent message that counts against the sender's
+# daily cap. The opt-out itself is recorded every time.
+AUTO_REPLY_COOLDOWN_S: Final = 3600.0
+_MAX_REPLIES_REMEMBERED: Final = 100_000
 
 # A receipt's outcome as the segment state it settles (None: intermediate, stays submitted).
 FINAL_STATE_OF: Mapping[ReceiptOutcome, str | None] = {
@@ -213,6 +219,7 @@ class InboundHandler:
         self._parts_restored = False
         self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
+        self._replied: dict[tuple[str, str, Keyword], float] = {}  # oldest first
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
@@ -396,6 +403,15 @@ class InboundHandler:
         text = self._optout.auto_replies.get(keyword)
         if text is None or self._auto_reply is None:
             return
+        now, key = self._clock(), (sender, number, keyword)
+        last = self._replied.pop(key, None)
+        if last is not None and now - last < AUTO_REPLY_COOLDOWN_S:
+            self._replied[key] = last  # still the time of the reply that was sent
+            log.debug("automatic reply skipped: one was sent within the hour", keyword=str(keyword))
+            return
+        self._replied[key] = now
+        if len(self._replied) > _MAX_REPLIES_REMEMBERED:
+            del self._replied[next(iter(self._replied))]
         try:
             await self._auto_reply(client, sender, number, text)
         except SmppdError as exc:

@@ -12,8 +12,8 @@ import pytest
 import structlog
 
 from smppd.address import from_wire
-from smppd.compliance import DEFAULT
-from smppd.inbound import InboundHandler, OptOutPolicy
+from smppd.compliance import DEFAULT, Keyword
+from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy
 from smppd.logging import configure_logging
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
 from smppd.pdu.text import Alphabet
@@ -288,6 +288,58 @@ def test_numbers_that_do_not_read_as_international_are_kept_as_they_came() -> No
     assert from_wire("12345", 0) == "12345"  # a short code
     assert from_wire("ACME", 5) == "ACME"
     assert from_wire("447700902222", 1) == "+447700902222"
+
+
+async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time() -> None:
+    """Anyone can text STOP again and again: each is an opt-out (and a stored MO), but the
+    automatic reply, an urgent message counted against the sender's daily cap, goes once per
+    number, sender and keyword an hour."""
+    queue = MemoryQueue()
+    replies: list[tuple[str, str, str, str]] = []
+    now = [T0]
+
+    async def auto_reply(client: str, sender: str, number: str, text: str) -> None:
+        replies.append((client, sender, number, text))
+
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(
+            keywords=DEFAULT,
+            per_client=False,
+            senders_of={},
+            auto_replies={Keyword.STOP: "You are unsubscribed.", Keyword.HELP: "Text STOP."},
+        ),
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: now[0],
+        auto_reply=auto_reply,
+    )
+
+    def mo(text: str, source: str = "447700900001") -> DeliverSm:
+        return DeliverSm(
+            source_addr=source,
+            source_addr_ton=1,
+            destination_addr="SHOP",
+            short_message=text.encode(),
+        )
+
+    for _ in range(5):
+        assert await inbound(mo("STOP")) == 0
+        now[0] += 60
+    assert await inbound(mo("HELP")) == 0  # another keyword: its own reply
+    assert await inbound(mo("STOP", source="447700900002")) == 0  # another number
+    assert [(r[2], r[3]) for r in replies] == [
+        ("+447700900001", "You are unsubscribed."),
+        ("+447700900001", "Text STOP."),
+        ("+447700900002", "You are unsubscribed."),
+    ]
+    now[0] += AUTO_REPLY_COOLDOWN_S
+    assert await inbound(mo("STOP")) == 0
+    assert len(replies) == 4
+    assert len(await queue.inbound_since(0)) == 8
+    assert await queue.is_opted_out("SHOP", "+447700900001")
 
 
 async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
