@@ -12,6 +12,7 @@ send are O(1) whatever the rate, and the limit can shrink or grow within the cap
 from __future__ import annotations
 
 import math
+from collections import deque
 
 # A cap's span is counted a little wider than its period. The carrier counts submits as they
 # arrive, and ours reach it with the jitter of the event loop's writes (a tick's submits leave
@@ -80,6 +81,17 @@ class SlidingWindow:
         return max(now, self._ring[(self._i - self.limit) % self._capacity] + self.period_s)
 
 
+# Throttling answers slow a bind down only once there are SPORADIC_MIN_THROTTLES of them and
+# they are SPORADIC_SHARE of its sends, both over the last SPORADIC_SPAN_S seconds. A carrier
+# that throttles now and then whatever the rate (a busy moment, a queue-full spike) would
+# otherwise hold the bind near one send per backoff, since each slow-down pauses it, and a
+# slowed bind would never send enough to tell. Those submits are retried as usual. A rate
+# over the carrier's cap draws throttling on all its excess, past both at once.
+SPORADIC_SHARE = 0.05  # as the SmppdThrottlingSustained alert: past it, slow down and tell
+SPORADIC_MIN_THROTTLES = 5
+SPORADIC_SPAN_S = 10
+
+
 class AdaptiveRate:
     """A bind's own rate: its cap (or none), halved when the SMSC says slow down, then regained.
 
@@ -89,6 +101,7 @@ class AdaptiveRate:
     uncapped bind the rate it reached in the second before the first throttling answer (the cap
     is dropped again once that is regained). Answers to sends made before the slow-down began
     are counted by the caller but do not halve again: a whole window of them arrives at once.
+    Sporadic throttling (see SPORADIC_SHARE) slows nothing.
     """
 
     __slots__ = (
@@ -99,6 +112,9 @@ class AdaptiveRate:
         "_configured",
         "_last_second",
         "_recover_at",
+        "_second_end",
+        "_sent",
+        "_throttles",
         "_window",
         "paused_until",
         "slowed_at",
@@ -116,6 +132,20 @@ class AdaptiveRate:
         self._bucket_end = -math.inf
         self._bucket_count = 0
         self._last_second = 0
+        # Sends and throttling answers per second, the latest first (for the share).
+        self._second_end = -math.inf
+        self._sent: deque[int] = deque([0], maxlen=SPORADIC_SPAN_S)
+        self._throttles: deque[int] = deque([0], maxlen=SPORADIC_SPAN_S)
+
+    def _roll(self, now: float) -> None:
+        if now < self._second_end:
+            return
+        elapsed = now - self._second_end  # seconds that began since the current one ended
+        gone = SPORADIC_SPAN_S if elapsed >= SPORADIC_SPAN_S else int(elapsed) + 1
+        for _ in range(gone):
+            self._sent.appendleft(0)
+            self._throttles.appendleft(0)
+        self._second_end = now + 1.0
 
     @property
     def limit(self) -> int | None:
@@ -135,6 +165,8 @@ class AdaptiveRate:
         return window is None or window.allows(now)
 
     def record(self, now: float) -> None:
+        self._roll(now)
+        self._sent[0] += 1
         window = self._window
         if window is not None:
             window.record(now)
@@ -153,7 +185,12 @@ class AdaptiveRate:
 
     def throttled(self, *, now: float, sent_at: float) -> bool:
         """A throttling answer arrived for a send made at `sent_at`; True if it slowed us down."""
+        self._roll(now)
+        self._throttles[0] += 1
         if sent_at < self.slowed_at:
+            return False
+        throttles = sum(self._throttles)
+        if throttles < SPORADIC_MIN_THROTTLES or throttles < SPORADIC_SHARE * sum(self._sent):
             return False
         window = self._window
         if window is None:

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smppd.ratelimit import ARRIVAL_MARGIN, AdaptiveRate, SlidingWindow, window_for_rate
+from smppd.ratelimit import (
+    ARRIVAL_MARGIN,
+    SPORADIC_MIN_THROTTLES,
+    AdaptiveRate,
+    SlidingWindow,
+    window_for_rate,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -62,6 +68,14 @@ def test_window_for_rate(tps: float, expected: tuple[int, float]) -> None:
     assert window_for_rate(tps) == expected
 
 
+def throttle(rate: AdaptiveRate, *, now: float, sent_at: float) -> bool:
+    """SPORADIC_MIN_THROTTLES throttling answers: the fewest that may slow a bind down. Only
+    the last may; the result is whether it did."""
+    for _ in range(SPORADIC_MIN_THROTTLES - 1):
+        assert not rate.throttled(now=now, sent_at=sent_at)
+    return rate.throttled(now=now, sent_at=sent_at)
+
+
 def test_uncapped_rate_learns_a_cap_when_throttled_and_drops_it_again() -> None:
     """An uncapped bind that gets throttled slows to half of what it was sending, then regains
     it step by step and becomes uncapped again."""
@@ -69,7 +83,7 @@ def test_uncapped_rate_learns_a_cap_when_throttled_and_drops_it_again() -> None:
     for i in range(40):
         assert rate.allows(i * 0.01)
         rate.record(i * 0.01)
-    assert rate.throttled(now=0.5, sent_at=0.3)
+    assert throttle(rate, now=0.5, sent_at=0.3)
     assert rate.limit == 20
     assert not rate.allows(1.4)
     assert not rate.throttled(now=0.6, sent_at=0.4)  # sent before the slow-down began
@@ -84,7 +98,7 @@ def test_uncapped_rate_learns_a_cap_when_throttled_and_drops_it_again() -> None:
 def test_capped_rate_recovers_to_its_ceiling() -> None:
     """A capped bind regains a tenth of its cap per quiet backoff period, up to the cap."""
     rate = AdaptiveRate(100, backoff_s=2.0)
-    assert rate.throttled(now=0.0, sent_at=0.0)
+    assert throttle(rate, now=0.0, sent_at=0.0)
     assert rate.limit == 50
     assert rate.paused_until == 2.0
     assert rate.ready_at(1.0) == 2.0
@@ -93,6 +107,36 @@ def test_capped_rate_recovers_to_its_ceiling() -> None:
         rate.allows(float(t))
         limits.append(rate.limit)
     assert limits == [60, 70, 80, 90, 100, 100, 100, 100]
-    assert rate.throttled(now=30.0, sent_at=29.0)
+    assert throttle(rate, now=30.0, sent_at=29.0)
     assert rate.limit == 50
     assert math.isclose(rate.period_s, ARRIVAL_MARGIN)
+
+
+def test_sporadic_throttling_does_not_slow_the_bind() -> None:
+    """A carrier that throttles one submit in a hundred whatever the rate: no slow-down (each
+    would pause the bind, which held it near one send a second); a share past 5% does slow
+    it, as a rate over the carrier's cap draws."""
+    rate = AdaptiveRate(5000, backoff_s=1.0)
+    now = 0.0
+    slowed = []
+    for i in range(3000):  # 1,000 a second for 3 s, every 100th throttled
+        now = i / 1000
+        assert rate.allows(now)
+        rate.record(now)
+        if i % 100 == 99:
+            slowed.append(rate.throttled(now=now + 0.005, sent_at=now))
+    assert slowed == [False] * 30
+    assert rate.limit == SlidingWindow.for_rate(5000).limit
+    # A burst of throttling: once it passes 5% of the sends it slows the bind, once.
+    burst = [rate.throttled(now=3.0 + j / 1000, sent_at=2.99) for j in range(200)]
+    assert burst.count(True) == 1
+    assert rate.limit == SlidingWindow.for_rate(5000).limit // 2
+
+
+def test_at_low_rates_a_few_throttling_answers_slow_the_bind() -> None:
+    """Five answers in twenty sends are far past the share: the fifth slows the bind."""
+    rate = AdaptiveRate(50, backoff_s=1.0)
+    for i in range(20):
+        rate.record(i / 50)
+    assert throttle(rate, now=0.5, sent_at=0.4)
+    assert rate.limit == 25

@@ -14,7 +14,7 @@ from smppd.pdu.codec import PduReader, encode, encode_body, frame
 from smppd.pdu.command import CommandId
 from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.pdu.tlv import Tlv
-from smppd.ratelimit import ARRIVAL_MARGIN, SlidingWindow
+from smppd.ratelimit import ARRIVAL_MARGIN, SPORADIC_MIN_THROTTLES, SlidingWindow
 from smppd.session import (
     MAX_SEQUENCE_NUMBER,
     BindError,
@@ -694,10 +694,11 @@ def test_arbitrary_bytes_never_raise(data: bytes, chunk: int) -> None:
 
 
 def test_throttled_answer_slows_the_bind() -> None:
-    """ESME_RTHROTTLED pauses the bind for throttle_backoff_s and halves its rate; the submit
+    """ESME_RTHROTTLED pauses the bind for throttle_backoff_s and halves its rate, once there
+    are enough of them to mean it (SPORADIC_MIN_THROTTLES, here all of a window); each submit
     itself is a temporary result, for the send loop to retry."""
     peer = bound(window=10, bind_tps=8, throttle_backoff_s=1.0)
-    seqs = [peer.submit() for _ in range(4)]
+    seqs = [peer.submit() for _ in range(SPORADIC_MIN_THROTTLES)]
     peer.now = 0.1
     for seq in seqs:
         peer.answer(seq, S.ESME_RTHROTTLED)
@@ -719,7 +720,8 @@ def test_throttled_answer_slows_the_bind() -> None:
 def test_queue_full_also_throttles() -> None:
     """ESME_RMSGQFUL is treated as a request to slow down too."""
     peer = bound(window=10)
-    peer.answer(peer.submit(), S.ESME_RMSGQFUL)
+    for seq in [peer.submit() for _ in range(SPORADIC_MIN_THROTTLES)]:
+        peer.answer(seq, S.ESME_RMSGQFUL)
     assert any(isinstance(e, Throttled) for e in peer.events())
     assert peer.session.try_submit(BODY, now=0.5) is None
 
