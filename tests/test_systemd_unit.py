@@ -72,7 +72,8 @@ def test_notify_reload_and_watchdog(service: dict[str, list[str]]) -> None:
 
 
 def test_runs_the_daemon_on_the_etc_config(service: dict[str, list[str]]) -> None:
-    """ExecStart runs `smppd run` on /etc/smppd/smppd.yaml as user and group smppd."""
+    """ExecStart runs `smppd run` on /etc/smppd/smppd.yaml as user smppd; its files are group
+    smppd-api (the clients'), and the config's group smppd is its own alone."""
     assert one(service, "ExecStart").split() == [
         "/usr/bin/smppd",
         "run",
@@ -80,7 +81,8 @@ def test_runs_the_daemon_on_the_etc_config(service: dict[str, list[str]]) -> Non
         "/etc/smppd/smppd.yaml",
     ]
     assert one(service, "User") == "smppd"
-    assert one(service, "Group") == "smppd"
+    assert one(service, "Group") == "smppd-api"
+    assert one(service, "SupplementaryGroups") == "smppd"
 
 
 def test_directories_hold_the_configs_default_paths(service: dict[str, list[str]]) -> None:
@@ -90,7 +92,7 @@ def test_directories_hold_the_configs_default_paths(service: dict[str, list[str]
     assert QueueConfig().path.parent == Path("/var/lib/smppd")
     assert one(service, "RuntimeDirectory") == "smppd"
     assert ApiConfig().socket.parent == Path("/run/smppd")
-    # Clients (group smppd) reach the socket but never the queue with its numbers and texts.
+    # Clients (group smppd-api) reach the socket but never the queue with its numbers and texts.
     assert one(service, "StateDirectoryMode") == "0700"
     assert one(service, "RuntimeDirectoryMode") == "0750"
     assert one(service, "UMask") == "0007"
@@ -161,12 +163,14 @@ def config_lines(path: Path) -> list[list[str]]:
 
 
 def test_sysusers_declares_the_system_user() -> None:
-    """sysusers creates user smppd (and its group) with an automatic system id."""
+    """sysusers creates user smppd (and its group) and the clients' group smppd-api, with
+    automatic system ids."""
     lines = config_lines(SYSTEMD / "smppd.sysusers.conf")
-    assert len(lines) == 1
+    assert len(lines) == 2
     kind, name, uid = lines[0][:3]
     assert (kind, name, uid) == ("u", "smppd", "-")
     assert lines[0][-1] == "/var/lib/smppd"
+    assert lines[1] == ["g", "smppd-api", "-"]
 
 
 def test_tmpfiles_keep_config_and_credentials_private() -> None:
