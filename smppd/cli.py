@@ -16,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -116,6 +117,8 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         priority=args.priority,
         ref=args.ref,
         validity_s=args.validity,
+        schedule_at=args.schedule_at,
+        registered_delivery=False if args.no_receipt else None,
         encoding=args.encoding,
     )
     print(_describe(sent))
@@ -201,6 +204,26 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _event_kinds(text: str) -> str:
+    """A usage error (status 2) for a kind the daemon does not publish, before connecting."""
+    unknown = sorted(set(text.split(",")) - {"receipt", "inbound", "state"})
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown event kind {', '.join(unknown)!r}")
+    return text
+
+
+def _epoch_seconds(text: str) -> float:
+    """`1796400000` (epoch seconds) or `+600` (that many seconds from now)."""
+    relative = text.startswith("+")
+    try:
+        value = float(text[1:] if relative else text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"not epoch seconds or +seconds: {text!r}")
+    return time.time() + value if relative else value
+
+
 def _priority(text: str) -> str | int:
     if text.isdigit():
         return int(text)
@@ -260,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--ref", help="your reference: the same ref twice is one message")
     send.add_argument("--validity", type=_seconds, metavar="S", help="give up after S seconds")
     send.add_argument("--encoding", choices=("auto", "gsm7", "ucs2", "latin1"))
+    send.add_argument(
+        "--schedule-at",
+        type=_epoch_seconds,
+        metavar="TIME",
+        help="send at this time: epoch seconds, or +S seconds from now",
+    )
+    send.add_argument(
+        "--no-receipt", action="store_true", help="ask the carrier for no delivery receipt"
+    )
 
     status = add_client("status", "show a message's state", _status)
     status.add_argument("message_id", type=_message_id, metavar="ID")
@@ -269,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail = add_client("tail", "follow delivery receipts and inbound messages", _tail)
     tail.add_argument(
         "--events",
+        type=_event_kinds,
         default="receipt,inbound",
         metavar="KINDS",
         help="comma-separated: receipt, inbound, state (default: receipt,inbound)",

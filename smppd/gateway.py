@@ -19,6 +19,7 @@ from smppd.address import check_sender, normalise_destination
 from smppd.events import KINDS, EventHub
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
+from smppd.pdu.status import status_name
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.model import (
@@ -472,6 +473,8 @@ def status_json(status: MessageStatus) -> dict[str, Any]:
                 "state": str(s.state),
                 "attempts": s.attempts,
                 "command_status": s.command_status,
+                # The name the metrics use (ESME_RTHROTTLED), beside the number.
+                "status": None if s.command_status is None else status_name(s.command_status),
                 "carrier_message_id": s.carrier_message_id,
                 "receipt_stat": s.receipt_stat,
                 "receipt_err": s.receipt_err,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,6 +145,40 @@ async def test_send_then_status_through_the_socket(capsys: pytest.CaptureFixture
         assert json.loads(capsys.readouterr().out) == {"message_id": 1, "state": "queued"}
     request = service.calls[0][1][1][0]
     assert (request.priority, request.ref, request.text) == (9, "r1", "hi")
+
+
+async def test_send_can_schedule_and_decline_the_receipt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--schedule-at +S` is that many seconds from now (or epoch seconds), `--no-receipt`
+    asks for none; both reach the daemon as the API's schedule_at and registered_delivery."""
+    service = FakeService()
+    async with running_server(service) as server:
+        socket = str(server.settings.socket)
+        send = ["send", "--socket", socket, "--to", "+447700900123", "--from", "ACME"]
+        before = time.time()
+        assert await run_cli(*send, "--text", "later", "--schedule-at", "+600", "--no-receipt") == 0
+        assert await run_cli(*send, "--text", "at", "--schedule-at", "1900000000") == 0
+    later, at = (call[1][1][0] for call in service.calls)
+    assert before + 600 <= later.schedule_at <= time.time() + 600
+    assert later.registered_delivery is False
+    assert (at.schedule_at, at.registered_delivery) == (1900000000.0, True)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "--to", "+44", "--from", "A", "--text", "x", "--schedule-at", "soon"],
+        ["tail", "--events", "receipt,bogus"],
+    ],
+)
+async def test_bad_arguments_are_usage_errors_before_any_connection(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        await run_cli(*args, "--socket", "/nonexistent/smppd.sock")
+    assert exited.value.code == 2
+    assert "unavailable" not in capsys.readouterr().err
 
 
 async def test_socket_path_comes_from_the_config(

@@ -643,6 +643,7 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
                     assert accepted.get(segment["carrier_message_id"]) == 0, segment
                 else:
                     assert segment["command_status"] == CommandStatus.ESME_RINVDSTADR, segment
+                    assert segment["status"] == "ESME_RINVDSTADR", segment
             problems = [line for line in daemon.lines if line.get("level") in ("error", "critical")]
             assert problems == []
         finally:
