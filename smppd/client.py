@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import os
+import stat
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -155,7 +156,7 @@ class Client:
         except (OSError, TimeoutError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
             raise ApiConnectionError(
-                f"cannot connect to {self.path} ({reason}); is the daemon running?"
+                f"cannot connect to {self.path} ({reason}); {_hint(exc, self.path)}"
             ) from None
         self._reading = asyncio.create_task(self._read_replies(reader))
 
@@ -408,3 +409,16 @@ def submit_sync(path: str | os.PathLike[str], **fields: Any) -> Submitted:
     Client.submit)."""
     with SyncClient(path) as client:
         return client.submit(**fields)
+
+
+def _hint(exc: BaseException, path: str | os.PathLike[str]) -> str:
+    """What to check, for the usual reasons a connect fails."""
+    if isinstance(exc, PermissionError):
+        return "is this user in the socket's group (smppd-api under the systemd unit)?"
+    try:
+        is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        is_socket = True  # missing: as a daemon that is not running leaves it
+    if not is_socket:  # a connect to a plain file is refused like one to a dead socket
+        return "that is not a socket: is it the daemon's api.socket?"
+    return "is the daemon running?"

@@ -237,6 +237,18 @@ async def test_no_daemon_says_so_without_a_traceback(capsys: pytest.CaptureFixtu
     assert "Traceback" not in err
 
 
+async def test_a_socket_path_that_is_a_file_gets_its_own_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "is the daemon running?" for a path that is no socket at all."""
+    plain = tmp_path / "smppd.sock"
+    plain.write_text("")
+    assert await run_cli("health", "--socket", str(plain)) == 69
+    err = capsys.readouterr().err
+    assert "that is not a socket: is it the daemon's api.socket?" in err
+    assert "is the daemon running?" not in err
+
+
 async def test_tail_prints_one_line_per_event_until_the_stream_ends(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
