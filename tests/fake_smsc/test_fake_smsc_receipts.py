@@ -135,6 +135,23 @@ async def test_outcome_mix(smsc: FakeSmsc, client: EsmeClient) -> None:
     assert stats == {MessageState.DELIVERED, MessageState.UNDELIVERABLE}
 
 
+async def test_lost_receipts_are_never_sent(smsc: FakeSmsc, client: EsmeClient) -> None:
+    """`lost: 1.0` sends none (a carrier that loses them); the message is settled anyway, and
+    setting it back to 0 sends the next one."""
+    smsc.set_receipts(lost=1.0)
+    lost = await client.submit(submit())
+    smsc.set_receipts(lost=0.0)
+    kept = await client.submit(submit())
+    receipt = await client.expect(DeliverSm)  # the first deliver_sm is the second's receipt
+    assert get_str(receipt.tlvs, Tag.receipted_message_id) == kept.message_id
+    client.ack(receipt)
+    tracked = smsc.tracker.get(lost.message_id)
+    assert tracked is not None
+    assert tracked.is_final
+    with pytest.raises(ValueError, match="lost must be a share"):
+        smsc.set_receipts(lost=1.5)
+
+
 async def test_receipt_delay_lets_other_answers_come_first(
     smsc: FakeSmsc, client: EsmeClient
 ) -> None:

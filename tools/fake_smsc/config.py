@@ -62,10 +62,15 @@ class ReceiptConfig:
     # Resend a receipt not acknowledged with ESME_ROK within this time (or this long after a
     # deliver_sm_resp with an error status).
     retry_timeout_s: float = 5.0
+    # The share of receipts never sent (the message is settled all the same), as a carrier that
+    # loses them: for the daemon's receipt_wait_s and its overdue alert. 1.0 sends none.
+    lost: float = 0.0
 
     def check(self) -> None:
         if self.delay_s < 0 or self.retry_timeout_s <= 0:
             raise ValueError("receipts: delay_s must be >= 0 and retry_timeout_s > 0")
+        if not 0.0 <= self.lost <= 1.0:
+            raise ValueError("receipts: lost must be a share from 0 to 1")
         for word, weight in self.outcomes.items():
             if word not in ReceiptStat.__members__:
                 raise ValueError(f"receipts.outcomes: unknown stat {word!r}")
@@ -184,7 +189,7 @@ def receipt_config(raw: Any, base: ReceiptConfig) -> ReceiptConfig:
     """`base` with the receipt keys of `raw` applied (also used by the control interface)."""
     changes: dict[str, Any] = {}
     for key, value in _mapping("receipts", raw).items():
-        if key in ("delay_s", "retry_timeout_s"):
+        if key in ("delay_s", "retry_timeout_s", "lost"):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"receipts.{key}: expected a number, got {value!r}")
             changes[key] = float(value)

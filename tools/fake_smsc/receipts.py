@@ -164,6 +164,8 @@ class Tracker:
             tracked.final_time = time.time()
         if request.registered_delivery & 0x03 == 2 and stat is ReceiptStat.DELIVRD:
             return  # the ESME asked for failures only
+        if self.receipts.lost and self._rng.random() < self.receipts.lost:
+            return  # lost, as some carriers lose them
         receipt_format = self.receipts.id_format or self.id_format
         text = decode_text(request.data, request.data_coding, default_alphabet=self._alphabet)
         pdu = receipt_pdu(
