@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -21,6 +21,8 @@ from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from tools.fake_smsc.faults import Faults
+
+E = TypeVar("E", bound=Enum)
 
 
 class ConfigError(ValueError):
@@ -163,11 +165,11 @@ def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
         elif key == "accounts":
             changes[key] = _accounts(value)
         elif key == "message_id_format":
-            changes[key] = IdFormat(value)
+            changes[key] = _choice(key, IdFormat, value)
         elif key == "default_alphabet":
-            changes[key] = Alphabet(value)
+            changes[key] = _choice(key, Alphabet, value)
         elif key == "mo_concatenation":
-            changes[key] = ConcatMethod(value)
+            changes[key] = _choice(key, ConcatMethod, value)
         elif key == "receipts":
             changes[key] = receipt_config(value, base.receipts)
         elif key == "faults":
@@ -199,14 +201,28 @@ def receipt_config(raw: Any, base: ReceiptConfig) -> ReceiptConfig:
             changes[key] = value
         elif key == "outcomes":
             outcomes = _mapping("receipts.outcomes", value)
-            changes[key] = MappingProxyType({str(k): float(v) for k, v in outcomes.items()})
+            weights = {}
+            for word, weight in outcomes.items():
+                if isinstance(weight, bool) or not isinstance(weight, int | float):
+                    raise TypeError(f"receipts.outcomes.{word}: expected a number, got {weight!r}")
+                weights[str(word)] = float(weight)
+            changes[key] = MappingProxyType(weights)
         elif key == "id_format":
-            changes[key] = None if value is None else IdFormat(value)
+            changes[key] = None if value is None else _choice("receipts.id_format", IdFormat, value)
         else:
             raise ValueError(f"unknown key 'receipts.{key}'")
     result = replace(base, **changes)
     result.check()
     return result
+
+
+def _choice(where: str, kind: type[E], value: Any) -> E:
+    """`kind(value)`, or ValueError naming the key and the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(str(member.value) for member in kind)
+        raise ValueError(f"{where}: expected one of {choices}, got {value!r}") from None
 
 
 def _mapping(where: str, value: Any) -> Mapping[str, Any]:
