@@ -50,9 +50,13 @@ from smppd.queue.model import (
     segment_index,
     sibling_ids,
 )
-from smppd.queue.receipts import FALLBACK_AFTER_S, held_ended_by_carrier, is_repeat
+from smppd.queue.receipts import (
+    FALLBACK_AFTER_S,
+    held_ended_by_carrier,
+    is_repeat,
+    whole_message_receipt,
+)
 from smppd.queue.states import (
-    FINAL_STATES,
     SegmentEvent,
     SegmentState,
     arrival_state,
@@ -374,18 +378,14 @@ class MemoryQueue:
         if segment.state is not SegmentState.SUBMITTED:
             return []
         total = len(segment.message.new.segments)
-        for sid in sibling_ids(segment.message.id, total, but=segment.id):
-            sibling = self._segments.get(sid)
-            if (
-                sibling is not None
-                and sibling.receipt_stat is not None
-                and sibling.state in FINAL_STATES
-            ):
-                segment.receipt_stat = sibling.receipt_stat
-                segment.receipt_err = sibling.receipt_err
-                segment.done_at = sibling.done_at
-                return [self._move(segment, sibling.state, now=now)]
-        return []
+        ids = sibling_ids(segment.message.id, total, but=segment.id)
+        sibling = whole_message_receipt(self._segments.get(sid) for sid in ids)
+        if sibling is None:
+            return []
+        segment.receipt_stat = sibling.receipt_stat
+        segment.receipt_err = sibling.receipt_err
+        segment.done_at = sibling.done_at
+        return [self._move(segment, sibling.state, now=now)]
 
     async def apply_receipts(
         self, carrier: str, receipts: Sequence[ReceiptIn], *, now: float

@@ -14,9 +14,10 @@ taken by an open 00000010 (ten in decimal) before its own submit_sm_resp is reco
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 from smppd.queue.model import ReceiptIn
+from smppd.queue.states import FINAL_STATES, SegmentState
 
 # How long a held receipt waits for a segment that wrote its id the same way before one that wrote
 # the same number another way may take it: far longer than a submit_sm_resp trails its receipt.
@@ -37,6 +38,29 @@ def is_repeat(
 ) -> bool:
     """True if `receipt` is the final receipt already recorded (stat, err, done_at) on a segment."""
     return (receipt.stat, receipt.err, receipt.done_at) == (stat, err, done_at)
+
+
+class _Settled(Protocol):
+    @property
+    def state(self) -> SegmentState: ...
+    @property
+    def receipt_stat(self) -> str | None: ...
+
+
+S = TypeVar("S", bound=_Settled)
+
+
+def whole_message_receipt(siblings: Iterable[S | None]) -> S | None:
+    """The sibling whose receipt a part accepted after its message's whole-message receipt
+    takes (Submitted.whole_message): the first one final by a receipt."""
+    for sibling in siblings:
+        if (
+            sibling is not None
+            and sibling.receipt_stat is not None
+            and sibling.state in FINAL_STATES
+        ):
+            return sibling
+    return None
 
 
 def held_ended_by_carrier(ended: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:

@@ -25,10 +25,15 @@ from smppd.queue.model import (
     message_id_of,
     sibling_ids,
 )
-from smppd.queue.receipts import FALLBACK_AFTER_S, is_repeat, join_keys, split_keys
+from smppd.queue.receipts import (
+    FALLBACK_AFTER_S,
+    is_repeat,
+    join_keys,
+    split_keys,
+    whole_message_receipt,
+)
 from smppd.queue.sqlite_batch import Batch, SegmentRow
 from smppd.queue.states import (
-    FINAL_STATES,
     SegmentEvent,
     SegmentState,
     segment_state,
@@ -174,18 +179,14 @@ def settle_late_part(batch: Batch, row: SegmentRow, *, now: float) -> Change | N
     same receipt (Submitted.whole_message)."""
     if row.state is not SegmentState.SUBMITTED:
         return None
-    for sid in sibling_ids(message_id_of(row.id), row.total, but=row.id):
-        sibling = batch.segment(sid)
-        if (
-            sibling is not None
-            and sibling.receipt_stat is not None
-            and sibling.state in FINAL_STATES
-        ):
-            row.receipt_stat = sibling.receipt_stat
-            row.receipt_err = sibling.receipt_err
-            row.done_at = sibling.done_at
-            return batch.move(row, sibling.state, now=now)
-    return None
+    ids = sibling_ids(message_id_of(row.id), row.total, but=row.id)
+    sibling = whole_message_receipt(batch.segment(sid) for sid in ids)
+    if sibling is None:
+        return None
+    row.receipt_stat = sibling.receipt_stat
+    row.receipt_err = sibling.receipt_err
+    row.done_at = sibling.done_at
+    return batch.move(row, sibling.state, now=now)
 
 
 def _keep(batch: Batch, carrier: str, receipt: ReceiptIn, state: str, *, now: float) -> int:

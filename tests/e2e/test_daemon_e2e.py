@@ -35,6 +35,18 @@ FINAL_MESSAGE_STATES = frozenset(
 )
 
 
+async def run_to_exit(config: str | Path) -> subprocess.CompletedProcess[str]:
+    """`smppd run -c CONFIG` to its end (a start that fails), its output captured."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "smppd", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 class RawSubscriber:
     """A subscription read line by line, registered (acknowledged) before the test goes on."""
 
@@ -378,14 +390,7 @@ async def test_config_error_exits_78_with_one_line() -> None:
     """A bad value exits with EX_CONFIG and a line naming file, key and reason, no traceback."""
     async with smsc_and_dir() as (smsc, directory):
         path = write_config(directory, smsc.port, carrier={"window": "ten"})
-        proc = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "smppd", "run", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = await run_to_exit(str(path))
     assert proc.returncode == 78
     assert "carriers[0].window" in proc.stderr
     assert str(path) in proc.stderr
@@ -405,14 +410,7 @@ async def test_a_listener_that_cannot_start_ends_the_run_with_one_line(listener:
             if listener == "api":
                 path = write_config(directory, smsc.port)
                 (directory / "smppd.sock").write_text("not a socket")
-            proc = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "smppd", "run", "-c", str(path)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            proc = await run_to_exit(str(path))
         assert smsc.connections == []
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -691,14 +689,7 @@ async def test_a_queue_locked_at_startup_ends_the_run_with_one_line() -> None:
         db.execute("BEGIN IMMEDIATE")
         config = write_config(directory, smsc.port)
         try:
-            proc = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "smppd", "run", "-c", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
+            proc = await run_to_exit(str(config))
         finally:
             db.close()
         assert smsc.connections == []
@@ -757,14 +748,7 @@ async def test_a_second_daemon_on_a_running_ones_config_leaves_it_alone() -> Non
             [{"to": f"+4477009001{i:02d}", "from": "ALPHA", "text": f"m{i}"} for i in range(5)]
         )
         await smsc.records.wait_for(5, timeout=10)  # all five out, their answers held back
-        second = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "smppd", "run", "-c", str(directory / "smppd.yaml")],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        second = await run_to_exit(str(directory / "smppd.yaml"))
         assert second.returncode == 1
         assert "Traceback" not in second.stderr + second.stdout
         assert "resending segments" not in second.stderr
