@@ -239,7 +239,9 @@ _RESTART_KEYS: Final = (
     ("api", "max_line_bytes"),
     ("api", "idle_timeout_s"),
     ("api", "max_connections"),
+    ("api", "max_connections_per_client"),
     ("api", "max_pending_per_connection"),
+    ("api", "max_pending"),
     ("metrics", "listen"),
 )
 # The send loops read these when a carrier starts: a change restarts every carrier.

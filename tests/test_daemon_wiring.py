@@ -9,7 +9,7 @@ from pathlib import Path
 from queue_support import CARRIER, message
 
 from smppd.config import load_config
-from smppd.daemon import Daemon, profiles
+from smppd.daemon import Daemon, needs_restart, profiles
 from smppd.queue import MemoryQueue, open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
@@ -68,3 +68,23 @@ async def test_health_says_healthy_only_while_serving() -> None:
     health = daemon.gateway.health()
     assert health["healthy"] is True
     assert "ok" not in health
+
+
+def test_every_api_limit_is_a_restart_key(tmp_path: Path) -> None:
+    """The API server reads its limits when it starts: a reload that changes one says so."""
+    text = SHIPPED.read_text()
+    for key, value in [
+        ("max_connections_per_client", "128"),
+        ("max_pending_per_connection", "10000"),
+        ("max_pending", "100000"),
+    ]:
+        assert f"  {key}: {value}\n" in text
+        text = text.replace(f"  {key}: {value}\n", f"  {key}: 7\n")
+    changed = tmp_path / "smppd.yaml"
+    changed.write_text(text)
+    restart = needs_restart(load_config(SHIPPED), load_config(changed))
+    assert set(restart) >= {
+        "api.max_connections_per_client",
+        "api.max_pending_per_connection",
+        "api.max_pending",
+    }
