@@ -131,7 +131,14 @@ async def _status(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _cancel(client: Client, args: argparse.Namespace) -> int:
-    _print_json(await client.cancel(args.message_id))
+    """Prints the message after the cancel; status 1 when nothing of it could be cancelled
+    (every segment was already with the carrier), so a script can tell."""
+    status = await client.cancel(args.message_id)
+    _print_json(status)
+    if not any(s.get("state") == "cancelled" for s in status.get("segments", [])):
+        state = status.get("state")
+        print(f"error: nothing cancelled: the message is {state}", file=sys.stderr)
+        return EX_REFUSED
     return EX_OK
 
 

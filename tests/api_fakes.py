@@ -86,6 +86,7 @@ class FakeService:
     owners: dict[int, str] = field(default_factory=dict)
     optouts: set[tuple[str, str]] = field(default_factory=set)
     healthy: bool | None = None  # None: the reply has no verdict
+    delivered: set[int] = field(default_factory=set)  # message ids a cancel comes too late for
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _refs: dict[str, int] = field(default_factory=dict)
 
@@ -131,7 +132,12 @@ class FakeService:
         self.calls.append(("cancel", message_id))
         self._check()
         self._own(client, message_id)
-        return {"message_id": message_id, "state": "cancelled", "cancelled_segments": 1}
+        state = "delivered" if message_id in self.delivered else "cancelled"
+        return {
+            "message_id": message_id,
+            "state": state,
+            "segments": [{"index": 0, "state": state}],
+        }
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> FakeSubscription:
         self.calls.append(("subscribe", kinds))

@@ -228,6 +228,21 @@ async def test_cancel_stats_and_optout(capsys: pytest.CaptureFixture[str]) -> No
         assert json.loads(capsys.readouterr().out) == {"numbers": ["+447700900999"]}
 
 
+async def test_a_cancel_that_cancels_nothing_says_so_with_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    service = FakeService(delivered={1})
+    async with running_server(service) as server:
+        socket = ["--socket", str(server.settings.socket)]
+        send = ["send", *socket, "--to", "+447700900123", "--from", "ACME", "--text", "x"]
+        assert await run_cli(*send) == 0
+        capsys.readouterr()
+        assert await run_cli("cancel", "1", *socket) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["state"] == "delivered"
+    assert err == "error: nothing cancelled: the message is delivered\n"
+
+
 async def test_no_daemon_says_so_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     """A socket nobody serves: a clear line naming it, status 69."""
     assert await run_cli("health", "--socket", "/nonexistent/smppd.sock") == 69
