@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from smppd import config as cfg
 from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
@@ -37,6 +37,7 @@ from smppd.histogram import Histogram
 from smppd.inbound import InboundCounters, InboundHandler, OptOutPolicy, publish_changes
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
+from smppd.metrics_http import serve_metrics
 from smppd.outbound import OutboundProfile
 from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
@@ -825,7 +826,7 @@ class Daemon:
             return None
         registry = self.metrics_registry()
         try:
-            server, _thread = start_http_server(listen.port, addr=listen.host, registry=registry)
+            server = serve_metrics(listen.host, listen.port, registry)
         except OSError as exc:  # gaierror for a name that does not resolve, EADDRINUSE, ...
             reason = exc.strerror or str(exc)
             raise StartupError(f"metrics.listen: cannot listen on {listen}: {reason}") from None
