@@ -18,7 +18,7 @@ from smppd.pdu.pdus import (
 from smppd.pdu.receipt import MessageState, ReceiptStat, parse_receipt_text, receipt_from_parts
 from smppd.pdu.status import CommandStatus as S
 from smppd.pdu.tlv import Tag, get_bytes, get_int, get_str
-from tools.fake_smsc import EsmeClient, FakeSmsc, IdFormat, ReceiptConfig, SmscConfig
+from tools.fake_smsc import EsmeClient, FakeSmsc, IdFormat, ReceiptConfig, SmscConfig, outbox
 
 TEXT = "Your code is 123456. It expires in 10 minutes."
 
@@ -339,3 +339,18 @@ def test_rng_is_replaceable() -> None:
     smsc = FakeSmsc(SmscConfig(port=0))
     smsc.rng = random.Random(3)
     assert smsc.rng.random() == random.Random(3).random()
+
+
+async def test_receipts_waiting_for_a_receiver_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no receiver bound, receipts wait; past MAX_WAITING the oldest are dropped and
+    counted, so a client slower than its submits cannot grow the SMSC without end."""
+    monkeypatch.setattr(outbox, "MAX_WAITING", 5)
+    async with (
+        FakeSmsc(SmscConfig(port=0)) as smsc,
+        await EsmeClient.connect(smsc.host, smsc.port) as client,
+    ):
+        await client.bind("tx")  # takes no deliver_sm
+        for _ in range(8):
+            await client.submit(submit())
+        assert smsc.outbox.waiting() == 5
+        assert smsc.stats()["outbox"]["receipt"]["dropped"] == 3

@@ -65,6 +65,13 @@ class OutboxStats:
     sent: int = 0
     acked: int = 0
     retried: int = 0
+    dropped: int = 0  # the oldest waiting, past MAX_WAITING for their account
+
+
+# Deliveries waiting for a receiver, per account: past this the oldest are dropped (as an SMSC
+# expires what it cannot deliver), so that a client that takes receipts slower than it submits
+# does not grow the fake SMSC without end (about 500 bytes each).
+MAX_WAITING = 200_000
 
 
 class Outbox:
@@ -90,7 +97,14 @@ class Outbox:
         delivery = Delivery(account, kind, encode_body(pdu), done)
         self._live.add(delivery)
         self.stats[kind].queued += 1
-        self._ready.setdefault(account, deque()).append(delivery)
+        ready = self._ready.setdefault(account, deque())
+        ready.append(delivery)
+        if len(ready) > MAX_WAITING:
+            oldest = ready.popleft()
+            self._live.discard(oldest)
+            self.stats[oldest.kind].dropped += 1
+            if oldest.done is not None and not oldest.done.done():
+                oldest.done.cancel()
         self.pump(account)
         return done
 

@@ -258,6 +258,7 @@ class FakeSmsc:
                     "sent": s.sent,
                     "acked": s.acked,
                     "retried": s.retried,
+                    "dropped": s.dropped,
                 }
                 for kind, s in self.outbox.stats.items()
             },
