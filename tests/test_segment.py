@@ -177,6 +177,36 @@ def test_emoji_straddling_boundary_moves_to_next_segment() -> None:
     assert rejoin(segments, Alphabet.UCS2) == text
 
 
+@pytest.mark.parametrize(
+    ("cluster", "name"),
+    [
+        ("🇬🇧", "a flag: two regional indicators"),
+        ("👩\u200d👧", "a ZWJ sequence"),
+        ("e\u0301", "a letter and its combining accent"),
+        ("👍🏽", "an emoji and its skin tone"),
+        ("❤\ufe0f", "a symbol and its variation selector"),
+    ],
+)
+def test_a_user_visible_character_is_not_split_across_parts(cluster: str, name: str) -> None:
+    """Wherever the cut would fall inside the cluster, the whole of it goes to the next part:
+    a handset that shows each part alone shows no half flag or accent on nothing."""
+    for pad in range(67 - len(cluster.encode("utf-16-be")) // 2 + 1, 67 + 1):
+        text = "ж" * pad + cluster + "ж" * 20
+        segments = split(text, Alphabet.UCS2)
+        parts = [part.decode("utf-16-be") for part in bodies(segments)]
+        assert "".join(parts) == text
+        cuts = list(itertools.accumulate(len(part) for part in parts))
+        assert not [c for c in cuts if pad < c < pad + len(cluster)], (name, pad)
+
+
+def test_flags_in_a_row_are_cut_between_pairs() -> None:
+    """A run of regional indicators pairs up from its start: the cut falls between flags."""
+    text = "ж" * 60 + "🇬🇧🇫🇷🇩🇪" + "ж" * 20
+    parts = [p.decode("utf-16-be") for p in bodies(split(text, Alphabet.UCS2))]
+    assert parts[0].endswith("🇬🇧")
+    assert parts[1].startswith("🇫🇷🇩🇪")
+
+
 def test_emoji_counts_two_units() -> None:
     """35 emoji are 70 units: one segment; 36 need two."""
     assert count_segments("😀" * 35, Alphabet.UCS2, ConcatMethod.UDH8) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
@@ -117,12 +118,85 @@ def _cut(encoded: bytes, alphabet: Alphabet, method: ConcatMethod) -> list[int]:
         # The encoder emits 0x1B only as an escape prefix, so a final 0x1B starts a pair.
         if alphabet is Alphabet.GSM7 and encoded[end - 1] == GSM7_ESCAPE:
             end -= 1
-        elif alphabet is Alphabet.UCS2 and 0xD8 <= encoded[end - 2] <= 0xDB:  # high surrogate
-            end -= 2
+        elif alphabet is Alphabet.UCS2:
+            end = _ucs2_break(encoded, start, end)
         ends.append(end)
         start = end
     ends.append(len(encoded))
     return ends
+
+
+# How far back (in UTF-16 units) a cut may move to keep a character whole, as its reader sees
+# it: past this, a cluster so long is cut where it must be (between code points still).
+_MAX_CLUSTER_UNITS = 16
+
+
+def _ucs2_break(encoded: bytes, start: int, end: int) -> int:
+    """`end`, or the nearest earlier offset that splits no user-visible character.
+
+    Never inside a surrogate pair; where it can, not before a combining mark, a variation
+    selector, an emoji skin tone or a zero width joiner, nor after a joiner, nor inside a
+    flag's pair of regional indicators. Handsets that show each part alone would otherwise
+    show half a flag, or an accent on nothing.
+    """
+    if 0xD8 <= encoded[end - 2] <= 0xDB:  # a high surrogate: its pair must stay whole
+        end -= 2
+    at = end
+    while at - start > 2 and end - at < 2 * _MAX_CLUSTER_UNITS:
+        if not _joined(encoded, at):
+            return at
+        at -= 2
+        if 0xDC <= encoded[at] <= 0xDF:  # a low surrogate: step over the whole pair
+            at -= 2
+    return end
+
+
+def _code_point_at(encoded: bytes, at: int) -> int:
+    unit = int.from_bytes(encoded[at : at + 2], "big")
+    if 0xD800 <= unit <= 0xDBFF and at + 4 <= len(encoded):
+        low = int.from_bytes(encoded[at + 2 : at + 4], "big")
+        return 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+    return unit
+
+
+def _code_point_before(encoded: bytes, at: int) -> int:
+    unit = int.from_bytes(encoded[at - 2 : at], "big")
+    if 0xDC00 <= unit <= 0xDFFF and at >= 4:
+        return _code_point_at(encoded, at - 4)
+    return unit
+
+
+def _joined(encoded: bytes, at: int) -> bool:
+    """Whether the code points either side of offset `at` belong to one visible character."""
+    if at >= len(encoded):
+        return False
+    after, before = _code_point_at(encoded, at), _code_point_before(encoded, at)
+    if _ZWJ in (before, after) or _extends(after):
+        return True
+    if _is_regional(after) and _is_regional(before):
+        # Flags pair up from the first indicator of a run: split only between pairs.
+        run, back = 0, at
+        while back > 0 and _is_regional(_code_point_before(encoded, back)):
+            run, back = run + 1, back - 4
+        return run % 2 == 1
+    return False
+
+
+_ZWJ = 0x200D
+
+
+def _extends(code_point: int) -> bool:
+    """A code point that attaches to the one before it."""
+    return (
+        0xFE00 <= code_point <= 0xFE0F  # variation selectors
+        or 0x1F3FB <= code_point <= 0x1F3FF  # emoji skin tones
+        or 0xE0020 <= code_point <= 0xE007F  # emoji tag sequences
+        or unicodedata.category(chr(code_point)) in ("Mn", "Me", "Mc")
+    )
+
+
+def _is_regional(code_point: int) -> bool:
+    return 0x1F1E6 <= code_point <= 0x1F1FF
 
 
 def count_segments(text: str, alphabet: Alphabet, method: ConcatMethod) -> int:
