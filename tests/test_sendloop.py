@@ -393,16 +393,7 @@ async def test_with_one_receipt_per_message_a_part_accepted_after_it_takes_it() 
     two_parts = dataclasses.replace(message("x" * 200), registered_delivery=True)
     (enq,) = await queue.enqueue([two_parts], now=clock())
     port = ManualPort()
-    loop = CarrierSendLoop(
-        "fake",
-        queue,
-        port,
-        claim_batch=2,
-        max_unrecorded=2,
-        policy=RetryPolicy(),
-        clock=clock,
-        receipts_per_message=True,
-    )
+    loop = loop_on(queue, port, clock, claim_batch=2, max_unrecorded=2, receipts_per_message=True)
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
         await port.wait_for(2)
@@ -489,6 +480,7 @@ def loop_on(
     claim_batch: int = 5,
     max_unrecorded: int = 10,
     idle_poll_s: float = 3600.0,
+    receipts_per_message: bool = False,
 ) -> CarrierSendLoop:
     """A send loop on `port`, polling an idle queue only once an hour unless told otherwise."""
     return CarrierSendLoop(
@@ -500,6 +492,7 @@ def loop_on(
         policy=RetryPolicy(),
         clock=clock,
         idle_poll_s=idle_poll_s,
+        receipts_per_message=receipts_per_message,
     )
 
 
