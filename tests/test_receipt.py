@@ -480,11 +480,26 @@ def test_one_resp_key_matches_as_every_reading_did(resp: str, data: st.DataObjec
     assert found == matched_when_every_reading_was_stored(resp, receipt)
 
 
+@pytest.mark.parametrize(
+    ("resp", "receipt"),
+    [("0x120", "78"), ("0x120", "288"), ("0x120", "120"), ("120", "0x120"), ("120", "78")],
+)
+def test_a_0x_id_of_digits_matches_as_every_reading_did(resp: str, receipt: str) -> None:
+    """The id 0x120 is 288 only: its digits read as decimal once matched a receipt for 0x78."""
+    found = bool(set(resp_keys(resp)) & set(receipt_keys(receipt)))
+    assert found == matched_when_every_reading_was_stored(resp, receipt)
+
+
 def test_a_receipt_looks_up_its_own_rendering_first() -> None:
     """The id as written first; other renderings of its numbers after; the bare readings that
     earlier versions stored last."""
     assert resp_keys("0000001A") == resp_keys("0x1a") == ("s:1a",)
-    assert receipt_keys("26") == ("s:26", "s:1a", "s:38", "26", "38")
+    assert receipt_keys("26") == ("s:26", "s:1a", "s:38", "h:26", "26", "38")
+    # A 0x id of digits only is its own key: "0x120" (288) is not the decimal "120".
+    assert resp_keys("0x0120") == ("h:120",)
+    assert "h:120" in receipt_keys("288")
+    assert "h:120" in receipt_keys("120")  # read as hex, 288 again
+    assert "h:120" not in receipt_keys("78")  # 0x78 is 120, which 0x120 is not
     assert receipt_keys("1a") == ("s:1a", "s:26", "26")
     assert receipt_keys("xyz") == ("s:xyz",)
     assert receipt_keys("") == ()

@@ -395,6 +395,9 @@ def _parse_digits(digits: str) -> datetime | None:
 _MAX_ID_CHARS: Final = 65
 # Non-numeric keys carry a prefix with a non-digit, so they never equal a numeric key.
 _OPAQUE_PREFIX: Final = "s:"
+# A 0x id of digits only ("0x120" is 288): without a key of its own it would share "120" with
+# the decimal 120. No other key begins so: opaque keys begin "s:", numbers with a digit.
+_HEX_DIGITS_PREFIX: Final = "h:"
 
 
 def correlation_keys(message_id: str) -> tuple[str, ...]:
@@ -435,10 +438,19 @@ def _values(norm: str) -> tuple[int, ...]:
 
 def _written_key(norm: str) -> str:
     """The key of a normalised, non-empty id as written: without leading zeros, or a hex id's 0x
-    (the same number in the same base is the same id)."""
+    (the same number in the same base is the same id). A 0x id of digits only has a key of its
+    own (_HEX_DIGITS_PREFIX)."""
     if norm.startswith("0x") and len(norm) <= _MAX_ID_CHARS and _HEX.fullmatch(norm, 2):
-        norm = norm[2:]
+        digits = norm[2:].lstrip("0")
+        return (_HEX_DIGITS_PREFIX if _DIGITS.fullmatch(digits) else _OPAQUE_PREFIX) + digits
     return _OPAQUE_PREFIX + norm.lstrip("0")
+
+
+def _hex_keys(value: int) -> tuple[str, ...]:
+    """The keys of `value` written in hex: with a 0x too when its digits alone read as decimal."""
+    digits = f"{value:x}"
+    plain = _OPAQUE_PREFIX + digits
+    return (plain, _HEX_DIGITS_PREFIX + digits) if _DIGITS.fullmatch(digits) else (plain,)
 
 
 class IdFormat(StrEnum):
@@ -504,11 +516,12 @@ def _receipt_keys(norm: str) -> tuple[str, ...]:
         return (best,)
     if len(values) == 2:  # all digits: as decimal it is written in decimal, as hex in hex
         as_decimal, as_hex = values
-        other = (f"{_OPAQUE_PREFIX}{as_decimal:x}", f"{_OPAQUE_PREFIX}{as_hex}")
-        return (best, *other, str(as_decimal), str(as_hex))
-    value = str(values[0])
-    decimal = _OPAQUE_PREFIX + value
-    return (best, value) if decimal == best else (best, decimal, value)
+        other = (*_hex_keys(as_decimal), f"{_OPAQUE_PREFIX}{as_hex}", *_hex_keys(as_hex))
+        keys = (best, *other, str(as_decimal), str(as_hex))
+    else:
+        value = values[0]
+        keys = (best, *_hex_keys(value), f"{_OPAQUE_PREFIX}{value}", str(value))
+    return tuple(dict.fromkeys(keys))  # in order, each once
 
 
 def primary_key(message_id: str) -> str:
