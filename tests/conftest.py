@@ -1,9 +1,13 @@
-"""A hard stop for a test that hangs after it failed.
+"""A hard stop for a test that hangs after it failed, and the property tests' profile.
 
 pytest-timeout (and pytest's own faulthandler_timeout) stop watching a test once it has raised,
 so a teardown that then waits forever (a task that outlives the event loop's cancellation) would
 hang the whole run. This arms a timer around every test, re-armed when a failure cancels it,
 that prints every thread's stack and ends the run instead.
+
+Property tests draw the same examples on every run by default, so that a run passes or fails
+for the code, reproducibly, not for the luck of the draw. `HYPOTHESIS_PROFILE=explore` draws
+new ones each run, to look for cases no fixed draw covers.
 """
 
 from __future__ import annotations
@@ -13,6 +17,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("fixed", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 HARD_TIMEOUT_S = 90.0  # above the per-test timeout in pyproject.toml
 
