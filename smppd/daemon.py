@@ -783,6 +783,7 @@ class Daemon:
                 for carrier, by_state in stats.by_carrier.items()
             },
             "oldest_queued_age_s": stats.oldest_queued_age_s,
+            "oldest_by_carrier": dict(stats.oldest_age_by_carrier),
             "receipts_held": stats.receipts_held,
             "unrouted": unrouted,
         }

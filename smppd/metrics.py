@@ -301,6 +301,14 @@ class SmppdCollector(Collector):
         )
         oldest.add_metric([], 0.0 if age is None else age)
         yield oldest
+        by_carrier_age = GaugeMetricFamily(
+            "smppd_queue_carrier_oldest_age_seconds",
+            "smppd_queue_oldest_age_seconds per carrier with due work",
+            labels=["carrier"],
+        )
+        for carrier, seconds in snap.get("oldest_by_carrier", {}).items():
+            by_carrier_age.add_metric([carrier], seconds)
+        yield by_carrier_age
         held = GaugeMetricFamily("smppd_receipts_held", "Early receipts awaiting their submit")
         held.add_metric([], snap.get("receipts_held", 0))
         yield held

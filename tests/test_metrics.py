@@ -80,6 +80,8 @@ async def test_queue_segments_are_shown_per_carrier_after_a_refresh() -> None:
         ("a", "queued", 2.0),
         ("b", "inflight", 1.0),
     ]
+    ages = samples(daemon)["smppd_queue_carrier_oldest_age_seconds"]
+    assert ages == [({"carrier": "a"}, 0.0)]  # b's only message is in flight, not waiting
 
 
 def test_every_extra_counter_is_exported_with_total() -> None:

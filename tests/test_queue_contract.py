@@ -417,6 +417,17 @@ async def test_the_oldest_age_counts_work_waiting_out_a_retry(store: Queue) -> N
     assert (await store.stats(now=T0 + 1200)).oldest_queued_age_s == pytest.approx(1200.0)
 
 
+async def test_the_oldest_age_is_also_given_per_carrier(store: Queue) -> None:
+    """Which carrier holds the oldest work: each carrier's own oldest due, unsent message."""
+    await store.enqueue([message(carrier="a")], now=T0)
+    await store.enqueue([message(carrier="b"), message(carrier="a")], now=T0 + 100)
+    (retrying,) = await store.claim("b", 1, now=T0 + 101)
+    await store.record([Retry(retrying.segment_id, 0x58, T0 + 900)], now=T0 + 102)
+    stats = await store.stats(now=T0 + 300)
+    assert stats.oldest_age_by_carrier == {"a": pytest.approx(300.0), "b": pytest.approx(200.0)}
+    assert stats.oldest_queued_age_s == pytest.approx(300.0)
+
+
 async def test_segments_by_source_counts_by_due_time(store: Queue) -> None:
     """Segments per sender due in a span; scheduled ones count on their not_before."""
     await store.enqueue([message(segments=(b"a", b"b")), message()], now=T0)

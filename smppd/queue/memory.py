@@ -733,7 +733,13 @@ class MemoryQueue:
         return moved, (-priority, client, sid)
 
     async def stats(self, *, now: float) -> QueueStats:
-        heads = []
+        oldest: dict[str, float] = {}  # carrier -> since when its oldest unsent work is due
+
+        def note(segment: _Segment) -> None:
+            new, created = segment.message.new, segment.message.created_at
+            at = created if new.not_before is None else max(created, new.not_before)
+            oldest[new.carrier] = min(at, oldest.get(new.carrier, at))
+
         for key, heap in self._pending.ready.items():
             due = [
                 self._segments[sid]
@@ -741,14 +747,11 @@ class MemoryQueue:
                 if sid in self._segments and self._segments[sid].state is SegmentState.QUEUED
             ]
             if due and key:
-                head = min(due, key=lambda s: s.id)
-                new = head.message.new
-                created = head.message.created_at
-                heads.append(created if new.not_before is None else max(created, new.not_before))
+                note(min(due, key=lambda s: s.id))
         for segment in self._segments.values():  # waiting out a retry (see schema V9)
             if segment.state is SegmentState.SCHEDULED and segment.attempts > 0:
-                new, created = segment.message.new, segment.message.created_at
-                heads.append(created if new.not_before is None else max(created, new.not_before))
+                note(segment)
+        heads = list(oldest.values())
         tally = [r.state for r in self._receipts.values()]
         return QueueStats(
             segments=self._counts.by_state(),
@@ -759,6 +762,7 @@ class MemoryQueue:
             receipts_unmatched=tally.count("unmatched"),
             receipts_dropped=tally.count("dropped"),
             commits=self._commits,
+            oldest_age_by_carrier={c: max(0.0, now - t) for c, t in oldest.items()},
         )
 
     def queued_depth(self) -> int:

@@ -354,6 +354,8 @@ class QueueStats:
     receipts_unmatched: int  # never matched (held past the time limit, or keyless); kept on disk
     receipts_dropped: int  # held receipts pushed out by the bound on their number; kept on disk
     commits: int = field(default=0)
+    # oldest_queued_age_s per carrier, for those with due unsent work.
+    oldest_age_by_carrier: Mapping[str, float] = field(default_factory=dict)
 
 
 def claimed_on_arrival(message: NewMessage, message_id: int) -> tuple[ClaimedSegment, ...]:

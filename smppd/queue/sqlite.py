@@ -621,16 +621,18 @@ class SqliteQueue:
         heads = memory.counts.queued_keys()
         by_carrier = memory.counts.by_carrier()
         waiting = [c for c, n in by_carrier.items() if n.get(SegmentState.SCHEDULED)]
-        oldest = (
+        due = (
             await self._read(partial(sqlite_reads.oldest_due, heads=heads, carriers=waiting))
             if heads or waiting
-            else None
+            else {}
         )
+        oldest = min(due.values(), default=None)
         return QueueStats(
             segments=memory.counts.by_state(),
             by_carrier=by_carrier,
             queued_depth=memory.counts.depth,
             oldest_queued_age_s=None if oldest is None else max(0.0, now - oldest),
+            oldest_age_by_carrier={c: max(0.0, now - t) for c, t in due.items()},
             receipts_held=memory.receipts_held,
             receipts_unmatched=memory.receipts_unmatched,
             receipts_dropped=memory.receipts_dropped,

@@ -83,19 +83,21 @@ _RETRYING: Final = """
 
 def oldest_due(
     db: sqlite3.Connection, heads: Iterable[tuple[str, int, str]], carriers: Iterable[str] = ()
-) -> float | None:
-    """Since when the longest-waiting unsent work has been due: over each client's queue head
-    and, per carrier in `carriers`, its oldest segment waiting out a retry.
+) -> dict[str, float]:
+    """Per carrier, since when its longest-waiting unsent work has been due: over each client's
+    queue head and, for carriers in `carriers`, the oldest segment waiting out a retry.
 
     One index seek each; a message counts from its not_before when it has one.
     """
-    found = [db.execute(_HEAD, head).fetchone() for head in heads]
-    found += [db.execute(_RETRYING, (carrier,)).fetchone() for carrier in carriers]
-    due = [
-        created_at if not_before is None else max(created_at, not_before)
-        for created_at, not_before in filter(None, found)
-    ]
-    return min(due, default=None)
+    found = [(head[0], db.execute(_HEAD, head).fetchone()) for head in heads]
+    found += [(c, db.execute(_RETRYING, (c,)).fetchone()) for c in carriers]
+    oldest: dict[str, float] = {}
+    for carrier, row in found:
+        if row is not None:
+            created_at, not_before = row
+            due = created_at if not_before is None else max(created_at, not_before)
+            oldest[carrier] = min(due, oldest.get(carrier, due))
+    return oldest
 
 
 # The literal priority lets the planner use the partial index segments_scheduled_urgent.
