@@ -57,10 +57,19 @@ def normalise_destination(
     if not _DIGITS.fullmatch(digits) or not 7 <= len(digits) <= 15 or digits[0] == "0":
         raise ApiError(
             ErrorCode.invalid_address,
-            f"{field} is not an E.164 number or short code ({mask(raw)})",
+            f"{field} is not an E.164 number or short code ({mask(raw)}: {_why(digits)})",
             field=field,
         )
     return "+" + digits
+
+
+def _why(digits: str) -> str:
+    """What is wrong with a number, for the caller, who sees it masked."""
+    if not _DIGITS.fullmatch(digits):
+        return "not only digits"
+    if digits.startswith("0"):
+        return "no country code (or set compliance.default_country_prefix)"
+    return f"{len(digits)} digits, E.164 has 7 to 15"
 
 
 def check_sender(sender: str, *, field: str = "from") -> None:

@@ -174,13 +174,26 @@ def test_national_numbers_with_default_country() -> None:
     assert normalise_destination("07911 123456", default_country_prefix="44") == "+447911123456"
 
 
-@pytest.mark.parametrize("raw", ["+12", "+4479111234567890", "hello", "+44abc", "", "+0123456789"])
-def test_bad_destinations(raw: str) -> None:
-    """Impossible numbers are invalid_address naming the field, without echoing the number."""
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("+12", "2 digits, E.164 has 7 to 15"),
+        ("+4479111234567890", "16 digits, E.164 has 7 to 15"),
+        ("hello", "not only digits"),
+        ("+44abc", "not only digits"),
+        ("", "not only digits"),
+        ("+0123456789", "no country code"),
+        ("07911123456", "no country code (or set compliance.default_country_prefix)"),
+    ],
+)
+def test_bad_destinations(raw: str, why: str) -> None:
+    """Impossible numbers are invalid_address naming the field and what is wrong, without
+    echoing the number (the caller sees it masked, so the reason is what tells it apart)."""
     with pytest.raises(ApiError) as info:
         normalise_destination(raw, field="to")
     assert info.value.code is ErrorCode.invalid_address
     assert info.value.field == "to"
+    assert why in info.value.message
     if len(raw) > 6:
         assert raw not in info.value.message
 

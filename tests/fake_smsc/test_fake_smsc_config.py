@@ -84,6 +84,11 @@ faults: {hang: true, reorder: shuffle, garbage: "00ff", drop_after_pdus: 5}
         ("accounts: []", "at least one account"),
         ("- a list", "a scenario is a mapping"),
         ("faults: {window: 0}", "window must be at least 1"),
+        ("accounts: [{system_id: '', password: b}]", "system_id is 1 to 15 characters"),
+        ("accounts: [{system_id: a, password: ninechars}]", "password at most 8"),
+        ("message_id_format: octal", "message_id_format: expected one of hex, decimal"),
+        ("receipts: {outcomes: {DELIVRD: x}}", "receipts.outcomes.DELIVRD: expected a number"),
+        ("receipts: {lost: 2}", "lost must be a share from 0 to 1"),
     ],
 )
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -112,6 +112,9 @@ class SmscConfig:
         for account in self.accounts:
             if not isinstance(account.system_id, str) or not isinstance(account.password, str):
                 raise TypeError("accounts: system_id and password must be strings")
+            if not 1 <= len(account.system_id) <= 15 or len(account.password) > 8:
+                # SMPP v3.4 5.2.1-5.2.2: an ESME could not bind with anything else.
+                raise ValueError("accounts: system_id is 1 to 15 characters, password at most 8")
             if account.max_binds is not None and (
                 not isinstance(account.max_binds, int) or account.max_binds < 1
             ):
