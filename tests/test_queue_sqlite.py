@@ -663,9 +663,11 @@ def test_the_queue_is_free_again_when_its_holder_is_killed(path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from smppd.queue.owner import OwnerLock;"
-            f" OwnerLock.take({str(path)!r}); print('held', flush=True); time.sleep(60)",
+            # Holds the lock until its stdin closes or it is killed: no timer involved.
+            "import sys; from smppd.queue.owner import OwnerLock;"
+            f" OwnerLock.take({str(path)!r}); print('held', flush=True); sys.stdin.read()",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
