@@ -792,15 +792,14 @@ class _Connection:
             await self._refuse(rid, op, error)
         elif op == "subscribe":
             await self._subscribe(rid, req)
-        elif (crowded := self._crowded(_weight(op, req))) is not None:
+        elif (crowded := self._crowded(weight := _weight(op, req))) is not None:
             await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, crowded))
         elif op == "submit":
-            self._take(1)
+            self._take(weight)
             self._submits.append((rid, req))
         else:
             assert self._tasks is not None
             self._start_submits()  # keep the order in which requests start
-            weight = _weight(op, req)
             self._take(weight)
             self._tasks.create_task(self._run(op, rid, req, weight))
 

@@ -29,6 +29,8 @@ EX_OK: Final = 0
 EX_REFUSED: Final = 1
 EX_USAGE: Final = 2  # what argparse uses
 EX_UNAVAILABLE: Final = 69
+# smppd.api.EVENT_KINDS, not imported so that --help stays light (a test checks they agree).
+_EVENT_KINDS: Final = frozenset({"receipt", "inbound", "state"})
 EX_CONFIG: Final = 78  # same as smppd.config.EX_CONFIG; not imported so --help stays light
 EXIT_INTERRUPTED: Final = 130
 
@@ -213,7 +215,7 @@ def _seconds(text: str) -> float:
 
 def _event_kinds(text: str) -> str:
     """A usage error (status 2) for a kind the daemon does not publish, before connecting."""
-    unknown = sorted(set(text.split(",")) - {"receipt", "inbound", "state"})
+    unknown = sorted(set(text.split(",")) - _EVENT_KINDS)
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown event kind {', '.join(unknown)!r}")
     return text

@@ -16,6 +16,7 @@ import structlog
 import yaml
 from api_fakes import WAIT_S, FakeService, running_server
 
+from smppd import api, cli
 from smppd.cli import main
 from smppd.service import Event
 
@@ -286,3 +287,7 @@ async def test_tail_prints_one_line_per_event_until_the_stream_ends(
         'inbound to=ACME text="Привет 👋"',
     ]
     assert err == "error: unavailable: the daemon ended the stream (it stopped or is restarting)\n"
+
+
+def test_the_event_kinds_tail_checks_are_the_daemons() -> None:
+    assert cli._EVENT_KINDS == api.EVENT_KINDS

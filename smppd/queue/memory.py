@@ -751,13 +751,13 @@ class MemoryQueue:
         for segment in self._segments.values():  # waiting out a retry (see schema V9)
             if segment.state is SegmentState.SCHEDULED and segment.attempts > 0:
                 note(segment)
-        heads = list(oldest.values())
+        first_due = min(oldest.values(), default=None)
         tally = [r.state for r in self._receipts.values()]
         return QueueStats(
             segments=self._counts.by_state(),
             by_carrier=self._counts.by_carrier(),
             queued_depth=self._counts.depth,
-            oldest_queued_age_s=max(0.0, now - min(heads)) if heads else None,
+            oldest_queued_age_s=None if first_due is None else max(0.0, now - first_due),
             receipts_held=tally.count("held"),
             receipts_unmatched=tally.count("unmatched"),
             receipts_dropped=tally.count("dropped"),

@@ -146,11 +146,12 @@ class SqliteQueue:
         max_batch: int,
         bulk_batch: int = DEFAULT_BULK_BATCH,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
+        owner: OwnerLock | None = None,  # see smppd.queue.owner; released by close()
     ) -> None:
         self._conn = conn
         self._db = db
         self._memory = memory
-        self._owner: OwnerLock | None = None  # see smppd.queue.owner
+        self._owner = owner
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch
         self._urgent: deque[_Write[Any]] = deque()
@@ -186,77 +187,15 @@ class SqliteQueue:
         owner = OwnerLock.take(path)
         try:
             _create_private(path)
-            store = await cls._open(
+            conn, db, memory = await _connect(
                 path,
-                receipt_hold_s=receipt_hold_s,
-                max_held_receipts=max_held_receipts,
-                max_batch=max_batch,
-                bulk_batch=bulk_batch,
-                commit_interval_s=commit_interval_s,
                 cache_kib=cache_kib,
                 max_bytes=max_bytes,
+                receipt_hold_s=receipt_hold_s,
+                max_held_receipts=max_held_receipts,
             )
         except BaseException:
             owner.release()
-            raise
-        store._owner = owner
-        return store
-
-    @classmethod
-    async def _open(
-        cls,
-        path: str | PathLike[str],
-        *,
-        receipt_hold_s: float,
-        max_held_receipts: int,
-        max_batch: int,
-        bulk_batch: int,
-        commit_interval_s: float,
-        cache_kib: int,
-        max_bytes: int | None,
-    ) -> SqliteQueue:
-        opened: list[sqlite3.Connection] = []
-        failed: list[BaseException] = []
-
-        def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(
-                path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=256
-            )
-            opened.append(db)
-            try:
-                _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
-                migrate(db)
-            except Exception as exc:
-                # Raised from here, aiosqlite would stop its thread without waiting for it;
-                # handing back the connection lets close() end the thread in order.
-                failed.append(exc)
-            return db
-
-        conn = aiosqlite.Connection(connect, iter_chunk_size=64)
-        try:
-            await conn
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        db = opened[0]
-        if failed:
-            await conn.close()
-            if isinstance(failed[0], sqlite3.Error):
-                raise translate(failed[0]) from failed[0]
-            raise failed[0]
-        try:
-            memory = await _in_thread(
-                conn,
-                partial(
-                    sqlite_reads.load_memory,
-                    db,
-                    receipt_hold_s=receipt_hold_s,
-                    max_held_receipts=max_held_receipts,
-                ),
-            )
-        except BaseException as exc:
-            await conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise translate(exc) from exc
             raise
         return cls(
             conn,
@@ -265,6 +204,7 @@ class SqliteQueue:
             max_batch=max_batch,
             bulk_batch=bulk_batch,
             commit_interval_s=commit_interval_s,
+            owner=owner,
         )
 
     # -- the group-commit writer --------------------------------------------------------------
@@ -680,6 +620,62 @@ class SqliteQueue:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+
+async def _connect(
+    path: str | PathLike[str],
+    *,
+    cache_kib: int,
+    max_bytes: int | None,
+    receipt_hold_s: float,
+    max_held_receipts: int,
+) -> tuple[aiosqlite.Connection, sqlite3.Connection, MemoryState]:
+    """The store's connection (configured and migrated), its sqlite3 handle, and what is kept
+    in memory, read from disk; QueueError (translated) when the database cannot be used."""
+    opened: list[sqlite3.Connection] = []
+    failed: list[BaseException] = []
+
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(
+            path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=256
+        )
+        opened.append(db)
+        try:
+            _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
+            migrate(db)
+        except Exception as exc:
+            # Raised from here, aiosqlite would stop its thread without waiting for it;
+            # handing back the connection lets close() end the thread in order.
+            failed.append(exc)
+        return db
+
+    conn = aiosqlite.Connection(connect, iter_chunk_size=64)
+    try:
+        await conn
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc
+    db = opened[0]
+    if failed:
+        await conn.close()
+        if isinstance(failed[0], sqlite3.Error):
+            raise translate(failed[0]) from failed[0]
+        raise failed[0]
+    try:
+        memory = await _in_thread(
+            conn,
+            partial(
+                sqlite_reads.load_memory,
+                db,
+                receipt_hold_s=receipt_hold_s,
+                max_held_receipts=max_held_receipts,
+            ),
+        )
+    except BaseException as exc:
+        await conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise translate(exc) from exc
+        raise
+    return conn, db, memory
 
 
 def _create_private(path: str | PathLike[str]) -> None:

@@ -33,12 +33,7 @@ from smppd.queue.receipts import (
     whole_message_receipt,
 )
 from smppd.queue.sqlite_batch import Batch, SegmentRow
-from smppd.queue.states import (
-    SegmentEvent,
-    SegmentState,
-    segment_state,
-    transition,
-)
+from smppd.queue.states import SegmentEvent, SegmentState, segment_state, transition
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
