@@ -95,6 +95,41 @@ async def test_set_receipts(smsc: FakeSmsc, control: Control) -> None:
     assert dict(smsc.receipts.outcomes) == {"EXPIRED": 1.0}
 
 
+async def test_receipt_on_demand(smsc: FakeSmsc, control: Control) -> None:
+    """With `auto: false` nothing is sent until `receipt` asks, then the stat asked for:
+    an intermediate ACCEPTD first, then UNDELIV; unknown ids and stats are refused by name."""
+    await control.ok("set", receipts={"auto": False})
+    async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+        await client.bind()
+        quiet = SubmitSm(destination_addr="4470", registered_delivery=1, short_message=b"a")
+        first = await client.submit(quiet)
+        second = await client.submit(quiet)
+        unasked = await client.submit(SubmitSm(destination_addr="4470", short_message=b"b"))
+        result = await control.ok("receipt", message_id=second.message_id, stat="ACCEPTD")
+        assert result == {"message_id": second.message_id, "stat": "ACCEPTD"}
+        await control.ok("receipt", message_id=second.message_id, stat="UNDELIV")
+        seen = []
+        for _ in range(2):  # the first's would come first had it been sent
+            pdu = await client.expect(DeliverSm)
+            client.ack(pdu)
+            seen.append(pdu.short_message.decode())
+        assert [f"id:{second.message_id} " in text for text in seen] == [True, True]
+        assert ["stat:ACCEPTD" in seen[0], "stat:UNDELIV" in seen[1]] == [True, True]
+        tracked = smsc.tracker.get(first.message_id)
+        assert tracked is not None
+        assert not tracked.is_final  # still ENROUTE: nothing settled it
+        for fields, message in [
+            ({"message_id": unasked.message_id}, "asked for no receipt"),
+            ({"message_id": "nope"}, "no message 'nope'"),
+        ]:
+            reply = await control.call({"op": "receipt", **fields})
+            assert reply["error"]["code"] == "not_found"
+            assert message in reply["error"]["message"]
+        reply = await control.call({"op": "receipt", "message_id": first.message_id, "stat": "OK"})
+        assert reply["error"]["code"] == "bad_request"
+        assert "stat must be one of DELIVRD" in reply["error"]["message"]
+
+
 async def test_inject_mo_waits_for_the_ack(smsc: FakeSmsc, control: Control) -> None:
     """`inject_mo` with wait returns once the bound client acknowledged every segment."""
     async with await EsmeClient.connect(smsc.host, smsc.port) as client:

@@ -67,6 +67,9 @@ class ReceiptConfig:
     # The share of receipts never sent (the message is settled all the same), as a carrier that
     # loses them: for the daemon's receipt_wait_s and its overdue alert. 1.0 sends none.
     lost: float = 0.0
+    # False: no receipt is sent by itself (messages stay ENROUTE); the control op `receipt`
+    # sends one for a given id when the test or the user asks.
+    auto: bool = True
 
     def check(self) -> None:
         if self.delay_s < 0 or self.retry_timeout_s <= 0:
@@ -198,7 +201,7 @@ def receipt_config(raw: Any, base: ReceiptConfig) -> ReceiptConfig:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"receipts.{key}: expected a number, got {value!r}")
             changes[key] = float(value)
-        elif key in ("before_resp", "duplicate", "per_message"):
+        elif key in ("before_resp", "duplicate", "per_message", "auto"):
             if not isinstance(value, bool):
                 raise ValueError(f"receipts.{key}: expected true or false, got {value!r}")
             changes[key] = value

@@ -333,10 +333,13 @@ class SmscConnection(asyncio.Protocol):
         self._record(pdu, content, tracked.message_id, 0, now=now)
         after: Callable[[], None] | None = None
         concat = content.concat
-        if tracked.wants_receipt and not (
-            tracker.receipts.per_message and concat is not None and concat.seq != concat.total
+        receipts = tracker.receipts
+        if (
+            tracked.wants_receipt
+            and receipts.auto
+            and not (receipts.per_message and concat is not None and concat.seq != concat.total)
         ):
-            if tracker.receipts.before_resp:
+            if receipts.before_resp:
                 tracker.send_receipt(tracked)
             else:
                 after = _receipt_after(tracker, tracked)

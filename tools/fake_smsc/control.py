@@ -1,10 +1,11 @@
 """The control interface: newline-delimited JSON on a Unix socket or a 127.0.0.1 TCP port.
 
 Owns the ops a test or a benchmark drives a fake SMSC with from another process: `inject_mo`,
-`set` (fault knobs, and `receipts` settings), `stats`, `records` (paged), `wait_for`, `unbind`,
-`drop` and `send_raw`. A request is `{"op": ..., "id": ...}`; the reply echoes `id` with
-`"ok": true` and a `result`, or `"ok": false` and an `error` {code, message}. It must not know
-the wire protocol: it calls the server's public methods only.
+`set` (fault knobs, and `receipts` settings), `receipt` (one, now, for a message id), `stats`,
+`records` (paged), `wait_for`, `unbind`, `drop` and `send_raw`. A request is
+`{"op": ..., "id": ...}`; the reply echoes `id` with `"ok": true` and a `result`, or
+`"ok": false` and an `error` {code, message}. It must not know the wire protocol: it calls the
+server's public methods only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smppd.pdu.errors import EncodeError
+from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
 from tools.fake_smsc.config import receipt_config
 
@@ -188,6 +190,22 @@ async def _set(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     return {"faults": smsc.faults.to_json()}
 
 
+async def _receipt(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
+    word = request.get("stat")
+    stat = None
+    if word is not None:
+        stat = ReceiptStat.__members__.get(str(word))
+        if stat is None:
+            choices = ", ".join(ReceiptStat.__members__)
+            raise ControlError("bad_request", f"stat must be one of {choices}, got {word!r}")
+    message_id = _text(request, "message_id")
+    try:
+        sent = smsc.tracker.receipt_on_demand(message_id, stat)
+    except LookupError as exc:
+        raise ControlError("not_found", str(exc.args[0])) from None
+    return {"message_id": message_id, "stat": sent.value}
+
+
 async def _stats(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     return smsc.stats()
 
@@ -247,6 +265,7 @@ async def _send_raw(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
 _OPS: dict[str, Op] = {
     "inject_mo": _inject_mo,
     "set": _set,
+    "receipt": _receipt,
     "stats": _stats,
     "records": _records,
     "wait_for": _wait_for,

@@ -152,7 +152,8 @@ class Tracker:
         self._timers.add(handle)
 
     def send_receipt(self, tracked: Tracked) -> None:
-        """Settle the message and queue its receipt (twice in duplicate mode)."""
+        """Settle the message and queue its receipt as configured: its stat drawn from the
+        weights, none for DELIVRD when only failures were asked for, a share lost, or twice."""
         request = tracked.receipt
         if request is None:
             return
@@ -166,6 +167,27 @@ class Tracker:
             return  # the ESME asked for failures only
         if self.receipts.lost and self._rng.random() < self.receipts.lost:
             return  # lost, as some carriers lose them
+        for _ in range(2 if self.receipts.duplicate else 1):
+            self._queue(tracked, request, stat)
+
+    def receipt_on_demand(self, message_id: str, stat: ReceiptStat | None) -> ReceiptStat:
+        """Queue one receipt for `message_id` (as in its resp) saying `stat` (drawn from the
+        weights when None), whatever its state and the receipt settings; LookupError when the
+        id is unknown (or forgotten) or its submit asked for no receipt."""
+        tracked = self._by_id.get(message_id)
+        if tracked is None:
+            raise LookupError(f"no message {message_id!r} (unknown, or past max_tracked)")
+        request = tracked.receipt
+        if request is None:
+            raise LookupError(f"message {message_id!r} asked for no receipt")
+        stat = stat or self._draw_stat()
+        tracked.state = stat.message_state
+        if tracked.is_final:
+            tracked.final_time = time.time()
+        self._queue(tracked, request, stat)
+        return stat
+
+    def _queue(self, tracked: Tracked, request: ReceiptRequest, stat: ReceiptStat) -> None:
         receipt_format = self.receipts.id_format or self.id_format
         text = decode_text(request.data, request.data_coding, default_alphabet=self._alphabet)
         pdu = receipt_pdu(
@@ -177,8 +199,7 @@ class Tracker:
             excerpt=text[:EXCERPT_CHARS],
             alphabet=self._alphabet,
         )
-        for _ in range(2 if self.receipts.duplicate else 1):
-            self._outbox.put(tracked.account, "receipt", pdu)
+        self._outbox.put(tracked.account, "receipt", pdu)
 
     def close(self) -> None:
         for handle in self._timers:
