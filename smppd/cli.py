@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import importlib
 import json
 import math
@@ -127,8 +128,35 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+# A message's times, which the API gives as epoch seconds.
+_TIME_KEYS: Final = frozenset({"created_at", "not_before", "expires_at", "done_at"})
+
+
+def _readable_times(value: Any) -> Any:
+    """`value` with its times as ISO 8601 UTC (2026-12-04T19:55:01.250Z), for a reader."""
+    if isinstance(value, list):
+        return [_readable_times(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: _iso(item)
+        if key in _TIME_KEYS and isinstance(item, int | float) and not isinstance(item, bool)
+        else _readable_times(item)
+        for key, item in value.items()
+    }
+
+
+def _iso(epoch: float) -> str:
+    when = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _print_message(status: dict[str, Any], args: argparse.Namespace) -> None:
+    _print_json(status if args.epoch else _readable_times(status))
+
+
 async def _status(client: Client, args: argparse.Namespace) -> int:
-    _print_json(await client.status(args.message_id))
+    _print_message(await client.status(args.message_id), args)
     return EX_OK
 
 
@@ -136,7 +164,7 @@ async def _cancel(client: Client, args: argparse.Namespace) -> int:
     """Prints the message after the cancel; status 1 when nothing of it could be cancelled
     (every segment was already with the carrier), so a script can tell."""
     status = await client.cancel(args.message_id)
-    _print_json(status)
+    _print_message(status, args)
     if not any(s.get("state") == "cancelled" for s in status.get("segments", [])):
         state = status.get("state")
         print(f"error: nothing cancelled: the message is {state}", file=sys.stderr)
@@ -303,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     status = add_client("status", "show a message's state", _status)
-    status.add_argument("message_id", type=_message_id, metavar="ID")
     cancel = add_client("cancel", "cancel a message's segments not yet sent", _cancel)
-    cancel.add_argument("message_id", type=_message_id, metavar="ID")
+    for command in (status, cancel):
+        command.add_argument("message_id", type=_message_id, metavar="ID")
+        command.add_argument(
+            "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
+        )
 
     tail = add_client("tail", "follow delivery receipts and inbound messages", _tail)
     tail.add_argument(

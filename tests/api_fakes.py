@@ -126,7 +126,13 @@ class FakeService:
         self.calls.append(("status", message_id))
         self._check()
         self._own(client, message_id)
-        return {"message_id": message_id, "state": "queued", "ok": "not the server's ok"}
+        return {
+            "message_id": message_id,
+            "state": "queued",
+            "created_at": 1764877501.25,
+            "segments": [{"index": 0, "done_at": None}],
+            "ok": "not the server's ok",
+        }
 
     async def cancel(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
         self.calls.append(("cancel", message_id))

@@ -133,7 +133,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 async def test_send_then_status_through_the_socket(capsys: pytest.CaptureFixture[str]) -> None:
-    """`send` prints the id and segment count; `status ID` prints the message as JSON."""
+    """`send` prints the id and segment count; `status ID` prints the message as JSON, its
+    times in ISO 8601 UTC (`--epoch`: as the API gives them)."""
     service = FakeService()
     async with running_server(service) as server:
         socket = str(server.settings.socket)
@@ -143,7 +144,14 @@ async def test_send_then_status_through_the_socket(capsys: pytest.CaptureFixture
         assert await run_cli(*send, "--text", "hi", "--ref", "r1") == 0
         assert capsys.readouterr().out == "1 (1 segment, already submitted with this ref)\n"
         assert await run_cli("status", "1", "--socket", socket) == 0
-        assert json.loads(capsys.readouterr().out) == {"message_id": 1, "state": "queued"}
+        assert json.loads(capsys.readouterr().out) == {
+            "message_id": 1,
+            "state": "queued",
+            "created_at": "2025-12-04T19:45:01.250Z",
+            "segments": [{"index": 0, "done_at": None}],
+        }
+        assert await run_cli("status", "1", "--epoch", "--socket", socket) == 0
+        assert json.loads(capsys.readouterr().out)["created_at"] == 1764877501.25
     request = service.calls[0][1][1][0]
     assert (request.priority, request.ref, request.text) == (9, "r1", "hi")
 
