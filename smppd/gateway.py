@@ -20,7 +20,7 @@ from smppd.events import KINDS, EventHub
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.pdu.status import status_name
-from smppd.queue.base import Queue
+from smppd.queue.base import ENQUEUE_MAX, Queue
 from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.model import (
     URGENT_PRIORITY,
@@ -100,12 +100,16 @@ def _check_schedule(request: SubmitRequest, now: float) -> None:
         )
 
 
-def _by_urgency(batch: list[_Accepted]) -> list[list[_Accepted]]:
-    """The urgent messages of a batch and the others, urgent first, leaving out an empty one."""
+def _writes(batch: list[_Accepted]) -> list[list[_Accepted]]:
+    """A call's messages as store writes: its urgent ones first, as a write of their own that
+    the store commits ahead of the rest instead of inside a transaction full of it, then the
+    others, at most ENQUEUE_MAX a write."""
     urgent = [a for a in batch if a.message.priority >= URGENT_PRIORITY]
-    if not urgent or len(urgent) == len(batch):
+    if len(urgent) == len(batch) and len(batch) <= ENQUEUE_MAX:
         return [batch]
-    return [urgent, [a for a in batch if a.message.priority < URGENT_PRIORITY]]
+    rest = [a for a in batch if a.message.priority < URGENT_PRIORITY] if urgent else batch
+    chunks = [rest[i : i + ENQUEUE_MAX] for i in range(0, len(rest), ENQUEUE_MAX)]
+    return [urgent, *chunks] if urgent else chunks
 
 
 def _urgent_at(message: NewMessage, now: float) -> float | None:
@@ -190,16 +194,15 @@ class Gateway:
             batch.append(accepted)
         if batch:
             refused = self._over_depth(batch)
-            groups = [batch] if refused is not None else _by_urgency(batch)
-            refusals: Sequence[ApiError | None]
-            if refused is not None or len(groups) == 1:
-                refusals = [
-                    refused if refused is not None else await self._enqueue(batch, results, now)
-                ]
-            else:
-                # Urgent messages of a mixed call are a write of their own, which the store
-                # commits ahead of the rest instead of inside a transaction full of it.
-                refusals = await asyncio.gather(*(self._enqueue(g, results, now) for g in groups))
+            groups = [batch] if refused is not None else _writes(batch)
+            refusals: Sequence[ApiError | None] = [refused]
+            if refused is None:
+                self._arrivals(batch, now)
+                if len(groups) == 1:  # most calls: no task for it
+                    refusals = [await self._enqueue(batch, results, now)]
+                else:  # queued in order: a ref repeated within the call finds its first
+                    writes = (self._enqueue(group, results, now) for group in groups)
+                    refusals = await asyncio.gather(*writes)
             for group, refusal in zip(groups, refusals, strict=True):
                 if refusal is not None:
                     for accepted in group:
@@ -219,7 +222,7 @@ class Gateway:
     async def _enqueue(
         self, batch: list[_Accepted], results: list[SubmitReply | ApiError | None], now: float
     ) -> ApiError | None:
-        messages = self._arrivals([a.message for a in batch], now)
+        messages = [a.message for a in batch]
         try:
             enqueued = await self._queue.enqueue(messages, now=now)
         except StorageFullError:
@@ -236,7 +239,7 @@ class Gateway:
         self._dispatch(messages, enqueued, now)
         return None
 
-    def _arrivals(self, messages: Sequence[NewMessage], now: float) -> list[NewMessage]:
+    def _arrivals(self, batch: list[_Accepted], now: float) -> None:
         """Messages due now that their send loop can send at once ask the store to claim them
         as it stores them, sparing them a claim's round trip (a few per call: a big batch goes
         through the claimers). Urgent ones need room on the window; others also need the loop
@@ -244,8 +247,8 @@ class Gateway:
         call's messages is handed over after one of its own for that carrier was queued."""
         room = HAND_OVER_MAX
         queued: set[str] = set()  # carriers for which this call queued a non-urgent message
-        arriving = []
-        for message in messages:
+        for accepted in batch:
+            message = accepted.message
             carrier, urgent = message.carrier, message.priority >= URGENT_PRIORITY
             if (
                 (message.not_before is None or message.not_before <= now)
@@ -257,12 +260,9 @@ class Gateway:
                 )
             ):
                 room -= len(message.segments)
-                arriving.append(dataclasses.replace(message, send_now=True))
-            else:
-                if not urgent:
-                    queued.add(carrier)
-                arriving.append(message)
-        return arriving
+                accepted.message = dataclasses.replace(message, send_now=True)
+            elif not urgent:
+                queued.add(carrier)
 
     def _dispatch(
         self, messages: Sequence[NewMessage], enqueued: Sequence[Enqueued], now: float
@@ -300,7 +300,8 @@ class Gateway:
         request = SubmitRequest(to=to, sender=sender, text=text, priority=9)
         now = self._clock()
         accepted = await self._validate(identity, request, now, check_optout=False)
-        messages = self._arrivals([accepted.message], now)
+        self._arrivals([accepted], now)
+        messages = [accepted.message]
         try:
             enqueued = await self._queue.enqueue(messages, now=now)
         except QueueError:

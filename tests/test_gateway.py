@@ -15,6 +15,8 @@ from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
 from smppd.queue import MessageState, SegmentState
+from smppd.queue.base import ENQUEUE_MAX
+from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import ClaimedSegment, Enqueued, NewMessage, Submitted, segment_id
 from smppd.routing import Router, RouteRule
@@ -52,7 +54,13 @@ class Loops:
         self.withdrawn.extend(segment_ids)
 
 
-def gateway(queue: MemoryQueue, loops: Loops, profile: OutboundProfile | None = None) -> Gateway:
+def gateway(
+    queue: MemoryQueue,
+    loops: Loops,
+    profile: OutboundProfile | None = None,
+    *,
+    max_depth: int = 1000,
+) -> Gateway:
     def health() -> dict[str, Any]:
         return {}
 
@@ -61,7 +69,7 @@ def gateway(queue: MemoryQueue, loops: Loops, profile: OutboundProfile | None = 
         router=Router([RouteRule(prefix="", carriers=("fake",), failover_after_s=60.0)]),
         profiles={"fake": profile or OutboundProfile()},
         hub=EventHub(),
-        settings=GatewaySettings(max_depth=1000),
+        settings=GatewaySettings(max_depth=max_depth),
         down_since=lambda carrier: None,
         loops=loops,
         health=health,
@@ -136,6 +144,38 @@ async def test_the_urgent_messages_of_a_mixed_call_are_stored_by_a_write_of_thei
     assert [s.priority for s in stored if s is not None] == priorities
     await gateway(queue, Loops()).submit(CLIENT, [request("a"), request("b", priority=0)])
     assert queue.enqueues[2:] == [[5, 0]]
+
+
+class FullOnce(RecordingQueue):
+    """A store whose second enqueue finds the disk full."""
+
+    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+        if len(self.enqueues) == 1:
+            self.enqueues.append([])
+            raise StorageFullError("queue storage: database or disk is full")
+        return await super().enqueue(messages, now=now)
+
+
+async def test_a_big_call_is_stored_by_writes_of_at_most_enqueue_max() -> None:
+    """So no transaction of it holds urgent writes and outcomes long; a ref repeated across
+    two of its writes is still one message, and a write that fails refuses only its own."""
+    queue = RecordingQueue()
+    calls = [dataclasses.replace(request(f"m{i}"), ref=f"r{i % 2000}") for i in range(2500)]
+    calls.insert(7, request("otp", priority=9))
+    replies = await gateway(queue, Loops(), max_depth=10_000).submit(CLIENT, calls)
+    assert [len(e) for e in queue.enqueues] == [1, ENQUEUE_MAX, ENQUEUE_MAX, 452]
+    ids = [r.id for r in replies if isinstance(r, SubmitReply)]
+    assert len(ids) == 2501
+    assert ids[2002] == ids[1]  # r1: m1, in the first write, and m2001 (after the otp)
+    assert (await queue.stats(now=T0)).queued_depth == 2001
+
+    full = FullOnce()
+    replies = await gateway(full, Loops(), max_depth=10_000).submit(
+        CLIENT, [request(f"m{i}") for i in range(3000)]
+    )
+    codes = [r.code if isinstance(r, ApiError) else "ok" for r in replies]
+    assert codes == ["ok"] * 1024 + [ErrorCode.storage_full] * 1024 + ["ok"] * 952
+    assert (await full.stats(now=T0)).queued_depth == 1024 + 952
 
 
 async def test_bulk_and_normal_submits_wake_the_main_loop_once_per_batch() -> None:

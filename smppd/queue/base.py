@@ -8,7 +8,7 @@ dropped silently. It says nothing about how or where data is kept.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from smppd.histogram import Histogram
 from smppd.queue.model import (
@@ -27,6 +27,11 @@ from smppd.queue.model import (
     ReceiptResult,
     RerouteCursor,
 )
+
+# The most messages one enqueue should carry. A write is one transaction, and urgent writes and
+# the outcomes that free window slots wait for the one running: a 5,000-message submit_many in
+# one transaction held an urgent submit's ack 80 ms (p50) behind it, against 27 ms at 1,000.
+ENQUEUE_MAX: Final = 1024
 
 
 class Queue(Protocol):

@@ -45,6 +45,7 @@ import aiosqlite
 
 from smppd.histogram import Histogram
 from smppd.queue import sqlite_admin, sqlite_reads, sqlite_receipts, sqlite_writes
+from smppd.queue.base import ENQUEUE_MAX
 from smppd.queue.errors import (
     QueueClosedError,
     QueueError,
@@ -81,7 +82,7 @@ T = TypeVar("T")
 DEFAULT_RECEIPT_HOLD_S: Final = 600.0
 DEFAULT_MAX_HELD_RECEIPTS: Final = 10_000
 DEFAULT_MAX_BATCH: Final = 8192  # messages, outcomes or receipts per transaction
-DEFAULT_BULK_BATCH: Final = 1024  # of which from bulk writes (about 15 ms of work)
+DEFAULT_BULK_BATCH: Final = ENQUEUE_MAX  # of which from bulk writes (about 15 ms of work)
 DEFAULT_COMMIT_INTERVAL_S: Final = 0.002  # least time between the starts of two transactions
 BULK_ENQUEUE: Final = 16  # an enqueue of more messages than this is a bulk write
 DEFAULT_CACHE_KIB: Final = 16 * 1024
