@@ -55,7 +55,12 @@ async def test_other_ops_return_the_result_without_ok_and_id() -> None:
     """status, cancel, health, stats and optout return the reply's result fields."""
     async with running_server() as server, Client(server.settings.socket) as client:
         sent = await client.submit(to=TO, sender="ACME", text="hi")
-        assert await client.status(sent.message_id) == {"message_id": 1, "state": "queued"}
+        assert await client.status(sent.message_id) == {
+            "message_id": 1,
+            "state": "queued",
+            "created_at": 1764877501.25,
+            "segments": [{"index": 0, "done_at": None}],
+        }
         assert (await client.cancel(sent.message_id))["state"] == "cancelled"
         assert await client.health() == {"status": "ok", "binds_up": 2}
         assert await client.stats() == {"queued": 1}
