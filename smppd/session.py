@@ -40,13 +40,14 @@ from smppd.record import record
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFFFF
 TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late from stray answers
 
-# Bind answers that retrying soon will not heal (credentials, account, system_type).
+# Bind answers that retrying soon will not heal (credentials, account, system_type). Not
+# ESME_RBINDFAIL: SMSCs give that catch-all for "too many sessions" too, as while they still
+# hold the sessions of a connection that dropped, which a normal back-off outlasts.
 PERMANENT_BIND_FAILURES: Final = frozenset(
     {
         CommandStatus.ESME_RINVPASWD,
         CommandStatus.ESME_RINVSYSID,
         CommandStatus.ESME_RINVSYSTYP,
-        CommandStatus.ESME_RBINDFAIL,
     }
 )
 
@@ -391,6 +392,10 @@ class Session:
         self._last_answer = -math.inf
         self._silent_since = -math.inf
         self._buf = bytearray()
+        # The SMSC unbound us: the rest of what was read with its unbind is still read (the
+        # answers to our submits an SMSC writes as it drains its window, each a duplicate SMS
+        # if dropped), then the session closes.
+        self._peer_unbound = False
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
 
@@ -604,15 +609,21 @@ class Session:
                 break
             body = bytes(buf[pos + HEADER_SIZE : pos + length])
             pos += length
+            if self._peer_unbound and not is_response(cid):
+                continue  # a request after the SMSC's unbind: the session is over for it
             try:
                 pdu = decode_body(cid, status, seq, body)
             except DecodeError as exc:
                 self._undecodable(cid, status, seq, exc, now)
             else:
                 self._dispatch(pdu, now)
-            if self.closed:
+            if self.closed and not self._peer_unbound:
                 buf.clear()
                 return
+        if self._peer_unbound:
+            buf.clear()
+            self._close(CloseReason.PEER_UNBIND)
+            return
         del buf[:pos]
 
     def _dispatch(self, pdu: pdus.Pdu, now: float) -> None:
@@ -638,7 +649,7 @@ class Session:
             self._out.append(frame(CommandId.unbind_resp, 0, pdu.sequence_number, b""))
             self._transition(Input.UNBIND_RECEIVED)
             self._events.append(Unbound(by_peer=True))
-            self._close(CloseReason.PEER_UNBIND)
+            self._peer_unbound = True  # closed once the rest of this read is read
         elif cls is pdus.AlertNotification or cls is pdus.Outbind:
             pass  # no response is defined; nothing here needs them
         else:  # an SMSC has no business sending us submit_sm, query_sm, binds...
@@ -798,6 +809,7 @@ class Session:
         if self.state is not State.CLOSED:  # unbind exchanges get there by their own transition
             self._transition(Input.CLOSE)
         self._can_submit = False
+        self._peer_unbound = False
         abandoned = tuple(self._submits)
         self._submits.clear()
         self._control.clear()

@@ -166,7 +166,7 @@ def test_bind_password_never_in_repr() -> None:
         (S.ESME_RINVPASWD, True),
         (S.ESME_RINVSYSID, True),
         (S.ESME_RINVSYSTYP, True),
-        (S.ESME_RBINDFAIL, True),
+        (S.ESME_RBINDFAIL, False),  # also "too many sessions", as after a drop
         (S.ESME_RALYBND, False),
         (S.ESME_RSYSERR, False),
     ],
@@ -581,6 +581,26 @@ def test_smsc_unbind() -> None:
     events = peer.events()
     assert events[0] == Unbound(by_peer=True)
     assert events[1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))
+
+
+def test_answers_read_with_the_smsc_unbind_still_count() -> None:
+    """An SMSC draining its window as it unbinds writes resps behind its unbind; each one
+    dropped would be a submit resent, a duplicate SMS. Requests after it are not answered."""
+    peer = bound(window=5)
+    seqs = [peer.submit() for _ in range(5)]
+    peer.sent()
+    resps = [pdus.SubmitSmResp(sequence_number=seq, message_id=f"m{seq}") for seq in seqs]
+    enquire = pdus.EnquireLink(sequence_number=77)
+    peer.send(resps[0], resps[1], pdus.Unbind(sequence_number=42), resps[2], enquire, resps[3])
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    events = peer.events()
+    got = [answers(events)[seq].result.message_id for seq in seqs[:4]]
+    assert got == [f"m{seq}" for seq in seqs[:4]]
+    assert Unbound(by_peer=True) in events
+    assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, (seqs[4],))
+    assert peer.session.state is State.CLOSED
+    peer.send(resps[4])  # a later read: the connection is over
+    assert peer.events() == []
 
 
 def test_deliver_answered_with_handler_status() -> None:
