@@ -268,11 +268,21 @@ def test_truncated_request_body() -> None:
 
 
 def test_known_tlv_with_wrong_length() -> None:
-    """A message_state TLV of two octets is ESME_RINVPARLEN."""
-    body = SUBMIT_SM[16:] + bytes.fromhex("042700020002")
+    """A message_state TLV of two octets is ESME_RINVPARLEN in a request we would act on; a
+    deliver_sm, data_sm or resp keeps it as it came (refusing a receipt or an MO for it loses
+    that), and so it does 1-3 stray trailing octets."""
+    tlv = bytes.fromhex("042700020002")
     with pytest.raises(DecodeError) as info:
-        decode_body(CommandId.deliver_sm, 0, 3, body)
+        decode_body(CommandId.submit_sm, 0, 3, SUBMIT_SM[16:] + tlv)
     assert info.value.command_status == CommandStatus.ESME_RINVPARLEN
+    with pytest.raises(DecodeError) as info:
+        decode_body(CommandId.submit_sm, 0, 3, SUBMIT_SM[16:] + b"\x04")
+    assert info.value.command_status == CommandStatus.ESME_RINVOPTPARSTREAM
+    for cid in (CommandId.deliver_sm, CommandId.data_sm):
+        body = SUBMIT_SM[16:] if cid == CommandId.deliver_sm else encode(DataSm())[16:]
+        pdu = decode_body(cid, 0, 3, body + tlv + b"\x04\x27")
+        assert pdu.tlvs[-1] == Tlv(Tag.message_state, b"\x00\x02")
+        assert get_int(pdu.tlvs, Tag.message_state) == 2
 
 
 def test_tlv_running_past_pdu() -> None:

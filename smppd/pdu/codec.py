@@ -15,10 +15,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import fields as dc_fields
-from typing import Any
+from typing import Any, Final
 
 from smppd.pdu import fields as spec
 from smppd.pdu import tlv as _tlv
+from smppd.pdu.command import CommandId
 from smppd.pdu.errors import DecodeError, EncodeError
 from smppd.pdu.pdus import PDU_BY_ID, DestAddress, Pdu, UnsuccessSme
 from smppd.pdu.status import CommandStatus
@@ -155,12 +156,20 @@ def _cstr_bytes(value: str, size: int, name: str) -> bytes:
     return raw + b"\0"
 
 
+# What an SMSC delivers to us: a receipt or an MO. Refusing one for a TLV we only read in
+# passing would lose it (the SMSC resends it and gets the same answer, or gives up), so stray
+# trailing octets are ignored and a known TLV of the wrong length is kept as it came: its
+# readers ignore a value they cannot use (a network_error_code not of 3 octets, say).
+_DELIVERIES: Final = frozenset({int(CommandId.deliver_sm), int(CommandId.data_sm)})
+
+
 def _decode_tlvs(body: bytes, p: int, cid: int, seq: int, is_resp: bool) -> tuple[Tlv, ...]:
     n = len(body)
     out = []
+    lenient = is_resp or cid in _DELIVERIES
     while p < n:
         if n - p < 4:
-            if is_resp:  # stray trailing octets on a resp cost nothing to ignore
+            if lenient:  # stray trailing octets cost nothing to ignore
                 break
             raise _bad("truncated TLV header", CommandStatus.ESME_RINVOPTPARSTREAM, cid, seq)
         tag, length = _TLV_HEAD.unpack_from(body, p)
@@ -173,7 +182,7 @@ def _decode_tlvs(body: bytes, p: int, cid: int, seq: int, is_resp: bool) -> tupl
                 seq,
             )
         bounds = _TLV_LENGTHS.get(tag)
-        if bounds is not None and not bounds[0] <= length <= bounds[1]:
+        if bounds is not None and not bounds[0] <= length <= bounds[1] and not lenient:
             _tlv.check(tag, length, command_id=cid, sequence_number=seq)  # raises
         out.append(Tlv(tag, body[p : p + length]))
         p += length
