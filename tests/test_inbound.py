@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -112,6 +113,36 @@ async def test_a_receipt_written_in_ucs2_is_read_as_text() -> None:
         status = await queue.status(e.message_id, None)
         assert status is not None
         assert status.state == "delivered"
+
+
+async def test_a_receipt_sent_as_an_mo_or_an_ack_is_read_as_a_receipt() -> None:
+    """esm_class 0 with the receipt TLVs, and 0x08 (an SME delivery acknowledgement), settle
+    their messages; neither reaches the sender's owner as an inbound text."""
+    queue = MemoryQueue()
+    messages = [
+        NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
+        for _ in range(2)
+    ]
+    enqueued = await queue.enqueue(messages, now=T0)
+    claim = await queue.claim("fake", 2, now=T0)
+    ids = ["ab24", "ab25"]
+    await queue.record(
+        [Submitted(s.segment_id, (f"s:{i}",), "0") for s, i in zip(claim, ids, strict=True)],
+        now=T0,
+    )
+    as_mo = dataclasses.replace(receipt_pdu(ids[0]), esm_class=0, source_addr="447700900001")
+    as_ack = dataclasses.replace(receipt_pdu(ids[1]), esm_class=0x08, tlvs=())
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    assert list(await asyncio.gather(inbound(as_mo), inbound(as_ack))) == [0, 0]
+    assert sorted(e.kind for e in events) == ["receipt", "receipt", "state", "state"]
+    for e in enqueued:
+        status = await queue.status(e.message_id, None)
+        assert status is not None
+        assert status.state == "delivered"
+    mo = DeliverSm(source_addr="447700900001", destination_addr="SHOP", short_message=b"id:x")
+    assert await inbound(mo) == 0
+    assert events[-1].kind == "inbound"  # the same text, without the TLV: a person's reply
 
 
 async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:

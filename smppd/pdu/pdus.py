@@ -23,7 +23,18 @@ INTERFACE_VERSION = 0x34
 ESM_UDHI = 0x40
 ESM_TYPE_MASK = 0x3C
 ESM_DELIVERY_RECEIPT = 0x04
+ESM_DELIVERY_ACK = 0x08  # SME delivery acknowledgement
 ESM_INTERMEDIATE_NOTIFICATION = 0x20
+_RECEIPT_TYPES = frozenset({ESM_DELIVERY_RECEIPT, ESM_DELIVERY_ACK, ESM_INTERMEDIATE_NOTIFICATION})
+
+
+def _is_receipt(esm_class: int, tlvs: tuple[Tlv, ...]) -> bool:
+    """A receipt by its message type, or by the receipted_message_id only receipts and
+    acknowledgements carry (SMPP v3.4 5.3.2.12): some SMSCs send receipts with esm_class 0,
+    which would otherwise reach a client as an inbound text saying "id:... stat:DELIVRD"."""
+    if esm_class & ESM_TYPE_MASK in _RECEIPT_TYPES:
+        return True
+    return _tlv.find(tlvs, Tag.receipted_message_id) is not None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -172,10 +183,7 @@ class _ShortMessagePdu(Pdu):
 
     @property
     def is_receipt(self) -> bool:
-        return self.esm_class & ESM_TYPE_MASK in (
-            ESM_DELIVERY_RECEIPT,
-            ESM_INTERMEDIATE_NOTIFICATION,
-        )
+        return _is_receipt(self.esm_class, self.tlvs)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -280,10 +288,7 @@ class DataSm(Pdu):
 
     @property
     def is_receipt(self) -> bool:
-        return self.esm_class & ESM_TYPE_MASK in (
-            ESM_DELIVERY_RECEIPT,
-            ESM_INTERMEDIATE_NOTIFICATION,
-        )
+        return _is_receipt(self.esm_class, self.tlvs)
 
 
 @dataclass(slots=True, kw_only=True)
