@@ -499,6 +499,7 @@ class Daemon:
                     max_attempts=config.queue.max_attempts,
                     initial_s=config.queue.retry_initial_s,
                     max_s=config.queue.retry_max_s,
+                    unknown_delay_s=carrier.response_timeout_s,
                 ),
                 clock=time.time,
                 on_changes=functools.partial(self._publish_changes, carrier.name),

@@ -25,9 +25,10 @@ import structlog
 
 from smppd.logsample import LogSample
 from smppd.pdu import pdus
-from smppd.pdu.status import CommandStatus, status_name
+from smppd.pdu.status import CommandStatus, StatusClass, status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (
+    TIMED_OUT_MEMORY,
     BindError,
     BindFailed,
     BindSettings,
@@ -41,6 +42,7 @@ from smppd.session import (
     ResponseTimedOut,
     Session,
     SessionClosedError,
+    SlotsFreed,
     State,
     SubmitAnswered,
     SubmitResult,
@@ -154,6 +156,10 @@ class Link(asyncio.Protocol):
         # costs one call rather than a future, a done callback and an event-loop turn.
         self._results: dict[int, Callable[[SubmitResult], None]] = {}
         self._unknown = SubmitResult.outcome_unknown(name)
+        self._timed_out = SubmitResult.outcome_unknown(name, answer_due=True)
+        # Timed-out submits whose answer may still come: an acceptance then reaches on_result
+        # a second time, as a late result, so that the segment is not sent again.
+        self._late: dict[int, Callable[[SubmitResult], None]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._bound: asyncio.Future[None] = self._loop.create_future()
         # A bind that fails with no one awaiting it (the connect was cancelled) is logged by
@@ -392,8 +398,17 @@ class Link(asyncio.Protocol):
                 freed = True
             elif isinstance(event, DeliverReceived):
                 self._deliver(event.pdu)
+            elif isinstance(event, LateResponse | SlotsFreed):
+                self._other_event(event)
+                freed = True  # a slot a timed-out submit held is free
             elif isinstance(event, ResponseTimedOut):
-                self._resolve_unknown(event.sequence_number)
+                seq = event.sequence_number
+                on_result = self._results.pop(seq, None)
+                if on_result is not None:
+                    self._give(on_result, self._timed_out)
+                    self._late[seq] = on_result
+                    if len(self._late) > TIMED_OUT_MEMORY:
+                        del self._late[next(iter(self._late))]
                 self._observer.response_timed_out(self.name)
                 freed = True
             else:
@@ -436,6 +451,14 @@ class Link(asyncio.Protocol):
         elif isinstance(event, LateResponse):
             self.late_responses += 1
             self._observer.late_response(name)
+            on_result = self._late.pop(event.sequence_number, None)
+            if on_result is not None and event.command_status == 0:
+                accepted = SubmitResult(
+                    event.message_id, 0, StatusClass.SUCCESS, bind=name, late=True
+                )
+                self._give(on_result, accepted)
+        elif isinstance(event, SlotsFreed):
+            self._log.info("timed-out submits given up as lost", submits=event.count)
         elif isinstance(event, PeerError):
             self.peer_errors += 1
             self._observer.peer_error(name)
@@ -464,6 +487,7 @@ class Link(asyncio.Protocol):
                 self._resolve_unknown(seq)
             for seq in list(self._results):  # none should be left; never leave one waiting
                 self._resolve_unknown(seq)
+            self._late.clear()  # answers come on the connection that carried the submit
             self._observer.disconnected(name, event.reason.value)
             if not self._bound.done():
                 self._bound.set_exception(LinkError(f"bind did not complete: {event.reason}"))

@@ -117,7 +117,10 @@ class RetryPolicy:
     max_attempts: int = 20
     initial_s: float = 1.0
     max_s: float = 300.0
-    unknown_delay_s: float = 0.0  # resend at once after a timeout or a lost link
+    # A submit that timed out is sent again after this long, so that its late answer (from an
+    # SMSC slower than the response timeout) can come first and spare the SMSC a copy; one lost
+    # with its connection, whose answer cannot come, at once.
+    unknown_delay_s: float = 0.0
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Exponential with full jitter between half and all of the step, capped."""
@@ -140,11 +143,11 @@ def outcome_for(
     if result.unknown:
         if segment.attempts + 1 >= policy.max_attempts:
             return Failed(segment.segment_id, result.command_status)
-        return Unknown(segment.segment_id, now + policy.unknown_delay_s)
+        return Unknown(segment.segment_id, now + policy.unknown_delay_s * result.answer_due)
     if result.status_class is StatusClass.SUCCESS:
         message_id = result.message_id or ""
         keys = resp_keys(message_id, id_format)
-        return Submitted(segment.segment_id, keys, bind, message_id, whole_message)
+        return Submitted(segment.segment_id, keys, bind, message_id, whole_message, result.late)
     if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
         return Retry(
             segment.segment_id,
@@ -211,6 +214,7 @@ class CarrierSendLoop:
         self.submitted = 0
         self.recorded = 0
         self.deferred = 0
+        self.late_accepted = 0  # acceptances that came after their submit timed out
         # From a sent segment's outcome (its submit_sm_resp, or none in time) to its commit:
         # the part of a window slot's turn that storage decides.
         self.outcome_latency = Histogram() if outcome_latency is None else outcome_latency
@@ -400,6 +404,7 @@ class CarrierSendLoop:
         self._wake.set()
         self._urgent.set()
         self._room.set()
+        self._port.interrupt()  # a wait for room on a full window ends too
         self._drop_urgent_timer()
 
     def _drop_urgent_timer(self) -> None:
@@ -636,7 +641,25 @@ class CarrierSendLoop:
             id_format=self._id_format,
             whole_message=self._whole_message,
         )
+        if result.late:
+            # Accepted after all, by an SMSC slower than the response timeout: the store takes
+            # it unless the segment went out again meanwhile. Not one of the window's outcomes
+            # (the unknown one released the slot), so it is recorded on its own.
+            self.late_accepted += 1
+            task = asyncio.get_running_loop().create_task(self._record_late(outcome))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+            return
         self._add(outcome, sent=True, urgent=_is_urgent(segment))
+
+    async def _record_late(self, outcome: Outcome) -> None:
+        try:
+            changes = await self._queue.record([outcome], now=self._clock())
+        except Exception as exc:  # the segment is sent again: at least once all the same
+            log.warning("a late acceptance was not recorded", carrier=self.carrier, error=str(exc))
+            return
+        if changes:
+            self._on_changes(changes)
 
     def _add(self, outcome: Outcome, *, sent: bool, urgent: bool = False) -> None:
         if not self._pending:

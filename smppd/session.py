@@ -39,6 +39,10 @@ from smppd.record import record
 
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFFFF
 TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late from stray answers
+# A submit that timed out keeps its window slot this many response timeouts from its sending:
+# the SMSC counts it as outstanding until it answers, and a window refilled at each timeout put
+# twice the window into a slow SMSC (which throttles or refuses what is over its window).
+HOLD_TIMED_OUT: Final = 4
 
 # Bind answers that retrying soon will not heal (credentials, account, system_type). Not
 # ESME_RBINDFAIL: SMSCs give that catch-all for "too many sessions" too, as while they still
@@ -175,10 +179,15 @@ class SubmitResult:
     status_class: StatusClass | None
     unknown: bool = False
     bind: str = ""  # which bind answered: receipts may have to be matched per bind
+    # Unknown because no answer came in time, on a bind still up: it may yet come, late.
+    answer_due: bool = False
+    # The late acceptance of a submit whose result was unknown (answer_due) before.
+    late: bool = False
 
     @classmethod
-    def outcome_unknown(cls, bind: str = "") -> SubmitResult:
-        return cls(None, CommandStatus.ESME_RUNKNOWNERR, None, unknown=True, bind=bind)
+    def outcome_unknown(cls, bind: str = "", *, answer_due: bool = False) -> SubmitResult:
+        status = CommandStatus.ESME_RUNKNOWNERR
+        return cls(None, status, None, unknown=True, bind=bind, answer_due=answer_due)
 
 
 class CloseReason(StrEnum):
@@ -238,10 +247,21 @@ class Throttled:
 
 @record
 class LateResponse:
-    """An answer to a request that had already timed out (dropped, never matched to another)."""
+    """An answer to a request that had already timed out (never matched to another). For a
+    submit, its status and message_id: an accepted one need not be sent again."""
 
     command_id: int
     sequence_number: int
+    command_status: int = 0
+    message_id: str | None = None
+
+
+@record
+class SlotsFreed:
+    """Window slots that timed-out submits held were given up: no answer came in
+    HOLD_TIMED_OUT response timeouts, so the SMSC lost them."""
+
+    count: int
 
 
 @record
@@ -275,6 +295,7 @@ Event = (
     | DeliverReceived
     | Throttled
     | LateResponse
+    | SlotsFreed
     | PeerError
     | Unbound
     | ConnectionShouldClose
@@ -381,6 +402,7 @@ class Session:
         self._submits: dict[int, float] = {}  # seq -> sent_at, in sending order
         self._control: dict[int, _Control] = {}
         self._timed_out: OrderedDict[int, int] = OrderedDict()  # seq -> resp command_id due
+        self._held: dict[int, float] = {}  # timed-out submit seq -> when its slot is given up
         self._inbound = 0  # deliver_sm / data_sm received and not yet answered
         self._can_submit = False
         self._draining = False
@@ -412,7 +434,7 @@ class Session:
     @property
     def room(self) -> int:
         """Submits that could be sent now as far as the window is concerned (0 if not sendable)."""
-        return self._window - len(self._submits) if self._can_submit else 0
+        return self._window - len(self._submits) - len(self._held) if self._can_submit else 0
 
     @property
     def inbound_unanswered(self) -> int:
@@ -441,6 +463,8 @@ class Session:
         at = math.inf
         if self._submits:
             at = next(iter(self._submits.values())) + self._response_timeout_s
+        if self._held:
+            at = min(at, next(iter(self._held.values())))
         for control in self._control.values():
             at = min(at, control.deadline)
         if state in _BOUND:
@@ -453,7 +477,7 @@ class Session:
     def ready_at(self, *, now: float) -> float | None:
         """When `try_submit` could next succeed: `now` or a later time if only the rate holds it
         back; None if it waits for something else (the bind, a free window slot)."""
-        if not self._can_submit or len(self._submits) >= self._window:
+        if not self._can_submit or len(self._submits) + len(self._held) >= self._window:
             return None
         at = self.rate.ready_at(now)
         carrier = self._carrier_rate
@@ -486,7 +510,7 @@ class Session:
         Returns the sequence number, or None when the window is full, the bind cannot submit
         (not bound, receiver, closing) or a rate holds it back; the body is then not sent.
         """
-        if not self._can_submit or len(self._submits) >= self._window:
+        if not self._can_submit or len(self._submits) + len(self._held) >= self._window:
             return None
         rate = self.rate
         if not rate.allows(now):
@@ -546,8 +570,15 @@ class Session:
                 self._control_timed_out(seq, control, now)
                 if self.closed:
                     return
+        held = self._held
+        if held and next(iter(held.values())) <= now:
+            count = len(held)
+            while held and next(iter(held.values())) <= now:
+                del held[next(iter(held))]  # no answer after all this time: lost
+            self._events.append(SlotsFreed(count - len(held)))
         submits = self._submits
         limit = now - self._response_timeout_s
+        hold_s = (HOLD_TIMED_OUT - 1) * self._response_timeout_s
         timed_out = self._timed_out
         while submits:
             seq, sent_at = next(iter(submits.items()))
@@ -562,6 +593,7 @@ class Session:
             timed_out[seq] = _SUBMIT_SM_RESP
             if len(timed_out) > TIMED_OUT_MEMORY:
                 timed_out.popitem(last=False)
+            held[seq] = now + hold_s
             self._events.append(ResponseTimedOut(seq))
         if self._draining and self.state in _BOUND:
             if now >= self._drain_deadline:
@@ -630,7 +662,10 @@ class Session:
         if isinstance(pdu, pdus.SubmitSmResp):  # the hot path first
             sent_at = self._submits.pop(pdu.sequence_number, None)
             if sent_at is None:
-                self._unmatched(pdu.command_id, pdu.sequence_number)
+                seq = pdu.sequence_number
+                self._unmatched(
+                    pdu.command_id, seq, now, pdu.command_status, pdu.message_id or None
+                )
             else:
                 self._submit_answered(
                     pdu.sequence_number, sent_at, pdu.command_status, pdu.message_id or None, now
@@ -692,7 +727,7 @@ class Session:
             return
         control = self._control.pop(seq, None)
         if control is None:
-            self._unmatched(pdu.command_id, seq)
+            self._unmatched(pdu.command_id, seq, now, pdu.command_status)
         elif control.resp_id == CommandId.unbind_resp:
             self._close(CloseReason.UNBOUND)  # refused or not, the session is over
         elif control.resp_id != CommandId.enquire_link_resp:  # a nacked enquire_link is an answer
@@ -702,7 +737,7 @@ class Session:
         seq = pdu.sequence_number
         control = self._control.get(seq)
         if control is None or control.resp_id != pdu.command_id:
-            self._unmatched(pdu.command_id, seq)
+            self._unmatched(pdu.command_id, seq, now)
             return
         del self._control[seq]
         self._last_answer = now
@@ -727,11 +762,17 @@ class Session:
         self._events.append(BindFailed(status, status in PERMANENT_BIND_FAILURES))
         self._close(CloseReason.BIND_FAILED)
 
-    def _unmatched(self, command_id: int, seq: int) -> None:
+    def _unmatched(
+        self, command_id: int, seq: int, now: float, status: int = 0, message_id: str | None = None
+    ) -> None:
         expected = self._timed_out.get(seq)
         if expected is not None and command_id in (expected, CommandId.generic_nack):
             del self._timed_out[seq]
-            self._events.append(LateResponse(command_id, seq))
+            self._held.pop(seq, None)  # answered at last: its slot is free
+            self._last_answer = now  # slow, not dead: no reason to drop the bind
+            if command_id == CommandId.generic_nack:
+                status = status or CommandStatus.ESME_RSYSERR  # never an acceptance
+            self._events.append(LateResponse(command_id, seq, status, message_id))
         else:
             self._events.append(PeerError("response matches no request", command_id, seq))
 
@@ -812,6 +853,7 @@ class Session:
         self._peer_unbound = False
         abandoned = tuple(self._submits)
         self._submits.clear()
+        self._held.clear()
         self._control.clear()
         self._events.append(ConnectionShouldClose(reason, abandoned))
 

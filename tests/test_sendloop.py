@@ -111,6 +111,9 @@ async def pipeline(
     clock: Clock | None = None,
     sender_tps: dict[str, float] | None = None,
     queue: MemoryQueue | None = None,
+    response_timeout_s: float = 10.0,
+    policy: RetryPolicy | None = None,
+    on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
 ) -> AsyncIterator[Pipeline]:
     """Messages enqueued first, then a bound carrier and its send loop started."""
     clock = clock or Clock()
@@ -125,6 +128,7 @@ async def pipeline(
                 system_id="smppd",
                 password="secret",
                 window=window,
+                response_timeout_s=response_timeout_s,
             ),
             binds=1,
             handler=no_deliveries,
@@ -136,8 +140,9 @@ async def pipeline(
             binds,
             claim_batch=claim_batch,
             max_unrecorded=window,
-            policy=RetryPolicy(max_attempts=3, initial_s=0.0, max_s=0.0),
+            policy=policy or RetryPolicy(max_attempts=3, initial_s=0.0, max_s=0.0),
             clock=clock,
+            on_changes=on_changes,
             idle_poll_s=0.05,
             rng=random.Random(1),
             sender_tps=sender_tps,
@@ -208,6 +213,38 @@ async def test_throttled_answer_is_retried_then_accepted() -> None:
         assert status.state is MessageState.SUBMITTED
         assert status.segments[0].attempts >= 2
         assert p.texts() == ["retry me"]
+
+
+async def test_an_acceptance_after_the_response_timeout_is_kept_and_not_sent_again() -> None:
+    """An SMSC slower than the response timeout: the submit ends unknown and waits to go again
+    (unknown_delay_s), its late ESME_ROK comes first and settles it with its carrier id, and the
+    SMSC gets it once. The bind stays up: a late answer is a sign of life."""
+    submitted = asyncio.Event()
+
+    def on_changes(changes: Sequence[Change]) -> None:
+        if any(c.segment_state is SegmentState.SUBMITTED for c in changes):
+            submitted.set()
+
+    policy = RetryPolicy(max_attempts=3, initial_s=0.0, max_s=0.0, unknown_delay_s=30.0)
+    async with pipeline(
+        start=False, response_timeout_s=0.3, policy=policy, on_changes=on_changes
+    ) as p:
+        p.smsc.set_faults(latency_s=0.45)  # answered before the probe that follows times out
+        [queued] = await p.queue.enqueue([message("slow")], now=p.clock())
+        task = asyncio.create_task(p.loop.run())
+        async with asyncio.timeout(10):
+            await submitted.wait()
+        p.loop.stop()
+        await asyncio.wait_for(task, 10)
+        status = await p.queue.status(queued.message_id, None)
+        assert status is not None
+        assert status.state is MessageState.SUBMITTED
+        [segment] = status.segments
+        assert segment.carrier_message_id == p.smsc.records.segments[0].message_id
+        assert segment.attempts == 1  # counted once, when it timed out
+        assert p.loop.late_accepted == 1
+        assert len(p.smsc.records.segments) == 1
+        assert len(p.smsc.connections) == 1  # never dropped and bound again
 
 
 async def test_permanent_error_fails_the_message() -> None:

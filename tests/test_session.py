@@ -31,6 +31,7 @@ from smppd.session import (
     PeerError,
     ResponseTimedOut,
     Session,
+    SlotsFreed,
     State,
     SubmitAnswered,
     Throttled,
@@ -387,27 +388,36 @@ def test_wrapped_numbers_skip_ones_still_in_use() -> None:
 
 
 class WindowMachine(RuleBasedStateMachine):
-    """Any sequence of submits, answers in any order and timeouts keeps the window's promises."""
+    """Any sequence of submits, answers in any order and timeouts keeps the window's promises: a
+    submit that timed out holds its slot until its late answer, or 4 response timeouts."""
 
     def __init__(self) -> None:
         super().__init__()
         self.peer = bound(window=5, first_sequence_number=MAX_SEQUENCE_NUMBER - 20)
         self.outstanding: set[int] = set()
+        self.held: dict[int, float] = {}  # timed out, unanswered -> when the slot is given up
         self.ended: set[int] = set()
         self.sent = 0
 
     def _collect(self) -> None:
+        now = self.peer.now
+        self.held = {seq: at for seq, at in self.held.items() if at > now}
         for event in self.peer.events():
             if isinstance(event, SubmitAnswered | ResponseTimedOut):
                 seq = event.sequence_number
                 assert seq in self.outstanding
                 self.outstanding.discard(seq)
                 self.ended.add(seq)
+                if isinstance(event, ResponseTimedOut):
+                    self.held[seq] = now + 3 * 5.0
+            elif isinstance(event, LateResponse):
+                assert event.sequence_number in self.held
+                del self.held[event.sequence_number]
 
     @rule()
     def submit(self) -> None:
         seq = self.peer.session.try_submit(BODY, now=self.peer.now)
-        if len(self.outstanding) >= 5:
+        if len(self.outstanding) + len(self.held) >= 5:
             assert seq is None
             return
         assert seq is not None
@@ -416,10 +426,10 @@ class WindowMachine(RuleBasedStateMachine):
         self.outstanding.add(seq)
         self.sent += 1
 
-    @precondition(lambda self: self.outstanding)
+    @precondition(lambda self: self.outstanding or self.held)
     @rule(data=st.data())
     def answer(self, data: st.DataObject) -> None:
-        seq = data.draw(st.sampled_from(sorted(self.outstanding)))
+        seq = data.draw(st.sampled_from(sorted(self.outstanding | self.held.keys())))
         self.peer.answer(seq, message_id=str(seq))
         self._collect()
 
@@ -434,7 +444,9 @@ class WindowMachine(RuleBasedStateMachine):
 
     @invariant()
     def window_holds(self) -> None:
-        assert self.peer.session.in_flight == len(self.outstanding) <= 5
+        session = self.peer.session
+        assert session.in_flight == len(self.outstanding)
+        assert session.room == (5 - len(self.outstanding) - len(self.held)) * session.can_submit
 
 
 TestWindowMachine = WindowMachine.TestCase
@@ -459,11 +471,34 @@ def test_response_timeout_and_late_answer() -> None:
     assert peer.session.next_deadline() == 6.0
     peer.send(pdus.DeliverSmResp(sequence_number=first))  # not the answer it was waiting for
     assert isinstance(peer.events()[0], PeerError)
+    assert peer.session.room == 2  # of 4: the first is still the SMSC's until it answers
     peer.answer(first, message_id="late")
-    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, first)]
+    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, first, 0, "late")]
     assert peer.session.in_flight == 1
+    assert peer.session.room == 3
     peer.answer(second, message_id="ok")
     assert answers(peer.events())[second].result.message_id == "ok"
+
+
+def test_a_timed_out_submit_never_answered_frees_its_slot_after_four_timeouts() -> None:
+    """An SMSC that lost a submit yet answers the rest: its slot is given up 4 timeouts from
+    the sending (SlotsFreed, which wakes the send loop), not held until the bind drops."""
+    peer = bound(response_timeout_s=5.0, window=2)
+    lost = peer.submit()
+    peer.advance(5.0)
+    assert ResponseTimedOut(lost) in peer.events()
+    for pdu in peer.sent():  # the link is alive: any probe is answered
+        if isinstance(pdu, pdus.EnquireLink):
+            peer.send(pdus.EnquireLinkResp(sequence_number=pdu.sequence_number))
+    assert peer.session.room == 1
+    assert peer.session.next_deadline() == 20.0
+    peer.advance(14.9)
+    assert peer.session.room == 1
+    peer.advance(0.1)
+    assert SlotsFreed(1) in peer.events()
+    assert peer.session.room == 2
+    peer.answer(lost, message_id="very late")  # still known as late, not a stray
+    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, lost, 0, "very late")]
 
 
 def test_enquire_link_when_idle_and_answered() -> None:

@@ -337,11 +337,12 @@ class MemoryQueue:
         return changes
 
     def _submitted(self, segment: _Segment, outcome: Submitted, *, now: float) -> list[Change]:
-        target = transition(segment.state, SegmentEvent.SUBMIT_ACCEPTED)
+        event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
+        target = transition(segment.state, event)
         if target is None:
             return []
         keys = outcome.carrier_message_keys
-        segment.attempts += 1
+        segment.attempts += not outcome.late  # a late one's attempt counted when it timed out
         segment.command_status = 0
         segment.bind = outcome.bind
         segment.carrier_message_id = outcome.carrier_message_id or (keys[0] if keys else None)

@@ -161,6 +161,9 @@ class Submitted:
     as the SMSC wrote it, for display (the first key when not given). `whole_message`: the
     carrier sends one receipt per concatenated message (carrier `receipts_per: message`), so a
     part accepted after that receipt settled its siblings takes it too: none of its own follows.
+    `late`: the answer came after its submit had timed out and been recorded as unknown; it
+    applies to a segment waiting to be sent again (or failed, expired or cancelled since), not
+    to one claimed again, whose own outcome follows.
     """
 
     segment_id: int
@@ -168,6 +171,7 @@ class Submitted:
     bind: str
     carrier_message_id: str | None = None
     whole_message: bool = False
+    late: bool = False
 
 
 @record

@@ -315,11 +315,12 @@ def _submitted(
     *,
     now: float,
 ) -> Change | None:
-    target = transition(row.state, SegmentEvent.SUBMIT_ACCEPTED)
+    event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
+    target = transition(row.state, event)
     if target is None:
         return None
     keys = outcome.carrier_message_keys
-    row.attempts += 1
+    row.attempts += not outcome.late  # a late one's attempt counted when it timed out
     row.command_status = 0
     row.bind = outcome.bind
     row.carrier_message_id = outcome.carrier_message_id or (keys[0] if keys else None)

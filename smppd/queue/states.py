@@ -74,6 +74,7 @@ class SegmentEvent(StrEnum):
     EXPIRED = "expired"  # found past expires_at by a claim
     DUE = "due"  # a scheduled segment's next_attempt_at has come
     SUBMIT_ACCEPTED = "submit_accepted"
+    LATE_ACCEPTED = "late_accepted"  # accepted after all, once its submit had timed out
     SUBMIT_RETRY = "submit_retry"  # a temporary error: try again later
     SUBMIT_UNKNOWN = "submit_unknown"  # no answer (timeout, connection lost): resend, at least once
     SUBMIT_FAILED = "submit_failed"  # a permanent error
@@ -106,6 +107,12 @@ TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
     (_S, SegmentEvent.CANCELLED): _C,
     (_I, SegmentEvent.CANCELLED): _C,
     (_SUB, SegmentEvent.RECEIPT): _SUB,  # the receipt's final state replaces this one
+    # The copy that timed out did go: not sent again, and its receipt must match. Not from
+    # INFLIGHT: claimed again, it may be on the wire, and its own outcome follows.
+    **{
+        (state, SegmentEvent.LATE_ACCEPTED): _SUB
+        for state in (_Q, _S, _C, SegmentState.FAILED, SegmentState.EXPIRED)
+    },
 }
 
 
