@@ -34,6 +34,7 @@ from smppd.events import EventHub
 from smppd.gateway import Gateway, GatewaySettings
 from smppd.gctune import tune_gc
 from smppd.histogram import Histogram
+from smppd.idformat import IdFormatLearner
 from smppd.inbound import InboundCounters, InboundHandler, OptOutPolicy, publish_changes
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
@@ -356,6 +357,7 @@ class CarrierTotals:
     inbound: InboundCounters = field(default_factory=InboundCounters)
     outcome_latency: Histogram = field(default_factory=Histogram)
     deferred_before: int = 0  # sender-rate deferrals of the send loops already stopped
+    learner: IdFormatLearner | None = None  # message_id_format auto: what its ids showed
 
 
 @dataclass
@@ -459,6 +461,9 @@ class Daemon:
         if totals is None:
             totals = self._totals[carrier.name] = CarrierTotals(CarrierObserver(carrier.name))
         totals.observer.states.clear()  # the binds of the last start are gone
+        learner = None
+        if carrier.message_id_format is cfg.MessageIdFormat.AUTO:  # kept across reloads
+            learner = totals.learner = totals.learner or IdFormatLearner()
         inbound = InboundHandler(
             carrier.name,
             self.queue,
@@ -467,6 +472,7 @@ class Daemon:
             auto_reply=self.gateway.submit_reply,
             withdraw=self._send_loops.withdraw,
             id_format=IdFormat(carrier.message_id_format.value),
+            learner=learner,
             receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
             default_alphabet=(
                 Alphabet.LATIN1
@@ -505,6 +511,7 @@ class Daemon:
                 on_changes=functools.partial(self._publish_changes, carrier.name),
                 sender_tps=sender_rates(config),
                 id_format=IdFormat(carrier.message_id_format.value),
+                learner=learner,
                 receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
                 outcome_latency=totals.outcome_latency,
             )

@@ -21,10 +21,17 @@ import structlog
 from smppd.address import from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
+from smppd.idformat import IdFormatLearner
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
-from smppd.pdu.receipt import IdFormat, ReceiptOutcome, receipt_from_parts, receipt_keys
+from smppd.pdu.receipt import (
+    IdFormat,
+    ReceiptOutcome,
+    learned_receipt_keys,
+    receipt_from_parts,
+    receipt_keys,
+)
 from smppd.pdu.status import CommandStatus
 from smppd.pdu.text import Alphabet, DataCoding, decode_text
 from smppd.pdu.tlv import Tag
@@ -204,6 +211,7 @@ class InboundHandler:
         auto_reply: AutoReply | None = None,
         withdraw: Callable[[Sequence[int]], None] = lambda segment_ids: None,
         id_format: IdFormat = IdFormat.AUTO,
+        learner: IdFormatLearner | None = None,  # AUTO: who tells a carrier's id quirk
         receipts_per_message: bool = False,
         counters: InboundCounters | None = None,  # carried over from the carrier's last start
     ) -> None:
@@ -223,8 +231,31 @@ class InboundHandler:
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
+        self._learner = learner
         self._whole_message = receipts_per_message  # a receipt stands for the whole message
         self.counters = InboundCounters() if counters is None else counters
+
+    def _keys(self, message_id: str) -> tuple[str, ...]:
+        learner = self._learner
+        if learner is None:
+            return receipt_keys(message_id, self._id_format)
+        if learner.learning and learner.receipt(message_id) is not None:
+            hex_resps = learner.receipt_format is IdFormat.HEX
+            log.warning(
+                "message ids are hex on one side and decimal on the other: receipts are matched "
+                "so from now on, and ones before may have gone to the wrong message; set "
+                "message_id_format for this carrier",
+                carrier=self.carrier,
+                resp_ids="hex" if hex_resps else "decimal",
+                receipt_ids="decimal" if hex_resps else "hex",
+                message_id_format=str(learner.receipt_format),
+            )
+        fmt = learner.receipt_format
+        return (
+            receipt_keys(message_id)
+            if fmt is IdFormat.AUTO
+            else learned_receipt_keys(message_id, fmt)
+        )
 
     def reconfigure(self, *, owners: Mapping[str, str], optout: OptOutPolicy) -> None:
         """New sender owners and opt-out rules (a reload); they apply to the next PDU."""
@@ -261,7 +292,7 @@ class InboundHandler:
         done = receipt.done_date
         done_at = None if done is None else (done - _EPOCH).total_seconds()
         item = ReceiptIn(
-            keys=receipt_keys(receipt.message_id, self._id_format),
+            keys=self._keys(receipt.message_id),
             stat=str(receipt.stat),
             final_state=FINAL_STATE_OF[receipt.outcome],
             err=receipt.err,

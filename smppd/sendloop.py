@@ -39,6 +39,7 @@ from typing import Protocol
 import structlog
 
 from smppd.histogram import Histogram
+from smppd.idformat import IdFormatLearner
 from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
@@ -173,6 +174,7 @@ class CarrierSendLoop:
         rng: random.Random | None = None,
         sender_tps: Mapping[str, float] | None = None,
         id_format: IdFormat = IdFormat.AUTO,
+        learner: IdFormatLearner | None = None,  # AUTO: sees the resp ids
         receipts_per_message: bool = False,  # see Submitted.whole_message
         outcome_latency: Histogram | None = None,  # carried over from the carrier's last start
     ) -> None:
@@ -225,6 +227,7 @@ class CarrierSendLoop:
         self._next_slot: dict[str, float] = {}
         self._withdrawn: dict[int, None] = {}  # an ordered set, oldest first (see withdraw)
         self._id_format = id_format
+        self._learner = learner
         self._whole_message = receipts_per_message
 
     def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
@@ -631,6 +634,9 @@ class CarrierSendLoop:
         self._add(Deferred(segment.segment_id, slot), sent=False, urgent=_is_urgent(segment))
 
     def _done(self, segment: ClaimedSegment, result: SubmitResult) -> None:
+        learner = self._learner
+        if learner is not None and learner.learning and result.message_id:
+            learner.resp(result.message_id)
         outcome = outcome_for(
             segment,
             result,

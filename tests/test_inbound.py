@@ -14,9 +14,11 @@ import structlog
 
 from smppd.address import from_wire
 from smppd.compliance import DEFAULT, Keyword
+from smppd.idformat import IdFormatLearner
 from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy
 from smppd.logging import configure_logging
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
+from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import build_concat_udh
@@ -29,7 +31,12 @@ from smppd.service import Event
 T0 = 1_800_000_000.0
 
 
-def handler(queue: Queue, events: list[Event], now: list[float] | None = None) -> InboundHandler:
+def handler(
+    queue: Queue,
+    events: list[Event],
+    now: list[float] | None = None,
+    learner: IdFormatLearner | None = None,
+) -> InboundHandler:
     """A handler whose clock reads `now[0]` (T0 if not given), reassembly timeout 10 s."""
     clock = [T0] if now is None else now
     return InboundHandler(
@@ -41,6 +48,7 @@ def handler(queue: Queue, events: list[Event], now: list[float] | None = None) -
         publish=events.append,
         clock=lambda: clock[0],
         reassembly_timeout_s=10.0,
+        learner=learner,
     )
 
 
@@ -143,6 +151,39 @@ async def test_a_receipt_sent_as_an_mo_or_an_ack_is_read_as_a_receipt() -> None:
     mo = DeliverSm(source_addr="447700900001", destination_addr="SHOP", short_message=b"id:x")
     assert await inbound(mo) == 0
     assert events[-1].kind == "inbound"  # the same text, without the TLV: a person's reply
+
+
+async def test_a_carrier_with_hex_resps_and_decimal_receipts_is_told_and_matched_right() -> None:
+    """Sequential ids, hex in the resp (0000000A), decimal in the receipt ("10"): as written,
+    "10" is the resp 00000010's. Once the ids have shown the quirk, receipts are read in the
+    other base, and each settles its own message; a warning says so, once."""
+    queue = MemoryQueue()
+    new = NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
+    enqueued = await queue.enqueue([new] * 200, now=T0)
+    claim = await queue.claim("fake", 200, now=T0)
+    learner = IdFormatLearner()
+    for n, segment in enumerate(claim, 1):
+        learner.resp(f"{n:08X}")
+        await queue.record([Submitted(segment.segment_id, resp_keys(f"{n:08X}"), "0")], now=T0)
+    events: list[Event] = []
+    inbound = handler(queue, events, learner=learner)
+
+    def receipt(n: int) -> DeliverSm:
+        text = f"id:{n} sub:001 dlvrd:001 stat:DELIVRD err:{n:03d}"
+        return DeliverSm(esm_class=0x04, short_message=text.encode())
+
+    with structlog.testing.capture_logs() as logs:
+        for n in range(150, 200):  # their decimal ids, read as hex, are no resp of these
+            assert await inbound(receipt(n)) == 0
+        assert learner.receipt_format is IdFormat.HEX
+        for n in range(10, 100):
+            assert await inbound(receipt(n)) == 0
+    warnings = [line for line in logs if "hex on one side" in line["event"]]
+    assert [(w["resp_ids"], w["message_id_format"]) for w in warnings] == [("hex", "hex")]
+    for n in range(10, 100):
+        status = await queue.status(enqueued[n - 1].message_id, None)
+        assert status is not None
+        assert status.segments[0].receipt_err == f"{n:03d}"
 
 
 async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:

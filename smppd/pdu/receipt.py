@@ -507,6 +507,22 @@ def receipt_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, .
     return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
 
 
+def learned_receipt_keys(message_id: str, fmt: IdFormat) -> tuple[str, ...]:
+    """`receipt_keys` for a carrier whose resp ids are stored as AUTO has them but which was
+    found to write receipts in the other base (smppd.idformat): HEX, a decimal receipt id is
+    looked up as the resp's hex; DECIMAL, a hex one as the resp's decimal. Not by the id as
+    written, which is another message's id there ("10" is 0x10's as written, 0xa's in fact). An
+    id not of the expected kind gets the AUTO keys."""
+    norm = _normalise(message_id)
+    if fmt is IdFormat.HEX and norm.isdigit() and len(norm) <= _MAX_ID_CHARS:
+        return _hex_keys(int(norm))
+    if fmt is IdFormat.DECIMAL and len(norm) <= _MAX_ID_CHARS:
+        digits = norm[2:] if norm.startswith("0x") else norm
+        if digits and _HEX.fullmatch(digits):
+            return (_written_key(str(int(digits, 16))),)
+    return _receipt_keys(norm) if norm else ()
+
+
 def _receipt_keys(norm: str) -> tuple[str, ...]:
     """`receipt_keys` (AUTO) of a normalised, non-empty id. The renderings that would give the
     best key again (the same number in the same base) are left out."""

@@ -1,0 +1,83 @@
+"""Telling, for a carrier on `message_id_format: auto`, that it writes an id in one base in its
+submit_sm_resp and in the other in its receipts.
+
+AUTO matches a receipt by its id as written first. For such a carrier with sequential ids that
+is another message's id: the receipt "10" for the resp 0000000A finds the resp 00000010, at
+once. The two are told apart by their digits: hex ids have letters a-f often (a third of them
+or more), decimal ones never. Resp ids with letters and receipt ids never any, past the point
+where chance explains it, mean hex resps and decimal receipts (HEX); the reverse, DECIMAL. The
+daemon then looks receipts up in the other base (`learned_receipt_keys`) and warns once: the
+receipts before were matched as AUTO does, and the config should say so for certain.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from smppd.pdu.receipt import IdFormat
+
+# How many of the other side's ids, going by its share with letters, would have had letters
+# had both sides written ids alike, with none seen: e^-20 (2e-9) by chance. At a third of hex
+# ids with letters, about 60 receipts.
+EXPECTED_LETTERS: Final = 20.0
+MIN_SEEN: Final = 30  # of either side before any decision
+
+
+def _has_letters(message_id: str) -> bool:
+    norm = message_id.strip(" \t\r\n\x00").lower()
+    if norm.startswith("0x"):
+        norm = norm[2:]
+    return bool(norm) and not norm.isdigit()
+
+
+class IdFormatLearner:
+    """Counts ids with letters on both sides until one of the two quirks is plain, then keeps
+    the answer (`receipt_format`); AUTO until then, and for good once ids are seen alike."""
+
+    __slots__ = (
+        "_decided",
+        "_receipt_letters",
+        "_receipts",
+        "_resp_letters",
+        "_resps",
+        "receipt_format",
+    )
+
+    def __init__(self) -> None:
+        self._resps = self._resp_letters = self._receipts = self._receipt_letters = 0
+        self.receipt_format = IdFormat.AUTO
+        self._decided = False
+
+    @property
+    def learning(self) -> bool:
+        return not self._decided
+
+    def resp(self, message_id: str) -> None:
+        self._resps += 1
+        self._resp_letters += _has_letters(message_id)
+
+    def receipt(self, message_id: str) -> IdFormat | None:
+        """Count a receipt id; the format learned, the one time it is learned, else None."""
+        self._receipts += 1
+        self._receipt_letters += _has_letters(message_id)
+        if self._receipts % 8:
+            return None  # deciding every few is soon enough
+        return self._decide()
+
+    def _decide(self) -> IdFormat | None:
+        resps, receipts = self._resps, self._receipts
+        if resps < MIN_SEEN or receipts < MIN_SEEN:
+            return None
+        resp_share, receipt_share = self._resp_letters / resps, self._receipt_letters / receipts
+        if self._resp_letters and self._receipt_letters:
+            self._decided = True  # letters on both sides: written alike
+            return None
+        if not self._receipt_letters and receipts * resp_share >= EXPECTED_LETTERS:
+            found = IdFormat.HEX
+        elif not self._resp_letters and resps * receipt_share >= EXPECTED_LETTERS:
+            found = IdFormat.DECIMAL
+        else:
+            return None
+        self._decided = True
+        self.receipt_format = found
+        return found

@@ -1,0 +1,56 @@
+"""Telling hex resp ids with decimal receipt ids (or the reverse) under message_id_format auto."""
+
+from __future__ import annotations
+
+import random
+
+from smppd.idformat import IdFormatLearner
+from smppd.pdu.receipt import IdFormat, learned_receipt_keys, resp_keys
+
+
+def fed(resps: list[str], receipts: list[str]) -> tuple[IdFormatLearner, IdFormat | None]:
+    learner = IdFormatLearner()
+    for message_id in resps:
+        learner.resp(message_id)
+    found = None
+    for message_id in receipts:
+        found = learner.receipt(message_id) or found
+        if not learner.learning:
+            break
+    return learner, found
+
+
+def test_hex_resps_with_decimal_receipts_are_told_and_nothing_else_is() -> None:
+    ids = range(1, 301)
+    learner, found = fed([f"{n:08X}" for n in ids], [str(n) for n in ids])
+    assert (found, learner.receipt_format, learner.learning) == (IdFormat.HEX, IdFormat.HEX, False)
+    learner, found = fed([str(n) for n in ids], [f"{n:x}" for n in ids])
+    assert (found, learner.receipt_format) == (IdFormat.DECIMAL, IdFormat.DECIMAL)
+    # Written alike: hex on both sides settles as AUTO; decimal on both never decides.
+    learner, found = fed([f"{n:08X}" for n in ids], [f"{n:08x}" for n in ids])
+    assert (found, learner.receipt_format, learner.learning) == (None, IdFormat.AUTO, False)
+    learner, found = fed([str(n) for n in ids], [str(n) for n in ids])
+    assert (found, learner.receipt_format, learner.learning) == (None, IdFormat.AUTO, True)
+
+
+def test_chance_alone_does_not_make_a_hex_carrier_look_decimal() -> None:
+    """Random 8-digit hex ids on both sides: the receipts that happen to be all digits (2% of
+    them) never add up to a decision for HEX."""
+    rng = random.Random(7)
+    for _ in range(200):
+        ids = [f"{rng.getrandbits(32):08x}" for _ in range(80)]
+        learner, found = fed(ids, ids)
+        assert found is None
+        assert learner.receipt_format is IdFormat.AUTO
+
+
+def test_learned_keys_find_the_resp_as_auto_stored_it() -> None:
+    """HEX: receipt "10" is 0xa's resp (0000000A), not the resp written "00000010"; DECIMAL:
+    receipt "1f" is the resp "31". Ids of the other kind keep the AUTO keys."""
+    assert learned_receipt_keys("10", IdFormat.HEX) == resp_keys("0000000A")
+    assert resp_keys("00000010")[0] in learned_receipt_keys("16", IdFormat.HEX)
+    assert resp_keys("0x10")[0] in learned_receipt_keys("16", IdFormat.HEX)
+    assert learned_receipt_keys("1f", IdFormat.DECIMAL) == resp_keys("31")
+    assert learned_receipt_keys("0x1F", IdFormat.DECIMAL) == resp_keys("31")
+    assert learned_receipt_keys("ab12", IdFormat.HEX)[0] == resp_keys("ab12")[0]
+    assert learned_receipt_keys("", IdFormat.HEX) == ()
