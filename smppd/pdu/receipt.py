@@ -21,7 +21,10 @@ The known ambiguity: a decimal-looking id such as "1234" is read both as 1234 an
 could match a different message whose id is 4660. That is acceptable because a lookup is scoped to
 one carrier's segments still waiting for a receipt, a carrier renders its ids consistently, and a
 collision needs two open ids related by exactly that reinterpretation; the receipt's own form
-comes first and breaks the remaining ties towards the plain decimal reading.
+comes first and breaks the remaining ties towards the plain decimal reading. A carrier that
+writes hex resps and decimal receipts with sequential ids makes such pairs the rule: its
+receipts' own form is then another message's id, and smppd.idformat tells that carrier from its
+ids' digits, after which `learned_receipt_keys` looks its receipts up in the other base.
 """
 
 from __future__ import annotations
