@@ -41,7 +41,7 @@ import structlog
 from smppd.histogram import Histogram
 from smppd.idformat import IdFormatLearner
 from smppd.pdu.receipt import IdFormat, resp_keys
-from smppd.pdu.status import StatusClass
+from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError
 from smppd.queue.model import (
@@ -149,6 +149,10 @@ def outcome_for(
         message_id = result.message_id or ""
         keys = resp_keys(message_id, id_format)
         return Submitted(segment.segment_id, keys, bind, message_id, whole_message, result.late)
+    if result.command_status == CommandStatus.ESME_RTHROTTLED:
+        # The bind's rate is the answer (AdaptiveRate); the message keeps its attempts, and
+        # its back-off the first step's.
+        return Retry(segment.segment_id, result.command_status, now + policy.backoff(0, rng), False)
     if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
         return Retry(
             segment.segment_id,

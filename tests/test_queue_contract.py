@@ -200,6 +200,21 @@ async def test_retry_requeues_with_backoff(store: Queue) -> None:
     assert (status.segments[0].attempts, status.segments[0].command_status) == (2, 0x14)
 
 
+async def test_a_retry_that_does_not_count_keeps_the_attempts_and_shows_its_status(
+    store: Queue,
+) -> None:
+    """A throttling answer (counts False) requeues like any Retry, without using an attempt."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    (change,) = await store.record([Retry(seg.segment_id, 0x58, T0 + 1, False)], now=T0)
+    assert (change.segment_state, change.command_status) == (SegmentState.SCHEDULED, 0x58)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    assert again.attempts == 0
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert (status.segments[0].attempts, status.segments[0].command_status) == (0, 0x58)
+
+
 async def test_deferred_requeues_without_an_attempt(store: Queue) -> None:
     """Deferred (not sent by our choice) goes back for its time and counts no attempt."""
     (enq,) = await store.enqueue([message()], now=T0)

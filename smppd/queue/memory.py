@@ -324,7 +324,7 @@ class MemoryQueue:
                     self._move(segment, waiting_state(outcome.next_attempt_at, now=now), now=now)
                 )
                 continue
-            segment.attempts += 1
+            segment.attempts += not isinstance(outcome, Retry) or outcome.counts
             if isinstance(outcome, Failed):
                 segment.command_status = outcome.command_status
             else:

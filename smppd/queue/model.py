@@ -176,11 +176,14 @@ class Submitted:
 
 @record
 class Retry:
-    """A temporary error (throttled, SMSC queue full, ...): queue again for `next_attempt_at`."""
+    """A temporary error (throttled, SMSC queue full, ...): queue again for `next_attempt_at`.
+    `counts` False: ESME_RTHROTTLED, about the bind's rate rather than this message, which uses
+    none of its attempts (hours of throttling must not fail every message queued)."""
 
     segment_id: int
     command_status: int
     next_attempt_at: float
+    counts: bool = True
 
 
 @record

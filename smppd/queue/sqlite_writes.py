@@ -349,7 +349,7 @@ def _unsent(
     if isinstance(outcome, Deferred):
         row.next_attempt_at = outcome.next_attempt_at
         return waiting_state(outcome.next_attempt_at, now=now)
-    row.attempts += 1
+    row.attempts += not isinstance(outcome, Retry) or outcome.counts
     if isinstance(outcome, Failed):
         row.command_status = outcome.command_status
         return target
