@@ -280,6 +280,26 @@ async def test_a_message_state_is_derived_from_its_segments(store: Queue) -> Non
     assert status.state is MessageState.FAILED
 
 
+async def test_a_part_that_fails_for_good_cancels_the_parts_not_yet_sent(store: Queue) -> None:
+    """They would reach the handset as fragments it can never put together, and be billed; a
+    part already claimed (perhaps on the wire) is left to its own outcome."""
+    (enq,) = await store.enqueue([message(segments=(b"0", b"1", b"2", b"3"))], now=T0)
+    claim = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Retry(claim[1].segment_id, 0x58, T0 + 60)], now=T0)  # scheduled
+    claim = await store.claim(CARRIER, 2, now=T0)  # parts 2 and 3
+    changes = await store.record([Failed(claim[0].segment_id, 0x0B)], now=T0 + 1)
+    assert [(c.segment_id, c.segment_state) for c in changes] == [
+        (claim[0].segment_id, SegmentState.FAILED),
+        (claim[0].segment_id - 1, SegmentState.CANCELLED),
+    ]
+    assert await segment_states(store, enq.message_id) == [
+        SegmentState.INFLIGHT,
+        SegmentState.CANCELLED,
+        SegmentState.FAILED,
+        SegmentState.INFLIGHT,
+    ]
+
+
 async def test_cancel_stops_unsent_segments(store: Queue) -> None:
     """Cancel turns queued segments into cancelled; they are never claimed."""
     (enq,) = await store.enqueue([message(segments=(b"a", b"b"))], now=T0)

@@ -334,6 +334,14 @@ class MemoryQueue:
                 segment.next_attempt_at = outcome.next_attempt_at
                 target = waiting_state(outcome.next_attempt_at, now=now)
             changes.append(self._move(segment, target, now=now))
+            if target is SegmentState.FAILED:
+                # The parts not yet sent are cancelled, not sent as fragments (as in SQLite).
+                unsent = (SegmentState.QUEUED, SegmentState.SCHEDULED)
+                changes.extend(
+                    self._move(sibling, SegmentState.CANCELLED, now=now)
+                    for sibling in self._siblings(segment.message)
+                    if sibling.state in unsent
+                )
         return changes
 
     def _submitted(self, segment: _Segment, outcome: Submitted, *, now: float) -> list[Change]:

@@ -30,6 +30,7 @@ from smppd.queue.model import (
     message_id_of,
     segment_id,
     segment_index,
+    sibling_ids,
 )
 from smppd.queue.receipts import join_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
@@ -301,9 +302,26 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
             target = _unsent(row, outcome, now=now)
             if target is not None:
                 changes.append(batch.move(row, target, now=now))
+                if target is SegmentState.FAILED and row.total > 1:
+                    changes.extend(_cancel_unsent_parts(batch, row, now=now))
     if correlations:
         execute_rows(batch.db, _INSERT_CORRELATIONS, correlations)
     batch.flush(now=now)
+    return changes
+
+
+_UNSENT: Final = frozenset({SegmentState.QUEUED, SegmentState.SCHEDULED})
+
+
+def _cancel_unsent_parts(batch: Batch, row: SegmentRow, *, now: float) -> list[Change]:
+    """A part failed for good: the handset can never put the message together, so the parts
+    not yet sent are cancelled rather than sent and billed as fragments (a part in flight may
+    still be accepted)."""
+    changes = []
+    for sid in sibling_ids(message_id_of(row.id), row.total, but=row.id):
+        sibling = batch.segment(sid)
+        if sibling is not None and sibling.state in _UNSENT:
+            changes.append(batch.move(sibling, SegmentState.CANCELLED, now=now))
     return changes
 
 
