@@ -124,6 +124,19 @@ def test_text_runs_to_the_end_with_colons_and_spaces() -> None:
     assert receipt.stat is ReceiptStat.DELIVRD
 
 
+def test_text_before_stat_ends_at_the_next_known_field() -> None:
+    """Some SMSCs write the text before stat and err: those are still read (the message was
+    delivered, not unknown), and the text stops where they start."""
+    receipt = parse(
+        "id:AB23 sub:001 dlvrd:001 done date:2612041201 text:hello x:y stat:DELIVRD err:000"
+    )
+    assert (receipt.message_id, receipt.stat, receipt.err) == ("AB23", ReceiptStat.DELIVRD, "000")
+    assert receipt.text == "hello x:y"
+    assert receipt.done_date is not None
+    assert parse("id:7 text:only stat:UNDELIV").stat is ReceiptStat.UNDELIV
+    assert parse("id:7 text:no stat here").stat is ReceiptStat.UNKNOWN
+
+
 def test_alphanumeric_err_is_kept_as_text() -> None:
     """Carriers' alphanumeric error codes survive untouched."""
     assert parse("id:1 stat:UNDELIV err:ABC text:x").err == "ABC"

@@ -243,6 +243,10 @@ def parse_receipt_text(text: str) -> Receipt | None:
     return _parse_fields(body)
 
 
+def _canonical(field: re.Match[str]) -> str:
+    return _NAME_NOISE.sub("", field.group(1).casefold())
+
+
 def _parse_fields(body: str) -> Receipt | None:
     known: dict[str, str] = {}
     extra: dict[str, str] = {}
@@ -252,9 +256,17 @@ def _parse_fields(body: str) -> Receipt | None:
     while current is not None:
         name = current.group(1).casefold()
         canonical = _NAME_NOISE.sub("", name)
-        if canonical == "text":
-            message_text = body[current.end() :].strip(" \t\r\n\x00")
-            break
+        if canonical == "text" and message_text is None:
+            if "stat" in known or "id" not in known:  # the usual order: the text is the rest
+                message_text = body[current.end() :].strip(" \t\r\n\x00")
+                break
+            # Some SMSCs put the text after the id but before stat: it ends at the first known
+            # field after it.
+            following = next((f for f in fields if _canonical(f) in _KNOWN), None)
+            end = following.start() if following is not None else len(body)
+            message_text = body[current.end() : end].strip(" \t\r\n\x00")
+            current = following
+            continue
         following = next(fields, None)
         end = following.start() if following is not None else len(body)
         value = body[current.end() : end].strip(_STRIP)
