@@ -44,6 +44,8 @@ TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late f
 # twice the window into a slow SMSC (which throttles or refuses what is over its window).
 HOLD_TIMED_OUT: Final = 4
 
+_BODILESS_REQUESTS: Final = frozenset({int(CommandId.enquire_link), int(CommandId.unbind)})
+
 # Bind answers that retrying soon will not heal (credentials, account, system_type). Not
 # ESME_RBINDFAIL: SMSCs give that catch-all for "too many sessions" too, as while they still
 # hold the sessions of a connection that dropped, which a normal back-off outlasts.
@@ -789,6 +791,11 @@ class Session:
                 self._control_answered(answer, now)
             return
         self._events.append(PeerError(f"undecodable request: {exc}", cid, seq))
+        if cid in _BODILESS_REQUESTS:
+            # enquire_link and unbind have no body: stray octets change nothing they say, and an
+            # unbind refused for them would leave the SMSC to tear the connection down.
+            self._dispatch(pdus.PDU_BY_ID[cid](sequence_number=seq), now)
+            return
         # Answered as its decodable twin would be: a request we take gets its own resp with
         # the codec's status, one we never take its ESME_RINVCMDID nack, one without a
         # response (alert_notification, outbind) nothing.

@@ -618,6 +618,19 @@ def test_smsc_unbind() -> None:
     assert events[1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))
 
 
+def test_enquire_link_and_unbind_with_stray_octets_are_honoured() -> None:
+    """They have no body: one that carries octets is still answered ESME_ROK, and the unbind
+    still ends the session (noted as a peer error)."""
+    peer = bound()
+    peer.send(frame(CommandId.enquire_link, 0, 7, b"\x00"))
+    assert peer.session.data_to_send() == frame(CommandId.enquire_link_resp, 0, 7, b"")
+    assert isinstance(peer.events()[0], PeerError)
+    peer.send(frame(CommandId.unbind, 0, 8, b"\x00\x00"))
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 8, b"")
+    assert Unbound(by_peer=True) in peer.events()
+    assert peer.session.state is State.CLOSED
+
+
 def test_answers_read_with_the_smsc_unbind_still_count() -> None:
     """An SMSC draining its window as it unbinds writes resps behind its unbind; each one
     dropped would be a submit resent, a duplicate SMS. Requests after it are not answered."""
