@@ -394,6 +394,8 @@ class Link(asyncio.Protocol):
                 on_result = self._results.pop(event.sequence_number, None)
                 if on_result is not None:
                     self._give(on_result, event.result)
+                if not event.result.message_id and event.result.command_status == 0:
+                    self._accepted_without_id()
                 self._observer.submit_answered(self.name, event.result, event.latency_s)
                 freed = True
             elif isinstance(event, DeliverReceived):
@@ -498,6 +500,14 @@ class Link(asyncio.Protocol):
                 )
             else:
                 self._log.info("bind closing", reason=event.reason.value)
+
+    def _accepted_without_id(self) -> None:
+        left_out = self._log_sample.allow("accepted without id", self._loop.time())
+        if left_out is not None:
+            self._log.warning(
+                "smsc accepted a submit with no usable message_id: no receipt can match it",
+                **({"same_since_last_line": left_out} if left_out else {}),
+            )
 
     def _resolve_unknown(self, seq: int) -> None:
         on_result = self._results.pop(seq, None)

@@ -687,8 +687,10 @@ class Session:
             self._transition(Input.UNBIND_RECEIVED)
             self._events.append(Unbound(by_peer=True))
             self._peer_unbound = True  # closed once the rest of this read is read
-        elif cls is pdus.AlertNotification or cls is pdus.Outbind:
-            pass  # no response is defined; nothing here needs them
+        elif cls is pdus.AlertNotification:
+            pass  # no response is defined; nothing here needs to know who became available
+        elif cls is pdus.Outbind:  # no response is defined, but on a bind we opened it is wrong
+            self._events.append(PeerError("outbind on a connection we opened", cls.command_id, 0))
         else:  # an SMSC has no business sending us submit_sm, query_sm, binds...
             seq = pdu.sequence_number
             self._out.append(frame(CommandId.generic_nack, CommandStatus.ESME_RINVCMDID, seq, b""))

@@ -289,6 +289,25 @@ async def test_a_flood_of_stray_responses_is_a_line_per_interval(smsc: FakeSmsc)
     await link.close()
 
 
+class _NoId:
+    def render(self, number: int) -> str:
+        return ""
+
+
+async def test_an_acceptance_without_a_message_id_is_warned_about(smsc: FakeSmsc) -> None:
+    """ESME_ROK with an empty message_id: accepted, but no receipt can ever match it, which
+    an operator must hear of (one line per interval, however many)."""
+    link = await connect(smsc.port)
+    smsc.tracker.id_format = _NoId()  # type: ignore[assignment]
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            result = await link.submit(body())
+            assert (result.status_class, result.message_id) == (StatusClass.SUCCESS, None)
+    lines = [e for e in logs if "no usable message_id" in e["event"]]
+    assert [e["log_level"] for e in lines] == ["warning"]
+    await link.close()
+
+
 class WriteOnlyTransport(asyncio.Transport):
     """A transport that keeps what is written and does nothing else."""
 
