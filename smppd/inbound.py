@@ -285,7 +285,14 @@ class InboundHandler:
         if receipt is None:
             # Nothing to match it by: acknowledging is right (a retry would not parse better).
             self.counters.receipts_unparseable += 1
-            log.warning("unparseable delivery receipt", carrier=self.carrier)
+            log.warning(
+                "unparseable delivery receipt: no id, stat or receipt TLVs",
+                carrier=self.carrier,
+                sequence_number=pdu.sequence_number,
+                esm_class=f"0x{pdu.esm_class:02x}",
+                data_coding=pdu.data_coding,
+                octets=len(content),  # not its text: it quotes the message
+            )
             answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             answered.set_result(CommandStatus.ESME_ROK)
             return answered
