@@ -415,6 +415,9 @@ class Session:
         # only an answer, not the SMSC's own PDUs, shows it alive.
         self._last_answer = -math.inf
         self._silent_since = -math.inf
+        # Our enquire_links that timed out in a row while the SMSC sent other PDUs (its own
+        # enquire_links, say): keep-alive is on the answers to ours, not on any byte read.
+        self._probes_missed = 0
         self._buf = bytearray()
         # The SMSC unbound us: the rest of what was read with its unbind is still read (the
         # answers to our submits an SMSC writes as it drains its window, each a duplicate SMS
@@ -471,7 +474,7 @@ class Session:
             at = min(at, control.deadline)
         if state in _BOUND:
             if not self._enquiring():
-                at = min(at, self._last_rx + self.settings.enquire_link_interval_s)
+                at = min(at, self._last_answer + self.settings.enquire_link_interval_s)
             if self._draining:
                 at = min(at, self._drain_deadline)
         return None if at == math.inf else at
@@ -604,7 +607,10 @@ class Session:
                 self._unbind_if_drained(now)  # the last ones may just have timed out
         if (
             self.state in _BOUND
-            and (self._unanswered() or now >= self._last_rx + self.settings.enquire_link_interval_s)
+            and (
+                self._unanswered()
+                or now >= self._last_answer + self.settings.enquire_link_interval_s
+            )
             and not self._enquiring()
         ):
             self._send_request(pdus.EnquireLink, now, self._response_timeout_s)
@@ -617,7 +623,10 @@ class Session:
                 self._drop(CloseReason.REQUESTS_UNANSWERED)
             elif self._last_rx <= control.sent_at:
                 self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
-            # else other PDUs arrived meanwhile: the link is alive, the SMSC is slow
+            else:  # other PDUs arrived meanwhile: alive, perhaps slow; not twice in a row
+                self._probes_missed += 1
+                if self._probes_missed >= 2:
+                    self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
         elif resp_id == CommandId.unbind_resp:
             self._close(CloseReason.UNBIND_TIMEOUT)
         else:
@@ -747,6 +756,7 @@ class Session:
         self._last_answer = now
         cid = pdu.command_id
         if cid == CommandId.enquire_link_resp:
+            self._probes_missed = 0
             return
         if cid == CommandId.unbind_resp:
             self._transition(Input.UNBIND_RESP_RECEIVED)

@@ -516,6 +516,24 @@ def test_enquire_link_when_idle_and_answered() -> None:
     assert peer.session.next_deadline() == 60.0
 
 
+def test_an_smsc_that_talks_but_never_answers_our_enquire_link_is_dropped() -> None:
+    """Its own enquire_links do not stand in for answers to ours: ours go out on schedule
+    anyway, and two in a row unanswered drop the bind before a submit pays for it."""
+    peer = bound(enquire_link_interval_s=30.0, response_timeout_s=5.0)
+    probes = 0
+    for second in range(1, 60):
+        peer.now = float(second)
+        if second % 2:  # every other second, so that each of our probes sees its traffic
+            peer.send(pdus.EnquireLink(sequence_number=1000 + second))
+        peer.advance(0.0)
+        probes += sum(isinstance(p, pdus.EnquireLink) for p in peer.sent())
+        if peer.session.closed:
+            break
+    assert probes == 2
+    assert closing(peer.events()).reason is CloseReason.ENQUIRE_LINK_TIMEOUT
+    assert peer.now == 40.0
+
+
 def test_enquire_link_unanswered_closes_and_abandons() -> None:
     """No answer to enquire_link means the link is dead: unbind is sent (not awaited), the
     session closes and every outstanding submit's outcome is unknown."""
