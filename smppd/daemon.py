@@ -348,6 +348,9 @@ class _SendLoops:
                     runtime.loop.withdraw(segment_ids)
 
 
+DEFAULT_HAND_BACK_AFTER_S: Final = 30.0  # a carrier no route names: as a route's default
+
+
 @dataclass
 class CarrierTotals:
     """A carrier's counters across its restarts: a reload that restarts or removes a carrier
@@ -740,6 +743,15 @@ class Daemon:
                 self.config.routes, down, senders, name, now=now
             ):
                 self._reroute_cursors.pop(name, None)
+                if (
+                    runtime is not None
+                    and runtime.loop is not None
+                    and runtime.down_since is not None
+                    and now - runtime.down_since >= self._hand_back_after(name)
+                ):
+                    # Nowhere to go, but a batch claimed before the outage reads as queued,
+                    # not inflight, for as long as it lasts; it goes once a bind is up.
+                    runtime.loop.hand_back()
                 continue
             send_loop = runtime.loop
             if send_loop is not None:  # a batch claimed before the outage: swept next tick
@@ -759,6 +771,12 @@ class Daemon:
                     break
             if cursor is not None:
                 self._reroute_cursors[name] = cursor
+
+    def _hand_back_after(self, carrier: str) -> float:
+        """How long a carrier with nowhere to fail over to is down before its claimed work goes
+        back in the queue: when its routes would have failed it over."""
+        after = [r.failover_after_s for r in self.config.routes if carrier in r.carriers]
+        return min(after, default=DEFAULT_HAND_BACK_AFTER_S)
 
     async def _retention(self, now: float) -> None:
         settings = self.config.queue

@@ -355,6 +355,40 @@ async def test_work_a_carrier_held_when_it_went_down_fails_over_too() -> None:
             await lost.stop()
 
 
+async def test_work_claimed_before_an_outage_with_no_failover_reads_as_queued() -> None:
+    """A carrier with nowhere to fail over to, down past its route's failover_after_s: the
+    batch its send loop had claimed goes back to the queue (state events say queued) instead
+    of reading inflight for the whole outage, and is sent once the SMSC is back."""
+    async with smsc_and_dir() as (smsc, directory):
+        path = write_config(directory, smsc.port, carrier={"binds": 1, "window": 2})
+        config = yaml.safe_load(path.read_text())
+        config["routes"] = [{"prefix": "", "carriers": ["fake"], "failover_after_s": 1}]
+        path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            await daemon.wait_log("bound", carrier="fake")
+            smsc.set_faults(latency_s=60.0)  # answers nothing in time: its window stays full
+            socket = directory / "smppd.sock"
+            sub = await RawSubscriber.open(socket, ["state"])
+            async with Client(socket) as client:
+                sent = await client.submit_many(
+                    [{"to": "+447700900123", "from": "ALPHA", "text": f"m {i}"} for i in range(8)]
+                )
+                await smsc.records.wait_for(2, timeout=10, segments=True)
+                smsc.drop()
+                smsc.set_faults(hang=True)  # binds again, answers nothing
+                states: list[str] = []
+                while states != ["queued"] * 8:  # each change is an event: no polling
+                    await sub.next(timeout=15)
+                    states = [(await client.status(s.message_id))["state"] for s in sent]
+                smsc.set_faults(hang=False, latency_s=0.0)
+                await smsc.records.wait_for(8, timeout=30)
+            sub.close()
+        finally:
+            await daemon.stop()
+
+
 async def test_work_left_for_a_carrier_a_reload_removed_is_reported() -> None:
     """Messages queued for a carrier that a reload then removes are named in a warning and in
     smppd_queue_unrouted_segments, since no send loop will take them."""
