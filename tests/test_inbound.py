@@ -24,7 +24,7 @@ from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import build_concat_udh
 from smppd.queue.base import Queue
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import NewMessage, Submitted
+from smppd.queue.model import Enqueued, NewMessage, Submitted
 from smppd.queue.sqlite import SqliteQueue
 from smppd.service import Event
 
@@ -60,23 +60,30 @@ def receipt_pdu(message_id: str) -> DeliverSm:
     )
 
 
+async def submitted(queue: MemoryQueue, keys: list[str]) -> list[Enqueued]:
+    """One message per key, claimed and accepted by the SMSC under that correlation key."""
+    new = NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
+    enqueued = await queue.enqueue([new] * len(keys), now=T0)
+    claim = await queue.claim("fake", len(keys), now=T0)
+    await queue.record(
+        [Submitted(s.segment_id, (key,), "0") for s, key in zip(claim, keys, strict=True)],
+        now=T0,
+    )
+    return enqueued
+
+
+async def assert_delivered(queue: MemoryQueue, enqueued: list[Enqueued]) -> None:
+    for e in enqueued:
+        status = await queue.status(e.message_id, None)
+        assert status is not None
+        assert status.state == "delivered"
+
+
 async def test_concurrent_receipts_share_one_store_call() -> None:
     """Receipts handled in the same tick are applied in one call, each to its own message."""
     queue = MemoryQueue()
-    messages = [
-        NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
-        for _ in range(3)
-    ]
-    enqueued = await queue.enqueue(messages, now=T0)
-    claim = await queue.claim("fake", 3, now=T0)
     ids = ["0000000a", "00000010", "1f"]
-    await queue.record(
-        [
-            Submitted(s.segment_id, (f"s:{i.lstrip('0')}",), "0")
-            for s, i in zip(claim, ids, strict=True)
-        ],
-        now=T0,
-    )
+    enqueued = await submitted(queue, [f"s:{i.lstrip('0')}" for i in ids])
     events: list[Event] = []
     inbound = handler(queue, events)
     statuses = await asyncio.gather(*(inbound(receipt_pdu(i)) for i in ids))
@@ -84,10 +91,7 @@ async def test_concurrent_receipts_share_one_store_call() -> None:
     assert inbound._receipts.calls == 1
     receipts = [e for e in events if e.kind == "receipt"]
     assert sorted(e.data["id"] for e in receipts) == sorted(e.message_id for e in enqueued)
-    for e in enqueued:
-        status = await queue.status(e.message_id, None)
-        assert status is not None
-        assert status.state == "delivered"
+    await assert_delivered(queue, enqueued)
 
 
 async def test_a_receipt_written_in_ucs2_is_read_as_text() -> None:
@@ -95,17 +99,8 @@ async def test_a_receipt_written_in_ucs2_is_read_as_text() -> None:
     as UCS-2 and matched, not counted as unparseable and dropped; a data_coding 0 receipt
     keeps an id's "_" (GSM would read that octet as another letter)."""
     queue = MemoryQueue()
-    messages = [
-        NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
-        for _ in range(2)
-    ]
-    enqueued = await queue.enqueue(messages, now=T0)
-    claim = await queue.claim("fake", 2, now=T0)
     ids = ["ab12cd34", "id_77"]
-    await queue.record(
-        [Submitted(s.segment_id, (f"s:{i}",), "0") for s, i in zip(claim, ids, strict=True)],
-        now=T0,
-    )
+    enqueued = await submitted(queue, [f"s:{i}" for i in ids])
     text = (
         "id:{} sub:001 dlvrd:001 submit date:2612041200 done date:2612041201 stat:DELIVRD err:000"
     )
@@ -117,37 +112,22 @@ async def test_a_receipt_written_in_ucs2_is_read_as_text() -> None:
     inbound = handler(queue, events)
     assert list(await asyncio.gather(inbound(ucs2), inbound(plain))) == [0, 0]
     assert inbound.counters.receipts_unparseable == 0
-    for e in enqueued:
-        status = await queue.status(e.message_id, None)
-        assert status is not None
-        assert status.state == "delivered"
+    await assert_delivered(queue, enqueued)
 
 
 async def test_a_receipt_sent_as_an_mo_or_an_ack_is_read_as_a_receipt() -> None:
     """esm_class 0 with the receipt TLVs, and 0x08 (an SME delivery acknowledgement), settle
     their messages; neither reaches the sender's owner as an inbound text."""
     queue = MemoryQueue()
-    messages = [
-        NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
-        for _ in range(2)
-    ]
-    enqueued = await queue.enqueue(messages, now=T0)
-    claim = await queue.claim("fake", 2, now=T0)
     ids = ["ab24", "ab25"]
-    await queue.record(
-        [Submitted(s.segment_id, (f"s:{i}",), "0") for s, i in zip(claim, ids, strict=True)],
-        now=T0,
-    )
+    enqueued = await submitted(queue, [f"s:{i}" for i in ids])
     as_mo = dataclasses.replace(receipt_pdu(ids[0]), esm_class=0, source_addr="447700900001")
     as_ack = dataclasses.replace(receipt_pdu(ids[1]), esm_class=0x08, tlvs=())
     events: list[Event] = []
     inbound = handler(queue, events)
     assert list(await asyncio.gather(inbound(as_mo), inbound(as_ack))) == [0, 0]
     assert sorted(e.kind for e in events) == ["receipt", "receipt", "state", "state"]
-    for e in enqueued:
-        status = await queue.status(e.message_id, None)
-        assert status is not None
-        assert status.state == "delivered"
+    await assert_delivered(queue, enqueued)
     mo = DeliverSm(source_addr="447700900001", destination_addr="SHOP", short_message=b"id:x")
     assert await inbound(mo) == 0
     assert events[-1].kind == "inbound"  # the same text, without the TLV: a person's reply

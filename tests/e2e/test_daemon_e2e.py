@@ -360,10 +360,8 @@ async def test_work_claimed_before_an_outage_with_no_failover_reads_as_queued() 
     batch its send loop had claimed goes back to the queue (state events say queued) instead
     of reading inflight for the whole outage, and is sent once the SMSC is back."""
     async with smsc_and_dir() as (smsc, directory):
-        path = write_config(directory, smsc.port, carrier={"binds": 1, "window": 2})
-        config = yaml.safe_load(path.read_text())
-        config["routes"] = [{"prefix": "", "carriers": ["fake"], "failover_after_s": 1}]
-        path.write_text(yaml.safe_dump(config))
+        routes = [{"prefix": "", "carriers": ["fake"], "failover_after_s": 1}]
+        path = write_config(directory, smsc.port, carrier={"binds": 1, "window": 2}, routes=routes)
         daemon = Daemon(path)
         await daemon.start()
         try:
@@ -375,13 +373,15 @@ async def test_work_claimed_before_an_outage_with_no_failover_reads_as_queued() 
                 sent = await client.submit_many(
                     [{"to": "+447700900123", "from": "ALPHA", "text": f"m {i}"} for i in range(8)]
                 )
+                ids = [s.message_id for s in sent if not isinstance(s, ApiClientError)]
+                assert len(ids) == 8
                 await smsc.records.wait_for(2, timeout=10, segments=True)
                 smsc.drop()
                 smsc.set_faults(hang=True)  # binds again, answers nothing
                 states: list[str] = []
                 while states != ["queued"] * 8:  # each change is an event: no polling
                     await sub.next(timeout=15)
-                    states = [(await client.status(s.message_id))["state"] for s in sent]
+                    states = [(await client.status(i))["state"] for i in ids]
                 smsc.set_faults(hang=False, latency_s=0.0)
                 await smsc.records.wait_for(8, timeout=30)
             sub.close()
