@@ -62,6 +62,8 @@ class StartupError(SmppdError):
 HOUSEKEEPING_S = 1.0
 REROUTE_STEPS = 10  # reroute calls (of up to 1,000 due segments each) per carrier a tick
 PURGE_EVERY_S = 300.0
+EXPIRE_STEP: Final = 500  # messages a transaction of the expiry sweep
+EXPIRE_STEPS: Final = 20  # transactions of it a tick at most: the rest waits for the next
 STATS_EVERY_S = 5.0
 UNSENT_STATES: Final = frozenset(
     {SegmentState.QUEUED, SegmentState.SCHEDULED, SegmentState.INFLIGHT}
@@ -454,6 +456,7 @@ class Daemon:
         self._group: asyncio.TaskGroup | None = None
         self._api: ApiServer | None = None
         self._reroute_cursors: dict[str, RerouteCursor] = {}
+        self._expiry_cursor: tuple[float, int] = (float("-inf"), 0)  # Queue.expire_waiting
         self.serving = False  # ready, not yet draining: smppd_up
 
     # --- carriers --------------------------------------------------------------------------
@@ -698,6 +701,7 @@ class Daemon:
                 await self._fail_over(now)
                 if now - last_stats >= STATS_EVERY_S:
                     last_stats = now
+                    await self._expire_waiting(now)
                     await self._refresh_stats(now)
             except QueueError as exc:
                 log.error("housekeeping query failed", error=str(exc))
@@ -716,6 +720,17 @@ class Daemon:
             except Exception:
                 log.exception("retention failed")
             await asyncio.sleep(PURGE_EVERY_S)
+
+    async def _expire_waiting(self, now: float) -> None:
+        """Messages whose validity ended while they waited (their carrier down, say) read as
+        expired, not queued, and their clients hear of it; bounded steps a tick."""
+        for _ in range(EXPIRE_STEPS):
+            changes, self._expiry_cursor, done = await self.queue.expire_waiting(
+                now=now, after=self._expiry_cursor, limit=EXPIRE_STEP
+            )
+            publish_changes(self.hub.publish, changes, wants=self.hub.wants)
+            if done:
+                return
 
     async def _settle_receipts(self, now: float) -> None:
         """Receipts held a while go to segments that wrote their number another way."""

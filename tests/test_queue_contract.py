@@ -300,6 +300,38 @@ async def test_a_part_that_fails_for_good_cancels_the_parts_not_yet_sent(store: 
     ]
 
 
+async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
+    store: Queue,
+) -> None:
+    """Queued and scheduled segments of messages whose validity ended are expired, in steps
+    from a cursor; one in flight is left to its outcome, and a later pass sees only what
+    expired since."""
+    soon, later, short, endless = await store.enqueue(
+        [
+            message(expires_at=T0 + 5, segments=(b"a", b"b")),
+            message(expires_at=T0 + 6, not_before=T0 + 100),  # scheduled
+            message(expires_at=T0 + 4),
+            message(),
+        ],
+        now=T0,
+    )
+    (inflight,) = await store.claim(CARRIER, 1, now=T0)  # soon's first part, the oldest due
+    assert inflight.message_id == soon.message_id
+    cursor = (float("-inf"), 0)
+    changes, cursor, done = await store.expire_waiting(now=T0 + 10, after=cursor, limit=2)
+    assert not done
+    more, cursor, done = await store.expire_waiting(now=T0 + 10, after=cursor, limit=2)
+    assert done
+    expired = {(c.message_id, c.segment_id) for c in [*changes, *more]}
+    assert all(c.segment_state is SegmentState.EXPIRED for c in [*changes, *more])
+    assert inflight.segment_id not in {sid for _, sid in expired}
+    assert {mid for mid, _ in expired} == {soon.message_id, later.message_id, short.message_id}
+    states = [await store.status(m.message_id, None) for m in (later, endless)]
+    assert [s.state if s else None for s in states] == [MessageState.EXPIRED, MessageState.QUEUED]
+    again, _, done = await store.expire_waiting(now=T0 + 20, after=cursor, limit=10)
+    assert (again, done) == ([], True)
+
+
 async def test_cancel_stops_unsent_segments(store: Queue) -> None:
     """Cancel turns queued segments into cancelled; they are never claimed."""
     (enq,) = await store.enqueue([message(segments=(b"a", b"b"))], now=T0)

@@ -284,6 +284,7 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_admin._UNFINISHED_TO, ("+1",), "messages_by_destination"),
         (sqlite_admin._FINISHED_BEFORE, (T0, 10), "messages_finished"),
         (sqlite_admin._OPEN_AFTER, (T0, 0, T0, 10), "messages_open"),
+        (sqlite_admin._EXPIRING_AFTER, (T0, 0, T0, 10), "messages_expiring"),
         (sqlite_receipts._MATCH, (CARRIER, '["1"]'), "PRIMARY KEY"),
         (sqlite_receipts._OLDEST_HELD, (), "pending_receipts_held"),
         (sqlite_batch._SELECT_SEGMENTS_IN, ("[1]",), "INTEGER PRIMARY KEY"),
@@ -509,9 +510,9 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-9: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-10: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
-    table of inbound parts and no index of retrying segments."""
+    table of inbound parts and no index of retrying or expiring work."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -522,15 +523,20 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-9: held receipts without the whole_message column, no inbound parts,
-    no index of segments waiting out a retry."""
+    """Undo migrations 7-10: held receipts without the whole_message column, no inbound parts,
+    no index of segments waiting out a retry or of messages by expiry."""
     _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
     db.execute("DROP TABLE inbound_parts")
 
 
 def _as_version_8(db: sqlite3.Connection) -> None:
+    _as_version_9(db)
     db.execute("DROP INDEX segments_retrying")
+
+
+def _as_version_9(db: sqlite3.Connection) -> None:
+    db.execute("DROP INDEX messages_expiring")
 
 
 async def test_version_6_held_receipts_stand_for_their_segment_alone(path: Path) -> None:

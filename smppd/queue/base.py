@@ -130,6 +130,17 @@ class Queue(Protocol):
         """Delete messages finished before `before` (and older inbound and unmatched receipts)."""
         ...
 
+    async def expire_waiting(
+        self, *, now: float, after: tuple[float, int], limit: int
+    ) -> tuple[list[Change], tuple[float, int], bool]:
+        """Expire the queued and scheduled segments of up to `limit` messages whose validity
+        ended after the `after` cursor (expires_at, message id) and by `now`: a claim expires
+        them only with a bind up, and a client must not see an OTP `queued` for the length of
+        an outage. Returns the changes, the cursor to go on from (a message not yet expired
+        by now has a later expires_at) and whether that was all. Segments in flight are left
+        to their outcome."""
+        ...
+
     async def finish_overdue(self, before: float, *, now: float) -> int:
         """Finish messages that only wait for receipts of segments accepted before `before`
         (they stay `submitted`), so that retention purges them; returns how many."""

@@ -682,6 +682,27 @@ class MemoryQueue:
                 del self._receipts[receipt_id]
         return len(doomed)
 
+    async def expire_waiting(
+        self, *, now: float, after: tuple[float, int], limit: int
+    ) -> tuple[list[Change], tuple[float, int], bool]:
+        self._commit()
+        due = sorted(
+            (expires_at, message.id)
+            for message in self._messages.values()
+            if message.finished_at is None
+            and (expires_at := message.new.expires_at) is not None
+            and after < (expires_at, message.id)
+            and expires_at <= now
+        )
+        waiting = (SegmentState.QUEUED, SegmentState.SCHEDULED)
+        changes = [
+            self._move(segment, SegmentState.EXPIRED, now=now)
+            for _, message_id in due[:limit]
+            for segment in self._siblings(self._messages[message_id])
+            if segment.state in waiting
+        ]
+        return changes, due[:limit][-1] if due else after, len(due) <= limit
+
     async def finish_overdue(self, before: float, *, now: float) -> int:
         self._commit()
         finished = 0

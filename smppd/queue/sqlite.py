@@ -514,6 +514,16 @@ class SqliteQueue:
             if not more:
                 return purged
 
+    async def expire_waiting(
+        self, *, now: float, after: tuple[float, int], limit: int
+    ) -> tuple[list[Change], tuple[float, int], bool]:
+        return await self._submit(
+            partial(sqlite_admin.expire_waiting_step, after=after, limit=limit, now=now),
+            weight=limit,
+            now=now,
+            lane=_BULK,
+        )
+
     async def finish_overdue(self, before: float, *, now: float) -> int:
         finished = 0
         cursor: tuple[float, int] | None = (float("-inf"), 0)

@@ -235,6 +235,35 @@ _OPEN_AFTER: Final = """
 _SEGMENT_STATES: Final = "SELECT state, updated_at FROM segments WHERE id BETWEEN ? AND ?"
 
 
+_EXPIRING_AFTER: Final = """
+    SELECT id, expires_at, total FROM messages
+    WHERE expires_at IS NOT NULL AND finished_at IS NULL
+        AND (expires_at, id) > (?, ?) AND expires_at <= ?
+    ORDER BY expires_at, id LIMIT ?
+"""
+_WAITING: Final = frozenset({SegmentState.QUEUED, SegmentState.SCHEDULED})
+
+
+def expire_waiting_step(
+    batch: Batch, after: tuple[float, int], limit: int, *, now: float
+) -> tuple[list[Change], tuple[float, int], bool]:
+    """`Queue.expire_waiting` for up to `limit` messages: the changes, the cursor, and whether
+    the pass is done."""
+    batch.flush_inserts()
+    messages = batch.db.execute(_EXPIRING_AFTER, (*after, now, limit)).fetchall()
+    changes = [
+        batch.move(row, SegmentState.EXPIRED, now=now)
+        for message_id, _, total in messages
+        for row in batch.message_segments(message_id, total)
+        if row.state in _WAITING
+    ]
+    batch.flush(now=now)
+    if not messages:
+        return changes, after, True
+    last_id, last_expires, _ = messages[-1]
+    return changes, (last_expires, last_id), len(messages) < limit
+
+
 def finish_overdue_step(
     batch: Batch, before: float, after: tuple[float, int], limit: int, *, now: float
 ) -> tuple[int, tuple[float, int] | None]:

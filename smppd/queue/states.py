@@ -95,6 +95,7 @@ _SUB, _C = SegmentState.SUBMITTED, SegmentState.CANCELLED
 TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
     (_Q, SegmentEvent.CLAIMED): _I,
     (_Q, SegmentEvent.EXPIRED): SegmentState.EXPIRED,
+    (_S, SegmentEvent.EXPIRED): SegmentState.EXPIRED,  # by the sweep, while its carrier is down
     (_S, SegmentEvent.DUE): _Q,
     (_I, SegmentEvent.SUBMIT_ACCEPTED): _SUB,
     (_C, SegmentEvent.SUBMIT_ACCEPTED): _SUB,

@@ -389,6 +389,28 @@ async def test_work_claimed_before_an_outage_with_no_failover_reads_as_queued() 
             await daemon.stop()
 
 
+async def test_a_message_whose_validity_ends_while_its_carrier_is_down_reads_expired() -> None:
+    """An OTP queued for a carrier that cannot be reached is reported expired (a state event,
+    then `status`) soon after its validity ends, not when the carrier comes back."""
+    async with smsc_and_dir() as (_smsc, directory):
+        path = write_config(directory, unused_port())
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            socket = directory / "smppd.sock"
+            sub = await RawSubscriber.open(socket, ["state"])
+            async with Client(socket) as client:
+                sent = await client.submit(
+                    to="+447700900123", sender="ALPHA", text="code 1234", validity_s=1
+                )
+                event = await sub.next(timeout=15)
+                assert (event["id"], event["state"]) == (sent.message_id, "expired")
+                assert (await client.status(sent.message_id))["state"] == "expired"
+            sub.close()
+        finally:
+            await daemon.stop()
+
+
 async def test_work_left_for_a_carrier_a_reload_removed_is_reported() -> None:
     """Messages queued for a carrier that a reload then removes are named in a warning and in
     smppd_queue_unrouted_segments, since no send loop will take them."""
