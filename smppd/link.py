@@ -474,7 +474,13 @@ class Link(asyncio.Protocol):
                     **({"same_since_last_line": left_out} if left_out else {}),
                 )
         elif isinstance(event, Bound):
-            self._log.info("bound", state=event.state.name, smsc=event.system_id)
+            version = event.interface_version
+            self._log.info(
+                "bound",
+                state=event.state.name,
+                smsc=event.system_id,
+                interface_version=None if version is None else f"0x{version:02x}",
+            )
             if not self._bound.done():
                 self._bound.set_result(None)
         elif isinstance(event, BindFailed):

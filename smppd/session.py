@@ -23,6 +23,7 @@ from typing import Final
 
 from smppd.errors import SmppdError
 from smppd.pdu import pdus
+from smppd.pdu import tlv as _tlv
 from smppd.pdu.codec import (
     DEFAULT_MAX_COMMAND_LENGTH,
     HEADER,
@@ -34,6 +35,7 @@ from smppd.pdu.codec import (
 from smppd.pdu.command import CommandId, is_response
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.status import THROTTLING, CommandStatus, StatusClass, classify, status_name
+from smppd.pdu.tlv import Tag
 from smppd.ratelimit import AdaptiveRate, SlidingWindow
 from smppd.record import record
 
@@ -210,6 +212,9 @@ class CloseReason(StrEnum):
 class Bound:
     state: State
     system_id: str  # the SMSC's, from the bind resp
+    # Its sc_interface_version TLV; None (absent) or below 0x34 says it takes no TLVs (SMPP
+    # v3.4 5.3.2.25), so SAR or message_payload concatenation may not reach the handset.
+    interface_version: int | None = None
 
 
 @record
@@ -770,7 +775,9 @@ class Session:
         _, bound = _BIND_REQUEST[self.settings.bind_mode]
         self._transition(bound)
         self._can_submit = self.state is not State.BOUND_RX
-        self._events.append(Bound(self.state, str(getattr(pdu, "system_id", ""))))
+        tlvs = getattr(pdu, "tlvs", ())
+        version = _tlv.get_int(tlvs, Tag.sc_interface_version) if tlvs else None
+        self._events.append(Bound(self.state, str(getattr(pdu, "system_id", "")), version))
 
     def _bind_failed(self, status: int) -> None:
         self._events.append(BindFailed(status, status in PERMANENT_BIND_FAILURES))

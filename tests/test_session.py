@@ -155,6 +155,17 @@ def test_bind_handshake(mode: BindMode, request_cls: type[pdus.Pdu], state: Stat
     assert session.can_submit is (state is not State.BOUND_RX)
 
 
+def test_the_smscs_interface_version_comes_with_bound() -> None:
+    """sc_interface_version in the bind resp (0x34: it takes TLVs) is reported; none, None."""
+    session = Session(settings_())
+    peer = Peer(session)
+    session.start_bind(now=0.0)
+    (bind,) = peer.sent()
+    body = b"smsc\0" + bytes.fromhex("0210000134")
+    peer.send(frame(bind.command_id | 0x80000000, 0, bind.sequence_number, body))
+    assert peer.events() == [Bound(State.BOUND_TRX, "smsc", 0x34)]
+
+
 def test_bind_password_never_in_repr() -> None:
     """Settings and the bind PDU keep the password out of their repr (and so out of logs)."""
     assert "secret" not in repr(settings_())
