@@ -210,7 +210,8 @@ class SmppdCollector(Collector):
         )
         late = CounterMetricFamily(
             "smppd_late_responses",
-            "Responses that came after their request had timed out (its outcome was unknown)",
+            "Responses that came after their request had timed out; an acceptance among them"
+            " settles its segment unless it went out again",
             labels=["carrier"],
         )
         peer_errors = CounterMetricFamily(
