@@ -43,8 +43,10 @@ MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFF
 TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late from stray answers
 # A submit that timed out keeps its window slot this many response timeouts from its sending:
 # the SMSC counts it as outstanding until it answers, and a window refilled at each timeout put
-# twice the window into a slow SMSC (which throttles or refuses what is over its window).
-HOLD_TIMED_OUT: Final = 4
+# twice the window into a slow SMSC (which throttles or refuses what is over its window). Not
+# longer: a submit an SMSC lost for good would hold its slot that long, and an SMSC that answers
+# nothing for a second timeout is dropped by the probe anyway.
+HOLD_TIMED_OUT: Final = 2
 
 _BODILESS_REQUESTS: Final = frozenset({int(CommandId.enquire_link), int(CommandId.unbind)})
 
@@ -628,7 +630,9 @@ class Session:
                 self._drop(CloseReason.REQUESTS_UNANSWERED)
             elif self._last_rx <= control.sent_at:
                 self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
-            else:  # other PDUs arrived meanwhile: alive, perhaps slow; not twice in a row
+            elif self._last_answer > control.sent_at:  # it answers ours, late: slow, not deaf
+                self._probes_missed = 0
+            else:  # it sends PDUs of its own but answers none of ours: not twice in a row
                 self._probes_missed += 1
                 if self._probes_missed >= 2:
                     self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
