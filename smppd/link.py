@@ -25,6 +25,7 @@ import structlog
 
 from smppd.logsample import LogSample
 from smppd.pdu import pdus
+from smppd.pdu.command import CommandId
 from smppd.pdu.status import CommandStatus, StatusClass, status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (
@@ -65,7 +66,7 @@ class BindObserver(Protocol):
     def state_changed(self, bind: str, state: State) -> None: ...
     def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None: ...
     def response_timed_out(self, bind: str) -> None: ...
-    def late_response(self, bind: str) -> None: ...
+    def late_response(self, bind: str, *, accepted: bool) -> None: ...
     def throttled(self, bind: str, command_status: int, tps: float | None) -> None: ...
     def peer_error(self, bind: str) -> None: ...
     def handler_failed(self, bind: str) -> None: ...
@@ -86,7 +87,7 @@ class NullObserver:
     def response_timed_out(self, bind: str) -> None:
         pass
 
-    def late_response(self, bind: str) -> None:
+    def late_response(self, bind: str, *, accepted: bool) -> None:
         pass
 
     def throttled(self, bind: str, command_status: int, tps: float | None) -> None:
@@ -452,13 +453,14 @@ class Link(asyncio.Protocol):
             )
         elif isinstance(event, LateResponse):
             self.late_responses += 1
-            self._observer.late_response(name)
             on_result = self._late.pop(event.sequence_number, None)
-            if on_result is not None and event.command_status == 0:
-                accepted = SubmitResult(
+            accepted = event.command_id == CommandId.submit_sm_resp and event.command_status == 0
+            self._observer.late_response(name, accepted=accepted)
+            if on_result is not None and accepted:
+                result = SubmitResult(
                     event.message_id, 0, StatusClass.SUCCESS, bind=name, late=True
                 )
-                self._give(on_result, accepted)
+                self._give(on_result, result)
         elif isinstance(event, SlotsFreed):
             self._log.info("timed-out submits given up as lost", submits=event.count)
         elif isinstance(event, PeerError):

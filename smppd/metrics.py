@@ -38,6 +38,7 @@ class CarrierObserver:
     throttled_count: int = 0
     timeouts: int = 0
     late: int = 0
+    late_accepted: int = 0
     peer_errors: int = 0
     handler_failures: int = 0
     bind_failures: Counter[str] = field(default_factory=Counter)
@@ -55,8 +56,9 @@ class CarrierObserver:
     def response_timed_out(self, bind: str) -> None:
         self.timeouts += 1
 
-    def late_response(self, bind: str) -> None:
+    def late_response(self, bind: str, *, accepted: bool) -> None:
         self.late += 1
+        self.late_accepted += accepted
 
     def throttled(self, bind: str, command_status: int, tps: float | None) -> None:
         self.throttled_count += 1
@@ -214,6 +216,12 @@ class SmppdCollector(Collector):
             " settles its segment unless it went out again",
             labels=["carrier"],
         )
+        late_accepted = CounterMetricFamily(
+            "smppd_late_acceptances",
+            "ESME_ROK answers that came after their submit had timed out: many mean"
+            " response_timeout_s is below the carrier's answer time",
+            labels=["carrier"],
+        )
         peer_errors = CounterMetricFamily(
             "smppd_peer_errors",
             "SMSC protocol errors the bind survived (a bad or unexpected PDU)",
@@ -254,6 +262,7 @@ class SmppdCollector(Collector):
                 bind_failures.add_metric([name, status], n)
             timeouts.add_metric([name], obs.timeouts)
             late.add_metric([name], obs.late)
+            late_accepted.add_metric([name], obs.late_accepted)
             peer_errors.add_metric([name], obs.peer_errors)
             handler_failures.add_metric([name], obs.handler_failures)
             for result, n in dict(view.receipts()).items():
@@ -264,7 +273,7 @@ class SmppdCollector(Collector):
                 histogram = view.outcome_latency
                 outcome_latency.add_metric([name], histogram.cumulative(), histogram.total)
         yield from (up, configured, window, submits, throttled, reconnects, bind_failures)
-        yield from (timeouts, late, peer_errors, handler_failures)
+        yield from (timeouts, late, late_accepted, peer_errors, handler_failures)
         yield from (receipts, inbound, latency, outcome_latency)
 
     def _queue_families(self) -> Iterator[Metric]:

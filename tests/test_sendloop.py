@@ -15,6 +15,7 @@ import structlog.testing
 
 from smppd import sendloop
 from smppd.binds import CarrierBinds
+from smppd.metrics import CarrierObserver
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
@@ -114,6 +115,7 @@ async def pipeline(
     response_timeout_s: float = 10.0,
     policy: RetryPolicy | None = None,
     on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
+    observer: CarrierObserver | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Messages enqueued first, then a bound carrier and its send loop started."""
     clock = clock or Clock()
@@ -133,6 +135,7 @@ async def pipeline(
             binds=1,
             handler=no_deliveries,
             carrier="fake",
+            observer=observer,
         )
         loop = CarrierSendLoop(
             "fake",
@@ -228,8 +231,13 @@ async def test_an_acceptance_after_the_response_timeout_is_kept_and_not_sent_aga
             submitted.set()
 
     policy = RetryPolicy(max_attempts=3, initial_s=0.0, max_s=0.0, unknown_delay_s=30.0)
+    observer = CarrierObserver("fake")
     async with pipeline(
-        start=False, response_timeout_s=0.3, policy=policy, on_changes=on_changes
+        start=False,
+        response_timeout_s=0.3,
+        policy=policy,
+        on_changes=on_changes,
+        observer=observer,
     ) as p:
         p.smsc.set_faults(latency_s=0.45)  # answered before the probe that follows times out
         [queued] = await p.queue.enqueue([message("slow")], now=p.clock())
@@ -245,6 +253,7 @@ async def test_an_acceptance_after_the_response_timeout_is_kept_and_not_sent_aga
         assert segment.carrier_message_id == p.smsc.records.segments[0].message_id
         assert segment.attempts == 1  # counted once, when it timed out
         assert p.loop.late_accepted == 1
+        assert (observer.late, observer.late_accepted) == (1, 1)  # smppd_late_acceptances
         assert len(p.smsc.records.segments) == 1
         assert len(p.smsc.connections) == 1  # never dropped and bound again
 
