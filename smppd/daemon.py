@@ -45,7 +45,7 @@ from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
 from smppd.queue.model import Change, ClaimedSegment, Deferred, RerouteCursor
-from smppd.queue.states import SegmentState
+from smppd.queue.states import PENDING_STATES, SegmentState
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
 from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
@@ -65,9 +65,6 @@ PURGE_EVERY_S = 300.0
 EXPIRE_STEP: Final = 500  # messages a transaction of the expiry sweep
 EXPIRE_STEPS: Final = 20  # transactions of it a tick at most: the rest waits for the next
 STATS_EVERY_S = 5.0
-UNSENT_STATES: Final = frozenset(
-    {SegmentState.QUEUED, SegmentState.SCHEDULED, SegmentState.INFLIGHT}
-)
 
 
 # --- config -> component settings -------------------------------------------------------------
@@ -171,7 +168,7 @@ def unrouted_work(
     """Unsent segments (queued, scheduled, in flight) per carrier the configuration no longer
     names, as a reload that removed a carrier leaves them: no send loop will take them."""
     unrouted = {
-        carrier: sum(n for state, n in by_state.items() if state in UNSENT_STATES)
+        carrier: sum(n for state, n in by_state.items() if state in PENDING_STATES)
         for carrier, by_state in by_carrier.items()
         if carrier not in configured
     }

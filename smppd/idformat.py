@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from smppd.pdu.receipt import IdFormat
+from smppd.pdu.receipt import IdFormat, normalise_id
 
 # How many of the other side's ids, going by its share with letters, would have had letters
 # had both sides written ids alike, with none seen: e^-20 (2e-9) by chance. At a third of hex
@@ -24,10 +24,9 @@ MIN_SEEN: Final = 30  # of either side before any decision
 
 
 def _has_letters(message_id: str) -> bool:
-    norm = message_id.strip(" \t\r\n\x00").lower()
-    if norm.startswith("0x"):
-        norm = norm[2:]
-    return bool(norm) and not norm.isdigit()
+    norm = normalise_id(message_id)
+    digits = norm[2:] if norm.startswith("0x") else norm
+    return bool(digits) and not digits.isdigit()
 
 
 class IdFormatLearner:

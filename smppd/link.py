@@ -406,9 +406,8 @@ class Link(asyncio.Protocol):
                 freed = True  # a slot a timed-out submit held is free
             elif isinstance(event, ResponseTimedOut):
                 seq = event.sequence_number
-                on_result = self._results.pop(seq, None)
+                on_result = self._resolve_unknown(seq, self._timed_out)
                 if on_result is not None:
-                    self._give(on_result, self._timed_out)
                     self._late[seq] = on_result
                     if len(self._late) > TIMED_OUT_MEMORY:
                         del self._late[next(iter(self._late))]
@@ -517,10 +516,15 @@ class Link(asyncio.Protocol):
                 **({"same_since_last_line": left_out} if left_out else {}),
             )
 
-    def _resolve_unknown(self, seq: int) -> None:
+    def _resolve_unknown(
+        self, seq: int, result: SubmitResult | None = None
+    ) -> Callable[[SubmitResult], None] | None:
+        """Give `seq`'s waiter an unknown outcome (`result`, or lost with the connection);
+        the waiter, if there was one."""
         on_result = self._results.pop(seq, None)
         if on_result is not None:
-            self._give(on_result, self._unknown)
+            self._give(on_result, result or self._unknown)
+        return on_result
 
     def _give(self, on_result: Callable[[SubmitResult], None], result: SubmitResult) -> None:
         # A failing callback must not stop the events after it, as a future's would not.

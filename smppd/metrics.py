@@ -162,28 +162,21 @@ class SmppdCollector(Collector):
         )
         api_latency.add_metric([], self._api.latency.cumulative(), self._api.latency.total)
         yield api_latency
-        messages = CounterMetricFamily(
+        yield _counted(
             "smppd_api_messages",
             "Messages submitted over the API (submit and submit_many) by result",
-            labels=["result"],
+            "result",
+            self._api.messages,
         )
-        for result, n in dict(self._api.messages).items():
-            messages.add_metric([result], n)
-        yield messages
-        refused = CounterMetricFamily(
-            "smppd_api_connections_refused", "API connections refused", labels=["code"]
+        yield _counted(
+            "smppd_api_connections_refused", "API connections refused", "code", self._api.refused
         )
-        for code, n in dict(self._api.refused).items():
-            refused.add_metric([code], n)
-        yield refused
-        dropped = CounterMetricFamily(
+        yield _counted(
             "smppd_api_connections_dropped",
             "API connections dropped by the server",
-            labels=["reason"],
+            "reason",
+            self._api.dropped,
         )
-        for reason, n in dict(self._api.dropped).items():
-            dropped.add_metric([reason], n)
-        yield dropped
         for name, value in dict(self._extra()).items():
             yield CounterMetricFamily(f"smppd_{name}", name.replace("_", " "), value=value)
 
@@ -339,3 +332,11 @@ class SmppdCollector(Collector):
         for carrier, n in snap.get("unrouted", {}).items():
             unrouted.add_metric([carrier], n)
         yield unrouted
+
+
+def _counted(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> Metric:
+    """A counter family with one sample per key of `counts` (a copy: it may grow meanwhile)."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, n in dict(counts).items():
+        family.add_metric([value], n)
+    return family

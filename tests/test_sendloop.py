@@ -404,16 +404,7 @@ async def test_outcomes_reach_the_store_while_an_earlier_record_is_in_flight() -
     queue = GatedQueue()
     await queue.enqueue([message("one"), message("two")], now=clock())
     port = ManualPort()
-    loop = CarrierSendLoop(
-        "fake",
-        queue,
-        port,
-        claim_batch=2,
-        max_unrecorded=2,
-        policy=RetryPolicy(),
-        clock=clock,
-        idle_poll_s=0.05,
-    )
+    loop = loop_on(queue, port, clock, claim_batch=2, max_unrecorded=2, idle_poll_s=0.05)
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):
         await port.wait_for(2)
@@ -529,6 +520,7 @@ def loop_on(
     max_unrecorded: int = 10,
     idle_poll_s: float = 3600.0,
     receipts_per_message: bool = False,
+    on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
 ) -> CarrierSendLoop:
     """A send loop on `port`, polling an idle queue only once an hour unless told otherwise."""
     return CarrierSendLoop(
@@ -541,6 +533,7 @@ def loop_on(
         clock=clock,
         idle_poll_s=idle_poll_s,
         receipts_per_message=receipts_per_message,
+        on_changes=on_changes,
     )
 
 
@@ -586,16 +579,9 @@ async def test_a_segment_that_expires_while_it_waits_for_room_is_not_sent() -> N
         if any(c.after is MessageState.EXPIRED for c in changes):
             expired.set()
 
-    loop = CarrierSendLoop(
-        "fake",
-        queue,
-        port,
-        claim_batch=2,
-        max_unrecorded=1,
-        policy=RetryPolicy(),
-        clock=clock,
-        on_changes=on_changes,
-        idle_poll_s=0.01,  # what finds it queued again, as for any deferral
+    # A poll of 0.01 s is what finds it queued again, as for any deferral.
+    loop = loop_on(
+        queue, port, clock, claim_batch=2, max_unrecorded=1, idle_poll_s=0.01, on_changes=on_changes
     )
     task = asyncio.create_task(loop.run())
     async with asyncio.timeout(5):

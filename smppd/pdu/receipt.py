@@ -422,11 +422,12 @@ def correlation_keys(message_id: str) -> tuple[str, ...]:
     decimal and as hex; values are decimal strings without leading zeros. Anything else, or an id
     longer than 65 characters, gives one prefixed case-folded key without leading zeros.
     """
-    norm = _normalise(message_id)
+    norm = normalise_id(message_id)
     return _readings(norm) if norm else ()
 
 
-def _normalise(message_id: str) -> str:
+def normalise_id(message_id: str) -> str:
+    """A message id as correlation compares it: padding stripped, case folded."""
     return message_id.strip(" \t\r\n\x00\x0b\x0c").casefold()
 
 
@@ -477,12 +478,12 @@ class IdFormat(StrEnum):
 
 
 def _exact_key(message_id: str) -> str | None:
-    norm = _normalise(message_id)
+    norm = normalise_id(message_id)
     return _OPAQUE_PREFIX + norm.lstrip("0") if norm else None
 
 
 def _numeric_key(message_id: str, base: int) -> str | None:
-    norm = _normalise(message_id)
+    norm = normalise_id(message_id)
     if not norm or len(norm) > _MAX_ID_CHARS:
         return None
     if base == 16 and norm.startswith("0x"):
@@ -499,7 +500,7 @@ def resp_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, ...]
     how the receipt will give it.
     """
     if fmt is IdFormat.AUTO:
-        norm = _normalise(message_id)
+        norm = normalise_id(message_id)
         return (_written_key(norm),) if norm else ()
     key = _numeric_key(message_id, 16 if fmt is IdFormat.HEX else 10)
     return (key,) if key is not None else tuple(filter(None, (_exact_key(message_id),)))
@@ -514,7 +515,7 @@ def receipt_keys(message_id: str, fmt: IdFormat = IdFormat.AUTO) -> tuple[str, .
     Last, those numbers themselves: the keys earlier versions stored for a resp id.
     """
     if fmt is IdFormat.AUTO:
-        norm = _normalise(message_id)
+        norm = normalise_id(message_id)
         if not norm:
             return ()
         return _receipt_keys(norm)
@@ -528,7 +529,7 @@ def learned_receipt_keys(message_id: str, fmt: IdFormat) -> tuple[str, ...]:
     looked up as the resp's hex; DECIMAL, a hex one as the resp's decimal. Not by the id as
     written, which is another message's id there ("10" is 0x10's as written, 0xa's in fact). An
     id not of the expected kind gets the AUTO keys."""
-    norm = _normalise(message_id)
+    norm = normalise_id(message_id)
     if fmt is IdFormat.HEX and norm.isdigit() and len(norm) <= _MAX_ID_CHARS:
         return _hex_keys(int(norm))
     if fmt is IdFormat.DECIMAL and len(norm) <= _MAX_ID_CHARS:

@@ -57,6 +57,7 @@ from smppd.queue.receipts import (
     whole_message_receipt,
 )
 from smppd.queue.states import (
+    WAITING_STATES,
     SegmentEvent,
     SegmentState,
     arrival_state,
@@ -336,11 +337,10 @@ class MemoryQueue:
             changes.append(self._move(segment, target, now=now))
             if target is SegmentState.FAILED:
                 # The parts not yet sent are cancelled, not sent as fragments (as in SQLite).
-                unsent = (SegmentState.QUEUED, SegmentState.SCHEDULED)
                 changes.extend(
                     self._move(sibling, SegmentState.CANCELLED, now=now)
                     for sibling in self._siblings(segment.message)
-                    if sibling.state in unsent
+                    if sibling.state in WAITING_STATES
                 )
         return changes
 
@@ -694,12 +694,11 @@ class MemoryQueue:
             and after < (expires_at, message.id)
             and expires_at <= now
         )
-        waiting = (SegmentState.QUEUED, SegmentState.SCHEDULED)
         changes = [
             self._move(segment, SegmentState.EXPIRED, now=now)
             for _, message_id in due[:limit]
             for segment in self._siblings(self._messages[message_id])
-            if segment.state in waiting
+            if segment.state in WAITING_STATES
         ]
         return changes, due[:limit][-1] if due else after, len(due) <= limit
 

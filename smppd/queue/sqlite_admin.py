@@ -24,7 +24,13 @@ from smppd.queue.receipts import split_keys
 from smppd.queue.sqlite_batch import SET_FINISHED, Batch, execute_rows
 from smppd.queue.sqlite_reads import message_status
 from smppd.queue.sqlite_writes import promote_due
-from smppd.queue.states import SegmentEvent, SegmentState, receipts_overdue, transition
+from smppd.queue.states import (
+    WAITING_STATES,
+    SegmentEvent,
+    SegmentState,
+    receipts_overdue,
+    transition,
+)
 
 _OWNER: Final = "SELECT client, total FROM messages WHERE id = ?"
 
@@ -241,7 +247,6 @@ _EXPIRING_AFTER: Final = """
         AND (expires_at, id) > (?, ?) AND expires_at <= ?
     ORDER BY expires_at, id LIMIT ?
 """
-_WAITING: Final = frozenset({SegmentState.QUEUED, SegmentState.SCHEDULED})
 
 
 def expire_waiting_step(
@@ -255,7 +260,7 @@ def expire_waiting_step(
         batch.move(row, SegmentState.EXPIRED, now=now)
         for message_id, _, total in messages
         for row in batch.message_segments(message_id, total)
-        if row.state in _WAITING
+        if row.state in WAITING_STATES
     ]
     batch.flush(now=now)
     if not messages:

@@ -36,6 +36,7 @@ from smppd.queue.receipts import join_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
 from smppd.queue.sqlite_receipts import match_held, settle_late_part, sweep_held
 from smppd.queue.states import (
+    WAITING_STATES,
     SegmentEvent,
     SegmentState,
     arrival_state,
@@ -310,9 +311,6 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
     return changes
 
 
-_UNSENT: Final = frozenset({SegmentState.QUEUED, SegmentState.SCHEDULED})
-
-
 def _cancel_unsent_parts(batch: Batch, row: SegmentRow, *, now: float) -> list[Change]:
     """A part failed for good: the handset can never put the message together, so the parts
     not yet sent are cancelled rather than sent and billed as fragments (a part in flight may
@@ -320,7 +318,7 @@ def _cancel_unsent_parts(batch: Batch, row: SegmentRow, *, now: float) -> list[C
     changes = []
     for sid in sibling_ids(message_id_of(row.id), row.total, but=row.id):
         sibling = batch.segment(sid)
-        if sibling is not None and sibling.state in _UNSENT:
+        if sibling is not None and sibling.state in WAITING_STATES:
             changes.append(batch.move(sibling, SegmentState.CANCELLED, now=now))
     return changes
 

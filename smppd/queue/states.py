@@ -61,6 +61,8 @@ FINAL_STATES: Final = frozenset(
         SegmentState.CANCELLED,
     }
 )
+# Not claimed yet: what a failed sibling cancels and an expired validity expires, in any state.
+WAITING_STATES: Final = frozenset({SegmentState.QUEUED, SegmentState.SCHEDULED})
 # Not yet accepted by the SMSC: what a cancel or an opt-out can still stop, and the queue's depth.
 PENDING_STATES: Final = frozenset(
     {SegmentState.QUEUED, SegmentState.SCHEDULED, SegmentState.INFLIGHT}
