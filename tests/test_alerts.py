@@ -36,6 +36,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_outcome_commit_seconds_bucket": frozenset({"carrier", "le"}),
     "smppd_outcome_commit_seconds_sum": frozenset({"carrier"}),
     "smppd_outcome_commit_seconds_count": frozenset({"carrier"}),
+    "smppd_late_acceptances_total": frozenset({"carrier"}),
     "smppd_receipts_total": frozenset({"carrier", "result"}),
     "smppd_receipts_held_ended_total": frozenset({"carrier", "result"}),
     "smppd_inbound_total": frozenset({"carrier"}),
@@ -146,6 +147,7 @@ def test_required_alerts_are_present(rules: list[dict[str, Any]]) -> None:
         "SmppdThrottlingSustained",
         "SmppdReceiptsUnmatched",
         "SmppdReconnectStorm",
+        "SmppdResponseTimeoutTooShort",
         "SmppdQueuedForRemovedCarrier",
         "SmppdStoreCommitsSlow",
     ):
@@ -249,6 +251,22 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             series('smppd_binds_up{carrier="d"}', "1x40"),
         ],
         [alert("SmppdReconnectStorm", "30m", {**WARNING, "carrier": "a"})],
+    ),
+    (  # a: 5% of submits accepted after their timeout; b: 0.5%; c: all late, on little traffic
+        [
+            series('smppd_submits_total{carrier="a",status="ESME_ROK"}', "0+95x40"),
+            series('smppd_submits_total{carrier="a",status="unknown"}', "0+5x40"),
+            series('smppd_late_acceptances_total{carrier="a"}', "0+5x40"),
+            series('smppd_submits_total{carrier="b",status="ESME_ROK"}', "0+199x40"),
+            series('smppd_submits_total{carrier="b",status="unknown"}', "0+1x40"),
+            series('smppd_late_acceptances_total{carrier="b"}', "0+1x40"),
+            series('smppd_submits_total{carrier="c",status="unknown"}', "0+1x40"),
+            series('smppd_late_acceptances_total{carrier="c"}', "0+1x40"),
+        ],
+        [
+            alert("SmppdResponseTimeoutTooShort", "10m"),
+            alert("SmppdResponseTimeoutTooShort", "30m", {**WARNING, "carrier": "a"}),
+        ],
     ),
     (  # a third of a's receipts match nothing; b's all match; e's cannot be read
         [
