@@ -69,6 +69,8 @@ STATS_EVERY_S = 5.0
 
 # --- config -> component settings -------------------------------------------------------------
 
+_TLV_CONCATENATION: Final = frozenset({cfg.Concatenation.SAR, cfg.Concatenation.PAYLOAD})
+
 
 def bind_settings(carrier: cfg.Carrier) -> BindSettings:
     tls = carrier.tls
@@ -92,6 +94,11 @@ def bind_settings(carrier: cfg.Carrier) -> BindSettings:
             auth_failure_s=carrier.reconnect.auth_failure_s,
         ),
         throttle_backoff_s=carrier.throttle_backoff_s,
+        needs_tlvs=(
+            f"concatenation: {carrier.concatenation.value}"
+            if carrier.concatenation in _TLV_CONCATENATION
+            else ""
+        ),
         tls=TlsSettings(
             enabled=tls.enabled,
             ca_file=None if tls.ca_file is None else str(tls.ca_file),

@@ -482,6 +482,13 @@ class Link(asyncio.Protocol):
                 smsc=event.system_id,
                 interface_version=None if version is None else f"0x{version:02x}",
             )
+            needs = self.settings.needs_tlvs
+            if needs and version is not None and version < pdus.INTERFACE_VERSION:
+                self._log.warning(
+                    "the smsc says it takes no TLVs (SMPP before 3.4), which"
+                    f" {needs} needs: long messages may not arrive whole",
+                    interface_version=f"0x{version:02x}",
+                )
             if not self._bound.done():
                 self._bound.set_result(None)
         elif isinstance(event, BindFailed):

@@ -146,6 +146,9 @@ class BindSettings:
     throttle_backoff_s: float = 1.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     max_command_length: int = DEFAULT_MAX_COMMAND_LENGTH
+    # What the carrier's configuration sends in TLVs (e.g. "concatenation: sar"), for a warning
+    # when an SMSC says it takes none; empty when nothing depends on them.
+    needs_tlvs: str = ""
 
     def __post_init__(self) -> None:
         # SMPP v3.4 4.1.1: C-string sizes without the NUL; checked here so a bind can be encoded.

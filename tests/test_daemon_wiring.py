@@ -9,7 +9,7 @@ from pathlib import Path
 from queue_support import CARRIER, message
 
 from smppd.config import load_config
-from smppd.daemon import Daemon, needs_restart, profiles
+from smppd.daemon import Daemon, bind_settings, needs_restart, profiles
 from smppd.queue import MemoryQueue, open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
@@ -58,6 +58,20 @@ def test_each_carrier_profile_carries_its_receipt_setting(tmp_path: Path) -> Non
     assert [c.registered_delivery for c in config.carriers] == [False]
     assert [p.registered_delivery for p in profiles(config).values()] == [False]
     assert all(p.registered_delivery for p in profiles(load_config(SHIPPED)).values())
+
+
+def test_a_carrier_that_concatenates_in_tlvs_says_so_to_its_binds(tmp_path: Path) -> None:
+    """SAR and message_payload need TLVs, which the bind checks against the SMSC's version;
+    UDH, the shipped default, needs none."""
+    (shipped,) = load_config(SHIPPED).carriers
+    assert bind_settings(shipped).needs_tlvs == ""
+    for method in ("sar", "payload"):
+        path = tmp_path / f"{method}.yaml"
+        path.write_text(
+            SHIPPED.read_text().replace("concatenation: udh8", f"concatenation: {method}", 1)
+        )
+        (carrier,) = load_config(path).carriers
+        assert bind_settings(carrier).needs_tlvs == f"concatenation: {method}"
 
 
 async def test_health_says_healthy_only_while_serving() -> None:

@@ -289,6 +289,33 @@ async def test_a_flood_of_stray_responses_is_a_line_per_interval(smsc: FakeSmsc)
     await link.close()
 
 
+@pytest.mark.parametrize(
+    ("version", "needs_tlvs", "warned"),
+    [
+        (0x33, "concatenation: sar", True),
+        (0x34, "concatenation: sar", False),
+        (None, "concatenation: payload", False),  # omitted by many a 3.4 SMSC
+        (0x33, "", False),  # UDH needs no TLV
+    ],
+)
+async def test_an_smsc_of_smpp_33_is_warned_about_where_tlvs_are_used(
+    version: int | None, needs_tlvs: str, warned: bool
+) -> None:
+    """An SMSC whose bind_resp says sc_interface_version 0x33 takes no TLVs: a carrier that
+    concatenates with SAR TLVs or message_payload gets a warning naming the setting."""
+    async with FakeSmsc(SmscConfig(port=0, interface_version=version)) as server:
+        with structlog.testing.capture_logs() as logs:
+            link = await connect(server.port, needs_tlvs=needs_tlvs)
+        (bound,) = [e for e in logs if e["event"] == "bound"]
+        assert bound["interface_version"] == (None if version is None else f"0x{version:02x}")
+        warnings = [e for e in logs if e["log_level"] == "warning"]
+        assert len(warnings) == warned
+        if warned:
+            assert needs_tlvs in warnings[0]["event"]
+            assert warnings[0]["interface_version"] == "0x33"
+        await link.close()
+
+
 class _NoId:
     def render(self, number: int) -> str:
         return ""

@@ -91,6 +91,8 @@ class SmscConfig:
     port: int = 2775  # 0 picks a free port; FakeSmsc.port tells which
     accounts: tuple[Account, ...] = (Account(),)
     system_id: str = "fake_smsc"  # ours, in bind_resp
+    # sc_interface_version in bind_resp (0x34: takes TLVs; 0x33: SMPP 3.3, none); None: omitted.
+    interface_version: int | None = 0x34
     message_id_format: IdFormat = IdFormat.HEX
     message_id_start: int = 1
     default_alphabet: Alphabet = Alphabet.GSM7  # what data_coding 0 means: gsm7 or latin1
@@ -128,6 +130,8 @@ class SmscConfig:
             raise ValueError("port must be 0..65535 and outbound_window at least 1")
         if self.max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if self.interface_version is not None and not 0 <= self.interface_version <= 0xFF:
+            raise ValueError("interface_version must be 0..255 (0x34 for SMPP 3.4), or null")
         self.receipts.check()
         self.faults.check()
 
@@ -186,6 +190,10 @@ def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
             changes[key] = None if value is None else Path(value)
         elif key == "control":
             changes[key] = None if value is None else str(value)
+        elif key == "interface_version":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"interface_version: expected an integer or null, got {value!r}")
+            changes[key] = value
         else:
             raise ValueError(f"unknown key {key!r}")
     config = replace(base, **changes)

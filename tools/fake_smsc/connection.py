@@ -36,6 +36,7 @@ from smppd.pdu.pdus import (
     Unbind,
 )
 from smppd.pdu.status import CommandStatus
+from smppd.pdu.tlv import Tag, Tlv
 from tools.fake_smsc.config import SmscConfig
 from tools.fake_smsc.faults import Faults, Reorder
 from tools.fake_smsc.outbox import Outbox, ResponseCallback
@@ -290,7 +291,10 @@ class SmscConnection(asyncio.Protocol):
             return
         self.state = state
         self.account = pdu.system_id
-        resp = resp_cls(sequence_number=pdu.sequence_number, system_id=self.host.config.system_id)
+        config = self.host.config
+        version = config.interface_version
+        tlvs = () if version is None else (Tlv.of_int(Tag.sc_interface_version, version),)
+        resp = resp_cls(sequence_number=pdu.sequence_number, system_id=config.system_id, tlvs=tlvs)
         self._respond(encode(resp))
         if state in _CAN_RECEIVE:
             self.host.outbox.add_receiver(self.account, self)
