@@ -14,6 +14,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Final
 
 from smppd.queue.counts import CountKey, SegmentCounts
@@ -424,7 +425,7 @@ def execute_rows(db: sqlite3.Connection, template: str, rows: Sequence[tuple[obj
     width = len(rows[0])
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
-        db.execute(_values_sql(template, width, len(chunk)), [v for row in chunk for v in row])
+        db.execute(_values_sql(template, width, len(chunk)), list(chain.from_iterable(chunk)))
 
 
 @functools.lru_cache(maxsize=4 * ROWS_PER_STATEMENT)
