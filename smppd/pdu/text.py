@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import IntEnum, StrEnum
 
 from smppd.pdu.errors import DecodeError, EncodeError, TextError
@@ -103,15 +103,6 @@ _GSM_UNESCAPE = {GSM7_BASIC[septet]: char for char, septet in GSM7_EXTENSION.ite
 _ESCAPED = re.compile("\x1b(.?)", re.DOTALL)
 
 
-def _unescape(match: re.Match[str]) -> str:
-    # 23.038 6.2.1.1: an unknown escape shows the basic-table character; ESC ESC (reserved
-    # for a further table) and a trailing ESC show a space.
-    follower = match.group(1)
-    if follower in {"", "\x1b"}:
-        return " "
-    return _GSM_UNESCAPE.get(follower, follower)
-
-
 def _unencodable(text: str, position: int, alphabet: Alphabet) -> TextError:
     return TextError(
         f"character at index {position} (U+{ord(text[position]):04X}) "
@@ -145,10 +136,25 @@ def decode_gsm7(data: bytes) -> str:
     basic-table character, ESC ESC and a trailing ESC read as a space, and octets above 0x7F
     (not septets) read as U+FFFD.
     """
-    text = codecs.charmap_decode(data, "strict", _GSM_DECODE)[0]
-    if "\x1b" in text:
-        text = _ESCAPED.sub(_unescape, text)
-    return text
+    return decode_septets(data, _GSM_DECODE, _GSM_UNESCAPE)
+
+
+def decode_septets(data: bytes, table: str, unescape: Mapping[str, str]) -> str:
+    """`data` through a 256-entry decoding `table`, then each escape through `unescape` (keyed
+    by the character `table` gives the septet after the escape). 23.038 6.2.1.1: an unknown
+    escape shows the basic-table character; ESC ESC (reserved for a further table) and a
+    trailing ESC show a space."""
+    text = codecs.charmap_decode(data, "strict", table)[0]
+    if "\x1b" not in text:
+        return text
+
+    def unescaped(match: re.Match[str]) -> str:
+        follower = match.group(1)
+        if follower in {"", "\x1b"}:
+            return " "
+        return unescape.get(follower, follower)
+
+    return _ESCAPED.sub(unescaped, text)
 
 
 def gsm7_length(text: str) -> int:
