@@ -24,6 +24,7 @@ from smppd.errors import SmppdError
 from smppd.idformat import IdFormatLearner
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
+from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text, shift_of
 from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
 from smppd.pdu.receipt import (
     IdFormat,
@@ -33,7 +34,7 @@ from smppd.pdu.receipt import (
     receipt_keys,
 )
 from smppd.pdu.status import CommandStatus
-from smppd.pdu.text import Alphabet, DataCoding, decode_text
+from smppd.pdu.text import Alphabet, DataCoding
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
@@ -326,13 +327,20 @@ class InboundHandler:
         )
         destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
         content: bytes | None
-        content, part = _concat_part(pdu)
+        content, part, shift = _concat_part(pdu)
         group = None
         if part is not None:
             # The data_coding is part of the group: an incomplete one is decoded with its own,
             # not with that of whatever message arrives when it expires.
             group = PartGroup(
-                self.carrier, source, destination, pdu.data_coding, part.ref, part.total
+                self.carrier,
+                source,
+                destination,
+                pdu.data_coding,
+                part.ref,
+                part.total,
+                shift.locking,
+                shift.single,
             )
             parts = self._parts.add(group, part, now=now)
             if parts is None:
@@ -343,7 +351,9 @@ class InboundHandler:
         await self.store_incomplete(now)
         if content is not None:
             if group is None:
-                await self._store(source, destination, content, pdu.data_coding, now, complete=True)
+                await self._store(
+                    source, destination, content, pdu.data_coding, now, complete=True, shift=shift
+                )
             else:
                 await self._store_group(group, content, now, complete=True)
         return CommandStatus.ESME_ROK
@@ -391,6 +401,7 @@ class InboundHandler:
             now,
             complete=complete,
             parts=group,
+            shift=Shift(group.locking_shift, group.single_shift),
         )
 
     async def _store(
@@ -403,8 +414,11 @@ class InboundHandler:
         *,
         complete: bool,
         parts: PartGroup | None = None,
+        shift: Shift = DEFAULT_SHIFT,
     ) -> None:
-        text = decode_text(content, data_coding, default_alphabet=self._default_alphabet)
+        text = decode_text(
+            content, data_coding, default_alphabet=self._default_alphabet, shift=shift
+        )
         client = self._owners.get(destination)
         inbound_id = await self._queue.store_inbound(
             InboundIn(self.carrier, source, destination, text, data_coding, now, client, parts)
@@ -480,21 +494,23 @@ class InboundHandler:
         log.info("opt-in recorded", sender=sender, number=number)
 
 
-def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None]:
-    """The user data without its header, and the part of a long message it is, if one."""
+def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None, Shift]:
+    """The user data without its header, the part of a long message it is, if one, and the
+    national language tables its header names."""
     content = pdu.content
     if pdu.esm_class & ESM_UDHI:
         try:
             elements, rest = parse_udh(content)
-        except DecodeError:
-            return content, None  # a broken header: keep the bytes rather than lose the message
+        except DecodeError:  # a broken header: keep the bytes rather than lose the message
+            return content, None, DEFAULT_SHIFT
+        shift = shift_of([(element.iei, element.data) for element in elements])
         info = concat_info(elements)
         if info is not None and info.total > 1:
-            return rest, ConcatPart(info.ref, info.total, info.seq, rest)
-        return rest, None
+            return rest, ConcatPart(info.ref, info.total, info.seq, rest), shift
+        return rest, None, shift
     ref = tlv.get_int(pdu.tlvs, Tag.sar_msg_ref_num)
     total = tlv.get_int(pdu.tlvs, Tag.sar_total_segments)
     seq = tlv.get_int(pdu.tlvs, Tag.sar_segment_seqnum)
     if ref is not None and total and seq and 1 <= seq <= total and total > 1:
-        return content, ConcatPart(ref, total, seq, content)
-    return content, None
+        return content, ConcatPart(ref, total, seq, content), DEFAULT_SHIFT
+    return content, None, DEFAULT_SHIFT

@@ -17,6 +17,8 @@ from smppd.compliance import DEFAULT, Keyword
 from smppd.idformat import IdFormatLearner
 from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy
 from smppd.logging import configure_logging
+from smppd.pdu import national
+from smppd.pdu.national import NationalLanguage, Shift
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
 from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.text import Alphabet
@@ -409,6 +411,62 @@ async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
         assert await queue.held_inbound_parts("fake") == []
     [event] = [e for e in events if e.kind == "inbound"]
     assert event.data["complete"] is True
+
+
+def turkish(text: str, shift: Shift) -> bytes:
+    return national.encode(text, shift)
+
+
+async def test_an_mo_in_the_turkish_tables_reads_as_turkish() -> None:
+    """A handset that writes Turkish in GSM 7-bit names the national tables in its UDH
+    (23.040 9.2.3.24.15-16): a single shift MO and a long locking shift one read as the text
+    typed, not as the default alphabet's letters in the same cells."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    single = Shift(single=NationalLanguage.TURKISH)
+    short = DeliverSm(
+        source_addr="447700900001",
+        source_addr_ton=1,
+        destination_addr="SHOP",
+        esm_class=ESM_UDHI,
+        short_message=bytes((3,)) + single.elements() + turkish("Görüşürüz, teşekkürler", single),
+    )
+    assert await inbound(short) == 0
+    both = Shift(locking=NationalLanguage.TURKISH, single=NationalLanguage.TURKISH)
+    halves = ["Yarın sabah İstanbul'a ", "uçuyorum; ğ, ş, ı ve ç da."]
+    for seq, half in enumerate(halves, 1):
+        udh = build_concat_udh(4, 2, seq, ref16=False)
+        pdu = part_pdu("447700900002", seq, b"")
+        pdu.short_message = bytes((udh[0] + 6,)) + udh[1:] + both.elements() + turkish(half, both)
+        assert await inbound(pdu) == 0
+    stored = {m.source: m.text for m in await queue.inbound_since(0)}
+    assert stored == {
+        "+447700900001": "Görüşürüz, teşekkürler",
+        "+447700900002": "".join(halves),
+    }
+    assert sorted(e.data["text"] for e in events if e.kind == "inbound") == sorted(stored.values())
+
+
+async def test_a_long_turkish_mo_keeps_its_tables_across_a_restart(tmp_path: Path) -> None:
+    """The tables a held part's header named are on disk with it: the part read back after a
+    restart is still Turkish (it would read "¡stanbul" with the default alphabet)."""
+    path = tmp_path / "queue.db"
+    locking = Shift(locking=NationalLanguage.TURKISH)
+
+    def part(seq: int, text: str) -> DeliverSm:
+        pdu = part_pdu("447700900001", seq, b"")
+        udh = build_concat_udh(9, 2, seq, ref16=False)
+        pdu.short_message = bytes((udh[0] + 3,)) + udh[1:] + locking.elements()
+        pdu.short_message += turkish(text, locking)
+        return pdu
+
+    async with await SqliteQueue.open(path) as queue:
+        assert await handler(queue, [])(part(1, "İstanbul ")) == 0
+    async with await SqliteQueue.open(path) as queue:
+        assert await handler(queue, [])(part(2, "Ğğ")) == 0
+        [stored] = await queue.inbound_since(0)
+        assert stored.text == "İstanbul Ğğ"
 
 
 async def test_an_opt_out_line_masks_the_number_once() -> None:

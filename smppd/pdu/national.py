@@ -20,14 +20,17 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Final
 
+from smppd.pdu import text as _text
 from smppd.pdu.errors import TextError
 from smppd.pdu.text import (
     GSM7_BASIC,
     GSM7_ESCAPE,
     GSM7_EXTENSION,
+    Alphabet,
     decode_gsm7,
     decode_septets,
     encode_gsm7,
+    reads_as_gsm7,
 )
 from smppd.record import record
 
@@ -247,6 +250,19 @@ def decode(data: bytes, shift: Shift) -> str:
         return decode_gsm7(data)
     codec = _codec(shift)
     return decode_septets(data, codec.decoding, codec.unescape)
+
+
+def decode_text(
+    data: bytes,
+    data_coding: int,
+    *,
+    default_alphabet: Alphabet = Alphabet.GSM7,
+    shift: Shift = DEFAULT_SHIFT,
+) -> str:
+    """`smppd.pdu.text.decode_text`, reading GSM 03.38 septets with `shift`'s tables."""
+    if not shift.is_default and reads_as_gsm7(data_coding, default_alphabet=default_alphabet):
+        return decode(data, shift)
+    return _text.decode_text(data, data_coding, default_alphabet=default_alphabet)
 
 
 def choose(text: str, language: NationalLanguage) -> list[tuple[Shift, bytes]]:

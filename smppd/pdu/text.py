@@ -457,8 +457,17 @@ def decode_text(
     Tolerant: never raises on any bytes (U+FFFD for what cannot be read). A `data_coding`
     outside 0..255 is the caller's bug (the field is one octet): ValueError.
     """
+    return _decoder(data_coding, default_alphabet)(data)
+
+
+def reads_as_gsm7(data_coding: int, *, default_alphabet: Alphabet = Alphabet.GSM7) -> bool:
+    """Whether `decode_text` reads `data_coding` as GSM 03.38 septets."""
+    return _decoder(data_coding, default_alphabet) is decode_gsm7
+
+
+def _decoder(data_coding: int, default_alphabet: Alphabet) -> Callable[[bytes], str]:
     if data_coding == DataCoding.SMSC_DEFAULT:
-        return _DECODERS[default_alphabet](data)
+        return _DECODERS[default_alphabet]
     if not 0 <= data_coding <= 0xFF:
         raise ValueError(f"data_coding {data_coding} is not an octet")
-    return _BY_DATA_CODING[data_coding](data)
+    return _BY_DATA_CODING[data_coding]

@@ -257,7 +257,11 @@ class ReceiptResult:
 
 @record
 class PartGroup:
-    """The parts of one long MO: same conversation, data_coding, reference and total."""
+    """The parts of one long MO: same conversation, data_coding, reference and total.
+
+    `locking_shift` and `single_shift` are the national language tables (3GPP TS 23.038) its
+    parts name in their UDH, 0 for the default ones: how GSM 7-bit text is read, not part of
+    which message a part belongs to."""
 
     carrier: str
     source: str
@@ -265,6 +269,8 @@ class PartGroup:
     data_coding: int
     ref: int
     total: int
+    locking_shift: int = field(default=0, compare=False)
+    single_shift: int = field(default=0, compare=False)
 
 
 @record

@@ -238,6 +238,12 @@ _V10: Final = (
     """,
 )
 
+# The national language tables a held MO part's UDH names (PartGroup.locking_shift/single_shift).
+_V11: Final = (
+    "ALTER TABLE inbound_parts ADD COLUMN locking_shift INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE inbound_parts ADD COLUMN single_shift INTEGER NOT NULL DEFAULT 0",
+)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -249,6 +255,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V8,
     _V9,
     _V10,
+    _V11,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -79,8 +79,9 @@ _INSERT_INBOUND: Final = """
 
 _HOLD_PART: Final = """
     INSERT OR IGNORE INTO inbound_parts
-        (carrier, source, destination, data_coding, ref, total, seq, data, received_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        (carrier, source, destination, data_coding, ref, total, seq, data, received_at,
+         locking_shift, single_shift)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _FORGET_PARTS: Final = """
     DELETE FROM inbound_parts WHERE carrier = ? AND source = ? AND destination = ?
@@ -102,6 +103,8 @@ def hold_inbound_part(batch: Batch, part: InboundPart) -> None:
             part.seq,
             part.data,
             part.received_at,
+            g.locking_shift,
+            g.single_shift,
         ),
     )
 

@@ -136,15 +136,21 @@ def inbound_since(
 
 
 _HELD_PARTS: Final = """
-    SELECT source, destination, data_coding, ref, total, seq, data, received_at
+    SELECT source, destination, data_coding, ref, total, seq, data, received_at, locking_shift,
+        single_shift
     FROM inbound_parts WHERE carrier = ? ORDER BY received_at
 """
 
 
 def held_inbound_parts(db: sqlite3.Connection, carrier: str) -> list[InboundPart]:
     return [
-        InboundPart(PartGroup(carrier, source, destination, dcs, ref, total), seq, data, at)
-        for source, destination, dcs, ref, total, seq, data, at in db.execute(
+        InboundPart(
+            PartGroup(carrier, source, destination, dcs, ref, total, locking, single),
+            seq,
+            data,
+            at,
+        )
+        for source, destination, dcs, ref, total, seq, data, at, locking, single in db.execute(
             _HELD_PARTS, (carrier,)
         )
     ]
