@@ -29,7 +29,7 @@ from smppd.queue import (
     sqlite_writes,
 )
 from smppd.queue.errors import QueueInUseError, SchemaTooNewError, StorageCorruptError
-from smppd.queue.model import URGENT_PRIORITY
+from smppd.queue.model import URGENT_PRIORITY, InboundPart, PartGroup
 from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
 from smppd.queue.schema import SCHEMA_VERSION
@@ -510,7 +510,7 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-10: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-11: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
     table of inbound parts and no index of retrying or expiring work."""
     _as_version_6(db)
@@ -523,7 +523,7 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-10: held receipts without the whole_message column, no inbound parts,
+    """Undo migrations 7-11: held receipts without the whole_message column, no inbound parts,
     no index of segments waiting out a retry or of messages by expiry."""
     _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
@@ -536,7 +536,31 @@ def _as_version_8(db: sqlite3.Connection) -> None:
 
 
 def _as_version_9(db: sqlite3.Connection) -> None:
+    _as_version_10(db)
     db.execute("DROP INDEX messages_expiring")
+
+
+def _as_version_10(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE inbound_parts DROP COLUMN locking_shift")
+    db.execute("ALTER TABLE inbound_parts DROP COLUMN single_shift")
+
+
+async def test_version_10_held_parts_read_with_the_default_tables(path: Path) -> None:
+    """An MO part a version 10 file holds comes back after the upgrade, its tables the
+    default ones; a part held since keeps the national tables it named."""
+    group = PartGroup(CARRIER, "+447700900001", "SHOP", 0, 9, 3)
+    async with await SqliteQueue.open(path) as store:
+        await store.hold_inbound_part(InboundPart(group, 1, b"one", T0))
+    with sqlite3.connect(path) as db:
+        _as_version_10(db)
+        db.execute("PRAGMA user_version = 10")
+    turkish = PartGroup(CARRIER, "+447700900001", "SHOP", 0, 9, 3, 1, 1)
+    async with await SqliteQueue.open(path) as store:
+        await store.hold_inbound_part(InboundPart(turkish, 2, b"two", T0 + 1))
+        first, second = await store.held_inbound_parts(CARRIER)
+    assert (first.seq, first.group.locking_shift, first.group.single_shift) == (1, 0, 0)
+    assert (second.seq, second.group.locking_shift, second.group.single_shift) == (2, 1, 1)
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_version_6_held_receipts_stand_for_their_segment_alone(path: Path) -> None:
