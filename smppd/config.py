@@ -85,6 +85,15 @@ class Concatenation(StrEnum):
     PAYLOAD = "payload"  # one submit_sm with the whole text in message_payload
 
 
+class NationalLanguage(StrEnum):
+    """National language shift tables (3GPP TS 23.038 annex A) for text GSM 03.38 lacks."""
+
+    NONE = "none"
+    TURKISH = "turkish"
+    SPANISH = "spanish"  # a single shift table only
+    PORTUGUESE = "portuguese"
+
+
 class MessageIdFormat(StrEnum):
     """How the carrier writes message_id in receipts relative to submit_sm_resp."""
 
@@ -355,6 +364,7 @@ class Carrier:
     default_data_coding: DataCoding = DataCoding.GSM
     concatenation: Concatenation = Concatenation.UDH8
     max_segments: Annotated[int, Range(1, 255)] = 10
+    national_language: NationalLanguage = NationalLanguage.NONE
     message_id_format: MessageIdFormat = MessageIdFormat.AUTO
     receipts_per: ReceiptsPer = ReceiptsPer.SEGMENT
     source_ton: Ton | None = None  # None: from the sender's kind
@@ -368,6 +378,19 @@ class Carrier:
         if self.bind_tps is not None and self.bind_tps > self.tps:
             # Never reached: the carrier's own cap holds every bind below it.
             raise ValidationError(f"must not exceed tps ({self.tps:g})", "bind_tps")
+        if self.national_language is not NationalLanguage.NONE:
+            # The tables are named in each part's UDH, and the septets go as GSM 03.38.
+            if self.concatenation not in (Concatenation.UDH8, Concatenation.UDH16):
+                raise ValidationError(
+                    "needs concatenation udh8 or udh16 (the tables are named in the UDH),"
+                    f" not {self.concatenation}",
+                    "national_language",
+                )
+            if self.default_data_coding is not DataCoding.GSM:
+                raise ValidationError(
+                    "needs default_data_coding gsm (the text goes as GSM 7-bit septets)",
+                    "national_language",
+                )
 
     @property
     def can_send(self) -> bool:

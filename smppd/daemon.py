@@ -40,6 +40,7 @@ from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
 from smppd.metrics_http import serve_metrics
 from smppd.outbound import OutboundProfile
+from smppd.pdu.national import NationalLanguage
 from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
@@ -120,6 +121,11 @@ def outbound_profile(carrier: cfg.Carrier) -> OutboundProfile:
         dest_ton=carrier.dest_ton,
         dest_npi=carrier.dest_npi,
         registered_delivery=carrier.registered_delivery,
+        national=(
+            None
+            if carrier.national_language is cfg.NationalLanguage.NONE
+            else NationalLanguage[carrier.national_language.name]
+        ),
     )
 
 

@@ -13,10 +13,17 @@ from datetime import UTC, datetime
 from smppd.address import sender_ton_npi, wire_address
 from smppd.pdu.codec import encode_body
 from smppd.pdu.errors import SegmentLimitError, TextError
+from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm
-from smppd.pdu.segment import ConcatMethod, Reference, Segment, split_message
+from smppd.pdu.segment import (
+    ConcatMethod,
+    Reference,
+    Segment,
+    national_shift,
+    split_message,
+)
 from smppd.pdu.segment import count_segments as _count
-from smppd.pdu.text import Alphabet, latin1_octets, plan_encoding
+from smppd.pdu.text import Alphabet, DataCoding, is_gsm7, latin1_octets, plan_encoding
 from smppd.pdu.timefmt import format_absolute
 from smppd.record import record
 from smppd.service import ApiError, ErrorCode
@@ -43,6 +50,8 @@ class OutboundProfile:
     dest_npi: int = 1
     service_type: str = ""
     registered_delivery: bool = True  # False: the carrier is never asked for receipts
+    # Text GSM 03.38 lacks goes in this language's tables (23.038 annex A) before UCS-2.
+    national: NationalLanguage | None = None
 
 
 @record
@@ -71,9 +80,7 @@ def prepare(
         raise ApiError(ErrorCode.invalid_field, f"unknown encoding {encoding!r}", field="encoding")
     text = composed(text)
     try:
-        alphabet, data_coding = plan_encoding(
-            text, default_is_latin1=profile.default_is_latin1, force=force
-        )
+        alphabet, data_coding, shift = _plan(text, force, profile)
         segments = split_message(
             text,
             alphabet=alphabet,
@@ -82,6 +89,7 @@ def prepare(
             ref=ref,
             max_segments=profile.max_segments,
             latin1_octets=latin1_octets(alphabet, default_is_latin1=profile.default_is_latin1),
+            shift=shift,
         )
     except TextError as exc:
         raise ApiError(ErrorCode.unencodable_text, str(exc), field="text") from exc
@@ -118,9 +126,24 @@ def composed(text: str) -> str:
 
 def count_segments(text: str, *, encoding: str, profile: OutboundProfile) -> int:
     text = composed(text)
-    force = _FORCED.get(encoding)
-    alphabet, _ = plan_encoding(text, default_is_latin1=profile.default_is_latin1, force=force)
-    return _count(text, alphabet, profile.concatenation)
+    alphabet, _, shift = _plan(text, _FORCED.get(encoding), profile)
+    return _count(text, alphabet, profile.concatenation, shift)
+
+
+def _plan(
+    text: str, force: Alphabet | None, profile: OutboundProfile
+) -> tuple[Alphabet, int, Shift]:
+    """Alphabet, data_coding and tables: GSM 03.38 where it carries the text, then the
+    profile's national tables (auto or gsm7 asked for), then plan_encoding's choice."""
+    language = profile.national
+    if language is not None and force in (None, Alphabet.GSM7) and not is_gsm7(text):
+        shift = national_shift(text, language, profile.concatenation)
+        if shift is not None:
+            return Alphabet.GSM7, DataCoding.SMSC_DEFAULT, shift
+    alphabet, data_coding = plan_encoding(
+        text, default_is_latin1=profile.default_is_latin1, force=force
+    )
+    return alphabet, data_coding, DEFAULT_SHIFT
 
 
 def _body(template: SubmitSm, segment: Segment) -> bytes:

@@ -264,6 +264,20 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "carriers[0].bind_tps: must not exceed tps (50)",
     ),
     (
+        "national language tables with SAR concatenation",
+        lambda d: d["carriers"][0].update(national_language="turkish", concatenation="sar"),
+        "carriers[0].national_language: needs concatenation udh8 or udh16 (the tables are named"
+        " in the UDH), not sar",
+    ),
+    (
+        "national language tables on a Latin-1 carrier",
+        lambda d: d["carriers"][0].update(
+            national_language="portuguese", default_data_coding="latin1"
+        ),
+        "carriers[0].national_language: needs default_data_coding gsm (the text goes as GSM"
+        " 7-bit septets)",
+    ),
+    (
         "a commit interval in milliseconds by mistake",
         lambda d: d.update(queue={"commit_interval_s": 2}),
         "queue.commit_interval_s: must be a number between 0 and 1, got 2",

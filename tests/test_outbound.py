@@ -8,9 +8,11 @@ from smppd.address import check_sender, from_wire, mask, normalise_destination, 
 from smppd.outbound import OutboundProfile, composed, count_segments, prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
+from smppd.pdu.national import NationalLanguage, Shift, decode, shift_of
 from smppd.pdu.pdus import SubmitSm
 from smppd.pdu.segment import ConcatMethod
-from smppd.pdu.text import decode_gsm7, decode_text
+from smppd.pdu.segment import count_segments as count_segments_in
+from smppd.pdu.text import Alphabet, decode_gsm7, decode_text, encode_gsm7
 from smppd.pdu.tlv import Tag, get_int
 from smppd.pdu.udh import concat_info, parse_udh
 from smppd.service import ApiError, ErrorCode
@@ -130,6 +132,73 @@ def test_a_latin1_default_carrier_with_payload_or_sar_writes_latin1() -> None:
     )
     assert b"".join(p.short_message for p in sar) == b"\xe0" * 200
     assert [len(p.short_message) for p in sar] == [153, 47]
+
+
+TURKISH = OutboundProfile(national=NationalLanguage.TURKISH)
+TR = NationalLanguage.TURKISH
+
+
+def test_turkish_text_goes_in_the_turkish_tables_not_ucs2() -> None:
+    """With national_language turkish, text with ş ğ ı goes as GSM 7-bit septets whose UDH
+    names a Turkish table: here the locking shift table (IE 0x25), where those letters take
+    one septet, so 152 characters are one part; behind the single shift table's escapes they
+    would take two parts, and as UCS-2 three."""
+    text = "Sayın müşterimiz, siparişiniz yola çıktı. Kargo takip numaranız: 4471 2390. " * 2
+    assert len(text) == 152
+    [pdu] = run(text, profile=TURKISH)
+    assert (pdu.esm_class, pdu.data_coding) == (0x40, 0)
+    elements, septets = parse_udh(pdu.short_message)
+    assert [(e.iei, e.data) for e in elements] == [(0x25, b"\x01")]
+    assert decode(septets, Shift(locking=TR)) == text
+    single = Shift(single=TR)
+    assert count_segments_in(text, Alphabet.GSM7, ConcatMethod.UDH8, single) == 2
+    assert len(run(text)) == 3  # without the tables: UCS-2, 67 characters a part
+    assert count_segments(text, encoding="auto", profile=TURKISH) == 1
+
+
+def test_long_turkish_text_names_its_tables_in_every_part() -> None:
+    """Each part carries the concatenation IE and then the table's, and holds 149 septets
+    at most (140 octets less a 9-octet UDH)."""
+    text = "ışığı şıkışık " * 30
+    pdus = run(text, profile=TURKISH)
+    assert len(pdus) == 3 == count_segments(text, encoding="auto", profile=TURKISH)
+    texts = []
+    for seq, pdu in enumerate(pdus, 1):
+        elements, septets = parse_udh(pdu.short_message)
+        info = concat_info(elements)
+        assert info is not None
+        assert (info.ref, info.total, info.seq) == (7, 3, seq)
+        assert [(e.iei, e.data) for e in elements[1:]] == [(0x25, b"\x01")]
+        assert len(septets) <= 149
+        texts.append(decode(septets, Shift(locking=TR)))
+    assert "".join(texts) == text
+
+
+def test_both_tables_where_the_locking_one_lacks_a_letter() -> None:
+    """Portuguese: ã takes one septet in the locking table, which has no Ω; the single shift
+    table has it. Both named (IEs 0x25 and 0x24), 151 septets fit one part of 152."""
+    text = "ã" * 10 + "Ω" + "a" * 139
+    [pdu] = run(text, profile=OutboundProfile(national=NationalLanguage.PORTUGUESE))
+    elements, septets = parse_udh(pdu.short_message)
+    assert [(e.iei, e.data) for e in elements] == [(0x25, b"\x03"), (0x24, b"\x03")]
+    assert len(septets) == 151
+    assert decode(septets, shift_of([(e.iei, e.data) for e in elements])) == text
+
+
+def test_national_tables_only_where_gsm_lacks_the_text() -> None:
+    """Text the default alphabet carries goes without a UDH; text no Turkish table has goes
+    as UCS-2; ucs2 asked for is UCS-2; gsm7 asked for may use the tables."""
+    [plain] = run("Merhaba dünya", profile=TURKISH)
+    assert (plain.esm_class, plain.short_message) == (0, encode_gsm7("Merhaba dünya"))
+    [cyrillic] = run("Привет, ş", profile=TURKISH)
+    assert cyrillic.data_coding == 8
+    [asked] = run("teşekkürler", profile=TURKISH, encoding="ucs2")
+    assert asked.data_coding == 8
+    [forced] = run("teşekkürler", profile=TURKISH, encoding="gsm7")
+    assert (forced.esm_class, forced.data_coding) == (0x40, 0)
+    with pytest.raises(ApiError) as caught:
+        run("teşekkürler", encoding="gsm7")  # no national tables on this carrier
+    assert caught.value.code is ErrorCode.unencodable_text
 
 
 def test_validity_is_absolute_utc() -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smppd.pdu.errors import EncodeError, SegmentLimitError, TextError
+from smppd.pdu.national import NationalLanguage, Shift, decode
 from smppd.pdu.segment import (
     ConcatMethod,
     Reference,
@@ -20,6 +21,7 @@ from smppd.pdu.segment import (
     Segment,
     capacity,
     count_segments,
+    national_shift,
     split_binary,
     split_message,
 )
@@ -347,6 +349,40 @@ def test_packed_single_segment() -> None:
     (segment,) = split("a" * 160, Alphabet.GSM7, packed=True)
     assert len(segment.short_message) == 140
     assert unpack_septets(segment.short_message, 160) == b"a" * 160
+
+
+# --- national language tables -------------------------------------------------------------------
+
+TR_SINGLE = Shift(single=NationalLanguage.TURKISH)
+
+
+def test_a_single_part_in_national_tables_has_a_udh_of_its_own() -> None:
+    """The tables' IE needs a UDH (UDHL 3): 155 septets fit, packed into 140 octets after
+    the UDH and its 5 fill bits; 156 make two parts of at most 149."""
+    text = "ş" + "a" * 153  # 155 septets: the escape and its code, then 153
+    (segment,) = split_message(
+        text, alphabet=Alphabet.GSM7, data_coding=0, method=ConcatMethod.UDH8, ref=1,
+        max_segments=10, packed=True, shift=TR_SINGLE,
+    )  # fmt: skip
+    assert segment.esm_class_udhi
+    assert segment.short_message[:4] == bytes.fromhex("03240101")
+    assert len(segment.short_message) == 140
+    septets = unpack_septets(segment.short_message[4:], 155, septet_fill_bits(4))
+    assert decode(septets, TR_SINGLE) == text
+    longer = count_segments(text + "a", Alphabet.GSM7, ConcatMethod.UDH8, TR_SINGLE)
+    assert longer == 2 == count_segments("a" * 298, Alphabet.GSM7, ConcatMethod.UDH8, TR_SINGLE)
+    assert count_segments("a" * 299, Alphabet.GSM7, ConcatMethod.UDH8, TR_SINGLE) == 3
+
+
+@pytest.mark.parametrize("method", [ConcatMethod.SAR, ConcatMethod.PAYLOAD])
+def test_national_tables_need_a_udh_method(method: ConcatMethod) -> None:
+    with pytest.raises(ValueError, match="udh8 or udh16"):
+        national_shift("ş", NationalLanguage.TURKISH, method)
+    with pytest.raises(ValueError, match="udh8 or udh16"):
+        split_message(
+            "ş", alphabet=Alphabet.GSM7, data_coding=0, method=method, ref=1, max_segments=10,
+            shift=TR_SINGLE,
+        )  # fmt: skip
 
 
 # --- properties ---------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from enum import StrEnum
 
+from smppd.pdu import national
 from smppd.pdu.errors import EncodeError, SegmentLimitError
+from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
 from smppd.pdu.text import GSM7_ESCAPE, Alphabet, decode_gsm7, encode_text, pack_septets
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import MAX_CONCAT_PARTS, build_concat_udh, septet_fill_bits
@@ -105,12 +107,16 @@ _PART_UDH_OCTETS = {
 }
 
 
-def _cut(encoded: bytes, alphabet: Alphabet, method: ConcatMethod) -> list[int]:
-    """End offsets of each segment in `encoded`: one end when it fits a single segment."""
+def _cut(
+    encoded: bytes, alphabet: Alphabet, method: ConcatMethod, shift: Shift = DEFAULT_SHIFT
+) -> list[int]:
+    """End offsets of each segment in `encoded`: one end when it fits a single segment. A
+    national `shift` puts its elements in every segment's UDH (and so gives one a UDH)."""
     unit = _unit_octets(alphabet)
-    if len(encoded) <= capacity(alphabet) * unit:
+    more = len(shift.elements())
+    if len(encoded) <= capacity(alphabet, 1 + more if more else 0) * unit:
         return [len(encoded)]
-    limit = capacity(alphabet, _PART_UDH_OCTETS[method]) * unit
+    limit = capacity(alphabet, _PART_UDH_OCTETS[method] + more) * unit
     ends: list[int] = []
     start = 0
     while len(encoded) - start > limit:
@@ -199,12 +205,36 @@ def _is_regional(code_point: int) -> bool:
     return 0x1F1E6 <= code_point <= 0x1F1FF
 
 
-def count_segments(text: str, alphabet: Alphabet, method: ConcatMethod) -> int:
+def count_segments(
+    text: str, alphabet: Alphabet, method: ConcatMethod, shift: Shift = DEFAULT_SHIFT
+) -> int:
     """Short messages `text` becomes on the air (a payload counts as the SMSC will split it).
 
     TextError when `alphabet` cannot carry `text`. Not capped: compare with the limit yourself.
     """
-    return len(_cut(encode_text(text, alphabet), alphabet, method))
+    return len(_cut(_encode(text, alphabet, shift), alphabet, method, shift))
+
+
+def national_shift(text: str, language: NationalLanguage, method: ConcatMethod) -> Shift | None:
+    """The tables of `language` that send `text` in the fewest parts, then with the shortest
+    header; None when no choice of them carries it. Only for UDH concatenation, where the
+    tables can be named in each part."""
+    if method not in (ConcatMethod.UDH8, ConcatMethod.UDH16):
+        raise ValueError("national language tables are named in a UDH: udh8 or udh16 only")
+    best: tuple[tuple[int, int], Shift] | None = None
+    for shift, encoded in national.choose(text, language):
+        cost = (len(_cut(encoded, Alphabet.GSM7, method, shift)), len(shift.elements()))
+        if best is None or cost < best[0]:
+            best = cost, shift
+    return None if best is None else best[1]
+
+
+def _encode(text: str, alphabet: Alphabet, shift: Shift) -> bytes:
+    if shift.is_default:
+        return encode_text(text, alphabet)
+    if alphabet is not Alphabet.GSM7:
+        raise ValueError("national language tables are for GSM 7-bit text only")
+    return national.encode(text, shift)
 
 
 def split_message(
@@ -217,6 +247,7 @@ def split_message(
     max_segments: int,
     packed: bool = False,
     latin1_octets: bool = False,
+    shift: Shift = DEFAULT_SHIFT,
 ) -> list[Segment]:
     """The submit_sm bodies that carry `text` encoded in `alphabet`.
 
@@ -229,11 +260,15 @@ def split_message(
     concatenation header can number), which also bounds a payload well under the TLV's 64 KiB.
     `latin1_octets`: GSM7 text cut in septets, as the air carries it, each part written in
     Latin-1 (a carrier whose data_coding 0 is Latin-1; see text.plan_encoding).
+    `shift`: GSM7 written with national language tables (see `national_shift`), which every
+    segment names in its UDH, a single one too; UDH8 and UDH16 only.
     """
-    encoded = encode_text(text, alphabet)
-    segments = _split(encoded, alphabet, data_coding, method, ref, max_segments, packed=packed)
+    encoded = _encode(text, alphabet, shift)
+    segments = _split(
+        encoded, alphabet, data_coding, method, ref, max_segments, packed=packed, shift=shift
+    )
     if latin1_octets:
-        if alphabet is not Alphabet.GSM7 or packed:
+        if alphabet is not Alphabet.GSM7 or packed or not shift.is_default:
             raise ValueError("only unpacked GSM 03.38 septets can be written as Latin-1")
         return [_in_latin1(segment) for segment in segments]
     return segments
@@ -266,13 +301,21 @@ def _split(
     max_segments: int,
     *,
     packed: bool,
+    shift: Shift = DEFAULT_SHIFT,
 ) -> list[Segment]:
     if packed and alphabet is not Alphabet.GSM7:
         raise ValueError("only GSM 03.38 septets can be packed")
-    ends = _cut(encoded, alphabet, method)
+    more = shift.elements()
+    if more and method not in (ConcatMethod.UDH8, ConcatMethod.UDH16):
+        raise ValueError("national language tables are named in a UDH: udh8 or udh16 only")
+    ends = _cut(encoded, alphabet, method, shift)
     cap = min(max_segments, MAX_CONCAT_PARTS)
     if len(ends) > cap:
         raise SegmentLimitError(f"message needs {len(ends)} segments; the cap is {cap}")
+    if len(ends) == 1 and more:
+        udh = bytes((len(more),)) + more
+        body = pack_septets(encoded, septet_fill_bits(len(udh))) if packed else encoded
+        return [Segment(udh + body, esm_class_udhi=True, data_coding=data_coding)]
     if len(ends) == 1:
         body = pack_septets(encoded) if packed else encoded
         return [Segment(body, esm_class_udhi=False, data_coding=data_coding)]
@@ -302,7 +345,7 @@ def _split(
                 Segment(short_message, esm_class_udhi=False, data_coding=data_coding, sar=sar)
             )
             continue
-        udh = build_concat_udh(ref, total, seq, ref16=method is ConcatMethod.UDH16)
+        udh = build_concat_udh(ref, total, seq, ref16=method is ConcatMethod.UDH16, more=more)
         if packed:
             body = pack_septets(body, septet_fill_bits(len(udh)))
         segments.append(Segment(udh + body, esm_class_udhi=True, data_coding=data_coding))

@@ -49,17 +49,18 @@ def septet_fill_bits(udh_length: int) -> int:
     return (7 - (udh_length * 8) % 7) % 7
 
 
-def build_concat_udh(ref: int, total: int, seq: int, *, ref16: bool) -> bytes:
-    """The UDH (UDHL included) of part `seq` of `total` with reference `ref`: 6 or 7 octets."""
+def build_concat_udh(ref: int, total: int, seq: int, *, ref16: bool, more: bytes = b"") -> bytes:
+    """The UDH (UDHL included) of part `seq` of `total` with reference `ref`: 6 or 7 octets,
+    and `more` information elements after the concatenation one."""
     if not 1 <= total <= MAX_CONCAT_PARTS or not 1 <= seq <= total:
         raise EncodeError(f"concatenation part {seq} of {total} is out of range 1..255")
     if ref16:
         if not 0 <= ref <= 0xFFFF:
             raise EncodeError(f"16-bit concatenation reference {ref} is out of range")
-        return bytes((6, IEI_CONCAT_16BIT, 4, ref >> 8, ref & 0xFF, total, seq))
+        return bytes((6 + len(more), IEI_CONCAT_16BIT, 4, ref >> 8, ref & 0xFF, total, seq)) + more
     if not 0 <= ref <= 0xFF:
         raise EncodeError(f"8-bit concatenation reference {ref} is out of range")
-    return bytes((5, IEI_CONCAT_8BIT, 3, ref, total, seq))
+    return bytes((5 + len(more), IEI_CONCAT_8BIT, 3, ref, total, seq)) + more
 
 
 def parse_udh(short_message: bytes) -> tuple[list[InformationElement], bytes]:

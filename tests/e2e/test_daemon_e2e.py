@@ -110,6 +110,20 @@ async def test_long_unicode_message_arrives_reassembled() -> None:
         assert message.data_coding == 8
 
 
+async def test_turkish_text_goes_in_the_turkish_tables() -> None:
+    """A carrier with national_language turkish gets Turkish as GSM 7-bit septets in the
+    Turkish tables, named in each part's UDH: two parts where UCS-2 would need four."""
+    text = "Sayın müşterimiz, siparişiniz yola çıktı; teslimat yarın öğleden sonra. " * 3
+    async with running(carrier={"national_language": "turkish"}) as (smsc, _daemon, directory):
+        async with Client(directory / "smppd.sock") as client:
+            sent = await client.submit(to="+905321234567", sender="ALPHA", text=text)
+            assert sent.segments == 2
+        await smsc.records.wait_for(1, timeout=10)
+        [message] = smsc.records.messages
+        assert (message.text, message.parts, message.data_coding) == (text, 2, 0)
+        assert all(segment.esm_class & 0x40 for segment in smsc.records.segments)
+
+
 async def test_reply_reaches_only_the_owning_client() -> None:
     """An inbound reply to another client's sender id never reaches this client."""
     async with running() as (smsc, _daemon, directory):

@@ -15,8 +15,9 @@ from json.encoder import encode_basestring_ascii as _q
 from pathlib import Path
 from typing import IO, Any
 
+from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text, shift_of
 from smppd.pdu.pdus import ESM_UDHI, DataSm, SubmitSm
-from smppd.pdu.text import Alphabet, decode_text
+from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, get_int
 from smppd.pdu.udh import ConcatPart, DroppedGroup, Reassembler, concat_info, parse_udh
 from smppd.record import record
@@ -72,6 +73,7 @@ class Content:
     data: bytes
     concat: Concat | None
     payload: bool
+    shift: Shift = DEFAULT_SHIFT  # national language tables its UDH names
 
 
 def split_content(pdu: SubmitSm | DataSm) -> Content:
@@ -79,8 +81,10 @@ def split_content(pdu: SubmitSm | DataSm) -> Content:
     data = pdu.content
     payload = isinstance(pdu, DataSm) or (not pdu.short_message and bool(data))
     concat: Concat | None = None
+    shift = DEFAULT_SHIFT
     if pdu.esm_class & ESM_UDHI:
         elements, data = parse_udh(data)
+        shift = shift_of([(element.iei, element.data) for element in elements])
         info = concat_info(elements)
         if info is not None:
             concat = Concat("udh16" if info.ref16 else "udh8", info.ref, info.total, info.seq)
@@ -90,7 +94,7 @@ def split_content(pdu: SubmitSm | DataSm) -> Content:
         ref = get_int(pdu.tlvs, Tag.sar_msg_ref_num)
         if total is not None and seq is not None and ref is not None and 1 <= seq <= total:
             concat = Concat("sar", ref, total, seq)
-    return Content(data, concat, payload)
+    return Content(data, concat, payload, shift)
 
 
 # The record file's lines, written field by field: json.dumps of the record's dict cost the SMSC
@@ -203,7 +207,9 @@ class Records:
             esm_class=pdu.esm_class,
             data_coding=pdu.data_coding,
             registered_delivery=pdu.registered_delivery,
-            text=self.decode(data, pdu.data_coding),
+            text=self.decode(
+                data, pdu.data_coding, DEFAULT_SHIFT if content is None else content.shift
+            ),
             concat=None if content is None else content.concat,
             payload=False if content is None else content.payload,
             message_id=message_id,
@@ -218,8 +224,8 @@ class Records:
             self._reassemble(record, content, now)
         self._wake()
 
-    def decode(self, data: bytes, data_coding: int) -> str:
-        return decode_text(data, data_coding, default_alphabet=self.default_alphabet)
+    def decode(self, data: bytes, data_coding: int, shift: Shift = DEFAULT_SHIFT) -> str:
+        return decode_text(data, data_coding, default_alphabet=self.default_alphabet, shift=shift)
 
     def _count_message(
         self, pdu: SubmitSm | DataSm, content: Content, account: str, now: float
@@ -249,7 +255,7 @@ class Records:
         if parts is None:
             return
         del self._part_ids[(key, concat.ref, concat.total)]
-        text = self.decode(b"".join(parts), record.data_coding)
+        text = self.decode(b"".join(parts), record.data_coding, content.shift)
         message_ids = tuple(ids[seq] for seq in range(1, concat.total + 1))
         self._add_message(record, text, concat.total, message_ids)
 
