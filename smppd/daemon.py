@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,7 @@ from smppd.sdnotify import Notifier, watchdog_interval_s
 from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
 from smppd.sendloop import CarrierSendLoop, RetryPolicy
 from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
+from smppd.wallclock import WallClockWatch
 
 log = structlog.get_logger(__name__)
 
@@ -694,9 +696,13 @@ class Daemon:
         the tick (a store that stops answering stops them: systemd then restarts the daemon)."""
         interval = watchdog_interval_s()
         step = HOUSEKEEPING_S if interval is None else min(HOUSEKEEPING_S, interval)
-        last_stats = 0.0
+        loop = asyncio.get_running_loop()
+        # Intervals go by the monotonic clock: a wall clock set back would hold them off.
+        last_stats = -math.inf
+        watch = WallClockWatch(time.time(), loop.time())
         while True:
-            now = time.time()
+            now, ticked = time.time(), loop.time()
+            back = watch.stepped_back(now, ticked)
             self.notifier.watchdog()
             for runtime in self.carriers.values():
                 if runtime.binds.bound_count > 0:
@@ -704,13 +710,15 @@ class Daemon:
                 elif runtime.down_since is None:
                     runtime.down_since = now
             try:
+                if back:
+                    await self._clock_stepped_back(back, now)
                 # A copy: a reload may change the carriers while this waits for the store.
                 for runtime in list(self.carriers.values()):
                     await runtime.inbound.store_incomplete(now)
                 await self._settle_receipts(now)
                 await self._fail_over(now)
-                if now - last_stats >= STATS_EVERY_S:
-                    last_stats = now
+                if ticked - last_stats >= STATS_EVERY_S:
+                    last_stats = ticked
                     await self._expire_waiting(now)
                     await self._refresh_stats(now)
             except QueueError as exc:
@@ -718,6 +726,18 @@ class Daemon:
             except Exception:  # a bug here must not stop sending: log it, try next tick
                 log.exception("housekeeping failed")
             await asyncio.sleep(step)
+
+    async def _clock_stepped_back(self, back_s: float, now: float) -> None:
+        """Retries and deferrals set before the step keep their delays (see smppd.wallclock)."""
+        moved = await self.queue.rebase_schedules(back_s, now=now)
+        log.warning(
+            "wall clock stepped back; waiting retries moved back with it",
+            by_s=round(back_s, 3),
+            segments=moved,
+        )
+        for runtime in self.carriers.values():
+            if runtime.loop is not None:
+                runtime.loop.wake()
 
     async def _retention_loop(self) -> None:
         """Retention in a task of its own: purging millions of finished messages takes a

@@ -31,6 +31,7 @@ import asyncio
 import functools
 import heapq
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -181,6 +182,7 @@ class CarrierSendLoop:
         learner: IdFormatLearner | None = None,  # AUTO: sees the resp ids
         receipts_per_message: bool = False,  # see Submitted.whole_message
         outcome_latency: Histogram | None = None,  # carried over from the carrier's last start
+        monotonic: Callable[[], float] = time.monotonic,  # for the senders' rate windows
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -194,6 +196,9 @@ class CarrierSendLoop:
         self._reserve = int(max_unrecorded * URGENT_RESERVE)
         self._policy = policy
         self._clock = clock
+        # Rate windows count in monotonic time: wall times recorded before a clock step back
+        # would hold a capped sender for the length of the step.
+        self._monotonic = monotonic
         self._on_changes = on_changes
         self._idle_poll_s = idle_poll_s
         self._rng = rng or random.Random()
@@ -228,7 +233,7 @@ class CarrierSendLoop:
         self._sender_tps: dict[str, float] = {}
         self._sender_windows: dict[str, SlidingWindow] = {}
         self.set_sender_tps(sender_tps or {})
-        self._next_slot: dict[str, float] = {}
+        self._next_slot: dict[str, float] = {}  # monotonic
         self._withdrawn: dict[int, None] = {}  # an ordered set, oldest first (see withdraw)
         self._id_format = id_format
         self._learner = learner
@@ -620,7 +625,7 @@ class CarrierSendLoop:
                 if self._try_send(segment):
                     return _SENT
             else:
-                now = self._clock()  # only capped senders pay for reading the clock
+                now = self._monotonic()  # only capped senders pay for reading the clock
                 if not window.allows(now):
                     return _DEFERRED
                 if self._try_send(segment):
@@ -631,11 +636,12 @@ class CarrierSendLoop:
     def _defer(self, segment: ClaimedSegment, window: SlidingWindow) -> None:
         """Back to the queue for the sender's next free slot; later ones queue up behind it at
         the sender's rate, so they return spaced out rather than all at once."""
-        now = self._clock()
+        now = self._monotonic()
         slot = max(window.ready_at(now), self._next_slot.get(segment.source, 0.0))
         self._next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
-        self._add(Deferred(segment.segment_id, slot), sent=False, urgent=_is_urgent(segment))
+        due = self._clock() + (slot - now)  # the queue keeps wall-clock times
+        self._add(Deferred(segment.segment_id, due), sent=False, urgent=_is_urgent(segment))
 
     def _done(self, segment: ClaimedSegment, result: SubmitResult) -> None:
         learner = self._learner

@@ -621,3 +621,32 @@ async def test_inbound_parts_are_held_until_their_message_is_stored(store: Queue
     assert await store.held_inbound_parts("other") == [InboundPart(other, 1, b"x", T0 + 3)]
     await store.purge(T0 + 4)
     assert await store.held_inbound_parts("other") == []
+
+
+async def test_a_wall_clock_step_back_moves_retries_not_what_a_client_scheduled(
+    store: Queue,
+) -> None:
+    """After the wall clock stepped back 600 s, a retry set for 100 s after the last try is
+    due 100 s after it again in the new time; a message scheduled for a wall-clock time
+    keeps it; a retry of a scheduled message moves back as far as its own schedule."""
+    (plain,) = await store.enqueue([message()], now=T0)
+    (later,) = await store.enqueue([message(not_before=T0 + 500)], now=T0)
+    (early,) = await store.enqueue([message(not_before=T0 + 50)], now=T0)
+    (seg,) = await store.claim(CARRIER, 10, now=T0)
+    assert seg.message_id == plain.message_id
+    await store.record([Retry(seg.segment_id, 0x58, T0 + 100)], now=T0)
+    (again,) = await store.claim(CARRIER, 10, now=T0 + 50)
+    assert again.message_id == early.message_id
+    await store.record([Retry(again.segment_id, 0x58, T0 + 200)], now=T0 + 50)
+
+    stepped = T0 + 51 - 600
+    assert await store.rebase_schedules(600.0, now=stepped) == 2
+    assert len(await store.claim(CARRIER, 10, now=stepped + 48)) == 0
+    (due,) = await store.claim(CARRIER, 10, now=stepped + 49)  # T0 + 100 - 600 has come
+    assert due.message_id == plain.message_id
+    assert len(await store.claim(CARRIER, 10, now=T0 + 49)) == 0
+    (due,) = await store.claim(CARRIER, 10, now=T0 + 50)  # its own not_before, no earlier
+    assert due.message_id == early.message_id
+    assert len(await store.claim(CARRIER, 10, now=T0 + 499)) == 0
+    (due,) = await store.claim(CARRIER, 10, now=T0 + 500)
+    assert due.message_id == later.message_id

@@ -316,6 +316,32 @@ async def test_sender_rate_holds_over_any_second_at_the_smsc() -> None:
         assert p.loop.deferred > 0
 
 
+class SteppedClock(Clock):
+    """The wall clock, set back by `offset` seconds (an NTP step, a VM resumed)."""
+
+    offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() - self.offset
+
+
+async def test_a_capped_sender_keeps_its_rate_when_the_wall_clock_steps_back() -> None:
+    """A sender's rate window counts in monotonic time: the wall clock set back 10 minutes
+    after its first sends neither stops it until the clock catches up nor lets it burst."""
+    clock = SteppedClock()
+    capped = [message(f"capped {i}") for i in range(15)]
+    async with pipeline(
+        *capped, window=10, claim_batch=30, clock=clock, sender_tps={"SMPPD": 10}
+    ) as p:
+        await p.smsc.records.wait_for(5, timeout=5)
+        clock.offset = 600.0
+        await p.smsc.records.wait_for(15, timeout=10)
+        times = sorted(s.time for s in p.smsc.records.segments)
+        assert all(
+            later - earlier >= 1.0 for earlier, later in zip(times, times[10:], strict=False)
+        )
+
+
 async def test_a_reload_that_lifts_a_senders_cap_applies_to_its_next_messages() -> None:
     """Without its cap after a reload, a sender's 20 messages go in well under the two seconds
     its old 10/s would take, none deferred."""

@@ -120,6 +120,13 @@ class Queue(Protocol):
         """At startup: put segments left inflight back to queued; returns how many."""
         ...
 
+    async def rebase_schedules(self, back_s: float, *, now: float) -> int:
+        """The wall clock stepped back `back_s` seconds: retry and deferral times set before
+        the step move back with it (to `now` at the earliest, and never before a message's
+        own not_before, which a client or a daily cap set as a wall-clock time and which
+        stays). Returns how many segments moved."""
+        ...
+
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
         """When `carrier`'s scheduled urgent segments (URGENT_PRIORITY and up) come due: up to
         `limit` distinct times, earliest first. A send loop starting over stored work (a

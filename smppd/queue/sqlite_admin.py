@@ -174,6 +174,25 @@ def recover(batch: Batch, *, now: float) -> int:
     return len(rows)
 
 
+# Waiting segments whose time was computed from the clock (retries, deferrals), not set by their
+# message's not_before (or computed after it), move back by the step: not below now or that.
+_REBASE: Final = """
+    UPDATE segments SET next_attempt_at = max(?1, coalesce(m.not_before, ?1), next_attempt_at - ?2)
+    FROM messages AS m
+    WHERE segments.state = 'scheduled' AND segments.next_attempt_at > ?1
+        AND m.id = segments.id >> 8
+        AND (m.not_before IS NULL OR segments.next_attempt_at > m.not_before)
+"""
+
+
+def rebase_schedules(batch: Batch, *, back_s: float, now: float) -> int:
+    batch.flush_inserts()
+    moved = batch.db.execute(_REBASE, (now, back_s)).rowcount
+    # Held receipts received in the span the clock now goes through again get their turn.
+    batch.settled_until -= back_s
+    return int(moved)
+
+
 _SAVE_HIGH_WATER: Final = """
     INSERT INTO meta (name, value) VALUES (?, ?)
     ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)

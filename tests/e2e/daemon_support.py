@@ -10,7 +10,7 @@ import socket
 import sys
 import tempfile
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,9 @@ def write_config(
 class Daemon:
     """`python -m smppd run` with its JSON log lines collected; `wait_log` waits for one."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, program: Sequence[str] = ("-m", "smppd")) -> None:
         self.config = config
+        self.program = tuple(program)  # what python runs: the module, or a wrapper script
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
@@ -80,8 +81,7 @@ class Daemon:
     async def start(self, *, ready: bool = True) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "smppd",
+            *self.program,
             "run",
             "-c",
             str(self.config),

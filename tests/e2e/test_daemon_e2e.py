@@ -838,3 +838,30 @@ async def test_a_second_daemon_on_a_running_ones_config_leaves_it_alone() -> Non
         stats = await client.stats()
         assert stats["queued_depth"] == 0
         assert all(n >= 0 for n in stats["segments"].values())
+
+
+async def test_retries_keep_their_delay_when_the_wall_clock_steps_back() -> None:
+    """Submits refused with a temporary error wait out a 4 s retry; the daemon's wall clock
+    then steps back 10 minutes (an NTP step): they go about 4 s after their try, as they
+    would have, not 10 minutes later, and the step is logged."""
+    async with smsc_and_dir() as (smsc, directory):
+        smsc.set_faults(submit_errors={CommandStatus.ESME_RSYSERR: 1.0})
+        queue = {"path": str(directory / "smppd.db"), "retry_initial_s": 4, "retry_max_s": 4}
+        program = (str(Path(__file__).with_name("stepped_clock.py")),)
+        daemon = Daemon(write_config(directory, smsc.port, queue=queue), program=program)
+        await daemon.start()
+        try:
+            async with Client(directory / "smppd.sock") as client:
+                for i in range(5):
+                    await client.submit(to="+447700900123", sender="ALPHA", text=f"retry {i}")
+            await smsc.records.wait_for(5, timeout=10, segments=True)  # each refused once
+            smsc.set_faults(submit_errors={})
+            daemon.signal(signal.SIGUSR1)
+            event = "wall clock stepped back; waiting retries moved back with it"
+            stepped = await daemon.wait_log(event, timeout=5)
+            assert stepped["segments"] == 5
+            assert 599 < stepped["by_s"] < 601
+            await smsc.records.wait_for(5, timeout=10)
+            assert sorted(m.text for m in smsc.records.messages) == [f"retry {i}" for i in range(5)]
+        finally:
+            await daemon.kill()

@@ -1,0 +1,28 @@
+"""`python tests/e2e/stepped_clock.py run -c CONFIG`: smppd whose wall clock (time.time) each
+SIGUSR1 sets back 600 s, as an NTP step would; the monotonic clock goes on as it does."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+STEP_S = 600.0
+_real = time.time
+_offset = [0.0]
+
+
+def _stepped() -> float:
+    return _real() - _offset[0]
+
+
+def _step_back(signum: int, frame: object) -> None:
+    _offset[0] += STEP_S
+
+
+time.time = _stepped  # before smppd is imported, so that every clock it keeps is this one
+signal.signal(signal.SIGUSR1, _step_back)
+
+from smppd.cli import main  # noqa: E402
+
+sys.exit(main())
