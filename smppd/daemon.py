@@ -385,6 +385,8 @@ class CarrierRuntime:
     observer: CarrierObserver
     loop: CarrierSendLoop | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # time.monotonic() when it last had no bind up: a wall clock stepped forward must not
+    # make a short outage look long enough for failover.
     down_since: float | None = None
 
     def view(self) -> CarrierView:
@@ -533,7 +535,9 @@ class Daemon:
                 receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
                 outcome_latency=totals.outcome_latency,
             )
-        runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=time.time())
+        runtime = CarrierRuntime(
+            carrier, binds, inbound, observer, loop, down_since=time.monotonic()
+        )
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
         if loop is not None:
             runtime.tasks.append(group.create_task(loop.run(), name=f"send {carrier.name}"))
@@ -551,7 +555,7 @@ class Daemon:
 
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)
-        return time.time() if runtime is None else runtime.down_since
+        return time.monotonic() if runtime is None else runtime.down_since
 
     def _health(self) -> dict[str, Any]:
         carriers = {
@@ -696,27 +700,32 @@ class Daemon:
         the tick (a store that stops answering stops them: systemd then restarts the daemon)."""
         interval = watchdog_interval_s()
         step = HOUSEKEEPING_S if interval is None else min(HOUSEKEEPING_S, interval)
-        loop = asyncio.get_running_loop()
-        # Intervals go by the monotonic clock: a wall clock set back would hold them off.
+        # Intervals and outages go by the monotonic clock: a wall clock set back would hold
+        # them off, one set forward would cut them short.
         last_stats = -math.inf
-        watch = WallClockWatch(time.time(), loop.time())
+        watch = WallClockWatch(time.time(), time.monotonic())
         while True:
-            now, ticked = time.time(), loop.time()
-            back = watch.stepped_back(now, ticked)
+            now, ticked = time.time(), time.monotonic()
+            jump = watch.step(now, ticked)
             self.notifier.watchdog()
             for runtime in self.carriers.values():
                 if runtime.binds.bound_count > 0:
                     runtime.down_since = None
                 elif runtime.down_since is None:
-                    runtime.down_since = now
+                    runtime.down_since = ticked
             try:
-                if back:
-                    await self._clock_stepped_back(back, now)
+                if jump < 0:
+                    await self._clock_stepped_back(-jump, now)
+                elif jump > 0:
+                    log.info(
+                        "wall clock stepped forward; scheduled work comes due that much sooner",
+                        by_s=round(jump, 3),
+                    )
                 # A copy: a reload may change the carriers while this waits for the store.
                 for runtime in list(self.carriers.values()):
                     await runtime.inbound.store_incomplete(now)
                 await self._settle_receipts(now)
-                await self._fail_over(now)
+                await self._fail_over(now, ticked)
                 if ticked - last_stats >= STATS_EVERY_S:
                     last_stats = ticked
                     await self._expire_waiting(now)
@@ -775,9 +784,10 @@ class Daemon:
                     receipts=len(changes),
                 )
 
-    async def _fail_over(self, now: float) -> None:
+    async def _fail_over(self, now: float, ticked: float) -> None:
         """Move the waiting work of carriers down past their routes' failover_after_s to the
-        carrier up that their routes name next (see `failover_pick`), a bounded sweep a tick."""
+        carrier up that their routes name next (see `failover_pick`), a bounded sweep a tick.
+        `ticked` is time.monotonic(), which outages are measured in; `now` the wall clock."""
         # Snapshots: `pick` runs beside the event loop, in the queue's thread.
         down = {name: rt.down_since for name, rt in self.carriers.items()}
         senders = profiles(self.config)
@@ -785,14 +795,14 @@ class Daemon:
         for name in list(self.carriers):
             runtime = self.carriers.get(name)  # a reload may have removed it meanwhile
             if runtime is None or not may_fail_over(
-                self.config.routes, down, senders, name, now=now
+                self.config.routes, down, senders, name, now=ticked
             ):
                 self._reroute_cursors.pop(name, None)
                 if (
                     runtime is not None
                     and runtime.loop is not None
                     and runtime.down_since is not None
-                    and now - runtime.down_since >= self._hand_back_after(name)
+                    and ticked - runtime.down_since >= self._hand_back_after(name)
                 ):
                     # Nowhere to go, but a batch claimed before the outage reads as queued,
                     # not inflight, for as long as it lasts; it goes once a bind is up.
@@ -801,7 +811,7 @@ class Daemon:
             send_loop = runtime.loop
             if send_loop is not None:  # a batch claimed before the outage: swept next tick
                 send_loop.hand_back()
-            pick = functools.partial(failover_pick, routes, down, senders, name, now=now)
+            pick = functools.partial(failover_pick, routes, down, senders, name, now=ticked)
             cursor = self._reroute_cursors.pop(name, None)
             for _ in range(REROUTE_STEPS):
                 moved, cursor = await self.queue.reroute(name, pick, now=now, after=cursor)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -335,7 +336,8 @@ class Gateway:
                 "the recipient opted out of messages from this sender",
                 field="to",
             )
-        carrier = self._router.pick(destination, self._down_since, now=now)
+        # Outages are measured in monotonic time (smppd.daemon.CarrierRuntime.down_since).
+        carrier = self._router.pick(destination, self._down_since, now=time.monotonic())
         if carrier is None or carrier not in self._profiles:
             raise ApiError(ErrorCode.no_route, "no route to this destination", field="to")
         profile = self._profiles[carrier]

@@ -865,3 +865,34 @@ async def test_retries_keep_their_delay_when_the_wall_clock_steps_back() -> None
             assert sorted(m.text for m in smsc.records.messages) == [f"retry {i}" for i in range(5)]
         finally:
             await daemon.kill()
+
+
+async def test_a_wall_clock_stepped_forward_does_not_fail_a_carrier_over_early() -> None:
+    """A carrier down for a second when the daemon's wall clock jumps 10 minutes ahead has
+    been down for a second, not 10 minutes: its work stays for it (failover_after_s 60)."""
+    async with smsc_and_dir() as (smsc, directory):
+        path = write_config(directory, smsc.port)
+        config = yaml.safe_load(path.read_text())
+        (fake,) = config["carriers"]
+        config["carriers"] = [{**fake, "name": "dead", "port": unused_port()}, fake]
+        config["routes"] = [{"prefix": "", "carriers": ["dead", "fake"], "failover_after_s": 60}]
+        path.write_text(yaml.safe_dump(config))
+        program = (str(Path(__file__).with_name("stepped_clock.py")),)
+        daemon = Daemon(path, program=program)
+        await daemon.start()
+        try:
+            async with Client(directory / "smppd.sock") as client:
+                sent = await client.submit(to="+447700900123", sender="ALPHA", text="wait")
+                daemon.signal(signal.SIGUSR2)
+                forward = "wall clock stepped forward; scheduled work comes due that much sooner"
+                assert 599 < (await daemon.wait_log(forward, timeout=5))["by_s"] < 601
+                daemon.signal(signal.SIGUSR1)  # a later tick: the forward one's sweep is done
+                await daemon.wait_log("wall clock stepped back; waiting retries moved back with it")
+                status = await client.status(sent.message_id)
+            assert not any(
+                line.get("event") == "queued messages failed over" for line in daemon.lines
+            )
+            assert status["state"] == "queued"
+            assert smsc.records.segments == []
+        finally:
+            await daemon.kill()
