@@ -36,7 +36,13 @@ from smppd.gateway import Gateway, GatewaySettings
 from smppd.gctune import tune_gc
 from smppd.histogram import Histogram
 from smppd.idformat import IdFormatLearner
-from smppd.inbound import InboundCounters, InboundHandler, OptOutPolicy, publish_changes
+from smppd.inbound import (
+    InboundCounters,
+    InboundHandler,
+    OptOutPolicy,
+    ReplyCooldown,
+    publish_changes,
+)
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
 from smppd.metrics_http import serve_metrics
@@ -445,6 +451,7 @@ class Daemon:
         self.notifier = Notifier()
         self.carriers: dict[str, CarrierRuntime] = {}
         self._totals: dict[str, CarrierTotals] = {}
+        self._reply_cooldown = ReplyCooldown()  # every carrier's, across their restarts
         self.started = time.time()
         self.api_counts = ApiObserverCounts()
         self.queue_snapshot: dict[str, Any] = {}
@@ -503,6 +510,7 @@ class Daemon:
             wants=self.hub.wants,
             clock=time.time,
             counters=totals.inbound,
+            cooldown=self._reply_cooldown,
         )
         observer = totals.observer
         binds = CarrierBinds(

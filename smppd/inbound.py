@@ -11,6 +11,7 @@ owner it is stored and counted. Long MO messages are reassembled from their UDH/
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -196,6 +197,40 @@ class ReceiptBatcher:
                 future.set_result(CommandStatus.ESME_ROK)
 
 
+class ReplyCooldown:
+    """When each (sender, number, keyword) last got an automatic reply: one an hour each.
+
+    In monotonic time, so a wall clock stepped back does not stretch the hour; one per daemon,
+    shared by its carriers' handlers, so a reload that restarts a carrier does not forget it.
+    The oldest entries go past `limit`.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        limit: int = _MAX_REPLIES_REMEMBERED,
+    ) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._last: dict[tuple[str, str, Keyword], float] = {}  # oldest first
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def take(self, sender: str, number: str, keyword: Keyword) -> bool:
+        """Whether a reply may go now; if so, it is counted as sent."""
+        now, key = self._clock(), (sender, number, keyword)
+        last = self._last.pop(key, None)
+        if last is not None and now - last < AUTO_REPLY_COOLDOWN_S:
+            self._last[key] = last  # still the time of the reply that was sent
+            return False
+        self._last[key] = now
+        if len(self._last) > self._limit:
+            del self._last[next(iter(self._last))]
+        return True
+
+
 class InboundHandler:
     def __init__(
         self,
@@ -215,6 +250,7 @@ class InboundHandler:
         learner: IdFormatLearner | None = None,  # AUTO: who tells a carrier's id quirk
         receipts_per_message: bool = False,
         counters: InboundCounters | None = None,  # carried over from the carrier's last start
+        cooldown: ReplyCooldown | None = None,  # the daemon's, kept across carrier restarts
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -228,7 +264,7 @@ class InboundHandler:
         self._parts_restored = False
         self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
-        self._replied: dict[tuple[str, str, Keyword], float] = {}  # oldest first
+        self._cooldown = ReplyCooldown() if cooldown is None else cooldown
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
@@ -455,15 +491,9 @@ class InboundHandler:
         text = self._optout.auto_replies.get(keyword)
         if text is None or self._auto_reply is None:
             return
-        now, key = self._clock(), (sender, number, keyword)
-        last = self._replied.pop(key, None)
-        if last is not None and now - last < AUTO_REPLY_COOLDOWN_S:
-            self._replied[key] = last  # still the time of the reply that was sent
+        if not self._cooldown.take(sender, number, keyword):
             log.debug("automatic reply skipped: one was sent within the hour", keyword=str(keyword))
             return
-        self._replied[key] = now
-        if len(self._replied) > _MAX_REPLIES_REMEMBERED:
-            del self._replied[next(iter(self._replied))]
         try:
             await self._auto_reply(client, sender, number, text)
         except SmppdError as exc:

@@ -15,7 +15,7 @@ import structlog
 from smppd.address import from_wire
 from smppd.compliance import DEFAULT, Keyword
 from smppd.idformat import IdFormatLearner
-from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy
+from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy, ReplyCooldown
 from smppd.logging import configure_logging
 from smppd.pdu import national
 from smppd.pdu.national import NationalLanguage, Shift
@@ -351,6 +351,7 @@ async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time(
     queue = MemoryQueue()
     replies: list[tuple[str, str, str, str]] = []
     now = [T0]
+    cooldown = ReplyCooldown(clock=lambda: now[0])
 
     async def auto_reply(client: str, sender: str, number: str, text: str) -> None:
         replies.append((client, sender, number, text))
@@ -369,6 +370,7 @@ async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time(
         publish=lambda event: None,
         clock=lambda: now[0],
         auto_reply=auto_reply,
+        cooldown=cooldown,
     )
 
     def mo(text: str, source: str = "447700900001") -> DeliverSm:

@@ -896,3 +896,27 @@ async def test_a_wall_clock_stepped_forward_does_not_fail_a_carrier_over_early()
             assert smsc.records.segments == []
         finally:
             await daemon.kill()
+
+
+async def test_a_reload_that_restarts_the_carrier_keeps_the_auto_reply_cooldown() -> None:
+    """A STOP answered before a reload restarted its carrier is not answered again within the
+    hour after it: the cooldown is the daemon's, not the carrier's."""
+    compliance = {"auto_replies": {"stop": "You are unsubscribed."}}
+    async with running(compliance=compliance) as (smsc, daemon, directory):
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["inbound"])
+        await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="STOP")
+        await smsc.records.wait_for(1, timeout=10)
+        assert (await sub.next())["keyword"] == "stop"
+        config_path = directory / "smppd.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["carriers"][0].update(window=7)
+        config_path.write_text(yaml.safe_dump(config))
+        daemon.signal(signal.SIGHUP)
+        assert (await daemon.wait_log("configuration reloaded"))["carriers_restarted"] == ["fake"]
+        # Queued by the SMSC until the restarted carrier binds again.
+        await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="STOP")
+        assert (await sub.next())["keyword"] == "stop"  # published once the reply was decided
+        sub.close()
+        metrics = await daemon.scrape_metrics()
+    assert "smppd_auto_replies_total 1.0" in metrics
+    assert [m.text for m in smsc.records.messages] == ["You are unsubscribed."]
