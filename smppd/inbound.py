@@ -251,6 +251,8 @@ class InboundHandler:
         receipts_per_message: bool = False,
         counters: InboundCounters | None = None,  # carried over from the carrier's last start
         cooldown: ReplyCooldown | None = None,  # the daemon's, kept across carrier restarts
+        # For the reassembly timeout, which a wall clock stepped back would stretch.
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -260,7 +262,8 @@ class InboundHandler:
         self._publish = publish
         self._wants = wants
         self._clock = clock
-        self._parts = Reassembler(timeout_s=reassembly_timeout_s)
+        self._monotonic = monotonic
+        self._parts = Reassembler(timeout_s=reassembly_timeout_s)  # in monotonic time
         self._parts_restored = False
         self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
@@ -378,7 +381,7 @@ class InboundHandler:
                 shift.locking,
                 shift.single,
             )
-            parts = self._parts.add(group, part, now=now)
+            parts = self._parts.add(group, part, now=self._monotonic())
             if parts is None:
                 self.counters.parts_held += 1
                 # On disk before the SMSC has its deliver_sm_resp, like a whole message.
@@ -401,7 +404,7 @@ class InboundHandler:
         await self._restore_parts()
         if now is None:
             now = self._clock()
-        for dropped in self._parts.expire(now=now):
+        for dropped in self._parts.expire(now=self._monotonic()):
             group = dropped.key
             assert isinstance(group, PartGroup)
             partial = b"".join(data for _, data in dropped.parts)
@@ -420,7 +423,9 @@ class InboundHandler:
             for held in await self._queue.held_inbound_parts(self.carrier):
                 group = held.group
                 part = ConcatPart(group.ref, group.total, held.seq, held.data)
-                parts = self._parts.add(group, part, now=held.received_at)
+                # Received that long ago, in the reassembler's monotonic time.
+                age = max(0.0, self._clock() - held.received_at)
+                parts = self._parts.add(group, part, now=self._monotonic() - age)
                 if parts is not None:  # every part held: its message was never stored
                     await self._store_group(group, b"".join(parts), held.received_at, complete=True)
             self._parts_restored = True

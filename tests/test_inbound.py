@@ -49,6 +49,7 @@ def handler(
         default_alphabet=Alphabet.GSM7,
         publish=events.append,
         clock=lambda: clock[0],
+        monotonic=lambda: clock[0],
         reassembly_timeout_s=10.0,
         learner=learner,
     )
@@ -245,6 +246,33 @@ async def test_an_incomplete_long_mo_is_decoded_with_its_own_data_coding() -> No
     assert stored == {"+447700900001": ("Привет", 8), "+447700900002": ("ok", 0)}
     [partial] = [e for e in events if e.kind == "inbound" and not e.data["complete"]]
     assert partial.data["text"] == "Привет"
+
+
+async def test_a_wall_clock_stepped_back_does_not_hold_an_incomplete_mo_longer() -> None:
+    """The reassembly timeout runs in monotonic time: a long MO whose last part never comes is
+    stored as incomplete 10 s after its first, although the wall clock went back 10 minutes
+    meanwhile and another conversation's part arrived after the step."""
+    queue = MemoryQueue()
+    wall, mono = [T0], [0.0]
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: wall[0],
+        monotonic=lambda: mono[0],
+        reassembly_timeout_s=10.0,
+    )
+    assert await inbound(part_pdu("447700900001", 1, b"first half")) == 0
+    wall[0], mono[0] = T0 + 5 - 600, 5.0
+    assert await inbound(part_pdu("447700900002", 1, b"other")) == 0
+    wall[0], mono[0] = T0 + 11 - 600, 11.0
+    await inbound.store_incomplete()
+    assert [(m.source, m.text) for m in await queue.inbound_since(0)] == [
+        ("+447700900001", "first half")
+    ]
 
 
 async def test_an_incomplete_long_mo_is_stored_when_nothing_else_arrives() -> None:
