@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from smppd.pdu import national
+from smppd.pdu.national import NationalLanguage, Shift
 from smppd.pdu.pdus import (
     ESM_DELIVERY_RECEIPT,
+    ESM_UDHI,
     DeliverSm,
     QuerySm,
     QuerySmResp,
@@ -77,6 +80,22 @@ async def test_receipt_follows_the_resp_with_the_standard_text_and_tlvs(
     assert parsed is not None
     assert parsed.submit_date is not None
     assert parsed.done_date is not None
+    client.ack(receipt)
+
+
+async def test_the_excerpt_of_a_text_in_national_tables_reads_as_its_text(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """A submit whose UDH names the Turkish locking shift table: the receipt's text excerpt
+    is read with it, "?" for İ (which the receipt's default alphabet lacks), not the ¡ the
+    same septet is in the default table."""
+    locking = Shift(locking=NationalLanguage.TURKISH)
+    pdu = submit()
+    pdu.esm_class = ESM_UDHI
+    pdu.short_message = bytes((3,)) + locking.elements() + national.encode("İstanbul", locking)
+    await client.submit(pdu)
+    receipt = await client.expect(DeliverSm)
+    assert receipt_text(receipt).endswith("text:?stanbul")
     client.ack(receipt)
 
 

@@ -333,7 +333,9 @@ class SmscConnection(asyncio.Protocol):
         assert content is not None
         tracker = host.tracker
         now = time.time()
-        tracked = tracker.accept(pdu, content.data, account=self.account, now=now)
+        tracked = tracker.accept(
+            pdu, content.data, account=self.account, now=now, shift=content.shift
+        )
         self._record(pdu, content, tracked.message_id, 0, now=now)
         after: Callable[[], None] | None = None
         concat = content.concat

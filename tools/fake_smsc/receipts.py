@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text
 from smppd.pdu.pdus import ESM_DELIVERY_RECEIPT, DataSm, DeliverSm, SubmitSm
 from smppd.pdu.receipt import MessageState, ReceiptStat
-from smppd.pdu.text import Alphabet, decode_text, encode_gsm7, is_gsm7
+from smppd.pdu.text import Alphabet, encode_gsm7, is_gsm7
 from smppd.pdu.tlv import Tag, Tlv
 from tools.fake_smsc.config import IdFormat, ReceiptConfig
 from tools.fake_smsc.outbox import Outbox
@@ -52,6 +53,7 @@ class ReceiptRequest(NamedTuple):
     destination_addr: str
     data_coding: int
     data: bytes  # user data, UDH excluded, for the text excerpt
+    shift: Shift = DEFAULT_SHIFT  # the national language tables its UDH named
 
 
 @dataclass(slots=True, eq=False)
@@ -98,7 +100,15 @@ class Tracker:
         self._by_id: OrderedDict[str, Tracked] = OrderedDict()
         self._timers: set[asyncio.TimerHandle] = set()
 
-    def accept(self, pdu: SubmitSm | DataSm, data: bytes, *, account: str, now: float) -> Tracked:
+    def accept(
+        self,
+        pdu: SubmitSm | DataSm,
+        data: bytes,
+        *,
+        account: str,
+        now: float,
+        shift: Shift = DEFAULT_SHIFT,
+    ) -> Tracked:
         """Issue a message id for an accepted submit and remember the message."""
         number = self._next
         self._next += 1
@@ -115,6 +125,7 @@ class Tracker:
                 pdu.destination_addr,
                 pdu.data_coding,
                 data,
+                shift,
             )
         tracked = Tracked(number, self.id_format.render(number), account, now, receipt)
         by_id = self._by_id
@@ -189,7 +200,9 @@ class Tracker:
 
     def _queue(self, tracked: Tracked, request: ReceiptRequest, stat: ReceiptStat) -> None:
         receipt_format = self.receipts.id_format or self.id_format
-        text = decode_text(request.data, request.data_coding, default_alphabet=self._alphabet)
+        text = decode_text(
+            request.data, request.data_coding, default_alphabet=self._alphabet, shift=request.shift
+        )
         pdu = receipt_pdu(
             request,
             stat,
