@@ -18,6 +18,7 @@ import yaml
 from daemon_support import Daemon, running, smsc_and_dir, unused_port, write_config
 
 from smppd.client import ApiClientError, Client
+from smppd.pdu.national import NationalLanguage
 from smppd.pdu.status import CommandStatus
 from smppd.queue import open_queue
 from tools.fake_smsc import FakeSmsc, SmscConfig
@@ -122,6 +123,23 @@ async def test_turkish_text_goes_in_the_turkish_tables() -> None:
         [message] = smsc.records.messages
         assert (message.text, message.parts, message.data_coding) == (text, 2, 0)
         assert all(segment.esm_class & 0x40 for segment in smsc.records.segments)
+
+
+async def test_a_turkish_mo_in_the_turkish_tables_reaches_its_owner_as_turkish() -> None:
+    """A long MO written in the Turkish tables (as Turkish handsets send it) reaches the
+    owning client's subscription as the text typed."""
+    text = "Siparişim ne zaman gelir? Yarın öğleden sonra evde olacağım, teşekkürler. " * 2
+    async with running() as (smsc, _daemon, directory):
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["inbound"])
+        await smsc.inject_mo(
+            source="+905321234567",
+            destination="ALPHA",
+            text=text,
+            national=NationalLanguage.TURKISH,
+        )
+        event = await sub.next()
+        sub.close()
+    assert (event["text"], event["complete"]) == (text, True)
 
 
 async def test_reply_reaches_only_the_owning_client() -> None:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from smppd.pdu import national
+from smppd.pdu.national import NationalLanguage, shift_of
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm, EnquireLink, EnquireLinkResp
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet, decode_text
@@ -140,3 +142,39 @@ async def test_unacknowledged_mo_is_retried(smsc: FakeSmsc) -> None:
         client.ack(second)
         async with asyncio.timeout(5):
             await acked
+
+
+async def test_an_mo_can_come_in_the_turkish_tables(smsc: FakeSmsc) -> None:
+    """With `national`, Turkish goes as a Turkish handset writes it: GSM 7-bit septets in the
+    Turkish tables, named in each part's UDH after the concatenation IE."""
+    text = "Yarın sabah İstanbul'a uçuyorum; şehirde görüşürüz. " * 4
+    async with await bound(smsc) as client:
+        await smsc.inject_mo(
+            source="+905321234567",
+            destination="12345",
+            text=text,
+            national=NationalLanguage.TURKISH,
+        )
+        pdus = [await client.expect(DeliverSm)]
+        pdus += [await client.expect(DeliverSm) for _ in range(_total(pdus[0]) - 1)]
+        for pdu in pdus:
+            client.ack(pdu)
+    texts = []
+    for pdu in pdus:
+        elements, septets = parse_udh(pdu.short_message)
+        assert pdu.data_coding == 0
+        assert [e.iei for e in elements] == [0x00, 0x24]  # two parts either way: single shift
+        texts.append(national.decode(septets, shift_of([(e.iei, e.data) for e in elements])))
+    assert "".join(texts) == text
+    assert len(pdus) == 2  # UCS-2 would take 4
+
+
+async def test_national_tables_need_udh_concatenation(smsc: FakeSmsc) -> None:
+    with pytest.raises(ValueError, match="udh8 or udh16"):
+        await smsc.inject_mo(
+            source="+905321234567",
+            destination="12345",
+            text="teşekkürler",
+            concatenation=ConcatMethod.SAR,
+            national=NationalLanguage.TURKISH,
+        )

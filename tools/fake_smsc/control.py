@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smppd.pdu.errors import EncodeError
+from smppd.pdu.national import NationalLanguage
 from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
 from tools.fake_smsc.config import receipt_config
@@ -164,14 +165,21 @@ def _text(request: dict[str, Any], key: str) -> str:
     return value
 
 
+_NATIONAL = {language.name.lower(): language for language in NationalLanguage}
+
+
 async def _inject_mo(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     method = request.get("concatenation")
+    national = request.get("national")
+    if national is not None and national not in _NATIONAL:
+        raise ControlError("bad_request", f"national must be one of {sorted(_NATIONAL)}")
     acked = await smsc.inject_mo(
         source=_text(request, "source"),
         destination=_text(request, "destination"),
         text=_text(request, "text"),
         account=request.get("account"),
         concatenation=None if method is None else ConcatMethod(method),
+        national=None if national is None else _NATIONAL[national],
     )
     if request.get("wait"):
         async with asyncio.timeout(float(request.get("timeout", 5.0))):

@@ -7,8 +7,9 @@ and the TON/NPI of each address. It must not know binds or queues.
 
 from __future__ import annotations
 
+from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
-from smppd.pdu.segment import ConcatMethod, split_message
+from smppd.pdu.segment import ConcatMethod, national_shift, split_message
 from smppd.pdu.text import Alphabet, plan_encoding
 from smppd.pdu.udh import MAX_CONCAT_PARTS
 
@@ -30,11 +31,23 @@ def mo_pdus(
     method: ConcatMethod,
     ref: int,
     default_alphabet: Alphabet,
+    national: NationalLanguage | None = None,
 ) -> list[DeliverSm]:
-    """The deliver_sm PDUs carrying `text` from `source` to `destination`, in part order."""
+    """The deliver_sm PDUs carrying `text` from `source` to `destination`, in part order.
+
+    `national`: text the default alphabet lacks goes in that language's shift tables where
+    they carry it, named in each part's UDH, as a handset set up for it writes it (UDH8 and
+    UDH16 only, with a GSM default alphabet)."""
     alphabet, data_coding = plan_encoding(
         text, default_is_latin1=default_alphabet is Alphabet.LATIN1
     )
+    shift = DEFAULT_SHIFT
+    if national is not None and alphabet is not Alphabet.GSM7:
+        if default_alphabet is not Alphabet.GSM7:
+            raise ValueError("national language tables need the GSM default alphabet")
+        found = national_shift(text, national, method)  # ValueError unless UDH8/UDH16
+        if found is not None:
+            alphabet, data_coding, shift = Alphabet.GSM7, 0, found
     if method is ConcatMethod.UDH8:
         ref &= 0xFF
     segments = split_message(
@@ -44,6 +57,7 @@ def mo_pdus(
         method=method,
         ref=ref,
         max_segments=MAX_CONCAT_PARTS,
+        shift=shift,
     )
     source_ton, source_npi, source_addr = address(source)
     dest_ton, dest_npi, dest_addr = address(destination)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from smppd.pdu.national import NationalLanguage
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.pdu.status import CommandStatus, status_name
 from tools.fake_smsc.config import Account, ReceiptConfig, SmscConfig, receipt_config
@@ -195,6 +196,7 @@ class FakeSmsc:
         text: str,
         account: str | None = None,
         concatenation: ConcatMethod | None = None,
+        national: NationalLanguage | None = None,
     ) -> asyncio.Future[None]:
         """Queue a mobile-originated text (split as needed) for a receiver bind of `account`.
 
@@ -212,6 +214,7 @@ class FakeSmsc:
             method=method,
             ref=self._refs.next(f"{source}>{destination}", ref16=method is ConcatMethod.UDH16),
             default_alphabet=self.config.default_alphabet,
+            national=national,
         )
         futures = [self.outbox.put(account, "mo", pdu, track=True) for pdu in pdus]
         return _all_done(f for f in futures if f is not None)
