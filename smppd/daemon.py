@@ -722,9 +722,10 @@ class Daemon:
                 elif runtime.down_since is None:
                     runtime.down_since = ticked
             try:
-                if jump < 0:
-                    await self._clock_stepped_back(-jump, now)
-                elif jump > 0:
+                if watch.unapplied is not None:  # kept until the store took it
+                    await self._clock_stepped_back(*watch.unapplied, now=now)
+                    watch.applied()
+                if jump > 0:
                     log.info(
                         "wall clock stepped forward; scheduled work comes due that much sooner",
                         by_s=round(jump, 3),
@@ -744,9 +745,10 @@ class Daemon:
                 log.exception("housekeeping failed")
             await asyncio.sleep(step)
 
-    async def _clock_stepped_back(self, back_s: float, now: float) -> None:
-        """Retries and deferrals set before the step keep their delays (see smppd.wallclock)."""
-        moved = await self.queue.rebase_schedules(back_s, now=now)
+    async def _clock_stepped_back(self, back_s: float, since: float, *, now: float) -> None:
+        """Retries and deferrals set before the step keep their delays (see smppd.wallclock);
+        raises QueueError, and the next tick tries again."""
+        moved = await self.queue.rebase_schedules(back_s, now=now, since=since)
         log.warning(
             "wall clock stepped back; waiting retries moved back with it",
             by_s=round(back_s, 3),
@@ -754,7 +756,7 @@ class Daemon:
         )
         for runtime in self.carriers.values():
             if runtime.loop is not None:
-                runtime.loop.wake()
+                runtime.loop.rebased()
 
     async def _retention_loop(self) -> None:
         """Retention in a task of its own: purging millions of finished messages takes a

@@ -215,6 +215,7 @@ class CarrierSendLoop:
         self._urgent_due: list[float] = []  # heap: when the urgent claimer is to run next
         self._urgent_timer: asyncio.TimerHandle | None = None
         self._recording: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # held until done (see rebased)
         self._handed: set[asyncio.Task[bool]] = set()
         self._all_recorded = asyncio.Event()
         self._unrecorded = 0  # sent, outcome not yet committed: the duplicate bound
@@ -259,6 +260,19 @@ class CarrierSendLoop:
         self._wake.set()
         if urgent_at is not None:
             self._urgent_at(urgent_at)
+
+    def rebased(self) -> asyncio.Task[None] | None:
+        """The store moved its waiting times (the wall clock stepped back): claim now, and set
+        the urgent timers again from the store, their old times being the old clock's. The
+        task that reads them, if any."""
+        self._drop_urgent_timer()
+        self._wake.set()
+        if self._stopping:
+            return None
+        task = asyncio.get_running_loop().create_task(self._arm_stored_urgent())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def _urgent_at(self, at: float) -> None:
         now = self._clock()

@@ -628,24 +628,31 @@ async def test_a_wall_clock_step_back_moves_retries_not_what_a_client_scheduled(
 ) -> None:
     """After the wall clock stepped back 600 s, a retry set for 100 s after the last try is
     due 100 s after it again in the new time; a message scheduled for a wall-clock time
-    keeps it; a retry of a scheduled message moves back as far as its own schedule."""
+    keeps it; a retry of a scheduled message, whose time came once, moves back too (not held
+    to that time, which the new clock reads as still ahead); and a retry recorded since the
+    step, with the new clock's times, stays."""
     (plain,) = await store.enqueue([message()], now=T0)
     (later,) = await store.enqueue([message(not_before=T0 + 500)], now=T0)
     (early,) = await store.enqueue([message(not_before=T0 + 50)], now=T0)
-    (seg,) = await store.claim(CARRIER, 10, now=T0)
-    assert seg.message_id == plain.message_id
-    await store.record([Retry(seg.segment_id, 0x58, T0 + 100)], now=T0)
+    (fresh,) = await store.enqueue([message()], now=T0)
+    claimed = {s.message_id: s for s in await store.claim(CARRIER, 10, now=T0)}
+    assert set(claimed) == {plain.message_id, fresh.message_id}
+    await store.record([Retry(claimed[plain.message_id].segment_id, 0x58, T0 + 100)], now=T0)
     (again,) = await store.claim(CARRIER, 10, now=T0 + 50)
     assert again.message_id == early.message_id
     await store.record([Retry(again.segment_id, 0x58, T0 + 200)], now=T0 + 50)
 
-    stepped = T0 + 51 - 600
-    assert await store.rebase_schedules(600.0, now=stepped) == 2
-    assert len(await store.claim(CARRIER, 10, now=stepped + 48)) == 0
-    (due,) = await store.claim(CARRIER, 10, now=stepped + 49)  # T0 + 100 - 600 has come
+    stepped = T0 + 51 - 600  # the clock went back 600 s at about T0 + 50.5
+    retry = Retry(claimed[fresh.message_id].segment_id, 0x58, stepped + 30)
+    await store.record([retry], now=stepped)  # before the daemon noticed the step
+    assert await store.rebase_schedules(600.0, now=stepped + 0.5, since=T0 + 50 - 600) == 2
+    assert len(await store.claim(CARRIER, 10, now=stepped + 29)) == 0
+    (due,) = await store.claim(CARRIER, 10, now=stepped + 30)
+    assert due.message_id == fresh.message_id  # its 30 s, not moved again
+    (due,) = await store.claim(CARRIER, 10, now=stepped + 49)  # T0 + 100 - 600
     assert due.message_id == plain.message_id
-    assert len(await store.claim(CARRIER, 10, now=T0 + 49)) == 0
-    (due,) = await store.claim(CARRIER, 10, now=T0 + 50)  # its own not_before, no earlier
+    assert len(await store.claim(CARRIER, 10, now=stepped + 148)) == 0
+    (due,) = await store.claim(CARRIER, 10, now=stepped + 149)  # T0 + 200 - 600, not T0 + 50
     assert due.message_id == early.message_id
     assert len(await store.claim(CARRIER, 10, now=T0 + 499)) == 0
     (due,) = await store.claim(CARRIER, 10, now=T0 + 500)

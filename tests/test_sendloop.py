@@ -1018,6 +1018,36 @@ async def test_an_urgent_retry_goes_out_when_due_while_bulk_holds_the_window() -
     assert stats.segments[SegmentState.SUBMITTED] == {0: 9, 9: 1}
 
 
+async def test_after_a_clock_step_back_the_urgent_timers_follow_the_stores_times() -> None:
+    """An urgent retry's timer was set in the old clock's time; the clock steps back 10,000 s
+    and the store moves the retry back with it: rebased() replaces the timer's time with the
+    store's new one (the old one would read as 10,000 s away, taking a timer slot for that
+    long), keeping the retry's own delay."""
+    clock = Clock()
+    queue = RecordingQueue()
+    port = BodiesPort()
+    policy = RetryPolicy(initial_s=600.0, max_s=600.0)
+    async with asyncio.timeout(5):
+        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=policy)
+        await queue.enqueue([message("otp", priority=9)], now=clock())
+        loop.wake(urgent_at=clock())
+        await port.wait_for(10)
+        failed = SubmitResult(None, CommandStatus.ESME_RSYSERR, StatusClass.TEMPORARY)
+        queue.recorded.clear()
+        port.futures[9].set_result(failed)
+        await queue.recorded.wait()
+        (old,) = await queue.urgent_due("fake", limit=10)
+        assert loop._urgent_due == [old]
+        step = 10_000.0
+        clock.now -= step
+        assert await queue.rebase_schedules(step, now=clock(), since=clock()) == 1
+        rearming = loop.rebased()
+        assert rearming is not None
+        await rearming
+        assert loop._urgent_due == [old - step]
+        await _finish(loop, task, port)
+
+
 async def test_a_scheduled_urgent_message_goes_out_at_its_time_while_bulk_holds_the_window() -> (
     None
 ):

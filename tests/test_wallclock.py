@@ -20,3 +20,24 @@ def test_slews_and_jitter_are_not_steps() -> None:
         wall += 1.0 - 0.0005
         assert watch.step(wall=wall, monotonic=float(second)) == 0.0
     assert watch.step(wall=wall + 0.6, monotonic=100.5) == 0.0  # 0.9 s back: jitter
+
+
+def unapplied(watch: WallClockWatch) -> tuple[float, float] | None:
+    return watch.unapplied
+
+
+def test_a_step_back_is_kept_until_the_store_has_taken_it() -> None:
+    """A step back the store could not apply (busy, full) stays for the next tick, with any
+    further step added; `since` is the reading before the step, in the new clock's time."""
+    watch = WallClockWatch(wall=1000.0, monotonic=0.0)
+    watch.step(wall=401.0, monotonic=1.0)  # back 600 between the readings at 1000 and 401
+    assert unapplied(watch) == (600.0, 400.0)
+    watch.step(wall=402.0, monotonic=2.0)  # the store failed: nothing applied
+    assert unapplied(watch) == (600.0, 400.0)
+    watch.step(wall=303.0, monotonic=3.0)  # another 100 back
+    assert unapplied(watch) == (700.0, 302.0)
+    watch.applied()
+    watch.step(wall=304.0, monotonic=4.0)
+    assert unapplied(watch) is None
+    watch.step(wall=1304.0, monotonic=5.0)  # forward steps are not kept
+    assert unapplied(watch) is None

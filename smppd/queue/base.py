@@ -120,11 +120,13 @@ class Queue(Protocol):
         """At startup: put segments left inflight back to queued; returns how many."""
         ...
 
-    async def rebase_schedules(self, back_s: float, *, now: float) -> int:
+    async def rebase_schedules(self, back_s: float, *, now: float, since: float) -> int:
         """The wall clock stepped back `back_s` seconds: retry and deferral times set before
-        the step move back with it (to `now` at the earliest, and never before a message's
-        own not_before, which a client or a daily cap set as a wall-clock time and which
-        stays). Returns how many segments moved."""
+        the step move back with it, to `now` at the earliest. A message's not_before, which a
+        client or a daily cap set as a wall-clock time, stays where a segment waits for it
+        still. Segments written at `since` or later (in the new clock's time: the step's
+        earliest moment) already had their times from the new clock and stay too. Returns
+        how many segments moved."""
         ...
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:

@@ -648,19 +648,21 @@ class MemoryQueue:
             self._move(segment, SegmentState.QUEUED, now=now)
         return len(inflight)
 
-    async def rebase_schedules(self, back_s: float, *, now: float) -> int:
+    async def rebase_schedules(self, back_s: float, *, now: float, since: float) -> int:
         self._commit()
         moved = 0
         for segment in self._segments.values():
             if segment.state is not SegmentState.SCHEDULED or segment.next_attempt_at <= now:
                 continue
+            if since <= segment.updated_at <= now:
+                continue  # written since the step: in the new clock's time already
             not_before = segment.message.new.not_before
             if not_before is not None and segment.next_attempt_at <= not_before:
                 continue
-            earliest = now if not_before is None else max(now, not_before)
-            segment.next_attempt_at = max(earliest, segment.next_attempt_at - back_s)
+            segment.next_attempt_at = max(now, segment.next_attempt_at - back_s)
             self._place(segment)  # the earlier entry is skipped as stale when it comes up
             moved += 1
+        self._settled_until -= back_s
         return moved
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:

@@ -498,9 +498,11 @@ class SqliteQueue:
     async def recover(self, *, now: float) -> int:
         return await self._submit(partial(sqlite_admin.recover, now=now), weight=1, now=now)
 
-    async def rebase_schedules(self, back_s: float, *, now: float) -> int:
+    async def rebase_schedules(self, back_s: float, *, now: float, since: float) -> int:
         return await self._submit(
-            partial(sqlite_admin.rebase_schedules, back_s=back_s, now=now), weight=1, now=now
+            partial(sqlite_admin.rebase_schedules, back_s=back_s, now=now, since=since),
+            weight=1,
+            now=now,
         )
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:

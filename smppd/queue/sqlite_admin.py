@@ -174,20 +174,23 @@ def recover(batch: Batch, *, now: float) -> int:
     return len(rows)
 
 
-# Waiting segments whose time was computed from the clock (retries, deferrals), not set by their
-# message's not_before (or computed after it), move back by the step: not below now or that.
+# Waiting segments whose time was computed from the clock (retries, deferrals) move back by the
+# step, not below now. A segment past its message's not_before was due once, which in real time
+# is past however the clock reads now; one waiting for it still keeps it. Rows written since
+# the step (updated_at from ?3 on) are in the new clock's time already.
 _REBASE: Final = """
-    UPDATE segments SET next_attempt_at = max(?1, coalesce(m.not_before, ?1), next_attempt_at - ?2)
+    UPDATE segments SET next_attempt_at = max(?1, next_attempt_at - ?2)
     FROM messages AS m
     WHERE segments.state = 'scheduled' AND segments.next_attempt_at > ?1
+        AND NOT (segments.updated_at >= ?3 AND segments.updated_at <= ?1)
         AND m.id = segments.id >> 8
         AND (m.not_before IS NULL OR segments.next_attempt_at > m.not_before)
 """
 
 
-def rebase_schedules(batch: Batch, *, back_s: float, now: float) -> int:
+def rebase_schedules(batch: Batch, *, back_s: float, now: float, since: float) -> int:
     batch.flush_inserts()
-    moved = batch.db.execute(_REBASE, (now, back_s)).rowcount
+    moved = batch.db.execute(_REBASE, (now, back_s, since)).rowcount
     # Held receipts received in the span the clock now goes through again get their turn.
     batch.settled_until -= back_s
     return int(moved)
