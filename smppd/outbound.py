@@ -37,6 +37,7 @@ _FORCED = {
     "latin1": Alphabet.LATIN1,
 }
 ENCODINGS = frozenset(_FORCED)
+_UDH_METHODS = frozenset({ConcatMethod.UDH8, ConcatMethod.UDH16})
 
 
 @record
@@ -136,7 +137,13 @@ def _plan(
     """Alphabet, data_coding and tables: GSM 03.38 where it carries the text, then the
     profile's national tables (auto or gsm7 asked for), then plan_encoding's choice."""
     language = profile.national
-    if language is not None and force in (None, Alphabet.GSM7) and not is_gsm7(text):
+    if (
+        language is not None
+        and force in (None, Alphabet.GSM7)
+        and profile.concatenation in _UDH_METHODS  # the tables are named in a UDH
+        and not profile.default_is_latin1  # and sent as GSM 03.38 septets
+        and not is_gsm7(text)
+    ):
         shift = national_shift(text, language, profile.concatenation)
         if shift is not None:
             return Alphabet.GSM7, DataCoding.SMSC_DEFAULT, shift

@@ -201,6 +201,22 @@ def test_national_tables_only_where_gsm_lacks_the_text() -> None:
     assert caught.value.code is ErrorCode.unencodable_text
 
 
+@pytest.mark.parametrize(
+    "profile",
+    [
+        OutboundProfile(national=TR, concatenation=ConcatMethod.SAR),
+        OutboundProfile(national=TR, concatenation=ConcatMethod.PAYLOAD),
+        OutboundProfile(national=TR, default_is_latin1=True),
+    ],
+)
+def test_national_tables_where_they_cannot_go_fall_back_to_ucs2(
+    profile: OutboundProfile,
+) -> None:
+    """The configuration refuses these; a profile built otherwise sends UCS-2, not an error."""
+    pdus = run("teşekkürler", profile=profile)
+    assert {pdu.data_coding for pdu in pdus} == {8}
+
+
 def test_validity_is_absolute_utc() -> None:
     """An expiry becomes an absolute validity_period in UTC."""
     [pdu] = run("hi", expires_at=1_700_000_000.0)
