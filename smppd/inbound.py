@@ -35,7 +35,7 @@ from smppd.pdu.receipt import (
     receipt_keys,
 )
 from smppd.pdu.status import CommandStatus
-from smppd.pdu.text import Alphabet, DataCoding
+from smppd.pdu.text import Alphabet, DataCoding, reads_as_gsm7
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
@@ -264,6 +264,9 @@ class InboundHandler:
         self._clock = clock
         self._monotonic = monotonic
         self._parts = Reassembler(timeout_s=reassembly_timeout_s)  # in monotonic time
+        # The national tables of held parts that named any, by (group, seq): a part's own,
+        # which its group (equal whatever the tables) does not tell.
+        self._part_shifts: dict[tuple[PartGroup, int], Shift] = {}
         self._parts_restored = False
         self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
@@ -365,9 +368,9 @@ class InboundHandler:
             default_country_prefix=self._optout.default_country_prefix,
         )
         destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
-        content: bytes | None
         content, part, shift = _concat_part(pdu)
         group = None
+        parts = None
         if part is not None:
             # The data_coding is part of the group: an incomplete one is decoded with its own,
             # not with that of whatever message arrives when it expires.
@@ -381,20 +384,21 @@ class InboundHandler:
                 shift.locking,
                 shift.single,
             )
+            if not shift.is_default:
+                self._part_shifts.setdefault((group, part.seq), shift)
             parts = self._parts.add(group, part, now=self._monotonic())
             if parts is None:
                 self.counters.parts_held += 1
                 # On disk before the SMSC has its deliver_sm_resp, like a whole message.
                 await self._queue.hold_inbound_part(InboundPart(group, part.seq, part.data, now))
-            content = None if parts is None else b"".join(parts)
         await self.store_incomplete(now)
-        if content is not None:
-            if group is None:
-                await self._store(
-                    source, destination, content, pdu.data_coding, now, complete=True, shift=shift
-                )
-            else:
-                await self._store_group(group, content, now, complete=True)
+        if group is None:
+            text = decode_text(
+                content, pdu.data_coding, default_alphabet=self._default_alphabet, shift=shift
+            )
+            await self._store(source, destination, text, pdu.data_coding, now, complete=True)
+        elif parts is not None:
+            await self._store_group(group, list(enumerate(parts, 1)), now, complete=True)
         return CommandStatus.ESME_ROK
 
     async def store_incomplete(self, now: float | None = None) -> None:
@@ -407,13 +411,12 @@ class InboundHandler:
         for dropped in self._parts.expire(now=self._monotonic()):
             group = dropped.key
             assert isinstance(group, PartGroup)
-            partial = b"".join(data for _, data in dropped.parts)
             log.warning(
                 "long inbound message incomplete; storing the parts that arrived",
                 reason=str(dropped.reason),
                 parts=f"{len(dropped.parts)}/{dropped.total}",
             )
-            await self._store_group(group, partial, now, complete=False)
+            await self._store_group(group, list(dropped.parts), now, complete=False)
 
     async def _restore_parts(self) -> None:
         """Once, before anything else touches the parts: those an earlier run held on disk."""
@@ -423,43 +426,57 @@ class InboundHandler:
             for held in await self._queue.held_inbound_parts(self.carrier):
                 group = held.group
                 part = ConcatPart(group.ref, group.total, held.seq, held.data)
+                shift = Shift(group.locking_shift, group.single_shift)  # this part's own
+                if not shift.is_default:
+                    self._part_shifts.setdefault((group, held.seq), shift)
                 # Received that long ago, in the reassembler's monotonic time.
                 age = max(0.0, self._clock() - held.received_at)
                 parts = self._parts.add(group, part, now=self._monotonic() - age)
                 if parts is not None:  # every part held: its message was never stored
-                    await self._store_group(group, b"".join(parts), held.received_at, complete=True)
+                    numbered = list(enumerate(parts, 1))
+                    await self._store_group(group, numbered, held.received_at, complete=True)
             self._parts_restored = True
 
     def _store_group(
-        self, group: PartGroup, content: bytes, now: float, *, complete: bool
+        self, group: PartGroup, parts: list[tuple[int, bytes]], now: float, *, complete: bool
     ) -> Awaitable[None]:
-        """Store a long message from its parts' content; its held parts go with it."""
+        """Store a long message from its (seq, data) parts; its held parts go with it."""
         return self._store(
             group.source,
             group.destination,
-            content,
+            self._group_text(group, parts),
             group.data_coding,
             now,
             complete=complete,
             parts=group,
-            shift=Shift(group.locking_shift, group.single_shift),
         )
+
+    def _group_text(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> str:
+        """The text of a long message's parts. Decoded as one (a sender may have split a
+        surrogate pair across parts), but GSM 7-bit parts whose headers name different
+        national tables each with its own (23.040: the tables are a part's, not a message's)."""
+        shifts = [self._part_shifts.pop((group, seq), DEFAULT_SHIFT) for seq, _ in parts]
+        coding, alphabet = group.data_coding, self._default_alphabet
+        if len(set(shifts)) > 1 and reads_as_gsm7(coding, default_alphabet=alphabet):
+            return "".join(
+                decode_text(data, coding, default_alphabet=alphabet, shift=shift)
+                for (_, data), shift in zip(parts, shifts, strict=True)
+            )
+        shift = shifts[0] if shifts else DEFAULT_SHIFT
+        content = b"".join(data for _, data in parts)
+        return decode_text(content, coding, default_alphabet=alphabet, shift=shift)
 
     async def _store(
         self,
         source: str,
         destination: str,
-        content: bytes,
+        text: str,
         data_coding: int,
         now: float,
         *,
         complete: bool,
         parts: PartGroup | None = None,
-        shift: Shift = DEFAULT_SHIFT,
     ) -> None:
-        text = decode_text(
-            content, data_coding, default_alphabet=self._default_alphabet, shift=shift
-        )
         client = self._owners.get(destination)
         inbound_id = await self._queue.store_inbound(
             InboundIn(self.carrier, source, destination, text, data_coding, now, client, parts)

@@ -18,7 +18,7 @@ from smppd.idformat import IdFormatLearner
 from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy, ReplyCooldown
 from smppd.logging import configure_logging
 from smppd.pdu import national
-from smppd.pdu.national import NationalLanguage, Shift
+from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
 from smppd.pdu.pdus import ESM_UDHI, DeliverSm
 from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.text import Alphabet
@@ -476,6 +476,36 @@ async def test_an_mo_in_the_turkish_tables_reads_as_turkish() -> None:
         "+447700900002": "".join(halves),
     }
     assert sorted(e.data["text"] for e in events if e.kind == "inbound") == sorted(stored.values())
+
+
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)])
+async def test_parts_that_name_different_tables_read_each_with_its_own(
+    order: tuple[int, int],
+) -> None:
+    """The tables are a part's (each TPDU names its own): a long MO whose first part is in
+    the Turkish locking table and whose second names none reads right in either arrival
+    order, complete or given up incomplete."""
+    locking = Shift(locking=NationalLanguage.TURKISH)
+    halves = {1: ("İstanbul ", locking), 2: ("abc¡", DEFAULT_SHIFT)}
+
+    def part(seq: int, source: str = "447700900001") -> DeliverSm:
+        text, shift = halves[seq]
+        udh = build_concat_udh(9, 2, seq, ref16=False, more=shift.elements())
+        pdu = part_pdu(source, seq, b"")
+        pdu.short_message = udh + national.encode(text, shift)
+        return pdu
+
+    queue = MemoryQueue()
+    now = [T0]
+    inbound = handler(queue, [], now)
+    for seq in order:
+        assert await inbound(part(seq)) == 0
+    assert await inbound(part(order[0], source="447700900002")) == 0  # its other never comes
+    now[0] += 60.0
+    await inbound.store_incomplete()
+    stored = {m.source: m.text for m in await queue.inbound_since(0)}
+    assert stored == {"+447700900001": "İstanbul abc¡", "+447700900002": halves[order[0]][0]}
+    assert inbound._part_shifts == {}
 
 
 async def test_a_long_turkish_mo_keeps_its_tables_across_a_restart(tmp_path: Path) -> None:

@@ -11,10 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smppd.pdu import national
+from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm, SubmitSmResp
 from smppd.pdu.segment import ConcatMethod, split_message
 from smppd.pdu.status import CommandStatus as S
 from smppd.pdu.text import Alphabet
+from smppd.pdu.udh import build_concat_udh
 from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
 from tools.fake_smsc.records import (
     Concat,
@@ -306,3 +309,24 @@ async def test_closed_connections_are_forgotten_past_a_bound() -> None:
             await client.bind()
             assert len(smsc.connections) <= 2 * MAX_CLOSED_KEPT + 1
             assert smsc.bound()[0] is smsc.connections[-1]
+
+
+async def test_parts_that_name_different_national_tables_read_each_with_its_own(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """A part in the Turkish locking table and one naming no tables make "İstanbul ¡" whole,
+    not the text both read with either part's tables."""
+    locking = Shift(locking=NationalLanguage.TURKISH)
+    halves = [("İstanbul ", locking), ("¡", DEFAULT_SHIFT)]
+    for seq, (text, shift) in enumerate(halves, 1):
+        udh = build_concat_udh(3, 2, seq, ref16=False, more=shift.elements())
+        pdu = SubmitSm(
+            source_addr="SMPPD",
+            destination_addr=DEST,
+            esm_class=ESM_UDHI,
+            short_message=udh + national.encode(text, shift),
+        )
+        await client.submit(pdu)
+    await smsc.records.wait_for(1)
+    [message] = smsc.records.messages
+    assert message.text == "İstanbul ¡"

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text, shift_of
 from smppd.pdu.pdus import ESM_UDHI, DataSm, SubmitSm
-from smppd.pdu.text import Alphabet
+from smppd.pdu.text import Alphabet, reads_as_gsm7
 from smppd.pdu.tlv import Tag, get_int
 from smppd.pdu.udh import ConcatPart, DroppedGroup, Reassembler, concat_info, parse_udh
 from smppd.record import record
@@ -168,7 +168,8 @@ class Records:
         self.message_count = 0
         self.status_counts: Counter[int] = Counter()  # answered statuses; -1: unanswered
         self._reassembler = Reassembler(timeout_s=600.0, max_groups=_MAX_GROUPS)
-        self._part_ids: dict[tuple[Any, ...], dict[int, str]] = {}
+        # Each held part's message id and the national tables its UDH named, by group.
+        self._part_ids: dict[tuple[Any, ...], dict[int, tuple[str, Shift]]] = {}
         self._waiters: list[tuple[int, bool, asyncio.Future[None]]] = []
         self._path = path
         self._file: IO[str] | None = None  # opened by open(), or else at the first flush
@@ -247,7 +248,7 @@ class Records:
             return
         key = (record.account, record.source, record.destination, concat.kind)
         ids = self._part_ids.setdefault((key, concat.ref, concat.total), {})
-        ids.setdefault(concat.seq, record.message_id)
+        ids.setdefault(concat.seq, (record.message_id, content.shift))
         part = ConcatPart(concat.ref, concat.total, concat.seq, content.data)
         parts = self._reassembler.add(key, part, now=now)
         for dropped in self._expire(now):
@@ -255,8 +256,18 @@ class Records:
         if parts is None:
             return
         del self._part_ids[(key, concat.ref, concat.total)]
-        text = self.decode(b"".join(parts), record.data_coding, content.shift)
-        message_ids = tuple(ids[seq] for seq in range(1, concat.total + 1))
+        seqs = range(1, concat.total + 1)
+        shifts = [ids[seq][1] for seq in seqs]
+        if len(set(shifts)) > 1 and reads_as_gsm7(
+            record.data_coding, default_alphabet=self.default_alphabet
+        ):  # the tables are each part's own
+            text = "".join(
+                self.decode(data, record.data_coding, shift)
+                for data, shift in zip(parts, shifts, strict=True)
+            )
+        else:
+            text = self.decode(b"".join(parts), record.data_coding, shifts[0])
+        message_ids = tuple(ids[seq][0] for seq in seqs)
         self._add_message(record, text, concat.total, message_ids)
 
     def _expire(self, now: float) -> list[DroppedGroup]:
