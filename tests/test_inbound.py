@@ -38,9 +38,12 @@ def handler(
     events: list[Event],
     now: list[float] | None = None,
     learner: IdFormatLearner | None = None,
+    mono: list[float] | None = None,
 ) -> InboundHandler:
-    """A handler whose clock reads `now[0]` (T0 if not given), reassembly timeout 10 s."""
+    """A handler whose clock reads `now[0]` (T0 if not given), reassembly timeout 10 s, its
+    monotonic clock `mono[0]` (the same as `now` if not given)."""
     clock = [T0] if now is None else now
+    monotonic = clock if mono is None else mono
     return InboundHandler(
         "fake",
         queue,
@@ -49,7 +52,7 @@ def handler(
         default_alphabet=Alphabet.GSM7,
         publish=events.append,
         clock=lambda: clock[0],
-        monotonic=lambda: clock[0],
+        monotonic=lambda: monotonic[0],
         reassembly_timeout_s=10.0,
         learner=learner,
     )
@@ -254,17 +257,7 @@ async def test_a_wall_clock_stepped_back_does_not_hold_an_incomplete_mo_longer()
     meanwhile and another conversation's part arrived after the step."""
     queue = MemoryQueue()
     wall, mono = [T0], [0.0]
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
-        default_alphabet=Alphabet.GSM7,
-        publish=lambda event: None,
-        clock=lambda: wall[0],
-        monotonic=lambda: mono[0],
-        reassembly_timeout_s=10.0,
-    )
+    inbound = handler(queue, [], wall, mono=mono)
     assert await inbound(part_pdu("447700900001", 1, b"first half")) == 0
     wall[0], mono[0] = T0 + 5 - 600, 5.0
     assert await inbound(part_pdu("447700900002", 1, b"other")) == 0

@@ -989,6 +989,17 @@ async def _bulk_fills_the_window(
     return loop, task
 
 
+async def _an_urgent_one_sent_past_bulk(
+    queue: MemoryQueue, port: ManualPort, clock: Clock, *, policy: RetryPolicy
+) -> tuple[CarrierSendLoop, asyncio.Task[None]]:
+    """`_bulk_fills_the_window`, then an urgent message sent on the reserve (the 10th)."""
+    loop, task = await _bulk_fills_the_window(queue, port, clock, policy=policy)
+    await queue.enqueue([message("otp", priority=9)], now=clock())
+    loop.wake(urgent_at=clock())
+    await port.wait_for(10)
+    return loop, task
+
+
 async def _finish(loop: CarrierSendLoop, task: asyncio.Task[None], port: ManualPort) -> None:
     loop.stop()
     for future in port.futures:
@@ -1005,10 +1016,7 @@ async def test_an_urgent_retry_goes_out_when_due_while_bulk_holds_the_window() -
     port = BodiesPort()
     policy = RetryPolicy(initial_s=0.0, max_s=0.0)
     async with asyncio.timeout(5):
-        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=policy)
-        await queue.enqueue([message("otp", priority=9)], now=clock())
-        loop.wake(urgent_at=clock())
-        await port.wait_for(10)
+        loop, task = await _an_urgent_one_sent_past_bulk(queue, port, clock, policy=policy)
         throttled = SubmitResult(None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY)
         port.futures[9].set_result(throttled)
         await port.wait_for(11)  # the retry, on the reserve again
@@ -1028,10 +1036,7 @@ async def test_after_a_clock_step_back_the_urgent_timers_follow_the_stores_times
     port = BodiesPort()
     policy = RetryPolicy(initial_s=600.0, max_s=600.0)
     async with asyncio.timeout(5):
-        loop, task = await _bulk_fills_the_window(queue, port, clock, policy=policy)
-        await queue.enqueue([message("otp", priority=9)], now=clock())
-        loop.wake(urgent_at=clock())
-        await port.wait_for(10)
+        loop, task = await _an_urgent_one_sent_past_bulk(queue, port, clock, policy=policy)
         failed = SubmitResult(None, CommandStatus.ESME_RSYSERR, StatusClass.TEMPORARY)
         queue.recorded.clear()
         port.futures[9].set_result(failed)
