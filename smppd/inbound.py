@@ -25,7 +25,7 @@ from smppd.errors import SmppdError
 from smppd.idformat import IdFormatLearner
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
-from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text, shift_of
+from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_parts, decode_text, shift_of
 from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
 from smppd.pdu.receipt import (
     IdFormat,
@@ -35,7 +35,7 @@ from smppd.pdu.receipt import (
     receipt_keys,
 )
 from smppd.pdu.status import CommandStatus
-from smppd.pdu.text import Alphabet, DataCoding, reads_as_gsm7
+from smppd.pdu.text import Alphabet, DataCoding
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
@@ -452,19 +452,11 @@ class InboundHandler:
         )
 
     def _group_text(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> str:
-        """The text of a long message's parts. Decoded as one (a sender may have split a
-        surrogate pair across parts), but GSM 7-bit parts whose headers name different
-        national tables each with its own (23.040: the tables are a part's, not a message's)."""
-        shifts = [self._part_shifts.pop((group, seq), DEFAULT_SHIFT) for seq, _ in parts]
-        coding, alphabet = group.data_coding, self._default_alphabet
-        if len(set(shifts)) > 1 and reads_as_gsm7(coding, default_alphabet=alphabet):
-            return "".join(
-                decode_text(data, coding, default_alphabet=alphabet, shift=shift)
-                for (_, data), shift in zip(parts, shifts, strict=True)
-            )
-        shift = shifts[0] if shifts else DEFAULT_SHIFT
-        content = b"".join(data for _, data in parts)
-        return decode_text(content, coding, default_alphabet=alphabet, shift=shift)
+        """The text of a long message's parts, each read with its own national tables."""
+        shifted = [
+            (data, self._part_shifts.pop((group, seq), DEFAULT_SHIFT)) for seq, data in parts
+        ]
+        return decode_parts(shifted, group.data_coding, default_alphabet=self._default_alphabet)
 
     async def _store(
         self,
@@ -555,7 +547,7 @@ def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None, Shi
             elements, rest = parse_udh(content)
         except DecodeError:  # a broken header: keep the bytes rather than lose the message
             return content, None, DEFAULT_SHIFT
-        shift = shift_of([(element.iei, element.data) for element in elements])
+        shift = shift_of(elements)
         info = concat_info(elements)
         if info is not None and info.total > 1:
             return rest, ConcatPart(info.ref, info.total, info.seq, rest), shift

@@ -16,6 +16,7 @@ from smppd.pdu.errors import SegmentLimitError, TextError
 from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm
 from smppd.pdu.segment import (
+    UDH_METHODS,
     ConcatMethod,
     Reference,
     Segment,
@@ -37,7 +38,6 @@ _FORCED = {
     "latin1": Alphabet.LATIN1,
 }
 ENCODINGS = frozenset(_FORCED)
-_UDH_METHODS = frozenset({ConcatMethod.UDH8, ConcatMethod.UDH16})
 
 
 @record
@@ -140,7 +140,7 @@ def _plan(
     if (
         language is not None
         and force in (None, Alphabet.GSM7)
-        and profile.concatenation in _UDH_METHODS  # the tables are named in a UDH
+        and profile.concatenation in UDH_METHODS  # the tables are named in a UDH
         and not profile.default_is_latin1  # and sent as GSM 03.38 septets
         and not is_gsm7(text)
     ):

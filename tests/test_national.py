@@ -18,6 +18,7 @@ from smppd.pdu.national import (
     shift_of,
 )
 from smppd.pdu.text import GSM7_BASIC, decode_gsm7
+from smppd.pdu.udh import InformationElement
 
 TR, ES, PT = NationalLanguage.TURKISH, NationalLanguage.SPANISH, NationalLanguage.PORTUGUESE
 ESC = 0x1B
@@ -43,7 +44,7 @@ def test_spanish_has_a_single_shift_table_only() -> None:
     septets = bytes((ESC, 0x41, ESC, 0x69, ESC, 0x09, 0x61))  # Á í ç a
     assert decode(septets, Shift(single=ES)) == "Áíça"
     assert candidates(ES) == (Shift(single=ES),)
-    assert shift_of([(0x25, bytes((ES,)))]) == DEFAULT_SHIFT  # A.3.2 is void
+    assert shift_of([InformationElement(0x25, bytes((ES,)))]) == DEFAULT_SHIFT  # A.3.2 is void
 
 
 def test_portuguese_tables() -> None:
@@ -96,9 +97,18 @@ def test_udh_elements_announce_the_tables() -> None:
     assert Shift(locking=TR, single=TR).elements() == bytes.fromhex("250101240101")
     assert Shift(single=ES).elements() == bytes.fromhex("240102")
     assert DEFAULT_SHIFT.elements() == b""
-    assert shift_of([(0x00, b"\x01\x02\x01"), (0x24, b"\x01"), (0x25, b"\x01")]) == Shift(TR, TR)
+    assert shift_of(
+        [
+            InformationElement(0x00, b"\x01\x02\x01"),
+            InformationElement(0x24, b"\x01"),
+            InformationElement(0x25, b"\x01"),
+        ]
+    ) == Shift(TR, TR)
     # Identifiers not known here (Hindi is 6) and malformed elements read as the defaults.
-    assert shift_of([(0x24, b"\x06"), (0x25, b"\x03\x03")]) == DEFAULT_SHIFT
+    assert (
+        shift_of([InformationElement(0x24, b"\x06"), InformationElement(0x25, b"\x03\x03")])
+        == DEFAULT_SHIFT
+    )
 
 
 def test_choose_lists_each_choice_that_carries_the_text() -> None:

@@ -32,6 +32,7 @@ from smppd.pdu.text import (
     encode_gsm7,
     reads_as_gsm7,
 )
+from smppd.pdu.udh import InformationElement
 from smppd.record import record
 
 IEI_SINGLE_SHIFT: Final = 0x24  # 23.040 9.2.3.24.15: national language single shift
@@ -181,12 +182,13 @@ class Shift:
 DEFAULT_SHIFT: Final = Shift()
 
 
-def shift_of(elements: Sequence[tuple[int, bytes]]) -> Shift:
-    """The tables a received message's UDH names, from its (IEI, data) pairs. An identifier not
+def shift_of(elements: Sequence[InformationElement]) -> Shift:
+    """The tables a received message's UDH names (its parsed elements). An identifier not
     known here reads as the default table, as 23.038 6.2.1.2.4 has a receiver do; so does a
     Spanish locking shift, which does not exist."""
     locking = single = 0
-    for iei, data in elements:
+    for element in elements:
+        iei, data = element.iei, element.data
         if len(data) != 1:
             continue
         if iei == IEI_LOCKING_SHIFT and data[0] in _LOCKING:
@@ -263,6 +265,26 @@ def decode_text(
     if not shift.is_default and reads_as_gsm7(data_coding, default_alphabet=default_alphabet):
         return decode(data, shift)
     return _text.decode_text(data, data_coding, default_alphabet=default_alphabet)
+
+
+def decode_parts(
+    parts: Sequence[tuple[bytes, Shift]],
+    data_coding: int,
+    *,
+    default_alphabet: Alphabet = Alphabet.GSM7,
+) -> str:
+    """The text of a long message's parts, each with the tables its own header named. Decoded
+    as one where they share them (a sender may have split a surrogate pair across parts); GSM
+    7-bit parts naming different tables each with its own (23.040: the tables are a part's)."""
+    shifts = {shift for _, shift in parts}
+    if len(shifts) > 1 and reads_as_gsm7(data_coding, default_alphabet=default_alphabet):
+        return "".join(
+            decode_text(data, data_coding, default_alphabet=default_alphabet, shift=shift)
+            for data, shift in parts
+        )
+    shift = parts[0][1] if parts else DEFAULT_SHIFT
+    content = b"".join(data for data, _ in parts)
+    return decode_text(content, data_coding, default_alphabet=default_alphabet, shift=shift)
 
 
 def choose(text: str, language: NationalLanguage) -> list[tuple[Shift, bytes]]:

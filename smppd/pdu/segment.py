@@ -80,6 +80,10 @@ class Segment:
         return tuple(out)
 
 
+# The methods whose parts carry a UDH of ours, where national language tables can be named.
+UDH_METHODS = frozenset({ConcatMethod.UDH8, ConcatMethod.UDH16})
+
+
 def _unit_octets(alphabet: Alphabet) -> int:
     # Octets per counted unit of the encoded form: a UTF-16 unit is 2, a septet (unpacked) 1.
     return 2 if alphabet is Alphabet.UCS2 else 1
@@ -219,7 +223,7 @@ def national_shift(text: str, language: NationalLanguage, method: ConcatMethod) 
     """The tables of `language` that send `text` in the fewest parts, then with the shortest
     header; None when no choice of them carries it. Only for UDH concatenation, where the
     tables can be named in each part."""
-    if method not in (ConcatMethod.UDH8, ConcatMethod.UDH16):
+    if method not in UDH_METHODS:
         raise ValueError("national language tables are named in a UDH: udh8 or udh16 only")
     best: tuple[tuple[int, int], Shift] | None = None
     for shift, encoded in national.choose(text, language):
@@ -306,7 +310,7 @@ def _split(
     if packed and alphabet is not Alphabet.GSM7:
         raise ValueError("only GSM 03.38 septets can be packed")
     more = shift.elements()
-    if more and method not in (ConcatMethod.UDH8, ConcatMethod.UDH16):
+    if more and method not in UDH_METHODS:
         raise ValueError("national language tables are named in a UDH: udh8 or udh16 only")
     ends = _cut(encoded, alphabet, method, shift)
     cap = min(max_segments, MAX_CONCAT_PARTS)

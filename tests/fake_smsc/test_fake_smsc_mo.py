@@ -164,7 +164,7 @@ async def test_an_mo_can_come_in_the_turkish_tables(smsc: FakeSmsc) -> None:
         elements, septets = parse_udh(pdu.short_message)
         assert pdu.data_coding == 0
         assert [e.iei for e in elements] == [0x00, 0x24]  # two parts either way: single shift
-        texts.append(national.decode(septets, shift_of([(e.iei, e.data) for e in elements])))
+        texts.append(national.decode(septets, shift_of(elements)))
     assert "".join(texts) == text
     assert len(pdus) == 2  # UCS-2 would take 4
 

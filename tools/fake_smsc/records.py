@@ -15,9 +15,9 @@ from json.encoder import encode_basestring_ascii as _q
 from pathlib import Path
 from typing import IO, Any
 
-from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text, shift_of
+from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_parts, decode_text, shift_of
 from smppd.pdu.pdus import ESM_UDHI, DataSm, SubmitSm
-from smppd.pdu.text import Alphabet, reads_as_gsm7
+from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, get_int
 from smppd.pdu.udh import ConcatPart, DroppedGroup, Reassembler, concat_info, parse_udh
 from smppd.record import record
@@ -84,7 +84,7 @@ def split_content(pdu: SubmitSm | DataSm) -> Content:
     shift = DEFAULT_SHIFT
     if pdu.esm_class & ESM_UDHI:
         elements, data = parse_udh(data)
-        shift = shift_of([(element.iei, element.data) for element in elements])
+        shift = shift_of(elements)
         info = concat_info(elements)
         if info is not None:
             concat = Concat("udh16" if info.ref16 else "udh8", info.ref, info.total, info.seq)
@@ -257,16 +257,11 @@ class Records:
             return
         del self._part_ids[(key, concat.ref, concat.total)]
         seqs = range(1, concat.total + 1)
-        shifts = [ids[seq][1] for seq in seqs]
-        if len(set(shifts)) > 1 and reads_as_gsm7(
-            record.data_coding, default_alphabet=self.default_alphabet
-        ):  # the tables are each part's own
-            text = "".join(
-                self.decode(data, record.data_coding, shift)
-                for data, shift in zip(parts, shifts, strict=True)
-            )
-        else:
-            text = self.decode(b"".join(parts), record.data_coding, shifts[0])
+        text = decode_parts(
+            [(data, ids[seq][1]) for seq, data in zip(seqs, parts, strict=True)],
+            record.data_coding,
+            default_alphabet=self.default_alphabet,
+        )
         message_ids = tuple(ids[seq][0] for seq in seqs)
         self._add_message(record, text, concat.total, message_ids)
 
