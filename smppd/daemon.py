@@ -928,21 +928,17 @@ class Daemon:
     def _extra_counters(self) -> Mapping[str, int]:
         runtimes = list(self.carriers.values())
         totals = list(self._totals.values())  # carriers a reload removed included
-        return {
+        return {  # names and HELP texts: smppd.metrics.DAEMON_COUNTERS
             "optouts": sum(t.inbound.optouts for t in totals),
             "optins": sum(t.inbound.optins for t in totals),
             "auto_replies": sum(t.inbound.auto_replies for t in totals),
-            # MO to a number no client owns: stored, but no subscriber is told
             "inbound_unowned": sum(t.inbound.inbound_unowned for t in totals),
-            # segments held back by a sender's own TPS cap: sender rate limiting in effect
             "sender_rate_deferrals": sum(t.deferred_before for t in totals)
             + sum(rt.loop.deferred for rt in runtimes if rt.loop),
             "events_published": self.hub.published,
             "subscribers_dropped": self.hub.dropped_subscribers,
             "accepted": self.gateway.accepted,
-            # messages finished without every receipt, after queue.receipt_wait_s
             "receipts_overdue": self.receipts_overdue,
-            # store transactions, one fsync each: how well writes share a commit
             "queue_commits": self.queue.commits,
         }
 

@@ -64,9 +64,11 @@ class BindObserver(Protocol):
     """Hooks for metrics; `bind` names the bind (its index within the carrier, say)."""
 
     def state_changed(self, bind: str, state: State) -> None: ...
-    def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None: ...
+    # Once per submit: answered (latency_s to the answer) or unknown (no answer in time, or
+    # the connection went first; latency_s None). A late answer comes after, as late_response.
+    def submit_ended(self, bind: str, result: SubmitResult, latency_s: float | None) -> None: ...
     def response_timed_out(self, bind: str) -> None: ...
-    def late_response(self, bind: str, *, accepted: bool) -> None: ...
+    def late_response(self, bind: str, *, accepted: bool, latency_s: float) -> None: ...
     def throttled(self, bind: str, command_status: int, tps: float | None) -> None: ...
     def peer_error(self, bind: str) -> None: ...
     def handler_failed(self, bind: str) -> None: ...
@@ -81,13 +83,13 @@ class NullObserver:
     def state_changed(self, bind: str, state: State) -> None:
         pass
 
-    def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
+    def submit_ended(self, bind: str, result: SubmitResult, latency_s: float | None) -> None:
         pass
 
     def response_timed_out(self, bind: str) -> None:
         pass
 
-    def late_response(self, bind: str, *, accepted: bool) -> None:
+    def late_response(self, bind: str, *, accepted: bool, latency_s: float) -> None:
         pass
 
     def throttled(self, bind: str, command_status: int, tps: float | None) -> None:
@@ -397,7 +399,7 @@ class Link(asyncio.Protocol):
                     self._give(on_result, event.result)
                 if not event.result.message_id and event.result.command_status == 0:
                     self._accepted_without_id()
-                self._observer.submit_answered(self.name, event.result, event.latency_s)
+                self._observer.submit_ended(self.name, event.result, event.latency_s)
                 freed = True
             elif isinstance(event, DeliverReceived):
                 self._deliver(event.pdu)
@@ -412,6 +414,7 @@ class Link(asyncio.Protocol):
                     if len(self._late) > TIMED_OUT_MEMORY:
                         del self._late[next(iter(self._late))]
                 self._observer.response_timed_out(self.name)
+                self._observer.submit_ended(self.name, self._timed_out, None)
                 freed = True
             else:
                 self._other_event(event)
@@ -454,7 +457,7 @@ class Link(asyncio.Protocol):
             self.late_responses += 1
             on_result = self._late.pop(event.sequence_number, None)
             accepted = event.command_id == CommandId.submit_sm_resp and event.command_status == 0
-            self._observer.late_response(name, accepted=accepted)
+            self._observer.late_response(name, accepted=accepted, latency_s=event.latency_s)
             if on_result is not None and accepted:
                 result = SubmitResult(
                     event.message_id, 0, StatusClass.SUCCESS, bind=name, late=True
@@ -501,6 +504,7 @@ class Link(asyncio.Protocol):
             self._close_reason = event.reason
             for seq in event.abandoned:
                 self._resolve_unknown(seq)
+                self._observer.submit_ended(name, self._unknown, None)
             for seq in list(self._results):  # none should be left; never leave one waiting
                 self._resolve_unknown(seq)
             self._late.clear()  # answers come on the connection that carried the submit

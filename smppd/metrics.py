@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -25,6 +25,21 @@ from smppd.pdu.status import status_label
 from smppd.session import State, SubmitResult
 
 _BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+
+
+# The daemon's own counters (Daemon._extra_counters), each exported as smppd_<name>_total.
+DAEMON_COUNTERS: Final[Mapping[str, str]] = {
+    "optouts": "Opt-outs (STOP and friends) recorded from inbound messages",
+    "optins": "Opt-ins (START and friends) recorded from inbound messages",
+    "auto_replies": "Automatic replies to keyword messages, queued to be sent",
+    "inbound_unowned": "Inbound messages to a number no client owns: stored, no subscriber told",
+    "sender_rate_deferrals": "Segments held back by a sender's own tps",
+    "events_published": "Events published to API subscribers",
+    "subscribers_dropped": "API subscribers dropped for not reading their events",
+    "accepted": "Messages accepted onto the queue (a repeated client_ref is not counted again)",
+    "receipts_overdue": "Messages finished without all their receipts after queue.receipt_wait_s",
+    "queue_commits": "Store transactions, one fsync each",
+}
 
 
 @dataclass
@@ -48,17 +63,20 @@ class CarrierObserver:
     def state_changed(self, bind: str, state: State) -> None:
         self.states[bind] = state
 
-    def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
-        self.submits["unknown" if result.unknown else status_label(result.command_status)] += 1
-        if not result.unknown:
+    def submit_ended(self, bind: str, result: SubmitResult, latency_s: float | None) -> None:
+        if latency_s is None:
+            self.submits["unknown"] += 1
+        else:
+            self.submits[status_label(result.command_status)] += 1
             self.latency.observe(latency_s)
 
     def response_timed_out(self, bind: str) -> None:
         self.timeouts += 1
 
-    def late_response(self, bind: str, *, accepted: bool) -> None:
+    def late_response(self, bind: str, *, accepted: bool, latency_s: float) -> None:
         self.late += 1
         self.late_accepted += accepted
+        self.latency.observe(latency_s)  # how slow the carrier answers, past the timeout too
 
     def throttled(self, bind: str, command_status: int, tps: float | None) -> None:
         self.throttled_count += 1
@@ -178,7 +196,7 @@ class SmppdCollector(Collector):
             self._api.dropped,
         )
         for name, value in dict(self._extra()).items():
-            yield CounterMetricFamily(f"smppd_{name}", name.replace("_", " "), value=value)
+            yield CounterMetricFamily(f"smppd_{name}", DAEMON_COUNTERS[name], value=value)
 
     def _carrier_families(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("smppd_binds_up", "Binds bound now", labels=["carrier"])
@@ -233,7 +251,7 @@ class SmppdCollector(Collector):
         )
         latency = HistogramMetricFamily(
             "smppd_submit_latency_seconds",
-            "submit_sm to submit_sm_resp",
+            "submit_sm to its submit_sm_resp, late answers included",
             labels=["carrier"],
         )
         outcome_latency = HistogramMetricFamily(

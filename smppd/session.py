@@ -266,6 +266,7 @@ class LateResponse:
     sequence_number: int
     command_status: int = 0
     message_id: str | None = None
+    latency_s: float = 0.0  # from the submit to this answer
 
 
 @record
@@ -413,7 +414,7 @@ class Session:
         self._wrapped = False  # before the first wrap no number can still be in use
         self._submits: dict[int, float] = {}  # seq -> sent_at, in sending order
         self._control: dict[int, _Control] = {}
-        self._timed_out: OrderedDict[int, int] = OrderedDict()  # seq -> resp command_id due
+        self._timed_out: OrderedDict[int, float] = OrderedDict()  # timed-out submit seq -> sent_at
         self._held: dict[int, float] = {}  # timed-out submit seq -> when its slot is given up
         self._inbound = 0  # deliver_sm / data_sm received and not yet answered
         self._can_submit = False
@@ -605,7 +606,7 @@ class Session:
                 # enquire_links of its own while ignoring ours: probe it now (below), and drop
                 # the bind unless an answer comes, rather than spend every message's attempts.
                 self._silent_since = sent_at
-            timed_out[seq] = _SUBMIT_SM_RESP
+            timed_out[seq] = sent_at
             if len(timed_out) > TIMED_OUT_MEMORY:
                 timed_out.popitem(last=False)
             held[seq] = now + hold_s
@@ -793,14 +794,14 @@ class Session:
     def _unmatched(
         self, command_id: int, seq: int, now: float, status: int = 0, message_id: str | None = None
     ) -> None:
-        expected = self._timed_out.get(seq)
-        if expected is not None and command_id in (expected, CommandId.generic_nack):
+        sent_at = self._timed_out.get(seq)
+        if sent_at is not None and command_id in (_SUBMIT_SM_RESP, CommandId.generic_nack):
             del self._timed_out[seq]
             self._held.pop(seq, None)  # answered at last: its slot is free
             self._last_answer = now  # slow, not dead: no reason to drop the bind
             if command_id == CommandId.generic_nack:
                 status = status or CommandStatus.ESME_RSYSERR  # never an acceptance
-            self._events.append(LateResponse(command_id, seq, status, message_id))
+            self._events.append(LateResponse(command_id, seq, status, message_id, now - sent_at))
         else:
             self._events.append(PeerError("response matches no request", command_id, seq))
 

@@ -16,6 +16,7 @@ import pytest
 import structlog.testing
 
 from smppd.link import DeliverHandler, Link, NullObserver
+from smppd.metrics import CarrierObserver
 from smppd.pdu import pdus
 from smppd.pdu.codec import PduReader, encode_body, frame
 from smppd.pdu.command import CommandId
@@ -670,7 +671,8 @@ async def test_observer_sees_states_and_results(smsc: FakeSmsc) -> None:
         def state_changed(self, bind: str, state: State) -> None:
             seen.append(("state", state))
 
-        def submit_answered(self, bind: str, result: SubmitResult, latency_s: float) -> None:
+        def submit_ended(self, bind: str, result: SubmitResult, latency_s: float | None) -> None:
+            assert latency_s is not None
             assert latency_s >= 0
             seen.append(("result", result.command_status))
 
@@ -685,3 +687,41 @@ async def test_observer_sees_states_and_results(smsc: FakeSmsc) -> None:
         ("state", State.UNBINDING),
         ("state", State.CLOSED),
     ]
+
+
+async def test_every_submit_ends_once_in_the_carrier_counts(smsc: FakeSmsc) -> None:
+    """smppd_submits_total counts each submit once: answered by its status, timed out or lost
+    with the connection as `unknown`; a late answer adds its latency, past the timeout, to
+    smppd_submit_latency_seconds and nothing to the submits."""
+    late = asyncio.Event()
+
+    class Observer(CarrierObserver):
+        def late_response(self, bind: str, *, accepted: bool, latency_s: float) -> None:
+            super().late_response(bind, accepted=accepted, latency_s=latency_s)
+            late.set()
+
+    observer = Observer("fake")
+    link = await Link.connect(
+        settings(smsc.port, response_timeout_s=0.25, enquire_link_interval_s=30.0),
+        handler=accept,
+        observer=observer,
+    )
+    assert (await link.submit(body())).command_status == 0
+    smsc.set_faults(latency_s=0.4)  # late, yet before the probe for it gives up on the bind
+    assert (await link.submit(body())).unknown
+    async with asyncio.timeout(2):
+        await late.wait()
+    assert dict(observer.submits) == {"ESME_ROK": 1, "unknown": 1}
+    assert (observer.timeouts, observer.late, observer.late_accepted) == (1, 1, 1)
+    assert observer.latency.count == 2
+    assert observer.latency.total >= 0.4
+
+    smsc.set_faults(latency_s=5.0)
+    futures = [f for _ in range(3) if (f := link.try_submit(body()))]
+    await smsc.records.wait_for(5, timeout=2, segments=True)
+    smsc.drop()
+    async with asyncio.timeout(2):
+        assert all(r.unknown for r in await asyncio.gather(*futures))
+        assert await link.wait_closed() is CloseReason.CONNECTION_LOST
+    assert dict(observer.submits) == {"ESME_ROK": 1, "unknown": 4}
+    assert observer.latency.count == 2

@@ -12,7 +12,7 @@ from queue_support import T0, message
 
 from smppd.config import load_config
 from smppd.daemon import Daemon
-from smppd.metrics import CarrierObserver
+from smppd.metrics import DAEMON_COUNTERS, CarrierObserver
 from smppd.pdu.status import StatusClass, status_label
 from smppd.queue import MemoryQueue
 from smppd.session import SubmitResult
@@ -36,10 +36,10 @@ def test_status_labels_are_bounded_whatever_the_peer_sends() -> None:
     rng = random.Random(7)
     for _ in range(2000):
         code = rng.randrange(0x500, 2**32)
-        observer.submit_answered("0", SubmitResult(None, code, StatusClass.PERMANENT), 0.01)
+        observer.submit_ended("0", SubmitResult(None, code, StatusClass.PERMANENT), 0.01)
         observer.bind_failed("0", code, True)
-    observer.submit_answered("0", SubmitResult(None, 0x58, StatusClass.TEMPORARY), 0.01)
-    observer.submit_answered("0", SubmitResult(None, 0x401, StatusClass.PERMANENT), 0.01)
+    observer.submit_ended("0", SubmitResult(None, 0x58, StatusClass.TEMPORARY), 0.01)
+    observer.submit_ended("0", SubmitResult(None, 0x401, StatusClass.PERMANENT), 0.01)
     assert dict(observer.submits) == {"other": 2000, "ESME_RTHROTTLED": 1, "0x00000401": 1}
     assert dict(observer.bind_failures) == {"other": 2000}
     assert status_label(0x4FF) == "0x000004FF"
@@ -102,3 +102,11 @@ def test_api_request_latency_is_a_histogram() -> None:
     buckets = {labels["le"]: n for labels, n in found["smppd_api_request_seconds_bucket"]}
     assert buckets["+Inf"] == 2.0
     assert min(n for n in buckets.values()) <= 1.0
+
+
+def test_every_daemon_counter_has_its_own_help_text() -> None:
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, MemoryQueue())
+    assert set(daemon._extra_counters()) == set(DAEMON_COUNTERS)
+    text = generate_latest(daemon.metrics_registry()).decode()
+    for name, help_text in DAEMON_COUNTERS.items():
+        assert f"# HELP smppd_{name}_total {help_text}\n" in text

@@ -484,7 +484,7 @@ def test_response_timeout_and_late_answer() -> None:
     assert isinstance(peer.events()[0], PeerError)
     assert peer.session.room == 2  # of 4: the first is still the SMSC's until it answers
     peer.answer(first, message_id="late")
-    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, first, 0, "late")]
+    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, first, 0, "late", 5.0)]
     assert peer.session.in_flight == 1
     assert peer.session.room == 3
     peer.answer(second, message_id="ok")
@@ -509,7 +509,7 @@ def test_a_timed_out_submit_never_answered_frees_its_slot_after_two_timeouts() -
     assert SlotsFreed(1) in peer.events()
     assert peer.session.room == 2
     peer.answer(lost, message_id="very late")  # still known as late, not a stray
-    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, lost, 0, "very late")]
+    assert peer.events() == [LateResponse(CommandId.submit_sm_resp, lost, 0, "very late", 10.0)]
 
 
 def test_enquire_link_when_idle_and_answered() -> None:
