@@ -627,17 +627,20 @@ class _Connection:
         self,
         server: ApiServer,
         client: ClientIdentity,
+        uid: int | None,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
         self._server = server
         self._settings = server.settings
-        self._client = client
+        self.client = client  # a reload may give it other rights (ApiServer.set_clients)
         self.client_name = client.name
+        self.uid = uid
         self._reader = reader
         self._writer = writer
         self._pending = 0
         self._stopping = False
+        self._closing_error = ApiError(ErrorCode.shutting_down, "this connection is closing")
         self._broken = False
         self._subscription: Subscription | None = None
         self._forwarder: asyncio.Task[None] | None = None
@@ -677,8 +680,11 @@ class _Connection:
                 await _linger(self._reader, self._writer)
             await _close_writer(self._writer, self._settings.write_timeout_s)
 
-    def stop(self) -> None:
-        """Stop reading (lines already read get `shutting_down`); in-flight requests finish."""
+    def stop(self, error: ApiError | None = None) -> None:
+        """Stop reading (lines already read get `error`, `shutting_down` by default); in-flight
+        requests finish."""
+        if error is not None:
+            self._closing_error = error
         self._stopping = True
         self._interrupt()
         self._end_subscription()
@@ -709,7 +715,7 @@ class _Connection:
                     if not self._interrupted or self._task is None or self._task.uncancel():
                         raise  # not (only) ours: the connection itself is being cancelled
                     if self._idle:
-                        log.info("api.idle_closed", client=self._client.name)
+                        log.info("api.idle_closed", client=self.client_name)
                     return
                 except OSError:
                     return
@@ -788,8 +794,7 @@ class _Connection:
             error = ApiError(ErrorCode.unknown_op, "op must be one of " + ", ".join(sorted(OPS)))
             await self._refuse(rid, _INVALID_OP, error)
         elif self._stopping:
-            error = ApiError(ErrorCode.shutting_down, "this connection is closing")
-            await self._refuse(rid, op, error)
+            await self._refuse(rid, op, self._closing_error)
         elif op == "subscribe":
             await self._subscribe(rid, req)
         elif (crowded := self._crowded(weight := _weight(op, req))) is not None:
@@ -836,7 +841,7 @@ class _Connection:
         try:
             parsed = [_parse_message(req) for _, req in batch]
             try:
-                outcomes = await _submit_each(self._server.service, self._client, parsed)
+                outcomes = await _submit_each(self._server.service, self.client, parsed)
             except ApiError as error:  # the whole call refused: each valid submit's answer
                 outcomes = _in_place_of_valid(parsed, error)
             except Exception as exc:  # any bug in the core answers `internal`
@@ -863,7 +868,7 @@ class _Connection:
         outcome: Mapping[str, Any] | None = None
         try:
             try:
-                outcome = await _HANDLERS[op](self._server.service, self._client, req)
+                outcome = await _HANDLERS[op](self._server.service, self.client, req)
                 data, result = _encode(_ok_reply(rid, outcome)), "ok"
             except ApiError as error:
                 data, result = _encode(_error_reply(rid, error)), str(error.code)
@@ -885,7 +890,7 @@ class _Connection:
             return
         try:
             kinds = _event_kinds(req)
-            subscription = self._server.service.subscribe(self._client, kinds)
+            subscription = self._server.service.subscribe(self.client, kinds)
         except ApiError as error:
             await self._refuse(rid, "subscribe", error)
             return
@@ -942,7 +947,7 @@ class _Connection:
             async with asyncio.timeout(self._settings.write_timeout_s):
                 await self._writer.drain()
         except TimeoutError:
-            log.warning("api.write_timeout", client=self._client.name)
+            log.warning("api.write_timeout", client=self.client_name)
             self._server.observer.connection_dropped("write_timeout")
             self._drop()
         except OSError:
@@ -1099,6 +1104,19 @@ class ApiServer:
     def connections(self) -> int:
         return len(self._connections)
 
+    def set_clients(self, clients: ClientTable) -> None:
+        """A reload's clients, for open connections too: one whose uid now maps to another
+        client or to none is closed (requests in progress finish, lines read after get
+        `unauthorized`); the others act with the new senders and priority cap at once."""
+        self.clients = clients
+        for conn in list(self._connections):
+            identity = None if conn.uid is None else clients.identify(conn.uid)
+            if identity is not None and identity.name == conn.client_name:
+                conn.client = identity
+                continue
+            log.info("api.client_removed", client=conn.client_name, uid=conn.uid)
+            conn.stop(ApiError(ErrorCode.unauthorized, "this client was removed by a reload"))
+
     async def start(self) -> None:
         path = self.settings.socket
         await _check_stale(path)
@@ -1183,7 +1201,7 @@ class ApiServer:
             await _linger(reader, writer)
             await _close_writer(writer, self.settings.write_timeout_s)
             return
-        conn = _Connection(self, client, reader, writer)
+        conn = _Connection(self, client, uid, reader, writer)
         self._connections.add(conn)
         self._per_client[client.name] += 1
         log.debug("api.connected", client=client.name, uid=uid)

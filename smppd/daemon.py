@@ -669,7 +669,7 @@ class Daemon:
         self.config = new
         configure_logging(new.logging.level, new.logging.format)
         if self._api is not None:
-            self._api.clients = ClientTable.from_config(new.api.clients, owners(new))
+            self._api.set_clients(ClientTable.from_config(new.api.clients, owners(new)))
         if cap_rules(old) != cap_rules(new):
             # Counted again from the queue; a submit between the two may go uncounted.
             self.caps = daily_caps(new)

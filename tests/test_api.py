@@ -530,7 +530,7 @@ def test_the_idle_period_counts_from_the_last_read(monkeypatch: pytest.MonkeyPat
     loop = _ClockLoop()
     monkeypatch.setattr(asyncio, "get_running_loop", lambda: loop)
     server = SimpleNamespace(settings=ApiSettings(socket=Path("/unused"), idle_timeout_s=10.0))
-    connection = api._Connection(cast(Any, server), DEMO, cast(Any, None), cast(Any, None))
+    connection = api._Connection(cast(Any, server), DEMO, 1000, cast(Any, None), cast(Any, None))
     interrupted: list[bool] = []
     monkeypatch.setattr(connection, "_interrupt", lambda: interrupted.append(True))
     connection._reading = True

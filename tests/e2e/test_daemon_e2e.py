@@ -17,7 +17,7 @@ import pytest
 import yaml
 from daemon_support import Daemon, running, smsc_and_dir, unused_port, write_config
 
-from smppd.client import ApiClientError, Client
+from smppd.client import UNAVAILABLE, ApiClientError, Client
 from smppd.pdu.national import NationalLanguage
 from smppd.pdu.status import CommandStatus
 from smppd.queue import open_queue
@@ -323,6 +323,41 @@ async def test_sighup_applies_senders_clients_and_compliance_without_reconnectin
         assert smsc.records.texts_to("447700900123") == ["after reload"]
         assert smsc.records.segments[0].source == "GAMMA"
         sub.close()
+
+
+async def test_a_reload_changes_the_rights_of_connections_already_open() -> None:
+    """A sender a reload takes from a client is refused on the connection it already had open,
+    and a connection whose uid the reload gives to another client is closed: rights are the
+    file's from the reload on, whatever connections there were."""
+    async with running() as (smsc, daemon, directory):
+        config_path = directory / "smppd.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        async with Client(directory / "smppd.sock") as client:
+            await client.submit(to="+447700900123", sender="12345", text="before")
+            config["senders"] = [s for s in config["senders"] if s["id"] != "12345"]
+            config_path.write_text(yaml.safe_dump(config))
+            seen = len(daemon.lines)
+            daemon.signal(signal.SIGHUP)
+            await daemon.wait_log("configuration reloaded", since=seen)
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="+447700900123", sender="12345", text="after")
+            assert info.value.code == "sender_not_allowed"
+            await client.submit(to="+447700900123", sender="ALPHA", text="still alpha")
+
+            alpha, beta = config["api"]["clients"]
+            alpha["uids"], beta["uids"] = beta["uids"], alpha["uids"]
+            config_path.write_text(yaml.safe_dump(config))
+            seen = len(daemon.lines)
+            daemon.signal(signal.SIGHUP)
+            removed = await daemon.wait_log("api.client_removed", since=seen)
+            assert removed["client"] == "alpha"
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="+447700900123", sender="ALPHA", text="closed")
+            assert info.value.code in {UNAVAILABLE, "unauthorized"}
+        async with Client(directory / "smppd.sock") as client:  # as beta now
+            await client.submit(to="+447700900123", sender="BETA", text="as beta")
+        await smsc.records.wait_for(3, timeout=10)
+        assert sorted(smsc.records.texts_to("447700900123")) == ["as beta", "before", "still alpha"]
 
 
 async def test_waiting_work_fails_over_when_its_carrier_stays_down() -> None:
