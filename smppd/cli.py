@@ -161,11 +161,11 @@ async def _status(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _cancel(client: Client, args: argparse.Namespace) -> int:
-    """Prints the message after the cancel; status 1 when nothing of it could be cancelled
-    (every segment was already with the carrier), so a script can tell."""
+    """Prints the message after the cancel; status 1 when this call cancelled nothing of it
+    (every segment was with the carrier, finished or cancelled before), so a script can tell."""
     status = await client.cancel(args.message_id)
     _print_message(status, args)
-    if not any(s.get("state") == "cancelled" for s in status.get("segments", [])):
+    if not status.get("cancelled"):
         state = status.get("state")
         print(f"error: nothing cancelled: the message is {state}", file=sys.stderr)
         return EX_REFUSED

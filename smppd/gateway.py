@@ -29,9 +29,7 @@ from smppd.queue.model import (
     Enqueued,
     MessageStatus,
     NewMessage,
-    segment_id,
 )
-from smppd.queue.states import SegmentState
 from smppd.routing import Router
 from smppd.senderpolicy import DailyCaps
 from smppd.service import (
@@ -383,14 +381,9 @@ class Gateway:
         found = await self._queue.cancel(message_id, client.name, now=self._clock())
         if found is None:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
-        self._loops.withdraw(
-            [
-                segment_id(message_id, s.index)
-                for s in found.segments
-                if s.state is SegmentState.CANCELLED
-            ]
-        )
-        return status_json(found)
+        status, changes = found
+        self._loops.withdraw([change.segment_id for change in changes])
+        return {**status_json(status), "cancelled": len(changes)}
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
         unknown = kinds - KINDS

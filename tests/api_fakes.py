@@ -87,6 +87,7 @@ class FakeService:
     optouts: set[tuple[str, str]] = field(default_factory=set)
     healthy: bool | None = None  # None: the reply has no verdict
     delivered: set[int] = field(default_factory=set)  # message ids a cancel comes too late for
+    cancelled: set[int] = field(default_factory=set)  # message ids cancelled already
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _refs: dict[str, int] = field(default_factory=dict)
 
@@ -139,10 +140,13 @@ class FakeService:
         self._check()
         self._own(client, message_id)
         state = "delivered" if message_id in self.delivered else "cancelled"
+        cancelled = 0 if state == "delivered" or message_id in self.cancelled else 1
+        self.cancelled.add(message_id)
         return {
             "message_id": message_id,
             "state": state,
             "segments": [{"index": 0, "state": state}],
+            "cancelled": cancelled,
         }
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> FakeSubscription:

@@ -247,9 +247,14 @@ async def test_a_cancel_that_cancels_nothing_says_so_with_status_1(
         assert await run_cli(*send) == 0
         capsys.readouterr()
         assert await run_cli("cancel", "1", *socket) == 1
-    out, err = capsys.readouterr()
-    assert json.loads(out)["state"] == "delivered"
-    assert err == "error: nothing cancelled: the message is delivered\n"
+        out, err = capsys.readouterr()
+        assert json.loads(out)["state"] == "delivered"
+        assert err == "error: nothing cancelled: the message is delivered\n"
+        assert await run_cli(*send) == 0
+        assert await run_cli("cancel", "2", *socket) == 0
+        capsys.readouterr()
+        assert await run_cli("cancel", "2", *socket) == 1  # cancelled before, not by this call
+    assert capsys.readouterr().err == "error: nothing cancelled: the message is cancelled\n"
 
 
 async def test_no_daemon_says_so_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:

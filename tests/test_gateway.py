@@ -329,8 +329,11 @@ async def test_cancels_and_opt_outs_tell_the_send_loops_what_they_cancelled() ->
     one, two, three = (r.id for r in replies if isinstance(r, SubmitReply))
     claimed = await queue.claim("fake", 3, now=T0)
     await queue.record([Submitted(claimed[0].segment_id, ("s:1",), "b")], now=T0)
-    await gw.cancel(CLIENT, one)  # submitted already: nothing to withdraw
-    await gw.cancel(CLIENT, two)
+    assert (await gw.cancel(CLIENT, one))[
+        "cancelled"
+    ] == 0  # submitted already: nothing to withdraw
+    assert (await gw.cancel(CLIENT, two))["cancelled"] == 1
+    assert (await gw.cancel(CLIENT, two))["cancelled"] == 0  # cancelled before: not again
     assert loops.withdrawn == [segment_id(two, 0)]
     await gw.optout(CLIENT, "add", "ALPHA", "+447700900123")
     assert loops.withdrawn == [segment_id(two, 0), segment_id(three, 0)]

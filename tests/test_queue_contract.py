@@ -19,7 +19,7 @@ from smppd.queue import (
     Unknown,
     open_queue,
 )
-from smppd.queue.model import InboundIn, InboundPart, PartGroup
+from smppd.queue.model import InboundIn, InboundPart, PartGroup, segment_id
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -336,12 +336,20 @@ async def test_cancel_stops_unsent_segments(store: Queue) -> None:
     """Cancel turns queued segments into cancelled; they are never claimed."""
     (enq,) = await store.enqueue([message(segments=(b"a", b"b"))], now=T0)
     assert await store.cancel(enq.message_id, "someone-else", now=T0) is None
-    status = await store.cancel(enq.message_id, "otp", now=T0 + 1)
-    assert status is not None
+    found = await store.cancel(enq.message_id, "otp", now=T0 + 1)
+    assert found is not None
+    status, changes = found
     assert status.state is MessageState.CANCELLED
     assert [s.state for s in status.segments] == [SegmentState.CANCELLED] * 2
+    assert [(c.segment_id, c.segment_state) for c in changes] == [
+        (segment_id(enq.message_id, i), SegmentState.CANCELLED) for i in range(2)
+    ]
     assert len(await store.claim(CARRIER, 10, now=T0 + 2)) == 0
     assert store.queued_depth() == 0
+    again = await store.cancel(enq.message_id, "otp", now=T0 + 3)  # nothing left to cancel
+    assert again is not None
+    assert again[0].state is MessageState.CANCELLED
+    assert again[1] == []
     assert await store.cancel(10**9, None, now=T0) is None
 
 

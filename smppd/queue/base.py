@@ -112,8 +112,10 @@ class Queue(Protocol):
 
     async def cancel(
         self, message_id: int, client: str | None, *, now: float
-    ) -> MessageStatus | None:
-        """Cancel the segments not yet submitted; the status after, or None as for `status`."""
+    ) -> tuple[MessageStatus, list[Change]] | None:
+        """Cancel the segments not yet submitted: the status after and what this call changed
+        (nothing, when every segment was already submitted or finished), or None as for
+        `status`."""
         ...
 
     async def recover(self, *, now: float) -> int:

@@ -633,13 +633,14 @@ class MemoryQueue:
 
     async def cancel(
         self, message_id: int, client: str | None, *, now: float
-    ) -> MessageStatus | None:
+    ) -> tuple[MessageStatus, list[Change]] | None:
         self._commit()
-        found = await self.status(message_id, client)
-        if found is None:
+        if await self.status(message_id, client) is None:
             return None
-        self._cancel(self._messages[message_id], now=now)
-        return await self.status(message_id, client)
+        changes = self._cancel(self._messages[message_id], now=now)
+        found = await self.status(message_id, client)
+        assert found is not None
+        return found, changes
 
     async def recover(self, *, now: float) -> int:
         self._commit()

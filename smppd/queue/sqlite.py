@@ -488,7 +488,7 @@ class SqliteQueue:
 
     async def cancel(
         self, message_id: int, client: str | None, *, now: float
-    ) -> MessageStatus | None:
+    ) -> tuple[MessageStatus, list[Change]] | None:
         return await self._submit(
             partial(sqlite_admin.cancel, message_id=message_id, client=client, now=now),
             weight=1,

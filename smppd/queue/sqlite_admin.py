@@ -37,14 +37,16 @@ _OWNER: Final = "SELECT client, total FROM messages WHERE id = ?"
 
 def cancel(
     batch: Batch, message_id: int, client: str | None, *, now: float
-) -> MessageStatus | None:
+) -> tuple[MessageStatus, list[Change]] | None:
     batch.flush_inserts()
     found = batch.db.execute(_OWNER, (message_id,)).fetchone()
     if found is None or (client is not None and found[0] != client):
         return None
-    _cancel_message(batch, message_id, found[1], now=now)
+    changes = _cancel_message(batch, message_id, found[1], now=now)
     batch.flush(now=now)
-    return message_status(batch.db, message_id, client)
+    status = message_status(batch.db, message_id, client)
+    assert status is not None  # its row was just read, in this transaction
+    return status, changes
 
 
 def _cancel_message(batch: Batch, message_id: int, total: int, *, now: float) -> list[Change]:
