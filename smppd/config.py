@@ -481,7 +481,8 @@ class Config:
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
     """Load and check `path`; raises ConfigError naming the file, the key path and the reason.
 
-    `environ` supplies $CREDENTIALS_DIRECTORY for `password_credential` (default os.environ).
+    `environ` supplies $CREDENTIALS_DIRECTORY for `password_credential` and $HOME for paths
+    starting with ~ (default os.environ).
     """
     return load(Config, path, environ=os.environ if environ is None else environ, finish=_link)
 

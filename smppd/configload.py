@@ -16,6 +16,7 @@ import enum
 import functools
 import math
 import os
+import pwd
 import re
 import stat
 import types
@@ -446,6 +447,22 @@ def _convert(tp: Any, raw: object, ctx: LoadContext, path: KeyPath) -> object:
     return value
 
 
+def config_path(raw: str, ctx: LoadContext, where: KeyPath) -> Path:
+    """A path from the file: a leading ~ or ~user is that home directory, and a relative path
+    is the config file's directory's; nothing else ($VAR, globs) is expanded."""
+    if raw.startswith("~"):
+        user, _, rest = raw[1:].partition("/")
+        if user:
+            try:
+                home = pwd.getpwnam(user).pw_dir
+            except KeyError:
+                raise ValidationError(f"no user {user!r} for {raw!r}", *where) from None
+        elif not (home := ctx.environ.get("HOME", "")):
+            raise ValidationError(f"{raw!r} starts with ~ but $HOME is not set", *where)
+        raw = os.path.join(home, rest)
+    return Path(os.path.normpath(ctx.base_dir / raw))
+
+
 def _is_text(value: str) -> bool:
     """False for a string holding a lone surrogate (YAML's "\\ud800"): no file, socket or
     SMSC could take it."""
@@ -469,7 +486,7 @@ def _convert_base(tp: Any, raw: object, ctx: LoadContext, path: KeyPath) -> obje
     if tp is str and isinstance(raw, str) and _is_text(raw):
         return raw
     if tp is Path and isinstance(raw, str) and raw and "\0" not in raw and _is_text(raw):
-        return Path(os.path.normpath(ctx.base_dir / raw))
+        return config_path(raw, ctx, path)
     if origin is Literal:
         for choice in typing.get_args(tp):
             if type(choice) is type(raw) and choice == raw:
@@ -529,7 +546,7 @@ def _secret(
     if key == keys[1]:
         if "\0" in value:
             raise ValidationError("must be a path, not one holding a NUL character", *where)
-        file = Path(os.path.normpath(ctx.base_dir / value))
+        file = config_path(value, ctx, where)
         _check_private(file, where)
         secret = _read_secret(file, where)
     elif key == keys[2]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
+import pwd
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -760,3 +762,37 @@ def test_shipped_file_shows_every_field(section: type) -> None:
         assert f"{f.name}:" in text, f"{section.__name__}.{f.name} is not in {SHIPPED.name}"
     assert "password_file" in text
     assert "password_credential" in text
+
+
+def test_a_leading_tilde_is_the_home_directory_and_nothing_else_is_expanded(
+    tmp_path: Path,
+) -> None:
+    """~ is $HOME, ~user that user's home; $VAR and the rest stay as written, relative to the
+    config file's directory. Without $HOME, or for an unknown user, the key is named."""
+    home = tmp_path / "home"
+    root = pwd.getpwuid(os.getuid())
+    path = write(
+        tmp_path / "etc",
+        variant(
+            lambda d: d.update(
+                queue={"path": "~/var/smppd.db"},
+                api={**d["api"], "socket": f"~{root.pw_name}/smppd.sock"},
+            )
+        ),
+    )
+    config = load_config(path, environ={"HOME": str(home)})
+    assert config.queue.path == home / "var" / "smppd.db"
+    assert config.api.socket == Path(root.pw_dir) / "smppd.sock"
+    literal = write(
+        tmp_path / "etc", variant(lambda d: d.update(queue={"path": "$VAR/q.db"})), "literal.yaml"
+    )
+    assert load_config(literal, environ={"VAR": "/x"}).queue.path == tmp_path / "etc/$VAR/q.db"
+    assert error_of(path, environ={}) == (
+        f"{path}: queue.path: '~/var/smppd.db' starts with ~ but $HOME is not set"
+    )
+    unknown = write(
+        tmp_path / "etc", variant(lambda d: d.update(queue={"path": "~nobody-x/q.db"})), "u.yaml"
+    )
+    assert error_of(unknown, environ={"HOME": str(home)}) == (
+        f"{unknown}: queue.path: no user 'nobody-x' for '~nobody-x/q.db'"
+    )
