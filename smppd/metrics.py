@@ -36,7 +36,7 @@ DAEMON_COUNTERS: Final[Mapping[str, str]] = {
     "sender_rate_deferrals": "Segments held back by a sender's own tps",
     "events_published": "Events published to API subscribers",
     "subscribers_dropped": "API subscribers dropped for not reading their events",
-    "accepted": "Messages accepted onto the queue (a repeated client_ref is not counted again)",
+    "accepted": "Messages accepted onto the queue (a repeated ref is not counted again)",
     "receipts_overdue": "Messages finished without all their receipts after queue.receipt_wait_s",
     "queue_commits": "Store transactions, one fsync each",
 }
