@@ -41,7 +41,6 @@ from smppd.inbound import (
     InboundHandler,
     OptOutPolicy,
     ReplyCooldown,
-    publish_changes,
 )
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
@@ -52,7 +51,7 @@ from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
-from smppd.queue.model import Change, ClaimedSegment, Deferred, RerouteCursor
+from smppd.queue.model import ClaimedSegment, Deferred, RerouteCursor
 from smppd.queue.states import PENDING_STATES, SegmentState
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
@@ -536,7 +535,7 @@ class Daemon:
                     unknown_delay_s=carrier.response_timeout_s,
                 ),
                 clock=time.time,
-                on_changes=functools.partial(self._publish_changes, carrier.name),
+                on_changes=functools.partial(self.hub.publish_changes, carrier=carrier.name),
                 sender_tps=sender_rates(config),
                 id_format=IdFormat(carrier.message_id_format.value),
                 learner=learner,
@@ -557,9 +556,6 @@ class Daemon:
             window=carrier.window,
             tps=carrier.tps,
         )
-
-    def _publish_changes(self, carrier: str, changes: Sequence[Change]) -> None:
-        publish_changes(self.hub.publish, changes, carrier=carrier, wants=self.hub.wants)
 
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)
@@ -777,14 +773,14 @@ class Daemon:
             changes, self._expiry_cursor, done = await self.queue.expire_waiting(
                 now=now, after=self._expiry_cursor, limit=EXPIRE_STEP
             )
-            publish_changes(self.hub.publish, changes, wants=self.hub.wants)
+            self.hub.publish_changes(changes)
             if done:
                 return
 
     async def _settle_receipts(self, now: float) -> None:
         """Receipts held a while go to segments that wrote their number another way."""
         for carrier, changes in (await self.queue.settle_receipts(now=now)).items():
-            self._publish_changes(carrier, changes)
+            self.hub.publish_changes(changes, carrier=carrier)
             if carrier not in self._fallback_warned:
                 self._fallback_warned.add(carrier)
                 log.warning(

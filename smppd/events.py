@@ -8,12 +8,57 @@ is removed, so a stuck reader can cost memory only up to its bound.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
+from smppd.queue.model import Change
 from smppd.service import Event
 
 KINDS = frozenset({"receipt", "inbound", "state"})
+
+
+def change_event(change: Change) -> Event:
+    data: dict[str, object] = {
+        "id": change.message_id,
+        "segment": change.segment_id & 0xFF,
+        "segment_state": str(change.segment_state),
+        "state": str(change.after),
+    }
+    if change.command_status is not None:
+        data["command_status"] = change.command_status
+    return Event("state", change.client, data)
+
+
+def publish_changes(
+    publish: Callable[[Event], None],
+    changes: Iterable[Change],
+    *,
+    carrier: str | None = None,
+    wants: Callable[[str], bool] = lambda client: True,
+) -> None:
+    """Events for queue changes: a `receipt` when a receipt caused one (matched on arrival or
+    later, when its early receipt met the submit_sm_resp), a `state` when the message's state
+    moved. Only for clients that `wants` says have a subscriber."""
+    for change in changes:
+        if not wants(change.client):
+            continue
+        if change.receipt_stat is not None:
+            publish(
+                Event(
+                    "receipt",
+                    change.client,
+                    {
+                        "id": change.message_id,
+                        "segment": change.segment_id & 0xFF,
+                        "stat": change.receipt_stat,
+                        "err": change.receipt_err,
+                        "state": str(change.after),
+                        "carrier": carrier,
+                    },
+                )
+            )
+        if change.before != change.after:
+            publish(change_event(change))
 
 
 @dataclass(eq=False)
@@ -80,6 +125,10 @@ class EventHub:
                 self._drop(sub)
             else:
                 sub.queue.put_nowait(event)
+
+    def publish_changes(self, changes: Iterable[Change], *, carrier: str | None = None) -> None:
+        """`publish_changes` to this hub's subscribers."""
+        publish_changes(self.publish, changes, carrier=carrier, wants=self.wants)
 
     def close(self) -> None:
         for subs in list(self._by_client.values()):

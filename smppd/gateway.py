@@ -383,6 +383,7 @@ class Gateway:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
         status, changes = found
         self._loops.withdraw([change.segment_id for change in changes])
+        self._hub.publish_changes(changes)
         return {**status_json(status), "cancelled": len(changes)}
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
@@ -446,6 +447,7 @@ class Gateway:
             changed = await self._queue.add_optout(sender, destination, now=self._clock())
             cancelled = await self._queue.cancel_queued_to(sender, destination, now=self._clock())
             self._loops.withdraw([change.segment_id for change in cancelled])
+            self._hub.publish_changes(cancelled)
         elif action == "remove":
             changed = await self._queue.remove_optout(sender, destination)
         else:

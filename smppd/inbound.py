@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -22,6 +22,7 @@ import structlog
 from smppd.address import from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
+from smppd.events import publish_changes
 from smppd.idformat import IdFormatLearner
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
@@ -39,7 +40,7 @@ from smppd.pdu.text import Alphabet, DataCoding
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
-from smppd.queue.model import Change, InboundIn, InboundPart, PartGroup, ReceiptIn, ReceiptResult
+from smppd.queue.model import InboundIn, InboundPart, PartGroup, ReceiptIn, ReceiptResult
 from smppd.record import record
 from smppd.service import Event
 
@@ -90,50 +91,6 @@ class OptOutPolicy:
 
 # Sends an automatic reply: (client, sender id, number, text).
 AutoReply = Callable[[str, str, str, str], Awaitable[object]]
-
-
-def change_event(change: Change) -> Event:
-    data: dict[str, object] = {
-        "id": change.message_id,
-        "segment": change.segment_id & 0xFF,
-        "segment_state": str(change.segment_state),
-        "state": str(change.after),
-    }
-    if change.command_status is not None:
-        data["command_status"] = change.command_status
-    return Event("state", change.client, data)
-
-
-def publish_changes(
-    publish: Callable[[Event], None],
-    changes: Iterable[Change],
-    *,
-    carrier: str | None = None,
-    wants: Callable[[str], bool] = lambda client: True,
-) -> None:
-    """Events for queue changes: a `receipt` when a receipt caused one (matched on arrival or
-    later, when its early receipt met the submit_sm_resp), a `state` when the message's state
-    moved. Only for clients that `wants` says have a subscriber."""
-    for change in changes:
-        if not wants(change.client):
-            continue
-        if change.receipt_stat is not None:
-            publish(
-                Event(
-                    "receipt",
-                    change.client,
-                    {
-                        "id": change.message_id,
-                        "segment": change.segment_id & 0xFF,
-                        "stat": change.receipt_stat,
-                        "err": change.receipt_err,
-                        "state": str(change.after),
-                        "carrier": carrier,
-                    },
-                )
-            )
-        if change.before != change.after:
-            publish(change_event(change))
 
 
 class ReceiptBatcher:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from smppd.events import EventHub
-from smppd.inbound import publish_changes
+from smppd.events import EventHub, publish_changes
 from smppd.queue.model import Change
 from smppd.queue.states import MessageState, SegmentState
 from smppd.service import Event

@@ -60,6 +60,7 @@ def gateway(
     profile: OutboundProfile | None = None,
     *,
     max_depth: int = 1000,
+    hub: EventHub | None = None,
 ) -> Gateway:
     def health() -> dict[str, Any]:
         return {}
@@ -68,7 +69,7 @@ def gateway(
         queue=queue,
         router=Router([RouteRule(prefix="", carriers=("fake",), failover_after_s=60.0)]),
         profiles={"fake": profile or OutboundProfile()},
-        hub=EventHub(),
+        hub=hub or EventHub(),
         settings=GatewaySettings(max_depth=max_depth),
         down_since=lambda carrier: None,
         loops=loops,
@@ -337,6 +338,26 @@ async def test_cancels_and_opt_outs_tell_the_send_loops_what_they_cancelled() ->
     assert loops.withdrawn == [segment_id(two, 0)]
     await gw.optout(CLIENT, "add", "ALPHA", "+447700900123")
     assert loops.withdrawn == [segment_id(two, 0), segment_id(three, 0)]
+
+
+async def test_cancels_and_opt_outs_publish_the_state_events_of_what_they_cancelled() -> None:
+    """A client's `state` subscribers hear of a cancel over the API and of the messages an
+    opt-out cancelled, as of any other change, and nothing of a cancel that changed nothing."""
+    queue = MemoryQueue()
+    hub = EventHub()
+    gw = gateway(queue, Loops(), hub=hub)
+    replies = await gw.submit(CLIENT, [request("one"), request("two")])
+    one, two = (r.id for r in replies if isinstance(r, SubmitReply))
+    sub = hub.subscribe(CLIENT.name, frozenset({"state"}))
+    await gw.cancel(CLIENT, one)
+    await gw.cancel(CLIENT, one)  # cancelled before: no event
+    await gw.optout(CLIENT, "add", "ALPHA", "+447700900123")
+    sub.close()
+    events = [(e.kind, e.data["id"], e.data["state"], e.data["segment_state"]) async for e in sub]
+    assert events == [
+        ("state", one, "cancelled", "cancelled"),
+        ("state", two, "cancelled", "cancelled"),
+    ]
 
 
 async def test_only_the_owner_of_a_sender_manages_its_opt_outs() -> None:
