@@ -23,7 +23,6 @@ from smppd.pdu.segment import (
     national_shift,
     split_message,
 )
-from smppd.pdu.segment import count_segments as _count
 from smppd.pdu.text import Alphabet, DataCoding, is_gsm7, latin1_octets, plan_encoding
 from smppd.pdu.timefmt import format_absolute
 from smppd.record import record
@@ -123,12 +122,6 @@ def composed(text: str) -> str:
     if text.isascii() or unicodedata.is_normalized("NFC", text):
         return text
     return unicodedata.normalize("NFC", text)
-
-
-def count_segments(text: str, *, encoding: str, profile: OutboundProfile) -> int:
-    text = composed(text)
-    alphabet, _, shift = _plan(text, _FORCED.get(encoding), profile)
-    return _count(text, alphabet, profile.concatenation, shift)
 
 
 def _plan(
