@@ -25,6 +25,7 @@ from smppd.queue.base import ENQUEUE_MAX, Queue
 from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.model import (
     URGENT_PRIORITY,
+    Change,
     ClaimedSegment,
     Enqueued,
     MessageStatus,
@@ -382,9 +383,13 @@ class Gateway:
         if found is None:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
         status, changes = found
+        self._cancelled(changes)
+        return {**status_json(status), "cancelled": len(changes)}
+
+    def _cancelled(self, changes: Sequence[Change]) -> None:
+        """What a cancel or an opt-out cancelled: out of the send loops, and told to subscribers."""
         self._loops.withdraw([change.segment_id for change in changes])
         self._hub.publish_changes(changes)
-        return {**status_json(status), "cancelled": len(changes)}
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
         unknown = kinds - KINDS
@@ -446,8 +451,7 @@ class Gateway:
         if action == "add":
             changed = await self._queue.add_optout(sender, destination, now=self._clock())
             cancelled = await self._queue.cancel_queued_to(sender, destination, now=self._clock())
-            self._loops.withdraw([change.segment_id for change in cancelled])
-            self._hub.publish_changes(cancelled)
+            self._cancelled(cancelled)
         elif action == "remove":
             changed = await self._queue.remove_optout(sender, destination)
         else:
