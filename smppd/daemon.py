@@ -41,6 +41,7 @@ from smppd.inbound import (
     InboundHandler,
     OptOutPolicy,
     ReplyCooldown,
+    learned_id_format,
 )
 from smppd.logging import configure_logging
 from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, SmppdCollector
@@ -477,6 +478,7 @@ class Daemon:
         self._api: ApiServer | None = None
         self._reroute_cursors: dict[str, RerouteCursor] = {}
         self._expiry_cursor: tuple[float, int] = (float("-inf"), 0)  # Queue.expire_waiting
+        self._kept_id_formats: dict[str, str] = {}  # what the store holds (Queue.id_formats)
         self.serving = False  # ready, not yet draining: smppd_up
 
     # --- carriers --------------------------------------------------------------------------
@@ -489,7 +491,7 @@ class Daemon:
         totals.observer.states.clear()  # the binds of the last start are gone
         learner = None
         if carrier.message_id_format is cfg.MessageIdFormat.AUTO:  # kept across reloads
-            learner = totals.learner = totals.learner or IdFormatLearner()
+            learner = totals.learner = totals.learner or self._learner(carrier.name)
         inbound = InboundHandler(
             carrier.name,
             self.queue,
@@ -557,6 +559,31 @@ class Daemon:
             tps=carrier.tps,
         )
 
+    def _learner(self, carrier: str) -> IdFormatLearner:
+        """A carrier's first learner of this run, from what an earlier run kept of its ids."""
+        try:
+            known = IdFormat(self._kept_id_formats.get(carrier, IdFormat.AUTO))
+        except ValueError:  # not a word this smppd writes: learn again
+            known = IdFormat.AUTO
+        if known is not IdFormat.AUTO:
+            learned_id_format(carrier, known, kept=True)
+        return IdFormatLearner(known)
+
+    async def _keep_id_formats(self, now: float) -> None:
+        """Write what the learners found since the last time to the store, so that the next
+        start begins from it; raises QueueError, and the next tick tries again."""
+        for name, totals in list(self._totals.items()):
+            if totals.learner is None:
+                continue
+            found = totals.learner.receipt_format
+            learned = None if found is IdFormat.AUTO else str(found)
+            if self._kept_id_formats.get(name) != learned:
+                await self.queue.set_id_format(name, learned, now=now)
+                if learned is None:
+                    del self._kept_id_formats[name]
+                else:
+                    self._kept_id_formats[name] = learned
+
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)
         return time.monotonic() if runtime is None else runtime.down_since
@@ -589,6 +616,7 @@ class Daemon:
         metrics_server = None
         try:
             await self._load_caps()
+            self._kept_id_formats = await self.queue.id_formats()
             recovered = await self.queue.recover(now=time.time())
             if recovered:
                 log.warning("resending segments left in flight by the last run", segments=recovered)
@@ -617,6 +645,10 @@ class Daemon:
                 retention.cancel()
                 await api.close()
                 await asyncio.gather(*(rt.stop() for rt in self.carriers.values()))
+                try:
+                    await self._keep_id_formats(time.time())
+                except QueueError as exc:  # the next start learns again
+                    log.error("could not keep the learned id formats", error=str(exc))
                 self.hub.close()
         finally:
             if metrics_server is not None:
@@ -730,6 +762,7 @@ class Daemon:
                 for runtime in list(self.carriers.values()):
                     await runtime.inbound.store_incomplete(now)
                 await self._settle_receipts(now)
+                await self._keep_id_formats(now)
                 await self._fail_over(now, ticked)
                 if ticked - last_stats >= STATS_EVERY_S:
                     last_stats = ticked

@@ -188,6 +188,30 @@ class ReplyCooldown:
         return True
 
 
+def learned_id_format(carrier: str, found: IdFormat, *, kept: bool = False) -> None:
+    """Say what receipts of `carrier` are matched by now that its ids told (smppd.idformat)."""
+    if found is IdFormat.AUTO:
+        log.warning(
+            "message ids no longer show the hex-or-decimal quirk learned before: receipts are "
+            "matched as written again until the ids tell",
+            carrier=carrier,
+        )
+        return
+    hex_resps = found is IdFormat.HEX
+    log.warning(
+        "message ids were found hex on one side and decimal on the other: receipts are "
+        "matched so until the ids say otherwise; set message_id_format for this carrier"
+        if kept
+        else "message ids are hex on one side and decimal on the other: receipts are matched "
+        "so from now on, and ones before may have gone to the wrong message; set "
+        "message_id_format for this carrier",
+        carrier=carrier,
+        resp_ids="hex" if hex_resps else "decimal",
+        receipt_ids="decimal" if hex_resps else "hex",
+        message_id_format=str(found),
+    )
+
+
 class InboundHandler:
     def __init__(
         self,
@@ -239,17 +263,8 @@ class InboundHandler:
         learner = self._learner
         if learner is None:
             return receipt_keys(message_id, self._id_format)
-        if learner.learning and learner.receipt(message_id) is not None:
-            hex_resps = learner.receipt_format is IdFormat.HEX
-            log.warning(
-                "message ids are hex on one side and decimal on the other: receipts are matched "
-                "so from now on, and ones before may have gone to the wrong message; set "
-                "message_id_format for this carrier",
-                carrier=self.carrier,
-                resp_ids="hex" if hex_resps else "decimal",
-                receipt_ids="decimal" if hex_resps else "hex",
-                message_id_format=str(learner.receipt_format),
-            )
+        if learner.learning and (found := learner.receipt(message_id)) is not None:
+            learned_id_format(self.carrier, found)
         fmt = learner.receipt_format
         return (
             receipt_keys(message_id)

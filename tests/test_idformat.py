@@ -54,3 +54,53 @@ def test_learned_keys_find_the_resp_as_auto_stored_it() -> None:
     assert learned_receipt_keys("0x1F", IdFormat.DECIMAL) == resp_keys("31")
     assert learned_receipt_keys("ab12", IdFormat.HEX)[0] == resp_keys("ab12")[0]
     assert learned_receipt_keys("", IdFormat.HEX) == ()
+
+
+def learner_fed(
+    known: IdFormat, resps: list[str], receipts: list[str]
+) -> tuple[IdFormatLearner, list[tuple[int, IdFormat]]]:
+    """A learner started from `known`, fed resps and receipts in turn; the changes it
+    reported, with the receipt count at which each came."""
+    learner = IdFormatLearner(known)
+    changes = []
+    for n, (resp, receipt) in enumerate(zip(resps, receipts, strict=True), 1):
+        learner.resp(resp)
+        if (found := learner.receipt(receipt)) is not None:
+            changes.append((n, found))
+    return learner, changes
+
+
+def test_a_kept_format_is_used_at_once_and_confirmed_by_ids_that_agree() -> None:
+    """Started from HEX, the quirk still there: receipts are read as HEX from the first one, no
+    change is reported (the daemon warned at start), and the ids confirm it."""
+    ids = range(1, 301)
+    learner = IdFormatLearner(IdFormat.HEX)
+    assert (learner.receipt_format, learner.learning) == (IdFormat.HEX, True)
+    learner, changes = learner_fed(IdFormat.HEX, [f"{n:08X}" for n in ids], [str(n) for n in ids])
+    assert (changes, learner.receipt_format, learner.learning) == ([], IdFormat.HEX, False)
+    learner, changes = learner_fed(IdFormat.DECIMAL, [str(n) for n in ids], [f"{n:x}" for n in ids])
+    assert (changes, learner.receipt_format, learner.learning) == ([], IdFormat.DECIMAL, False)
+
+
+def test_a_kept_format_the_ids_contradict_is_dropped_and_learned_again() -> None:
+    """The carrier changed its ids since. Hex on both sides: the third receipt id with letters
+    drops HEX (at the next decision point), and the letters on both sides then settle AUTO.
+    Decimal on both: the resps, hex under HEX, show no letters in 64, and it is dropped too."""
+    ids = range(1, 301)
+    hexes = [f"{n:08x}" for n in ids]
+    learner, changes = learner_fed(IdFormat.HEX, hexes, hexes)
+    assert changes == [(16, IdFormat.AUTO)]  # letters in receipts 10, 11, 12
+    assert (learner.receipt_format, learner.learning) == (IdFormat.AUTO, False)
+    decimals = [str(n) for n in ids]
+    learner, changes = learner_fed(IdFormat.HEX, decimals, decimals)
+    assert changes == [(64, IdFormat.AUTO)]
+    assert (learner.receipt_format, learner.learning) == (IdFormat.AUTO, True)
+    # DECIMAL (decimal resps, hex receipts) is dropped by resp ids with letters.
+    learner, changes = learner_fed(IdFormat.DECIMAL, hexes, hexes)
+    assert changes == [(16, IdFormat.AUTO)]
+    # A carrier that changed to the other quirk is learned as such once the old is dropped.
+    learner, changes = learner_fed(
+        IdFormat.DECIMAL, [f"{n:08X}" for n in ids], [str(n) for n in ids]
+    )
+    assert [found for _, found in changes] == [IdFormat.AUTO, IdFormat.HEX]
+    assert (learner.receipt_format, learner.learning) == (IdFormat.HEX, False)

@@ -172,6 +172,39 @@ async def test_a_carrier_with_hex_resps_and_decimal_receipts_is_told_and_matched
         assert status.segments[0].receipt_err == f"{n:03d}"
 
 
+async def test_a_kept_quirk_the_ids_contradict_is_dropped_and_receipts_match_as_written() -> None:
+    """Started from a kept HEX, a carrier now writing hex on both sides: under HEX, the all-digit
+    receipt "00000016" would be read as decimal 16, 0x10's. Receipt ids with letters drop HEX
+    at the next decision point (a warning says so), and from then each receipt, matched as
+    written, settles its own message."""
+    queue = MemoryQueue()
+    new = NewMessage("shop", None, "SHOP", "+447700900001", "fake", 5, None, None, True, [b"x"])
+    enqueued = await queue.enqueue([new] * 64, now=T0)
+    claim = await queue.claim("fake", 64, now=T0)
+    learner = IdFormatLearner(IdFormat.HEX)
+    for n, segment in enumerate(claim, 1):
+        learner.resp(f"{n:08x}")
+        await queue.record([Submitted(segment.segment_id, resp_keys(f"{n:08x}"), "0")], now=T0)
+    inbound = handler(queue, [], learner=learner)
+
+    def receipt(n: int) -> DeliverSm:
+        text = f"id:{n:08x} sub:001 dlvrd:001 stat:DELIVRD err:{n:03d}"
+        return DeliverSm(esm_class=0x04, short_message=text.encode())
+
+    with structlog.testing.capture_logs() as logs:
+        for n in (10, 11, 12, 13, 14, 15, 26, 27):  # with letters: three drop HEX
+            assert await inbound(receipt(n)) == 0
+        assert learner.receipt_format is IdFormat.AUTO
+        for n in range(16, 26):
+            assert await inbound(receipt(n)) == 0
+    dropped = [line for line in logs if "no longer show" in line["event"]]
+    assert [(line["carrier"], line["log_level"]) for line in dropped] == [("fake", "warning")]
+    for n in range(16, 26):
+        status = await queue.status(enqueued[n - 1].message_id, None)
+        assert status is not None
+        assert status.segments[0].receipt_err == f"{n:03d}"
+
+
 async def test_long_mo_is_reassembled_and_routed_to_the_owner() -> None:
     """A two-part UDH MO is stored once, whole, and published to the sender id's owner."""
     queue = MemoryQueue()

@@ -665,3 +665,17 @@ async def test_a_wall_clock_step_back_moves_retries_not_what_a_client_scheduled(
     assert len(await store.claim(CARRIER, 10, now=T0 + 499)) == 0
     (due,) = await store.claim(CARRIER, 10, now=T0 + 500)
     assert due.message_id == later.message_id
+
+
+async def test_what_was_learned_of_a_carrier_s_ids_is_kept_replaced_and_forgotten(
+    store: Queue,
+) -> None:
+    """One word per carrier: a second write replaces the first, None forgets it."""
+    assert await store.id_formats() == {}
+    await store.set_id_format(CARRIER, "hex", now=T0)
+    await store.set_id_format("other", "hex", now=T0)
+    await store.set_id_format("other", "decimal", now=T0 + 1)
+    assert await store.id_formats() == {CARRIER: "hex", "other": "decimal"}
+    await store.set_id_format(CARRIER, None, now=T0 + 2)
+    await store.set_id_format("never", None, now=T0 + 2)
+    assert await store.id_formats() == {"other": "decimal"}

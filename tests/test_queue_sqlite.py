@@ -510,9 +510,9 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-11: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-12: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
-    table of inbound parts and no index of retrying or expiring work."""
+    table of inbound parts, no index of retrying or expiring work, no learned id formats."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -523,8 +523,8 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-11: held receipts without the whole_message column, no inbound parts,
-    no index of segments waiting out a retry or of messages by expiry."""
+    """Undo migrations 7-12: held receipts without the whole_message column, no inbound parts,
+    no index of segments waiting out a retry or of messages by expiry, no learned id formats."""
     _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
     db.execute("DROP TABLE inbound_parts")
@@ -541,8 +541,27 @@ def _as_version_9(db: sqlite3.Connection) -> None:
 
 
 def _as_version_10(db: sqlite3.Connection) -> None:
+    _as_version_11(db)
     db.execute("ALTER TABLE inbound_parts DROP COLUMN locking_shift")
     db.execute("ALTER TABLE inbound_parts DROP COLUMN single_shift")
+
+
+def _as_version_11(db: sqlite3.Connection) -> None:
+    db.execute("DROP TABLE id_formats")
+
+
+async def test_a_version_11_file_starts_with_nothing_learned_of_ids(path: Path) -> None:
+    """Version 11 kept no learned id formats: after the upgrade there are none, and one can be."""
+    async with await SqliteQueue.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        _as_version_11(db)
+        db.execute("PRAGMA user_version = 11")
+    async with await SqliteQueue.open(path) as store:
+        assert await store.id_formats() == {}
+        await store.set_id_format(CARRIER, "decimal", now=T0)
+        assert await store.id_formats() == {CARRIER: "decimal"}
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_version_10_held_parts_read_with_the_default_tables(path: Path) -> None:
@@ -724,3 +743,14 @@ async def test_a_new_queue_is_readable_by_its_owner_only(path: Path) -> None:
     assert modes[path.name] == 0o600
     assert modes[f"{path.name}-wal"] == 0o600
     assert modes[f"{path.name}.lock"] == 0o600
+
+
+async def test_learned_id_formats_are_on_disk_once_set(path: Path) -> None:
+    """The write returns once durable: another connection reads the row, and a reopen finds it."""
+    async with await SqliteQueue.open(path) as store:
+        await store.set_id_format(CARRIER, "hex", now=T0)
+        assert peek(path, "SELECT carrier, receipt_format, learned_at FROM id_formats") == [
+            (CARRIER, "hex", T0)
+        ]
+    async with await SqliteQueue.open(path) as store:
+        assert await store.id_formats() == {CARRIER: "hex"}

@@ -73,6 +73,15 @@ class Queue(Protocol):
         """The parts held for `carrier`, oldest first: what a restart reassembles from."""
         ...
 
+    async def id_formats(self) -> dict[str, str]:
+        """What was learned of each carrier's message ids (`set_id_format`), by carrier."""
+        ...
+
+    async def set_id_format(self, carrier: str, learned: str | None, *, now: float) -> None:
+        """Keep what was learned of `carrier`'s message ids, an opaque word (None: forget it);
+        returns once durable."""
+        ...
+
     async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
         """Segments of messages per sender id due to go (not_before, else created) in
         [start, end): what daily caps count, rebuilt after a restart."""

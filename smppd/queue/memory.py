@@ -135,6 +135,7 @@ class MemoryQueue:
         self._inbound: list[Inbound] = []
         self._parts: dict[tuple[PartGroup, int], InboundPart] = {}
         self._optouts: dict[tuple[str, str], float] = {}
+        self._id_formats: dict[str, str] = {}
         self._next_id = 1
         self._next_receipt_id = 1
         self._commits = 0
@@ -537,6 +538,16 @@ class MemoryQueue:
         )
         self._inbound.append(stored)
         return stored.id
+
+    async def id_formats(self) -> dict[str, str]:
+        return dict(self._id_formats)
+
+    async def set_id_format(self, carrier: str, learned: str | None, *, now: float) -> None:
+        self._commit()
+        if learned is None:
+            self._id_formats.pop(carrier, None)
+        else:
+            self._id_formats[carrier] = learned
 
     async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -244,6 +244,18 @@ _V11: Final = (
     "ALTER TABLE inbound_parts ADD COLUMN single_shift INTEGER NOT NULL DEFAULT 0",
 )
 
+# What the daemon learned of a carrier's message ids on `message_id_format: auto` (smppd.idformat):
+# in memory only, every start matched the receipts before it decided again wrongly.
+_V12: Final = (
+    """
+    CREATE TABLE id_formats (
+        carrier TEXT PRIMARY KEY,
+        receipt_format TEXT NOT NULL,
+        learned_at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -256,6 +268,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V9,
     _V10,
     _V11,
+    _V12,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

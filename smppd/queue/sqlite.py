@@ -435,6 +435,16 @@ class SqliteQueue:
     async def held_inbound_parts(self, carrier: str) -> list[InboundPart]:
         return await self._read(partial(sqlite_reads.held_inbound_parts, carrier=carrier))
 
+    async def id_formats(self) -> dict[str, str]:
+        return await self._read(sqlite_reads.id_formats)
+
+    async def set_id_format(self, carrier: str, learned: str | None, *, now: float) -> None:
+        await self._submit(
+            partial(sqlite_admin.set_id_format, carrier=carrier, learned=learned, now=now),
+            weight=1,
+            now=now,
+        )
+
     async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
         return await self._read(partial(sqlite_reads.segments_by_source, start=start, end=end))
 

@@ -158,6 +158,20 @@ def remove_optout(batch: Batch, sender: str, number: str) -> bool:
     return batch.db.execute(_REMOVE_OPTOUT, (sender, number)).rowcount > 0
 
 
+_SET_ID_FORMAT: Final = """
+    INSERT INTO id_formats (carrier, receipt_format, learned_at) VALUES (?, ?, ?)
+    ON CONFLICT (carrier) DO UPDATE SET receipt_format = excluded.receipt_format,
+        learned_at = excluded.learned_at
+"""
+
+
+def set_id_format(batch: Batch, carrier: str, learned: str | None, *, now: float) -> None:
+    if learned is None:
+        batch.db.execute("DELETE FROM id_formats WHERE carrier = ?", (carrier,))
+    else:
+        batch.db.execute(_SET_ID_FORMAT, (carrier, learned, now))
+
+
 _INFLIGHT: Final = "SELECT id, carrier, priority, client FROM segments WHERE state = 'inflight'"
 _REQUEUE: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHERE id = ?"
 

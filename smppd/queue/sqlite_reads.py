@@ -135,6 +135,10 @@ def inbound_since(
     return [Inbound(*row) for row in db.execute(_INBOUND_SINCE, (after_id, client, client, limit))]
 
 
+def id_formats(db: sqlite3.Connection) -> dict[str, str]:
+    return dict(db.execute("SELECT carrier, receipt_format FROM id_formats"))
+
+
 _HELD_PARTS: Final = """
     SELECT source, destination, data_coding, ref, total, seq, data, received_at, locking_shift,
         single_shift

@@ -675,6 +675,65 @@ async def test_receipts_giving_the_id_in_decimal_find_hex_resp_ids() -> None:
         assert 'smppd_receipts_held_ended_total{carrier="fake",result="matched"} 30.0' in text
 
 
+LEARNED = (
+    "message ids are hex on one side and decimal on the other: receipts are matched so from "
+    "now on, and ones before may have gone to the wrong message; set message_id_format for "
+    "this carrier"
+)
+KEPT = (
+    "message ids were found hex on one side and decimal on the other: receipts are matched so "
+    "until the ids say otherwise; set message_id_format for this carrier"
+)
+
+
+async def test_a_learned_hex_or_decimal_quirk_is_kept_across_a_restart() -> None:
+    """Sequential hex resp ids (00000001 on), decimal receipts, message_id_format auto. The
+    first run learns the quirk and keeps it on disk; the second starts from it, so its first
+    receipts find their own messages at once. Learning again, the receipt "101" (for 0x65)
+    would be the open resp 00000101's as written: the second run's receipts come 2 s after
+    their submits, when the 200 messages up to 0x12C are all open."""
+    smsc_config = SmscConfig(port=0, receipts=ReceiptConfig(id_format=IdFormat.DECIMAL))
+    async with smsc_and_dir(smsc_config) as (smsc, directory):
+        config = write_config(directory, smsc.port)
+        socket = directory / "smppd.sock"
+        first = Daemon(config)
+        await first.start()
+        async with Client(socket) as client:
+            await client.submit_many(
+                [{"to": "+447700900123", "from": "ALPHA", "text": f"n{i}"} for i in range(100)]
+            )
+        await first.wait_log(LEARNED, carrier="fake", message_id_format="hex")
+        assert await first.stop() == 0
+        with sqlite3.connect(directory / "smppd.db") as db:
+            rows = db.execute("SELECT carrier, receipt_format FROM id_formats").fetchall()
+        assert rows == [("fake", "hex")]
+
+        smsc.set_receipts(delay_s=2.0)
+        second = Daemon(config)
+        await second.start()
+        try:
+            assert (await second.wait_log(KEPT))["carrier"] == "fake"
+            sub = await RawSubscriber.open(socket, ["receipt"])
+            async with Client(socket) as client:
+                sent = await client.submit_many(
+                    [{"to": "+447700900123", "from": "ALPHA", "text": f"m{i}"} for i in range(200)]
+                )
+                ids = sorted(r.message_id for r in sent if not isinstance(r, ApiClientError))
+                assert len(ids) == 200
+                receipted: list[int] = []
+                while len(receipted) < len(ids):
+                    receipt_for = (await sub.next())["id"]
+                    if receipt_for >= ids[0]:  # not one the first run left outstanding
+                        receipted.append(receipt_for)
+                assert sorted(receipted) == ids
+            text = await second.scrape_metrics()
+            assert 'smppd_receipts_total{carrier="fake",result="held"}' not in text
+            assert not [line for line in second.lines if line.get("event") == LEARNED]
+            sub.close()
+        finally:
+            await second.kill()
+
+
 async def test_one_receipt_per_message_delivers_every_part() -> None:
     """A carrier that sends one receipt for a whole concatenated message, for its last part
     (receipts_per: message): the three-part message ends delivered with a receipt event for
