@@ -90,6 +90,8 @@ MAX_REF_CHARS: Final = 256  # a client reference is a key, not a payload
 # is a unit mistake (milliseconds), and past year 2099 SMPP's two-digit years cannot carry it.
 MAX_VALIDITY_S: Final = 30 * 86_400.0
 MAX_MESSAGE_ID: Final = 2**63 - 1
+INBOUND_PAGE: Final = 100  # inbound messages an `inbound` request returns unless it says
+INBOUND_PAGE_MAX: Final = 1000
 
 _READ_CHUNK: Final = 64 * 1024
 _LINGER_S: Final = 1.0  # how long a closing connection waits for the peer's EOF
@@ -594,6 +596,17 @@ async def _op_optout(service: Service, client: ClientIdentity, req: Request) -> 
     return await service.optout(client, action, sender, number)
 
 
+async def _op_inbound(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    _only(req, frozenset({"after", "limit"}))
+    after = _value(req, "after")
+    limit = _value(req, "limit")
+    return await service.inbound(
+        client,
+        0 if after is None else _int(after, "after", 0, MAX_MESSAGE_ID),
+        INBOUND_PAGE if limit is None else _int(limit, "limit", 1, INBOUND_PAGE_MAX),
+    )
+
+
 # `submit` is not here: a connection hands the submits it reads to the service in batches.
 _HANDLERS: Final[Mapping[str, OpHandler]] = {
     "submit_many": _op_submit_many,
@@ -602,6 +615,7 @@ _HANDLERS: Final[Mapping[str, OpHandler]] = {
     "health": _op_health,
     "stats": _op_stats,
     "optout": _op_optout,
+    "inbound": _op_inbound,
 }
 OPS: Final = frozenset({*_HANDLERS, "submit", "subscribe"})
 

@@ -129,7 +129,7 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
 
 
 # A message's times, which the API gives as epoch seconds.
-_TIME_KEYS: Final = frozenset({"created_at", "not_before", "expires_at", "done_at"})
+_TIME_KEYS: Final = frozenset({"created_at", "not_before", "expires_at", "done_at", "received_at"})
 
 
 def _readable_times(value: Any) -> Any:
@@ -185,6 +185,14 @@ async def _health(client: Client, _args: argparse.Namespace) -> int:
     return EX_OK if reply.get("healthy", True) else EX_REFUSED
 
 
+async def _inbound(client: Client, args: argparse.Namespace) -> int:
+    """The stored inbound messages after --after, a JSON line each: what `tail` missed."""
+    for message in await client.inbound(args.after, args.limit):
+        shown = message if args.epoch else _readable_times(message)
+        print(json.dumps(shown, ensure_ascii=False), flush=True)
+    return EX_OK
+
+
 async def _optout(client: Client, args: argparse.Namespace) -> int:
     _print_json(await client.optout(args.action, args.sender, args.number))
     return EX_OK
@@ -229,6 +237,15 @@ def _message_id(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a message id: {text!r}")
     return int(text)
+
+
+def _count(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < least:
+            raise argparse.ArgumentTypeError(f"not an integer of {least} or more: {text!r}")
+        return int(text)
+
+    return parse
 
 
 def _seconds(text: str) -> float:
@@ -347,6 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: receipt, inbound, state (default: receipt,inbound)",
     )
     tail.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+    inbound = add_client(
+        "inbound", "list stored inbound messages, oldest first: what a tail missed", _inbound
+    )
+    inbound.add_argument(
+        "--after", type=_count(0), default=0, metavar="ID", help="only those after this id"
+    )
+    inbound.add_argument(
+        "--limit", type=_count(1), metavar="N", help="at most N of them (default 100, at most 1000)"
+    )
+    inbound.add_argument(
+        "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
+    )
 
     add_client("stats", "show queue and carrier counters", _stats)
     add_client("health", "show whether the daemon and its binds are up", _health)

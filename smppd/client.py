@@ -321,6 +321,17 @@ class Client:
             fields["number"] = number
         return _result(await self.request("optout", **fields))
 
+    async def inbound(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """This client's stored inbound messages with ids above `after`, oldest first (at most
+        `limit`, 100 unless given): after a subscription ends, what it missed meanwhile."""
+        fields: dict[str, Any] = {"after": after}
+        if limit is not None:
+            fields["limit"] = limit
+        messages: list[dict[str, Any]] = _result(await self.request("inbound", **fields))[
+            "messages"
+        ]
+        return messages
+
     async def subscribe(self, events: Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Events (`{"event": kind, ...}`) until the connection ends; all kinds by default.
 
@@ -402,6 +413,9 @@ class SyncClient:
         self, action: str, sender: str | None = None, number: str | None = None
     ) -> dict[str, Any]:
         return self._run(self.client.optout(action, sender, number))
+
+    def inbound(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        return self._run(self.client.inbound(after, limit))
 
 
 def submit_sync(path: str | os.PathLike[str], **fields: Any) -> Submitted:

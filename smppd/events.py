@@ -10,11 +10,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from smppd.queue.model import Change
+from smppd.queue.model import Change, Inbound, InboundIn
 from smppd.service import Event
 
 KINDS = frozenset({"receipt", "inbound", "state"})
+
+
+def inbound_json(inbound_id: int, inbound: Inbound | InboundIn) -> dict[str, Any]:
+    """What a client hears of an inbound message: its event, and the API's `inbound` reply."""
+    return {
+        "id": inbound_id,
+        "from": inbound.source,
+        "to": inbound.destination,
+        "text": inbound.text,
+        "carrier": inbound.carrier,
+        "received_at": inbound.received_at,
+        "keyword": inbound.keyword,
+        "complete": inbound.complete,
+    }
+
+
+def inbound_event(inbound_id: int, inbound: InboundIn) -> Event:
+    return Event("inbound", inbound.client, inbound_json(inbound_id, inbound))
 
 
 def change_event(change: Change) -> Event:

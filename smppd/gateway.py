@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol
 import structlog
 
 from smppd.address import check_sender, normalise_destination
-from smppd.events import KINDS, EventHub
+from smppd.events import KINDS, EventHub, inbound_json
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.pdu.status import status_name
@@ -390,6 +390,10 @@ class Gateway:
         """What a cancel or an opt-out cancelled: out of the send loops, and told to subscribers."""
         self._loops.withdraw([change.segment_id for change in changes])
         self._hub.publish_changes(changes)
+
+    async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
+        found = await self._queue.inbound_since(after, client=client.name, limit=limit)
+        return {"messages": [inbound_json(m.id, m) for m in found]}
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
         unknown = kinds - KINDS

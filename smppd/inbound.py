@@ -22,7 +22,7 @@ import structlog
 from smppd.address import from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
-from smppd.events import publish_changes
+from smppd.events import inbound_event, publish_changes
 from smppd.idformat import IdFormatLearner
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
@@ -442,11 +442,13 @@ class InboundHandler:
         parts: PartGroup | None = None,
     ) -> None:
         client = self._owners.get(destination)
-        inbound_id = await self._queue.store_inbound(
-            InboundIn(self.carrier, source, destination, text, data_coding, now, client, parts)
-        )
-        self.counters.inbound += 1
         keyword = self._optout.keywords.classify(text) if complete else None
+        word = None if keyword is None else str(keyword)
+        stored = InboundIn(
+            self.carrier, source, destination, text, data_coding, now, client, parts, complete, word
+        )
+        inbound_id = await self._queue.store_inbound(stored)
+        self.counters.inbound += 1
         if client is None:
             self.counters.inbound_unowned += 1
             log.info("inbound message to an unowned sender id", destination=destination)
@@ -456,22 +458,7 @@ class InboundHandler:
             await self._opt_in(client, destination, source)
         if keyword is not None and client is not None:
             await self._reply(keyword, client, destination, source)
-        self._publish(
-            Event(
-                "inbound",
-                client,
-                {
-                    "id": inbound_id,
-                    "from": source,
-                    "to": destination,
-                    "text": text,
-                    "carrier": self.carrier,
-                    "received_at": now,
-                    "keyword": None if keyword is None else str(keyword),
-                    "complete": complete,
-                },
-            )
-        )
+        self._publish(inbound_event(inbound_id, stored))
 
     async def _reply(self, keyword: Keyword, client: str, sender: str, number: str) -> None:
         text = self._optout.auto_replies.get(keyword)

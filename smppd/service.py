@@ -144,3 +144,8 @@ class Service(Protocol):
     ) -> dict[str, Any]:
         """action: add | remove | list."""
         ...
+
+    async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
+        """The client's stored inbound messages with ids above `after`, oldest first: what a
+        subscriber missed while it was away (`messages`)."""
+        ...

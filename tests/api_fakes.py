@@ -179,6 +179,11 @@ class FakeService:
             self.optouts.discard((sender, number))
         return {"numbers": sorted(n for s, n in self.optouts if s == sender)}
 
+    async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
+        self.calls.append(("inbound", (after, limit)))
+        self._check()
+        return {"messages": [{"id": after + 1, "text": "hi"}][:limit]}
+
     async def subscribed(self) -> FakeSubscription:
         """The first subscription, once the server has made it."""
         async with asyncio.timeout(WAIT_S):

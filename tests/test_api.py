@@ -312,6 +312,20 @@ async def test_a_refusal_raised_by_the_service_answers_each_submit_of_a_read() -
     assert codes == {1: "shutting_down", 2: "shutting_down"}
 
 
+async def test_inbound_pages_reach_the_service_with_their_defaults() -> None:
+    """`after` defaults to 0 and `limit` to 100; the service's messages are the reply."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        first = await raw.call({"op": "inbound", "id": 1})
+        assert first == {"ok": True, "id": 1, "messages": [{"id": 1, "text": "hi"}]}
+        await raw.call({"op": "inbound", "after": 41, "limit": 1000})
+    assert [c for c in service.calls if c[0] == "inbound"] == [
+        ("inbound", (0, 100)),
+        ("inbound", (41, 1000)),
+    ]
+
+
 async def test_status_cancel_health_stats_and_optout() -> None:
     """Each op reaches the service and its result is the reply; `ok` and `id` stay the server's."""
     service = FakeService()
@@ -437,6 +451,11 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
     (b'{"op": "submit_many", "messages": []}', "invalid_field", "messages"),
     (b'{"op": "subscribe", "events": ["gossip"]}', "invalid_field", "events"),
     (b'{"op": "optout", "action": "purge", "sender": "A"}', "invalid_field", "action"),
+    (b'{"op": "inbound", "after": -1}', "invalid_field", "after"),
+    (b'{"op": "inbound", "after": "7"}', "invalid_field", "after"),
+    (b'{"op": "inbound", "limit": 0}', "invalid_field", "limit"),
+    (b'{"op": "inbound", "limit": 1001}', "invalid_field", "limit"),
+    (b'{"op": "inbound", "since": 3}', "invalid_field", "since"),
 ]
 
 

@@ -179,6 +179,9 @@ async def test_send_can_schedule_and_decline_the_receipt(
     [
         ["send", "--to", "+44", "--from", "A", "--text", "x", "--schedule-at", "soon"],
         ["tail", "--events", "receipt,bogus"],
+        ["inbound", "--after", "-1"],
+        ["inbound", "--limit", "0"],
+        ["inbound", "--after", "seven"],
     ],
 )
 async def test_bad_arguments_are_usage_errors_before_any_connection(

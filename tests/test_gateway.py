@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from smppd.events import EventHub
+from smppd.events import EventHub, inbound_event
 from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
 from smppd.outbound import OutboundProfile
 from smppd.pdu.codec import decode_body
@@ -18,7 +18,14 @@ from smppd.queue import MessageState, SegmentState
 from smppd.queue.base import ENQUEUE_MAX
 from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import ClaimedSegment, Enqueued, NewMessage, Submitted, segment_id
+from smppd.queue.model import (
+    ClaimedSegment,
+    Enqueued,
+    InboundIn,
+    NewMessage,
+    Submitted,
+    segment_id,
+)
 from smppd.routing import Router, RouteRule
 from smppd.service import ApiError, ClientIdentity, ErrorCode, SubmitReply, SubmitRequest
 
@@ -378,3 +385,33 @@ async def test_only_the_owner_of_a_sender_manages_its_opt_outs() -> None:
     status = await queue.status(reply.id, None)
     assert status is not None
     assert status.state is MessageState.QUEUED
+
+
+async def test_inbound_gives_the_client_its_own_messages_after_an_id_as_events_say_them() -> None:
+    """A page of the client's stored inbound, oldest first, each as its `inbound` event said
+    it; another client's and unowned messages stay out."""
+    queue = MemoryQueue()
+    mine = [
+        InboundIn("fake", "+447700900001", "ALPHA", "STOP", 0, T0, "app", keyword="stop"),
+        InboundIn("fake", "+447700900002", "ALPHA", "part of", 8, T0 + 1, "app", complete=False),
+    ]
+    ids = [await queue.store_inbound(mine[0])]
+    await queue.store_inbound(InboundIn("fake", "+447700900003", "BETA", "x", 0, T0, "guest"))
+    await queue.store_inbound(InboundIn("fake", "+447700900004", "NONE", "y", 0, T0, None))
+    ids.append(await queue.store_inbound(mine[1]))
+    gw = gateway(queue, Loops())
+    page = await gw.inbound(CLIENT, 0, 100)
+    assert page == {"messages": [inbound_event(i, m).data for i, m in zip(ids, mine, strict=True)]}
+    assert page["messages"][1] == {
+        "id": ids[1],
+        "from": "+447700900002",
+        "to": "ALPHA",
+        "text": "part of",
+        "carrier": "fake",
+        "received_at": T0 + 1,
+        "keyword": None,
+        "complete": False,
+    }
+    assert [m["id"] for m in (await gw.inbound(CLIENT, ids[0], 100))["messages"]] == [ids[1]]
+    assert [m["id"] for m in (await gw.inbound(CLIENT, 0, 1))["messages"]] == [ids[0]]
+    assert [m["text"] for m in (await gw.inbound(GUEST, 0, 100))["messages"]] == ["x"]

@@ -278,10 +278,32 @@ async def test_an_incomplete_long_mo_is_decoded_with_its_own_data_coding() -> No
         source_addr="447700900002", source_addr_ton=1, destination_addr="SHOP", short_message=b"ok"
     )
     assert await inbound(unrelated) == 0
-    stored = {m.source: (m.text, m.data_coding) for m in await queue.inbound_since(0)}
-    assert stored == {"+447700900001": ("Привет", 8), "+447700900002": ("ok", 0)}
+    stored = {m.source: (m.text, m.data_coding, m.complete) for m in await queue.inbound_since(0)}
+    assert stored == {"+447700900001": ("Привет", 8, False), "+447700900002": ("ok", 0, True)}
     [partial] = [e for e in events if e.kind == "inbound" and not e.data["complete"]]
     assert partial.data["text"] == "Привет"
+
+
+async def test_the_store_keeps_what_an_inbound_event_said() -> None:
+    """The event and the stored message agree: id, complete and the keyword it was read as,
+    so that a client reading what it missed sees what a subscriber saw."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    for text in (b"STOP", b"hello"):
+        pdu = DeliverSm(
+            source_addr="447700900001",
+            source_addr_ton=1,
+            destination_addr="SHOP",
+            short_message=text,
+        )
+        assert await inbound(pdu) == 0
+    said = [e.data for e in events if e.kind == "inbound"]
+    stored = await queue.inbound_since(0)
+    assert [(m.id, m.text, m.keyword, m.complete) for m in stored] == [
+        (d["id"], d["text"], d["keyword"], d["complete"]) for d in said
+    ]
+    assert [m.keyword for m in stored] == ["stop", None]
 
 
 async def test_a_wall_clock_stepped_back_does_not_hold_an_incomplete_mo_longer() -> None:

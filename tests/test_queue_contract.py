@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -679,3 +680,30 @@ async def test_what_was_learned_of_a_carrier_s_ids_is_kept_replaced_and_forgotte
     await store.set_id_format(CARRIER, None, now=T0 + 2)
     await store.set_id_format("never", None, now=T0 + 2)
     assert await store.id_formats() == {"other": "decimal"}
+
+
+async def test_inbound_is_read_back_per_client_in_order_with_ids_never_reused(
+    store: Queue,
+) -> None:
+    """What an inbound event said is what the store gives back: the client's own messages
+    after an id, oldest first, with how they came (complete, keyword). A purge of the oldest
+    does not hand their ids out again."""
+    stop = InboundIn(CARRIER, "+447700900001", "SHOP", "STOP", 0, T0, "shop", keyword="stop")
+    half = InboundIn(CARRIER, "+447700900002", "SHOP", "part", 8, T0 + 1, "shop", complete=False)
+    other = InboundIn(CARRIER, "+447700900003", "ACME", "hi", 0, T0 + 2, "acme")
+    unowned = InboundIn(CARRIER, "+447700900004", "NOBODY", "yo", 0, T0 + 3, None)
+    ids = [await store.store_inbound(m) for m in (stop, half, other, unowned)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 4
+    mine = await store.inbound_since(0, client="shop")
+    assert [(m.id, m.text, m.complete, m.keyword, m.data_coding) for m in mine] == [
+        (ids[0], "STOP", True, "stop", 0),
+        (ids[1], "part", False, None, 8),
+    ]
+    assert [m.id for m in await store.inbound_since(ids[0], client="shop")] == [ids[1]]
+    assert [m.id for m in await store.inbound_since(0, client="shop", limit=1)] == [ids[0]]
+    assert [m.text for m in await store.inbound_since(0)] == ["STOP", "part", "hi", "yo"]
+    await store.purge(T0 + 10)
+    assert await store.inbound_since(0) == []
+    later = await store.store_inbound(dataclasses.replace(other, received_at=T0 + 11))
+    assert later > ids[-1]

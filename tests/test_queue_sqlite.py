@@ -29,7 +29,7 @@ from smppd.queue import (
     sqlite_writes,
 )
 from smppd.queue.errors import QueueInUseError, SchemaTooNewError, StorageCorruptError
-from smppd.queue.model import URGENT_PRIORITY, InboundPart, PartGroup
+from smppd.queue.model import URGENT_PRIORITY, InboundIn, InboundPart, PartGroup
 from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
 from smppd.queue.schema import SCHEMA_VERSION
@@ -510,9 +510,10 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-12: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-13: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
-    table of inbound parts, no index of retrying or expiring work, no learned id formats."""
+    table of inbound parts, no index of retrying or expiring work, no learned id formats,
+    inbound as version 12 kept it."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -523,8 +524,9 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-12: held receipts without the whole_message column, no inbound parts,
-    no index of segments waiting out a retry or of messages by expiry, no learned id formats."""
+    """Undo migrations 7-13: held receipts without the whole_message column, no inbound parts,
+    no index of segments waiting out a retry or of messages by expiry, no learned id formats,
+    inbound as version 12 kept it."""
     _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
     db.execute("DROP TABLE inbound_parts")
@@ -547,7 +549,31 @@ def _as_version_10(db: sqlite3.Connection) -> None:
 
 
 def _as_version_11(db: sqlite3.Connection) -> None:
+    _as_version_12(db)
     db.execute("DROP TABLE id_formats")
+
+
+def _as_version_12(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE inbound DROP COLUMN complete")
+    db.execute("ALTER TABLE inbound DROP COLUMN keyword")
+
+
+async def test_a_version_12_file_s_inbound_reads_as_complete_with_no_keyword(path: Path) -> None:
+    """Version 12 kept neither: its messages read complete, their keyword null; one stored
+    since keeps its own."""
+    before = InboundIn(CARRIER, "+447700900001", "SHOP", "STOP", 0, T0, "shop", keyword="stop")
+    async with await SqliteQueue.open(path) as store:
+        await store.store_inbound(before)
+    with sqlite3.connect(path) as db:
+        _as_version_12(db)
+        db.execute("PRAGMA user_version = 12")
+    since = InboundIn(CARRIER, "+447700900001", "SHOP", "half", 0, T0 + 1, "shop", complete=False)
+    async with await SqliteQueue.open(path) as store:
+        await store.store_inbound(since)
+        old, new = await store.inbound_since(0)
+    assert (old.text, old.complete, old.keyword) == ("STOP", True, None)
+    assert (new.text, new.complete, new.keyword) == ("half", False, None)
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_a_version_11_file_starts_with_nothing_learned_of_ids(path: Path) -> None:

@@ -133,6 +133,7 @@ class MemoryQueue:
         self._held_ended: Counter[tuple[str, str]] = Counter()  # (carrier, result)
         self._settled_until = float("-inf")
         self._inbound: list[Inbound] = []
+        self._last_inbound_id = 0  # a purge must not hand an id out again
         self._parts: dict[tuple[PartGroup, int], InboundPart] = {}
         self._optouts: dict[tuple[str, str], float] = {}
         self._id_formats: dict[str, str] = {}
@@ -526,8 +527,9 @@ class MemoryQueue:
         if inbound.parts is not None:
             for key in [key for key in self._parts if key[0] == inbound.parts]:
                 del self._parts[key]
+        self._last_inbound_id += 1
         stored = Inbound(
-            len(self._inbound) + 1,
+            self._last_inbound_id,
             inbound.carrier,
             inbound.source,
             inbound.destination,
@@ -535,6 +537,8 @@ class MemoryQueue:
             inbound.data_coding,
             inbound.received_at,
             inbound.client,
+            inbound.complete,
+            inbound.keyword,
         )
         self._inbound.append(stored)
         return stored.id

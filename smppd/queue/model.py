@@ -287,7 +287,9 @@ class InboundPart:
 @record
 class InboundIn:
     """A mobile-originated message; `client` is the account it is routed to, if any. A long one
-    names its `parts`, whose held copies go in the same transaction as it is stored."""
+    names its `parts`, whose held copies go in the same transaction as it is stored; one whose
+    parts stopped coming is stored with those that came, not `complete`. `keyword` is the
+    opt-out word it was read as (a str of smppd.compliance.Keyword), if any."""
 
     carrier: str
     source: str
@@ -297,6 +299,8 @@ class InboundIn:
     received_at: float
     client: str | None
     parts: PartGroup | None = None
+    complete: bool = True
+    keyword: str | None = None
 
 
 @record
@@ -311,6 +315,8 @@ class Inbound:
     data_coding: int
     received_at: float
     client: str | None
+    complete: bool
+    keyword: str | None
 
 
 # As a sender: the number is opted out of every sender. The store does not know which senders

@@ -256,6 +256,14 @@ _V12: Final = (
     """,
 )
 
+# Whether an inbound message came whole and what opt-out word it was read as, so that a client
+# can read what it missed while not subscribed as its events said it. Rows stored before this
+# read as complete with no keyword.
+_V13: Final = (
+    "ALTER TABLE inbound ADD COLUMN complete INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE inbound ADD COLUMN keyword TEXT",
+)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -269,6 +277,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V10,
     _V11,
     _V12,
+    _V13,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -74,8 +74,11 @@ def cancel_queued_to(batch: Batch, sender: str, number: str, *, now: float) -> l
 
 
 _INSERT_INBOUND: Final = """
-    INSERT INTO inbound (id, carrier, source, destination, text, data_coding, received_at, client)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO inbound (
+        id, carrier, source, destination, text, data_coding, received_at, client, complete,
+        keyword
+    )
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -129,6 +132,8 @@ def store_inbound(batch: Batch, inbound: InboundIn) -> int:
             inbound.data_coding,
             inbound.received_at,
             inbound.client,
+            inbound.complete,
+            inbound.keyword,
         ),
     )
     return inbound_id

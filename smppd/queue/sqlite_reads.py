@@ -113,7 +113,8 @@ def urgent_due(db: sqlite3.Connection, carrier: str, limit: int) -> list[float]:
 
 
 _INBOUND_SINCE: Final = """
-    SELECT id, carrier, source, destination, text, data_coding, received_at, client
+    SELECT id, carrier, source, destination, text, data_coding, received_at, client, complete,
+        keyword
     FROM inbound WHERE id > ? AND (? IS NULL OR client = ?) ORDER BY id LIMIT ?
 """
 
@@ -132,7 +133,12 @@ def segments_by_source(db: sqlite3.Connection, start: float, end: float) -> dict
 def inbound_since(
     db: sqlite3.Connection, after_id: int, client: str | None, limit: int
 ) -> list[Inbound]:
-    return [Inbound(*row) for row in db.execute(_INBOUND_SINCE, (after_id, client, client, limit))]
+    return [
+        Inbound(id_, carrier, source, to, text, dcs, at, owner, bool(complete), keyword)
+        for id_, carrier, source, to, text, dcs, at, owner, complete, keyword in db.execute(
+            _INBOUND_SINCE, (after_id, client, client, limit)
+        )
+    ]
 
 
 def id_formats(db: sqlite3.Connection) -> dict[str, str]:

@@ -158,6 +158,43 @@ async def test_reply_reaches_only_the_owning_client() -> None:
         sub.close()
 
 
+async def smppd_cli(*args: str) -> list[dict[str, Any]]:
+    """`smppd ARGS` run to its end, successfully; its output's JSON lines."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "smppd", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+async def test_inbound_received_while_no_one_listened_is_read_back_as_events_said_it() -> None:
+    """Two MOs (one a STOP) arrive with no subscriber, then one with: `smppd inbound` lists all
+    three, oldest first, each as its event would say it, and `--after` pages on from an id."""
+    async with running() as (smsc, daemon, directory):
+        for text in ("while you were away", "STOP"):
+            done = await smsc.inject_mo(source="+447700900009", destination="ALPHA", text=text)
+            await asyncio.wait_for(done, 10)  # acknowledged: stored
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["inbound"])
+        await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="now live")
+        live = await sub.next()
+        sub.close()
+        config = str(daemon.config)
+        listed = await smppd_cli("inbound", "-c", config, "--epoch")
+        assert [m["text"] for m in listed] == ["while you were away", "STOP", "now live"]
+        assert [m["keyword"] for m in listed] == [None, "stop", None]
+        assert listed[-1] == {k: v for k, v in live.items() if k != "event"}
+        after = await smppd_cli("inbound", "-c", config, "--after", str(listed[0]["id"]))
+        assert [m["id"] for m in after] == [m["id"] for m in listed[1:]]
+        assert str(after[0]["received_at"]).endswith("Z")  # ISO 8601 UTC without --epoch
+        async with Client(directory / "smppd.sock") as client:
+            assert await client.inbound(listed[1]["id"], limit=1) == listed[2:]
+
+
 async def test_stop_opts_out_and_start_opts_back_in() -> None:
     """After STOP from a number to a sender, submits to it are refused until START."""
     async with running() as (smsc, _daemon, directory):
