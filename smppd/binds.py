@@ -11,6 +11,7 @@ It must not know the queue or the send loop, nor how a link speaks SMPP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Callable
 from types import TracebackType
@@ -38,6 +39,11 @@ _BOUND: Final = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
 CONNECT_FAILED: Final = "connect_failed"
 BIND_REFUSED: Final = "bind_refused"
 BIND_REFUSED_PERMANENT: Final = "bind_refused_permanent"
+
+
+def _address(settings: BindSettings) -> str:
+    host = settings.host
+    return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
 
 
 def reconnect_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -81,6 +87,10 @@ class CarrierBinds:
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._log = log.bind(carrier=carrier)
+        self._endpoints = [settings] + [
+            dataclasses.replace(settings, host=host, port=port, alternates=())
+            for host, port in settings.alternates
+        ]
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -206,15 +216,20 @@ class CarrierBinds:
     # --- slots ---------------------------------------------------------------------------------
 
     async def _keep_bound(self, index: int) -> None:
+        """Connect, bind and hold one slot, again and again. A failed connect or bind moves on
+        to the SMSC's next address (`alternates`), the backoff growing once all were tried; a
+        link that held reconnects to the address it was on."""
         loop = asyncio.get_running_loop()
         reconnect = self.settings.reconnect
         name = str(index)
         attempt = 0
+        endpoints = self._endpoints
+        at = 0
         while not self._closing:
             started = loop.time()
             try:
                 link = await Link.connect(
-                    self.settings,
+                    endpoints[at],
                     handler=self._handler,
                     name=name,
                     carrier=self.carrier,
@@ -224,29 +239,30 @@ class CarrierBinds:
                     max_handlers=self._max_handlers,
                 )
             except BindError as exc:
+                address = _address(endpoints[at])
                 if exc.permanent:
                     reason = BIND_REFUSED_PERMANENT
                     delay = reconnect.auth_failure_s * (1.0 + self._rng.random() / 5)
                     self._log.error(
                         "bind refused; retrying will not help until credentials change",
                         bind=name,
+                        address=address,
                         status=status_name(exc.command_status),
                         retry_in_s=round(delay, 1),
                     )
                 else:
                     reason = BIND_REFUSED
                     delay = self._delay(attempt)
-                    attempt += 1
                     self._log.warning(
                         "bind refused",
                         bind=name,
+                        address=address,
                         status=status_name(exc.command_status),
                         retry_in_s=round(delay, 3),
                     )
             except LinkError as exc:
                 reason = CONNECT_FAILED
                 delay = self._delay(attempt)
-                attempt += 1
                 self._log.warning(
                     "connect failed", bind=name, error=str(exc), retry_in_s=round(delay, 3)
                 )
@@ -260,6 +276,12 @@ class CarrierBinds:
                 delay = self._delay(attempt)
                 attempt += 1
                 self._log.info("reconnecting", bind=name, reason=reason, in_s=round(delay, 3))
+                self._observer.reconnect_scheduled(name, reason, delay)
+                await self._pause(delay)
+                continue
+            at = (at + 1) % len(endpoints)
+            if at == 0 and reason != BIND_REFUSED_PERMANENT:
+                attempt += 1  # every address tried at this step of the backoff
             self._observer.reconnect_scheduled(name, reason, delay)
             await self._pause(delay)
 

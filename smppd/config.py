@@ -345,6 +345,8 @@ class Carrier:
     name: Name
     host: Annotated[str, HostName()]
     port: Annotated[int, Range(1, 65_535)] = 2775
+    # The carrier's other SMSC addresses for the same account, tried in turn after host:port.
+    alternates: Annotated[tuple[Annotated[HostPort, HostPortParser()], ...], Length(0, 8)] = ()
     tls: Tls = field(default_factory=Tls)
     system_id: Annotated[str, SmppText, Length(1, 15)]  # SMPP v3.4 5.2.1: 16 octets with NUL
     # Given as password, password_file or password_credential; resolved when loading.
@@ -375,6 +377,13 @@ class Carrier:
     throttle_backoff_s: Timeout = 1.0
 
     def __post_init__(self) -> None:
+        seen = {(self.host, self.port)}
+        for alternate in self.alternates:
+            if alternate.port == 0:
+                raise ValidationError(f"{alternate}: an SMSC's port is 1 to 65535", "alternates")
+            if (alternate.host, alternate.port) in seen:
+                raise ValidationError(f"{alternate} is named twice (host:port too)", "alternates")
+            seen.add((alternate.host, alternate.port))
         if self.bind_tps is not None and self.bind_tps > self.tps:
             # Never reached: the carrier's own cap holds every bind below it.
             raise ValidationError(f"must not exceed tps ({self.tps:g})", "bind_tps")

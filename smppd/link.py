@@ -479,8 +479,10 @@ class Link(asyncio.Protocol):
                 )
         elif isinstance(event, Bound):
             version = event.interface_version
+            s = self.settings
             self._log.info(
                 "bound",
+                address=f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
                 state=event.state.name,
                 smsc=event.system_id,
                 interface_version=None if version is None else f"0x{version:02x}",

@@ -128,6 +128,7 @@ _BIND_FIELD_SIZES: Final = (
 class BindSettings:
     host: str
     port: int
+    alternates: tuple[tuple[str, int], ...] = ()  # other (host, port)s of the SMSC, in turn
     system_id: str
     password: str = field(repr=False)
     system_type: str = ""

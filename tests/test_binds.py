@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -240,3 +241,50 @@ async def test_alybnd_is_not_permanent(smsc: FakeSmsc) -> None:
             await watcher.until(lambda: any(r[1] == "bind_refused" for r in watcher.reconnects))
             assert binds.bound_count == 1
             assert (CommandStatus.ESME_RALYBND, False) in watcher.refusals
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_a_dead_address_moves_the_binds_to_the_alternate(smsc: FakeSmsc) -> None:
+    """Nothing listens at host:port; the SMSC's alternate address takes both binds at the
+    next attempt, and the backoff grows only once every address was tried."""
+    watcher = Watcher()
+    dead = unused_port()
+    config = settings(dead, alternates=(("127.0.0.1", smsc.port),))
+    async with CarrierBinds(config, binds=2, handler=accept, observer=watcher) as binds:
+        await watcher.until(lambda: binds.bound_count == 2)
+        assert len(smsc.bound()) == 2
+    failed = [d for _, reason, d in watcher.reconnects if reason == CONNECT_FAILED]
+    assert len(failed) == 2  # one a bind, at host:port
+    assert all(0.005 <= d <= 0.01 for d in failed)  # the first step of the backoff
+
+
+async def test_every_address_is_tried_at_each_step_of_the_backoff() -> None:
+    """With no address answering, the delays run a step per round of the three addresses."""
+    watcher = Watcher()
+    ports = [unused_port() for _ in range(3)]
+    config = settings(ports[0], alternates=tuple(("127.0.0.1", p) for p in ports[1:]))
+    async with CarrierBinds(config, binds=1, handler=accept, observer=watcher):
+        await watcher.until(lambda: len(watcher.reconnects) >= 6)
+    delays = [d for _, _, d in watcher.reconnects[:6]]
+    assert all(0.005 <= d <= 0.01 for d in delays[:3])  # initial_s 0.01, half to all of it
+    assert all(0.01 <= d <= 0.02 for d in delays[3:6])
+
+
+async def test_a_bind_that_dropped_comes_back_to_its_own_address(smsc: FakeSmsc) -> None:
+    """A link that held on the alternate reconnects there after a drop, though host:port has
+    come back meanwhile: it goes where it last worked."""
+    primary = unused_port()
+    watcher = Watcher()
+    config = settings(primary, alternates=(("127.0.0.1", smsc.port),))
+    async with CarrierBinds(config, binds=1, handler=accept, observer=watcher) as binds:
+        await watcher.until(lambda: binds.bound_count == 1)
+        async with FakeSmsc(SmscConfig(port=primary)) as revived:
+            assert smsc.drop() == 1
+            await watcher.until(lambda: len(watcher.reconnects) >= 2 and binds.bound_count == 1)
+            assert (len(revived.bound()), len(smsc.bound())) == (0, 1)

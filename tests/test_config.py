@@ -306,6 +306,22 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         'metrics.listen: must be an address "host:port" (or "[ipv6]:port"), got \'localhost\'',
     ),
     (
+        "alternate SMSC address without a port",
+        lambda d: d["carriers"][0].update(alternates=["10.0.0.2"]),
+        'carriers[0].alternates[0]: must be an address "host:port" (or "[ipv6]:port"),'
+        " got '10.0.0.2'",
+    ),
+    (
+        "alternate SMSC address with port 0",
+        lambda d: d["carriers"][0].update(alternates=["10.0.0.2:0"]),
+        "carriers[0].alternates: 10.0.0.2:0: an SMSC's port is 1 to 65535",
+    ),
+    (
+        "alternate SMSC address that is the host",
+        lambda d: d["carriers"][0].update(alternates=["10.0.0.2:2776", "smsc.example.net:2775"]),
+        "carriers[0].alternates: smsc.example.net:2775 is named twice (host:port too)",
+    ),
+    (
         "stop word also a start word",
         lambda d: d.update(compliance={"start_words": ["start", "stop"]}),
         "compliance.start_words: 'STOP' is also a stop word",

@@ -102,3 +102,19 @@ def test_every_api_limit_is_a_restart_key(tmp_path: Path) -> None:
         "api.max_pending_per_connection",
         "api.max_pending",
     }
+
+
+def test_a_carrier_s_alternate_addresses_reach_its_binds(tmp_path: Path) -> None:
+    """`alternates` reach the bind settings in order, IPv6 ones unbracketed, as host and port."""
+    path = tmp_path / "smppd.yaml"
+    path.write_text(
+        SHIPPED.read_text().replace(
+            "    port: 2775\n",
+            '    port: 2775\n    alternates: ["10.0.0.2:2776", "[::1]:2777"]\n',
+            1,
+        )
+    )
+    (carrier,) = load_config(path).carriers
+    assert bind_settings(carrier).alternates == (("10.0.0.2", 2776), ("::1", 2777))
+    (shipped,) = load_config(SHIPPED).carriers
+    assert bind_settings(shipped).alternates == ()
