@@ -117,11 +117,12 @@ def test_json_mode_emits_one_object_per_line_without_numbers_or_text() -> None:
     stream, log = json_lines()
     log.info("message_submitted", destination=NUMBER, source="SMPPD", text="your code is 4711")
     log.warning("throttled", carrier="fake", msisdn=NUMBER)
-    output = stream.getvalue()
+    first, second = records(stream)
+    # The timestamps aside: their microseconds can spell 4711.
+    output = json.dumps([{k: v for k, v in r.items() if k != "timestamp"} for r in (first, second)])
     assert NUMBER not in output
     assert NUMBER[1:] not in output
     assert "4711" not in output
-    first, second = records(stream)
     assert list(first)[:3] == ["timestamp", "level", "event"]
     assert first["timestamp"].endswith("Z")
     assert first["level"] == "info"
@@ -184,8 +185,10 @@ def test_aiosqlite_debug_lines_never_show_at_debug_level() -> None:
     logging.getLogger("aiosqlite").debug("executing %s", "NewMessage(text='your code is 4711')")
     logging.getLogger("aiosqlite").warning("connection lost")
     log.debug("ours")
-    assert "4711" not in stream.getvalue()
     assert [r["event"] for r in records(stream)] == ["connection lost", "ours"]
+    assert not any(
+        "4711" in str(v) for r in records(stream) for k, v in r.items() if k != "timestamp"
+    )
 
 
 def test_level_filters_both_paths() -> None:
