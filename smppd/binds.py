@@ -23,7 +23,9 @@ from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link,
 from smppd.pdu.status import status_name
 from smppd.ratelimit import SlidingWindow
 from smppd.session import (
+    RECEIVER_BIND_PREFIX,
     BindError,
+    BindMode,
     BindSettings,
     CloseReason,
     LinkError,
@@ -62,6 +64,7 @@ class CarrierBinds:
         settings: BindSettings,
         *,
         binds: int,
+        receivers: int = 0,
         handler: DeliverHandler,
         tps: float | None = None,
         carrier: str = "",
@@ -78,8 +81,12 @@ class CarrierBinds:
         self._max_handlers = max_handlers
         self._rng = rng or random.Random()
         self.carrier_rate = None if tps is None else SlidingWindow.for_rate(tps)
-        self._links: list[Link | None] = [None] * binds
-        self._live: list[Link] = []  # the links now open, for the hot path
+        # Slots [0, binds) bind as settings.bind_mode; the `receivers` after them bind_receiver
+        # (for a carrier that takes submits on transmitter binds and sends receipts and MO on
+        # receiver ones). Only the first kind sends, and only it counts as the carrier up.
+        self._links: list[Link | None] = [None] * (binds + receivers)
+        self._senders = binds
+        self._live: list[Link] = []  # the sending links now open, for the hot path
         self._waiters: list[asyncio.Future[None]] = []
         self._interrupts = 0
         self._closing = False
@@ -90,6 +97,9 @@ class CarrierBinds:
         self._endpoints = [settings] + [
             dataclasses.replace(settings, host=host, port=port, alternates=())
             for host, port in settings.alternates
+        ]
+        self._receiver_endpoints = [
+            dataclasses.replace(e, bind_mode=BindMode.RECEIVER) for e in self._endpoints
         ]
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -135,7 +145,13 @@ class CarrierBinds:
 
     @property
     def bound_count(self) -> int:
+        """Binds bound that can carry submits (receivers aside): whether the carrier is up."""
         return sum(1 for link in self._live if link.state in _BOUND)
+
+    @property
+    def receivers_bound(self) -> int:
+        receivers = self._links[self._senders :]
+        return sum(1 for link in receivers if link is not None and link.state in _BOUND)
 
     @property
     def in_flight(self) -> int:
@@ -205,10 +221,14 @@ class CarrierBinds:
                     timer.cancel()
 
     async def wait_bound(self, count: int | None = None) -> None:
-        """Return once `count` binds (default: all) are bound, or once closing."""
-        target = len(self._links) if count is None else count
+        """Return once `count` sending binds (default: every bind, receivers too) are bound,
+        or once closing."""
         loop = asyncio.get_running_loop()
-        while not self._closing and self.bound_count < target:
+        while not self._closing and (
+            self.bound_count < count
+            if count is not None
+            else self.bound_count + self.receivers_bound < len(self._links)
+        ):
             waiter = loop.create_future()
             self._waiters.append(waiter)
             await waiter
@@ -221,9 +241,10 @@ class CarrierBinds:
         link that held reconnects to the address it was on."""
         loop = asyncio.get_running_loop()
         reconnect = self.settings.reconnect
-        name = str(index)
+        receiver = index >= self._senders
+        name = f"{RECEIVER_BIND_PREFIX}{index - self._senders}" if receiver else str(index)
         attempt = 0
-        endpoints = self._endpoints
+        endpoints = self._receiver_endpoints if receiver else self._endpoints
         at = 0
         while not self._closing:
             started = loop.time()
@@ -288,13 +309,13 @@ class CarrierBinds:
     async def _hold(self, index: int, link: Link) -> CloseReason:
         """Offer `link` to the send loop until it closes."""
         self._links[index] = link
-        self._live = [x for x in self._links if x is not None]
+        self._live = [x for x in self._links[: self._senders] if x is not None]
         self._wake()
         try:
             return await link.wait_closed()
         finally:
             self._links[index] = None
-            self._live = [x for x in self._links if x is not None]
+            self._live = [x for x in self._links[: self._senders] if x is not None]
             if not link.closed:  # cancelled holding a link that close() did not see yet
                 link.abort()
 

@@ -354,6 +354,9 @@ class Carrier:
     system_type: Annotated[str, SmppText, Length(0, 12)] = ""  # 5.2.3: 13 octets
     bind_mode: BindMode = BindMode.TRANSCEIVER
     binds: Annotated[int, Range(1, 64)] = 1
+    # With bind_mode transmitter: bind_receiver sessions beside the binds, for a carrier that
+    # sends receipts and MO only on those (0: none, and no receipts come).
+    receiver_binds: Annotated[int, Range(0, 64)] = 0
     window: Annotated[int, Range(1, 10_000)] = 10
     tps: Rate = 50.0
     bind_tps: Rate | None = None
@@ -384,6 +387,11 @@ class Carrier:
             if (alternate.host, alternate.port) in seen:
                 raise ValidationError(f"{alternate} is named twice (host:port too)", "alternates")
             seen.add((alternate.host, alternate.port))
+        if self.receiver_binds and self.bind_mode is not BindMode.TRANSMITTER:
+            raise ValidationError(
+                f"only with bind_mode transmitter (a {self.bind_mode} bind receives already)",
+                "receiver_binds",
+            )
         if self.bind_tps is not None and self.bind_tps > self.tps:
             # Never reached: the carrier's own cap holds every bind below it.
             raise ValidationError(f"must not exceed tps ({self.tps:g})", "bind_tps")

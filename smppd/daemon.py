@@ -400,6 +400,7 @@ class CarrierRuntime:
         return CarrierView(
             name=self.config.name,
             configured=self.config.binds,
+            receivers=self.config.receiver_binds,
             observer=self.observer,
             window_in_use=lambda: self.binds.in_flight,
             receipts=self._receipt_counts,
@@ -518,6 +519,7 @@ class Daemon:
         binds = CarrierBinds(
             bind_settings(carrier),
             binds=carrier.binds,
+            receivers=carrier.receiver_binds,
             handler=inbound,
             tps=carrier.tps,
             carrier=carrier.name,
@@ -590,12 +592,17 @@ class Daemon:
         return time.monotonic() if runtime is None else runtime.down_since
 
     def _health(self) -> dict[str, Any]:
-        carriers = {
-            name: {"binds_up": rt.binds.bound_count, "binds": rt.config.binds}
-            for name, rt in self.carriers.items()
-        }
-        # "healthy", not "ok": a reply's "ok" says whether the request itself succeeded.
-        healthy = self.serving and all(c["binds_up"] > 0 for c in carriers.values())
+        carriers: dict[str, dict[str, int]] = {}
+        for name, rt in self.carriers.items():
+            carriers[name] = {"binds_up": rt.binds.bound_count, "binds": rt.config.binds}
+            if rt.config.receiver_binds:
+                carriers[name]["receivers_up"] = rt.binds.receivers_bound
+                carriers[name]["receivers"] = rt.config.receiver_binds
+        # "healthy", not "ok": a reply's "ok" says whether the request itself succeeded. A
+        # carrier with receiver binds needs one of them up too, or no receipt comes.
+        healthy = self.serving and all(
+            c["binds_up"] > 0 and c.get("receivers_up", 1) > 0 for c in carriers.values()
+        )
         return {
             "healthy": healthy,
             "carriers": carriers,

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from smppd.histogram import Histogram
 from smppd.pdu.status import status_label
-from smppd.session import State, SubmitResult
+from smppd.session import RECEIVER_BIND_PREFIX, State, SubmitResult
 
 _BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
 
@@ -98,7 +98,20 @@ class CarrierObserver:
 
     @property
     def binds_up(self) -> int:
-        return sum(1 for s in dict(self.states).values() if s in _BOUND)
+        """Bound binds that can send: a carrier's receiver_binds are `receivers_up`."""
+        return sum(
+            s in _BOUND
+            for bind, s in dict(self.states).items()
+            if not bind.startswith(RECEIVER_BIND_PREFIX)
+        )
+
+    @property
+    def receivers_up(self) -> int:
+        return sum(
+            s in _BOUND
+            for bind, s in dict(self.states).items()
+            if bind.startswith(RECEIVER_BIND_PREFIX)
+        )
 
 
 @dataclass
@@ -137,6 +150,7 @@ class CarrierView:
     receipts: Callable[[], Mapping[str, int]]
     inbound: Callable[[], int]
     outcome_latency: Histogram | None = None  # None: the carrier only receives
+    receivers: int = 0  # receiver_binds configured
 
 
 class SmppdCollector(Collector):
@@ -203,6 +217,14 @@ class SmppdCollector(Collector):
         configured = GaugeMetricFamily(
             "smppd_binds_configured", "Binds configured", labels=["carrier"]
         )
+        receivers_up = GaugeMetricFamily(
+            "smppd_receiver_binds_up",
+            "receiver_binds bound now (where a carrier with split binds sends receipts and MO)",
+            labels=["carrier"],
+        )
+        receivers_configured = GaugeMetricFamily(
+            "smppd_receiver_binds_configured", "receiver_binds configured", labels=["carrier"]
+        )
         window = GaugeMetricFamily(
             "smppd_window_in_use", "submit_sm awaiting a response", labels=["carrier"]
         )
@@ -263,6 +285,9 @@ class SmppdCollector(Collector):
             obs, name = view.observer, view.name
             up.add_metric([name], obs.binds_up)
             configured.add_metric([name], view.configured)
+            if view.receivers:
+                receivers_up.add_metric([name], obs.receivers_up)
+                receivers_configured.add_metric([name], view.receivers)
             window.add_metric([name], view.window_in_use())
             for status, n in dict(obs.submits).items():
                 submits.add_metric([name, status], n)
@@ -283,7 +308,8 @@ class SmppdCollector(Collector):
             if view.outcome_latency is not None:
                 histogram = view.outcome_latency
                 outcome_latency.add_metric([name], histogram.cumulative(), histogram.total)
-        yield from (up, configured, window, submits, throttled, reconnects, bind_failures)
+        yield from (up, configured, receivers_up, receivers_configured, window, submits)
+        yield from (throttled, reconnects, bind_failures)
         yield from (timeouts, late, late_accepted, peer_errors, handler_failures)
         yield from (receipts, inbound, latency, outcome_latency)
 

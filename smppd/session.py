@@ -99,6 +99,10 @@ class BindMode(StrEnum):
     RECEIVER = "receiver"
 
 
+# How a carrier's receiver_binds are named (rx0, rx1, ...), its other binds being 0, 1, ...
+RECEIVER_BIND_PREFIX: Final = "rx"
+
+
 @record(kw_only=True)
 class TlsSettings:
     enabled: bool = False

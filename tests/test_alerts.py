@@ -19,6 +19,8 @@ RULES = Path(__file__).resolve().parent.parent / "config" / "alerts.yml"
 METRICS: dict[str, frozenset[str]] = {
     "smppd_binds_up": frozenset({"carrier"}),
     "smppd_binds_configured": frozenset({"carrier"}),
+    "smppd_receiver_binds_up": frozenset({"carrier"}),
+    "smppd_receiver_binds_configured": frozenset({"carrier"}),
     "smppd_submits_total": frozenset({"carrier", "status"}),
     "smppd_submit_latency_seconds_bucket": frozenset({"carrier", "le"}),
     "smppd_submit_latency_seconds_sum": frozenset({"carrier"}),
@@ -219,6 +221,18 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdCarrierDown", "4m", {**CRITICAL, "carrier": "a"}),
             alert("SmppdCarrierDegraded", "9m"),
             alert("SmppdCarrierDegraded", "10m", {**WARNING, "carrier": "b"}),
+        ],
+    ),
+    (  # a's receiver bind is down for good, b's comes back within the hold time
+        [
+            series('smppd_receiver_binds_up{carrier="a"}', "1 1 0x30"),
+            series('smppd_receiver_binds_configured{carrier="a"}', "1x32"),
+            series('smppd_receiver_binds_up{carrier="b"}', "1 0 0 0 1x30"),
+            series('smppd_receiver_binds_configured{carrier="b"}', "1x34"),
+        ],
+        [
+            alert("SmppdReceiversDown", "6m"),
+            alert("SmppdReceiversDown", "7m", {**CRITICAL, "carrier": "a"}),
         ],
     ),
     (  # a: 9% system errors; b: heavy throttling but no errors (most of it answers to submits

@@ -21,7 +21,7 @@ from smppd.link import NullObserver, resolve
 from smppd.pdu import pdus
 from smppd.pdu.codec import encode_body
 from smppd.pdu.status import CommandStatus, StatusClass
-from smppd.session import BindSettings, ReconnectSettings, State, SubmitResult
+from smppd.session import BindMode, BindSettings, ReconnectSettings, State, SubmitResult
 from tools.fake_smsc import Account, FakeSmsc, SmscConfig
 
 BODY = encode_body(pdus.SubmitSm(source_addr="Acme", destination_addr="447700900123"))
@@ -288,3 +288,26 @@ async def test_a_bind_that_dropped_comes_back_to_its_own_address(smsc: FakeSmsc)
             assert smsc.drop() == 1
             await watcher.until(lambda: len(watcher.reconnects) >= 2 and binds.bound_count == 1)
             assert (len(revived.bound()), len(smsc.bound())) == (0, 1)
+
+
+async def test_receiver_binds_come_up_beside_the_binds_and_never_carry_submits(
+    smsc: FakeSmsc,
+) -> None:
+    """A transmitter bind and a receiver bind, as carriers that split them want: both are
+    bound, the receiver named rx0, submits go on the transmitter only, and only it counts as
+    the carrier being up."""
+    watcher = Watcher()
+    config = settings(smsc.port, bind_mode=BindMode.TRANSMITTER)
+    async with CarrierBinds(config, binds=1, receivers=1, handler=accept, observer=watcher) as b:
+        await asyncio.wait_for(b.wait_bound(), 3)
+        states = sorted(c.state.value for c in smsc.bound())
+        assert states == ["bound_rx", "bound_tx"]
+        assert (b.bound_count, b.receivers_bound) == (1, 1)
+        assert [link is not None and link.name for link in b.links] == ["0", "rx0"]
+        for _ in range(5):
+            assert (await asyncio.wait_for(_submit(b), 2)).status_class is StatusClass.SUCCESS
+        (tx,) = [c for c in smsc.bound() if c.state.value == "bound_tx"]
+        assert {s.bind_id for s in smsc.records.segments} == {tx.bind_id}
+        tx.close()  # the transmitter gone, the receiver up: the carrier cannot send
+        await watcher.until(lambda: b.bound_count == 0)
+        assert b.receivers_bound == 1

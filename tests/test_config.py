@@ -306,6 +306,12 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         'metrics.listen: must be an address "host:port" (or "[ipv6]:port"), got \'localhost\'',
     ),
     (
+        "receiver binds beside transceivers",
+        lambda d: d["carriers"][0].update(receiver_binds=1),
+        "carriers[0].receiver_binds: only with bind_mode transmitter (a transceiver bind"
+        " receives already)",
+    ),
+    (
         "alternate SMSC address without a port",
         lambda d: d["carriers"][0].update(alternates=["10.0.0.2"]),
         'carriers[0].alternates[0]: must be an address "host:port" (or "[ipv6]:port"),'

@@ -15,7 +15,7 @@ from smppd.daemon import Daemon
 from smppd.metrics import DAEMON_COUNTERS, CarrierObserver
 from smppd.pdu.status import StatusClass, status_label
 from smppd.queue import MemoryQueue
-from smppd.session import SubmitResult
+from smppd.session import State, SubmitResult
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 
@@ -110,3 +110,15 @@ def test_every_daemon_counter_has_its_own_help_text() -> None:
     text = generate_latest(daemon.metrics_registry()).decode()
     for name, help_text in DAEMON_COUNTERS.items():
         assert f"# HELP smppd_{name}_total {help_text}\n" in text
+
+
+def test_receiver_binds_are_counted_apart_from_the_binds_that_send() -> None:
+    """A transmitter bound and a receiver bound: one of each, so that a carrier whose
+    transmitters are all down reads as down however its receivers fare."""
+    observer = CarrierObserver("fake")
+    observer.state_changed("0", State.BOUND_TX)
+    observer.state_changed("1", State.CLOSED)
+    observer.state_changed("rx0", State.BOUND_RX)
+    assert (observer.binds_up, observer.receivers_up) == (1, 1)
+    observer.state_changed("0", State.CLOSED)
+    assert (observer.binds_up, observer.receivers_up) == (0, 1)

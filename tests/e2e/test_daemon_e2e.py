@@ -771,6 +771,29 @@ async def test_a_learned_hex_or_decimal_quirk_is_kept_across_a_restart() -> None
             await second.kill()
 
 
+async def test_a_carrier_with_split_binds_gets_its_receipts_on_the_receiver() -> None:
+    """bind_mode transmitter with receiver_binds 1: the SMSC sends receipts only to receivers,
+    and every message still ends delivered; health counts the receiver apart."""
+    carrier = {"bind_mode": "transmitter", "binds": 2, "receiver_binds": 1}
+    async with running(carrier=carrier) as (smsc, daemon, directory):
+        binds = {(await daemon.wait_log("bound", bind=name))["state"] for name in ("0", "1", "rx0")}
+        assert binds == {"BOUND_TX", "BOUND_RX"}
+        assert sorted(c.state.value for c in smsc.bound()) == ["bound_rx", "bound_tx", "bound_tx"]
+        await each_gets_its_receipt(directory / "smppd.sock", 20)
+        async with Client(directory / "smppd.sock") as client:
+            health = await client.health()
+        fake = health["carriers"]["fake"]
+        assert (fake["binds_up"], fake["receivers_up"], health["healthy"]) == (2, 1, True)
+        text = await daemon.scrape_metrics()
+        for line in (
+            'smppd_binds_up{carrier="fake"} 2.0',
+            'smppd_binds_configured{carrier="fake"} 2.0',
+            'smppd_receiver_binds_up{carrier="fake"} 1.0',
+            'smppd_receiver_binds_configured{carrier="fake"} 1.0',
+        ):
+            assert line in text
+
+
 async def test_one_receipt_per_message_delivers_every_part() -> None:
     """A carrier that sends one receipt for a whole concatenated message, for its last part
     (receipts_per: message): the three-part message ends delivered with a receipt event for
