@@ -376,6 +376,7 @@ class Carrier:
     source_npi: Npi | None = None
     dest_ton: Ton = 1
     dest_npi: Npi = 1
+    service_type: Annotated[str, SmppText, Length(0, 5)] = ""  # 5.2.11: 6 octets with NUL
     registered_delivery: bool = True
     throttle_backoff_s: Timeout = 1.0
 

@@ -129,6 +129,7 @@ def outbound_profile(carrier: cfg.Carrier) -> OutboundProfile:
         source_npi=carrier.source_npi,
         dest_ton=carrier.dest_ton,
         dest_npi=carrier.dest_npi,
+        service_type=carrier.service_type,
         registered_delivery=carrier.registered_delivery,
         national=(
             None

@@ -464,6 +464,11 @@ def test_carrier_credentials_are_printable_ascii(tmp_path: Path) -> None:
     )
     path = write(tmp_path, variant(lambda d: d["carriers"][0].update(system_type="v\x01")))
     assert error_of(path).startswith(f"{path}: carriers[0].system_type: must be printable ASCII")
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(service_type="CMT123")))
+    assert error_of(path) == (
+        f"{path}: carriers[0].service_type: must be printable ASCII text of at most 5 characters,"
+        " got 'CMT123'"
+    )
     (tmp_path / "pw").write_text("pw\0xyz\n")
     (tmp_path / "pw").chmod(0o600)
     data = variant(

@@ -10,6 +10,10 @@ from queue_support import CARRIER, message
 
 from smppd.config import load_config
 from smppd.daemon import Daemon, bind_settings, needs_restart, profiles
+from smppd.outbound import prepare
+from smppd.pdu.codec import decode_body
+from smppd.pdu.command import CommandId
+from smppd.pdu.pdus import SubmitSm
 from smppd.queue import MemoryQueue, open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
@@ -118,3 +122,28 @@ def test_a_carrier_s_alternate_addresses_reach_its_binds(tmp_path: Path) -> None
     assert bind_settings(carrier).alternates == (("10.0.0.2", 2776), ("::1", 2777))
     (shipped,) = load_config(SHIPPED).carriers
     assert bind_settings(shipped).alternates == ()
+
+
+def test_a_carrier_s_service_type_goes_in_each_of_its_submits(tmp_path: Path) -> None:
+    """`service_type` is written into every submit_sm body prepared for the carrier (and is
+    part of the profile failover compares); the shipped one leaves it empty."""
+    path = tmp_path / "smppd.yaml"
+    path.write_text(SHIPPED.read_text().replace('service_type: ""', "service_type: CMT", 1))
+    config = load_config(path)
+    for wanted, cfg in (("CMT", config), ("", load_config(SHIPPED))):
+        (profile,) = profiles(cfg).values()
+        prepared = prepare(
+            destination="+447700900123",
+            source="SMPPD",
+            text="a long text " * 20,
+            encoding="auto",
+            registered_delivery=True,
+            expires_at=None,
+            ref=7,
+            profile=profile,
+        )
+        assert len(prepared.bodies) == 2
+        for body in prepared.bodies:
+            submit = decode_body(CommandId.submit_sm, 0, 1, body)
+            assert isinstance(submit, SubmitSm)
+            assert submit.service_type == wanted
