@@ -352,6 +352,10 @@ class Carrier:
     # Given as password, password_file or password_credential; resolved when loading.
     password: Annotated[str, Secret(), SmppText, Length(0, 8)] = field(repr=False)  # 5.2.2
     system_type: Annotated[str, SmppText, Length(0, 12)] = ""  # 5.2.3: 13 octets
+    # The bind's own address: which MO and receipts a shared SMSC routes to this ESME (5.2.7-9).
+    address_range: Annotated[str, SmppText, Length(0, 40)] = ""  # 41 octets with NUL
+    addr_ton: Ton = 0
+    addr_npi: Npi = 0
     bind_mode: BindMode = BindMode.TRANSCEIVER
     binds: Annotated[int, Range(1, 64)] = 1
     # With bind_mode transmitter: bind_receiver sessions beside the binds, for a carrier that

@@ -147,3 +147,19 @@ def test_a_carrier_s_service_type_goes_in_each_of_its_submits(tmp_path: Path) ->
             submit = decode_body(CommandId.submit_sm, 0, 1, body)
             assert isinstance(submit, SubmitSm)
             assert submit.service_type == wanted
+
+
+def test_a_carrier_s_bind_address_reaches_its_binds(tmp_path: Path) -> None:
+    """address_range, addr_ton and addr_npi go into the bind settings (the session test has
+    them on the wire); the shipped config binds with none."""
+    path = tmp_path / "smppd.yaml"
+    path.write_text(
+        SHIPPED.read_text().replace(
+            '    # address_range: "12345"', '    address_range: "12345"\n    addr_ton: 3\n    #', 1
+        )
+    )
+    (carrier,) = load_config(path).carriers
+    settings = bind_settings(carrier)
+    assert (settings.address_range, settings.addr_ton, settings.addr_npi) == ("12345", 3, 0)
+    (shipped,) = load_config(SHIPPED).carriers
+    assert bind_settings(shipped).address_range == ""
