@@ -447,6 +447,7 @@ _SUBMIT_OPTIONS: Final[Mapping[str, Callable[[object], object]]] = {
     "schedule_at": lambda value: _float(value, "schedule_at", lo=0.0),
     "registered_delivery": lambda value: _bool(value, "registered_delivery"),
     "encoding": lambda value: _choice(value, "encoding", ENCODINGS),
+    "flash": lambda value: _bool(value, "flash"),
 }
 _SUBMIT_FIELDS: Final = frozenset({"to", "from", "text", *_SUBMIT_OPTIONS})
 

@@ -123,6 +123,7 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         schedule_at=args.schedule_at,
         registered_delivery=False if args.no_receipt else None,
         encoding=args.encoding,
+        flash=True if args.flash else None,
     )
     print(_describe(sent))
     return EX_OK
@@ -345,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--no-receipt", action="store_true", help="ask the carrier for no delivery receipt"
+    )
+    send.add_argument(
+        "--flash", action="store_true", help="a flash message (class 0: shown, not stored)"
     )
 
     status = add_client("status", "show a message's state", _status)

@@ -98,8 +98,10 @@ def _submit_fields(
     schedule_at: float | None,
     registered_delivery: bool | None,
     encoding: str | None,
+    flash: bool | None = None,
 ) -> dict[str, Any]:
     optional = {
+        "flash": flash,
         "priority": priority,
         "ref": ref,
         "validity_s": validity_s,
@@ -274,9 +276,19 @@ class Client:
         schedule_at: float | None = None,
         registered_delivery: bool | None = None,
         encoding: str | None = None,
+        flash: bool | None = None,
     ) -> Submitted:
         fields = _submit_fields(
-            to, sender, text, priority, ref, validity_s, schedule_at, registered_delivery, encoding
+            to,
+            sender,
+            text,
+            priority,
+            ref,
+            validity_s,
+            schedule_at,
+            registered_delivery,
+            encoding,
+            flash,
         )
         return Submitted.from_reply(await self.request("submit", **fields))
 

@@ -347,6 +347,7 @@ class Gateway:
             source=request.sender,
             text=request.text,
             encoding=request.encoding,
+            flash=request.flash,
             registered_delivery=request.registered_delivery,
             expires_at=expires_at,
             ref=lambda: self._refs.next(destination, ref16=ref16),

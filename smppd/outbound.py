@@ -7,8 +7,10 @@ number per attempt. The carrier profile carries what differs between carriers (w
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from datetime import UTC, datetime
+from typing import Final
 
 from smppd.address import sender_ton_npi, wire_address
 from smppd.pdu.codec import encode_body
@@ -70,17 +72,29 @@ def prepare(
     expires_at: float | None,
     ref: Reference,
     profile: OutboundProfile,
+    flash: bool = False,
 ) -> Prepared:
     """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked.
 
     `registered_delivery` is the request's wish, which the carrier's profile can overrule.
+    `flash` (message class 0) names its alphabet in the data_coding (GSM 03.38 section 4:
+    0x10 GSM 7-bit, 0x18 UCS-2), so GSM text goes as GSM septets even to a carrier whose
+    data_coding 0 is Latin-1, and Latin-1 text, which has no class, is refused.
     """
     force = _FORCED.get(encoding)
     if encoding not in _FORCED:
         raise ApiError(ErrorCode.invalid_field, f"unknown encoding {encoding!r}", field="encoding")
+    if flash and force is Alphabet.LATIN1:
+        raise ApiError(
+            ErrorCode.invalid_field, "flash needs encoding auto, gsm7 or ucs2", field="flash"
+        )
+    if flash and profile.default_is_latin1:
+        profile = dataclasses.replace(profile, default_is_latin1=False)
     text = composed(text)
     try:
         alphabet, data_coding, shift = _plan(text, force, profile)
+        if flash:
+            data_coding = _FLASH[alphabet]
         segments = split_message(
             text,
             alphabet=alphabet,
@@ -113,6 +127,10 @@ def prepare(
         ),
     )
     return Prepared([_body(template, s) for s in segments], alphabet)
+
+
+# data_coding for message class 0 (GSM 03.38 section 4, general data coding, class given).
+_FLASH: Final = {Alphabet.GSM7: 0x10, Alphabet.UCS2: 0x18}
 
 
 def composed(text: str) -> str:

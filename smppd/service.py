@@ -87,6 +87,7 @@ class SubmitRequest:
     schedule_at: float | None = None  # epoch seconds
     registered_delivery: bool = True
     encoding: str = "auto"  # auto | gsm7 | ucs2 | latin1
+    flash: bool = False  # message class 0: shown at once, not stored by the handset
 
 
 @record

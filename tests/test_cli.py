@@ -160,18 +160,19 @@ async def test_send_can_schedule_and_decline_the_receipt(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`--schedule-at +S` is that many seconds from now (or epoch seconds), `--no-receipt`
-    asks for none; both reach the daemon as the API's schedule_at and registered_delivery."""
+    asks for none, `--flash` for class 0; they reach the daemon as the API's schedule_at,
+    registered_delivery and flash."""
     service = FakeService()
     async with running_server(service) as server:
         socket = str(server.settings.socket)
         send = ["send", "--socket", socket, "--to", "+447700900123", "--from", "ACME"]
         before = time.time()
         assert await run_cli(*send, "--text", "later", "--schedule-at", "+600", "--no-receipt") == 0
-        assert await run_cli(*send, "--text", "at", "--schedule-at", "1900000000") == 0
+        assert await run_cli(*send, "--text", "at", "--schedule-at", "1900000000", "--flash") == 0
     later, at = (call[1][1][0] for call in service.calls)
     assert before + 600 <= later.schedule_at <= time.time() + 600
-    assert later.registered_delivery is False
-    assert (at.schedule_at, at.registered_delivery) == (1900000000.0, True)
+    assert (later.registered_delivery, later.flash) == (False, False)
+    assert (at.schedule_at, at.registered_delivery, at.flash) == (1900000000.0, True, True)
 
 
 @pytest.mark.parametrize(

@@ -297,3 +297,25 @@ def test_mask_hides_the_middle() -> None:
     """Masked numbers keep a prefix and the last two digits."""
     assert mask("+447911123456") == "+44791*****56"
     assert mask("12345") == "12345"
+
+
+def test_a_flash_message_names_class_0_and_its_alphabet_in_every_part() -> None:
+    """GSM text goes with data_coding 0x10, the same septets as without flash; UCS-2 with
+    0x18; a long one carries it in each part. To a carrier whose data_coding 0 is Latin-1 the
+    text still goes as GSM septets, since 0x10 says so; Latin-1, which names no class, is
+    refused."""
+    text = "Your code is 4711 [valid 5 min] €"
+    [plain] = run(text)
+    [flash] = run(text, flash=True)
+    assert (flash.data_coding, flash.short_message) == (0x10, plain.short_message)
+    assert decode_text(flash.short_message, flash.data_coding) == text
+    latin1_carrier = OutboundProfile(default_is_latin1=True)
+    [to_latin1] = run(text, flash=True, profile=latin1_carrier)
+    assert (to_latin1.data_coding, to_latin1.short_message) == (0x10, plain.short_message)
+    cyrillic = run("Ваш код 4711. " * 8, flash=True)
+    assert len(cyrillic) == 2
+    assert {p.data_coding for p in cyrillic} == {0x18}
+    assert all(p.esm_class & 0x40 for p in cyrillic)
+    with pytest.raises(ApiError) as info:
+        run(text, flash=True, encoding="latin1")
+    assert (info.value.code, info.value.field) == (ErrorCode.invalid_field, "flash")

@@ -111,6 +111,17 @@ async def test_long_unicode_message_arrives_reassembled() -> None:
         assert message.data_coding == 8
 
 
+async def test_a_flash_message_reaches_the_smsc_as_class_0() -> None:
+    """`flash: true` reaches the SMSC as data_coding 0x10 (0x18 for UCS-2), the text intact."""
+    async with running() as (smsc, _daemon, directory):
+        async with Client(directory / "smppd.sock") as client:
+            await client.submit(to="+447700900123", sender="ALPHA", text="Code 4711", flash=True)
+            await client.submit(to="+447700900123", sender="ALPHA", text="Код 4711", flash=True)
+        await smsc.records.wait_for(2, timeout=10)
+        got = sorted((m.data_coding, m.text) for m in smsc.records.messages)
+        assert got == [(0x10, "Code 4711"), (0x18, "Код 4711")]
+
+
 async def test_turkish_text_goes_in_the_turkish_tables() -> None:
     """A carrier with national_language turkish gets Turkish as GSM 7-bit septets in the
     Turkish tables, named in each part's UDH: two parts where UCS-2 would need four."""
