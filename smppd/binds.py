@@ -43,11 +43,6 @@ BIND_REFUSED: Final = "bind_refused"
 BIND_REFUSED_PERMANENT: Final = "bind_refused_permanent"
 
 
-def _address(settings: BindSettings) -> str:
-    host = settings.host
-    return f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
-
-
 def reconnect_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
     """Exponential backoff with jitter: between half and all of min(max_s, initial_s * 2^n),
     so binds that dropped together do not all come back in the same instant."""
@@ -260,7 +255,7 @@ class CarrierBinds:
                     max_handlers=self._max_handlers,
                 )
             except BindError as exc:
-                address = _address(endpoints[at])
+                address = endpoints[at].address
                 if exc.permanent:
                     reason = BIND_REFUSED_PERMANENT
                     delay = reconnect.auth_failure_s * (1.0 + self._rng.random() / 5)

@@ -224,9 +224,9 @@ class Link(asyncio.Protocol):
                     lambda: self, s.host, s.port, ssl=context, server_hostname=hostname
                 )
         except TimeoutError:
-            raise LinkError(f"connect to {s.host}:{s.port}: no answer in time") from None
+            raise LinkError(f"connect to {s.address}: no answer in time") from None
         except OSError as exc:  # refused, unreachable, TLS files or handshake (SSLError too)
-            raise LinkError(f"connect to {s.host}:{s.port}: {exc}") from exc
+            raise LinkError(f"connect to {s.address}: {exc}") from exc
         try:
             await self._bound
         except BaseException:
@@ -479,10 +479,9 @@ class Link(asyncio.Protocol):
                 )
         elif isinstance(event, Bound):
             version = event.interface_version
-            s = self.settings
             self._log.info(
                 "bound",
-                address=f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
+                address=self.settings.address,
                 state=event.state.name,
                 smsc=event.system_id,
                 interface_version=None if version is None else f"0x{version:02x}",

@@ -155,6 +155,12 @@ class BindSettings:
     # when an SMSC says it takes none; empty when nothing depends on them.
     needs_tlvs: str = ""
 
+    @property
+    def address(self) -> str:
+        """host:port, for logs ([host]:port for an IPv6 one)."""
+        host = self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
     def __post_init__(self) -> None:
         # SMPP v3.4 4.1.1: C-string sizes without the NUL; checked here so a bind can be encoded.
         for name, size in _BIND_FIELD_SIZES:
