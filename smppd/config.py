@@ -262,6 +262,8 @@ class ApiClient:
     any_uid: bool = False  # explicit: any local user who can open the socket is this client
     senders: tuple[str, ...] = ()  # after loading: every sender id it may use, owned ones included
     priority_max: Annotated[int, Range(0, 3)] | None = None  # as SMPP priority_flag 0..3
+    # Receives the MO messages to numbers no sender entry owns (at most one client).
+    unowned_inbound: bool = False
 
     def __post_init__(self) -> None:
         if self.any_uid and self.uids:
@@ -563,6 +565,10 @@ def _link_clients(config: Config) -> ApiConfig:
     if len(any_uid) > 1:
         reason = f"only one client may have any_uid (api.clients[{any_uid[0]}] has it too)"
         raise ValidationError(reason, "api", "clients", any_uid[1], "any_uid")
+    unowned = [i for i, c in enumerate(clients) if c.unowned_inbound]
+    if len(unowned) > 1:
+        reason = f"only one client may have unowned_inbound (api.clients[{unowned[0]}] has it too)"
+        raise ValidationError(reason, "api", "clients", unowned[1], "unowned_inbound")
     owner_of_uid: dict[int, int] = {}
     for i, client in enumerate(clients):
         for j, uid in enumerate(client.uids):

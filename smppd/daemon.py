@@ -231,6 +231,11 @@ def owners(config: Config) -> dict[str, str]:
     return {s.id: s.client for s in config.senders}
 
 
+def unowned_inbound_client(config: Config) -> str | None:
+    """The client that receives MO to numbers no sender entry owns, if one is configured."""
+    return next((c.name for c in config.api.clients if c.unowned_inbound), None)
+
+
 def optout_policy(config: Config) -> OptOutPolicy:
     senders_of: dict[str, tuple[str, ...]] = {}
     for s in config.senders:
@@ -503,6 +508,7 @@ class Daemon:
             self.queue,
             owners=owners(config),
             optout=optout_policy(config),
+            unowned_to=unowned_inbound_client(config),
             auto_reply=self.gateway.submit_reply,
             withdraw=self._send_loops.withdraw,
             id_format=IdFormat(carrier.message_id_format.value),
@@ -724,7 +730,11 @@ class Daemon:
                 if runtime.loop is not None:
                     self._totals[name].deferred_before += runtime.loop.deferred
         for runtime in self.carriers.values():  # the carriers kept take the new policies
-            runtime.inbound.reconfigure(owners=owners(new), optout=optout_policy(new))
+            runtime.inbound.reconfigure(
+                owners=owners(new),
+                optout=optout_policy(new),
+                unowned_to=unowned_inbound_client(new),
+            )
             if runtime.loop is not None:
                 runtime.loop.set_sender_tps(sender_rates(new))
         assert self._group is not None

@@ -220,6 +220,7 @@ class InboundHandler:
         *,
         owners: Mapping[str, str],
         optout: OptOutPolicy,
+        unowned_to: str | None = None,  # the client of MO to numbers no sender entry owns
         default_alphabet: Alphabet,
         publish: Callable[[Event], None],
         clock: Callable[[], float],
@@ -238,6 +239,7 @@ class InboundHandler:
         self.carrier = carrier
         self._queue = queue
         self._owners = owners
+        self._unowned_to = unowned_to
         self._optout = optout
         self._default_alphabet = default_alphabet
         self._publish = publish
@@ -272,10 +274,14 @@ class InboundHandler:
             else learned_receipt_keys(message_id, fmt)
         )
 
-    def reconfigure(self, *, owners: Mapping[str, str], optout: OptOutPolicy) -> None:
-        """New sender owners and opt-out rules (a reload); they apply to the next PDU."""
+    def reconfigure(
+        self, *, owners: Mapping[str, str], optout: OptOutPolicy, unowned_to: str | None = None
+    ) -> None:
+        """New sender owners, opt-out rules and the client of unowned MO (a reload); they
+        apply to the next PDU."""
         self._owners = owners
         self._optout = optout
+        self._unowned_to = unowned_to
 
     def __call__(self, pdu: DeliverSm | DataSm) -> Awaitable[int]:
         """The command_status to answer `pdu` with, once what it carries is stored."""
@@ -441,7 +447,10 @@ class InboundHandler:
         complete: bool,
         parts: PartGroup | None = None,
     ) -> None:
-        client = self._owners.get(destination)
+        # The sender's owner manages its opt-outs and replies; an unowned number's MO goes to
+        # the client configured for those, if any, for it to read, and no more.
+        owner = self._owners.get(destination)
+        client = owner or self._unowned_to
         keyword = self._optout.keywords.classify(text) if complete else None
         word = None if keyword is None else str(keyword)
         stored = InboundIn(
@@ -449,15 +458,17 @@ class InboundHandler:
         )
         inbound_id = await self._queue.store_inbound(stored)
         self.counters.inbound += 1
-        if client is None:
+        if owner is None:
             self.counters.inbound_unowned += 1
-            log.info("inbound message to an unowned sender id", destination=destination)
+            log.info(
+                "inbound message to an unowned sender id", destination=destination, client=client
+            )
         if keyword is Keyword.STOP:
-            await self._opt_out(client, destination, source, now)
+            await self._opt_out(owner, destination, source, now)
         elif keyword is Keyword.START:
-            await self._opt_in(client, destination, source)
-        if keyword is not None and client is not None:
-            await self._reply(keyword, client, destination, source)
+            await self._opt_in(owner, destination, source)
+        if keyword is not None and owner is not None:
+            await self._reply(keyword, owner, destination, source)
         self._publish(inbound_event(inbound_id, stored))
 
     async def _reply(self, keyword: Keyword, client: str, sender: str, number: str) -> None:

@@ -32,7 +32,8 @@ DAEMON_COUNTERS: Final[Mapping[str, str]] = {
     "optouts": "Opt-outs (STOP and friends) recorded from inbound messages",
     "optins": "Opt-ins (START and friends) recorded from inbound messages",
     "auto_replies": "Automatic replies to keyword messages, queued to be sent",
-    "inbound_unowned": "Inbound messages to a number no client owns: stored, no subscriber told",
+    "inbound_unowned": "Inbound messages to a number no sender entry owns: stored, and told"
+    " only to the api client with unowned_inbound, if one has it",
     "sender_rate_deferrals": "Segments held back by a sender's own tps",
     "events_published": "Events published to API subscribers",
     "subscribers_dropped": "API subscribers dropped for not reading their events",

@@ -251,6 +251,15 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "api.clients[1].any_uid: only one client may have any_uid (api.clients[0] has it too)",
     ),
     (
+        "two clients of unowned inbound",
+        lambda d: (
+            d["api"]["clients"][0].update(unowned_inbound=True),
+            d["api"]["clients"].append({"name": "ops", "uids": [7], "unowned_inbound": True}),
+        ),
+        "api.clients[1].unowned_inbound: only one client may have unowned_inbound"
+        " (api.clients[0] has it too)",
+    ),
+    (
         "sender id that does not fit its kind",
         lambda d: d["senders"][0].update(kind="short"),
         "senders[0].id: a short sender id must be 3 to 8 digits, got 'ACME'",

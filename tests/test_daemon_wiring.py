@@ -9,7 +9,7 @@ from pathlib import Path
 from queue_support import CARRIER, message
 
 from smppd.config import load_config
-from smppd.daemon import Daemon, bind_settings, needs_restart, profiles
+from smppd.daemon import Daemon, bind_settings, needs_restart, profiles, unowned_inbound_client
 from smppd.outbound import prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
@@ -163,3 +163,14 @@ def test_a_carrier_s_bind_address_reaches_its_binds(tmp_path: Path) -> None:
     assert (settings.address_range, settings.addr_ton, settings.addr_npi) == ("12345", 3, 0)
     (shipped,) = load_config(SHIPPED).carriers
     assert bind_settings(shipped).address_range == ""
+
+
+def test_the_client_of_unowned_inbound_is_the_one_that_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "smppd.yaml"
+    path.write_text(
+        SHIPPED.read_text().replace(
+            "      # unowned_inbound: true", "      unowned_inbound: true", 1
+        )
+    )
+    assert unowned_inbound_client(load_config(path)) == "demo"
+    assert unowned_inbound_client(load_config(SHIPPED)) is None

@@ -600,3 +600,48 @@ async def test_an_opt_out_line_masks_the_number_once() -> None:
         structlog.reset_defaults()
     [line] = [json.loads(x) for x in stream.getvalue().splitlines() if "opt-out" in x]
     assert line["number"] == "+44791*****23"
+
+
+async def test_mo_to_an_unowned_number_goes_to_the_unowned_inbound_client_and_no_further() -> None:
+    """With unowned_to, an MO to a number no sender entry owns is stored for and told to that
+    client; its STOP opts out of that number alone (as with no such client) and gets no
+    automatic reply, which no client may send from there. Owned numbers keep their owner."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    replies: list[tuple[str, str, str, str]] = []
+
+    async def auto_reply(client: str, sender: str, number: str, text: str) -> None:
+        replies.append((client, sender, number, text))
+
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(
+            keywords=DEFAULT,
+            per_client=True,
+            senders_of={"shop": ("SHOP",), "ops": ("OPS",)},
+            auto_replies={Keyword.STOP: "You are unsubscribed."},
+        ),
+        unowned_to="ops",
+        auto_reply=auto_reply,
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: T0,
+    )
+    for to, text in (("447700900999", b"hello"), ("447700900999", b"STOP"), ("SHOP", b"hi")):
+        pdu = DeliverSm(
+            source_addr="447700902222", source_addr_ton=1, destination_addr=to, short_message=text
+        )
+        assert await inbound(pdu) == 0
+    assert [(e.client, e.data["text"]) for e in events if e.kind == "inbound"] == [
+        ("ops", "hello"),
+        ("ops", "STOP"),
+        ("shop", "hi"),
+    ]
+    assert [m.text for m in await queue.inbound_since(0, client="ops")] == ["hello", "STOP"]
+    assert [(o.sender, o.number) for o in await queue.list_optouts()] == [
+        ("+447700900999", "+447700902222")
+    ]
+    assert replies == []
+    assert inbound.counters.inbound_unowned == 2
