@@ -74,6 +74,8 @@ PURGE_EVERY_S = 300.0
 EXPIRE_STEP: Final = 500  # messages a transaction of the expiry sweep
 EXPIRE_STEPS: Final = 20  # transactions of it a tick at most: the rest waits for the next
 STATS_EVERY_S = 5.0
+# A clock step waits this long at most for the outcomes being recorded (storage trouble).
+SETTLE_OUTCOMES_S: Final = 2.0
 
 
 # --- config -> component settings -------------------------------------------------------------
@@ -799,6 +801,13 @@ class Daemon:
     async def _clock_stepped_back(self, back_s: float, since: float, *, now: float) -> None:
         """Retries and deferrals set before the step keep their delays (see smppd.wallclock);
         raises QueueError, and the next tick tries again."""
+        loops = [runtime.loop for runtime in self.carriers.values() if runtime.loop is not None]
+        try:  # outcomes of the old clock first, to be moved with the rest
+            async with asyncio.timeout(SETTLE_OUTCOMES_S):
+                for loop in loops:
+                    await loop.settle_outcomes()
+        except TimeoutError:  # storage trouble: the rebase below fails too, or they were late
+            log.warning("outcomes were still being recorded when the clock step was applied")
         moved = await self.queue.rebase_schedules(back_s, now=now, since=since)
         log.warning(
             "wall clock stepped back; waiting retries moved back with it",

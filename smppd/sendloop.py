@@ -531,7 +531,7 @@ class CarrierSendLoop:
         if batch is not None:
             now = self._clock()
             for segment in batch[0]:
-                self._add(Deferred(segment.segment_id, now), sent=False)
+                self._add(Deferred(segment.segment_id, now), now, sent=False)
 
     async def _urgent_loop(self) -> None:
         """Claim urgent segments the moment one is submitted, beside the main loop."""
@@ -589,13 +589,14 @@ class CarrierSendLoop:
             if sent is _STOPPED:
                 now = self._clock()
                 for unsent in segments[i:]:
-                    self._add(Deferred(unsent.segment_id, now), sent=False)
+                    self._add(Deferred(unsent.segment_id, now), now, sent=False)
                 return False
             if sent is _DEFERRED:
                 assert window is not None
                 self._defer(segment, window)
             elif sent is _WITHDRAWN:  # the store keeps it cancelled, or the next claim expires it
-                self._add(Deferred(segment.segment_id, self._clock()), sent=False)
+                now = self._clock()
+                self._add(Deferred(segment.segment_id, now), now, sent=False)
         return True
 
     def _release(self, recorded: int, sent: int) -> None:
@@ -654,19 +655,21 @@ class CarrierSendLoop:
         slot = max(window.ready_at(now), self._next_slot.get(segment.source, 0.0))
         self._next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
-        due = self._clock() + (slot - now)  # the queue keeps wall-clock times
-        self._add(Deferred(segment.segment_id, due), sent=False, urgent=_is_urgent(segment))
+        wall = self._clock()  # the queue keeps wall-clock times
+        deferred = Deferred(segment.segment_id, wall + (slot - now))
+        self._add(deferred, wall, sent=False, urgent=_is_urgent(segment))
 
     def _done(self, segment: ClaimedSegment, result: SubmitResult) -> None:
         learner = self._learner
         if learner is not None and learner.learning and result.message_id:
             learner.resp(result.message_id)
+        now = self._clock()
         outcome = outcome_for(
             segment,
             result,
             bind=result.bind,
             policy=self._policy,
-            now=self._clock(),
+            now=now,
             rng=self._rng,
             id_format=self._id_format,
             whole_message=self._whole_message,
@@ -680,7 +683,7 @@ class CarrierSendLoop:
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)
             return
-        self._add(outcome, sent=True, urgent=_is_urgent(segment))
+        self._add(outcome, now, sent=True, urgent=_is_urgent(segment))
 
     async def _record_late(self, outcome: Outcome) -> None:
         try:
@@ -691,10 +694,14 @@ class CarrierSendLoop:
         if changes:
             self._on_changes(changes)
 
-    def _add(self, outcome: Outcome, *, sent: bool, urgent: bool = False) -> None:
+    def _add(self, outcome: Outcome, now: float, *, sent: bool, urgent: bool = False) -> None:
+        """`now` is the clock reading the outcome's times came from."""
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-            self._pending_since = self._clock()
+            # The batch is recorded as of this reading: were it recorded as of a later one, a
+            # clock step back in between would leave its retry times, from the old clock,
+            # marked as the new clock's, and the step's rebase would pass them over.
+            self._pending_since = now
         self._pending.append(outcome)
         self._pending_sent += sent
         if isinstance(outcome, Retry | Unknown | Deferred):
@@ -710,6 +717,8 @@ class CarrierSendLoop:
         just before this (the two are batched apart); the store applies a transaction's
         receipts after its other writes, so it matches directly instead of being held as early.
         """
+        if not self._pending:  # settle_outcomes() flushed this tick's already
+            return
         batch, self._pending = self._pending, []
         sent, self._pending_sent = self._pending_sent, 0
         urgent, self._pending_urgent = self._pending_urgent, []
@@ -717,6 +726,14 @@ class CarrierSendLoop:
         task = asyncio.get_running_loop().create_task(self._record(batch, sent, urgent, since))
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
+
+    async def settle_outcomes(self) -> None:
+        """Return once the outcomes made so far are committed (or their recording gave up):
+        a clock step's rebase, queued to the store after them, then moves them with the rest."""
+        self._flush()
+        recording = set(self._recording)
+        if recording:
+            await asyncio.wait(recording)
 
     async def _record(
         self, batch: list[Outcome], sent: int, urgent_due: list[float], since: float
@@ -726,7 +743,7 @@ class CarrierSendLoop:
         give_up_at: float | None = None
         while True:
             try:
-                changes = await self._queue.record(batch, now=self._clock())
+                changes = await self._queue.record(batch, now=since)
                 break
             except Exception as exc:  # storage trouble: keep the outcomes and retry
                 error = str(exc) if isinstance(exc, QueueError) else f"{type(exc).__name__}: {exc}"

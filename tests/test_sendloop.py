@@ -1233,3 +1233,73 @@ async def test_a_hand_back_while_the_binds_are_down_claims_nothing_new() -> None
     loop.stop()
     port.interrupt()  # as closing binds end every wait
     await asyncio.wait_for(task, 5)
+
+
+class StepsBackAfterARead(Clock):
+    """Set `step_after` to step the clock back that far just after its next reading."""
+
+    step_after: float | None = None
+
+    def __call__(self) -> float:
+        now = self.now
+        if self.step_after is not None:
+            self.now -= self.step_after
+            self.step_after = None
+        return now
+
+
+async def test_outcomes_are_recorded_as_of_the_reading_their_times_come_from() -> None:
+    """The clock steps back 10,000 s right after a failed submit's retry time is read off it,
+    before the outcome reaches the store: the retry is written as the old clock's, so the
+    step's rebase moves it back with the rest and it goes out after its own delay, not
+    10,000 s late."""
+    clock = StepsBackAfterARead()
+    queue = RecordingQueue()
+    await queue.enqueue([message("one")], now=clock())
+    port = ManualPort()
+    policy = RetryPolicy(initial_s=300.0, max_s=600.0)  # 300..600 s
+    loop = CarrierSendLoop(
+        "fake", queue, port, claim_batch=1, max_unrecorded=1, policy=policy, clock=clock
+    )
+    task = asyncio.create_task(loop.run())
+    step = 10_000.0
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+        clock.step_after = step
+        queue.recorded.clear()
+        failed = SubmitResult(None, CommandStatus.ESME_RSYSERR, StatusClass.TEMPORARY)
+        port.futures[0].set_result(failed)
+        await queue.recorded.wait()
+        assert clock.now == T0 - step  # stepped after the outcome's reading
+        assert await queue.rebase_schedules(step, now=clock(), since=clock()) == 1
+        clock.now = T0 - step + 600.0
+        loop.wake()
+        await port.wait_for(2)
+        await _finish(loop, task, port)
+
+
+async def test_settle_outcomes_returns_once_the_outcomes_made_are_recorded() -> None:
+    """What a clock step waits for before it moves the store's times: the outcome whose
+    record call is held at the gate, committed."""
+    clock = Clock()
+    queue = GatedQueue()
+    await queue.enqueue([message("one")], now=clock())
+    port = ManualPort()
+    loop = loop_on(queue, port, clock, claim_batch=1, max_unrecorded=1)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+        port.futures[0].set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+        await queue.called.wait()
+        settling = asyncio.create_task(loop.settle_outcomes())
+        done, _ = await asyncio.wait({settling}, timeout=0.05)
+        assert not done
+        assert loop.recorded == 0
+        queue.gate.set()
+        await settling
+        assert loop.recorded == 1
+        stats = await queue.stats(now=clock())
+        assert stats.segments[SegmentState.SUBMITTED] == {5: 1}
+        await loop.settle_outcomes()  # nothing left to wait for
+        loop.stop()
+        await task
