@@ -385,6 +385,9 @@ class Carrier:
     service_type: Annotated[str, SmppText, Length(0, 5)] = ""  # 5.2.11: 6 octets with NUL
     registered_delivery: bool = True
     throttle_backoff_s: Timeout = 1.0
+    # Taken out of service (the carrier's maintenance, say): no binds, and routes pass it over
+    # at once; set and cleared by a reload.
+    paused: bool = False
 
     def __post_init__(self) -> None:
         seen = {(self.host, self.port)}

@@ -408,10 +408,12 @@ class CarrierRuntime:
     down_since: float | None = None
 
     def view(self) -> CarrierView:
+        paused = self.config.paused  # keeps no binds: none is missing
         return CarrierView(
             name=self.config.name,
-            configured=self.config.binds,
-            receivers=self.config.receiver_binds,
+            configured=0 if paused else self.config.binds,
+            receivers=0 if paused else self.config.receiver_binds,
+            paused=paused,
             observer=self.observer,
             window_in_use=lambda: self.binds.in_flight,
             receipts=self._receipt_counts,
@@ -538,7 +540,7 @@ class Daemon:
             observer=observer,
         )
         loop = None
-        if carrier.can_send:
+        if carrier.can_send and not carrier.paused:
             loop = CarrierSendLoop(
                 carrier.name,
                 self.queue,
@@ -559,13 +561,17 @@ class Daemon:
                 receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
                 outcome_latency=totals.outcome_latency,
             )
-        runtime = CarrierRuntime(
-            carrier, binds, inbound, observer, loop, down_since=time.monotonic()
-        )
+        # Paused: down since ever, so that routes pass it over and its queued work fails over
+        # at once, not after failover_after_s.
+        down_since = -math.inf if carrier.paused else time.monotonic()
+        runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=down_since)
+        self.carriers[carrier.name] = runtime
+        if carrier.paused:
+            log.warning("carrier paused: no binds until a reload unpauses it", carrier=carrier.name)
+            return
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
         if loop is not None:
             runtime.tasks.append(group.create_task(loop.run(), name=f"send {carrier.name}"))
-        self.carriers[carrier.name] = runtime
         log.info(
             "carrier started",
             carrier=carrier.name,
@@ -604,8 +610,11 @@ class Daemon:
         return time.monotonic() if runtime is None else runtime.down_since
 
     def _health(self) -> dict[str, Any]:
-        carriers: dict[str, dict[str, int]] = {}
+        carriers: dict[str, dict[str, Any]] = {}
         for name, rt in self.carriers.items():
+            if rt.config.paused:  # taken out of service on purpose: not a fault
+                carriers[name] = {"binds_up": 0, "binds": 0, "paused": True}
+                continue
             carriers[name] = {"binds_up": rt.binds.bound_count, "binds": rt.config.binds}
             if rt.config.receiver_binds:
                 carriers[name]["receivers_up"] = rt.binds.receivers_bound
@@ -613,7 +622,8 @@ class Daemon:
         # "healthy", not "ok": a reply's "ok" says whether the request itself succeeded. A
         # carrier with receiver binds needs one of them up too, or no receipt comes.
         healthy = self.serving and all(
-            c["binds_up"] > 0 and c.get("receivers_up", 1) > 0 for c in carriers.values()
+            c.get("paused") or (c["binds_up"] > 0 and c.get("receivers_up", 1) > 0)
+            for c in carriers.values()
         )
         return {
             "healthy": healthy,

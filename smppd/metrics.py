@@ -152,6 +152,7 @@ class CarrierView:
     inbound: Callable[[], int]
     outcome_latency: Histogram | None = None  # None: the carrier only receives
     receivers: int = 0  # receiver_binds configured
+    paused: bool = False  # carriers[].paused: it keeps no binds (configured reads 0)
 
 
 class SmppdCollector(Collector):
@@ -216,7 +217,14 @@ class SmppdCollector(Collector):
     def _carrier_families(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("smppd_binds_up", "Binds bound now", labels=["carrier"])
         configured = GaugeMetricFamily(
-            "smppd_binds_configured", "Binds configured", labels=["carrier"]
+            "smppd_binds_configured",
+            "Binds configured (0 while the carrier is paused)",
+            labels=["carrier"],
+        )
+        paused = GaugeMetricFamily(
+            "smppd_carrier_paused",
+            "1 while carriers[].paused takes the carrier out of service",
+            labels=["carrier"],
         )
         receivers_up = GaugeMetricFamily(
             "smppd_receiver_binds_up",
@@ -286,6 +294,7 @@ class SmppdCollector(Collector):
             obs, name = view.observer, view.name
             up.add_metric([name], obs.binds_up)
             configured.add_metric([name], view.configured)
+            paused.add_metric([name], int(view.paused))
             if view.receivers:
                 receivers_up.add_metric([name], obs.receivers_up)
                 receivers_configured.add_metric([name], view.receivers)
@@ -309,7 +318,7 @@ class SmppdCollector(Collector):
             if view.outcome_latency is not None:
                 histogram = view.outcome_latency
                 outcome_latency.add_metric([name], histogram.cumulative(), histogram.total)
-        yield from (up, configured, receivers_up, receivers_configured, window, submits)
+        yield from (up, configured, paused, receivers_up, receivers_configured, window, submits)
         yield from (throttled, reconnects, bind_failures)
         yield from (timeouts, late, late_accepted, peer_errors, handler_failures)
         yield from (receipts, inbound, latency, outcome_latency)

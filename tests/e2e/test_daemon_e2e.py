@@ -1107,3 +1107,86 @@ async def test_a_reload_that_restarts_the_carrier_keeps_the_auto_reply_cooldown(
         metrics = await daemon.scrape_metrics()
     assert "smppd_auto_replies_total 1.0" in metrics
     assert [m.text for m in smsc.records.messages] == ["You are unsubscribed."]
+
+
+def _two_carriers(path: Path, first: dict[str, Any]) -> dict[str, Any]:
+    """The config at `path` with carrier "maint" (`first` over the fake one's settings) ahead
+    of "fake" on the one route, which fails over only after an hour."""
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    (fake,) = config["carriers"]
+    config["carriers"] = [{**fake, "name": "maint", **first}, fake]
+    config["routes"] = [{"prefix": "", "carriers": ["maint", "fake"], "failover_after_s": 3600}]
+    path.write_text(yaml.safe_dump(config))
+    return config
+
+
+async def test_a_paused_carrier_keeps_no_binds_and_its_route_passes_it_over() -> None:
+    """carriers[].paused: no bind to that carrier, its traffic goes to the next carrier on its
+    route at once (not after failover_after_s), health stays healthy and says so; a reload
+    that unpauses it binds it and its traffic comes back to it."""
+    async with smsc_and_dir() as (smsc, directory), FakeSmsc(SmscConfig(port=0)) as maint:
+        path = write_config(directory, smsc.port)
+        config = _two_carriers(path, {"port": maint.port, "binds": 1, "paused": True})
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            await daemon.wait_log("carrier paused: no binds until a reload unpauses it")
+            async with Client(directory / "smppd.sock") as client:
+                await client.submit(to="+447700900123", sender="ALPHA", text="while paused")
+                await smsc.records.wait_for(1, timeout=10)
+                health = await client.health()
+                assert health["healthy"] is True
+                assert health["carriers"]["maint"] == {"binds_up": 0, "binds": 0, "paused": True}
+                metrics = await daemon.scrape_metrics()
+                assert 'smppd_carrier_paused{carrier="maint"} 1.0' in metrics
+                assert 'smppd_binds_configured{carrier="maint"} 0.0' in metrics
+                assert 'smppd_carrier_paused{carrier="fake"} 0.0' in metrics
+                assert maint.bound() == []
+                config["carriers"][0]["paused"] = False
+                path.write_text(yaml.safe_dump(config))
+                seen = len(daemon.lines)
+                daemon.signal(signal.SIGHUP)
+                reloaded = await daemon.wait_log("configuration reloaded", since=seen)
+                assert reloaded["carriers_restarted"] == ["maint"]
+                await daemon.wait_log("bound", since=seen, carrier="maint")
+                await client.submit(to="+447700900123", sender="ALPHA", text="unpaused")
+                await maint.records.wait_for(1, timeout=10)
+        finally:
+            await daemon.stop()
+    assert smsc.records.texts_to("447700900123") == ["while paused"]
+    assert maint.records.texts_to("447700900123") == ["unpaused"]
+
+
+async def test_pausing_a_carrier_by_reload_moves_its_queued_work_on_at_once() -> None:
+    """A reload pauses a carrier whose window is full of unanswered submits and whose queue
+    holds more: it unbinds, and every message goes out through the next carrier on the route
+    within seconds, though the route fails over only after an hour."""
+    async with smsc_and_dir() as (smsc, directory), FakeSmsc(SmscConfig(port=0)) as maint:
+        path = write_config(directory, smsc.port)
+        first = {
+            "port": maint.port,
+            "binds": 1,
+            "window": 2,
+            "response_timeout_s": 1,
+            "unbind_timeout_s": 1,
+        }
+        config = _two_carriers(path, first)
+        daemon = Daemon(path)
+        await daemon.start()
+        try:
+            await daemon.wait_log("bound", carrier="maint")
+            maint.set_faults(latency_s=60.0)  # answers nothing in time: its window stays full
+            texts = [f"m {i}" for i in range(6)]
+            async with Client(directory / "smppd.sock") as client:
+                await client.submit_many(
+                    [{"to": "+447700900123", "from": "ALPHA", "text": t} for t in texts]
+                )
+            await maint.records.wait_for(2, timeout=10, segments=True)
+            config["carriers"][0]["paused"] = True
+            path.write_text(yaml.safe_dump(config))
+            daemon.signal(signal.SIGHUP)
+            await daemon.wait_log("configuration reloaded")
+            await smsc.records.wait_for(6, timeout=15)
+            assert sorted(smsc.records.texts_to("447700900123")) == texts
+        finally:
+            await daemon.stop()
