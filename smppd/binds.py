@@ -2,7 +2,10 @@
 
 `CarrierBinds` owns one slot per configured bind. Each slot runs one loop: connect and bind (one
 attempt at a time), hold the link until it ends, wait a backoff with jitter, again. Binds the SMSC
-refused for credentials back off for `auth_failure_s` instead, and say so. The carrier's TPS cap
+refused for credentials back off for `auth_failure_s` instead, and say so. A failed attempt moves
+on to the SMSC's next address; a bind held on an alternate one goes back to host:port after
+`primary_after_s`, one slot at a time, so the carrier never loses more than that bind meanwhile.
+The carrier's TPS cap
 is one `SlidingWindow` shared by every link's session. `try_send` and `wait_ready` present
 the bound links as one: a submit goes to the bind with the most free window slots.
 It must not know the queue or the send loop, nor how a link speaks SMPP.
@@ -86,6 +89,9 @@ class CarrierBinds:
         self._interrupts = 0
         self._closing = False
         self._stop = asyncio.Event()
+        # Held by the one slot leaving an alternate address, until its connect to host:port
+        # has succeeded or failed.
+        self._returning = asyncio.Lock()
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._log = log.bind(carrier=carrier)
@@ -233,7 +239,8 @@ class CarrierBinds:
     async def _keep_bound(self, index: int) -> None:
         """Connect, bind and hold one slot, again and again. A failed connect or bind moves on
         to the SMSC's next address (`alternates`), the backoff growing once all were tried; a
-        link that held reconnects to the address it was on."""
+        link that held reconnects to the address it was on, and one held on an alternate goes
+        back to host:port after `primary_after_s`."""
         loop = asyncio.get_running_loop()
         reconnect = self.settings.reconnect
         receiver = index >= self._senders
@@ -241,78 +248,135 @@ class CarrierBinds:
         attempt = 0
         endpoints = self._receiver_endpoints if receiver else self._endpoints
         at = 0
-        while not self._closing:
-            started = loop.time()
-            try:
-                link = await Link.connect(
-                    endpoints[at],
-                    handler=self._handler,
-                    name=name,
-                    carrier=self.carrier,
-                    observer=self._observer,
-                    carrier_rate=self.carrier_rate,
-                    on_ready=self._wake,
-                    max_handlers=self._max_handlers,
-                )
-            except BindError as exc:
-                address = endpoints[at].address
-                if exc.permanent:
-                    reason = BIND_REFUSED_PERMANENT
-                    delay = reconnect.auth_failure_s * (1.0 + self._rng.random() / 5)
-                    self._log.error(
-                        "bind refused; retrying will not help until credentials change",
-                        bind=name,
-                        address=address,
-                        status=status_name(exc.command_status),
-                        retry_in_s=round(delay, 1),
-                    )
+        # This slot holds _returning: it left an alternate and is not bound again yet (at
+        # host:port, or at an alternate once that failed), so no other slot leaves meanwhile.
+        returning = False
+        try:
+            while not self._closing:
+                started = loop.time()
+                try:
+                    link = await self._connect(endpoints[at], name)
+                except (BindError, LinkError) as exc:
+                    reason, delay = self._attempt_failed(exc, name, endpoints[at], attempt)
                 else:
-                    reason = BIND_REFUSED
-                    delay = self._delay(attempt)
-                    self._log.warning(
-                        "bind refused",
-                        bind=name,
-                        address=address,
-                        status=status_name(exc.command_status),
-                        retry_in_s=round(delay, 3),
+                    if returning:
+                        returning = False
+                        self._returning.release()
+                    closed = await self._hold(
+                        index, link, None if at == 0 else reconnect.primary_after_s
                     )
-            except LinkError as exc:
-                reason = CONNECT_FAILED
-                delay = self._delay(attempt)
-                self._log.warning(
-                    "connect failed", bind=name, error=str(exc), retry_in_s=round(delay, 3)
-                )
-            else:
-                closed = await self._hold(index, link)
-                if self.closed:
-                    return
-                if loop.time() - started >= reconnect.max_s:
-                    attempt = 0  # it held long enough: a fresh start, not a flapping link
-                reason = closed.value
-                delay = self._delay(attempt)
-                attempt += 1
-                self._log.info("reconnecting", bind=name, reason=reason, in_s=round(delay, 3))
+                    if closed is None:  # unbound from the alternate to go back
+                        returning = True
+                        self._log.info(
+                            "leaving an alternate address for host:port",
+                            bind=name,
+                            address=endpoints[at].address,
+                            to=endpoints[0].address,
+                        )
+                        at = attempt = 0
+                        continue
+                    if self.closed:
+                        return
+                    if loop.time() - started >= reconnect.max_s:
+                        attempt = 0  # it held long enough: a fresh start, not a flapping link
+                    reason = closed.value
+                    delay = self._delay(attempt)
+                    attempt += 1
+                    self._log.info("reconnecting", bind=name, reason=reason, in_s=round(delay, 3))
+                    self._observer.reconnect_scheduled(name, reason, delay)
+                    await self._pause(delay)
+                    continue
+                at = (at + 1) % len(endpoints)
+                if at == 0 and reason != BIND_REFUSED_PERMANENT:
+                    attempt += 1  # every address tried at this step of the backoff
                 self._observer.reconnect_scheduled(name, reason, delay)
                 await self._pause(delay)
-                continue
-            at = (at + 1) % len(endpoints)
-            if at == 0 and reason != BIND_REFUSED_PERMANENT:
-                attempt += 1  # every address tried at this step of the backoff
-            self._observer.reconnect_scheduled(name, reason, delay)
-            await self._pause(delay)
+        finally:
+            if returning:
+                self._returning.release()
 
-    async def _hold(self, index: int, link: Link) -> CloseReason:
-        """Offer `link` to the send loop until it closes."""
+    async def _connect(self, endpoint: BindSettings, name: str) -> Link:
+        return await Link.connect(
+            endpoint,
+            handler=self._handler,
+            name=name,
+            carrier=self.carrier,
+            observer=self._observer,
+            carrier_rate=self.carrier_rate,
+            on_ready=self._wake,
+            max_handlers=self._max_handlers,
+        )
+
+    def _attempt_failed(
+        self, exc: BindError | LinkError, name: str, endpoint: BindSettings, attempt: int
+    ) -> tuple[str, float]:
+        """Log a failed connect or bind; the reconnect reason and the delay before the next."""
+        if not isinstance(exc, BindError):
+            delay = self._delay(attempt)
+            self._log.warning(
+                "connect failed", bind=name, error=str(exc), retry_in_s=round(delay, 3)
+            )
+            return CONNECT_FAILED, delay
+        status = status_name(exc.command_status)
+        if exc.permanent:
+            delay = self.settings.reconnect.auth_failure_s * (1.0 + self._rng.random() / 5)
+            self._log.error(
+                "bind refused; retrying will not help until credentials change",
+                bind=name,
+                address=endpoint.address,
+                status=status,
+                retry_in_s=round(delay, 1),
+            )
+            return BIND_REFUSED_PERMANENT, delay
+        delay = self._delay(attempt)
+        self._log.warning(
+            "bind refused",
+            bind=name,
+            address=endpoint.address,
+            status=status,
+            retry_in_s=round(delay, 3),
+        )
+        return BIND_REFUSED, delay
+
+    async def _hold(self, index: int, link: Link, return_after: float | None) -> CloseReason | None:
+        """Offer `link` to the send loop until it closes; or, `return_after` seconds on, once no
+        other slot is on its way back to host:port, close it gracefully and return None with
+        `_returning` held."""
         self._links[index] = link
         self._live = [x for x in self._links[: self._senders] if x is not None]
         self._wake()
         try:
-            return await link.wait_closed()
+            if return_after is None:
+                return await link.wait_closed()
+            return await self._hold_until_return(link, return_after)
         finally:
             self._links[index] = None
             self._live = [x for x in self._links[: self._senders] if x is not None]
             if not link.closed:  # cancelled holding a link that close() did not see yet
                 link.abort()
+
+    async def _hold_until_return(self, link: Link, after: float) -> CloseReason | None:
+        closed = asyncio.ensure_future(link.wait_closed())
+        turn: asyncio.Task[bool] | None = None
+        try:
+            done, _ = await asyncio.wait({closed}, timeout=after)
+            if not done:
+                turn = asyncio.create_task(self._returning.acquire())
+                await asyncio.wait({closed, turn}, return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():  # it ended first (a drop, a close()): the usual reconnect
+                return closed.result()
+            await link.close()  # outstanding submits answered, then unbind
+            await closed
+            turn = None  # held: released once the connect to host:port is done
+            return None
+        finally:
+            if not closed.done():
+                closed.cancel()
+            if turn is not None:
+                if turn.done() and not turn.cancelled():
+                    self._returning.release()
+                else:
+                    turn.cancel()
 
     def _delay(self, attempt: int) -> float:
         r = self.settings.reconnect

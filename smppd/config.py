@@ -336,6 +336,8 @@ class Reconnect:
     initial_s: Interval = 1.0
     max_s: Interval = 60.0
     auth_failure_s: Interval = 300.0  # after a bind refused for credentials: don't hammer it
+    # Held on one of the alternates this long, a bind goes back to host:port (null: stays).
+    primary_after_s: Interval | None = 300.0
 
     def __post_init__(self) -> None:
         if self.initial_s > self.max_s:

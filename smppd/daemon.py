@@ -107,6 +107,7 @@ def bind_settings(carrier: cfg.Carrier) -> BindSettings:
             initial_s=carrier.reconnect.initial_s,
             max_s=carrier.reconnect.max_s,
             auth_failure_s=carrier.reconnect.auth_failure_s,
+            primary_after_s=carrier.reconnect.primary_after_s,
         ),
         throttle_backoff_s=carrier.throttle_backoff_s,
         needs_tlvs=(

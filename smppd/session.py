@@ -118,6 +118,9 @@ class ReconnectSettings:
     initial_s: float = 1.0
     max_s: float = 60.0
     auth_failure_s: float = 300.0  # after a bind refused for credentials
+    # A bind held on an alternate address goes back to host:port after this long, one bind of
+    # the carrier at a time (None: it stays where it is).
+    primary_after_s: float | None = None
 
 
 _BIND_FIELD_SIZES: Final = (

@@ -313,3 +313,56 @@ async def test_receiver_binds_come_up_beside_the_binds_and_never_carry_submits(
         # Its reconnect is scheduled once the link is out of the slot, and waits 5 ms or more.
         await watcher.until(lambda: any(bind == "0" for bind, _, _ in watcher.reconnects))
         assert (b.bound_count, b.receivers_bound) == (0, 1)
+
+
+class BoundAtTheSmscs(Watcher):
+    """Also notes, at each bind state change, how many binds the SMSCs hold in all."""
+
+    def __init__(self, *smscs: FakeSmsc) -> None:
+        super().__init__()
+        self.smscs = smscs
+        self.totals: list[int] = []
+
+    def state_changed(self, bind: str, state: State) -> None:
+        self.totals.append(sum(len(s.bound()) for s in self.smscs))
+        super().state_changed(bind, state)
+
+
+async def test_binds_on_the_alternate_go_back_to_host_port_one_at_a_time(smsc: FakeSmsc) -> None:
+    """host:port is down at the start, so both binds go to the alternate; once it is back,
+    each bind unbinds from the alternate after primary_after_s and binds at host:port, one at
+    a time: the SMSCs never hold fewer than one of the carrier's binds on the way."""
+    primary = unused_port()
+    reconnect = ReconnectSettings(initial_s=0.01, max_s=0.05, primary_after_s=0.3)
+    config = settings(primary, alternates=(("127.0.0.1", smsc.port),), reconnect=reconnect)
+    watcher = BoundAtTheSmscs(smsc)
+    async with CarrierBinds(config, binds=2, handler=accept, observer=watcher) as binds:
+        await watcher.until(lambda: len(smsc.bound()) == 2)
+        async with FakeSmsc(SmscConfig(port=primary)) as revived:
+            watcher.smscs = (smsc, revived)
+            moving = len(watcher.totals)
+            await watcher.until(lambda: len(revived.bound()) == 2)
+            assert smsc.bound() == []
+            assert len(watcher.totals) > moving + 4  # both went through unbind and rebind
+            assert min(watcher.totals[moving:]) >= 1
+            result = await asyncio.wait_for(_submit(binds), 2)
+            assert result.status_class is StatusClass.SUCCESS
+            assert len(revived.records.segments) == 1
+
+
+async def test_a_bind_whose_way_back_fails_binds_at_the_alternate_again(smsc: FakeSmsc) -> None:
+    """host:port stays down: a bind that leaves the alternate to go back fails to connect and
+    binds at the alternate again, while the other bind stays up there."""
+    reconnect = ReconnectSettings(initial_s=0.01, max_s=0.05, primary_after_s=0.1)
+    config = settings(unused_port(), alternates=(("127.0.0.1", smsc.port),), reconnect=reconnect)
+    watcher = BoundAtTheSmscs(smsc)
+    async with CarrierBinds(config, binds=2, handler=accept, observer=watcher):
+        await watcher.until(lambda: len(smsc.bound()) == 2)
+        moving, failed = len(watcher.totals), len(watcher.reconnects)
+        await watcher.until(
+            lambda: (
+                any(r[1] == CONNECT_FAILED for r in watcher.reconnects[failed:])
+                and len(smsc.bound()) == 2
+            )
+        )
+        assert min(watcher.totals[moving:]) >= 1

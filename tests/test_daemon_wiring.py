@@ -122,6 +122,12 @@ def test_a_carrier_s_alternate_addresses_reach_its_binds(tmp_path: Path) -> None
     assert bind_settings(carrier).alternates == (("10.0.0.2", 2776), ("::1", 2777))
     (shipped,) = load_config(SHIPPED).carriers
     assert bind_settings(shipped).alternates == ()
+    assert bind_settings(shipped).reconnect.primary_after_s == 300
+    path.write_text(
+        SHIPPED.read_text().replace("primary_after_s: 300 ", "primary_after_s: null ", 1)
+    )
+    (staying,) = load_config(path).carriers
+    assert bind_settings(staying).reconnect.primary_after_s is None
 
 
 def test_a_carrier_s_service_type_goes_in_each_of_its_submits(tmp_path: Path) -> None:
