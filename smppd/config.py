@@ -31,6 +31,7 @@ from smppd.configload import (
     derive,
     load,
 )
+from smppd.pdu.status import CommandStatus
 
 __all__ = [
     "EX_CONFIG",
@@ -201,6 +202,23 @@ class HostPortParser(Converter):
         return 'an address "host:port" (or "[ipv6]:port")'
 
 
+class CommandStatusParser(Converter):
+    """A non-zero command_status: a number (0x hex too) or a spec name such as ESME_RSYSERR."""
+
+    def convert(self, raw: object) -> object:
+        if isinstance(raw, int) and not isinstance(raw, bool) and 0 < raw <= 0xFFFFFFFF:
+            return raw
+        if isinstance(raw, str) and raw in CommandStatus.__members__ and raw != "ESME_ROK":
+            return int(CommandStatus[raw])
+        raise ValueError(raw)
+
+    def describe(self) -> str:
+        return "a command_status: a number from 1 to 0xFFFFFFFF or a name such as ESME_RSYSERR"
+
+
+Status = Annotated[int, CommandStatusParser()]
+
+
 @dataclass(frozen=True, slots=True)
 class NumberPrefix(Converter):
     """Leading digits of an international number; a leading '+' is accepted and dropped."""
@@ -345,6 +363,25 @@ class Reconnect:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitStatuses:
+    """submit_sm_resp codes this carrier means otherwise than SMPP v3.4 does (its vendor codes
+    0x400-0x4FF above all, which are read as permanent failures unless listed here)."""
+
+    temporary: tuple[Status, ...] = ()  # retried, as after ESME_RSYSERR
+    permanent: tuple[Status, ...] = ()  # the message fails at once
+    throttling: tuple[Status, ...] = ()  # retried, and the bind slows down
+
+    def __post_init__(self) -> None:
+        seen: dict[int, str] = {}
+        for key in ("temporary", "permanent", "throttling"):
+            for code in getattr(self, key):
+                if code in seen:
+                    where = "twice" if seen[code] == key else f"in {seen[code]} too"
+                    raise ValidationError(f"0x{code:08X} is listed {where}", key)
+                seen[code] = key
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Carrier:
     name: Name
     host: Annotated[str, HostName()]
@@ -387,6 +424,7 @@ class Carrier:
     service_type: Annotated[str, SmppText, Length(0, 5)] = ""  # 5.2.11: 6 octets with NUL
     registered_delivery: bool = True
     throttle_backoff_s: Timeout = 1.0
+    submit_statuses: SubmitStatuses = field(default_factory=SubmitStatuses)
     # Taken out of service (the carrier's maintenance, say): no binds, and routes pass it over
     # at once; set and cleared by a reload.
     paused: bool = False

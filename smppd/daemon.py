@@ -50,6 +50,7 @@ from smppd.outbound import OutboundProfile
 from smppd.pdu.national import NationalLanguage
 from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
+from smppd.pdu.status import StatusPolicy
 from smppd.pdu.text import Alphabet
 from smppd.queue import Queue, QueueError, open_queue
 from smppd.queue.model import ClaimedSegment, Deferred, RerouteCursor
@@ -110,6 +111,11 @@ def bind_settings(carrier: cfg.Carrier) -> BindSettings:
             primary_after_s=carrier.reconnect.primary_after_s,
         ),
         throttle_backoff_s=carrier.throttle_backoff_s,
+        statuses=StatusPolicy.of(
+            temporary=carrier.submit_statuses.temporary,
+            permanent=carrier.submit_statuses.permanent,
+            throttling=carrier.submit_statuses.throttling,
+        ),
         needs_tlvs=(
             f"concatenation: {carrier.concatenation.value}"
             if carrier.concatenation in _TLV_CONCATENATION

@@ -34,7 +34,7 @@ from smppd.pdu.codec import (
 )
 from smppd.pdu.command import CommandId, is_response
 from smppd.pdu.errors import DecodeError
-from smppd.pdu.status import THROTTLING, CommandStatus, StatusClass, classify, status_name
+from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy, status_name
 from smppd.pdu.tlv import Tag
 from smppd.ratelimit import AdaptiveRate, SlidingWindow
 from smppd.record import record
@@ -157,6 +157,8 @@ class BindSettings:
     # What the carrier's configuration sends in TLVs (e.g. "concatenation: sar"), for a warning
     # when an SMSC says it takes none; empty when nothing depends on them.
     needs_tlvs: str = ""
+    # How the carrier's submit answers are read (its own codes where they differ from the spec).
+    statuses: StatusPolicy = field(default_factory=StatusPolicy)
 
     @property
     def address(self) -> str:
@@ -739,8 +741,9 @@ class Session:
         if status == 0:
             result = SubmitResult(message_id, 0, StatusClass.SUCCESS, False, self.name)
         else:
-            result = SubmitResult(message_id, status, classify(status), False, self.name)
-            if status in THROTTLING and self.rate.throttled(now=now, sent_at=sent_at):
+            statuses = self.settings.statuses
+            result = SubmitResult(message_id, status, statuses.classify(status), False, self.name)
+            if status in statuses.throttling and self.rate.throttled(now=now, sent_at=sent_at):
                 rate = self.rate
                 tps = None if rate.limit is None else rate.limit / rate.period_s
                 self._events.append(Throttled(status, tps, rate.paused_until))

@@ -32,7 +32,7 @@ from smppd.pdu.pdus import (
     SubmitSmResp,
     UnsuccessSme,
 )
-from smppd.pdu.status import CommandStatus, StatusClass, classify, status_name
+from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy, classify, status_name
 from smppd.pdu.tlv import TLV_TYPES, Tag, Tlv, TlvKind, get_int, get_str
 
 
@@ -357,6 +357,7 @@ def test_status_classification() -> None:
     assert classify(CommandStatus.ESME_RINVDSTADR) is StatusClass.PERMANENT
     assert classify(0x400) is StatusClass.PERMANENT
     assert status_name(0x58) == "ESME_RTHROTTLED"
+    assert StatusPolicy() == StatusPolicy.of()  # the spec's reading
     assert status_name(0x401) == "0x00000401"
 
 
@@ -573,3 +574,24 @@ def test_data_sm_payload_round_trip() -> None:
     back = decode(encode(pdu))
     assert isinstance(back, DataSm)
     assert back.content == b"abc"
+
+
+def test_a_status_policy_moves_each_listed_code_and_no_other() -> None:
+    """Each list says exactly how its codes are read: ESME_RTHROTTLED listed as temporary is
+    retried without slowing the bind, ESME_RMSGQFUL listed as permanent neither; a code in
+    two lists is refused."""
+    policy = StatusPolicy.of(
+        temporary=[0x400, CommandStatus.ESME_RTHROTTLED],
+        permanent=[CommandStatus.ESME_RMSGQFUL, CommandStatus.ESME_RSYSERR],
+        throttling=[0x458],
+    )
+    assert policy.classify(0) is StatusClass.SUCCESS
+    assert policy.classify(0x400) is StatusClass.TEMPORARY
+    assert policy.classify(0x458) is StatusClass.TEMPORARY
+    assert policy.classify(0x401) is StatusClass.PERMANENT
+    assert policy.classify(CommandStatus.ESME_RSYSERR) is StatusClass.PERMANENT
+    assert policy.classify(CommandStatus.ESME_RMSGQFUL) is StatusClass.PERMANENT
+    assert policy.classify(CommandStatus.ESME_RSUBMITFAIL) is StatusClass.TEMPORARY
+    assert policy.throttling == {0x458}
+    with pytest.raises(ValueError, match="one way only"):
+        StatusPolicy.of(temporary=[0x400], throttling=[0x400])

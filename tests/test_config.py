@@ -106,6 +106,7 @@ def test_defaults_fill_sections_left_out(tmp_path: Path) -> None:
     assert config.carriers[0].dest_ton == config.carriers[0].dest_npi == 1
     assert config.carriers[0].source_ton is None
     assert config.carriers[0].paused is False
+    assert config.carriers[0].submit_statuses.temporary == ()
     assert config.carriers[0].reconnect.primary_after_s == 300
     assert "STOP" in config.compliance.stop_words
 
@@ -321,6 +322,19 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         lambda d: d["carriers"][0].update(receiver_binds=1),
         "carriers[0].receiver_binds: only with bind_mode transmitter (a transceiver bind"
         " receives already)",
+    ),
+    (
+        "a submit status named that is none",
+        lambda d: d["carriers"][0].update(submit_statuses={"permanent": ["ESME_ROK"]}),
+        "carriers[0].submit_statuses.permanent[0]: must be a command_status: a number from 1 to"
+        " 0xFFFFFFFF or a name such as ESME_RSYSERR, got 'ESME_ROK'",
+    ),
+    (
+        "a submit status read two ways",
+        lambda d: d["carriers"][0].update(
+            submit_statuses={"temporary": [0x400], "throttling": [1024]}
+        ),
+        "carriers[0].submit_statuses.throttling: 0x00000400 is listed in temporary too",
     ),
     (
         "alternate SMSC address without a port",

@@ -14,6 +14,7 @@ from smppd.outbound import prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
+from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy
 from smppd.queue import MemoryQueue, open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
@@ -180,3 +181,25 @@ def test_the_client_of_unowned_inbound_is_the_one_that_says_so(tmp_path: Path) -
     )
     assert unowned_inbound_client(load_config(path)) == "demo"
     assert unowned_inbound_client(load_config(SHIPPED)) is None
+
+
+def test_a_carrier_s_submit_statuses_reach_its_binds(tmp_path: Path) -> None:
+    """Codes given as names or hex numbers become the binds' StatusPolicy."""
+    path = tmp_path / "smppd.yaml"
+    shipped = SHIPPED.read_text()
+    listed = (
+        "      temporary: [0x400, 1025]\n"
+        "      permanent: [ESME_RSYSERR]\n"
+        "      throttling: [0x458]\n"
+    )
+    start = shipped.index("      temporary: []")
+    end = shipped.index("\n", shipped.index("      throttling: []")) + 1
+    path.write_text(shipped[:start] + listed + shipped[end:])
+    (carrier,) = load_config(path).carriers
+    statuses = bind_settings(carrier).statuses
+    assert statuses == StatusPolicy.of(
+        temporary=[0x400, 0x401], permanent=[CommandStatus.ESME_RSYSERR], throttling=[0x458]
+    )
+    assert statuses.classify(CommandStatus.ESME_RSYSERR) is StatusClass.PERMANENT
+    (shipped_carrier,) = load_config(SHIPPED).carriers
+    assert bind_settings(shipped_carrier).statuses == StatusPolicy()

@@ -21,7 +21,7 @@ from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import DataSm, DeliverSm, SubmitSm
 from smppd.pdu.receipt import correlation_keys
-from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy
 from smppd.queue import MessageState, NewMessage, SegmentState
 from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
@@ -116,6 +116,7 @@ async def pipeline(
     policy: RetryPolicy | None = None,
     on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
     observer: CarrierObserver | None = None,
+    statuses: StatusPolicy | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Messages enqueued first, then a bound carrier and its send loop started."""
     clock = clock or Clock()
@@ -131,6 +132,7 @@ async def pipeline(
                 password="secret",
                 window=window,
                 response_timeout_s=response_timeout_s,
+                statuses=statuses or StatusPolicy(),
             ),
             binds=1,
             handler=no_deliveries,
@@ -272,6 +274,34 @@ async def test_permanent_error_fails_the_message() -> None:
         assert status.state is MessageState.FAILED
         assert status.segments[0].command_status == CommandStatus.ESME_RINVDSTADR
         assert len(p.smsc.records.segments) == 1
+
+
+@pytest.mark.parametrize("listed", [False, True])
+async def test_a_vendor_code_fails_the_message_unless_the_carrier_lists_it_temporary(
+    listed: bool,
+) -> None:
+    """0x401, a vendor code: read by the spec it fails the message at once; with the carrier's
+    submit_statuses saying temporary, the message is retried and accepted."""
+    statuses = StatusPolicy.of(temporary=[0x401]) if listed else None
+    async with pipeline(start=False, statuses=statuses) as p:
+        p.smsc.set_faults(submit_errors={0x401: 1.0})
+        [queued] = await p.queue.enqueue([message("busy")], now=p.clock())
+        task = asyncio.create_task(p.loop.run())
+        await p.smsc.records.wait_for(1, timeout=10, segments=True)
+        p.smsc.set_faults(submit_errors={})
+        if listed:
+            await p.smsc.records.wait_for(1, timeout=10)
+        p.loop.stop()
+        await asyncio.wait_for(task, 10)
+        status = await p.queue.status(queued.message_id, None)
+        assert status is not None
+        if listed:
+            assert status.state is MessageState.SUBMITTED
+            assert p.texts() == ["busy"]
+        else:
+            assert status.state is MessageState.FAILED
+            assert status.segments[0].command_status == 0x401
+            assert len(p.smsc.records.segments) == 1
 
 
 async def test_expired_and_scheduled_messages() -> None:

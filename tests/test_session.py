@@ -12,7 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from smppd.pdu import pdus
 from smppd.pdu.codec import PduReader, encode, encode_body, frame
 from smppd.pdu.command import CommandId
-from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy
 from smppd.pdu.tlv import Tlv
 from smppd.ratelimit import ARRIVAL_MARGIN, SPORADIC_MIN_THROTTLES, SlidingWindow
 from smppd.session import (
@@ -838,6 +838,29 @@ def test_queue_full_also_throttles() -> None:
     for seq in [peer.submit() for _ in range(SPORADIC_MIN_THROTTLES)]:
         peer.answer(seq, S.ESME_RMSGQFUL)
     assert any(isinstance(e, Throttled) for e in peer.events())
+    assert peer.session.try_submit(BODY, now=0.5) is None
+
+
+def test_a_carriers_own_codes_are_read_its_way() -> None:
+    """With the carrier's StatusPolicy, its vendor code 0x458 slows the bind down as
+    ESME_RTHROTTLED does, 0x401 is retried, and ESME_RSYSERR (which it uses for numbers it
+    will never take) fails at once; an unlisted vendor code stays permanent."""
+    statuses = StatusPolicy.of(temporary=[0x401], permanent=[S.ESME_RSYSERR], throttling=[0x458])
+    peer = bound(window=20, statuses=statuses)
+    seqs = {code: peer.submit() for code in (0x401, S.ESME_RSYSERR, 0x402)}
+    for code, seq in seqs.items():
+        peer.answer(seq, code)
+    classes = {seq: a.result.status_class for seq, a in answers(peer.events()).items()}
+    assert classes == {
+        seqs[0x401]: StatusClass.TEMPORARY,
+        seqs[S.ESME_RSYSERR]: StatusClass.PERMANENT,
+        seqs[0x402]: StatusClass.PERMANENT,
+    }
+    for seq in [peer.submit() for _ in range(SPORADIC_MIN_THROTTLES)]:
+        peer.answer(seq, 0x458)
+    events = peer.events()
+    assert any(isinstance(e, Throttled) and e.command_status == 0x458 for e in events)
+    assert all(a.result.status_class is StatusClass.TEMPORARY for a in answers(events).values())
     assert peer.session.try_submit(BODY, now=0.5) is None
 
 

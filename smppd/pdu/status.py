@@ -3,11 +3,13 @@
 A non-zero command_status is an outcome, not an exception: `classify` is the one table that says
 which outcomes are worth retrying. Codes outside the table (vendor specific 0x400-0x4FF and the
 like) are permanent unless listed, since retrying an unknown rejection forever gets senders blocked.
+A carrier that means something else by a code says so in its `StatusPolicy`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final
 
@@ -88,13 +90,46 @@ _TEMPORARY: frozenset[int] = frozenset(
 THROTTLING: frozenset[int] = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
 
 
+@dataclass(frozen=True, slots=True)
+class StatusPolicy:
+    """How one carrier's submit answers are read: `classify` and `THROTTLING`, with the codes
+    a carrier uses its own way (vendor codes 0x400-0x4FF above all) moved where it says."""
+
+    temporary: frozenset[int] = _TEMPORARY
+    throttling: frozenset[int] = THROTTLING
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        temporary: Iterable[int] = (),
+        permanent: Iterable[int] = (),
+        throttling: Iterable[int] = (),
+    ) -> StatusPolicy:
+        """The spec's reading, but `temporary` retried, `permanent` failed at once and
+        `throttling` retried with the bind slowed down; a code in one list is in no other."""
+        temporary, permanent, throttling = set(temporary), set(permanent), set(throttling)
+        if temporary & permanent or temporary & throttling or permanent & throttling:
+            raise ValueError("a command_status can be read one way only")
+        return cls(
+            frozenset((_TEMPORARY - permanent) | temporary | throttling),
+            frozenset((THROTTLING - permanent - temporary) | throttling),
+        )
+
+    def classify(self, command_status: int) -> StatusClass:
+        if command_status == 0:
+            return StatusClass.SUCCESS
+        if command_status in self.temporary:
+            return StatusClass.TEMPORARY
+        return StatusClass.PERMANENT
+
+
 def classify(command_status: int) -> StatusClass:
-    """Return how a submit answered with `command_status` should be treated."""
-    if command_status == 0:
-        return StatusClass.SUCCESS
-    if command_status in _TEMPORARY:
-        return StatusClass.TEMPORARY
-    return StatusClass.PERMANENT
+    """Return how a submit answered with `command_status` should be treated, by the spec."""
+    return _SPEC.classify(command_status)
+
+
+_SPEC: Final = StatusPolicy()
 
 
 def status_name(command_status: int) -> str:
