@@ -52,6 +52,7 @@ class CarrierObserver:
     submits: Counter[str] = field(default_factory=Counter)
     latency: Histogram = field(default_factory=Histogram)
     throttled_count: int = 0
+    throttling_answers: int = 0  # submit answers asking to slow down, whether or not they did
     timeouts: int = 0
     late: int = 0
     late_accepted: int = 0
@@ -69,6 +70,7 @@ class CarrierObserver:
             self.submits["unknown"] += 1
         else:
             self.submits[status_label(result.command_status)] += 1
+            self.throttling_answers += result.throttling
             self.latency.observe(latency_s)
 
     def response_timed_out(self, bind: str) -> None:
@@ -243,6 +245,12 @@ class SmppdCollector(Collector):
         throttled = CounterMetricFamily(
             "smppd_throttled", "Throttling answers that slowed a bind", labels=["carrier"]
         )
+        throttling_answers = CounterMetricFamily(
+            "smppd_throttling_answers",
+            "submit_sm answers asking to slow down: ESME_RTHROTTLED, ESME_RMSGQFUL and the"
+            " carrier's submit_statuses.throttling (counted in smppd_submits too)",
+            labels=["carrier"],
+        )
         reconnects = CounterMetricFamily(
             "smppd_reconnects", "Reconnects scheduled, by reason", labels=["carrier", "reason"]
         )
@@ -302,6 +310,7 @@ class SmppdCollector(Collector):
             for status, n in dict(obs.submits).items():
                 submits.add_metric([name, status], n)
             throttled.add_metric([name], obs.throttled_count)
+            throttling_answers.add_metric([name], obs.throttling_answers)
             for reason, n in dict(obs.reconnects).items():
                 reconnects.add_metric([name, reason], n)
             for status, n in dict(obs.bind_failures).items():
@@ -319,7 +328,7 @@ class SmppdCollector(Collector):
                 histogram = view.outcome_latency
                 outcome_latency.add_metric([name], histogram.cumulative(), histogram.total)
         yield from (up, configured, paused, receivers_up, receivers_configured, window, submits)
-        yield from (throttled, reconnects, bind_failures)
+        yield from (throttled, throttling_answers, reconnects, bind_failures)
         yield from (timeouts, late, late_accepted, peer_errors, handler_failures)
         yield from (receipts, inbound, latency, outcome_latency)
 

@@ -208,6 +208,9 @@ class SubmitResult:
     answer_due: bool = False
     # The late acceptance of a submit whose result was unknown (answer_due) before.
     late: bool = False
+    # The answer asks to slow down (ESME_RTHROTTLED, or a code the carrier's StatusPolicy
+    # reads so): for the metrics, which count these apart from errors.
+    throttling: bool = False
 
     @classmethod
     def outcome_unknown(cls, bind: str = "", *, answer_due: bool = False) -> SubmitResult:
@@ -742,8 +745,15 @@ class Session:
             result = SubmitResult(message_id, 0, StatusClass.SUCCESS, False, self.name)
         else:
             statuses = self.settings.statuses
-            result = SubmitResult(message_id, status, statuses.classify(status), False, self.name)
-            if status in statuses.throttling and self.rate.throttled(now=now, sent_at=sent_at):
+            throttling = status in statuses.throttling
+            result = SubmitResult(
+                message_id,
+                status,
+                statuses.classify(status),
+                bind=self.name,
+                throttling=throttling,
+            )
+            if throttling and self.rate.throttled(now=now, sent_at=sent_at):
                 rate = self.rate
                 tps = None if rate.limit is None else rate.limit / rate.period_s
                 self._events.append(Throttled(status, tps, rate.paused_until))

@@ -27,6 +27,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_submit_latency_seconds_count": frozenset({"carrier"}),
     "smppd_window_in_use": frozenset({"carrier"}),
     "smppd_throttled_total": frozenset({"carrier"}),
+    "smppd_throttling_answers_total": frozenset({"carrier"}),
     "smppd_reconnects_total": frozenset({"carrier", "reason"}),
     "smppd_queue_segments": frozenset({"state", "priority"}),
     "smppd_queue_oldest_age_seconds": frozenset(),
@@ -237,21 +238,32 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
     ),
     (  # a: 9% system errors; b: heavy throttling but no errors (most of it answers to submits
         # sent before the bind slowed down, which smppd_throttled_total leaves out); c: errors
-        # on too little traffic
+        # on too little traffic; d: throttling in a vendor code of its own (submit_statuses)
         [
             series('smppd_submits_total{carrier="a",status="ESME_ROK"}', "0+100x30"),
             series('smppd_submits_total{carrier="a",status="ESME_RSYSERR"}', "0+10x30"),
+            series('smppd_throttling_answers_total{carrier="a"}', "0x30"),
             series('smppd_submits_total{carrier="b",status="ESME_ROK"}', "0+100x30"),
             series('smppd_submits_total{carrier="b",status="ESME_RTHROTTLED"}', "0+30x30"),
             series('smppd_submits_total{carrier="b",status="ESME_RMSGQFUL"}', "0+20x30"),
+            series('smppd_throttling_answers_total{carrier="b"}', "0+50x30"),
             series('smppd_throttled_total{carrier="b"}', "0+2x30"),
             series('smppd_submits_total{carrier="c",status="ESME_ROK"}', "0+1x30"),
             series('smppd_submits_total{carrier="c",status="unknown"}', "0+1x30"),
+            series('smppd_throttling_answers_total{carrier="c"}', "0x30"),
+            series('smppd_submits_total{carrier="d",status="ESME_ROK"}', "0+100x30"),
+            series('smppd_submits_total{carrier="d",status="0x00000458"}', "0+40x30"),
+            series('smppd_throttling_answers_total{carrier="d"}', "0+40x30"),
         ],
         [
             alert("SmppdSubmitErrorRatioHigh", "20m", {**WARNING, "carrier": "a"}),
             alert("SmppdThrottlingSustained", "10m"),
-            alert("SmppdThrottlingSustained", "25m", {**WARNING, "carrier": "b"}),
+            alert(
+                "SmppdThrottlingSustained",
+                "25m",
+                {**WARNING, "carrier": "b"},
+                {**WARNING, "carrier": "d"},
+            ),
         ],
     ),
     (  # a flaps with binds up; b is down and retrying, which is SmppdCarrierDown's business;

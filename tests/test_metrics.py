@@ -41,6 +41,10 @@ def test_status_labels_are_bounded_whatever_the_peer_sends() -> None:
     observer.submit_ended("0", SubmitResult(None, 0x58, StatusClass.TEMPORARY), 0.01)
     observer.submit_ended("0", SubmitResult(None, 0x401, StatusClass.PERMANENT), 0.01)
     assert dict(observer.submits) == {"other": 2000, "ESME_RTHROTTLED": 1, "0x00000401": 1}
+    assert observer.throttling_answers == 0  # by the result's reading, not by the code
+    throttling = SubmitResult(None, 0x458, StatusClass.TEMPORARY, throttling=True)
+    observer.submit_ended("0", throttling, 0.01)
+    assert observer.throttling_answers == 1
     assert dict(observer.bind_failures) == {"other": 2000}
     assert status_label(0x4FF) == "0x000004FF"
     assert status_label(0x500) == "other"

@@ -850,17 +850,20 @@ def test_a_carriers_own_codes_are_read_its_way() -> None:
     seqs = {code: peer.submit() for code in (0x401, S.ESME_RSYSERR, 0x402)}
     for code, seq in seqs.items():
         peer.answer(seq, code)
-    classes = {seq: a.result.status_class for seq, a in answers(peer.events()).items()}
+    first = answers(peer.events())
+    classes = {seq: a.result.status_class for seq, a in first.items()}
     assert classes == {
         seqs[0x401]: StatusClass.TEMPORARY,
         seqs[S.ESME_RSYSERR]: StatusClass.PERMANENT,
         seqs[0x402]: StatusClass.PERMANENT,
     }
+    assert not any(a.result.throttling for a in first.values())
     for seq in [peer.submit() for _ in range(SPORADIC_MIN_THROTTLES)]:
         peer.answer(seq, 0x458)
     events = peer.events()
     assert any(isinstance(e, Throttled) and e.command_status == 0x458 for e in events)
-    assert all(a.result.status_class is StatusClass.TEMPORARY for a in answers(events).values())
+    results = [a.result for a in answers(events).values()]
+    assert all(r.status_class is StatusClass.TEMPORARY and r.throttling for r in results)
     assert peer.session.try_submit(BODY, now=0.5) is None
 
 

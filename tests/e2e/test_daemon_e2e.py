@@ -244,6 +244,7 @@ async def test_metrics_show_the_traffic() -> None:
         text = await daemon.scrape_metrics()
         assert 'smppd_binds_up{carrier="fake"} 2.0' in text
         assert 'smppd_submits_total{carrier="fake",status="ESME_ROK"} 1.0' in text
+        assert 'smppd_throttling_answers_total{carrier="fake"} 0.0' in text
         assert 'smppd_api_requests_total{op="submit",result="ok"} 1.0' in text
         commits = re.search(r"^smppd_queue_commits_total (\S+)$", text, re.MULTILINE)
         assert commits is not None
