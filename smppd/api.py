@@ -141,6 +141,8 @@ class _ApiClientEntry(Protocol):
     def senders(self) -> tuple[str, ...]: ...
     @property
     def priority_max(self) -> int | None: ...
+    @property
+    def max_queued(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,6 +215,7 @@ class ClientTable:
                 senders=frozenset(entry.senders),
                 max_priority=max_priority_for_flag(entry.priority_max),
                 owned=frozenset(s for s in entry.senders if owner_of.get(s) == entry.name),
+                max_queued=entry.max_queued,
             )
             by_uid.update(dict.fromkeys(entry.uids, identity))
             if entry.any_uid:

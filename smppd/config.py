@@ -282,6 +282,9 @@ class ApiClient:
     priority_max: Annotated[int, Range(0, 3)] | None = None  # as SMPP priority_flag 0..3
     # Receives the MO messages to numbers no sender entry owns (at most one client).
     unowned_inbound: bool = False
+    # Its segments not yet accepted by a carrier past which its submits are refused
+    # (client_queue_full); default: only queue.max_depth applies.
+    max_queued: Annotated[int, Range(1, 100_000_000)] | None = None
 
     def __post_init__(self) -> None:
         if self.any_uid and self.uids:

@@ -193,7 +193,7 @@ class Gateway:
             results.append(None)
             batch.append(accepted)
         if batch:
-            refused = self._over_depth(batch)
+            refused = self._over_depth(client, batch)
             groups = [batch] if refused is not None else _writes(batch)
             refusals: Sequence[ApiError | None] = [refused]
             if refused is None:
@@ -210,14 +210,22 @@ class Gateway:
                         self._release(accepted)
         return [r for r in results if r is not None]
 
-    def _over_depth(self, batch: list[_Accepted]) -> ApiError | None:
+    def _over_depth(self, client: ClientIdentity, batch: list[_Accepted]) -> ApiError | None:
         segments = sum(len(a.message.segments) for a in batch)
-        if self._queue.queued_depth() + segments <= self._settings.max_depth:
-            return None
-        return ApiError(
-            ErrorCode.queue_full,
-            f"queue is at its configured depth ({self._settings.max_depth} segments); retry later",
-        )
+        if self._queue.queued_depth() + segments > self._settings.max_depth:
+            return ApiError(
+                ErrorCode.queue_full,
+                f"queue is at its configured depth ({self._settings.max_depth} segments);"
+                " retry later",
+            )
+        cap = client.max_queued
+        if cap is not None and (held := self._queue.client_depth(client.name)) + segments > cap:
+            return ApiError(
+                ErrorCode.client_queue_full,
+                f"client {client.name!r} has {held} segments not yet sent and may have"
+                f" {cap} (max_queued); these {segments} would pass it: retry later",
+            )
+        return None
 
     async def _enqueue(
         self, batch: list[_Accepted], results: list[SubmitReply | ApiError | None], now: float

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     no_route = "no_route"
     not_found = "not_found"
     queue_full = "queue_full"
+    client_queue_full = "client_queue_full"
     storage_full = "storage_full"
     too_many_pending = "too_many_pending"
     too_many_connections = "too_many_connections"
@@ -68,6 +69,9 @@ class ClientIdentity:
     # Of those, the ones it owns (`senders[].client`): only an owner manages their opt-outs,
     # which hold other people's numbers and decide what the owner's messages may reach.
     owned: frozenset[str] = frozenset()
+    # Its segments not yet accepted by an SMSC past which its submits are refused (None: only
+    # the queue's max_depth applies), so that one client's flood cannot fill the queue.
+    max_queued: int | None = None
 
 
 class Priority:

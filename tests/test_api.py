@@ -710,6 +710,7 @@ def test_client_table_from_config_entries() -> None:
             self.name, self.uids, self.any_uid = name, uids, any_uid
             self.senders = ("ACME",)
             self.priority_max = cap
+            self.max_queued = 500 if any_uid else None
 
     table = ClientTable.from_config(
         [Entry("otp", (1000, 1001), False, 1), Entry("web", (), True, None)], {"ACME": "otp"}
@@ -720,7 +721,7 @@ def test_client_table_from_config_entries() -> None:
     )
     web = table.identify(4242)
     assert web is not None
-    assert (web.name, web.max_priority, web.owned) == ("web", 9, frozenset())
+    assert (web.name, web.max_priority, web.owned, web.max_queued) == ("web", 9, frozenset(), 500)
     assert ClientTable.from_config([Entry("otp", (7,), False, 3)]).identify(8) is None
     assert [max_priority_for_flag(f) for f in (0, 1, 2, 3)] == [2, 5, 8, 9]
 

@@ -106,6 +106,7 @@ def test_defaults_fill_sections_left_out(tmp_path: Path) -> None:
     assert config.carriers[0].dest_ton == config.carriers[0].dest_npi == 1
     assert config.carriers[0].source_ton is None
     assert config.carriers[0].paused is False
+    assert config.api.clients[0].max_queued is None
     assert config.carriers[0].submit_statuses.temporary == ()
     assert config.carriers[0].reconnect.primary_after_s == 300
     assert "STOP" in config.compliance.stop_words

@@ -415,3 +415,28 @@ async def test_inbound_gives_the_client_its_own_messages_after_an_id_as_events_s
     assert [m["id"] for m in (await gw.inbound(CLIENT, ids[0], 100))["messages"]] == [ids[1]]
     assert [m["id"] for m in (await gw.inbound(CLIENT, 0, 1))["messages"]] == [ids[0]]
     assert [m["text"] for m in (await gw.inbound(GUEST, 0, 100))["messages"]] == ["x"]
+
+
+async def test_a_client_past_its_max_queued_is_refused_and_no_other_is() -> None:
+    """app may hold 3 segments not yet sent: a call that would pass that is refused whole with
+    client_queue_full while guest's submits still go in; queue.max_depth refuses everyone
+    with queue_full; once app's segments are sent, it may submit again."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops(), max_depth=6)
+    app = dataclasses.replace(CLIENT, max_queued=3)
+
+    def codes(replies: Sequence[SubmitReply | ApiError]) -> list[str]:
+        return [str(r.code) if isinstance(r, ApiError) else "ok" for r in replies]
+
+    assert codes(await gw.submit(app, [request("a"), request("b")])) == ["ok", "ok"]
+    refused = await gw.submit(app, [request("c"), request("d")])
+    assert codes(refused) == ["client_queue_full"] * 2
+    assert isinstance(refused[0], ApiError)
+    assert "has 2 segments not yet sent and may have 3 (max_queued)" in refused[0].message
+    assert codes(await gw.submit(GUEST, [request(f"g{i}") for i in range(4)])) == ["ok"] * 4
+    assert codes(await gw.submit(GUEST, [request("over")])) == ["queue_full"]
+    claim = await queue.claim("fake", 10, now=T0)
+    sent = [s for s in claim if s.client == "app"]
+    await queue.record([Submitted(s.segment_id, (str(s.segment_id),), "b") for s in sent], now=T0)
+    assert codes(await gw.submit(app, [request("c")])) == ["ok"]
+    assert queue.client_depth("app") == 1

@@ -51,6 +51,22 @@ async def test_enqueue_stores_messages_as_queued(store: Queue) -> None:
     assert store.queued_depth() == 4
 
 
+async def test_client_depth_counts_each_clients_unsent_segments(store: Queue) -> None:
+    """A client's share of queued_depth: its segments until an SMSC accepts them or they
+    fail, inflight ones included, and no one else's."""
+    enqueued = await store.enqueue([message(segments=(b"a", b"b")), message("crm")], now=T0)
+    assert [store.client_depth(c) for c in ("otp", "crm", "nobody")] == [2, 1, 0]
+    claim = await store.claim(CARRIER, 10, now=T0)
+    assert store.client_depth("otp") == 2
+    first, second = (s for s in claim if s.client == "otp")
+    await store.record([Submitted(first.segment_id, ("1",), "b")], now=T0)
+    await store.record([Failed(second.segment_id, 0x0B)], now=T0)
+    assert [store.client_depth(c) for c in ("otp", "crm")] == [0, 1]
+    await store.cancel(enqueued[1].message_id, "crm", now=T0)
+    assert store.client_depth("crm") == 0
+    assert store.queued_depth() == 0
+
+
 async def test_same_ref_returns_the_first_message(store: Queue) -> None:
     """A repeated (client, ref) yields the first message, across calls and within one batch."""
     (first,) = await store.enqueue([message(ref="order-1", segments=(b"a", b"b"))], now=T0)

@@ -166,6 +166,7 @@ async def test_inflight_segments_survive_a_close_and_are_recovered(path: Path) -
         claimed = await store.claim(CARRIER, 2, now=T0)
     async with await SqliteQueue.open(path) as store:
         assert store.queued_depth() == 3
+        assert store.client_depth("otp") == 3  # the counts are stored with the rows
         assert await store.recover(now=T0 + 1) == 2
         again = await store.claim(CARRIER, 10, now=T0 + 2)
         assert {s.segment_id for s in claimed} < {s.segment_id for s in again}

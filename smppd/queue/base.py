@@ -188,6 +188,10 @@ class Queue(Protocol):
         """Segments not yet accepted by an SMSC (queued, scheduled, inflight), in O(1)."""
         ...
 
+    def client_depth(self, client: str) -> int:
+        """Of queued_depth, the segments of `client`'s messages, in O(1)."""
+        ...
+
     @property
     def commits(self) -> int:
         """Write transactions committed since open (group commit makes this far below the calls)."""

@@ -19,6 +19,7 @@ class SegmentCounts:
     def __init__(self, initial: Iterable[tuple[CountKey, int]] = ()) -> None:
         self._n: dict[CountKey, int] = {}
         self._depth = 0
+        self._client_depth: dict[str, int] = {}
         self.apply(dict(initial))
 
     def apply(self, delta: Mapping[CountKey, int]) -> None:
@@ -32,6 +33,12 @@ class SegmentCounts:
                 del self._n[key]
             if key[3] in PENDING_STATES:
                 self._depth += change
+                client = key[2]
+                left = self._client_depth.get(client, 0) + change
+                if left:
+                    self._client_depth[client] = left
+                else:
+                    del self._client_depth[client]
 
     def get(self, key: CountKey) -> int:
         return self._n.get(key, 0)
@@ -40,6 +47,10 @@ class SegmentCounts:
     def depth(self) -> int:
         """Segments not yet accepted by an SMSC (queued, scheduled, inflight)."""
         return self._depth
+
+    def client_depth(self, client: str) -> int:
+        """Of `depth`, the segments of `client`'s messages."""
+        return self._client_depth.get(client, 0)
 
     def total(self, state: SegmentState) -> int:
         return sum(n for key, n in self._n.items() if key[3] == state)

@@ -830,6 +830,9 @@ class MemoryQueue:
     def queued_depth(self) -> int:
         return self._counts.depth
 
+    def client_depth(self, client: str) -> int:
+        return self._counts.client_depth(client)
+
     @property
     def commits(self) -> int:
         return self._commits

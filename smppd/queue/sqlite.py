@@ -610,6 +610,9 @@ class SqliteQueue:
     def queued_depth(self) -> int:
         return self._memory.counts.depth
 
+    def client_depth(self, client: str) -> int:
+        return self._memory.counts.client_depth(client)
+
     @property
     def commits(self) -> int:
         return self._commits
