@@ -952,6 +952,7 @@ class Daemon:
             },
             "oldest_queued_age_s": stats.oldest_queued_age_s,
             "oldest_by_carrier": dict(stats.oldest_age_by_carrier),
+            "depth_by_client": dict(stats.depth_by_client),
             "receipts_held": stats.receipts_held,
             "unrouted": unrouted,
         }

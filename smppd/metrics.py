@@ -375,6 +375,14 @@ class SmppdCollector(Collector):
         for carrier, seconds in snap.get("oldest_by_carrier", {}).items():
             by_carrier_age.add_metric([carrier], seconds)
         yield by_carrier_age
+        by_client = GaugeMetricFamily(
+            "smppd_queue_client_depth",
+            "smppd_queue_depth per API client with unsent work (its max_queued caps it)",
+            labels=["client"],
+        )
+        for client, n in snap.get("depth_by_client", {}).items():
+            by_client.add_metric([client], n)
+        yield by_client
         held = GaugeMetricFamily("smppd_receipts_held", "Early receipts awaiting their submit")
         held.add_metric([], snap.get("receipts_held", 0))
         yield held

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from queue_support import T0, message
+from queue_support import CARRIER, T0, message
 
 from smppd.config import load_config
 from smppd.daemon import Daemon
@@ -86,6 +86,17 @@ async def test_queue_segments_are_shown_per_carrier_after_a_refresh() -> None:
     ]
     ages = samples(daemon)["smppd_queue_carrier_oldest_age_seconds"]
     assert ages == [({"carrier": "a"}, 0.0)]  # b's only message is in flight, not waiting
+
+
+async def test_each_clients_unsent_segments_are_shown_after_a_refresh() -> None:
+    """smppd_queue_client_depth: which client holds the backlog (against its max_queued)."""
+    queue = MemoryQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    await queue.enqueue([message(), message(segments=(b"a", b"b")), message("crm")], now=T0)
+    await queue.claim(CARRIER, 1, now=T0)
+    await daemon._refresh_stats(T0)
+    found = samples(daemon)["smppd_queue_client_depth"]
+    assert sorted((labels["client"], n) for labels, n in found) == [("crm", 1.0), ("otp", 3.0)]
 
 
 def test_every_extra_counter_is_exported_with_total() -> None:

@@ -52,6 +52,9 @@ class SegmentCounts:
         """Of `depth`, the segments of `client`'s messages."""
         return self._client_depth.get(client, 0)
 
+    def depth_by_client(self) -> dict[str, int]:
+        return dict(self._client_depth)
+
     def total(self, state: SegmentState) -> int:
         return sum(n for key, n in self._n.items() if key[3] == state)
 

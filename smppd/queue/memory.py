@@ -825,6 +825,7 @@ class MemoryQueue:
             receipts_dropped=tally.count("dropped"),
             commits=self._commits,
             oldest_age_by_carrier={c: max(0.0, now - t) for c, t in oldest.items()},
+            depth_by_client=self._counts.depth_by_client(),
         )
 
     def queued_depth(self) -> int:

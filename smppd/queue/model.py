@@ -375,6 +375,8 @@ class QueueStats:
     commits: int = field(default=0)
     # oldest_queued_age_s per carrier, for those with due unsent work.
     oldest_age_by_carrier: Mapping[str, float] = field(default_factory=dict)
+    # queued_depth per client, for those with unsent work (against api.clients[].max_queued).
+    depth_by_client: Mapping[str, int] = field(default_factory=dict)
 
 
 def claimed_on_arrival(message: NewMessage, message_id: int) -> tuple[ClaimedSegment, ...]:

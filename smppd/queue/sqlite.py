@@ -601,6 +601,7 @@ class SqliteQueue:
             queued_depth=memory.counts.depth,
             oldest_queued_age_s=None if oldest is None else max(0.0, now - oldest),
             oldest_age_by_carrier={c: max(0.0, now - t) for c, t in due.items()},
+            depth_by_client=memory.counts.depth_by_client(),
             receipts_held=memory.receipts_held,
             receipts_unmatched=memory.receipts_unmatched,
             receipts_dropped=memory.receipts_dropped,
