@@ -32,6 +32,7 @@ from smppd.session import (
     BindSettings,
     CloseReason,
     LinkError,
+    QueryAnswered,
     State,
     SubmitResult,
 )
@@ -198,6 +199,17 @@ class CarrierBinds:
             return True
         other = self.pick()  # held back by its own rate: another bind may still take it
         return other is not None and other.try_send(body, on_result)
+
+    def try_query(self, body: bytes) -> asyncio.Future[QueryAnswered | None] | None:
+        """Send an encoded query_sm body on the bind with the most room; None when no bind can
+        (none bound, closing). See Link.try_query."""
+        if self._closing:
+            return None
+        for link in sorted(self._live, key=lambda link: link.room, reverse=True):
+            query = link.try_query(body)
+            if query is not None:
+                return query
+        return None
 
     async def wait_ready(self) -> None:
         """Return when try_send could succeed on some bind, once closing, or on interrupt()."""

@@ -40,6 +40,7 @@ from smppd.session import (
     LateResponse,
     LinkError,
     PeerError,
+    QueryAnswered,
     ResponseTimedOut,
     Session,
     SessionClosedError,
@@ -163,6 +164,7 @@ class Link(asyncio.Protocol):
         # Timed-out submits whose answer may still come: an acceptance then reaches on_result
         # a second time, as a late result, so that the segment is not sent again.
         self._late: dict[int, Callable[[SubmitResult], None]] = {}
+        self._queries: dict[int, asyncio.Future[QueryAnswered | None]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._bound: asyncio.Future[None] = self._loop.create_future()
         # A bind that fails with no one awaiting it (the connect was cancelled) is logged by
@@ -278,6 +280,24 @@ class Link(asyncio.Protocol):
         """try_send() with a future for the result; None when it could not be sent."""
         future: asyncio.Future[SubmitResult] = self._loop.create_future()
         return future if self.try_send(body, functools.partial(resolve, future)) else None
+
+    def try_query(self, body: bytes) -> asyncio.Future[QueryAnswered | None] | None:
+        """Send an encoded query_sm body; None when the bind cannot (not bound, a receiver,
+        closing). The future ends with its answer, or None when the link closed first."""
+        if self._write_paused:
+            return None
+        now = self._loop.time()
+        seq = self._core.try_query(body, now=now)
+        if seq is None:
+            return None
+        future: asyncio.Future[QueryAnswered | None] = self._loop.create_future()
+        self._queries[seq] = future
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if now + self.settings.response_timeout_s < self._timer_at:
+            self._arm_timer()
+        return future
 
     async def wait_ready(self) -> None:
         """Return when try_send could succeed, or once the link has closed."""
@@ -442,9 +462,23 @@ class Link(asyncio.Protocol):
         if freed:
             self._wake()
 
+    def _query_answered(self, event: QueryAnswered) -> None:
+        query = self._queries.pop(event.sequence_number, None)
+        if query is not None and not query.done():
+            query.set_result(event)
+
+    def _end_queries(self) -> None:
+        """The link is closing: its queries' answers cannot come."""
+        queries, self._queries = self._queries, {}
+        for query in queries.values():
+            if not query.done():
+                query.set_result(None)
+
     def _other_event(self, event: object) -> None:
         name = self.name
-        if isinstance(event, Throttled):
+        if isinstance(event, QueryAnswered):
+            self._query_answered(event)
+        elif isinstance(event, Throttled):
             self.throttle_events += 1
             self._observer.throttled(name, event.command_status, event.tps)
             self._log.warning(
@@ -459,10 +493,10 @@ class Link(asyncio.Protocol):
             accepted = event.command_id == CommandId.submit_sm_resp and event.command_status == 0
             self._observer.late_response(name, accepted=accepted, latency_s=event.latency_s)
             if on_result is not None and accepted:
-                result = SubmitResult(
-                    event.message_id, 0, StatusClass.SUCCESS, bind=name, late=True
+                self._give(
+                    on_result,
+                    SubmitResult(event.message_id, 0, StatusClass.SUCCESS, bind=name, late=True),
                 )
-                self._give(on_result, result)
         elif isinstance(event, SlotsFreed):
             self._log.info("timed-out submits given up as lost", submits=event.count)
         elif isinstance(event, PeerError):
@@ -508,6 +542,7 @@ class Link(asyncio.Protocol):
                 self._observer.submit_ended(name, self._unknown, None)
             for seq in list(self._results):  # none should be left; never leave one waiting
                 self._resolve_unknown(seq)
+            self._end_queries()
             self._late.clear()  # answers come on the connection that carried the submit
             self._observer.disconnected(name, event.reason.value)
             if not self._bound.done():

@@ -260,6 +260,16 @@ class ResponseTimedOut:
 
 
 @record
+class QueryAnswered:
+    """How a query_sm of ours ended: its query_sm_resp (`resp`, whatever its status), a
+    generic_nack (`command_status` only), or no answer in time (`command_status` None)."""
+
+    sequence_number: int
+    command_status: int | None
+    resp: pdus.QuerySmResp | None = None
+
+
+@record
 class DeliverReceived:
     """A deliver_sm or data_sm (receipt or MO) to hand on; answer it with `Session.answer`."""
 
@@ -324,6 +334,7 @@ Event = (
     | BindFailed
     | SubmitAnswered
     | ResponseTimedOut
+    | QueryAnswered
     | DeliverReceived
     | Throttled
     | LateResponse
@@ -398,7 +409,7 @@ _NULL_MESSAGE_ID: Final = b"\0"  # deliver_sm_resp / data_sm_resp: message_id un
 
 @dataclass(slots=True)
 class _Control:
-    """An outstanding bind, enquire_link or unbind of ours."""
+    """An outstanding bind, enquire_link, unbind or query_sm of ours."""
 
     resp_id: int
     sent_at: float
@@ -561,6 +572,19 @@ class Session:
         self._submits[seq] = now
         return seq
 
+    def try_query(self, body: bytes, *, now: float) -> int | None:
+        """Queue a query_sm (an encoded body) with a fresh sequence number; it ends as a
+        `QueryAnswered`, or unanswered when the session closes first. None when the bind cannot
+        submit (not bound, receiver, closing). Not in the submit window: the caller bounds how
+        many it keeps outstanding."""
+        if not self._can_submit:
+            return None
+        seq = self._next_sequence_number()
+        self._out.append(frame(CommandId.query_sm, 0, seq, body))
+        deadline = now + self._response_timeout_s
+        self._control[seq] = _Control(CommandId.query_sm_resp, now, deadline)
+        return seq
+
     def answer(
         self, request: pdus.DeliverSm | pdus.DataSm, command_status: int, *, now: float
     ) -> None:
@@ -661,6 +685,8 @@ class Session:
                     self._drop(CloseReason.ENQUIRE_LINK_TIMEOUT)
         elif resp_id == CommandId.unbind_resp:
             self._close(CloseReason.UNBIND_TIMEOUT)
+        elif resp_id == CommandId.query_sm_resp:
+            self._events.append(QueryAnswered(seq, None))
         else:
             self._close(CloseReason.BIND_TIMEOUT)
 
@@ -783,6 +809,9 @@ class Session:
             self._unmatched(pdu.command_id, seq, now, pdu.command_status)
         elif control.resp_id == CommandId.unbind_resp:
             self._close(CloseReason.UNBOUND)  # refused or not, the session is over
+        elif control.resp_id == CommandId.query_sm_resp:
+            status = pdu.command_status or CommandStatus.ESME_RSYSERR  # never an answer
+            self._events.append(QueryAnswered(seq, status))
         elif control.resp_id != CommandId.enquire_link_resp:  # a nacked enquire_link is an answer
             self._bind_failed(pdu.command_status or CommandStatus.ESME_RBINDFAIL)
 
@@ -797,6 +826,9 @@ class Session:
         cid = pdu.command_id
         if cid == CommandId.enquire_link_resp:
             self._probes_missed = 0
+            return
+        if isinstance(pdu, pdus.QuerySmResp):
+            self._events.append(QueryAnswered(seq, pdu.command_status, pdu))
             return
         if cid == CommandId.unbind_resp:
             self._transition(Input.UNBIND_RESP_RECEIVED)

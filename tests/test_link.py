@@ -725,3 +725,39 @@ async def test_every_submit_ends_once_in_the_carrier_counts(smsc: FakeSmsc) -> N
         assert await link.wait_closed() is CloseReason.CONNECTION_LOST
     assert dict(observer.submits) == {"ESME_ROK": 1, "unknown": 4}
     assert observer.latency.count == 2
+
+
+async def test_a_query_gets_the_smscs_state_of_a_message(smsc: FakeSmsc) -> None:
+    """query_sm for a message the SMSC settled without a receipt (it lost it): its state and
+    final date come back; one for an id it does not know, ESME_RINVMSGID; once the link has
+    closed, a query is refused and one outstanding ends with no answer."""
+    smsc.set_receipts(lost=1.0)
+    link = await connect(smsc.port)
+    try:
+        submit = pdus.SubmitSm(
+            source_addr="Acme", destination_addr="447700900123", registered_delivery=1
+        )
+        submitted = link.try_submit(encode_body(submit))
+        assert submitted is not None
+        result = await asyncio.wait_for(submitted, 5)
+        assert result.message_id
+        query = pdus.QuerySm(message_id=result.message_id, source_addr="Acme")
+        pending = link.try_query(encode_body(query))
+        assert pending is not None
+        answered = await asyncio.wait_for(pending, 5)
+        assert answered is not None
+        assert answered.resp is not None
+        assert (answered.command_status, answered.resp.message_state) == (0, 2)  # DELIVERED
+        assert answered.resp.final_date.endswith("000+")
+        unknown = link.try_query(encode_body(pdus.QuerySm(message_id="nope", source_addr="Acme")))
+        assert unknown is not None
+        answered = await asyncio.wait_for(unknown, 5)
+        assert answered is not None
+        assert answered.command_status == S.ESME_RINVMSGID
+        smsc.set_faults(latency_s=30.0)
+        lost = link.try_query(encode_body(query))
+        assert lost is not None
+    finally:
+        link.abort()
+    assert await asyncio.wait_for(lost, 5) is None
+    assert link.try_query(encode_body(query)) is None

@@ -29,6 +29,7 @@ from smppd.session import (
     LateResponse,
     LocalProtocolError,
     PeerError,
+    QueryAnswered,
     ResponseTimedOut,
     Session,
     SlotsFreed,
@@ -950,3 +951,29 @@ def test_connection_lost_abandons_outstanding() -> None:
     assert peer.events() == [ConnectionShouldClose(CloseReason.CONNECTION_LOST, tuple(seqs))]
     peer.session.receive_data(b"\0" * 32, now=1.0)
     assert peer.events() == []
+
+
+def test_a_query_ends_answered_nacked_or_unanswered_and_leaves_the_bind_up() -> None:
+    """query_sm goes out framed as given; its query_sm_resp, a generic_nack or its timeout
+    each end it as a QueryAnswered, and none of them drops the bind or takes a window slot."""
+    peer = bound(window=1, response_timeout_s=5.0)
+    body = encode_body(pdus.QuerySm(message_id="abc", source_addr="Acme"))
+    first, second, third = (peer.session.try_query(body, now=peer.now) for _ in range(3))
+    assert first is not None
+    assert second is not None
+    assert third is not None
+    sent = peer.sent()
+    assert [type(p) for p in sent] == [pdus.QuerySm] * 3
+    assert isinstance(sent[0], pdus.QuerySm)
+    assert sent[0].message_id == "abc"
+    assert peer.session.try_submit(BODY, now=peer.now) is not None  # the window is free
+    resp = pdus.QuerySmResp(sequence_number=first, message_id="abc", message_state=2)
+    peer.send(resp, pdus.GenericNack(sequence_number=second, command_status=0))
+    events = [e for e in peer.events() if isinstance(e, QueryAnswered)]
+    assert events == [QueryAnswered(first, 0, resp), QueryAnswered(second, S.ESME_RSYSERR)]
+    peer.advance(5.0)
+    assert [e for e in peer.events() if isinstance(e, QueryAnswered)] == [
+        QueryAnswered(third, None)
+    ]
+    assert peer.session.state is State.BOUND_TRX
+    assert bound(bind_mode=BindMode.RECEIVER).session.try_query(body, now=0.0) is None
