@@ -20,7 +20,7 @@ from smppd.queue import (
     Unknown,
     open_queue,
 )
-from smppd.queue.model import InboundIn, InboundPart, PartGroup, segment_id
+from smppd.queue.model import InboundIn, InboundPart, PartGroup, ReceiptIn, segment_id
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -723,3 +723,37 @@ async def test_inbound_is_read_back_per_client_in_order_with_ids_never_reused(
     assert await store.inbound_since(0) == []
     later = await store.store_inbound(dataclasses.replace(other, received_at=T0 + 11))
     assert later > ids[-1]
+
+
+async def test_segments_come_due_for_a_query_until_settled_or_told_not_again(store: Queue) -> None:
+    """A segment accepted with query_at is offered once due, with what the query needs; one a
+    final receipt settled is not offered again; schedule_queries sets the next time, or none.
+    A segment accepted without query_at, or of another carrier, is never offered."""
+    await store.enqueue([message(segments=(b"a", b"b")), message()], now=T0)
+    first, second, plain = await store.claim(CARRIER, 10, now=T0)
+    await store.record(
+        [
+            Submitted(first.segment_id, ("k1",), "b", "K1", query_at=T0 + 60),
+            Submitted(second.segment_id, ("k2",), "b", "K2", query_at=T0 + 60),
+            Submitted(plain.segment_id, ("k3",), "b", "K3"),
+        ],
+        now=T0,
+    )
+    assert await store.due_queries(CARRIER, now=T0 + 59, limit=10) == []
+    assert await store.due_queries("other-carrier", now=T0 + 60, limit=10) == []
+    due = await store.due_queries(CARRIER, now=T0 + 60, limit=10)
+    assert [(t.segment_id, t.carrier_message_id, t.key, t.body, t.since) for t in due] == [
+        (first.segment_id, "K1", "k1", b"a", T0),
+        (second.segment_id, "K2", "k2", b"b", T0),
+    ]
+    assert len(await store.due_queries(CARRIER, now=T0 + 60, limit=1)) == 1
+    delivered = ReceiptIn(("k2",), "DELIVRD", "delivered", "000", None)
+    await store.apply_receipts(CARRIER, [delivered], now=T0 + 61)
+    await store.schedule_queries(
+        [(first.segment_id, T0 + 120), (second.segment_id, T0 + 120)], now=T0 + 61
+    )
+    assert await store.due_queries(CARRIER, now=T0 + 119, limit=10) == []
+    due = await store.due_queries(CARRIER, now=T0 + 120, limit=10)
+    assert [t.segment_id for t in due] == [first.segment_id]
+    await store.schedule_queries([(first.segment_id, None)], now=T0 + 121)
+    assert await store.due_queries(CARRIER, now=T0 + 10_000, limit=10) == []

@@ -511,10 +511,10 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-13: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-14: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
     table of inbound parts, no index of retrying or expiring work, no learned id formats,
-    inbound as version 12 kept it."""
+    inbound as version 12 kept it, no receipt queries."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -525,9 +525,9 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-13: held receipts without the whole_message column, no inbound parts,
+    """Undo migrations 7-14: held receipts without the whole_message column, no inbound parts,
     no index of segments waiting out a retry or of messages by expiry, no learned id formats,
-    inbound as version 12 kept it."""
+    inbound as version 12 kept it, no receipt queries."""
     _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
     db.execute("DROP TABLE inbound_parts")
@@ -555,8 +555,30 @@ def _as_version_11(db: sqlite3.Connection) -> None:
 
 
 def _as_version_12(db: sqlite3.Connection) -> None:
+    _as_version_13(db)
     db.execute("ALTER TABLE inbound DROP COLUMN complete")
     db.execute("ALTER TABLE inbound DROP COLUMN keyword")
+
+
+def _as_version_13(db: sqlite3.Connection) -> None:
+    db.execute("DROP TABLE receipt_queries")
+
+
+async def test_a_version_13_file_gets_receipt_queries_and_keeps_its_segments(path: Path) -> None:
+    """Version 13 had no receipt_queries: after the upgrade a segment accepted before it is
+    simply not queried, and one accepted since with query_at is."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message(), message()], now=T0)
+        old, new = await store.claim(CARRIER, 2, now=T0)
+        await store.record([Submitted(old.segment_id, ("1",), "b")], now=T0)
+    with sqlite3.connect(path) as db:
+        _as_version_13(db)
+        db.execute("PRAGMA user_version = 13")
+    async with await SqliteQueue.open(path) as store:
+        await store.record([Submitted(new.segment_id, ("2",), "b", query_at=T0 + 1)], now=T0)
+        due = await store.due_queries(CARRIER, now=T0 + 1, limit=10)
+    assert [t.segment_id for t in due] == [new.segment_id]
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_a_version_12_file_s_inbound_reads_as_complete_with_no_keyword(path: Path) -> None:

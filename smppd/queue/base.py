@@ -22,6 +22,7 @@ from smppd.queue.model import (
     NewMessage,
     OptOut,
     Outcome,
+    QueryTarget,
     QueueStats,
     ReceiptIn,
     ReceiptResult,
@@ -138,6 +139,18 @@ class Queue(Protocol):
         still. Segments written at `since` or later (in the new clock's time: the step's
         earliest moment) already had their times from the new clock and stay too. Returns
         how many segments moved."""
+        ...
+
+    async def due_queries(self, carrier: str, *, now: float, limit: int) -> list[QueryTarget]:
+        """Up to `limit` of `carrier`'s segments whose query_sm is due (Submitted.query_at, or
+        `schedule_queries`), earliest first, each still awaiting its receipt; those settled
+        meanwhile are not queried, now or later."""
+        ...
+
+    async def schedule_queries(
+        self, due: Sequence[tuple[int, float | None]], *, now: float
+    ) -> None:
+        """When each (segment id, time) is to be queried next; None: not again."""
         ...
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:

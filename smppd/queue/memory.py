@@ -36,6 +36,7 @@ from smppd.queue.model import (
     OptOut,
     Outcome,
     PartGroup,
+    QueryTarget,
     QueueStats,
     ReceiptIn,
     ReceiptOutcome,
@@ -126,6 +127,7 @@ class MemoryQueue:
         self._by_ref: dict[tuple[str, str], int] = {}
         self._pending = _Pending()
         self._counts = SegmentCounts()
+        self._queries: dict[int, tuple[str, float]] = {}  # segment id -> (carrier, due at)
         self._cursors: dict[tuple[str, int], str] = {}
         self._correlations: dict[tuple[str, str], int] = {}
         self._receipts: dict[int, _Receipt] = {}
@@ -361,6 +363,8 @@ class MemoryQueue:
             segment.keys = keys
             for key in keys:
                 self._correlations[carrier, key] = segment.id
+            if outcome.query_at is not None and keys:
+                self._queries[segment.id] = (carrier, outcome.query_at)
         changes = [self._move(segment, target, now=now)]
         if segment.message.new.registered_delivery and keys:
             for receipt_id, held in list(self._held.items()):
@@ -680,6 +684,36 @@ class MemoryQueue:
             moved += 1
         self._settled_until -= back_s
         return moved
+
+    async def due_queries(self, carrier: str, *, now: float, limit: int) -> list[QueryTarget]:
+        self._commit()
+        due = sorted(
+            (at, sid) for sid, (c, at) in self._queries.items() if c == carrier and at <= now
+        )
+        targets = []
+        for _, sid in due[:limit]:
+            segment = self._segments.get(sid)
+            if segment is None or segment.state is not SegmentState.SUBMITTED or not segment.keys:
+                del self._queries[sid]
+                continue
+            message_id = segment.carrier_message_id or segment.keys[0]
+            targets.append(
+                QueryTarget(sid, message_id, segment.keys[0], segment.body, segment.updated_at)
+            )
+        return targets
+
+    async def schedule_queries(
+        self, due: Sequence[tuple[int, float | None]], *, now: float
+    ) -> None:
+        self._commit()
+        for sid, at in due:
+            entry = self._queries.get(sid)
+            if entry is None:
+                continue
+            if at is None:
+                del self._queries[sid]
+            else:
+                self._queries[sid] = (entry[0], at)
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
         times = {

@@ -172,6 +172,9 @@ class Submitted:
     carrier_message_id: str | None = None
     whole_message: bool = False
     late: bool = False
+    # When to ask the SMSC about it with query_sm should no final receipt have come by then
+    # (carriers[].receipt_queries); None: never. Only for segments that await a receipt.
+    query_at: float | None = None
 
 
 @record
@@ -399,3 +402,14 @@ def claimed_on_arrival(message: NewMessage, message_id: int) -> tuple[ClaimedSeg
         )
         for index, body in enumerate(message.segments)
     )
+
+
+@record
+class QueryTarget:
+    """A submitted segment whose receipt is late, to ask its SMSC about (smppd.queries)."""
+
+    segment_id: int
+    carrier_message_id: str  # as the SMSC wrote it in the submit_sm_resp
+    key: str  # its first correlation key: a receipt built from the answer matches it
+    body: bytes  # its submit_sm body, which holds the source address the query must name
+    since: float  # when its row was last written (its acceptance, or an intermediate receipt)

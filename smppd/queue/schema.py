@@ -264,6 +264,20 @@ _V13: Final = (
     "ALTER TABLE inbound ADD COLUMN keyword TEXT",
 )
 
+# Receipt queries (carriers[].receipt_queries): when each submitted segment still awaiting its
+# receipt is next to be asked about with query_sm. Rows only for carriers that query, so the
+# others pay nothing; rows of segments settled meanwhile go when they come due.
+_V14: Final = (
+    """
+    CREATE TABLE receipt_queries (
+        segment_id INTEGER PRIMARY KEY,
+        carrier TEXT NOT NULL,
+        due_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX receipt_queries_due ON receipt_queries (carrier, due_at)",
+)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -278,6 +292,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V11,
     _V12,
     _V13,
+    _V14,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -44,7 +44,13 @@ from typing import Any, Final, Generic, TypeVar, cast
 import aiosqlite
 
 from smppd.histogram import Histogram
-from smppd.queue import sqlite_admin, sqlite_reads, sqlite_receipts, sqlite_writes
+from smppd.queue import (
+    sqlite_admin,
+    sqlite_queries,
+    sqlite_reads,
+    sqlite_receipts,
+    sqlite_writes,
+)
 from smppd.queue.base import ENQUEUE_MAX
 from smppd.queue.errors import (
     QueueClosedError,
@@ -66,6 +72,7 @@ from smppd.queue.model import (
     NewMessage,
     OptOut,
     Outcome,
+    QueryTarget,
     QueueStats,
     ReceiptIn,
     ReceiptResult,
@@ -513,6 +520,20 @@ class SqliteQueue:
             partial(sqlite_admin.rebase_schedules, back_s=back_s, now=now, since=since),
             weight=1,
             now=now,
+        )
+
+    async def due_queries(self, carrier: str, *, now: float, limit: int) -> list[QueryTarget]:
+        return await self._submit(
+            partial(sqlite_queries.due_queries, carrier=carrier, now=now, limit=limit),
+            weight=1,
+            now=now,
+        )
+
+    async def schedule_queries(
+        self, due: Sequence[tuple[int, float | None]], *, now: float
+    ) -> None:
+        await self._submit(
+            partial(sqlite_queries.schedule_queries, due=due), weight=len(due), now=now
         )
 
     async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from smppd.queue import sqlite_queries
 from smppd.queue.fairness import take_fairly
 from smppd.queue.model import (
     MAX_PRIORITY,
@@ -281,6 +282,7 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
     sweep_held(batch, now=now)
     changes: list[Change] = []
     correlations: list[tuple[str, str, int]] = []
+    queries: list[tuple[int, str, float]] = []
     batch.prefetch(outcome.segment_id for outcome in outcomes)
     for outcome in outcomes:
         row = batch.segment(outcome.segment_id)
@@ -291,6 +293,8 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
             if change is None:
                 continue
             changes.append(change)
+            if outcome.query_at is not None and row.correlation_keys:
+                queries.append((row.id, row.carrier, outcome.query_at))
             if batch.held and outcome.carrier_message_keys and row.registered_delivery:
                 execute_rows(batch.db, _INSERT_CORRELATIONS, correlations)
                 correlations.clear()
@@ -307,6 +311,8 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
                     changes.extend(_cancel_unsent_parts(batch, row, now=now))
     if correlations:
         execute_rows(batch.db, _INSERT_CORRELATIONS, correlations)
+    if queries:
+        execute_rows(batch.db, sqlite_queries.INSERT, queries)
     batch.flush(now=now)
     return changes
 

@@ -1,0 +1,61 @@
+"""Receipt queries in the SQLite store: when each submitted segment is next to be asked about.
+
+Runs in the writer's transactions like the other write modules. A `receipt_queries` row is
+written with a segment's acceptance (Submitted.query_at) and is not touched when its receipt
+comes: the row of a segment settled meanwhile is dropped when it comes due, so receipts, the
+hot path, pay nothing for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from smppd.queue.model import QueryTarget
+from smppd.queue.receipts import split_keys
+from smppd.queue.sqlite_batch import Batch, json_ids
+from smppd.queue.states import SegmentState
+
+INSERT: Final = (
+    "INSERT OR REPLACE INTO receipt_queries (segment_id, carrier, due_at) VALUES {values}"
+)
+_DUE: Final = """
+    SELECT q.segment_id, s.state, s.carrier_message_id, s.correlation_keys, s.updated_at, b.body
+    FROM receipt_queries AS q
+    LEFT JOIN segments AS s ON s.id = q.segment_id
+    LEFT JOIN segment_bodies AS b ON b.id = q.segment_id
+    WHERE q.carrier = ? AND q.due_at <= ?
+    ORDER BY q.due_at
+    LIMIT ?
+"""
+_DELETE: Final = "DELETE FROM receipt_queries WHERE segment_id IN (SELECT value FROM json_each(?))"
+_RESCHEDULE: Final = "UPDATE receipt_queries SET due_at = ? WHERE segment_id = ?"
+
+
+def due_queries(batch: Batch, *, carrier: str, now: float, limit: int) -> list[QueryTarget]:
+    """Up to `limit` of `carrier`'s segments due to be queried, earliest first; the due rows of
+    segments no longer awaiting a receipt (settled, purged) are dropped on the way."""
+    batch.flush_inserts()
+    targets: list[QueryTarget] = []
+    stale: list[int] = []
+    for sid, state, message_id, keys, since, body in batch.db.execute(
+        _DUE, (carrier, now, limit)
+    ).fetchall():
+        key = split_keys(keys)[:1]
+        if state != SegmentState.SUBMITTED or not key or not message_id or body is None:
+            stale.append(sid)
+            continue
+        targets.append(QueryTarget(sid, message_id, key[0], bytes(body), since))
+    if stale:
+        batch.db.execute(_DELETE, (json_ids(stale),))
+    return targets
+
+
+def schedule_queries(batch: Batch, *, due: Sequence[tuple[int, float | None]]) -> None:
+    """Each segment's next query time; None: it is not to be queried again."""
+    done = [sid for sid, at in due if at is None]
+    if done:
+        batch.db.execute(_DELETE, (json_ids(done),))
+    again = [(at, sid) for sid, at in due if at is not None]
+    if again:
+        batch.db.executemany(_RESCHEDULE, again)
