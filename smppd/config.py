@@ -366,6 +366,16 @@ class Reconnect:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptQueries:
+    """query_sm for segments whose receipt is late, as carriers that lose receipts need."""
+
+    # Asked about this long after its acceptance, then again after as long as it has waited,
+    # until queue.receipt_wait_s; null: never.
+    after_s: Interval | None = None
+    tps: Rate = 5.0  # queries a second at most, beside the submits
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubmitStatuses:
     """submit_sm_resp codes this carrier means otherwise than SMPP v3.4 does (its vendor codes
     0x400-0x4FF above all, which are read as permanent failures unless listed here)."""
@@ -428,6 +438,7 @@ class Carrier:
     registered_delivery: bool = True
     throttle_backoff_s: Timeout = 1.0
     submit_statuses: SubmitStatuses = field(default_factory=SubmitStatuses)
+    receipt_queries: ReceiptQueries = field(default_factory=ReceiptQueries)
     # Taken out of service (the carrier's maintenance, say): no binds, and routes pass it over
     # at once; set and cleared by a reload.
     paused: bool = False
@@ -444,6 +455,13 @@ class Carrier:
             raise ValidationError(
                 f"only with bind_mode transmitter (a {self.bind_mode} bind receives already)",
                 "receiver_binds",
+            )
+        if self.receipt_queries.after_s is not None and self.bind_mode is BindMode.RECEIVER:
+            raise ValidationError(
+                "needs binds that submit (query_sm goes where submit_sm does), not bind_mode"
+                " receiver",
+                "receipt_queries",
+                "after_s",
             )
         if self.bind_tps is not None and self.bind_tps > self.tps:
             # Never reached: the carrier's own cap holds every bind below it.

@@ -17,6 +17,7 @@ import functools
 import math
 import signal
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,9 @@ from smppd.pdu.receipt import IdFormat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.status import StatusPolicy
 from smppd.pdu.text import Alphabet
+from smppd.queries import ReceiptQueries
 from smppd.queue import Queue, QueueError, open_queue
-from smppd.queue.model import ClaimedSegment, Deferred, RerouteCursor
+from smppd.queue.model import ClaimedSegment, Deferred, ReceiptResult, RerouteCursor
 from smppd.queue.states import PENDING_STATES, SegmentState
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
@@ -399,6 +401,7 @@ class CarrierTotals:
     inbound: InboundCounters = field(default_factory=InboundCounters)
     outcome_latency: Histogram = field(default_factory=Histogram)
     deferred_before: int = 0  # sender-rate deferrals of the send loops already stopped
+    query_results: Counter[str] = field(default_factory=Counter)  # smppd.queries' results
     learner: IdFormatLearner | None = None  # message_id_format auto: what its ids showed
 
 
@@ -410,6 +413,7 @@ class CarrierRuntime:
     observer: CarrierObserver
     loop: CarrierSendLoop | None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    queries: ReceiptQueries | None = None
     # time.monotonic() when it last had no bind up: a wall clock stepped forward must not
     # make a short outage look long enough for failover.
     down_since: float | None = None
@@ -424,6 +428,7 @@ class CarrierRuntime:
             observer=self.observer,
             window_in_use=lambda: self.binds.in_flight,
             receipts=self._receipt_counts,
+            queries=lambda: {} if self.queries is None else self.queries.counts,
             inbound=lambda: self.inbound.counters.inbound,
             outcome_latency=None if self.loop is None else self.loop.outcome_latency,
         )
@@ -436,6 +441,8 @@ class CarrierRuntime:
 
     async def stop(self) -> None:
         """Stop claiming, let outstanding submits answer (or time out), unbind, record all."""
+        if self.queries is not None:
+            self.queries.stop()
         if self.loop is not None:
             self.loop.stop()
         await self.binds.close()
@@ -567,6 +574,7 @@ class Daemon:
                 learner=learner,
                 receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
                 outcome_latency=totals.outcome_latency,
+                query_after_s=carrier.receipt_queries.after_s,
             )
         # Paused: down since ever, so that routes pass it over and its queued work fails over
         # at once, not after failover_after_s.
@@ -579,6 +587,21 @@ class Daemon:
         runtime.tasks.append(group.create_task(binds.run(), name=f"binds {carrier.name}"))
         if loop is not None:
             runtime.tasks.append(group.create_task(loop.run(), name=f"send {carrier.name}"))
+        queried = carrier.receipt_queries
+        if loop is not None and queried.after_s is not None:
+            runtime.queries = ReceiptQueries(
+                carrier.name,
+                self.queue,
+                binds,
+                after_s=queried.after_s,
+                tps=queried.tps,
+                wait_s=config.queue.receipt_wait_s,
+                clock=time.time,
+                on_results=functools.partial(self._query_results, carrier.name),
+                counts=totals.query_results,
+            )
+            task = group.create_task(runtime.queries.run(), name=f"queries {carrier.name}")
+            runtime.tasks.append(task)
         log.info(
             "carrier started",
             carrier=carrier.name,
@@ -586,6 +609,11 @@ class Daemon:
             window=carrier.window,
             tps=carrier.tps,
         )
+
+    def _query_results(self, carrier: str, results: Sequence[ReceiptResult]) -> None:
+        """What receipt queries settled goes to subscribers as a receipt would."""
+        for result in results:
+            self.hub.publish_changes(result.changes, carrier=carrier)
 
     def _learner(self, carrier: str) -> IdFormatLearner:
         """A carrier's first learner of this run, from what an earlier run kept of its ids."""

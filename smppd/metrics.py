@@ -152,6 +152,7 @@ class CarrierView:
     window_in_use: Callable[[], int]
     receipts: Callable[[], Mapping[str, int]]
     inbound: Callable[[], int]
+    queries: Callable[[], Mapping[str, int]] = dict  # receipt queries by how they ended
     outcome_latency: Histogram | None = None  # None: the carrier only receives
     receivers: int = 0  # receiver_binds configured
     paused: bool = False  # carriers[].paused: it keeps no binds (configured reads 0)
@@ -288,6 +289,12 @@ class SmppdCollector(Collector):
         inbound = CounterMetricFamily(
             "smppd_inbound", "Mobile-originated messages stored", labels=["carrier"]
         )
+        queries = CounterMetricFamily(
+            "smppd_receipt_queries",
+            "query_sm about segments whose receipt was late, by how they ended: final (applied"
+            " as the receipt), pending, no_answer, unknown_id",
+            labels=["carrier", "result"],
+        )
         latency = HistogramMetricFamily(
             "smppd_submit_latency_seconds",
             "submit_sm to its submit_sm_resp, late answers included",
@@ -323,6 +330,8 @@ class SmppdCollector(Collector):
             for result, n in dict(view.receipts()).items():
                 receipts.add_metric([name, result], n)
             inbound.add_metric([name], view.inbound())
+            for result, n in dict(view.queries()).items():
+                queries.add_metric([name, result], n)
             latency.add_metric([name], obs.latency.cumulative(), obs.latency.total)
             if view.outcome_latency is not None:
                 histogram = view.outcome_latency
@@ -330,7 +339,7 @@ class SmppdCollector(Collector):
         yield from (up, configured, paused, receivers_up, receivers_configured, window, submits)
         yield from (throttled, throttling_answers, reconnects, bind_failures)
         yield from (timeouts, late, late_accepted, peer_errors, handler_failures)
-        yield from (receipts, inbound, latency, outcome_latency)
+        yield from (receipts, inbound, queries, latency, outcome_latency)
 
     def _queue_families(self) -> Iterator[Metric]:
         if self._commit_latency is not None:

@@ -140,6 +140,7 @@ def outcome_for(
     rng: random.Random,
     id_format: IdFormat = IdFormat.AUTO,
     whole_message: bool = False,
+    query_after_s: float | None = None,
 ) -> Outcome:
     """The queue transition a submit result asks for: the one table of outcome policy."""
     if result.unknown:
@@ -149,7 +150,12 @@ def outcome_for(
     if result.status_class is StatusClass.SUCCESS:
         message_id = result.message_id or ""
         keys = resp_keys(message_id, id_format)
-        return Submitted(segment.segment_id, keys, bind, message_id, whole_message, result.late)
+        query_at = None
+        if query_after_s is not None and segment.registered_delivery:
+            query_at = now + query_after_s  # asked about then, if no final receipt has come
+        return Submitted(
+            segment.segment_id, keys, bind, message_id, whole_message, result.late, query_at
+        )
     if result.command_status == CommandStatus.ESME_RTHROTTLED:
         # The bind's rate is the answer (AdaptiveRate); the message keeps its attempts, and
         # its back-off the first step's.
@@ -183,6 +189,7 @@ class CarrierSendLoop:
         receipts_per_message: bool = False,  # see Submitted.whole_message
         outcome_latency: Histogram | None = None,  # carried over from the carrier's last start
         monotonic: Callable[[], float] = time.monotonic,  # for the senders' rate windows
+        query_after_s: float | None = None,  # carriers[].receipt_queries.after_s
     ) -> None:
         self.carrier = carrier
         self._queue = queue
@@ -239,6 +246,7 @@ class CarrierSendLoop:
         self._id_format = id_format
         self._learner = learner
         self._whole_message = receipts_per_message
+        self._query_after_s = query_after_s
 
     def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
         """Per-sender rates (a reload): an unchanged rate keeps its window and what it counted."""
@@ -673,6 +681,7 @@ class CarrierSendLoop:
             rng=self._rng,
             id_format=self._id_format,
             whole_message=self._whole_message,
+            query_after_s=self._query_after_s,
         )
         if result.late:
             # Accepted after all, by an SMSC slower than the response timeout: the store takes

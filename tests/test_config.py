@@ -325,6 +325,12 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         " receives already)",
     ),
     (
+        "receipt queries on a carrier that only receives",
+        lambda d: d["carriers"][0].update(bind_mode="receiver", receipt_queries={"after_s": 3600}),
+        "carriers[0].receipt_queries.after_s: needs binds that submit (query_sm goes where"
+        " submit_sm does), not bind_mode receiver",
+    ),
+    (
         "a submit status named that is none",
         lambda d: d["carriers"][0].update(submit_statuses={"permanent": ["ESME_ROK"]}),
         "carriers[0].submit_statuses.permanent[0]: must be a command_status: a number from 1 to"

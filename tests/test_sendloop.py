@@ -958,6 +958,26 @@ def test_outcome_table() -> None:
     )
 
 
+def test_an_accepted_segment_awaiting_a_receipt_is_to_be_queried_after_query_after_s() -> None:
+    """carriers[].receipt_queries.after_s: an accepted segment that asked for a receipt is
+    to be queried then; one that asked for none, or on a carrier that does not query, never."""
+    rng = random.Random(0)
+    policy = RetryPolicy()
+    ok = SubmitResult("1A", 0, StatusClass.SUCCESS, bind="0")
+    awaiting = dataclasses.replace(claimed(0), registered_delivery=True)
+    queried = outcome_for(
+        awaiting, ok, bind="0", policy=policy, now=T0, rng=rng, query_after_s=600.0
+    )
+    assert isinstance(queried, Submitted)
+    assert queried.query_at == T0 + 600.0
+    for segment, after in ((claimed(0), 600.0), (awaiting, None)):
+        plain = outcome_for(
+            segment, ok, bind="0", policy=policy, now=T0, rng=rng, query_after_s=after
+        )
+        assert isinstance(plain, Submitted)
+        assert plain.query_at is None
+
+
 class UrgentArrivesQueue(MemoryQueue):
     """A queue where an urgent message lands just before the third claim (no urgent wake)."""
 

@@ -1191,3 +1191,29 @@ async def test_pausing_a_carrier_by_reload_moves_its_queued_work_on_at_once() ->
             assert sorted(smsc.records.texts_to("447700900123")) == texts
         finally:
             await daemon.stop()
+
+
+async def test_a_receipt_the_carrier_lost_is_found_with_query_sm() -> None:
+    """The SMSC delivers but sends no receipt: with receipt_queries the daemon asks it with
+    query_sm once after_s has passed, records the DELIVERED it answers as the receipt (the
+    subscriber gets the receipt event) and counts the query as final."""
+    smsc_config = SmscConfig(port=0, receipts=ReceiptConfig(lost=1.0))
+    queries = {"receipt_queries": {"after_s": 0.5}}
+    async with running(smsc_config, carrier=queries) as (smsc, daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["receipt"])
+        async with Client(socket) as client:
+            sent = await client.submit(to="+447700900123", sender="ALPHA", text="lost receipt")
+            await smsc.records.wait_for(1, timeout=10)
+            event = await sub.next()
+            assert (event["event"], event["id"], event["stat"]) == (
+                "receipt",
+                sent.message_id,
+                "DELIVRD",
+            )
+            status = await client.status(sent.message_id)
+            assert status["state"] == "delivered"
+        sub.close()
+        metrics = await daemon.scrape_metrics()
+    assert 'smppd_receipt_queries_total{carrier="fake",result="final"} 1.0' in metrics
+    assert 'smppd_receipts_total{carrier="fake",result="matched"}' not in metrics
