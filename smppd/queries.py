@@ -26,6 +26,7 @@ from smppd.pdu.codec import decode_body, encode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.errors import DecodeError, EncodeError
 from smppd.pdu.receipt import ReceiptStat
+from smppd.pdu.status import CommandStatus, status_name
 from smppd.pdu.timefmt import parse_time
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError
@@ -35,6 +36,8 @@ from smppd.session import QueryAnswered
 log = structlog.get_logger(__name__)
 
 POLL_S: Final = 1.0  # due queries are late by nature: a second more is nothing
+# The answer that says the SMSC takes no query_sm at all, rather than not knowing this message.
+_UNSUPPORTED: Final = frozenset({CommandStatus.ESME_RINVCMDID})
 
 # How a query ended, for smppd_receipt_queries_total (a small fixed set).
 FINAL: Final = "final"  # a final state, applied as the receipt
@@ -127,6 +130,7 @@ class ReceiptQueries:
         self._on_results = on_results
         self.counts: Counter[str] = Counter() if counts is None else counts
         self._stop = asyncio.Event()
+        self._said_unsupported = False
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,6 +150,16 @@ class ReceiptQueries:
                 log.error("receipt queries failed", carrier=self.carrier, error=str(exc))
             except Exception:  # a bug here must not end the daemon: log it, go on next poll
                 log.exception("receipt queries failed", carrier=self.carrier)
+
+    def _unsupported(self, status: int) -> None:
+        if not self._said_unsupported:
+            self._said_unsupported = True
+            log.warning(
+                "the smsc does not take query_sm: each late receipt costs a refused query;"
+                " set receipt_queries.after_s to null for this carrier",
+                carrier=self.carrier,
+                status=status_name(status),
+            )
 
     async def step(self) -> int:
         """Ask about the segments due now (up to a poll's worth); returns how many were asked."""
@@ -170,6 +184,8 @@ class ReceiptQueries:
         for (target, _), answer in zip(asked, answers, strict=True):
             result, receipt = read_answer(target, answer)
             self.counts[result] += 1
+            if answer is not None and answer.command_status in _UNSUPPORTED:
+                self._unsupported(answer.command_status)
             if receipt is not None:
                 receipts.append(receipt)
                 schedule.append((target.segment_id, None))

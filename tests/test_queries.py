@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import structlog.testing
 from queue_support import CARRIER, T0, message
 
 from smppd.pdu import pdus
@@ -163,4 +164,37 @@ async def test_a_body_no_query_can_be_made_of_is_not_asked_about() -> None:
     assert await queries.step() == 0
     assert dict(queries.counts) == {UNKNOWN_ID: 1}
     assert port.asked == []
+    assert await queue.due_queries(CARRIER, now=T0 + 10_000, limit=10) == []
+
+
+async def test_an_smsc_that_takes_no_query_sm_is_said_once() -> None:
+    """ESME_RINVCMDID to every query: each is refused and not repeated, and one warning says
+    to turn receipt queries off for the carrier."""
+    queue = MemoryQueue()
+    await queue.enqueue([message(segments=(BODY,)) for _ in range(2)], now=T0)
+    claim = await queue.claim(CARRIER, 2, now=T0)
+    await queue.record(
+        [
+            Submitted(s.segment_id, (f"k{i}",), "b", f"K{i}", query_at=T0)
+            for i, s in enumerate(claim)
+        ],
+        now=T0,
+    )
+    nack = QueryAnswered(1, CommandStatus.ESME_RINVCMDID)
+    port = Port({"K0": nack, "K1": nack})
+    queries = ReceiptQueries(
+        CARRIER,
+        queue,
+        port,
+        after_s=60,
+        tps=10,
+        wait_s=3600,
+        clock=lambda: T0,
+        on_results=lambda results: None,
+    )
+    with structlog.testing.capture_logs() as logs:
+        assert await queries.step() == 2
+    warnings = [line for line in logs if "does not take query_sm" in line["event"]]
+    assert [(w["carrier"], w["status"]) for w in warnings] == [(CARRIER, "ESME_RINVCMDID")]
+    assert dict(queries.counts) == {UNKNOWN_ID: 2}
     assert await queue.due_queries(CARRIER, now=T0 + 10_000, limit=10) == []
