@@ -24,6 +24,7 @@ from smppd.queue import (
     Submitted,
     sqlite_admin,
     sqlite_batch,
+    sqlite_queries,
     sqlite_reads,
     sqlite_receipts,
     sqlite_writes,
@@ -291,6 +292,7 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_batch._SELECT_SEGMENTS_IN, ("[1]",), "INTEGER PRIMARY KEY"),
         (sqlite_reads._RETRYING, (CARRIER,), "segments_retrying"),
         (sqlite_reads._HEAD, (CARRIER, 5, "otp"), "segments_queued"),
+        (sqlite_queries._DUE, (CARRIER, T0, 10), "receipt_queries_due"),
     ],
 )
 async def test_hot_queries_use_their_index(
