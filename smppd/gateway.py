@@ -434,6 +434,9 @@ class Gateway:
             "receipts_unmatched": stats.receipts_unmatched,
             "accepted": self.accepted,
             "commits": stats.commits,
+            # The caller's own share of queued_depth, and what max_queued allows it (or None).
+            "client_queued": self._queue.client_depth(client.name),
+            "client_max_queued": client.max_queued,
         }
 
     async def optout(

@@ -440,3 +440,7 @@ async def test_a_client_past_its_max_queued_is_refused_and_no_other_is() -> None
     await queue.record([Submitted(s.segment_id, (str(s.segment_id),), "b") for s in sent], now=T0)
     assert codes(await gw.submit(app, [request("c")])) == ["ok"]
     assert queue.client_depth("app") == 1
+    stats = await gw.stats(app)
+    assert (stats["client_queued"], stats["client_max_queued"]) == (1, 3)
+    stats = await gw.stats(GUEST)
+    assert (stats["client_queued"], stats["client_max_queued"]) == (4, None)
