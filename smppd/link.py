@@ -269,12 +269,16 @@ class Link(asyncio.Protocol):
         if seq is None:
             return False
         self._results[seq] = on_result
+        self._request_queued(now)
+        return True
+
+    def _request_queued(self, now: float) -> None:
+        """A request is in the session's output: written this tick, timed from `now`."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         if now + self.settings.response_timeout_s < self._timer_at:
             self._arm_timer()
-        return True
 
     def try_submit(self, body: bytes) -> asyncio.Future[SubmitResult] | None:
         """try_send() with a future for the result; None when it could not be sent."""
@@ -292,11 +296,7 @@ class Link(asyncio.Protocol):
             return None
         future: asyncio.Future[QueryAnswered | None] = self._loop.create_future()
         self._queries[seq] = future
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-        if now + self.settings.response_timeout_s < self._timer_at:
-            self._arm_timer()
+        self._request_queued(now)
         return future
 
     async def wait_ready(self) -> None:

@@ -4,7 +4,7 @@ step against an in-memory store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog.testing
 from queue_support import CARRIER, T0, message
@@ -99,6 +99,25 @@ class Port:
         return future
 
 
+def queries_on(
+    queue: MemoryQueue,
+    port: Port,
+    clock: Callable[[], float] = lambda: T0,
+    on_results: Callable[[Sequence[ReceiptResult]], None] = lambda results: None,
+) -> ReceiptQueries:
+    """Queries after 60 s, 10 a poll, until an hour."""
+    return ReceiptQueries(
+        CARRIER,
+        queue,
+        port,
+        after_s=60,
+        tps=10,
+        wait_s=3600,
+        clock=clock,
+        on_results=on_results,
+    )
+
+
 async def test_a_step_applies_final_answers_and_asks_again_about_the_others() -> None:
     """Four segments due: the delivered one is settled as by its receipt (and published), the
     ENROUTE and unanswered ones are asked again later, the one the SMSC does not know never."""
@@ -117,16 +136,7 @@ async def test_a_step_applies_final_answers_and_asks_again_about_the_others() ->
     port = Port(answers)
     published: list[Sequence[ReceiptResult]] = []
     clock = [T0 + 60]
-    queries = ReceiptQueries(
-        CARRIER,
-        queue,
-        port,
-        after_s=60,
-        tps=10,
-        wait_s=3600,
-        clock=lambda: clock[0],
-        on_results=published.append,
-    )
+    queries = queries_on(queue, port, lambda: clock[0], published.append)
     assert await queries.step() == 4
     assert sorted(port.asked) == ids
     assert dict(queries.counts) == {FINAL: 1, PENDING: 1, NO_ANSWER: 1, UNKNOWN_ID: 1}
@@ -151,16 +161,7 @@ async def test_a_body_no_query_can_be_made_of_is_not_asked_about() -> None:
     (segment,) = await queue.claim(CARRIER, 1, now=T0)
     await queue.record([Submitted(segment.segment_id, ("k",), "b", "K", query_at=T0)], now=T0)
     port = Port({})
-    queries = ReceiptQueries(
-        CARRIER,
-        queue,
-        port,
-        after_s=60,
-        tps=10,
-        wait_s=3600,
-        clock=lambda: T0,
-        on_results=lambda results: None,
-    )
+    queries = queries_on(queue, port)
     assert await queries.step() == 0
     assert dict(queries.counts) == {UNKNOWN_ID: 1}
     assert port.asked == []
@@ -182,16 +183,7 @@ async def test_an_smsc_that_takes_no_query_sm_is_said_once() -> None:
     )
     nack = QueryAnswered(1, CommandStatus.ESME_RINVCMDID)
     port = Port({"K0": nack, "K1": nack})
-    queries = ReceiptQueries(
-        CARRIER,
-        queue,
-        port,
-        after_s=60,
-        tps=10,
-        wait_s=3600,
-        clock=lambda: T0,
-        on_results=lambda results: None,
-    )
+    queries = queries_on(queue, port)
     with structlog.testing.capture_logs() as logs:
         assert await queries.step() == 2
     warnings = [line for line in logs if "does not take query_sm" in line["event"]]
