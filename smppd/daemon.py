@@ -965,12 +965,8 @@ class Daemon:
     async def _refresh_stats(self, now: float) -> None:
         stats = await self.queue.stats(now=now)
         unrouted = unrouted_work(stats.by_carrier, self.carriers)
-        if unrouted and unrouted != self.queue_snapshot.get("unrouted"):
-            log.warning(
-                "queued work for carriers not in the configuration",
-                segments=unrouted,
-                hint="nothing sends it: add the carrier back, or cancel its messages",
-            )
+        warn = unrouted and unrouted != self.queue_snapshot.get("unrouted")
+        # The gauges first: a scrape (another thread) prompted by the warning must show it.
         self.queue_snapshot = {
             "queued_depth": stats.queued_depth,
             "segments": {str(k): dict(v) for k, v in stats.segments.items()},
@@ -984,6 +980,12 @@ class Daemon:
             "receipts_held": stats.receipts_held,
             "unrouted": unrouted,
         }
+        if warn:
+            log.warning(
+                "queued work for carriers not in the configuration",
+                segments=unrouted,
+                hint="nothing sends it: add the carrier back, or cancel its messages",
+            )
 
     def _api_observer(self) -> ApiObserver:
         return self.api_counts
