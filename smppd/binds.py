@@ -90,8 +90,8 @@ class CarrierBinds:
         self._interrupts = 0
         self._closing = False
         self._stop = asyncio.Event()
-        # Held by the one slot leaving an alternate address, until its connect to host:port
-        # has succeeded or failed.
+        # Held by the one slot leaving an alternate address, until it is bound again (at
+        # host:port, or at an alternate once that failed).
         self._returning = asyncio.Lock()
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
@@ -379,7 +379,7 @@ class CarrierBinds:
                 return closed.result()
             await link.close()  # outstanding submits answered, then unbind
             await closed
-            turn = None  # held: released once the connect to host:port is done
+            turn = None  # held: _keep_bound releases it once this slot is bound again
             return None
         finally:
             if not closed.done():

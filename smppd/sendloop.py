@@ -156,9 +156,10 @@ def outcome_for(
         return Submitted(
             segment.segment_id, keys, bind, message_id, whole_message, result.late, query_at
         )
-    if result.command_status == CommandStatus.ESME_RTHROTTLED:
+    if result.throttling and result.command_status == CommandStatus.ESME_RTHROTTLED:
         # The bind's rate is the answer (AdaptiveRate); the message keeps its attempts, and
-        # its back-off the first step's.
+        # its back-off the first step's. Only as the carrier's StatusPolicy reads it: one that
+        # lists it temporary or permanent has it treated so.
         return Retry(segment.segment_id, result.command_status, now + policy.backoff(0, rng), False)
     if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
         return Retry(

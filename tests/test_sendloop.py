@@ -931,7 +931,7 @@ def test_outcome_table() -> None:
     rng = random.Random(0)
     policy = RetryPolicy(max_attempts=3, initial_s=1.0, max_s=10.0)
     ok = SubmitResult("1A", 0, StatusClass.SUCCESS, bind="0")
-    throttled = SubmitResult(None, 0x58, StatusClass.TEMPORARY)
+    throttled = SubmitResult(None, 0x58, StatusClass.TEMPORARY, throttling=True)  # as read
     busy = SubmitResult(None, 0x08, StatusClass.TEMPORARY)
     bad = SubmitResult(None, 0x0B, StatusClass.PERMANENT)
     lost = SubmitResult(None, 0xFF, None, unknown=True)
@@ -956,6 +956,15 @@ def test_outcome_table() -> None:
     assert isinstance(
         outcome_for(claimed(0), lost, bind="0", policy=policy, now=T0, rng=rng), Unknown
     )
+    # A carrier whose submit_statuses read ESME_RTHROTTLED otherwise has it treated so.
+    as_permanent = SubmitResult(None, 0x58, StatusClass.PERMANENT)
+    assert isinstance(
+        outcome_for(claimed(0), as_permanent, bind="0", policy=policy, now=T0, rng=rng), Failed
+    )
+    as_temporary = SubmitResult(None, 0x58, StatusClass.TEMPORARY)
+    retry = outcome_for(claimed(1), as_temporary, bind="0", policy=policy, now=T0, rng=rng)
+    assert isinstance(retry, Retry)
+    assert retry.counts
 
 
 def test_an_accepted_segment_awaiting_a_receipt_is_to_be_queried_after_query_after_s() -> None:
@@ -1067,7 +1076,9 @@ async def test_an_urgent_retry_goes_out_when_due_while_bulk_holds_the_window() -
     policy = RetryPolicy(initial_s=0.0, max_s=0.0)
     async with asyncio.timeout(5):
         loop, task = await _an_urgent_one_sent_past_bulk(queue, port, clock, policy=policy)
-        throttled = SubmitResult(None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY)
+        throttled = SubmitResult(
+            None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY, throttling=True
+        )
         port.futures[9].set_result(throttled)
         await port.wait_for(11)  # the retry, on the reserve again
         assert loop.claimed == 10 + 2 + 1  # the first batch, the one claimed ahead, the otp
