@@ -3,10 +3,10 @@
 `CarrierBinds` owns one slot per configured bind. Each slot runs one loop: connect and bind (one
 attempt at a time), hold the link until it ends, wait a backoff with jitter, again. Binds the SMSC
 refused for credentials back off for `auth_failure_s` instead, and say so. A failed attempt moves
-on to the SMSC's next address; a bind held on an alternate one goes back to host:port after
-`primary_after_s`, one slot at a time, so the carrier never loses more than that bind meanwhile.
-The carrier's TPS cap
-is one `SlidingWindow` shared by every link's session. `try_send` and `wait_ready` present
+on to the SMSC's next address; a bind held on another address than its own (host:port, or with
+`spread_binds` its share of the addresses) goes back after `primary_after_s`, one slot at a
+time, so the carrier never loses more than that bind meanwhile. The carrier's TPS cap is one
+`SlidingWindow` shared by every link's session. `try_send` and `wait_ready` present
 the bound links as one: a submit goes to the bind with the most free window slots.
 It must not know the queue or the send loop, nor how a link speaks SMPP.
 """
@@ -90,8 +90,8 @@ class CarrierBinds:
         self._interrupts = 0
         self._closing = False
         self._stop = asyncio.Event()
-        # Held by the one slot leaving an alternate address, until it is bound again (at
-        # host:port, or at an alternate once that failed).
+        # Held by the one slot leaving an address not its own, until it is bound again (at its
+        # own, or elsewhere once that failed).
         self._returning = asyncio.Lock()
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
@@ -251,17 +251,22 @@ class CarrierBinds:
     async def _keep_bound(self, index: int) -> None:
         """Connect, bind and hold one slot, again and again. A failed connect or bind moves on
         to the SMSC's next address (`alternates`), the backoff growing once all were tried; a
-        link that held reconnects to the address it was on, and one held on an alternate goes
-        back to host:port after `primary_after_s`."""
+        link that held reconnects to the address it was on, and one held on another address
+        than its own goes back after `primary_after_s`."""
         loop = asyncio.get_running_loop()
         reconnect = self.settings.reconnect
         receiver = index >= self._senders
         name = f"{RECEIVER_BIND_PREFIX}{index - self._senders}" if receiver else str(index)
         attempt = 0
         endpoints = self._receiver_endpoints if receiver else self._endpoints
-        at = 0
-        # This slot holds _returning: it left an alternate and is not bound again yet (at
-        # host:port, or at an alternate once that failed), so no other slot leaves meanwhile.
+        # Where the slot binds first and goes back to: host:port, or with spread_binds its
+        # share of the addresses (carriers that cap binds per SMSC node want them spread).
+        home = (index - self._senders if receiver else index) % len(endpoints)
+        if not self.settings.spread_binds:
+            home = 0
+        at = home
+        # This slot holds _returning: it left an address not its own and is not bound again yet
+        # (at its own, or elsewhere once that failed), so no other slot leaves meanwhile.
         returning = False
         try:
             while not self._closing:
@@ -275,17 +280,17 @@ class CarrierBinds:
                         returning = False
                         self._returning.release()
                     closed = await self._hold(
-                        index, link, None if at == 0 else reconnect.primary_after_s
+                        index, link, None if at == home else reconnect.primary_after_s
                     )
                     if closed is None:  # unbound from the alternate to go back
                         returning = True
                         self._log.info(
-                            "leaving an alternate address for host:port",
+                            "leaving an alternate address for the bind's own",
                             bind=name,
                             address=endpoints[at].address,
-                            to=endpoints[0].address,
+                            to=endpoints[home].address,
                         )
-                        at = attempt = 0
+                        at, attempt = home, 0
                         continue
                     if self.closed:
                         return
@@ -299,7 +304,7 @@ class CarrierBinds:
                     await self._pause(delay)
                     continue
                 at = (at + 1) % len(endpoints)
-                if at == 0 and reason != BIND_REFUSED_PERMANENT:
+                if at == home and reason != BIND_REFUSED_PERMANENT:
                     attempt += 1  # every address tried at this step of the backoff
                 self._observer.reconnect_scheduled(name, reason, delay)
                 await self._pause(delay)
@@ -352,7 +357,7 @@ class CarrierBinds:
 
     async def _hold(self, index: int, link: Link, return_after: float | None) -> CloseReason | None:
         """Offer `link` to the send loop until it closes; or, `return_after` seconds on, once no
-        other slot is on its way back to host:port, close it gracefully and return None with
+        other slot is on its way back to its own address, close it gracefully and return None with
         `_returning` held."""
         self._links[index] = link
         self._live = [x for x in self._links[: self._senders] if x is not None]

@@ -401,6 +401,9 @@ class Carrier:
     port: Annotated[int, Range(1, 65_535)] = 2775
     # The carrier's other SMSC addresses for the same account, tried in turn after host:port.
     alternates: Annotated[tuple[Annotated[HostPort, HostPortParser()], ...], Length(0, 8)] = ()
+    # Bind i's own address is the i-th of host:port and the alternates, in turn (receiver
+    # binds counted apart), instead of host:port for all: for carriers that cap binds per node.
+    spread_binds: bool = False
     tls: Tls = field(default_factory=Tls)
     system_id: Annotated[str, SmppText, Length(1, 15)]  # SMPP v3.4 5.2.1: 16 octets with NUL
     # Given as password, password_file or password_credential; resolved when loading.
@@ -451,6 +454,8 @@ class Carrier:
             if (alternate.host, alternate.port) in seen:
                 raise ValidationError(f"{alternate} is named twice (host:port too)", "alternates")
             seen.add((alternate.host, alternate.port))
+        if self.spread_binds and not self.alternates:
+            raise ValidationError("needs alternates to spread the binds over", "spread_binds")
         if self.receiver_binds and self.bind_mode is not BindMode.TRANSMITTER:
             raise ValidationError(
                 f"only with bind_mode transmitter (a {self.bind_mode} bind receives already)",

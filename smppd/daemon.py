@@ -92,6 +92,7 @@ def bind_settings(carrier: cfg.Carrier) -> BindSettings:
         host=carrier.host,
         port=carrier.port,
         alternates=tuple((a.host, a.port) for a in carrier.alternates),
+        spread_binds=carrier.spread_binds,
         system_id=carrier.system_id,
         password=carrier.password,
         system_type=carrier.system_type,

@@ -118,8 +118,8 @@ class ReconnectSettings:
     initial_s: float = 1.0
     max_s: float = 60.0
     auth_failure_s: float = 300.0  # after a bind refused for credentials
-    # A bind held on an alternate address goes back to host:port after this long, one bind of
-    # the carrier at a time (None: it stays where it is).
+    # A bind held on another address than its own (host:port, or with spread_binds its share)
+    # goes back after this long, one bind of the carrier at a time (None: it stays where it is).
     primary_after_s: float | None = None
 
 
@@ -136,6 +136,8 @@ class BindSettings:
     host: str
     port: int
     alternates: tuple[tuple[str, int], ...] = ()  # other (host, port)s of the SMSC, in turn
+    # Bind i starts at (and goes back to) address i mod the addresses, not host:port.
+    spread_binds: bool = False
     system_id: str
     password: str = field(repr=False)
     system_type: str = ""

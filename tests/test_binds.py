@@ -366,3 +366,38 @@ async def test_a_bind_whose_way_back_fails_binds_at_the_alternate_again(smsc: Fa
             )
         )
         assert min(watcher.totals[moving:]) >= 1
+
+
+async def test_spread_binds_take_the_addresses_in_turn(smsc: FakeSmsc) -> None:
+    """With spread_binds, three binds over two addresses: binds 0 and 2 at host:port, bind 1
+    at the alternate, and submits go over all three."""
+    async with FakeSmsc(SmscConfig(port=0)) as other:
+        config = settings(smsc.port, alternates=(("127.0.0.1", other.port),), spread_binds=True)
+        async with CarrierBinds(config, binds=3, handler=accept) as binds:
+            await asyncio.wait_for(binds.wait_bound(), 3)
+            assert (len(smsc.bound()), len(other.bound())) == (2, 1)
+            results = await asyncio.wait_for(asyncio.gather(*(_submit(binds) for _ in range(9))), 2)
+            assert all(r.status_class is StatusClass.SUCCESS for r in results)
+            assert len(smsc.records.segments) == 6  # window 3 a bind: 3 each
+            assert len(other.records.segments) == 3
+
+
+async def test_a_spread_bind_goes_back_to_its_own_address(smsc: FakeSmsc) -> None:
+    """Bind 1's own address (the alternate) is down at the start, so it binds at host:port;
+    once the alternate is back it moves there after primary_after_s, and bind 0 stays."""
+    own = unused_port()
+    reconnect = ReconnectSettings(initial_s=0.01, max_s=0.05, primary_after_s=0.2)
+    config = settings(
+        smsc.port, alternates=(("127.0.0.1", own),), spread_binds=True, reconnect=reconnect
+    )
+    watcher = BoundAtTheSmscs(smsc)
+    async with CarrierBinds(config, binds=2, handler=accept, observer=watcher) as binds:
+        await watcher.until(lambda: len(smsc.bound()) == 2)
+        first = {c.bind_id for c in smsc.bound()}
+        async with FakeSmsc(SmscConfig(port=own)) as revived:
+            watcher.smscs = (smsc, revived)
+            await watcher.until(lambda: len(revived.bound()) == 1)
+            await asyncio.wait_for(binds.wait_bound(), 3)
+            (stayed,) = smsc.bound()
+            assert stayed.bind_id in first  # bind 0 never left host:port
+            assert [link is not None and link.name for link in binds.links] == ["0", "1"]

@@ -360,6 +360,11 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "carriers[0].alternates: smsc.example.net:2775 is named twice (host:port too)",
     ),
     (
+        "binds spread over no alternates",
+        lambda d: d["carriers"][0].update(spread_binds=True),
+        "carriers[0].spread_binds: needs alternates to spread the binds over",
+    ),
+    (
         "stop word also a start word",
         lambda d: d.update(compliance={"start_words": ["start", "stop"]}),
         "compliance.start_words: 'STOP' is also a stop word",
