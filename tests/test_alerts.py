@@ -149,6 +149,7 @@ def test_required_alerts_are_present(rules: list[dict[str, Any]]) -> None:
         "SmppdSubmitErrorRatioHigh",
         "SmppdThrottlingSustained",
         "SmppdReceiptsUnmatched",
+        "SmppdReceiptsStopped",
         "SmppdReconnectStorm",
         "SmppdResponseTimeoutTooShort",
         "SmppdQueuedForRemovedCarrier",
@@ -326,6 +327,23 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
         [
             alert("SmppdReceiptsUnmatched", "20m"),
             alert("SmppdReceiptsUnmatched", "70m", {**WARNING, "carrier": "c"}),
+        ],
+    ),
+    (  # a's receipts stop at 50 m while it goes on accepting; b never sends receipts; c's
+        # go on; d's stop with its traffic
+        [
+            series('smppd_submits_total{carrier="a",status="ESME_ROK"}', "0+100x120"),
+            series('smppd_receipts_total{carrier="a",result="matched"}', "0+100x50 5000x70"),
+            series('smppd_submits_total{carrier="b",status="ESME_ROK"}', "0+100x120"),
+            series('smppd_submits_total{carrier="c",status="ESME_ROK"}', "0+100x120"),
+            series('smppd_receipts_total{carrier="c",result="matched"}', "0+100x120"),
+            series('smppd_submits_total{carrier="d",status="ESME_ROK"}', "0+100x50 5000x70"),
+            series('smppd_receipts_total{carrier="d",result="matched"}', "0+100x50 5000x70"),
+        ],
+        [
+            alert("SmppdReceiptsStopped", "75m"),
+            alert("SmppdReceiptsStopped", "90m"),  # held for 15 m first
+            alert("SmppdReceiptsStopped", "110m", {**WARNING, "carrier": "a"}),
         ],
     ),
     (  # the oldest queued message ages a minute per minute
