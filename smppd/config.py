@@ -442,6 +442,9 @@ class Carrier:
     throttle_backoff_s: Timeout = 1.0
     submit_statuses: SubmitStatuses = field(default_factory=SubmitStatuses)
     receipt_queries: ReceiptQueries = field(default_factory=ReceiptQueries)
+    # An MO equal to one received this recently (source, destination, coding and user data) is
+    # the SMSC delivering it again (our deliver_sm_resp was lost): answered, not stored again.
+    inbound_dedup_s: Annotated[float, Range(0, DAY_S)] = 0.0
     # Taken out of service (the carrier's maintenance, say): no binds, and routes pass it over
     # at once; set and cleared by a reload.
     paused: bool = False

@@ -57,6 +57,7 @@ from smppd.queries import ReceiptQueries
 from smppd.queue import Queue, QueueError, open_queue
 from smppd.queue.model import ClaimedSegment, Deferred, ReceiptResult, RerouteCursor
 from smppd.queue.states import PENDING_STATES, SegmentState
+from smppd.redelivery import Redeliveries
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
 from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
@@ -404,6 +405,7 @@ class CarrierTotals:
     deferred_before: int = 0  # sender-rate deferrals of the send loops already stopped
     query_results: Counter[str] = field(default_factory=Counter)  # smppd.queries' results
     learner: IdFormatLearner | None = None  # message_id_format auto: what its ids showed
+    redeliveries: Redeliveries | None = None  # its recent MO, to tell a redelivery
 
 
 @dataclass
@@ -431,6 +433,7 @@ class CarrierRuntime:
             receipts=self._receipt_counts,
             queries=lambda: {} if self.queries is None else self.queries.counts,
             inbound=lambda: self.inbound.counters.inbound,
+            inbound_redelivered=lambda: self.inbound.counters.inbound_redelivered,
             outcome_latency=None if self.loop is None else self.loop.outcome_latency,
         )
 
@@ -522,6 +525,9 @@ class Daemon:
         learner = None
         if carrier.message_id_format is cfg.MessageIdFormat.AUTO:  # kept across reloads
             learner = totals.learner = totals.learner or self._learner(carrier.name)
+        if totals.redeliveries is None:
+            totals.redeliveries = Redeliveries(carrier.inbound_dedup_s)
+        totals.redeliveries.window_s = carrier.inbound_dedup_s  # a reload may change it
         inbound = InboundHandler(
             carrier.name,
             self.queue,
@@ -543,6 +549,7 @@ class Daemon:
             clock=time.time,
             counters=totals.inbound,
             cooldown=self._reply_cooldown,
+            redeliveries=totals.redeliveries,
         )
         observer = totals.observer
         binds = CarrierBinds(

@@ -42,6 +42,7 @@ from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
 from smppd.queue.model import InboundIn, InboundPart, PartGroup, ReceiptIn, ReceiptResult
 from smppd.record import record
+from smppd.redelivery import Redeliveries, fingerprint
 from smppd.service import Event
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,7 @@ class InboundCounters:
     receipts_unparseable: int = 0
     inbound: int = 0
     inbound_unowned: int = 0
+    inbound_redelivered: int = 0  # answered and not stored again (carriers[].inbound_dedup_s)
     parts_held: int = 0
     optouts: int = 0
     optins: int = 0
@@ -233,6 +235,7 @@ class InboundHandler:
         receipts_per_message: bool = False,
         counters: InboundCounters | None = None,  # carried over from the carrier's last start
         cooldown: ReplyCooldown | None = None,  # the daemon's, kept across carrier restarts
+        redeliveries: Redeliveries | None = None,  # the carrier's recent MO; None: no dedup
         # For the reassembly timeout, which a wall clock stepped back would stretch.
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -254,6 +257,7 @@ class InboundHandler:
         self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
         self._cooldown = ReplyCooldown() if cooldown is None else cooldown
+        self._redeliveries = redeliveries
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
@@ -338,6 +342,24 @@ class InboundHandler:
     # --- mobile-originated messages --------------------------------------------------------
 
     async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
+        redeliveries = self._redeliveries
+        if redeliveries is None or redeliveries.window_s <= 0:
+            return await self._store_mo(pdu)
+        key = fingerprint(pdu)
+        if redeliveries.seen(key, self._monotonic()):
+            self.counters.inbound_redelivered += 1
+            log.info(
+                "inbound message delivered again; answered, not stored again",
+                carrier=self.carrier,
+            )
+            return CommandStatus.ESME_ROK
+        try:
+            return await self._store_mo(pdu)
+        except BaseException:
+            redeliveries.forget(key)  # answered an error: the SMSC's next try is taken
+            raise
+
+    async def _store_mo(self, pdu: DeliverSm | DataSm) -> int:
         await self._restore_parts()
         now = self._clock()
         source = from_wire(

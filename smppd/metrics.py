@@ -152,6 +152,7 @@ class CarrierView:
     window_in_use: Callable[[], int]
     receipts: Callable[[], Mapping[str, int]]
     inbound: Callable[[], int]
+    inbound_redelivered: Callable[[], int] = lambda: 0  # MO an SMSC delivered again
     queries: Callable[[], Mapping[str, int]] = dict  # receipt queries by how they ended
     outcome_latency: Histogram | None = None  # None: the carrier only receives
     receivers: int = 0  # receiver_binds configured
@@ -187,6 +188,7 @@ class SmppdCollector(Collector):
             value=self._serving(),
         )
         yield from self._carrier_families()
+        yield from self._carrier_inbound_families()
         yield from self._queue_families()
         api = CounterMetricFamily(
             "smppd_api_requests", "API requests by op and result", labels=["op", "result"]
@@ -283,18 +285,6 @@ class SmppdCollector(Collector):
             "deliver_sm/data_sm answered ESME_RX_T_APPN because storing them failed",
             labels=["carrier"],
         )
-        receipts = CounterMetricFamily(
-            "smppd_receipts", "Delivery receipts by match result", labels=["carrier", "result"]
-        )
-        inbound = CounterMetricFamily(
-            "smppd_inbound", "Mobile-originated messages stored", labels=["carrier"]
-        )
-        queries = CounterMetricFamily(
-            "smppd_receipt_queries",
-            "query_sm about segments whose receipt was late, by how they ended: final (applied"
-            " as the receipt), pending, no_answer, unknown_id",
-            labels=["carrier", "result"],
-        )
         latency = HistogramMetricFamily(
             "smppd_submit_latency_seconds",
             "submit_sm to its submit_sm_resp, late answers included",
@@ -327,11 +317,6 @@ class SmppdCollector(Collector):
             late_accepted.add_metric([name], obs.late_accepted)
             peer_errors.add_metric([name], obs.peer_errors)
             handler_failures.add_metric([name], obs.handler_failures)
-            for result, n in dict(view.receipts()).items():
-                receipts.add_metric([name, result], n)
-            inbound.add_metric([name], view.inbound())
-            for result, n in dict(view.queries()).items():
-                queries.add_metric([name, result], n)
             latency.add_metric([name], obs.latency.cumulative(), obs.latency.total)
             if view.outcome_latency is not None:
                 histogram = view.outcome_latency
@@ -339,7 +324,36 @@ class SmppdCollector(Collector):
         yield from (up, configured, paused, receivers_up, receivers_configured, window, submits)
         yield from (throttled, throttling_answers, reconnects, bind_failures)
         yield from (timeouts, late, late_accepted, peer_errors, handler_failures)
-        yield from (receipts, inbound, queries, latency, outcome_latency)
+        yield from (latency, outcome_latency)
+
+    def _carrier_inbound_families(self) -> Iterator[Metric]:
+        receipts = CounterMetricFamily(
+            "smppd_receipts", "Delivery receipts by match result", labels=["carrier", "result"]
+        )
+        inbound = CounterMetricFamily(
+            "smppd_inbound", "Mobile-originated messages stored", labels=["carrier"]
+        )
+        redelivered = CounterMetricFamily(
+            "smppd_inbound_redelivered",
+            "Mobile-originated PDUs an SMSC delivered again within carriers[].inbound_dedup_s:"
+            " answered, not stored again",
+            labels=["carrier"],
+        )
+        queries = CounterMetricFamily(
+            "smppd_receipt_queries",
+            "query_sm about segments whose receipt was late, by how they ended: final (applied"
+            " as the receipt), pending, no_answer, unknown_id",
+            labels=["carrier", "result"],
+        )
+        for view in self._carriers():
+            name = view.name
+            for result, n in dict(view.receipts()).items():
+                receipts.add_metric([name, result], n)
+            inbound.add_metric([name], view.inbound())
+            redelivered.add_metric([name], view.inbound_redelivered())
+            for result, n in dict(view.queries()).items():
+                queries.add_metric([name, result], n)
+        yield from (receipts, inbound, redelivered, queries)
 
     def _queue_families(self) -> Iterator[Metric]:
         if self._commit_latency is not None:

@@ -25,9 +25,11 @@ from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import build_concat_udh
 from smppd.queue.base import Queue
+from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import Enqueued, NewMessage, Submitted
+from smppd.queue.model import Enqueued, InboundIn, NewMessage, Submitted
 from smppd.queue.sqlite import SqliteQueue
+from smppd.redelivery import Redeliveries
 from smppd.service import Event
 
 T0 = 1_800_000_000.0
@@ -39,6 +41,7 @@ def handler(
     now: list[float] | None = None,
     learner: IdFormatLearner | None = None,
     mono: list[float] | None = None,
+    redeliveries: Redeliveries | None = None,
 ) -> InboundHandler:
     """A handler whose clock reads `now[0]` (T0 if not given), reassembly timeout 10 s, its
     monotonic clock `mono[0]` (the same as `now` if not given)."""
@@ -55,6 +58,7 @@ def handler(
         monotonic=lambda: monotonic[0],
         reassembly_timeout_s=10.0,
         learner=learner,
+        redeliveries=redeliveries,
     )
 
 
@@ -645,3 +649,89 @@ async def test_mo_to_an_unowned_number_goes_to_the_unowned_inbound_client_and_no
     ]
     assert replies == []
     assert inbound.counters.inbound_unowned == 2
+
+
+def mo_pdu(text: bytes, source: str = "447700900001") -> DeliverSm:
+    return DeliverSm(
+        source_addr=source, source_addr_ton=1, destination_addr="SHOP", short_message=text
+    )
+
+
+async def test_an_mo_delivered_again_within_the_window_is_answered_and_not_stored_again() -> None:
+    """inbound_dedup_s 60: the same MO 30 s later is answered ESME_ROK and neither stored nor
+    told again; another text, or another number, is a message of its own; the same MO 61 s
+    after its last delivery is new again."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    now = [T0]
+    inbound = handler(queue, events, now, redeliveries=Redeliveries(60.0))
+    assert await inbound(mo_pdu(b"YES")) == 0
+    now[0] += 30.0
+    assert await inbound(mo_pdu(b"YES")) == 0
+    assert await inbound(mo_pdu(b"NO")) == 0
+    assert await inbound(mo_pdu(b"YES", source="447700900002")) == 0
+    now[0] += 61.0
+    assert await inbound(mo_pdu(b"YES")) == 0
+    stored = [(m.source, m.text) for m in await queue.inbound_since(0)]
+    assert stored == [
+        ("+447700900001", "YES"),
+        ("+447700900001", "NO"),
+        ("+447700900002", "YES"),
+        ("+447700900001", "YES"),
+    ]
+    assert len([e for e in events if e.kind == "inbound"]) == 4
+    assert inbound.counters.inbound_redelivered == 1
+    assert inbound.counters.inbound == 4
+
+
+async def test_without_a_window_every_mo_is_stored() -> None:
+    """inbound_dedup_s 0 (the default): the same MO twice is stored twice."""
+    queue = MemoryQueue()
+    inbound = handler(queue, [], redeliveries=Redeliveries(0.0))
+    for _ in range(2):
+        assert await inbound(mo_pdu(b"YES")) == 0
+    assert len(await queue.inbound_since(0)) == 2
+    assert inbound.counters.inbound_redelivered == 0
+
+
+async def test_a_part_delivered_again_after_its_message_was_stored_is_not_held() -> None:
+    """The second part of a long MO comes again after the message was stored whole: it is
+    answered and not held as the start of a new message, so no incomplete fragment is stored
+    once the reassembly timeout passes."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    now = [T0]
+    inbound = handler(queue, events, now, redeliveries=Redeliveries(60.0))
+    assert await inbound(part_pdu("447700900001", 1, b"Hello, ")) == 0
+    assert await inbound(part_pdu("447700900001", 2, b"world")) == 0
+    assert await inbound(part_pdu("447700900001", 2, b"world")) == 0
+    now[0] += 11.0
+    await inbound.store_incomplete()
+    assert [(m.text, m.complete) for m in await queue.inbound_since(0)] == [("Hello, world", True)]
+    assert inbound.counters.inbound_redelivered == 1
+
+
+class FailingOnce(MemoryQueue):
+    """A store whose first store_inbound fails (a full disk, say)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise StorageFullError("disk full")
+        return await super().store_inbound(inbound)
+
+
+async def test_an_mo_whose_storing_failed_is_taken_when_the_smsc_tries_again() -> None:
+    """Storing failed, so the bind answered an error: the SMSC's next delivery of the same MO
+    is stored, not taken for a redelivery."""
+    queue = FailingOnce()
+    inbound = handler(queue, [], redeliveries=Redeliveries(60.0))
+    with pytest.raises(StorageFullError):
+        await inbound(mo_pdu(b"YES"))
+    assert await inbound(mo_pdu(b"YES")) == 0
+    assert [m.text for m in await queue.inbound_since(0)] == ["YES"]
+    assert inbound.counters.inbound_redelivered == 0

@@ -206,6 +206,24 @@ async def test_inbound_received_while_no_one_listened_is_read_back_as_events_sai
             assert await client.inbound(listed[1]["id"], limit=1) == listed[2:]
 
 
+async def test_an_mo_the_smsc_delivers_again_is_stored_and_told_once() -> None:
+    """inbound_dedup_s 120: the SMSC delivers an MO twice (as after a lost deliver_sm_resp),
+    then another: both deliveries are acknowledged, the subscriber hears of two messages, the
+    store holds two and the metrics count the redelivery."""
+    async with running(carrier={"inbound_dedup_s": 120}) as (smsc, daemon, directory):
+        sub = await RawSubscriber.open(directory / "smppd.sock", ["inbound"])
+        for text in ("YES", "YES", "and a question"):
+            done = await smsc.inject_mo(source="+447700900009", destination="ALPHA", text=text)
+            await asyncio.wait_for(done, 10)  # acknowledged ESME_ROK
+        assert [(await sub.next())["text"] for _ in range(2)] == ["YES", "and a question"]
+        sub.close()
+        listed = await smppd_cli("inbound", "-c", str(daemon.config), "--epoch")
+        assert [m["text"] for m in listed] == ["YES", "and a question"]
+        metrics = await daemon.scrape_metrics()
+        assert 'smppd_inbound_redelivered_total{carrier="fake"} 1.0' in metrics
+        assert 'smppd_inbound_total{carrier="fake"} 2.0' in metrics
+
+
 async def test_stop_opts_out_and_start_opts_back_in() -> None:
     """After STOP from a number to a sender, submits to it are refused until START."""
     async with running() as (smsc, _daemon, directory):
