@@ -451,6 +451,7 @@ _SUBMIT_OPTIONS: Final[Mapping[str, Callable[[object], object]]] = {
     "registered_delivery": lambda value: _bool(value, "registered_delivery"),
     "encoding": lambda value: _choice(value, "encoding", ENCODINGS),
     "flash": lambda value: _bool(value, "flash"),
+    "smart_encoding": lambda value: _bool(value, "smart_encoding"),
 }
 _SUBMIT_FIELDS: Final = frozenset({"to", "from", "text", *_SUBMIT_OPTIONS})
 

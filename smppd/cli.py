@@ -124,6 +124,7 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         registered_delivery=False if args.no_receipt else None,
         encoding=args.encoding,
         flash=True if args.flash else None,
+        smart_encoding=True if args.smart_encoding else None,
     )
     print(_describe(sent))
     return EX_OK
@@ -349,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--flash", action="store_true", help="a flash message (class 0: shown, not stored)"
+    )
+    send.add_argument(
+        "--smart-encoding",
+        action="store_true",
+        help="typographic quotes, dashes and spaces as GSM ones where that spares UCS-2",
     )
 
     status = add_client("status", "show a message's state", _status)

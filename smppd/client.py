@@ -99,9 +99,11 @@ def _submit_fields(
     registered_delivery: bool | None,
     encoding: str | None,
     flash: bool | None = None,
+    smart_encoding: bool | None = None,
 ) -> dict[str, Any]:
     optional = {
         "flash": flash,
+        "smart_encoding": smart_encoding,
         "priority": priority,
         "ref": ref,
         "validity_s": validity_s,
@@ -277,6 +279,7 @@ class Client:
         registered_delivery: bool | None = None,
         encoding: str | None = None,
         flash: bool | None = None,
+        smart_encoding: bool | None = None,
     ) -> Submitted:
         fields = _submit_fields(
             to,
@@ -289,6 +292,7 @@ class Client:
             registered_delivery,
             encoding,
             flash,
+            smart_encoding,
         )
         return Submitted.from_reply(await self.request("submit", **fields))
 

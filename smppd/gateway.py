@@ -356,6 +356,7 @@ class Gateway:
             text=request.text,
             encoding=request.encoding,
             flash=request.flash,
+            smart=request.smart_encoding,
             registered_delivery=request.registered_delivery,
             expires_at=expires_at,
             ref=lambda: self._refs.next(destination, ref16=ref16),

@@ -15,6 +15,7 @@ from typing import Final
 from smppd.address import sender_ton_npi, wire_address
 from smppd.pdu.codec import encode_body
 from smppd.pdu.errors import SegmentLimitError, TextError
+from smppd.pdu.lookalike import plain
 from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
 from smppd.pdu.pdus import ESM_UDHI, SubmitSm
 from smppd.pdu.segment import (
@@ -73,6 +74,7 @@ def prepare(
     ref: Reference,
     profile: OutboundProfile,
     flash: bool = False,
+    smart: bool = False,
 ) -> Prepared:
     """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked.
 
@@ -92,7 +94,7 @@ def prepare(
         profile = dataclasses.replace(profile, default_is_latin1=False)
     text = composed(text)
     try:
-        alphabet, data_coding, shift = _plan(text, force, profile)
+        text, (alphabet, data_coding, shift) = _plan_text(text, force, profile, smart=smart)
         if flash:
             data_coding = _FLASH[alphabet]
         segments = split_message(
@@ -140,6 +142,30 @@ def composed(text: str) -> str:
     if text.isascii() or unicodedata.is_normalized("NFC", text):
         return text
     return unicodedata.normalize("NFC", text)
+
+
+def _plan_text(
+    text: str, force: Alphabet | None, profile: OutboundProfile, *, smart: bool
+) -> tuple[str, tuple[Alphabet, int, Shift]]:
+    """The text to send and its plan. With `smart`, text that would go as UCS-2 (or that the
+    alphabet asked for cannot carry) goes with its look-alike punctuation in GSM characters
+    instead, where that spares UCS-2; otherwise exactly as given."""
+    if smart and force is not Alphabet.UCS2 and (replaced := plain(text)) != text:
+        exact = _try_plan(text, force, profile)
+        if exact is None or exact[0] is Alphabet.UCS2:
+            spared = _try_plan(replaced, force, profile)
+            if spared is not None and spared[0] is not Alphabet.UCS2:
+                return replaced, spared
+    return text, _plan(text, force, profile)
+
+
+def _try_plan(
+    text: str, force: Alphabet | None, profile: OutboundProfile
+) -> tuple[Alphabet, int, Shift] | None:
+    try:
+        return _plan(text, force, profile)
+    except TextError:
+        return None
 
 
 def _plan(

@@ -92,6 +92,8 @@ class SubmitRequest:
     registered_delivery: bool = True
     encoding: str = "auto"  # auto | gsm7 | ucs2 | latin1
     flash: bool = False  # message class 0: shown at once, not stored by the handset
+    # Look-alike punctuation in GSM characters where that spares UCS-2 (smppd.pdu.lookalike).
+    smart_encoding: bool = False
 
 
 @record

@@ -445,6 +445,11 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
     ),
     (b'{"op":"submit","to":"+4","from":"A","text":"x","ref":7}', "invalid_field", "ref"),
     (b'{"op":"submit","to":"+4","from":"A","text":"x","flash":1}', "invalid_field", "flash"),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","smart_encoding":"yes"}',
+        "invalid_field",
+        "smart_encoding",
+    ),
     (b'{"op": "status", "message_id": true}', "invalid_field", "message_id"),
     (b'{"op": "status", "message_id": "12"}', "invalid_field", "message_id"),
     (b'{"op": "status", "message_id": 0}', "invalid_field", "message_id"),

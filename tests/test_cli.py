@@ -160,8 +160,9 @@ async def test_send_can_schedule_and_decline_the_receipt(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`--schedule-at +S` is that many seconds from now (or epoch seconds), `--no-receipt`
-    asks for none, `--flash` for class 0; they reach the daemon as the API's schedule_at,
-    registered_delivery and flash."""
+    asks for none, `--flash` for class 0, `--smart-encoding` for look-alike punctuation as
+    GSM; they reach the daemon as the API's schedule_at, registered_delivery, flash and
+    smart_encoding."""
     service = FakeService()
     async with running_server(service) as server:
         socket = str(server.settings.socket)
@@ -169,10 +170,12 @@ async def test_send_can_schedule_and_decline_the_receipt(
         before = time.time()
         assert await run_cli(*send, "--text", "later", "--schedule-at", "+600", "--no-receipt") == 0
         assert await run_cli(*send, "--text", "at", "--schedule-at", "1900000000", "--flash") == 0
-    later, at = (call[1][1][0] for call in service.calls)
+        assert await run_cli(*send, "--text", "it\u2019s", "--smart-encoding") == 0
+    later, at, smart = (call[1][1][0] for call in service.calls)
     assert before + 600 <= later.schedule_at <= time.time() + 600
     assert (later.registered_delivery, later.flash) == (False, False)
     assert (at.schedule_at, at.registered_delivery, at.flash) == (1900000000.0, True, True)
+    assert (later.smart_encoding, smart.smart_encoding) == (False, True)
 
 
 @pytest.mark.parametrize(

@@ -319,3 +319,41 @@ def test_a_flash_message_names_class_0_and_its_alphabet_in_every_part() -> None:
     with pytest.raises(ApiError) as info:
         run(text, flash=True, encoding="latin1")
     assert (info.value.code, info.value.field) == (ErrorCode.invalid_field, "flash")
+
+
+def test_smart_encoding_sends_typographic_punctuation_as_gsm_where_that_spares_ucs2() -> None:
+    """One curly apostrophe would make 150 characters three UCS-2 parts; with smart_encoding
+    they go as one GSM part with a plain apostrophe, dashes and spaces likewise. Without it,
+    or where the text needs UCS-2 anyway (an emoji), it goes exactly as given."""
+    text = "Don\u2019t miss it \u2013 \u201cdoors\u201d open at 9\u00a0am\u2026 " + "x" * 100
+    assert len(run(text)) == 3
+    [smart] = run(text, smart=True)
+    assert smart.data_coding == 0
+    assert decode_text(smart.short_message, 0) == (
+        'Don\'t miss it - "doors" open at 9 am... ' + "x" * 100
+    )
+    with_emoji = "Don\u2019t miss it \U0001f600"
+    [kept] = run(with_emoji, smart=True)
+    assert (kept.data_coding, decode_text(kept.short_message, 8)) == (8, with_emoji)
+    [exact] = run("Don\u2019t", encoding="ucs2", smart=True)  # asked for UCS-2: as given
+    assert decode_text(exact.short_message, 8) == "Don\u2019t"
+
+
+def test_smart_encoding_makes_a_forced_gsm7_fit_and_leaves_letters_alone() -> None:
+    """encoding gsm7 refuses a curly quote unless smart_encoding replaces it; letters GSM
+    lacks are never replaced: with the Turkish tables ş goes as itself, beside a plain
+    apostrophe."""
+    with pytest.raises(ApiError) as info:
+        run("it\u2019s", encoding="gsm7")
+    assert info.value.code == ErrorCode.unencodable_text
+    [forced] = run("it\u2019s", encoding="gsm7", smart=True)
+    assert decode_text(forced.short_message, 0) == "it's"
+    turkish = "Ba\u015far\u0131\u2019n\u0131z"  # with a curly apostrophe
+    [pdu] = run(turkish, smart=True, profile=TURKISH)
+    assert (pdu.esm_class, pdu.data_coding) == (0x40, 0)
+    elements, septets = parse_udh(pdu.short_message)
+    assert decode(septets, shift_of(elements)) == "Ba\u015far\u0131'n\u0131z"
+    [accented] = run("Se\u00f1or\u2019s caf\u00e1", smart=True)  # á is not GSM: UCS-2, as given
+    assert (
+        decode_text(accented.short_message, accented.data_coding) == "Se\u00f1or\u2019s caf\u00e1"
+    )

@@ -122,6 +122,19 @@ async def test_a_flash_message_reaches_the_smsc_as_class_0() -> None:
         assert got == [(0x10, "Code 4711"), (0x18, "Код 4711")]
 
 
+async def test_smart_encoding_sends_typographic_quotes_as_gsm() -> None:
+    """A text with a curly apostrophe reaches the SMSC as GSM with a plain one when the
+    submit asks for smart_encoding, and as UCS-2, exactly, when it does not."""
+    text = "Don\u2019t forget: 9\u00a0am"
+    async with running() as (smsc, _daemon, directory):
+        async with Client(directory / "smppd.sock") as client:
+            await client.submit(to="+447700900123", sender="ALPHA", text=text, smart_encoding=True)
+            await client.submit(to="+447700900124", sender="ALPHA", text=text)
+        await smsc.records.wait_for(2, timeout=10)
+        got = sorted((m.data_coding, m.text) for m in smsc.records.messages)
+        assert got == [(0, "Don't forget: 9 am"), (8, text)]
+
+
 async def test_turkish_text_goes_in_the_turkish_tables() -> None:
     """A carrier with national_language turkish gets Turkish as GSM 7-bit septets in the
     Turkish tables, named in each part's UDH: two parts where UCS-2 would need four."""
