@@ -143,6 +143,8 @@ class _ApiClientEntry(Protocol):
     def priority_max(self) -> int | None: ...
     @property
     def max_queued(self) -> int | None: ...
+    @property
+    def smart_encoding(self) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +218,7 @@ class ClientTable:
                 max_priority=max_priority_for_flag(entry.priority_max),
                 owned=frozenset(s for s in entry.senders if owner_of.get(s) == entry.name),
                 max_queued=entry.max_queued,
+                smart_encoding=entry.smart_encoding,
             )
             by_uid.update(dict.fromkeys(entry.uids, identity))
             if entry.any_uid:

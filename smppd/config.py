@@ -285,6 +285,8 @@ class ApiClient:
     # Its segments not yet accepted by a carrier past which its submits are refused
     # (client_queue_full); default: only queue.max_depth applies.
     max_queued: Annotated[int, Range(1, 100_000_000)] | None = None
+    # The smart_encoding of its submits that do not say (look-alike punctuation as GSM).
+    smart_encoding: bool = False
 
     def __post_init__(self) -> None:
         if self.any_uid and self.uids:

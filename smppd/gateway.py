@@ -356,7 +356,9 @@ class Gateway:
             text=request.text,
             encoding=request.encoding,
             flash=request.flash,
-            smart=request.smart_encoding,
+            smart=client.smart_encoding
+            if request.smart_encoding is None
+            else request.smart_encoding,
             registered_delivery=request.registered_delivery,
             expires_at=expires_at,
             ref=lambda: self._refs.next(destination, ref16=ref16),

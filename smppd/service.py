@@ -72,6 +72,7 @@ class ClientIdentity:
     # Its segments not yet accepted by an SMSC past which its submits are refused (None: only
     # the queue's max_depth applies), so that one client's flood cannot fill the queue.
     max_queued: int | None = None
+    smart_encoding: bool = False  # for its submits that do not say
 
 
 class Priority:
@@ -92,8 +93,9 @@ class SubmitRequest:
     registered_delivery: bool = True
     encoding: str = "auto"  # auto | gsm7 | ucs2 | latin1
     flash: bool = False  # message class 0: shown at once, not stored by the handset
-    # Look-alike punctuation in GSM characters where that spares UCS-2 (smppd.pdu.lookalike).
-    smart_encoding: bool = False
+    # Look-alike punctuation in GSM characters where that spares UCS-2 (smppd.pdu.lookalike);
+    # None: as the client's configuration says.
+    smart_encoding: bool | None = None
 
 
 @record

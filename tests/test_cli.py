@@ -175,7 +175,7 @@ async def test_send_can_schedule_and_decline_the_receipt(
     assert before + 600 <= later.schedule_at <= time.time() + 600
     assert (later.registered_delivery, later.flash) == (False, False)
     assert (at.schedule_at, at.registered_delivery, at.flash) == (1900000000.0, True, True)
-    assert (later.smart_encoding, smart.smart_encoding) == (False, True)
+    assert (later.smart_encoding, smart.smart_encoding) == (None, True)
 
 
 @pytest.mark.parametrize(

@@ -444,3 +444,21 @@ async def test_a_client_past_its_max_queued_is_refused_and_no_other_is() -> None
     assert (stats["client_queued"], stats["client_max_queued"]) == (1, 3)
     stats = await gw.stats(GUEST)
     assert (stats["client_queued"], stats["client_max_queued"]) == (4, None)
+
+
+async def test_a_client_s_smart_encoding_applies_to_its_submits_that_do_not_say() -> None:
+    """A client configured with smart_encoding has a curly apostrophe sent as GSM unless a
+    submit says smart_encoding false; one without it has that only when a submit asks."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    smart = dataclasses.replace(CLIENT, smart_encoding=True)
+    text = "it\u2019s"
+    for client, asked in [(smart, None), (smart, False), (CLIENT, None), (CLIENT, True)]:
+        [reply] = await gw.submit(
+            client, [SubmitRequest("+447700900001", "ALPHA", text, smart_encoding=asked)]
+        )
+        assert isinstance(reply, SubmitReply)
+    claim = await queue.claim("fake", 10, now=T0)
+    pdus = [decode_body(CommandId.submit_sm, 0, 1, s.body) for s in claim.segments]
+    codings = [p.data_coding for p in pdus if isinstance(p, SubmitSm)]
+    assert codings == [0, 8, 8, 0]
