@@ -65,6 +65,7 @@ from smppd.service import (
     SubmitReply,
     SubmitRequest,
     Subscription,
+    parse_finished_token,
 )
 
 __all__ = [
@@ -615,6 +616,17 @@ async def _op_inbound(service: Service, client: ClientIdentity, req: Request) ->
     )
 
 
+async def _op_finished(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
+    _only(req, frozenset({"after", "limit"}))
+    after = _value(req, "after")
+    limit = _value(req, "limit")
+    return await service.finished(
+        client,
+        None if after is None else parse_finished_token(_str(after, "after", max_chars=64)),
+        INBOUND_PAGE if limit is None else _int(limit, "limit", 1, INBOUND_PAGE_MAX),
+    )
+
+
 # `submit` is not here: a connection hands the submits it reads to the service in batches.
 _HANDLERS: Final[Mapping[str, OpHandler]] = {
     "submit_many": _op_submit_many,
@@ -624,6 +636,7 @@ _HANDLERS: Final[Mapping[str, OpHandler]] = {
     "stats": _op_stats,
     "optout": _op_optout,
     "inbound": _op_inbound,
+    "finished": _op_finished,
 }
 OPS: Final = frozenset({*_HANDLERS, "submit", "subscribe"})
 

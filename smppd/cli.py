@@ -131,7 +131,9 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
 
 
 # A message's times, which the API gives as epoch seconds.
-_TIME_KEYS: Final = frozenset({"created_at", "not_before", "expires_at", "done_at", "received_at"})
+_TIME_KEYS: Final = frozenset(
+    {"created_at", "not_before", "expires_at", "done_at", "received_at", "finished_at"}
+)
 
 
 def _readable_times(value: Any) -> Any:
@@ -192,6 +194,18 @@ async def _inbound(client: Client, args: argparse.Namespace) -> int:
     for message in await client.inbound(args.after, args.limit):
         shown = message if args.epoch else _readable_times(message)
         print(json.dumps(shown, ensure_ascii=False), flush=True)
+    return EX_OK
+
+
+async def _finished(client: Client, args: argparse.Namespace) -> int:
+    """Messages finished after --after, a JSON line each, in the order they finished; the
+    cursor of the next page on stderr."""
+    reply = await client.finished(args.after, args.limit)
+    for message in reply["messages"]:
+        shown = message if args.epoch else _readable_times(message)
+        print(json.dumps(shown, ensure_ascii=False), flush=True)
+    if reply.get("next") is not None:
+        print(f"next: --after {reply['next']}", file=sys.stderr)
     return EX_OK
 
 
@@ -385,6 +399,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_count(1), metavar="N", help="at most N of them (default 100, at most 1000)"
     )
     inbound.add_argument(
+        "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
+    )
+
+    finished = add_client(
+        "finished",
+        "list messages that finished, in that order: the outcomes a tail missed",
+        _finished,
+    )
+    finished.add_argument(
+        "--after", metavar="CURSOR", help="go on from the `next` an earlier call printed"
+    )
+    finished.add_argument(
+        "--limit", type=_count(1), metavar="N", help="at most N of them (default 100, at most 1000)"
+    )
+    finished.add_argument(
         "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
     )
 

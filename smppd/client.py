@@ -348,6 +348,19 @@ class Client:
         ]
         return messages
 
+    async def finished(self, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """This client's messages that finished after the cursor `after` (the `next` of an
+        earlier reply; None: from the oldest kept), in the order they finished: `messages`
+        (message_id, ref, state, finished_at), `next`, and `more`: a page may hold fewer than
+        `limit` and not be the last, so go on while it is true."""
+        fields: dict[str, Any] = {}
+        if after is not None:
+            fields["after"] = after
+        if limit is not None:
+            fields["limit"] = limit
+        reply: dict[str, Any] = _result(await self.request("finished", **fields))
+        return reply
+
     async def subscribe(self, events: Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Events (`{"event": kind, ...}`) until the connection ends; all kinds by default.
 
@@ -432,6 +445,9 @@ class SyncClient:
 
     def inbound(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         return self._run(self.client.inbound(after, limit))
+
+    def finished(self, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        return self._run(self.client.finished(after, limit))
 
 
 def submit_sync(path: str | os.PathLike[str], **fields: Any) -> Submitted:

@@ -24,6 +24,7 @@ from smppd.pdu.status import status_name
 from smppd.queue.base import ENQUEUE_MAX, Queue
 from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.model import (
+    FINISHED_START,
     URGENT_PRIORITY,
     Change,
     ClaimedSegment,
@@ -40,6 +41,7 @@ from smppd.service import (
     SubmitReply,
     SubmitRequest,
     Subscription,
+    finished_token,
 )
 
 log = structlog.get_logger(__name__)
@@ -406,6 +408,27 @@ class Gateway:
     async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
         found = await self._queue.inbound_since(after, client=client.name, limit=limit)
         return {"messages": [inbound_json(m.id, m) for m in found]}
+
+    async def finished(
+        self, client: ClientIdentity, after: tuple[float, int] | None, limit: int
+    ) -> dict[str, Any]:
+        page = await self._queue.finished_since(
+            FINISHED_START if after is None else after, client=client.name, limit=limit
+        )
+        return {
+            "messages": [
+                {
+                    "message_id": f.message_id,
+                    "ref": f.ref,
+                    "state": str(f.state),
+                    "finished_at": f.finished_at,
+                }
+                for f in page.messages
+            ],
+            # Where the next call goes on from; with no message finished yet, the start.
+            "next": None if page.cursor == FINISHED_START else finished_token(page.cursor),
+            "more": page.more,
+        }
 
     def subscribe(self, client: ClientIdentity, kinds: frozenset[str]) -> Subscription:
         unknown = kinds - KINDS

@@ -7,6 +7,7 @@ server is tested against a stand-in service and the gateway without a socket.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import field
 from enum import StrEnum
@@ -158,3 +159,31 @@ class Service(Protocol):
         """The client's stored inbound messages with ids above `after`, oldest first: what a
         subscriber missed while it was away (`messages`)."""
         ...
+
+    async def finished(
+        self, client: ClientIdentity, after: tuple[float, int] | None, limit: int
+    ) -> dict[str, Any]:
+        """The client's messages finished after the cursor `after` (None: the oldest kept),
+        in the order they finished (`messages`), and the cursor of the next page (`next`)."""
+        ...
+
+
+# The cursor of the `finished` op on the wire: "<finished_at>:<message_id>", opaque to clients.
+def finished_token(cursor: tuple[float, int]) -> str:
+    return f"{cursor[0]!r}:{cursor[1]}"
+
+
+def parse_finished_token(token: str) -> tuple[float, int]:
+    """A cursor `finished_token` wrote; ApiError (invalid_field, `after`) for anything else."""
+    at, _, message_id = token.rpartition(":")
+    try:
+        cursor = (float(at), int(message_id))
+    except ValueError:
+        cursor = None
+    if cursor is None or not math.isfinite(cursor[0]) or cursor[1] < 0:
+        raise ApiError(
+            ErrorCode.invalid_field,
+            "after must be the `next` of an earlier finished reply",
+            field="after",
+        )
+    return cursor

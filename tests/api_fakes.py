@@ -184,6 +184,13 @@ class FakeService:
         self._check()
         return {"messages": [{"id": after + 1, "text": "hi"}][:limit]}
 
+    async def finished(
+        self, client: ClientIdentity, after: tuple[float, int] | None, limit: int
+    ) -> dict[str, Any]:
+        self.calls.append(("finished", (after, limit)))
+        self._check()
+        return {"messages": [], "next": "1.5:7"}
+
     async def subscribed(self) -> FakeSubscription:
         """The first subscription, once the server has made it."""
         async with asyncio.timeout(WAIT_S):

@@ -326,6 +326,21 @@ async def test_inbound_pages_reach_the_service_with_their_defaults() -> None:
     ]
 
 
+async def test_finished_pages_reach_the_service_with_their_cursor() -> None:
+    """No `after`: from the start (None), `limit` 100; a `next` given back is read as the
+    cursor it stands for; the service's reply is the reply."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        first = await raw.call({"op": "finished", "id": 1})
+        assert first == {"ok": True, "id": 1, "messages": [], "next": "1.5:7"}
+        await raw.call({"op": "finished", "after": "1700000001.25:42", "limit": 1000})
+    assert [c for c in service.calls if c[0] == "finished"] == [
+        ("finished", (None, 100)),
+        ("finished", ((1700000001.25, 42), 1000)),
+    ]
+
+
 async def test_status_cancel_health_stats_and_optout() -> None:
     """Each op reaches the service and its result is the reply; `ok` and `id` stay the server's."""
     service = FakeService()
@@ -462,6 +477,11 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
     (b'{"op": "inbound", "limit": 0}', "invalid_field", "limit"),
     (b'{"op": "inbound", "limit": 1001}', "invalid_field", "limit"),
     (b'{"op": "inbound", "since": 3}', "invalid_field", "since"),
+    (b'{"op": "finished", "after": 7}', "invalid_field", "after"),
+    (b'{"op": "finished", "after": "yesterday"}', "invalid_field", "after"),
+    (b'{"op": "finished", "after": "inf:3"}', "invalid_field", "after"),
+    (b'{"op": "finished", "after": "1.5:-3"}', "invalid_field", "after"),
+    (b'{"op": "finished", "limit": 0}', "invalid_field", "limit"),
 ]
 
 

@@ -186,6 +186,7 @@ async def test_send_can_schedule_and_decline_the_receipt(
         ["inbound", "--after", "-1"],
         ["inbound", "--limit", "0"],
         ["inbound", "--after", "seven"],
+        ["finished", "--limit", "0"],
     ],
 )
 async def test_bad_arguments_are_usage_errors_before_any_connection(

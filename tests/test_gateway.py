@@ -27,7 +27,15 @@ from smppd.queue.model import (
     segment_id,
 )
 from smppd.routing import Router, RouteRule
-from smppd.service import ApiError, ClientIdentity, ErrorCode, SubmitReply, SubmitRequest
+from smppd.service import (
+    ApiError,
+    ClientIdentity,
+    ErrorCode,
+    SubmitReply,
+    SubmitRequest,
+    finished_token,
+    parse_finished_token,
+)
 
 T0 = 1_800_000_000.0
 CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}), owned=frozenset({"ALPHA"}))
@@ -462,3 +470,32 @@ async def test_a_client_s_smart_encoding_applies_to_its_submits_that_do_not_say(
     pdus = [decode_body(CommandId.submit_sm, 0, 1, s.body) for s in claim.segments]
     codings = [p.data_coding for p in pdus if isinstance(p, SubmitSm)]
     assert codings == [0, 8, 8, 0]
+
+
+async def test_finished_reads_back_the_client_s_ended_messages_with_a_cursor() -> None:
+    """Two of app's messages cancelled and one of guest's: app reads its two, oldest first,
+    with a `next` past every message it looked at (guest's too); from there nothing is left."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    mine = await gw.submit(CLIENT, [dataclasses.replace(request("a"), ref="r-a"), request("b")])
+    theirs = await gw.submit(GUEST, [request("g")])
+    for client, reply in [(CLIENT, mine[0]), (GUEST, theirs[0]), (CLIENT, mine[1])]:
+        assert isinstance(reply, SubmitReply)
+        await gw.cancel(client, reply.id)
+    page = await gw.finished(CLIENT, None, 100)
+    ids = [r.id for r in mine if isinstance(r, SubmitReply)]
+    assert [(m["message_id"], m["ref"], m["state"]) for m in page["messages"]] == [
+        (ids[0], "r-a", "cancelled"),
+        (ids[1], None, "cancelled"),
+    ]
+    assert page["more"] is False
+    assert isinstance(theirs[0], SubmitReply)
+    last = (page["messages"][1]["finished_at"], theirs[0].id)  # the clock stood still
+    assert page["next"] == finished_token(last)
+    after = await gw.finished(CLIENT, parse_finished_token(page["next"]), 100)
+    assert after == {"messages": [], "next": page["next"], "more": False}
+    assert await gw.finished(dataclasses.replace(CLIENT, name="new"), None, 10) == {
+        "messages": [],
+        "next": page["next"],  # past the messages looked at, none of them its own
+        "more": False,
+    }

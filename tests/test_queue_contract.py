@@ -20,7 +20,15 @@ from smppd.queue import (
     Unknown,
     open_queue,
 )
-from smppd.queue.model import InboundIn, InboundPart, PartGroup, ReceiptIn, segment_id
+from smppd.queue.model import (
+    FINISHED_START,
+    FinishedPage,
+    InboundIn,
+    InboundPart,
+    PartGroup,
+    ReceiptIn,
+    segment_id,
+)
 
 
 @pytest.fixture(params=["sqlite", "memory"])
@@ -757,3 +765,71 @@ async def test_segments_come_due_for_a_query_until_settled_or_told_not_again(sto
     assert [t.segment_id for t in due] == [first.segment_id]
     await store.schedule_queries([(first.segment_id, None)], now=T0 + 121)
     assert await store.due_queries(CARRIER, now=T0 + 10_000, limit=10) == []
+
+
+async def test_finished_messages_are_read_back_in_the_order_they_finished(store: Queue) -> None:
+    """Cancelled, failed, and submitted without a receipt asked for: each finished, and read
+    back per client in the order they finished, paged by the cursor; one still queued is not
+    there."""
+    otp_cancelled, web_cancelled, otp_failed, otp_sent, otp_queued = await store.enqueue(
+        [
+            message(ref="a"),
+            message("web"),
+            message(segments=(b"x", b"y")),
+            message(registered_delivery=False),
+            message(),
+        ],
+        now=T0,
+    )
+    await store.cancel(otp_cancelled.message_id, "otp", now=T0 + 1)
+    await store.cancel(web_cancelled.message_id, "web", now=T0 + 2)
+    claim = await store.claim(CARRIER, 3, now=T0 + 3)
+    first = {s.segment_id: s for s in claim}
+    parts = [segment_id(otp_failed.message_id, i) for i in range(2)]
+    assert set(parts) <= set(first)
+    await store.record([Failed(part, 0x45) for part in parts], now=T0 + 3)
+    sent = segment_id(otp_sent.message_id, 0)
+    assert sent in first
+    await store.record([Submitted(sent, ("m1",), "0", "m1")], now=T0 + 4)
+    first_page = await store.finished_since(FINISHED_START, client="otp", limit=10)
+    found, cursor = first_page.messages, first_page.cursor
+    assert not first_page.more
+    assert [(f.message_id, f.ref, f.state, f.finished_at) for f in found] == [
+        (otp_cancelled.message_id, "a", MessageState.CANCELLED, T0 + 1),
+        (otp_failed.message_id, None, MessageState.FAILED, T0 + 3),
+        (otp_sent.message_id, None, MessageState.SUBMITTED, T0 + 4),
+    ]
+    assert cursor == (T0 + 4, otp_sent.message_id)
+    assert await store.finished_since(cursor, client="otp", limit=10) == FinishedPage(
+        [], cursor, more=False
+    )
+    everyone = (await store.finished_since(FINISHED_START, client=None, limit=10)).messages
+    assert web_cancelled.message_id in [f.message_id for f in everyone]
+    assert otp_queued.message_id not in [f.message_id for f in everyone]
+    paged: list[int] = []
+    cursor = FINISHED_START
+    for _ in range(5):
+        page = await store.finished_since(cursor, client="otp", limit=1)
+        paged.extend(f.message_id for f in page.messages)
+        cursor = page.cursor
+        if not page.more:
+            break
+    assert paged == [f.message_id for f in found]
+
+
+async def test_a_page_of_finished_messages_looks_at_a_bounded_number(store: Queue) -> None:
+    """25 of web's messages finished before one of otp's: a page of 1 for otp looks at 10 and
+    returns none, with a cursor past them and `more`; the third page finds otp's."""
+    batch = [message("web", ref=str(i)) for i in range(25)] + [message()]
+    enqueued = await store.enqueue(batch, now=T0)
+    for i, e in enumerate(enqueued):
+        client = "otp" if i == 25 else "web"
+        await store.cancel(e.message_id, client, now=T0 + 1 + i)
+    pages = []
+    cursor = FINISHED_START
+    for _ in range(3):
+        page = await store.finished_since(cursor, client="otp", limit=1)
+        pages.append(([f.message_id for f in page.messages], page.more))
+        cursor = page.cursor
+    assert pages == [([], True), ([], True), ([enqueued[25].message_id], True)]
+    assert not (await store.finished_since(cursor, client="otp", limit=1)).more

@@ -15,6 +15,8 @@ from smppd.queue.model import (
     Change,
     Claim,
     Enqueued,
+    FinishedCursor,
+    FinishedPage,
     Inbound,
     InboundIn,
     InboundPart,
@@ -92,6 +94,15 @@ class Queue(Protocol):
         self, after_id: int, *, client: str | None = None, limit: int = 100
     ) -> list[Inbound]:
         """Inbound messages with id > after_id (of `client` only, if given), oldest first."""
+        ...
+
+    async def finished_since(
+        self, after: FinishedCursor, *, client: str | None, limit: int
+    ) -> FinishedPage:
+        """Messages finished after `after` (of `client` only, if given), in the order they
+        finished, at most `limit`. A page looks at limit x FINISHED_LOOK_AHEAD messages at
+        most, so it may hold fewer than `limit` (none) and still not be the last (`more`): its
+        cursor moves on past the other clients' messages it looked at."""
         ...
 
     async def add_optout(self, sender: str, number: str, *, now: float) -> bool:

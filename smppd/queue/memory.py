@@ -19,6 +19,7 @@ from smppd.queue.counts import SegmentCounts
 from smppd.queue.errors import QueueClosedError
 from smppd.queue.fairness import rotate_after, take_fairly
 from smppd.queue.model import (
+    FINISHED_LOOK_AHEAD,
     MAX_PRIORITY,
     OPTOUT_ALL_SENDERS,
     URGENT_PRIORITY,
@@ -28,6 +29,9 @@ from smppd.queue.model import (
     Deferred,
     Enqueued,
     Failed,
+    Finished,
+    FinishedCursor,
+    FinishedPage,
     Inbound,
     InboundIn,
     InboundPart,
@@ -572,6 +576,28 @@ class MemoryQueue:
             m for m in self._inbound if m.id > after_id and (client is None or m.client == client)
         ]
         return found[:limit]
+
+    async def finished_since(
+        self, after: FinishedCursor, *, client: str | None, limit: int
+    ) -> FinishedPage:
+        done = sorted(
+            (m.finished_at, m.id, m)
+            for m in self._messages.values()
+            if m.finished_at is not None and (m.finished_at, m.id) > after
+        )
+        looked = done[: limit * FINISHED_LOOK_AHEAD]
+        found: list[Finished] = []
+        cursor = after
+        for finished_at, message_id, message in looked:
+            cursor = (finished_at, message_id)
+            if client is not None and message.new.client != client:
+                continue
+            state = message_state(s.state for s in self._siblings(message))
+            found.append(Finished(message_id, message.new.ref, state, finished_at))
+            if len(found) == limit:
+                break
+        more = len(found) == limit or len(looked) == limit * FINISHED_LOOK_AHEAD
+        return FinishedPage(found, cursor, more)
 
     async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
         self._commit()

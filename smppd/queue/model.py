@@ -322,6 +322,32 @@ class Inbound:
     keyword: str | None
 
 
+@record
+class Finished:
+    """A message that reached its end (every segment final, or its receipts awaited long
+    enough): what a client that was away reads back (Queue.finished_since)."""
+
+    message_id: int
+    ref: str | None
+    state: MessageState
+    finished_at: float
+
+
+# Where a page of finished messages ended: (finished_at, message_id) of the last one looked at.
+FinishedCursor = tuple[float, int]
+FINISHED_START: FinishedCursor = (float("-inf"), 0)
+# A page of finished messages looks at this many times its limit at most, whoever's they are,
+# so that a client with few messages among many does not make one call scan them all.
+FINISHED_LOOK_AHEAD: Final = 10
+
+
+@record
+class FinishedPage:
+    messages: list[Finished]
+    cursor: FinishedCursor  # where the next page starts
+    more: bool  # the page ended at its limit or its look-ahead: there may be more after it
+
+
 # As a sender: the number is opted out of every sender. The store does not know which senders
 # belong to which client, so a per-client opt-out is one row per sender, written by the caller.
 OPTOUT_ALL_SENDERS: Final = "*"

@@ -65,6 +65,8 @@ from smppd.queue.model import (
     Change,
     Claim,
     Enqueued,
+    FinishedCursor,
+    FinishedPage,
     Inbound,
     InboundIn,
     InboundPart,
@@ -460,6 +462,13 @@ class SqliteQueue:
     ) -> list[Inbound]:
         return await self._read(
             partial(sqlite_reads.inbound_since, after_id=after_id, client=client, limit=limit)
+        )
+
+    async def finished_since(
+        self, after: FinishedCursor, *, client: str | None, limit: int
+    ) -> FinishedPage:
+        return await self._read(
+            partial(sqlite_reads.finished_since, after=after, client=client, limit=limit)
         )
 
     async def add_optout(self, sender: str, number: str, *, now: float) -> bool:

@@ -12,7 +12,11 @@ from typing import Final
 
 from smppd.queue.counts import SegmentCounts
 from smppd.queue.model import (
+    FINISHED_LOOK_AHEAD,
     OPTOUT_ALL_SENDERS,
+    Finished,
+    FinishedCursor,
+    FinishedPage,
     Inbound,
     InboundPart,
     MessageStatus,
@@ -24,7 +28,7 @@ from smppd.queue.model import (
 )
 from smppd.queue.optout_filter import OptOutFilter
 from smppd.queue.sqlite_batch import MemoryState
-from smppd.queue.states import SegmentState, message_state
+from smppd.queue.states import SegmentState, message_state, segment_state
 
 _MESSAGE: Final = """
     SELECT client, ref, carrier, priority, created_at, not_before, expires_at,
@@ -225,3 +229,34 @@ def load_memory(
         max_held_receipts=max_held_receipts,
         newest_held=-math.inf if newest_held is None else newest_held,
     )
+
+
+# Through the finished_at index (with the rowid, the id, after it): the order finishing came in.
+_FINISHED_SINCE: Final = """
+    SELECT id, client, ref, total, finished_at FROM messages INDEXED BY messages_finished
+    WHERE finished_at IS NOT NULL AND finished_at >= ? AND (finished_at > ? OR id > ?)
+    ORDER BY finished_at, id LIMIT ?
+"""
+
+
+def finished_since(
+    db: sqlite3.Connection, after: FinishedCursor, client: str | None, limit: int
+) -> FinishedPage:
+    at, last = after
+    rows = db.execute(_FINISHED_SINCE, (at, at, last, limit * FINISHED_LOOK_AHEAD)).fetchall()
+    found: list[Finished] = []
+    cursor = after
+    for message_id, owner, ref, total, finished_at in rows:
+        cursor = (finished_at, message_id)
+        if client is not None and owner != client:
+            continue
+        bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
+        states = (segment_state(s) for (s,) in db.execute(_SEGMENT_STATES, bounds))
+        found.append(Finished(message_id, ref, message_state(states), finished_at))
+        if len(found) == limit:
+            break
+    more = len(found) == limit or len(rows) == limit * FINISHED_LOOK_AHEAD
+    return FinishedPage(found, cursor, more)
+
+
+_SEGMENT_STATES: Final = "SELECT state FROM segments WHERE id BETWEEN ? AND ?"

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,42 @@ async def test_inbound_received_while_no_one_listened_is_read_back_as_events_sai
         assert str(after[0]["received_at"]).endswith("Z")  # ISO 8601 UTC without --epoch
         async with Client(directory / "smppd.sock") as client:
             assert await client.inbound(listed[1]["id"], limit=1) == listed[2:]
+
+
+async def test_outcomes_missed_while_away_are_read_back_in_the_order_they_finished() -> None:
+    """Three messages delivered and one cancelled: `smppd finished` lists the four with their
+    final states, in the order they finished, and a client pages through them with `next`
+    until `more` is false."""
+    async with running() as (_smsc, daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["receipt"])
+        async with Client(socket) as client:
+            sent = [
+                await client.submit(to=f"+44770090020{i}", sender="ALPHA", text="m", ref=f"r{i}")
+                for i in range(3)
+            ]
+            later = await client.submit(
+                to="+447700900209", sender="ALPHA", text="later", schedule_at=time.time() + 3600
+            )
+            assert {(await sub.next())["state"] for _ in sent} == {"delivered"}
+            sub.close()
+            await client.cancel(later.message_id)
+            listed = await smppd_cli("finished", "-c", str(daemon.config), "--epoch")
+            assert sorted((m["message_id"], m["state"]) for m in listed) == sorted(
+                [(m.message_id, "delivered") for m in sent] + [(later.message_id, "cancelled")]
+            )
+            assert [m["finished_at"] for m in listed] == sorted(m["finished_at"] for m in listed)
+            assert listed[-1]["message_id"] == later.message_id
+            assert {m["ref"] for m in listed} == {"r0", "r1", "r2", None}
+            paged: list[dict[str, Any]] = []
+            after = None
+            for _ in range(10):
+                page = await client.finished(after, limit=1)
+                paged.extend(page["messages"])
+                after = page["next"]
+                if not page["more"]:
+                    break
+            assert paged == listed
 
 
 async def test_an_mo_the_smsc_delivers_again_is_stored_and_told_once() -> None:
