@@ -155,6 +155,14 @@ class CarrierBinds:
         receivers = self._links[self._senders :]
         return sum(1 for link in receivers if link is not None and link.state in _BOUND)
 
+    def bound_addresses(self) -> dict[str, int]:
+        """Bound binds (receivers too) per SMSC address, for a carrier with alternates."""
+        found: dict[str, int] = {}
+        for link in self._links:
+            if link is not None and link.state in _BOUND:
+                found[link.settings.address] = found.get(link.settings.address, 0) + 1
+        return found
+
     @property
     def in_flight(self) -> int:
         return sum(link.in_flight for link in self._live)

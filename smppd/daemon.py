@@ -662,6 +662,8 @@ class Daemon:
             if rt.config.receiver_binds:
                 carriers[name]["receivers_up"] = rt.binds.receivers_bound
                 carriers[name]["receivers"] = rt.config.receiver_binds
+            if rt.config.alternates:  # which of its SMSC addresses the binds are on
+                carriers[name]["bound_at"] = rt.binds.bound_addresses()
         # "healthy", not "ok": a reply's "ok" says whether the request itself succeeded. A
         # carrier with receiver binds needs one of them up too, or no receipt comes.
         healthy = self.serving and all(

@@ -376,6 +376,10 @@ async def test_spread_binds_take_the_addresses_in_turn(smsc: FakeSmsc) -> None:
         async with CarrierBinds(config, binds=3, handler=accept) as binds:
             await asyncio.wait_for(binds.wait_bound(), 3)
             assert (len(smsc.bound()), len(other.bound())) == (2, 1)
+            assert binds.bound_addresses() == {
+                f"127.0.0.1:{smsc.port}": 2,
+                f"127.0.0.1:{other.port}": 1,
+            }
             results = await asyncio.wait_for(asyncio.gather(*(_submit(binds) for _ in range(9))), 2)
             assert all(r.status_class is StatusClass.SUCCESS for r in results)
             assert len(smsc.records.segments) == 6  # window 3 a bind: 3 each

@@ -851,6 +851,21 @@ async def test_a_learned_hex_or_decimal_quirk_is_kept_across_a_restart() -> None
             await second.kill()
 
 
+async def test_health_says_which_address_each_bind_of_a_spread_carrier_is_on() -> None:
+    """spread_binds over host:port and a dead alternate: bind 1's own address is the dead one,
+    so it binds at host:port, and health shows both binds there."""
+    dead = unused_port()
+    carrier = {"alternates": [f"127.0.0.1:{dead}"], "spread_binds": True, "binds": 2}
+    async with running(carrier=carrier) as (smsc, daemon, directory):
+        failed = await daemon.wait_log("connect failed", bind="1")
+        assert failed["level"] == "warning"
+        for bind in ("0", "1"):
+            await daemon.wait_log("bound", bind=bind, address=f"127.0.0.1:{smsc.port}")
+        async with Client(directory / "smppd.sock") as client:
+            health = await client.health()
+        assert health["carriers"]["fake"]["bound_at"] == {f"127.0.0.1:{smsc.port}": 2}
+
+
 async def test_a_carrier_with_split_binds_gets_its_receipts_on_the_receiver() -> None:
     """bind_mode transmitter with receiver_binds 1: the SMSC sends receipts only to receivers,
     and every message still ends delivered; health counts the receiver apart."""
