@@ -15,6 +15,7 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
     .venv/bin/python bench/e2e.py --profile p.txt --gil    # who holds the interpreter lock
     .venv/bin/python bench/e2e.py --profile p.txt --wall --after-accept   # where each thread's
                                                            # time goes once accepting is done
+    .venv/bin/python bench/e2e.py --profile p.txt --profile-smsc   # the fake SMSC's time instead
     .venv/bin/python bench/ab.py HEAD~1 -- --count 60000   # two commits, runs interleaved
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
@@ -70,6 +71,11 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="with --profile: start it once every submit is acknowledged (sending alone)",
     )
+    parser.add_argument(
+        "--profile-smsc",
+        action="store_true",
+        help="with --profile: record the fake SMSC instead of the daemon",
+    )
     h.add_common(parser)
     return parser.parse_args()
 
@@ -92,7 +98,8 @@ async def measure(
     split0 = h.cpu_split_s(daemon.pid) or (0.0, 0.0)
     smsc_cpu0 = h.cpu_s(smsc.pid) or 0.0
 
-    profiler = None if args.after_accept else h.profile(args, daemon.pid)
+    profiled = smsc.pid if args.profile_smsc else daemon.pid
+    profiler = None if args.after_accept else h.profile(args, profiled)
 
     share = math.ceil(count / args.processes)
     specs = [
@@ -124,7 +131,7 @@ async def measure(
             submitters_done = True
             target = sum(h.read_result(spec)[0].accepted for spec in specs)
             if args.after_accept:
-                profiler = h.profile(args, daemon.pid)
+                profiler = h.profile(args, profiled)
         if math.isnan(smsc_done_at) and await smsc.segments() >= target:
             smsc_done_at = time.time()
         stats = await daemon.stats()
