@@ -269,9 +269,8 @@ class CarrierBinds:
         endpoints = self._receiver_endpoints if receiver else self._endpoints
         # Where the slot binds first and goes back to: host:port, or with spread_binds its
         # share of the addresses (carriers that cap binds per SMSC node want them spread).
-        home = (index - self._senders if receiver else index) % len(endpoints)
-        if not self.settings.spread_binds:
-            home = 0
+        slot = index - self._senders if receiver else index
+        home = slot % len(endpoints) if self.settings.spread_binds else 0
         at = home
         # This slot holds _returning: it left an address not its own and is not bound again yet
         # (at its own, or elsewhere once that failed), so no other slot leaves meanwhile.

@@ -114,6 +114,10 @@ def _writes(batch: list[_Accepted]) -> list[list[_Accepted]]:
     return [urgent, *chunks] if urgent else chunks
 
 
+def _or_default(asked: bool | None, default: bool) -> bool:
+    return default if asked is None else asked
+
+
 def _urgent_at(message: NewMessage, now: float) -> float | None:
     """When an urgent message is due (None if it is not urgent): its send loop's urgent
     claimer runs then."""
@@ -358,9 +362,7 @@ class Gateway:
             text=request.text,
             encoding=request.encoding,
             flash=request.flash,
-            smart=client.smart_encoding
-            if request.smart_encoding is None
-            else request.smart_encoding,
+            smart=_or_default(request.smart_encoding, client.smart_encoding),
             registered_delivery=request.registered_delivery,
             expires_at=expires_at,
             ref=lambda: self._refs.next(destination, ref16=ref16),

@@ -156,7 +156,9 @@ def _plan_text(
             spared = _try_plan(replaced, force, profile)
             if spared is not None and spared[0] is not Alphabet.UCS2:
                 return replaced, spared
-    return text, _plan(text, force, profile)
+        if exact is not None:
+            return text, exact
+    return text, _plan(text, force, profile)  # raises the TextError of the text as given
 
 
 def _try_plan(

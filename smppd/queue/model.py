@@ -335,7 +335,7 @@ class Finished:
 
 # Where a page of finished messages ended: (finished_at, message_id) of the last one looked at.
 FinishedCursor = tuple[float, int]
-FINISHED_START: FinishedCursor = (float("-inf"), 0)
+FINISHED_START: Final[FinishedCursor] = (float("-inf"), 0)
 # A page of finished messages looks at this many times its limit at most, whoever's they are,
 # so that a client with few messages among many does not make one call scan them all.
 FINISHED_LOOK_AHEAD: Final = 10
