@@ -146,6 +146,8 @@ class _ApiClientEntry(Protocol):
     def max_queued(self) -> int | None: ...
     @property
     def smart_encoding(self) -> bool: ...
+    @property
+    def validity_s(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +222,7 @@ class ClientTable:
                 owned=frozenset(s for s in entry.senders if owner_of.get(s) == entry.name),
                 max_queued=entry.max_queued,
                 smart_encoding=entry.smart_encoding,
+                validity_s=entry.validity_s,
             )
             by_uid.update(dict.fromkeys(entry.uids, identity))
             if entry.any_uid:

@@ -287,6 +287,9 @@ class ApiClient:
     max_queued: Annotated[int, Range(1, 100_000_000)] | None = None
     # The smart_encoding of its submits that do not say (look-alike punctuation as GSM).
     smart_encoding: bool = False
+    # How long its messages that give no validity_s may wait to be sent, from when they are
+    # due (their schedule_at, or the submit); default: as long as the queue keeps them.
+    validity_s: Annotated[float, Range(0, 30 * DAY_S, above=True)] | None = None
 
     def __post_init__(self) -> None:
         if self.any_uid and self.uids:

@@ -114,6 +114,17 @@ def _writes(batch: list[_Accepted]) -> list[list[_Accepted]]:
     return [urgent, *chunks] if urgent else chunks
 
 
+def _expires_at(request: SubmitRequest, client: ClientIdentity, now: float) -> float | None:
+    """A submit's validity_s counts from the submit; the client's default, from when the
+    message is due, so that a scheduled message is not refused for outliving it."""
+    if request.validity_s is not None:
+        return now + request.validity_s
+    if client.validity_s is None:
+        return None
+    due = now if request.schedule_at is None else max(now, request.schedule_at)
+    return due + client.validity_s
+
+
 def _or_default(asked: bool | None, default: bool) -> bool:
     return default if asked is None else asked
 
@@ -354,7 +365,7 @@ class Gateway:
         if carrier is None or carrier not in self._profiles:
             raise ApiError(ErrorCode.no_route, "no route to this destination", field="to")
         profile = self._profiles[carrier]
-        expires_at = None if request.validity_s is None else now + request.validity_s
+        expires_at = _expires_at(request, client, now)
         ref16 = profile.concatenation is ConcatMethod.UDH16
         prepared = prepare(
             destination=destination,

@@ -74,6 +74,9 @@ class ClientIdentity:
     # the queue's max_depth applies), so that one client's flood cannot fill the queue.
     max_queued: int | None = None
     smart_encoding: bool = False  # for its submits that do not say
+    # How long its messages without a validity_s may wait, from when they are due (None: no
+    # limit of its own).
+    validity_s: float | None = None
 
 
 class Priority:

@@ -737,6 +737,7 @@ def test_client_table_from_config_entries() -> None:
             self.priority_max = cap
             self.max_queued = 500 if any_uid else None
             self.smart_encoding = any_uid
+            self.validity_s = 600.0 if any_uid else None
 
     table = ClientTable.from_config(
         [Entry("otp", (1000, 1001), False, 1), Entry("web", (), True, None)], {"ACME": "otp"}
@@ -749,6 +750,7 @@ def test_client_table_from_config_entries() -> None:
     assert web is not None
     assert (web.name, web.max_priority, web.owned, web.max_queued) == ("web", 9, frozenset(), 500)
     assert (otp.smart_encoding, web.smart_encoding) == (False, True)
+    assert (otp.validity_s, web.validity_s) == (None, 600.0)
     assert ClientTable.from_config([Entry("otp", (7,), False, 3)]).identify(8) is None
     assert [max_priority_for_flag(f) for f in (0, 1, 2, 3)] == [2, 5, 8, 9]
 

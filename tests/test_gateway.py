@@ -499,3 +499,28 @@ async def test_finished_reads_back_the_client_s_ended_messages_with_a_cursor() -
         "next": page["next"],  # past the messages looked at, none of them its own
         "more": False,
     }
+
+
+async def test_a_client_s_validity_applies_from_when_its_messages_are_due() -> None:
+    """A client with validity_s 600: a message that gives none expires 600 s after the
+    submit, a scheduled one 600 s after its schedule (not refused for outliving it), and one
+    that gives its own keeps it, counted from the submit."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    otp = dataclasses.replace(CLIENT, validity_s=600.0)
+    replies = await gw.submit(
+        otp,
+        [
+            request("now"),
+            request("later", schedule_at=T0 + 3600),
+            request("own", validity_s=60),
+        ],
+    )
+    ids = [r.id for r in replies if isinstance(r, SubmitReply)]
+    expiries = [(await queue.status(i, None)) for i in ids]
+    assert [s.expires_at if s else None for s in expiries] == [T0 + 600, T0 + 4200, T0 + 60]
+    [plain] = await gw.submit(CLIENT, [request("no limit")])
+    assert isinstance(plain, SubmitReply)
+    status = await queue.status(plain.id, None)
+    assert status is not None
+    assert status.expires_at is None
