@@ -5,6 +5,7 @@ Plain functions of a sqlite3 connection, run in the connection's thread; none of
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Iterable
@@ -231,11 +232,30 @@ def load_memory(
     )
 
 
-# Through the finished_at index (with the rowid, the id, after it): the order finishing came in.
+# A page looks at the messages after the cursor through the finished_at index (the rowid, the
+# id, after it: the order finishing came in), at most :look of them, and picks its own from them
+# in SQLite; the second statement finds the last one it looked at. Python sees only what it
+# returns.
 _FINISHED_SINCE: Final = """
-    SELECT id, client, ref, total, finished_at FROM messages INDEXED BY messages_finished
-    WHERE finished_at IS NOT NULL AND finished_at >= ? AND (finished_at > ? OR id > ?)
-    ORDER BY finished_at, id LIMIT ?
+    SELECT id, ref, finished_at FROM (
+        SELECT id, client, ref, finished_at FROM messages INDEXED BY messages_finished
+        WHERE finished_at IS NOT NULL AND finished_at >= :at AND (finished_at > :at OR id > :id)
+        ORDER BY finished_at, id LIMIT :look
+    )
+    WHERE :client IS NULL OR client = :client ORDER BY finished_at, id LIMIT :limit
+"""
+_LAST_LOOKED_AT: Final = """
+    SELECT count(*) OVER (), finished_at, id FROM (
+        SELECT id, finished_at FROM messages INDEXED BY messages_finished
+        WHERE finished_at IS NOT NULL AND finished_at >= :at AND (finished_at > :at OR id > :id)
+        ORDER BY finished_at, id LIMIT :look
+    )
+    ORDER BY finished_at DESC, id DESC LIMIT 1
+"""
+# Every segment of the given messages (a message's segment ids are one range of 256).
+_SEGMENT_STATES: Final = """
+    SELECT s.id >> 8, s.state FROM json_each(?) AS m JOIN segments AS s
+    ON s.id BETWEEN m.value << 8 AND ((m.value + 1) << 8) - 1
 """
 
 
@@ -243,20 +263,20 @@ def finished_since(
     db: sqlite3.Connection, after: FinishedCursor, client: str | None, limit: int
 ) -> FinishedPage:
     at, last = after
-    rows = db.execute(_FINISHED_SINCE, (at, at, last, limit * FINISHED_LOOK_AHEAD)).fetchall()
-    found: list[Finished] = []
-    cursor = after
-    for message_id, owner, ref, total, finished_at in rows:
-        cursor = (finished_at, message_id)
-        if client is not None and owner != client:
-            continue
-        bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
-        states = (segment_state(s) for (s,) in db.execute(_SEGMENT_STATES, bounds))
-        found.append(Finished(message_id, ref, message_state(states), finished_at))
-        if len(found) == limit:
-            break
-    more = len(found) == limit or len(rows) == limit * FINISHED_LOOK_AHEAD
-    return FinishedPage(found, cursor, more)
-
-
-_SEGMENT_STATES: Final = "SELECT state FROM segments WHERE id BETWEEN ? AND ?"
+    look = limit * FINISHED_LOOK_AHEAD
+    window = {"at": at, "id": last, "look": look, "client": client, "limit": limit}
+    rows = db.execute(_FINISHED_SINCE, window).fetchall()
+    states: dict[int, list[SegmentState]] = {}
+    for message_id, state in db.execute(_SEGMENT_STATES, (json.dumps([r[0] for r in rows]),)):
+        states.setdefault(message_id, []).append(segment_state(state))
+    found = [
+        Finished(message_id, ref, message_state(states.get(message_id, ())), finished_at)
+        for message_id, ref, finished_at in rows
+    ]
+    if len(found) == limit:  # the next page starts after the last of these
+        return FinishedPage(found, (found[-1].finished_at, found[-1].message_id), more=True)
+    last_looked = db.execute(_LAST_LOOKED_AT, window).fetchone()
+    if last_looked is None:  # nothing finished after `after`
+        return FinishedPage(found, after, more=False)
+    looked, last_at, last_id = last_looked
+    return FinishedPage(found, (last_at, last_id), more=looked == look)
