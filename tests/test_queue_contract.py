@@ -833,3 +833,34 @@ async def test_a_page_of_finished_messages_looks_at_a_bounded_number(store: Queu
         cursor = page.cursor
     assert pages == [([], True), ([], True), ([enqueued[25].message_id], True)]
     assert not (await store.finished_since(cursor, client="otp", limit=1)).more
+
+
+async def test_finishing_after_the_wall_clock_stepped_back_keeps_the_order(store: Queue) -> None:
+    """A message finishing after the clock went back 60 s takes the latest finished_at, so a
+    cursor taken before the step still reads it, after the one that finished first."""
+    first, second = await store.enqueue([message(ref="1"), message(ref="2")], now=T0)
+    await store.cancel(first.message_id, "otp", now=T0 + 100)
+    page = await store.finished_since(FINISHED_START, client="otp", limit=10)
+    await store.cancel(second.message_id, "otp", now=T0 + 40)  # the clock stepped back
+    after = await store.finished_since(page.cursor, client="otp", limit=10)
+    assert [(f.message_id, f.finished_at) for f in after.messages] == [
+        (second.message_id, T0 + 100)
+    ]
+
+
+async def test_the_latest_finish_is_known_again_after_a_reopen(tmp_path: Path) -> None:
+    """The SQLite store reads the latest finished_at back when opened, so the order holds
+    across a restart too."""
+    queue = await open_queue("sqlite", tmp_path / "queue.db")
+    try:
+        first, second = await queue.enqueue([message(), message()], now=T0)
+        await queue.cancel(first.message_id, "otp", now=T0 + 100)
+    finally:
+        await queue.close()
+    queue = await open_queue("sqlite", tmp_path / "queue.db")
+    try:
+        await queue.cancel(second.message_id, "otp", now=T0 + 40)
+        status = (await queue.finished_since(FINISHED_START, client="otp", limit=10)).messages
+        assert [f.finished_at for f in status] == [T0 + 100, T0 + 100]
+    finally:
+        await queue.close()

@@ -138,6 +138,7 @@ class MemoryQueue:
         self._held: OrderedDict[int, _Receipt] = OrderedDict()
         self._held_ended: Counter[tuple[str, str]] = Counter()  # (carrier, result)
         self._settled_until = float("-inf")
+        self._last_finished_at = float("-inf")  # as SqliteQueue's: finishing never goes back
         self._inbound: list[Inbound] = []
         self._last_inbound_id = 0  # a purge must not hand an id out again
         self._parts: dict[tuple[PartGroup, int], InboundPart] = {}
@@ -166,6 +167,10 @@ class MemoryQueue:
                 (segment.next_attempt_at, segment.id),
             )
 
+    def _finish_time(self, now: float) -> float:
+        self._last_finished_at = max(self._last_finished_at, now)
+        return self._last_finished_at
+
     def _siblings(self, message: _Message) -> list[_Segment]:
         total = len(message.new.segments)
         return [self._segments[segment_id(message.id, i)] for i in range(total)]
@@ -186,7 +191,7 @@ class MemoryQueue:
         # stays finished while its late receipts come in.
         done = is_finished((s.state for s in siblings), registered_delivery=delivery)
         if done and not was:
-            message.finished_at = now
+            message.finished_at = self._finish_time(now)
         elif was and not done:
             message.finished_at = None
         return Change(
@@ -802,7 +807,7 @@ class MemoryQueue:
             if message.finished_at is None and receipts_overdue(
                 ((s.state, s.updated_at) for s in self._siblings(message)), before=before
             ):
-                message.finished_at = now
+                message.finished_at = self._finish_time(now)
                 finished += 1
         return finished
 

@@ -330,7 +330,7 @@ def finish_overdue_step(
         bounds = (segment_id(message_id, 0), segment_id(message_id, total - 1))
         segments = batch.db.execute(_SEGMENT_STATES, bounds).fetchall()
         if receipts_overdue(((SegmentState(s), at) for s, at in segments), before=before):
-            finished.append((now, message_id))
+            finished.append((batch.finish_time(now), message_id))
     if finished:
         execute_rows(batch.db, SET_FINISHED, finished)
     if len(messages) < limit:

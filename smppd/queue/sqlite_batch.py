@@ -50,6 +50,9 @@ class MemoryState:
     # when the newest was received: settling has nothing to do until that passes this.
     settled_until: float = float("-inf")
     newest_held: float = float("-inf")
+    # The latest finished_at written: a message finishing after the wall clock stepped back
+    # takes it, so that the order messages finished in (Queue.finished_since) never goes back.
+    last_finished_at: float = float("-inf")
 
 
 # Both read the columns SegmentRow unpacks, in its order.
@@ -206,6 +209,7 @@ class Batch:
         self.cursors: dict[tuple[str, int], str] = {}
         self.settled_until = memory.settled_until
         self.newest_held = memory.newest_held
+        self.last_finished_at = memory.last_finished_at
         self.optouts_added: list[tuple[str, str]] = []
         self.new_optout_filter: OptOutFilter | None = None
         # Staged inserts (consecutive enqueues share one executemany) and the row cache.
@@ -325,7 +329,7 @@ class Batch:
                 was = is_finished([r.original_state for r in rows], registered_delivery=delivery)
                 done = is_finished([r.state for r in rows], registered_delivery=delivery)
             if done and (not was or message_id in self._reopened):
-                finished.append((now, message_id))
+                finished.append((self.finish_time(now), message_id))
             elif was and not done:
                 finished.append((None, message_id))
         if finished:
@@ -334,6 +338,11 @@ class Batch:
         self._dirty.clear()
         self._touched.clear()
         self._reopened.clear()
+
+    def finish_time(self, now: float) -> float:
+        """The finished_at of a message finishing at `now`: never before the last one."""
+        self.last_finished_at = max(self.last_finished_at, now)
+        return self.last_finished_at
 
     def flush_inserts(self) -> None:
         if self.new_messages or self.new_plain_messages:
@@ -374,6 +383,7 @@ class Batch:
         memory.cursors.update(self.cursors)
         memory.settled_until = self.settled_until
         memory.newest_held = self.newest_held
+        memory.last_finished_at = self.last_finished_at
         if self.new_optout_filter is not None:
             memory.optouts = self.new_optout_filter
         else:

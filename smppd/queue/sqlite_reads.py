@@ -202,6 +202,7 @@ _HIGH_WATER: Final = """
 _COUNTS: Final = "SELECT carrier, priority, client, state, n FROM segment_counts"
 _RECEIPT_TALLY: Final = "SELECT state, COUNT(*) FROM pending_receipts GROUP BY state"
 _NEWEST_HELD: Final = "SELECT max(received_at) FROM pending_receipts WHERE state = 'held'"
+_LAST_FINISHED: Final = "SELECT max(finished_at) FROM messages"
 _OPTOUTS: Final = "SELECT sender, number FROM optouts"
 _OPTOUT_COUNT: Final = "SELECT COUNT(*) FROM optouts"
 
@@ -218,6 +219,7 @@ def load_memory(
     tally = dict(db.execute(_RECEIPT_TALLY).fetchall())
     (optout_count,) = db.execute(_OPTOUT_COUNT).fetchone()
     (newest_held,) = db.execute(_NEWEST_HELD).fetchone()
+    (last_finished,) = db.execute(_LAST_FINISHED).fetchone()
     return MemoryState(
         next_message_id=next_message_id,
         next_inbound_id=next_inbound_id,
@@ -229,6 +231,7 @@ def load_memory(
         receipt_hold_s=receipt_hold_s,
         max_held_receipts=max_held_receipts,
         newest_held=-math.inf if newest_held is None else newest_held,
+        last_finished_at=-math.inf if last_finished is None else last_finished,
     )
 
 
