@@ -821,6 +821,12 @@ async def test_a_learned_hex_or_decimal_quirk_is_kept_across_a_restart() -> None
             )
         await first.wait_log(LEARNED, carrier="fake", message_id_format="hex")
         assert await first.stop() == 0
+        # The first run's receipts it did not take before it stopped go to the second. Those
+        # for a message the first run settled wrongly while it learned (another's receipt, as
+        # the quirk does) may be held there: what is asserted below is that the second run's
+        # own are not (learning again, most of them would be).
+        acked = smsc.stats()["outbox"].get("receipt", {}).get("acked", 0)
+        left_over = 100 - acked
         with sqlite3.connect(directory / "smppd.db") as db:
             rows = db.execute("SELECT carrier, receipt_format FROM id_formats").fetchall()
         assert rows == [("fake", "hex")]
@@ -844,7 +850,8 @@ async def test_a_learned_hex_or_decimal_quirk_is_kept_across_a_restart() -> None
                         receipted.append(receipt_for)
                 assert sorted(receipted) == ids
             text = await second.scrape_metrics()
-            assert 'smppd_receipts_total{carrier="fake",result="held"}' not in text
+            held = re.search(r'smppd_receipts_total\{carrier="fake",result="held"\} (\S+)', text)
+            assert held is None or float(held.group(1)) <= left_over
             assert not [line for line in second.lines if line.get("event") == LEARNED]
             sub.close()
         finally:
