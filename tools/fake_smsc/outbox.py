@@ -88,6 +88,7 @@ class Outbox:
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._attempts = itertools.count(1)
         self.stats: dict[str, OutboxStats] = {"receipt": OutboxStats(), "mo": OutboxStats()}
+        self._acked = asyncio.Event()  # set at each acknowledgement, for wait_acked
 
     def put(
         self, account: str, kind: str, pdu: DeliverSm, *, track: bool = False
@@ -116,6 +117,12 @@ class Outbox:
         receivers = self._receivers.get(account, [])
         if receiver in receivers:
             receivers.remove(receiver)
+
+    async def wait_acked(self, kind: str, count: int) -> None:
+        """Until `count` deliveries of `kind` ("receipt", "mo") in all were acknowledged."""
+        while self.stats[kind].acked < count:
+            self._acked.clear()
+            await self._acked.wait()
 
     def waiting(self, account: str | None = None) -> int:
         """Deliveries not yet acknowledged (queued or in flight)."""
@@ -193,6 +200,7 @@ class Outbox:
         if status == 0:
             self._live.discard(delivery)
             self.stats[delivery.kind].acked += 1
+            self._acked.set()
             if delivery.done is not None and not delivery.done.done():
                 delivery.done.set_result(None)
         elif status is None:  # the connection went: another bind may take it now
