@@ -49,7 +49,7 @@ from smppd.metrics import ApiObserverCounts, CarrierObserver, CarrierView, Smppd
 from smppd.metrics_http import serve_metrics
 from smppd.outbound import OutboundProfile
 from smppd.pdu.national import NationalLanguage
-from smppd.pdu.receipt import IdFormat
+from smppd.pdu.receipt import IdFormat, relearned_keys
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.status import StatusPolicy
 from smppd.pdu.text import Alphabet
@@ -625,13 +625,30 @@ class Daemon:
 
     def _learner(self, carrier: str) -> IdFormatLearner:
         """A carrier's first learner of this run, from what an earlier run kept of its ids."""
-        try:
-            known = IdFormat(self._kept_id_formats.get(carrier, IdFormat.AUTO))
-        except ValueError:  # not a word this smppd writes: learn again
-            known = IdFormat.AUTO
+        known = self._kept_format(carrier)
         if known is not IdFormat.AUTO:
             learned_id_format(carrier, known, kept=True)
         return IdFormatLearner(known)
+
+    def _kept_format(self, carrier: str) -> IdFormat:
+        try:
+            return IdFormat(self._kept_id_formats.get(carrier, IdFormat.AUTO))
+        except ValueError:  # not a word this smppd writes: learn again
+            return IdFormat.AUTO
+
+    async def _rekey_held(self, carrier: str, fmt: IdFormat, now: float) -> None:
+        """Receipts held under AUTO's keys before the carrier's id format was known (learned
+        now, or by an earlier run, or set) get that format's keys: under the id as written
+        they are another message's, whose resp would take them."""
+        rekey = functools.partial(relearned_keys, fmt=fmt)
+        changed = await self.queue.rekey_held(carrier, rekey, now=now)
+        if changed:
+            log.info(
+                "held receipts now matched by the carrier's id format",
+                carrier=carrier,
+                receipts=changed,
+                message_id_format=str(fmt),
+            )
 
     async def _keep_id_formats(self, now: float) -> None:
         """Write what the learners found since the last time to the store, so that the next
@@ -647,6 +664,7 @@ class Daemon:
                     del self._kept_id_formats[name]
                 else:
                     self._kept_id_formats[name] = learned
+                    await self._rekey_held(name, found, now)
 
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)
@@ -692,6 +710,11 @@ class Daemon:
         try:
             await self._load_caps()
             self._kept_id_formats = await self.queue.id_formats()
+            for carrier in self.config.carriers:  # receipts an earlier run held
+                set_format = IdFormat(carrier.message_id_format.value)
+                fmt = self._kept_format(carrier.name) if set_format is IdFormat.AUTO else set_format
+                if fmt is not IdFormat.AUTO:
+                    await self._rekey_held(carrier.name, fmt, time.time())
             recovered = await self.queue.recover(now=time.time())
             if recovered:
                 log.warning("resending segments left in flight by the last run", segments=recovered)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from queue_support import CARRIER, T0, message
 
-from smppd.pdu.receipt import correlation_keys, receipt_keys, resp_keys
+from smppd.pdu.receipt import (
+    IdFormat,
+    correlation_keys,
+    learned_receipt_keys,
+    receipt_keys,
+    relearned_keys,
+    resp_keys,
+)
 from smppd.queue import (
     InboundIn,
     MessageState,
@@ -563,3 +571,44 @@ async def test_a_late_receipt_still_applies_to_a_finished_message(store: Queue) 
     assert status is not None
     assert [s.state for s in status.segments] == [SegmentState.DELIVERED, SegmentState.SUBMITTED]
     assert await store.purge(T0 + 6) == 1  # still finished at T0 + 5
+
+
+async def test_receipts_held_before_the_id_format_was_known_take_its_keys(store: Queue) -> None:
+    """A carrier with hex resps and decimal receipts: the receipt "65" (for 0x41) was held
+    under AUTO's keys, the id as written first. Once the format is known and the held receipts
+    re-keyed, the resp 00000065 (another message, whose id "65" is as written) does not take
+    it; the resp 00000041, its own, does."""
+    (held,) = await store.apply_receipts(
+        CARRIER,
+        [ReceiptIn(receipt_keys("65"), "DELIVRD", "delivered", "000", T0)],
+        now=T0,
+    )
+    assert held.outcome is ReceiptOutcome.HELD
+    rekey = functools.partial(relearned_keys, fmt=IdFormat.HEX)
+    assert await store.rekey_held(CARRIER, rekey, now=T0 + 1) == 1
+    assert await store.rekey_held(CARRIER, rekey, now=T0 + 1) == 0  # done once
+    assert await store.rekey_held("other", rekey, now=T0 + 1) == 0
+    other, own = await store.enqueue([message(), message()], now=T0 + 1)
+    claimed = {s.message_id: s.segment_id for s in await store.claim(CARRIER, 2, now=T0 + 1)}
+    await store.record(
+        [Submitted(claimed[other.message_id], resp_keys("00000065"), "b")], now=T0 + 2
+    )
+    assert await state_of(store, other.message_id) is MessageState.SUBMITTED
+    await store.record([Submitted(claimed[own.message_id], resp_keys("00000041"), "b")], now=T0 + 3)
+    assert await state_of(store, own.message_id) is MessageState.DELIVERED
+    assert store.held_ended == {CARRIER: {"matched": 1}}
+
+
+def test_held_keys_become_the_learned_format_s() -> None:
+    """HEX: a decimal receipt id's keys become its hex value's; DECIMAL: a hex id's, its
+    decimal value's; ids of the other kind, AUTO, or keys already learned stay."""
+    assert relearned_keys(receipt_keys("65"), IdFormat.HEX) == learned_receipt_keys(
+        "65", IdFormat.HEX
+    )
+    assert relearned_keys(receipt_keys("0x1A"), IdFormat.DECIMAL) == ("s:26",)
+    assert relearned_keys(receipt_keys("6a"), IdFormat.DECIMAL) == ("s:106",)
+    assert relearned_keys(receipt_keys("65"), IdFormat.AUTO) is None
+    learned = learned_receipt_keys("65", IdFormat.HEX)
+    assert relearned_keys(learned, IdFormat.HEX) is None  # once only
+    assert relearned_keys(receipt_keys("65", IdFormat.HEX), IdFormat.HEX) is None  # set so
+    assert relearned_keys((), IdFormat.HEX) is None

@@ -539,6 +539,27 @@ def learned_receipt_keys(message_id: str, fmt: IdFormat) -> tuple[str, ...]:
     return _receipt_keys(norm) if norm else ()
 
 
+def relearned_keys(keys: tuple[str, ...], fmt: IdFormat) -> tuple[str, ...] | None:
+    """The keys of a receipt held under AUTO's `keys` once its carrier is known to write ids
+    in the other base (`fmt`): `learned_receipt_keys` of the id they were made from (their
+    first, the id as written, gives it back); None for keys AUTO did not make (learned ones
+    already: this is done once) or that stay as they are. Held under the id as written, the
+    receipt "65" (0x41's) would be taken by the resp 00000065."""
+    if fmt is IdFormat.AUTO or not keys:
+        return None
+    best = keys[0]
+    if best.startswith(_OPAQUE_PREFIX):
+        norm = best.removeprefix(_OPAQUE_PREFIX) or "0"
+    elif best.startswith(_HEX_DIGITS_PREFIX):
+        norm = "0x" + best.removeprefix(_HEX_DIGITS_PREFIX)
+    else:
+        return None
+    if _receipt_keys(norm) != keys:
+        return None
+    learned = learned_receipt_keys(norm, fmt)
+    return None if not learned or learned == keys else learned
+
+
 def _receipt_keys(norm: str) -> tuple[str, ...]:
     """`receipt_keys` (AUTO) of a normalised, non-empty id. The renderings that would give the
     best key again (the same number in the same base) are left out."""

@@ -57,6 +57,17 @@ class Queue(Protocol):
         """Match receipts to submitted segments (one result each); durable before returning."""
         ...
 
+    async def rekey_held(
+        self,
+        carrier: str,
+        rekey: Callable[[tuple[str, ...]], tuple[str, ...] | None],
+        *,
+        now: float,
+    ) -> int:
+        """Give each receipt of `carrier` still held the keys `rekey` makes of its keys (None:
+        they stay); how many changed. For when the carrier's id format becomes known."""
+        ...
+
     async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
         """Give receipts held for a while to the open segments that wrote the same number
         another way (see smppd.queue.sqlite_receipts); the changes, by carrier."""

@@ -435,6 +435,24 @@ class MemoryQueue:
                 results.append(ReceiptResult(ReceiptOutcome.HELD))
         return results
 
+    async def rekey_held(
+        self,
+        carrier: str,
+        rekey: Callable[[tuple[str, ...]], tuple[str, ...] | None],
+        *,
+        now: float,
+    ) -> int:
+        self._commit()
+        changed = 0
+        for held in self._held.values():
+            if held.carrier != carrier:
+                continue
+            new = rekey(held.receipt.keys)
+            if new is not None and new != held.receipt.keys:
+                held.receipt = dataclasses.replace(held.receipt, keys=new)
+                changed += 1
+        return changed
+
     async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
         self._commit()
         self._sweep_held(now=now)

@@ -421,6 +421,19 @@ class SqliteQueue:
             late=True,
         )
 
+    async def rekey_held(
+        self,
+        carrier: str,
+        rekey: Callable[[tuple[str, ...]], tuple[str, ...] | None],
+        *,
+        now: float,
+    ) -> int:
+        return await self._submit(
+            partial(sqlite_receipts.rekey_held, carrier=carrier, rekey=rekey),
+            weight=1,
+            now=now,
+        )
+
     async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
         memory = self._memory
         if not memory.receipts_held or memory.newest_held <= memory.settled_until:

@@ -14,7 +14,7 @@ both stay on disk until purge and are counted, never silently lost.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from smppd.queue.model import (
@@ -60,6 +60,11 @@ _OLDEST_HELD: Final = """
     WHERE state = 'held' ORDER BY received_at LIMIT 1
 """
 _FORGET_KEY: Final = "DELETE FROM pending_keys WHERE carrier = ? AND key = ? AND receipt_id = ?"
+_HELD_OF: Final = """
+    SELECT id, keys FROM pending_receipts INDEXED BY pending_receipts_held
+    WHERE state = 'held' AND carrier = ?
+"""
+_REKEY: Final = "UPDATE pending_receipts SET keys = ? WHERE id = ?"
 _UNHOLD: Final = "UPDATE pending_receipts SET state = ? WHERE id = ?"
 _DELETE_HELD: Final = "DELETE FROM pending_receipts WHERE id = ?"
 MATCHED: Final = "matched"
@@ -280,6 +285,23 @@ def settle_held(batch: Batch, *, now: float) -> dict[str, list[Change]]:
             changes.setdefault(carrier, []).extend(settled)
     batch.flush(now=now)
     return changes
+
+
+def rekey_held(
+    batch: Batch, carrier: str, rekey: Callable[[tuple[str, ...]], tuple[str, ...] | None]
+) -> int:
+    """Queue.rekey_held: each held receipt of `carrier` under the keys `rekey` gives it."""
+    changed = 0
+    for receipt_id, joined in batch.db.execute(_HELD_OF, (carrier,)).fetchall():
+        old = split_keys(joined)
+        new = rekey(old)
+        if new is None or new == old:
+            continue
+        batch.db.execute(_REKEY, (join_keys(new), receipt_id))
+        batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in old])
+        batch.db.executemany(_HOLD_KEY, [(carrier, key, receipt_id) for key in new])
+        changed += 1
+    return changed
 
 
 def _take_held(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:

@@ -847,8 +847,12 @@ async def test_a_learned_hex_or_decimal_quirk_is_kept_across_a_restart() -> None
                     if receipt_for >= ids[0]:  # not one the first run left outstanding
                         receipted.append(receipt_for)
                 assert sorted(receipted) == ids
-            # Each receipt reached its own message (above), none through the wait of AUTO's
-            # other reading, and nothing was learned again.
+            # Each receipt reached its own message (above) at once: none was held, as the
+            # first run's held ones, re-keyed, no longer wait under another message's id as
+            # written. None went through the wait for AUTO's other reading, and nothing was
+            # learned again.
+            text = await second.scrape_metrics()
+            assert 'smppd_receipts_total{carrier="fake",result="held"}' not in text
             events = {line.get("event") for line in second.lines}
             assert FALLBACK_WARNING not in events
             assert LEARNED not in events
