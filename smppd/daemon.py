@@ -636,6 +636,14 @@ class Daemon:
         except ValueError:  # not a word this smppd writes: learn again
             return IdFormat.AUTO
 
+    async def _rekey_by_format(self, carriers: Sequence[cfg.Carrier]) -> None:
+        """`_rekey_held` for each carrier whose id format is set or was kept by a run."""
+        for carrier in carriers:
+            set_format = IdFormat(carrier.message_id_format.value)
+            fmt = self._kept_format(carrier.name) if set_format is IdFormat.AUTO else set_format
+            if fmt is not IdFormat.AUTO:
+                await self._rekey_held(carrier.name, fmt, time.time())
+
     async def _rekey_held(self, carrier: str, fmt: IdFormat, now: float) -> None:
         """Receipts held under AUTO's keys before the carrier's id format was known (learned
         now, or by an earlier run, or set) get that format's keys: under the id as written
@@ -710,11 +718,7 @@ class Daemon:
         try:
             await self._load_caps()
             self._kept_id_formats = await self.queue.id_formats()
-            for carrier in self.config.carriers:  # receipts an earlier run held
-                set_format = IdFormat(carrier.message_id_format.value)
-                fmt = self._kept_format(carrier.name) if set_format is IdFormat.AUTO else set_format
-                if fmt is not IdFormat.AUTO:
-                    await self._rekey_held(carrier.name, fmt, time.time())
+            await self._rekey_by_format(self.config.carriers)  # what an earlier run held
             recovered = await self.queue.recover(now=time.time())
             if recovered:
                 log.warning("resending segments left in flight by the last run", segments=recovered)
@@ -818,9 +822,13 @@ class Daemon:
             if runtime.loop is not None:
                 runtime.loop.set_sender_tps(sender_rates(new))
         assert self._group is not None
-        for carrier in new.carriers:
-            if carrier.name in changed:
-                self._start_carrier(carrier, self._group)
+        restarting = [carrier for carrier in new.carriers if carrier.name in changed]
+        try:  # a message_id_format set by this reload applies to the receipts held too
+            await self._rekey_by_format(restarting)
+        except QueueError as exc:
+            log.warning("held receipts keep their keys until the next start", error=str(exc))
+        for carrier in restarting:
+            self._start_carrier(carrier, self._group)
         self.gateway.reconfigure(
             router(new), profiles(new), settings=gateway_settings(new), caps=self.caps
         )

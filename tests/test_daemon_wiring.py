@@ -14,8 +14,9 @@ from smppd.outbound import prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
+from smppd.pdu.receipt import receipt_keys, resp_keys
 from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy
-from smppd.queue import MemoryQueue, open_queue
+from smppd.queue import MemoryQueue, ReceiptIn, Submitted, open_queue
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 
@@ -203,3 +204,39 @@ def test_a_carrier_s_submit_statuses_reach_its_binds(tmp_path: Path) -> None:
     assert statuses.classify(CommandStatus.ESME_RSYSERR) is StatusClass.PERMANENT
     (shipped_carrier,) = load_config(SHIPPED).carriers
     assert bind_settings(shipped_carrier).statuses == StatusPolicy()
+
+
+async def test_receipts_held_under_auto_keys_are_rekeyed_for_a_set_or_kept_format(
+    tmp_path: Path,
+) -> None:
+    """The receipt "65" (0x41's) held under AUTO's keys: with message_id_format hex set, the
+    daemon re-keys it, so that the resp 00000065 does not take it; with auto and nothing kept
+    it stays (and is taken); with auto and hex kept by an earlier run it is re-keyed too."""
+    held = ReceiptIn(receipt_keys("65"), "DELIVRD", "delivered", "000", None)
+    path = tmp_path / "smppd.yaml"
+    for written, kept, rekeyed in [
+        ("hex", None, True),
+        ("auto", None, False),
+        ("auto", "hex", True),
+    ]:
+        path.write_text(
+            SHIPPED.read_text().replace(
+                "message_id_format: auto", f"message_id_format: {written}", 1
+            )
+        )
+        config = load_config(path)
+        queue = MemoryQueue()
+        await queue.apply_receipts("fake", [held], now=time.time())
+        daemon = Daemon(config, path, queue)
+        if kept is not None:
+            daemon._kept_id_formats = {"fake": kept}
+        await daemon._rekey_by_format(config.carriers)
+        (enq,) = await queue.enqueue([message(carrier="fake")], now=time.time())
+        (segment,) = await queue.claim("fake", 1, now=time.time())
+        await queue.record(
+            [Submitted(segment.segment_id, resp_keys("00000065"), "0")], now=time.time()
+        )
+        status = await queue.status(enq.message_id, None)
+        assert status is not None
+        # Re-keyed, the receipt no longer goes to the message whose resp id is "65" as written.
+        assert str(status.state) == ("submitted" if rekeyed else "delivered")
