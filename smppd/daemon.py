@@ -667,12 +667,13 @@ class Daemon:
             found = totals.learner.receipt_format
             learned = None if found is IdFormat.AUTO else str(found)
             if self._kept_id_formats.get(name) != learned:
+                if learned is not None:  # first: a failure leaves both for the next tick
+                    await self._rekey_held(name, found, now)
                 await self.queue.set_id_format(name, learned, now=now)
                 if learned is None:
                     del self._kept_id_formats[name]
                 else:
                     self._kept_id_formats[name] = learned
-                    await self._rekey_held(name, found, now)
 
     def _down_since(self, carrier: str) -> float | None:
         runtime = self.carriers.get(carrier)
