@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from smppd.queue import (
     sqlite_writes,
 )
 from smppd.queue.errors import QueueInUseError, SchemaTooNewError, StorageCorruptError
-from smppd.queue.model import URGENT_PRIORITY, InboundIn, InboundPart, PartGroup
+from smppd.queue.model import FINISHED_START, URGENT_PRIORITY, InboundIn, InboundPart, PartGroup
 from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
 from smppd.queue.schema import SCHEMA_VERSION
@@ -140,6 +141,38 @@ async def test_writes_within_the_commit_interval_share_one_transaction(path: Pat
     # The claim shares the transaction with the enqueue queued before it, and sees it.
     otp, (queued,) = urgent.result()[0].message_id, first.result()
     assert [s.message_id for s in second.result()] == [otp, 1, queued.message_id]
+
+
+async def test_reads_are_answered_while_a_transaction_waits(store: SqliteQueue, path: Path) -> None:
+    """Status and the finished page come from the reader connection: they are answered while
+    the writer is stuck in a transaction (here waiting for another process' write lock), and
+    see what was committed before it."""
+    (enq,) = await store.enqueue([message(ref="kept")], now=T0)
+    (gone,) = await store.enqueue([message(ref="gone")], now=T0)
+    assert await store.cancel(gone.message_id, None, now=T0)
+    began = threading.Event()
+    await store._conn.set_trace_callback(
+        lambda sql: began.set() if sql == "BEGIN IMMEDIATE" else None
+    )
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.enqueue([message(ref="otp", priority=9)], now=T0))
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, began.wait, 5)
+        status = await asyncio.wait_for(store.status(enq.message_id, None), 2)
+        page = await asyncio.wait_for(
+            store.finished_since(FINISHED_START, client="otp", limit=10), 2
+        )
+        assert not write.done()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert status is not None
+    assert status.ref == "kept"
+    assert [m.message_id for m in page.messages] == [gone.message_id]
+    (urgent,) = await asyncio.wait_for(write, 5)
+    assert urgent.created
 
 
 async def test_an_urgent_submit_commits_ahead_of_everything_queued(store: SqliteQueue) -> None:

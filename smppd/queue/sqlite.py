@@ -7,6 +7,13 @@ everything pending, runs it in the connection's thread as one transaction, commi
 then resolves each caller's future: an acknowledgement always follows the COMMIT that made it
 durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_* modules.
 
+Reads that clients and operators ask for (status, the finished and inbound pages, opt-out
+lists, stats) go through a second, query-only connection with a thread of its own: WAL lets it
+read the last committed state beside a transaction in progress, so a page of 1,000 finished
+messages or a client polling status neither waits behind the writer's transactions nor holds
+them up (an acknowledged write is committed before its caller hears of it, so a read that
+follows sees it).
+
 Writes come in three lanes. Bulk writes (enqueues of many messages, purge steps) are the big
 ones and nobody is waiting on a wire for them; everything else (claims, outcomes, receipts,
 single submits) is small and on the path of traffic. Each transaction takes the small ones first
@@ -97,6 +104,7 @@ BULK_ENQUEUE: Final = 16  # an enqueue of more messages than this is a bulk writ
 DEFAULT_CACHE_KIB: Final = 16 * 1024
 _PURGE_STEP: Final = 500  # messages per purge transaction, so other writes interleave
 _BUSY_TIMEOUT_S: Final = 5.0
+_READER_CACHE_KIB: Final = 4 * 1024  # pages: reads are few and mostly by index
 
 
 def translate(exc: sqlite3.Error) -> QueueError:
@@ -153,6 +161,7 @@ class SqliteQueue:
         db: sqlite3.Connection,
         memory: MemoryState,
         *,
+        reader: tuple[aiosqlite.Connection, sqlite3.Connection] | None = None,
         max_batch: int,
         bulk_batch: int = DEFAULT_BULK_BATCH,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
@@ -160,6 +169,9 @@ class SqliteQueue:
     ) -> None:
         self._conn = conn
         self._db = db
+        # Without a reader of its own (a caller that built the queue by hand), reads share the
+        # writer's connection and wait for its transactions.
+        self._reader, self._reader_db = reader if reader is not None else (conn, db)
         self._memory = memory
         self._owner = owner
         self._max_batch = max_batch
@@ -207,10 +219,19 @@ class SqliteQueue:
         except BaseException:
             owner.release()
             raise
+        try:
+            reader = await _connect_reader(path)
+        except BaseException:
+            try:
+                await conn.close()
+            finally:
+                owner.release()
+            raise
         return cls(
             conn,
             db,
             memory,
+            reader=reader,
             max_batch=max_batch,
             bulk_batch=bulk_batch,
             commit_interval_s=commit_interval_s,
@@ -349,10 +370,11 @@ class SqliteQueue:
         return batch, results
 
     async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """`read` on the reader connection: the last committed state, beside any transaction."""
         if self._closing:
             raise QueueClosedError("the queue is closed")
         try:
-            return await _in_thread(self._conn, partial(read, self._db))
+            return await _in_thread(self._reader, partial(read, self._reader_db))
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
@@ -671,7 +693,12 @@ class SqliteQueue:
 
     async def set_max_bytes(self, max_bytes: int | None) -> None:
         """Change the database size cap (None: no cap beyond SQLite's own)."""
-        await self._read(partial(_set_max_bytes, max_bytes=max_bytes))
+        if self._closing:
+            raise QueueClosedError("the queue is closed")
+        try:  # a setting of the writer's connection, which is the one that grows the file
+            await _in_thread(self._conn, partial(_set_max_bytes, self._db, max_bytes=max_bytes))
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
 
     async def close(self) -> None:
         """Finish every queued write, then close the database."""
@@ -685,7 +712,11 @@ class SqliteQueue:
         finally:
             self._closed = True
             try:
-                await self._conn.close()
+                try:  # the reader first: the last connection to close checkpoints the WAL
+                    if self._reader is not self._conn:
+                        await self._reader.close()
+                finally:
+                    await self._conn.close()
             finally:
                 if self._owner is not None:
                     self._owner.release()
@@ -751,6 +782,37 @@ async def _connect(
             raise translate(exc) from exc
         raise
     return conn, db, memory
+
+
+async def _connect_reader(
+    path: str | PathLike[str],
+) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
+    """The query-only connection reads go through (opened after the writer's migrated)."""
+    opened: list[sqlite3.Connection] = []
+    failed: list[sqlite3.Error] = []
+
+    def connect() -> sqlite3.Connection:
+        db = sqlite3.connect(
+            path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=64
+        )
+        opened.append(db)
+        try:
+            db.execute("PRAGMA query_only = ON")
+            db.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
+            db.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.Error as exc:  # handed back, as in _connect, so close() ends the thread
+            failed.append(exc)
+        return db
+
+    conn = aiosqlite.Connection(connect, iter_chunk_size=64)
+    try:
+        await conn
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc
+    if failed:
+        await conn.close()
+        raise translate(failed[0]) from failed[0]
+    return conn, opened[0]
 
 
 def _create_private(path: str | PathLike[str]) -> None:
