@@ -16,6 +16,7 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
     .venv/bin/python bench/e2e.py --profile p.txt --wall --after-accept   # where each thread's
                                                            # time goes once accepting is done
     .venv/bin/python bench/e2e.py --profile p.txt --profile-smsc   # the fake SMSC's time instead
+    .venv/bin/python bench/e2e.py --poll-status 500         # and a service polling status
     .venv/bin/python bench/ab.py HEAD~1 -- --count 60000   # two commits, runs interleaved
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
@@ -29,13 +30,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _harness as h
+
+from smppd.client import ApiClientError, Client
 
 PREFIX = "E"
 
@@ -62,6 +68,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-record", action="store_true", help="SMSC counts only: no latency")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after (s)")
+    parser.add_argument(
+        "--poll-status",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="also ask `status` for random accepted messages this many times a second, from "
+        "a connection of its own, and print how long the answers took",
+    )
     parser.add_argument(
         "--summary", type=Path, default=None, help="also write the main figures here, as JSON"
     )
@@ -119,6 +133,15 @@ async def measure(
         for p in range(args.processes)
     ]
     submitters = [h.start_submitter(spec) for spec in specs]
+    highest = 0  # messages the daemon holds so far: ids 1..highest exist
+    poll_latencies: list[float] = []
+    polling = (
+        asyncio.ensure_future(
+            poll_status(daemon.socket, args.poll_status, lambda: highest, poll_latencies)
+        )
+        if args.poll_status > 0
+        else None
+    )
     done_state = ("submitted", *h.FINAL) if args.no_receipts else h.FINAL
     deadline = time.monotonic() + args.timeout
     smsc_done_at = done_at = math.nan
@@ -135,6 +158,7 @@ async def measure(
         if math.isnan(smsc_done_at) and await smsc.segments() >= target:
             smsc_done_at = time.time()
         stats = await daemon.stats()
+        highest = sum(stats["segments"].values())
         if submitters_done and h.segments_in(stats, *done_state) >= target:
             done_at = time.time()
             break
@@ -144,6 +168,10 @@ async def measure(
             break
     if profiler is not None:
         h.stop_profiler(profiler)
+    if polling is not None:
+        polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)
+        print(h.latency_line(f"status polled ({len(poll_latencies):,})", poll_latencies))
     daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
     user, system = h.cpu_split_s(daemon.pid) or (math.nan, math.nan)
     print(f"daemon CPU: user {user - split0[0]:.1f} s, system {system - split0[1]:.1f} s")
@@ -156,6 +184,37 @@ async def measure(
         print("receipts by match result: " + ", ".join(f"{k} {v:,.0f}" for k, v in results.items()))
     print(h.machine_line("after"))
     report(args, specs, stats, means, smsc, daemon_cpu, smsc_cpu, peak_rss, smsc_done_at, done_at)
+
+
+async def poll_status(
+    socket: Path, rate: float, highest: Callable[[], int], latencies: list[float]
+) -> None:
+    """`status` requests at `rate` a second, each on its own (as many services polling would
+    be, not one waiting for the last), until cancelled; appends each one's answer time."""
+    rng = random.Random(8)
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(client: Client, message_id: int) -> None:
+        started = time.perf_counter()
+        # not_found: asked before the message was there; still a read
+        with contextlib.suppress(ApiClientError):
+            await client.status(message_id)
+        latencies.append(time.perf_counter() - started)
+
+    async with Client(socket, timeout_s=60, max_in_flight=10_000) as client:
+        next_at = time.monotonic()
+        try:
+            while True:
+                if highest() > 0:
+                    task = asyncio.ensure_future(one(client, rng.randint(1, highest())))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                next_at += 1 / rate
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def report(
