@@ -7,12 +7,16 @@ everything pending, runs it in the connection's thread as one transaction, commi
 then resolves each caller's future: an acknowledgement always follows the COMMIT that made it
 durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_* modules.
 
-Reads that clients and operators ask for (status, the finished and inbound pages, opt-out
-lists, stats) go through a second, query-only connection with a thread of its own: WAL lets it
-read the last committed state beside a transaction in progress, so a page of 1,000 finished
-messages or a client polling status neither waits behind the writer's transactions nor holds
-them up (an acknowledged write is committed before its caller hears of it, so a read that
-follows sees it).
+Reads that page through many rows (the finished and inbound pages, opt-out lists, a day's
+counts by sender) go through a second, query-only connection with a thread of its own: WAL lets
+it read the last committed state beside a transaction in progress, so a page of 1,000 finished
+messages (5-10 ms) neither waits for the writer's transactions nor holds them, and so every
+window slot, up. Lookups of a row or a few (status, opt-out checks, due times) stay on the
+writer's connection, between its transactions: its cache holds the pages just written, which
+every commit makes another connection read afresh. With a service polling status 500 times a
+second during a run, status on the reader answered in 3 instead of 7 ms but cost the daemon 10%
+more CPU a message and 6% of its rate. An acknowledged write is committed before its caller
+hears of it, so a read that follows sees it on either connection.
 
 Writes come in three lanes. Bulk writes (enqueues of many messages, purge steps) are the big
 ones and nobody is waiting on a wire for them; everything else (claims, outcomes, receipts,
@@ -369,12 +373,14 @@ class SqliteQueue:
             raise
         return batch, results
 
-    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
-        """`read` on the reader connection: the last committed state, beside any transaction."""
+    async def _read(self, read: Callable[[sqlite3.Connection], T], *, page: bool = False) -> T:
+        """`read` between the writer's transactions, or with `page` on the reader connection,
+        beside them (see the module doc)."""
         if self._closing:
             raise QueueClosedError("the queue is closed")
+        conn, db = (self._reader, self._reader_db) if page else (self._conn, self._db)
         try:
-            return await _in_thread(self._reader, partial(read, self._reader_db))
+            return await _in_thread(conn, partial(read, db))
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
@@ -490,20 +496,23 @@ class SqliteQueue:
         )
 
     async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
-        return await self._read(partial(sqlite_reads.segments_by_source, start=start, end=end))
+        return await self._read(
+            partial(sqlite_reads.segments_by_source, start=start, end=end), page=True
+        )
 
     async def inbound_since(
         self, after_id: int, *, client: str | None = None, limit: int = 100
     ) -> list[Inbound]:
         return await self._read(
-            partial(sqlite_reads.inbound_since, after_id=after_id, client=client, limit=limit)
+            partial(sqlite_reads.inbound_since, after_id=after_id, client=client, limit=limit),
+            page=True,
         )
 
     async def finished_since(
         self, after: FinishedCursor, *, client: str | None, limit: int
     ) -> FinishedPage:
         return await self._read(
-            partial(sqlite_reads.finished_since, after=after, client=client, limit=limit)
+            partial(sqlite_reads.finished_since, after=after, client=client, limit=limit), page=True
         )
 
     async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
@@ -532,7 +541,7 @@ class SqliteQueue:
         self, *, sender: str | None = None, after: tuple[str, str] | None = None, limit: int = 1000
     ) -> list[OptOut]:
         return await self._read(
-            partial(sqlite_reads.list_optouts, sender=sender, after=after, limit=limit)
+            partial(sqlite_reads.list_optouts, sender=sender, after=after, limit=limit), page=True
         )
 
     async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
@@ -693,12 +702,8 @@ class SqliteQueue:
 
     async def set_max_bytes(self, max_bytes: int | None) -> None:
         """Change the database size cap (None: no cap beyond SQLite's own)."""
-        if self._closing:
-            raise QueueClosedError("the queue is closed")
-        try:  # a setting of the writer's connection, which is the one that grows the file
-            await _in_thread(self._conn, partial(_set_max_bytes, self._db, max_bytes=max_bytes))
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+        # A setting of the writer's connection, which is the one that grows the file.
+        await self._read(partial(_set_max_bytes, max_bytes=max_bytes))
 
     async def close(self) -> None:
         """Finish every queued write, then close the database."""
