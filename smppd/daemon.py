@@ -435,6 +435,7 @@ class CarrierRuntime:
             inbound=lambda: self.inbound.counters.inbound,
             inbound_redelivered=lambda: self.inbound.counters.inbound_redelivered,
             outcome_latency=None if self.loop is None else self.loop.outcome_latency,
+            delivery=self.inbound.counters.delivery,
         )
 
     def _receipt_counts(self) -> dict[str, int]:

@@ -25,6 +25,23 @@ LATENCY_BUCKETS_S: Final = (
     10.0,
 )
 
+# A carrier's time to deliver: seconds for a handset that is on, hours for one that is off.
+DELIVERY_BUCKETS_S: Final = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    14400.0,
+    86400.0,
+)
+
 
 class Histogram:
     """Counts per bucket (upper bounds in seconds, then +Inf) and the sum of what was observed."""

@@ -23,6 +23,7 @@ from smppd.address import from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
 from smppd.events import inbound_event, publish_changes
+from smppd.histogram import DELIVERY_BUCKETS_S, Histogram
 from smppd.idformat import IdFormatLearner
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
@@ -78,6 +79,8 @@ class InboundCounters:
     optouts: int = 0
     optins: int = 0
     auto_replies: int = 0
+    # Acceptance to final receipt, of the segments whose first receipt is final.
+    delivery: Histogram = field(default_factory=lambda: Histogram(DELIVERY_BUCKETS_S))
 
 
 @record
@@ -336,6 +339,8 @@ class InboundHandler:
     def _receipt_applied(self, result: ReceiptResult) -> None:
         outcome = str(result.outcome)
         self.counters.receipts[outcome] = self.counters.receipts.get(outcome, 0) + 1
+        if result.delivered_after_s is not None:
+            self.counters.delivery.observe(result.delivered_after_s)
         if result.change is not None:
             publish_changes(self._publish, result.changes, carrier=self.carrier, wants=self._wants)
 

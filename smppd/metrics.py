@@ -155,6 +155,7 @@ class CarrierView:
     inbound_redelivered: Callable[[], int] = lambda: 0  # MO an SMSC delivered again
     queries: Callable[[], Mapping[str, int]] = dict  # receipt queries by how they ended
     outcome_latency: Histogram | None = None  # None: the carrier only receives
+    delivery: Histogram | None = None  # acceptance -> final receipt (InboundCounters.delivery)
     receivers: int = 0  # receiver_binds configured
     paused: bool = False  # carriers[].paused: it keeps no binds (configured reads 0)
 
@@ -339,6 +340,12 @@ class SmppdCollector(Collector):
             " answered, not stored again",
             labels=["carrier"],
         )
+        delivery = HistogramMetricFamily(
+            "smppd_delivery_seconds",
+            "A segment's acceptance by the SMSC to its final delivery receipt, for segments"
+            " whose first receipt is final",
+            labels=["carrier"],
+        )
         queries = CounterMetricFamily(
             "smppd_receipt_queries",
             "query_sm about segments whose receipt was late, by how they ended: final (applied"
@@ -351,9 +358,11 @@ class SmppdCollector(Collector):
                 receipts.add_metric([name, result], n)
             inbound.add_metric([name], view.inbound())
             redelivered.add_metric([name], view.inbound_redelivered())
+            if view.delivery is not None:
+                delivery.add_metric([name], view.delivery.cumulative(), view.delivery.total)
             for result, n in dict(view.queries()).items():
                 queries.add_metric([name, result], n)
-        yield from (receipts, inbound, redelivered, queries)
+        yield from (receipts, inbound, redelivered, delivery, queries)
 
     def _queue_families(self) -> Iterator[Metric]:
         if self._commit_latency is not None:

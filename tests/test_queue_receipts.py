@@ -145,10 +145,12 @@ async def submit_keys(store: Queue, keys: tuple[str, ...], *, now: float) -> int
 
 
 async def test_a_receipt_delivers_its_segment(store: Queue) -> None:
-    """A final receipt matched by the carrier id moves the segment to its state."""
+    """A final receipt matched by the carrier id moves the segment to its state, and says how
+    long after the acceptance it came."""
     message_id = await submit_one(store, "1A2B")
     (result,) = await store.apply_receipts(CARRIER, [delivered("1A2B")], now=T0 + 60)
     assert result.outcome is ReceiptOutcome.MATCHED
+    assert result.delivered_after_s == 60.0
     assert result.change is not None
     assert (result.change.message_id, result.change.client) == (message_id, "otp")
     assert (result.change.before, result.change.after) == (
@@ -183,7 +185,8 @@ async def test_receipts_match_only_their_carrier(store: Queue) -> None:
 
 
 async def test_an_intermediate_receipt_keeps_the_segment_submitted(store: Queue) -> None:
-    """ENROUTE is recorded without leaving submitted; the same again changes nothing."""
+    """ENROUTE is recorded without leaving submitted; the same again changes nothing. Neither
+    it nor the final receipt after it says how long delivery took: ENROUTE moved the time."""
     message_id = await submit_one(store, "42")
     enroute = ReceiptIn(correlation_keys("42"), "ENROUTE", None, "000", None)
     (result,) = await store.apply_receipts(CARRIER, [enroute], now=T0 + 1)
@@ -191,10 +194,12 @@ async def test_an_intermediate_receipt_keeps_the_segment_submitted(store: Queue)
     assert result.change is not None
     assert result.change.before is result.change.after is MessageState.SUBMITTED
     assert result.change.receipt_stat == "ENROUTE"
+    assert result.delivered_after_s is None
     (again,) = await store.apply_receipts(CARRIER, [enroute], now=T0 + 2)
     assert again.outcome is ReceiptOutcome.DUPLICATE
     (final,) = await store.apply_receipts(CARRIER, [delivered("42")], now=T0 + 3)
     assert final.outcome is ReceiptOutcome.MATCHED
+    assert final.delivered_after_s is None
     assert await state_of(store, message_id) is MessageState.DELIVERED
 
 
@@ -203,6 +208,7 @@ async def test_a_duplicate_final_receipt_changes_nothing(store: Queue) -> None:
     message_id = await submit_one(store, "99")
     results = await store.apply_receipts(CARRIER, [delivered("99"), delivered("99")], now=T0 + 60)
     assert [r.outcome for r in results] == [ReceiptOutcome.MATCHED, ReceiptOutcome.DUPLICATE]
+    assert [r.delivered_after_s for r in results] == [60.0, None]
     (later,) = await store.apply_receipts(CARRIER, [delivered("99")], now=T0 + 61)
     assert later.outcome is ReceiptOutcome.DUPLICATE
     assert later.change is None

@@ -515,6 +515,7 @@ class MemoryQueue:
             receipt.err,
         ):
             return ReceiptResult(ReceiptOutcome.DUPLICATE)
+        first = segment.receipt_stat is None
         segment.receipt_stat = receipt.stat
         segment.receipt_err = receipt.err
         segment.done_at = receipt.done_at
@@ -523,6 +524,7 @@ class MemoryQueue:
                 ReceiptOutcome.MATCHED, self._move(segment, segment.state, now=now)
             )
         final = segment_state(receipt.final_state)
+        after = max(0.0, now - segment.updated_at) if first else None
         change = self._move(segment, final, now=now)
         siblings = []
         if receipt.whole_message:
@@ -534,7 +536,7 @@ class MemoryQueue:
                     sibling.receipt_err = receipt.err
                     sibling.done_at = receipt.done_at
                     siblings.append(self._move(sibling, final, now=now))
-        return ReceiptResult(ReceiptOutcome.MATCHED, change, tuple(siblings))
+        return ReceiptResult(ReceiptOutcome.MATCHED, change, tuple(siblings), after)
 
     def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:
         for key in receipt.keys[:1]:  # the best key only, as for held receipts

@@ -252,6 +252,10 @@ class ReceiptResult:
     outcome: ReceiptOutcome
     change: Change | None = None
     siblings: tuple[Change, ...] = ()  # of the other segments a whole-message receipt settled
+    # A final receipt for a segment that had none before: seconds since the SMSC accepted it
+    # (its last change), what the carrier took to deliver it. None otherwise: an interim
+    # receipt moved that time, and a held receipt came before the acceptance.
+    delivered_after_s: float | None = None
 
     @property
     def changes(self) -> tuple[Change, ...]:

@@ -144,17 +144,19 @@ def apply_to_segment(
         receipt.err,
     ):
         return ReceiptResult(ReceiptOutcome.DUPLICATE)
+    first = row.receipt_stat is None
     row.receipt_stat = receipt.stat
     row.receipt_err = receipt.err
     row.done_at = receipt.done_at
     if receipt.final_state is None:
         return ReceiptResult(ReceiptOutcome.MATCHED, batch.move(row, row.state, now=now))
     final = segment_state(receipt.final_state)
+    after = max(0.0, now - row.updated_at) if first else None
     change = batch.move(row, final, now=now)
     siblings = (
         _settle_siblings(batch, row, receipt, final, now=now) if receipt.whole_message else ()
     )
-    return ReceiptResult(ReceiptOutcome.MATCHED, change, siblings)
+    return ReceiptResult(ReceiptOutcome.MATCHED, change, siblings, after)
 
 
 def _settle_siblings(

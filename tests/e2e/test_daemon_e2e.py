@@ -321,6 +321,9 @@ async def test_metrics_show_the_traffic() -> None:
         assert timed is not None
         assert float(timed[1]) >= 3  # each of those commits is timed as well
         assert 'smppd_outcome_commit_seconds_count{carrier="fake"} 1.0' in text
+        # The fake SMSC sends its receipt at once: delivered within the first bucket.
+        assert 'smppd_delivery_seconds_bucket{carrier="fake",le="1.0"} 1.0' in text
+        assert 'smppd_delivery_seconds_count{carrier="fake"} 1.0' in text
         assert "447700900123" not in text
 
 
@@ -348,6 +351,7 @@ async def test_counters_survive_a_reload_that_restarts_the_carrier() -> None:
         'smppd_receipts_total{carrier="fake",result="matched"} 1.0',
         'smppd_inbound_total{carrier="fake"} 1.0',
         'smppd_outcome_commit_seconds_count{carrier="fake"} 1.0',
+        'smppd_delivery_seconds_count{carrier="fake"} 1.0',
         "smppd_optouts_total 1.0",
     ):
         assert line in before
