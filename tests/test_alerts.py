@@ -43,6 +43,9 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_receipts_total": frozenset({"carrier", "result"}),
     "smppd_receipts_held_ended_total": frozenset({"carrier", "result"}),
     "smppd_inbound_total": frozenset({"carrier"}),
+    "smppd_delivery_seconds_bucket": frozenset({"carrier", "le"}),
+    "smppd_delivery_seconds_sum": frozenset({"carrier"}),
+    "smppd_delivery_seconds_count": frozenset({"carrier"}),
     "smppd_optouts_total": frozenset(),
     "smppd_api_requests_total": frozenset({"op", "result"}),
     "smppd_api_messages_total": frozenset({"result"}),
@@ -150,6 +153,7 @@ def test_required_alerts_are_present(rules: list[dict[str, Any]]) -> None:
         "SmppdThrottlingSustained",
         "SmppdReceiptsUnmatched",
         "SmppdReceiptsStopped",
+        "SmppdDeliverySlow",
         "SmppdReconnectStorm",
         "SmppdResponseTimeoutTooShort",
         "SmppdQueuedForRemovedCarrier",
@@ -344,6 +348,27 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             alert("SmppdReceiptsStopped", "75m"),
             alert("SmppdReceiptsStopped", "90m"),  # held for 15 m first
             alert("SmppdReceiptsStopped", "110m", {**WARNING, "carrier": "a"}),
+        ],
+    ),
+    (  # a delivers most messages 10-30 minutes after accepting them; b within seconds; c is
+        # as slow as a but delivers too few for the median to mean much
+        [
+            *(
+                series(f'smppd_delivery_seconds_bucket{{carrier="{carrier}",le="{le}"}}', values)
+                for carrier, buckets in (
+                    ("a", (("5.0", "0+20x90"), ("600.0", "0+40x90"), ("1800.0", "0+200x90"))),
+                    ("b", (("5.0", "0+200x90"), ("600.0", "0+200x90"), ("1800.0", "0+200x90"))),
+                    ("c", (("5.0", "0x90"), ("600.0", "0x90"), ("1800.0", "0+1x90"))),
+                )
+                for le, values in (*buckets, ("+Inf", buckets[-1][1]))
+            ),
+            series('smppd_delivery_seconds_count{carrier="a"}', "0+200x90"),
+            series('smppd_delivery_seconds_count{carrier="b"}', "0+200x90"),
+            series('smppd_delivery_seconds_count{carrier="c"}', "0+1x90"),
+        ],
+        [
+            alert("SmppdDeliverySlow", "20m"),  # held for 30 m first
+            alert("SmppdDeliverySlow", "60m", {**WARNING, "carrier": "a"}),
         ],
     ),
     (  # the oldest queued message ages a minute per minute
