@@ -17,6 +17,7 @@ submit_sm seen at the SMSC, matched by text through the SMSC's JSON-lines record
                                                            # time goes once accepting is done
     .venv/bin/python bench/e2e.py --profile p.txt --profile-smsc   # the fake SMSC's time instead
     .venv/bin/python bench/e2e.py --poll-status 500         # and a service polling status
+    .venv/bin/python bench/e2e.py --read-finished 20        # or reading outcomes back
     .venv/bin/python bench/ab.py HEAD~1 -- --count 60000   # two commits, runs interleaved
 
 Every rate counts from the first submit sent. `sustained` is the SMSC's rate between 10% and 90%
@@ -78,6 +79,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--summary", type=Path, default=None, help="also write the main figures here, as JSON"
+    )
+    parser.add_argument(
+        "--read-finished",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="also read `finished` pages of 1,000 this many times a second, one at a time from "
+        "a connection of its own, following each page's cursor, and print how long they took",
     )
     h.add_profile_options(parser)
     parser.add_argument(
@@ -142,6 +151,15 @@ async def measure(
         if args.poll_status > 0
         else None
     )
+    pages: list[float] = []
+    finished_read = [0]
+    reading = (
+        asyncio.ensure_future(
+            read_finished(daemon.socket, args.read_finished, pages, finished_read)
+        )
+        if args.read_finished > 0
+        else None
+    )
     done_state = ("submitted", *h.FINAL) if args.no_receipts else h.FINAL
     deadline = time.monotonic() + args.timeout
     smsc_done_at = done_at = math.nan
@@ -172,6 +190,10 @@ async def measure(
         polling.cancel()
         await asyncio.gather(polling, return_exceptions=True)
         print(h.latency_line(f"status polled ({len(poll_latencies):,})", poll_latencies))
+    if reading is not None:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        print(h.latency_line(f"finished pages read ({finished_read[0]:,} messages)", pages))
     daemon_cpu = (h.cpu_s(daemon.pid) or math.nan) - daemon_cpu0
     user, system = h.cpu_split_s(daemon.pid) or (math.nan, math.nan)
     print(f"daemon CPU: user {user - split0[0]:.1f} s, system {system - split0[1]:.1f} s")
@@ -215,6 +237,22 @@ async def poll_status(
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def read_finished(socket: Path, rate: float, pages: list[float], read: list[int]) -> None:
+    """`finished` pages of 1,000 at most `rate` a second, each after the last, following the
+    cursor while there is more, until cancelled; appends each page's time, counts messages."""
+    cursor: str | None = None
+    async with Client(socket, timeout_s=60) as client:
+        next_at = time.monotonic()
+        while True:
+            started = time.perf_counter()
+            page = await client.finished(after=cursor, limit=1000)
+            pages.append(time.perf_counter() - started)
+            read[0] += len(page["messages"])
+            cursor = page["next"]
+            next_at += 1 / rate
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 def report(
