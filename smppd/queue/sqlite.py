@@ -10,8 +10,8 @@ durable, and N concurrent callers share one fsync. The SQL lives in the sqlite_*
 Reads that page through many rows (the finished and inbound pages, opt-out lists, a day's
 counts by sender) go through a second, query-only connection with a thread of its own: WAL lets
 it read the last committed state beside a transaction in progress, so a page of 1,000 finished
-messages (5-10 ms) neither waits for the writer's transactions nor holds them, and so every
-window slot, up. Lookups of a row or a few (status, opt-out checks, due times) stay on the
+messages (5-10 ms) neither waits for the writer's transactions nor holds them up (and with them
+every window slot). Lookups of a row or a few (status, opt-out checks, due times) stay on the
 writer's connection, between its transactions: its cache holds the pages just written, which
 every commit makes another connection read afresh. With a service polling status 500 times a
 second during a run, status on the reader answered in 3 instead of 7 ms but cost the daemon 10%
@@ -108,7 +108,7 @@ BULK_ENQUEUE: Final = 16  # an enqueue of more messages than this is a bulk writ
 DEFAULT_CACHE_KIB: Final = 16 * 1024
 _PURGE_STEP: Final = 500  # messages per purge transaction, so other writes interleave
 _BUSY_TIMEOUT_S: Final = 5.0
-_READER_CACHE_KIB: Final = 4 * 1024  # pages: reads are few and mostly by index
+_READER_CACHE_KIB: Final = 4 * 1024  # pages only, read afresh after each commit anyway
 
 
 def translate(exc: sqlite3.Error) -> QueueError:
@@ -165,7 +165,7 @@ class SqliteQueue:
         db: sqlite3.Connection,
         memory: MemoryState,
         *,
-        reader: tuple[aiosqlite.Connection, sqlite3.Connection] | None = None,
+        reader: tuple[aiosqlite.Connection, sqlite3.Connection],  # see _connect_reader
         max_batch: int,
         bulk_batch: int = DEFAULT_BULK_BATCH,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
@@ -173,9 +173,7 @@ class SqliteQueue:
     ) -> None:
         self._conn = conn
         self._db = db
-        # Without a reader of its own (a caller that built the queue by hand), reads share the
-        # writer's connection and wait for its transactions.
-        self._reader, self._reader_db = reader if reader is not None else (conn, db)
+        self._reader, self._reader_db = reader
         self._memory = memory
         self._owner = owner
         self._max_batch = max_batch
@@ -718,8 +716,7 @@ class SqliteQueue:
             self._closed = True
             try:
                 try:  # the reader first: the last connection to close checkpoints the WAL
-                    if self._reader is not self._conn:
-                        await self._reader.close()
+                    await self._reader.close()
                 finally:
                     await self._conn.close()
             finally:
@@ -743,34 +740,12 @@ async def _connect(
 ) -> tuple[aiosqlite.Connection, sqlite3.Connection, MemoryState]:
     """The store's connection (configured and migrated), its sqlite3 handle, and what is kept
     in memory, read from disk; QueueError (translated) when the database cannot be used."""
-    opened: list[sqlite3.Connection] = []
-    failed: list[BaseException] = []
 
-    def connect() -> sqlite3.Connection:
-        db = sqlite3.connect(
-            path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=256
-        )
-        opened.append(db)
-        try:
-            _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
-            migrate(db)
-        except Exception as exc:
-            # Raised from here, aiosqlite would stop its thread without waiting for it;
-            # handing back the connection lets close() end the thread in order.
-            failed.append(exc)
-        return db
+    def setup(db: sqlite3.Connection) -> None:
+        _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
+        migrate(db)
 
-    conn = aiosqlite.Connection(connect, iter_chunk_size=64)
-    try:
-        await conn
-    except sqlite3.Error as exc:
-        raise translate(exc) from exc
-    db = opened[0]
-    if failed:
-        await conn.close()
-        if isinstance(failed[0], sqlite3.Error):
-            raise translate(failed[0]) from failed[0]
-        raise failed[0]
+    conn, db = await _open(path, setup, cached_statements=256)
     try:
         memory = await _in_thread(
             conn,
@@ -792,20 +767,40 @@ async def _connect(
 async def _connect_reader(
     path: str | PathLike[str],
 ) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
-    """The query-only connection reads go through (opened after the writer's migrated)."""
+    """The query-only connection pages are read through (opened after the writer's migrated)."""
+
+    def setup(db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA query_only = ON")
+        db.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
+        db.execute("PRAGMA temp_store = MEMORY")
+
+    return await _open(path, setup, cached_statements=64)
+
+
+async def _open(
+    path: str | PathLike[str],
+    setup: Callable[[sqlite3.Connection], None],
+    *,
+    cached_statements: int,
+) -> tuple[aiosqlite.Connection, sqlite3.Connection]:
+    """A connection with its own thread, `setup` run on it there; QueueError (translated)
+    when it cannot be opened or set up, the thread ended."""
     opened: list[sqlite3.Connection] = []
-    failed: list[sqlite3.Error] = []
+    failed: list[BaseException] = []
 
     def connect() -> sqlite3.Connection:
         db = sqlite3.connect(
-            path, isolation_level=None, timeout=_BUSY_TIMEOUT_S, cached_statements=64
+            path,
+            isolation_level=None,
+            timeout=_BUSY_TIMEOUT_S,
+            cached_statements=cached_statements,
         )
         opened.append(db)
         try:
-            db.execute("PRAGMA query_only = ON")
-            db.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
-            db.execute("PRAGMA temp_store = MEMORY")
-        except sqlite3.Error as exc:  # handed back, as in _connect, so close() ends the thread
+            setup(db)
+        except Exception as exc:
+            # Raised from here, aiosqlite would stop its thread without waiting for it;
+            # handing back the connection lets close() end the thread in order.
             failed.append(exc)
         return db
 
@@ -816,7 +811,9 @@ async def _connect_reader(
         raise translate(exc) from exc
     if failed:
         await conn.close()
-        raise translate(failed[0]) from failed[0]
+        if isinstance(failed[0], sqlite3.Error):
+            raise translate(failed[0]) from failed[0]
+        raise failed[0]
     return conn, opened[0]
 
 
