@@ -30,7 +30,7 @@ from smppd.queue import (
     sqlite_receipts,
     sqlite_writes,
 )
-from smppd.queue.errors import QueueInUseError, SchemaTooNewError, StorageCorruptError
+from smppd.queue.errors import QueueError, QueueInUseError, SchemaTooNewError, StorageCorruptError
 from smppd.queue.model import FINISHED_START, URGENT_PRIORITY, InboundIn, InboundPart, PartGroup
 from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
@@ -173,6 +173,25 @@ async def test_pages_are_read_while_a_transaction_waits(store: SqliteQueue, path
     assert [m.id for m in received] == [mo]
     (urgent,) = await asyncio.wait_for(write, 5)
     assert urgent.created
+
+
+async def test_concurrent_lookups_each_get_their_own_answer_or_error(store: SqliteQueue) -> None:
+    """Lookups made together share round trips to the writer's thread, yet each gets its own
+    answer, and one that fails fails alone, with a QueueError."""
+    enqueued = await store.enqueue([message(ref=f"r{i}") for i in range(20)], now=T0)
+
+    def broken(db: sqlite3.Connection) -> object:
+        return db.execute("SELECT no_such_column FROM messages").fetchall()
+
+    statuses = [store.status(e.message_id, None) for e in enqueued]
+    results = await asyncio.wait_for(
+        asyncio.gather(*statuses[:10], store._read(broken), *statuses[10:], return_exceptions=True),
+        5,
+    )
+    failed = results.pop(10)
+    assert isinstance(failed, QueueError)
+    assert "no_such_column" in str(failed)
+    assert [getattr(r, "ref", r) for r in results] == [f"r{i}" for i in range(20)]
 
 
 async def test_an_urgent_submit_commits_ahead_of_everything_queued(store: SqliteQueue) -> None:

@@ -179,6 +179,8 @@ class SqliteQueue:
         self._max_batch = max_batch
         self._bulk_batch = bulk_batch
         self._urgent: deque[_Write[Any]] = deque()
+        self._lookups: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._looking_up: asyncio.Task[None] | None = None
         self._small: deque[_Write[Any]] = deque()
         self._bulk: deque[_Write[Any]] = deque()
         self._wakeup = asyncio.Event()
@@ -373,14 +375,46 @@ class SqliteQueue:
 
     async def _read(self, read: Callable[[sqlite3.Connection], T], *, page: bool = False) -> T:
         """`read` between the writer's transactions, or with `page` on the reader connection,
-        beside them (see the module doc)."""
+        beside them (see the module doc).
+
+        Lookups share thread round trips: while one batch of them runs (or waits behind a
+        transaction), those that come meanwhile gather for the next. A round trip costs about
+        45 us of CPU (a thread's wake-up and the loop's), a status lookup itself about 11.
+        """
         if self._closing:
             raise QueueClosedError("the queue is closed")
-        conn, db = (self._reader, self._reader_db) if page else (self._conn, self._db)
+        if page:
+            try:
+                return await _in_thread(self._reader, partial(read, self._reader_db))
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._lookups.append((read, future))
+        if self._looking_up is None:
+            self._looking_up = asyncio.create_task(self._look_up(), name="smppd.queue.lookups")
+        return await future
+
+    async def _look_up(self) -> None:
         try:
-            return await _in_thread(conn, partial(read, db))
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            while self._lookups:
+                batch, self._lookups = self._lookups, []
+                reads = [read for read, _ in batch]
+                try:
+                    results = await _in_thread(self._conn, partial(_each, self._db, reads))
+                except Exception as exc:  # the thread could not run them (closed)
+                    results = [_Failed(exc)] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, _Failed):
+                        error = result.error
+                        future.set_exception(
+                            translate(error) if isinstance(error, sqlite3.Error) else error
+                        )
+                    else:
+                        future.set_result(result)
+        finally:
+            self._looking_up = None
 
     # -- the Queue interface ------------------------------------------------------------------
 
@@ -712,6 +746,8 @@ class SqliteQueue:
         self._end_pacing()  # what is queued is committed now
         try:
             await self._writer
+            if self._looking_up is not None:
+                await self._looking_up
         finally:
             self._closed = True
             try:
@@ -859,6 +895,24 @@ async def _in_thread(conn: aiosqlite.Connection, work: Callable[[], T]) -> T:
     # The type as a string: cast() with a subscripted Callable builds the alias on every call.
     run = cast("Callable[[Callable[[], T]], Awaitable[T]]", conn._execute)
     return await run(work)
+
+
+@dataclass(slots=True)
+class _Failed:
+    error: Exception
+
+
+def _each(
+    db: sqlite3.Connection, reads: Sequence[Callable[[sqlite3.Connection], Any]]
+) -> list[Any]:
+    """Runs in the connection's thread: every read, each one's result or its failure alone."""
+    results: list[Any] = []
+    for read in reads:
+        try:
+            results.append(read(db))
+        except Exception as exc:
+            results.append(_Failed(exc))
+    return results
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
