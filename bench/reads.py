@@ -33,6 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
     parser.add_argument("--binds", type=int, default=2)
     parser.add_argument("--window", type=int, default=100)
+    parser.add_argument("--ops", default="health,status", help="which, in order (both)")
+    h.add_profile_options(parser)
     h.add_common(parser)
     return parser.parse_args()
 
@@ -57,7 +59,9 @@ async def measure(
             "health": lambda i: client.health(),
             "status": lambda i: client.status(ids[i % len(ids)]),
         }
-        for name, op in ops.items():
+        profiler = h.profile(args, daemon.pid)
+        for name in args.ops.split(","):
+            op = ops[name]
             cpu0, started = h.cpu_s(daemon.pid) or 0.0, time.perf_counter()
             for first in range(0, args.requests, args.in_flight):
                 last = min(args.requests, first + args.in_flight)
@@ -68,6 +72,8 @@ async def measure(
                 f"{name}: {cpu / args.requests * 1e6:.0f} us of daemon CPU a request, "
                 f"{args.requests / wall:,.0f} answered a second ({args.in_flight} in flight)"
             )
+        if profiler is not None:
+            h.stop_profiler(profiler)
     print(h.machine_line("after"))
 
 
