@@ -495,9 +495,16 @@ def _parse_message(message: object) -> SubmitRequest | ApiError:
         return error
 
 
-def _message_id(req: Request) -> int:
-    _only(req, frozenset({"message_id"}))
-    return _int(_value(req, "message_id", required=True), "message_id", 1, MAX_MESSAGE_ID)
+async def _message_id(service: Service, client: ClientIdentity, req: Request) -> int:
+    """The message a status or cancel names: by `message_id`, or by the `ref` it was
+    submitted with (exactly one of them)."""
+    _only(req, frozenset({"message_id", "ref"}))
+    ref = _value(req, "ref")
+    if ref is None:
+        return _int(_value(req, "message_id", required=True), "message_id", 1, MAX_MESSAGE_ID)
+    if _value(req, "message_id") is not None:
+        raise _invalid("ref", "not given with message_id (one of them names the message)")
+    return await service.message_id_of(client, _str(ref, "ref", max_chars=MAX_REF_CHARS))
 
 
 def _event_kinds(req: Request) -> frozenset[str]:
@@ -579,11 +586,11 @@ def _message_results(req: Request, outcome: Mapping[str, Any] | None, result: st
 
 
 async def _op_status(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
-    return await service.status(client, _message_id(req))
+    return await service.status(client, await _message_id(service, client, req))
 
 
 async def _op_cancel(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
-    return await service.cancel(client, _message_id(req))
+    return await service.cancel(client, await _message_id(service, client, req))
 
 
 async def _op_health(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:

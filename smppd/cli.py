@@ -160,14 +160,14 @@ def _print_message(status: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 async def _status(client: Client, args: argparse.Namespace) -> int:
-    _print_message(await client.status(args.message_id), args)
+    _print_message(await client.status(args.message_id, ref=args.ref), args)
     return EX_OK
 
 
 async def _cancel(client: Client, args: argparse.Namespace) -> int:
     """Prints the message after the cancel; status 1 when this call cancelled nothing of it
     (every segment was with the carrier, finished or cancelled before), so a script can tell."""
-    status = await client.cancel(args.message_id)
+    status = await client.cancel(args.message_id, ref=args.ref)
     _print_message(status, args)
     if not status.get("cancelled"):
         state = status.get("state")
@@ -374,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = add_client("status", "show a message's state", _status)
     cancel = add_client("cancel", "cancel a message's segments not yet sent", _cancel)
     for command in (status, cancel):
-        command.add_argument("message_id", type=_message_id, metavar="ID")
+        target = command.add_mutually_exclusive_group(required=True)
+        target.add_argument("message_id", nargs="?", type=_message_id, metavar="ID")
+        target.add_argument("--ref", help="the message submitted with this ref, instead of ID")
         command.add_argument(
             "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
         )

@@ -115,6 +115,12 @@ def _submit_fields(
     return fields | {k: v for k, v in optional.items() if v is not None}
 
 
+def _target(message_id: int | None, ref: str | None) -> dict[str, Any]:
+    if (message_id is None) == (ref is None):
+        raise TypeError("give one of message_id and ref")
+    return {"message_id": message_id} if ref is None else {"ref": ref}
+
+
 class Client:
     """One connection to the daemon. Requests may be issued concurrently (they are pipelined);
     at most `max_in_flight` wait for replies at once, the rest wait their turn here."""
@@ -313,11 +319,17 @@ class Client:
             for r in reply["results"]
         ]
 
-    async def status(self, message_id: int) -> dict[str, Any]:
-        return _result(await self.request("status", message_id=message_id))
+    async def status(
+        self, message_id: int | None = None, *, ref: str | None = None
+    ) -> dict[str, Any]:
+        """The message by its id, or by the `ref` it was submitted with."""
+        return _result(await self.request("status", **_target(message_id, ref)))
 
-    async def cancel(self, message_id: int) -> dict[str, Any]:
-        return _result(await self.request("cancel", message_id=message_id))
+    async def cancel(
+        self, message_id: int | None = None, *, ref: str | None = None
+    ) -> dict[str, Any]:
+        """Cancel the message's segments not yet sent; by its id, or by its `ref`."""
+        return _result(await self.request("cancel", **_target(message_id, ref)))
 
     async def health(self) -> dict[str, Any]:
         return _result(await self.request("health"))
@@ -426,11 +438,11 @@ class SyncClient:
     ) -> list[Submitted | ApiClientError]:
         return self._run(self.client.submit_many(messages))
 
-    def status(self, message_id: int) -> dict[str, Any]:
-        return self._run(self.client.status(message_id))
+    def status(self, message_id: int | None = None, *, ref: str | None = None) -> dict[str, Any]:
+        return self._run(self.client.status(message_id, ref=ref))
 
-    def cancel(self, message_id: int) -> dict[str, Any]:
-        return self._run(self.client.cancel(message_id))
+    def cancel(self, message_id: int | None = None, *, ref: str | None = None) -> dict[str, Any]:
+        return self._run(self.client.cancel(message_id, ref=ref))
 
     def health(self) -> dict[str, Any]:
         return self._run(self.client.health())

@@ -405,6 +405,12 @@ class Gateway:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
         return status_json(found)
 
+    async def message_id_of(self, client: ClientIdentity, ref: str) -> int:
+        found = await self._queue.message_id_of(client.name, ref)
+        if found is None:
+            raise ApiError(ErrorCode.not_found, "no message with this ref", field="ref")
+        return found
+
     async def cancel(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
         found = await self._queue.cancel(message_id, client.name, now=self._clock())
         if found is None:

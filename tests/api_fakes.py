@@ -123,6 +123,13 @@ class FakeService:
         if self.owners.get(message_id) != client.name:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}")
 
+    async def message_id_of(self, client: ClientIdentity, ref: str) -> int:
+        self.calls.append(("message_id_of", ref))
+        message_id = self._refs.get(ref)
+        if message_id is None or self.owners.get(message_id) != client.name:
+            raise ApiError(ErrorCode.not_found, "no message with this ref", field="ref")
+        return message_id
+
     async def status(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
         self.calls.append(("status", message_id))
         self._check()

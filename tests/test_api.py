@@ -376,6 +376,31 @@ async def test_status_cancel_health_stats_and_optout() -> None:
     assert ("optout", ("list", "", None)) in service.calls
 
 
+async def test_status_and_cancel_name_the_message_by_id_or_by_ref() -> None:
+    """A status or cancel names the message by `message_id` or by the `ref` it was submitted
+    with: exactly one of them; an unknown ref is not_found on `ref`."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        await raw.call(SUBMIT)
+        await raw.call(SUBMIT | {"ref": "order-7"})
+        status = await raw.call({"op": "status", "id": 1, "ref": "order-7"})
+        assert (status["ok"], status["message_id"]) == (True, 2)
+        cancel = await raw.call({"op": "cancel", "id": 2, "ref": "order-7"})
+        assert (cancel["ok"], cancel["state"]) == (True, "cancelled")
+        for request, code, field in (
+            ({"ref": "order-8"}, "not_found", "ref"),
+            ({"ref": "order-7", "message_id": 2}, "invalid_field", "ref"),
+            ({"ref": ""}, "invalid_field", "ref"),
+            ({"ref": 7}, "invalid_field", "ref"),
+            ({}, "missing_field", "message_id"),
+        ):
+            reply = await raw.call({"op": "status", "id": 3} | request)
+            assert (reply["error"]["code"], reply["error"].get("field")) == (code, field), request
+    assert ("message_id_of", "order-7") in service.calls
+    assert ("cancel", 2) in service.calls
+
+
 # --- malformed input ----------------------------------------------------------------------------
 
 MALFORMED: list[tuple[bytes, str, str | None]] = [

@@ -121,6 +121,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["status", "twelve", "--socket", "/nonexistent"])
     assert exited.value.code == 2
+    for target in ([], ["1", "--ref", "r1"]):  # neither, or both
+        with pytest.raises(SystemExit) as exited:
+            main(["cancel", *target, "--socket", "/nonexistent"])
+        assert exited.value.code == 2
+        assert "--ref" in capsys.readouterr().err
     send = ["send", "--to", "+447700900123", "--from", "ACME", "--text", "hi"]
     for seconds in ("nan", "inf", "0", "-5", "soon"):
         with pytest.raises(SystemExit) as exited:
@@ -152,6 +157,10 @@ async def test_send_then_status_through_the_socket(capsys: pytest.CaptureFixture
         }
         assert await run_cli("status", "1", "--epoch", "--socket", socket) == 0
         assert json.loads(capsys.readouterr().out)["created_at"] == 1764877501.25
+        assert await run_cli("status", "--ref", "r1", "--socket", socket) == 0
+        assert json.loads(capsys.readouterr().out)["message_id"] == 1
+        assert await run_cli("status", "--ref", "r2", "--socket", socket) == 1
+        assert "no message with this ref" in capsys.readouterr().err
     request = service.calls[0][1][1][0]
     assert (request.priority, request.ref, request.text) == (9, "r1", "hi")
 

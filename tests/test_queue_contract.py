@@ -397,6 +397,19 @@ async def test_status_is_private_to_the_owner(store: Queue) -> None:
     assert await store.status(enq.message_id, "otp") is not None
 
 
+async def test_a_message_is_found_by_its_clients_ref(store: Queue) -> None:
+    """message_id_of finds a client's message by the ref it was submitted with, and not by
+    another client's ref or one never given."""
+    (first, _, other) = await store.enqueue(
+        [message("otp", ref="a"), message("otp"), message("crm", ref="b")], now=T0
+    )
+    assert await store.message_id_of("otp", "a") == first.message_id
+    assert await store.message_id_of("crm", "b") == other.message_id
+    assert await store.message_id_of("otp", "b") is None
+    assert await store.message_id_of("crm", "a") is None
+    assert await store.message_id_of("otp", "never") is None
+
+
 async def test_recover_requeues_inflight_segments(store: Queue) -> None:
     """After a stop, segments left inflight are claimed again (at least once)."""
     enqueued = await store.enqueue([message() for _ in range(3)], now=T0)

@@ -142,6 +142,10 @@ class Queue(Protocol):
         """The message, or None if unknown or owned by another client (None: any client)."""
         ...
 
+    async def message_id_of(self, client: str, ref: str) -> int | None:
+        """The id of `client`'s message submitted with `ref`, while it is kept; else None."""
+        ...
+
     async def cancel(
         self, message_id: int, client: str | None, *, now: float
     ) -> tuple[MessageStatus, list[Change]] | None:

@@ -667,6 +667,9 @@ class MemoryQueue:
             if transition(segment.state, SegmentEvent.CANCELLED) is not None
         ]
 
+    async def message_id_of(self, client: str, ref: str) -> int | None:
+        return self._by_ref.get((client, ref))
+
     async def status(self, message_id: int, client: str | None) -> MessageStatus | None:
         message = self._messages.get(message_id)
         if message is None or (client is not None and message.new.client != client):

@@ -583,6 +583,9 @@ class SqliteQueue:
             now=now,
         )
 
+    async def message_id_of(self, client: str, ref: str) -> int | None:
+        return await self._read(partial(sqlite_reads.message_id_of, client=client, ref=ref))
+
     async def status(self, message_id: int, client: str | None) -> MessageStatus | None:
         return await self._read(
             partial(sqlite_reads.message_status, message_id=message_id, client=client)

@@ -70,6 +70,14 @@ def message_status(
     )
 
 
+def message_id_of(db: sqlite3.Connection, client: str, ref: str) -> int | None:
+    found = db.execute(
+        "SELECT id FROM messages INDEXED BY messages_by_ref WHERE client = ? AND ref = ?",
+        (client, ref),
+    ).fetchone()
+    return None if found is None else int(found[0])
+
+
 _HEAD: Final = """
     SELECT m.created_at, m.not_before
     FROM segments AS s CROSS JOIN messages AS m ON m.id = s.id >> 8
