@@ -237,6 +237,8 @@ async def test_outcomes_missed_while_away_are_read_back_in_the_order_they_finish
             )
             assert {(await sub.next())["state"] for _ in sent} == {"delivered"}
             sub.close()
+            by_ref = await client.status(ref="r1")  # the client's own key reads it back too
+            assert (by_ref["message_id"], by_ref["state"]) == (sent[1].message_id, "delivered")
             await client.cancel(later.message_id)
             listed = await smppd_cli("finished", "-c", str(daemon.config), "--epoch")
             assert sorted((m["message_id"], m["state"]) for m in listed) == sorted(
