@@ -175,6 +175,18 @@ async def test_pages_are_read_while_a_transaction_waits(store: SqliteQueue, path
     assert urgent.created
 
 
+async def test_a_closed_queue_leaves_its_wal_checkpointed(path: Path) -> None:
+    """close() ends both connections, and the last to close checkpoints the WAL into the file
+    and removes it: after a clean stop there is nothing left to replay."""
+    store = await SqliteQueue.open(path)
+    await store.enqueue([message(ref=f"r{i}") for i in range(50)], now=T0)
+    await store.finished_since(FINISHED_START, client="otp", limit=10)  # the reader in use
+    assert (path.parent / f"{path.name}-wal").exists()
+    await store.close()
+    assert not (path.parent / f"{path.name}-wal").exists()
+    assert peek(path, "SELECT COUNT(*) FROM messages") == [(50,)]
+
+
 async def test_concurrent_lookups_each_get_their_own_answer_or_error(store: SqliteQueue) -> None:
     """Lookups made together share round trips to the writer's thread, yet each gets its own
     answer, and one that fails fails alone, with a QueueError."""

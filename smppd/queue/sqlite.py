@@ -754,7 +754,7 @@ class SqliteQueue:
         finally:
             self._closed = True
             try:
-                try:  # the reader first: the last connection to close checkpoints the WAL
+                try:  # whichever closes last checkpoints the WAL into the file and removes it
                     await self._reader.close()
                 finally:
                     await self._conn.close()
