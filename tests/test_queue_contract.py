@@ -325,6 +325,36 @@ async def test_a_part_that_fails_for_good_cancels_the_parts_not_yet_sent(store: 
     ]
 
 
+async def test_a_part_in_flight_when_another_failed_for_good_is_not_sent_again(
+    store: Queue,
+) -> None:
+    """A part on the wire when another failed for good, answered with a temporary error or
+    deferred, is cancelled rather than queued to be sent again; the message stays failed."""
+    (enq,) = await store.enqueue([message(segments=(b"0", b"1", b"2"))], now=T0)
+    first, second, third = await store.claim(CARRIER, 3, now=T0)
+    await store.record([Failed(first.segment_id, 0x0B)], now=T0 + 1)
+    changes = await store.record(
+        [
+            Retry(second.segment_id, 0x58, T0 + 60),
+            Deferred(third.segment_id, T0 + 2),
+        ],
+        now=T0 + 1,
+    )
+    assert [(c.segment_id, c.segment_state) for c in changes] == [
+        (second.segment_id, SegmentState.CANCELLED),
+        (third.segment_id, SegmentState.CANCELLED),
+    ]
+    assert await segment_states(store, enq.message_id) == [
+        SegmentState.FAILED,
+        SegmentState.CANCELLED,
+        SegmentState.CANCELLED,
+    ]
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.FAILED
+    assert len(await store.claim(CARRIER, 10, now=T0 + 100)) == 0
+
+
 async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     store: Queue,
 ) -> None:

@@ -334,19 +334,22 @@ class MemoryQueue:
                 continue
             if isinstance(outcome, Deferred):
                 segment.next_attempt_at = outcome.next_attempt_at
-                changes.append(
-                    self._move(segment, waiting_state(outcome.next_attempt_at, now=now), now=now)
-                )
-                continue
-            segment.attempts += not isinstance(outcome, Retry) or outcome.counts
-            if isinstance(outcome, Failed):
-                segment.command_status = outcome.command_status
-            else:
-                segment.command_status = (
-                    outcome.command_status if isinstance(outcome, Retry) else None
-                )
-                segment.next_attempt_at = outcome.next_attempt_at
                 target = waiting_state(outcome.next_attempt_at, now=now)
+            else:
+                segment.attempts += not isinstance(outcome, Retry) or outcome.counts
+                if isinstance(outcome, Failed):
+                    segment.command_status = outcome.command_status
+                else:
+                    segment.command_status = (
+                        outcome.command_status if isinstance(outcome, Retry) else None
+                    )
+                    segment.next_attempt_at = outcome.next_attempt_at
+                    target = waiting_state(outcome.next_attempt_at, now=now)
+            if target in WAITING_STATES and any(
+                sibling.state is SegmentState.FAILED for sibling in self._siblings(segment.message)
+            ):
+                # In flight when another part failed for good: not sent again (as in SQLite).
+                target = SegmentState.CANCELLED
             changes.append(self._move(segment, target, now=now))
             if target is SegmentState.FAILED:
                 # The parts not yet sent are cancelled, not sent as fragments (as in SQLite).

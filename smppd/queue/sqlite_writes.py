@@ -306,6 +306,10 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
         else:
             target = _unsent(row, outcome, now=now)
             if target is not None:
+                if target in WAITING_STATES and row.total > 1 and _a_part_failed(batch, row):
+                    # It was in flight when another part failed for good, which cancelled the
+                    # parts then waiting: it is not sent again either.
+                    target = SegmentState.CANCELLED
                 changes.append(batch.move(row, target, now=now))
                 if target is SegmentState.FAILED and row.total > 1:
                     changes.extend(_cancel_unsent_parts(batch, row, now=now))
@@ -315,6 +319,13 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
         execute_rows(batch.db, sqlite_queries.INSERT, queries)
     batch.flush(now=now)
     return changes
+
+
+def _a_part_failed(batch: Batch, row: SegmentRow) -> bool:
+    return any(
+        sibling is not None and sibling.state is SegmentState.FAILED
+        for sibling in map(batch.segment, sibling_ids(message_id_of(row.id), row.total, but=row.id))
+    )
 
 
 def _cancel_unsent_parts(batch: Batch, row: SegmentRow, *, now: float) -> list[Change]:
