@@ -615,25 +615,28 @@ async def _op_optout(service: Service, client: ClientIdentity, req: Request) -> 
     return await service.optout(client, action, sender, number)
 
 
+def _page_limit(req: Request) -> int:
+    limit = _value(req, "limit")
+    return INBOUND_PAGE if limit is None else _int(limit, "limit", 1, INBOUND_PAGE_MAX)
+
+
 async def _op_inbound(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
     _only(req, frozenset({"after", "limit"}))
     after = _value(req, "after")
-    limit = _value(req, "limit")
     return await service.inbound(
         client,
         0 if after is None else _int(after, "after", 0, MAX_MESSAGE_ID),
-        INBOUND_PAGE if limit is None else _int(limit, "limit", 1, INBOUND_PAGE_MAX),
+        _page_limit(req),
     )
 
 
 async def _op_finished(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
     _only(req, frozenset({"after", "limit"}))
     after = _value(req, "after")
-    limit = _value(req, "limit")
     return await service.finished(
         client,
         None if after is None else parse_finished_token(_str(after, "after", max_chars=64)),
-        INBOUND_PAGE if limit is None else _int(limit, "limit", 1, INBOUND_PAGE_MAX),
+        _page_limit(req),
     )
 
 

@@ -263,6 +263,12 @@ class Batch:
                 self._rows.setdefault(found[0], SegmentRow(found))
         return [self._rows[sid] for sid in range(first, last + 1) if sid in self._rows]
 
+    def siblings(self, row: SegmentRow) -> list[SegmentRow]:
+        """The other segments of `row`'s message, in order."""
+        if row.total == 1:
+            return []
+        return [s for s in self.message_segments(row.message_id, row.total) if s.id != row.id]
+
     # -- changes ------------------------------------------------------------------------------
 
     def move(self, row: SegmentRow, state: SegmentState, *, now: float) -> Change:

@@ -22,8 +22,6 @@ from smppd.queue.model import (
     ReceiptIn,
     ReceiptOutcome,
     ReceiptResult,
-    message_id_of,
-    sibling_ids,
 )
 from smppd.queue.receipts import (
     FALLBACK_AFTER_S,
@@ -163,11 +161,9 @@ def _settle_siblings(
     batch: Batch, row: SegmentRow, receipt: ReceiptIn, final: SegmentState, *, now: float
 ) -> tuple[Change, ...]:
     """A whole-message receipt's other segments that are submitted take it too."""
-    message_id = message_id_of(row.id)
     changes: list[Change] = []
-    for sid in sibling_ids(message_id, row.total, but=row.id):
-        sibling = batch.segment(sid)  # mostly cached: Batch.prefetch reads siblings too
-        if sibling is None or sibling.state is not SegmentState.SUBMITTED:
+    for sibling in batch.siblings(row):  # mostly cached: Batch.prefetch reads siblings too
+        if sibling.state is not SegmentState.SUBMITTED:
             continue
         sibling.receipt_stat = receipt.stat
         sibling.receipt_err = receipt.err
@@ -181,8 +177,7 @@ def settle_late_part(batch: Batch, row: SegmentRow, *, now: float) -> Change | N
     same receipt (Submitted.whole_message)."""
     if row.state is not SegmentState.SUBMITTED:
         return None
-    ids = sibling_ids(message_id_of(row.id), row.total, but=row.id)
-    sibling = whole_message_receipt(batch.segment(sid) for sid in ids)
+    sibling = whole_message_receipt(batch.siblings(row))
     if sibling is None:
         return None
     row.receipt_stat = sibling.receipt_stat

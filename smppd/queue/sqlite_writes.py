@@ -31,7 +31,6 @@ from smppd.queue.model import (
     message_id_of,
     segment_id,
     segment_index,
-    sibling_ids,
 )
 from smppd.queue.receipts import join_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
@@ -322,22 +321,18 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
 
 
 def _a_part_failed(batch: Batch, row: SegmentRow) -> bool:
-    return any(
-        sibling is not None and sibling.state is SegmentState.FAILED
-        for sibling in map(batch.segment, sibling_ids(message_id_of(row.id), row.total, but=row.id))
-    )
+    return any(sibling.state is SegmentState.FAILED for sibling in batch.siblings(row))
 
 
 def _cancel_unsent_parts(batch: Batch, row: SegmentRow, *, now: float) -> list[Change]:
     """A part failed for good: the handset can never put the message together, so the parts
     not yet sent are cancelled rather than sent and billed as fragments (a part in flight may
     still be accepted)."""
-    changes = []
-    for sid in sibling_ids(message_id_of(row.id), row.total, but=row.id):
-        sibling = batch.segment(sid)
-        if sibling is not None and sibling.state in WAITING_STATES:
-            changes.append(batch.move(sibling, SegmentState.CANCELLED, now=now))
-    return changes
+    return [
+        batch.move(sibling, SegmentState.CANCELLED, now=now)
+        for sibling in batch.siblings(row)
+        if sibling.state in WAITING_STATES
+    ]
 
 
 def _submitted(
