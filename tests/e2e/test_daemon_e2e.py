@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
 import re
 import signal
 import socket
@@ -1007,6 +1009,114 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
             assert problems == []
         finally:
             await daemon.stop()
+
+
+async def test_cancels_and_validity_through_a_misbehaving_smsc_and_a_restart() -> None:
+    """Cancels while sending, validities that run out in the queue, urgent and long messages,
+    an SMSC that throttles, fails some submits, answers late and out of order, and a stop and
+    start of the daemon halfway: every message ends final; no segment the daemon calls
+    cancelled or expired was accepted at the SMSC, each delivered one was accepted under the
+    id the daemon recorded, and none was accepted twice (a graceful stop waits for its
+    answers)."""
+    rng = random.Random(8)
+    faults = Faults(
+        latency_s=(0.0, 0.02),
+        submit_errors={
+            CommandStatus.ESME_RTHROTTLED: 0.05,
+            CommandStatus.ESME_RMSGQFUL: 0.03,
+            CommandStatus.ESME_RSYSERR: 0.05,
+            CommandStatus.ESME_RINVDSTADR: 0.03,
+        },
+        reorder=Reorder.SHUFFLE,
+        reorder_batch=5,
+        reorder_hold_s=0.05,
+    )
+    smsc_config = SmscConfig(
+        port=0, faults=faults, receipts=ReceiptConfig(duplicate=True, before_resp=True)
+    )
+    count = 400
+    # Every part of a message carries its tag, so the SMSC's records name the message.
+    tags = [f"<{i:04d}>" for i in range(count)]
+    messages: list[dict[str, Any]] = []
+    for i, tag in enumerate(tags):
+        message: dict[str, Any] = {
+            "to": "+447700900123",
+            "from": "ALPHA",
+            "text": tag * (40 if i % 5 == 0 else 1),  # 240 characters: two parts
+        }
+        if i % 7 == 0:
+            message["validity_s"] = rng.choice([0.05, 0.2, 0.5, 1.0])
+        if i % 11 == 0:
+            message["priority"] = "urgent"
+        messages.append(message)
+    async with smsc_and_dir(smsc_config) as (smsc, directory):
+        config = write_config(
+            directory,
+            smsc.port,
+            carrier={"binds": 3, "window": 10, "throttle_backoff_s": 0.05},
+            queue={
+                "path": str(directory / "smppd.db"),
+                "retry_initial_s": 0.05,
+                "retry_max_s": 0.3,
+            },
+        )
+        socket = directory / "smppd.sock"
+        daemon = Daemon(config)
+        await daemon.start()
+        try:
+            async with Client(socket) as client:
+                sent = await client.submit_many(messages)
+                ids = [r.message_id for r in sent if not isinstance(r, ApiClientError)]
+                assert len(ids) == count
+                doomed = rng.sample(ids, 80)
+                # Ten cancels each time the SMSC has seen another 25 segments.
+                for step in range(8):
+                    await smsc.records.wait_for(25 * (step + 1), timeout=20, segments=True)
+                    for message_id in doomed[step * 10 : step * 10 + 10]:
+                        with contextlib.suppress(ApiClientError):  # it may have ended
+                            await client.cancel(message_id)
+            assert await daemon.stop() == 0
+            lines = list(daemon.lines)
+            daemon = Daemon(config)
+            await daemon.start()
+            sub = await RawSubscriber.open(socket, ["state"])
+            async with Client(socket) as client:
+                unfinished = set(ids)
+                for message_id in ids:
+                    if (await client.status(message_id))["state"] in FINAL_MESSAGE_STATES:
+                        unfinished.discard(message_id)
+                while unfinished:
+                    event = await sub.next(timeout=30)
+                    if event["state"] in FINAL_MESSAGE_STATES:
+                        unfinished.discard(event["id"])
+                statuses = [await client.status(message_id) for message_id in ids]
+            sub.close()
+        finally:
+            await daemon.stop()
+        lines += daemon.lines
+    accepted: dict[tuple[str, int], list[str]] = {}
+    for record in smsc.records.segments:
+        if record.command_status == 0:
+            found = re.search(r"<\d{4}>", record.text)
+            assert found is not None, record
+            part = record.concat.seq if record.concat is not None else 1
+            accepted.setdefault((found.group(0), part), []).append(record.message_id)
+    assert all(len(carrier_ids) == 1 for carrier_ids in accepted.values())
+    seen = {status["state"] for status in statuses}
+    assert {"delivered", "cancelled", "expired", "failed"} <= seen, seen
+    for tag, status in zip(tags, statuses, strict=True):
+        for segment in status["segments"]:
+            carrier_ids = accepted.get((tag, segment["index"] + 1), [])
+            if segment["state"] in ("cancelled", "expired"):
+                assert carrier_ids == [], status
+            elif segment["state"] == "delivered":
+                assert carrier_ids == [segment["carrier_message_id"]], status
+            else:
+                assert segment["state"] == "failed", status
+                assert segment["command_status"] == CommandStatus.ESME_RINVDSTADR, status
+        if status["state"] == "delivered":
+            assert {s["state"] for s in status["segments"]} == {"delivered"}, status
+    assert [line for line in lines if line.get("level") in ("error", "critical")] == []
 
 
 async def test_a_cancel_stops_messages_claimed_but_not_yet_sent() -> None:
