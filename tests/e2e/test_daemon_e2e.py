@@ -930,6 +930,29 @@ async def test_one_receipt_per_message_delivers_every_part() -> None:
         sub.close()
 
 
+def _misbehaving_smsc(*, drop_after_pdus: int | None) -> SmscConfig:
+    """An SMSC that throttles, fails some submits for now and some for good, answers late and
+    shuffled, and sends every receipt twice and before its submit_sm_resp."""
+    faults = Faults(
+        latency_s=(0.0, 0.01),
+        submit_errors={
+            CommandStatus.ESME_RTHROTTLED: 0.05,
+            CommandStatus.ESME_RMSGQFUL: 0.03,
+            CommandStatus.ESME_RSYSERR: 0.03,
+            # At 6% of some 270 segments' submits, none failing for good (which the tests
+            # assert some do) has odds of 1 in 10^7; at 2% it was 1 in 400.
+            CommandStatus.ESME_RINVDSTADR: 0.06,
+        },
+        reorder=Reorder.SHUFFLE,
+        reorder_batch=5,
+        reorder_hold_s=0.05,
+        drop_after_pdus=drop_after_pdus,
+    )
+    return SmscConfig(
+        port=0, faults=faults, receipts=ReceiptConfig(duplicate=True, before_resp=True)
+    )
+
+
 async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     """An SMSC that throttles, fails some submits for now and some for good, answers late and
     out of order, drops each connection every 120 PDUs (losing the answers it held), and sends
@@ -939,26 +962,7 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     accepted at the SMSC under the id the daemon recorded. The ids are small hex ones, so an
     early receipt for 0000000a meets an open 00000010 (ten, read as decimal), and must wait
     for its own."""
-    faults = Faults(
-        latency_s=(0.0, 0.01),
-        submit_errors={
-            CommandStatus.ESME_RTHROTTLED: 0.05,
-            CommandStatus.ESME_RMSGQFUL: 0.03,
-            CommandStatus.ESME_RSYSERR: 0.03,
-            # At 6% of some 270 segments' submits, none failing for good (which the test
-            # asserts some do) has odds of 1 in 10^7; at 2% it was 1 in 400.
-            CommandStatus.ESME_RINVDSTADR: 0.06,
-        },
-        reorder=Reorder.SHUFFLE,
-        reorder_batch=5,
-        reorder_hold_s=0.05,
-        drop_after_pdus=120,
-    )
-    smsc_config = SmscConfig(
-        port=0,
-        faults=faults,
-        receipts=ReceiptConfig(duplicate=True, before_resp=True),
-    )
+    smsc_config = _misbehaving_smsc(drop_after_pdus=120)
     count = 240
     async with smsc_and_dir(smsc_config) as (smsc, directory):
         config = write_config(
@@ -1019,21 +1023,7 @@ async def test_cancels_and_validity_through_a_misbehaving_smsc_and_a_restart() -
     id the daemon recorded, and none was accepted twice (a graceful stop waits for its
     answers)."""
     rng = random.Random(8)
-    faults = Faults(
-        latency_s=(0.0, 0.02),
-        submit_errors={
-            CommandStatus.ESME_RTHROTTLED: 0.05,
-            CommandStatus.ESME_RMSGQFUL: 0.03,
-            CommandStatus.ESME_RSYSERR: 0.05,
-            CommandStatus.ESME_RINVDSTADR: 0.03,
-        },
-        reorder=Reorder.SHUFFLE,
-        reorder_batch=5,
-        reorder_hold_s=0.05,
-    )
-    smsc_config = SmscConfig(
-        port=0, faults=faults, receipts=ReceiptConfig(duplicate=True, before_resp=True)
-    )
+    smsc_config = _misbehaving_smsc(drop_after_pdus=None)  # no answer is lost
     count = 400
     # Every part of a message carries its tag, so the SMSC's records name the message.
     tags = [f"<{i:04d}>" for i in range(count)]
