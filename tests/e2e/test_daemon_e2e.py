@@ -953,6 +953,16 @@ def _misbehaving_smsc(*, drop_after_pdus: int | None) -> SmscConfig:
     )
 
 
+def _quick_retries(directory: Path, smsc_port: int) -> Path:
+    """Three binds of window 10 whose retries and throttling pauses are a fraction of a second."""
+    return write_config(
+        directory,
+        smsc_port,
+        carrier={"binds": 3, "window": 10, "throttle_backoff_s": 0.05},
+        queue={"path": str(directory / "smppd.db"), "retry_initial_s": 0.05, "retry_max_s": 0.2},
+    )
+
+
 async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     """An SMSC that throttles, fails some submits for now and some for good, answers late and
     out of order, drops each connection every 120 PDUs (losing the answers it held), and sends
@@ -965,16 +975,7 @@ async def test_every_message_ends_final_through_a_misbehaving_smsc() -> None:
     smsc_config = _misbehaving_smsc(drop_after_pdus=120)
     count = 240
     async with smsc_and_dir(smsc_config) as (smsc, directory):
-        config = write_config(
-            directory,
-            smsc.port,
-            carrier={"binds": 3, "window": 10, "throttle_backoff_s": 0.05},
-            queue={
-                "path": str(directory / "smppd.db"),
-                "retry_initial_s": 0.05,
-                "retry_max_s": 0.2,
-            },
-        )
+        config = _quick_retries(directory, smsc.port)
         daemon = Daemon(config)
         await daemon.start()
         try:
@@ -1040,16 +1041,7 @@ async def test_cancels_and_validity_through_a_misbehaving_smsc_and_a_restart() -
             message["priority"] = "urgent"
         messages.append(message)
     async with smsc_and_dir(smsc_config) as (smsc, directory):
-        config = write_config(
-            directory,
-            smsc.port,
-            carrier={"binds": 3, "window": 10, "throttle_backoff_s": 0.05},
-            queue={
-                "path": str(directory / "smppd.db"),
-                "retry_initial_s": 0.05,
-                "retry_max_s": 0.3,
-            },
-        )
+        config = _quick_retries(directory, smsc.port)
         socket = directory / "smppd.sock"
         daemon = Daemon(config)
         await daemon.start()
