@@ -124,8 +124,37 @@ def calibration_ms() -> float:
     return (time.perf_counter() - started) * 1e3
 
 
+def busy_cores(span_s: float = 0.3) -> float:
+    """Cores kept busy by whatever runs on the machine, over `span_s` of this process's sleep.
+
+    The calibration loop times one core, so it misses a tenant (or a forgotten process) that
+    holds the other: on two cores that leaves the daemon, the SMSC and the submitters one core
+    between them, and the rates fall by a quarter or more while the calibration reads as usual.
+    """
+    first = _cpu_jiffies()
+    time.sleep(span_s)
+    busy, total = (b - a for a, b in zip(first, _cpu_jiffies(), strict=True))
+    return busy / total * (os.cpu_count() or 1) if total else 0.0
+
+
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores together, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+# Past this many busy cores before a run, its figures say more about the other load than ours.
+BUSY_WARNING: Final = 0.25
+
+
 def machine_line(when: str) -> str:
-    return f"load average {when}: {load_average()}; calibration loop {calibration_ms():.0f} ms"
+    busy = busy_cores()
+    warning = " (another load: not comparable with a quiet machine)" if busy > BUSY_WARNING else ""
+    return (
+        f"load average {when}: {load_average()}; other processes busy {busy:.2f} of "
+        f"{os.cpu_count()} cores{warning}; calibration loop {calibration_ms():.0f} ms"
+    )
 
 
 # --- figures --------------------------------------------------------------------------------

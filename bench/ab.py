@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _harness import ROOT, calibration_ms
+from _harness import ROOT, busy_cores, calibration_ms
 
 E2E = Path(__file__).resolve().parent / "e2e.py"
 
@@ -81,14 +81,14 @@ def main() -> int:
         runs: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
         for pair in range(args.pairs):
             for side in "AB" if pair % 2 == 0 else "BA":
-                calibration = calibration_ms()
+                calibration, busy = calibration_ms(), busy_cores()
                 figures = run_once(trees[side], passed, work / "summary.json")
                 runs[side].append(figures)
                 print(
                     f"pair {pair + 1} {side}: {figures['rate']:,.0f}/s, "
                     f"{figures['daemon_us_per_message']:.0f} us/msg daemon CPU, "
                     f"outcome -> committed {figures['outcome_committed_ms']:.1f} ms "
-                    f"(calibration {calibration:.0f} ms)",
+                    f"(calibration {calibration:.0f} ms, {busy:.2f} cores busy before)",
                     flush=True,
                 )
         rates = [b["rate"] / a["rate"] for a, b in zip(runs["A"], runs["B"], strict=True)]
