@@ -150,7 +150,12 @@ BUSY_WARNING: Final = 0.25
 
 def machine_line(when: str) -> str:
     busy = busy_cores()
-    warning = " (another load: not comparable with a quiet machine)" if busy > BUSY_WARNING else ""
+    # After a run the processes it started may still be exiting: only a load before it counts.
+    warning = (
+        " (another load: not comparable with a quiet machine)"
+        if when == "before" and busy > BUSY_WARNING
+        else ""
+    )
     return (
         f"load average {when}: {load_average()}; other processes busy {busy:.2f} of "
         f"{os.cpu_count()} cores{warning}; calibration loop {calibration_ms():.0f} ms"

@@ -7,11 +7,14 @@ asyncio or SMPP: `now` is an argument and the callers decide what a send is.
 
 The window keeps the times of the last `capacity` sends in a ring, so checking and recording a
 send are O(1) whatever the rate, and the limit can shrink or grow within the capacity at once.
+The ring is an array of doubles: a list would hold a float object (24 bytes more) for each of
+the last `capacity` sends, 24 MB at 1,000,000 a second, filling as the traffic passes.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 
 # A cap's span is counted a little wider than its period. The carrier counts submits as they
@@ -43,7 +46,7 @@ class SlidingWindow:
         if not 1 <= limit <= capacity or period_s <= 0:
             raise ValueError("need 1 <= limit <= capacity and period_s > 0")
         self._capacity = capacity
-        self._ring = [-math.inf] * capacity  # send times, oldest at _i
+        self._ring = array("d", [-math.inf]) * capacity  # send times, oldest at _i
         self._i = 0
         self.limit = limit
         self.period_s = period_s
