@@ -45,6 +45,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 TREE = ROOT
 AMBIGUOUS_IDS = False  # --ambiguous-ids: the fake SMSC's ids from 1 (see UNAMBIGUOUS_ID_START)
 HARNESS: Final = Path(__file__).resolve()
+BENCH: Final = HARNESS.parent
 CLIENT: Final = "bench"
 SENDER: Final = "BENCH"
 START_TIMEOUT_S: Final = 30.0
@@ -224,6 +225,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--switch-interval", type=float, default=None, help="sys.setswitchinterval in the daemon"
     )
+    parser.add_argument(
+        "--trace-memory",
+        type=float,
+        default=None,
+        metavar="S",
+        help="tracemalloc in the daemon, allocation sites every S seconds (bench/memtrace.py);"
+        " slows it: for what grows, not for rates",
+    )
 
 
 def use_common(args: argparse.Namespace) -> None:
@@ -376,11 +385,15 @@ class Daemon:
         *,
         extra_env: dict[str, str] | None = None,
         switch_interval_s: float | None = None,
+        trace_memory_s: float | None = None,
     ) -> None:
         self.config = config
         # sys.setswitchinterval in the daemon (an experiment: the SQLite thread gives up the GIL
         # at every sqlite3_step and may wait up to this long to get it back; default 0.005).
         self.switch_interval_s = switch_interval_s
+        # bench/memtrace.py in the daemon: allocation sites every this many seconds.
+        self.trace_memory_s = trace_memory_s
+        self.memtrace_path = config.parent / "memtrace.jsonl"
         self.socket = config.parent / "smppd.sock"
         self.log_path = config.parent / "smppd.log"
         self.extra_env = extra_env or {}
@@ -395,12 +408,18 @@ class Daemon:
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:
             command = [sys.executable, "-m", "smppd", "run", "-c", str(self.config)]
+            prelude = []
             if self.switch_interval_s is not None:
-                prelude = (
-                    f"import sys, runpy; sys.setswitchinterval({self.switch_interval_s!r}); "
-                    "sys.argv[0] = 'smppd'; runpy.run_module('smppd', run_name='__main__')"
-                )
-                command[1:3] = ["-c", prelude]
+                prelude.append(f"sys.setswitchinterval({self.switch_interval_s!r})")
+            if self.trace_memory_s is not None:
+                prelude += [
+                    f"sys.path.append({str(BENCH)!r})",  # last: bench/queue.py is not stdlib's
+                    "import memtrace",
+                    f"memtrace.start({str(self.memtrace_path)!r}, {self.trace_memory_s!r})",
+                ]
+            if prelude:
+                run = "sys.argv[0] = 'smppd'; runpy.run_module('smppd', run_name='__main__')"
+                command[1:3] = ["-c", "; ".join(["import sys, runpy", *prelude, run])]
             return subprocess.Popen(
                 command,
                 cwd=TREE,
@@ -520,11 +539,21 @@ async def run_bench(
                 window=args.window,
                 **(config or {}),
             ),
-            **{"switch_interval_s": args.switch_interval, **(daemon or {})},
+            **{
+                "switch_interval_s": args.switch_interval,
+                "trace_memory_s": args.trace_memory,
+                **(daemon or {}),
+            },
         )
         try:
             await daemon_proc.start()
             await measure(args, directory, smsc_proc, daemon_proc)
+            if args.trace_memory is not None:
+                # Here, not at the top: the submitters run this module from elsewhere.
+                sys.path.append(str(BENCH))
+                import memtrace  # noqa: PLC0415
+
+                print("\n".join(memtrace.report(daemon_proc.memtrace_path)))
         finally:
             daemon_proc.stop()
             smsc_proc.stop()
