@@ -217,6 +217,10 @@ def _env() -> dict[str, str]:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every end-to-end benchmark takes (run_bench reads them)."""
+    parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
+    parser.add_argument("--binds", type=int, default=2)
+    parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--tree", type=Path, default=None, help="run smppd from this tree")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(

@@ -42,9 +42,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--min-gap", type=float, default=1.0, help="least time between (1 s)")
     parser.add_argument("--max-gap", type=float, default=5.0, help="most time between (5 s)")
     parser.add_argument("--seed", type=int, default=None, help="for the crash delays")
-    parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
-    parser.add_argument("--binds", type=int, default=2)
-    parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--connections", type=int, default=2, help="submitter connections (2)")
     parser.add_argument("--batch", type=int, default=200, help="messages per submit_many")
     parser.add_argument(

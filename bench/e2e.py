@@ -50,7 +50,6 @@ PREFIX = "E"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="messages (100,000)")
-    parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
     parser.add_argument("--processes", type=int, default=1, help="submitter processes (1)")
     parser.add_argument("--connections", type=int, default=4, help="per process (4)")
     parser.add_argument("--depth", type=int, default=4, help="batches in flight per connection")
@@ -61,8 +60,6 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="offer at most this many messages/s in all, for a steady state (0: no limit)",
     )
-    parser.add_argument("--binds", type=int, default=2)
-    parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--claim-batch", type=int, default=None, help="queue.claim_batch")
     parser.add_argument(
         "--receipt-delay", type=float, default=0.0, help="SMSC receipt delay after the resp (0 s)"

@@ -33,13 +33,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1_000_000, help="bulk messages (1,000,000)")
     parser.add_argument("--urgent-rate", type=float, default=20.0, help="urgent per second (20)")
-    parser.add_argument("--no-receipts", action="store_true", help="registered_delivery false")
     parser.add_argument("--processes", type=int, default=1, help="bulk submitter processes")
     parser.add_argument("--connections", type=int, default=4, help="per process (4)")
     parser.add_argument("--depth", type=int, default=2, help="batches in flight per connection")
     parser.add_argument("--batch", type=int, default=1000, help="messages per submit_many")
-    parser.add_argument("--binds", type=int, default=2)
-    parser.add_argument("--window", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up after (s)")
     parser.add_argument(
         "--while-accepting",
