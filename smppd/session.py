@@ -814,7 +814,12 @@ class Session:
         elif control.resp_id == CommandId.query_sm_resp:
             status = pdu.command_status or CommandStatus.ESME_RSYSERR  # never an answer
             self._events.append(QueryAnswered(seq, status))
-        elif control.resp_id != CommandId.enquire_link_resp:  # a nacked enquire_link is an answer
+        elif control.resp_id == CommandId.enquire_link_resp:
+            # A nacked enquire_link is an answer: the SMSC is there, and the next probe waits
+            # its interval (not counting from the last answer would send one at once, forever).
+            self._last_answer = now
+            self._probes_missed = 0
+        elif not self._peer_unbound:  # after the SMSC's unbind, a bind's fate no longer matters
             self._bind_failed(pdu.command_status or CommandStatus.ESME_RBINDFAIL)
 
     def _control_answered(self, pdu: pdus.Pdu, now: float) -> None:
@@ -831,6 +836,10 @@ class Session:
             return
         if isinstance(pdu, pdus.QuerySmResp):
             self._events.append(QueryAnswered(seq, pdu.command_status, pdu))
+            return
+        if self._peer_unbound:
+            # The SMSC unbound earlier in this read (an unbind crossing ours, or one before
+            # our bind was answered): the session is already over, and ends with the read.
             return
         if cid == CommandId.unbind_resp:
             self._transition(Input.UNBIND_RESP_RECEIVED)
@@ -874,6 +883,8 @@ class Session:
             self._events.append(PeerError(f"undecodable response: {exc}", cid, seq))
             if cid == _SUBMIT_SM_RESP and (sent_at := self._submits.pop(seq, None)) is not None:
                 self._submit_answered(seq, sent_at, status, None, now)
+            elif cid == _SUBMIT_SM_RESP and seq in self._timed_out:
+                self._unmatched(cid, seq, now, status)  # a late answer still frees its slot
             elif (control := self._control.get(seq)) is not None and control.resp_id == cid:
                 answer = pdus.PDU_BY_ID[cid](sequence_number=seq, command_status=status)
                 self._control_answered(answer, now)

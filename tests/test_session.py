@@ -492,6 +492,21 @@ def test_response_timeout_and_late_answer() -> None:
     assert answers(peer.events())[second].result.message_id == "ok"
 
 
+def test_a_late_answer_with_an_undecodable_body_still_frees_its_slot() -> None:
+    """A timed-out submit's late resp whose message_id cannot be read (no NUL within 65
+    octets) is still that submit's answer: its status counts and its slot is free."""
+    peer = bound(response_timeout_s=5.0, window=2)
+    seq = peer.submit()
+    peer.advance(5.0)
+    assert peer.events() == [ResponseTimedOut(seq)]
+    assert peer.session.room == 1
+    peer.send(frame(CommandId.submit_sm_resp, 0, seq, b"x" * 70))
+    events = peer.events()
+    assert isinstance(events[0], PeerError)
+    assert events[1:] == [LateResponse(CommandId.submit_sm_resp, seq, 0, None, 5.0)]
+    assert peer.session.room == 2
+
+
 def test_a_timed_out_submit_never_answered_frees_its_slot_after_two_timeouts() -> None:
     """An SMSC that lost a submit yet answers the rest: its slot is given up 2 timeouts from
     the sending (SlotsFreed, which wakes the send loop), not held until the bind drops."""
@@ -652,6 +667,69 @@ def test_answers_the_smscs_enquire_link() -> None:
 
 
 # --- what the SMSC sends ------------------------------------------------------------------------
+
+
+def test_a_nacked_enquire_link_is_an_answer_and_the_next_waits_its_interval() -> None:
+    """An SMSC that nacks enquire_link (ESME_RINVCMDID) is alive: no new probe until the next
+    interval, however often the bind is idle, and the bind stays up."""
+    peer = bound(enquire_link_interval_s=30.0)
+    sent_probes = 0
+    for _ in range(3):
+        peer.advance(30.0)
+        (probe,) = peer.sent()
+        assert isinstance(probe, pdus.EnquireLink)
+        sent_probes += 1
+        peer.send(frame(CommandId.generic_nack, S.ESME_RINVCMDID, probe.sequence_number, b""))
+        peer.session.handle_timer(now=peer.now)
+        assert peer.sent() == []
+        assert peer.session.next_deadline() == peer.now + 30.0
+    assert sent_probes == 3
+    assert peer.events() == []
+    assert peer.session.state is State.BOUND_TRX
+
+
+@pytest.mark.parametrize("with_resps", [False, True])
+def test_an_unbind_crossing_ours_ends_the_session_with_every_submit_reported(
+    with_resps: bool,
+) -> None:
+    """Our drain's unbind and the SMSC's cross: its unbind, then its unbind_resp to ours, in
+    one read. The SMSC's unbind is answered, the session ends once, and a submit still out is
+    handed back as abandoned, never left without a result."""
+    peer = bound(window=2)
+    answered, out = peer.submit(), peer.submit()
+    peer.sent()
+    peer.session.close(now=0.0, drain_timeout_s=1.0)
+    peer.advance(1.0)  # the drain deadline: our unbind goes with `out` unanswered
+    (unbind,) = peer.sent()
+    assert isinstance(unbind, pdus.Unbind)
+    resps = [pdus.SubmitSmResp(sequence_number=answered, message_id="m")] if with_resps else []
+    peer.send(
+        *resps,
+        pdus.Unbind(sequence_number=42),
+        pdus.UnbindResp(sequence_number=unbind.sequence_number),
+    )
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    events = peer.events()
+    abandoned = (out,) if with_resps else (answered, out)
+    assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, abandoned)
+    assert [e for e in events if isinstance(e, ConnectionShouldClose)] == [events[-1]]
+    assert list(answers(events)) == ([answered] if with_resps else [])
+    assert peer.session.state is State.CLOSED
+    assert peer.session.in_flight == 0
+
+
+def test_an_unbind_before_the_bind_resp_ends_the_session() -> None:
+    """An SMSC that unbinds and then answers our bind in the same read: closed, not bound."""
+    session = Session(settings_())
+    peer = Peer(session)
+    session.start_bind(now=0.0)
+    (bind,) = peer.sent()
+    peer.send(pdus.Unbind(sequence_number=9), bind_resp(bind))
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 9, b"")
+    events = peer.events()
+    assert not any(isinstance(e, Bound) for e in events)
+    assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND)
+    assert session.state is State.CLOSED
 
 
 def test_smsc_unbind() -> None:
