@@ -39,7 +39,7 @@ from smppd.pdu.receipt import (
 from smppd.pdu.status import CommandStatus
 from smppd.pdu.text import Alphabet, DataCoding
 from smppd.pdu.tlv import Tag
-from smppd.pdu.udh import ConcatPart, Reassembler, concat_info, parse_udh
+from smppd.pdu.udh import MAX_CONCAT_PARTS, ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
 from smppd.queue.model import InboundIn, InboundPart, PartGroup, ReceiptIn, ReceiptResult
 from smppd.record import record
@@ -552,6 +552,8 @@ def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None, Shi
     ref = tlv.get_int(pdu.tlvs, Tag.sar_msg_ref_num)
     total = tlv.get_int(pdu.tlvs, Tag.sar_total_segments)
     seq = tlv.get_int(pdu.tlvs, Tag.sar_segment_seqnum)
-    if ref is not None and total and seq and 1 <= seq <= total and total > 1:
+    # The TLVs are one octet (two for the reference), but a delivery keeps a TLV of the wrong
+    # length: values out of range make the message one of its own rather than fail it.
+    if ref is not None and total and seq and 1 <= seq <= total <= MAX_CONCAT_PARTS and total > 1:
         return content, ConcatPart(ref, total, seq, content), DEFAULT_SHIFT
     return content, None, DEFAULT_SHIFT

@@ -633,7 +633,7 @@ class Link(asyncio.Protocol):
             # A handler that answers through a future (receipts do) runs without a task.
             pending = asyncio.ensure_future(self._handler(pdu), loop=self._loop)
         except Exception as exc:  # raised before it could wait for anything
-            self._answer(pdu, self._handler_failed(pdu, type(exc).__name__))
+            self._answer(pdu, self._handler_failed(pdu, f"{type(exc).__name__}: {exc}"))
             return
         self._handlers.add(pending)
         pending.add_done_callback(functools.partial(self._handler_done, pdu))
@@ -645,7 +645,7 @@ class Link(asyncio.Protocol):
         if not pending.cancelled():  # cancelled only once the connection is going away
             error = pending.exception()
             if error is not None:  # answered as a temporary error so the SMSC redelivers it
-                status = self._handler_failed(pdu, type(error).__name__)
+                status = self._handler_failed(pdu, f"{type(error).__name__}: {error}")
             else:
                 status = pending.result()
                 if not (isinstance(status, int) and 0 <= status <= 0xFFFFFFFF):

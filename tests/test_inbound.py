@@ -657,6 +657,22 @@ def mo_pdu(text: bytes, source: str = "447700900001") -> DeliverSm:
     )
 
 
+async def test_sar_tlvs_out_of_range_make_a_message_of_its_own() -> None:
+    """sar_total_segments is one octet; a carrier that sends it in two (256) must not fail
+    the MO, which its SMSC would then deliver again for ever: it is stored as it came."""
+    queue = MemoryQueue()
+    pdu = dataclasses.replace(
+        mo_pdu(b"part one"),
+        tlvs=(
+            Tlv(Tag.sar_msg_ref_num, b"\x00\x07"),
+            Tlv(Tag.sar_total_segments, b"\x01\x00"),
+            Tlv(Tag.sar_segment_seqnum, b"\x01"),
+        ),
+    )
+    assert await handler(queue, [])(pdu) == 0
+    assert [m.text for m in await queue.inbound_since(0)] == ["part one"]
+
+
 async def test_an_mo_delivered_again_within_the_window_is_answered_and_not_stored_again() -> None:
     """inbound_dedup_s 60: the same MO 30 s later is answered ESME_ROK and neither stored nor
     told again; another text, or another number, is a message of its own; the same MO 61 s
