@@ -57,6 +57,7 @@ import structlog
 from smppd.errors import SmppdError
 from smppd.logsample import LogSample
 from smppd.service import (
+    MAX_MESSAGE_ID,
     ApiError,
     ClientIdentity,
     ErrorCode,
@@ -90,11 +91,11 @@ MAX_REF_CHARS: Final = 256  # a client reference is a key, not a payload
 # Networks keep an undelivered SMS for days, not months (72 hours is common); a larger validity
 # is a unit mistake (milliseconds), and past year 2099 SMPP's two-digit years cannot carry it.
 MAX_VALIDITY_S: Final = 30 * 86_400.0
-MAX_MESSAGE_ID: Final = 2**63 - 1
 INBOUND_PAGE: Final = 100  # inbound messages an `inbound` request returns unless it says
 INBOUND_PAGE_MAX: Final = 1000
 
 _READ_CHUNK: Final = 64 * 1024
+RUNNING_PER_CONNECTION: Final = 32  # requests other than submits in progress on one connection
 _LINGER_S: Final = 1.0  # how long a closing connection waits for the peer's EOF
 _UCRED: Final = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _SUN_PATH_MAX: Final = 107
@@ -708,6 +709,7 @@ class _Connection:
         # read stops being read from (one socket buffer and the requests in progress, never
         # every reply to everything it sent).
         self._writing = asyncio.Lock()
+        self._running = asyncio.Semaphore(RUNNING_PER_CONNECTION)
 
     async def run(self) -> None:
         try:
@@ -845,7 +847,12 @@ class _Connection:
             await self._refuse(rid, op, self._closing_error)
         elif op == "subscribe":
             await self._subscribe(rid, req)
-        elif (crowded := self._crowded(weight := _weight(op, req))) is not None:
+        elif (weight := _weight(op, req)) > (most := self._most_per_call()):
+            # Refused for good, not as too_many_pending: it would never fit, however long the
+            # client waited (and `[1,1,...]` fits half a million in a line).
+            rule = f"a list of at most {most} messages (api.max_pending_per_connection)"
+            await self._refuse(rid, op, _invalid("messages", rule))
+        elif (crowded := self._crowded(weight)) is not None:
             await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, crowded))
         elif op == "submit":
             self._take(weight)
@@ -853,8 +860,15 @@ class _Connection:
         else:
             assert self._tasks is not None
             self._start_submits()  # keep the order in which requests start
+            # Each running request holds its reply until the peer reads it: reading waits for
+            # a free place, so a peer that pipelines big reads (a `finished` page is ~400 KB
+            # in memory) but does not read replies holds a few, never thousands.
+            await self._running.acquire()
             self._take(weight)
             self._tasks.create_task(self._run(op, rid, req, weight))
+
+    def _most_per_call(self) -> int:
+        return min(self._settings.max_pending_per_connection, self._settings.max_pending)
 
     def _crowded(self, weight: int) -> str | None:
         """Why a request of `weight` messages cannot start now, or None. One alone on its
@@ -926,6 +940,7 @@ class _Connection:
             await self._send(data)
         finally:
             self._give_back(weight)
+            self._running.release()
         elapsed = asyncio.get_running_loop().time() - started
         self._server.observer.request_finished(op, result, elapsed)
         if op == "submit_many":

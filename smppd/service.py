@@ -11,10 +11,12 @@ import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from smppd.errors import SmppdError
 from smppd.record import record
+
+MAX_MESSAGE_ID: Final = 2**63 - 1  # ids are SQLite integers
 
 
 class ErrorCode(StrEnum):
@@ -187,7 +189,11 @@ def parse_finished_token(token: str) -> tuple[float, int]:
         cursor = (float(at), int(message_id))
     except ValueError:
         cursor = None
-    if cursor is None or not math.isfinite(cursor[0]) or cursor[1] < 0:
+    if (
+        cursor is None
+        or not (math.isfinite(cursor[0]) and cursor[0] >= 0)
+        or not 0 <= cursor[1] <= MAX_MESSAGE_ID
+    ):
         raise ApiError(
             ErrorCode.invalid_field,
             "after must be the `next` of an earlier finished reply",

@@ -680,10 +680,71 @@ async def test_requests_past_the_pending_cap_are_refused_at_once() -> None:
         assert (await raw.call(SUBMIT | {"id": 4}))["ok"] is True
 
 
+class HeldStatus(FakeService):
+    """status waits for `release`; how many were in progress at once is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.running = 0
+        self.most_running = 0
+        self.cap_reached = asyncio.Event()
+
+    async def status(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        if self.running == api.RUNNING_PER_CONNECTION:
+            self.cap_reached.set()
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        return {"message_id": message_id, "state": "queued"}
+
+
+async def test_a_connection_runs_a_bounded_number_of_requests_at_once() -> None:
+    """A peer that pipelines reads faster than it takes replies: each running request holds
+    its reply, so no more than RUNNING_PER_CONNECTION start; reading the rest waits, and
+    every request is still answered, in order."""
+    service = HeldStatus()
+    count = 3 * api.RUNNING_PER_CONNECTION
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        lines = [
+            json.dumps({"op": "status", "id": i, "message_id": i + 1}).encode() + b"\n"
+            for i in range(count)
+        ]
+        await raw.send(b"".join(lines))  # one write: read by the daemon in one chunk
+        async with asyncio.timeout(WAIT_S):
+            await service.cap_reached.wait()
+        service.release.set()
+        replies = [await raw.recv() for _ in range(count)]
+    assert [r["id"] for r in replies] == list(range(count))
+    assert all(r["ok"] for r in replies)
+    assert service.most_running == api.RUNNING_PER_CONNECTION
+
+
+async def test_a_finished_cursor_out_of_range_is_an_invalid_field() -> None:
+    """An id past SQLite's integers or a negative time: invalid_field on `after`, not internal."""
+    service = FakeService()
+    async with running_server(service) as server:
+        raw = await Raw.open(server.settings.socket)
+        for after in ("1.5:9223372036854775808", "-1e308:0", "nan:1", "1.5:-1"):
+            reply = await raw.call({"op": "finished", "after": after})
+            assert reply["error"]["code"] == "invalid_field", after
+            assert reply["error"]["field"] == "after"
+        ok = await raw.call({"op": "finished", "after": "1.5:9223372036854775807"})
+        assert ok["ok"]
+    assert [c for c in service.calls if c[0] == "finished"] == [
+        ("finished", ((1.5, 2**63 - 1), 100))
+    ]
+
+
 async def test_the_pending_caps_count_the_messages_of_a_submit_many() -> None:
     """What requests in progress hold grows with their messages, so the caps count those: per
-    connection and for the daemon. One request alone on its connection is never refused for
-    its own size, which the line cap already bounds."""
+    connection and for the daemon. A call larger than a connection may hold is refused for
+    good (invalid_field, not a retry), before anything of it is parsed or stored: the line
+    cap does not bound it, `[1,1,...]` fitting half a million messages in a line."""
     service = FakeService(gates={"slow": asyncio.Event()})
     limits: dict[str, Any] = {"max_pending_per_connection": 5, "max_pending": 8}
 
@@ -709,8 +770,14 @@ async def test_the_pending_caps_count_the_messages_of_a_submit_many() -> None:
         assert [r["ok"] for r in fits["results"]] == [True] * 4
         service.gates["slow"].set()
         assert (await first.recv())["id"] == 1
-        alone = await second.call(many(5, 7))  # more than a connection's cap, on its own
-        assert [r["ok"] for r in alone["results"]] == [True] * 7
+        alone = await second.call(many(5, 6))  # more than a connection's cap, on its own
+        assert alone["error"]["code"] == "invalid_field"
+        assert alone["error"]["field"] == "messages"
+        assert "at most 5 messages" in alone["error"]["message"]
+        submitted = [len(args[1]) for name, args in service.calls if name == "submit"]
+        assert submitted == [4, 4]  # calls 1 and 4; nothing of call 5 reached the service
+        at_cap = await second.call(many(6, 5))
+        assert [r["ok"] for r in at_cap["results"]] == [True] * 5
 
 
 async def test_unknown_uid_is_unauthorized_and_closed() -> None:
