@@ -111,12 +111,10 @@ def _event_line(event: dict[str, Any]) -> str:
 
 
 async def _send(client: Client, args: argparse.Namespace) -> int:
-    # From stdin, the newline that ends the input (`echo hi | smppd send --text -`) is not text.
-    text = sys.stdin.read().removesuffix("\n") if args.text == "-" else args.text
     sent = await client.submit(
         to=args.to,
         sender=args.sender,
-        text=text,
+        text=args.text,
         priority=args.priority,
         ref=args.ref,
         validity_s=args.validity,
@@ -429,9 +427,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_text(text: str) -> str:
+    """`send --text`: `-` reads stdin, whose ending newline (`echo hi | smppd send --text -`)
+    is not text. Bytes that are not UTF-8 (from stdin, or in argv, where they come as lone
+    surrogates) are the caller's to fix: UnicodeError, before any connection is made."""
+    if text == "-":
+        return sys.stdin.buffer.read().decode("utf-8").removesuffix("\n")
+    text.encode("utf-8")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "text", None) is not None:
+        try:
+            args.text = _read_text(args.text)
+        except UnicodeError:
+            print("error: the text is not valid UTF-8", file=sys.stderr)
+            return EX_USAGE
     if getattr(args, "action", None) in ("add", "remove") and None in (args.number, args.sender):
         parser.error(f"optout {args.action} needs a number and --sender")
     try:

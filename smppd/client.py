@@ -37,6 +37,7 @@ __all__ = [
 UNAVAILABLE: Final = "unavailable"  # the client's own code: no daemon, or the connection broke
 # Errors not tied to a request that end the connection; others (line_too_long) leave it usable.
 _CONNECTION_ERRORS: Final = frozenset({"unauthorized", "too_many_connections", "shutting_down"})
+_SUN_PATH_MAX: Final = 107  # sockaddr_un's sun_path, less its NUL
 _LINE_LIMIT: Final = 64 * 1024 * 1024  # replies such as `optout list` may be large
 _EVENT_BUFFER: Final = 1000
 
@@ -164,7 +165,7 @@ class Client:
                     self.path, limit=_LINE_LIMIT
                 )
         except (OSError, TimeoutError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
+            reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "timed out"
             raise ApiConnectionError(
                 f"cannot connect to {self.path} ({reason}); {_hint(exc, self.path)}"
             ) from None
@@ -473,6 +474,8 @@ def _hint(exc: BaseException, path: str | os.PathLike[str]) -> str:
     """What to check, for the usual reasons a connect fails."""
     if isinstance(exc, PermissionError):
         return "is this user in the socket's group (smppd-api under the systemd unit)?"
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        return f"a Unix socket's path can be at most {_SUN_PATH_MAX} bytes: use a shorter one"
     try:
         is_socket = stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import sys
 import time
 import types
@@ -293,6 +295,35 @@ async def test_a_socket_path_that_is_a_file_gets_its_own_hint(
     err = capsys.readouterr().err
     assert "that is not a socket: is it the daemon's api.socket?" in err
     assert "is the daemon running?" not in err
+
+
+async def test_a_socket_path_too_long_for_unix_sockets_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "(timed out)": the kernel's own reason, and the limit to keep under."""
+    long_path = str(tmp_path / ("x" * 120 + ".sock"))
+    assert await run_cli("health", "--socket", long_path) == 69
+    err = capsys.readouterr().err
+    assert "path too long" in err
+    assert "at most 107 bytes" in err
+    assert "timed out" not in err
+
+
+@pytest.mark.parametrize("via_stdin", [True, False])
+async def test_send_refuses_text_that_is_not_utf8(
+    via_stdin: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not UTF-8, piped in or in argv (where they arrive as lone surrogates):
+    a usage error naming the cause, status 2, before any connection is tried."""
+    if via_stdin:
+        stdin = types.SimpleNamespace(buffer=io.BytesIO(b"caf\xe9\n"))
+        monkeypatch.setattr(sys, "stdin", stdin)
+        text = "-"
+    else:
+        text = os.fsdecode(b"caf\xe9")
+    argv = ("send", "--socket", "/nonexistent/smppd.sock", "--to", "+447700900123")
+    assert await run_cli(*argv, "--from", "ACME", "--text", text) == 2
+    assert capsys.readouterr().err == "error: the text is not valid UTF-8\n"
 
 
 async def test_tail_prints_one_line_per_event_until_the_stream_ends(
