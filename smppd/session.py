@@ -613,7 +613,9 @@ class Session:
 
     def connection_lost(self) -> None:
         """The transport is gone; ends the session (`ConnectionShouldClose(CONNECTION_LOST)`)."""
-        if self.state is not State.CLOSED:
+        # Requests still known in CLOSED mean an error cut a read short after a transition
+        # (asyncio aborts the connection): they are handed back all the same.
+        if self.state is not State.CLOSED or self._submits or self._control:
             self._close(CloseReason.CONNECTION_LOST)
 
     def abort(self, reason: CloseReason) -> None:

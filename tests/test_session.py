@@ -718,6 +718,19 @@ def test_an_unbind_crossing_ours_ends_the_session_with_every_submit_reported(
     assert peer.session.in_flight == 0
 
 
+def test_connection_lost_hands_back_submits_whatever_the_state() -> None:
+    """Should a read fail midway (a bug raising after the state moved to CLOSED, as the
+    crossed unbinds once did), the lost connection still hands back every submit out."""
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.session.state = State.CLOSED  # as a read cut short after a transition leaves it
+    peer.session.connection_lost()
+    assert peer.events() == [ConnectionShouldClose(CloseReason.CONNECTION_LOST, (seq,))]
+    peer.session.connection_lost()  # once only
+    assert peer.events() == []
+
+
 def test_an_unbind_before_the_bind_resp_ends_the_session() -> None:
     """An SMSC that unbinds and then answers our bind in the same read: closed, not bound."""
     session = Session(settings_())
