@@ -20,18 +20,19 @@ same connection until it closes.
 Limits. A connection may have `max_pending_per_connection` messages in progress, and all of them
 together `max_pending` (a submit_many counts its messages, any other request one); a request past
 either is answered at once with `too_many_pending` rather than queued, so a client learns its
-window instead of waiting on a stalled socket. One alone on its connection is never refused for
-its own size: the line cap bounds that. A line longer than `max_line_bytes` is answered with
+window instead of waiting on a stalled socket. A submit_many larger than both limits allow could
+never start and gets `invalid_field` instead (the line cap does not bound it: `[1,1,...]` puts half
+a million in a line). At most RUNNING_PER_CONNECTION requests other than submits run at once on a
+connection; reading waits for one to end. A line longer than `max_line_bytes` is answered with
 `line_too_long` as soon as the limit is passed and discarded up to its newline; the connection
 stays usable. Each write waits for the peer to take the bytes for at most `write_timeout_s`, then
 the connection is dropped. Meanwhile later replies wait their turn and the connection is not read:
-a client that stops reading costs a socket buffer and the requests it already sent, never a
-reply to everything it goes on sending. A
-connection with no requests in progress and no subscription is closed after `idle_timeout_s`
-of silence. End of input ends the connection (and its subscription) once the requests already
-read are answered; a subscription that ends (its client fell behind) ends the connection too.
-Closing, the server sends EOF and waits a moment for the client's, so that unread input does
-not turn into a reset that would cost the client its last replies.
+a client that stops reading costs a socket buffer and the requests it already sent, never a reply
+to everything it goes on sending. A connection with no requests in progress and no subscription is
+closed after `idle_timeout_s` of silence. End of input ends the connection (and its subscription)
+once the requests already read are answered; a subscription that ends (its client fell behind) ends
+the connection too. Closing, the server sends EOF and waits a moment for the client's, so that
+unread input does not turn into a reset that would cost the client its last replies.
 """
 
 from __future__ import annotations
@@ -848,8 +849,7 @@ class _Connection:
         elif op == "subscribe":
             await self._subscribe(rid, req)
         elif (weight := _weight(op, req)) > (most := self._most_per_call()):
-            # Refused for good, not as too_many_pending: it would never fit, however long the
-            # client waited (and `[1,1,...]` fits half a million in a line).
+            # Refused for good, not as too_many_pending: it would never fit (see the module doc).
             rule = f"a list of at most {most} messages (api.max_pending_per_connection)"
             await self._refuse(rid, op, _invalid("messages", rule))
         elif (crowded := self._crowded(weight)) is not None:
@@ -872,7 +872,7 @@ class _Connection:
 
     def _crowded(self, weight: int) -> str | None:
         """Why a request of `weight` messages cannot start now, or None. One alone on its
-        connection is never refused for its own size (the line cap bounds that)."""
+        connection is never refused here: one too large ever to fit was refused before."""
         settings, server = self._settings, self._server
         if self._pending and self._pending + weight > settings.max_pending_per_connection:
             limit = settings.max_pending_per_connection
