@@ -565,9 +565,11 @@ class CarrierSendLoop:
         they would wait for the main loop's next claim, behind whatever bulk it holds."""
         try:
             times = await self._queue.urgent_due(self.carrier, limit=MAX_URGENT_TIMERS)
-        except QueueError as exc:  # they still go out with the main loop's claims
+        except Exception as exc:  # they still go out with the main loop's claims
             log.error(
-                "reading scheduled urgent segments failed", carrier=self.carrier, error=str(exc)
+                "reading scheduled urgent segments failed",
+                carrier=self.carrier,
+                error=_describe(exc),
             )
             return
         for at in times:
@@ -579,14 +581,24 @@ class CarrierSendLoop:
             claim = await self._queue.claim(
                 self.carrier, limit, now=self._clock(), min_priority=min_priority
             )
-        except QueueError as exc:
-            # A full disk or a busy database must not stop sending for good: wait, retry.
-            log.error("claiming segments failed; retrying", carrier=self.carrier, error=str(exc))
+        except Exception as exc:
+            # A full disk, a busy database or a fault in the store must not stop sending for
+            # good, nor take the other claimer down with segments in hand: wait, retry.
+            log.error(
+                "claiming segments failed; retrying", carrier=self.carrier, error=_describe(exc)
+            )
             return None
         self._claimed += len(claim.segments)
         if claim.expired:
-            self._on_changes(claim.expired)
+            self._publish(claim.expired)
         return claim
+
+    def _publish(self, changes: Sequence[Change]) -> None:
+        """Events for subscribers; a fault there loses events, never segments."""
+        try:
+            self._on_changes(changes)
+        except Exception as exc:
+            log.error("publishing state changes failed", carrier=self.carrier, error=_describe(exc))
 
     async def _send_all(self, segments: Sequence[ClaimedSegment]) -> bool:
         """Hand `segments` to the binds; False when stopping or hand_back() returned the rest
@@ -594,11 +606,13 @@ class CarrierSendLoop:
         generation = self._generation
         for i, segment in enumerate(segments):
             window = self._sender_windows.get(segment.source)
-            sent = await self._send(segment, window, generation)
+            try:
+                sent = await self._send(segment, window, generation)
+            except BaseException:  # cancelled: what was not sent goes back, or it is never recorded
+                self._hand_back_unsent(segments[i:])
+                raise
             if sent is _STOPPED:
-                now = self._clock()
-                for unsent in segments[i:]:
-                    self._add(Deferred(unsent.segment_id, now), now, sent=False)
+                self._hand_back_unsent(segments[i:])
                 return False
             if sent is _DEFERRED:
                 assert window is not None
@@ -607,6 +621,11 @@ class CarrierSendLoop:
                 now = self._clock()
                 self._add(Deferred(segment.segment_id, now), now, sent=False)
         return True
+
+    def _hand_back_unsent(self, segments: Sequence[ClaimedSegment]) -> None:
+        now = self._clock()
+        for unsent in segments:
+            self._add(Deferred(unsent.segment_id, now), now, sent=False)
 
     def _release(self, recorded: int, sent: int) -> None:
         """`recorded` claimed segments, `sent` of them handed to a bind, have their outcome
@@ -699,10 +718,12 @@ class CarrierSendLoop:
         try:
             changes = await self._queue.record([outcome], now=self._clock())
         except Exception as exc:  # the segment is sent again: at least once all the same
-            log.warning("a late acceptance was not recorded", carrier=self.carrier, error=str(exc))
+            log.warning(
+                "a late acceptance was not recorded", carrier=self.carrier, error=_describe(exc)
+            )
             return
         if changes:
-            self._on_changes(changes)
+            self._publish(changes)
 
     def _add(self, outcome: Outcome, now: float, *, sent: bool, urgent: bool = False) -> None:
         """`now` is the clock reading the outcome's times came from."""
@@ -756,7 +777,7 @@ class CarrierSendLoop:
                 changes = await self._queue.record(batch, now=since)
                 break
             except Exception as exc:  # storage trouble: keep the outcomes and retry
-                error = str(exc) if isinstance(exc, QueueError) else f"{type(exc).__name__}: {exc}"
+                error = _describe(exc)
                 if self._stopping:
                     if give_up_at is None:
                         give_up_at = loop.time() + STOP_RECORD_GRACE_S
@@ -786,7 +807,12 @@ class CarrierSendLoop:
         for at in set(urgent_due):  # queued again only now: claimable from here on
             self._urgent_at(at)
         if changes:
-            self._on_changes(changes)
+            self._publish(changes)
+
+
+def _describe(exc: Exception) -> str:
+    """A storage error says what it is; anything else (a fault) is named by its type too."""
+    return str(exc) if isinstance(exc, QueueError) else f"{type(exc).__name__}: {exc}"
 
 
 def _is_urgent(segment: ClaimedSegment) -> bool:

@@ -387,26 +387,86 @@ async def test_a_reload_that_lifts_a_senders_cap_applies_to_its_next_messages() 
         assert p.loop.deferred == 0
 
 
-class FullOnceQueue(MemoryQueue):
-    """A queue whose first claim fails as a full disk would."""
+class FailOnceQueue(MemoryQueue):
+    """A queue whose first claim raises `error`: a full disk, or a fault in the store."""
 
-    failed = False
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error: Exception | None = error
 
     async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
-        if not self.failed:
-            self.failed = True
-            raise StorageFullError("database or disk is full")
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
         return await super().claim(carrier, limit, now=now, min_priority=min_priority)
 
 
-async def test_a_failed_claim_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A storage error on claim does not stop the send loop: it retries and sends."""
+@pytest.mark.parametrize(
+    "error", [StorageFullError("database or disk is full"), RuntimeError("a fault in the store")]
+)
+async def test_a_failed_claim_is_retried(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """A storage error or a fault on claim does not stop the send loop: it retries and sends."""
     monkeypatch.setattr(sendloop, "CLAIM_RETRY_S", 0.01)
-    queue = FullOnceQueue()
-    async with pipeline(message("after the error"), queue=queue) as p:
-        await p.smsc.records.wait_for(1, timeout=10)
-        assert queue.failed
-        assert p.texts() == ["after the error"]
+    queue = FailOnceQueue(error)
+    with structlog.testing.capture_logs() as logs:
+        async with pipeline(message("after the error"), queue=queue) as p:
+            await p.smsc.records.wait_for(1, timeout=10)
+            assert queue.error is None
+            assert p.texts() == ["after the error"]
+    failed = [e for e in logs if e["event"] == "claiming segments failed; retrying"]
+    assert [e["error"] for e in failed] == [
+        str(error) if isinstance(error, StorageFullError) else f"RuntimeError: {error}"
+    ]
+
+
+class FaultyUrgentQueue(MemoryQueue):
+    """Reading the scheduled urgent segments fails with a fault once `go` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+
+    async def urgent_due(self, carrier: str, *, limit: int) -> list[float]:
+        await self.go.wait()
+        raise RuntimeError("a fault in the store")
+
+
+async def test_a_fault_in_one_claimer_neither_strands_the_other_s_segments_nor_hangs_stop() -> None:
+    """The urgent claimer failing while the main one is mid-batch on a full window must not
+    cancel that batch with its unsent segments still claimed: all go out, and stop() ends."""
+    queue = FaultyUrgentQueue()
+    texts = [f"m {i}" for i in range(10)]
+    with structlog.testing.capture_logs() as logs:
+        async with pipeline(
+            *(message(t) for t in texts), window=1, claim_batch=5, queue=queue, start=False
+        ) as p:
+            p.smsc.set_faults(latency_s=0.05)
+            task = asyncio.create_task(p.loop.run())
+            await p.smsc.records.wait_for(1, timeout=5)
+            queue.go.set()  # the main loop holds four claimed, unsent segments now
+            await p.smsc.records.wait_for(len(texts), timeout=10)
+            p.loop.stop()
+            await asyncio.wait_for(task, 10)
+            assert sorted(p.texts()) == sorted(texts)
+            assert p.loop.claimed == 0
+    assert any(
+        e["event"] == "reading scheduled urgent segments failed"
+        and e["error"] == "RuntimeError: a fault in the store"
+        for e in logs
+    )
+
+
+async def test_a_subscriber_fault_loses_no_segment() -> None:
+    """on_changes raising (a bug in the hub) is logged; the send loop records and sends on."""
+
+    def broken(changes: Sequence[Change]) -> None:
+        raise RuntimeError("hub fault")
+
+    with structlog.testing.capture_logs() as logs:
+        async with pipeline(message("one"), message("two"), on_changes=broken) as p:
+            await p.smsc.records.wait_for(2, timeout=10)
+    assert sorted(p.texts()) == ["one", "two"]
+    assert any(e["event"] == "publishing state changes failed" for e in logs)
 
 
 class ManualPort:
