@@ -248,14 +248,14 @@ def _client_command(command: ClientCommand) -> Callable[[argparse.Namespace], in
 
 
 def _message_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"not a message id: {text!r}")
     return int(text)
 
 
 def _count(least: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < least:
+        if not (text.isascii() and text.isdigit()) or int(text) < least:
             raise argparse.ArgumentTypeError(f"not an integer of {least} or more: {text!r}")
         return int(text)
 
@@ -293,7 +293,7 @@ def _epoch_seconds(text: str) -> float:
 
 
 def _priority(text: str) -> str | int:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     return text
 

@@ -36,7 +36,7 @@ LETTERLESS: Final = 64
 def _has_letters(message_id: str) -> bool:
     norm = normalise_id(message_id)
     digits = norm[2:] if norm.startswith("0x") else norm
-    return bool(digits) and not digits.isdigit()
+    return bool(digits) and not (digits.isascii() and digits.isdigit())
 
 
 class IdFormatLearner:

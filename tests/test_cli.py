@@ -120,9 +120,11 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["optout", "add", "--sender", "ACME", "--socket", "/nonexistent"])
     assert exited.value.code == 2
     assert "needs a number" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:
-        main(["status", "twelve", "--socket", "/nonexistent"])
-    assert exited.value.code == 2
+    for twelve in ("twelve", "1\u00b2"):  # "12" with a superscript 2 passes str.isdigit()
+        with pytest.raises(SystemExit) as exited:
+            main(["status", twelve, "--socket", "/nonexistent"])
+        assert exited.value.code == 2
+        assert f"not a message id: {twelve!r}" in capsys.readouterr().err
     for target in ([], ["1", "--ref", "r1"]):  # neither, or both
         with pytest.raises(SystemExit) as exited:
             main(["cancel", *target, "--socket", "/nonexistent"])

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from smppd.idformat import IdFormatLearner
-from smppd.pdu.receipt import IdFormat, learned_receipt_keys, resp_keys
+from smppd.pdu.receipt import (
+    IdFormat,
+    learned_receipt_keys,
+    receipt_keys,
+    relearned_keys,
+    resp_keys,
+)
 
 
 def fed(resps: list[str], receipts: list[str]) -> tuple[IdFormatLearner, IdFormat | None]:
@@ -54,6 +62,15 @@ def test_learned_keys_find_the_resp_as_auto_stored_it() -> None:
     assert learned_receipt_keys("0x1F", IdFormat.DECIMAL) == resp_keys("31")
     assert learned_receipt_keys("ab12", IdFormat.HEX)[0] == resp_keys("ab12")[0]
     assert learned_receipt_keys("", IdFormat.HEX) == ()
+
+
+@pytest.mark.parametrize("peer_id", ["12\u00b3", "\u00b9", "\u0661\u0662", "\uff11"])
+def test_ids_of_digits_outside_ascii_are_opaque_not_a_crash(peer_id: str) -> None:
+    """str.isdigit() holds for superscripts and other scripts' digits, which int() rejects
+    (or reads as a number the carrier never wrote): they key as written, in either base."""
+    for fmt in (IdFormat.HEX, IdFormat.DECIMAL):
+        assert learned_receipt_keys(peer_id, fmt) == receipt_keys(peer_id)
+        assert relearned_keys(receipt_keys(peer_id), fmt) is None
 
 
 def learner_fed(

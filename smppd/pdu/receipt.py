@@ -530,7 +530,7 @@ def learned_receipt_keys(message_id: str, fmt: IdFormat) -> tuple[str, ...]:
     written, which is another message's id there ("10" is 0x10's as written, 0xa's in fact). An
     id not of the expected kind gets the AUTO keys."""
     norm = normalise_id(message_id)
-    if fmt is IdFormat.HEX and norm.isdigit() and len(norm) <= _MAX_ID_CHARS:
+    if fmt is IdFormat.HEX and _DIGITS.fullmatch(norm) and len(norm) <= _MAX_ID_CHARS:
         return _hex_keys(int(norm))
     if fmt is IdFormat.DECIMAL and len(norm) <= _MAX_ID_CHARS:
         digits = norm[2:] if norm.startswith("0x") else norm

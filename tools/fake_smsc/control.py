@@ -75,7 +75,7 @@ class ControlServer:
 
     async def start(self, where: str) -> str:
         """Listen on `where` (a port number, 0 for any, or a socket path); return the address."""
-        if where.isdigit():
+        if where.isascii() and where.isdigit():
             self._server = await asyncio.start_server(
                 self._serve, "127.0.0.1", int(where), limit=MAX_LINE
             )

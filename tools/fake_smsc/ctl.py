@@ -43,7 +43,7 @@ def request_of(op: str, pairs: list[str]) -> dict[str, Any]:
 async def call(address: str, request: dict[str, Any]) -> dict[str, Any]:
     host, sep, port = address.rpartition(":")
     async with asyncio.timeout(30):
-        if sep and port.isdigit():
+        if sep and port.isascii() and port.isdigit():
             reader, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
         else:
             reader, writer = await asyncio.open_unix_connection(address)
