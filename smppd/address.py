@@ -39,9 +39,11 @@ def normalise_destination(
     """The canonical form of a destination, or ApiError(invalid_address) naming `field`.
 
     `+CC...` and `00CC...` are international, a `(0)` after the country code dropped. Bare
-    digits of 3 to 8 are a short code. Longer bare digits are national when a default country
-    prefix is configured (one leading trunk `0` dropped), else taken as international written
-    without the `+`.
+    digits of 3 to 8 are a short code. Longer bare digits are taken as international written
+    without the `+`, except with a default country prefix configured: then a leading trunk `0`
+    is dropped and the prefix put in its place, and digits that do not begin with the prefix
+    get it too. Digits that do begin with it are international already: SMSCs write MO
+    numbers that way with TON 0, and a STOP read as "+44 44..." would stop nobody.
     """
     number = _SEPARATORS.sub("", _TRUNK_ZERO.sub(r"\1", raw) if "(" in raw else raw)
     if number.startswith("00"):
@@ -53,7 +55,10 @@ def normalise_destination(
         if _DIGITS.fullmatch(digits) and 3 <= len(digits) <= SHORT_CODE_MAX_DIGITS:
             return digits
         if default_country_prefix and _DIGITS.fullmatch(digits):
-            digits = default_country_prefix + (digits[1:] if digits.startswith("0") else digits)
+            if digits.startswith("0"):
+                digits = default_country_prefix + digits[1:]
+            elif not digits.startswith(default_country_prefix):
+                digits = default_country_prefix + digits
     if not _DIGITS.fullmatch(digits) or not 7 <= len(digits) <= 15 or digits[0] == "0":
         raise ApiError(
             ErrorCode.invalid_address,

@@ -389,6 +389,8 @@ async def test_stop_tells_the_send_loops_what_it_cancelled() -> None:
         ("07700902222", 2, "44"),  # national, with the country configured
         ("7700902222", 2, "44"),
         ("07700902222", 0, "44"),
+        ("447700902222", 0, "44"),  # international digits with TON 0, the country configured
+        ("7700902222", 0, "44"),
     ],
 )
 async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(

@@ -252,9 +252,21 @@ def test_destination_normalisation(raw: str, expected: str) -> None:
     assert normalise_destination(raw) == expected
 
 
-def test_national_numbers_with_default_country() -> None:
-    """With a default country prefix, a national number loses its trunk 0."""
-    assert normalise_destination("07911 123456", default_country_prefix="44") == "+447911123456"
+@pytest.mark.parametrize(
+    ("raw", "prefix", "expected"),
+    [
+        ("07911 123456", "44", "+447911123456"),  # the trunk 0 goes
+        ("7911123456", "44", "+447911123456"),
+        ("447911123456", "44", "+447911123456"),  # international without the +
+        ("+447911123456", "44", "+447911123456"),
+        ("2025550123", "1", "+12025550123"),  # no trunk 0 in the NANP
+        ("12025550123", "1", "+12025550123"),
+    ],
+)
+def test_national_numbers_with_default_country(raw: str, prefix: str, expected: str) -> None:
+    """With a default country prefix, a national number gets it in place of its trunk 0; bare
+    digits that already begin with it are the international number."""
+    assert normalise_destination(raw, default_country_prefix=prefix) == expected
 
 
 @pytest.mark.parametrize(
