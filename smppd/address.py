@@ -12,6 +12,7 @@ from smppd.logging import mask_msisdn as mask
 from smppd.service import ApiError, ErrorCode
 
 __all__ = [
+    "canonical_sender",
     "check_sender",
     "from_wire",
     "mask",
@@ -88,6 +89,18 @@ def check_sender(sender: str, *, field: str = "from") -> None:
             "characters",
             field=field,
         )
+
+
+def canonical_sender(sender: str) -> str:
+    """A long-number sender id in the form MO to it arrives in: `+` and its digits.
+
+    "447700900999" and "+447700900999" are one number on the wire (TON 1 either way), but a
+    STOP sent to it comes back as "+447700900999": configured, submitted and stored as that,
+    the opt-out and the reply's owner are found. Short codes and alphanumerics stay as given.
+    """
+    if SHORT_CODE_MAX_DIGITS < len(sender) <= 15 and _DIGITS.fullmatch(sender):
+        return "+" + sender
+    return sender
 
 
 def sender_ton_npi(sender: str) -> tuple[int, int]:

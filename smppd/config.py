@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
+from smppd.address import canonical_sender
 from smppd.configload import (
     Check,
     ConfigError,
@@ -532,6 +533,7 @@ class Sender:
         regex, rule = _SENDER_ID[self.kind]
         if not re.fullmatch(regex, self.id):
             raise ValidationError(f"a {self.kind} sender id must be {rule}, got {self.id!r}", "id")
+        object.__setattr__(self, "id", canonical_sender(self.id))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -659,11 +661,12 @@ def _link_clients(config: Config) -> ApiConfig:
             raise ValidationError(f"no api client named {sender.client!r}", "senders", i, "client")
     linked = []
     for i, client in enumerate(clients):
-        for j, sender_id in enumerate(client.senders):
+        listed = [canonical_sender(sender_id) for sender_id in client.senders]
+        for j, sender_id in enumerate(listed):
             if sender_id not in sender_ids:
-                reason = f"no sender with id {sender_id!r}"
+                reason = f"no sender with id {client.senders[j]!r}"
                 raise ValidationError(reason, "api", "clients", i, "senders", j)
         owned = [s.id for s in config.senders if s.client == client.name]
-        full = tuple(dict.fromkeys([*client.senders, *owned]))
+        full = tuple(dict.fromkeys([*listed, *owned]))
         linked.append(dataclasses.replace(client, senders=full))
     return dataclasses.replace(config.api, clients=tuple(linked))

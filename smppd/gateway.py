@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from smppd.address import check_sender, normalise_destination
+from smppd.address import canonical_sender, check_sender, normalise_destination
 from smppd.events import KINDS, EventHub, inbound_json
 from smppd.outbound import OutboundProfile, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
@@ -343,18 +343,19 @@ class Gateway:
         *,
         check_optout: bool = True,
     ) -> _Accepted:
-        if request.sender not in client.senders:
+        sender = canonical_sender(request.sender)
+        if sender not in client.senders:
             raise ApiError(
                 ErrorCode.sender_not_allowed,
                 f"client {client.name!r} may not send from {request.sender!r}",
                 field="from",
             )
-        check_sender(request.sender)
+        check_sender(sender)
         _check_schedule(request, now)
         destination = normalise_destination(
             request.to, default_country_prefix=self._settings.default_country_prefix
         )
-        if check_optout and await self._queue.is_opted_out(request.sender, destination):
+        if check_optout and await self._queue.is_opted_out(sender, destination):
             raise ApiError(
                 ErrorCode.opted_out,
                 "the recipient opted out of messages from this sender",
@@ -369,7 +370,7 @@ class Gateway:
         ref16 = profile.concatenation is ConcatMethod.UDH16
         prepared = prepare(
             destination=destination,
-            source=request.sender,
+            source=sender,
             text=request.text,
             encoding=request.encoding,
             flash=request.flash,
@@ -380,13 +381,11 @@ class Gateway:
             profile=profile,
         )
         due = now if request.schedule_at is None else max(now, request.schedule_at)
-        cap_day, held_until = self._caps.reserve(
-            request.sender, len(prepared.bodies), at=due, now=now
-        )
+        cap_day, held_until = self._caps.reserve(sender, len(prepared.bodies), at=due, now=now)
         message = NewMessage(
             client=client.name,
             ref=request.ref,
-            source=request.sender,
+            source=sender,
             destination=destination,
             carrier=carrier,
             priority=min(request.priority, client.max_priority),
@@ -489,6 +488,7 @@ class Gateway:
     ) -> dict[str, Any]:
         # Owners only: a client allowed to send from another's id may not read who opted out
         # of it (personal data), undo a STOP, or cancel the owner's messages with an opt-out.
+        sender = canonical_sender(sender)
         if sender and sender not in client.owned:
             raise ApiError(
                 ErrorCode.sender_not_allowed,

@@ -618,12 +618,35 @@ def test_sender_kind_is_derived_when_left_out(tmp_path: Path) -> None:
                 {"id": "ACME", "client": "svc"},
                 {"id": "12345", "client": "svc"},
                 {"id": "+447911123456", "client": "svc"},
-                {"id": "447911123456", "client": "svc"},
+                {"id": "447911123457", "client": "svc"},
             ]
         )
     )
     kinds = [s.kind for s in load_config(write(tmp_path, data)).senders]
     assert kinds == [SenderKind.ALPHA, SenderKind.SHORT, SenderKind.LONG, SenderKind.LONG]
+
+
+def test_long_sender_ids_are_kept_with_their_plus(tmp_path: Path) -> None:
+    """MO to a long number arrives as "+digits": a sender configured (or listed by a client)
+    without the + is kept with it, so that its replies and STOPs find it; both forms of one
+    number are one sender twice."""
+    data = variant(
+        lambda d: (
+            d["senders"].append({"id": "447911123456", "client": "svc"}),
+            d["api"]["clients"].append({"name": "ops", "uids": [0], "senders": ["447911123456"]}),
+        )
+    )
+    config = load_config(write(tmp_path, data))
+    assert [s.id for s in config.senders] == ["ACME", "+447911123456"]
+    svc, ops = config.api.clients
+    assert (svc.senders, ops.senders) == (("ACME", "+447911123456"), ("+447911123456",))
+    twice = variant(
+        lambda d: d["senders"].extend(
+            [{"id": "+447911123456", "client": "svc"}, {"id": "447911123456", "client": "svc"}]
+        )
+    )
+    with pytest.raises(SmppdError, match=r"senders\[2\]\.id: '\+447911123456' is already used"):
+        load_config(write(tmp_path, twice))
 
 
 def test_clients_may_use_owned_and_listed_senders(tmp_path: Path) -> None:

@@ -375,6 +375,28 @@ async def test_cancels_and_opt_outs_publish_the_state_events_of_what_they_cancel
     ]
 
 
+async def test_a_long_sender_written_without_its_plus_is_the_configured_one() -> None:
+    """Long-number senders are configured as "+digits" (the form STOPs to them arrive in): a
+    client submitting from the bare digits sends from that sender, is refused where a STOP
+    to it was recorded, and manages its opt-outs under either form."""
+    plus, bare = "+447700900999", "447700900999"
+    owner = ClientIdentity(name="app", senders=frozenset({plus}), owned=frozenset({plus}))
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    asked = dataclasses.replace(request("hi"), sender=bare)
+    (reply,) = await gw.submit(owner, [asked])
+    assert isinstance(reply, SubmitReply)
+    (claimed,) = await queue.claim("fake", 10, now=T0)
+    assert claimed.source == plus
+    await queue.add_optout(plus, "+447700900123", now=T0)  # as an MO STOP records it
+    (refused,) = await gw.submit(owner, [asked])
+    assert isinstance(refused, ApiError)
+    assert refused.code is ErrorCode.opted_out
+    listed = await gw.optout(owner, "list", bare, None)
+    assert [(o["sender"], o["number"]) for o in listed["optouts"]] == [(plus, "+447700900123")]
+    assert await gw.optout(owner, "remove", bare, "+447700900123") == {"changed": True}
+
+
 async def test_only_the_owner_of_a_sender_manages_its_opt_outs() -> None:
     """A client allowed to send from another client's id cannot list who opted out of it,
     undo a STOP, or add an opt-out (which would cancel the owner's queued messages)."""

@@ -665,6 +665,37 @@ async def test_a_version_12_file_s_inbound_reads_as_complete_with_no_keyword(pat
     assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
+async def test_version_14_opt_outs_under_bare_long_senders_go_on_stopping_submits(
+    path: Path,
+) -> None:
+    """Long-number senders are now kept as "+digits": an opt-out a version 14 file recorded
+    under "447700900999" is found under "+447700900999" (one under both forms is kept once),
+    and a message still queued from the bare form is sent from the canonical one. Short codes
+    and alphanumerics keep theirs."""
+    bare, plus, number = "447700900999", "+447700900999", "+447700900123"
+    async with await SqliteQueue.open(path) as store:
+        await store.add_optout(bare, number, now=T0)
+        await store.add_optout(plus, number, now=T0 + 1)
+        await store.add_optout(bare, "+447700900124", now=T0 + 2)
+        await store.add_optout("12345", number, now=T0 + 3)
+        await store.add_optout("ACME", number, now=T0 + 4)
+        await store.enqueue([message(source=bare)], now=T0)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 14")
+    async with await SqliteQueue.open(path) as store:
+        assert await store.is_opted_out(plus, "+447700900124")
+        rows = sorted((r.sender, r.number) for r in await store.list_optouts())
+        (claimed,) = await store.claim(CARRIER, 10, now=T0 + 5)
+    assert rows == [
+        (plus, number),
+        (plus, "+447700900124"),
+        ("12345", number),
+        ("ACME", number),
+    ]
+    assert claimed.source == plus
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
 async def test_a_version_11_file_starts_with_nothing_learned_of_ids(path: Path) -> None:
     """Version 11 kept no learned id formats: after the upgrade there are none, and one can be."""
     async with await SqliteQueue.open(path):

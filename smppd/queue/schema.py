@@ -278,6 +278,22 @@ _V14: Final = (
     "CREATE INDEX receipt_queries_due ON receipt_queries (carrier, due_at)",
 )
 
+# Long-number sender ids are kept as `+` and digits (smppd.address.canonical_sender), the form
+# MO to them arrives in: opt-outs recorded under the bare digits move there, so that they go on
+# stopping submits; so do the senders of messages still to be sent (their sender's rate).
+_V15: Final = (
+    """
+    INSERT OR IGNORE INTO optouts (sender, number, created_at)
+    SELECT '+' || sender, number, created_at FROM optouts
+    WHERE length(sender) BETWEEN 9 AND 15 AND sender NOT GLOB '*[^0-9]*'
+    """,
+    "DELETE FROM optouts WHERE length(sender) BETWEEN 9 AND 15 AND sender NOT GLOB '*[^0-9]*'",
+    """
+    UPDATE messages SET source = '+' || source
+    WHERE finished_at IS NULL AND length(source) BETWEEN 9 AND 15 AND source NOT GLOB '*[^0-9]*'
+    """,
+)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -293,6 +309,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V12,
     _V13,
     _V14,
+    _V15,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
