@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from smppd.address import canonical_sender
+from smppd.compliance import keyword_key
 from smppd.configload import (
     Check,
     ConfigError,
@@ -240,15 +241,16 @@ class NumberPrefix(Converter):
 
 
 class Keyword(Converter):
-    """A keyword matched case-insensitively against inbound texts; stored upper-case."""
+    """A keyword matched against inbound texts (smppd.compliance); stored upper-case, its
+    words one space apart."""
 
     def convert(self, raw: object) -> object:
-        if isinstance(raw, str) and re.fullmatch(r"\S{1,32}", raw.strip()):
-            return raw.strip().upper()
+        if isinstance(raw, str) and 1 <= len(keyword_key(raw)) <= 32:
+            return " ".join(raw.split()).upper()
         raise ValueError(raw)
 
     def describe(self) -> str:
-        return "a single word of at most 32 characters"
+        return "a word or words of at most 32 letters"
 
 
 # --- sections -----------------------------------------------------------------------------------
@@ -556,14 +558,19 @@ class Compliance:
     default_country_prefix: Annotated[str, NumberPrefix(country=True)] | None = None
 
     def __post_init__(self) -> None:
-        # A word means one thing: stop wins over start and help, start over help.
+        # STOP and START are what regulators and handsets' help pages tell people to send: a
+        # list of local synonyms must not turn them off.
+        for key, word in (("stop_words", "STOP"), ("start_words", "START")):
+            words: tuple[str, ...] = getattr(self, key)
+            if word not in words:
+                object.__setattr__(self, key, (word, *words))
+        # A word means one thing (as matched): stop wins over start and help, start over help.
         lists = (("stop", self.stop_words), ("start", self.start_words), ("help", self.help_words))
         for i, (kind, words) in enumerate(lists):
             for earlier, taken in lists[:i]:
-                if clash := set(words) & set(taken):
-                    raise ValidationError(
-                        f"{sorted(clash)[0]!r} is also a {earlier} word", f"{kind}_words"
-                    )
+                matched = {keyword_key(w): w for w in taken}
+                if clash := [w for w in words if keyword_key(w) in matched]:
+                    raise ValidationError(f"{clash[0]!r} is also a {earlier} word", f"{kind}_words")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -563,6 +563,30 @@ def test_a_word_belongs_to_one_keyword_list(tmp_path: Path) -> None:
     compliance = {"stop_words": ["STOP"], "help_words": ["STOP"]}
     path = write(tmp_path, variant(lambda d: d.update(compliance=compliance)))
     assert error_of(path) == f"{path}: compliance.help_words: 'STOP' is also a stop word"
+    compliance = {"stop_words": ["STOP ALL"], "start_words": ["stopall"]}  # matched alike
+    path = write(tmp_path, variant(lambda d: d.update(compliance=compliance)))
+    assert error_of(path) == f"{path}: compliance.start_words: 'STOPALL' is also a stop word"
+
+
+@pytest.mark.parametrize(
+    ("configured", "stop_words", "start_words"),
+    [
+        ({"stop_words": ["ARRET"]}, ("STOP", "ARRET"), ("START", "UNSTOP")),
+        ({"stop_words": [], "start_words": []}, ("STOP",), ("START",)),
+        ({"stop_words": ["stop  promo", "Stop"]}, ("STOP PROMO", "STOP"), ("START", "UNSTOP")),
+    ],
+)
+def test_stop_and_start_always_count(
+    tmp_path: Path,
+    configured: dict[str, Any],
+    stop_words: tuple[str, ...],
+    start_words: tuple[str, ...],
+) -> None:
+    """Lists of local synonyms add to STOP and START, never turn them off; a keyword may be
+    of several words."""
+    path = write(tmp_path, variant(lambda d: d.update(compliance=configured)))
+    compliance = load_config(path).compliance
+    assert (compliance.stop_words, compliance.start_words) == (stop_words, start_words)
 
 
 def test_a_queue_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
