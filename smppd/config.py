@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -272,7 +272,7 @@ class QueueConfig:
     def __post_init__(self) -> None:
         if self.retry_initial_s > self.retry_max_s:
             raise ValidationError("must not exceed retry_max_s", "retry_initial_s")
-        if self.path.is_dir():
+        if _probe(self.path, Path.is_dir, "path"):
             raise ValidationError(f"{self.path} is a directory; name the database file", "path")
 
 
@@ -604,6 +604,15 @@ def config_diff(old: Config, new: Config) -> set[str]:
     return {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
 
 
+def _probe(path: Path, test: Callable[[Path], bool], *key: str | int) -> bool:
+    """`test(path)`, or the config error naming `key` that a path no file system takes is
+    (a name over 255 bytes, a loop of links)."""
+    try:
+        return test(path)
+    except OSError as exc:
+        raise ValidationError(f"{path}: {exc.strerror}", *key) from None
+
+
 def _first_duplicate(names: list[str]) -> tuple[int, int] | None:
     """(index of the first occurrence, index of the repeat) of the first repeated name."""
     seen: dict[str, int] = {}
@@ -629,8 +638,9 @@ def _link(config: Config) -> Config:
     for i, carrier in enumerate(config.carriers):
         for key in ("ca_file", "cert_file", "key_file"):
             file = getattr(carrier.tls, key)
-            if carrier.tls.enabled and file is not None and not file.is_file():
-                raise ValidationError(f"no such file: {file}", "carriers", i, "tls", key)
+            where = ("carriers", i, "tls", key)
+            if carrier.tls.enabled and file is not None and not _probe(file, Path.is_file, *where):
+                raise ValidationError(f"no such file: {file}", *where)
     for i, route in enumerate(config.routes):
         if dup := _first_duplicate(list(route.carriers)):
             raise ValidationError("listed twice", "routes", i, "carriers", dup[1])

@@ -1097,7 +1097,12 @@ class Daemon:
 async def main(config_path: Path) -> int:
     config = load_config(config_path)
     configure_logging(config.logging.level, config.logging.format)
-    config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        config.queue.path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a read-only file system, no permission
+        error = f"cannot create {exc.filename or config.queue.path.parent}: {exc.strerror}"
+        log.error("cannot open the queue", path=str(config.queue.path), error=error)
+        return 1
     signals = Signals()
     signals.install()
     # A migration of a large file can take a while: say what is happening.

@@ -589,6 +589,16 @@ def test_stop_and_start_always_count(
     assert (compliance.stop_words, compliance.start_words) == (stop_words, start_words)
 
 
+def test_paths_no_file_system_takes_name_their_key(tmp_path: Path) -> None:
+    """A path component over 255 bytes makes stat() fail: a config error naming the key."""
+    long = tmp_path / ("a" * 300) / "smppd.db"
+    path = write(tmp_path, variant(lambda d: d.update(queue={"path": str(long)})))
+    assert error_of(path) == f"{path}: queue.path: {long}: File name too long"
+    tls = {"enabled": True, "ca_file": str(long)}
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(tls=tls)))
+    assert error_of(path) == f"{path}: carriers[0].tls.ca_file: {long}: File name too long"
+
+
 def test_a_queue_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, variant(lambda d: d.update(queue={"path": str(tmp_path)})))
     assert error_of(path) == (

@@ -1153,6 +1153,21 @@ async def test_a_queue_locked_at_startup_ends_the_run_with_one_line() -> None:
     assert "busy" in errors[0]["error"] or "locked" in errors[0]["error"]
 
 
+async def test_a_queue_directory_that_cannot_be_made_ends_the_run_with_one_line() -> None:
+    """queue.path under a regular file: exit 1 with one line naming what could not be made,
+    no traceback, no carrier bound."""
+    async with smsc_and_dir() as (smsc, directory):
+        (directory / "plain").write_text("")
+        queue = {"path": str(directory / "plain" / "smppd.db")}
+        proc = await run_to_exit(str(write_config(directory, smsc.port, queue=queue)))
+        assert smsc.connections == []
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [json.loads(line) for line in proc.stderr.splitlines() if '"error"' in line]
+    assert [e["event"] for e in errors] == ["cannot open the queue"]
+    assert errors[0]["error"] == f"cannot create {directory / 'plain'}: File exists"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 async def test_a_signal_while_the_queue_opens_is_kept_for_when_it_has_opened(
     sig: signal.Signals,
