@@ -145,6 +145,12 @@ class CarrierBinds:
     def closed(self) -> bool:
         return self._closing
 
+    def carry_rate_from(self, previous: CarrierBinds) -> None:
+        """The binds of a restarted carrier: its cap counts what `previous` sent in the span
+        before, or a reload would allow twice the cap in that second."""
+        if self.carrier_rate is not None and previous.carrier_rate is not None:
+            self.carrier_rate.inherit(previous.carrier_rate)
+
     @property
     def bound_count(self) -> int:
         """Binds bound that can carry submits (receivers aside): whether the carrier is up."""

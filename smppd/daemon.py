@@ -517,7 +517,14 @@ class Daemon:
 
     # --- carriers --------------------------------------------------------------------------
 
-    def _start_carrier(self, carrier: cfg.Carrier, group: asyncio.TaskGroup) -> None:
+    def _start_carrier(
+        self,
+        carrier: cfg.Carrier,
+        group: asyncio.TaskGroup,
+        previous: CarrierRuntime | None = None,
+    ) -> None:
+        """Start `carrier`; `previous`, its runtime before a reload restarted it, hands on what
+        its rate caps counted."""
         config = self.config
         totals = self._totals.get(carrier.name)
         if totals is None:
@@ -588,6 +595,10 @@ class Daemon:
         # Paused: down since ever, so that routes pass it over and its queued work fails over
         # at once, not after failover_after_s.
         down_since = -math.inf if carrier.paused else time.monotonic()
+        if previous is not None:
+            binds.carry_rate_from(previous.binds)
+            if loop is not None and previous.loop is not None:
+                loop.carry_rates_from(previous.loop)
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=down_since)
         self.carriers[carrier.name] = runtime
         if carrier.paused:
@@ -806,9 +817,11 @@ class Daemon:
             # Counted again from the queue; a submit between the two may go uncounted.
             self.caps = daily_caps(new)
             await self._load_caps()
+        stopped: dict[str, CarrierRuntime] = {}
         for name in changed & old_names:
             runtime = self.carriers.get(name)
             if runtime is not None:
+                stopped[name] = runtime
                 # Kept in the table while it drains: its metrics go on (a counter that left
                 # and came back would read as a reset), and arrivals find a stopping loop.
                 await runtime.stop()
@@ -830,7 +843,7 @@ class Daemon:
         except QueueError as exc:
             log.warning("held receipts keep their keys until the next start", error=str(exc))
         for carrier in restarting:
-            self._start_carrier(carrier, self._group)
+            self._start_carrier(carrier, self._group, stopped.get(carrier.name))
         self.gateway.reconfigure(
             router(new), profiles(new), settings=gateway_settings(new), caps=self.caps
         )

@@ -64,6 +64,15 @@ class SlidingWindow:
     def set_limit(self, limit: int) -> None:
         self.limit = min(max(1, limit), self._capacity)
 
+    def inherit(self, previous: SlidingWindow) -> None:
+        """Count the latest sends `previous` recorded as this window's own: a window that
+        takes over from another (a new rate, a restarted carrier) must not grant a whole cap
+        on top of what went out in the last span."""
+        kept = min(self._capacity, previous._capacity)
+        ring, start = previous._ring, previous._i - kept
+        for k in range(kept):
+            self.record(ring[(start + k) % previous._capacity])
+
     def allows(self, now: float) -> bool:
         # The send `limit` places back must have left the span that would end at `now`.
         return self._ring[(self._i - self.limit) % self._capacity] + self.period_s <= now

@@ -250,15 +250,16 @@ class CarrierSendLoop:
         self._query_after_s = query_after_s
 
     def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
-        """Per-sender rates (a reload): an unchanged rate keeps its window and what it counted."""
-        windows = {}
-        for sender, tps in sender_tps.items():
-            window = self._sender_windows.get(sender)
-            if window is None or self._sender_tps[sender] != tps:
-                window = SlidingWindow.for_rate(tps)
-            windows[sender] = window
+        """Per-sender rates (a reload): an unchanged rate keeps its window, a changed one
+        counts what the old window did."""
+        self._sender_windows = _rate_windows(sender_tps, self._sender_tps, self._sender_windows)
         self._sender_tps = dict(sender_tps)
-        self._sender_windows = windows
+
+    def carry_rates_from(self, previous: CarrierSendLoop) -> None:
+        """The loop of a restarted carrier: its senders' windows count what `previous` sent."""
+        self._sender_windows = _rate_windows(
+            self._sender_tps, previous._sender_tps, previous._sender_windows
+        )
 
     def wake(self, *, urgent_at: float | None = None) -> None:
         """New work may be due (a submit landed): claim now rather than at the next poll.
@@ -808,6 +809,23 @@ class CarrierSendLoop:
             self._urgent_at(at)
         if changes:
             self._publish(changes)
+
+
+def _rate_windows(
+    rates: Mapping[str, float],
+    old_rates: Mapping[str, float],
+    old_windows: Mapping[str, SlidingWindow],
+) -> dict[str, SlidingWindow]:
+    windows = {}
+    for sender, tps in rates.items():
+        old = old_windows.get(sender)
+        if old is not None and old_rates[sender] == tps:
+            windows[sender] = old
+            continue
+        windows[sender] = window = SlidingWindow.for_rate(tps)
+        if old is not None:
+            window.inherit(old)
+    return windows
 
 
 def _describe(exc: Exception) -> str:

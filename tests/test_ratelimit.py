@@ -61,6 +61,47 @@ def test_limit_changes_within_capacity() -> None:
     assert window.limit == 1
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 20),
+    st.integers(1, 20),
+    st.lists(st.floats(0.0, 0.3, allow_nan=False), min_size=1, max_size=100),
+    st.lists(st.floats(0.0, 0.3, allow_nan=False), min_size=1, max_size=100),
+)
+def test_a_window_that_takes_over_counts_the_old_one_s_sends(
+    old_limit: int, new_limit: int, before: list[float], after: list[float]
+) -> None:
+    """A window inheriting another's sends (a rate changed, a carrier restarted) keeps its
+    own limit over every span that ends at one of its sends, the old window's sends counted:
+    no fresh cap on top of them."""
+    old, new = SlidingWindow(old_limit), SlidingWindow(new_limit)
+    now, sent_before, sent_after = 0.0, [], []
+    for gap in before:
+        now += gap
+        if old.try_acquire(now):
+            sent_before.append(now)
+    new.inherit(old)
+    for gap in after:
+        now += gap
+        if new.try_acquire(now):
+            sent_after.append(now)
+    sent = sent_before + sent_after
+    for end in sent_after:
+        assert sum(1 for t in sent if end - 1.0 < t <= end) <= new_limit
+
+
+def test_an_inherited_window_allows_what_is_left_of_the_cap() -> None:
+    old = SlidingWindow(5)
+    for t in (0.0, 0.1, 0.2, 0.3, 0.4):
+        assert old.try_acquire(t)
+    lowered, raised = SlidingWindow(3), SlidingWindow(8)
+    lowered.inherit(old)
+    raised.inherit(old)
+    assert not lowered.allows(0.5)
+    assert lowered.ready_at(0.5) == 1.2  # the third send back, 0.2, leaves the span
+    assert [raised.try_acquire(0.5) for _ in range(4)] == [True, True, True, False]
+
+
 @pytest.mark.parametrize(
     ("tps", "expected"), [(50.0, (50, 1.0)), (50.7, (50, 1.0)), (1.0, (1, 1.0)), (0.5, (1, 2.0))]
 )

@@ -372,6 +372,26 @@ async def test_a_capped_sender_keeps_its_rate_when_the_wall_clock_steps_back() -
         )
 
 
+async def test_a_reload_that_changes_a_senders_cap_counts_what_it_sent_already() -> None:
+    """10/s lowered to 8/s after the first second's ten: the new window counts those ten, so
+    no second at the SMSC holds more than ten, although messages submitted then find it
+    (a fresh window would have sent eight of them at once)."""
+    capped = [message(f"capped {i}") for i in range(10)]
+    async with pipeline(
+        *capped, window=10, claim_batch=30, clock=WallClock(), sender_tps={"SMPPD": 10}
+    ) as p:
+        await p.smsc.records.wait_for(10, timeout=5)
+        p.loop.set_sender_tps({"SMPPD": 8})
+        await p.queue.enqueue([message(f"more {i}") for i in range(10)], now=p.clock())
+        p.loop.wake()
+        await p.smsc.records.wait_for(20, timeout=10)
+        times = sorted(s.time for s in p.smsc.records.segments)
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[10:], strict=False))
+    assert all(
+        later - earlier >= 1.0 for earlier, later in zip(times[10:], times[18:], strict=False)
+    )
+
+
 async def test_a_reload_that_lifts_a_senders_cap_applies_to_its_next_messages() -> None:
     """Without its cap after a reload, a sender's 20 messages go in well under the two seconds
     its old 10/s would take, none deferred."""

@@ -364,6 +364,26 @@ async def test_counters_survive_a_reload_that_restarts_the_carrier() -> None:
     assert 'smppd_binds_configured{carrier="fake"} 1.0' in after
 
 
+async def test_a_reload_that_restarts_the_carrier_keeps_its_tps_cap() -> None:
+    """The carrier's cap counts the sends of its binds before the restart: 10/s and a
+    reload in the middle of a backlog still make no 11 submits in any second at the SMSC."""
+    async with running(carrier={"tps": 10}) as (smsc, daemon, directory):
+        async with Client(directory / "smppd.sock") as client:
+            await client.submit_many(
+                [{"to": "+447700900123", "from": "ALPHA", "text": f"m{i}"} for i in range(30)]
+            )
+        await smsc.records.wait_for(10, timeout=10)  # the first second's burst is out
+        config_path = directory / "smppd.yaml"
+        config = yaml.safe_load(config_path.read_text())
+        config["carriers"][0].update(window=7)
+        config_path.write_text(yaml.safe_dump(config))
+        daemon.signal(signal.SIGHUP)
+        assert (await daemon.wait_log("configuration reloaded"))["carriers_restarted"] == ["fake"]
+        await smsc.records.wait_for(25, timeout=10)
+        times = sorted(s.time for s in smsc.records.segments)
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[10:], strict=False))
+
+
 async def test_sigterm_drains_in_flight_and_exits_zero() -> None:
     """SIGTERM with submits in flight: they are answered and recorded, nothing is left inflight."""
     async with running() as (smsc, daemon, directory):
