@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from smppd.logging import mask_msisdn as mask
+from smppd.pdu.text import gsm7_length, is_gsm7
 from smppd.service import ApiError, ErrorCode
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "from_wire",
     "mask",
     "normalise_destination",
+    "sender_problem",
     "sender_ton_npi",
     "wire_address",
 ]
@@ -80,15 +82,41 @@ def _why(digits: str) -> str:
 
 def check_sender(sender: str, *, field: str = "from") -> None:
     """Reject sender ids no network would carry: alphanumerics over 11 characters and the like."""
-    if _DIGITS.fullmatch(sender.lstrip("+")) and len(sender.lstrip("+")) <= 15:
-        return
-    if not 1 <= len(sender) <= ALPHANUMERIC_MAX or not sender.isascii() or not sender.isprintable():
-        raise ApiError(
-            ErrorCode.invalid_address,
-            f"{field}: an alphanumeric sender id is 1 to {ALPHANUMERIC_MAX} printable ASCII "
-            "characters",
-            field=field,
+    if (problem := sender_problem(sender)) is not None:
+        raise ApiError(ErrorCode.invalid_address, f"{field}: {problem}", field=field)
+
+
+def sender_problem(sender: str) -> str | None:
+    """Why no network would carry `sender` as an originator, or None.
+
+    A number with `+` or of more than 8 digits is a long number, 7 to 15 digits in
+    international form. An alphanumeric id reaches the handset as at most 11 GSM 03.38
+    septets (TS 23.040 9.1.2.5: 10 octets), where ASCII's backtick has no place and [ ] { }
+    ~ \\ ^ | take two.
+    """
+    usual = len(sender) <= ALPHANUMERIC_MAX and sender.isascii() and sender.isalnum()
+    if usual and not sender.isdigit():
+        return None  # the usual ids, letters and digits: checked without encoding them
+    plus = sender.startswith("+")
+    digits = sender[1:] if plus else sender
+    if _DIGITS.fullmatch(digits) and (plus or len(digits) > SHORT_CODE_MAX_DIGITS):
+        if not 7 <= len(digits) <= 15:
+            return f"a long number is 7 to 15 digits, not {len(digits)}"
+        if digits[0] == "0":
+            return "a long number is written in international form: no trunk 0 or 00"
+        return None
+    if (
+        not sender
+        or not sender.isascii()
+        or not sender.isprintable()
+        or not is_gsm7(sender)
+        or gsm7_length(sender) > ALPHANUMERIC_MAX
+    ):
+        return (
+            f"an alphanumeric sender id is 1 to {ALPHANUMERIC_MAX} GSM 03.38 septets of "
+            "printable ASCII (no backtick; [ ] { } ~ \\ ^ | count two)"
         )
+    return None
 
 
 def canonical_sender(sender: str) -> str:
@@ -114,8 +142,9 @@ def sender_ton_npi(sender: str) -> tuple[int, int]:
 
 
 def wire_address(address: str) -> str:
-    """The address as SMPP carries it: international numbers without `+` (TON says it)."""
-    return address[1:] if address.startswith("+") else address
+    """The address as SMPP carries it: international numbers without `+` (TON says it); an
+    alphanumeric id that begins with `+` keeps it."""
+    return address[1:] if address.startswith("+") and _DIGITS.fullmatch(address, 1) else address
 
 
 def from_wire(address: str, ton: int, *, default_country_prefix: str | None = None) -> str:
@@ -129,8 +158,8 @@ def from_wire(address: str, ton: int, *, default_country_prefix: str | None = No
     """
     if not _DIGITS.fullmatch(address):
         return address
-    if ton == TON_INTERNATIONAL:
-        return "+" + address
+    if ton == TON_INTERNATIONAL:  # some write the international prefix 00 as well
+        return "+" + (address[2:] if address.startswith("00") else address)
     if ton == TON_UNKNOWN or (ton == TON_NATIONAL and default_country_prefix):
         try:
             return normalise_destination(address, default_country_prefix=default_country_prefix)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from smppd.address import canonical_sender
+from smppd.address import canonical_sender, sender_problem
 from smppd.compliance import keyword_key
 from smppd.configload import (
     Check,
@@ -535,6 +535,8 @@ class Sender:
         regex, rule = _SENDER_ID[self.kind]
         if not re.fullmatch(regex, self.id):
             raise ValidationError(f"a {self.kind} sender id must be {rule}, got {self.id!r}", "id")
+        if (problem := sender_problem(self.id)) is not None:
+            raise ValidationError(f"{problem}, got {self.id!r}", "id")
         object.__setattr__(self, "id", canonical_sender(self.id))
 
 

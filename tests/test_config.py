@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import pwd
 from collections.abc import Callable
@@ -658,6 +659,21 @@ def test_sender_kind_is_derived_when_left_out(tmp_path: Path) -> None:
     )
     kinds = [s.kind for s in load_config(write(tmp_path, data)).senders]
     assert kinds == [SenderKind.ALPHA, SenderKind.SHORT, SenderKind.LONG, SenderKind.LONG]
+
+
+@pytest.mark.parametrize(
+    ("sender", "why"),
+    [
+        ("Shop`s", "an alphanumeric sender id is 1 to 11 GSM 03.38 septets"),
+        ("{{Shop}}", "an alphanumeric sender id is 1 to 11 GSM 03.38 septets"),
+        ("07911123456", "a long number is written in international form"),
+        ("+07911123456", "a long number is written in international form"),
+    ],
+)
+def test_sender_ids_no_network_carries_are_refused(tmp_path: Path, sender: str, why: str) -> None:
+    data = variant(lambda d: d["senders"].append({"id": sender, "client": "svc"}))
+    path = write(tmp_path, json.dumps(data))  # JSON is YAML whose strings are all quoted
+    assert error_of(path).startswith(f"{path}: senders[1].id: {why}")
 
 
 def test_long_sender_ids_are_kept_with_their_plus(tmp_path: Path) -> None:

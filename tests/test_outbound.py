@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from smppd.address import check_sender, from_wire, mask, normalise_destination, sender_ton_npi
+from smppd.address import (
+    check_sender,
+    from_wire,
+    mask,
+    normalise_destination,
+    sender_ton_npi,
+    wire_address,
+)
 from smppd.outbound import OutboundProfile, composed, prepare
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
@@ -302,7 +309,36 @@ def test_sender_forms() -> None:
     with pytest.raises(ApiError):
         check_sender("TwelveChars!")
     assert from_wire("447911123456", 1) == "+447911123456"
+    assert from_wire("00447911123456", 1) == "+447911123456"
     assert from_wire("12345", 3) == "12345"
+
+
+@pytest.mark.parametrize("sender", ["ACME", "My Shop", "Co-op", "+INFO", "[[[[[", "12345"])
+def test_senders_networks_carry(sender: str) -> None:
+    check_sender(sender)
+
+
+@pytest.mark.parametrize(
+    ("sender", "why"),
+    [
+        ("a`b", "GSM 03.38 septets"),  # no backtick in GSM 03.38
+        ("[[[[[[", "GSM 03.38 septets"),  # 12 septets
+        ("Caf\u00e9", "GSM 03.38 septets"),
+        ("", "GSM 03.38 septets"),
+        ("00447911123456", "international form"),
+        ("07911123456", "international form"),
+        ("+4479111234567890", "7 to 15 digits, not 16"),
+    ],
+)
+def test_senders_no_network_carries(sender: str, why: str) -> None:
+    with pytest.raises(ApiError) as info:
+        check_sender(sender)
+    assert why in info.value.message
+
+
+def test_an_alphanumeric_sender_keeps_a_leading_plus_on_the_wire() -> None:
+    assert wire_address("+INFO") == "+INFO"
+    assert wire_address("+447911123456") == "447911123456"
 
 
 def test_mask_hides_the_middle() -> None:
