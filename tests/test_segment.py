@@ -351,6 +351,25 @@ def test_packed_single_segment() -> None:
     assert unpack_septets(segment.short_message, 160) == b"a" * 160
 
 
+@pytest.mark.parametrize("text", ["Code 12", "x" * 15, "a" * 159])
+def test_seven_spare_bits_carry_cr_not_an_at_sign(text: str) -> None:
+    """8n-1 septets leave 7 spare bits: zeros there read as a trailing '@' wherever the count
+    comes from the length (SMPP carries none), so they are a CR (TS 23.038 6.1.2.3.1)."""
+    (segment,) = split(text, Alphabet.GSM7, packed=True)
+    assert len(segment.short_message) == len(text) + 1 - (len(text) + 1) // 8
+    readable = len(segment.short_message) * 8 // 7
+    assert unpack_septets(segment.short_message, readable) == encode_gsm7(text) + b"\r"
+
+
+def test_a_udh_part_s_spare_bits_carry_cr_too() -> None:
+    """A UDH8 part cut back to 152 septets (before an escape) has 7 spare bits after them."""
+    text = "a" * 152 + "€" * 10
+    first = split(text, Alphabet.GSM7, ConcatMethod.UDH8, packed=True)[0]
+    body = parse_udh(first.short_message)[1]
+    septets = unpack_septets(body, (len(body) * 8 - 1) // 7, 1)
+    assert septets == b"a" * 152 + b"\r"
+
+
 # --- national language tables -------------------------------------------------------------------
 
 TR_SINGLE = Shift(single=NationalLanguage.TURKISH)

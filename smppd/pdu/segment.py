@@ -318,14 +318,14 @@ def _split(
         raise SegmentLimitError(f"message needs {len(ends)} segments; the cap is {cap}")
     if len(ends) == 1 and more:
         udh = bytes((len(more),)) + more
-        body = pack_septets(encoded, septet_fill_bits(len(udh))) if packed else encoded
+        body = _pack(encoded, septet_fill_bits(len(udh))) if packed else encoded
         return [Segment(udh + body, esm_class_udhi=True, data_coding=data_coding)]
     if len(ends) == 1:
-        body = pack_septets(encoded) if packed else encoded
+        body = _pack(encoded) if packed else encoded
         return [Segment(body, esm_class_udhi=False, data_coding=data_coding)]
     if method is ConcatMethod.PAYLOAD:
         # The part cap (255 at most, about 34 KB) keeps this under the TLV's 64 KiB.
-        payload = pack_septets(encoded) if packed else encoded
+        payload = _pack(encoded) if packed else encoded
         return [
             Segment(b"", esm_class_udhi=False, data_coding=data_coding, message_payload=payload)
         ]
@@ -344,16 +344,24 @@ def _split(
         start = end
         if method is ConcatMethod.SAR:
             sar = SarInfo(ref, total, seq)
-            short_message = pack_septets(body) if packed else body
+            short_message = _pack(body) if packed else body
             segments.append(
                 Segment(short_message, esm_class_udhi=False, data_coding=data_coding, sar=sar)
             )
             continue
         udh = build_concat_udh(ref, total, seq, ref16=method is ConcatMethod.UDH16, more=more)
         if packed:
-            body = pack_septets(body, septet_fill_bits(len(udh)))
+            body = _pack(body, septet_fill_bits(len(udh)))
         segments.append(Segment(udh + body, esm_class_udhi=True, data_coding=data_coding))
     return segments
+
+
+def _pack(septets: bytes, fill_bits: int = 0) -> bytes:
+    """Packed septets. Seven spare bits at the end carry CR rather than zeros, which a handset
+    counting septets by length would read as a trailing '@' (3GPP TS 23.038 6.1.2.3.1)."""
+    if (fill_bits + 7 * len(septets)) % 8 == 1:
+        septets += b"\r"
+    return pack_septets(septets, fill_bits)
 
 
 class ReferenceAllocator:
