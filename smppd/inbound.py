@@ -261,6 +261,9 @@ class InboundHandler:
         self._auto_reply = auto_reply
         self._cooldown = ReplyCooldown() if cooldown is None else cooldown
         self._redeliveries = redeliveries
+        # MO being stored, by fingerprint: a redelivery that arrives meanwhile gets the first
+        # delivery's answer when it has one, not an ESME_ROK for what may yet fail to commit.
+        self._storing: dict[bytes, asyncio.Future[int]] = {}
         self._withdraw = withdraw  # tells the send loops what an opt-out cancelled
         self._receipts = ReceiptBatcher(carrier, queue, clock, self._receipt_applied)
         self._id_format = id_format
@@ -351,6 +354,11 @@ class InboundHandler:
         if redeliveries is None or redeliveries.window_s <= 0:
             return await self._store_mo(pdu)
         key = fingerprint(pdu)
+        storing = self._storing.get(key)
+        if storing is not None:  # still being stored: answered as that delivery is
+            status = await asyncio.shield(storing)
+            self.counters.inbound_redelivered += 1
+            return status
         if redeliveries.seen(key, self._monotonic()):
             self.counters.inbound_redelivered += 1
             log.info(
@@ -358,11 +366,22 @@ class InboundHandler:
                 carrier=self.carrier,
             )
             return CommandStatus.ESME_ROK
+        storing = self._storing[key] = asyncio.get_running_loop().create_future()
         try:
-            return await self._store_mo(pdu)
-        except BaseException:
+            status = await self._store_mo(pdu)
+        except BaseException as exc:
             redeliveries.forget(key)  # answered an error: the SMSC's next try is taken
+            if isinstance(exc, asyncio.CancelledError):
+                storing.cancel()
+            else:
+                storing.set_exception(exc)
+                storing.exception()  # retrieved: a redelivery waiting is told, or nobody is
             raise
+        else:
+            storing.set_result(status)
+            return status
+        finally:
+            del self._storing[key]
 
     async def _store_mo(self, pdu: DeliverSm | DataSm) -> int:
         await self._restore_parts()
@@ -372,7 +391,11 @@ class InboundHandler:
             pdu.source_addr_ton,
             default_country_prefix=self._optout.default_country_prefix,
         )
-        destination = from_wire(pdu.destination_addr, pdu.dest_addr_ton)
+        destination = from_wire(
+            pdu.destination_addr,
+            pdu.dest_addr_ton,
+            default_country_prefix=self._optout.default_country_prefix,
+        )
         content, part, shift = _concat_part(pdu)
         group = None
         parts = None
@@ -403,7 +426,18 @@ class InboundHandler:
             )
             await self._store(source, destination, text, pdu.data_coding, now, complete=True)
         elif parts is not None:
-            await self._store_group(group, list(enumerate(parts, 1)), now, complete=True)
+            assert part is not None
+            numbered = list(enumerate(parts, 1))
+            shifts = self._shifts_of(group, numbered)
+            try:
+                await self._store_group(group, numbered, now, complete=True)
+            except BaseException:
+                # The SMSC is answered an error and delivers this part again: the others,
+                # answered and held on disk, wait for it here again, or that delivery would
+                # start a group of its own and, stored incomplete, take their rows with it.
+                others = [(seq, data) for seq, data in numbered if seq != part.seq]
+                self._put_back(group, others, shifts)
+                raise
         return CommandStatus.ESME_ROK
 
     async def store_incomplete(self, now: float | None = None) -> None:
@@ -421,7 +455,20 @@ class InboundHandler:
                 reason=str(dropped.reason),
                 parts=f"{len(dropped.parts)}/{dropped.total}",
             )
-            await self._store_group(group, list(dropped.parts), now, complete=False)
+            numbered = list(dropped.parts)
+            shifts = self._shifts_of(group, numbered)
+            try:
+                await self._store_group(group, numbered, now, complete=False)
+            except BaseException as exc:
+                # Held on disk still: back in memory, they are stored when they expire again
+                # (or complete), not only after a restart.
+                self._put_back(group, numbered, shifts)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error(
+                    "storing an incomplete inbound message failed; its parts are kept",
+                    error=str(exc),
+                )
 
     async def _restore_parts(self) -> None:
         """Once, before anything else touches the parts: those an earlier run held on disk."""
@@ -455,6 +502,25 @@ class InboundHandler:
             complete=complete,
             parts=group,
         )
+
+    def _shifts_of(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> dict[int, Shift]:
+        """The national tables of `parts` that named any (storing them takes them)."""
+        return {
+            seq: shift
+            for seq, _ in parts
+            if (shift := self._part_shifts.get((group, seq))) is not None
+        }
+
+    def _put_back(
+        self, group: PartGroup, parts: list[tuple[int, bytes]], shifts: dict[int, Shift]
+    ) -> None:
+        """Parts a failed store took from the reassembler, pending there again."""
+        for seq, data in parts:
+            self._parts.add(
+                group, ConcatPart(group.ref, group.total, seq, data), now=self._monotonic()
+            )
+            if seq in shifts:
+                self._part_shifts.setdefault((group, seq), shifts[seq])
 
     def _group_text(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> str:
         """The text of a long message's parts, each read with its own national tables."""

@@ -753,3 +753,112 @@ async def test_an_mo_whose_storing_failed_is_taken_when_the_smsc_tries_again() -
     assert await inbound(mo_pdu(b"YES")) == 0
     assert [m.text for m in await queue.inbound_since(0)] == ["YES"]
     assert inbound.counters.inbound_redelivered == 0
+
+
+async def test_a_long_mo_whose_completing_part_failed_to_store_completes_on_its_retry() -> None:
+    """Storing the whole message fails at its last part, which the SMSC then delivers again:
+    the parts before it wait for that delivery, and the message is stored whole once, rather
+    than the retried part starting a message of its own that, stored incomplete when it
+    timed out, took the earlier parts' held rows with it."""
+    queue = FailingOnce()
+    queue.failures = 0
+    now = [T0]
+    inbound = handler(queue, [], now, redeliveries=Redeliveries(60.0))
+    assert await inbound(part_pdu("447700900001", 1, b"Hello, ")) == 0
+    queue.failures = 1
+    with pytest.raises(StorageFullError):
+        await inbound(part_pdu("447700900001", 2, b"world"))
+    now[0] += 5.0
+    assert await inbound(part_pdu("447700900001", 2, b"world")) == 0
+    now[0] += 11.0
+    await inbound.store_incomplete()
+    assert [(m.text, m.complete) for m in await queue.inbound_since(0)] == [("Hello, world", True)]
+    assert await queue.held_inbound_parts("fake") == []
+
+
+async def test_an_incomplete_long_mo_that_failed_to_store_is_stored_when_it_expires_again() -> None:
+    """The store of a timed-out message's parts fails: they are kept, held and in memory, and
+    the next pass stores them; the failure is logged, not raised into the next MO's answer."""
+    queue = FailingOnce()
+    queue.failures = 0
+    now = [T0]
+    inbound = handler(queue, [], now)
+    assert await inbound(part_pdu("447700900001", 1, b"Hello, ")) == 0
+    now[0] += 11.0
+    queue.failures = 1
+    with structlog.testing.capture_logs() as logs:
+        await inbound.store_incomplete()
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "storing an incomplete inbound message failed; its parts are kept"
+    ]
+    assert await queue.inbound_since(0) == []
+    now[0] += 11.0
+    await inbound.store_incomplete()
+    assert [(m.text, m.complete) for m in await queue.inbound_since(0)] == [("Hello, ", False)]
+    assert await queue.held_inbound_parts("fake") == []
+
+
+class GatedStore(MemoryQueue):
+    """store_inbound waits for `gate` (a slow fsync), then fails `failures` times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.failures = failures
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        await self.gate.wait()
+        if self.failures:
+            self.failures -= 1
+            raise StorageFullError("disk full")
+        return await super().store_inbound(inbound)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_a_redelivery_during_the_first_store_is_answered_as_that_store_ends(
+    fails: bool,
+) -> None:
+    """The SMSC's timer ran out while the MO was being stored and it delivered it again: the
+    redelivery is not answered ESME_ROK before the first delivery is on disk. It gets the
+    first one's answer: ESME_ROK once stored, the error if storing failed (and the SMSC's next
+    try is then stored)."""
+    queue = GatedStore(failures=1 if fails else 0)
+    inbound = handler(queue, [], redeliveries=Redeliveries(60.0))
+    first = asyncio.ensure_future(inbound(mo_pdu(b"Call me")))
+    await asyncio.sleep(0)
+    again = asyncio.ensure_future(inbound(mo_pdu(b"Call me")))
+    done, _ = await asyncio.wait([again], timeout=0.05)
+    assert not done  # waiting for the first delivery's store
+    queue.gate.set()
+    results = await asyncio.gather(first, again, return_exceptions=True)
+    if fails:
+        assert [type(r) for r in results] == [StorageFullError, StorageFullError]
+        assert await inbound(mo_pdu(b"Call me")) == 0
+    else:
+        assert list(results) == [0, 0]
+    assert [m.text for m in await queue.inbound_since(0)] == ["Call me"]
+
+
+async def test_an_mo_to_our_number_written_nationally_finds_its_owner() -> None:
+    """With a default country prefix, an MO to the sender +447700900999 written 07700900999
+    (TON 0) is that sender's: its owner gets it, and a STOP stops submits from that sender."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"+447700900999": "shop"},
+        optout=OptOutPolicy(
+            keywords=DEFAULT, per_client=False, senders_of={}, default_country_prefix="44"
+        ),
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: T0,
+    )
+    stop = DeliverSm(
+        source_addr="07700900123", destination_addr="07700900999", short_message=b"STOP"
+    )
+    assert await inbound(stop) == 0
+    assert await queue.is_opted_out("+447700900999", "+447700900123")
+    (event,) = [e for e in events if e.kind == "inbound"]
+    assert (event.client, event.data["to"]) == ("shop", "+447700900999")
