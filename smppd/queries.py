@@ -4,9 +4,10 @@ Carriers lose receipts. For a carrier with `receipt_queries.after_s`, each segme
 its receipt is asked about that long after its acceptance. A final state in the answer is applied
 as its receipt would have been, through the store's receipt path and by the segment's own
 correlation key (a receipt that comes after all then counts as a duplicate); an intermediate one
-(ENROUTE, ACCEPTD), or no answer in time, asks again later, each wait as long as the segment's
-age, until that passes queue.receipt_wait_s; an SMSC that says it does not know the id is not
-asked again. It must not know how a link speaks SMPP: it encodes bodies and reads answers.
+(ENROUTE, ACCEPTD), no answer in time or a query refused for now (throttled) asks again later,
+each wait as long as the segment's age, until that passes queue.receipt_wait_s; an SMSC that
+says it does not know the id is not asked again. It must not know how a link speaks SMPP: it
+encodes bodies and reads answers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from smppd.pdu.codec import decode_body, encode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.errors import DecodeError, EncodeError
 from smppd.pdu.receipt import ReceiptStat
-from smppd.pdu.status import CommandStatus, status_name
+from smppd.pdu.status import CommandStatus, StatusClass, classify, status_name
 from smppd.pdu.timefmt import parse_time
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError
@@ -42,7 +43,9 @@ _UNSUPPORTED: Final = frozenset({CommandStatus.ESME_RINVCMDID})
 # How a query ended, for smppd_receipt_queries_total (a small fixed set).
 FINAL: Final = "final"  # a final state, applied as the receipt
 PENDING: Final = "pending"  # an intermediate state: asked again later
-NO_ANSWER: Final = "no_answer"  # none in time, or the bind went first: asked again later
+# None in time, the bind went first, or refused for now (ESME_RTHROTTLED, ESME_RSYSERR and
+# the other temporary statuses): asked again later.
+NO_ANSWER: Final = "no_answer"
 UNKNOWN_ID: Final = "unknown_id"  # the SMSC refused it (ESME_RINVMSGID and the like): not again
 
 
@@ -70,6 +73,8 @@ def read_answer(target: QueryTarget, answer: QueryAnswered | None) -> tuple[str,
     if answer is None or answer.command_status is None:
         return NO_ANSWER, None
     resp = answer.resp
+    if answer.command_status != 0 and classify(answer.command_status) is StatusClass.TEMPORARY:
+        return NO_ANSWER, None
     if answer.command_status != 0 or resp is None:
         return UNKNOWN_ID, None
     stat = ReceiptStat.from_message_state(resp.message_state)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+import pytest
 import structlog.testing
 from queue_support import CARRIER, T0, message
 
@@ -73,6 +74,16 @@ def test_answers_read_as_final_pending_refused_or_none() -> None:
     assert read_answer(TARGET, QueryAnswered(1, CommandStatus.ESME_RINVMSGID)) == (UNKNOWN_ID, None)
     assert read_answer(TARGET, QueryAnswered(1, None)) == (NO_ANSWER, None)
     assert read_answer(TARGET, None) == (NO_ANSWER, None)
+
+
+@pytest.mark.parametrize(
+    "status",
+    [CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL, CommandStatus.ESME_RSYSERR],
+)
+def test_a_query_refused_for_now_is_asked_again(status: CommandStatus) -> None:
+    """A throttled (or queue-full, or failing) SMSC said nothing of the message: one busy
+    second must not end receipt recovery for every segment asked about in it."""
+    assert read_answer(TARGET, QueryAnswered(1, status)) == (NO_ANSWER, None)
 
 
 def test_each_wait_is_as_long_as_the_segment_has_waited_until_the_receipt_wait() -> None:
