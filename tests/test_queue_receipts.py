@@ -255,6 +255,20 @@ async def test_a_receipt_held_too_long_is_kept_as_unmatched(store: Queue) -> Non
     assert store.held_ended == {CARRIER: {"unmatched": 1}}  # a counter: purging keeps it
 
 
+async def test_settling_ends_receipts_held_too_long_with_no_other_write(store: Queue) -> None:
+    """Traffic stops with a receipt held: the housekeeping's settling still counts it as
+    unmatched once it is past the hold time, though no receipt came since it last settled
+    (the unmatched-receipts alert reads these counts)."""
+    (held,) = await store.apply_receipts(CARRIER, [delivered("808")], now=T0)
+    assert held.outcome is ReceiptOutcome.HELD
+    assert await store.settle_receipts(now=T0 + FALLBACK_AFTER_S + 1) == {}
+    assert (await store.stats(now=T0 + 2)).receipts_held == 1
+    assert await store.settle_receipts(now=T0 + 61) == {}
+    stats = await store.stats(now=T0 + 61)
+    assert (stats.receipts_held, stats.receipts_unmatched) == (0, 1)
+    assert store.held_ended == {CARRIER: {"unmatched": 1}}
+
+
 async def test_held_receipts_are_bounded(store: Queue) -> None:
     """Past the bound the oldest held receipt is pushed out and counted, not applied."""
     results = await store.apply_receipts(CARRIER, [delivered(str(n)) for n in range(1, 5)], now=T0)

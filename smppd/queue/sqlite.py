@@ -106,6 +106,8 @@ DEFAULT_BULK_BATCH: Final = ENQUEUE_MAX  # of which from bulk writes (about 15 m
 DEFAULT_COMMIT_INTERVAL_S: Final = 0.002  # least time between the starts of two transactions
 BULK_ENQUEUE: Final = 16  # an enqueue of more messages than this is a bulk write
 DEFAULT_CACHE_KIB: Final = 16 * 1024
+# A settling with nothing new to try still sweeps held receipts for the hold time this often.
+SWEEP_HELD_S: Final = 10.0
 _PURGE_STEP: Final = 500  # messages per purge transaction, so other writes interleave
 _BUSY_TIMEOUT_S: Final = 5.0
 _READER_CACHE_KIB: Final = 4 * 1024  # pages only, read afresh after each commit anyway
@@ -496,8 +498,13 @@ class SqliteQueue:
 
     async def settle_receipts(self, *, now: float) -> dict[str, list[Change]]:
         memory = self._memory
-        if not memory.receipts_held or memory.newest_held <= memory.settled_until:
-            return {}  # none held since the last settling: nothing new to try
+        if not memory.receipts_held:
+            return {}
+        if memory.newest_held <= memory.settled_until and now < memory.swept_at + SWEEP_HELD_S:
+            # None held since the last settling, and writes have swept the hold time lately:
+            # a transaction a tick for nothing otherwise, while receipts are held and no other
+            # write comes (a quiet or stopped carrier's held receipts still end unmatched).
+            return {}
         return await self._submit(
             partial(sqlite_receipts.settle_held, now=now), weight=1, now=now, late=True
         )

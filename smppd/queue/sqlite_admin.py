@@ -214,6 +214,7 @@ def rebase_schedules(batch: Batch, *, back_s: float, now: float, since: float) -
     moved = batch.db.execute(_REBASE, (now, back_s, since)).rowcount
     # Held receipts received in the span the clock now goes through again get their turn.
     batch.settled_until -= back_s
+    batch.swept_at -= back_s
     return int(moved)
 
 

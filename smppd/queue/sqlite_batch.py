@@ -50,6 +50,9 @@ class MemoryState:
     # when the newest was received: settling has nothing to do until that passes this.
     settled_until: float = float("-inf")
     newest_held: float = float("-inf")
+    # When held receipts were last swept for the hold time (sweep_held): settling with
+    # nothing new to try still sweeps once sqlite.SWEEP_HELD_S has passed since.
+    swept_at: float = float("-inf")
     # The latest finished_at written: a message finishing after the wall clock stepped back
     # takes it, so that the order messages finished in (Queue.finished_since) never goes back.
     last_finished_at: float = float("-inf")
@@ -209,6 +212,7 @@ class Batch:
         self.cursors: dict[tuple[str, int], str] = {}
         self.settled_until = memory.settled_until
         self.newest_held = memory.newest_held
+        self.swept_at = memory.swept_at
         self.last_finished_at = memory.last_finished_at
         self.optouts_added: list[tuple[str, str]] = []
         self.new_optout_filter: OptOutFilter | None = None
@@ -389,6 +393,7 @@ class Batch:
         memory.cursors.update(self.cursors)
         memory.settled_until = self.settled_until
         memory.newest_held = self.newest_held
+        memory.swept_at = self.swept_at
         memory.last_finished_at = self.last_finished_at
         if self.new_optout_filter is not None:
             memory.optouts = self.new_optout_filter

@@ -220,6 +220,7 @@ def _hold(batch: Batch, carrier: str, receipt: ReceiptIn, *, now: float) -> None
 
 def sweep_held(batch: Batch, *, now: float) -> None:
     """Held receipts past the hold time become unmatched (kept, counted)."""
+    batch.swept_at = now
     oldest_kept = now - batch.memory.receipt_hold_s
     while batch.held > 0:
         oldest = batch.db.execute(_OLDEST_HELD).fetchone()
