@@ -359,8 +359,9 @@ async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     store: Queue,
 ) -> None:
     """Queued and scheduled segments of messages whose validity ended are expired, in steps
-    from a cursor; one in flight is left to its outcome, and a later pass sees only what
-    expired since."""
+    from a cursor; one in flight is left to its outcome, the cursor staying before its
+    message: queued again (its submit timed out), it is expired by the next pass. A later
+    pass sees only what expired since."""
     soon, later, short, endless = await store.enqueue(
         [
             message(expires_at=T0 + 5, segments=(b"a", b"b")),
@@ -373,18 +374,26 @@ async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     (inflight,) = await store.claim(CARRIER, 1, now=T0)  # soon's first part, the oldest due
     assert inflight.message_id == soon.message_id
     cursor = (float("-inf"), 0)
-    changes, cursor, done = await store.expire_waiting(now=T0 + 10, after=cursor, limit=2)
+    changes, cursor, done = await store.expire_waiting(now=T0 + 10, after=cursor, limit=1)
     assert not done
-    more, cursor, done = await store.expire_waiting(now=T0 + 10, after=cursor, limit=2)
-    assert done
+    more, cursor, done = await store.expire_waiting(now=T0 + 10, after=cursor, limit=5)
+    assert done  # up to soon, whose first part is in flight
     expired = {(c.message_id, c.segment_id) for c in [*changes, *more]}
     assert all(c.segment_state is SegmentState.EXPIRED for c in [*changes, *more])
     assert inflight.segment_id not in {sid for _, sid in expired}
     assert {mid for mid, _ in expired} == {soon.message_id, later.message_id, short.message_id}
     states = [await store.status(m.message_id, None) for m in (later, endless)]
     assert [s.state if s else None for s in states] == [MessageState.EXPIRED, MessageState.QUEUED]
-    again, _, done = await store.expire_waiting(now=T0 + 20, after=cursor, limit=10)
-    assert (again, done) == ([], True)
+    await store.record([Unknown(inflight.segment_id, T0 + 11)], now=T0 + 11)
+    again, cursor, done = await store.expire_waiting(now=T0 + 12, after=cursor, limit=10)
+    assert [(c.segment_id, c.segment_state) for c in again] == [
+        (inflight.segment_id, SegmentState.EXPIRED)
+    ]
+    status = await store.status(soon.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.EXPIRED
+    last, _, done = await store.expire_waiting(now=T0 + 20, after=cursor, limit=10)
+    assert (last, done) == ([], True)
 
 
 async def test_cancel_stops_unsent_segments(store: Queue) -> None:

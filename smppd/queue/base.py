@@ -197,7 +197,8 @@ class Queue(Protocol):
         them only with a bind up, and a client must not see an OTP `queued` for the length of
         an outage. Returns the changes, the cursor to go on from (a message not yet expired
         by now has a later expires_at) and whether that was all. Segments in flight are left
-        to their outcome."""
+        to their outcome, and the cursor stays before their message, the pass ending there: an
+        outcome that queues one again (a timeout, a lost bind) must find it expired next time."""
         ...
 
     async def finish_overdue(self, before: float, *, now: float) -> int:

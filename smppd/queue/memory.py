@@ -818,13 +818,19 @@ class MemoryQueue:
             and after < (expires_at, message.id)
             and expires_at <= now
         )
-        changes = [
-            self._move(segment, SegmentState.EXPIRED, now=now)
-            for _, message_id in due[:limit]
-            for segment in self._siblings(self._messages[message_id])
-            if segment.state in WAITING_STATES
-        ]
-        return changes, due[:limit][-1] if due else after, len(due) <= limit
+        changes: list[Change] = []
+        cursor, blocked = after, False
+        for key in due[:limit]:
+            siblings = self._siblings(self._messages[key[1]])
+            changes.extend(
+                self._move(segment, SegmentState.EXPIRED, now=now)
+                for segment in siblings
+                if segment.state in WAITING_STATES
+            )
+            blocked = blocked or any(s.state is SegmentState.INFLIGHT for s in siblings)
+            if not blocked:
+                cursor = key
+        return changes, cursor, blocked or len(due) <= limit
 
     async def finish_overdue(self, before: float, *, now: float) -> int:
         self._commit()

@@ -303,17 +303,20 @@ def expire_waiting_step(
     the pass is done."""
     batch.flush_inserts()
     messages = batch.db.execute(_EXPIRING_AFTER, (*after, now, limit)).fetchall()
-    changes = [
-        batch.move(row, SegmentState.EXPIRED, now=now)
-        for message_id, _, total in messages
-        for row in batch.message_segments(message_id, total)
-        if row.state in WAITING_STATES
-    ]
+    changes: list[Change] = []
+    cursor, blocked = after, False
+    for message_id, expires_at, total in messages:
+        rows = batch.message_segments(message_id, total)
+        changes.extend(
+            batch.move(row, SegmentState.EXPIRED, now=now)
+            for row in rows
+            if row.state in WAITING_STATES
+        )
+        blocked = blocked or any(row.state is SegmentState.INFLIGHT for row in rows)
+        if not blocked:
+            cursor = (expires_at, message_id)
     batch.flush(now=now)
-    if not messages:
-        return changes, after, True
-    last_id, last_expires, _ = messages[-1]
-    return changes, (last_expires, last_id), len(messages) < limit
+    return changes, cursor, blocked or len(messages) < limit
 
 
 def finish_overdue_step(
