@@ -460,6 +460,25 @@ async def test_recover_requeues_inflight_segments(store: Queue) -> None:
     assert await store.recover(now=T0 + 3) == 3
 
 
+async def test_recover_cancels_a_part_whose_sibling_failed_for_good(store: Queue) -> None:
+    """Both parts of a message in flight, the first failed for good, then a stop: the second
+    is not sent after the restart as a fragment no handset can join (and billed), but
+    cancelled, as an outcome recorded in time would have had it; the counts agree."""
+    (enq,) = await store.enqueue([message(segments=(b"p0", b"p1"))], now=T0)
+    first, _ = await store.claim(CARRIER, 10, now=T0)
+    await store.record([Failed(first.segment_id, 0x0B)], now=T0 + 1)
+    assert await store.recover(now=T0 + 2) == 0
+    assert len(await store.claim(CARRIER, 10, now=T0 + 3)) == 0
+    assert await segment_states(store, enq.message_id) == [
+        SegmentState.FAILED,
+        SegmentState.CANCELLED,
+    ]
+    assert store.queued_depth() == 0
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.FAILED
+
+
 async def test_send_now_claims_a_due_message_on_arrival(store: Queue) -> None:
     """A message that asks to be sent now is stored inflight and handed back as claimed, with
     what a claim would give; no claim returns it again, and its outcome is recorded as usual."""

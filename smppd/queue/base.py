@@ -155,7 +155,8 @@ class Queue(Protocol):
         ...
 
     async def recover(self, *, now: float) -> int:
-        """At startup: put segments left inflight back to queued; returns how many."""
+        """At startup: put segments left inflight back to queued; returns how many. A part of
+        a message another part of which failed for good is cancelled instead (see record)."""
         ...
 
     async def rebase_schedules(self, back_s: float, *, now: float, since: float) -> int:

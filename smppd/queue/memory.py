@@ -721,9 +721,14 @@ class MemoryQueue:
     async def recover(self, *, now: float) -> int:
         self._commit()
         inflight = [s for s in self._segments.values() if s.state is SegmentState.INFLIGHT]
+        requeued = 0
         for segment in inflight:
-            self._move(segment, SegmentState.QUEUED, now=now)
-        return len(inflight)
+            if any(s.state is SegmentState.FAILED for s in self._siblings(segment.message)):
+                self._move(segment, SegmentState.CANCELLED, now=now)  # a fragment, never sent
+            else:
+                self._move(segment, SegmentState.QUEUED, now=now)
+                requeued += 1
+        return requeued
 
     async def rebase_schedules(self, back_s: float, *, now: float, since: float) -> int:
         self._commit()

@@ -177,22 +177,37 @@ def set_id_format(batch: Batch, carrier: str, learned: str | None, *, now: float
         batch.db.execute(_SET_ID_FORMAT, (carrier, learned, now))
 
 
-_INFLIGHT: Final = "SELECT id, carrier, priority, client FROM segments WHERE state = 'inflight'"
+_INFLIGHT: Final = """
+    SELECT id, carrier, priority, client, total FROM segments WHERE state = 'inflight'
+"""
 _REQUEUE: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHERE id = ?"
 
 
 def recover(batch: Batch, *, now: float) -> int:
-    """Segments left inflight by a stopped process go back to queued (they are sent again).
+    """Segments left inflight by a stopped process go back to queued (they are sent again),
+    except parts of a message another part of which failed for good: cancelled, as `record`
+    would have had them, rather than sent and billed as fragments no handset can join.
 
     A full scan, once at startup: an index of inflight rows would cost every claim and outcome.
     """
     batch.flush_inserts()
     rows = batch.db.execute(_INFLIGHT).fetchall()
-    batch.db.executemany(_REQUEUE, [(now, row[0]) for row in rows])
-    for _, carrier, priority, client in rows:
+    cancelled = set()
+    for sid, _, _, _, total in rows:
+        if total == 1:
+            continue
+        parts = batch.message_segments(message_id_of(sid), total)
+        if any(part.state is SegmentState.FAILED for part in parts):
+            (row,) = [part for part in parts if part.id == sid]
+            batch.move(row, SegmentState.CANCELLED, now=now)
+            cancelled.add(sid)
+    requeued = [row for row in rows if row[0] not in cancelled]
+    batch.db.executemany(_REQUEUE, [(now, row[0]) for row in requeued])
+    for _, carrier, priority, client, _ in requeued:
         batch.counts[carrier, priority, client, SegmentState.INFLIGHT] -= 1
         batch.counts[carrier, priority, client, SegmentState.QUEUED] += 1
-    return len(rows)
+    batch.flush(now=now)
+    return len(requeued)
 
 
 # Waiting segments whose time was computed from the clock (retries, deferrals) move back by the
