@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -317,18 +318,43 @@ async def test_a_final_receipt_frees_the_id_for_reuse(store: Queue) -> None:
 async def test_an_early_receipt_for_a_reused_id_is_held_not_taken_for_a_repeat(
     store: Queue,
 ) -> None:
-    """A receipt under a retired id that differs from the final one waits for its submission."""
+    """A receipt under a retired id that differs from the final one (done in another minute)
+    waits for its submission."""
     await submit_one(store, "123")
     await store.apply_receipts(CARRIER, [delivered("123", done_at=T0 + 10)], now=T0 + 10)
     (enq,) = await store.enqueue([message()], now=T0)
     (seg,) = await store.claim(CARRIER, 1, now=T0)
-    (early,) = await store.apply_receipts(CARRIER, [delivered("123", done_at=T0 + 20)], now=T0)
+    (early,) = await store.apply_receipts(CARRIER, [delivered("123", done_at=T0 + 70)], now=T0)
     assert early.outcome is ReceiptOutcome.HELD
     changes = await store.record(
         [Submitted(seg.segment_id, correlation_keys("123"), "b")], now=T0 + 21
     )
     assert changes[-1].message_id == enq.message_id
     assert changes[-1].after is MessageState.DELIVERED
+
+
+@pytest.mark.parametrize("query_after_s", [42, None])
+async def test_a_query_answer_and_the_receipt_are_one_receipt_in_either_order(
+    store: Queue, query_after_s: int | None
+) -> None:
+    """A query_sm answer (final date to the second, or none) and the carrier's receipt (done
+    date to the minute) for one message: whichever comes second is a duplicate, not held,
+    and a later message reusing the id is not settled by it."""
+    minute = T0 // 60 * 60
+    receipt = delivered("123", done_at=minute)
+    answer = dataclasses.replace(
+        receipt, done_at=None if query_after_s is None else minute + query_after_s
+    )
+    for first, second in ((answer, receipt), (receipt, answer)):
+        message_id = await submit_one(store, "123")
+        (applied,) = await store.apply_receipts(CARRIER, [first], now=T0 + 50)
+        assert applied.outcome is ReceiptOutcome.MATCHED
+        (again,) = await store.apply_receipts(CARRIER, [second], now=T0 + 51)
+        assert again.outcome is ReceiptOutcome.DUPLICATE
+        assert await state_of(store, message_id) is MessageState.DELIVERED
+    reused = await submit_one(store, "123")
+    assert await state_of(store, reused) is MessageState.SUBMITTED
+    assert (await store.stats(now=T0 + 52)).receipts_held == 0
 
 
 async def test_a_retried_segment_matches_receipts_by_its_final_id(store: Queue) -> None:

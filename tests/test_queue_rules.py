@@ -128,11 +128,16 @@ def test_optout_filter_never_misses_and_rarely_guesses() -> None:
 
 
 def test_repeats_are_told_by_stat_err_and_done_date() -> None:
-    """A receipt repeats a final one when stat, err and done date all match."""
-    receipt = ReceiptIn(("1",), "DELIVRD", "delivered", "000", 5.0)
-    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=5.0)
-    assert not is_repeat(receipt, stat="DELIVRD", err="000", done_at=6.0)
-    assert not is_repeat(receipt, stat="UNDELIV", err="000", done_at=5.0)
+    """A receipt repeats a final one when stat and err match and it was done in the same
+    minute (a receipt's done date is to the minute, a query_sm answer's to the second), or
+    either has no done date."""
+    receipt = ReceiptIn(("1",), "DELIVRD", "delivered", "000", 60.0)
+    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=60.0)
+    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=119.0)
+    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=None)
+    assert not is_repeat(receipt, stat="DELIVRD", err="000", done_at=120.0)
+    assert not is_repeat(receipt, stat="DELIVRD", err="001", done_at=60.0)
+    assert not is_repeat(receipt, stat="UNDELIV", err="000", done_at=60.0)
     assert split_keys(join_keys(("a", "b"))) == ("a", "b")
     assert split_keys(None) == ()
 

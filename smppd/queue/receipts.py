@@ -3,8 +3,11 @@
 Carriers reuse message ids, so a final segment no longer takes receipts under its ids, and the
 next submission that reuses an id takes it over. A receipt that arrives under the id of a final
 segment is either a repeat of the final one (the SMSC resent it, say after a lost
-deliver_sm_resp) or the early receipt of a new submission that reused the id: the same stat,
-err and done date as the one applied means a repeat; anything else is held for the new one.
+deliver_sm_resp, or it answers a query_sm about what its receipt already said) or the early
+receipt of a new submission that reused the id: the same stat and err as the one applied, done
+in the same minute, means a repeat; anything else is held for the new one. A minute because a
+receipt's done date is written to the minute and a query_sm answer's final date to the second
+(or not at all: a date missing on either side does not tell them apart).
 
 Only a receipt's best key (its id as written) matches at once. Its other keys (the same number
 written another way) wait FALLBACK_AFTER_S: otherwise an early receipt for 0000000a would be
@@ -37,7 +40,11 @@ def is_repeat(
     receipt: ReceiptIn, *, stat: str | None, err: str | None, done_at: float | None
 ) -> bool:
     """True if `receipt` is the final receipt already recorded (stat, err, done_at) on a segment."""
-    return (receipt.stat, receipt.err, receipt.done_at) == (stat, err, done_at)
+    if (receipt.stat, receipt.err) != (stat, err):
+        return False
+    if receipt.done_at is None or done_at is None:
+        return True
+    return receipt.done_at // 60 == done_at // 60
 
 
 class _Settled(Protocol):
