@@ -549,6 +549,13 @@ class InboundHandler:
         stored = InboundIn(
             self.carrier, source, destination, text, data_coding, now, client, parts, complete, word
         )
+        # The opt-out first: should storing the message then fail, the SMSC's next delivery
+        # records it again, which changes nothing, and stores the message once. The other way
+        # round, a failed opt-out would have the message stored twice.
+        if keyword is Keyword.STOP:
+            await self._opt_out(owner, destination, source, now)
+        elif keyword is Keyword.START:
+            await self._opt_in(owner, destination, source)
         inbound_id = await self._queue.store_inbound(stored)
         self.counters.inbound += 1
         if owner is None:
@@ -556,10 +563,6 @@ class InboundHandler:
             log.info(
                 "inbound message to an unowned sender id", destination=destination, client=client
             )
-        if keyword is Keyword.STOP:
-            await self._opt_out(owner, destination, source, now)
-        elif keyword is Keyword.START:
-            await self._opt_in(owner, destination, source)
         if keyword is not None and owner is not None:
             await self._reply(keyword, owner, destination, source)
         self._publish(inbound_event(inbound_id, stored))

@@ -862,3 +862,38 @@ async def test_an_mo_to_our_number_written_nationally_finds_its_owner() -> None:
     assert await queue.is_opted_out("+447700900999", "+447700900123")
     (event,) = [e for e in events if e.kind == "inbound"]
     assert (event.client, event.data["to"]) == ("shop", "+447700900999")
+
+
+class OptOutFailsOnce(MemoryQueue):
+    """add_optout fails once (a full disk), or store_inbound does, as `fails` says."""
+
+    def __init__(self, fails: str) -> None:
+        super().__init__()
+        self.fails = fails
+
+    async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
+        if self.fails == "optout":
+            self.fails = ""
+            raise StorageFullError("disk full")
+        return await super().add_optout(sender, number, now=now)
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        if self.fails == "inbound":
+            self.fails = ""
+            raise StorageFullError("disk full")
+        return await super().store_inbound(inbound)
+
+
+@pytest.mark.parametrize("fails", ["optout", "inbound"])
+async def test_a_stop_whose_storing_failed_part_way_is_stored_once_on_the_retry(
+    fails: str,
+) -> None:
+    """Recording a STOP takes two writes, the opt-out and the message; either failing has the
+    SMSC deliver it again, which leaves one stored message and the number opted out."""
+    queue = OptOutFailsOnce(fails)
+    inbound = handler(queue, [], redeliveries=Redeliveries(60.0))
+    with pytest.raises(StorageFullError):
+        await inbound(mo_pdu(b"STOP"))
+    assert await inbound(mo_pdu(b"STOP")) == 0
+    assert [m.text for m in await queue.inbound_since(0)] == ["STOP"]
+    assert await queue.is_opted_out("SHOP", "+447700900001")
