@@ -333,6 +333,18 @@ async def test_an_early_receipt_for_a_reused_id_is_held_not_taken_for_a_repeat(
     assert changes[-1].after is MessageState.DELIVERED
 
 
+async def test_an_intermediate_receipt_after_the_final_one_is_no_news(store: Queue) -> None:
+    """ENROUTE arriving after DELIVRD (carriers send them out of order) is a duplicate: not
+    held to end unmatched, which the unmatched-receipts alert would count."""
+    message_id = await submit_one(store, "123")
+    await store.apply_receipts(CARRIER, [delivered("123")], now=T0 + 50)
+    enroute = ReceiptIn(correlation_keys("123"), "ENROUTE", None, "000", T0 + 40)
+    (result,) = await store.apply_receipts(CARRIER, [enroute], now=T0 + 51)
+    assert result.outcome is ReceiptOutcome.DUPLICATE
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+    assert (await store.stats(now=T0 + 52)).receipts_held == 0
+
+
 @pytest.mark.parametrize("query_after_s", [42, None])
 async def test_a_query_answer_and_the_receipt_are_one_receipt_in_either_order(
     store: Queue, query_after_s: int | None

@@ -132,12 +132,15 @@ def test_repeats_are_told_by_stat_err_and_done_date() -> None:
     minute (a receipt's done date is to the minute, a query_sm answer's to the second), or
     either has no done date."""
     receipt = ReceiptIn(("1",), "DELIVRD", "delivered", "000", 60.0)
-    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=60.0)
-    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=119.0)
-    assert is_repeat(receipt, stat="DELIVRD", err="000", done_at=None)
-    assert not is_repeat(receipt, stat="DELIVRD", err="000", done_at=120.0)
-    assert not is_repeat(receipt, stat="DELIVRD", err="001", done_at=60.0)
-    assert not is_repeat(receipt, stat="UNDELIV", err="000", done_at=60.0)
+    assert is_repeat(receipt, final=True, stat="DELIVRD", err="000", done_at=60.0)
+    assert is_repeat(receipt, final=True, stat="DELIVRD", err="000", done_at=119.0)
+    assert is_repeat(receipt, final=True, stat="DELIVRD", err="000", done_at=None)
+    assert not is_repeat(receipt, final=True, stat="DELIVRD", err="000", done_at=120.0)
+    assert not is_repeat(receipt, final=True, stat="DELIVRD", err="001", done_at=60.0)
+    assert not is_repeat(receipt, final=True, stat="UNDELIV", err="000", done_at=60.0)
+    enroute = ReceiptIn(("1",), "ENROUTE", None, "000", 90.0)
+    assert is_repeat(enroute, final=True, stat="DELIVRD", err="000", done_at=60.0)
+    assert not is_repeat(enroute, final=False, stat="ACCEPTD", err="000", done_at=60.0)
     assert split_keys(join_keys(("a", "b"))) == ("a", "b")
     assert split_keys(None) == ()
 

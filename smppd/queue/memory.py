@@ -62,6 +62,7 @@ from smppd.queue.receipts import (
     whole_message_receipt,
 )
 from smppd.queue.states import (
+    FINAL_STATES,
     WAITING_STATES,
     SegmentEvent,
     SegmentState,
@@ -545,7 +546,11 @@ class MemoryQueue:
         for key in receipt.keys[:1]:  # the best key only, as for held receipts
             segment = self._segments.get(self._correlations.get((carrier, key), -1))
             if segment is not None and is_repeat(
-                receipt, stat=segment.receipt_stat, err=segment.receipt_err, done_at=segment.done_at
+                receipt,
+                final=segment.state in FINAL_STATES,
+                stat=segment.receipt_stat,
+                err=segment.receipt_err,
+                done_at=segment.done_at,
             ):
                 return True
         return False

@@ -37,9 +37,19 @@ def split_keys(joined: str | None) -> tuple[str, ...]:
 
 
 def is_repeat(
-    receipt: ReceiptIn, *, stat: str | None, err: str | None, done_at: float | None
+    receipt: ReceiptIn,
+    *,
+    final: bool,
+    stat: str | None,
+    err: str | None,
+    done_at: float | None,
 ) -> bool:
-    """True if `receipt` is the final receipt already recorded (stat, err, done_at) on a segment."""
+    """True if `receipt` tells nothing new of a segment that recorded (stat, err, done_at) and
+    is `final`: the final receipt again, or an intermediate state (ENROUTE) that came after
+    it. Held, such a one would end unmatched and count towards the unmatched-receipts alert;
+    were it an early one for a submission reusing the id, only an intermediate state is lost."""
+    if final and receipt.final_state is None:
+        return True
     if (receipt.stat, receipt.err) != (stat, err):
         return False
     if receipt.done_at is None or done_at is None:

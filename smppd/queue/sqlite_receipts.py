@@ -31,7 +31,13 @@ from smppd.queue.receipts import (
     whole_message_receipt,
 )
 from smppd.queue.sqlite_batch import Batch, SegmentRow
-from smppd.queue.states import SegmentEvent, SegmentState, segment_state, transition
+from smppd.queue.states import (
+    FINAL_STATES,
+    SegmentEvent,
+    SegmentState,
+    segment_state,
+    transition,
+)
 
 _MATCH: Final = """
     SELECT key, segment_id FROM correlations
@@ -125,7 +131,11 @@ def _repeats_final(batch: Batch, known: dict[str, int], receipt: ReceiptIn) -> b
         segment_id = known.get(key)
         row = None if segment_id is None else batch.segment(segment_id)
         if row is not None and is_repeat(
-            receipt, stat=row.receipt_stat, err=row.receipt_err, done_at=row.done_at
+            receipt,
+            final=row.state in FINAL_STATES,
+            stat=row.receipt_stat,
+            err=row.receipt_err,
+            done_at=row.done_at,
         ):
             return True
     return False
