@@ -185,6 +185,16 @@ async def test_reply_reaches_only_the_owning_client() -> None:
         sub.close()
 
 
+async def restart_carrier_by_reload(daemon: Daemon, directory: Path, **changes: Any) -> None:
+    """Change the carrier's config, SIGHUP, and wait until the reload has restarted it."""
+    config_path = directory / "smppd.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["carriers"][0].update(changes)
+    config_path.write_text(yaml.safe_dump(config))
+    daemon.signal(signal.SIGHUP)
+    assert (await daemon.wait_log("configuration reloaded"))["carriers_restarted"] == ["fake"]
+
+
 async def smppd_cli(*args: str) -> list[dict[str, Any]]:
     """`smppd ARGS` run to its end, successfully; its output's JSON lines."""
     done = await asyncio.to_thread(
@@ -343,12 +353,7 @@ async def test_counters_survive_a_reload_that_restarts_the_carrier() -> None:
         assert (await sub.next())["keyword"] == "stop"
         sub.close()
         before = await daemon.scrape_metrics()
-        config_path = directory / "smppd.yaml"
-        config = yaml.safe_load(config_path.read_text())
-        config["carriers"][0].update(window=7, binds=1)
-        config_path.write_text(yaml.safe_dump(config))
-        daemon.signal(signal.SIGHUP)
-        assert (await daemon.wait_log("configuration reloaded"))["carriers_restarted"] == ["fake"]
+        await restart_carrier_by_reload(daemon, directory, window=7, binds=1)
         after = await daemon.scrape_metrics()
     for line in (
         'smppd_submits_total{carrier="fake",status="ESME_ROK"} 1.0',
@@ -373,12 +378,7 @@ async def test_a_reload_that_restarts_the_carrier_keeps_its_tps_cap() -> None:
                 [{"to": "+447700900123", "from": "ALPHA", "text": f"m{i}"} for i in range(30)]
             )
         await smsc.records.wait_for(10, timeout=10)  # the first second's burst is out
-        config_path = directory / "smppd.yaml"
-        config = yaml.safe_load(config_path.read_text())
-        config["carriers"][0].update(window=7)
-        config_path.write_text(yaml.safe_dump(config))
-        daemon.signal(signal.SIGHUP)
-        assert (await daemon.wait_log("configuration reloaded"))["carriers_restarted"] == ["fake"]
+        await restart_carrier_by_reload(daemon, directory, window=7)
         await smsc.records.wait_for(25, timeout=10)
         times = sorted(s.time for s in smsc.records.segments)
     assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[10:], strict=False))
@@ -1321,12 +1321,7 @@ async def test_a_reload_that_restarts_the_carrier_keeps_the_auto_reply_cooldown(
         await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="STOP")
         await smsc.records.wait_for(1, timeout=10)
         assert (await sub.next())["keyword"] == "stop"
-        config_path = directory / "smppd.yaml"
-        config = yaml.safe_load(config_path.read_text())
-        config["carriers"][0].update(window=7)
-        config_path.write_text(yaml.safe_dump(config))
-        daemon.signal(signal.SIGHUP)
-        assert (await daemon.wait_log("configuration reloaded"))["carriers_restarted"] == ["fake"]
+        await restart_carrier_by_reload(daemon, directory, window=7)
         # Queued by the SMSC until the restarted carrier binds again.
         await smsc.inject_mo(source="+447700900009", destination="ALPHA", text="STOP")
         assert (await sub.next())["keyword"] == "stop"  # published once the reply was decided
