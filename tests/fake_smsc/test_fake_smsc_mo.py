@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
 from smppd.pdu import national
+from smppd.pdu.codec import PduReader, encode
 from smppd.pdu.national import NationalLanguage, shift_of
-from smppd.pdu.pdus import ESM_UDHI, DeliverSm, EnquireLink, EnquireLinkResp
+from smppd.pdu.pdus import (
+    ESM_UDHI,
+    BindTransceiver,
+    BindTransceiverResp,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    EnquireLinkResp,
+)
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet, decode_text
 from smppd.pdu.tlv import Tag, get_bytes, get_int
@@ -178,3 +189,81 @@ async def test_national_tables_need_udh_concatenation(smsc: FakeSmsc) -> None:
             concatenation=ConcatMethod.SAR,
             national=NationalLanguage.TURKISH,
         )
+
+
+async def raw_transceiver(smsc: FakeSmsc, sock: socket.socket) -> PduReader:
+    """Bind `sock` (non-blocking) as a transceiver; the reader holding what came after."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(5):
+        await loop.sock_connect(sock, (smsc.host, smsc.port))
+        bind = BindTransceiver(sequence_number=1, system_id="smppd", password="secret")
+        await loop.sock_sendall(sock, encode(bind))
+        pdus = PduReader()
+        while (resp := pdus.next_pdu()) is None:
+            pdus.feed(await loop.sock_recv(sock, 4096))
+    assert isinstance(resp, BindTransceiverResp)
+    assert resp.command_status == 0
+    return pdus
+
+
+async def test_a_receiver_that_stops_reading_gets_no_more_deliver_sm() -> None:
+    """Past the transport's high-water mark no deliver_sm is written, retries included, so the
+    server's buffer stays bounded; once the client reads again every MO arrives."""
+    loop = asyncio.get_running_loop()
+    async with FakeSmsc(SmscConfig(port=0, outbound_window=10)) as smsc:
+        smsc.set_receipts(retry_timeout_s=0.02)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads
+        sock.setblocking(False)
+        with sock:
+            pdus = await raw_transceiver(smsc, sock)
+            connection = smsc.connections[0]
+            transport = connection._transport
+            assert transport is not None
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            transport.set_write_buffer_limits(high=4096)
+            paused, idle = asyncio.Event(), asyncio.Event()
+            pause_writing, forget = connection.pause_writing, connection.forget
+
+            def pausing() -> None:
+                pause_writing()
+                paused.set()
+
+            def forgetting(sequence_number: int) -> None:
+                forget(sequence_number)
+                if not connection.info()["deliver_sm_in_flight"]:
+                    idle.set()
+
+            connection.pause_writing = pausing  # type: ignore[method-assign]
+            connection.forget = forgetting  # type: ignore[method-assign]
+            texts = {f"{n:03d} " + "x" * 150 for n in range(100)}
+            for text in sorted(texts):
+                await smsc.inject_mo(source="+447700900123", destination="12345", text=text)
+            async with asyncio.timeout(2):
+                await paused.wait()
+                # Every attempt written before the pause times out; none is written again.
+                await idle.wait()
+            one_round = 10 * 250  # the outbound window of deliver_sm, written in one go
+            assert transport.get_write_buffer_size() <= 4096 + one_round
+            assert smsc.outbox.waiting() == 100
+
+            smsc.set_receipts(retry_timeout_s=5.0)  # from now on every answer is in time
+            received: set[str] = set()
+
+            async def read_and_ack() -> None:
+                while True:
+                    pdus.feed(await loop.sock_recv(sock, 65536))
+                    acks = []
+                    while (pdu := pdus.next_pdu()) is not None:
+                        assert isinstance(pdu, DeliverSm)
+                        received.add(pdu.short_message.decode())
+                        acks.append(encode(DeliverSmResp(sequence_number=pdu.sequence_number)))
+                    await loop.sock_sendall(sock, b"".join(acks))
+
+            reader = asyncio.create_task(read_and_ack())
+            async with asyncio.timeout(5):
+                await smsc.outbox.wait_acked("mo", 100)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    assert received == texts

@@ -116,6 +116,7 @@ class SmscConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self._out: list[bytes] = []
+        self._writing_paused = False  # the transport is past its high-water mark
         self._flush_scheduled = False
         self._close_after_flush = False
         self._sequence = 0
@@ -175,13 +176,19 @@ class SmscConnection(asyncio.Protocol):
             callback(None)
 
     def pause_writing(self) -> None:
-        # The client is not reading its answers: stop reading its requests (bounded memory).
+        # The client is not reading: stop reading its requests and stop sending it deliver_sm
+        # (a retry would be written again into a buffer that does not drain), so memory stays
+        # bounded. Deliveries whose retry timeout runs out meanwhile go to another bind.
+        self._writing_paused = True
         if self._transport is not None:
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
         if self._transport is not None:
             self._transport.resume_reading()
+        if self.state in _CAN_RECEIVE:
+            self.host.outbox.pump(self.account)
 
     @property
     def is_open(self) -> bool:
@@ -241,6 +248,7 @@ class SmscConnection(asyncio.Protocol):
     def can_deliver(self) -> bool:
         return (
             self.state in _CAN_RECEIVE
+            and not self._writing_paused
             and not self.host.faults.hang
             and len(self._in_flight) < self.host.config.outbound_window
         )
