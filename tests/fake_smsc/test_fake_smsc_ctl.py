@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.fake_smsc import FakeSmsc, SmscConfig
+from smppd.pdu.pdus import SubmitSm, SubmitSmResp
+from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
 from tools.fake_smsc.ctl import main, request_of
 
 
@@ -42,3 +43,23 @@ async def test_a_request_is_answered_and_the_status_says_how(
         assert json.loads(capsys.readouterr().out)["error"]["code"] == "unknown_op"
     assert await asyncio.to_thread(main, [str(path), "stats"]) == 69
     assert capsys.readouterr().err.startswith(f"error: no answer from {path}")
+
+
+async def test_a_reply_longer_than_64_kib_is_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A page of 600 records, well over asyncio's default line limit, is printed in full."""
+    path = tmp_path / "ctl.sock"
+    async with FakeSmsc(SmscConfig(port=0, control=str(path))) as smsc:
+        async with await EsmeClient.connect(smsc.host, smsc.port) as client:
+            assert (await client.bind()).command_status == 0
+            for n in range(600):
+                client.send(SubmitSm(destination_addr=f"4477009{n:05d}", short_message=b"hello"))
+            for _ in range(600):
+                assert (await client.expect(SubmitSmResp)).command_status == 0
+        assert await asyncio.to_thread(main, [str(path), "records"]) == 0
+        out = capsys.readouterr().out
+        assert len(out) > 1 << 16
+        page = json.loads(out)
+        assert page["total"] == 600
+        assert page["items"][-1]["destination"] == "447700900599"

@@ -22,6 +22,9 @@ import sys
 from typing import Any
 
 EX_UNAVAILABLE = 69
+# A reply is one line, and a page of records can run to megabytes (up to 10,000 items): far
+# above asyncio's 64 KiB default for a line.
+MAX_REPLY = 64 << 20
 
 
 def request_of(op: str, pairs: list[str]) -> dict[str, Any]:
@@ -44,9 +47,11 @@ async def call(address: str, request: dict[str, Any]) -> dict[str, Any]:
     host, sep, port = address.rpartition(":")
     async with asyncio.timeout(30):
         if sep and port.isascii() and port.isdigit():
-            reader, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+            reader, writer = await asyncio.open_connection(
+                host or "127.0.0.1", int(port), limit=MAX_REPLY
+            )
         else:
-            reader, writer = await asyncio.open_unix_connection(address)
+            reader, writer = await asyncio.open_unix_connection(address, limit=MAX_REPLY)
         try:
             writer.write(json.dumps(request).encode() + b"\n")
             line = await reader.readline()
