@@ -14,7 +14,7 @@ import pytest
 from smppd.pdu.pdus import DeliverSm, SubmitSm, SubmitSmResp, Unbind
 from smppd.pdu.status import CommandStatus as S
 from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
-from tools.fake_smsc.control import ControlSocketError
+from tools.fake_smsc.control import MAX_LINE, ControlSocketError
 
 
 class Control:
@@ -184,6 +184,16 @@ async def test_wait_for_unbind_drop_and_send_raw(smsc: FakeSmsc, control: Contro
             "bad_request",
         ),
         (b'{"op": "wait_for"}\n', "bad_request"),
+        (b"[" * 100_000 + b"\n", "bad_json"),  # deeper than the JSON parser recurses
+        (b'{"op": "records", "offset": Infinity}\n', "bad_request"),
+        (b'{"op": "records", "offset": -2}\n', "bad_request"),
+        (b'{"op": "records", "limit": -7}\n', "bad_request"),
+        (b'{"op": "records", "limit": 2.5}\n', "bad_request"),
+        (b'{"op": "wait_for", "count": 1e400}\n', "bad_request"),
+        (b'{"op": "wait_for", "count": 1, "timeout": NaN}\n', "bad_request"),
+        (b'{"op": "wait_for", "count": 0, "segments": "false"}\n', "bad_request"),
+        (b'{"op": "drop", "bind_id": 1e999}\n', "bad_request"),
+        (b'{"op": "unbind", "bind_id": true}\n', "bad_request"),
         (b'{"op": "drop", "bind_id": 99}\n', "not_found"),
         (b'{"op": "unbind", "bind_id": 99}\n', "not_found"),
     ],
@@ -195,6 +205,32 @@ async def test_errors_are_replies_and_the_connection_goes_on(
     reply = await control.call(request_line)
     assert reply["ok"] is False
     assert reply["error"]["code"] == code
+    assert (await control.ok("stats"))["segments"] == 0
+
+
+async def test_a_line_over_the_limit_is_answered_and_skipped(control: Control) -> None:
+    """A request longer than MAX_LINE gets a line_too_long reply; the next line is served."""
+    reply = await control.call(b'{"op": "stats", "pad": "' + b"x" * (MAX_LINE + 10) + b'"}\n')
+    assert (reply["ok"], reply["error"]["code"]) == (False, "line_too_long")
+    assert (await control.ok("stats"))["segments"] == 0
+
+
+async def test_an_unexpected_failure_is_an_internal_error_reply(
+    smsc: FakeSmsc, control: Control, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no op expects is answered with code internal, not a dropped connection."""
+
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("stats are broken")
+
+    monkeypatch.setattr(smsc, "stats", broken)
+    reply = await control.call({"op": "stats", "id": 7})
+    assert reply == {
+        "id": 7,
+        "ok": False,
+        "error": {"code": "internal", "message": "RuntimeError: stats are broken"},
+    }
+    monkeypatch.undo()
     assert (await control.ok("stats"))["segments"] == 0
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import math
 import os
 import stat
 from collections.abc import Awaitable, Callable
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 MAX_LINE = 1 << 20
 _PAGE = 1000
+
+_log = logging.getLogger(__name__)
 
 
 class ControlError(Exception):
@@ -108,15 +112,18 @@ class ControlServer:
         self._clients.add(task)
         try:
             while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, ConnectionError):  # over-long line, or the peer went
+                line = await _read_line(reader)
+                if line is None:  # over MAX_LINE, skipped: the connection goes on
+                    message = f"a request is one line of at most {MAX_LINE} bytes"
+                    reply: dict[str, Any] = {"id": None, "ok": False}
+                    reply["error"] = {"code": "line_too_long", "message": message}
+                elif not line:
                     break
-                if not line:
-                    break
-                writer.write(json.dumps(await self._handle(line)).encode() + b"\n")
+                else:
+                    reply = await self._handle(line)
+                writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
-        except ConnectionError:
+        except ConnectionError:  # the peer went
             pass
         finally:
             self._clients.discard(task)
@@ -138,13 +145,33 @@ class ControlServer:
         except TimeoutError:
             error = {"code": "timeout", "message": "not reached in time"}
             return {"id": request_id, "ok": False, "error": error}
+        except Exception as exc:  # a bug here: answer it rather than drop the connection
+            _log.exception("control request %r failed", line[:200])
+            error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
+            return {"id": request_id, "ok": False, "error": error}
         return {"id": request_id, "ok": True, "result": result}
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line (what is left at the end of the stream, b"" for nothing), or None for a
+    line longer than the reader's limit, read to its end and dropped (memory stays bounded)."""
+    too_long = False
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:  # the end of the stream
+            return b"" if too_long else exc.partial
+        except asyncio.LimitOverrunError as exc:
+            too_long = True
+            await reader.readexactly(exc.consumed)  # the part of the line in the buffer
+            continue
+        return None if too_long else line
 
 
 def _parse(line: bytes) -> dict[str, Any]:
     try:
         request = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ControlError("bad_json", "the request is not JSON") from None
     if not isinstance(request, dict):
         raise ControlError("bad_request", "a request is a JSON object")
@@ -165,6 +192,36 @@ def _text(request: dict[str, Any], key: str) -> str:
     return value
 
 
+def _count(request: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A whole number >= 0 (a JSON integer: not a float, not a boolean)."""
+    value = request.get(key, default)
+    if value is None:
+        raise ControlError("bad_request", f"missing {key}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ControlError("bad_request", f"{key} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _seconds(request: dict[str, Any], key: str, default: float) -> float:
+    """A finite number of seconds >= 0."""
+    value = request.get(key, default)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ControlError("bad_request", f"{key} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _flag(request: dict[str, Any], key: str) -> bool:
+    value = request.get(key, False)
+    if not isinstance(value, bool):
+        raise ControlError("bad_request", f"{key} must be true or false, got {value!r}")
+    return value
+
+
 _NATIONAL = {language.name.lower(): language for language in NationalLanguage}
 
 
@@ -181,8 +238,8 @@ async def _inject_mo(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
         concatenation=None if method is None else ConcatMethod(method),
         national=None if national is None else _NATIONAL[national],
     )
-    if request.get("wait"):
-        async with asyncio.timeout(float(request.get("timeout", 5.0))):
+    if _flag(request, "wait"):
+        async with asyncio.timeout(_seconds(request, "timeout", 5.0)):
             await acked
     return {"queued": True, "acked": acked.done() and not acked.cancelled()}
 
@@ -223,8 +280,8 @@ async def _records(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     if kind not in ("messages", "segments"):
         raise ControlError("bad_request", "kind is messages or segments")
     items = smsc.records.messages if kind == "messages" else smsc.records.segments
-    offset = int(request.get("offset", 0))
-    limit = min(int(request.get("limit", _PAGE)), _PAGE * 10)
+    offset = _count(request, "offset", 0)
+    limit = min(_count(request, "limit", _PAGE), _PAGE * 10)
     page = items[offset : offset + limit]
     return {
         "kind": kind,
@@ -236,16 +293,15 @@ async def _records(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
 
 async def _wait_for(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     await smsc.records.wait_for(
-        int(request["count"]),
-        float(request.get("timeout", 5.0)),
-        segments=bool(request.get("segments", False)),
+        _count(request, "count"),
+        _seconds(request, "timeout", 5.0),
+        segments=_flag(request, "segments"),
     )
     return {"messages": smsc.records.message_count, "segments": smsc.records.segment_count}
 
 
 def _bind_id(request: dict[str, Any]) -> int | None:
-    value = request.get("bind_id")
-    return None if value is None else int(value)
+    return None if request.get("bind_id") is None else _count(request, "bind_id")
 
 
 def _reached(count: int, bind_id: int | None) -> dict[str, int]:
