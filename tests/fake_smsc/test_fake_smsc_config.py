@@ -89,6 +89,18 @@ faults: {hang: true, reorder: shuffle, garbage: "00ff", drop_after_pdus: 5}
         ("message_id_format: octal", "message_id_format: expected one of hex, decimal"),
         ("receipts: {outcomes: {DELIVRD: x}}", "receipts.outcomes.DELIVRD: expected a number"),
         ("receipts: {lost: 2}", "lost must be a share from 0 to 1"),
+        (
+            "receipts: {outcomes: {DELIVRD: .inf, UNDELIV: 1}}",
+            "receipts.outcomes.DELIVRD: a weight is a finite number >= 0, not inf",
+        ),
+        ("receipts: {outcomes: {DELIVRD: .nan}}", "receipts.outcomes.DELIVRD: a weight is a"),
+        ("receipts: {delay_s: .nan}", "receipts.delay_s must be a finite number >= 0"),
+        ("receipts: {retry_timeout_s: .inf}", "receipts.retry_timeout_s must be a finite"),
+        ("faults: {latency_s: .nan}", "latency_s must be a finite number >= 0"),
+        ("faults: {latency_s: [0, .inf]}", "latency_s must be a finite number >= 0"),
+        ("faults: {tps_limit: .nan}", "tps_limit must be a finite number of at least 1"),
+        ("faults: {submit_errors: {ESME_RTHROTTLED: .nan}}", "submit_errors fractions"),
+        ("faults: {reorder_hold_s: .nan}", "reorder_hold_s finite and > 0"),
     ],
 )
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -194,6 +194,11 @@ async def test_wait_for_unbind_drop_and_send_raw(smsc: FakeSmsc, control: Contro
         (b'{"op": "wait_for", "count": 0, "segments": "false"}\n', "bad_request"),
         (b'{"op": "drop", "bind_id": 1e999}\n', "bad_request"),
         (b'{"op": "unbind", "bind_id": true}\n', "bad_request"),
+        (  # would fail every later submit asking for a receipt
+            b'{"op": "set", "receipts": {"outcomes": {"DELIVRD": Infinity, "UNDELIV": 1}}}\n',
+            "bad_request",
+        ),
+        (b'{"op": "set", "tps_limit": NaN}\n', "bad_request"),
         (b'{"op": "drop", "bind_id": 99}\n', "not_found"),
         (b'{"op": "unbind", "bind_id": 99}\n', "not_found"),
     ],

@@ -7,6 +7,7 @@ defaults match the shipped daemon config: 127.0.0.1:2775, system_id `smppd`, pas
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum, StrEnum
@@ -72,15 +73,22 @@ class ReceiptConfig:
     auto: bool = True
 
     def check(self) -> None:
-        if self.delay_s < 0 or self.retry_timeout_s <= 0:
-            raise ValueError("receipts: delay_s must be >= 0 and retry_timeout_s > 0")
+        # Written so that NaN fails each test: it compares false with everything.
+        if not (math.isfinite(self.delay_s) and self.delay_s >= 0):
+            raise ValueError(f"receipts.delay_s must be a finite number >= 0, not {self.delay_s}")
+        if not (math.isfinite(self.retry_timeout_s) and self.retry_timeout_s > 0):
+            raise ValueError(
+                f"receipts.retry_timeout_s must be a finite number > 0, not {self.retry_timeout_s}"
+            )
         if not 0.0 <= self.lost <= 1.0:
             raise ValueError("receipts: lost must be a share from 0 to 1")
         for word, weight in self.outcomes.items():
             if word not in ReceiptStat.__members__:
                 raise ValueError(f"receipts.outcomes: unknown stat {word!r}")
-            if weight < 0:
-                raise ValueError(f"receipts.outcomes: negative weight for {word}")
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(
+                    f"receipts.outcomes.{word}: a weight is a finite number >= 0, not {weight}"
+                )
         if sum(self.outcomes.values()) <= 0:
             raise ValueError("receipts.outcomes: the weights must add up to more than 0")
 

@@ -8,6 +8,7 @@ connection reads the knobs at the moment each one matters.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Mapping
@@ -96,20 +97,28 @@ class Faults:
             setattr(self, name, value)
 
     def check(self) -> None:
+        # Each test is written so that NaN fails it (it compares false with everything), and
+        # infinities are refused where a number of seconds or a rate is meant.
         latency = self.latency_s
         low, high = latency if isinstance(latency, tuple) else (latency, latency)
-        if not 0 <= low <= high:
-            raise ValueError("latency_s must be >= 0, or a range (low, high) with low <= high")
-        if sum(self.submit_errors.values()) > 1 or any(f < 0 for f in self.submit_errors.values()):
+        if not (0 <= low <= high and math.isfinite(high)):
+            raise ValueError(
+                "latency_s must be a finite number >= 0, or a range (low, high) with low <= high"
+            )
+        fractions = self.submit_errors.values()
+        if not (all(0 <= f <= 1 for f in fractions) and sum(fractions) <= 1):
             raise ValueError("submit_errors fractions must be >= 0 and add up to at most 1")
-        for name in ("tps_limit", "window", "drop_after_pdus", "unbind_after_pdus"):
+        if self.tps_limit is not None and not (
+            math.isfinite(self.tps_limit) and self.tps_limit >= 1
+        ):
+            raise ValueError("tps_limit must be a finite number of at least 1, or null")
+        for name in ("window", "drop_after_pdus", "unbind_after_pdus", "garbage_after_pdus"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 or null")
-        if self.garbage_after_pdus is not None and self.garbage_after_pdus < 1:
-            raise ValueError("garbage_after_pdus must be at least 1 or null")
-        if self.reorder_batch < 1 or self.reorder_hold_s <= 0:
-            raise ValueError("reorder_batch must be >= 1 and reorder_hold_s > 0")
+        hold_s = self.reorder_hold_s
+        if not (self.reorder_batch >= 1 and math.isfinite(hold_s) and hold_s > 0):
+            raise ValueError("reorder_batch must be >= 1 and reorder_hold_s finite and > 0")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
