@@ -99,10 +99,19 @@ async def test_control_port_answers(running: tuple[asyncio.subprocess.Process, P
     assert reply["result"]["segments"] == 0
 
 
-async def test_bad_scenario_exits_78_with_one_line(tmp_path: Path) -> None:
-    """A scenario with an unknown key exits with EX_CONFIG and names file and key."""
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("faults: {hang: true}\nwindows: 3\n", "unknown key 'windows'"),
+        # Limits a server could start with and then fail on every connection or submit.
+        ("max_tracked_messages: 0\n", "max_tracked_messages must be at least 1"),
+        ("max_command_length: 8\n", "max_command_length must be at least 16"),
+    ],
+)
+async def test_bad_scenario_exits_78_with_one_line(tmp_path: Path, text: str, reason: str) -> None:
+    """A bad scenario exits with EX_CONFIG, one line naming the file, key and reason."""
     scenario = tmp_path / "bad.yaml"
-    scenario.write_text("faults: {hang: true}\nwindows: 3\n")
+    scenario.write_text(text)
     proc = await start("--port", "0", "--scenario", str(scenario))
     async with asyncio.timeout(10):
         stdout, stderr = await proc.communicate()
@@ -111,7 +120,7 @@ async def test_bad_scenario_exits_78_with_one_line(tmp_path: Path) -> None:
     message = stderr.decode()
     assert message.count("\n") == 1
     assert str(scenario) in message
-    assert "unknown key 'windows'" in message
+    assert reason in message
 
 
 @pytest.mark.parametrize("problem", ["port in use", "record file", "control path"])

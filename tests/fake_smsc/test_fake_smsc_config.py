@@ -101,6 +101,8 @@ faults: {hang: true, reorder: shuffle, garbage: "00ff", drop_after_pdus: 5}
         ("faults: {tps_limit: .nan}", "tps_limit must be a finite number of at least 1"),
         ("faults: {submit_errors: {ESME_RTHROTTLED: .nan}}", "submit_errors fractions"),
         ("faults: {reorder_hold_s: .nan}", "reorder_hold_s finite and > 0"),
+        ("max_tracked_messages: 0", "max_tracked_messages must be at least 1"),
+        ("max_command_length: 8", "max_command_length must be at least 16"),
     ],
 )
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

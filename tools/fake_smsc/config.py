@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from smppd.pdu.codec import DEFAULT_MAX_COMMAND_LENGTH
+from smppd.pdu.codec import DEFAULT_MAX_COMMAND_LENGTH, HEADER_SIZE
 from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
@@ -138,6 +138,10 @@ class SmscConfig:
             raise ValueError("port must be 0..65535 and outbound_window at least 1")
         if self.max_records < 1:
             raise ValueError("max_records must be at least 1")
+        if self.max_tracked_messages < 1:  # the id of the latest message is always kept
+            raise ValueError("max_tracked_messages must be at least 1")
+        if self.max_command_length < HEADER_SIZE:
+            raise ValueError(f"max_command_length must be at least {HEADER_SIZE} (the PDU header)")
         if self.interface_version is not None and not 0 <= self.interface_version <= 0xFF:
             raise ValueError("interface_version must be 0..255 (0x34 for SMPP 3.4), or null")
         self.receipts.check()
