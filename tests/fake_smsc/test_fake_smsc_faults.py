@@ -163,6 +163,20 @@ async def test_hang_answers_nothing_while_the_connection_stays_open(
     assert smsc.stats()["statuses"] == {"unanswered": 1}
 
 
+async def test_submits_a_hang_swallowed_do_not_count_against_the_window(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """Once a hang is cleared, submits it left unanswered do not hold the window: the next
+    submits are answered, not refused with window_status."""
+    smsc.faults.hang = True
+    for n in range(3):
+        client.send(submit(n))
+    await smsc.records.wait_for(3, segments=True)
+    smsc.set_faults(hang=False, window=2)
+    assert [(await client.submit(submit(n))).command_status for n in range(3)] == [0, 0, 0]
+    assert smsc.connections[0].outstanding == 3  # the swallowed ones, still unanswered
+
+
 async def test_drop_after_n_pdus_closes_at_the_nth(smsc: FakeSmsc, client: EsmeClient) -> None:
     """drop_after_pdus 3: the bind and one submit are answered, the connection drops at the 3rd."""
     smsc.faults.drop_after_pdus = 3

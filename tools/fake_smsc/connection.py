@@ -110,6 +110,9 @@ class SmscConnection(asyncio.Protocol):
         self.pdus_received = 0
         self.outstanding = 0  # submits received and not yet answered
         self.max_outstanding = 0
+        # Of those, the ones a hang swallowed (never to be answered): not held against `window`,
+        # or clearing a hang would leave the client throttled for good.
+        self._swallowed = 0
         self.opened_at = time.time()
         self.closed_at: float | None = None
         self._reader = PduReader(max_command_length=host.config.max_command_length)
@@ -316,7 +319,7 @@ class SmscConnection(asyncio.Protocol):
         content: Content | None = None
         if self.state not in _CAN_SUBMIT:
             status = int(CommandStatus.ESME_RINVBNDSTS)
-        elif faults.window is not None and self.outstanding > faults.window:
+        elif faults.window is not None and self.outstanding - self._swallowed > faults.window:
             # The client overran the window: refused at once, not after the latency.
             status = faults.window_status
             self._record(pdu, None, "", status)
@@ -415,6 +418,7 @@ class SmscConnection(asyncio.Protocol):
         """Count and record a PDU that gets no answer (hang, drop)."""
         if isinstance(pdu, SubmitSm | DataSm):
             self.outstanding += 1
+            self._swallowed += 1
             self.max_outstanding = max(self.max_outstanding, self.outstanding)
             try:
                 content: Content | None = split_content(pdu)
@@ -471,8 +475,12 @@ class SmscConnection(asyncio.Protocol):
             self._emit(data, submit, after)
 
     def _emit(self, data: bytes, submit: bool, after: Callable[[], None] | None) -> None:
-        if self.state is BindState.CLOSED or self.host.faults.hang:
-            return  # a hung SMSC never answers, even what it had decided before
+        if self.state is BindState.CLOSED:
+            return
+        if self.host.faults.hang:  # a hung SMSC never answers, even what it had decided before
+            if submit:
+                self._swallowed += 1
+            return
         faults = self.host.faults
         if submit and (faults.reorder is not None or self._held):
             self._held.append((data, submit, after))
