@@ -106,6 +106,8 @@ async def test_control_port_answers(running: tuple[asyncio.subprocess.Process, P
         # Limits a server could start with and then fail on every connection or submit.
         ("max_tracked_messages: 0\n", "max_tracked_messages must be at least 1"),
         ("max_command_length: 8\n", "max_command_length must be at least 16"),
+        ("faults: {hang: true\nport: 0\n", "not valid YAML: line 2, column 5: expected ','"),
+        ("faults: {reorder: sideways}\n", "faults.reorder: expected one of reverse, shuffle"),
     ],
 )
 async def test_bad_scenario_exits_78_with_one_line(tmp_path: Path, text: str, reason: str) -> None:

@@ -76,14 +76,22 @@ faults: {hang: true, reorder: shuffle, garbage: "00ff", drop_after_pdus: 5}
     [
         ("colour: blue", "unknown key 'colour'"),
         ("receipts: {delay: 1}", "unknown key 'receipts.delay'"),
-        ("faults: {slowness: 1}", "unknown fault knob 'slowness'"),
+        ("faults: {slowness: 1}", "unknown fault knob 'faults.slowness'"),
         ("accounts: [{system_id: a, pasword: b}]", "unknown key 'accounts.pasword'"),
         ("port: eighty", "port: expected int"),
         ("receipts: {outcomes: {DELIVERED: 1}}", "unknown stat 'DELIVERED'"),
-        ("faults: {submit_errors: {ESME_RNOPE: 0.1}}", "unknown command_status name"),
+        (
+            "faults: {submit_errors: {ESME_RNOPE: 0.1}}",
+            "faults.submit_errors: unknown command_status name",
+        ),
         ("accounts: []", "at least one account"),
         ("- a list", "a scenario is a mapping"),
-        ("faults: {window: 0}", "window must be at least 1"),
+        ("faults: {window: 0}", "faults.window must be at least 1"),
+        ("faults: {reorder: sideways}", "faults.reorder: expected one of reverse, shuffle or null"),
+        ("faults: {garbage: 12}", "faults.garbage: expected a hex string, got 12"),
+        ("faults: {garbage: xyz}", "faults.garbage: expected a hex string, got 'xyz'"),
+        ("faults: {window_status: 1.5}", "faults.window_status: not a command_status"),
+        ("faults: {hang: true\nport: 0", "not valid YAML: line 2, column 5: expected ',' or '}'"),
         ("accounts: [{system_id: '', password: b}]", "system_id is 1 to 15 characters"),
         ("accounts: [{system_id: a, password: ninechars}]", "password at most 8"),
         ("message_id_format: octal", "message_id_format: expected one of hex, decimal"),
@@ -112,6 +120,7 @@ def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str
         load_scenario(path)
     assert str(caught.value).startswith(f"{path}: ")
     assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_missing_scenario_file(tmp_path: Path) -> None:

@@ -165,12 +165,28 @@ def load_scenario(path: Path, base: SmscConfig | None = None) -> SmscConfig:
     """`base` (or the defaults) with the keys of the scenario file at `path` applied."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read scenario: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_reason(exc)}") from None
     try:
         return from_mapping({} if raw is None else raw, base or SmscConfig())
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: where, what, and what it was parsing."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        reason = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+        if exc.context:
+            since = exc.context_mark
+            reason += f" ({exc.context}" + (
+                f" from line {since.line + 1})" if since is not None else ")"
+            )
+        return reason
+    return " ".join(str(exc).split())
 
 
 def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
@@ -196,7 +212,7 @@ def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
             changes[key] = receipt_config(value, base.receipts)
         elif key == "faults":
             faults = base.faults.copy()
-            faults.update(_mapping("faults", value))
+            faults.update(_mapping("faults", value), where="faults.")
             changes[key] = faults
         elif key == "record_path":
             changes[key] = None if value is None else Path(value)

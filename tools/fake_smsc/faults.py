@@ -83,16 +83,20 @@ class Faults:
                 return status
         return 0
 
-    def update(self, changes: Mapping[str, Any]) -> None:
+    def update(self, changes: Mapping[str, Any], *, where: str = "") -> None:
         """Apply JSON-like `changes` (knob -> value); nothing changes if any is bad.
 
-        ValueError for a bad value or an unknown knob, TypeError for a value of the wrong type.
+        ValueError for a bad value or an unknown knob, TypeError for a value of the wrong type;
+        the message names the knob, after `where` (say "faults." in a scenario).
         """
-        parsed = {name: _parse(name, value) for name, value in changes.items()}
+        parsed = {name: _parse(name, value, where) for name, value in changes.items()}
         trial = self.copy()
         for name, value in parsed.items():
             setattr(trial, name, value)
-        trial.check()
+        try:
+            trial.check()
+        except ValueError as exc:  # each message starts with the knob's name
+            raise ValueError(f"{where}{exc}") from None
         for name, value in parsed.items():
             setattr(self, name, value)
 
@@ -168,43 +172,61 @@ def _optional_int(name: str, value: Any) -> int | None:
     return value
 
 
-def _parse(name: str, value: Any) -> Any:
+def _parse(name: str, value: Any, where: str = "") -> Any:
+    key = where + name  # as the messages name it
     if name == "latency_s":
         if isinstance(value, list | tuple):
             if len(value) != 2:
-                raise ValueError("latency_s range must be [low, high]")
-            return (_number(name, value[0]), _number(name, value[1]))
-        return _number(name, value)
+                raise ValueError(f"{key} range must be [low, high]")
+            return (_number(key, value[0]), _number(key, value[1]))
+        return _number(key, value)
     if name == "submit_errors":
         if not isinstance(value, Mapping):
-            raise TypeError("submit_errors must map command_status to a fraction")
-        return {parse_status(k): _number(name, v) for k, v in value.items()}
+            raise TypeError(f"{key} must map command_status to a fraction")
+        return {_status(key, k): _number(key, v) for k, v in value.items()}
     if name == "tps_limit":
-        return None if value is None else _number(name, value)
+        return None if value is None else _number(key, value)
     if name in ("window", "drop_after_pdus", "unbind_after_pdus", "garbage_after_pdus"):
-        return _optional_int(name, value)
+        return _optional_int(key, value)
     if name == "window_status":
-        return parse_status(value)
+        return _status(key, value)
     if name == "hang":
         if not isinstance(value, bool):
-            raise TypeError(f"hang must be true or false, not {value!r}")
+            raise TypeError(f"{key} must be true or false, not {value!r}")
         return value
     if name == "garbage":
         if isinstance(value, bytes):
             return value
+        wrong = ValueError(f"{key}: expected a hex string, got {value!r}")
         if not isinstance(value, str):
-            raise TypeError("garbage must be a hex string")
-        return bytes.fromhex(value)
+            raise wrong
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise wrong from None
     if name == "reorder":
-        return None if value is None else Reorder(value)
+        if value is None:
+            return None
+        try:
+            return Reorder(value)
+        except ValueError:
+            choices = ", ".join(member.value for member in Reorder)
+            raise ValueError(f"{key}: expected one of {choices} or null, got {value!r}") from None
     if name == "reorder_batch":
-        result = _optional_int(name, value)
+        result = _optional_int(key, value)
         if result is None:
-            raise ValueError("reorder_batch must be an integer")
+            raise ValueError(f"{key} must be an integer")
         return result
     if name == "reorder_hold_s":
-        return _number(name, value)
-    raise ValueError(f"unknown fault knob {name!r}")
+        return _number(key, value)
+    raise ValueError(f"unknown fault knob {key!r}")
+
+
+def _status(key: str, value: Any) -> int:
+    try:
+        return parse_status(value)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{key}: {exc}") from None
 
 
 class SlidingCounter:
