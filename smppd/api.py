@@ -328,7 +328,20 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A name given twice is refused: parsers differ in which one counts (a proxy that checked
+    # the first "to" would pass a message sent to the second).
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise ValueError(f"the name {name!r} is given twice in one object")
+            seen.add(name)
+    return found
+
+
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object)
 # Replies hold values built here and the request's own decoded id: none can contain itself, so
 # the encoder's cycle check (an entry per container written: half its time on a submit_many
 # reply) is off.

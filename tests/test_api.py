@@ -408,6 +408,8 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
     (b'{"op": "health", "x": NaN}', "invalid_json", None),
     (b"[" * 100_000, "invalid_json", None),
     (b'{"op": "health", "x": "\xff"}', "invalid_json", None),
+    (b'{"op": "submit", "to": "+447700900123", "to": "+447700900124"}', "invalid_json", None),
+    (b'{"op": "health", "x": {"a": 1, "a": 1}}', "invalid_json", None),
     (b"[1, 2]", "invalid_request", None),
     (b'"health"', "invalid_request", None),
     (b'{"id": 1}', "missing_field", "op"),
