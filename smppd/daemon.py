@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import math
 import signal
@@ -300,6 +301,17 @@ def needs_restart(old: Config, new: Config) -> list[str]:
         for section, key in _RESTART_KEYS
         if getattr(getattr(old, section), key) != getattr(getattr(new, section), key)
     ]
+
+
+def keep_running(old: Config, new: Config) -> Config:
+    """`new` with the values a reload cannot apply as `old` has them: what stays in force, so
+    that the next reload is compared with that (and a revert is no change)."""
+    sections: dict[str, Any] = {}
+    for section, key in _RESTART_KEYS:
+        current = sections.get(section, getattr(new, section))
+        running = getattr(getattr(old, section), key)
+        sections[section] = dataclasses.replace(current, **{key: running})
+    return dataclasses.replace(new, **sections)
 
 
 def auto_replies(replies: cfg.AutoReplies) -> dict[Keyword, str]:
@@ -729,7 +741,7 @@ class Daemon:
         self._api = api
         metrics_server = None
         try:
-            await self._load_caps()
+            await self._load_caps(self.caps)
             self._kept_id_formats = await self.queue.id_formats()
             await self._rekey_by_format(self.config.carriers)  # what an earlier run held
             recovered = await self.queue.recover(now=time.time())
@@ -774,14 +786,32 @@ class Daemon:
         log.info("smppd stopped")
         return 0
 
-    async def _load_caps(self) -> None:
-        """Rebuild the daily counts of capped senders from what is already queued."""
-        if not self.caps.senders:
+    async def _caps_for(self, old: Config, new: Config) -> DailyCaps | None:
+        """The daily caps under `new`: the running ones, or counted again from the queue if
+        their rules changed; None (logged) if the store cannot count them. Done before a reload
+        changes anything, so that it is refused whole; a submit meanwhile may go uncounted."""
+        if cap_rules(old) == cap_rules(new):
+            return self.caps
+        caps = daily_caps(new)
+        try:
+            await self._load_caps(caps)
+        except QueueError as exc:
+            log.error(
+                "reload refused: the daily caps cannot be counted from the queue; "
+                "keeping the running configuration",
+                error=str(exc),
+            )
+            return None
+        return caps
+
+    async def _load_caps(self, caps: DailyCaps) -> None:
+        """Rebuild the daily counts of capped senders in `caps` from what is already queued."""
+        if not caps.senders:
             return
         today = day_of(time.time())
         for day in range(today, today + HOLD_DAYS):
             counts = await self.queue.segments_by_source(day * DAY_S, (day + 1) * DAY_S)
-            self.caps.load(day, counts)
+            caps.load(day, counts)
 
     async def _serve(self) -> None:
         while True:
@@ -809,14 +839,16 @@ class Daemon:
         if any(getattr(old.queue, k) != getattr(new.queue, k) for k in _SEND_LOOP_KEYS):
             changed |= {c.name for c in new.carriers}
         old_names = {c.name for c in old.carriers}
-        self.config = new
+        caps = await self._caps_for(old, new)
+        if caps is None:
+            self.notifier.ready("serving (reload refused)")
+            return
+        restart = needs_restart(old, new)
+        self.config = new = keep_running(old, new)
+        self.caps = caps
         configure_logging(new.logging.level, new.logging.format)
         if self._api is not None:
             self._api.set_clients(ClientTable.from_config(new.api.clients, owners(new)))
-        if cap_rules(old) != cap_rules(new):
-            # Counted again from the queue; a submit between the two may go uncounted.
-            self.caps = daily_caps(new)
-            await self._load_caps()
         stopped: dict[str, CarrierRuntime] = {}
         for name in changed & old_names:
             runtime = self.carriers.get(name)
@@ -836,6 +868,8 @@ class Daemon:
             )
             if runtime.loop is not None:
                 runtime.loop.set_sender_tps(sender_rates(new))
+            if runtime.queries is not None:
+                runtime.queries.wait_s = new.queue.receipt_wait_s
         assert self._group is not None
         restarting = [carrier for carrier in new.carriers if carrier.name in changed]
         try:  # a message_id_format set by this reload applies to the receipts held too
@@ -847,7 +881,6 @@ class Daemon:
         self.gateway.reconfigure(
             router(new), profiles(new), settings=gateway_settings(new), caps=self.caps
         )
-        restart = needs_restart(old, new)
         if restart:
             log.warning("configuration changes that need a restart are not applied", keys=restart)
         log.info(

@@ -130,7 +130,7 @@ class ReceiptQueries:
         self._port = port
         self._after_s = after_s
         self._per_poll = max(1, round(tps * POLL_S))
-        self._wait_s = wait_s
+        self.wait_s = wait_s  # queue.receipt_wait_s, which a reload may change
         self._clock = clock
         self._on_results = on_results
         self.counts: Counter[str] = Counter() if counts is None else counts
@@ -197,7 +197,7 @@ class ReceiptQueries:
             elif result == UNKNOWN_ID:
                 schedule.append((target.segment_id, None))
             else:
-                again = next_query_at(target, now=now, after_s=self._after_s, wait_s=self._wait_s)
+                again = next_query_at(target, now=now, after_s=self._after_s, wait_s=self.wait_s)
                 schedule.append((target.segment_id, again))
         if receipts:
             self._on_results(await self._queue.apply_receipts(self.carrier, receipts, now=now))

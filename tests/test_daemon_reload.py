@@ -1,0 +1,164 @@
+"""Reloads of a running daemon (its carrier at a closed port): what is applied, what is reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from smppd import daemon as daemon_module
+from smppd.config import Config, load_config
+from smppd.daemon import Daemon
+from smppd.queue import MemoryQueue
+from smppd.queue.errors import QueueError
+
+CONFIG = """\
+queue:
+  path: {tmp}/q.db
+  receipt_wait_s: {wait}
+api:
+  socket: {tmp}/s.sock
+  max_connections: {max_connections}
+  clients:
+    - name: demo
+      any_uid: true
+logging:
+  level: {level}
+  format: json
+carriers:
+  - name: fake
+    host: 127.0.0.1
+    port: 9
+    system_id: smppd
+    password: secret
+    reconnect: {{initial_s: 30, max_s: 60}}
+    receipt_queries:
+      after_s: 60
+routes:
+  - prefix: ""
+    carriers: [fake]
+senders:
+  - id: ACME
+    client: demo
+{cap}
+"""
+
+
+def write(
+    path: Path,
+    *,
+    max_connections: int = 256,
+    level: str = "info",
+    cap: str = "",
+    wait: int = 259200,
+) -> None:
+    path.write_text(
+        CONFIG.format(
+            tmp=path.parent, max_connections=max_connections, level=level, cap=cap, wait=wait
+        )
+    )
+
+
+class FlakyQueue(MemoryQueue):
+    """A queue whose counts by sender fail while `fail` is set (a store that cannot answer)."""
+
+    fail = False
+
+    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
+        if self.fail:
+            raise QueueError("database is locked")
+        return await super().segments_by_source(start, end)
+
+
+@asynccontextmanager
+async def running(
+    path: Path, queue: MemoryQueue, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Daemon, asyncio.Task[int]]]:
+    daemon = Daemon(load_config(path), path, queue)
+    ready = asyncio.Event()
+    monkeypatch.setattr(daemon.notifier, "ready", lambda status: ready.set())
+    task = asyncio.create_task(daemon.run())
+    try:
+        async with asyncio.timeout(10):
+            await ready.wait()
+        assert daemon.serving
+        yield daemon, task
+    finally:
+        daemon._stop.set()
+        async with asyncio.timeout(20):
+            await task
+
+
+def reported(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """What each reload reports as needing a restart."""
+    seen: list[list[str]] = []
+    real = daemon_module.needs_restart
+
+    def spy(old: Config, new: Config) -> list[str]:
+        seen.append(real(old, new))
+        return seen[-1]
+
+    monkeypatch.setattr(daemon_module, "needs_restart", spy)
+    return seen
+
+
+def caps_of(daemon: Daemon) -> tuple[int | None, bool]:
+    """The configured cap of the one sender, and whether the daemon counts any."""
+    return daemon.config.senders[0].daily_cap, bool(daemon.caps.senders)
+
+
+async def test_a_change_that_needs_a_restart_is_reported_until_the_file_matches_what_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "smppd.yaml"
+    write(path)
+    restart = reported(monkeypatch)
+    async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
+        write(path, max_connections=7)
+        await daemon._reload_config()
+        write(path, max_connections=7, level="debug")  # another change: 7 is still not in force
+        await daemon._reload_config()
+        write(path, max_connections=256, level="debug")  # back to what runs: nothing to do
+        await daemon._reload_config()
+        assert daemon._api is not None
+        assert daemon._api.settings.max_connections == 256
+        assert daemon.config.api.max_connections == 256
+        assert daemon.config.logging.level == "debug"
+    assert restart == [["api.max_connections"], ["api.max_connections"], []]
+
+
+async def test_a_reload_whose_caps_cannot_be_counted_is_refused_and_the_daemon_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "smppd.yaml"
+    write(path)
+    queue = FlakyQueue()
+    async with running(path, queue, monkeypatch) as (daemon, task):
+        queue.fail = True
+        write(path, cap="    daily_cap: 100", level="debug")
+        await daemon._reload_config()
+        assert not task.done()
+        # Nothing of it applied (read through a function: mypy would keep the narrowing).
+        assert caps_of(daemon) == (None, False)
+        assert daemon.config.logging.level == "info"
+        queue.fail = False
+        await daemon._reload_config()
+        assert caps_of(daemon) == (100, True)
+
+
+async def test_a_reload_gives_the_receipt_queries_the_new_receipt_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "smppd.yaml"
+    write(path, wait=259200)
+    async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
+        queries = daemon.carriers["fake"].queries
+        assert queries is not None
+        assert queries.wait_s == 259200
+        write(path, wait=3600)
+        await daemon._reload_config()
+        assert daemon.carriers["fake"].queries is queries  # not restarted for it
+        assert queries.wait_s == 3600
