@@ -502,11 +502,13 @@ class Link(asyncio.Protocol):
         elif isinstance(event, PeerError):
             self.peer_errors += 1
             self._observer.peer_error(name)
+            # Sampled by the fixed reason: what the peer wrote varies as it pleases.
             left_out = self._log_sample.allow(event.reason, self._loop.time())
             if left_out is not None:  # a peer can send these as fast as it writes bytes
                 self._log.info(
                     "smsc protocol error survived",
                     reason=event.reason,
+                    **({"detail": event.detail} if event.detail else {}),
                     command_id=None if event.command_id is None else f"0x{event.command_id:08x}",
                     sequence_number=event.sequence_number,
                     **({"same_since_last_line": left_out} if left_out else {}),

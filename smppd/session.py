@@ -310,11 +310,15 @@ class SlotsFreed:
 
 @record
 class PeerError:
-    """The SMSC broke the protocol in a way the session survived (counted, not fatal)."""
+    """The SMSC broke the protocol in a way the session survived (counted, not fatal).
+
+    `reason` is one of a few fixed texts (what logging is sampled by); `detail` says what the
+    peer sent, in its own values."""
 
     reason: str
     command_id: int | None
     sequence_number: int | None
+    detail: str = ""
 
 
 @record
@@ -882,7 +886,7 @@ class Session:
         if is_response(cid):
             # Never answer an answer. The header's status still says how it ended; a body we
             # cannot read only costs the message_id.
-            self._events.append(PeerError(f"undecodable response: {exc}", cid, seq))
+            self._events.append(PeerError("undecodable response", cid, seq, str(exc)))
             if cid == _SUBMIT_SM_RESP and (sent_at := self._submits.pop(seq, None)) is not None:
                 self._submit_answered(seq, sent_at, status, None, now)
             elif cid == _SUBMIT_SM_RESP and seq in self._timed_out:
@@ -891,7 +895,7 @@ class Session:
                 answer = pdus.PDU_BY_ID[cid](sequence_number=seq, command_status=status)
                 self._control_answered(answer, now)
             return
-        self._events.append(PeerError(f"undecodable request: {exc}", cid, seq))
+        self._events.append(PeerError("undecodable request", cid, seq, str(exc)))
         if cid in _BODILESS_REQUESTS:
             # enquire_link and unbind have no body: stray octets change nothing they say, and an
             # unbind refused for them would leave the SMSC to tear the connection down.

@@ -290,6 +290,23 @@ async def test_a_flood_of_stray_responses_is_a_line_per_interval(smsc: FakeSmsc)
     await link.close()
 
 
+async def test_a_flood_of_unknown_commands_is_a_line_per_interval(smsc: FakeSmsc) -> None:
+    """500 requests with 500 different unknown command_ids (each answered generic_nack) are
+    one kind of error: one line per interval, however the peer varies its values."""
+    link = await connect(smsc.port)
+    unknown = b"".join(frame(0x0000_0800 + i, 0, 800_000 + i, b"") for i in range(500))
+    with structlog.testing.capture_logs() as logs:
+        assert smsc.send_raw(unknown) == 1
+        result = await link.submit(body())  # answered after those: they were read first
+    assert result.status_class is StatusClass.SUCCESS
+    assert link.peer_errors == 500
+    lines = [e for e in logs if e["event"] == "smsc protocol error survived"]
+    assert len(lines) == 1
+    assert lines[0]["reason"] == "undecodable request"
+    assert "0x00000800" in lines[0]["detail"]
+    await link.close()
+
+
 @pytest.mark.parametrize(
     ("version", "needs_tlvs", "warned"),
     [
