@@ -301,7 +301,7 @@ class CarrierBinds:
                             "leaving an alternate address for the bind's own",
                             bind=name,
                             address=endpoints[at].address,
-                            to=endpoints[home].address,
+                            to_address=endpoints[home].address,  # `to` would be masked
                         )
                         at, attempt = home, 0
                         continue

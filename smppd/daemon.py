@@ -1021,7 +1021,10 @@ class Daemon:
                 moved, cursor = await self.queue.reroute(name, pick, now=now, after=cursor)
                 for target, messages in moved.items():
                     log.warning(
-                        "queued messages failed over", carrier=name, to=target, messages=messages
+                        "queued messages failed over",
+                        carrier=name,
+                        to_carrier=target,  # `to` is masked as a phone number
+                        messages=messages,
                     )
                     loop = self.carriers[target].loop
                     if loop is not None:

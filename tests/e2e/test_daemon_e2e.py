@@ -523,7 +523,7 @@ async def test_waiting_work_fails_over_when_its_carrier_stays_down() -> None:
                 for i in range(3):
                     await client.submit(to="+447700900123", sender="ALPHA", text=f"held {i}")
             moved = await daemon.wait_log("queued messages failed over")
-            assert (moved["carrier"], moved["to"], moved["messages"]) == ("dead", "fake", 3)
+            assert (moved["carrier"], moved["to_carrier"], moved["messages"]) == ("dead", "fake", 3)
             await smsc.records.wait_for(3, timeout=10)
             assert sorted(smsc.records.texts_to("447700900123")) == ["held 0", "held 1", "held 2"]
         finally:
