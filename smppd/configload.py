@@ -228,13 +228,28 @@ class _Loader(yaml.SafeLoader):
         text = str(self.construct_scalar(node))
         digits = text.lstrip("+-")
         sign = -1 if text.startswith("-") else 1
-        if digits[:2] in ("0x", "0o"):
-            return sign * int(digits[2:], 16 if digits[1] == "x" else 8)
-        if not digits.isdecimal() or not digits.isascii():
+        base = {"0x": 16, "0o": 8}.get(digits[:2], 10)
+        if base != 10:
+            digits = digits[2:]
+        elif not digits.isdecimal() or not digits.isascii():
             raise ValueError(f"invalid literal {text!r}")
-        if len(digits) > _MAX_DIGITS:
+        if len(digits) > _MAX_DIGITS:  # hex too: a huge one breaks float() and repr()
             raise ValueError(f"more than {_MAX_DIGITS} digits")
-        return sign * int(digits)
+        return sign * int(digits, base)
+
+    # An explicit !!bool or !!float reads as YAML 1.2 too: `!!bool yes` and `!!float 1:30`
+    # (sexagesimal) are errors, as the same words without the tag are strings.
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:
+        text = str(self.construct_scalar(node))
+        if not _BOOL.match(text):
+            raise ValueError(f"{text!r} is not true or false")
+        return text.lower() == "true"
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node))
+        if not (_FLOAT.match(text) or _INT.match(text)):
+            raise ValueError(f"invalid literal {text!r}")
+        return float(super().construct_yaml_float(node))
 
 
 _MAX_DIGITS = 30
@@ -246,21 +261,18 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 # The YAML 1.2 core schema's forms (https://yaml.org/spec/1.2.2/#1032-tag-resolution).
-_Loader.add_implicit_resolver(
-    _YAML + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$"
 )
-_Loader.add_implicit_resolver(
-    _YAML + "int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-_Loader.add_implicit_resolver(
-    _YAML + "float",
-    re.compile(
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$"
-    ),
-    list("-+.0123456789"),
-)
+_Loader.add_implicit_resolver(_YAML + "bool", _BOOL, list("tTfF"))
+_Loader.add_implicit_resolver(_YAML + "int", _INT, list("-+0123456789"))
+_Loader.add_implicit_resolver(_YAML + "float", _FLOAT, list("-+.0123456789"))
 _Loader.add_constructor(_YAML + "int", _Loader.construct_yaml_int)
+_Loader.add_constructor(_YAML + "bool", _Loader.construct_yaml_bool)
+_Loader.add_constructor(_YAML + "float", _Loader.construct_yaml_float)
 
 
 def read_yaml(path: Path) -> object:
@@ -278,6 +290,12 @@ def read_yaml(path: Path) -> object:
         where = "" if mark is None else f"line {mark.line + 1}, column {mark.column + 1}"
         reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ConfigError(path, where, reason) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: where it is, in lines
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        reason = f"a character YAML does not allow: U+{character:04X}"
+        raise ConfigError(path, f"line {line}, column {column}", reason) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, "", f"invalid YAML: {exc}") from None
     except RecursionError:
