@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -31,6 +34,61 @@ def test_scrapes_are_answered_and_an_idle_connection_is_closed(
         server.shutdown()
         server.server_close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_request_sent_a_byte_at_a_time_must_still_arrive_within_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The read timeout is for the whole request: a client that sends a byte of its headers
+    whenever the last read would time out does not keep its connection (and thread)."""
+    monkeypatch.setattr(metrics_http._Handler, "timeout", 0.5)
+    server = metrics_http.serve_metrics("127.0.0.1", 0, CollectorRegistry())
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as slow:
+            started = time.monotonic()
+            request = b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200
+            closed = False
+            for octet in request:  # a byte each 0.1 s: each read on its own would be in time
+                slow.sendall(bytes([octet]))
+                ready, _, _ = select.select([slow], [], [], 0.1)
+                if ready and slow.recv(1) == b"":
+                    closed = True
+                    break
+            assert closed, "the whole request trickled in and the connection stayed open"
+            assert time.monotonic() - started < 2.0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_connections_past_the_limit_are_closed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most MAX_CONNECTIONS connections hold a thread; one more is closed at once, and a
+    scrape is answered again once those have gone."""
+    monkeypatch.setattr(metrics_http, "MAX_CONNECTIONS", 3)
+    registry = CollectorRegistry()
+    Counter("smppd_probe", "a probe", registry=registry).inc()
+    server = metrics_http.serve_metrics("127.0.0.1", 0, registry)
+    port = server.server_port
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            assert extra.recv(1) == b""  # well before the 10 s read timeout of the others
+        for sock in idle:
+            sock.close()
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 5
+        while True:  # the closed connections' threads end as they see the close
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    assert b"smppd_probe_total 1.0" in reply.read()
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_address_that_cannot_be_used_is_an_oserror() -> None:
