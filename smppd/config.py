@@ -12,6 +12,8 @@ import dataclasses
 import ipaddress
 import os
 import re
+import ssl
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -615,6 +617,33 @@ def _probe(path: Path, test: Callable[[Path], bool], *key: str | int) -> bool:
         raise ValidationError(f"{path}: {exc.strerror}", *key) from None
 
 
+def _check_tls(tls: Tls, where: tuple[str | int, ...]) -> None:
+    """Load the files as a connection will, so that a file that is no certificate or key
+    shows here and not as every connect failing; a private key anyone may read is refused."""
+    if tls.key_file is not None:
+        mode = stat.S_IMODE(tls.key_file.stat().st_mode)  # is_file() found it just before
+        if mode & stat.S_IROTH:
+            reason = f"{tls.key_file} is readable by everyone (mode {mode:04o}): chmod o-r it"
+            raise ValidationError(reason, *where, "key_file")
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+    except (ssl.SSLError, OSError) as exc:
+        reason = f"not a usable CA file: {_ssl_reason(exc)}"
+        raise ValidationError(reason, *where, "ca_file") from None
+    if tls.cert_file is not None:
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (ssl.SSLError, OSError) as exc:
+            reason = f"cert_file and key_file are no certificate and its key: {_ssl_reason(exc)}"
+            raise ValidationError(reason, *where, "cert_file") from None
+
+
+def _ssl_reason(exc: ssl.SSLError | OSError) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)  # "NO_CERTIFICATE_OR_CRL_FOUND", "KEY_VALUES_MISMATCH"
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", exc.strerror or str(exc))  # "[SSL] PEM lib"
+
+
 def _first_duplicate(names: list[str]) -> tuple[int, int] | None:
     """(index of the first occurrence, index of the repeat) of the first repeated name."""
     seen: dict[str, int] = {}
@@ -643,6 +672,8 @@ def _link(config: Config) -> Config:
             where = ("carriers", i, "tls", key)
             if carrier.tls.enabled and file is not None and not _probe(file, Path.is_file, *where):
                 raise ValidationError(f"no such file: {file}", *where)
+        if carrier.tls.enabled:
+            _check_tls(carrier.tls, ("carriers", i, "tls"))
     for i, route in enumerate(config.routes):
         if dup := _first_duplicate(list(route.carriers)):
             raise ValidationError("listed twice", "routes", i, "carriers", dup[1])

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 import pwd
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -605,6 +607,44 @@ def test_paths_no_file_system_takes_name_their_key(tmp_path: Path) -> None:
     tls = {"enabled": True, "ca_file": str(long)}
     path = write(tmp_path, variant(lambda d: d["carriers"][0].update(tls=tls)))
     assert error_of(path) == f"{path}: carriers[0].tls.ca_file: {long}: File name too long"
+
+
+def test_tls_files_are_loaded_as_a_connection_would_and_the_key_kept_private(
+    tmp_path: Path,
+) -> None:
+    """A CA, certificate or key file that does not load is its key's error when the config
+    is loaded (not every connect failing later), and so is a key anyone may read."""
+    assert shutil.which("openssl"), "the TLS tests need the openssl command (package openssl)"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=smppd", "-keyout", "key.pem", "-out", "cert.pem"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("garbage\n")
+    for file in (tmp_path / "key.pem", garbage):
+        file.chmod(0o600)
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+
+    def with_tls(**files: str) -> Path:
+        tls = {"enabled": True, **files}
+        return write(tmp_path, variant(lambda d: d["carriers"][0].update(tls=tls)))
+
+    config = load_config(with_tls(ca_file=cert, cert_file=cert, key_file=key))
+    assert config.carriers[0].tls.cert_file == Path(cert)
+    path = with_tls(ca_file=str(garbage))
+    assert error_of(path) == (
+        f"{path}: carriers[0].tls.ca_file: not a usable CA file: NO_CERTIFICATE_OR_CRL_FOUND"
+    )
+    path = with_tls(ca_file=cert, cert_file=str(garbage), key_file=key)
+    assert error_of(path).startswith(
+        f"{path}: carriers[0].tls.cert_file: cert_file and key_file are no certificate and its key"
+    )
+    (tmp_path / "key.pem").chmod(0o644)
+    path = with_tls(ca_file=cert, cert_file=cert, key_file=key)
+    assert error_of(path) == (
+        f"{path}: carriers[0].tls.key_file: {key} is readable by everyone (mode 0644): chmod o-r it"
+    )
 
 
 def test_a_queue_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
