@@ -182,6 +182,7 @@ class Link(asyncio.Protocol):
         self._abort_timer: asyncio.TimerHandle | None = None
         self._handlers: set[asyncio.Future[int]] = set()
         self._backlog: deque[pdus.DeliverSm | pdus.DataSm] = deque()
+        self._backlog_full = False  # reading waits until handlers take the backlog below half
         self._reading_paused = False
         self.late_responses = 0
         self.peer_errors = 0
@@ -387,13 +388,26 @@ class Link(asyncio.Protocol):
         self._write_timer = self._loop.call_later(
             self.settings.response_timeout_s, self._write_timed_out
         )
+        # The peer is not reading: what it sends meanwhile would only queue more answers.
+        self._set_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        self._set_reading()
         self._wake()
+
+    def _set_reading(self) -> None:
+        """Read unless a full deliver backlog or a peer that does not read ours holds it."""
+        paused = self._write_paused or self._backlog_full
+        if paused != self._reading_paused and self._transport is not None:
+            self._reading_paused = paused
+            if paused:
+                self._transport.pause_reading()
+            else:
+                self._transport.resume_reading()
 
     # --- internals -----------------------------------------------------------------------------
 
@@ -620,15 +634,12 @@ class Link(asyncio.Protocol):
             return
         # Every handler is busy: queue it. The SMSC's own window bounds what it sends before we
         # answer, so reading goes on (submit answers keep flowing); only an SMSC that ignores
-        # its window fills the queue, and then reading stops until handlers catch up.
+        # its window fills the queue, and then reading stops until handlers have taken it
+        # below half (resumed at each one, every read would add thousands for one taken).
         self._backlog.append(pdu)
-        if (
-            len(self._backlog) >= self._max_handlers * BACKLOG_PER_HANDLER
-            and not self._reading_paused
-            and self._transport is not None
-        ):
-            self._reading_paused = True
-            self._transport.pause_reading()
+        if not self._backlog_full and len(self._backlog) >= self._backlog_limit:
+            self._backlog_full = True
+            self._set_reading()
 
     def _start_handler(self, pdu: pdus.DeliverSm | pdus.DataSm) -> None:
         try:
@@ -655,9 +666,13 @@ class Link(asyncio.Protocol):
             self._answer(pdu, status)
         while self._backlog and len(self._handlers) < self._max_handlers:
             self._start_handler(self._backlog.popleft())
-        if self._reading_paused and self._transport is not None:
-            self._reading_paused = False
-            self._transport.resume_reading()
+        if self._backlog_full and len(self._backlog) <= self._backlog_limit // 2:
+            self._backlog_full = False
+            self._set_reading()
+
+    @property
+    def _backlog_limit(self) -> int:
+        return self._max_handlers * BACKLOG_PER_HANDLER
 
     def _answer(self, pdu: pdus.DeliverSm | pdus.DataSm, status: int) -> None:
         self._core.answer(pdu, status, now=self._loop.time())

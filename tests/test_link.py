@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -597,6 +598,84 @@ async def test_handlers_are_bounded_and_answered_in_turn(smsc: FakeSmsc) -> None
     assert most == 2
     assert smsc.outbox.stats["mo"].retried == 0
     await link.close()
+
+
+async def test_an_smsc_ignoring_its_window_fills_the_backlog_a_read_at_a_time_at_most(
+    smsc: FakeSmsc,
+) -> None:
+    """30,000 deliver_sm sent at once, handlers that take a turn of the loop each: reading
+    stops at the backlog's limit and starts again only once it is down to half, so the backlog
+    never holds much more than one read's worth (not the whole flood, as when every handler
+    that finished started reading again)."""
+    count = 30_000
+    seen = 0
+    peak = 0
+    all_seen = asyncio.Event()
+    link: Link | None = None
+
+    async def handler(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+        nonlocal seen, peak
+        assert link is not None
+        peak = max(peak, len(link._backlog))
+        await asyncio.sleep(0)  # a turn of the loop, as a store write takes at least
+        seen += 1
+        if seen == count:
+            all_seen.set()
+        return 0
+
+    link = await Link.connect(settings(smsc.port), handler=handler, max_handlers=4)
+    text = b"x" * 120  # about 1,700 of these in one 256 KiB read
+    flood = b"".join(
+        frame(
+            CommandId.deliver_sm,
+            0,
+            1_000_000 + i,
+            encode_body(
+                pdus.DeliverSm(
+                    source_addr="447700900999", destination_addr="12345", short_message=text
+                )
+            ),
+        )
+        for i in range(count)
+    )
+    assert smsc.send_raw(flood) == 1
+    async with asyncio.timeout(30):
+        await all_seen.wait()
+    assert peak < 5_000
+    await link.close()
+
+
+async def test_a_peer_that_writes_and_never_reads_gets_no_more_read_from_it() -> None:
+    """An SMSC that floods enquire_links and reads none of our answers: once our writes back
+    up, its PDUs are not read either (each would queue one more answer), so what it manages
+    to send is what the sockets buffer, until the write deadline drops it."""
+    sent = 0
+    flooding = asyncio.Event()
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        header = await reader.readexactly(16)
+        await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
+        sequence = int.from_bytes(header[12:16], "big")
+        writer.write(frame(CommandId.bind_transceiver_resp, 0, sequence, b"raw\0"))
+        chunk = b"".join(frame(CommandId.enquire_link, 0, i + 1, b"") for i in range(4096))
+        flooding.set()
+        with contextlib.suppress(ConnectionError):
+            while sent < 400_000_000:  # never reached: a bound on the loop
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        link = await connect(port, response_timeout_s=2.0, enquire_link_interval_s=30)
+        async with asyncio.timeout(10):
+            await flooding.wait()
+            assert await link.wait_closed() is CloseReason.WRITE_TIMEOUT
+        assert sent < 20 * 1024 * 1024  # about 10 MB; 50 MB when it went on reading
+    finally:
+        server.close()
 
 
 async def test_graceful_close_waits_for_outstanding(smsc: FakeSmsc) -> None:
