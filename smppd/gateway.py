@@ -18,7 +18,7 @@ import structlog
 
 from smppd.address import canonical_sender, check_sender, normalise_destination
 from smppd.events import KINDS, EventHub, inbound_json
-from smppd.outbound import OutboundProfile, prepare
+from smppd.outbound import OutboundProfile, Prepared, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.pdu.status import status_name
 from smppd.queue.base import ENQUEUE_MAX, Queue
@@ -125,6 +125,21 @@ def _expires_at(request: SubmitRequest, client: ClientIdentity, now: float) -> f
     return due + client.validity_s
 
 
+# Refusals for want of room, which a submit whose ref is already stored does not get.
+_ROOM_REFUSALS: Final = frozenset(
+    {ErrorCode.over_daily_cap, ErrorCode.queue_full, ErrorCode.client_queue_full}
+)
+
+
+def _storage_error(exc: QueueError) -> ApiError:
+    """A submit the store could not take (or check): nothing of it was accepted."""
+    if isinstance(exc, StorageFullError):
+        log.error("storage full: submits refused until space is freed")
+        return ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
+    log.error("queue error on submit", error=str(exc))
+    return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
+
+
 def _or_default(asked: bool | None, default: bool) -> bool:
     return default if asked is None else asked
 
@@ -198,17 +213,25 @@ class Gateway:
             error = ApiError(ErrorCode.shutting_down, "smppd is shutting down; submit again")
             return [error for _ in requests]
         now = self._clock()
-        results: list[SubmitReply | ApiError | None] = []
+        results: list[SubmitReply | ApiError | None] = []  # one for each request, in order
         batch: list[_Accepted] = []
-        for request in requests:
-            try:
-                accepted = await self._validate(client, request, now)
-            except ApiError as exc:
-                results.append(exc)
-                continue
-            accepted.slot = len(results)
-            results.append(None)
-            batch.append(accepted)
+        try:
+            for request in requests:
+                try:
+                    accepted = await self._validate(client, request, now)
+                except ApiError as exc:
+                    results.append(exc)
+                    continue
+                except QueueError as exc:  # the opt-out lookup
+                    results.append(_storage_error(exc))
+                    continue
+                accepted.slot = len(results)
+                results.append(None)
+                batch.append(accepted)
+        except BaseException:  # nothing of the call is stored: its cap reservations go back
+            for accepted in batch:
+                self._release(accepted)
+            raise
         if batch:
             refused = self._over_depth(client, batch)
             groups = [batch] if refused is not None else _writes(batch)
@@ -225,7 +248,36 @@ class Gateway:
                     for accepted in group:
                         results[accepted.slot] = refusal
                         self._release(accepted)
+        await self._known_refs(client, requests, results)
         return [r for r in results if r is not None]
+
+    async def _known_refs(
+        self,
+        client: ClientIdentity,
+        requests: Sequence[SubmitRequest],
+        results: list[SubmitReply | ApiError | None],
+    ) -> None:
+        """A submit refused for want of room (a cap, the queue's depth) whose ref the store
+        already has is that message again: a client resubmitting after a lost reply must not
+        be told that what will be sent was refused."""
+        for i, (request, result) in enumerate(zip(requests, results, strict=True)):
+            if (
+                request.ref is None
+                or not isinstance(result, ApiError)
+                or result.code not in _ROOM_REFUSALS
+            ):
+                continue
+            try:
+                message_id = await self._queue.message_id_of(client.name, request.ref)
+                found = (
+                    None
+                    if message_id is None
+                    else await self._queue.status(message_id, client.name)
+                )
+            except QueueError:
+                continue  # the refusal stands: resubmitting later finds it
+            if found is not None:
+                results[i] = SubmitReply(found.message_id, len(found.segments), created=False)
 
     def _over_depth(self, client: ClientIdentity, batch: list[_Accepted]) -> ApiError | None:
         segments = sum(len(a.message.segments) for a in batch)
@@ -250,12 +302,8 @@ class Gateway:
         messages = [a.message for a in batch]
         try:
             enqueued = await self._queue.enqueue(messages, now=now)
-        except StorageFullError:
-            log.error("storage full: submits refused until space is freed")
-            return ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
         except QueueError as exc:
-            log.error("queue error on submit", error=str(exc))
-            return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
+            return _storage_error(exc)
         for accepted, done in zip(batch, enqueued, strict=True):
             results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
             if not done.created:
@@ -368,20 +416,38 @@ class Gateway:
         profile = self._profiles[carrier]
         expires_at = _expires_at(request, client, now)
         ref16 = profile.concatenation is ConcatMethod.UDH16
-        prepared = prepare(
-            destination=destination,
-            source=sender,
-            text=request.text,
-            encoding=request.encoding,
-            flash=request.flash,
-            smart=_or_default(request.smart_encoding, client.smart_encoding),
-            registered_delivery=request.registered_delivery,
-            expires_at=expires_at,
-            ref=lambda: self._refs.next(destination, ref16=ref16),
-            profile=profile,
-        )
+
+        def bodies(expires_at: float | None) -> Prepared:
+            return prepare(
+                destination=destination,
+                source=sender,
+                text=request.text,
+                encoding=request.encoding,
+                flash=request.flash,
+                smart=_or_default(request.smart_encoding, client.smart_encoding),
+                registered_delivery=request.registered_delivery,
+                expires_at=expires_at,
+                ref=lambda: self._refs.next(destination, ref16=ref16),
+                profile=profile,
+            )
+
+        prepared = bodies(expires_at)
         due = now if request.schedule_at is None else max(now, request.schedule_at)
-        cap_day, held_until = self._caps.reserve(sender, len(prepared.bodies), at=due, now=now)
+        segments = len(prepared.bodies)
+        cap_day, held_until = self._caps.reserve(sender, segments, at=due, now=now)
+        if held_until is not None:  # over its cap today: held for a later day
+            if request.validity_s is None and client.validity_s is not None:
+                expires_at = held_until + client.validity_s  # the default counts from then
+                prepared = bodies(expires_at)
+            elif expires_at is not None and expires_at <= held_until:
+                assert cap_day is not None
+                self._caps.release(sender, cap_day, segments)
+                raise ApiError(
+                    ErrorCode.over_daily_cap,
+                    f"sender {sender!r} reached its daily cap; held for the next day, the"
+                    " message would expire (validity_s) before it could go",
+                    field="from",
+                )
         message = NewMessage(
             client=client.name,
             ref=request.ref,

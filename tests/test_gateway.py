@@ -16,7 +16,7 @@ from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
 from smppd.queue import MessageState, SegmentState
 from smppd.queue.base import ENQUEUE_MAX
-from smppd.queue.errors import StorageFullError
+from smppd.queue.errors import StorageBusyError, StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import (
     ClaimedSegment,
@@ -27,6 +27,7 @@ from smppd.queue.model import (
     segment_id,
 )
 from smppd.routing import Router, RouteRule
+from smppd.senderpolicy import DAY_S, DailyCap, DailyCaps
 from smppd.service import (
     ApiError,
     ClientIdentity,
@@ -76,6 +77,7 @@ def gateway(
     *,
     max_depth: int = 1000,
     hub: EventHub | None = None,
+    caps: DailyCaps | None = None,
 ) -> Gateway:
     def health() -> dict[str, Any]:
         return {}
@@ -90,6 +92,7 @@ def gateway(
         loops=loops,
         health=health,
         clock=lambda: T0,
+        caps=caps,
     )
 
 
@@ -546,3 +549,64 @@ async def test_a_client_s_validity_applies_from_when_its_messages_are_due() -> N
     status = await queue.status(plain.id, None)
     assert status is not None
     assert status.expires_at is None
+
+
+async def test_a_ref_already_stored_is_that_message_again_even_past_a_cap_or_the_depth() -> None:
+    """A client resubmitting after a lost reply gets the stored message (created false), not
+    over_daily_cap or queue_full for what will be sent anyway; a new ref is still refused."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops(), max_depth=1, caps=DailyCaps({"ALPHA": DailyCap(1, hold=False)}))
+    [first] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-1")])
+    assert isinstance(first, SubmitReply)
+    assert first.created
+    [again] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-1")])
+    assert again == SubmitReply(first.id, 1, created=False)
+    [other] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-2")])
+    assert isinstance(other, ApiError)
+    assert other.code in (ErrorCode.over_daily_cap, ErrorCode.queue_full)
+    assert queue.queued_depth() == 1
+
+
+async def test_a_message_held_past_its_cap_is_refused_if_it_would_expire_first() -> None:
+    """With over_cap hold, a message past today's cap waits for tomorrow: one whose own
+    validity ends before then is refused (and counts nothing), and a client's default
+    validity is counted from the day it is held for."""
+    queue = MemoryQueue()
+    caps = DailyCaps({"ALPHA": DailyCap(1, hold=True)})
+    gw = gateway(queue, Loops(), caps=caps)
+    [today] = await gw.submit(CLIENT, [request("today")])
+    assert isinstance(today, SubmitReply)
+    [short] = await gw.submit(CLIENT, [request("short", validity_s=300)])
+    assert isinstance(short, ApiError)
+    assert short.code is ErrorCode.over_daily_cap
+    tomorrow = (T0 // DAY_S + 1) * DAY_S
+    assert caps.count("ALPHA", int(tomorrow // DAY_S)) == 0
+    otp = dataclasses.replace(CLIENT, validity_s=600.0)
+    [held] = await gw.submit(otp, [request("held")])
+    assert isinstance(held, SubmitReply)
+    status = await queue.status(held.id, None)
+    assert status is not None
+    assert (status.not_before, status.expires_at) == (tomorrow, tomorrow + 600)
+
+
+class OptOutsFail(MemoryQueue):
+    """A store whose opt-out lookups fail for one number."""
+
+    async def is_opted_out(self, sender: str, number: str) -> bool:
+        if number == "+447700900999":
+            raise StorageBusyError("database is locked")
+        return await super().is_opted_out(sender, number)
+
+
+async def test_a_store_error_while_checking_gives_that_submit_a_storage_error_and_no_cap() -> None:
+    """The opt-out lookup failing for one message of a call: that one gets a storage error,
+    the others are stored, and the cap counts only what was stored."""
+    queue = OptOutsFail()
+    caps = DailyCaps({"ALPHA": DailyCap(2, hold=False)})
+    gw = gateway(queue, Loops(), caps=caps)
+    failing = dataclasses.replace(request("b"), to="+447700900999")
+    replies = await gw.submit(CLIENT, [request("a"), failing, request("c")])
+    assert [type(r) for r in replies] == [SubmitReply, ApiError, SubmitReply]
+    assert isinstance(replies[1], ApiError)
+    assert replies[1].code is ErrorCode.internal
+    assert caps.count("ALPHA", int(T0 // DAY_S)) == 2
