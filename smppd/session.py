@@ -466,10 +466,11 @@ class Session:
         # enquire_links, say): keep-alive is on the answers to ours, not on any byte read.
         self._probes_missed = 0
         self._buf = bytearray()
-        # The SMSC unbound us: the rest of what was read with its unbind is still read (the
-        # answers to our submits an SMSC writes as it drains its window, each a duplicate SMS
-        # if dropped), then the session closes.
+        # The SMSC unbound us: answers to our submits are still read (an SMSC writes them as
+        # it drains its window, each a duplicate SMS if dropped) until none is outstanding, the
+        # connection ends or this deadline passes; then the session closes.
         self._peer_unbound = False
+        self._peer_unbind_deadline = math.inf
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
 
@@ -510,6 +511,8 @@ class Session:
     def next_deadline(self) -> float | None:
         """The earliest time `handle_timer` has something to do (None: nothing scheduled)."""
         state = self.state
+        if self._peer_unbound:
+            return self._peer_unbind_deadline
         if state is State.CLOSED or state is State.OPEN:
             return None
         at = math.inf
@@ -619,17 +622,23 @@ class Session:
         """The transport is gone; ends the session (`ConnectionShouldClose(CONNECTION_LOST)`)."""
         # Requests still known in CLOSED mean an error cut a read short after a transition
         # (asyncio aborts the connection): they are handed back all the same.
-        if self.state is not State.CLOSED or self._submits or self._control:
+        if self._peer_unbound:
+            self._close(CloseReason.PEER_UNBIND)
+        elif self.state is not State.CLOSED or self._submits or self._control:
             self._close(CloseReason.CONNECTION_LOST)
 
     def abort(self, reason: CloseReason) -> None:
         """End the session now for a reason the shell found (a write that cannot complete)."""
-        if self.state is not State.CLOSED:
+        if self.state is not State.CLOSED or self._peer_unbound:
             self._close(reason)
 
     # --- time --------------------------------------------------------------------------------
 
     def handle_timer(self, *, now: float) -> None:
+        if self._peer_unbound:
+            if now >= self._peer_unbind_deadline:  # what is still unanswered is abandoned
+                self._close(CloseReason.PEER_UNBIND)
+            return
         if self.state is State.CLOSED:
             return
         for seq, control in list(self._control.items()):
@@ -701,7 +710,7 @@ class Session:
     # --- bytes in ----------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, *, now: float) -> None:
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED and not self._peer_unbound:
             return
         self._last_rx = now
         buf = self._buf
@@ -729,11 +738,10 @@ class Session:
             if self.closed and not self._peer_unbound:
                 buf.clear()
                 return
-        if self._peer_unbound:
+        del buf[:pos]
+        if self._peer_unbound and (not self._submits or now >= self._peer_unbind_deadline):
             buf.clear()
             self._close(CloseReason.PEER_UNBIND)
-            return
-        del buf[:pos]
 
     def _dispatch(self, pdu: pdus.Pdu, now: float) -> None:
         if isinstance(pdu, pdus.SubmitSmResp):  # the hot path first
@@ -759,9 +767,15 @@ class Session:
             self._control_answered(pdu, now)
         elif cls is pdus.Unbind:
             self._out.append(frame(CommandId.unbind_resp, 0, pdu.sequence_number, b""))
+            # Our own unbind out (a drain that ran out of time): nothing more to wait for.
+            wait_s = self.settings.unbind_timeout_s if self.state in _BOUND else 0.0
             self._transition(Input.UNBIND_RECEIVED)
             self._events.append(Unbound(by_peer=True))
-            self._peer_unbound = True  # closed once the rest of this read is read
+            # Closed once the answers it still owes are read (an SMSC may write them just
+            # after its unbind), or at unbind_timeout_s: cut off, they would be sent again.
+            self._peer_unbound = True
+            self._can_submit = False
+            self._peer_unbind_deadline = now + wait_s
         elif cls is pdus.AlertNotification:
             pass  # no response is defined; nothing here needs to know who became available
         elif cls is pdus.Outbind:  # no response is defined, but on a bind we opened it is wrong

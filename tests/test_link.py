@@ -665,6 +665,7 @@ async def test_a_peer_that_writes_and_never_reads_gets_no_more_read_from_it() ->
                 writer.write(chunk)
                 sent += len(chunk)
                 await writer.drain()
+        writer.close()
 
     server = await asyncio.start_server(smsc, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -674,6 +675,45 @@ async def test_a_peer_that_writes_and_never_reads_gets_no_more_read_from_it() ->
             await flooding.wait()
             assert await link.wait_closed() is CloseReason.WRITE_TIMEOUT
         assert sent < 20 * 1024 * 1024  # about 10 MB; 50 MB when it went on reading
+    finally:
+        server.close()
+
+
+async def test_answers_an_smsc_writes_after_its_unbind_are_still_read() -> None:
+    """An SMSC that unbinds, then writes the submit_sm_resps it owed in a later segment: they
+    are read and count (cut off, each would be sent again), then the link closes."""
+    answered_unbind = asyncio.Event()
+
+    async def read(reader: asyncio.StreamReader) -> tuple[int, int]:
+        header = await reader.readexactly(16)
+        await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
+        return int.from_bytes(header[4:8], "big"), int.from_bytes(header[12:16], "big")
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, sequence = await read(reader)
+        writer.write(frame(CommandId.bind_transceiver_resp, 0, sequence, b"raw\0"))
+        submits = [(await read(reader))[1] for _ in range(3)]
+        writer.write(frame(CommandId.unbind, 0, 900, b""))
+        await writer.drain()
+        command_id, _ = await read(reader)  # our unbind_resp, before it answers the submits
+        if command_id == CommandId.unbind_resp:
+            answered_unbind.set()
+        writer.write(b"".join(frame(CommandId.submit_sm_resp, 0, s, b"m%d\0" % s) for s in submits))
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until we close
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    try:
+        link = await connect(server.sockets[0].getsockname()[1])
+        futures = [link.try_submit(body()) for _ in range(3)]
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*(f for f in futures if f is not None))
+            assert await link.wait_closed() is CloseReason.PEER_UNBIND
+        assert answered_unbind.is_set()
+        assert [r.status_class for r in results] == [StatusClass.SUCCESS] * 3
+        assert all(r.message_id and not r.unknown for r in results)
     finally:
         server.close()
 

@@ -746,15 +746,28 @@ def test_an_unbind_before_the_bind_resp_ends_the_session() -> None:
 
 
 def test_smsc_unbind() -> None:
-    """The SMSC's unbind is answered, and the session closes with outstanding submits unknown."""
+    """The SMSC's unbind is answered at once; the session waits unbind_timeout_s for the
+    answers it still owes, then closes with what is outstanding unknown."""
     peer = bound()
     seq = peer.submit()
     peer.sent()
     peer.send(pdus.Unbind(sequence_number=42))
     assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
-    events = peer.events()
-    assert events[0] == Unbound(by_peer=True)
-    assert events[1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))
+    assert peer.events() == [Unbound(by_peer=True)]
+    assert not peer.session.can_submit
+    assert peer.session.next_deadline() == peer.now + peer.session.settings.unbind_timeout_s
+    peer.advance(peer.session.settings.unbind_timeout_s)
+    assert peer.events() == [ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))]
+
+
+def test_an_smsc_that_unbinds_and_closes_ends_the_session_at_once() -> None:
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.send(pdus.Unbind(sequence_number=42))
+    assert peer.events() == [Unbound(by_peer=True)]
+    peer.session.connection_lost()
+    assert peer.events() == [ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))]
 
 
 def test_enquire_link_and_unbind_with_stray_octets_are_honoured() -> None:
@@ -771,8 +784,9 @@ def test_enquire_link_and_unbind_with_stray_octets_are_honoured() -> None:
 
 
 def test_answers_read_with_the_smsc_unbind_still_count() -> None:
-    """An SMSC draining its window as it unbinds writes resps behind its unbind; each one
-    dropped would be a submit resent, a duplicate SMS. Requests after it are not answered."""
+    """An SMSC draining its window as it unbinds writes resps behind its unbind, in that read
+    or later ones; each one dropped would be a submit resent, a duplicate SMS. Requests after
+    it are not answered; the session closes once the last answer is in."""
     peer = bound(window=5)
     seqs = [peer.submit() for _ in range(5)]
     peer.sent()
@@ -784,9 +798,13 @@ def test_answers_read_with_the_smsc_unbind_still_count() -> None:
     got = [answers(events)[seq].result.message_id for seq in seqs[:4]]
     assert got == [f"m{seq}" for seq in seqs[:4]]
     assert Unbound(by_peer=True) in events
-    assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, (seqs[4],))
+    assert not any(isinstance(e, ConnectionShouldClose) for e in events)
+    peer.send(resps[4])  # a later read, as an SMSC writes it after its unbind: still counts
+    events = peer.events()
+    assert answers(events)[seqs[4]].result.message_id == f"m{seqs[4]}"
+    assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, ())
     assert peer.session.state is State.CLOSED
-    peer.send(resps[4])  # a later read: the connection is over
+    peer.send(resps[4])  # the connection is over
     assert peer.events() == []
 
 
