@@ -89,6 +89,8 @@ class CarrierBinds:
         self._waiters: list[asyncio.Future[None]] = []
         self._interrupts = 0
         self._closing = False
+        self._close_timeout_s: float | None = None
+        self._late_closes: list[asyncio.Future[CloseReason]] = []
         self._stop = asyncio.Event()
         # Held by the one slot leaving an address not its own, until it is bound again (at its
         # own, or elsewhere once that failed).
@@ -120,12 +122,15 @@ class CarrierBinds:
         self._closing = True
         self._stop.set()
         self._wake()
+        self._close_timeout_s = timeout_s
         links = [link for link in self._links if link is not None]
         await asyncio.gather(*(link.close(timeout_s) for link in links))
         for slot in self._slots:
             slot.cancel()  # those still connecting or waiting out a backoff
         if self._runner is not None:
             await self._runner
+        if self._late_closes:  # binds that completed while the others drained
+            await asyncio.gather(*self._late_closes)
 
     async def __aenter__(self) -> CarrierBinds:
         self._runner = asyncio.create_task(self.run(), name=f"binds {self.carrier}")
@@ -372,6 +377,13 @@ class CarrierBinds:
         """Offer `link` to the send loop until it closes; or, `return_after` seconds on, once no
         other slot is on its way back to its own address, close it gracefully and return None with
         `_returning` held."""
+        if self._closing:
+            # Bound while close() drained the others: unbound too (an aborted bound session
+            # lingers at the SMSC, which may then refuse the next start's binds), in a task
+            # of its own that close() awaits, since close() cancels this slot.
+            late = asyncio.ensure_future(link.close(self._close_timeout_s))
+            self._late_closes.append(late)
+            return await asyncio.shield(late)
         self._links[index] = link
         self._live = [x for x in self._links[: self._senders] if x is not None]
         self._wake()

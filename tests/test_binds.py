@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import random
@@ -19,7 +20,8 @@ from smppd.binds import (
 )
 from smppd.link import NullObserver, resolve
 from smppd.pdu import pdus
-from smppd.pdu.codec import encode_body
+from smppd.pdu.codec import encode_body, frame
+from smppd.pdu.command import CommandId
 from smppd.pdu.status import CommandStatus, StatusClass
 from smppd.session import BindMode, BindSettings, ReconnectSettings, State, SubmitResult
 from tools.fake_smsc import Account, FakeSmsc, SmscConfig
@@ -227,6 +229,53 @@ async def test_close_drains_outstanding_then_unbinds(smsc: FakeSmsc) -> None:
             await binds.wait_ready()  # returns at once once closed
     assert all(f.result().status_class is StatusClass.SUCCESS for f in futures)
     assert [c.state.value for c in smsc.connections] == ["closed", "closed"]
+
+
+async def test_a_bind_that_completes_while_close_drains_the_others_is_unbound_too() -> None:
+    """close() drains bind 0 (a submit the SMSC never answers) while bind 1 still waits for
+    its bind_resp, which comes during the drain: bind 1 is unbound as well, not dropped
+    (a bound session aborted lingers at the SMSC, which may refuse the next start's binds)."""
+    unbinds: dict[int, int] = {}
+    answer_second = asyncio.Event()
+
+    async def read(reader: asyncio.StreamReader) -> tuple[int, int]:
+        header = await reader.readexactly(16)
+        await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
+        return int.from_bytes(header[4:8], "big"), int.from_bytes(header[12:16], "big")
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = len(unbinds)
+        unbinds[n] = 0
+        command_id, sequence = await read(reader)
+        if n == 1:
+            await answer_second.wait()
+        writer.write(frame(command_id | 0x8000_0000, 0, sequence, b"raw\0"))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:  # submits are never answered: close() drains them out
+                command_id, sequence = await read(reader)
+                if command_id == CommandId.unbind:
+                    unbinds[n] += 1
+                    writer.write(frame(CommandId.unbind_resp, 0, sequence, b""))
+        writer.close()
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        binds = CarrierBinds(
+            settings(port, response_timeout_s=1.0, unbind_timeout_s=1.0), binds=2, handler=accept
+        )
+        runner = asyncio.create_task(binds.run())
+        async with asyncio.timeout(10):
+            await binds.wait_bound(1)
+            assert submit(binds, BODY) is not None
+            closing = asyncio.create_task(binds.close())
+            await asyncio.sleep(0)  # close() has begun draining bind 0
+            answer_second.set()
+            await closing
+            await runner
+        assert unbinds == {0: 1, 1: 1}
+    finally:
+        server.close()
 
 
 async def test_alybnd_is_not_permanent(smsc: FakeSmsc) -> None:
