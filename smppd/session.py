@@ -908,6 +908,10 @@ class Session:
             elif (control := self._control.get(seq)) is not None and control.resp_id == cid:
                 answer = pdus.PDU_BY_ID[cid](sequence_number=seq, command_status=status)
                 self._control_answered(answer, now)
+            elif cid == CommandId.generic_nack:  # it has no body: stray octets change nothing
+                self._generic_nack(
+                    pdus.GenericNack(sequence_number=seq, command_status=status), now
+                )
             return
         self._events.append(PeerError("undecodable request", cid, seq, str(exc)))
         if cid in _BODILESS_REQUESTS:

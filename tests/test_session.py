@@ -339,6 +339,23 @@ def test_generic_nack_answers_a_submit() -> None:
     assert result.status_class is StatusClass.PERMANENT
 
 
+def test_a_generic_nack_with_stray_octets_still_answers_its_request() -> None:
+    """generic_nack has no body; one that carries octets (noted as a peer error) still ends
+    the submit it answers with its status, rather than leaving it to time out."""
+    peer = bound()
+    seq = peer.submit()
+    peer.send(frame(CommandId.generic_nack, S.ESME_RINVCMDLEN, seq, b"\x00\x05\xff\xff"))
+    events = peer.events()
+    assert isinstance(events[0], PeerError)
+    assert answers(events)[seq].result.command_status == S.ESME_RINVCMDLEN
+    session = Session(settings_())  # and a bind it answers fails with its status at once
+    binding = Peer(session)
+    session.start_bind(now=0.0)
+    (bind,) = binding.sent()
+    binding.send(frame(CommandId.generic_nack, 0x0D, bind.sequence_number, b"\x00\x05\xff\xff"))
+    assert any(isinstance(e, BindFailed) for e in binding.events())
+
+
 def test_generic_nack_with_status_0_is_not_an_acceptance() -> None:
     """A generic_nack that says ESME_ROK for a submit is a broken SMSC, not a submitted
     segment with no id (which no receipt could ever match): it retries like a system error."""
