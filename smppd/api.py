@@ -619,7 +619,7 @@ async def _op_stats(service: Service, client: ClientIdentity, req: Request) -> M
 
 
 async def _op_optout(service: Service, client: ClientIdentity, req: Request) -> Mapping[str, Any]:
-    _only(req, frozenset({"action", "sender", "number"}))
+    _only(req, frozenset({"action", "sender", "number", "after"}))
     action = _choice(_value(req, "action", required=True), "action", ("add", "remove", "list"))
     changing = action != "list"
     # Listing without a sender lists every sender of the client's ("" to the service).
@@ -627,7 +627,18 @@ async def _op_optout(service: Service, client: ClientIdentity, req: Request) -> 
     sender = "" if raw_sender is None else _str(raw_sender, "sender")
     raw_number = _value(req, "number", required=changing)
     number = None if raw_number is None else _str(raw_number, "number")
-    return await service.optout(client, action, sender, number)
+    raw_after = _value(req, "after")
+    if raw_after is None:
+        return await service.optout(client, action, sender, number)
+    # A list's `next`: {"sender": ..., "number": ...}.
+    if changing or not isinstance(raw_after, dict) or set(raw_after) != {"sender", "number"}:
+        raise ApiError(
+            ErrorCode.invalid_field,
+            'after is the `next` of an earlier list: {"sender": ..., "number": ...}',
+            field="after",
+        )
+    after = (_str(raw_after["sender"], "after"), _str(raw_after["number"], "after"))
+    return await service.optout(client, action, sender, number, after)
 
 
 def _page_limit(req: Request) -> int:

@@ -208,7 +208,13 @@ async def _finished(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _optout(client: Client, args: argparse.Namespace) -> int:
-    _print_json(await client.optout(args.action, args.sender, args.number))
+    reply = await client.optout(args.action, args.sender, args.number)
+    while args.action == "list" and "next" in reply:  # every page, printed as one list
+        more = await client.optout("list", args.sender, after=reply.pop("next"))
+        reply["optouts"] += more["optouts"]
+        if "next" in more:
+            reply["next"] = more["next"]
+    _print_json(reply)
     return EX_OK
 
 

@@ -339,15 +339,23 @@ class Client:
         return _result(await self.request("stats"))
 
     async def optout(
-        self, action: str, sender: str | None = None, number: str | None = None
+        self,
+        action: str,
+        sender: str | None = None,
+        number: str | None = None,
+        *,
+        after: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """action: add | remove | list. Sender and number are required to add or remove;
-        listing without a sender lists all of this client's senders."""
+        listing without a sender lists all of this client's senders, a page at a time: a
+        reply with `next` has more, asked for with `after=reply["next"]`."""
         fields: dict[str, Any] = {"action": action}
         if sender is not None:
             fields["sender"] = sender
         if number is not None:
             fields["number"] = number
+        if after is not None:
+            fields["after"] = dict(after)
         return _result(await self.request("optout", **fields))
 
     async def inbound(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -452,9 +460,14 @@ class SyncClient:
         return self._run(self.client.stats())
 
     def optout(
-        self, action: str, sender: str | None = None, number: str | None = None
+        self,
+        action: str,
+        sender: str | None = None,
+        number: str | None = None,
+        *,
+        after: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        return self._run(self.client.optout(action, sender, number))
+        return self._run(self.client.optout(action, sender, number, after=after))
 
     def inbound(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         return self._run(self.client.inbound(after, limit))

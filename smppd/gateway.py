@@ -31,6 +31,7 @@ from smppd.queue.model import (
     Enqueued,
     MessageStatus,
     NewMessage,
+    OptOut,
 )
 from smppd.routing import Router
 from smppd.senderpolicy import DailyCaps
@@ -46,6 +47,7 @@ from smppd.service import (
 
 log = structlog.get_logger(__name__)
 
+OPTOUT_PAGE: Final = 10_000  # opt-outs in one `optout list` reply; `next` continues
 HAND_OVER_MAX: Final = 16  # segments per call claimed on arrival, as urgent enqueues are small
 
 
@@ -550,7 +552,12 @@ class Gateway:
         }
 
     async def optout(
-        self, client: ClientIdentity, action: str, sender: str, number: str | None
+        self,
+        client: ClientIdentity,
+        action: str,
+        sender: str,
+        number: str | None,
+        after: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         # Owners only: a client allowed to send from another's id may not read who opted out
         # of it (personal data), undo a STOP, or cancel the owner's messages with an opt-out.
@@ -562,14 +569,7 @@ class Gateway:
                 field="sender",
             )
         if action == "list":
-            rows = await self._queue.list_optouts(sender=sender or None)
-            return {
-                "optouts": [
-                    {"sender": r.sender, "number": r.number, "created_at": r.created_at}
-                    for r in rows
-                    if r.sender in client.owned
-                ]
-            }
+            return await self._list_optouts([sender] if sender else sorted(client.owned), after)
         if number is None:
             raise ApiError(ErrorCode.missing_field, "number is required", field="number")
         destination = normalise_destination(
@@ -584,6 +584,34 @@ class Gateway:
         else:
             raise ApiError(ErrorCode.invalid_field, "action is add, remove or list", field="action")
         return {"changed": changed}
+
+    async def _list_optouts(
+        self, senders: list[str], after: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        """Up to OPTOUT_PAGE opt-outs of `senders`, by (sender, number) after `after`, each
+        sender read on its own (the store's order mixes in other clients' senders); `next`
+        is the cursor of the next page when there may be more."""
+        rows: list[OptOut] = []
+        for sender in senders:
+            if after is not None and sender < after[0]:
+                continue
+            cursor = after if after is not None and sender == after[0] else None
+            while (want := OPTOUT_PAGE - len(rows)) > 0:
+                page = await self._queue.list_optouts(sender=sender, after=cursor, limit=want)
+                rows += page
+                if len(page) < want:  # this sender's are all read
+                    break
+                cursor = (page[-1].sender, page[-1].number)
+            if len(rows) >= OPTOUT_PAGE:
+                break
+        reply: dict[str, Any] = {
+            "optouts": [
+                {"sender": r.sender, "number": r.number, "created_at": r.created_at} for r in rows
+            ]
+        }
+        if len(rows) >= OPTOUT_PAGE:
+            reply["next"] = {"sender": rows[-1].sender, "number": rows[-1].number}
+        return reply
 
 
 def status_json(status: MessageStatus) -> dict[str, Any]:

@@ -159,9 +159,14 @@ class Service(Protocol):
     async def stats(self, client: ClientIdentity) -> dict[str, Any]: ...
 
     async def optout(
-        self, client: ClientIdentity, action: str, sender: str, number: str | None
+        self,
+        client: ClientIdentity,
+        action: str,
+        sender: str,
+        number: str | None,
+        after: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
-        """action: add | remove | list."""
+        """action: add | remove | list (a page, after the (sender, number) `after`)."""
         ...
 
     async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:

@@ -176,9 +176,14 @@ class FakeService:
         return {"queued": len(self.owners)}
 
     async def optout(
-        self, client: ClientIdentity, action: str, sender: str, number: str | None
+        self,
+        client: ClientIdentity,
+        action: str,
+        sender: str,
+        number: str | None,
+        after: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
-        self.calls.append(("optout", (action, sender, number)))
+        self.calls.append(("optout", (action, sender, number) + ((after,) if after else ())))
         self._check()
         if action == "add" and number is not None:
             self.optouts.add((sender, number))

@@ -372,8 +372,15 @@ async def test_status_cancel_health_stats_and_optout() -> None:
         }
         everything = await raw.call({"op": "optout", "action": "list"})
         assert everything["ok"] is True
+        cursor = {"sender": "ACME", "number": "+447700900123"}
+        more = await raw.call({"op": "optout", "action": "list", "after": cursor})
+        assert more["ok"] is True
+        for bad in ({"sender": "ACME"}, ["ACME", "+447700900123"], {**cursor, "x": 1}):
+            wrong = await raw.call({"op": "optout", "action": "list", "after": bad})
+            assert wrong["error"]["field"] == "after"
     assert ("optout", ("list", "ACME", None)) in service.calls
     assert ("optout", ("list", "", None)) in service.calls
+    assert ("optout", ("list", "", None, ("ACME", "+447700900123"))) in service.calls
 
 
 async def test_status_and_cancel_name_the_message_by_id_or_by_ref() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from smppd import gateway as gateway_module
 from smppd.events import EventHub, inbound_event
 from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
 from smppd.outbound import OutboundProfile
@@ -610,3 +611,33 @@ async def test_a_store_error_while_checking_gives_that_submit_a_storage_error_an
     assert isinstance(replies[1], ApiError)
     assert replies[1].code is ErrorCode.internal
     assert caps.count("ALPHA", int(T0 // DAY_S)) == 2
+
+
+async def test_optout_list_reads_each_own_sender_and_pages_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another client's sender sorting first and holding many opt-outs hides none of ours,
+    and a list longer than a page says where the next one starts."""
+    monkeypatch.setattr(gateway_module, "OPTOUT_PAGE", 3)
+    queue = MemoryQueue()
+    for i in range(5):
+        await queue.add_optout("AAA", f"+4477009000{i:02}", now=T0)  # not app's
+    for i in range(4):
+        await queue.add_optout("ALPHA", f"+4477009001{i:02}", now=T0)
+    owner = dataclasses.replace(CLIENT, owned=frozenset({"ALPHA", "BETA"}))
+    await queue.add_optout("BETA", "+447700900200", now=T0)
+    gw = gateway(queue, Loops())
+    first = await gw.optout(owner, "list", "", None)
+    assert [(r["sender"], r["number"][-3:]) for r in first["optouts"]] == [
+        ("ALPHA", "100"),
+        ("ALPHA", "101"),
+        ("ALPHA", "102"),
+    ]
+    assert first["next"] == {"sender": "ALPHA", "number": "+447700900102"}
+    after = (first["next"]["sender"], first["next"]["number"])
+    second = await gw.optout(owner, "list", "", None, after)
+    assert [(r["sender"], r["number"][-3:]) for r in second["optouts"]] == [
+        ("ALPHA", "103"),
+        ("BETA", "200"),
+    ]
+    assert "next" not in second
