@@ -107,12 +107,17 @@ def _check_schedule(request: SubmitRequest, now: float) -> None:
 def _writes(batch: list[_Accepted]) -> list[list[_Accepted]]:
     """A call's messages as store writes: its urgent ones first, as a write of their own that
     the store commits ahead of the rest instead of inside a transaction full of it, then the
-    others, at most ENQUEUE_MAX a write."""
+    others, at most ENQUEUE_MAX a write. Those are of even sizes (1,030 is 515 and 515, not
+    1,024 and 6), so that the store takes them all as bulk writes, applied in order: a small
+    tail would go ahead of the call's head, taking lower ids (and so being sent first), and
+    a ref repeated across them would be created at its later place."""
     urgent = [a for a in batch if a.message.priority >= URGENT_PRIORITY]
     if len(urgent) == len(batch) and len(batch) <= ENQUEUE_MAX:
         return [batch]
     rest = [a for a in batch if a.message.priority < URGENT_PRIORITY] if urgent else batch
-    chunks = [rest[i : i + ENQUEUE_MAX] for i in range(0, len(rest), ENQUEUE_MAX)]
+    writes = max(1, -(-len(rest) // ENQUEUE_MAX))  # rounded up, as is the size
+    size = max(1, -(-len(rest) // writes))
+    chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
     return [urgent, *chunks] if urgent else chunks
 
 
