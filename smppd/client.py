@@ -18,7 +18,7 @@ import itertools
 import json
 import os
 import stat
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -142,6 +142,7 @@ class Client:
         self._sizes: dict[int, int] = {}  # each waiting request's line length
         self._window = asyncio.Semaphore(max_in_flight)
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_EVENT_BUFFER)
+        self._listening = False  # a subscribe() loop takes events; otherwise they are dropped
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._failure: ApiClientError | None = None
@@ -230,7 +231,8 @@ class Client:
                 if not isinstance(message, dict):
                     continue
                 if "event" in message and "ok" not in message:
-                    await self._events.put(message)  # a full buffer pauses reading: backpressure
+                    if self._listening:  # a full buffer pauses reading: backpressure
+                        await self._events.put(message)
                     continue
                 rid = message.get("id")
                 waiter = self._waiting.get(rid) if isinstance(rid, int) else None
@@ -382,21 +384,29 @@ class Client:
         reply: dict[str, Any] = _result(await self.request("finished", **fields))
         return reply
 
-    async def subscribe(self, events: Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(
+        self, events: Iterable[str] | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Events (`{"event": kind, ...}`) until the connection ends; all kinds by default.
 
         A last `{"event": "dropped"}` means the daemon dropped this subscriber for falling behind.
         """
         fields = {} if events is None else {"events": list(events)}
-        await self.request("subscribe", **fields)
-        while True:
-            # The end marker is dropped if the buffer was full when the connection ended.
-            if self._failure is not None and self._events.empty():
-                return
-            event = await self._events.get()
-            if event is None:
-                return
-            yield event
+        self._listening = True
+        try:
+            await self.request("subscribe", **fields)
+            while True:
+                # The end marker is dropped if the buffer was full when the connection ended.
+                if self._failure is not None and self._events.empty():
+                    return
+                event = await self._events.get()
+                if event is None:
+                    return
+                yield event
+        finally:  # left (a break, an error): events are dropped, so replies still get read
+            self._listening = False
+            while not self._events.empty():
+                self._events.get_nowait()
 
 
 class SyncClient:

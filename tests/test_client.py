@@ -146,6 +146,24 @@ async def test_subscribe_yields_events_until_the_connection_ends() -> None:
     assert [e.get("n") for e in rest[:-1]] == [0, 1]
 
 
+async def test_leaving_a_subscription_loop_leaves_the_connection_usable() -> None:
+    """A caller that breaks out of subscribe(): the events that follow (more than the
+    client buffers) are dropped, not left to stall the reading of every reply after them."""
+    service = FakeService(subscription_size=5000)
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        events = client.subscribe(["receipt"])
+        first = asyncio.ensure_future(anext(events))
+        subscription = await service.subscribed()
+        subscription.publish(Event("receipt", "demo", {"n": -1}))
+        async with asyncio.timeout(WAIT_S):
+            assert (await first)["n"] == -1
+        await events.aclose()
+        for n in range(3000):
+            subscription.publish(Event("receipt", "demo", {"n": n}))
+        async with asyncio.timeout(WAIT_S):
+            assert (await client.health())["status"] == "ok"
+
+
 async def test_no_daemon_is_a_connection_error_naming_the_socket() -> None:
     """A missing socket and a socket nobody serves both say the daemon may not be running."""
     with short_tmpdir() as directory:
