@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from smppd.client import ApiClientError, ApiConnectionError, Client, Submitted
+from smppd.client import ApiClientError, ApiConnectionError, ApiTimeoutError, Client, Submitted
 
 __all__ = ["main"]
 
@@ -30,6 +30,7 @@ EX_OK: Final = 0
 EX_REFUSED: Final = 1
 EX_USAGE: Final = 2  # what argparse uses
 EX_UNAVAILABLE: Final = 69
+EX_TEMPFAIL: Final = 75  # sent, no reply in time: it may have been done
 # smppd.api.EVENT_KINDS, not imported so that --help stays light (a test checks they agree).
 _EVENT_KINDS: Final = frozenset({"receipt", "inbound", "state"})
 EX_CONFIG: Final = 78  # same as smppd.config.EX_CONFIG; not imported so --help stays light
@@ -459,6 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _ConfigUnusableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except ApiTimeoutError as exc:
+        hint = " (send it again with the same --ref: that returns the stored message)"
+        hint = hint if args.command == "send" else ""
+        print(f"error: {exc.code}: {exc.message}{hint}", file=sys.stderr)
+        return EX_TEMPFAIL
     except ApiConnectionError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return EX_UNAVAILABLE

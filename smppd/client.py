@@ -28,6 +28,7 @@ from smppd.record import record
 __all__ = [
     "ApiClientError",
     "ApiConnectionError",
+    "ApiTimeoutError",
     "Client",
     "Submitted",
     "SyncClient",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 UNAVAILABLE: Final = "unavailable"  # the client's own code: no daemon, or the connection broke
+TIMEOUT: Final = "timeout"  # the client's own code: sent, and no reply in time
 # Errors not tied to a request that end the connection; others (line_too_long) leave it usable.
 _CONNECTION_ERRORS: Final = frozenset({"unauthorized", "too_many_connections", "shutting_down"})
 _SUN_PATH_MAX: Final = 107  # sockaddr_un's sun_path, less its NUL
@@ -70,6 +72,14 @@ class ApiConnectionError(ApiClientError):
 
     def __init__(self, message: str) -> None:
         super().__init__(UNAVAILABLE, message)
+
+
+class ApiTimeoutError(ApiConnectionError):
+    """The request was sent and no reply came in time: the daemon may have carried it out (a
+    submit may be stored), so resubmit with the same `ref`, which returns that message."""
+
+    def __init__(self, message: str) -> None:
+        ApiClientError.__init__(self, TIMEOUT, message)
 
 
 @record
@@ -209,7 +219,9 @@ class Client:
                         await self._writer.drain()
                     answer = await reply
             except TimeoutError:  # before OSError, of which it is a subclass
-                raise ApiConnectionError(f"no reply to {op} within {self.timeout_s} s") from None
+                raise ApiTimeoutError(
+                    f"no reply to {op} within {self.timeout_s} s; it may have been carried out"
+                ) from None
             except OSError:
                 # The daemon may have said why before closing (unauthorized, too many
                 # connections): the reader has that line or will have it shortly.

@@ -244,6 +244,20 @@ async def test_daemon_refusals_print_code_and_message(capsys: pytest.CaptureFixt
         assert err.endswith("(field: priority)\n")
 
 
+async def test_a_send_with_no_reply_in_time_is_status_75_and_says_to_resend_with_its_ref(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not 69 (daemon not reachable): the request went out and may be stored."""
+    service = FakeService(gates={"slow": asyncio.Event()})
+    async with running_server(service, close_timeout_s=0.1) as server:
+        send = ["send", "--socket", str(server.settings.socket), "--timeout", "0.2"]
+        send += ["--to", "+447700900123", "--from", "ACME", "--text", "x", "--ref", "slow"]
+        assert await run_cli(*send) == 75
+    err = capsys.readouterr().err
+    assert err.startswith("error: timeout: no reply to submit within 0.2 s")
+    assert "same --ref" in err
+
+
 async def test_cancel_stats_and_optout(capsys: pytest.CaptureFixture[str]) -> None:
     """The other commands print the daemon's result as JSON."""
     async with running_server() as server:

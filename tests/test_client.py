@@ -12,6 +12,7 @@ from smppd.api import ClientTable
 from smppd.client import (
     ApiClientError,
     ApiConnectionError,
+    ApiTimeoutError,
     Client,
     Submitted,
     SyncClient,
@@ -192,12 +193,14 @@ async def test_unauthorized_is_raised_on_the_first_request() -> None:
 
 
 async def test_reply_timeout_and_lost_connection_are_connection_errors() -> None:
-    """No reply in time, or the daemon going away mid-request, raise ApiConnectionError."""
+    """No reply in time, or the daemon going away mid-request, raise ApiConnectionError; the
+    first as ApiTimeoutError (code timeout): the request went out and may have been done."""
     service = FakeService(gates={"slow": asyncio.Event()})
     async with running_server(service, close_timeout_s=0.1) as server:
         async with Client(server.settings.socket, timeout_s=0.2) as client:
-            with pytest.raises(ApiConnectionError, match="no reply to submit"):
+            with pytest.raises(ApiTimeoutError, match="no reply to submit") as late:
                 await client.submit(to=TO, sender="ACME", text="x", ref="slow")
+            assert late.value.code == "timeout"
         service.submit_entered.clear()
         async with Client(server.settings.socket) as client:
             held = asyncio.ensure_future(client.submit(to=TO, sender="ACME", text="x", ref="slow"))
