@@ -468,7 +468,8 @@ def _priority(value: object) -> int:
 _SUBMIT_OPTIONS: Final[Mapping[str, Callable[[object], object]]] = {
     "priority": _priority,
     "ref": lambda value: _str(value, "ref", max_chars=MAX_REF_CHARS),
-    "validity_s": lambda value: _float(value, "validity_s", above=0.0, most=MAX_VALIDITY_S),
+    # At least a second: SMPP's validity_period counts whole seconds, and less is gone at once.
+    "validity_s": lambda value: _float(value, "validity_s", lo=1.0, most=MAX_VALIDITY_S),
     "schedule_at": lambda value: _float(value, "schedule_at", lo=0.0),
     "registered_delivery": lambda value: _bool(value, "registered_delivery"),
     "encoding": lambda value: _choice(value, "encoding", ENCODINGS),
@@ -478,8 +479,14 @@ _SUBMIT_OPTIONS: Final[Mapping[str, Callable[[object], object]]] = {
 _SUBMIT_FIELDS: Final = frozenset({"to", "from", "text", *_SUBMIT_OPTIONS})
 
 
-def parse_submit(req: Request) -> SubmitRequest:
-    """A submit request's fields as a SubmitRequest; ApiError naming the first bad field."""
+def parse_submit(req: Request, *, nested: bool = False) -> SubmitRequest:
+    """A submit request's fields as a SubmitRequest; ApiError naming the first bad field.
+    `nested`: a message of a submit_many, whose `op` (if given) must be submit: another op
+    there is a mistake, not a submit to make."""
+    if nested and req.get("op", "submit") != "submit":
+        raise ApiError(
+            ErrorCode.invalid_field, "a message of a submit_many is a submit", field="op"
+        )
     _only(req, _SUBMIT_FIELDS)
     options: dict[str, Any] = {}
     if not req.keys().isdisjoint(_SUBMIT_OPTIONS):  # most submits give none
@@ -501,11 +508,11 @@ def _required_str(req: Request, name: str) -> str:
     return _str(_value(req, name, required=True), name)
 
 
-def _parse_message(message: object) -> SubmitRequest | ApiError:
+def _parse_message(message: object, *, nested: bool = False) -> SubmitRequest | ApiError:
     if not isinstance(message, dict):
         return ApiError(ErrorCode.invalid_request, "a message is a JSON object")
     try:
-        return parse_submit(message)
+        return parse_submit(message, nested=nested)
     except ApiError as error:
         return error
 
@@ -572,7 +579,7 @@ async def _op_submit_many(
     messages = _value(req, "messages", required=True)
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages", "a non-empty list of submit objects")
-    parsed = [_parse_message(message) for message in messages]
+    parsed = [_parse_message(message, nested=True) for message in messages]
     results: list[dict[str, Any]] = []
     for outcome in await _submit_each(service, client, parsed):
         if isinstance(outcome, ApiError):

@@ -185,6 +185,7 @@ async def test_submit_many_answers_each_message_in_order() -> None:
             {"to": "0770", "from": "ACME", "text": "c"},
             "not an object",
             {"to": "+447700900003", "from": "ACME", "text": "d" * 200},
+            {"op": "status", "id": 99, "to": "+447700900004", "from": "ACME", "text": "e"},
         ]
         reply = await raw.call({"op": "submit_many", "id": 9, "messages": messages})
     assert reply["ok"] is True
@@ -197,6 +198,7 @@ async def test_submit_many_answers_each_message_in_order() -> None:
     assert results[2]["error"]["code"] == "invalid_address"
     assert results[3]["error"]["code"] == "invalid_request"
     assert results[4] == {"ok": True, "message_id": 2, "segments": 2, "created": True}
+    assert (results[5]["error"]["code"], results[5]["error"]["field"]) == ("invalid_field", "op")
     assert [[r.text for r in call] for call in submits(service)] == [["a", "c", "d" * 200]]
 
 
@@ -449,6 +451,11 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
     ),
     (
         b'{"op":"submit","to":"+4","from":"A","text":"x","validity_s":-1}',
+        "invalid_field",
+        "validity_s",
+    ),
+    (
+        b'{"op":"submit","to":"+4","from":"A","text":"x","validity_s":1e-300}',
         "invalid_field",
         "validity_s",
     ),
