@@ -468,8 +468,7 @@ def _priority(value: object) -> int:
 _SUBMIT_OPTIONS: Final[Mapping[str, Callable[[object], object]]] = {
     "priority": _priority,
     "ref": lambda value: _str(value, "ref", max_chars=MAX_REF_CHARS),
-    # At least a second: SMPP's validity_period counts whole seconds, and less is gone at once.
-    "validity_s": lambda value: _float(value, "validity_s", lo=1.0, most=MAX_VALIDITY_S),
+    "validity_s": lambda value: _float(value, "validity_s", above=0.0, most=MAX_VALIDITY_S),
     "schedule_at": lambda value: _float(value, "schedule_at", lo=0.0),
     "registered_delivery": lambda value: _bool(value, "registered_delivery"),
     "encoding": lambda value: _choice(value, "encoding", ENCODINGS),
