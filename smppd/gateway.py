@@ -9,9 +9,10 @@ commit. Everything accepted in one call shares one group commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import structlog
@@ -145,6 +146,20 @@ def _storage_error(exc: QueueError) -> ApiError:
         return ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
     log.error("queue error on submit", error=str(exc))
     return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
+
+
+@contextlib.contextmanager
+def _storage_errors(op: str) -> Iterator[None]:
+    """A store that cannot take a change: storage_full for a full disk, else a storage error;
+    logged here, not as a fault of the core."""
+    try:
+        yield
+    except StorageFullError:
+        log.error("storage full: changes refused until space is freed", op=op)
+        raise ApiError(ErrorCode.storage_full, "storage is full; try again") from None
+    except QueueError as exc:
+        log.error("queue error", op=op, error=str(exc))
+        raise ApiError(ErrorCode.internal, "storage error; try again") from None
 
 
 def _or_default(asked: bool | None, default: bool) -> bool:
@@ -484,7 +499,8 @@ class Gateway:
         return found
 
     async def cancel(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
-        found = await self._queue.cancel(message_id, client.name, now=self._clock())
+        with _storage_errors("cancel"):
+            found = await self._queue.cancel(message_id, client.name, now=self._clock())
         if found is None:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
         status, changes = found
@@ -581,11 +597,14 @@ class Gateway:
             number, default_country_prefix=self._settings.default_country_prefix, field="number"
         )
         if action == "add":
-            changed = await self._queue.add_optout(sender, destination, now=self._clock())
-            cancelled = await self._queue.cancel_queued_to(sender, destination, now=self._clock())
+            with _storage_errors("optout"):
+                changed = await self._queue.add_optout(sender, destination, now=self._clock())
+                now = self._clock()
+                cancelled = await self._queue.cancel_queued_to(sender, destination, now=now)
             self._cancelled(cancelled)
         elif action == "remove":
-            changed = await self._queue.remove_optout(sender, destination)
+            with _storage_errors("optout"):
+                changed = await self._queue.remove_optout(sender, destination)
         else:
             raise ApiError(ErrorCode.invalid_field, "action is add, remove or list", field="action")
         return {"changed": changed}

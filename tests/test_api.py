@@ -454,7 +454,6 @@ MALFORMED: list[tuple[bytes, str, str | None]] = [
         "invalid_field",
         "validity_s",
     ),
-
     (
         b'{"op":"submit","to":"+4","from":"A","text":"x","validity_s":1e400}',
         "invalid_field",

@@ -645,3 +645,31 @@ async def test_optout_list_reads_each_own_sender_and_pages_the_rest(
         ("BETA", "200"),
     ]
     assert "next" not in second
+
+
+class FullDisk(MemoryQueue):
+    """A store whose disk is full for cancels and opt-outs."""
+
+    async def cancel(self, message_id: int, client: str | None, *, now: float) -> Any:
+        raise StorageFullError("queue storage: database or disk is full")
+
+    async def add_optout(self, sender: str, number: str, *, now: float) -> bool:
+        raise StorageFullError("queue storage: database or disk is full")
+
+    async def remove_optout(self, sender: str, number: str) -> bool:
+        raise StorageBusyError("database is locked")
+
+
+async def test_a_store_that_cannot_take_a_cancel_or_an_opt_out_says_which_error() -> None:
+    """storage_full for a full disk (as a submit gets), not `internal` as for a bug."""
+    gw = gateway(FullDisk(), Loops())
+    with pytest.raises(ApiError) as cancel:
+        await gw.cancel(CLIENT, 1)
+    assert cancel.value.code is ErrorCode.storage_full
+    with pytest.raises(ApiError) as add:
+        await gw.optout(CLIENT, "add", "ALPHA", "+447700900123")
+    assert add.value.code is ErrorCode.storage_full
+    with pytest.raises(ApiError) as remove:
+        await gw.optout(CLIENT, "remove", "ALPHA", "+447700900123")
+    assert remove.value.code is ErrorCode.internal
+    assert remove.value.message == "storage error; try again"
