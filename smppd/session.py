@@ -47,6 +47,11 @@ TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late f
 # longer: a submit an SMSC lost for good would hold its slot that long, and an SMSC that answers
 # nothing for a second timeout is dropped by the probe anyway.
 HOLD_TIMED_OUT: Final = 2
+# Submits lost (no answer in HOLD_TIMED_OUT timeouts) with no other submit answered between
+# them, past which the bind is dropped: an SMSC that answers enquire_link but swallows every
+# submit (a stuck node) would otherwise keep it for ever, each submit spending an attempt
+# while the carrier's other addresses go untried. One that answers late keeps its bind.
+LOST_IN_A_ROW: Final = 3
 
 _BODILESS_REQUESTS: Final = frozenset({int(CommandId.enquire_link), int(CommandId.unbind)})
 
@@ -226,7 +231,8 @@ class CloseReason(StrEnum):
     BIND_FAILED = "bind_failed"
     BIND_TIMEOUT = "bind_timeout"
     ENQUIRE_LINK_TIMEOUT = "enquire_link_timeout"
-    REQUESTS_UNANSWERED = "requests_unanswered"  # a submit and then an enquire_link timed out
+    # A submit and then an enquire_link timed out, or LOST_IN_A_ROW submits were lost.
+    REQUESTS_UNANSWERED = "requests_unanswered"
     UNBIND_TIMEOUT = "unbind_timeout"
     FRAMING_LOST = "framing_lost"
     CLOSED_BEFORE_BOUND = "closed_before_bound"
@@ -462,6 +468,8 @@ class Session:
         # only an answer, not the SMSC's own PDUs, shows it alive.
         self._last_answer = -math.inf
         self._silent_since = -math.inf
+        self._lost_in_a_row = 0  # see LOST_IN_A_ROW
+        self._lost_limit = LOST_IN_A_ROW
         # Our enquire_links that timed out in a row while the SMSC sent other PDUs (its own
         # enquire_links, say): keep-alive is on the answers to ours, not on any byte read.
         self._probes_missed = 0
@@ -652,6 +660,10 @@ class Session:
             while held and next(iter(held.values())) <= now:
                 del held[next(iter(held))]  # no answer after all this time: lost
             self._events.append(SlotsFreed(count - len(held)))
+            self._lost_in_a_row += count - len(held)
+            if self._lost_in_a_row >= self._lost_limit and self.state in _BOUND:
+                self._drop(CloseReason.REQUESTS_UNANSWERED)
+                return
         submits = self._submits
         limit = now - self._response_timeout_s
         hold_s = (HOLD_TIMED_OUT - 1) * self._response_timeout_s
@@ -789,6 +801,7 @@ class Session:
         self, seq: int, sent_at: float, status: int, message_id: str | None, now: float
     ) -> None:
         self._last_answer = now
+        self._lost_in_a_row = 0
         if status == 0:
             result = SubmitResult(message_id, 0, StatusClass.SUCCESS, False, self.name)
         else:
@@ -889,6 +902,7 @@ class Session:
             del self._timed_out[seq]
             self._held.pop(seq, None)  # answered at last: its slot is free
             self._last_answer = now  # slow, not dead: no reason to drop the bind
+            self._lost_in_a_row = 0
             if command_id == CommandId.generic_nack:
                 status = status or CommandStatus.ESME_RSYSERR  # never an acceptance
             self._events.append(LateResponse(command_id, seq, status, message_id, now - sent_at))

@@ -16,6 +16,8 @@ from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy
 from smppd.pdu.tlv import Tlv
 from smppd.ratelimit import ARRIVAL_MARGIN, SPORADIC_MIN_THROTTLES, SlidingWindow
 from smppd.session import (
+    HOLD_TIMED_OUT,
+    LOST_IN_A_ROW,
     MAX_SEQUENCE_NUMBER,
     BindError,
     BindFailed,
@@ -418,11 +420,13 @@ def test_wrapped_numbers_skip_ones_still_in_use() -> None:
 
 class WindowMachine(RuleBasedStateMachine):
     """Any sequence of submits, answers in any order and timeouts keeps the window's promises: a
-    submit that timed out holds its slot until its late answer, or 2 response timeouts."""
+    submit that timed out holds its slot until its late answer, or 2 response timeouts. (The
+    window alone: the drop after LOST_IN_A_ROW lost submits is tested on its own.)"""
 
     def __init__(self) -> None:
         super().__init__()
         self.peer = bound(window=5, first_sequence_number=MAX_SEQUENCE_NUMBER - 20)
+        self.peer.session._lost_limit = 1 << 30
         self.outstanding: set[int] = set()
         self.held: dict[int, float] = {}  # timed out, unanswered -> when the slot is given up
         self.ended: set[int] = set()
@@ -594,6 +598,27 @@ def test_an_smsc_slower_than_the_timeout_keeps_its_bind() -> None:
             peer.send(pdus.EnquireLinkResp(sequence_number=probe.sequence_number))
         assert peer.session.state is State.BOUND_TRX
         peer.events()
+
+
+def test_an_smsc_that_answers_probes_but_swallows_submits_is_dropped() -> None:
+    """enquire_link answered every time, no submit ever answered: once LOST_IN_A_ROW submits
+    have gone unanswered for HOLD_TIMED_OUT timeouts the bind is dropped (requests_unanswered)
+    so that it binds again, maybe to another node, instead of spending every attempt."""
+    peer = bound(enquire_link_interval_s=30.0, response_timeout_s=2.0, window=5)
+    seqs = [peer.submit() for _ in range(LOST_IN_A_ROW)]
+    peer.sent()
+    closed = None
+    for _ in range(12):  # 6 s in half-second steps, each probe answered at once
+        peer.advance(0.5)
+        for probe in peer.sent():
+            if isinstance(probe, pdus.EnquireLink):
+                peer.send(pdus.EnquireLinkResp(sequence_number=probe.sequence_number))
+        closing = [e for e in peer.events() if isinstance(e, ConnectionShouldClose)]
+        if closing:
+            closed = (peer.now, closing[0].reason)
+            break
+    assert closed == (2.0 * HOLD_TIMED_OUT, CloseReason.REQUESTS_UNANSWERED)
+    assert len(seqs) == LOST_IN_A_ROW
 
 
 def test_enquire_link_unanswered_closes_and_abandons() -> None:
