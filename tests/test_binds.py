@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from raw_smsc import read_frame
 
 from smppd.binds import (
     BIND_REFUSED_PERMANENT,
@@ -238,21 +239,16 @@ async def test_a_bind_that_completes_while_close_drains_the_others_is_unbound_to
     unbinds: dict[int, int] = {}
     answer_second = asyncio.Event()
 
-    async def read(reader: asyncio.StreamReader) -> tuple[int, int]:
-        header = await reader.readexactly(16)
-        await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
-        return int.from_bytes(header[4:8], "big"), int.from_bytes(header[12:16], "big")
-
     async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         n = len(unbinds)
         unbinds[n] = 0
-        command_id, sequence = await read(reader)
+        command_id, sequence = await read_frame(reader)
         if n == 1:
             await answer_second.wait()
         writer.write(frame(command_id | 0x8000_0000, 0, sequence, b"raw\0"))
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:  # submits are never answered: close() drains them out
-                command_id, sequence = await read(reader)
+                command_id, sequence = await read_frame(reader)
                 if command_id == CommandId.unbind:
                     unbinds[n] += 1
                     writer.write(frame(CommandId.unbind_resp, 0, sequence, b""))

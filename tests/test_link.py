@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import structlog.testing
+from raw_smsc import read_frame
 
 from smppd.link import DeliverHandler, Link, NullObserver
 from smppd.metrics import CarrierObserver
@@ -654,9 +655,7 @@ async def test_a_peer_that_writes_and_never_reads_gets_no_more_read_from_it() ->
 
     async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal sent
-        header = await reader.readexactly(16)
-        await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
-        sequence = int.from_bytes(header[12:16], "big")
+        _, sequence = await read_frame(reader)
         writer.write(frame(CommandId.bind_transceiver_resp, 0, sequence, b"raw\0"))
         chunk = b"".join(frame(CommandId.enquire_link, 0, i + 1, b"") for i in range(4096))
         flooding.set()
@@ -684,18 +683,13 @@ async def test_answers_an_smsc_writes_after_its_unbind_are_still_read() -> None:
     are read and count (cut off, each would be sent again), then the link closes."""
     answered_unbind = asyncio.Event()
 
-    async def read(reader: asyncio.StreamReader) -> tuple[int, int]:
-        header = await reader.readexactly(16)
-        await reader.readexactly(int.from_bytes(header[:4], "big") - 16)
-        return int.from_bytes(header[4:8], "big"), int.from_bytes(header[12:16], "big")
-
     async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        _, sequence = await read(reader)
+        _, sequence = await read_frame(reader)
         writer.write(frame(CommandId.bind_transceiver_resp, 0, sequence, b"raw\0"))
-        submits = [(await read(reader))[1] for _ in range(3)]
+        submits = [(await read_frame(reader))[1] for _ in range(3)]
         writer.write(frame(CommandId.unbind, 0, 900, b""))
         await writer.drain()
-        command_id, _ = await read(reader)  # our unbind_resp, before it answers the submits
+        command_id, _ = await read_frame(reader)  # our unbind_resp, before it answers the submits
         if command_id == CommandId.unbind_resp:
             answered_unbind.set()
         writer.write(b"".join(frame(CommandId.submit_sm_resp, 0, s, b"m%d\0" % s) for s in submits))
