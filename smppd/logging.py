@@ -28,6 +28,9 @@ NUMBER_KEYS: Final = frozenset(
     | {"recipient", "number"}
 )
 REDACTED_KEYS: Final = frozenset({"text", "short_message", "message_payload", "password"})
+# Keys whose values are free text that may quote a number (an exception's message, what a
+# peer sent): number-like runs in them are masked, as in the event itself.
+FREE_TEXT_KEYS: Final = frozenset({"error", "detail"})
 
 _KEPT_TAIL: Final = 2
 _MIN_MASKED: Final = 5
@@ -91,6 +94,8 @@ def _scrub(key: object, value: object, *, descend: bool) -> object:
         return _redacted(name, value)
     if name in NUMBER_KEYS:
         return _masked(value)
+    if name in FREE_TEXT_KEYS and isinstance(value, str):
+        return _mask_digit_runs(value)
     if descend and isinstance(value, Mapping):
         return {k: _scrub(k, v, descend=False) for k, v in value.items()}
     return value

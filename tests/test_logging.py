@@ -91,6 +91,7 @@ def test_redact_private_rules() -> None:
             "password": "secret",
             "segment": {"source_addr": NUMBER, "message_payload": "abc", "seq": 4},
             "message_id": "12345678901",
+            "error": f"KeyError: '{NUMBER}' (errno 28)",
         },
     )
     assert event == {
@@ -106,6 +107,7 @@ def test_redact_private_rules() -> None:
             "seq": 4,
         },
         "message_id": "12345678901",
+        "error": "KeyError: '+44791*****23' (errno 28)",  # free text: number-like runs only
     }
 
 
