@@ -547,21 +547,26 @@ OpHandler = Callable[[Service, ClientIdentity, Request], Awaitable[Mapping[str, 
 
 
 async def _submit_all(
-    service: Service, client: ClientIdentity, requests: Sequence[SubmitRequest]
+    service: Service, client: ClientIdentity, requests: Sequence[SubmitRequest], whole: bool
 ) -> list[SubmitReply | ApiError]:
-    replies = await service.submit(client, requests)
+    replies = await service.submit(client, requests, whole=whole)
     if len(replies) != len(requests):
         raise RuntimeError(f"service answered {len(replies)} of {len(requests)} submits")
     return replies
 
 
 async def _submit_each(
-    service: Service, client: ClientIdentity, parsed: Sequence[SubmitRequest | ApiError]
+    service: Service,
+    client: ClientIdentity,
+    parsed: Sequence[SubmitRequest | ApiError],
+    *,
+    whole: bool = True,
 ) -> list[SubmitReply | ApiError]:
     """The reply to each of `parsed`, in order. Each message was parsed on its own so that a bad
-    one fails alone; the valid ones go to the service in one call, which commits them together."""
+    one fails alone; the valid ones go to the service in one call, which commits them together
+    (`whole`: a submit_many; otherwise single submits read together)."""
     valid = [p for p in parsed if isinstance(p, SubmitRequest)]
-    replies = iter(await _submit_all(service, client, valid) if valid else [])
+    replies = iter(await _submit_all(service, client, valid, whole) if valid else [])
     return [next(replies) if isinstance(p, SubmitRequest) else p for p in parsed]
 
 
@@ -933,7 +938,9 @@ class _Connection:
         try:
             parsed = [_parse_message(req) for _, req in batch]
             try:
-                outcomes = await _submit_each(self._server.service, self.client, parsed)
+                outcomes = await _submit_each(
+                    self._server.service, self.client, parsed, whole=False
+                )
             except ApiError as error:  # the whole call refused: each valid submit's answer
                 outcomes = _in_place_of_valid(parsed, error)
             except Exception as exc:  # any bug in the core answers `internal`

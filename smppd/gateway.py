@@ -229,7 +229,7 @@ class Gateway:
     # --- submit ----------------------------------------------------------------------------
 
     async def submit(
-        self, client: ClientIdentity, requests: Sequence[SubmitRequest]
+        self, client: ClientIdentity, requests: Sequence[SubmitRequest], *, whole: bool = True
     ) -> list[SubmitReply | ApiError]:
         if self.shutting_down:
             error = ApiError(ErrorCode.shutting_down, "smppd is shutting down; submit again")
@@ -254,8 +254,10 @@ class Gateway:
             for accepted in batch:
                 self._release(accepted)
             raise
+        if batch and not whole:  # independent submits: those that fit, in order
+            batch = self._fitting(client, batch, results)
         if batch:
-            refused = self._over_depth(client, batch)
+            refused = self._over_depth(client, sum(len(a.message.segments) for a in batch))
             groups = [batch] if refused is not None else _writes(batch)
             refusals: Sequence[ApiError | None] = [refused]
             if refused is None:
@@ -301,8 +303,29 @@ class Gateway:
             if found is not None:
                 results[i] = SubmitReply(found.message_id, len(found.segments), created=False)
 
-    def _over_depth(self, client: ClientIdentity, batch: list[_Accepted]) -> ApiError | None:
-        segments = sum(len(a.message.segments) for a in batch)
+    def _fitting(
+        self,
+        client: ClientIdentity,
+        batch: list[_Accepted],
+        results: list[SubmitReply | ApiError | None],
+    ) -> list[_Accepted]:
+        """Of independent submits, those that fit the depths in order; each of the rest gets
+        the refusal it would have had alone (and gives its cap reservation back)."""
+        fit: list[_Accepted] = []
+        segments = 0
+        for accepted in batch:
+            more = len(accepted.message.segments)
+            refused = self._over_depth(client, segments + more)
+            if refused is None:
+                fit.append(accepted)
+                segments += more
+            else:
+                results[accepted.slot] = refused
+                self._release(accepted)
+        return fit
+
+    def _over_depth(self, client: ClientIdentity, segments: int) -> ApiError | None:
+        """The refusal for `segments` more from `client`, if they would pass a depth."""
         if self._queue.queued_depth() + segments > self._settings.max_depth:
             return ApiError(
                 ErrorCode.queue_full,

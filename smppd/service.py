@@ -137,9 +137,11 @@ class Subscription(Protocol):
 
 class Service(Protocol):
     async def submit(
-        self, client: ClientIdentity, requests: Sequence[SubmitRequest]
+        self, client: ClientIdentity, requests: Sequence[SubmitRequest], *, whole: bool = True
     ) -> list[SubmitReply | ApiError]:
-        """Validate and durably queue; each reply is sent only after its message is on disk."""
+        """Validate and durably queue; each reply is sent only after its message is on disk.
+        `whole`: one call (a submit_many), refused whole when the queue's depth or the client's
+        max_queued would be passed; otherwise independent submits, taken in order while they fit."""
         ...
 
     async def status(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:

@@ -96,7 +96,7 @@ class FakeService:
             raise self.failure
 
     async def submit(
-        self, client: ClientIdentity, requests: Sequence[SubmitRequest]
+        self, client: ClientIdentity, requests: Sequence[SubmitRequest], *, whole: bool = True
     ) -> list[SubmitReply | ApiError]:
         self.calls.append(("submit", (client.name, list(requests))))
         self.submit_entered.set()

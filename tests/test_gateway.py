@@ -673,3 +673,19 @@ async def test_a_store_that_cannot_take_a_cancel_or_an_opt_out_says_which_error(
         await gw.optout(CLIENT, "remove", "ALPHA", "+447700900123")
     assert remove.value.code is ErrorCode.internal
     assert remove.value.message == "storage error; try again"
+
+
+async def test_independent_submits_that_pass_a_depth_are_refused_one_by_one() -> None:
+    """Single submits read together (not a submit_many): those that fit the queue's depth
+    go in, in order, and only the rest get queue_full; a submit_many is refused whole."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops(), max_depth=3)
+
+    def codes(replies: Sequence[SubmitReply | ApiError]) -> list[str]:
+        return [str(r.code) if isinstance(r, ApiError) else "ok" for r in replies]
+
+    many = [request(f"m{i}") for i in range(4)]
+    assert codes(await gw.submit(CLIENT, many)) == ["queue_full"] * 4
+    singles = [request(f"s{i}") for i in range(5)]
+    assert codes(await gw.submit(CLIENT, singles, whole=False)) == ["ok"] * 3 + ["queue_full"] * 2
+    assert queue.queued_depth() == 3
