@@ -49,6 +49,7 @@ from smppd.service import (
 log = structlog.get_logger(__name__)
 
 OPTOUT_PAGE: Final = 10_000  # opt-outs in one `optout list` reply; `next` continues
+REF_LOOKUPS_MAX: Final = 1_000  # refs of refused submits looked up in one call (_known_refs)
 HAND_OVER_MAX: Final = 16  # segments per call claimed on arrival, as urgent enqueues are small
 
 
@@ -283,7 +284,9 @@ class Gateway:
     ) -> None:
         """A submit refused for want of room (a cap, the queue's depth) whose ref the store
         already has is that message again: a client resubmitting after a lost reply must not
-        be told that what will be sent was refused."""
+        be told that what will be sent was refused. At most REF_LOOKUPS_MAX lookups a call:
+        a flood refused for a full queue must not cost a store read per message."""
+        lookups = 0
         for i, (request, result) in enumerate(zip(requests, results, strict=True)):
             if (
                 request.ref is None
@@ -291,6 +294,9 @@ class Gateway:
                 or result.code not in _ROOM_REFUSALS
             ):
                 continue
+            lookups += 1
+            if lookups > REF_LOOKUPS_MAX:
+                return
             try:
                 message_id = await self._queue.message_id_of(client.name, request.ref)
                 found = (

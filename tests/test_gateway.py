@@ -689,3 +689,17 @@ async def test_independent_submits_that_pass_a_depth_are_refused_one_by_one() ->
     singles = [request(f"s{i}") for i in range(5)]
     assert codes(await gw.submit(CLIENT, singles, whole=False)) == ["ok"] * 3 + ["queue_full"] * 2
     assert queue.queued_depth() == 3
+
+
+async def test_refs_of_refused_submits_are_looked_up_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past REF_LOOKUPS_MAX in one call, a refused submit's refusal stands (a flood refused
+    for a full queue costs no store read per message); the ones looked up are found."""
+    monkeypatch.setattr(gateway_module, "REF_LOOKUPS_MAX", 1)
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops(), max_depth=2)
+    stored = [dataclasses.replace(request(f"m{i}"), ref=f"r{i}") for i in range(2)]
+    assert all(isinstance(r, SubmitReply) for r in await gw.submit(CLIENT, stored))
+    again = await gw.submit(CLIENT, [*stored, request("new")])
+    assert [type(r) for r in again] == [SubmitReply, ApiError, ApiError]
