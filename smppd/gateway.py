@@ -140,27 +140,26 @@ _ROOM_REFUSALS: Final = frozenset(
 )
 
 
-def _storage_error(exc: QueueError) -> ApiError:
-    """A submit the store could not take (or check): nothing of it was accepted."""
+def _storage_error(
+    exc: QueueError, *, op: str = "submit", outcome: str = "nothing was accepted"
+) -> ApiError:
+    """What the client is told of a store that could not take (or check) its request:
+    storage_full for a full disk, else a storage error; logged here, not as a fault of the
+    core."""
     if isinstance(exc, StorageFullError):
-        log.error("storage full: submits refused until space is freed")
-        return ApiError(ErrorCode.storage_full, "storage is full; nothing was accepted")
-    log.error("queue error on submit", error=str(exc))
-    return ApiError(ErrorCode.internal, "storage error; nothing was accepted")
+        log.error("storage full: refused until space is freed", op=op)
+        return ApiError(ErrorCode.storage_full, f"storage is full; {outcome}")
+    log.error("queue error", op=op, error=str(exc))
+    return ApiError(ErrorCode.internal, f"storage error; {outcome}")
 
 
 @contextlib.contextmanager
 def _storage_errors(op: str) -> Iterator[None]:
-    """A store that cannot take a change: storage_full for a full disk, else a storage error;
-    logged here, not as a fault of the core."""
+    """_storage_error for a change (a cancel, an opt-out), raised."""
     try:
         yield
-    except StorageFullError:
-        log.error("storage full: changes refused until space is freed", op=op)
-        raise ApiError(ErrorCode.storage_full, "storage is full; try again") from None
     except QueueError as exc:
-        log.error("queue error", op=op, error=str(exc))
-        raise ApiError(ErrorCode.internal, "storage error; try again") from None
+        raise _storage_error(exc, op=op, outcome="try again") from None
 
 
 def _or_default(asked: bool | None, default: bool) -> bool:
@@ -255,10 +254,12 @@ class Gateway:
             for accepted in batch:
                 self._release(accepted)
             raise
+        refused: ApiError | None = None
         if batch and not whole:  # independent submits: those that fit, in order
             batch = self._fitting(client, batch, results)
-        if batch:
+        elif batch:  # a call: refused whole if it would pass a depth
             refused = self._over_depth(client, sum(len(a.message.segments) for a in batch))
+        if batch:
             groups = [batch] if refused is not None else _writes(batch)
             refusals: Sequence[ApiError | None] = [refused]
             if refused is None:
