@@ -420,7 +420,7 @@ class SmppdCollector(Collector):
         yield held
         held_ended = CounterMetricFamily(
             "smppd_receipts_held_ended",
-            "Early receipts no longer held: matched later, unmatched (hold time passed), dropped",
+            "Early receipts no longer held: matched, duplicate, unmatched (hold passed), dropped",
             labels=["carrier", "result"],
         )
         for carrier, by_result in self._held_ended().items():

@@ -670,3 +670,49 @@ def test_held_keys_become_the_learned_format_s() -> None:
     assert relearned_keys(learned, IdFormat.HEX) is None  # once only
     assert relearned_keys(receipt_keys("65", IdFormat.HEX), IdFormat.HEX) is None  # set so
     assert relearned_keys((), IdFormat.HEX) is None
+
+
+async def test_an_early_receipt_sent_twice_counts_one_match_and_one_duplicate(
+    store: Queue,
+) -> None:
+    """The SMSC repeats a receipt before its submit_sm_resp came: both copies are held, the
+    submit applies the first and the second is a duplicate, not a second match."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    results = await store.apply_receipts(CARRIER, [delivered("5150")] * 2, now=T0 + 1)
+    assert [r.outcome for r in results] == [ReceiptOutcome.HELD] * 2
+    changes = await store.record(
+        [Submitted(seg.segment_id, correlation_keys("5150"), "b")], now=T0 + 2
+    )
+    assert [c.segment_state for c in changes] == [SegmentState.SUBMITTED, SegmentState.DELIVERED]
+    assert await state_of(store, enq.message_id) is MessageState.DELIVERED
+    assert (await store.stats(now=T0 + 2)).receipts_held == 0
+    assert store.held_ended == {CARRIER: {"matched": 1, "duplicate": 1}}
+
+
+async def test_a_receipt_settled_twice_by_the_fallback_counts_one_duplicate(store: Queue) -> None:
+    """Two copies of a receipt writing the id in the other base wait out FALLBACK_AFTER_S and
+    settle on the segment together: one match, one duplicate."""
+    message_id = await submit_keys(store, resp_keys("ff00"), now=T0)
+    receipt = ReceiptIn(receipt_keys("65280"), "DELIVRD", "delivered", "000", T0 + 5)
+    results = await store.apply_receipts(CARRIER, [receipt, receipt], now=T0 + 6)
+    assert [r.outcome for r in results] == [ReceiptOutcome.HELD] * 2
+    settled = await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S)
+    assert [c.message_id for c in settled[CARRIER]] == [message_id]
+    assert await state_of(store, message_id) is MessageState.DELIVERED
+    assert store.held_ended == {CARRIER: {"matched": 1, "duplicate": 1}}
+
+
+async def test_a_copy_of_a_settled_receipt_ends_as_a_duplicate(store: Queue) -> None:
+    """A copy of a receipt the fallback settled comes later: held (its best key is no
+    segment's), it ends as a duplicate when it has waited, not as unmatched at the hold time."""
+    message_id = await submit_keys(store, resp_keys("ff00"), now=T0)
+    receipt = ReceiptIn(receipt_keys("65280"), "DELIVRD", "delivered", "000", T0 + 5)
+    await store.apply_receipts(CARRIER, [receipt], now=T0 + 6)
+    assert (await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S)).keys() == {CARRIER}
+    (again,) = await store.apply_receipts(CARRIER, [receipt], now=T0 + 7 + FALLBACK_AFTER_S)
+    assert again.outcome is ReceiptOutcome.HELD
+    assert await store.settle_receipts(now=T0 + 7 + 2 * FALLBACK_AFTER_S) == {}
+    assert (await store.stats(now=T0 + 8 + 2 * FALLBACK_AFTER_S)).receipts_held == 0
+    assert store.held_ended == {CARRIER: {"matched": 1, "duplicate": 1}}
+    assert await state_of(store, message_id) is MessageState.DELIVERED

@@ -242,7 +242,8 @@ class Queue(Protocol):
     def held_ended(self) -> Mapping[str, Mapping[str, int]]:
         """Since open, how held (early) receipts stopped being held, by carrier and result:
         "matched" (their segment came, or it wrote their number another way and they had
-        waited), "unmatched" (the hold time passed) or "dropped" (pushed out by the bound)."""
+        waited), "duplicate" (a copy held with it was applied first), "unmatched" (the hold
+        time passed) or "dropped" (pushed out by the bound)."""
         ...
 
     @property

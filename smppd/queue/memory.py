@@ -58,6 +58,7 @@ from smppd.queue.model import (
 from smppd.queue.receipts import (
     FALLBACK_AFTER_S,
     held_ended_by_carrier,
+    held_result,
     is_repeat,
     whole_message_receipt,
 )
@@ -395,8 +396,9 @@ class MemoryQueue:
                         )
                     )
                 ):
-                    self._take_held(receipt_id)
-                    changes.extend(self._apply_receipt(segment, held.receipt, now=now).changes)
+                    applied = self._apply_receipt(segment, held.receipt, now=now)
+                    self._take_held(receipt_id, applied.outcome)
+                    changes.extend(applied.changes)
         if outcome.whole_message and segment.message.new.registered_delivery:
             changes.extend(self._settle_late_part(segment, now=now))
         return changes
@@ -428,7 +430,7 @@ class MemoryQueue:
             elif not receipt.keys:
                 self._keep(_Receipt(carrier, receipt, now, "unmatched"))
                 results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
-            elif self._repeats_final(carrier, receipt):
+            elif self._repeats_final(carrier, receipt, receipt.keys[:1]):
                 results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
             else:
                 held = _Receipt(carrier, receipt, now)
@@ -472,11 +474,13 @@ class MemoryQueue:
                 continue  # its own segment is known: no other takes it
             sid = self._open_segment(held.carrier, keys)
             if sid is None:
+                if self._repeats_final(held.carrier, held.receipt, keys):
+                    self._take_held(receipt_id, ReceiptOutcome.DUPLICATE)  # see settle_held
                 continue
-            self._take_held(receipt_id)
-            settled = self._apply_receipt(self._segments[sid], held.receipt, now=now).changes
-            if settled:
-                changes.setdefault(held.carrier, []).extend(settled)
+            applied = self._apply_receipt(self._segments[sid], held.receipt, now=now)
+            self._take_held(receipt_id, applied.outcome)
+            if applied.changes:
+                changes.setdefault(held.carrier, []).extend(applied.changes)
         self._settled_until = max(self._settled_until, until)
         return changes
 
@@ -502,9 +506,9 @@ class MemoryQueue:
             del self._held[receipt_id]
             self._end_held(oldest, "unmatched")
 
-    def _take_held(self, receipt_id: int) -> None:
-        """A held receipt matched: applied, so not kept."""
-        self._end_held(self._held.pop(receipt_id), "matched")
+    def _take_held(self, receipt_id: int, outcome: ReceiptOutcome) -> None:
+        """A held receipt found its segment: applied (or a copy of one applied), not kept."""
+        self._end_held(self._held.pop(receipt_id), held_result(outcome))
         del self._receipts[receipt_id]
 
     def _end_held(self, receipt: _Receipt, result: str) -> None:
@@ -542,8 +546,9 @@ class MemoryQueue:
                     siblings.append(self._move(sibling, final, now=now))
         return ReceiptResult(ReceiptOutcome.MATCHED, change, tuple(siblings), after)
 
-    def _repeats_final(self, carrier: str, receipt: ReceiptIn) -> bool:
-        for key in receipt.keys[:1]:  # the best key only, as for held receipts
+    def _repeats_final(self, carrier: str, receipt: ReceiptIn, keys: Sequence[str]) -> bool:
+        """See sqlite_receipts._repeats_final."""
+        for key in keys:
             segment = self._segments.get(self._correlations.get((carrier, key), -1))
             if segment is not None and is_repeat(
                 receipt,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final, Protocol, TypeVar
 
-from smppd.queue.model import ReceiptIn
+from smppd.queue.model import ReceiptIn, ReceiptOutcome
 from smppd.queue.states import FINAL_STATES, SegmentState
 
 # How long a held receipt waits for a segment that wrote its id the same way before one that wrote
@@ -78,6 +78,12 @@ def whole_message_receipt(siblings: Iterable[S | None]) -> S | None:
         ):
             return sibling
     return None
+
+
+def held_result(outcome: ReceiptOutcome) -> str:
+    """How a held receipt that found its segment ended: "matched", or "duplicate" when a copy
+    held with it was applied first (the SMSC sent it twice before its submit_sm_resp came)."""
+    return "matched" if outcome is ReceiptOutcome.MATCHED else "duplicate"
 
 
 def held_ended_by_carrier(ended: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:

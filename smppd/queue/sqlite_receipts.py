@@ -25,6 +25,7 @@ from smppd.queue.model import (
 )
 from smppd.queue.receipts import (
     FALLBACK_AFTER_S,
+    held_result,
     is_repeat,
     join_keys,
     split_keys,
@@ -71,7 +72,6 @@ _HELD_OF: Final = """
 _REKEY: Final = "UPDATE pending_receipts SET keys = ? WHERE id = ?"
 _UNHOLD: Final = "UPDATE pending_receipts SET state = ? WHERE id = ?"
 _DELETE_HELD: Final = "DELETE FROM pending_receipts WHERE id = ?"
-MATCHED: Final = "matched"
 UNMATCHED: Final = "unmatched"
 DROPPED: Final = "dropped"
 
@@ -91,7 +91,7 @@ def apply_receipts(
             _keep(batch, carrier, receipt, UNMATCHED, now=now)
             batch.receipts_unmatched += 1
             results.append(ReceiptResult(ReceiptOutcome.UNMATCHED))
-        elif _repeats_final(batch, known, receipt):
+        elif _repeats_final(batch, known, receipt, receipt.keys[:1]):
             results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
         else:
             _hold(batch, carrier, receipt, now=now)
@@ -121,13 +121,15 @@ def _matching_segment(
     return None
 
 
-def _repeats_final(batch: Batch, known: dict[str, int], receipt: ReceiptIn) -> bool:
-    """True if a final segment under the receipt's best key recorded this very receipt.
+def _repeats_final(
+    batch: Batch, known: dict[str, int], receipt: ReceiptIn, keys: Sequence[str]
+) -> bool:
+    """True if a final segment under one of `keys` recorded this very receipt.
 
-    Only the best key (the id as written, or its one reading in a fixed format): a fallback
-    reading may be another message's id, whose receipt this is not.
+    On arrival only the best key (the id as written, or its one reading in a fixed format): a
+    fallback reading may be another message's id, whose receipt this is not.
     """
-    for key in receipt.keys[:1]:
+    for key in keys:
         segment_id = known.get(key)
         row = None if segment_id is None else batch.segment(segment_id)
         if row is not None and is_repeat(
@@ -265,8 +267,9 @@ def match_held(batch: Batch, row: SegmentRow, keys: Sequence[str], *, now: float
             or _match(batch, row.carrier, list(receipt.keys[:1]))
         ):
             continue
-        _take_held(batch, receipt_id, row.carrier, receipt.keys)
-        changes.extend(apply_to_segment(batch, row, receipt, now=now).changes)
+        applied = apply_to_segment(batch, row, receipt, now=now)
+        _take_held(batch, receipt_id, row.carrier, receipt.keys, applied.outcome)
+        changes.extend(applied.changes)
     return changes
 
 
@@ -284,13 +287,19 @@ def settle_held(batch: Batch, *, now: float) -> dict[str, list[Change]]:
     for receipt_id, carrier, keys, stat, final_state, err, done_at, whole in held:
         receipt = ReceiptIn(split_keys(keys), stat, final_state, err, done_at, bool(whole))
         known = _match(batch, carrier, list(receipt.keys))
-        row = None if receipt.keys[0] in known else _matching_segment(batch, known, receipt.keys)
-        if row is None:
+        if receipt.keys[0] in known:
             continue
-        _take_held(batch, receipt_id, carrier, receipt.keys)
-        settled = apply_to_segment(batch, row, receipt, now=now).changes
-        if settled:
-            changes.setdefault(carrier, []).extend(settled)
+        row = _matching_segment(batch, known, receipt.keys)
+        if row is None:
+            if _repeats_final(batch, known, receipt, receipt.keys):
+                # A copy of one settled before it: held until the hold time, it would end
+                # as unmatched and read as a carrier whose ids do not match.
+                _take_held(batch, receipt_id, carrier, receipt.keys, ReceiptOutcome.DUPLICATE)
+            continue
+        applied = apply_to_segment(batch, row, receipt, now=now)
+        _take_held(batch, receipt_id, carrier, receipt.keys, applied.outcome)
+        if applied.changes:
+            changes.setdefault(carrier, []).extend(applied.changes)
     batch.flush(now=now)
     return changes
 
@@ -312,14 +321,16 @@ def rekey_held(
     return changed
 
 
-def _take_held(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str]) -> None:
-    """A held receipt matched: applied, so not kept."""
+def _take_held(
+    batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str], outcome: ReceiptOutcome
+) -> None:
+    """A held receipt found its segment: applied (or a copy of one applied), not kept."""
     batch.db.execute(_DELETE_HELD, (receipt_id,))
-    _forget(batch, receipt_id, carrier, keys, MATCHED)
+    _forget(batch, receipt_id, carrier, keys, held_result(outcome))
 
 
 def _forget(batch: Batch, receipt_id: int, carrier: str, keys: Sequence[str], result: str) -> None:
-    """No longer held, having ended as `result` (matched, unmatched or dropped)."""
+    """No longer held, having ended as `result` (matched, duplicate, unmatched or dropped)."""
     batch.db.executemany(_FORGET_KEY, [(carrier, key, receipt_id) for key in keys])
     batch.receipts_held -= 1
     batch.held_ended[carrier, result] += 1
