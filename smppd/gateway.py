@@ -140,6 +140,12 @@ _ROOM_REFUSALS: Final = frozenset(
 )
 
 
+def _opted_out() -> ApiError:
+    return ApiError(
+        ErrorCode.opted_out, "the recipient opted out of messages from this sender", field="to"
+    )
+
+
 def _storage_error(
     exc: QueueError, *, op: str = "submit", outcome: str = "nothing was accepted"
 ) -> ApiError:
@@ -235,6 +241,7 @@ class Gateway:
             error = ApiError(ErrorCode.shutting_down, "smppd is shutting down; submit again")
             return [error for _ in requests]
         now = self._clock()
+        optouts_seen = self._queue.optouts_recorded  # see Queue.enqueue
         results: list[SubmitReply | ApiError | None] = []  # one for each request, in order
         batch: list[_Accepted] = []
         try:
@@ -265,9 +272,9 @@ class Gateway:
             if refused is None:
                 self._arrivals(batch, now)
                 if len(groups) == 1:  # most calls: no task for it
-                    refusals = [await self._enqueue(batch, results, now)]
+                    refusals = [await self._enqueue(batch, results, now, optouts_seen)]
                 else:  # queued in order: a ref repeated within the call finds its first
-                    writes = (self._enqueue(group, results, now) for group in groups)
+                    writes = (self._enqueue(g, results, now, optouts_seen) for g in groups)
                     refusals = await asyncio.gather(*writes)
             for group, refusal in zip(groups, refusals, strict=True):
                 if refusal is not None:
@@ -349,17 +356,24 @@ class Gateway:
         return None
 
     async def _enqueue(
-        self, batch: list[_Accepted], results: list[SubmitReply | ApiError | None], now: float
+        self,
+        batch: list[_Accepted],
+        results: list[SubmitReply | ApiError | None],
+        now: float,
+        optouts_seen: int,
     ) -> ApiError | None:
         messages = [a.message for a in batch]
         try:
-            enqueued = await self._queue.enqueue(messages, now=now)
+            enqueued = await self._queue.enqueue(messages, now=now, optouts_seen=optouts_seen)
         except QueueError as exc:
             return _storage_error(exc)
         for accepted, done in zip(batch, enqueued, strict=True):
-            results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
-            if not done.created:
-                self._release(accepted)  # the same ref again: counted the first time
+            if done.opted_out:
+                results[accepted.slot] = _opted_out()
+            else:
+                results[accepted.slot] = SubmitReply(done.message_id, done.segments, done.created)
+            if not done.created:  # the same ref again (counted the first time), or opted out
+                self._release(accepted)
         self.accepted += sum(1 for e in enqueued if e.created)
         self._dispatch(messages, enqueued, now)
         return None
@@ -395,6 +409,8 @@ class Gateway:
         """Hand the send loops what the store claimed on arrival; wake them for the rest."""
         wakes: dict[str, set[float]] = {}  # carrier -> when its urgent messages are due
         for message, done in zip(messages, enqueued, strict=True):
+            if done.opted_out:
+                continue
             if done.claimed:
                 self._loops.hand_over(message.carrier, done.claimed)
                 continue
@@ -456,11 +472,7 @@ class Gateway:
             request.to, default_country_prefix=self._settings.default_country_prefix
         )
         if check_optout and await self._queue.is_opted_out(sender, destination):
-            raise ApiError(
-                ErrorCode.opted_out,
-                "the recipient opted out of messages from this sender",
-                field="to",
-            )
+            raise _opted_out()
         # Outages are measured in monotonic time (smppd.daemon.CarrierRuntime.down_since).
         carrier = self._router.pick(destination, self._down_since, now=time.monotonic())
         if carrier is None or carrier not in self._profiles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from smppd.outbound import OutboundProfile
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
-from smppd.queue import MessageState, SegmentState
+from smppd.queue import MessageState, Queue, SegmentState, open_queue
 from smppd.queue.base import ENQUEUE_MAX
 from smppd.queue.errors import StorageBusyError, StorageFullError
 from smppd.queue.memory import MemoryQueue
@@ -73,7 +74,7 @@ class Loops:
 
 
 def gateway(
-    queue: MemoryQueue,
+    queue: Queue,
     loops: Loops,
     profile: OutboundProfile | None = None,
     *,
@@ -145,9 +146,11 @@ class RecordingQueue(MemoryQueue):
         super().__init__()
         self.enqueues: list[list[int]] = []
 
-    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
         self.enqueues.append([m.priority for m in messages])
-        return await super().enqueue(messages, now=now)
+        return await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
 
 
 async def test_the_urgent_messages_of_a_mixed_call_are_stored_by_a_write_of_their_own() -> None:
@@ -170,11 +173,13 @@ async def test_the_urgent_messages_of_a_mixed_call_are_stored_by_a_write_of_thei
 class FullOnce(RecordingQueue):
     """A store whose second enqueue finds the disk full."""
 
-    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
         if len(self.enqueues) == 1:
             self.enqueues.append([])
             raise StorageFullError("queue storage: database or disk is full")
-        return await super().enqueue(messages, now=now)
+        return await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
 
 
 async def test_a_big_call_is_stored_by_writes_of_at_most_enqueue_max() -> None:
@@ -703,3 +708,46 @@ async def test_refs_of_refused_submits_are_looked_up_a_bounded_number_of_times(
     assert all(isinstance(r, SubmitReply) for r in await gw.submit(CLIENT, stored))
     again = await gw.submit(CLIENT, [*stored, request("new")])
     assert [type(r) for r in again] == [SubmitReply, ApiError, ApiError]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+async def test_a_stop_recorded_between_a_submits_check_and_its_write_refuses_it(
+    backend: str, tmp_path: Path
+) -> None:
+    """The recipient texts STOP while a submit is between its opt-out check and its write:
+    the STOP's cancel of what was queued to it finds nothing yet, so the write itself must
+    refuse the message (opted_out, nothing stored, its daily cap given back); the other
+    recipient of the call is stored, and an automatic reply still goes."""
+    queue = await open_queue(backend, tmp_path / "queue.db")
+    caps = DailyCaps({"ALPHA": DailyCap(10, hold=False)})
+    real_enqueue = queue.enqueue
+    stops = ["+447700900123"]
+
+    async def stop_first(
+        messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
+        for number in stops:
+            assert await queue.add_optout("ALPHA", number, now=now)
+            assert await queue.cancel_queued_to("ALPHA", number, now=now) == []
+        stops.clear()
+        return await real_enqueue(messages, now=now, optouts_seen=optouts_seen)
+
+    queue.enqueue = stop_first  # type: ignore[method-assign]
+    try:
+        gw = gateway(queue, Loops(), caps=caps)
+        other = dataclasses.replace(request("promo"), to="+447700900124")
+        replies = await gw.submit(CLIENT, [request("promo"), other])
+        assert isinstance(replies[0], ApiError)
+        assert (replies[0].code, replies[0].field) == (ErrorCode.opted_out, "to")
+        assert isinstance(replies[1], SubmitReply)
+        assert (await queue.stats(now=T0)).queued_depth == 1
+        assert caps.count("ALPHA", int(T0 // DAY_S)) == 1
+        again = await gw.submit(CLIENT, [request("promo")])  # checked as usual now
+        assert isinstance(again[0], ApiError)
+        assert again[0].code is ErrorCode.opted_out
+        reply_id = await gw.submit_reply("app", "ALPHA", "+447700900123", "You are opted out")
+        status = await queue.status(reply_id, None)
+        assert status is not None
+        assert status.state is MessageState.QUEUED
+    finally:
+        await queue.close()

@@ -38,8 +38,21 @@ ENQUEUE_MAX: Final = 1024
 
 
 class Queue(Protocol):
-    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
-        """Store messages (one result each, in order); a known (client, ref) returns the first."""
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
+        """Store messages (one result each, in order); a known (client, ref) returns the first.
+
+        `optouts_seen`: the optouts_recorded at which the messages were checked against the
+        opt-outs. A message whose recipient opted out of its sender since then is not stored
+        (Enqueued.opted_out): a STOP recorded, and its queued messages cancelled, while a
+        submit was between its check and its write must not let that submit through.
+        """
+        ...
+
+    @property
+    def optouts_recorded(self) -> int:
+        """Opt-outs recorded since open that is_opted_out already answers by."""
         ...
 
     async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:

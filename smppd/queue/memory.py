@@ -145,6 +145,7 @@ class MemoryQueue:
         self._last_inbound_id = 0  # a purge must not hand an id out again
         self._parts: dict[tuple[PartGroup, int], InboundPart] = {}
         self._optouts: dict[tuple[str, str], float] = {}
+        self._optouts_added = 0  # Queue.optouts_recorded
         self._id_formats: dict[str, str] = {}
         self._next_id = 1
         self._next_receipt_id = 1
@@ -216,13 +217,19 @@ class MemoryQueue:
 
     # -- the Queue interface --------------------------------------------------------------------
 
-    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
         self._commit()
+        recheck = optouts_seen is not None and self._optouts_added > optouts_seen
         results = []
         for new in messages:
             known = self._by_ref.get((new.client, new.ref)) if new.ref is not None else None
             if known is not None:
                 results.append(Enqueued(known, False, len(self._messages[known].new.segments)))
+                continue
+            if recheck and await self.is_opted_out(new.source, new.destination):
+                results.append(Enqueued(0, False, len(new.segments), opted_out=True))
                 continue
             message = _Message(self._next_id, new, now)
             self._next_id += 1
@@ -642,7 +649,12 @@ class MemoryQueue:
         if (sender, number) in self._optouts:
             return False
         self._optouts[sender, number] = now
+        self._optouts_added += 1
         return True
+
+    @property
+    def optouts_recorded(self) -> int:
+        return self._optouts_added
 
     async def remove_optout(self, sender: str, number: str) -> bool:
         self._commit()

@@ -80,12 +80,15 @@ class NewMessage:
 @record
 class Enqueued:
     """The durable id of an enqueued message; `created` is False when its ref already existed.
-    `claimed`: its segments, now inflight, when it asked to be sent now and could be."""
+    `claimed`: its segments, now inflight, when it asked to be sent now and could be.
+    `opted_out`: not stored (message_id 0), its recipient having opted out of its sender after
+    it was checked (Queue.enqueue's optouts_seen)."""
 
     message_id: int
     created: bool
     segments: int
     claimed: tuple[ClaimedSegment, ...] = ()
+    opted_out: bool = False
 
 
 @record

@@ -420,11 +420,13 @@ class SqliteQueue:
 
     # -- the Queue interface ------------------------------------------------------------------
 
-    async def enqueue(self, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
         if not messages:
             return []
         return await self._submit(
-            partial(sqlite_writes.enqueue, messages=messages, now=now),
+            partial(sqlite_writes.enqueue, messages=messages, now=now, optouts_seen=optouts_seen),
             weight=len(messages),
             now=now,
             lane=_enqueue_lane(messages),
@@ -565,6 +567,10 @@ class SqliteQueue:
         return await self._submit(
             partial(sqlite_admin.remove_optout, sender=sender, number=number), weight=1, now=0.0
         )
+
+    @property
+    def optouts_recorded(self) -> int:
+        return self._memory.optouts_applied
 
     async def is_opted_out(self, sender: str, number: str) -> bool:
         """A Bloom filter answers "no" in memory; only a "maybe" asks the table."""

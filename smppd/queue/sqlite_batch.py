@@ -56,6 +56,11 @@ class MemoryState:
     # The latest finished_at written: a message finishing after the wall clock stepped back
     # takes it, so that the order messages finished in (Queue.finished_since) never goes back.
     last_finished_at: float = float("-inf")
+    # Opt-outs added since open: `applied` as the filter has them (Queue.optouts_recorded),
+    # `written` by the writer as it writes them, before they commit (sqlite_writes.enqueue
+    # checks again when a submit was checked at fewer than that).
+    optouts_applied: int = 0
+    optouts_written: int = 0
 
 
 # Both read the columns SegmentRow unpacks, in its order.
@@ -400,6 +405,7 @@ class Batch:
         else:
             for sender, number in self.optouts_added:
                 memory.optouts.add(sender, number)
+        memory.optouts_applied += len(self.optouts_added)
 
     # -- views of memory as this transaction has changed it -----------------------------------
 

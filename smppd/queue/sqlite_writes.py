@@ -34,6 +34,7 @@ from smppd.queue.model import (
 )
 from smppd.queue.receipts import join_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
+from smppd.queue.sqlite_reads import is_opted_out
 from smppd.queue.sqlite_receipts import match_held, settle_late_part, sweep_held
 from smppd.queue.states import (
     WAITING_STATES,
@@ -47,8 +48,12 @@ from smppd.queue.states import (
 _BY_REF: Final = "SELECT id, total FROM messages WHERE client = ? AND ref = ?"
 
 
-def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list[Enqueued]:
-    """Stage the messages' rows (written by the next flush, together with other enqueues)."""
+def enqueue(
+    batch: Batch, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None
+) -> list[Enqueued]:
+    """Stage the messages' rows (written by the next flush, together with other enqueues);
+    see Queue.enqueue for `optouts_seen`."""
+    recheck = optouts_seen is not None and batch.memory.optouts_written > optouts_seen
     results = []
     for message in messages:
         if message.ref is not None:
@@ -60,6 +65,9 @@ def enqueue(batch: Batch, messages: Sequence[NewMessage], *, now: float) -> list
                 batch.by_ref[ref] = known
                 results.append(Enqueued(message_id=known[0], created=False, segments=known[1]))
                 continue
+        if recheck and is_opted_out(batch.db, message.source, message.destination):
+            results.append(Enqueued(0, False, len(message.segments), opted_out=True))
+            continue
         message_id = batch.next_message_id
         batch.next_message_id += 1
         total = len(message.segments)
