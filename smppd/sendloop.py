@@ -217,6 +217,11 @@ class CarrierSendLoop:
         self.idle = asyncio.Event()  # set while the main loop waits for work
         self._urgent = asyncio.Event()
         self._room = asyncio.Event()
+        # Urgent sends waiting for a bind (a window slot, a rate token), and the urgent claimer
+        # while it claims and sends: while there are any, bulk sends wait for them, or a freed
+        # token would go to whichever waiter woke first (bulk, under a carrier's rate cap).
+        self._urgent_waiting = 0
+        self._urgent_passed = asyncio.Event()
         self._pending: list[Outcome] = []
         self._pending_sent = 0  # of _pending, outcomes of segments that were handed to a bind
         self._pending_urgent: list[float] = []  # due times of urgent segments in _pending
@@ -353,6 +358,7 @@ class CarrierSendLoop:
             self._stopping
             or self._unrecorded >= self._limit(segment)
             or segment.source in self._sender_windows
+            or (self._urgent_waiting and segment.priority < URGENT_PRIORITY)
         ):
             return False
         return self._try_send(segment)
@@ -551,14 +557,18 @@ class CarrierSendLoop:
             self._urgent.clear()
             if self._stopping:
                 return
-            await self._wait_for_room()  # during an outage urgent segments stay queued too
-            if self.stopping:
-                return
-            # Claimed even when no room is free: they go first as outcomes free the reserve,
-            # rather than behind the bulk batches the main loop holds.
-            claim = await self._claim(self._claim_batch, URGENT_PRIORITY)
-            if claim is not None:
-                await self._send_all(claim.segments)
+            self._urgent_waiting += 1  # bulk gives way while they are claimed and sent
+            try:
+                await self._wait_for_room()  # during an outage urgent segments stay queued too
+                if self.stopping:
+                    return
+                # Claimed even when no room is free: they go first as outcomes free the
+                # reserve, rather than behind the bulk batches the main loop holds.
+                claim = await self._claim(self._claim_batch, URGENT_PRIORITY)
+                if claim is not None:
+                    await self._send_all(claim.segments)
+            finally:
+                self._urgent_passed_one()
 
     async def _arm_stored_urgent(self) -> None:
         """Urgent segments the store already holds scheduled (a restart) set the urgent
@@ -648,34 +658,52 @@ class CarrierSendLoop:
         with no await between that and the write, and so is the sender's window, so the time it
         records is the time the submit_sm leaves. The port's wait_ready() returns when a slot
         frees up and also when the binds close, so a stop during an outage does not leave this
-        waiting.
+        waiting. Bulk gives way to urgent sends that wait for a bind (see _urgent_waiting).
         """
         limit = self._limit(segment)
-        while True:
-            if self._stopping or generation != self._generation:
-                return _STOPPED
-            withdrawn = self._withdrawn
-            if withdrawn and segment.segment_id in withdrawn:
-                del withdrawn[segment.segment_id]
-                return _WITHDRAWN
-            expires_at = segment.expires_at
-            if expires_at is not None and self._clock() >= expires_at:
-                return _WITHDRAWN
-            if self._unrecorded >= limit:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            if window is None:
-                if self._try_send(segment):
-                    return _SENT
-            else:
-                now = self._monotonic()  # only capped senders pay for reading the clock
-                if not window.allows(now):
-                    return _DEFERRED
-                if self._try_send(segment):
-                    window.record(now)
-                    return _SENT
-            await self._port.wait_ready()
+        urgent = segment.priority >= URGENT_PRIORITY
+        waiting = False  # counted in _urgent_waiting
+        try:
+            while True:
+                if self._stopping or generation != self._generation:
+                    return _STOPPED
+                withdrawn = self._withdrawn
+                if withdrawn and segment.segment_id in withdrawn:
+                    del withdrawn[segment.segment_id]
+                    return _WITHDRAWN
+                expires_at = segment.expires_at
+                if expires_at is not None and self._clock() >= expires_at:
+                    return _WITHDRAWN
+                if self._urgent_waiting and not urgent:
+                    self._urgent_passed.clear()
+                    await self._urgent_passed.wait()
+                    continue
+                if self._unrecorded >= limit:
+                    self._room.clear()
+                    await self._room.wait()
+                    continue
+                if window is None:
+                    if self._try_send(segment):
+                        return _SENT
+                else:
+                    now = self._monotonic()  # only capped senders pay for reading the clock
+                    if not window.allows(now):
+                        return _DEFERRED
+                    if self._try_send(segment):
+                        window.record(now)
+                        return _SENT
+                if urgent and not waiting:
+                    waiting = True
+                    self._urgent_waiting += 1
+                await self._port.wait_ready()
+        finally:
+            if waiting:
+                self._urgent_passed_one()
+
+    def _urgent_passed_one(self) -> None:
+        self._urgent_waiting -= 1
+        if not self._urgent_waiting:
+            self._urgent_passed.set()
 
     def _defer(self, segment: ClaimedSegment, window: SlidingWindow) -> None:
         """Back to the queue for the sender's next free slot; later ones queue up behind it at

@@ -1444,3 +1444,66 @@ async def test_settle_outcomes_returns_once_the_outcomes_made_are_recorded() -> 
         await loop.settle_outcomes()  # nothing left to wait for
         loop.stop()
         await task
+
+
+class TokenPort(BodiesPort):
+    """Binds under a rate cap: each send takes a token the test grants; a grant wakes every
+    waiter in the order they began to wait (as CarrierBinds does)."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.waiters: list[asyncio.Future[None]] = []
+        self.waiting = asyncio.Event()
+
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        if not self.tokens:
+            return False
+        self.tokens -= 1
+        return super().try_send(body, on_result)
+
+    async def wait_ready(self) -> None:
+        if self.tokens:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        self.waiting.set()
+        await waiter
+
+    def grant(self) -> None:
+        self.tokens += 1
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            waiter.set_result(None)
+
+    async def wait_for_waiters(self, count: int) -> None:
+        while len(self.waiters) < count:
+            self.waiting.clear()
+            await self.waiting.wait()
+
+
+async def test_an_urgent_send_takes_the_next_rate_token_before_bulk_that_waited_first() -> None:
+    """A carrier's rate, not its window, holds bulk back: the bulk send waiting for a token
+    was woken first at every grant and took it, so an OTP went out after the whole batch.
+    Bulk now gives way while an urgent send waits for a bind."""
+    clock = Clock()
+    queue = MemoryQueue()
+    await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(5)], now=clock())
+    port = TokenPort(tokens=1)
+    loop = loop_on(queue, port, clock, claim_batch=5, max_unrecorded=20)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)  # bulk 0 took the token; bulk 1 waits for the next
+        await port.wait_for_waiters(1)
+        await queue.enqueue([message("otp", priority=9)], now=clock())
+        loop.wake(urgent_at=clock())
+        await port.wait_for_waiters(2)  # the urgent claimer waits behind it
+        port.grant()
+        await port.wait_for(2)
+        port.grant()
+        await port.wait_for(3)
+    assert [b"otp" in body for body in port.bodies] == [False, True, False]
+    assert b"bulk 1" in port.bodies[2]
+    loop.stop()
+    port.grant()  # the bulk send waiting for a token sees the stop
+    await _finish(loop, task, port)
