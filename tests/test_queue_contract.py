@@ -355,6 +355,39 @@ async def test_a_part_in_flight_when_another_failed_for_good_is_not_sent_again(
     assert len(await store.claim(CARRIER, 10, now=T0 + 100)) == 0
 
 
+async def test_a_late_acceptance_of_a_failed_part_does_not_revive_a_fragment(
+    store: Queue,
+) -> None:
+    """Part 0's last attempt timed out (failed, so the waiting parts were cancelled), then its
+    acceptance came late: reviving it would leave a fragment whose rest is never sent and a
+    message reading submitted, then cancelled. It stays failed, as its client was told. With
+    no sibling cancelled (the others were accepted) the late acceptance still applies."""
+    (enq,) = await store.enqueue([message(segments=(b"0", b"1", b"2"))], now=T0)
+    (first,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Failed(first.segment_id, 0x08)], now=T0 + 1)
+    late = Submitted(first.segment_id, ("abc123",), "b", late=True)
+    assert await store.record([late], now=T0 + 2) == []
+    assert await segment_states(store, enq.message_id) == [
+        SegmentState.FAILED,
+        SegmentState.CANCELLED,
+        SegmentState.CANCELLED,
+    ]
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.FAILED
+
+    (enq,) = await store.enqueue([message(segments=(b"0", b"1"))], now=T0)
+    first, second = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Submitted(second.segment_id, ("def456",), "b")], now=T0 + 1)
+    await store.record([Failed(first.segment_id, 0x08)], now=T0 + 1)
+    changes = await store.record(
+        [Submitted(first.segment_id, ("abc124",), "b", late=True)], now=T0 + 2
+    )
+    assert [(c.segment_state, c.after) for c in changes] == [
+        (SegmentState.SUBMITTED, MessageState.SUBMITTED)
+    ]
+
+
 async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     store: Queue,
 ) -> None:

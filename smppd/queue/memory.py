@@ -71,6 +71,7 @@ from smppd.queue.states import (
     is_finished,
     message_state,
     receipts_overdue,
+    revives_a_fragment,
     segment_state,
     transition,
     waiting_state,
@@ -373,6 +374,10 @@ class MemoryQueue:
         event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
         target = transition(segment.state, event)
         if target is None:
+            return []
+        if outcome.late and revives_a_fragment(
+            segment.state, (s.state for s in self._siblings(segment.message) if s is not segment)
+        ):
             return []
         keys = outcome.carrier_message_keys
         segment.attempts += not outcome.late  # a late one's attempt counted when it timed out

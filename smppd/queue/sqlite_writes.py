@@ -41,6 +41,7 @@ from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
     arrival_state,
+    revives_a_fragment,
     transition,
     waiting_state,
 )
@@ -354,6 +355,8 @@ def _submitted(
     event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
     target = transition(row.state, event)
     if target is None:
+        return None
+    if outcome.late and revives_a_fragment(row.state, (s.state for s in batch.siblings(row))):
         return None
     keys = outcome.carrier_message_keys
     row.attempts += not outcome.late  # a late one's attempt counted when it timed out

@@ -119,6 +119,20 @@ TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
 }
 
 
+# Ended without (as far as the store knew) reaching the SMSC.
+ENDED_UNSENT: Final = frozenset({SegmentState.FAILED, SegmentState.EXPIRED, SegmentState.CANCELLED})
+
+
+def revives_a_fragment(state: SegmentState, siblings: Iterable[SegmentState]) -> bool:
+    """Whether a late acceptance of a part that failed or expired would revive a fragment:
+    its failure cancelled (or its expiry expired) the parts then waiting, which will never be
+    sent, so the part stays as it ended and the message keeps the failure its client was
+    told of, rather than reading submitted and then cancelled, with no cancel asked for."""
+    return state in (SegmentState.FAILED, SegmentState.EXPIRED) and any(
+        sibling in ENDED_UNSENT for sibling in siblings
+    )
+
+
 def transition(state: SegmentState, event: SegmentEvent) -> SegmentState | None:
     """The state after `event`, or None when the event does not apply in `state`."""
     return TRANSITIONS.get((state, event))
