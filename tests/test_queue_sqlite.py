@@ -852,6 +852,20 @@ async def test_a_second_open_of_a_queue_in_use_is_refused_and_changes_nothing(pa
         assert await again.recover(now=T0 + 1) == 1
 
 
+async def test_a_queue_reached_through_a_symlink_is_the_same_queue(path: Path) -> None:
+    """A second daemon whose queue.path is a symlink to the live one's database (or to its
+    directory) is refused too: it would resend the first one's in-flight segments and hand
+    out message ids the first one already gave."""
+    async with await SqliteQueue.open(path):
+        linked_dir = path.parent / "linked"
+        linked_dir.symlink_to(path.parent, target_is_directory=True)
+        linked_file = path.parent / "other.db"
+        linked_file.symlink_to(path)
+        for alias in (linked_dir / path.name, linked_file):
+            with pytest.raises(QueueInUseError, match="in use by another process"):
+                await SqliteQueue.open(alias)
+
+
 def test_the_queue_is_free_again_when_its_holder_is_killed(path: Path) -> None:
     """The lock goes with the process: after kill -9 there is nothing to clear by hand."""
     holder = subprocess.Popen(

@@ -4,7 +4,9 @@ SQLite's own locks guard each transaction, not who runs the queue: a second daem
 a live one's file would "recover" the first one's in-flight segments and send them again. The
 lock is flock(2): advisory, held by the open file, released by the kernel when the process ends
 however it ends (kill -9 included), so there is never a stale lock to clear by hand. Readers
-that only look (sqlite3 on the file, backups) do not take it.
+that only look (sqlite3 on the file, backups) do not take it. The lock is named after the
+database's resolved path: a second config reaching the same file through a symlink (or a
+relative path from elsewhere) takes the same lock.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class OwnerLock:
     @classmethod
     def take(cls, database: str | PathLike[str]) -> OwnerLock:
         """The lock for `database`, or QueueInUseError naming the holder's pid."""
-        path = f"{os.fspath(database)}.lock"
+        path = f"{os.path.realpath(database)}.lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
