@@ -461,8 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except ApiTimeoutError as exc:
-        hint = " (send it again with the same --ref: that returns the stored message)"
-        hint = hint if args.command == "send" else ""
+        hint = ""
+        if args.command == "send" and args.ref is not None:
+            hint = " (send it again with the same --ref: that returns the stored message)"
+        elif args.command == "send":  # a resend without a ref is a second message
+            hint = " (it may be stored: sent again without --ref it may go twice)"
         print(f"error: {exc.code}: {exc.message}{hint}", file=sys.stderr)
         return EX_TEMPFAIL
     except ApiConnectionError as exc:

@@ -74,10 +74,11 @@ class FakeSubscription:
 @dataclass
 class FakeService:
     """Accepts `+` numbers, refuses others with invalid_address; holds submits whose ref is
-    in `gates` until the gate is set; raises `failure` from every call when it is set."""
+    in `gates` (None: those with none) until the gate is set; raises `failure` from every call
+    when it is set."""
 
     calls: list[tuple[str, Any]] = field(default_factory=list)
-    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    gates: dict[str | None, asyncio.Event] = field(default_factory=dict)
     failure: Exception | None = None
     subscription_size: int = 64
     subscriptions: list[FakeSubscription] = field(default_factory=list)

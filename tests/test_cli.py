@@ -256,6 +256,14 @@ async def test_a_send_with_no_reply_in_time_is_status_75_and_says_to_resend_with
     err = capsys.readouterr().err
     assert err.startswith("error: timeout: no reply to submit within 0.2 s")
     assert "same --ref" in err
+    # With no ref a resend is another message: nothing tells it to send again.
+    service = FakeService(gates={None: asyncio.Event()})
+    async with running_server(service, close_timeout_s=0.1) as server:
+        send = ["send", "--socket", str(server.settings.socket), "--timeout", "0.2"]
+        assert await run_cli(*send, "--to", "+447700900123", "--from", "ACME", "--text", "x") == 75
+    err = capsys.readouterr().err
+    assert "same --ref" not in err
+    assert "without --ref it may go twice" in err
 
 
 async def test_cancel_stats_and_optout(capsys: pytest.CaptureFixture[str]) -> None:
