@@ -415,11 +415,15 @@ class InboundHandler:
             if not shift.is_default:
                 self._part_shifts.setdefault((group, part.seq), shift)
             parts = self._parts.add(group, part, now=self._monotonic())
+            # What the part pushed out is stored first: that may be an older group of its own
+            # key, whose held rows must be gone before this part's row joins them.
+            await self.store_incomplete(now)
             if parts is None:
                 self.counters.parts_held += 1
                 # On disk before the SMSC has its deliver_sm_resp, like a whole message.
                 await self._queue.hold_inbound_part(InboundPart(group, part.seq, part.data, now))
-        await self.store_incomplete(now)
+        else:
+            await self.store_incomplete(now)
         if group is None:
             text = decode_text(
                 content, pdu.data_coding, default_alphabet=self._default_alphabet, shift=shift
@@ -501,6 +505,7 @@ class InboundHandler:
             now,
             complete=complete,
             parts=group,
+            held=tuple(parts),
         )
 
     def _shifts_of(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> dict[int, Shift]:
@@ -539,6 +544,7 @@ class InboundHandler:
         *,
         complete: bool,
         parts: PartGroup | None = None,
+        held: tuple[tuple[int, bytes], ...] = (),
     ) -> None:
         # The sender's owner manages its opt-outs and replies; an unowned number's MO goes to
         # the client configured for those, if any, for it to read, and no more.
@@ -547,7 +553,17 @@ class InboundHandler:
         keyword = self._optout.keywords.classify(text) if complete else None
         word = None if keyword is None else str(keyword)
         stored = InboundIn(
-            self.carrier, source, destination, text, data_coding, now, client, parts, complete, word
+            self.carrier,
+            source,
+            destination,
+            text,
+            data_coding,
+            now,
+            client,
+            parts,
+            complete,
+            word,
+            held,
         )
         # The opt-out first: should storing the message then fail, the SMSC's next delivery
         # records it again, which changes nothing, and stores the message once. The other way

@@ -497,6 +497,47 @@ async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
     assert event.data["complete"] is True
 
 
+def payload_part(source: str, ref: int, seq: int, data: bytes) -> DeliverSm:
+    """Part `seq` of 3 of a long MO carried in message_payload."""
+    return DeliverSm(
+        source_addr=source,
+        source_addr_ton=1,
+        destination_addr="SHOP",
+        esm_class=ESM_UDHI,
+        tlvs=(Tlv(Tag.message_payload, build_concat_udh(ref, 3, seq, ref16=False) + data),),
+    )
+
+
+async def test_a_part_whose_own_older_group_was_pushed_out_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Part 2 arrives when its group, the oldest, is pushed out of the full byte budget: the
+    old group (part 1) is stored incomplete, and part 2, answered ESME_ROK as the start of a
+    new group of the same key, stays held on disk and completes with part 3 after a restart
+    (the incomplete store took every held row of that key, part 2's too)."""
+    path = tmp_path / "queue.db"
+    big = b"x" * 60_000
+    async with await SqliteQueue.open(path) as queue:
+        inbound = handler(queue, [])
+        assert await inbound(payload_part("447700900001", 1, 1, b"one " + big)) == 0
+        for i in range(68):  # other conversations fill the 4 MiB budget
+            assert await inbound(payload_part(f"4477009{i + 10:05d}", 2, 1, big)) == 0
+        assert await inbound(payload_part("447700900001", 1, 2, b"two " + big)) == 0
+        held = await queue.held_inbound_parts("fake")
+        assert [p.seq for p in held if p.group.source == "+447700900001"] == [2]
+    async with await SqliteQueue.open(path) as queue:
+        clock = [T0]
+        inbound = handler(queue, [], now=clock)
+        assert await inbound(payload_part("447700900001", 1, 3, b"three")) == 0
+        clock[0] += 3600  # past the reassembly timeout: stored as it is
+        await inbound.store_incomplete()
+        texts = [
+            m.text for m in await queue.inbound_since(0, limit=1000) if m.source == "+447700900001"
+        ]
+        assert sorted(t[:4] for t in texts) == ["one ", "two "]
+        assert [t for t in texts if t.startswith("two ")] == ["two " + "x" * 60_000 + "three"]
+
+
 def turkish(text: str, shift: Shift) -> bytes:
     return national.encode(text, shift)
 

@@ -751,13 +751,37 @@ async def test_inbound_parts_are_held_until_their_message_is_stored(store: Queue
         InboundPart(group, 2, b"two", T0),
         InboundPart(group, 1, b"one", T0 + 2),
     ]
-    whole = InboundIn(CARRIER, group.source, "SHOP", "text", 8, T0 + 4, "shop", parts=group)
+    whole = InboundIn(
+        CARRIER,
+        group.source,
+        "SHOP",
+        "text",
+        8,
+        T0 + 4,
+        "shop",
+        parts=group,
+        held=((2, b"two"), (1, b"one")),
+    )
     await store.store_inbound(whole)
     assert await store.held_inbound_parts(CARRIER) == []
     assert [m.text for m in await store.inbound_since(0)] == ["text"]
     assert await store.held_inbound_parts("other") == [InboundPart(other, 1, b"x", T0 + 3)]
     await store.purge(T0 + 4)
     assert await store.held_inbound_parts("other") == []
+
+
+async def test_storing_a_long_mo_takes_only_the_held_parts_it_was_made_of(store: Queue) -> None:
+    """A group pushed out unfinished is stored with the parts it had: a part held since under
+    the same key (a newer group's, answered ESME_ROK) stays on disk for a restart."""
+    group = PartGroup(CARRIER, "+447700900001", "SHOP", 0, 7, 3)
+    await store.hold_inbound_part(InboundPart(group, 1, b"old one", T0))
+    await store.hold_inbound_part(InboundPart(group, 2, b"new two", T0 + 1))
+    old = InboundIn(
+        CARRIER, group.source, "SHOP", "old one", 0, T0 + 2, "shop", parts=group,
+        complete=False, held=((1, b"old one"), (2, b"old two")),
+    )  # fmt: skip
+    await store.store_inbound(old)
+    assert await store.held_inbound_parts(CARRIER) == [InboundPart(group, 2, b"new two", T0 + 1)]
 
 
 async def test_a_wall_clock_step_back_moves_retries_not_what_a_client_scheduled(

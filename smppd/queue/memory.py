@@ -583,8 +583,10 @@ class MemoryQueue:
     async def store_inbound(self, inbound: InboundIn) -> int:
         self._commit()
         if inbound.parts is not None:
-            for key in [key for key in self._parts if key[0] == inbound.parts]:
-                del self._parts[key]
+            for seq, data in inbound.held:
+                held = self._parts.get((inbound.parts, seq))
+                if held is not None and held.data == data:
+                    del self._parts[inbound.parts, seq]
         self._last_inbound_id += 1
         stored = Inbound(
             self._last_inbound_id,

@@ -299,7 +299,10 @@ class InboundIn:
     """A mobile-originated message; `client` is the account it is routed to, if any. A long one
     names its `parts`, whose held copies go in the same transaction as it is stored; one whose
     parts stopped coming is stored with those that came, not `complete`. `keyword` is the
-    opt-out word it was read as (a str of smppd.compliance.Keyword), if any."""
+    opt-out word it was read as (a str of smppd.compliance.Keyword), if any. `held`: the
+    (seq, data) of the parts it was put together from; only those held copies go with it,
+    not a newer part of a group with the same key (one started after this one was pushed
+    out), which was answered ESME_ROK and must survive a restart."""
 
     carrier: str
     source: str
@@ -311,6 +314,7 @@ class InboundIn:
     parts: PartGroup | None = None
     complete: bool = True
     keyword: str | None = None
+    held: tuple[tuple[int, bytes], ...] = ()
 
 
 @record

@@ -88,9 +88,9 @@ _HOLD_PART: Final = """
          locking_shift, single_shift)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-_FORGET_PARTS: Final = """
+_FORGET_PART: Final = """
     DELETE FROM inbound_parts WHERE carrier = ? AND source = ? AND destination = ?
-        AND data_coding = ? AND ref = ? AND total = ?
+        AND data_coding = ? AND ref = ? AND total = ? AND seq = ? AND data = ?
 """
 
 
@@ -116,9 +116,8 @@ def hold_inbound_part(batch: Batch, part: InboundPart) -> None:
 
 def store_inbound(batch: Batch, inbound: InboundIn) -> int:
     if (g := inbound.parts) is not None:
-        batch.db.execute(
-            _FORGET_PARTS, (g.carrier, g.source, g.destination, g.data_coding, g.ref, g.total)
-        )
+        key = (g.carrier, g.source, g.destination, g.data_coding, g.ref, g.total)
+        batch.db.executemany(_FORGET_PART, [(*key, seq, data) for seq, data in inbound.held])
     inbound_id = batch.next_inbound_id
     batch.next_inbound_id += 1
     batch.db.execute(
