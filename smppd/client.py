@@ -151,7 +151,12 @@ class Client:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._sizes: dict[int, int] = {}  # each waiting request's line length
         self._window = asyncio.Semaphore(max_in_flight)
-        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_EVENT_BUFFER)
+        # Events for subscribe(). Past _EVENT_BUFFER of them the reader stops reading (back-
+        # pressure) until the loop takes some, or a request waits for its reply, which may be
+        # behind them: one made from inside the loop (a reply to each inbound message) would
+        # otherwise wait for ever. While replies are awaited the buffer may pass the mark.
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._resume = asyncio.Event()
         self._listening = False  # a subscribe() loop takes events; otherwise they are dropped
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
@@ -211,6 +216,7 @@ class Client:
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = reply
         self._sizes[rid] = len(line)
+        self._resume.set()  # its reply may be behind the events buffered
         try:
             self._writer.write(line)
             try:
@@ -243,8 +249,15 @@ class Client:
                 if not isinstance(message, dict):
                     continue
                 if "event" in message and "ok" not in message:
-                    if self._listening:  # a full buffer pauses reading: backpressure
-                        await self._events.put(message)
+                    if self._listening:
+                        self._events.put_nowait(message)
+                        while (
+                            self._listening
+                            and self._events.qsize() >= _EVENT_BUFFER
+                            and not self._waiting
+                        ):
+                            self._resume.clear()
+                            await self._resume.wait()
                     continue
                 rid = message.get("id")
                 waiter = self._waiting.get(rid) if isinstance(rid, int) else None
@@ -282,8 +295,7 @@ class Client:
                 waiter.set_exception(self._failure)
         self._waiting.clear()
         self._sizes.clear()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(None)
+        self._events.put_nowait(None)
 
     # --- ops ---
 
@@ -408,17 +420,19 @@ class Client:
         try:
             await self.request("subscribe", **fields)
             while True:
-                # The end marker is dropped if the buffer was full when the connection ended.
                 if self._failure is not None and self._events.empty():
                     return
                 event = await self._events.get()
                 if event is None:
                     return
+                if self._events.qsize() < _EVENT_BUFFER:
+                    self._resume.set()
                 yield event
         finally:  # left (a break, an error): events are dropped, so replies still get read
             self._listening = False
             while not self._events.empty():
                 self._events.get_nowait()
+            self._resume.set()
 
 
 class SyncClient:

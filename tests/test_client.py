@@ -165,6 +165,32 @@ async def test_leaving_a_subscription_loop_leaves_the_connection_usable() -> Non
             assert (await client.health())["status"] == "ok"
 
 
+async def test_a_request_made_inside_a_subscription_loop_gets_its_reply() -> None:
+    """An auto-responder answers each event with a request on the same client: with more
+    events buffered than the client holds, the reader paused for the loop, and the reply
+    behind them was never read (ApiTimeoutError, though the daemon answered at once): a
+    waiting request resumes reading."""
+    service = FakeService(subscription_size=5000)
+    async with (
+        running_server(service) as server,
+        Client(server.settings.socket, timeout_s=WAIT_S) as client,
+    ):
+        events = client.subscribe(["receipt"])
+        first = asyncio.ensure_future(anext(events))
+        subscription = await service.subscribed()
+        for n in range(1500):
+            subscription.publish(Event("receipt", "demo", {"n": n}))
+        async with asyncio.timeout(WAIT_S):
+            seen = [(await first)["n"]]
+            async for event in events:
+                seen.append(event["n"])
+                if len(seen) % 100 == 0:
+                    assert (await client.health())["status"] == "ok"
+                if len(seen) == 1500:
+                    break
+    assert seen == list(range(1500))
+
+
 async def test_no_daemon_is_a_connection_error_naming_the_socket() -> None:
     """A missing socket and a socket nobody serves both say the daemon may not be running."""
     with short_tmpdir() as directory:
