@@ -646,7 +646,7 @@ class Link(asyncio.Protocol):
             # A handler that answers through a future (receipts do) runs without a task.
             pending = asyncio.ensure_future(self._handler(pdu), loop=self._loop)
         except Exception as exc:  # raised before it could wait for anything
-            self._answer(pdu, self._handler_failed(pdu, f"{type(exc).__name__}: {exc}"))
+            self._answer(pdu, self._handler_failed(pdu, type(exc).__name__, str(exc)))
             return
         self._handlers.add(pending)
         pending.add_done_callback(functools.partial(self._handler_done, pdu))
@@ -658,11 +658,11 @@ class Link(asyncio.Protocol):
         if not pending.cancelled():  # cancelled only once the connection is going away
             error = pending.exception()
             if error is not None:  # answered as a temporary error so the SMSC redelivers it
-                status = self._handler_failed(pdu, f"{type(error).__name__}: {error}")
+                status = self._handler_failed(pdu, type(error).__name__, str(error))
             else:
                 status = pending.result()
                 if not (isinstance(status, int) and 0 <= status <= 0xFFFFFFFF):
-                    status = self._handler_failed(pdu, "not a command_status")
+                    status = self._handler_failed(pdu, "ValueError", "not a command_status")
             self._answer(pdu, status)
         while self._backlog and len(self._handlers) < self._max_handlers:
             self._start_handler(self._backlog.popleft())
@@ -685,13 +685,18 @@ class Link(asyncio.Protocol):
         self._process_scheduled = False
         self._process()
 
-    def _handler_failed(self, pdu: pdus.DeliverSm | pdus.DataSm, error: str) -> int:
+    def _handler_failed(self, pdu: pdus.DeliverSm | pdus.DataSm, kind: str, error: str) -> int:
         self._observer.handler_failed(self.name)
-        self._log.warning(
-            "deliver handler failed; answering ESME_RX_T_APPN",
-            command=type(pdu).__name__,
-            error=error,
-        )
+        # Sampled by the error's type: while the store fails (a full disk) every receipt, MO
+        # and redelivery of them fails alike, thousands a second.
+        left_out = self._log_sample.allow(("handler failed", kind), self._loop.time())
+        if left_out is not None:
+            self._log.warning(
+                "deliver handler failed; answering ESME_RX_T_APPN",
+                command=type(pdu).__name__,
+                error=f"{kind}: {error}",
+                **({"same_since_last_line": left_out} if left_out else {}),
+            )
         return CommandStatus.ESME_RX_T_APPN
 
     async def _finish_handlers(self) -> None:

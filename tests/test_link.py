@@ -517,6 +517,32 @@ async def test_handler_failure_is_a_temporary_error_on_the_wire(smsc: FakeSmsc) 
         await link.close()
 
 
+async def test_handler_failures_log_a_line_per_interval_and_count_each(smsc: FakeSmsc) -> None:
+    """While the store fails (a full disk) every MO fails alike: one warning line per kind of
+    error and interval, with the count left out, not one a PDU; the metric counts each."""
+    failed: list[str] = []
+    twenty = asyncio.Event()
+
+    def count(bind: str) -> None:
+        failed.append(bind)
+        if len(failed) >= 20:
+            twenty.set()
+
+    async def full(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+        raise OSError("database or disk is full")
+
+    link = await connect(smsc.port, handler=full)
+    link._observer.handler_failed = count  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        for n in range(20):  # the SMSC delivers each again until answered ESME_ROK
+            await smsc.inject_mo(source="447700900999", destination="12345", text=str(n))
+        async with asyncio.timeout(3):
+            await twenty.wait()
+    lines = [e for e in logs if e["event"].startswith("deliver handler failed")]
+    assert [e["error"] for e in lines] == ["OSError: database or disk is full"]
+    await link.close()
+
+
 async def test_a_handler_may_answer_through_a_future_or_fail_before_waiting(
     smsc: FakeSmsc,
 ) -> None:
