@@ -1,10 +1,12 @@
 """Keywords in inbound messages: STOP and its synonyms opt a number out, START opts it back in.
 
 Matching looks at the whole message only ("please stop" is not a keyword: carriers and
-regulators match the bare word), and ignores what handsets and keyboards add around it: case,
-accents ("arrêt" is ARRET), compatibility forms (the fullwidth letters of CJK keyboards),
-surrounding space and punctuation of any script (smart quotes, "。"), invisible format
-characters (zero-width space, BOM) and the spaces between words ("STOP ALL" is STOPALL). Pure.
+regulators match the bare word), and at its letters and digits only, ignoring what handsets
+and keyboards add: case, accents ("arrêt" is ARRET), compatibility forms (the fullwidth letters
+of CJK keyboards), space, punctuation and symbols of any script wherever they are (smart
+quotes, "。", an emoji after the word, "STOP-ALL" and "STOP ALL" are STOPALL), invisible format
+characters (zero-width space, BOM), and Cyrillic or Greek capitals that look like Latin ones
+(STOP typed with the Cyrillic letters TE, O and ER). A missed STOP is the costly side. Pure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from enum import StrEnum
 # Longer texts are no keyword: not normalised at all, so that a long MO costs nothing here.
 _MAX_TEXT = 64
 _MAX_KEY = 32
-_EDGE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})  # and any punctuation (P*)
+# Capitals of other scripts drawn as Latin ones (after upper-casing, so lower case too): the
+# Cyrillic, then the Greek.
+_AS_LATIN = str.maketrans(
+    "\u0410\u0412\u0415\u0405\u0406\u0408\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0423\u0425"
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7",
+    "ABESIJKMHOPCTYXABEZHIKMNOPTYX",
+)
 
 
 class Keyword(StrEnum):
@@ -56,21 +64,10 @@ class Keywords:
 
 def keyword_key(text: str) -> str:
     """What a text is matched as: compatibility forms and accents gone (NFKD without its
-    combining marks), upper case, without the edges' space, punctuation and format
-    characters, and without spaces or format characters inside."""
+    combining marks), upper case, look-alike capitals as Latin, letters and digits only."""
     decomposed = unicodedata.normalize("NFKD", text)
-    chars = "".join(c for c in decomposed if unicodedata.category(c) != "Mn").upper()
-    start, end = 0, len(chars)
-    while start < end and _edge(chars[start]):
-        start += 1
-    while end > start and _edge(chars[end - 1]):
-        end -= 1
-    return "".join(c for c in chars[start:end] if unicodedata.category(c) not in _EDGE)
-
-
-def _edge(char: str) -> bool:
-    category = unicodedata.category(char)
-    return category in _EDGE or category[0] == "P"
+    chars = "".join(c for c in decomposed if unicodedata.category(c)[0] in "LN")
+    return chars.upper().translate(_AS_LATIN)
 
 
 DEFAULT = Keywords.of(

@@ -25,6 +25,13 @@ from smppd.compliance import DEFAULT, Keyword, Keywords
         "(STOP)",
         "stop-",
         "\u00bfStop?",
+        "stop \U0001f6d1",  # an emoji after it (or before), with its skin tone or not
+        "Stop \U0001f64f\U0001f3fd",
+        "\U0001f6d1stop",
+        "STOP-ALL",
+        "S\u0422\u041e\u0420",  # Cyrillic TE, O, ER
+        "\u0455\u0442\u043e\u0440",  # the same in lower case
+        "ST\u039fP",  # Greek omicron
     ],
 )
 def test_stop_as_handsets_write_it(text: str) -> None:
@@ -41,6 +48,7 @@ def test_other_texts_are_no_keyword(text: str) -> None:
 def test_start_and_help_are_told_apart() -> None:
     assert DEFAULT.classify("Start!") is Keyword.START
     assert DEFAULT.classify("un stop") is Keyword.START
+    assert DEFAULT.classify("un-stop") is Keyword.START
     assert DEFAULT.classify("help?") is Keyword.HELP
 
 
