@@ -35,7 +35,7 @@ from smppd.queue.model import FINISHED_START, URGENT_PRIORITY, InboundIn, Inboun
 from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
 from smppd.queue.schema import SCHEMA_VERSION
-from smppd.queue.sqlite import SqliteQueue
+from smppd.queue.sqlite import SqliteQueue, open_error
 
 
 @pytest.fixture
@@ -864,6 +864,25 @@ async def test_a_queue_reached_through_a_symlink_is_the_same_queue(path: Path) -
         for alias in (linked_dir / path.name, linked_file):
             with pytest.raises(QueueInUseError, match="in use by another process"):
                 await SqliteQueue.open(alias)
+
+
+def test_a_disk_io_error_opening_a_queue_on_a_full_file_system_says_so(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a WAL database on a full file system fails as SQLite grows its -shm file, and
+    SQLite calls that a disk I/O error: with no space left it is a StorageFullError naming
+    the file system; with space left, still the I/O error it is."""
+    ioerr = sqlite3.OperationalError("disk I/O error")
+    ioerr.sqlite_errorcode = sqlite3.SQLITE_IOERR_SHMSIZE
+    free = os.statvfs(path.parent)
+    assert type(open_error(ioerr, path)) is QueueError
+    full = os.statvfs_result((*free[:4], 0, *free[5:]))  # f_bavail 0
+    monkeypatch.setattr(os, "statvfs", lambda directory: full)
+    error = open_error(ioerr, path)
+    assert isinstance(error, StorageFullError)
+    assert str(error) == (
+        f"queue storage: disk I/O error: no space left on the file system of {path.parent}"
+    )
 
 
 def test_the_queue_is_free_again_when_its_holder_is_killed(path: Path) -> None:

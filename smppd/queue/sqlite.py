@@ -128,6 +128,29 @@ def translate(exc: sqlite3.Error) -> QueueError:
     return error
 
 
+_NEARLY_FULL_BYTES: Final = 1 << 20
+
+
+def open_error(exc: sqlite3.Error, path: str | PathLike[str]) -> QueueError:
+    """translate() for an error opening `path`: SQLite reports the file system filling up as
+    it grows the WAL index (its -shm file) at open as a disk I/O error, which sends an SRE to
+    the hardware; with next to no space left there it is said to be that."""
+    error = translate(exc)
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if type(error) is QueueError and code == sqlite3.SQLITE_IOERR:
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            free = os.statvfs(directory)
+        except OSError:
+            return error
+        if free.f_bavail * free.f_frsize < _NEARLY_FULL_BYTES:
+            error = StorageFullError(
+                f"queue storage: {exc}: no space left on the file system of {directory}"
+            )
+            error.__cause__ = exc
+    return error
+
+
 class _Lane(Enum):
     URGENT = "urgent"
     SMALL = "small"
@@ -811,7 +834,7 @@ async def _connect(
     except BaseException as exc:
         await conn.close()
         if isinstance(exc, sqlite3.Error):
-            raise translate(exc) from exc
+            raise open_error(exc, path) from exc
         raise
     return conn, db, memory
 
@@ -860,11 +883,11 @@ async def _open(
     try:
         await conn
     except sqlite3.Error as exc:
-        raise translate(exc) from exc
+        raise open_error(exc, path) from exc
     if failed:
         await conn.close()
         if isinstance(failed[0], sqlite3.Error):
-            raise translate(failed[0]) from failed[0]
+            raise open_error(failed[0], path) from failed[0]
         raise failed[0]
     return conn, opened[0]
 
