@@ -19,10 +19,10 @@ import math
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -1143,6 +1143,27 @@ class Daemon:
         }
 
 
+_T = TypeVar("_T")
+# Start time asked of systemd while the queue opens, again every third of it: a migration of a
+# large file can outlast TimeoutStartSec, and a start killed half way would restart into it.
+OPEN_EXTEND_S: Final = 60.0
+
+
+async def extending_start(notifier: Notifier, opening: Awaitable[_T]) -> _T:
+    """`opening`, with more start time asked of the service manager while it runs."""
+
+    async def extend() -> None:
+        while True:
+            notifier.extend_timeout(OPEN_EXTEND_S)
+            await asyncio.sleep(OPEN_EXTEND_S / 3)
+
+    keeper = asyncio.create_task(extend())
+    try:
+        return await opening
+    finally:
+        keeper.cancel()
+
+
 async def main(config_path: Path) -> int:
     config = load_config(config_path)
     configure_logging(config.logging.level, config.logging.format)
@@ -1156,13 +1177,14 @@ async def main(config_path: Path) -> int:
     signals.install()
     # A migration of a large file can take a while: say what is happening.
     log.info("opening the queue", path=str(config.queue.path))
+    opening = open_queue(
+        "sqlite",
+        config.queue.path,
+        receipt_hold_s=config.queue.receipt_hold_s,
+        commit_interval_s=config.queue.commit_interval_s,
+    )
     try:
-        queue = await open_queue(
-            "sqlite",
-            config.queue.path,
-            receipt_hold_s=config.queue.receipt_hold_s,
-            commit_interval_s=config.queue.commit_interval_s,
-        )
+        queue = await extending_start(Notifier(), opening)
     except QueueError as exc:
         log.error("cannot open the queue", path=str(config.queue.path), error=str(exc))
         return 1

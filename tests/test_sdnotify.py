@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from smppd.daemon import OPEN_EXTEND_S, extending_start
 from smppd.sdnotify import Notifier, notify_address, watchdog_interval_s
 
 
@@ -54,6 +56,28 @@ def test_ready_stopping_status_watchdog_datagrams(manager: socket.socket) -> Non
     assert received(manager) == b"STOPPING=1"
     notifier.extend_timeout(20)
     assert received(manager) == b"EXTEND_TIMEOUT_USEC=20000000"
+
+
+async def test_opening_the_queue_asks_for_more_start_time_until_it_is_open(
+    manager: socket.socket,
+) -> None:
+    """A migration may outlast TimeoutStartSec: while the queue opens the daemon asks for
+    OPEN_EXTEND_S more at once and every third of it, and stops asking once it is open."""
+    opened = asyncio.Event()
+
+    async def opening() -> str:
+        await opened.wait()
+        return "queue"
+
+    task = asyncio.create_task(extending_start(Notifier(), opening()))
+    manager.setblocking(False)
+    loop = asyncio.get_running_loop()
+    first = await asyncio.wait_for(loop.sock_recv(manager, 4096), 5)
+    assert first == f"EXTEND_TIMEOUT_USEC={round(OPEN_EXTEND_S * 1_000_000)}".encode()
+    opened.set()
+    assert await asyncio.wait_for(task, 5) == "queue"
+    with pytest.raises(BlockingIOError):
+        manager.recv(4096)
 
 
 def test_reloading_carries_monotonic_usec(manager: socket.socket) -> None:
