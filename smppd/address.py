@@ -29,8 +29,8 @@ NPI_UNKNOWN, NPI_E164 = 0, 1
 
 _SEPARATORS = re.compile(r"[\s\-().]")
 # "+44 (0) 20 7946 0000": the trunk 0 a national caller would dial, shown but never dialled
-# after the country code.
-_TRUNK_ZERO = re.compile(r"^(\s*(?:\+|00)[\s\-.]*[0-9]{1,3}[\s\-.]*)\(\s*0\s*\)")
+# after the country code (written with + or 00, or without: "44 (0) 7700 900123").
+_TRUNK_ZERO = re.compile(r"^(\s*(?:\+|00)?[\s\-.]*[0-9]{1,3}[\s\-.]*)\(\s*0\s*\)")
 _DIGITS = re.compile(r"[0-9]+")
 SHORT_CODE_MAX_DIGITS = 8
 ALPHANUMERIC_MAX = 11  # GSM 03.40: an alphanumeric originator is at most 11 characters
@@ -152,15 +152,20 @@ def from_wire(address: str, ton: int, *, default_country_prefix: str | None = No
     (an opt-out from it must stop submits to it).
 
     International (TON 1) digits get their `+`. Digits of unknown type (TON 0, which many
-    SMSCs send for every MO) are read as a client's bare digits are (`normalise_destination`),
-    and national ones (TON 2) so too when a default country prefix says which country.
-    Anything else, or what does not read as a number, is kept as it came.
+    SMSCs send for every MO) are read as a client's bare digits are (`normalise_destination`).
+    National ones (TON 2) get the default country prefix, if one says which country, in place
+    of a trunk 0: always, since TON 2 says they carry none (a German 0491... is 491...,
+    which read as international would be someone in Nuremberg). Anything else, or what does
+    not read as a number, is kept as it came.
     """
     if not _DIGITS.fullmatch(address):
         return address
     if ton == TON_INTERNATIONAL:  # some write the international prefix 00 as well
         return "+" + (address[2:] if address.startswith("00") else address)
-    if ton == TON_UNKNOWN or (ton == TON_NATIONAL and default_country_prefix):
+    if ton == TON_NATIONAL and default_country_prefix:
+        digits = default_country_prefix + address.removeprefix("0")
+        return "+" + digits if 7 <= len(digits) <= 15 else address
+    if ton == TON_UNKNOWN:
         try:
             return normalise_destination(address, default_country_prefix=default_country_prefix)
         except ApiError:

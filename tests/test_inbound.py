@@ -426,6 +426,16 @@ def test_numbers_that_do_not_read_as_international_are_kept_as_they_came() -> No
     assert from_wire("447700902222", 1) == "+447700902222"
 
 
+def test_a_national_number_gets_the_country_prefix_even_when_it_begins_with_its_digits() -> None:
+    """TON 2 says the number carries no country code: a German 0491 number (Leer), written
+    4911234567, is +494911234567, not the Nuremberg +4911234567 that TON 0 digits would be
+    read as, or a STOP from it would opt out someone else."""
+    assert from_wire("4911234567", 2, default_country_prefix="49") == "+494911234567"
+    assert from_wire("04911234567", 2, default_country_prefix="49") == "+494911234567"
+    assert from_wire("4911234567", 0, default_country_prefix="49") == "+4911234567"
+    assert from_wire("12345678901234", 2, default_country_prefix="49") == "12345678901234"
+
+
 async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time() -> None:
     """Anyone can text STOP again and again: each is an opt-out (and a stored MO), but the
     automatic reply, an urgent message counted against the sender's daily cap, goes once per
