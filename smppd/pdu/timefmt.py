@@ -7,9 +7,15 @@ and its direction (+/-). Relative form `YYMMDDhhmmss000R`: a duration. An empty 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Final
 
 from smppd.pdu.errors import EncodeError
+
+# ASCII digits only (str.isdigit and int() take other scripts' digits, signs and spaces too);
+# the relative form's tenths and offset are 000.
+_FORM: Final = re.compile(r"[0-9]{13}[0-9]{2}[+-]|[0-9]{12}000R", re.ASCII)
 
 
 def format_absolute(when: datetime) -> str:
@@ -44,7 +50,7 @@ def parse_time(value: str) -> datetime | timedelta | None:
     """Parse either form; None for an empty field. Raises ValueError for anything malformed."""
     if not value:
         return None
-    if len(value) != 16 or not value[:13].isdigit() or value[15] not in "+-R":
+    if not _FORM.fullmatch(value):
         raise ValueError(f"not an SMPP time: {value!r}")
     yy, mo, dd, hh, mi, ss = (int(value[i : i + 2]) for i in range(0, 12, 2))
     if value[15] == "R":
