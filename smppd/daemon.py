@@ -523,6 +523,10 @@ class Daemon:
         self._group: asyncio.TaskGroup | None = None
         self._api: ApiServer | None = None
         self._reroute_cursors: dict[str, RerouteCursor] = {}
+        # Held by a reload while it changes the config and the carriers, and by a failover
+        # sweep while it moves work: a sweep by the old routes must not move work to a carrier
+        # the reload then removes (stranded there), nor find its target gone.
+        self._reconfiguring = asyncio.Lock()
         self._expiry_cursor: tuple[float, int] = (float("-inf"), 0)  # Queue.expire_waiting
         self._kept_id_formats: dict[str, str] = {}  # what the store holds (Queue.id_formats)
         self.serving = False  # ready, not yet draining: smppd_up
@@ -605,8 +609,16 @@ class Daemon:
                 query_after_s=carrier.receipt_queries.after_s,
             )
         # Paused: down since ever, so that routes pass it over and its queued work fails over
-        # at once, not after failover_after_s.
+        # at once, not after failover_after_s. A carrier down when a reload restarts it is down
+        # since then still: a fresh outage would take traffic off its alternates again.
         down_since = -math.inf if carrier.paused else time.monotonic()
+        if (
+            not carrier.paused
+            and previous is not None
+            and not previous.config.paused
+            and previous.down_since is not None
+        ):
+            down_since = previous.down_since
         if previous is not None:
             binds.carry_rate_from(previous.binds)
             if loop is not None and previous.loop is not None:
@@ -844,23 +856,30 @@ class Daemon:
             self.notifier.ready("serving (reload refused)")
             return
         restart = needs_restart(old, new)
-        self.config = new = keep_running(old, new)
+        async with self._reconfiguring:
+            self._apply(keep_running(old, new), caps, changed)
+            await self._restart_carriers(changed, old_names)
+        if restart:
+            log.warning("configuration changes that need a restart are not applied", keys=restart)
+        log.info(
+            "configuration reloaded", carriers_restarted=sorted(changed), restart_needed=restart
+        )
+        self.notifier.ready("serving")
+
+    def _apply(self, new: Config, caps: DailyCaps, changed: set[str]) -> None:
+        """The reload's new settings, routes first: what is submitted from now on goes where
+        the new config says, not to a carrier the reload is about to stop or remove."""
+        self.config = new
         self.caps = caps
         configure_logging(new.logging.level, new.logging.format)
         if self._api is not None:
             self._api.set_clients(ClientTable.from_config(new.api.clients, owners(new)))
-        stopped: dict[str, CarrierRuntime] = {}
-        for name in changed & old_names:
-            runtime = self.carriers.get(name)
-            if runtime is not None:
-                stopped[name] = runtime
-                # Kept in the table while it drains: its metrics go on (a counter that left
-                # and came back would read as a reset), and arrivals find a stopping loop.
-                await runtime.stop()
-                del self.carriers[name]
-                if runtime.loop is not None:
-                    self._totals[name].deferred_before += runtime.loop.deferred
-        for runtime in self.carriers.values():  # the carriers kept take the new policies
+        self.gateway.reconfigure(
+            router(new), profiles(new), settings=gateway_settings(new), caps=self.caps
+        )
+        for name, runtime in self.carriers.items():  # those kept take the new policies
+            if name in changed:
+                continue
             runtime.inbound.reconfigure(
                 owners=owners(new),
                 optout=optout_policy(new),
@@ -870,23 +889,31 @@ class Daemon:
                 runtime.loop.set_sender_tps(sender_rates(new))
             if runtime.queries is not None:
                 runtime.queries.wait_s = new.queue.receipt_wait_s
-        assert self._group is not None
+
+    async def _restart_carriers(self, changed: set[str], old_names: set[str]) -> None:
+        """Stop the changed and removed carriers, all at once (one after another, each would be
+        out for the sum of their drains), then start the changed ones on the new config."""
+        draining = {
+            name: runtime
+            for name in sorted(changed & old_names)
+            if (runtime := self.carriers.get(name)) is not None
+        }
+        # Kept in the table while they drain: their metrics go on (a counter that left and
+        # came back would read as a reset), and arrivals find a stopping loop.
+        await asyncio.gather(*(runtime.stop() for runtime in draining.values()))
+        new = self.config
         restarting = [carrier for carrier in new.carriers if carrier.name in changed]
         try:  # a message_id_format set by this reload applies to the receipts held too
             await self._rekey_by_format(restarting)
         except QueueError as exc:
             log.warning("held receipts keep their keys until the next start", error=str(exc))
+        assert self._group is not None
+        for name, runtime in draining.items():
+            del self.carriers[name]
+            if runtime.loop is not None:
+                self._totals[name].deferred_before += runtime.loop.deferred
         for carrier in restarting:
-            self._start_carrier(carrier, self._group, stopped.get(carrier.name))
-        self.gateway.reconfigure(
-            router(new), profiles(new), settings=gateway_settings(new), caps=self.caps
-        )
-        if restart:
-            log.warning("configuration changes that need a restart are not applied", keys=restart)
-        log.info(
-            "configuration reloaded", carriers_restarted=sorted(changed), restart_needed=restart
-        )
-        self.notifier.ready("serving")
+            self._start_carrier(carrier, self._group, draining.get(carrier.name))
 
     async def _housekeeping(self) -> None:
         """Once a tick: the watchdog, carriers' down times, held MO parts, held receipts,
@@ -992,19 +1019,23 @@ class Daemon:
         """Move the waiting work of carriers down past their routes' failover_after_s to the
         carrier up that their routes name next (see `failover_pick`), a bounded sweep a tick.
         `ticked` is time.monotonic(), which outages are measured in; `now` the wall clock."""
+        if self._reconfiguring.locked():
+            return  # a reload is changing the carriers: the next tick sweeps by the new ones
+        async with self._reconfiguring:
+            await self._sweep(now, ticked)
+
+    async def _sweep(self, now: float, ticked: float) -> None:
+        """_fail_over's sweep, the carriers and config unchanged while it runs."""
         # Snapshots: `pick` runs beside the event loop, in the queue's thread.
         down = {name: rt.down_since for name, rt in self.carriers.items()}
         senders = profiles(self.config)
         routes = router(self.config)
         for name in list(self.carriers):
-            runtime = self.carriers.get(name)  # a reload may have removed it meanwhile
-            if runtime is None or not may_fail_over(
-                self.config.routes, down, senders, name, now=ticked
-            ):
+            runtime = self.carriers[name]
+            if not may_fail_over(self.config.routes, down, senders, name, now=ticked):
                 self._reroute_cursors.pop(name, None)
                 if (
-                    runtime is not None
-                    and runtime.loop is not None
+                    runtime.loop is not None
                     and runtime.down_since is not None
                     and ticked - runtime.down_since >= self._hand_back_after(name)
                 ):
@@ -1026,9 +1057,9 @@ class Daemon:
                         to_carrier=target,  # `to` is masked as a phone number
                         messages=messages,
                     )
-                    loop = self.carriers[target].loop
-                    if loop is not None:
-                        loop.wake()
+                    target_runtime = self.carriers.get(target)
+                    if target_runtime is not None and target_runtime.loop is not None:
+                        target_runtime.loop.wake()
                 if cursor is None:
                     break
             if cursor is not None:

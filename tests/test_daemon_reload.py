@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from smppd.config import Config, load_config
 from smppd.daemon import Daemon
 from smppd.queue import MemoryQueue
 from smppd.queue.errors import QueueError
+from smppd.service import ClientIdentity, SubmitReply, SubmitRequest
 
 CONFIG = """\
 queue:
@@ -162,3 +165,140 @@ async def test_a_reload_gives_the_receipt_queries_the_new_receipt_wait(
         await daemon._reload_config()
         assert daemon.carriers["fake"].queries is queries  # not restarted for it
         assert queries.wait_s == 3600
+
+
+TWO_CARRIERS = """\
+queue:
+  path: {tmp}/q.db
+  retry_max_s: {retry_max}
+api:
+  socket: {tmp}/s.sock
+  clients:
+    - name: demo
+      any_uid: true
+logging:
+  level: info
+  format: json
+carriers:
+{carriers}
+routes:
+  - prefix: ""
+    carriers: [{route}]
+senders:
+  - id: ACME
+    client: demo
+"""
+
+
+def write_carriers(path: Path, names: list[str], route: str, *, retry_max: int = 300) -> None:
+    carriers = "".join(
+        f"  - {{name: {name}, host: 127.0.0.1, port: 9, system_id: smppd, password: secret,"
+        " reconnect: {initial_s: 30, max_s: 60}}\n"
+        for name in names
+    )
+    path.write_text(
+        TWO_CARRIERS.format(tmp=path.parent, carriers=carriers, route=route, retry_max=retry_max)
+    )
+
+
+def hold_stops(daemon: Daemon, names: list[str]) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the named carriers' stops wait for `release` (a drain of slow answers); `begun` is
+    set once all of them have begun."""
+    waiting: set[str] = set()
+    begun, release = asyncio.Event(), asyncio.Event()
+    for name in names:
+        runtime = daemon.carriers[name]
+        real = runtime.stop
+
+        async def stop(name: str = name, real: Any = real) -> None:
+            waiting.add(name)
+            if waiting == set(names):
+                begun.set()
+            await release.wait()
+            await real()
+
+        runtime.stop = stop  # type: ignore[method-assign]
+    return begun, release
+
+
+async def test_a_reload_routes_new_submits_by_the_new_routes_while_carriers_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload removing carrier a and routing to b: a submit while a drains its answers
+    goes to b (by the old routes it was queued for a, which was then removed: never sent)."""
+    path = tmp_path / "smppd.yaml"
+    write_carriers(path, ["a", "b"], "a")
+    queue = MemoryQueue()
+    async with running(path, queue, monkeypatch) as (daemon, _):
+        begun, release = hold_stops(daemon, ["a"])
+        write_carriers(path, ["b"], "b")
+        reload = asyncio.create_task(daemon._reload_config())
+        await asyncio.wait_for(begun.wait(), 5)
+        demo = ClientIdentity(name="demo", senders=frozenset({"ACME"}))
+        (reply,) = await daemon.gateway.submit(
+            demo, [SubmitRequest(to="+447700900123", sender="ACME", text="hi")]
+        )
+        release.set()
+        await asyncio.wait_for(reload, 10)
+        assert isinstance(reply, SubmitReply)
+        status = await queue.status(reply.id, None)
+        assert status is not None
+        assert status.carrier == "b"
+        assert set(daemon.carriers) == {"b"}
+
+
+async def test_a_reload_stops_the_carriers_it_restarts_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One after another, each carrier would be out for the sum of all their drains."""
+    path = tmp_path / "smppd.yaml"
+    write_carriers(path, ["a", "b"], "a, b")
+    async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
+        begun, release = hold_stops(daemon, ["a", "b"])
+        write_carriers(path, ["a", "b"], "a, b", retry_max=600)  # restarts every send loop
+        reload = asyncio.create_task(daemon._reload_config())
+        await asyncio.wait_for(begun.wait(), 5)  # both, neither released: together
+        assert not reload.done()
+        release.set()
+        await asyncio.wait_for(reload, 10)
+
+
+async def test_a_carrier_down_when_a_reload_restarts_it_stays_down_since_then(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its outage goes on: a fresh one would have routes send to it again, and hold off
+    failing its work over, for another failover_after_s."""
+    path = tmp_path / "smppd.yaml"
+    write_carriers(path, ["a", "b"], "a, b")
+    async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
+        before = daemon.carriers["a"]
+        before.down_since = 1000.0
+        write_carriers(path, ["a", "b"], "a, b", retry_max=600)
+        await daemon._reload_config()
+        assert daemon.carriers["a"] is not before
+        assert daemon.carriers["a"].down_since == 1000.0
+
+
+async def test_no_failover_sweep_runs_while_a_reload_changes_the_carriers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep by the old routes could move work to a carrier the reload then removes, and
+    find its target gone (KeyError): it waits for the next tick."""
+    path = tmp_path / "smppd.yaml"
+    write_carriers(path, ["a", "b"], "a, b")
+    queue = MemoryQueue()
+    async with running(path, queue, monkeypatch) as (daemon, _):
+        daemon.carriers["a"].down_since = -1e9  # down past any failover_after_s
+        swept: list[str] = []
+
+        async def reroute(carrier: str, *args: Any, **kwargs: Any) -> Any:
+            swept.append(carrier)
+            return {}, None
+
+        monkeypatch.setattr(queue, "reroute", reroute)
+        daemon.carriers["b"].down_since = None  # up: a target (no tick runs between)
+        async with daemon._reconfiguring:
+            await daemon._fail_over(0.0, time.monotonic())
+        assert swept == []
+        await daemon._fail_over(0.0, time.monotonic())
+        assert swept == ["a"]
