@@ -58,6 +58,7 @@ from smppd.queries import ReceiptQueries
 from smppd.queue import Queue, QueueError, open_queue
 from smppd.queue.model import ClaimedSegment, Deferred, ReceiptResult, RerouteCursor
 from smppd.queue.states import PENDING_STATES, SegmentState
+from smppd.ratelimit import SenderRates
 from smppd.redelivery import Redeliveries
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
@@ -504,6 +505,8 @@ class Daemon:
         self.receipts_overdue = 0
         self._fallback_warned: set[str] = set()  # carriers warned about their receipts' ids
         self.caps = daily_caps(config)
+        # Senders' own rates over all carriers (kept across reloads and carrier restarts).
+        self.sender_rates = SenderRates(sender_rates(config))
         self._send_loops = _SendLoops(self.carriers, queue)
         self.gateway = Gateway(
             queue=queue,
@@ -601,7 +604,7 @@ class Daemon:
                 ),
                 clock=time.time,
                 on_changes=functools.partial(self.hub.publish_changes, carrier=carrier.name),
-                sender_tps=sender_rates(config),
+                sender_rates=self.sender_rates,
                 id_format=IdFormat(carrier.message_id_format.value),
                 learner=learner,
                 receipts_per_message=carrier.receipts_per is cfg.ReceiptsPer.MESSAGE,
@@ -621,8 +624,6 @@ class Daemon:
             down_since = previous.down_since
         if previous is not None:
             binds.carry_rate_from(previous.binds)
-            if loop is not None and previous.loop is not None:
-                loop.carry_rates_from(previous.loop)
         runtime = CarrierRuntime(carrier, binds, inbound, observer, loop, down_since=down_since)
         self.carriers[carrier.name] = runtime
         if carrier.paused:
@@ -871,6 +872,7 @@ class Daemon:
         the new config says, not to a carrier the reload is about to stop or remove."""
         self.config = new
         self.caps = caps
+        self.sender_rates.set_tps(sender_rates(new))
         configure_logging(new.logging.level, new.logging.format)
         if self._api is not None:
             self._api.set_clients(ClientTable.from_config(new.api.clients, owners(new)))
@@ -885,8 +887,6 @@ class Daemon:
                 optout=optout_policy(new),
                 unowned_to=unowned_inbound_client(new),
             )
-            if runtime.loop is not None:
-                runtime.loop.set_sender_tps(sender_rates(new))
             if runtime.queries is not None:
                 runtime.queries.wait_s = new.queue.receipt_wait_s
 

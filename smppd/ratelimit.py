@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
+from collections.abc import Mapping
 
 # A cap's span is counted a little wider than its period. The carrier counts submits as they
 # arrive, and ours reach it with the jitter of the event loop's writes (a tick's submits leave
@@ -229,3 +230,31 @@ class AdaptiveRate:
         if self._configured is None:
             self._window = None  # back to uncapped
             self._bucket_end = -math.inf
+
+
+class SenderRates:
+    """Each capped sender's one window, whatever carriers its messages go to (a sender's
+    `tps` caps it, not each carrier's share of it): the send loops of every carrier share one
+    of these, and a reload changes it in place. `next_slot` is when (monotonic) the next
+    message deferred for a sender's rate comes due, so that deferrals return spaced out."""
+
+    def __init__(self, tps: Mapping[str, float] | None = None) -> None:
+        self.windows: dict[str, SlidingWindow] = {}
+        self.next_slot: dict[str, float] = {}
+        self._tps: dict[str, float] = {}
+        self.set_tps(tps or {})
+
+    def set_tps(self, tps: Mapping[str, float]) -> None:
+        """New rates (a reload): an unchanged rate keeps its window, a changed one counts what
+        the old window did."""
+        windows = {}
+        for sender, rate in tps.items():
+            old = self.windows.get(sender)
+            if old is not None and self._tps[sender] == rate:
+                windows[sender] = old
+                continue
+            windows[sender] = window = SlidingWindow.for_rate(rate)
+            if old is not None:
+                window.inherit(old)
+        self.windows = windows
+        self._tps = dict(tps)

@@ -32,7 +32,7 @@ import functools
 import heapq
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -57,7 +57,7 @@ from smppd.queue.model import (
     Submitted,
     Unknown,
 )
-from smppd.ratelimit import SlidingWindow
+from smppd.ratelimit import SenderRates, SlidingWindow
 from smppd.session import SubmitResult
 
 log = structlog.get_logger(__name__)
@@ -184,7 +184,7 @@ class CarrierSendLoop:
         on_changes: Callable[[Sequence[Change]], None] = lambda changes: None,
         idle_poll_s: float = 0.25,
         rng: random.Random | None = None,
-        sender_tps: Mapping[str, float] | None = None,
+        sender_rates: SenderRates | None = None,  # shared by every carrier's loop
         id_format: IdFormat = IdFormat.AUTO,
         learner: IdFormatLearner | None = None,  # AUTO: sees the resp ids
         receipts_per_message: bool = False,  # see Submitted.whole_message
@@ -244,27 +244,12 @@ class CarrierSendLoop:
         # the part of a window slot's turn that storage decides.
         self.outcome_latency = Histogram() if outcome_latency is None else outcome_latency
         self._pending_since = 0.0
-        self._sender_tps: dict[str, float] = {}
-        self._sender_windows: dict[str, SlidingWindow] = {}
-        self.set_sender_tps(sender_tps or {})
-        self._next_slot: dict[str, float] = {}  # monotonic
+        self._senders = SenderRates() if sender_rates is None else sender_rates
         self._withdrawn: dict[int, None] = {}  # an ordered set, oldest first (see withdraw)
         self._id_format = id_format
         self._learner = learner
         self._whole_message = receipts_per_message
         self._query_after_s = query_after_s
-
-    def set_sender_tps(self, sender_tps: Mapping[str, float]) -> None:
-        """Per-sender rates (a reload): an unchanged rate keeps its window, a changed one
-        counts what the old window did."""
-        self._sender_windows = _rate_windows(sender_tps, self._sender_tps, self._sender_windows)
-        self._sender_tps = dict(sender_tps)
-
-    def carry_rates_from(self, previous: CarrierSendLoop) -> None:
-        """The loop of a restarted carrier: its senders' windows count what `previous` sent."""
-        self._sender_windows = _rate_windows(
-            self._sender_tps, previous._sender_tps, previous._sender_windows
-        )
 
     def wake(self, *, urgent_at: float | None = None) -> None:
         """New work may be due (a submit landed): claim now rather than at the next poll.
@@ -357,7 +342,7 @@ class CarrierSendLoop:
         if (
             self._stopping
             or self._unrecorded >= self._limit(segment)
-            or segment.source in self._sender_windows
+            or segment.source in self._senders.windows
             or (self._urgent_waiting and segment.priority < URGENT_PRIORITY)
         ):
             return False
@@ -616,7 +601,7 @@ class CarrierSendLoop:
         to the queue."""
         generation = self._generation
         for i, segment in enumerate(segments):
-            window = self._sender_windows.get(segment.source)
+            window = self._senders.windows.get(segment.source)
             try:
                 sent = await self._send(segment, window, generation)
             except BaseException:  # cancelled: what was not sent goes back, or it is never recorded
@@ -709,8 +694,9 @@ class CarrierSendLoop:
         """Back to the queue for the sender's next free slot; later ones queue up behind it at
         the sender's rate, so they return spaced out rather than all at once."""
         now = self._monotonic()
-        slot = max(window.ready_at(now), self._next_slot.get(segment.source, 0.0))
-        self._next_slot[segment.source] = slot + window.period_s / window.limit
+        next_slot = self._senders.next_slot
+        slot = max(window.ready_at(now), next_slot.get(segment.source, 0.0))
+        next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
         wall = self._clock()  # the queue keeps wall-clock times
         deferred = Deferred(segment.segment_id, wall + (slot - now))
@@ -837,23 +823,6 @@ class CarrierSendLoop:
             self._urgent_at(at)
         if changes:
             self._publish(changes)
-
-
-def _rate_windows(
-    rates: Mapping[str, float],
-    old_rates: Mapping[str, float],
-    old_windows: Mapping[str, SlidingWindow],
-) -> dict[str, SlidingWindow]:
-    windows = {}
-    for sender, tps in rates.items():
-        old = old_windows.get(sender)
-        if old is not None and old_rates[sender] == tps:
-            windows[sender] = old
-            continue
-        windows[sender] = window = SlidingWindow.for_rate(tps)
-        if old is not None:
-            window.inherit(old)
-    return windows
 
 
 def _describe(exc: Exception) -> str:

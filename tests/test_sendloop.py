@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import structlog.testing
@@ -38,6 +39,7 @@ from smppd.queue.model import (
     Unknown,
     segment_id,
 )
+from smppd.ratelimit import SenderRates
 from smppd.sendloop import CarrierSendLoop, RetryPolicy, outcome_for
 from smppd.session import BindSettings, SubmitResult
 from tools.fake_smsc import FakeSmsc, SmscConfig
@@ -94,6 +96,7 @@ class Pipeline:
     queue: MemoryQueue
     loop: CarrierSendLoop
     clock: Clock
+    rates: SenderRates
 
     def texts(self) -> list[str]:
         return [m.text for m in self.smsc.records.messages]
@@ -111,6 +114,7 @@ async def pipeline(
     start: bool = True,
     clock: Clock | None = None,
     sender_tps: dict[str, float] | None = None,
+    rates: SenderRates | None = None,  # shared with another pipeline; else from sender_tps
     queue: MemoryQueue | None = None,
     response_timeout_s: float = 10.0,
     policy: RetryPolicy | None = None,
@@ -121,6 +125,7 @@ async def pipeline(
     """Messages enqueued first, then a bound carrier and its send loop started."""
     clock = clock or Clock()
     queue = queue or MemoryQueue()
+    rates = SenderRates(sender_tps) if rates is None else rates
     if messages:
         await queue.enqueue(messages, now=clock())
     async with FakeSmsc(SmscConfig(port=0)) as smsc:
@@ -150,13 +155,13 @@ async def pipeline(
             on_changes=on_changes,
             idle_poll_s=0.05,
             rng=random.Random(1),
-            sender_tps=sender_tps,
+            sender_rates=rates,
         )
         async with binds:
             await binds.wait_bound()
             task = asyncio.create_task(loop.run()) if start else None
             try:
-                yield Pipeline(smsc, queue, loop, clock)
+                yield Pipeline(smsc, queue, loop, clock, rates)
             finally:
                 loop.stop()
                 await binds.close()
@@ -346,6 +351,25 @@ async def test_sender_rate_holds_over_any_second_at_the_smsc() -> None:
         assert p.loop.deferred > 0
 
 
+async def test_a_senders_rate_holds_over_all_its_carriers_together() -> None:
+    """A sender capped at 10/s whose messages go to two carriers (two routes, or a failover
+    under way) sends 10/s in all, not 10/s on each: the cap protects the sender id."""
+    rates = SenderRates({"SMPPD": 10})
+    to_a = [message(f"a {i}") for i in range(10)]
+    to_b = [message(f"b {i}") for i in range(10)]
+    options: dict[str, Any] = {"window": 10, "claim_batch": 30, "rates": rates}
+    async with (
+        pipeline(*to_a, clock=WallClock(), **options) as a,
+        pipeline(*to_b, clock=WallClock(), **options) as b,
+    ):
+        await a.smsc.records.wait_for(10, timeout=10)
+        await b.smsc.records.wait_for(10, timeout=10)
+        segments = [*a.smsc.records.segments, *b.smsc.records.segments]
+    times = sorted(s.time for s in segments)
+    assert len(times) == 20
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[10:], strict=False))
+
+
 class SteppedClock(Clock):
     """The wall clock, set back by `offset` seconds (an NTP step, a VM resumed)."""
 
@@ -381,7 +405,7 @@ async def test_a_reload_that_changes_a_senders_cap_counts_what_it_sent_already()
         *capped, window=10, claim_batch=30, clock=WallClock(), sender_tps={"SMPPD": 10}
     ) as p:
         await p.smsc.records.wait_for(10, timeout=5)
-        p.loop.set_sender_tps({"SMPPD": 8})
+        p.rates.set_tps({"SMPPD": 8})
         await p.queue.enqueue([message(f"more {i}") for i in range(10)], now=p.clock())
         p.loop.wake()
         await p.smsc.records.wait_for(20, timeout=10)
@@ -398,7 +422,7 @@ async def test_a_reload_that_lifts_a_senders_cap_applies_to_its_next_messages() 
     async with pipeline(
         window=10, claim_batch=30, clock=WallClock(), sender_tps={"SMPPD": 10}
     ) as p:
-        p.loop.set_sender_tps({})
+        p.rates.set_tps({})
         await p.queue.enqueue([message(f"more {i}") for i in range(20)], now=p.clock())
         p.loop.wake()
         await p.smsc.records.wait_for(20, timeout=10)
