@@ -399,6 +399,21 @@ async def test_ids_are_not_reused_after_everything_is_purged(path: Path) -> None
         assert enq.message_id > max(s.message_id for s in claim)
 
 
+async def test_purging_a_message_takes_its_receipt_query_rows(path: Path) -> None:
+    """A query row goes when it comes due, but only for a carrier that still queries: one a
+    reload removed, or whose receipt_queries were turned off, kept its rows for ever."""
+    receipt = ReceiptIn(correlation_keys("7"), "DELIVRD", "delivered", "000", T0 + 5)
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message()], now=T0)
+        (seg,) = await store.claim(CARRIER, 1, now=T0)
+        done = Submitted(seg.segment_id, correlation_keys("7"), "b", query_at=T0 + 60)
+        await store.record([done], now=T0)
+        assert peek(path, "SELECT COUNT(*) FROM receipt_queries") == [(1,)]
+        await store.apply_receipts(CARRIER, [receipt], now=T0 + 6)
+        assert await store.purge(T0 + 7) == 1
+    assert peek(path, "SELECT COUNT(*) FROM receipt_queries") == [(0,)]
+
+
 async def test_a_repeated_receipt_is_recognised_after_a_restart(path: Path) -> None:
     """A final segment's ids stay on disk: a resent final receipt is a duplicate after reopening."""
     receipt = ReceiptIn(correlation_keys("77"), "DELIVRD", "delivered", "000", T0 + 5)

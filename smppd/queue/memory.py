@@ -827,6 +827,7 @@ class MemoryQueue:
             for segment in self._siblings(message):
                 self._count(segment, segment.state, -1)
                 del self._segments[segment.id]
+                self._queries.pop(segment.id, None)
                 for key in segment.keys:
                     if self._correlations.get((message.new.carrier, key)) == segment.id:
                         del self._correlations[message.new.carrier, key]

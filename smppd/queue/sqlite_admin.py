@@ -246,6 +246,8 @@ _DOOMED_SEGMENTS: Final = """
 """
 _DELETE_SEGMENTS: Final = "DELETE FROM segments WHERE id BETWEEN ? AND ?"
 _DELETE_BODIES: Final = "DELETE FROM segment_bodies WHERE id BETWEEN ? AND ?"
+# Rows go when they come due, but only for a carrier that still queries (see schema V14).
+_DELETE_QUERIES: Final = "DELETE FROM receipt_queries WHERE segment_id BETWEEN ? AND ?"
 _DELETE_MESSAGE: Final = "DELETE FROM messages WHERE id = ?"
 _FORGET: Final = "DELETE FROM correlations WHERE carrier = ? AND key = ? AND segment_id = ?"
 _DELETE_INBOUND: Final = """
@@ -283,6 +285,7 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
                 batch.db.executemany(_FORGET, [(carrier, key, sid) for key in split_keys(keys)])
         batch.db.execute(_DELETE_SEGMENTS, bounds)
         batch.db.execute(_DELETE_BODIES, bounds)
+        batch.db.execute(_DELETE_QUERIES, bounds)
         batch.db.execute(_DELETE_MESSAGE, (message_id,))
     inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount
     batch.db.execute(_DELETE_OLD_PARTS, (before,))
