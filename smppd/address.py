@@ -163,8 +163,10 @@ def from_wire(address: str, ton: int, *, default_country_prefix: str | None = No
     if ton == TON_INTERNATIONAL:  # some write the international prefix 00 as well
         return "+" + (address[2:] if address.startswith("00") else address)
     if ton == TON_NATIONAL and default_country_prefix:
+        if len(address) <= SHORT_CODE_MAX_DIGITS:  # a short code, as a client's digits are
+            return address
         digits = default_country_prefix + address.removeprefix("0")
-        return "+" + digits if 7 <= len(digits) <= 15 else address
+        return "+" + digits if len(digits) <= 15 else address
     if ton == TON_UNKNOWN:
         try:
             return normalise_destination(address, default_country_prefix=default_country_prefix)

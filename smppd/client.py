@@ -42,6 +42,9 @@ _CONNECTION_ERRORS: Final = frozenset({"unauthorized", "too_many_connections", "
 _SUN_PATH_MAX: Final = 107  # sockaddr_un's sun_path, less its NUL
 _LINE_LIMIT: Final = 64 * 1024 * 1024  # replies such as `optout list` may be large
 _EVENT_BUFFER: Final = 1000
+# Past this many buffered (while replies are awaited) the client drops its own subscription,
+# as the daemon drops a subscriber that falls behind its queue of 10,000.
+_EVENT_BUFFER_MAX: Final = 10_000
 
 _T = TypeVar("_T")
 
@@ -154,7 +157,8 @@ class Client:
         # Events for subscribe(). Past _EVENT_BUFFER of them the reader stops reading (back-
         # pressure) until the loop takes some, or a request waits for its reply, which may be
         # behind them: one made from inside the loop (a reply to each inbound message) would
-        # otherwise wait for ever. While replies are awaited the buffer may pass the mark.
+        # otherwise wait for ever. While replies are awaited the buffer may pass the mark, up to
+        # _EVENT_BUFFER_MAX: a loop that falls that far behind ends with a `dropped` event.
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._resume = asyncio.Event()
         self._listening = False  # a subscribe() loop takes events; otherwise they are dropped
@@ -251,6 +255,8 @@ class Client:
                 if "event" in message and "ok" not in message:
                     if self._listening:
                         self._events.put_nowait(message)
+                        if self._events.qsize() >= _EVENT_BUFFER_MAX:
+                            self._drop_subscription()
                         while (
                             self._listening
                             and self._events.qsize() >= _EVENT_BUFFER
@@ -270,6 +276,13 @@ class Client:
             failure = ApiConnectionError(f"connection broken: {exc}")
         finally:
             self._fail_all(failure)
+
+    def _drop_subscription(self) -> None:
+        """The subscribe() loop fell too far behind: it ends after the events buffered and a
+        last `dropped` (as the daemon's own), and the events after it are not kept."""
+        self._listening = False
+        self._events.put_nowait({"event": "dropped", "reason": "client fell behind"})
+        self._events.put_nowait(None)
 
     def _unattributed(self, error: ApiClientError) -> None:
         """An error reply without an id. Refusing the connection (unauthorized, ...), the
@@ -413,7 +426,9 @@ class Client:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Events (`{"event": kind, ...}`) until the connection ends; all kinds by default.
 
-        A last `{"event": "dropped"}` means the daemon dropped this subscriber for falling behind.
+        A last `{"event": "dropped"}` means the daemon dropped this subscriber for falling behind,
+        or this client did: the loop held over 10,000 events unread while requests on this
+        connection awaited their replies (which the daemon then stops sending to read).
         """
         fields = {} if events is None else {"events": list(events)}
         self._listening = True

@@ -383,6 +383,7 @@ class CarrierSendLoop:
         if self._claimed > self._unrecorded:
             self._generation += 1
             self._room.set()
+            self._urgent_passed.set()  # bulk waiting for an urgent claimer held up by the outage
             self._port.interrupt()
 
     @property
@@ -431,6 +432,7 @@ class CarrierSendLoop:
         self._wake.set()
         self._urgent.set()
         self._room.set()
+        self._urgent_passed.set()
         self._port.interrupt()  # a wait for room on a full window ends too
         self._drop_urgent_timer()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -189,6 +190,35 @@ async def test_a_request_made_inside_a_subscription_loop_gets_its_reply() -> Non
                 if len(seen) == 1500:
                     break
     assert seen == list(range(1500))
+
+
+async def test_a_subscription_that_falls_far_behind_while_a_reply_is_awaited_is_dropped() -> None:
+    """While a request awaits its reply the reader reads past the buffer's mark; at 10,000
+    events unread it ends the subscription with a last `dropped`, as the daemon does, rather
+    than hold every event in memory; the reply behind them is still read."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request["op"] == "health":  # 12,000 events come first, then its reply
+                for n in range(12_000):
+                    writer.write(json.dumps({"event": "receipt", "n": n}).encode() + b"\n")
+                await writer.drain()
+            writer.write(json.dumps({"ok": True, "id": request["id"]}).encode() + b"\n")
+        writer.close()
+
+    with short_tmpdir() as directory:
+        path = directory / "api.sock"
+        server = await asyncio.start_unix_server(serve, path)
+        async with server, Client(path, timeout_s=WAIT_S) as client:
+            events = client.subscribe(["receipt"])
+            first = asyncio.ensure_future(anext(events))
+            async with asyncio.timeout(WAIT_S):
+                await client.health()  # read past the mark, the subscribe loop waiting
+                rest = [await first] + [event async for event in events]
+    assert rest[-1]["event"] == "dropped"
+    assert [e["n"] for e in rest[:-1]] == list(range(len(rest) - 1))
+    assert len(rest) - 1 == 10_000
 
 
 async def test_no_daemon_is_a_connection_error_naming_the_socket() -> None:

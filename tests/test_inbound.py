@@ -434,6 +434,8 @@ def test_a_national_number_gets_the_country_prefix_even_when_it_begins_with_its_
     assert from_wire("04911234567", 2, default_country_prefix="49") == "+494911234567"
     assert from_wire("4911234567", 0, default_country_prefix="49") == "+4911234567"
     assert from_wire("12345678901234", 2, default_country_prefix="49") == "12345678901234"
+    # A short code stays one: a STOP to it must be recorded under the code clients send from.
+    assert from_wire("12345", 2, default_country_prefix="49") == "12345"
 
 
 async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time() -> None:

@@ -1531,3 +1531,59 @@ async def test_an_urgent_send_takes_the_next_rate_token_before_bulk_that_waited_
     loop.stop()
     port.grant()  # the bulk send waiting for a token sees the stop
     await _finish(loop, task, port)
+
+
+class OutagePort(ManualPort):
+    """Binds that take everything while `up`; down, wait_ready waits for interrupt()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = True
+        self.waiters: list[asyncio.Future[None]] = []
+
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        return self.up and super().try_send(body, on_result)
+
+    async def wait_ready(self) -> None:
+        if not self.up:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            await waiter
+
+    def interrupt(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+async def test_a_hand_back_during_an_outage_returns_bulk_that_gave_way_to_an_urgent_claim() -> None:
+    """The binds go down with an urgent submit waiting to be claimed: bulk woken as room
+    freed gives way to it, and waits for it; hand_back() (a failover) must still put that
+    bulk back in the queue, or it reads as inflight, unmovable, for the whole outage."""
+    clock = Clock()
+    queue = RecordingQueue()
+    await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(25)], now=clock())
+    port = OutagePort()
+    loop = loop_on(queue, port, clock, claim_batch=10, max_unrecorded=10)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(9)  # all but the urgent reserve
+        port.up = False
+        await queue.enqueue([message("otp", priority=9)], now=clock())
+        loop.wake(urgent_at=clock())
+        for future in port.futures:  # the connection went: unknown, recorded, room frees
+            future.set_result(SubmitResult.outcome_unknown("b1", answer_due=False))
+        while loop.unrecorded:
+            queue.recorded.clear()
+            await queue.recorded.wait()
+        for _ in range(20):  # let the woken bulk send reach its wait (no time passes)
+            await asyncio.sleep(0)
+        loop.hand_back()
+        while loop.claimed:
+            queue.recorded.clear()
+            await queue.recorded.wait()
+    stats = await queue.stats(now=clock())
+    assert SegmentState.INFLIGHT not in stats.segments
+    loop.stop()
+    await asyncio.wait_for(task, 5)

@@ -148,7 +148,6 @@ def add_optout(batch: Batch, sender: str, number: str, *, now: float) -> bool:
     if batch.db.execute(_ADD_OPTOUT, (sender, number, now)).rowcount == 0:
         return False
     batch.optouts_added.append((sender, number))
-    batch.memory.optouts_written += 1  # before the commit: read by this thread alone
     if batch.memory.optouts.count + len(batch.optouts_added) > batch.memory.optouts.capacity:
         batch.new_optout_filter = load_optout_filter(batch)
     return True

@@ -56,11 +56,8 @@ class MemoryState:
     # The latest finished_at written: a message finishing after the wall clock stepped back
     # takes it, so that the order messages finished in (Queue.finished_since) never goes back.
     last_finished_at: float = float("-inf")
-    # Opt-outs added since open: `applied` as the filter has them (Queue.optouts_recorded),
-    # `written` by the writer as it writes them, before they commit (sqlite_writes.enqueue
-    # checks again when a submit was checked at fewer than that).
+    # Opt-outs added since open, as the filter has them (Queue.optouts_recorded).
     optouts_applied: int = 0
-    optouts_written: int = 0
 
 
 # Both read the columns SegmentRow unpacks, in its order.

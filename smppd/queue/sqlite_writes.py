@@ -54,7 +54,10 @@ def enqueue(
 ) -> list[Enqueued]:
     """Stage the messages' rows (written by the next flush, together with other enqueues);
     see Queue.enqueue for `optouts_seen`."""
-    recheck = optouts_seen is not None and batch.memory.optouts_written > optouts_seen
+    # Transactions run one after another, each applied to memory before the next begins:
+    # what is applied, and this transaction's own so far, is every opt-out written.
+    written = batch.memory.optouts_applied + len(batch.optouts_added)
+    recheck = optouts_seen is not None and written > optouts_seen
     results = []
     for message in messages:
         if message.ref is not None:
