@@ -22,6 +22,7 @@ from smppd.queue import (
 )
 from smppd.queue.model import (
     FINISHED_START,
+    PARTS_KEPT_S,
     FinishedPage,
     InboundIn,
     InboundPart,
@@ -766,7 +767,9 @@ async def test_inbound_parts_are_held_until_their_message_is_stored(store: Queue
     assert await store.held_inbound_parts(CARRIER) == []
     assert [m.text for m in await store.inbound_since(0)] == ["text"]
     assert await store.held_inbound_parts("other") == [InboundPart(other, 1, b"x", T0 + 3)]
-    await store.purge(T0 + 4)
+    await store.purge(T0 + 4)  # a retention shorter than the reassembly: the part stays
+    assert await store.held_inbound_parts("other") == [InboundPart(other, 1, b"x", T0 + 3)]
+    await store.purge(T0 + 4 + PARTS_KEPT_S)  # a removed carrier's, long past
     assert await store.held_inbound_parts("other") == []
 
 

@@ -200,7 +200,8 @@ class Queue(Protocol):
         ...
 
     async def purge(self, before: float) -> int:
-        """Delete messages finished before `before` (and older inbound and unmatched receipts)."""
+        """Delete messages finished before `before` (and older inbound and unmatched receipts,
+        and held MO parts PARTS_KEPT_S older still)."""
         ...
 
     async def expire_waiting(

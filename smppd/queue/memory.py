@@ -22,6 +22,7 @@ from smppd.queue.model import (
     FINISHED_LOOK_AHEAD,
     MAX_PRIORITY,
     OPTOUT_ALL_SENDERS,
+    PARTS_KEPT_S,
     URGENT_PRIORITY,
     Change,
     Claim,
@@ -835,7 +836,8 @@ class MemoryQueue:
             if message.new.ref is not None:
                 del self._by_ref[message.new.client, message.new.ref]
         self._inbound = [m for m in self._inbound if m.received_at >= before]
-        self._parts = {k: p for k, p in self._parts.items() if p.received_at >= before}
+        kept = before - PARTS_KEPT_S
+        self._parts = {k: p for k, p in self._parts.items() if p.received_at >= kept}
         for receipt_id, receipt in list(self._receipts.items()):
             if receipt.state != "held" and receipt.received_at < before:
                 del self._receipts[receipt_id]

@@ -344,6 +344,12 @@ class Finished:
     finished_at: float
 
 
+# Held MO parts wait for their carrier's handler, which stores them (complete or not) once
+# their message's reassembly times out, after a restart too: however short the retention,
+# only parts this much older than it (a removed carrier's) are purged. Acknowledged, they
+# must not go while a crash could still need them.
+PARTS_KEPT_S: Final = 7 * 86_400.0
+
 # Where a page of finished messages ended: (finished_at, message_id) of the last one looked at.
 FinishedCursor = tuple[float, int]
 FINISHED_START: Final[FinishedCursor] = (float("-inf"), 0)

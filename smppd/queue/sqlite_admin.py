@@ -11,6 +11,7 @@ from typing import Final
 
 from smppd.queue.model import (
     OPTOUT_ALL_SENDERS,
+    PARTS_KEPT_S,
     Change,
     InboundIn,
     InboundPart,
@@ -287,7 +288,7 @@ def purge_step(batch: Batch, before: float, limit: int) -> tuple[int, bool]:
         batch.db.execute(_DELETE_QUERIES, bounds)
         batch.db.execute(_DELETE_MESSAGE, (message_id,))
     inbound = batch.db.execute(_DELETE_INBOUND, (before, limit)).rowcount
-    batch.db.execute(_DELETE_OLD_PARTS, (before,))
+    batch.db.execute(_DELETE_OLD_PARTS, (before - PARTS_KEPT_S,))
     receipts = batch.db.execute(_OLD_RECEIPTS, (before, limit)).fetchall()
     for receipt_id, state in receipts:
         batch.db.execute(_DELETE_RECEIPT, (receipt_id,))
