@@ -294,9 +294,12 @@ def test_tlv_running_past_pdu() -> None:
 
 
 def test_encode_refuses_what_smpp_cannot_carry() -> None:
-    """Over-long fields, 255-octet short messages and short_message with payload are refused."""
+    """Over-long fields, 255-octet short messages and short_message with payload are refused,
+    and so is a NUL inside a C-string (it would end the field, the rest read as the next)."""
     with pytest.raises(EncodeError, match="destination_addr"):
         encode(SubmitSm(destination_addr="1" * 21))
+    with pytest.raises(EncodeError, match="source_addr holds a NUL"):
+        encode(SubmitSm(source_addr="AB\0C"))
     with pytest.raises(EncodeError, match="254"):
         encode(SubmitSm(short_message=b"x" * 255))
     with pytest.raises(EncodeError, match="both"):

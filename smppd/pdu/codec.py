@@ -153,6 +153,8 @@ def _cstr_bytes(value: str, size: int, name: str) -> bytes:
     raw = value.encode("latin-1")
     if len(raw) >= size:
         raise EncodeError(f"{name} longer than {size - 1} octets")
+    if 0 in raw:
+        raise EncodeError(f"{name} holds a NUL")
     return raw + b"\0"
 
 
@@ -316,6 +318,10 @@ def _compile_encoder(cls: type[Pdu]) -> Encoder:
                 f"    {var} = pdu.{f.name}.encode('latin-1')",
                 f"    if len({var}) >= {f.size}:",
                 f"        raise EncodeError('{f.name} longer than {f.size - 1} octets')",
+                # A NUL inside would end the field there, and the next be read from the rest
+                # (an int needle: bytes' memchr, several times faster than b"\\0").
+                f"    if 0 in {var}:",
+                f"        raise EncodeError('{f.name} holds a NUL')",
             ]
             parts += [var, "b'\\0'"]
         elif f.kind is spec.Kind.SHORT_MESSAGE:
