@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -212,6 +213,10 @@ class Gateway:
         self._health = health
         self._clock = clock
         self._refs = ReferenceAllocator()
+        # Segments past the depth checks and not yet stored, in all and by client: the depths
+        # count them, or concurrent calls would each pass against the same stored counts.
+        self._admitting = 0
+        self._admitting_of: Counter[str] = Counter()
         self.accepted = 0
         self.shutting_down = False
 
@@ -271,11 +276,16 @@ class Gateway:
             refusals: Sequence[ApiError | None] = [refused]
             if refused is None:
                 self._arrivals(batch, now)
-                if len(groups) == 1:  # most calls: no task for it
-                    refusals = [await self._enqueue(batch, results, now, optouts_seen)]
-                else:  # queued in order: a ref repeated within the call finds its first
-                    writes = (self._enqueue(g, results, now, optouts_seen) for g in groups)
-                    refusals = await asyncio.gather(*writes)
+                admitted = sum(len(a.message.segments) for a in batch)
+                self._admit(client.name, admitted)
+                try:
+                    if len(groups) == 1:  # most calls: no task for it
+                        refusals = [await self._enqueue(batch, results, now, optouts_seen)]
+                    else:  # queued in order: a ref repeated within the call finds its first
+                        writes = (self._enqueue(g, results, now, optouts_seen) for g in groups)
+                        refusals = await asyncio.gather(*writes)
+                finally:  # stored (the store's counts have them) or refused
+                    self._admit(client.name, -admitted)
             for group, refusal in zip(groups, refusals, strict=True):
                 if refusal is not None:
                     for accepted in group:
@@ -338,16 +348,27 @@ class Gateway:
                 self._release(accepted)
         return fit
 
+    def _admit(self, client: str, segments: int) -> None:
+        self._admitting += segments
+        self._admitting_of[client] += segments
+        if not self._admitting_of[client]:
+            del self._admitting_of[client]
+
     def _over_depth(self, client: ClientIdentity, segments: int) -> ApiError | None:
-        """The refusal for `segments` more from `client`, if they would pass a depth."""
-        if self._queue.queued_depth() + segments > self._settings.max_depth:
+        """The refusal for `segments` more from `client`, if they would pass a depth (with
+        what other calls have past the checks and not yet stored)."""
+        if self._queue.queued_depth() + self._admitting + segments > self._settings.max_depth:
             return ApiError(
                 ErrorCode.queue_full,
                 f"queue is at its configured depth ({self._settings.max_depth} segments);"
                 " retry later",
             )
         cap = client.max_queued
-        if cap is not None and (held := self._queue.client_depth(client.name)) + segments > cap:
+        if cap is not None and (
+            (held := self._queue.client_depth(client.name) + self._admitting_of[client.name])
+            + segments
+            > cap
+        ):
             return ApiError(
                 ErrorCode.client_queue_full,
                 f"client {client.name!r} has {held} segments not yet sent and may have"

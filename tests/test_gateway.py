@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
@@ -751,3 +752,59 @@ async def test_a_stop_recorded_between_a_submits_check_and_its_write_refuses_it(
         assert status.state is MessageState.QUEUED
     finally:
         await queue.close()
+
+
+class GatedQueue(MemoryQueue):
+    """A store whose writes wait for `gate` (a busy writer): calls overlap between their
+    checks and their commits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+        self.waited = asyncio.Event()
+
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
+        self.waiting += 1
+        self.waited.set()
+        await self.gate.wait()
+        return await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
+
+    async def wait_for_writes(self, count: int) -> None:
+        while self.waiting < count:
+            self.waited.clear()
+            await asyncio.wait_for(self.waited.wait(), 5)
+
+
+async def test_concurrent_calls_do_not_pass_the_depths_together() -> None:
+    """Four calls of 400 against a depth of 1,000, and independent submits against a client's
+    max_queued, all in flight at once: the depths count what other calls have past the checks
+    and not yet stored, so the third and fourth are refused (each had passed against the same
+    empty queue), and a refused or stored call gives its share back."""
+    queue = GatedQueue()
+    gw = gateway(queue, Loops(), max_depth=1000)
+    calls = [
+        asyncio.ensure_future(gw.submit(CLIENT, [request(f"{c}.{i}") for i in range(400)]))
+        for c in range(4)
+    ]
+    await queue.wait_for_writes(2)  # the first two wait in their writes
+    queue.gate.set()
+    replies = await asyncio.wait_for(asyncio.gather(*calls), 5)
+    codes = [{r.code if isinstance(r, ApiError) else "ok" for r in reply} for reply in replies]
+    assert codes == [{"ok"}, {"ok"}, {ErrorCode.queue_full}, {ErrorCode.queue_full}]
+    assert (await queue.stats(now=T0)).queued_depth == 800
+    assert gw._admitting == 0
+
+    capped = dataclasses.replace(CLIENT, max_queued=803)
+    queue.gate.clear()
+    singles = [
+        asyncio.ensure_future(gw.submit(capped, [request(f"s{i}")], whole=False)) for i in range(5)
+    ]
+    await queue.wait_for_writes(2 + 3)
+    queue.gate.set()
+    replies = await asyncio.wait_for(asyncio.gather(*singles), 5)
+    singles_codes = [r.code if isinstance(r, ApiError) else "ok" for (r,) in replies]
+    assert singles_codes == ["ok"] * 3 + [ErrorCode.client_queue_full] * 2
+    assert queue.client_depth("app") == 803
