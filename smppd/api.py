@@ -885,7 +885,10 @@ class _Connection:
             await self._subscribe(rid, req)
         elif (weight := _weight(op, req)) > (most := self._most_per_call()):
             # Refused for good, not as too_many_pending: it would never fit (see the module doc).
-            rule = f"a list of at most {most} messages (api.max_pending_per_connection)"
+            rule = (
+                f"a list of at most {most} messages (the smaller of"
+                " api.max_pending_per_connection and api.max_pending)"
+            )
             await self._refuse(rid, op, _invalid("messages", rule))
         elif (crowded := self._crowded(weight)) is not None:
             await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, crowded))

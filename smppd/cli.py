@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smppd",
         description="SMPP v3.4 carrier connector daemon, and a client of its local API.",
         epilog=f"The config defaults to ${CONFIG_ENV} or {DEFAULT_CONFIG}. "
-        "Exit status: 0 done, 1 refused by the daemon, 69 daemon not reachable, "
-        "78 config unusable.",
+        "Exit status: 0 done, 1 refused by the daemon, 2 bad usage, 69 daemon not reachable "
+        "(or it ended a tail), 75 no reply in time (it may have been done), 78 config unusable.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -481,13 +481,13 @@ class Gateway:
         check_optout: bool = True,
     ) -> _Accepted:
         sender = canonical_sender(request.sender)
+        check_sender(sender)  # first: no client may send from an id no network carries
         if sender not in client.senders:
             raise ApiError(
                 ErrorCode.sender_not_allowed,
                 f"client {client.name!r} may not send from {request.sender!r}",
                 field="from",
             )
-        check_sender(sender)
         _check_schedule(request, now)
         destination = normalise_destination(
             request.to, default_country_prefix=self._settings.default_country_prefix

@@ -808,3 +808,17 @@ async def test_concurrent_calls_do_not_pass_the_depths_together() -> None:
     singles_codes = [r.code if isinstance(r, ApiError) else "ok" for (r,) in replies]
     assert singles_codes == ["ok"] * 3 + [ErrorCode.client_queue_full] * 2
     assert queue.client_depth("app") == 803
+
+
+async def test_a_sender_id_no_network_carries_is_an_invalid_address_not_a_permission() -> None:
+    """A malformed `from` (12 letters) says what is wrong with it, not that the client may
+    not send from it; a well-formed id the client does not hold is sender_not_allowed."""
+    gw = gateway(MemoryQueue(), Loops())
+    bad, other = (
+        dataclasses.replace(request("x"), sender=sender) for sender in ("WAYTOOLONGID", "OTHER")
+    )
+    replies = await gw.submit(CLIENT, [bad, other], whole=False)
+    assert [(r.code, r.field) for r in replies if isinstance(r, ApiError)] == [
+        (ErrorCode.invalid_address, "from"),
+        (ErrorCode.sender_not_allowed, "from"),
+    ]
