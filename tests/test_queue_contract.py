@@ -898,6 +898,24 @@ async def test_segments_come_due_for_a_query_until_settled_or_told_not_again(sto
     assert await store.due_queries(CARRIER, now=T0 + 10_000, limit=10) == []
 
 
+async def test_settled_segments_due_for_a_query_take_no_part_of_the_limit(store: Queue) -> None:
+    """Above the carrier's queries a second in receipts, the due rows of settled segments
+    filled every call's limit: the one whose receipt was lost was never asked about."""
+    await store.enqueue([message() for _ in range(10)], now=T0)
+    claimed = await store.claim(CARRIER, 10, now=T0)
+    await store.record(
+        [
+            Submitted(s.segment_id, (f"k{i}",), "b", f"K{i}", query_at=T0 + 60)
+            for i, s in enumerate(claimed)
+        ],
+        now=T0,
+    )
+    receipts = [ReceiptIn((f"k{i}",), "DELIVRD", "delivered", "000", None) for i in range(9)]
+    await store.apply_receipts(CARRIER, receipts, now=T0 + 1)  # all but the last
+    due = await store.due_queries(CARRIER, now=T0 + 60, limit=2)
+    assert [t.segment_id for t in due] == [claimed[9].segment_id]
+
+
 async def test_finished_messages_are_read_back_in_the_order_they_finished(store: Queue) -> None:
     """Cancelled, failed, and submitted without a receipt asked for: each finished, and read
     back per client in the order they finished, paged by the cursor; one still queued is not

@@ -356,7 +356,8 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_batch._SELECT_SEGMENTS_IN, ("[1]",), "INTEGER PRIMARY KEY"),
         (sqlite_reads._RETRYING, (CARRIER,), "segments_retrying"),
         (sqlite_reads._HEAD, (CARRIER, 5, "otp"), "segments_queued"),
-        (sqlite_queries._DUE, (CARRIER, T0, 10), "receipt_queries_due"),
+        (sqlite_queries._DUE, (CARRIER, T0, "submitted", 10), "receipt_queries_due"),
+        (sqlite_queries._DROP_STALE, (CARRIER, T0, "submitted", 10), "INTEGER PRIMARY KEY"),
     ],
 )
 async def test_hot_queries_use_their_index(

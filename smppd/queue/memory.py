@@ -782,11 +782,13 @@ class MemoryQueue:
         due = sorted(
             (at, sid) for sid, (c, at) in self._queries.items() if c == carrier and at <= now
         )
-        targets = []
-        for _, sid in due[:limit]:
+        targets: list[QueryTarget] = []
+        for _, sid in due:  # the stale are no part of `limit` (see sqlite_queries)
             segment = self._segments.get(sid)
             if segment is None or segment.state is not SegmentState.SUBMITTED or not segment.keys:
                 del self._queries[sid]
+                continue
+            if len(targets) == limit:
                 continue
             message_id = segment.carrier_message_id or segment.keys[0]
             targets.append(

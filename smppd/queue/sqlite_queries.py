@@ -3,7 +3,9 @@
 Runs in the writer's transactions like the other write modules. A `receipt_queries` row is
 written with a segment's acceptance (Submitted.query_at) and is not touched when its receipt
 comes: the row of a segment settled meanwhile is dropped when it comes due, so receipts, the
-hot path, pay nothing for it.
+hot path, pay nothing for it. Those dropped rows are no part of a call's `limit` (the queries
+a second the carrier allows): above that many receipts a second they would take it all, and
+the segments that did lose their receipt would never be asked about.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ from smppd.queue.states import SegmentState
 INSERT: Final = (
     "INSERT OR REPLACE INTO receipt_queries (segment_id, carrier, due_at) VALUES {values}"
 )
+STALE_MAX: Final = 10_000  # due rows of settled segments dropped a call, at most
+_DROP_STALE: Final = """
+    DELETE FROM receipt_queries WHERE segment_id IN (
+        SELECT q.segment_id FROM receipt_queries AS q
+        LEFT JOIN segments AS s ON s.id = q.segment_id
+        WHERE q.carrier = ? AND q.due_at <= ? AND (s.state IS NULL OR s.state != ?)
+        LIMIT ?
+    )
+"""
 _DUE: Final = """
-    SELECT q.segment_id, s.state, s.carrier_message_id, s.correlation_keys, s.updated_at, b.body
+    SELECT q.segment_id, s.carrier_message_id, s.correlation_keys, s.updated_at, b.body
     FROM receipt_queries AS q
-    LEFT JOIN segments AS s ON s.id = q.segment_id
+    JOIN segments AS s ON s.id = q.segment_id
     LEFT JOIN segment_bodies AS b ON b.id = q.segment_id
-    WHERE q.carrier = ? AND q.due_at <= ?
+    WHERE q.carrier = ? AND q.due_at <= ? AND s.state = ?
     ORDER BY q.due_at
     LIMIT ?
 """
@@ -36,13 +47,15 @@ def due_queries(batch: Batch, *, carrier: str, now: float, limit: int) -> list[Q
     """Up to `limit` of `carrier`'s segments due to be queried, earliest first; the due rows of
     segments no longer awaiting a receipt (settled, purged) are dropped on the way."""
     batch.flush_inserts()
+    submitted = SegmentState.SUBMITTED.value
+    batch.db.execute(_DROP_STALE, (carrier, now, submitted, STALE_MAX))
     targets: list[QueryTarget] = []
     stale: list[int] = []
-    for sid, state, message_id, keys, since, body in batch.db.execute(
-        _DUE, (carrier, now, limit)
+    for sid, message_id, keys, since, body in batch.db.execute(
+        _DUE, (carrier, now, submitted, limit)
     ).fetchall():
         key = split_keys(keys)[:1]
-        if state != SegmentState.SUBMITTED or not key or not message_id or body is None:
+        if not key or not message_id or body is None:
             stale.append(sid)
             continue
         targets.append(QueryTarget(sid, message_id, key[0], bytes(body), since))
