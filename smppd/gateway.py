@@ -136,8 +136,16 @@ def _expires_at(request: SubmitRequest, client: ClientIdentity, now: float) -> f
 
 
 # Refusals for want of room, which a submit whose ref is already stored does not get.
-_ROOM_REFUSALS: Final = frozenset(
-    {ErrorCode.over_daily_cap, ErrorCode.queue_full, ErrorCode.client_queue_full}
+# Refusals for what has changed since a message was stored (room, a route, an opt-out): a
+# resubmit of its ref gets that message instead (Gateway._known_refs).
+_SINCE_REFUSALS: Final = frozenset(
+    {
+        ErrorCode.over_daily_cap,
+        ErrorCode.queue_full,
+        ErrorCode.client_queue_full,
+        ErrorCode.opted_out,
+        ErrorCode.no_route,
+    }
 )
 
 
@@ -300,16 +308,17 @@ class Gateway:
         requests: Sequence[SubmitRequest],
         results: list[SubmitReply | ApiError | None],
     ) -> None:
-        """A submit refused for want of room (a cap, the queue's depth) whose ref the store
-        already has is that message again: a client resubmitting after a lost reply must not
-        be told that what will be sent was refused. At most REF_LOOKUPS_MAX lookups a call:
-        a flood refused for a full queue must not cost a store read per message."""
+        """A submit refused for what changed since its ref's message was stored (room: a cap,
+        the queue's depth; the route; an opt-out since) is that message again: a client
+        resubmitting after a lost reply must not be told that what was stored (and may have
+        been sent) was refused. At most REF_LOOKUPS_MAX lookups a call: a flood refused for
+        a full queue must not cost a store read per message."""
         lookups = 0
         for i, (request, result) in enumerate(zip(requests, results, strict=True)):
             if (
                 request.ref is None
                 or not isinstance(result, ApiError)
-                or result.code not in _ROOM_REFUSALS
+                or result.code not in _SINCE_REFUSALS
             ):
                 continue
             lookups += 1

@@ -578,6 +578,22 @@ async def test_a_ref_already_stored_is_that_message_again_even_past_a_cap_or_the
     assert queue.queued_depth() == 1
 
 
+async def test_a_ref_stored_before_its_recipient_opted_out_is_that_message_again() -> None:
+    """The recipient texts STOP after a message was stored (and perhaps sent): its ref
+    resubmitted is that message (created false), not opted_out, which would tell the client
+    that what it sent was refused; a new ref to that number is refused."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    [first] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-1")])
+    assert isinstance(first, SubmitReply)
+    await queue.add_optout("ALPHA", "+447700900123", now=T0)
+    [again] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-1")])
+    assert again == SubmitReply(first.id, 1, created=False)
+    [other] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-2")])
+    assert isinstance(other, ApiError)
+    assert other.code is ErrorCode.opted_out
+
+
 async def test_a_message_held_past_its_cap_is_refused_if_it_would_expire_first() -> None:
     """With over_cap hold, a message past today's cap waits for tomorrow: one whose own
     validity ends before then is refused (and counts nothing), and a client's default
