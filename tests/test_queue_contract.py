@@ -306,6 +306,18 @@ async def test_a_message_state_is_derived_from_its_segments(store: Queue) -> Non
     assert status.state is MessageState.FAILED
 
 
+async def assert_failed_and_the_rest_cancelled(store: Queue, message_id: int) -> None:
+    """A three-part message whose first part failed for good and whose others were cancelled."""
+    assert await segment_states(store, message_id) == [
+        SegmentState.FAILED,
+        SegmentState.CANCELLED,
+        SegmentState.CANCELLED,
+    ]
+    status = await store.status(message_id, None)
+    assert status is not None
+    assert status.state is MessageState.FAILED
+
+
 async def test_a_part_that_fails_for_good_cancels_the_parts_not_yet_sent(store: Queue) -> None:
     """They would reach the handset as fragments it can never put together, and be billed; a
     part already claimed (perhaps on the wire) is left to its own outcome."""
@@ -345,14 +357,7 @@ async def test_a_part_in_flight_when_another_failed_for_good_is_not_sent_again(
         (second.segment_id, SegmentState.CANCELLED),
         (third.segment_id, SegmentState.CANCELLED),
     ]
-    assert await segment_states(store, enq.message_id) == [
-        SegmentState.FAILED,
-        SegmentState.CANCELLED,
-        SegmentState.CANCELLED,
-    ]
-    status = await store.status(enq.message_id, None)
-    assert status is not None
-    assert status.state is MessageState.FAILED
+    await assert_failed_and_the_rest_cancelled(store, enq.message_id)
     assert len(await store.claim(CARRIER, 10, now=T0 + 100)) == 0
 
 
@@ -368,14 +373,7 @@ async def test_a_late_acceptance_of_a_failed_part_does_not_revive_a_fragment(
     await store.record([Failed(first.segment_id, 0x08)], now=T0 + 1)
     late = Submitted(first.segment_id, ("abc123",), "b", late=True)
     assert await store.record([late], now=T0 + 2) == []
-    assert await segment_states(store, enq.message_id) == [
-        SegmentState.FAILED,
-        SegmentState.CANCELLED,
-        SegmentState.CANCELLED,
-    ]
-    status = await store.status(enq.message_id, None)
-    assert status is not None
-    assert status.state is MessageState.FAILED
+    await assert_failed_and_the_rest_cancelled(store, enq.message_id)
 
     (enq,) = await store.enqueue([message(segments=(b"0", b"1"))], now=T0)
     first, second = await store.claim(CARRIER, 2, now=T0)
