@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -284,16 +285,7 @@ class Gateway:
             refusals: Sequence[ApiError | None] = [refused]
             if refused is None:
                 self._arrivals(batch, now)
-                admitted = sum(len(a.message.segments) for a in batch)
-                self._admit(client.name, admitted)
-                try:
-                    if len(groups) == 1:  # most calls: no task for it
-                        refusals = [await self._enqueue(batch, results, now, optouts_seen)]
-                    else:  # queued in order: a ref repeated within the call finds its first
-                        writes = (self._enqueue(g, results, now, optouts_seen) for g in groups)
-                        refusals = await asyncio.gather(*writes)
-                finally:  # stored (the store's counts have them) or refused
-                    self._admit(client.name, -admitted)
+                refusals = await self._write(client, groups, results, now, optouts_seen)
             for group, refusal in zip(groups, refusals, strict=True):
                 if refusal is not None:
                     for accepted in group:
@@ -301,6 +293,39 @@ class Gateway:
                         self._release(accepted)
         await self._known_refs(client, requests, results)
         return [r for r in results if r is not None]
+
+    async def _write(
+        self,
+        client: ClientIdentity,
+        groups: list[list[_Accepted]],
+        results: list[SubmitReply | ApiError | None],
+        now: float,
+        optouts_seen: int,
+    ) -> Sequence[ApiError | None]:
+        """Store a call's groups (see _writes): each one's refusal, or None. Their segments
+        count against the depths from here; each write's share goes back as it returns
+        (stored, the store's counts have it), the rest if the call ends first."""
+        shares = [sum(len(a.message.segments) for a in g) for g in groups]
+        self._admit(client.name, sum(shares))
+        written = [False] * len(groups)
+
+        def stored(i: int) -> None:
+            if not written[i]:
+                written[i] = True
+                self._admit(client.name, -shares[i])
+
+        try:
+            if len(groups) == 1:  # most calls: no task for it
+                return [await self._enqueue(groups[0], results, now, optouts_seen)]
+            # Queued in order: a ref repeated within the call finds its first.
+            writes = (
+                self._enqueue(g, results, now, optouts_seen, functools.partial(stored, i))
+                for i, g in enumerate(groups)
+            )
+            return await asyncio.gather(*writes)
+        finally:
+            for i in range(len(groups)):
+                stored(i)
 
     async def _known_refs(
         self,
@@ -312,7 +337,9 @@ class Gateway:
         the queue's depth; the route; an opt-out since) is that message again: a client
         resubmitting after a lost reply must not be told that what was stored (and may have
         been sent) was refused. At most REF_LOOKUPS_MAX lookups a call: a flood refused for
-        a full queue must not cost a store read per message."""
+        a full queue must not cost a store read per message. A message this call created is
+        not one stored before (a ref given twice in the call): the refusal stands."""
+        created = {r.id for r in results if isinstance(r, SubmitReply) and r.created}
         lookups = 0
         for i, (request, result) in enumerate(zip(requests, results, strict=True)):
             if (
@@ -333,7 +360,7 @@ class Gateway:
                 )
             except QueueError:
                 continue  # the refusal stands: resubmitting later finds it
-            if found is not None:
+            if found is not None and found.message_id not in created:
                 results[i] = SubmitReply(found.message_id, len(found.segments), created=False)
 
     def _fitting(
@@ -391,12 +418,15 @@ class Gateway:
         results: list[SubmitReply | ApiError | None],
         now: float,
         optouts_seen: int,
+        written: Callable[[], None] = lambda: None,
     ) -> ApiError | None:
         messages = [a.message for a in batch]
         try:
             enqueued = await self._queue.enqueue(messages, now=now, optouts_seen=optouts_seen)
         except QueueError as exc:
             return _storage_error(exc)
+        finally:
+            written()
         for accepted, done in zip(batch, enqueued, strict=True):
             if done.opted_out:
                 results[accepted.slot] = _opted_out()

@@ -592,6 +592,16 @@ async def test_a_ref_stored_before_its_recipient_opted_out_is_that_message_again
     [other] = await gw.submit(CLIENT, [dataclasses.replace(request("hi"), ref="order-2")])
     assert isinstance(other, ApiError)
     assert other.code is ErrorCode.opted_out
+    # A ref given twice in one call, first to the opted-out number: that one is refused, not
+    # answered with the message the call itself stored under the ref.
+    to_other = dataclasses.replace(request("hi"), ref="order-3", to="+447700900124")
+    refused, stored = await gw.submit(
+        CLIENT, [dataclasses.replace(request("hi"), ref="order-3"), to_other], whole=False
+    )
+    assert isinstance(refused, ApiError)
+    assert refused.code is ErrorCode.opted_out
+    assert isinstance(stored, SubmitReply)
+    assert stored.created
 
 
 async def test_a_message_held_past_its_cap_is_refused_if_it_would_expire_first() -> None:
@@ -838,3 +848,51 @@ async def test_a_sender_id_no_network_carries_is_an_invalid_address_not_a_permis
         (ErrorCode.invalid_address, "from"),
         (ErrorCode.sender_not_allowed, "from"),
     ]
+
+
+class LaterWritesWait(MemoryQueue):
+    """A store whose writes after the first wait for `gate`; `first_written` is set once the
+    first is stored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.first_written = asyncio.Event()
+        self.writes = 0
+        self.entered = asyncio.Event()
+
+    async def enqueue(
+        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
+    ) -> list[Enqueued]:
+        self.writes += 1
+        self.entered.set()
+        if self.writes > 1:
+            await self.gate.wait()
+        done = await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
+        self.first_written.set()
+        return done
+
+    async def wait_for_writes(self, count: int) -> None:
+        while self.writes < count:
+            self.entered.clear()
+            await self.entered.wait()
+
+
+async def test_a_write_stored_is_no_longer_counted_as_admitted_too() -> None:
+    """A call of two writes whose first is stored while its second waits: the stored half is in
+    the store's depth, so it no longer counts as admitted (it counted twice, and a call that
+    fits was refused queue_full)."""
+    queue = LaterWritesWait()
+    gw = gateway(queue, Loops(), max_depth=1600)
+    big = asyncio.ensure_future(gw.submit(CLIENT, [request(f"a{i}") for i in range(1030)]))
+    await asyncio.wait_for(queue.first_written.wait(), 5)
+    assert queue.queued_depth() == 515
+    small = asyncio.ensure_future(gw.submit(CLIENT, [request(f"b{i}") for i in range(500)]))
+    # Checked: refused at once, or past the checks and waiting in its write.
+    third = asyncio.ensure_future(queue.wait_for_writes(3))
+    await asyncio.wait({small, third}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    third.cancel()
+    queue.gate.set()
+    assert all(isinstance(r, SubmitReply) for r in await asyncio.wait_for(small, 5))
+    assert all(isinstance(r, SubmitReply) for r in await asyncio.wait_for(big, 5))
+    assert queue.queued_depth() == 1530

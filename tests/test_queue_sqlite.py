@@ -357,7 +357,6 @@ async def test_counts_persist_and_match_the_rows(path: Path) -> None:
         (sqlite_reads._RETRYING, (CARRIER,), "segments_retrying"),
         (sqlite_reads._HEAD, (CARRIER, 5, "otp"), "segments_queued"),
         (sqlite_queries._DUE, (CARRIER, T0, "submitted", 10), "receipt_queries_due"),
-        (sqlite_queries._DROP_STALE, (CARRIER, T0, "submitted", 10), "INTEGER PRIMARY KEY"),
     ],
 )
 async def test_hot_queries_use_their_index(
@@ -374,6 +373,21 @@ async def test_hot_queries_use_their_index(
         for step in plan
         if step.startswith("SCAN") and "INDEX" not in step and "json_each" not in step
     ], plan
+
+
+async def test_dropping_stale_query_rows_reads_a_bounded_run_of_the_due_index(path: Path) -> None:
+    """The due rows of settled segments are found among the first STALE_SCAN due rows, read
+    through the index (its LIMIT bounds the rest: the subquery's own scan is of those)."""
+    async with await SqliteQueue.open(path):
+        pass
+    with sqlite3.connect(path) as db:
+        args = (CARRIER, T0, 10, "submitted")
+        plan = [
+            str(row[3])
+            for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_queries._DROP_STALE, args)
+        ]
+    assert any("USING COVERING INDEX receipt_queries_due" in step for step in plan), plan
+    assert [step for step in plan if step.startswith("SCAN")] == ["SCAN q"], plan
 
 
 async def test_an_abandoned_claim_is_put_back(store: SqliteQueue) -> None:

@@ -21,13 +21,18 @@ from smppd.queue.states import SegmentState
 INSERT: Final = (
     "INSERT OR REPLACE INTO receipt_queries (segment_id, carrier, due_at) VALUES {values}"
 )
-STALE_MAX: Final = 10_000  # due rows of settled segments dropped a call, at most
+# Due rows a call looks at for settled segments to drop, earliest first: a bound on the
+# writer's time when receipts stop coming and live due rows pile up (they are asked about at
+# the carrier's queries a second, and moved on as they are).
+STALE_SCAN: Final = 10_000
 _DROP_STALE: Final = """
     DELETE FROM receipt_queries WHERE segment_id IN (
-        SELECT q.segment_id FROM receipt_queries AS q
+        SELECT q.segment_id FROM (
+            SELECT segment_id FROM receipt_queries
+            WHERE carrier = ? AND due_at <= ? ORDER BY due_at LIMIT ?
+        ) AS q
         LEFT JOIN segments AS s ON s.id = q.segment_id
-        WHERE q.carrier = ? AND q.due_at <= ? AND (s.state IS NULL OR s.state != ?)
-        LIMIT ?
+        WHERE s.state IS NULL OR s.state != ?
     )
 """
 _DUE: Final = """
@@ -48,7 +53,7 @@ def due_queries(batch: Batch, *, carrier: str, now: float, limit: int) -> list[Q
     segments no longer awaiting a receipt (settled, purged) are dropped on the way."""
     batch.flush_inserts()
     submitted = SegmentState.SUBMITTED.value
-    batch.db.execute(_DROP_STALE, (carrier, now, submitted, STALE_MAX))
+    batch.db.execute(_DROP_STALE, (carrier, now, STALE_SCAN, submitted))
     targets: list[QueryTarget] = []
     stale: list[int] = []
     for sid, message_id, keys, since, body in batch.db.execute(
