@@ -136,7 +136,6 @@ def _expires_at(request: SubmitRequest, client: ClientIdentity, now: float) -> f
     return due + client.validity_s
 
 
-# Refusals for want of room, which a submit whose ref is already stored does not get.
 # Refusals for what has changed since a message was stored (room, a route, an opt-out): a
 # resubmit of its ref gets that message instead (Gateway._known_refs).
 _SINCE_REFUSALS: Final = frozenset(

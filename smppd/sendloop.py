@@ -343,7 +343,7 @@ class CarrierSendLoop:
             self._stopping
             or self._unrecorded >= self._limit(segment)
             or segment.source in self._senders.windows
-            or (self._urgent_waiting and segment.priority < URGENT_PRIORITY)
+            or (self._urgent_waiting and not _is_urgent(segment))
         ):
             return False
         return self._try_send(segment)
@@ -648,7 +648,7 @@ class CarrierSendLoop:
         waiting. Bulk gives way to urgent sends that wait for a bind (see _urgent_waiting).
         """
         limit = self._limit(segment)
-        urgent = segment.priority >= URGENT_PRIORITY
+        urgent = _is_urgent(segment)
         waiting = False  # counted in _urgent_waiting
         try:
             while True:

@@ -22,6 +22,7 @@ CONFIG = """\
 queue:
   path: {tmp}/q.db
   receipt_wait_s: {wait}
+  retry_max_s: {retry_max}
 api:
   socket: {tmp}/s.sock
   max_connections: {max_connections}
@@ -32,35 +33,43 @@ logging:
   level: {level}
   format: json
 carriers:
-  - name: fake
-    host: 127.0.0.1
-    port: 9
-    system_id: smppd
-    password: secret
-    reconnect: {{initial_s: 30, max_s: 60}}
-    receipt_queries:
-      after_s: 60
+{carriers}
 routes:
   - prefix: ""
-    carriers: [fake]
+    carriers: [{route}]
 senders:
   - id: ACME
     client: demo
 {cap}
 """
+# Every carrier at a closed port: never bound.
+CARRIER = (
+    "  - {{name: {name}, host: 127.0.0.1, port: 9, system_id: smppd, password: secret,"
+    " reconnect: {{initial_s: 30, max_s: 60}}, receipt_queries: {{after_s: 60}}}}\n"
+)
 
 
 def write(
     path: Path,
     *,
+    carriers: tuple[str, ...] = ("fake",),
+    route: str = "fake",
     max_connections: int = 256,
     level: str = "info",
     cap: str = "",
     wait: int = 259200,
+    retry_max: int = 300,
 ) -> None:
     path.write_text(
         CONFIG.format(
-            tmp=path.parent, max_connections=max_connections, level=level, cap=cap, wait=wait
+            tmp=path.parent,
+            carriers="".join(CARRIER.format(name=name) for name in carriers),
+            route=route,
+            max_connections=max_connections,
+            level=level,
+            cap=cap,
+            wait=wait,
+            retry_max=retry_max,
         )
     )
 
@@ -167,40 +176,6 @@ async def test_a_reload_gives_the_receipt_queries_the_new_receipt_wait(
         assert queries.wait_s == 3600
 
 
-TWO_CARRIERS = """\
-queue:
-  path: {tmp}/q.db
-  retry_max_s: {retry_max}
-api:
-  socket: {tmp}/s.sock
-  clients:
-    - name: demo
-      any_uid: true
-logging:
-  level: info
-  format: json
-carriers:
-{carriers}
-routes:
-  - prefix: ""
-    carriers: [{route}]
-senders:
-  - id: ACME
-    client: demo
-"""
-
-
-def write_carriers(path: Path, names: list[str], route: str, *, retry_max: int = 300) -> None:
-    carriers = "".join(
-        f"  - {{name: {name}, host: 127.0.0.1, port: 9, system_id: smppd, password: secret,"
-        " reconnect: {initial_s: 30, max_s: 60}}\n"
-        for name in names
-    )
-    path.write_text(
-        TWO_CARRIERS.format(tmp=path.parent, carriers=carriers, route=route, retry_max=retry_max)
-    )
-
-
 def hold_stops(daemon: Daemon, names: list[str]) -> tuple[asyncio.Event, asyncio.Event]:
     """Make the named carriers' stops wait for `release` (a drain of slow answers); `begun` is
     set once all of them have begun."""
@@ -227,11 +202,11 @@ async def test_a_reload_routes_new_submits_by_the_new_routes_while_carriers_drai
     """A reload removing carrier a and routing to b: a submit while a drains its answers
     goes to b (by the old routes it was queued for a, which was then removed: never sent)."""
     path = tmp_path / "smppd.yaml"
-    write_carriers(path, ["a", "b"], "a")
+    write(path, carriers=("a", "b"), route="a")
     queue = MemoryQueue()
     async with running(path, queue, monkeypatch) as (daemon, _):
         begun, release = hold_stops(daemon, ["a"])
-        write_carriers(path, ["b"], "b")
+        write(path, carriers=("b",), route="b")
         reload = asyncio.create_task(daemon._reload_config())
         await asyncio.wait_for(begun.wait(), 5)
         demo = ClientIdentity(name="demo", senders=frozenset({"ACME"}))
@@ -252,10 +227,10 @@ async def test_a_reload_stops_the_carriers_it_restarts_together(
 ) -> None:
     """One after another, each carrier would be out for the sum of all their drains."""
     path = tmp_path / "smppd.yaml"
-    write_carriers(path, ["a", "b"], "a, b")
+    write(path, carriers=("a", "b"), route="a, b")
     async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
         begun, release = hold_stops(daemon, ["a", "b"])
-        write_carriers(path, ["a", "b"], "a, b", retry_max=600)  # restarts every send loop
+        write(path, carriers=("a", "b"), route="a, b", retry_max=600)  # restarts every send loop
         reload = asyncio.create_task(daemon._reload_config())
         await asyncio.wait_for(begun.wait(), 5)  # both, neither released: together
         assert not reload.done()
@@ -269,11 +244,11 @@ async def test_a_carrier_down_when_a_reload_restarts_it_stays_down_since_then(
     """Its outage goes on: a fresh one would have routes send to it again, and hold off
     failing its work over, for another failover_after_s."""
     path = tmp_path / "smppd.yaml"
-    write_carriers(path, ["a", "b"], "a, b")
+    write(path, carriers=("a", "b"), route="a, b")
     async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
         before = daemon.carriers["a"]
         before.down_since = 1000.0
-        write_carriers(path, ["a", "b"], "a, b", retry_max=600)
+        write(path, carriers=("a", "b"), route="a, b", retry_max=600)
         await daemon._reload_config()
         assert daemon.carriers["a"] is not before
         assert daemon.carriers["a"].down_since == 1000.0
@@ -285,7 +260,7 @@ async def test_no_failover_sweep_runs_while_a_reload_changes_the_carriers(
     """A sweep by the old routes could move work to a carrier the reload then removes, and
     find its target gone (KeyError): it waits for the next tick."""
     path = tmp_path / "smppd.yaml"
-    write_carriers(path, ["a", "b"], "a, b")
+    write(path, carriers=("a", "b"), route="a, b")
     queue = MemoryQueue()
     async with running(path, queue, monkeypatch) as (daemon, _):
         daemon.carriers["a"].down_since = -1e9  # down past any failover_after_s

@@ -781,27 +781,33 @@ async def test_a_stop_recorded_between_a_submits_check_and_its_write_refuses_it(
 
 
 class GatedQueue(MemoryQueue):
-    """A store whose writes wait for `gate` (a busy writer): calls overlap between their
-    checks and their commits."""
+    """A store whose writes after the first `free` wait for `gate` (a busy writer): calls
+    overlap between their checks and their commits. `stored` is set once a write is stored."""
 
-    def __init__(self) -> None:
+    def __init__(self, free: int = 0) -> None:
         super().__init__()
+        self.free = free
         self.gate = asyncio.Event()
-        self.waiting = 0
-        self.waited = asyncio.Event()
+        self.stored = asyncio.Event()
+        self.writes = 0
+        self.entered = asyncio.Event()
 
     async def enqueue(
         self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
     ) -> list[Enqueued]:
-        self.waiting += 1
-        self.waited.set()
-        await self.gate.wait()
-        return await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
+        self.writes += 1
+        self.entered.set()
+        if self.writes > self.free:
+            await self.gate.wait()
+        done = await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
+        self.stored.set()
+        return done
 
     async def wait_for_writes(self, count: int) -> None:
-        while self.waiting < count:
-            self.waited.clear()
-            await asyncio.wait_for(self.waited.wait(), 5)
+        """Until `count` writes have begun (those past `free` waiting at the gate)."""
+        while self.writes < count:
+            self.entered.clear()
+            await asyncio.wait_for(self.entered.wait(), 5)
 
 
 async def test_concurrent_calls_do_not_pass_the_depths_together() -> None:
@@ -850,42 +856,14 @@ async def test_a_sender_id_no_network_carries_is_an_invalid_address_not_a_permis
     ]
 
 
-class LaterWritesWait(MemoryQueue):
-    """A store whose writes after the first wait for `gate`; `first_written` is set once the
-    first is stored."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.first_written = asyncio.Event()
-        self.writes = 0
-        self.entered = asyncio.Event()
-
-    async def enqueue(
-        self, messages: Sequence[NewMessage], *, now: float, optouts_seen: int | None = None
-    ) -> list[Enqueued]:
-        self.writes += 1
-        self.entered.set()
-        if self.writes > 1:
-            await self.gate.wait()
-        done = await super().enqueue(messages, now=now, optouts_seen=optouts_seen)
-        self.first_written.set()
-        return done
-
-    async def wait_for_writes(self, count: int) -> None:
-        while self.writes < count:
-            self.entered.clear()
-            await self.entered.wait()
-
-
 async def test_a_write_stored_is_no_longer_counted_as_admitted_too() -> None:
     """A call of two writes whose first is stored while its second waits: the stored half is in
     the store's depth, so it no longer counts as admitted (it counted twice, and a call that
     fits was refused queue_full)."""
-    queue = LaterWritesWait()
+    queue = GatedQueue(free=1)
     gw = gateway(queue, Loops(), max_depth=1600)
     big = asyncio.ensure_future(gw.submit(CLIENT, [request(f"a{i}") for i in range(1030)]))
-    await asyncio.wait_for(queue.first_written.wait(), 5)
+    await asyncio.wait_for(queue.stored.wait(), 5)
     assert queue.queued_depth() == 515
     small = asyncio.ensure_future(gw.submit(CLIENT, [request(f"b{i}") for i in range(500)]))
     # Checked: refused at once, or past the checks and waiting in its write.
