@@ -24,7 +24,7 @@ import structlog
 
 from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link, NullObserver
 from smppd.pdu.status import status_name
-from smppd.ratelimit import SlidingWindow
+from smppd.ratelimit import AdaptiveRate, SlidingWindow
 from smppd.session import (
     RECEIVER_BIND_PREFIX,
     BindError,
@@ -80,6 +80,11 @@ class CarrierBinds:
         self._max_handlers = max_handlers
         self._rng = rng or random.Random()
         self.carrier_rate = None if tps is None else SlidingWindow.for_rate(tps)
+        # Each sending slot's own rate (bind_tps, slow-downs), kept across its reconnects.
+        self._rates = [
+            AdaptiveRate(settings.bind_tps, backoff_s=settings.throttle_backoff_s)
+            for _ in range(binds)
+        ]
         # Slots [0, binds) bind as settings.bind_mode; the `receivers` after them bind_receiver
         # (for a carrier that takes submits on transmitter binds and sends receipts and MO on
         # receiver ones). Only the first kind sends, and only it counts as the carrier up.
@@ -151,10 +156,13 @@ class CarrierBinds:
         return self._closing
 
     def carry_rate_from(self, previous: CarrierBinds) -> None:
-        """The binds of a restarted carrier: its cap counts what `previous` sent in the span
-        before, or a reload would allow twice the cap in that second."""
+        """The binds of a restarted carrier: its cap and each bind's count what `previous` sent
+        in the span before, or a reload would allow twice the cap in that second; a bind's
+        slow-down goes on while its rate is configured alike."""
         if self.carrier_rate is not None and previous.carrier_rate is not None:
             self.carrier_rate.inherit(previous.carrier_rate)
+        for i, rate in enumerate(previous._rates[: len(self._rates)]):
+            self._rates[i] = self._rates[i].continued_from(rate)
 
     @property
     def bound_count(self) -> int:
@@ -290,7 +298,7 @@ class CarrierBinds:
             while not self._closing:
                 started = loop.time()
                 try:
-                    link = await self._connect(endpoints[at], name)
+                    link = await self._connect(endpoints[at], name, index)
                 except (BindError, LinkError) as exc:
                     reason, delay = self._attempt_failed(exc, name, endpoints[at], attempt)
                 else:
@@ -330,7 +338,7 @@ class CarrierBinds:
             if returning:
                 self._returning.release()
 
-    async def _connect(self, endpoint: BindSettings, name: str) -> Link:
+    async def _connect(self, endpoint: BindSettings, name: str, index: int) -> Link:
         return await Link.connect(
             endpoint,
             handler=self._handler,
@@ -338,6 +346,7 @@ class CarrierBinds:
             carrier=self.carrier,
             observer=self._observer,
             carrier_rate=self.carrier_rate,
+            bind_rate=self._rates[index] if index < self._senders else None,
             on_ready=self._wake,
             max_handlers=self._max_handlers,
         )

@@ -27,7 +27,7 @@ from smppd.logsample import LogSample
 from smppd.pdu import pdus
 from smppd.pdu.command import CommandId
 from smppd.pdu.status import CommandStatus, StatusClass, status_name
-from smppd.ratelimit import SlidingWindow
+from smppd.ratelimit import AdaptiveRate, SlidingWindow
 from smppd.session import (
     TIMED_OUT_MEMORY,
     BindError,
@@ -136,6 +136,7 @@ class Link(asyncio.Protocol):
         carrier: str = "",
         observer: BindObserver | None = None,
         carrier_rate: SlidingWindow | None = None,
+        bind_rate: AdaptiveRate | None = None,
         on_ready: Callable[[], None] | None = None,
         max_handlers: int = DEFAULT_MAX_HANDLERS,
         first_sequence_number: int = 1,
@@ -146,6 +147,7 @@ class Link(asyncio.Protocol):
         self._core = Session(
             settings,
             carrier_rate=carrier_rate,
+            rate=bind_rate,
             first_sequence_number=first_sequence_number,
             name=name,
         )
@@ -198,6 +200,7 @@ class Link(asyncio.Protocol):
         carrier: str = "",
         observer: BindObserver | None = None,
         carrier_rate: SlidingWindow | None = None,
+        bind_rate: AdaptiveRate | None = None,
         on_ready: Callable[[], None] | None = None,
         max_handlers: int = DEFAULT_MAX_HANDLERS,
         first_sequence_number: int = 1,
@@ -210,6 +213,7 @@ class Link(asyncio.Protocol):
             carrier=carrier,
             observer=observer,
             carrier_rate=carrier_rate,
+            bind_rate=bind_rate,
             on_ready=on_ready,
             max_handlers=max_handlers,
             first_sequence_number=first_sequence_number,

@@ -122,6 +122,7 @@ class AdaptiveRate:
         "_bucket_count",
         "_bucket_end",
         "_ceiling",
+        "_config",
         "_configured",
         "_last_second",
         "_recover_at",
@@ -134,6 +135,7 @@ class AdaptiveRate:
     )
 
     def __init__(self, tps: float | None, *, backoff_s: float) -> None:
+        self._config = (tps, backoff_s)
         self._configured = None if tps is None else SlidingWindow.for_rate(tps)
         self._window = self._configured
         self._ceiling = 0 if self._window is None else self._window.limit
@@ -149,6 +151,17 @@ class AdaptiveRate:
         self._second_end = -math.inf
         self._sent: deque[int] = deque([0], maxlen=SPORADIC_SPAN_S)
         self._throttles: deque[int] = deque([0], maxlen=SPORADIC_SPAN_S)
+
+    def continued_from(self, previous: AdaptiveRate) -> AdaptiveRate:
+        """The rate a bind goes on with after a reload restarted it, `previous` its rate before:
+        that one itself when configured alike (a slow-down the SMSC asked for goes on); else
+        this one, counting what `previous` sent in the last span and its pause, if any."""
+        if previous._config == self._config:
+            return previous
+        self.paused_until = previous.paused_until
+        if self._window is not None and previous._window is not None:
+            self._window.inherit(previous._window)
+        return self
 
     def _roll(self, now: float) -> None:
         if now < self._second_end:

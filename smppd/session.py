@@ -439,6 +439,7 @@ class Session:
         settings: BindSettings,
         *,
         carrier_rate: SlidingWindow | None = None,
+        rate: AdaptiveRate | None = None,
         first_sequence_number: int = 1,
         name: str = "",
     ) -> None:
@@ -447,7 +448,11 @@ class Session:
         self.settings = settings
         self.name = name  # put on results, nothing else
         self.state = State.OPEN
-        self.rate = AdaptiveRate(settings.bind_tps, backoff_s=settings.throttle_backoff_s)
+        # The bind's own rate: given, it outlives the session (a reconnect must not grant a
+        # fresh bind_tps in the same second, nor undo a slow-down the SMSC asked for).
+        if rate is None:
+            rate = AdaptiveRate(settings.bind_tps, backoff_s=settings.throttle_backoff_s)
+        self.rate = rate
         self._carrier_rate = carrier_rate
         self._window = settings.window
         self._response_timeout_s = settings.response_timeout_s

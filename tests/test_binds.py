@@ -154,6 +154,61 @@ async def test_carrier_tps_is_shared(smsc: FakeSmsc) -> None:
         assert submit(binds, BODY) is not None
 
 
+async def test_bind_tps_holds_across_a_reconnect(smsc: FakeSmsc) -> None:
+    """A bind that sent its bind_tps and reconnected within the second sends no more in that
+    second: its rate outlives the session (the carrier cap here is far above it)."""
+    watcher = Watcher()
+    loop = asyncio.get_running_loop()
+    async with CarrierBinds(
+        settings(smsc.port, window=10, bind_tps=4),
+        binds=1,
+        handler=accept,
+        tps=50,
+        observer=watcher,
+    ) as binds:
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        start = loop.time()
+        futures = [submit(binds, BODY) for _ in range(5)]
+        assert sum(f is not None for f in futures) == 4
+        await smsc.records.wait_for(4, timeout=2, segments=True)
+        smsc.drop()
+        await watcher.until(lambda: watcher.reconnects)
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        if loop.time() < start + 0.9:  # still within the second (a slow machine may not be)
+            assert submit(binds, BODY) is None
+        async with asyncio.timeout(3):
+            while (later := submit(binds, BODY)) is None:
+                await binds.wait_ready()
+        assert loop.time() >= start + 1.0
+        await asyncio.wait_for(later, 2)
+
+
+async def test_a_restarted_carrier_binds_count_what_their_predecessors_sent(
+    smsc: FakeSmsc,
+) -> None:
+    """carry_rate_from: a bind configured alike goes on with its predecessor's rate; one whose
+    bind_tps changed counts the predecessor's sends of the last second against its new cap."""
+    loop = asyncio.get_running_loop()
+    for new_tps, more in [(4, 0), (6, 2)]:
+        start = loop.time()
+        async with CarrierBinds(
+            settings(smsc.port, window=10, bind_tps=4), binds=1, handler=accept, tps=50
+        ) as old:
+            await asyncio.wait_for(old.wait_bound(), 3)
+            futures = [submit(old, BODY) for _ in range(4)]
+            await asyncio.wait_for(asyncio.gather(*(f for f in futures if f)), 2)
+        new = CarrierBinds(
+            settings(smsc.port, window=10, bind_tps=new_tps), binds=1, handler=accept, tps=50
+        )
+        new.carry_rate_from(old)
+        async with new:
+            await asyncio.wait_for(new.wait_bound(), 3)
+            sent = [submit(new, BODY) for _ in range(new_tps)]
+            if loop.time() < start + 0.9:  # still within the second of the old binds' sends
+                assert sum(f is not None for f in sent) == more
+            await asyncio.wait_for(asyncio.gather(*(f for f in sent if f)), 2)
+
+
 async def test_reconnects_after_a_drop(smsc: FakeSmsc) -> None:
     """A dropped bind reconnects after a short backoff and takes submits again."""
     watcher = Watcher()
