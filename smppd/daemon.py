@@ -1084,6 +1084,7 @@ class Daemon:
         purged = await self.queue.purge(now - settings.retention_s)
         if purged:
             log.info("purged finished messages", messages=purged)
+        await self.queue.forget_seen(now=now)  # redelivery fingerprints past their window
 
     async def _refresh_stats(self, now: float) -> None:
         stats = await self.queue.stats(now=now)

@@ -41,7 +41,14 @@ from smppd.pdu.text import Alphabet, DataCoding
 from smppd.pdu.tlv import Tag
 from smppd.pdu.udh import MAX_CONCAT_PARTS, ConcatPart, Reassembler, concat_info, parse_udh
 from smppd.queue.base import Queue
-from smppd.queue.model import InboundIn, InboundPart, PartGroup, ReceiptIn, ReceiptResult
+from smppd.queue.model import (
+    InboundIn,
+    InboundPart,
+    PartGroup,
+    ReceiptIn,
+    ReceiptResult,
+    Seen,
+)
 from smppd.record import record
 from smppd.redelivery import Redeliveries, fingerprint
 from smppd.service import Event
@@ -354,6 +361,8 @@ class InboundHandler:
         if redeliveries is None or redeliveries.window_s <= 0:
             return await self._store_mo(pdu)
         key = fingerprint(pdu)
+        if not redeliveries.restored:
+            await self._restore_seen(redeliveries)
         storing = self._storing.get(key)
         if storing is not None:  # still being stored: answered as that delivery is
             status = await asyncio.shield(storing)
@@ -368,7 +377,7 @@ class InboundHandler:
             return CommandStatus.ESME_ROK
         storing = self._storing[key] = asyncio.get_running_loop().create_future()
         try:
-            status = await self._store_mo(pdu)
+            status = await self._store_mo(pdu, Seen(key, self._clock() + redeliveries.window_s))
         except BaseException as exc:
             redeliveries.forget(key)  # answered an error: the SMSC's next try is taken
             if isinstance(exc, asyncio.CancelledError):
@@ -383,7 +392,20 @@ class InboundHandler:
         finally:
             del self._storing[key]
 
-    async def _store_mo(self, pdu: DeliverSm | DataSm) -> int:
+    async def _restore_seen(self, redeliveries: Redeliveries) -> None:
+        """Once a run: the fingerprints stored with the MO of the last (see smppd.redelivery)."""
+        async with self._restore_lock:
+            if redeliveries.restored:
+                return
+            now = self._clock()
+            seen = await self._queue.inbound_seen(
+                self.carrier, now=now, limit=redeliveries.max_entries
+            )
+            # Stored that long ago, in the window's monotonic time.
+            ages = [(key, max(0.0, now - at)) for key, at in seen]
+            redeliveries.restore(ages, self._monotonic())
+
+    async def _store_mo(self, pdu: DeliverSm | DataSm, seen: Seen | None = None) -> int:
         await self._restore_parts()
         now = self._clock()
         source = from_wire(
@@ -421,20 +443,23 @@ class InboundHandler:
             if parts is None:
                 self.counters.parts_held += 1
                 # On disk before the SMSC has its deliver_sm_resp, like a whole message.
-                await self._queue.hold_inbound_part(InboundPart(group, part.seq, part.data, now))
+                held = InboundPart(group, part.seq, part.data, now, seen)
+                await self._queue.hold_inbound_part(held)
         else:
             await self.store_incomplete(now)
         if group is None:
             text = decode_text(
                 content, pdu.data_coding, default_alphabet=self._default_alphabet, shift=shift
             )
-            await self._store(source, destination, text, pdu.data_coding, now, complete=True)
+            await self._store(
+                source, destination, text, pdu.data_coding, now, complete=True, seen=seen
+            )
         elif parts is not None:
             assert part is not None
             numbered = list(enumerate(parts, 1))
             shifts = self._shifts_of(group, numbered)
             try:
-                await self._store_group(group, numbered, now, complete=True)
+                await self._store_group(group, numbered, now, complete=True, seen=seen)
             except BaseException:
                 # The SMSC is answered an error and delivers this part again: the others,
                 # answered and held on disk, wait for it here again, or that delivery would
@@ -494,7 +519,13 @@ class InboundHandler:
             self._parts_restored = True
 
     def _store_group(
-        self, group: PartGroup, parts: list[tuple[int, bytes]], now: float, *, complete: bool
+        self,
+        group: PartGroup,
+        parts: list[tuple[int, bytes]],
+        now: float,
+        *,
+        complete: bool,
+        seen: Seen | None = None,
     ) -> Awaitable[None]:
         """Store a long message from its (seq, data) parts; its held parts go with it."""
         return self._store(
@@ -506,6 +537,7 @@ class InboundHandler:
             complete=complete,
             parts=group,
             held=tuple(parts),
+            seen=seen,
         )
 
     def _shifts_of(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> dict[int, Shift]:
@@ -545,6 +577,7 @@ class InboundHandler:
         complete: bool,
         parts: PartGroup | None = None,
         held: tuple[tuple[int, bytes], ...] = (),
+        seen: Seen | None = None,
     ) -> None:
         # The sender's owner manages its opt-outs and replies; an unowned number's MO goes to
         # the client configured for those, if any, for it to read, and no more.
@@ -564,6 +597,7 @@ class InboundHandler:
             complete,
             word,
             held,
+            seen,
         )
         # The opt-out first: should storing the message then fail, the SMSC's next delivery
         # records it again, which changes nothing, and stores the message once. The other way

@@ -7,14 +7,17 @@ esm_class, user data and SAR fields as one seen within the carrier's `inbound_de
 of a long message is a PDU like any other: a part redelivered after its message was stored is
 known too, and is not held as the start of a new, never completed message.
 
-What is remembered is a 16-byte digest per PDU, in memory only (a restart forgets it), for
-at most `max_entries` PDUs: oldest first out.
+What is remembered is a 16-byte digest per PDU, for at most `max_entries` PDUs: oldest first
+out. The digest is stored with what the PDU carried, in the same transaction, and read back by
+the next run (`restore`): an SMSC that lost our deliver_sm_resp to a crash delivers the MO again
+once the daemon is back, and it is told once.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Final
 
 from smppd.pdu import tlv
@@ -42,8 +45,9 @@ class Redeliveries:
 
     def __init__(self, window_s: float, *, max_entries: int = MAX_ENTRIES) -> None:
         self.window_s = window_s
-        self._max = max_entries
+        self.max_entries = max_entries
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # oldest arrival first
+        self.restored = False  # whether an earlier run's were read (once a run: see restore)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -57,9 +61,23 @@ class Redeliveries:
         repeated = key in self._seen
         self._seen[key] = now
         self._seen.move_to_end(key)
-        if len(self._seen) > self._max:
+        if len(self._seen) > self.max_entries:
             self._seen.popitem(last=False)
         return repeated
+
+    def restore(self, seen: Iterable[tuple[bytes, float]], now: float) -> None:
+        """Add what an earlier run saw: (key, seconds ago), oldest first. They go before any
+        seen since, which are newer, and those the window no longer covers are left out."""
+        kept: OrderedDict[bytes, float] = OrderedDict(
+            (key, now - age) for key, age in seen if age < self.window_s
+        )
+        for key, at in self._seen.items():
+            kept.pop(key, None)
+            kept[key] = at
+        while len(kept) > self.max_entries:
+            kept.popitem(last=False)
+        self._seen = kept
+        self.restored = True
 
     def forget(self, key: bytes) -> None:
         """The message was not stored after all (the SMSC is answered an error and tries

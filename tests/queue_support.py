@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
 
 from smppd.queue import NewMessage
 
@@ -37,3 +39,9 @@ def message(
         segments=segments,
         send_now=send_now,
     )
+
+
+def peek(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    """Read with a separate plain connection, as another process would."""
+    with sqlite3.connect(path) as db:
+        return db.execute(sql, args).fetchall()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from queue_support import peek
 
 from smppd.address import from_wire
 from smppd.compliance import DEFAULT, Keyword
@@ -780,6 +781,51 @@ async def test_a_part_delivered_again_after_its_message_was_stored_is_not_held()
     await inbound.store_incomplete()
     assert [(m.text, m.complete) for m in await queue.inbound_since(0)] == [("Hello, world", True)]
     assert inbound.counters.inbound_redelivered == 1
+
+
+async def test_an_mo_delivered_again_after_a_restart_is_told_once(tmp_path: Path) -> None:
+    """The daemon stored an MO and a long MO's first part, then died before the SMSC had its
+    deliver_sm_resps: after the restart the SMSC delivers both again, and the long MO's
+    second part (already stored whole) too. Neither is stored twice, the part is not held as
+    a new message, and an MO first seen past the window is stored again."""
+    path = tmp_path / "queue.db"
+    now = [T0]
+    async with await SqliteQueue.open(path) as queue:
+        inbound = handler(queue, [], now, redeliveries=Redeliveries(60.0))
+        assert await inbound(mo_pdu(b"YES")) == 0
+        assert await inbound(part_pdu("447700900002", 1, b"Hello, ")) == 0
+        assert await inbound(part_pdu("447700900002", 2, b"world")) == 0
+        assert peek(path, "SELECT count(*) FROM inbound_seen") == [(3,)]
+    now[0] += 30.0
+    async with await SqliteQueue.open(path) as queue:
+        inbound = handler(queue, [], now, mono=[5.0], redeliveries=Redeliveries(60.0))
+        assert await inbound(mo_pdu(b"YES")) == 0
+        assert await inbound(part_pdu("447700900002", 2, b"world")) == 0
+        assert inbound.counters.inbound_redelivered == 2
+        now[0] += 11.0
+        await inbound.store_incomplete()
+        assert await queue.held_inbound_parts("fake") == []
+        stored = [(m.source, m.text) for m in await queue.inbound_since(0)]
+        assert stored == [("+447700900001", "YES"), ("+447700900002", "Hello, world")]
+    now[0] += 60.0  # 101 s after the first delivery: a message of its own
+    async with await SqliteQueue.open(path) as queue:
+        inbound = handler(queue, [], now, redeliveries=Redeliveries(60.0))
+        assert await inbound(mo_pdu(b"YES")) == 0
+        assert inbound.counters.inbound_redelivered == 0
+        assert len(await queue.inbound_since(0)) == 3
+        assert await queue.forget_seen(now=now[0]) == 2  # the long MO's two: past their window
+    assert peek(path, "SELECT count(*) FROM inbound_seen") == [(1,)]
+
+
+async def test_without_a_window_no_fingerprint_is_stored(tmp_path: Path) -> None:
+    """inbound_dedup_s 0: nothing is written beside the message."""
+    path = tmp_path / "queue.db"
+    async with await SqliteQueue.open(path) as queue:
+        inbound = handler(queue, [], redeliveries=Redeliveries(0.0))
+        assert await inbound(mo_pdu(b"YES")) == 0
+        assert await inbound(part_pdu("447700900002", 1, b"Hello, ")) == 0
+    assert peek(path, "SELECT count(*) FROM inbound_seen") == [(0,)]
+    assert peek(path, "SELECT count(*) FROM inbound") == [(1,)]
 
 
 class FailingOnce(MemoryQueue):

@@ -28,6 +28,7 @@ from smppd.queue.model import (
     InboundPart,
     PartGroup,
     ReceiptIn,
+    Seen,
     segment_id,
 )
 
@@ -783,6 +784,30 @@ async def test_storing_a_long_mo_takes_only_the_held_parts_it_was_made_of(store:
     )  # fmt: skip
     await store.store_inbound(old)
     assert await store.held_inbound_parts(CARRIER) == [InboundPart(group, 2, b"new two", T0 + 1)]
+
+
+async def test_fingerprints_are_kept_with_their_mo_until_they_expire(store: Queue) -> None:
+    """A fingerprint stored with an MO or a held part is read back per carrier, newest
+    `limit` oldest first, while its window lasts; a later one of the same key replaces it;
+    forget_seen deletes those past their window."""
+    group = PartGroup(CARRIER, "+447700900001", "SHOP", 0, 7, 2)
+    mo = InboundIn(CARRIER, "+447700900001", "SHOP", "hi", 0, T0, "shop", seen=Seen(b"a", T0 + 60))
+    await store.store_inbound(mo)
+    await store.hold_inbound_part(InboundPart(group, 1, b"one", T0 + 1, Seen(b"b", T0 + 61)))
+    other = InboundIn("other", "+1555", "SHOP", "x", 0, T0 + 2, None, seen=Seen(b"a", T0 + 10))
+    await store.store_inbound(other)
+    await store.store_inbound(InboundIn(CARRIER, "+447700900002", "SHOP", "no fp", 0, T0, "shop"))
+    assert await store.inbound_seen(CARRIER, now=T0 + 5, limit=10) == [(b"a", T0), (b"b", T0 + 1)]
+    assert await store.inbound_seen(CARRIER, now=T0 + 5, limit=1) == [(b"b", T0 + 1)]
+    assert await store.inbound_seen(CARRIER, now=T0 + 60, limit=10) == [(b"b", T0 + 1)]
+    again = InboundIn(
+        CARRIER, "+447700900001", "SHOP", "hi", 0, T0 + 3, "shop", seen=Seen(b"a", T0 + 63)
+    )
+    await store.store_inbound(again)
+    assert await store.inbound_seen(CARRIER, now=T0 + 62, limit=10) == [(b"a", T0 + 3)]
+    assert await store.forget_seen(now=T0 + 61) == 2  # b, and the other carrier's a
+    assert await store.inbound_seen(CARRIER, now=T0, limit=10) == [(b"a", T0 + 3)]
+    assert await store.inbound_seen("other", now=T0, limit=10) == []
 
 
 async def test_a_wall_clock_step_back_moves_retries_not_what_a_client_scheduled(

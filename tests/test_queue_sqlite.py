@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from queue_support import CARRIER, T0, message
+from queue_support import CARRIER, T0, message, peek
 
 from smppd.pdu.receipt import correlation_keys, receipt_keys, resp_keys
 from smppd.queue import (
@@ -31,7 +31,14 @@ from smppd.queue import (
     sqlite_writes,
 )
 from smppd.queue.errors import QueueError, QueueInUseError, SchemaTooNewError, StorageCorruptError
-from smppd.queue.model import FINISHED_START, URGENT_PRIORITY, InboundIn, InboundPart, PartGroup
+from smppd.queue.model import (
+    FINISHED_START,
+    URGENT_PRIORITY,
+    InboundIn,
+    InboundPart,
+    PartGroup,
+    Seen,
+)
 from smppd.queue.owner import OwnerLock
 from smppd.queue.receipts import FALLBACK_AFTER_S
 from smppd.queue.schema import SCHEMA_VERSION
@@ -50,12 +57,6 @@ async def store(path: Path) -> AsyncIterator[SqliteQueue]:
         yield queue
     finally:
         await queue.close()
-
-
-def peek(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
-    """Read with a separate plain connection, as another process would."""
-    with sqlite3.connect(path) as db:
-        return db.execute(sql, args).fetchall()
 
 
 def scalar(path: Path, sql: str) -> int:
@@ -607,10 +608,10 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-14: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-16: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
     table of inbound parts, no index of retrying or expiring work, no learned id formats,
-    inbound as version 12 kept it, no receipt queries."""
+    inbound as version 12 kept it, no receipt queries, no MO fingerprints."""
     _as_version_6(db)
     db.execute("DROP INDEX segments_scheduled_urgent")
     db.execute("ALTER TABLE segments ADD COLUMN body BLOB NOT NULL DEFAULT x''")
@@ -621,9 +622,9 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-14: held receipts without the whole_message column, no inbound parts,
+    """Undo migrations 7-16: held receipts without the whole_message column, no inbound parts,
     no index of segments waiting out a retry or of messages by expiry, no learned id formats,
-    inbound as version 12 kept it, no receipt queries."""
+    inbound as version 12 kept it, no receipt queries, no MO fingerprints."""
     _as_version_8(db)
     db.execute("ALTER TABLE pending_receipts DROP COLUMN whole_message")
     db.execute("DROP TABLE inbound_parts")
@@ -657,7 +658,30 @@ def _as_version_12(db: sqlite3.Connection) -> None:
 
 
 def _as_version_13(db: sqlite3.Connection) -> None:
+    _as_version_15(db)
     db.execute("DROP TABLE receipt_queries")
+
+
+def _as_version_15(db: sqlite3.Connection) -> None:
+    db.execute("DROP TABLE inbound_seen")
+
+
+async def test_a_version_15_file_gets_mo_fingerprints_and_keeps_its_inbound(path: Path) -> None:
+    """Version 15 kept no MO fingerprints: after the upgrade the inbound stored before is
+    there as it was, and an MO stored since keeps its fingerprint."""
+    async with await SqliteQueue.open(path) as store:
+        await store.store_inbound(InboundIn(CARRIER, "+447700900001", "SHOP", "hi", 0, T0, "shop"))
+    with sqlite3.connect(path) as db:
+        _as_version_15(db)
+        db.execute("PRAGMA user_version = 15")
+    async with await SqliteQueue.open(path) as store:
+        assert [m.text for m in await store.inbound_since(0)] == ["hi"]
+        again = InboundIn(
+            CARRIER, "+447700900001", "SHOP", "hi", 0, T0 + 1, "shop", seen=Seen(b"k", T0 + 61)
+        )
+        await store.store_inbound(again)
+        assert await store.inbound_seen(CARRIER, now=T0 + 2, limit=10) == [(b"k", T0 + 1)]
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_a_version_13_file_gets_receipt_queries_and_keeps_its_segments(path: Path) -> None:
@@ -711,6 +735,7 @@ async def test_version_14_opt_outs_under_bare_long_senders_go_on_stopping_submit
         await store.add_optout("ACME", number, now=T0 + 4)
         await store.enqueue([message(source=bare)], now=T0)
     with sqlite3.connect(path) as db:
+        _as_version_15(db)
         db.execute("PRAGMA user_version = 14")
     async with await SqliteQueue.open(path) as store:
         assert await store.is_opted_out(plus, "+447700900124")

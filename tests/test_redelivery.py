@@ -76,3 +76,19 @@ def test_a_forgotten_mo_is_new_again() -> None:
     recent.forget(b"a")
     assert not recent.seen(b"a", 1.0)
     recent.forget(b"never seen")
+
+
+def test_what_an_earlier_run_saw_goes_before_what_was_seen_since() -> None:
+    """restore() adds an earlier run's keys by age, oldest first out, ahead of keys seen
+    meanwhile; one older than the window, or past the bound, is left out."""
+    seen = Redeliveries(60.0, max_entries=3)
+    assert not seen.seen(b"now", 100.0)
+    earlier = [(b"too old", 61.0), (b"first", 50.0), (b"second", 40.0), (b"third", 30.0)]
+    seen.restore([*earlier, (b"now", 20.0)], 100.0)
+    assert seen.restored
+    assert len(seen) == 3  # "too old" out of the window, "first" past the bound
+    assert seen.seen(b"second", 101.0)
+    assert seen.seen(b"third", 101.0)
+    assert seen.seen(b"now", 101.0)
+    assert not seen.seen(b"first", 101.0)
+    assert not seen.seen(b"too old", 101.0)

@@ -100,6 +100,17 @@ class Queue(Protocol):
         """The parts held for `carrier`, oldest first: what a restart reassembles from."""
         ...
 
+    async def inbound_seen(
+        self, carrier: str, *, now: float, limit: int
+    ) -> list[tuple[bytes, float]]:
+        """The fingerprints stored with `carrier`'s MO (InboundIn.seen, InboundPart.seen) kept
+        past `now`, with when each was stored: the newest `limit`, oldest first."""
+        ...
+
+    async def forget_seen(self, *, now: float) -> int:
+        """Delete the fingerprints kept until `now` or before; how many went."""
+        ...
+
     async def id_formats(self) -> dict[str, str]:
         """What was learned of each carrier's message ids (`set_id_format`), by carrier."""
         ...

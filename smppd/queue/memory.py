@@ -48,6 +48,7 @@ from smppd.queue.model import (
     ReceiptResult,
     RerouteCursor,
     Retry,
+    Seen,
     SegmentStatus,
     Submitted,
     Unknown,
@@ -146,6 +147,7 @@ class MemoryQueue:
         self._inbound: list[Inbound] = []
         self._last_inbound_id = 0  # a purge must not hand an id out again
         self._parts: dict[tuple[PartGroup, int], InboundPart] = {}
+        self._seen: dict[tuple[str, bytes], tuple[float, float]] = {}  # -> (seen_at, until)
         self._optouts: dict[tuple[str, str], float] = {}
         self._optouts_added = 0  # Queue.optouts_recorded
         self._id_formats: dict[str, str] = {}
@@ -575,7 +577,30 @@ class MemoryQueue:
 
     async def hold_inbound_part(self, part: InboundPart) -> None:
         self._commit()
+        self._remember(part.group.carrier, part.seen, part.received_at)
         self._parts.setdefault((part.group, part.seq), part)
+
+    def _remember(self, carrier: str, seen: Seen | None, now: float) -> None:
+        if seen is not None:
+            self._seen[carrier, seen.key] = (now, seen.until)
+
+    async def inbound_seen(
+        self, carrier: str, *, now: float, limit: int
+    ) -> list[tuple[bytes, float]]:
+        kept = [
+            (at, key)
+            for (owner, key), (at, until) in self._seen.items()
+            if owner == carrier and until > now
+        ]
+        kept.sort(key=lambda entry: entry[0])
+        return [(key, at) for at, key in kept[-limit:]] if limit > 0 else []
+
+    async def forget_seen(self, *, now: float) -> int:
+        self._commit()
+        gone = [entry for entry, (_, until) in self._seen.items() if until <= now]
+        for entry in gone:
+            del self._seen[entry]
+        return len(gone)
 
     async def held_inbound_parts(self, carrier: str) -> list[InboundPart]:
         held = [part for part in self._parts.values() if part.group.carrier == carrier]
@@ -583,6 +608,7 @@ class MemoryQueue:
 
     async def store_inbound(self, inbound: InboundIn) -> int:
         self._commit()
+        self._remember(inbound.carrier, inbound.seen, inbound.received_at)
         if inbound.parts is not None:
             for seq, data in inbound.held:
                 held = self._parts.get((inbound.parts, seq))

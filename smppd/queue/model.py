@@ -284,14 +284,26 @@ class PartGroup:
 
 
 @record
+class Seen:
+    """The fingerprint of an MO PDU (smppd.redelivery) stored with what it carried, in the same
+    transaction, so that the carrier's redelivery window outlasts a restart: an SMSC that lost
+    our deliver_sm_resp to a crash delivers it again after it. Kept until `until`."""
+
+    key: bytes
+    until: float
+
+
+@record
 class InboundPart:
     """One part of a long MO, kept on disk from its deliver_sm_resp until its message is stored
-    (complete, or given up with the parts that came), so a restart in between loses none."""
+    (complete, or given up with the parts that came), so a restart in between loses none.
+    `seen`: the fingerprint of the PDU that carried it (see Seen), if the carrier keeps them."""
 
     group: PartGroup
     seq: int
     data: bytes
     received_at: float
+    seen: Seen | None = field(default=None, compare=False)
 
 
 @record
@@ -302,7 +314,8 @@ class InboundIn:
     opt-out word it was read as (a str of smppd.compliance.Keyword), if any. `held`: the
     (seq, data) of the parts it was put together from; only those held copies go with it,
     not a newer part of a group with the same key (one started after this one was pushed
-    out), which was answered ESME_ROK and must survive a restart."""
+    out), which was answered ESME_ROK and must survive a restart. `seen`: the fingerprint of
+    the PDU that brought it or its last part (see Seen), if the carrier keeps them."""
 
     carrier: str
     source: str
@@ -315,6 +328,7 @@ class InboundIn:
     complete: bool = True
     keyword: str | None = None
     held: tuple[tuple[int, bytes], ...] = ()
+    seen: Seen | None = None
 
 
 @record

@@ -294,6 +294,22 @@ _V15: Final = (
     """,
 )
 
+# The fingerprints of MO PDUs stored for carriers with inbound_dedup_s (smppd.redelivery), written
+# with what they carried: in memory only, an MO the SMSC delivered again after a restart (our
+# deliver_sm_resp lost to the crash) was stored twice. Rows go once past `until`.
+_V16: Final = (
+    """
+    CREATE TABLE inbound_seen (
+        carrier TEXT NOT NULL,
+        key BLOB NOT NULL,
+        seen_at REAL NOT NULL,
+        until REAL NOT NULL,
+        PRIMARY KEY (carrier, key)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX inbound_seen_until ON inbound_seen (until)",
+)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -310,6 +326,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V13,
     _V14,
     _V15,
+    _V16,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

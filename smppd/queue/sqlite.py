@@ -549,6 +549,18 @@ class SqliteQueue:
     async def held_inbound_parts(self, carrier: str) -> list[InboundPart]:
         return await self._read(partial(sqlite_reads.held_inbound_parts, carrier=carrier))
 
+    async def inbound_seen(
+        self, carrier: str, *, now: float, limit: int
+    ) -> list[tuple[bytes, float]]:
+        return await self._read(
+            partial(sqlite_reads.inbound_seen, carrier=carrier, now=now, limit=limit)
+        )
+
+    async def forget_seen(self, *, now: float) -> int:
+        return await self._submit(
+            partial(sqlite_admin.forget_seen, now=now), weight=1, now=now, lane=_BULK
+        )
+
     async def id_formats(self) -> dict[str, str]:
         return await self._read(sqlite_reads.id_formats)
 

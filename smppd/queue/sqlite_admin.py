@@ -17,6 +17,7 @@ from smppd.queue.model import (
     InboundPart,
     MessageStatus,
     RerouteCursor,
+    Seen,
     message_id_of,
     segment_id,
 )
@@ -93,10 +94,24 @@ _FORGET_PART: Final = """
     DELETE FROM inbound_parts WHERE carrier = ? AND source = ? AND destination = ?
         AND data_coding = ? AND ref = ? AND total = ? AND seq = ? AND data = ?
 """
+_REMEMBER: Final = """
+    INSERT OR REPLACE INTO inbound_seen (carrier, key, seen_at, until) VALUES (?, ?, ?, ?)
+"""
+_FORGET_SEEN: Final = "DELETE FROM inbound_seen WHERE until <= ?"
+
+
+def _remember(batch: Batch, carrier: str, seen: Seen | None, now: float) -> None:
+    if seen is not None:
+        batch.db.execute(_REMEMBER, (carrier, seen.key, now, seen.until))
+
+
+def forget_seen(batch: Batch, now: float) -> int:
+    return batch.db.execute(_FORGET_SEEN, (now,)).rowcount
 
 
 def hold_inbound_part(batch: Batch, part: InboundPart) -> None:
     g = part.group
+    _remember(batch, g.carrier, part.seen, part.received_at)
     batch.db.execute(
         _HOLD_PART,
         (
@@ -116,6 +131,7 @@ def hold_inbound_part(batch: Batch, part: InboundPart) -> None:
 
 
 def store_inbound(batch: Batch, inbound: InboundIn) -> int:
+    _remember(batch, inbound.carrier, inbound.seen, inbound.received_at)
     if (g := inbound.parts) is not None:
         key = (g.carrier, g.source, g.destination, g.data_coding, g.ref, g.total)
         batch.db.executemany(_FORGET_PART, [(*key, seq, data) for seq, data in inbound.held])

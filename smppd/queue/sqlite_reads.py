@@ -158,6 +158,18 @@ def id_formats(db: sqlite3.Connection) -> dict[str, str]:
     return dict(db.execute("SELECT carrier, receipt_format FROM id_formats"))
 
 
+_SEEN: Final = """
+    SELECT key, seen_at FROM inbound_seen WHERE carrier = ? AND until > ?
+    ORDER BY seen_at DESC LIMIT ?
+"""
+
+
+def inbound_seen(
+    db: sqlite3.Connection, carrier: str, now: float, limit: int
+) -> list[tuple[bytes, float]]:
+    return [(key, at) for key, at in db.execute(_SEEN, (carrier, now, limit))][::-1]
+
+
 _HELD_PARTS: Final = """
     SELECT source, destination, data_coding, ref, total, seq, data, received_at, locking_shift,
         single_shift
