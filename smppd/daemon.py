@@ -978,6 +978,8 @@ class Daemon:
         for runtime in self.carriers.values():
             if runtime.loop is not None:
                 runtime.loop.rebased()
+        # Validities set since end before where the expiry sweep got to with the old clock.
+        self._expiry_cursor = (float("-inf"), 0)
 
     async def _retention_loop(self) -> None:
         """Retention in a task of its own: purging millions of finished messages takes a

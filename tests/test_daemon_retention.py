@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,25 @@ async def test_housekeeping_and_the_watchdog_go_on_while_a_purge_runs(
         queue.release.set()
         housekeeping.cancel()
         retention.cancel()
+
+
+async def test_the_expiry_sweep_starts_over_when_the_wall_clock_steps_back() -> None:
+    """The sweep that expires waiting messages (their carrier down) goes on from where it got
+    to; after an hour's step back, a message whose validity ends before that point with the
+    old clock is expired still, not left queued for the outage."""
+    queue = MemoryQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    (first,) = await queue.enqueue([dataclasses.replace(message(), expires_at=T0 + 60)], now=T0)
+    await daemon._expire_waiting(T0 + 61)
+    assert await state(queue, first.message_id) is MessageState.EXPIRED
+    now = T0 + 62 - 3600  # the clock stepped back an hour
+    await daemon._clock_stepped_back(3600, T0 + 62, now=now)
+    (second,) = await queue.enqueue([dataclasses.replace(message(), expires_at=now + 60)], now=now)
+    await daemon._expire_waiting(now + 61)
+    assert await state(queue, second.message_id) is MessageState.EXPIRED
+
+
+async def state(queue: MemoryQueue, message_id: int) -> MessageState:
+    status = await queue.status(message_id, None)
+    assert status is not None
+    return status.state
