@@ -29,8 +29,12 @@ NPI_UNKNOWN, NPI_E164 = 0, 1
 
 _SEPARATORS = re.compile(r"[\s\-().]")
 # "+44 (0) 20 7946 0000": the trunk 0 a national caller would dial, shown but never dialled
-# after the country code (written with + or 00, or without: "44 (0) 7700 900123").
-_TRUNK_ZERO = re.compile(r"^(\s*(?:\+|00)?[\s\-.]*[0-9]{1,3}[\s\-.]*)\(\s*0\s*\)")
+# after the country code (written with + or 00, or without: "44 (0) 7700 900123"). No two
+# quantifiers next to each other take the same characters: a run of spaces cannot be split
+# between them in every way (quadratic backtracking on a long one that fails to match).
+_TRUNK_ZERO = re.compile(r"^([\s\-.]*(?:(?:\+|00)[\s\-.]*)?[0-9]{1,3}[\s\-.]*)\(\s*0\s*\)")
+# Longer than any number written with spaces, dashes or brackets: refused unread.
+MAX_ADDRESS_CHARS = 64
 _DIGITS = re.compile(r"[0-9]+")
 SHORT_CODE_MAX_DIGITS = 8
 ALPHANUMERIC_MAX = 11  # GSM 03.40: an alphanumeric originator is at most 11 characters
@@ -48,6 +52,13 @@ def normalise_destination(
     get it too. Digits that do begin with it are international already: SMSCs write MO
     numbers that way with TON 0, and a STOP read as "+44 44..." would stop nobody.
     """
+    if len(raw) > MAX_ADDRESS_CHARS:
+        raise ApiError(
+            ErrorCode.invalid_address,
+            f"{field} is not an E.164 number or short code ({len(raw)} characters, at most "
+            f"{MAX_ADDRESS_CHARS} with separators)",
+            field=field,
+        )
     number = _SEPARATORS.sub("", _TRUNK_ZERO.sub(r"\1", raw) if "(" in raw else raw)
     if number.startswith("00"):
         number = "+" + number[2:]
