@@ -97,6 +97,10 @@ INBOUND_PAGE_MAX: Final = 1000
 
 _READ_CHUNK: Final = 64 * 1024
 RUNNING_PER_CONNECTION: Final = 32  # requests other than submits in progress on one connection
+# Ops whose reply is a page (10,000 opt-outs, 1,000 messages): one at a time on a connection,
+# its reply written before the next starts. 32 of them waiting for a peer that does not read
+# held ~100 MB a connection.
+_PAGED: Final = frozenset({"optout", "inbound", "finished"})
 _LINGER_S: Final = 1.0  # how long a closing connection waits for the peer's EOF
 _UCRED: Final = struct.Struct("3i")  # struct ucred {pid_t pid; uid_t uid; gid_t gid;}
 _SUN_PATH_MAX: Final = 107
@@ -746,6 +750,7 @@ class _Connection:
         # every reply to everything it sent).
         self._writing = asyncio.Lock()
         self._running = asyncio.Semaphore(RUNNING_PER_CONNECTION)
+        self._paging = asyncio.Lock()  # held by a request of _PAGED until its reply is written
 
     async def run(self) -> None:
         try:
@@ -967,24 +972,37 @@ class _Connection:
 
     async def _run(self, op: str, rid: object, req: Request, weight: int = 1) -> None:
         started = asyncio.get_running_loop().time()
-        outcome: Mapping[str, Any] | None = None
         try:
-            try:
-                outcome = await _HANDLERS[op](self._server.service, self.client, req)
-                data, result = _encode(_ok_reply(rid, outcome)), "ok"
-            except ApiError as error:
-                data, result = _encode(_error_reply(rid, error)), str(error.code)
-            except Exception as exc:  # any bug in the core answers `internal`
-                _log_internal(op, exc)
-                data, result = _encode(_error_reply(rid, _INTERNAL)), str(ErrorCode.internal)
-            await self._send(data)
+            if op in _PAGED:
+                async with self._paging:
+                    result, messages = await self._answer(op, rid, req)
+            else:
+                result, messages = await self._answer(op, rid, req)
         finally:
             self._give_back(weight)
             self._running.release()
         elapsed = asyncio.get_running_loop().time() - started
         self._server.observer.request_finished(op, result, elapsed)
-        if op == "submit_many":
-            self._server.observer.messages_finished(_message_results(req, outcome, result))
+        if messages is not None:
+            self._server.observer.messages_finished(messages)
+
+    async def _answer(self, op: str, rid: object, req: Request) -> tuple[str, list[str] | None]:
+        """Perform a request and write its reply: the result, and a submit_many's per message."""
+        outcome: Mapping[str, Any] | None = None
+        try:
+            outcome = await _HANDLERS[op](self._server.service, self.client, req)
+            data, result = _encode(_ok_reply(rid, outcome)), "ok"
+        except ApiError as error:
+            data, result = _encode(_error_reply(rid, error)), str(error.code)
+        except Exception as exc:  # any bug in the core answers `internal`
+            _log_internal(op, exc)
+            data, result = _encode(_error_reply(rid, _INTERNAL)), str(ErrorCode.internal)
+        messages = _message_results(req, outcome, result) if op == "submit_many" else None
+        # Only the bytes wait for the peer to read: the objects they came from are many times
+        # their size.
+        del outcome
+        await self._send(data)
+        return result, messages
 
     async def _subscribe(self, rid: object, req: Request) -> None:
         if self._subscription is not None:

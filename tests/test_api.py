@@ -989,6 +989,42 @@ async def test_slow_subscriber_is_dropped_without_the_server_buffering_its_event
         stuck.close()
 
 
+class BigPages(FakeService):
+    """A service whose inbound pages are 1 MB, noting for each whether the peer was dropped
+    yet when it was asked."""
+
+    def __init__(self, observer: RecordingObserver) -> None:
+        super().__init__()
+        self.observer = observer
+        self.asked: list[bool] = []
+        self.ten_asked = asyncio.Event()
+
+    async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
+        self.asked.append(bool(self.observer.dropped))
+        if len(self.asked) == 10:
+            self.ten_asked.set()
+        return {"messages": [{"id": after + 1, "text": "x" * 1_000_000}]}
+
+
+async def test_pages_for_a_peer_that_does_not_read_are_made_one_at_a_time() -> None:
+    """Ten pipelined page reads from a peer that reads nothing: the second page is not made
+    while the first waits to be written, so what the peer holds in the daemon is one page
+    (32 of them at once held ~100 MB a connection). The others run once it is dropped."""
+    observer = RecordingObserver()
+    service = BigPages(observer)
+    loop = asyncio.get_running_loop()
+    async with running_server(service, observer=observer, write_timeout_s=0.5) as server:
+        stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stuck.setblocking(False)
+        await loop.sock_connect(stuck, str(server.settings.socket))
+        await loop.sock_sendall(stuck, b'{"op": "inbound"}\n' * 10)
+        async with asyncio.timeout(WAIT_S):
+            await service.ten_asked.wait()
+        assert observer.dropped == ["write_timeout"]
+        assert service.asked == [False] + [True] * 9
+        stuck.close()
+
+
 async def test_a_client_that_stops_reading_is_not_read_from_until_it_is_dropped() -> None:
     """Replies wait behind the one the peer is not taking, and the server stops reading: what
     a stuck client costs is bounded by what it sent before it stopped reading, not by what it
