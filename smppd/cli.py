@@ -16,6 +16,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -88,7 +89,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _print_json(result: dict[str, Any]) -> None:
-    print(json.dumps(result, indent=2, sort_keys=True, ensure_ascii=False))
+    print(_json(result, indent=2, sort_keys=True))
+
+
+def _json(value: object, **options: Any) -> str:
+    """JSON for a terminal: text as it reads (Cyrillic, emoji), but no character that is not
+    printable (C1 controls, bidi overrides; JSON escapes only C0): an SMS is anyone's to write,
+    and an escape sequence in one must not reach the operator's terminal."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
 
 
 def _describe(sent: Submitted) -> str:
@@ -97,17 +108,17 @@ def _describe(sent: Submitted) -> str:
     return f"{sent.message_id} ({sent.segments} {unit}{existing})"
 
 
+_SPACE: Final = re.compile(r"\s")
+
+
 def _event_line(event: dict[str, Any]) -> str:
     """`receipt message_id=12 state=delivered`: kind first, then the fields."""
     parts = [str(event.get("event", "?"))]
     for key, value in event.items():
         if key == "event":
             continue
-        shown = value if isinstance(value, str) and value and " " not in value else None
-        # Text as it reads (Cyrillic, emoji), not as JSON escapes.
-        parts.append(
-            f"{key}={shown if shown is not None else json.dumps(value, ensure_ascii=False)}"
-        )
+        bare = isinstance(value, str) and value.isprintable() and not _SPACE.search(value)
+        parts.append(f"{key}={value if bare and value else _json(value)}")
     return " ".join(parts)
 
 
@@ -192,7 +203,7 @@ async def _inbound(client: Client, args: argparse.Namespace) -> int:
     """The stored inbound messages after --after, a JSON line each: what `tail` missed."""
     for message in await client.inbound(args.after, args.limit):
         shown = message if args.epoch else _readable_times(message)
-        print(json.dumps(shown, ensure_ascii=False), flush=True)
+        print(_json(shown), flush=True)
     return EX_OK
 
 
@@ -202,7 +213,7 @@ async def _finished(client: Client, args: argparse.Namespace) -> int:
     reply = await client.finished(args.after, args.limit)
     for message in reply["messages"]:
         shown = message if args.epoch else _readable_times(message)
-        print(json.dumps(shown, ensure_ascii=False), flush=True)
+        print(_json(shown), flush=True)
     if reply.get("next") is not None:
         print(f"next: --after {reply['next']}", file=sys.stderr)
     return EX_OK
@@ -223,9 +234,7 @@ async def _tail(client: Client, args: argparse.Namespace) -> int:
     """Until interrupted: a stream that ends (the daemon stopped, or dropped this reader) is a
     failure, so that a supervisor or script does not take it for a finished job."""
     async for event in client.subscribe(args.events.split(",")):
-        print(
-            json.dumps(event, ensure_ascii=False) if args.json else _event_line(event), flush=True
-        )
+        print(_json(event) if args.json else _event_line(event), flush=True)
         if event.get("event") == "dropped":
             print("error: dropped: this reader fell behind the daemon's events", file=sys.stderr)
             return EX_REFUSED

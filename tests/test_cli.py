@@ -374,5 +374,29 @@ async def test_tail_prints_one_line_per_event_until_the_stream_ends(
     assert err == "error: unavailable: the daemon ended the stream (it stopped or is restarting)\n"
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+async def test_tail_escapes_what_would_drive_the_terminal(
+    capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    """An MO is anyone's to write: a newline, a tab, ESC or C1 sequences and a bidi override
+    in its text come out escaped (one line, nothing a terminal acts on), never bare, in the
+    line form and in --json, which reads back as the text sent."""
+    text = "hi\nreceipt\tid=1\x1b[2J\x9b31m\u202e ok"
+    service = FakeService()
+    async with running_server(service) as server:
+        argv = ("tail", "--socket", str(server.settings.socket), *(["--json"] if as_json else []))
+        tail = asyncio.create_task(run_cli(*argv))
+        subscription = await service.subscribed()
+        subscription.publish(Event("inbound", "svc", {"to": "ACME", "text": text}))
+        subscription.close()
+        assert await tail == 69
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.isprintable()
+    if as_json:
+        assert json.loads(line)["text"] == text
+    else:
+        assert line == 'inbound to=ACME text="hi\\nreceipt\\tid=1\\u001b[2J\\u009b31m\\u202e ok"'
+
+
 def test_the_event_kinds_tail_checks_are_the_daemons() -> None:
     assert cli._EVENT_KINDS == api.EVENT_KINDS
