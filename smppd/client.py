@@ -162,6 +162,9 @@ class Client:
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._resume = asyncio.Event()
         self._listening = False  # a subscribe() loop takes events; otherwise they are dropped
+        # The daemon's subscription of this connection, once made: (the kinds asked for, None
+        # for all; the kinds it has). It lasts as long as the connection.
+        self._subscribed: tuple[tuple[str, ...] | None, tuple[str, ...]] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._failure: ApiClientError | None = None
@@ -429,11 +432,33 @@ class Client:
         A last `{"event": "dropped"}` means the daemon dropped this subscriber for falling behind,
         or this client did: the loop held over 10,000 events unread while requests on this
         connection awaited their replies (which the daemon then stops sending to read).
+
+        A connection has one subscription, and one loop at a time takes its events: another
+        subscribe() while one runs is ApiClientError(invalid_request). Once a loop has ended
+        (left and closed: `aclose()`, or `contextlib.aclosing`), subscribe() to the same kinds
+        goes on with the subscription the daemon has; events while no loop ran are not kept.
         """
-        fields = {} if events is None else {"events": list(events)}
+        asked = None if events is None else tuple(sorted(set(events)))
+        if self._listening:
+            raise ApiClientError(
+                "invalid_request",
+                "a subscribe() loop runs on this connection already: end it first (aclose), "
+                "or use another Client",
+            )
+        subscribed = self._subscribed
+        if subscribed is not None and asked != subscribed[0] and asked != subscribed[1]:
+            raise ApiClientError(
+                "invalid_request",
+                f"this connection is subscribed to {', '.join(subscribed[1])} events; use "
+                "another Client for others",
+            )
+        fields = {} if asked is None else {"events": list(asked)}
         self._listening = True
         try:
-            await self.request("subscribe", **fields)
+            if subscribed is None:
+                reply = await self.request("subscribe", **fields)
+                kinds = reply.get("events")
+                self._subscribed = (asked, tuple(kinds) if isinstance(kinds, list) else ())
             while True:
                 if self._failure is not None and self._events.empty():
                     return

@@ -166,6 +166,50 @@ async def test_leaving_a_subscription_loop_leaves_the_connection_usable() -> Non
             assert (await client.health())["status"] == "ok"
 
 
+async def test_a_second_subscribe_while_one_runs_is_refused_and_the_first_goes_on() -> None:
+    """One loop at a time takes a connection's events: a second subscribe() raises
+    invalid_request before it touches anything, and the first loop keeps getting events (it
+    used to lose every one after the refusal, waiting for ever)."""
+    service = FakeService()
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        events = client.subscribe(["state"])
+        first = asyncio.ensure_future(anext(events))
+        subscription = await service.subscribed()
+        subscription.publish(Event("state", "demo", {"n": 1}))
+        async with asyncio.timeout(WAIT_S):
+            assert (await first)["n"] == 1
+        with pytest.raises(ApiClientError) as info:
+            await anext(client.subscribe(["receipt"]))
+        assert info.value.code == "invalid_request"
+        subscription.publish(Event("state", "demo", {"n": 2}))
+        async with asyncio.timeout(WAIT_S):
+            assert (await anext(events))["n"] == 2
+        assert len(service.subscriptions) == 1
+
+
+async def test_a_loop_that_ended_can_be_followed_by_another_on_the_same_subscription() -> None:
+    """After a loop is closed, subscribe() to the same kinds goes on with the daemon's
+    subscription (the daemon refuses a second one); other kinds are refused, clearly."""
+    service = FakeService()
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        events = client.subscribe(["state"])
+        first = asyncio.ensure_future(anext(events))
+        subscription = await service.subscribed()
+        subscription.publish(Event("state", "demo", {"n": 1}))
+        async with asyncio.timeout(WAIT_S):
+            assert (await first)["n"] == 1
+        await events.aclose()
+        with pytest.raises(ApiClientError, match="subscribed to state events"):
+            await anext(client.subscribe(["receipt"]))
+        again = client.subscribe(["state"])
+        nxt = asyncio.ensure_future(anext(again))
+        subscription.publish(Event("state", "demo", {"n": 2}))
+        async with asyncio.timeout(WAIT_S):
+            assert (await nxt)["n"] == 2
+        await again.aclose()
+        assert len(service.subscriptions) == 1
+
+
 async def test_a_request_made_inside_a_subscription_loop_gets_its_reply() -> None:
     """An auto-responder answers each event with a request on the same client: with more
     events buffered than the client holds, the reader paused for the loop, and the reply
