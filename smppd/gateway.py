@@ -114,11 +114,20 @@ def _writes(batch: list[_Accepted]) -> list[list[_Accepted]]:
     others, at most ENQUEUE_MAX a write. Those are of even sizes (1,030 is 515 and 515, not
     1,024 and 6), so that the store takes them all as bulk writes, applied in order: a small
     tail would go ahead of the call's head, taking lower ids (and so being sent first), and
-    a ref repeated across them would be created at its later place."""
-    urgent = [a for a in batch if a.message.priority >= URGENT_PRIORITY]
-    if len(urgent) == len(batch) and len(batch) <= ENQUEUE_MAX:
+    a ref repeated across them would be created at its later place. For the same reason a
+    repeated ref goes where its first place went: an urgent resubmit of a bulk message is
+    that message, not one of its own written ahead of it."""
+    urgent: list[_Accepted] = []
+    rest: list[_Accepted] = []
+    first_urgent: dict[str, bool] = {}  # by ref: whether its first place was urgent
+    for accepted in batch:
+        message = accepted.message
+        is_urgent = message.priority >= URGENT_PRIORITY
+        if message.ref is not None:
+            is_urgent = first_urgent.setdefault(message.ref, is_urgent)
+        (urgent if is_urgent else rest).append(accepted)
+    if not rest and len(batch) <= ENQUEUE_MAX:
         return [batch]
-    rest = [a for a in batch if a.message.priority < URGENT_PRIORITY] if urgent else batch
     writes = max(1, -(-len(rest) // ENQUEUE_MAX))  # rounded up, as is the size
     size = max(1, -(-len(rest) // writes))
     chunks = [rest[i : i + size] for i in range(0, len(rest), size)]

@@ -604,6 +604,26 @@ async def test_a_ref_stored_before_its_recipient_opted_out_is_that_message_again
     assert stored.created
 
 
+async def test_a_ref_repeated_in_a_call_at_a_higher_priority_is_its_first_message() -> None:
+    """The urgent messages of a call are written ahead of the rest; a ref first given to a
+    bulk message and then again as urgent (a resubmit with a raised priority, pipelined) is
+    the first message, created by its first place, not the urgent one written ahead of it."""
+    queue = MemoryQueue()
+    gw = gateway(queue, Loops())
+    bulk = dataclasses.replace(request("first text"), ref="order-1")
+    urgent = dataclasses.replace(request("second text"), ref="order-1", priority=9)
+    other = dataclasses.replace(request("otp"), ref="otp-1", priority=9)
+    first, again, otp = await gw.submit(CLIENT, [bulk, urgent, other], whole=False)
+    assert isinstance(first, SubmitReply)
+    assert isinstance(otp, SubmitReply)
+    assert first.created
+    assert again == SubmitReply(first.id, 1, created=False)
+    status = await queue.status(first.id, None)
+    assert status is not None
+    assert status.priority < 9
+    assert otp.id < first.id  # the call's urgent message still goes ahead
+
+
 async def test_a_message_held_past_its_cap_is_refused_if_it_would_expire_first() -> None:
     """With over_cap hold, a message past today's cap waits for tomorrow: one whose own
     validity ends before then is refused (and counts nothing), and a client's default
