@@ -243,7 +243,8 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
     ),
     (  # a: 9% system errors; b: heavy throttling but no errors (most of it answers to submits
         # sent before the bind slowed down, which smppd_throttled_total leaves out); c: errors
-        # on too little traffic; d: throttling in a vendor code of its own (submit_statuses)
+        # on too little traffic; d: throttling in a vendor code of its own (submit_statuses);
+        # e: throttling on too little traffic (one submit a minute)
         [
             series('smppd_submits_total{carrier="a",status="ESME_ROK"}', "0+100x30"),
             series('smppd_submits_total{carrier="a",status="ESME_RSYSERR"}', "0+10x30"),
@@ -259,6 +260,9 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             series('smppd_submits_total{carrier="d",status="ESME_ROK"}', "0+100x30"),
             series('smppd_submits_total{carrier="d",status="0x00000458"}', "0+40x30"),
             series('smppd_throttling_answers_total{carrier="d"}', "0+40x30"),
+            series('smppd_submits_total{carrier="e",status="ESME_ROK"}', "0+1x30"),
+            series('smppd_submits_total{carrier="e",status="ESME_RMSGQFUL"}', "0+0.1x30"),
+            series('smppd_throttling_answers_total{carrier="e"}', "0+0.1x30"),
         ],
         [
             alert("SmppdSubmitErrorRatioHigh", "20m", {**WARNING, "carrier": "a"}),
