@@ -730,12 +730,19 @@ class Daemon:
                 carriers[name]["bound_at"] = rt.binds.bound_addresses()
         # "healthy", not "ok": a reply's "ok" says whether the request itself succeeded. A
         # carrier with receiver binds needs one of them up too, or no receipt comes.
-        healthy = self.serving and all(
-            c.get("paused") or (c["binds_up"] > 0 and c.get("receivers_up", 1) > 0)
-            for c in carriers.values()
+        # A store that fails every write (a full disk, a locked database) takes nothing.
+        failure = self.queue.write_failure
+        healthy = (
+            self.serving
+            and failure is None
+            and all(
+                c.get("paused") or (c["binds_up"] > 0 and c.get("receivers_up", 1) > 0)
+                for c in carriers.values()
+            )
         )
         return {
             "healthy": healthy,
+            "storage": "ok" if failure is None else failure.code,
             "carriers": carriers,
             "uptime_s": round(time.time() - self.started, 1),
         }
@@ -1141,6 +1148,7 @@ class Daemon:
                 commit_latency=self.queue.commit_latency,
                 held_receipts_ended=lambda: self.queue.held_ended,
                 serving=lambda: self.serving,
+                writable=lambda: self.queue.write_failure is None,
             )
         )
         ProcessCollector(registry=registry)

@@ -21,11 +21,12 @@ import structlog
 
 from smppd.address import canonical_sender, check_sender, normalise_destination
 from smppd.events import KINDS, EventHub, inbound_json
+from smppd.logsample import LogSample
 from smppd.outbound import OutboundProfile, Prepared, prepare
 from smppd.pdu.segment import ConcatMethod, ReferenceAllocator
 from smppd.pdu.status import status_name
 from smppd.queue.base import ENQUEUE_MAX, Queue
-from smppd.queue.errors import QueueError, StorageFullError
+from smppd.queue.errors import QueueClosedError, QueueError, StorageFullError
 from smppd.queue.model import (
     FINISHED_START,
     URGENT_PRIORITY,
@@ -164,17 +165,30 @@ def _opted_out() -> ApiError:
     )
 
 
+# Every request fails alike while the store does: one line per kind and 10 s, with a count.
+_STORAGE_LOG: Final = LogSample()
+_log_clock: Callable[[], float] = time.monotonic
+
+
 def _storage_error(
     exc: QueueError, *, op: str = "submit", outcome: str = "nothing was accepted"
 ) -> ApiError:
     """What the client is told of a store that could not take (or check) its request:
-    storage_full for a full disk, else a storage error; logged here, not as a fault of the
-    core."""
-    if isinstance(exc, StorageFullError):
-        log.error("storage full: refused until space is freed", op=op)
+    storage_full for a full disk, shutting_down for a store closed by a stopping daemon, else
+    storage_error; logged here (sampled), not as a fault of the core."""
+    if isinstance(exc, QueueClosedError):
+        return ApiError(ErrorCode.shutting_down, f"the daemon is stopping; {outcome}")
+    full = isinstance(exc, StorageFullError)
+    left_out = _STORAGE_LOG.allow((op, exc.code), _log_clock())
+    if left_out is not None:
+        same = {"same_since_last_line": left_out} if left_out else {}
+        if full:
+            log.error("storage full: refused until space is freed", op=op, **same)
+        else:
+            log.error("queue error", op=op, error=str(exc), **same)
+    if full:
         return ApiError(ErrorCode.storage_full, f"storage is full; {outcome}")
-    log.error("queue error", op=op, error=str(exc))
-    return ApiError(ErrorCode.internal, f"storage error; {outcome}")
+    return ApiError(ErrorCode.storage_error, f"storage error ({exc.code}); {outcome}")
 
 
 @contextlib.contextmanager

@@ -173,6 +173,7 @@ class SmppdCollector(Collector):
         commit_latency: Histogram | None = None,
         held_receipts_ended: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
         serving: Callable[[], bool] = lambda: True,
+        writable: Callable[[], bool] = lambda: True,
     ) -> None:
         self._carriers = carriers
         self._api = api
@@ -181,12 +182,19 @@ class SmppdCollector(Collector):
         self._commit_latency = commit_latency
         self._held_ended = held_receipts_ended
         self._serving = serving
+        self._writable = writable
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "smppd_up",
             "1 while the daemon serves, 0 while it starts or drains",
             value=self._serving(),
+        )
+        yield GaugeMetricFamily(
+            "smppd_queue_writable",
+            "0 from a transaction the store failed for its own sake (disk full, database locked,"
+            " I/O errors) until one commits: submits are refused, outcomes not recorded",
+            value=self._writable(),
         )
         yield from self._carrier_families()
         yield from self._carrier_inbound_families()

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     queue_full = "queue_full"
     client_queue_full = "client_queue_full"
     storage_full = "storage_full"
+    storage_error = "storage_error"  # the store failed otherwise: locked, I/O errors
     too_many_pending = "too_many_pending"
     too_many_connections = "too_many_connections"
     unauthorized = "unauthorized"

@@ -50,6 +50,7 @@ METRICS: dict[str, frozenset[str]] = {
     "smppd_api_requests_total": frozenset({"op", "result"}),
     "smppd_api_messages_total": frozenset({"result"}),
     "smppd_up": frozenset(),
+    "smppd_queue_writable": frozenset(),
     "up": frozenset(),  # Prometheus' own, per scrape target
 }
 TARGET_LABELS = frozenset({"instance", "job"})
@@ -158,6 +159,7 @@ def test_required_alerts_are_present(rules: list[dict[str, Any]]) -> None:
         "SmppdResponseTimeoutTooShort",
         "SmppdQueuedForRemovedCarrier",
         "SmppdStoreCommitsSlow",
+        "SmppdStorageFailing",
     ):
         assert name in by_name
     assert all(case["alertname"] in by_name for case in CASES)
@@ -212,6 +214,19 @@ SCENARIOS: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             series('smppd_api_requests_total{op="submit_many",result="ok"}', "0+3x10"),
         ],
         [alert("SmppdApiRefusingSubmits", "5m", {**CRITICAL, "result": "storage_full"})],
+    ),
+    (  # another process holds the database: submits fail with storage_error, and so does
+        # every write; b's store failed for a minute only
+        [
+            series('smppd_api_messages_total{result="storage_error"}', "0+30x10"),
+            series('smppd_queue_writable{instance="a"}', "1 0x9"),
+            series('smppd_queue_writable{instance="b"}', "1 0 1x8"),
+        ],
+        [
+            alert("SmppdApiRefusingSubmits", "5m", {**CRITICAL, "result": "storage_error"}),
+            alert("SmppdStorageFailing", "2m"),
+            alert("SmppdStorageFailing", "4m", {**CRITICAL, "instance": "a"}),
+        ],
     ),
     (  # carrier a lost both binds; b runs one of two; c is whole
         [

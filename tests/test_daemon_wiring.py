@@ -17,6 +17,7 @@ from smppd.pdu.pdus import SubmitSm
 from smppd.pdu.receipt import receipt_keys, resp_keys
 from smppd.pdu.status import CommandStatus, StatusClass, StatusPolicy
 from smppd.queue import MemoryQueue, ReceiptIn, Submitted, open_queue
+from smppd.queue.errors import QueueError, StorageFullError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 
@@ -88,6 +89,26 @@ async def test_health_says_healthy_only_while_serving() -> None:
     health = daemon.gateway.health()
     assert health["healthy"] is True
     assert "ok" not in health
+
+
+class FailingStore(MemoryQueue):
+    write_failure: QueueError | None = StorageFullError("queue storage: database or disk is full")
+
+
+async def test_a_store_that_fails_its_writes_is_not_healthy() -> None:
+    """Serving with every carrier up, but the disk full: every submit is refused, so the
+    daemon is not healthy, says why, and smppd_queue_writable is 0; once a write commits,
+    all is well again."""
+    queue = FailingStore()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    daemon.serving = True
+    health = daemon.gateway.health()
+    assert (health["healthy"], health["storage"]) == (False, "storage_full")
+    assert daemon.metrics_registry().get_sample_value("smppd_queue_writable") == 0.0
+    queue.write_failure = None
+    assert daemon.gateway.health()["storage"] == "ok"
+    assert daemon.gateway.health()["healthy"] is True
+    assert daemon.metrics_registry().get_sample_value("smppd_queue_writable") == 1.0
 
 
 def test_every_api_limit_is_a_restart_key(tmp_path: Path) -> None:

@@ -9,17 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from smppd import gateway as gateway_module
 from smppd.events import EventHub, inbound_event
 from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
+from smppd.logsample import LogSample
 from smppd.outbound import OutboundProfile
 from smppd.pdu.codec import decode_body
 from smppd.pdu.command import CommandId
 from smppd.pdu.pdus import SubmitSm
 from smppd.queue import MessageState, Queue, SegmentState, open_queue
 from smppd.queue.base import ENQUEUE_MAX
-from smppd.queue.errors import StorageBusyError, StorageFullError
+from smppd.queue.errors import QueueClosedError, StorageBusyError, StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import (
     ClaimedSegment,
@@ -665,7 +667,7 @@ async def test_a_store_error_while_checking_gives_that_submit_a_storage_error_an
     replies = await gw.submit(CLIENT, [request("a"), failing, request("c")])
     assert [type(r) for r in replies] == [SubmitReply, ApiError, SubmitReply]
     assert isinstance(replies[1], ApiError)
-    assert replies[1].code is ErrorCode.internal
+    assert replies[1].code is ErrorCode.storage_error
     assert caps.count("ALPHA", int(T0 // DAY_S)) == 2
 
 
@@ -723,8 +725,47 @@ async def test_a_store_that_cannot_take_a_cancel_or_an_opt_out_says_which_error(
     assert add.value.code is ErrorCode.storage_full
     with pytest.raises(ApiError) as remove:
         await gw.optout(CLIENT, "remove", "ALPHA", "+447700900123")
-    assert remove.value.code is ErrorCode.internal
-    assert remove.value.message == "storage error; try again"
+    assert remove.value.code is ErrorCode.storage_error
+    assert remove.value.message == "storage error (storage_busy); try again"
+
+
+class Closed(MemoryQueue):
+    async def cancel(self, message_id: int, client: str | None, *, now: float) -> Any:
+        raise QueueClosedError("the queue is closed")
+
+
+async def test_a_store_closed_by_a_stopping_daemon_is_shutting_down_for_the_client() -> None:
+    """What a request meets in the moment between the store closing and the API: the code
+    that tells a client to retry against the restarted daemon, not a storage failure."""
+    with pytest.raises(ApiError) as cancel:
+        await gateway(Closed(), Loops()).cancel(CLIENT, 1)
+    assert cancel.value.code is ErrorCode.shutting_down
+
+
+async def test_a_failing_store_is_logged_once_per_kind_and_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every request fails alike while the store does (a client retrying a full disk): one
+    line per op and error kind in 10 s, the next saying how many it stands for."""
+    monkeypatch.setattr(gateway_module, "_STORAGE_LOG", LogSample())
+    clock = [100.0]
+    monkeypatch.setattr(gateway_module, "_log_clock", lambda: clock[0])
+    gw = gateway(FullDisk(), Loops())
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(50):
+            with pytest.raises(ApiError):
+                await gw.cancel(CLIENT, 1)
+            with pytest.raises(ApiError):
+                await gw.optout(CLIENT, "remove", "ALPHA", "+447700900123")
+        clock[0] += 10.0
+        with pytest.raises(ApiError):
+            await gw.cancel(CLIENT, 1)
+    lines = [(e["event"], e["op"], e.get("same_since_last_line")) for e in logs]
+    assert lines == [
+        ("storage full: refused until space is freed", "cancel", None),
+        ("queue error", "optout", None),
+        ("storage full: refused until space is freed", "cancel", 49),
+    ]
 
 
 async def test_independent_submits_that_pass_a_depth_are_refused_one_by_one() -> None:

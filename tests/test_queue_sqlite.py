@@ -273,19 +273,27 @@ async def test_a_killed_process_loses_nothing(path: Path) -> None:
 
 
 async def test_a_full_disk_acks_nothing_and_recovers(store: SqliteQueue, path: Path) -> None:
-    """Past the size cap a write fails with storage_full, stores nothing, and works again later."""
+    """Past the size cap a write fails with storage_full, stores nothing, and works again later;
+    meanwhile the store says its writes fail (health, smppd_queue_writable)."""
+
+    def failure() -> QueueError | None:  # read afresh each time (mypy narrows attributes)
+        return store.write_failure
+
     (kept,) = await store.enqueue([message()], now=T0)
+    assert failure() is None
     await store.set_max_bytes(scalar(path, "PRAGMA page_count") * scalar(path, "PRAGMA page_size"))
     big = [message(ref=f"big{i}", segments=(b"x" * 1000,)) for i in range(200)]
     with pytest.raises(StorageFullError) as raised:
         await store.enqueue(big, now=T0 + 1)
     assert raised.value.code == "storage_full"
+    assert isinstance(failure(), StorageFullError)
     assert store.queued_depth() == 1
     assert peek(path, "SELECT COUNT(*) FROM messages") == [(1,)]
     assert await store.status(kept.message_id, None) is not None
     await store.set_max_bytes(None)
     results = await store.enqueue(big, now=T0 + 2)
     assert all(r.created for r in results)
+    assert failure() is None
     assert results[0].message_id == kept.message_id + 1  # the failed batch used no ids
     assert store.queued_depth() == 201
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 from smppd.histogram import Histogram
+from smppd.queue.errors import QueueError
 from smppd.queue.model import (
     Change,
     Claim,
@@ -252,6 +253,13 @@ class Queue(Protocol):
 
     def queued_depth(self) -> int:
         """Segments not yet accepted by an SMSC (queued, scheduled, inflight), in O(1)."""
+        ...
+
+    @property
+    def write_failure(self) -> QueueError | None:
+        """Why the last transaction failed, if it did for the storage's sake (full, busy,
+        failing: not one write's own fault); None once one commits. Every submit fails alike
+        meanwhile, and outcomes and receipts are not recorded."""
         ...
 
     def client_depth(self, client: str) -> int:

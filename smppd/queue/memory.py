@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from smppd.histogram import Histogram
 from smppd.queue.counts import SegmentCounts
-from smppd.queue.errors import QueueClosedError
+from smppd.queue.errors import QueueClosedError, QueueError
 from smppd.queue.fairness import rotate_after, take_fairly
 from smppd.queue.model import (
     FINISHED_LOOK_AHEAD,
@@ -989,6 +989,8 @@ class MemoryQueue:
             oldest_age_by_carrier={c: max(0.0, now - t) for c, t in oldest.items()},
             depth_by_client=self._counts.depth_by_client(),
         )
+
+    write_failure: QueueError | None = None  # nothing it writes can fail for storage's sake
 
     def queued_depth(self) -> int:
         return self._counts.depth

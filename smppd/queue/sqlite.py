@@ -215,6 +215,7 @@ class SqliteQueue:
         self._closing = False
         self._closed = False
         self._commits = 0
+        self._write_failure: QueueError | None = None
         self._commit_latency = Histogram()
         self._writer = asyncio.create_task(self._write_loop(), name="smppd.queue.writer")
 
@@ -372,11 +373,14 @@ class SqliteQueue:
                     await self._commit([write])
                 return
             error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
+            if isinstance(exc, sqlite3.OperationalError) and isinstance(error, QueueError):
+                self._write_failure = error
             for write in writes:
                 _fail(write.future, error)
             return
         batch.apply_to(self._memory)
         self._commits += 1
+        self._write_failure = None
         self._commit_latency.observe(time.perf_counter() - started)
         for write, result in zip(writes, results, strict=True):
             if not write.future.done():
@@ -764,6 +768,10 @@ class SqliteQueue:
             receipts_dropped=memory.receipts_dropped,
             commits=self._commits,
         )
+
+    @property
+    def write_failure(self) -> QueueError | None:
+        return self._write_failure
 
     def queued_depth(self) -> int:
         return self._memory.counts.depth
