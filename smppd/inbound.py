@@ -25,6 +25,7 @@ from smppd.errors import SmppdError
 from smppd.events import inbound_event, publish_changes
 from smppd.histogram import DELIVERY_BUCKETS_S, Histogram
 from smppd.idformat import IdFormatLearner
+from smppd.logsample import LogSample
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_parts, decode_text, shift_of
@@ -277,6 +278,9 @@ class InboundHandler:
         self._learner = learner
         self._whole_message = receipts_per_message  # a receipt stands for the whole message
         self.counters = InboundCounters() if counters is None else counters
+        # Lines a peer can make as fast as it sends PDUs: one per kind and 10 s, with a count
+        # (the counters have them all).
+        self._log_sample = LogSample()
 
     def _keys(self, message_id: str) -> tuple[str, ...]:
         learner = self._learner
@@ -323,14 +327,16 @@ class InboundHandler:
         if receipt is None:
             # Nothing to match it by: acknowledging is right (a retry would not parse better).
             self.counters.receipts_unparseable += 1
-            log.warning(
-                "unparseable delivery receipt: no id, stat or receipt TLVs",
-                carrier=self.carrier,
-                sequence_number=pdu.sequence_number,
-                esm_class=f"0x{pdu.esm_class:02x}",
-                data_coding=pdu.data_coding,
-                octets=len(content),  # not its text: it quotes the message
-            )
+            if (left_out := self._log_sample.allow("unparseable", self._monotonic())) is not None:
+                log.warning(
+                    "unparseable delivery receipt: no id, stat or receipt TLVs",
+                    carrier=self.carrier,
+                    sequence_number=pdu.sequence_number,
+                    esm_class=f"0x{pdu.esm_class:02x}",
+                    data_coding=pdu.data_coding,
+                    octets=len(content),  # not its text: it quotes the message
+                    **_same(left_out),
+                )
             answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             answered.set_result(CommandStatus.ESME_ROK)
             return answered
@@ -370,10 +376,12 @@ class InboundHandler:
             return status
         if redeliveries.seen(key, self._monotonic()):
             self.counters.inbound_redelivered += 1
-            log.info(
-                "inbound message delivered again; answered, not stored again",
-                carrier=self.carrier,
-            )
+            if (left_out := self._log_sample.allow("again", self._monotonic())) is not None:
+                log.info(
+                    "inbound message delivered again; answered, not stored again",
+                    carrier=self.carrier,
+                    **_same(left_out),
+                )
             return CommandStatus.ESME_ROK
         storing = self._storing[key] = asyncio.get_running_loop().create_future()
         try:
@@ -610,9 +618,14 @@ class InboundHandler:
         self.counters.inbound += 1
         if owner is None:
             self.counters.inbound_unowned += 1
-            log.info(
-                "inbound message to an unowned sender id", destination=destination, client=client
-            )
+            left_out = self._log_sample.allow(("unowned", destination), self._monotonic())
+            if left_out is not None:
+                log.info(
+                    "inbound message to an unowned sender id",
+                    destination=destination,
+                    client=client,
+                    **_same(left_out),
+                )
         if keyword is not None and owner is not None:
             await self._reply(keyword, owner, destination, source)
         self._publish(inbound_event(inbound_id, stored))
@@ -652,6 +665,10 @@ class InboundHandler:
             await self._queue.remove_optout(sender_id, number)
         self.counters.optins += 1
         log.info("opt-in recorded", sender=sender, number=number)
+
+
+def _same(left_out: int) -> dict[str, int]:
+    return {"same_since_last_line": left_out} if left_out else {}
 
 
 def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None, Shift]:

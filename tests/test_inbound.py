@@ -828,6 +828,35 @@ async def test_without_a_window_no_fingerprint_is_stored(tmp_path: Path) -> None
     assert peek(path, "SELECT count(*) FROM inbound") == [(1,)]
 
 
+async def test_lines_a_carrier_can_repeat_at_will_are_sampled() -> None:
+    """An SMSC sending unparseable receipts, one MO again and again, or MO to a number nobody
+    owns, as fast as it can: one line of each kind in 10 s, the next with how many it stands
+    for; the counters count every one."""
+    queue = MemoryQueue()
+    mono = [5.0]
+    inbound = handler(queue, [], mono=mono, redeliveries=Redeliveries(3600.0))
+    junk = DeliverSm(esm_class=0x04, short_message=b"nothing to read here")
+    unowned = dataclasses.replace(mo_pdu(b"hi"), destination_addr="NOBODY")
+    with structlog.testing.capture_logs() as logs:
+        for i in range(200):
+            assert await inbound(junk) == 0
+            assert await inbound(mo_pdu(b"YES")) == 0
+            assert await inbound(dataclasses.replace(unowned, short_message=b"hi %d" % i)) == 0
+        mono[0] += 10.0
+        assert await inbound(junk) == 0
+    counted: dict[str, list[object]] = {}
+    for line in logs:
+        counted.setdefault(line["event"], []).append(line.get("same_since_last_line"))
+    assert counted == {
+        "unparseable delivery receipt: no id, stat or receipt TLVs": [None, 199],
+        "inbound message delivered again; answered, not stored again": [None],
+        "inbound message to an unowned sender id": [None],
+    }
+    assert inbound.counters.receipts_unparseable == 201
+    assert inbound.counters.inbound_redelivered == 199
+    assert inbound.counters.inbound_unowned == 200
+
+
 class FailingOnce(MemoryQueue):
     """A store whose first store_inbound fails (a full disk, say)."""
 
