@@ -3,12 +3,16 @@
 prometheus_client's own start_http_server gives each connection a thread with no timeout, so
 a local process that opens connections and sends nothing holds a thread each for ever. Here a
 request must be read within READ_TIMEOUT_S in all (a client sending a byte now and then does
-not restart the clock), at most MAX_CONNECTIONS are served at once (one more is closed at
-once), and what is closed goes quietly.
+not restart the clock), at most MAX_CONNECTIONS are served at once, and what is closed goes
+quietly. One more takes the place of the oldest that has not sent its request yet (a scraper
+sends it at once), and is closed at once only when every one is being answered: connections
+that send nothing, renewed as the timeout closes them, would otherwise keep every scrape out
+(Prometheus sees the target down, every alert blind).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
@@ -42,12 +46,53 @@ class _Reads(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
+class _Slots:
+    """The connections served: at most `size`; those still to send their request, oldest
+    first, give their place to a new one."""
+
+    def __init__(self, size: int) -> None:
+        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._waiting: dict[socket.socket, None] = {}  # no request read yet, oldest first
+
+    def take(self, sock: socket.socket) -> bool:
+        if not self._free.acquire(blocking=False):
+            with self._lock:
+                oldest = next(iter(self._waiting), None)
+                if oldest is not None:
+                    del self._waiting[oldest]
+            if oldest is None:
+                return False  # every one is being answered
+            with contextlib.suppress(OSError):
+                oldest.shutdown(socket.SHUT_RDWR)  # its thread reads the end and gives way
+            if not self._free.acquire(timeout=1.0):
+                return False
+        with self._lock:
+            self._waiting[sock] = None
+        return True
+
+    def requested(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._waiting.pop(sock, None)
+
+    def give_back(self, sock: socket.socket) -> None:
+        self.requested(sock)
+        self._free.release()
+
+
 class _Handler(WSGIRequestHandler):
     timeout = READ_TIMEOUT_S  # socketserver sets it on each connection it hands over
 
     def setup(self) -> None:
         super().setup()
         self.rfile = io.BufferedReader(_Reads(self.connection, time.monotonic() + self.timeout))
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        slots: _Slots | None = getattr(self.server, "slots", None)
+        if slots is not None:
+            slots.requested(self.connection)
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:
         return None  # a scrape is not a log line
@@ -57,27 +102,27 @@ def serve_metrics(host: str, port: int, registry: CollectorRegistry) -> WSGIServ
     """Serve `registry` on host:port from a daemon thread; OSError (gaierror included) when
     the address cannot be used. `shutdown()` stops it."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     class _Server(ThreadingWSGIServer):
         address_family = family
         request_queue_size = 64
+        slots = _Slots(MAX_CONNECTIONS)
 
         def process_request(self, request: Any, client_address: Any) -> None:
-            if not slots.acquire(blocking=False):  # as many threads as that, and no more
+            if not self.slots.take(request):  # as many threads as that, and no more
                 self.shutdown_request(request)
                 return
             try:
                 super().process_request(request, client_address)  # starts its thread
             except BaseException:
-                slots.release()
+                self.slots.give_back(request)
                 raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
             try:
                 super().process_request_thread(request, client_address)
             finally:
-                slots.release()
+                self.slots.give_back(request)
 
         def handle_error(self, request: Any, client_address: Any) -> None:
             return None  # a client that timed out or went away: nothing to print
