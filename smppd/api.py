@@ -885,7 +885,7 @@ class _Connection:
             error = ApiError(ErrorCode.unknown_op, "op must be one of " + ", ".join(sorted(OPS)))
             await self._refuse(rid, _INVALID_OP, error)
         elif self._stopping:
-            await self._refuse(rid, op, self._closing_error)
+            await self._refuse(rid, op, self._closing_error, req)
         elif op == "subscribe":
             await self._subscribe(rid, req)
         elif (weight := _weight(op, req)) > (most := self._most_per_call()):
@@ -894,9 +894,9 @@ class _Connection:
                 f"a list of at most {most} messages (the smaller of"
                 " api.max_pending_per_connection and api.max_pending)"
             )
-            await self._refuse(rid, op, _invalid("messages", rule))
+            await self._refuse(rid, op, _invalid("messages", rule), req)
         elif (crowded := self._crowded(weight)) is not None:
-            await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, crowded))
+            await self._refuse(rid, op, ApiError(ErrorCode.too_many_pending, crowded), req)
         elif op == "submit":
             self._take(weight)
             self._submits.append((rid, req))
@@ -1040,9 +1040,15 @@ class _Connection:
             self._stopping = True
             self._interrupt()
 
-    async def _refuse(self, rid: object, op: str, error: ApiError) -> None:
+    async def _refuse(
+        self, rid: object, op: str, error: ApiError, req: Request | None = None
+    ) -> None:
+        """Answer `error` to a request not performed; a submit's messages count as refused."""
         await self._send(_encode(_error_reply(rid, error)))
-        self._server.observer.request_finished(op, str(error.code), 0.0)
+        code = str(error.code)
+        self._server.observer.request_finished(op, code, 0.0)
+        if req is not None and op in ("submit", "submit_many"):
+            self._server.observer.messages_finished(_message_results(req, None, code))
 
     async def _send(self, data: bytes) -> None:
         """Write some lines once earlier replies are taken; drop the connection if the peer

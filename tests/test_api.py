@@ -677,9 +677,11 @@ async def test_one_client_cannot_take_every_connection() -> None:
 
 
 async def test_requests_past_the_pending_cap_are_refused_at_once() -> None:
-    """With max_pending_per_connection in progress, one more gets too_many_pending."""
+    """With max_pending_per_connection in progress, one more gets too_many_pending, and its
+    message counts as refused (smppd_api_messages_total), as a submit_many's each do."""
     service = FakeService(gates={"slow": asyncio.Event()})
-    async with running_server(service, max_pending_per_connection=2) as server:
+    observer = RecordingObserver()
+    async with running_server(service, observer=observer, max_pending_per_connection=2) as server:
         raw = await Raw.open(server.settings.socket)
         for rid in (1, 2, 3):
             await raw.send(SUBMIT | {"id": rid, "ref": "slow"})
@@ -689,6 +691,9 @@ async def test_requests_past_the_pending_cap_are_refused_at_once() -> None:
         service.gates["slow"].set()
         assert {(await raw.recv())["id"], (await raw.recv())["id"]} == {1, 2}
         assert (await raw.call(SUBMIT | {"id": 4}))["ok"] is True
+        many = {"op": "submit_many", "id": 5, "messages": [SUBMIT] * 3}
+        assert (await raw.call(many))["error"]["code"] == "invalid_field"  # never fits
+    assert sorted(observer.messages) == ["invalid_field"] * 3 + ["ok"] * 3 + ["too_many_pending"]
 
 
 class HeldStatus(FakeService):
