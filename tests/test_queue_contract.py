@@ -1007,6 +1007,21 @@ async def test_a_page_of_finished_messages_looks_at_a_bounded_number(store: Queu
     assert not (await store.finished_since(cursor, client="otp", limit=1)).more
 
 
+async def test_receipts_overdue_after_a_step_back_wait_until_the_message_is_that_old(
+    store: Queue,
+) -> None:
+    """Created before the wall clock stepped back an hour, accepted after: both backends give
+    up on its receipt once its creation, not only its acceptance, is receipt_wait old."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    accepted = T0 - 3600 + 1
+    (seg,) = await store.claim(CARRIER, 1, now=accepted)
+    await store.record([Submitted(seg.segment_id, ("k",), "b")], now=accepted)
+    assert await store.finish_overdue(accepted + 10, now=accepted + 610) == 0
+    assert await store.finish_overdue(T0 + 1, now=T0 + 601) == 1
+    page = await store.finished_since(FINISHED_START, client=None, limit=10)
+    assert [m.message_id for m in page.messages] == [enq.message_id]
+
+
 async def test_finishing_after_the_wall_clock_stepped_back_keeps_the_order(store: Queue) -> None:
     """A message finishing after the clock went back 60 s takes the latest finished_at, so a
     cursor taken before the step still reads it, after the one that finished first."""

@@ -230,7 +230,9 @@ class Queue(Protocol):
 
     async def finish_overdue(self, before: float, *, now: float) -> int:
         """Finish messages that only wait for receipts of segments accepted before `before`
-        (they stay `submitted`), so that retention purges them; returns how many."""
+        (they stay `submitted`), so that retention purges them; returns how many. Only those
+        created before `before` are looked at (the bound keeps the scan off recent work): after
+        the wall clock stepped back, one accepted since waits until its creation is that old."""
         ...
 
     async def reroute(

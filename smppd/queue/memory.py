@@ -901,8 +901,12 @@ class MemoryQueue:
         self._commit()
         finished = 0
         for message in self._messages.values():
-            if message.finished_at is None and receipts_overdue(
-                ((s.state, s.updated_at) for s in self._siblings(message)), before=before
+            if (
+                message.finished_at is None
+                and message.created_at < before
+                and receipts_overdue(
+                    ((s.state, s.updated_at) for s in self._siblings(message)), before=before
+                )
             ):
                 message.finished_at = self._finish_time(now)
                 finished += 1
