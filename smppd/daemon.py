@@ -28,6 +28,7 @@ import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from smppd import config as cfg
+from smppd.address import canonical_sender
 from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
 from smppd.binds import CarrierBinds
 from smppd.compliance import Keyword, Keywords
@@ -830,7 +831,13 @@ class Daemon:
             return
         today = day_of(time.time())
         for day in range(today, today + HOLD_DAYS):
-            counts = await self.queue.segments_by_source(day * DAY_S, (day + 1) * DAY_S)
+            counts: Counter[str] = Counter()
+            # Messages stored before schema 15 and finished by then keep a long number's bare
+            # digits: they count under its canonical form, as the cap and the rest do.
+            for source, n in (
+                await self.queue.segments_by_source(day * DAY_S, (day + 1) * DAY_S)
+            ).items():
+                counts[canonical_sender(source)] += n
             caps.load(day, counts)
 
     async def _serve(self) -> None:

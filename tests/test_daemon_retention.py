@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from smppd.config import load_config
 from smppd.daemon import Daemon
 from smppd.pdu.receipt import correlation_keys
 from smppd.queue import MemoryQueue, MessageState, Submitted
+from smppd.senderpolicy import DailyCap, DailyCaps, day_of
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 
@@ -102,3 +104,16 @@ async def state(queue: MemoryQueue, message_id: int) -> MessageState:
     status = await queue.status(message_id, None)
     assert status is not None
     return status.state
+
+
+async def test_a_long_numbers_daily_count_takes_its_bare_digit_messages_too() -> None:
+    """Messages stored before long-number senders were kept as "+digits" (schema 15 moved
+    only the unfinished ones) count towards that sender's cap with the rest, at start."""
+    queue = MemoryQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    now = time.time()
+    await queue.enqueue([message(source="447700900999") for _ in range(3)], now=now)
+    await queue.enqueue([message(source="+447700900999") for _ in range(2)], now=now)
+    caps = DailyCaps({"+447700900999": DailyCap(10, hold=False)})
+    await daemon._load_caps(caps)
+    assert caps.count("+447700900999", day_of(now)) == 5
