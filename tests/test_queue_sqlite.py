@@ -18,6 +18,7 @@ from queue_support import CARRIER, T0, message, peek
 
 from smppd.pdu.receipt import correlation_keys, receipt_keys, resp_keys
 from smppd.queue import (
+    MessageState,
     ReceiptIn,
     ReceiptOutcome,
     SegmentState,
@@ -560,6 +561,27 @@ async def test_a_resp_id_is_one_row_and_older_rows_still_match(
     assert [r.outcome for r in results] == [ReceiptOutcome.HELD] * 2  # written another way
     settled = await store.settle_receipts(now=T0 + 6 + FALLBACK_AFTER_S)
     assert [c.segment_id for c in settled[CARRIER]] == [new.segment_id, old.segment_id]
+
+
+async def test_a_version_1_file_of_the_first_release_is_migrated(path: Path) -> None:
+    """The first version 1 files had no retired_correlations table: they upgrade too, with
+    their messages."""
+    async with await SqliteQueue.open(path) as store:
+        (enq,) = await store.enqueue([message()], now=T0)
+    with sqlite3.connect(path) as db:
+        _as_version_4(db)
+        db.execute("DROP INDEX messages_by_destination")
+        db.execute("DROP INDEX messages_open")
+        db.execute(
+            "CREATE INDEX messages_unfinished_by_destination ON messages (destination) "
+            "WHERE finished_at IS NULL"
+        )
+        db.execute("PRAGMA user_version = 1")
+    async with await SqliteQueue.open(path) as store:
+        status = await store.status(enq.message_id, None)
+        assert status is not None
+        assert status.state is MessageState.QUEUED
+    assert peek(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:

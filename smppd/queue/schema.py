@@ -153,8 +153,17 @@ _V1: Final = (
 # One table of correlations: a final segment's ids stay where they are (until purge) instead of
 # moving to retired_correlations, which cost a delete and an insert per key on every final
 # receipt. A new submission that reuses an id still takes it over (INSERT OR REPLACE); lookups
-# skip segments that are final. Where both tables had a key, the open one is the newer.
+# skip segments that are final. Where both tables had a key, the open one is the newer. The
+# earliest version 1 files had no retired_correlations (it joined version 1 after its release).
 _V2: Final = (
+    """
+    CREATE TABLE IF NOT EXISTS retired_correlations (
+        carrier TEXT NOT NULL,
+        key TEXT NOT NULL,
+        segment_id INTEGER NOT NULL,
+        PRIMARY KEY (carrier, key)
+    ) WITHOUT ROWID
+    """,
     """
     INSERT OR IGNORE INTO correlations (carrier, key, segment_id)
     SELECT carrier, key, segment_id FROM retired_correlations
