@@ -234,16 +234,40 @@ async def test_unsupported_known_command_gets_its_resp_with_invalid_command(
         assert (await client.expect(ReplaceSmResp)).command_status == S.ESME_RINVCMDID
 
 
-async def test_undecodable_body_gets_generic_nack_with_the_decode_status(smsc: FakeSmsc) -> None:
-    """A submit_sm whose sm_length runs past the PDU gets generic_nack ESME_RINVMSGLEN."""
+async def test_undecodable_body_gets_its_resp_with_the_decode_status(smsc: FakeSmsc) -> None:
+    """A submit_sm whose sm_length runs past the PDU gets submit_sm_resp ESME_RINVMSGLEN
+    (SMPP v3.4 5.1.3: generic_nack is for a header that cannot be read)."""
     async with await connect(smsc) as client:
         await client.bind()
         body = bytearray(encode(SUBMIT)[16:])
         body[-3] = 200  # sm_length, now longer than the two octets that follow
         client.send_raw(frame(CommandId.submit_sm, 0, 9, bytes(body)))
-        nack = await client.expect(GenericNack)
-        assert (nack.sequence_number, nack.command_status) == (9, S.ESME_RINVMSGLEN)
+        resp = await client.expect(SubmitSmResp)
+        assert (resp.sequence_number, resp.command_status) == (9, S.ESME_RINVMSGLEN)
         assert (await client.submit(SUBMIT)).command_status == 0
+
+
+async def test_an_undecodable_response_is_not_answered(smsc: FakeSmsc) -> None:
+    """A deliver_sm_resp with a TLV running past its end draws nothing: a response is never
+    answered."""
+    async with await connect(smsc) as client:
+        await client.bind()
+        client.send_raw(frame(CommandId.deliver_sm_resp, 0, 5, b"\0\x00\x1e\x00\x09x"))
+        client.send(Unbind())
+        pdus = await client.wait_closed()
+    assert [type(p) for p in pdus] == [UnbindResp]
+
+
+async def test_an_unbind_crossing_the_smscs_own_is_answered_ok(smsc: FakeSmsc) -> None:
+    """Both sides unbind at once: the ESME's unbind gets unbind_resp ESME_ROK (it was
+    bound), not ESME_RINVBNDSTS, and the connection ends."""
+    async with await connect(smsc) as client:
+        await client.bind()
+        smsc.connections[0].send_unbind()
+        seq = client.send(Unbind())
+        pdus = await client.wait_closed()
+    answers = [p for p in pdus if isinstance(p, UnbindResp) and p.sequence_number == seq]
+    assert [p.command_status for p in answers] == [S.ESME_ROK]
 
 
 async def test_garbage_that_loses_framing_gets_generic_nack_then_close(smsc: FakeSmsc) -> None:

@@ -17,9 +17,10 @@ from enum import Enum
 from typing import Any, Protocol
 
 from smppd.pdu.codec import PduReader, encode, frame
-from smppd.pdu.command import CommandId
+from smppd.pdu.command import CommandId, is_response
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.pdus import (
+    PDU_BY_ID,
     RESPONSE_OF,
     BindReceiver,
     BindReceiverResp,
@@ -274,6 +275,10 @@ class SmscConnection(asyncio.Protocol):
             self._submit(pdu)
         elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
             self._bind(pdu)
+        elif pdu.command_id == CommandId.unbind and self.state is BindState.UNBIND_PENDING:
+            # Our unbind and the ESME's crossed: each is answered, and the connection ends.
+            self._write(frame(CommandId.unbind_resp, 0, pdu.sequence_number, b""))
+            self.close()
         elif self.state not in _BOUND:
             self._answer(pdu, CommandStatus.ESME_RINVBNDSTS)
         elif pdu.command_id == CommandId.enquire_link:
@@ -408,9 +413,17 @@ class SmscConnection(asyncio.Protocol):
         self._respond(frame(resp_id, status, pdu.sequence_number, b""))
 
     def _decode_failed(self, exc: DecodeError) -> None:
+        """SMPP v3.4 5.1.3: generic_nack for a header that cannot be read or an unknown
+        command; a known request whose body cannot be read gets its own resp with the codec's
+        status, and a response is never answered (its request goes on waiting)."""
+        cid, seq = exc.command_id, exc.sequence_number or 0
         if not self.host.faults.hang:
-            seq = exc.sequence_number or 0
-            self._write(frame(_GENERIC_NACK, exc.command_status, seq, b""))
+            known = None if cid is None or exc.framing_lost else PDU_BY_ID.get(cid)
+            if known is None:
+                self._write(frame(_GENERIC_NACK, exc.command_status, seq, b""))
+            elif not is_response(known.command_id):
+                resp_id = RESPONSE_OF[known].command_id
+                self._write(frame(resp_id, exc.command_status, seq, b""))
         if exc.framing_lost:  # nothing after an impossible command_length can be trusted
             self.close()
 
