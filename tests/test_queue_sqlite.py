@@ -31,6 +31,7 @@ from smppd.queue import (
     sqlite_receipts,
     sqlite_writes,
 )
+from smppd.queue import sqlite as sqlite_module
 from smppd.queue.errors import QueueError, QueueInUseError, SchemaTooNewError, StorageCorruptError
 from smppd.queue.model import (
     FINISHED_START,
@@ -273,9 +274,12 @@ async def test_a_killed_process_loses_nothing(path: Path) -> None:
         assert len(await store.claim(CARRIER, 10, now=T0 + 1)) == 5
 
 
-async def test_a_full_disk_acks_nothing_and_recovers(store: SqliteQueue, path: Path) -> None:
+async def test_a_full_disk_acks_nothing_and_recovers(
+    store: SqliteQueue, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Past the size cap a write fails with storage_full, stores nothing, and works again later;
-    meanwhile the store says its writes fail (health, smppd_queue_writable)."""
+    meanwhile the store says its writes fail (health, smppd_queue_writable), small writes that
+    still commit (a delete) notwithstanding, until the failure is WRITE_FAILURE_HOLD_S old."""
 
     def failure() -> QueueError | None:  # read afresh each time (mypy narrows attributes)
         return store.write_failure
@@ -288,12 +292,16 @@ async def test_a_full_disk_acks_nothing_and_recovers(store: SqliteQueue, path: P
         await store.enqueue(big, now=T0 + 1)
     assert raised.value.code == "storage_full"
     assert isinstance(failure(), StorageFullError)
+    await store.forget_seen(now=T0 + 1)  # commits: it needs no new page
+    assert isinstance(failure(), StorageFullError)
     assert store.queued_depth() == 1
     assert peek(path, "SELECT COUNT(*) FROM messages") == [(1,)]
     assert await store.status(kept.message_id, None) is not None
     await store.set_max_bytes(None)
     results = await store.enqueue(big, now=T0 + 2)
     assert all(r.created for r in results)
+    assert isinstance(failure(), StorageFullError)  # held a while
+    monkeypatch.setattr(sqlite_module, "WRITE_FAILURE_HOLD_S", 0.0)
     assert failure() is None
     assert results[0].message_id == kept.message_id + 1  # the failed batch used no ids
     assert store.queued_depth() == 201
@@ -949,6 +957,26 @@ async def test_a_queue_reached_through_a_symlink_is_the_same_queue(path: Path) -
         for alias in (linked_dir / path.name, linked_file):
             with pytest.raises(QueueInUseError, match="in use by another process"):
                 await SqliteQueue.open(alias)
+
+
+def damage(path: Path) -> None:
+    """Every page but the first (the header, the schema) overwritten, in place."""
+    page_size, pages = scalar(path, "PRAGMA page_size"), scalar(path, "PRAGMA page_count")
+    with open(path, "r+b") as damaged:
+        damaged.seek(page_size)
+        damaged.write(b"\xff" * ((pages - 1) * page_size))
+
+
+async def test_a_database_damaged_under_a_running_store_is_a_write_failure(path: Path) -> None:
+    """Pages overwritten while the store runs (a failing disk): a write fails with
+    storage_corrupt, shown as the store's write failure (health, smppd_queue_writable)."""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message(segments=(b"x" * 500,)) for _ in range(400)], now=T0)
+    async with await SqliteQueue.open(path) as store:
+        damage(path)
+        with pytest.raises(StorageCorruptError):
+            await store.enqueue([message()], now=T0 + 1)
+        assert isinstance(store.write_failure, StorageCorruptError)
 
 
 def test_a_disk_io_error_opening_a_queue_on_a_full_file_system_says_so(

@@ -259,9 +259,9 @@ class Queue(Protocol):
 
     @property
     def write_failure(self) -> QueueError | None:
-        """Why the last transaction failed, if it did for the storage's sake (full, busy,
-        failing: not one write's own fault); None once one commits. Every submit fails alike
-        meanwhile, and outcomes and receipts are not recorded."""
+        """Why a transaction failed for the storage's sake (full, busy, damaged, I/O: not one
+        write's own fault) in the last while (the SQLite store: WRITE_FAILURE_HOLD_S), if one
+        did; else None. Submits fail alike meanwhile, and outcomes are not recorded."""
         ...
 
     def client_depth(self, client: str) -> int:

@@ -129,6 +129,29 @@ def translate(exc: sqlite3.Error) -> QueueError:
 
 
 _NEARLY_FULL_BYTES: Final = 1 << 20
+_STORAGE_CODES: Final = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
+    }
+)
+# How long a transaction failed for the storage's sake shows as Queue.write_failure.
+WRITE_FAILURE_HOLD_S: Final = 30.0
+
+
+def _storage_fault(exc: BaseException) -> bool:
+    """Whether a transaction failed for the storage's sake (full, busy, damaged, I/O), as
+    every write would, not for one write's own (a value refused, a bug)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return isinstance(exc, sqlite3.DatabaseError) and code in _STORAGE_CODES
 
 
 def open_error(exc: sqlite3.Error, path: str | PathLike[str]) -> QueueError:
@@ -216,6 +239,7 @@ class SqliteQueue:
         self._closed = False
         self._commits = 0
         self._write_failure: QueueError | None = None
+        self._failed_at = -math.inf
         self._commit_latency = Histogram()
         self._writer = asyncio.create_task(self._write_loop(), name="smppd.queue.writer")
 
@@ -364,23 +388,24 @@ class SqliteQueue:
         try:
             batch, results = await _in_thread(self._conn, partial(self._transaction, writes))
         except Exception as exc:
-            if len(writes) > 1 and not isinstance(exc, sqlite3.OperationalError):
+            storage = _storage_fault(exc)
+            if len(writes) > 1 and not storage:
                 # One write's own fault (a value SQLite refuses, a bug in an operation) must not
                 # fail the others it was batched with: each goes again in a transaction of its
                 # own. Nothing was applied (rolled back, and memory moves only after COMMIT).
-                # A busy, full or failing database is everyone's fault: no retry.
+                # A busy, full, damaged or failing database is everyone's fault: no retry.
                 for write in writes:
                     await self._commit([write])
                 return
             error = translate(exc) if isinstance(exc, sqlite3.Error) else exc
-            if isinstance(exc, sqlite3.OperationalError) and isinstance(error, QueueError):
+            if storage and isinstance(error, QueueError):
                 self._write_failure = error
+                self._failed_at = time.monotonic()
             for write in writes:
                 _fail(write.future, error)
             return
         batch.apply_to(self._memory)
         self._commits += 1
-        self._write_failure = None
         self._commit_latency.observe(time.perf_counter() - started)
         for write, result in zip(writes, results, strict=True):
             if not write.future.done():
@@ -771,7 +796,11 @@ class SqliteQueue:
 
     @property
     def write_failure(self) -> QueueError | None:
-        return self._write_failure
+        # Held for a while, not cleared by the next commit: with the disk full, small writes
+        # (an outcome, a delete) go on committing between the refused ones.
+        if time.monotonic() - self._failed_at < WRITE_FAILURE_HOLD_S:
+            return self._write_failure
+        return None
 
     def queued_depth(self) -> int:
         return self._memory.counts.depth
