@@ -439,6 +439,8 @@ class Client:
         goes on with the subscription the daemon has; events while no loop ran are not kept.
         """
         asked = None if events is None else tuple(sorted(set(events)))
+        if (failure := self._failure) is not None:  # the connection, and its subscription, gone
+            raise failure
         if self._listening:
             raise ApiClientError(
                 "invalid_request",

@@ -618,7 +618,7 @@ class InboundHandler:
         self.counters.inbound += 1
         if owner is None:
             self.counters.inbound_unowned += 1
-            left_out = self._log_sample.allow(("unowned", destination), self._monotonic())
+            left_out = self._log_sample.allow("unowned", self._monotonic())
             if left_out is not None:
                 log.info(
                     "inbound message to an unowned sender id",

@@ -210,6 +210,27 @@ async def test_a_loop_that_ended_can_be_followed_by_another_on_the_same_subscrip
         assert len(service.subscriptions) == 1
 
 
+async def test_subscribing_again_after_the_daemon_dropped_the_subscriber_raises() -> None:
+    """The daemon drops a subscriber that fell behind and closes the connection: subscribe()
+    on that client again raises ApiConnectionError (a supervisor loop reconnects), rather than
+    ending at once with nothing, for ever."""
+    service = FakeService(subscription_size=2)
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        events = client.subscribe(["receipt"])
+        first = asyncio.ensure_future(anext(events))
+        subscription = await service.subscribed()
+        subscription.publish(Event("receipt", "demo", {"n": -1}))
+        async with asyncio.timeout(WAIT_S):
+            await first
+        for n in range(3):  # past the bound: dropped, the connection closed
+            subscription.publish(Event("receipt", "demo", {"n": n}))
+        async with asyncio.timeout(WAIT_S):
+            rest = [event async for event in events]
+        assert rest[-1]["event"] == "dropped"
+        with pytest.raises(ApiConnectionError):
+            await anext(client.subscribe(["receipt"]))
+
+
 async def test_a_request_made_inside_a_subscription_loop_gets_its_reply() -> None:
     """An auto-responder answers each event with a request on the same client: with more
     events buffered than the client holds, the reader paused for the loop, and the reply

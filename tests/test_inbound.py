@@ -841,7 +841,8 @@ async def test_lines_a_carrier_can_repeat_at_will_are_sampled() -> None:
         for i in range(200):
             assert await inbound(junk) == 0
             assert await inbound(mo_pdu(b"YES")) == 0
-            assert await inbound(dataclasses.replace(unowned, short_message=b"hi %d" % i)) == 0
+            other = dataclasses.replace(unowned, destination_addr=f"NOBODY{i}")
+            assert await inbound(dataclasses.replace(other, short_message=b"hi %d" % i)) == 0
         mono[0] += 10.0
         assert await inbound(junk) == 0
     counted: dict[str, list[object]] = {}
