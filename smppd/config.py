@@ -347,7 +347,7 @@ class Tls:
     cert_file: Path | None = None
     key_file: Path | None = None
     verify_hostname: bool = True
-    server_hostname: Annotated[str, Length(1, 253)] | None = None  # None: the carrier's host
+    server_hostname: Annotated[str, HostName()] | None = None  # None: the carrier's host
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):

@@ -226,6 +226,8 @@ class Link(asyncio.Protocol):
         try:
             context = tls_context(s.tls)
             hostname = (s.tls.server_hostname or s.host) if context is not None else None
+            if hostname is not None:
+                hostname.encode("idna")  # as ssl will, but before a socket is opened for it
             async with asyncio.timeout(s.connect_timeout_s):
                 await self._loop.create_connection(
                     lambda: self, s.host, s.port, ssl=context, server_hostname=hostname
@@ -234,6 +236,8 @@ class Link(asyncio.Protocol):
             raise LinkError(f"connect to {s.address}: no answer in time") from None
         except OSError as exc:  # refused, unreachable, TLS files or handshake (SSLError too)
             raise LinkError(f"connect to {s.address}: {exc}") from exc
+        except ValueError as exc:  # a name TLS cannot encode (IDNA: an empty label, say)
+            raise LinkError(f"connect to {s.address}: {exc}") from None
         try:
             await self._bound
         except BaseException:

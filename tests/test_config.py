@@ -557,6 +557,17 @@ def test_carrier_hosts_that_cannot_resolve_are_refused(tmp_path: Path, host: str
     )
 
 
+@pytest.mark.parametrize("name", [".smsc.example.net", "a..b", "x" * 64 + ".net", "bad name"])
+def test_a_tls_server_hostname_that_cannot_be_one_is_refused(tmp_path: Path, name: str) -> None:
+    """It passed on length alone, then failed the first connect with a UnicodeError (IDNA)
+    that took the daemon down, at start or on a reload."""
+    tls = {"enabled": True, "server_hostname": name}
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(tls=tls)))
+    assert error_of(path).startswith(
+        f"{path}: carriers[0].tls.server_hostname: must be a host name or IP address, got "
+    )
+
+
 @pytest.mark.parametrize("listen", ["256.1.1.1:9470", "[10.0.0.1]:9470", "a b:9470", "[zz]:1"])
 def test_metrics_listen_needs_a_valid_host(tmp_path: Path, listen: str) -> None:
     path = write(tmp_path, variant(lambda d: d.update(metrics={"listen": listen})))

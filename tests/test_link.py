@@ -792,6 +792,9 @@ async def test_tls_with_configured_ca_and_server_hostname(
         wrong = dataclasses.replace(tls, server_hostname="other.test")
         with pytest.raises(LinkError):
             await connect(tap.port, tls=wrong)
+        # One that cannot be encoded (config refuses it; the link must not raise past it).
+        with pytest.raises(LinkError, match="label"):
+            await connect(tap.port, tls=dataclasses.replace(tls, server_hostname="a..b"))
 
 
 async def test_tls_client_certificate(smsc: FakeSmsc, certificates: Path) -> None:
