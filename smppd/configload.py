@@ -197,12 +197,22 @@ class _Loader(yaml.SafeLoader):
     """
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        tag = node.tag.rsplit(":", 1)[-1]
+        if node.tag in _UNUSED:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the !!{tag} tag is not supported", node.start_mark
+            )
+        kind = _NODE_OF.get(node.tag)
+        if kind is not None and not isinstance(node, kind):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {tag} value", node.start_mark
+            )
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:
-            tag = node.tag.rsplit(":", 1)[-1]
+        except (ValueError, TypeError, OverflowError):
+            # Not the value itself: it may be a secret (`password: !!int ...`).
             raise yaml.constructor.ConstructorError(
-                None, None, f"not a valid {tag} value: {exc}", node.start_mark
+                None, None, f"not a valid {tag} value", node.start_mark
             ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
@@ -254,6 +264,15 @@ class _Loader(yaml.SafeLoader):
 
 _MAX_DIGITS = 30
 _YAML = "tag:yaml.org,2002:"
+# Tags no setting takes: refused at their line (their constructors fail in ways that would
+# escape as tracebacks, and a timestamp would be built though none is read).
+_UNUSED = frozenset(_YAML + tag for tag in ("timestamp", "set", "omap", "pairs", "binary"))
+# The node a collection tag needs: `!!map x` is an error at its line.
+_NODE_OF: dict[str, type[yaml.Node]] = {
+    _YAML + "map": yaml.MappingNode,
+    _YAML + "seq": yaml.SequenceNode,
+    _YAML + "str": yaml.ScalarNode,
+}
 # Timestamps are YAML 1.1 only: `2024-02-20` is a string, as it is to YAML 1.2.
 _REPLACED = {_YAML + "bool", _YAML + "int", _YAML + "float", _YAML + "timestamp"}
 _Loader.yaml_implicit_resolvers = {
@@ -300,6 +319,8 @@ def read_yaml(path: Path) -> object:
         raise ConfigError(path, "", f"invalid YAML: {exc}") from None
     except RecursionError:
         raise ConfigError(path, "", "invalid YAML: nested too deeply") from None
+    except Exception as exc:  # a constructor's own failure: not a traceback, nor its text
+        raise ConfigError(path, "", f"invalid YAML ({type(exc).__name__})") from None
 
 
 # --- the walk -----------------------------------------------------------------------------------

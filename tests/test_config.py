@@ -482,7 +482,13 @@ def test_integers_and_floats_follow_yaml_1_2(tmp_path: Path) -> None:
         ("window: 10", "paused: !!bool yes", "line 10, column 11: not a valid bool value"),
         ("window: 10", "window: 1\0", "line 10, column 12: a character YAML does not allow"),
         ("window: 10", "window: 1\a", "line 10, column 12: a character YAML does not allow"),
-        ("window: 10", "tps: !!timestamp 2024-02-30", "line 10, column 8: not a valid timestamp"),
+        ("window: 10", "tps: !!timestamp 2024-02-30", "line 10, column 8: the !!timestamp tag"),
+        ("window: 10", "tps: !!timestamp soon", "line 10, column 8: the !!timestamp tag"),
+        ("window: 10", "window: !!set [a]", "line 10, column 11: the !!set tag"),
+        ("window: 10", "window: !!map x", "line 10, column 11: not a valid map value"),
+        ("window: 10", "window: !!seq x", "line 10, column 11: not a valid seq value"),
+        ("window: 10", "window: !!str [a]", "line 10, column 11: not a valid str value"),
+        ("window: 10", "window: !!int S3cr3t", "line 10, column 11: not a valid int value"),
         ("window: 10", "? [a]\n  : 1", "line 10, column 5: a list cannot be a key"),
         ("window: 10", "<<: {binds: 2}", "line 10, column 3: merge keys (<<) are not supported"),
         ("window: 10", "window: " + "[" * 5000, "invalid YAML: nested too deeply"),
@@ -498,6 +504,7 @@ def test_a_value_yaml_cannot_build_is_one_line(
     message = error_of(path)
     assert message.startswith(f"{path}: {reason}")
     assert "\n" not in message
+    assert "S3cr3t" not in message  # a tagged value may be a password: never echoed
     assert len(message) < len(str(path)) + 120
 
 
