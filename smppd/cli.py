@@ -49,21 +49,16 @@ def _default_config() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def _load(path: Path) -> Any:
-    from smppd.config import ConfigError, load_config  # noqa: PLC0415  (only commands that need it)
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise _ConfigUnusableError(str(exc)) from None
-
-
 def _socket_path(args: argparse.Namespace) -> Path:
+    """The socket to talk to: --socket, else the config's api.socket, read from its `api`
+    section alone (carrier secrets are the daemon's: a shell without them still gets in)."""
+    from smppd.config import ConfigError, load_api_config  # noqa: PLC0415  (only clients need it)
+
     if args.socket is not None:
         return Path(args.socket)
     try:
-        return Path(_load(args.config).api.socket)
-    except _ConfigUnusableError as exc:
+        return Path(load_api_config(args.config).socket)
+    except ConfigError as exc:
         raise _ConfigUnusableError(f"{exc} (or give the socket with --socket PATH)") from None
 
 
@@ -83,8 +78,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    _load(args.config)
-    print("ok")
+    from smppd.config import ConfigError, load_config  # noqa: PLC0415  (only commands that need it)
+
+    try:
+        load_config(args.config, read_secrets=not args.skip_secrets)
+    except ConfigError as exc:
+        raise _ConfigUnusableError(str(exc)) from None
+    print("ok" if not args.skip_secrets else "ok (secrets' files and credentials not read)")
     return EX_OK
 
 
@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def config_option(p: argparse.ArgumentParser) -> None:
+    def config_option(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
             "-c",
             "--config",
@@ -333,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="FILE",
             help=f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
         )
+        return p
 
     def add(
         name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
@@ -357,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     config_option(add("run", "run the daemon in the foreground", _cmd_run))
-    config_option(add("check-config", "load and check a config file", _cmd_check_config))
+    check = config_option(add("check-config", "load and check a config file", _cmd_check_config))
+    check.add_argument(
+        "--skip-secrets",
+        action="store_true",
+        help="do not read password_file / password_credential (outside the daemon's unit, "
+        "where $CREDENTIALS_DIRECTORY is not set); everything else is checked",
+    )
 
     send = add_client("send", "submit one message; prints its id and segment count", _send)
     send.add_argument("--to", required=True, help="destination number (E.164) or short code")

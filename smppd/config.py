@@ -592,13 +592,25 @@ class Config:
 # --- loading ------------------------------------------------------------------------------------
 
 
-def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path, *, environ: Mapping[str, str] | None = None, read_secrets: bool = True
+) -> Config:
     """Load and check `path`; raises ConfigError naming the file, the key path and the reason.
 
     `environ` supplies $CREDENTIALS_DIRECTORY for `password_credential` and $HOME for paths
-    starting with ~ (default os.environ).
+    starting with ~ (default os.environ). `read_secrets` False checks how each secret is given
+    but does not read its file or credential (it reads as ""): for checking a file outside the
+    daemon's unit, where its credentials are not to be had.
     """
-    return load(Config, path, environ=os.environ if environ is None else environ, finish=_link)
+    env = os.environ if environ is None else environ
+    return load(Config, path, environ=env, finish=_link, read_secrets=read_secrets)
+
+
+def load_api_config(path: Path, *, environ: Mapping[str, str] | None = None) -> ApiConfig:
+    """The `api` section of `path` alone, checked as load_config does: what a client needs (the
+    socket). Carriers, their secrets and TLS files are not read."""
+    env = os.environ if environ is None else environ
+    return load(ApiConfig, path, environ=env, section="api")
 
 
 def config_diff(old: Config, new: Config) -> set[str]:

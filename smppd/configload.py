@@ -330,6 +330,8 @@ def read_yaml(path: Path) -> object:
 class LoadContext:
     base_dir: Path  # relative paths resolve against the config file's directory
     environ: Mapping[str, str]
+    # False: a secret's file or credential is named but not read (its value is "").
+    read_secrets: bool = True
 
 
 def load(
@@ -338,12 +340,20 @@ def load(
     *,
     environ: Mapping[str, str],
     finish: Callable[[T], T] | None = None,
+    read_secrets: bool = True,
+    section: str | None = None,
 ) -> T:
-    """Read `path` into `cls`; `finish` runs cross-checks and may raise ValidationError too."""
+    """Read `path` into `cls`; `finish` runs cross-checks and may raise ValidationError too.
+    With `section`, only that key of the file is read into `cls` (the rest is not checked)."""
     raw = read_yaml(path)
-    ctx = LoadContext(base_dir=Path(os.path.abspath(path)).parent, environ=environ)
+    ctx = LoadContext(
+        base_dir=Path(os.path.abspath(path)).parent, environ=environ, read_secrets=read_secrets
+    )
+    where: KeyPath = ()
+    if section is not None and isinstance(raw, Mapping):  # else build() says what is wrong
+        raw, where = raw.get(section), (section,)
     try:
-        value = build(cls, {} if raw is None else raw, ctx)
+        value = build(cls, {} if raw is None else raw, ctx, where)
         return value if finish is None else finish(value)
     except ValidationError as exc:
         raise ConfigError(path, format_key(exc.path), exc.reason) from None
@@ -585,12 +595,16 @@ def _secret(
     if key == keys[1]:
         if "\0" in value:
             raise ValidationError("must be a path, not one holding a NUL character", *where)
+        if not ctx.read_secrets:
+            return ""
         file = config_path(value, ctx, where)
         _check_private(file, where)
         secret = _read_secret(file, where)
     elif key == keys[2]:
         if not _CREDENTIAL_NAME.fullmatch(value):
             raise ValidationError(f"must be a credential file name, got {value!r}", *where)
+        if not ctx.read_secrets:
+            return ""
         directory = ctx.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             raise ValidationError(

@@ -212,13 +212,35 @@ async def test_bad_arguments_are_usage_errors_before_any_connection(
 
 
 async def test_socket_path_comes_from_the_config(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without --socket, the config's api.socket is used."""
+    """Without --socket, the config's api.socket is used, read from the api section alone: a
+    carrier password given as a systemd credential, which only the daemon's unit can read
+    ($CREDENTIALS_DIRECTORY unset here), does not stop a client command."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     async with running_server() as server:
         config = write_config(tmp_path, socket=str(server.settings.socket))
+        text = config.read_text().replace("password: pw", "password_credential: smsc.password")
+        config.write_text(text)
         assert await run_cli("health", "-c", str(config)) == 0
     assert json.loads(capsys.readouterr().out) == {"binds_up": 2, "status": "ok"}
+
+
+def test_check_config_can_leave_the_daemons_secrets_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the unit a password_credential cannot be read: check-config says so (78);
+    with --skip-secrets the rest is checked, and an error elsewhere is still found."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("password: pw", "password_credential: smsc.password"))
+    assert main(["check-config", "-c", str(path)]) == 78
+    assert "CREDENTIALS_DIRECTORY" in capsys.readouterr().err
+    assert main(["check-config", "-c", str(path), "--skip-secrets"]) == 0
+    assert capsys.readouterr().out == "ok (secrets' files and credentials not read)\n"
+    path.write_text(path.read_text().replace("system_id: acme", "system_id: ''"))
+    assert main(["check-config", "-c", str(path), "--skip-secrets"]) == 78
+    assert "carriers[0].system_id" in capsys.readouterr().err
 
 
 async def test_health_exits_1_when_the_daemon_is_not_healthy(
