@@ -199,12 +199,27 @@ async def _health(client: Client, _args: argparse.Namespace) -> int:
     return EX_OK if reply.get("healthy", True) else EX_REFUSED
 
 
+_INBOUND_PAGE_MAX: Final = 1000  # the most an `inbound` request returns (smppd.api)
+
+
 async def _inbound(client: Client, args: argparse.Namespace) -> int:
-    """The stored inbound messages after --after, a JSON line each: what `tail` missed."""
-    for message in await client.inbound(args.after, args.limit):
-        shown = message if args.epoch else _readable_times(message)
-        print(_json(shown), flush=True)
-    return EX_OK
+    """The stored inbound messages after --after, a JSON line each: what `tail` missed. All
+    of them, page by page; with --limit, that many and the cursor of the next on stderr."""
+    after = args.after
+    while True:
+        page = await client.inbound(after, args.limit or _INBOUND_PAGE_MAX)
+        for message in page:
+            shown = message if args.epoch else _readable_times(message)
+            print(_json(shown), flush=True)
+        if not page:
+            return EX_OK
+        after = page[-1]["id"]
+        if args.limit is not None:
+            if len(page) == args.limit:  # there may be more
+                print(f"next: --after {after}", file=sys.stderr)
+            return EX_OK
+        if len(page) < _INBOUND_PAGE_MAX:
+            return EX_OK
 
 
 async def _finished(client: Client, args: argparse.Namespace) -> int:
@@ -419,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--after", type=_count(0), default=0, metavar="ID", help="only those after this id"
     )
     inbound.add_argument(
-        "--limit", type=_count(1), metavar="N", help="at most N of them (default 100, at most 1000)"
+        "--limit", type=_count(1), metavar="N", help="at most N (at most 1000; default: all)"
     )
     inbound.add_argument(
         "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"

@@ -20,7 +20,7 @@ from api_fakes import WAIT_S, FakeService, running_server
 
 from smppd import api, cli
 from smppd.cli import main
-from smppd.service import Event
+from smppd.service import ClientIdentity, Event
 
 CONFIG: dict[str, Any] = {
     "api": {"clients": [{"name": "svc", "any_uid": True}]},
@@ -418,6 +418,33 @@ async def test_tail_escapes_what_would_drive_the_terminal(
         assert json.loads(line)["text"] == text
     else:
         assert line == 'inbound to=ACME text="hi\\nreceipt\\tid=1\\u001b[2J\\u009b31m\\u202e ok"'
+
+
+class ManyInbound(FakeService):
+    """2,500 stored inbound messages, paged as the daemon pages them."""
+
+    async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
+        self.calls.append(("inbound", (after, limit)))
+        ids = range(after + 1, min(after + limit, 2500) + 1)
+        return {"messages": [{"id": i, "text": "hi"} for i in ids]}
+
+
+async def test_inbound_prints_every_page_or_says_where_the_next_begins(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It printed the first 100 and stopped, saying nothing: now every page, or with --limit
+    that many and the cursor of the next on stderr."""
+    service = ManyInbound()
+    async with running_server(service) as server:
+        socket_path = str(server.settings.socket)
+        assert await run_cli("inbound", "--socket", socket_path, "--epoch") == 0
+        out, err = capsys.readouterr()
+        assert [json.loads(line)["id"] for line in out.splitlines()] == list(range(1, 2501))
+        assert err == ""
+        assert await run_cli("inbound", "--socket", socket_path, "--limit", "10") == 0
+        out, err = capsys.readouterr()
+        assert len(out.splitlines()) == 10
+        assert err == "next: --after 10\n"
 
 
 def test_the_event_kinds_tail_checks_are_the_daemons() -> None:
