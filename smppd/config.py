@@ -683,6 +683,8 @@ def _link(config: Config) -> Config:
             file = getattr(carrier.tls, key)
             where = ("carriers", i, "tls", key)
             if carrier.tls.enabled and file is not None and not _probe(file, Path.is_file, *where):
+                if _probe(file, Path.is_dir, *where):  # a CA directory (CApath) is not taken
+                    raise ValidationError(f"{file} is a directory, not a PEM file", *where)
                 raise ValidationError(f"no such file: {file}", *where)
         if carrier.tls.enabled:
             _check_tls(carrier.tls, ("carriers", i, "tls"))

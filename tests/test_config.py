@@ -654,6 +654,12 @@ def test_tls_files_are_loaded_as_a_connection_would_and_the_key_kept_private(
     assert error_of(path) == (
         f"{path}: carriers[0].tls.ca_file: not a usable CA file: NO_CERTIFICATE_OR_CRL_FOUND"
     )
+    path = with_tls(ca_file=str(tmp_path))  # a CA directory (CApath) is not what it takes
+    assert error_of(path) == (
+        f"{path}: carriers[0].tls.ca_file: {tmp_path} is a directory, not a PEM file"
+    )
+    path = with_tls(ca_file=str(tmp_path / "absent.pem"))
+    assert error_of(path) == f"{path}: carriers[0].tls.ca_file: no such file: {tmp_path}/absent.pem"
     path = with_tls(ca_file=cert, cert_file=str(garbage), key_file=key)
     assert error_of(path).startswith(
         f"{path}: carriers[0].tls.cert_file: cert_file and key_file are no certificate and its key"
