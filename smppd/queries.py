@@ -92,12 +92,20 @@ def read_answer(target: QueryTarget, answer: QueryAnswered | None) -> tuple[str,
     return FINAL, receipt
 
 
+_EPOCH: Final = datetime(1970, 1, 1)
+
+
 def _seconds(value: str) -> float | None:
+    """A final_date on the receipts' clock: a receipt's done date has no zone and is read as
+    UTC (smppd.inbound), so the SMSC's local wall time here is too, not the instant its offset
+    names. Told both ways, one delivery then reads as one (a late receipt is a duplicate)."""
     try:
         when = parse_time(value)
     except ValueError:
         return None
-    return when.timestamp() if isinstance(when, datetime) else None
+    if not isinstance(when, datetime):
+        return None
+    return (when.replace(tzinfo=None) - _EPOCH).total_seconds()
 
 
 def next_query_at(

@@ -67,6 +67,10 @@ def test_answers_read_as_final_pending_refused_or_none() -> None:
         "undeliverable",
     )
     assert (receipt.err, receipt.done_at) == ("034", 1796552100.0)
+    # An SMSC an hour ahead of UTC: its wall time, as its receipts' done date reads.
+    _, ahead = read_answer(TARGET, resp(2, final_date="261206101500004+"))
+    assert ahead is not None
+    assert ahead.done_at == 1796552100.0
     assert read_answer(TARGET, resp(2))[1] is not None
     assert read_answer(TARGET, resp(1)) == (PENDING, None)
     assert read_answer(TARGET, resp(6)) == (PENDING, None)

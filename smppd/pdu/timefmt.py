@@ -8,7 +8,7 @@ and its direction (+/-). Relative form `YYMMDDhhmmss000R`: a duration. An empty 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Final
 
 from smppd.pdu.errors import EncodeError
@@ -59,6 +59,6 @@ def parse_time(value: str) -> datetime | timedelta | None:
     if quarters > 48:
         raise ValueError(f"UTC offset out of range: {value!r}")
     offset = timedelta(minutes=15 * quarters) * (-1 if value[15] == "-" else 1)
-    return datetime(
-        2000 + yy, mo, dd, hh, mi, ss, tenth * 100_000, tzinfo=timezone(offset)
-    ).astimezone(UTC)
+    # In its own offset: the instant compares as any aware datetime, and the SMSC's wall time
+    # is there too (receipts, which name no zone, are on that clock).
+    return datetime(2000 + yy, mo, dd, hh, mi, ss, tenth * 100_000, tzinfo=timezone(offset))
