@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from smppd.queue import NewMessage
+from smppd.queue import NewMessage, Queue, ReceiptIn, Submitted, Unknown
 
 T0 = 1_700_000_000.0
 CARRIER = "acme"
@@ -45,3 +45,18 @@ def peek(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
     """Read with a separate plain connection, as another process would."""
     with sqlite3.connect(path) as db:
         return db.execute(sql, args).fetchall()
+
+
+async def expired_by_receipt_then_answered_late(store: Queue) -> int:
+    """A message whose segment's first attempt timed out, the second was accepted as "a1" and
+    a receipt said EXPIRED, then the first attempt's answer came late as "b2". Its id."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Unknown(seg.segment_id, T0)], now=T0)
+    (seg,) = await store.claim(CARRIER, 1, now=T0 + 10)
+    await store.record([Submitted(seg.segment_id, ("a1",), "b", "a1")], now=T0 + 10)
+    expired = ReceiptIn(("a1",), "EXPIRED", "expired", "000", T0)
+    await store.apply_receipts(CARRIER, [expired], now=T0 + 11)
+    late = Submitted(seg.segment_id, ("b2",), "b", "b2", late=True)
+    assert await store.record([late], now=T0 + 12) == []  # what the carrier said stands
+    return enq.message_id

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from queue_support import CARRIER, T0, message
+from queue_support import CARRIER, T0, expired_by_receipt_then_answered_late, message
 
 from smppd.queue import (
     Deferred,
     Failed,
     MessageState,
     Queue,
+    ReceiptOutcome,
     Retry,
     SegmentState,
     Submitted,
@@ -784,6 +785,24 @@ async def test_storing_a_long_mo_takes_only_the_held_parts_it_was_made_of(store:
     )  # fmt: skip
     await store.store_inbound(old)
     assert await store.held_inbound_parts(CARRIER) == [InboundPart(group, 2, b"new two", T0 + 1)]
+
+
+async def test_a_late_answer_does_not_undo_an_expiry_a_receipt_reported(store: Queue) -> None:
+    """A receipt said EXPIRED, then an earlier attempt's answer came late: the segment stays
+    expired and the message finished (it was revived as submitted, left `finished`, and kept a
+    second id: purged, the memory store then raised KeyError for a receipt under the first,
+    and SQLite kept its row for ever). Purged, a receipt under its id is held as unknown."""
+    message_id = await expired_by_receipt_then_answered_late(store)
+    status = await store.status(message_id, None)
+    assert status is not None
+    assert status.state is MessageState.EXPIRED
+    page = await store.finished_since(FINISHED_START, client=None, limit=10)
+    assert [m.message_id for m in page.messages] == [message_id]
+    assert await store.purge(T0 + 14) == 1
+    other = ReceiptIn(("c3",), "DELIVRD", "delivered", "000", T0)
+    again = ReceiptIn(("a1",), "DELIVRD", "delivered", "000", T0)
+    results = await store.apply_receipts(CARRIER, [other, again], now=T0 + 15)
+    assert [r.outcome for r in results] == [ReceiptOutcome.HELD, ReceiptOutcome.HELD]
 
 
 async def test_fingerprints_are_kept_with_their_mo_until_they_expire(store: Queue) -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from queue_support import CARRIER, T0, message, peek
+from queue_support import CARRIER, T0, expired_by_receipt_then_answered_late, message, peek
 
 from smppd.pdu.receipt import correlation_keys, receipt_keys, resp_keys
 from smppd.queue import (
@@ -957,6 +957,16 @@ async def test_a_queue_reached_through_a_symlink_is_the_same_queue(path: Path) -
         for alias in (linked_dir / path.name, linked_file):
             with pytest.raises(QueueInUseError, match="in use by another process"):
                 await SqliteQueue.open(alias)
+
+
+async def test_a_late_answer_after_a_receipt_leaves_no_correlation_when_purged(
+    store: SqliteQueue, path: Path
+) -> None:
+    """A segment expired by a receipt and then answered late goes with its id when purged
+    (it was revived under a second id, and the first stayed in correlations for ever)."""
+    await expired_by_receipt_then_answered_late(store)
+    assert await store.purge(T0 + 14) == 1
+    assert peek(path, "SELECT carrier, key FROM correlations") == []
 
 
 def damage(path: Path) -> None:

@@ -70,6 +70,7 @@ from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
     arrival_state,
+    ended_by_receipt,
     is_finished,
     message_state,
     receipts_overdue,
@@ -378,8 +379,12 @@ class MemoryQueue:
         target = transition(segment.state, event)
         if target is None:
             return []
-        if outcome.late and revives_a_fragment(
-            segment.state, (s.state for s in self._siblings(segment.message) if s is not segment)
+        if outcome.late and (
+            ended_by_receipt(segment.state, segment.receipt_stat)
+            or revives_a_fragment(
+                segment.state,
+                (s.state for s in self._siblings(segment.message) if s is not segment),
+            )
         ):
             return []
         keys = outcome.carrier_message_keys
@@ -389,7 +394,9 @@ class MemoryQueue:
         segment.carrier_message_id = outcome.carrier_message_id or (keys[0] if keys else None)
         carrier = segment.message.new.carrier
         if segment.message.new.registered_delivery:
-            segment.keys = keys
+            # The new id's first (queries ask by it); an earlier acceptance's stay correlated
+            # and must go with the segment when it is purged.
+            segment.keys = tuple(dict.fromkeys((*keys, *segment.keys)))
             for key in keys:
                 self._correlations[carrier, key] = segment.id
             if outcome.query_at is not None and keys:

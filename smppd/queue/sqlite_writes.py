@@ -32,7 +32,7 @@ from smppd.queue.model import (
     segment_id,
     segment_index,
 )
-from smppd.queue.receipts import join_keys
+from smppd.queue.receipts import join_keys, split_keys
 from smppd.queue.sqlite_batch import Batch, SegmentRow, execute_rows, json_ids
 from smppd.queue.sqlite_reads import is_opted_out
 from smppd.queue.sqlite_receipts import match_held, settle_late_part, sweep_held
@@ -41,6 +41,7 @@ from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
     arrival_state,
+    ended_by_receipt,
     revives_a_fragment,
     transition,
     waiting_state,
@@ -359,7 +360,10 @@ def _submitted(
     target = transition(row.state, event)
     if target is None:
         return None
-    if outcome.late and revives_a_fragment(row.state, (s.state for s in batch.siblings(row))):
+    if outcome.late and (
+        ended_by_receipt(row.state, row.receipt_stat)
+        or revives_a_fragment(row.state, (s.state for s in batch.siblings(row)))
+    ):
         return None
     keys = outcome.carrier_message_keys
     row.attempts += not outcome.late  # a late one's attempt counted when it timed out
@@ -368,7 +372,10 @@ def _submitted(
     row.carrier_message_id = outcome.carrier_message_id or (keys[0] if keys else None)
     if row.registered_delivery and keys:
         # Only registered segments can expect a receipt; the others skip these writes.
-        row.correlation_keys = join_keys(keys)
+        # The new id's first (queries ask by it); an earlier acceptance's stay correlated and
+        # must go with the segment when it is purged.
+        earlier = split_keys(row.correlation_keys) if row.correlation_keys else ()
+        row.correlation_keys = join_keys(tuple(dict.fromkeys((*keys, *earlier))))
         correlations.extend((row.carrier, key, row.id) for key in keys)
     return batch.move(row, target, now=now)
 

@@ -123,6 +123,13 @@ TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
 ENDED_UNSENT: Final = frozenset({SegmentState.FAILED, SegmentState.EXPIRED, SegmentState.CANCELLED})
 
 
+def ended_by_receipt(state: SegmentState, receipt_stat: str | None) -> bool:
+    """Whether a late acceptance finds the segment's end told by a receipt (EXPIRED, as the
+    carrier said), not by its validity ending before it went: a late answer to an earlier
+    attempt does not undo what the carrier reported."""
+    return state is SegmentState.EXPIRED and receipt_stat is not None
+
+
 def revives_a_fragment(state: SegmentState, siblings: Iterable[SegmentState]) -> bool:
     """Whether a late acceptance of a part that failed or expired would revive a fragment:
     its failure cancelled (or its expiry expired) the parts then waiting, which will never be
