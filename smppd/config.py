@@ -169,6 +169,11 @@ def is_host(text: str) -> bool:
         pass
     else:
         return True
+    if not text.isascii():  # an internationalised name: as the resolver and TLS write it
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
     if len(text) > 253 or re.fullmatch(r"[0-9.]+", text):  # a dotted quad that is no address
         return False
     return all(_LABEL.fullmatch(label) for label in text.removesuffix(".").split("."))

@@ -351,9 +351,11 @@ def load(
     )
     where: KeyPath = ()
     if section is not None and isinstance(raw, Mapping):  # else build() says what is wrong
-        raw, where = raw.get(section), (section,)
+        raw, where = raw.get(section, {}), (section,)  # given empty, it is refused as a whole
+    elif raw is None:  # an empty file
+        raw = {}
     try:
-        value = build(cls, {} if raw is None else raw, ctx, where)
+        value = build(cls, raw, ctx, where)
         return value if finish is None else finish(value)
     except ValidationError as exc:
         raise ConfigError(path, format_key(exc.path), exc.reason) from None

@@ -193,7 +193,7 @@ class SmppdCollector(Collector):
         yield GaugeMetricFamily(
             "smppd_queue_writable",
             "0 for 30 s from each transaction the store failed for its own sake (disk full,"
-            " database locked or damaged, I/O errors): submits are refused, outcomes not recorded",
+            " database locked or damaged, I/O errors): submits were refused, outcomes not recorded",
             value=self._writable(),
         )
         yield from self._carrier_families()

@@ -226,6 +226,18 @@ async def test_socket_path_comes_from_the_config(
     assert json.loads(capsys.readouterr().out) == {"binds_up": 2, "status": "ok"}
 
 
+async def test_an_empty_api_section_is_the_config_error_it_is_to_the_daemon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`api:` with nothing under it: the client commands say what the daemon would (status
+    78, the key), not try the default socket, which may be another daemon's."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text[: text.index("api:")] + "api:\n" + text[text.index("carriers:") :])
+    assert await run_cli("health", "-c", str(path)) == 78
+    assert "api: must be a mapping" in capsys.readouterr().err
+
+
 def test_check_config_can_leave_the_daemons_secrets_unread(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

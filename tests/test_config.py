@@ -550,7 +550,9 @@ def test_strings_with_a_lone_surrogate_or_nul_are_refused(tmp_path: Path) -> Non
     )
 
 
-@pytest.mark.parametrize("host", ["smsc.example.net", "smsc-1.example.net.", "10.0.0.1", "::1"])
+@pytest.mark.parametrize(
+    "host", ["smsc.example.net", "smsc-1.example.net.", "10.0.0.1", "::1", "smsc.bücher.example"]
+)
 def test_carrier_hosts_that_can_resolve_are_accepted(tmp_path: Path, host: str) -> None:
     path = write(tmp_path, variant(lambda d: d["carriers"][0].update(host=host)))
     assert load_config(path).carriers[0].host == host
@@ -562,6 +564,13 @@ def test_carrier_hosts_that_cannot_resolve_are_refused(tmp_path: Path, host: str
     assert error_of(path) == (
         f"{path}: carriers[0].host: must be a host name or IP address, got {host!r}"
     )
+
+
+def test_an_internationalised_tls_server_hostname_is_taken(tmp_path: Path) -> None:
+    """As ssl takes it (IDNA): it loaded before names were checked, and must go on loading."""
+    tls = {"enabled": True, "server_hostname": "smsc.bücher.example"}
+    path = write(tmp_path, variant(lambda d: d["carriers"][0].update(tls=tls)))
+    assert load_config(path).carriers[0].tls.server_hostname == "smsc.bücher.example"
 
 
 @pytest.mark.parametrize("name", [".smsc.example.net", "a..b", "x" * 64 + ".net", "bad name"])

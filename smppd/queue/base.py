@@ -261,7 +261,8 @@ class Queue(Protocol):
     def write_failure(self) -> QueueError | None:
         """Why a transaction failed for the storage's sake (full, busy, damaged, I/O: not one
         write's own fault) in the last while (the SQLite store: WRITE_FAILURE_HOLD_S), if one
-        did; else None. Submits fail alike meanwhile, and outcomes are not recorded."""
+        did; else None. Writes that need the storage fail alike while it fails (submits are
+        refused, outcomes not recorded), and this says so a while after."""
         ...
 
     def client_depth(self, client: str) -> int:
