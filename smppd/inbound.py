@@ -374,7 +374,7 @@ class InboundHandler:
             status = await asyncio.shield(storing)
             self.counters.inbound_redelivered += 1
             return status
-        if redeliveries.seen(key, self._monotonic()):
+        if redeliveries.seen(key, self._monotonic()) and not self._is_stop(pdu):
             self.counters.inbound_redelivered += 1
             if (left_out := self._log_sample.allow("again", self._monotonic())) is not None:
                 log.info(
@@ -399,6 +399,18 @@ class InboundHandler:
             return status
         finally:
             del self._storing[key]
+
+    def _is_stop(self, pdu: DeliverSm | DataSm) -> bool:
+        """Whether `pdu` is a whole MO that reads as an opt-out. One is never taken for a
+        redelivery: the same STOP again after a START must stop again (opt-out is absolute),
+        and a true redelivery recorded twice stops only what was stopped."""
+        content, part, shift = _concat_part(pdu)
+        if part is not None:
+            return False
+        text = decode_text(
+            content, pdu.data_coding, default_alphabet=self._default_alphabet, shift=shift
+        )
+        return self._optout.keywords.classify(text) is Keyword.STOP
 
     async def _restore_seen(self, redeliveries: Redeliveries) -> None:
         """Once a run: the fingerprints stored with the MO of the last (see smppd.redelivery)."""
