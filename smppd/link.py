@@ -506,7 +506,7 @@ class Link(asyncio.Protocol):
             self._log.warning(
                 "smsc asked to slow down",
                 status=status_name(event.command_status),
-                tps=event.tps,
+                tps=None if event.tps is None else round(event.tps, 2),
                 pause_s=round(event.paused_until - self._loop.time(), 3),
             )
         elif isinstance(event, LateResponse):
