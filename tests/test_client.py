@@ -5,9 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
-from api_fakes import DEMO, WAIT_S, FakeService, own_uid, running_server, short_tmpdir
+from api_fakes import (
+    DEMO,
+    WAIT_S,
+    FakeService,
+    FakeSubscription,
+    own_uid,
+    running_server,
+    short_tmpdir,
+)
 
 from smppd.api import ClientTable
 from smppd.client import (
@@ -166,18 +176,26 @@ async def test_leaving_a_subscription_loop_leaves_the_connection_usable() -> Non
             assert (await client.health())["status"] == "ok"
 
 
+async def first_event(
+    client: Client, service: FakeService, kind: str = "state"
+) -> tuple[AsyncGenerator[dict[str, Any], None], FakeSubscription]:
+    """A subscribe() loop to `kind` events that has had its first, and the daemon's side."""
+    events = client.subscribe([kind])
+    first = asyncio.ensure_future(anext(events))
+    subscription = await service.subscribed()
+    subscription.publish(Event(kind, "demo", {"n": 1}))
+    async with asyncio.timeout(WAIT_S):
+        assert (await first)["n"] == 1
+    return events, subscription
+
+
 async def test_a_second_subscribe_while_one_runs_is_refused_and_the_first_goes_on() -> None:
     """One loop at a time takes a connection's events: a second subscribe() raises
     invalid_request before it touches anything, and the first loop keeps getting events (it
     used to lose every one after the refusal, waiting for ever)."""
     service = FakeService()
     async with running_server(service) as server, Client(server.settings.socket) as client:
-        events = client.subscribe(["state"])
-        first = asyncio.ensure_future(anext(events))
-        subscription = await service.subscribed()
-        subscription.publish(Event("state", "demo", {"n": 1}))
-        async with asyncio.timeout(WAIT_S):
-            assert (await first)["n"] == 1
+        events, subscription = await first_event(client, service)
         with pytest.raises(ApiClientError) as info:
             await anext(client.subscribe(["receipt"]))
         assert info.value.code == "invalid_request"
@@ -192,12 +210,7 @@ async def test_a_loop_that_ended_can_be_followed_by_another_on_the_same_subscrip
     subscription (the daemon refuses a second one); other kinds are refused, clearly."""
     service = FakeService()
     async with running_server(service) as server, Client(server.settings.socket) as client:
-        events = client.subscribe(["state"])
-        first = asyncio.ensure_future(anext(events))
-        subscription = await service.subscribed()
-        subscription.publish(Event("state", "demo", {"n": 1}))
-        async with asyncio.timeout(WAIT_S):
-            assert (await first)["n"] == 1
+        events, subscription = await first_event(client, service)
         await events.aclose()
         with pytest.raises(ApiClientError, match="subscribed to state events"):
             await anext(client.subscribe(["receipt"]))
@@ -216,12 +229,7 @@ async def test_subscribing_again_after_the_daemon_dropped_the_subscriber_raises(
     ending at once with nothing, for ever."""
     service = FakeService(subscription_size=2)
     async with running_server(service) as server, Client(server.settings.socket) as client:
-        events = client.subscribe(["receipt"])
-        first = asyncio.ensure_future(anext(events))
-        subscription = await service.subscribed()
-        subscription.publish(Event("receipt", "demo", {"n": -1}))
-        async with asyncio.timeout(WAIT_S):
-            await first
+        events, subscription = await first_event(client, service, "receipt")
         for n in range(3):  # past the bound: dropped, the connection closed
             subscription.publish(Event("receipt", "demo", {"n": n}))
         async with asyncio.timeout(WAIT_S):
