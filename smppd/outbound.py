@@ -12,7 +12,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Final
 
-from smppd.address import sender_ton_npi, wire_address
+from smppd.address import NPI_UNKNOWN, TON_NETWORK, sender_ton_npi, wire_address
 from smppd.pdu.codec import encode_body
 from smppd.pdu.errors import SegmentLimitError, TextError
 from smppd.pdu.lookalike import plain
@@ -118,8 +118,9 @@ def prepare(
         source_addr_ton=ton if profile.source_ton is None else profile.source_ton,
         source_addr_npi=npi if profile.source_npi is None else profile.source_npi,
         source_addr=wire_address(source),
-        dest_addr_ton=profile.dest_ton,
-        dest_addr_npi=profile.dest_npi,
+        # The carrier's TON/NPI are for numbers; a short code is its network's own.
+        dest_addr_ton=profile.dest_ton if destination.startswith("+") else TON_NETWORK,
+        dest_addr_npi=profile.dest_npi if destination.startswith("+") else NPI_UNKNOWN,
         destination_addr=wire_address(destination),
         validity_period=(
             "" if expires_at is None else format_absolute(datetime.fromtimestamp(expires_at, UTC))
