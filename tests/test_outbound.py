@@ -121,6 +121,30 @@ def test_a_latin1_default_carrier_gets_latin1_octets_in_gsm_sized_parts() -> Non
     assert len(run("a" * 306, profile=LATIN1_CARRIER)) == 2
 
 
+def test_latin1_asked_of_a_latin1_default_carrier_is_cut_as_gsm_on_the_air() -> None:
+    """encoding latin1 to such a carrier is its data_coding 0, which its SMSC sends as GSM:
+    cut in septets as `auto` is (it was cut in Latin-1 octets, 168 septets a part on the air
+    with escapes), and text GSM lacks is refused rather than replaced on the air."""
+    text = "Code [1234] {ok} " * 8
+    forced = run(text, profile=LATIN1_CARRIER, encoding="latin1")
+    assert [p.short_message for p in forced] == [
+        p.short_message for p in run(text, profile=LATIN1_CARRIER)
+    ]
+    assert all(p.data_coding == 0 for p in forced)
+    with pytest.raises(ApiError) as info:
+        run("ça va", profile=LATIN1_CARRIER, encoding="latin1")
+    assert info.value.code is ErrorCode.unencodable_text
+
+
+def test_a_short_code_destination_goes_as_the_networks_own() -> None:
+    """The carrier's dest_ton/dest_npi (1/1 by default) are for numbers: a short code went as
+    the international number +12345. It goes as TON 3 (network specific), NPI 0."""
+    [pdu] = run("hi", destination="12345")
+    assert (pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi) == ("12345", 3, 0)
+    [number] = run("hi", profile=OutboundProfile(dest_ton=2, dest_npi=1))
+    assert (number.dest_addr_ton, number.dest_addr_npi) == (2, 1)
+
+
 def test_a_latin1_default_carrier_gets_ucs2_for_letters_gsm_lacks() -> None:
     """ç and ` are Latin-1 but not GSM 03.38: the SMSC could only replace them, so UCS-2."""
     [pdu] = run("ça va `ok`", profile=LATIN1_CARRIER)

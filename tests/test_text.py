@@ -358,8 +358,9 @@ def test_plan_encoding(
 def test_plan_encoding_forced() -> None:
     """A forced alphabet is used when it fits and refused with TextError when not."""
     assert plan_encoding("Hi", default_is_latin1=False, force=Alphabet.UCS2) == (Alphabet.UCS2, 8)
+    # Latin-1 asked of a Latin-1 default carrier: its data_coding 0, counted as GSM on the air.
     assert plan_encoding("Hi", default_is_latin1=True, force=Alphabet.LATIN1) == (
-        Alphabet.LATIN1,
+        Alphabet.GSM7,
         0,
     )
     with pytest.raises(TextError, match="index 2"):

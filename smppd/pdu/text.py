@@ -365,7 +365,9 @@ def plan_encoding(
     in Latin-1 octets (`latin1_octets`). Latin-1 letters GSM lacks go as UCS-2, as they would
     to any carrier, rather than be turned into others or "?" by the SMSC.
     """
-    if default_is_latin1 and force is Alphabet.GSM7:
+    if default_is_latin1 and force in (Alphabet.GSM7, Alphabet.LATIN1):
+        # Latin-1 asked of such a carrier is its data_coding 0 too, and as GSM on the air it
+        # must fit: so only text GSM has (`auto` sends the rest as UCS-2).
         require_encodable(text, Alphabet.GSM7)
         require_encodable(text, Alphabet.LATIN1)  # what it is written in
         return Alphabet.GSM7, DataCoding.SMSC_DEFAULT
