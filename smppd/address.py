@@ -15,6 +15,7 @@ from smppd.service import ApiError, ErrorCode
 __all__ = [
     "canonical_sender",
     "check_sender",
+    "destination_ton_npi",
     "from_wire",
     "mask",
     "normalise_destination",
@@ -150,6 +151,14 @@ def sender_ton_npi(sender: str) -> tuple[int, int]:
     if len(bare) <= SHORT_CODE_MAX_DIGITS and not sender.startswith("+"):
         return TON_NETWORK, NPI_UNKNOWN
     return TON_INTERNATIONAL, NPI_E164
+
+
+def destination_ton_npi(destination: str) -> tuple[int, int]:
+    """TON/NPI from a canonical destination's form: `+` and digits international, a short
+    code its network's own (sent as TON 1, 12345 would be the number +12345)."""
+    if destination.startswith("+"):
+        return TON_INTERNATIONAL, NPI_E164
+    return TON_NETWORK, NPI_UNKNOWN
 
 
 def wire_address(address: str) -> str:

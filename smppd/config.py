@@ -450,8 +450,8 @@ class Carrier:
     receipts_per: ReceiptsPer = ReceiptsPer.SEGMENT
     source_ton: Ton | None = None  # None: from the sender's kind
     source_npi: Npi | None = None
-    dest_ton: Ton = 1
-    dest_npi: Npi = 1
+    dest_ton: Ton | None = None  # None: from the destination's form (numbers 1/1, short codes 3/0)
+    dest_npi: Npi | None = None
     service_type: Annotated[str, SmppText, Length(0, 5)] = ""  # 5.2.11: 6 octets with NUL
     registered_delivery: bool = True
     throttle_backoff_s: Timeout = 1.0

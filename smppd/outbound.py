@@ -12,7 +12,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Final
 
-from smppd.address import NPI_UNKNOWN, TON_NETWORK, sender_ton_npi, wire_address
+from smppd.address import destination_ton_npi, sender_ton_npi, wire_address
 from smppd.pdu.codec import encode_body
 from smppd.pdu.errors import SegmentLimitError, TextError
 from smppd.pdu.lookalike import plain
@@ -49,8 +49,8 @@ class OutboundProfile:
     max_segments: int = 10
     source_ton: int | None = None  # None: derived from the sender id's form
     source_npi: int | None = None
-    dest_ton: int = 1
-    dest_npi: int = 1
+    dest_ton: int | None = None  # None: derived from the destination's form
+    dest_npi: int | None = None
     service_type: str = ""
     registered_delivery: bool = True  # False: the carrier is never asked for receipts
     # Text GSM 03.38 lacks goes in this language's tables (23.038 annex A) before UCS-2.
@@ -113,14 +113,14 @@ def prepare(
         raise ApiError(ErrorCode.too_many_segments, str(exc), field="text") from exc
 
     ton, npi = sender_ton_npi(source)
+    dest_ton, dest_npi = destination_ton_npi(destination)
     template = SubmitSm(
         service_type=profile.service_type,
         source_addr_ton=ton if profile.source_ton is None else profile.source_ton,
         source_addr_npi=npi if profile.source_npi is None else profile.source_npi,
         source_addr=wire_address(source),
-        # The carrier's TON/NPI are for numbers; a short code is its network's own.
-        dest_addr_ton=profile.dest_ton if destination.startswith("+") else TON_NETWORK,
-        dest_addr_npi=profile.dest_npi if destination.startswith("+") else NPI_UNKNOWN,
+        dest_addr_ton=dest_ton if profile.dest_ton is None else profile.dest_ton,
+        dest_addr_npi=dest_npi if profile.dest_npi is None else profile.dest_npi,
         destination_addr=wire_address(destination),
         validity_period=(
             "" if expires_at is None else format_absolute(datetime.fromtimestamp(expires_at, UTC))

@@ -106,7 +106,7 @@ def test_defaults_fill_sections_left_out(tmp_path: Path) -> None:
     assert config.metrics.listen is None
     assert config.logging.format == "auto"
     assert config.carriers[0].window == 10
-    assert config.carriers[0].dest_ton == config.carriers[0].dest_npi == 1
+    assert config.carriers[0].dest_ton is config.carriers[0].dest_npi is None
     assert config.carriers[0].source_ton is None
     assert config.carriers[0].paused is False
     assert config.api.clients[0].max_queued is None

@@ -137,12 +137,17 @@ def test_latin1_asked_of_a_latin1_default_carrier_is_cut_as_gsm_on_the_air() -> 
 
 
 def test_a_short_code_destination_goes_as_the_networks_own() -> None:
-    """The carrier's dest_ton/dest_npi (1/1 by default) are for numbers: a short code went as
-    the international number +12345. It goes as TON 3 (network specific), NPI 0."""
+    """By default TON/NPI follow the destination's form: a short code went as the
+    international number +12345 and goes as TON 3 (network specific), NPI 0; a carrier's
+    dest_ton/dest_npi, when set, apply to every destination."""
     [pdu] = run("hi", destination="12345")
     assert (pdu.destination_addr, pdu.dest_addr_ton, pdu.dest_addr_npi) == ("12345", 3, 0)
-    [number] = run("hi", profile=OutboundProfile(dest_ton=2, dest_npi=1))
-    assert (number.dest_addr_ton, number.dest_addr_npi) == (2, 1)
+    [number] = run("hi")
+    assert (number.dest_addr_ton, number.dest_addr_npi) == (1, 1)
+    carrier = OutboundProfile(dest_ton=0, dest_npi=1)
+    for destination in ("12345", "+447911123456"):
+        [set_for_all] = run("hi", destination=destination, profile=carrier)
+        assert (set_for_all.dest_addr_ton, set_for_all.dest_addr_npi) == (0, 1)
 
 
 def test_a_latin1_default_carrier_gets_ucs2_for_letters_gsm_lacks() -> None:
