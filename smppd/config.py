@@ -171,9 +171,14 @@ def is_host(text: str) -> bool:
         return True
     if not text.isascii():  # an internationalised name: as the resolver and TLS write it
         try:
-            text = text.encode("idna").decode("ascii")
+            ascii_form = text.encode("idna").decode("ascii")
+            # Only one that reads back as written: IDNA 2003 maps "ß" to "ss" and drops soft
+            # hyphens, another name than meant (write those in their xn-- form).
+            if ascii_form.encode("ascii").decode("idna") != text.lower():
+                return False
         except UnicodeError:
             return False
+        text = ascii_form
     if len(text) > 253 or re.fullmatch(r"[0-9.]+", text):  # a dotted quad that is no address
         return False
     return all(_LABEL.fullmatch(label) for label in text.removesuffix(".").split("."))

@@ -558,7 +558,9 @@ def test_carrier_hosts_that_can_resolve_are_accepted(tmp_path: Path, host: str) 
     assert load_config(path).carriers[0].host == host
 
 
-@pytest.mark.parametrize("host", ["smpp://10.0.0.1:2775", "256.1.1.1", "bad host", "-a.b", ""])
+@pytest.mark.parametrize(
+    "host", ["smpp://10.0.0.1:2775", "256.1.1.1", "bad host", "-a.b", "", "Straße.example"]
+)
 def test_carrier_hosts_that_cannot_resolve_are_refused(tmp_path: Path, host: str) -> None:
     path = write(tmp_path, variant(lambda d: d["carriers"][0].update(host=host)))
     assert error_of(path) == (

@@ -134,6 +134,7 @@ def test_latin1_asked_of_a_latin1_default_carrier_is_cut_as_gsm_on_the_air() -> 
     with pytest.raises(ApiError) as info:
         run("ça va", profile=LATIN1_CARRIER, encoding="latin1")
     assert info.value.code is ErrorCode.unencodable_text
+    assert "cannot be sent as latin1 on this route" in info.value.message
 
 
 def test_a_short_code_destination_goes_as_the_networks_own() -> None:

@@ -368,6 +368,13 @@ def plan_encoding(
     if default_is_latin1 and force in (Alphabet.GSM7, Alphabet.LATIN1):
         # Latin-1 asked of such a carrier is its data_coding 0 too, and as GSM on the air it
         # must fit: so only text GSM has (`auto` sends the rest as UCS-2).
+        if force is Alphabet.LATIN1 and (match := _NOT_GSM.search(text)) is not None:
+            char = text[match.start()]
+            raise TextError(
+                f"character at index {match.start()} (U+{ord(char):04X}) cannot be sent as "
+                "latin1 on this route: its carrier sends data_coding 0 as GSM 03.38 on the "
+                "air, which lacks it (encoding auto sends it as UCS-2)"
+            )
         require_encodable(text, Alphabet.GSM7)
         require_encodable(text, Alphabet.LATIN1)  # what it is written in
         return Alphabet.GSM7, DataCoding.SMSC_DEFAULT
