@@ -70,11 +70,10 @@ from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
     arrival_state,
-    ended_by_receipt,
     is_finished,
+    keeps_its_end,
     message_state,
     receipts_overdue,
-    revives_a_fragment,
     segment_state,
     transition,
     waiting_state,
@@ -379,12 +378,10 @@ class MemoryQueue:
         target = transition(segment.state, event)
         if target is None:
             return []
-        if outcome.late and (
-            ended_by_receipt(segment.state, segment.receipt_stat)
-            or revives_a_fragment(
-                segment.state,
-                (s.state for s in self._siblings(segment.message) if s is not segment),
-            )
+        if outcome.late and keeps_its_end(
+            segment.state,
+            segment.receipt_stat,
+            (s.state for s in self._siblings(segment.message) if s is not segment),
         ):
             return []
         keys = outcome.carrier_message_keys

@@ -113,9 +113,14 @@ _BUSY_TIMEOUT_S: Final = 5.0
 _READER_CACHE_KIB: Final = 4 * 1024  # pages only, read afresh after each commit anyway
 
 
+def _primary_code(exc: BaseException) -> int:
+    """SQLite's primary result code of `exc` (its extended code's low byte), 0 if none."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF
+
+
 def translate(exc: sqlite3.Error) -> QueueError:
     """The QueueError for a sqlite3 error (the boundary: nothing above sees sqlite3)."""
-    primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    primary = _primary_code(exc)
     kind: type[QueueError] = QueueError
     if primary == sqlite3.SQLITE_FULL:
         kind = StorageFullError
@@ -150,8 +155,7 @@ def _storage_fault(exc: BaseException) -> bool:
     every write would, not for one write's own (a value refused, a bug)."""
     if isinstance(exc, sqlite3.OperationalError):
         return True
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    return isinstance(exc, sqlite3.DatabaseError) and code in _STORAGE_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and _primary_code(exc) in _STORAGE_CODES
 
 
 def open_error(exc: sqlite3.Error, path: str | PathLike[str]) -> QueueError:
@@ -159,8 +163,7 @@ def open_error(exc: sqlite3.Error, path: str | PathLike[str]) -> QueueError:
     it grows the WAL index (its -shm file) at open as a disk I/O error, which sends an SRE to
     the hardware; with next to no space left there it is said to be that."""
     error = translate(exc)
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if type(error) is QueueError and code == sqlite3.SQLITE_IOERR:
+    if type(error) is QueueError and _primary_code(exc) == sqlite3.SQLITE_IOERR:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             free = os.statvfs(directory)

@@ -41,8 +41,7 @@ from smppd.queue.states import (
     SegmentEvent,
     SegmentState,
     arrival_state,
-    ended_by_receipt,
-    revives_a_fragment,
+    keeps_its_end,
     transition,
     waiting_state,
 )
@@ -360,9 +359,8 @@ def _submitted(
     target = transition(row.state, event)
     if target is None:
         return None
-    if outcome.late and (
-        ended_by_receipt(row.state, row.receipt_stat)
-        or revives_a_fragment(row.state, (s.state for s in batch.siblings(row)))
+    if outcome.late and keeps_its_end(
+        row.state, row.receipt_stat, (s.state for s in batch.siblings(row))
     ):
         return None
     keys = outcome.carrier_message_keys

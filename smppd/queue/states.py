@@ -123,18 +123,18 @@ TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
 ENDED_UNSENT: Final = frozenset({SegmentState.FAILED, SegmentState.EXPIRED, SegmentState.CANCELLED})
 
 
-def ended_by_receipt(state: SegmentState, receipt_stat: str | None) -> bool:
-    """Whether a late acceptance finds the segment's end told by a receipt (EXPIRED, as the
-    carrier said), not by its validity ending before it went: a late answer to an earlier
-    attempt does not undo what the carrier reported."""
-    return state is SegmentState.EXPIRED and receipt_stat is not None
-
-
-def revives_a_fragment(state: SegmentState, siblings: Iterable[SegmentState]) -> bool:
-    """Whether a late acceptance of a part that failed or expired would revive a fragment:
-    its failure cancelled (or its expiry expired) the parts then waiting, which will never be
-    sent, so the part stays as it ended and the message keeps the failure its client was
-    told of, rather than reading submitted and then cancelled, with no cancel asked for."""
+def keeps_its_end(
+    state: SegmentState, receipt_stat: str | None, siblings: Iterable[SegmentState]
+) -> bool:
+    """Whether a late acceptance (the answer to an attempt that timed out) leaves a segment
+    as it ended, though the transition table would revive it:
+    - its end was told by a receipt (EXPIRED, as the carrier said), not by its validity
+      ending before it went: a late answer does not undo what the carrier reported;
+    - it failed or expired and that cancelled (or expired) the parts then waiting, which will
+      never be sent: revived, it would be a fragment, the message reading submitted and then
+      cancelled, with no cancel asked for, instead of the failure its client was told of."""
+    if state is SegmentState.EXPIRED and receipt_stat is not None:
+        return True
     return state in (SegmentState.FAILED, SegmentState.EXPIRED) and any(
         sibling in ENDED_UNSENT for sibling in siblings
     )
