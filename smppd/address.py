@@ -7,12 +7,14 @@ bare digits of a short code. The SMPP wire form drops the `+` and says TON 1 / N
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from smppd.logging import mask_msisdn as mask
 from smppd.pdu.text import gsm7_length, is_gsm7
 from smppd.service import ApiError, ErrorCode
 
 __all__ = [
+    "NumberPlan",
     "canonical_sender",
     "check_sender",
     "destination_ton_npi",
@@ -41,17 +43,30 @@ SHORT_CODE_MAX_DIGITS = 8
 ALPHANUMERIC_MAX = 11  # GSM 03.40: an alphanumeric originator is at most 11 characters
 
 
-def normalise_destination(
-    raw: str, *, default_country_prefix: str | None = None, field: str = "to"
-) -> str:
+@dataclass(frozen=True, slots=True)
+class NumberPlan:
+    """How bare digits are read, in submits and in MO alike (an opt-out must be stored as the
+    number clients submit to): the country numbers without a code are in, and the longest
+    short code. Where national numbers have 8 digits (Denmark, Norway, Singapore, Hong Kong)
+    the short codes are shorter, and 8 digits are a number of the country."""
+
+    country_prefix: str | None = None
+    short_code_max_digits: int = SHORT_CODE_MAX_DIGITS
+
+
+_NO_PLAN = NumberPlan()
+
+
+def normalise_destination(raw: str, *, plan: NumberPlan = _NO_PLAN, field: str = "to") -> str:
     """The canonical form of a destination, or ApiError(invalid_address) naming `field`.
 
     `+CC...` and `00CC...` are international, a `(0)` after the country code dropped. Bare
-    digits of 3 to 8 are a short code. Longer bare digits are taken as international written
-    without the `+`, except with a default country prefix configured: then a leading trunk `0`
-    is dropped and the prefix put in its place, and digits that do not begin with the prefix
-    get it too. Digits that do begin with it are international already: SMSCs write MO
-    numbers that way with TON 0, and a STOP read as "+44 44..." would stop nobody.
+    digits of 3 to the plan's short_code_max_digits (8 unless set) are a short code. Longer
+    bare digits are taken as international written without the `+`, except with a country
+    prefix in the plan: then a leading trunk `0` is dropped and the prefix put in its place,
+    and digits that do not begin with the prefix get it too. Digits that do begin with it are
+    international already: SMSCs write MO numbers that way with TON 0, and a STOP read as
+    "+44 44..." would stop nobody.
     """
     if len(raw) > MAX_ADDRESS_CHARS:
         raise ApiError(
@@ -67,13 +82,13 @@ def normalise_destination(
         digits = number[1:]
     else:
         digits = number
-        if _DIGITS.fullmatch(digits) and 3 <= len(digits) <= SHORT_CODE_MAX_DIGITS:
+        if _DIGITS.fullmatch(digits) and 3 <= len(digits) <= plan.short_code_max_digits:
             return digits
-        if default_country_prefix and _DIGITS.fullmatch(digits):
+        if (prefix := plan.country_prefix) and _DIGITS.fullmatch(digits):
             if digits.startswith("0"):
-                digits = default_country_prefix + digits[1:]
-            elif not digits.startswith(default_country_prefix):
-                digits = default_country_prefix + digits
+                digits = prefix + digits[1:]
+            elif not digits.startswith(prefix):
+                digits = prefix + digits
     if not _DIGITS.fullmatch(digits) or not 7 <= len(digits) <= 15 or digits[0] == "0":
         raise ApiError(
             ErrorCode.invalid_address,
@@ -167,13 +182,13 @@ def wire_address(address: str) -> str:
     return address[1:] if address.startswith("+") and _DIGITS.fullmatch(address, 1) else address
 
 
-def from_wire(address: str, ton: int, *, default_country_prefix: str | None = None) -> str:
+def from_wire(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN) -> str:
     """An address received from an SMSC in canonical form, so it matches what clients submit
     (an opt-out from it must stop submits to it).
 
     International (TON 1) digits get their `+`. Digits of unknown type (TON 0, which many
     SMSCs send for every MO) are read as a client's bare digits are (`normalise_destination`).
-    National ones (TON 2) get the default country prefix, if one says which country, in place
+    National ones (TON 2) get the plan's country prefix, if one says which country, in place
     of a trunk 0: always, since TON 2 says they carry none (a German 0491... is 491...,
     which read as international would be someone in Nuremberg). Anything else, or what does
     not read as a number, is kept as it came.
@@ -182,14 +197,14 @@ def from_wire(address: str, ton: int, *, default_country_prefix: str | None = No
         return address
     if ton == TON_INTERNATIONAL:  # some write the international prefix 00 as well
         return "+" + (address[2:] if address.startswith("00") else address)
-    if ton == TON_NATIONAL and default_country_prefix:
-        if len(address) <= SHORT_CODE_MAX_DIGITS:  # a short code, as a client's digits are
+    if ton == TON_NATIONAL and plan.country_prefix:
+        if len(address) <= plan.short_code_max_digits:  # a short code, as a client's digits are
             return address
-        digits = default_country_prefix + address.removeprefix("0")
+        digits = plan.country_prefix + address.removeprefix("0")
         return "+" + digits if len(digits) <= 15 else address
     if ton == TON_UNKNOWN:
         try:
-            return normalise_destination(address, default_country_prefix=default_country_prefix)
+            return normalise_destination(address, plan=plan)
         except ApiError:
             return address
     return address

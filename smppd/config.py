@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from smppd.address import canonical_sender, sender_problem
+from smppd.address import SHORT_CODE_MAX_DIGITS, canonical_sender, sender_problem
 from smppd.compliance import keyword_key
 from smppd.configload import (
     Check,
@@ -570,6 +570,8 @@ class Compliance:
     scope: OptOutScope = OptOutScope.SENDER
     auto_replies: AutoReplies = field(default_factory=AutoReplies)
     default_country_prefix: Annotated[str, NumberPrefix(country=True)] | None = None
+    # Bare digits up to this long are a short code, longer ones a number (smppd.address).
+    short_code_max_digits: Annotated[int, Range(3, SHORT_CODE_MAX_DIGITS)] = SHORT_CODE_MAX_DIGITS
 
     def __post_init__(self) -> None:
         # STOP and START are what regulators and handsets' help pages tell people to send: a

@@ -28,7 +28,7 @@ import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from smppd import config as cfg
-from smppd.address import canonical_sender
+from smppd.address import NumberPlan, canonical_sender
 from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
 from smppd.binds import CarrierBinds
 from smppd.compliance import Keyword, Keywords
@@ -262,7 +262,7 @@ def optout_policy(config: Config) -> OptOutPolicy:
         per_client=compliance.scope is cfg.OptOutScope.CLIENT,
         senders_of=senders_of,
         auto_replies=auto_replies(compliance.auto_replies),
-        default_country_prefix=compliance.default_country_prefix,
+        numbers=number_plan(compliance),
     )
 
 
@@ -273,8 +273,12 @@ def sender_rates(config: Config) -> dict[str, float]:
 def gateway_settings(config: Config) -> GatewaySettings:
     return GatewaySettings(
         max_depth=config.queue.max_depth,
-        default_country_prefix=config.compliance.default_country_prefix,
+        numbers=number_plan(config.compliance),
     )
+
+
+def number_plan(compliance: cfg.Compliance) -> NumberPlan:
+    return NumberPlan(compliance.default_country_prefix, compliance.short_code_max_digits)
 
 
 # Changes to these need a restart: the open database, the listening sockets.

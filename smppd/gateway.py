@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from smppd.address import canonical_sender, check_sender, normalise_destination
+from smppd.address import NumberPlan, canonical_sender, check_sender, normalise_destination
 from smppd.events import KINDS, EventHub, inbound_json
 from smppd.logsample import LogSample
 from smppd.outbound import OutboundProfile, Prepared, prepare
@@ -215,7 +215,7 @@ def _urgent_at(message: NewMessage, now: float) -> float | None:
 @dataclasses.dataclass(frozen=True, slots=True)
 class GatewaySettings:
     max_depth: int
-    default_country_prefix: str | None = None
+    numbers: NumberPlan = dataclasses.field(default_factory=NumberPlan)
 
 
 class Gateway:
@@ -550,9 +550,7 @@ class Gateway:
                 field="from",
             )
         _check_schedule(request, now)
-        destination = normalise_destination(
-            request.to, default_country_prefix=self._settings.default_country_prefix
-        )
+        destination = normalise_destination(request.to, plan=self._settings.numbers)
         if check_optout and await self._queue.is_opted_out(sender, destination):
             raise _opted_out()
         # Outages are measured in monotonic time (smppd.daemon.CarrierRuntime.down_since).
@@ -717,9 +715,7 @@ class Gateway:
             return await self._list_optouts([sender] if sender else sorted(client.owned), after)
         if number is None:
             raise ApiError(ErrorCode.missing_field, "number is required", field="number")
-        destination = normalise_destination(
-            number, default_country_prefix=self._settings.default_country_prefix, field="number"
-        )
+        destination = normalise_destination(number, plan=self._settings.numbers, field="number")
         if action == "add":
             with _storage_errors("optout"):
                 changed = await self._queue.add_optout(sender, destination, now=self._clock())

@@ -19,7 +19,7 @@ from typing import Final
 
 import structlog
 
-from smppd.address import from_wire
+from smppd.address import NumberPlan, from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
 from smppd.events import inbound_event, publish_changes
@@ -99,7 +99,7 @@ class OptOutPolicy:
     auto_replies: Mapping[Keyword, str] = field(default_factory=dict)
     # How an MO's bare digits are read (address.from_wire), as submits' are: an opt-out must
     # be stored as the number clients submit to.
-    default_country_prefix: str | None = None
+    numbers: NumberPlan = field(default_factory=NumberPlan)
 
 
 # Sends an automatic reply: (client, sender id, number, text).
@@ -431,12 +431,12 @@ class InboundHandler:
         source = from_wire(
             pdu.source_addr,
             pdu.source_addr_ton,
-            default_country_prefix=self._optout.default_country_prefix,
+            plan=self._optout.numbers,
         )
         destination = from_wire(
             pdu.destination_addr,
             pdu.dest_addr_ton,
-            default_country_prefix=self._optout.default_country_prefix,
+            plan=self._optout.numbers,
         )
         content, part, shift = _concat_part(pdu)
         group = None

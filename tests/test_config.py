@@ -368,6 +368,11 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "carriers[0].spread_binds: needs alternates to spread the binds over",
     ),
     (
+        "short codes longer than the longest",
+        lambda d: d.update(compliance={"short_code_max_digits": 9}),
+        "compliance.short_code_max_digits: must be an integer between 3 and 8, got 9",
+    ),
+    (
         "stop word also a start word",
         lambda d: d.update(compliance={"start_words": ["start", "stop"]}),
         "compliance.start_words: 'STOP' is also a stop word",

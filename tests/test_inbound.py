@@ -13,7 +13,7 @@ import pytest
 import structlog
 from queue_support import peek
 
-from smppd.address import from_wire
+from smppd.address import NumberPlan, from_wire
 from smppd.compliance import DEFAULT, Keyword
 from smppd.idformat import IdFormatLearner
 from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy, ReplyCooldown
@@ -401,7 +401,7 @@ async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(
     under the number clients submit to, so the next submit to it is refused."""
     queue = MemoryQueue()
     policy = OptOutPolicy(
-        keywords=DEFAULT, per_client=False, senders_of={}, default_country_prefix=prefix
+        keywords=DEFAULT, per_client=False, senders_of={}, numbers=NumberPlan(prefix)
     )
     inbound = InboundHandler(
         "fake",
@@ -431,12 +431,25 @@ def test_a_national_number_gets_the_country_prefix_even_when_it_begins_with_its_
     """TON 2 says the number carries no country code: a German 0491 number (Leer), written
     4911234567, is +494911234567, not the Nuremberg +4911234567 that TON 0 digits would be
     read as, or a STOP from it would opt out someone else."""
-    assert from_wire("4911234567", 2, default_country_prefix="49") == "+494911234567"
-    assert from_wire("04911234567", 2, default_country_prefix="49") == "+494911234567"
-    assert from_wire("4911234567", 0, default_country_prefix="49") == "+4911234567"
-    assert from_wire("12345678901234", 2, default_country_prefix="49") == "12345678901234"
+    germany = NumberPlan("49")
+    assert from_wire("4911234567", 2, plan=germany) == "+494911234567"
+    assert from_wire("04911234567", 2, plan=germany) == "+494911234567"
+    assert from_wire("4911234567", 0, plan=germany) == "+4911234567"
+    assert from_wire("12345678901234", 2, plan=germany) == "12345678901234"
     # A short code stays one: a STOP to it must be recorded under the code clients send from.
-    assert from_wire("12345", 2, default_country_prefix="49") == "12345"
+    assert from_wire("12345", 2, plan=germany) == "12345"
+
+
+def test_eight_digit_national_numbers_where_the_plan_says_short_codes_are_shorter() -> None:
+    """In Denmark a number has 8 digits and no trunk 0: with short codes up to 6 digits, a
+    STOP from 20123456 (TON 0 or 2) is from +4520123456, the number clients submit to."""
+    denmark = NumberPlan("45", short_code_max_digits=6)
+    assert from_wire("20123456", 0, plan=denmark) == "+4520123456"
+    assert from_wire("20123456", 2, plan=denmark) == "+4520123456"
+    assert from_wire("4520123456", 0, plan=denmark) == "+4520123456"
+    assert from_wire("1231", 0, plan=denmark) == "1231"  # a short code
+    assert from_wire("1231", 2, plan=denmark) == "1231"
+    assert from_wire("20123456", 0, plan=NumberPlan("45")) == "20123456"  # a short code
 
 
 async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time() -> None:
@@ -999,7 +1012,7 @@ async def test_an_mo_to_our_number_written_nationally_finds_its_owner() -> None:
         queue,
         owners={"+447700900999": "shop"},
         optout=OptOutPolicy(
-            keywords=DEFAULT, per_client=False, senders_of={}, default_country_prefix="44"
+            keywords=DEFAULT, per_client=False, senders_of={}, numbers=NumberPlan("44")
         ),
         default_alphabet=Alphabet.GSM7,
         publish=events.append,

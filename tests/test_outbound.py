@@ -6,6 +6,7 @@ import pytest
 
 from smppd import address as address_module
 from smppd.address import (
+    NumberPlan,
     check_sender,
     from_wire,
     mask,
@@ -305,7 +306,24 @@ def test_destination_normalisation(raw: str, expected: str) -> None:
 def test_national_numbers_with_default_country(raw: str, prefix: str, expected: str) -> None:
     """With a default country prefix, a national number gets it in place of its trunk 0; bare
     digits that already begin with it are the international number."""
-    assert normalise_destination(raw, default_country_prefix=prefix) == expected
+    assert normalise_destination(raw, plan=NumberPlan(prefix)) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("20123456", "+4520123456"),  # a Danish mobile: 8 digits, no trunk 0
+        ("20 12 34 56", "+4520123456"),
+        ("4520123456", "+4520123456"),
+        ("123456", "123456"),  # a short code still
+        ("1231", "1231"),
+    ],
+)
+def test_eight_digit_national_numbers_with_shorter_short_codes(raw: str, expected: str) -> None:
+    """Where national numbers have 8 digits, short_code_max_digits 6 makes them numbers."""
+    plan = NumberPlan("45", short_code_max_digits=6)
+    assert normalise_destination(raw, plan=plan) == expected
+    assert normalise_destination("20123456") == "20123456"  # 8 digits: a short code by default
 
 
 @pytest.mark.parametrize(

@@ -750,6 +750,29 @@ async def test_stop_gets_its_configured_auto_reply() -> None:
         assert second.text == "Reply STOP to quit."
 
 
+async def test_eight_digit_national_numbers_with_a_plan_that_says_so() -> None:
+    """With Denmark's plan (8-digit numbers, short codes up to 6 digits) a submit to 20123456
+    goes to +45 20123456 as an international number, and a STOP from 20123456 (TON 0) stops
+    it; by default 8 digits would be a short code, sent as TON 3 to nobody."""
+    compliance = {"default_country_prefix": "45", "short_code_max_digits": 6}
+    async with running(compliance=compliance) as (smsc, _daemon, directory):
+        socket = directory / "smppd.sock"
+        sub = await RawSubscriber.open(socket, ["inbound"])
+        async with Client(socket) as client:
+            await client.submit(to="20123456", sender="ALPHA", text="hej")
+            await smsc.records.wait_for(1, timeout=10)
+            [segment] = smsc.records.segments
+            wire = (segment.destination, segment.destination_ton, segment.destination_npi)
+            assert wire == ("4520123456", 1, 1)
+            await smsc.inject_mo(source="20123456", destination="ALPHA", text="STOP")
+            stop = await sub.next()
+            sub.close()
+            assert (stop["keyword"], stop["from"]) == ("stop", "+4520123456")
+            with pytest.raises(ApiClientError) as info:
+                await client.submit(to="20 12 34 56", sender="ALPHA", text="again")
+            assert info.value.code == "opted_out"
+
+
 async def test_daily_cap_refuses_and_survives_a_restart() -> None:
     """Past a sender's daily cap submits are refused, and a restart does not reset the count."""
     senders = [

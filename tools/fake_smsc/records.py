@@ -44,6 +44,8 @@ class SegmentRecord:
     command: str  # "submit_sm" or "data_sm"
     source: str
     destination: str
+    destination_ton: int
+    destination_npi: int
     esm_class: int
     data_coding: int
     registered_delivery: int
@@ -120,7 +122,8 @@ def segment_line(record: SegmentRecord) -> str:
         f'{{"type": "segment", "time": {r.time!r}, "account": {_q(r.account)}, '
         f'"bind_id": {r.bind_id}, "sequence_number": {r.sequence_number}, '
         f'"command": {_q(r.command)}, "source": {_q(r.source)}, '
-        f'"destination": {_q(r.destination)}, "esm_class": {r.esm_class}, '
+        f'"destination": {_q(r.destination)}, "destination_ton": {r.destination_ton}, '
+        f'"destination_npi": {r.destination_npi}, "esm_class": {r.esm_class}, '
         f'"data_coding": {r.data_coding}, "registered_delivery": {r.registered_delivery}, '
         f'"text": {_q(r.text)}, "concat": {_json_concat(r.concat)}, '
         f'"payload": {"true" if r.payload else "false"}, "message_id": {_q(r.message_id)}, '
@@ -205,6 +208,8 @@ class Records:
             command="data_sm" if isinstance(pdu, DataSm) else "submit_sm",
             source=pdu.source_addr,
             destination=pdu.destination_addr,
+            destination_ton=pdu.dest_addr_ton,
+            destination_npi=pdu.dest_addr_npi,
             esm_class=pdu.esm_class,
             data_coding=pdu.data_coding,
             registered_delivery=pdu.registered_delivery,
