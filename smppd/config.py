@@ -459,6 +459,7 @@ class Carrier:
     dest_npi: Npi | None = None
     service_type: Annotated[str, SmppText, Length(0, 5)] = ""  # 5.2.11: 6 octets with NUL
     registered_delivery: bool = True
+    priority_flag: bool = False  # True: a message's priority goes as priority_flag 0..3
     throttle_backoff_s: Timeout = 1.0
     submit_statuses: SubmitStatuses = field(default_factory=SubmitStatuses)
     receipt_queries: ReceiptQueries = field(default_factory=ReceiptQueries)

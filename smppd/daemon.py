@@ -150,6 +150,7 @@ def outbound_profile(carrier: cfg.Carrier) -> OutboundProfile:
         dest_npi=carrier.dest_npi,
         service_type=carrier.service_type,
         registered_delivery=carrier.registered_delivery,
+        priority_flag=carrier.priority_flag,
         national=(
             None
             if carrier.national_language is cfg.NationalLanguage.NONE

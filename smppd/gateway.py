@@ -560,6 +560,7 @@ class Gateway:
         profile = self._profiles[carrier]
         expires_at = _expires_at(request, client, now)
         ref16 = profile.concatenation is ConcatMethod.UDH16
+        priority = min(request.priority, client.max_priority)
 
         def bodies(expires_at: float | None) -> Prepared:
             return prepare(
@@ -573,6 +574,7 @@ class Gateway:
                 expires_at=expires_at,
                 ref=lambda: self._refs.next(destination, ref16=ref16),
                 profile=profile,
+                priority=priority,
             )
 
         prepared = bodies(expires_at)
@@ -598,7 +600,7 @@ class Gateway:
             source=sender,
             destination=destination,
             carrier=carrier,
-            priority=min(request.priority, client.max_priority),
+            priority=priority,
             not_before=request.schedule_at if held_until is None else held_until,
             expires_at=expires_at,
             registered_delivery=request.registered_delivery and profile.registered_delivery,

@@ -53,6 +53,7 @@ class OutboundProfile:
     dest_npi: int | None = None
     service_type: str = ""
     registered_delivery: bool = True  # False: the carrier is never asked for receipts
+    priority_flag: bool = False  # True: each message's priority goes as priority_flag
     # Text GSM 03.38 lacks goes in this language's tables (23.038 annex A) before UCS-2.
     national: NationalLanguage | None = None
 
@@ -75,6 +76,7 @@ def prepare(
     profile: OutboundProfile,
     flash: bool = False,
     smart: bool = False,
+    priority: int = 0,
 ) -> Prepared:
     """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked.
 
@@ -122,6 +124,7 @@ def prepare(
         dest_addr_ton=dest_ton if profile.dest_ton is None else profile.dest_ton,
         dest_addr_npi=dest_npi if profile.dest_npi is None else profile.dest_npi,
         destination_addr=wire_address(destination),
+        priority_flag=priority_flag(priority) if profile.priority_flag else 0,
         validity_period=(
             "" if expires_at is None else format_absolute(datetime.fromtimestamp(expires_at, UTC))
         ),
@@ -130,6 +133,12 @@ def prepare(
         ),
     )
     return Prepared([_body(template, s) for s in segments], alphabet)
+
+
+def priority_flag(priority: int) -> int:
+    """SMPP priority_flag 0..3 for an API priority 0..9, by thirds: 0-2 (bulk) 0, 3-5
+    (normal) 1, 6-8 2, 9 (urgent) 3."""
+    return min(3, priority // 3)
 
 
 # data_coding for message class 0 (GSM 03.38 section 4, general data coding, class given).

@@ -340,6 +340,24 @@ async def test_a_carrier_without_receipts_is_never_asked_for_them() -> None:
     assert not status.registered_delivery
 
 
+async def test_a_carrier_that_routes_by_priority_gets_it_as_priority_flag() -> None:
+    """With `priority_flag: true` a message's priority (as capped for its client) goes as
+    priority_flag by thirds; other carriers get 0 whatever the priority."""
+    capped = dataclasses.replace(CLIENT, max_priority=5)
+    for profile, client, flags in (
+        (OutboundProfile(priority_flag=True), CLIENT, [0, 1, 2, 3]),
+        (OutboundProfile(priority_flag=True), capped, [0, 1, 1, 1]),
+        (OutboundProfile(), CLIENT, [0, 0, 0, 0]),
+    ):
+        queue = MemoryQueue()
+        requests = [request(f"p{p}", priority=p) for p in (0, 5, 8, 9)]
+        await gateway(queue, Loops(), profile).submit(client, requests)
+        claimed = await queue.claim("fake", 10, now=T0)
+        pdus = [decode_body(CommandId.submit_sm, 0, 1, s.body) for s in claimed]
+        sent = {p.short_message: p.priority_flag for p in pdus if isinstance(p, SubmitSm)}
+        assert [sent[b"p%d" % p] for p in (0, 5, 8, 9)] == flags
+
+
 async def test_a_carrier_with_receipts_asks_for_them_unless_the_submit_does_not() -> None:
     queue = MemoryQueue()
     wants, declines = request("wants"), request("declines")

@@ -152,6 +152,13 @@ def test_a_short_code_destination_goes_as_the_networks_own() -> None:
         assert (set_for_all.dest_addr_ton, set_for_all.dest_addr_npi) == (0, 1)
 
 
+def test_priority_flag_by_thirds_where_the_carrier_wants_it() -> None:
+    carrier = OutboundProfile(priority_flag=True)
+    flags = [run("hi", priority=p, profile=carrier)[0].priority_flag for p in range(10)]
+    assert flags == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    assert {run("hi", priority=p)[0].priority_flag for p in range(10)} == {0}
+
+
 def test_a_latin1_default_carrier_gets_ucs2_for_letters_gsm_lacks() -> None:
     """ç and ` are Latin-1 but not GSM 03.38: the SMSC could only replace them, so UCS-2."""
     [pdu] = run("ça va `ok`", profile=LATIN1_CARRIER)
