@@ -19,7 +19,7 @@ from typing import Final
 
 import structlog
 
-from smppd.address import NumberPlan, from_wire
+from smppd.address import NumberPlan, canonical_sender, from_wire
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
 from smppd.events import inbound_event, publish_changes
@@ -425,19 +425,27 @@ class InboundHandler:
             ages = [(key, max(0.0, now - at)) for key, at in seen]
             redeliveries.restore(ages, self._monotonic())
 
+    def _sender_id(self, pdu: DeliverSm | DataSm) -> str:
+        """The MO's destination, a sender id of ours, in the form senders are configured and
+        submitted in, whatever TON the SMSC gives it. Some put TON 1 on every address: short
+        code 12345 read as the number +12345 would be owned by nobody, and its STOP would not
+        stop submits from it."""
+        address, plan, owners = pdu.destination_addr, self._optout.numbers, self._owners
+        destination = from_wire(address, pdu.dest_addr_ton, plan=plan)
+        if destination in owners:
+            return destination
+        for form in (address, canonical_sender(address)):
+            if form in owners:
+                return form
+        if destination == "+" + address and len(address) <= plan.short_code_max_digits:
+            return address
+        return destination
+
     async def _store_mo(self, pdu: DeliverSm | DataSm, seen: Seen | None = None) -> int:
         await self._restore_parts()
         now = self._clock()
-        source = from_wire(
-            pdu.source_addr,
-            pdu.source_addr_ton,
-            plan=self._optout.numbers,
-        )
-        destination = from_wire(
-            pdu.destination_addr,
-            pdu.dest_addr_ton,
-            plan=self._optout.numbers,
-        )
+        source = from_wire(pdu.source_addr, pdu.source_addr_ton, plan=self._optout.numbers)
+        destination = self._sender_id(pdu)
         content, part, shift = _concat_part(pdu)
         group = None
         parts = None

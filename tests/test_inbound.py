@@ -382,6 +382,44 @@ async def test_stop_tells_the_send_loops_what_it_cancelled() -> None:
     assert status.state == "cancelled"
 
 
+@pytest.mark.parametrize("ton", [0, 1, 3])
+async def test_a_stop_to_a_short_code_stops_it_whatever_ton_the_smsc_gives_it(ton: int) -> None:
+    """Some SMSCs put TON 1 on every address: 12345 with TON 1 is still the short code (it
+    was read as the number +12345: owned by nobody, and submits from 12345 went on)."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"12345": "shop", "+447700900999": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: T0,
+    )
+    for destination, number in (("12345", "447700902222"), ("7654", "447700903333")):
+        stop = DeliverSm(
+            source_addr=number,
+            source_addr_ton=1,
+            destination_addr=destination,
+            dest_addr_ton=ton,
+            short_message=b"STOP",
+        )
+        assert await inbound(stop) == 0
+        assert await queue.is_opted_out(destination, "+" + number)
+    # A long number of ours keeps its + whatever its TON (it is owned in that form).
+    long_number = DeliverSm(
+        source_addr="447700904444",
+        source_addr_ton=1,
+        destination_addr="447700900999",
+        dest_addr_ton=ton,
+        short_message=b"hi",
+    )
+    assert await inbound(long_number) == 0
+    owned = [(e.data["to"], e.client) for e in events if e.kind == "inbound"]
+    assert owned == [("12345", "shop"), ("7654", None), ("+447700900999", "shop")]
+
+
 @pytest.mark.parametrize(
     ("source", "ton", "prefix"),
     [
