@@ -178,6 +178,28 @@ async def test_pages_are_read_while_a_transaction_waits(store: SqliteQueue, path
     assert urgent.created
 
 
+async def test_a_finished_page_sees_one_moment(store: SqliteQueue) -> None:
+    """A page's statements (its rows, their states, the last row it looked at) read one
+    snapshot: a message finishing between them is on the next page, not behind the cursor."""
+    a, b = await store.enqueue([message(ref="a"), message(ref="b")], now=T0)
+    assert await store.cancel(a.message_id, "otp", now=T0 + 1)
+    loop = asyncio.get_running_loop()
+    finished_meanwhile: list[str] = []
+
+    def between_statements(sql: str) -> None:  # in the reader's thread, as a statement starts
+        if "count(*) OVER ()" in sql and not finished_meanwhile:
+            finished_meanwhile.append(sql)
+            cancel = store.cancel(b.message_id, "otp", now=T0 + 2)
+            asyncio.run_coroutine_threadsafe(cancel, loop).result(5)
+
+    await store._reader.set_trace_callback(between_statements)
+    page = await store.finished_since(FINISHED_START, client="otp", limit=10)
+    assert finished_meanwhile
+    assert [m.message_id for m in page.messages] == [a.message_id]
+    after = await store.finished_since(page.cursor, client="otp", limit=10)
+    assert [m.message_id for m in after.messages] == [b.message_id]
+
+
 async def test_a_closed_queue_leaves_its_wal_checkpointed(path: Path) -> None:
     """close() ends both connections, and the last to close checkpoints the WAL into the file
     and removes it: after a clean stop there is nothing left to replay."""

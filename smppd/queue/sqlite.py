@@ -442,7 +442,7 @@ class SqliteQueue:
             raise QueueClosedError("the queue is closed")
         if page:
             try:
-                return await _in_thread(self._reader, partial(read, self._reader_db))
+                return await _in_thread(self._reader, partial(_snapshot, read, self._reader_db))
             except sqlite3.Error as exc:
                 raise translate(exc) from exc
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -986,6 +986,16 @@ async def _in_thread(conn: aiosqlite.Connection, work: Callable[[], T]) -> T:
     # The type as a string: cast() with a subscripted Callable builds the alias on every call.
     run = cast("Callable[[Callable[[], T]], Awaitable[T]]", conn._execute)
     return await run(work)
+
+
+def _snapshot(read: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+    """Runs in the reader's thread: `read` in one read transaction, so all its statements see
+    the same commits (a page's cursor must not pass a message its rows did not see finish)."""
+    db.execute("BEGIN")
+    try:
+        return read(db)
+    finally:
+        db.execute("COMMIT")  # a read transaction: nothing to keep or undo either way
 
 
 @dataclass(slots=True)
