@@ -646,9 +646,11 @@ class InboundHandler:
                     client=client,
                     **_same(left_out),
                 )
+        # Published before the reply is queued (a commit of its own): events go out in the
+        # order of their ids, which a client catching up with `inbound` relies on.
+        self._publish(inbound_event(inbound_id, stored))
         if keyword is not None and owner is not None:
             await self._reply(keyword, owner, destination, source)
-        self._publish(inbound_event(inbound_id, stored))
 
     async def _reply(self, keyword: Keyword, client: str, sender: str, number: str) -> None:
         text = self._optout.auto_replies.get(keyword)

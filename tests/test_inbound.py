@@ -544,6 +544,41 @@ async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time(
     assert await queue.is_opted_out("SHOP", "+447700900001")
 
 
+async def test_a_keywords_event_goes_out_before_its_reply_is_queued() -> None:
+    """The reply is a commit of its own: an MO stored meanwhile must not have its event out
+    first, or a client that handled it and pages `inbound` from its id misses the STOP."""
+    queue = MemoryQueue()
+    events: list[Event] = []
+    published_when_replying: list[list[str]] = []
+
+    async def auto_reply(client: str, sender: str, number: str, text: str) -> None:
+        published_when_replying.append([e.data["text"] for e in events if e.kind == "inbound"])
+
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(
+            keywords=DEFAULT,
+            per_client=False,
+            senders_of={},
+            auto_replies={Keyword.STOP: "You are unsubscribed."},
+        ),
+        default_alphabet=Alphabet.GSM7,
+        publish=events.append,
+        clock=lambda: T0,
+        auto_reply=auto_reply,
+    )
+    stop = DeliverSm(
+        source_addr="447700900001",
+        source_addr_ton=1,
+        destination_addr="SHOP",
+        short_message=b"STOP",
+    )
+    assert await inbound(stop) == 0
+    assert published_when_replying == [["STOP"]]
+
+
 async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
     """A part acknowledged before a restart is on disk: the new run's handler completes the
     message from it and the part that comes after, and no part is left held."""
