@@ -42,7 +42,7 @@ import structlog
 from smppd.histogram import Histogram
 from smppd.idformat import IdFormatLearner
 from smppd.pdu.receipt import IdFormat, resp_keys
-from smppd.pdu.status import CommandStatus, StatusClass
+from smppd.pdu.status import StatusClass
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError
 from smppd.queue.model import (
@@ -156,10 +156,10 @@ def outcome_for(
         return Submitted(
             segment.segment_id, keys, bind, message_id, whole_message, result.late, query_at
         )
-    if result.throttling and result.command_status == CommandStatus.ESME_RTHROTTLED:
+    if result.pacing:
         # The bind's rate is the answer (AdaptiveRate); the message keeps its attempts, and
         # its back-off the first step's. Only as the carrier's StatusPolicy reads it: one that
-        # lists it temporary or permanent has it treated so.
+        # lists ESME_RTHROTTLED temporary or permanent has it treated so.
         return Retry(segment.segment_id, result.command_status, now + policy.backoff(0, rng), False)
     if result.status_class is StatusClass.TEMPORARY and segment.attempts + 1 < policy.max_attempts:
         return Retry(

@@ -218,6 +218,8 @@ class SubmitResult:
     # The answer asks to slow down (ESME_RTHROTTLED, or a code the carrier's StatusPolicy
     # reads so): for the metrics, which count these apart from errors.
     throttling: bool = False
+    # It is about the bind's rate alone (StatusPolicy.pacing): retried with no attempt spent.
+    pacing: bool = False
 
     @classmethod
     def outcome_unknown(cls, bind: str = "", *, answer_due: bool = False) -> SubmitResult:
@@ -818,6 +820,7 @@ class Session:
                 statuses.classify(status),
                 bind=self.name,
                 throttling=throttling,
+                pacing=status in statuses.pacing,
             )
             if throttling and self.rate.throttled(now=now, sent_at=sent_at):
                 rate = self.rate

@@ -596,5 +596,12 @@ def test_a_status_policy_moves_each_listed_code_and_no_other() -> None:
     assert policy.classify(CommandStatus.ESME_RMSGQFUL) is StatusClass.PERMANENT
     assert policy.classify(CommandStatus.ESME_RSUBMITFAIL) is StatusClass.TEMPORARY
     assert policy.throttling == {0x458}
+    assert policy.pacing == {0x458}  # a listed code spends no attempt, as ESME_RTHROTTLED
+    # ESME_RMSGQFUL slows the bind but spends attempts (a subscriber's full queue, too).
+    assert StatusPolicy().pacing == {CommandStatus.ESME_RTHROTTLED}
+    assert StatusPolicy.of(throttling=[CommandStatus.ESME_RMSGQFUL]).pacing == {
+        CommandStatus.ESME_RTHROTTLED,
+        CommandStatus.ESME_RMSGQFUL,
+    }
     with pytest.raises(ValueError, match="one way only"):
         StatusPolicy.of(temporary=[0x400], throttling=[0x400])

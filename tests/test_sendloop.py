@@ -1035,7 +1035,7 @@ def test_outcome_table() -> None:
     rng = random.Random(0)
     policy = RetryPolicy(max_attempts=3, initial_s=1.0, max_s=10.0)
     ok = SubmitResult("1A", 0, StatusClass.SUCCESS, bind="0")
-    throttled = SubmitResult(None, 0x58, StatusClass.TEMPORARY, throttling=True)  # as read
+    throttled = SubmitResult(None, 0x58, StatusClass.TEMPORARY, throttling=True, pacing=True)
     busy = SubmitResult(None, 0x08, StatusClass.TEMPORARY)
     bad = SubmitResult(None, 0x0B, StatusClass.PERMANENT)
     lost = SubmitResult(None, 0xFF, None, unknown=True)
@@ -1181,7 +1181,7 @@ async def test_an_urgent_retry_goes_out_when_due_while_bulk_holds_the_window() -
     async with asyncio.timeout(5):
         loop, task = await _an_urgent_one_sent_past_bulk(queue, port, clock, policy=policy)
         throttled = SubmitResult(
-            None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY, throttling=True
+            None, CommandStatus.ESME_RTHROTTLED, StatusClass.TEMPORARY, throttling=True, pacing=True
         )
         port.futures[9].set_result(throttled)
         await port.wait_for(11)  # the retry, on the reserve again

@@ -1016,6 +1016,7 @@ def test_a_carriers_own_codes_are_read_its_way() -> None:
     assert any(isinstance(e, Throttled) and e.command_status == 0x458 for e in events)
     results = [a.result for a in answers(events).values()]
     assert all(r.status_class is StatusClass.TEMPORARY and r.throttling for r in results)
+    assert all(r.pacing for r in results)  # retried with no attempt spent
     assert peer.session.try_submit(BODY, now=0.5) is None
 
 

@@ -88,6 +88,11 @@ _TEMPORARY: frozenset[int] = frozenset(
 
 # The subset that means "slow down": the bind backs off on these, on top of the message retry.
 THROTTLING: frozenset[int] = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
+# Of those, the answers about the bind's rate alone, never the message: retried without
+# spending one of its attempts, so hours of throttling fail nothing. Not ESME_RMSGQFUL unless
+# a carrier lists it: SMSCs mean a subscriber's full queue by it too, which a retry every
+# second for ever would not empty.
+PACING: frozenset[int] = frozenset({CommandStatus.ESME_RTHROTTLED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,7 @@ class StatusPolicy:
 
     temporary: frozenset[int] = _TEMPORARY
     throttling: frozenset[int] = THROTTLING
+    pacing: frozenset[int] = PACING
 
     @classmethod
     def of(
@@ -107,13 +113,15 @@ class StatusPolicy:
         throttling: Iterable[int] = (),
     ) -> StatusPolicy:
         """The spec's reading, but `temporary` retried, `permanent` failed at once and
-        `throttling` retried with the bind slowed down; a code in one list is in no other."""
+        `throttling` retried with the bind slowed down, without spending an attempt; a code in
+        one list is in no other."""
         temporary, permanent, throttling = set(temporary), set(permanent), set(throttling)
         if temporary & permanent or temporary & throttling or permanent & throttling:
             raise ValueError("a command_status can be read one way only")
         return cls(
             frozenset((_TEMPORARY - permanent) | temporary | throttling),
             frozenset((THROTTLING - permanent - temporary) | throttling),
+            frozenset((PACING - permanent - temporary) | throttling),
         )
 
     def classify(self, command_status: int) -> StatusClass:
