@@ -211,10 +211,10 @@ class AdaptiveRate:
 
     def throttled(self, *, now: float, sent_at: float) -> bool:
         """A throttling answer arrived for a send made at `sent_at`; True if it slowed us down."""
+        if sent_at < self.slowed_at:  # sent at the old rate: its answer is no news
+            return False
         self._roll(now)
         self._throttles[0] += 1
-        if sent_at < self.slowed_at:
-            return False
         throttles = sum(self._throttles)
         if throttles < SPORADIC_MIN_THROTTLES or throttles < SPORADIC_SHARE * sum(self._sent):
             return False
@@ -225,6 +225,10 @@ class AdaptiveRate:
             self._window = window
             self._ceiling = rate
         window.set_limit(window.limit // 2)
+        # The share is judged again on what the new rate draws: the burst that slowed it
+        # down, still in the span, would make one sporadic answer halve it again.
+        self._sent = deque([0], maxlen=SPORADIC_SPAN_S)
+        self._throttles = deque([0], maxlen=SPORADIC_SPAN_S)
         self.slowed_at = now
         self.paused_until = now + self._backoff_s
         self._recover_at = self.paused_until + self._backoff_s

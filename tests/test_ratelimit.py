@@ -175,6 +175,28 @@ def test_sporadic_throttling_does_not_slow_the_bind() -> None:
     assert rate.limit == SlidingWindow.for_rate(5000).limit // 2
 
 
+def test_after_a_slow_down_sporadic_throttling_does_not_slow_it_again() -> None:
+    """A burst halves the rate; then one answer in a hundred sends is sporadic again: the
+    burst, still within the 10 s span, is not counted towards the next one's share."""
+    rate = AdaptiveRate(100, backoff_s=1.0)
+    for i in range(500):  # 5 s at the cap
+        rate.record(i / 100)
+    burst = [rate.throttled(now=5.0, sent_at=4.99) for _ in range(30)]
+    assert burst.count(True) == 1
+    assert rate.limit == 50
+    now, sent, slowed = 6.0, 0, []
+    while now < 12.0:
+        if rate.allows(now):
+            rate.record(now)
+            sent += 1
+            if sent % 100 == 0:
+                slowed.append(rate.throttled(now=now + 0.05, sent_at=now))
+        now += 0.001
+    assert len(slowed) >= 3
+    assert not any(slowed)
+    assert (rate.limit or 0) > 50  # recovering, not halved again
+
+
 def test_at_low_rates_a_few_throttling_answers_slow_the_bind() -> None:
     """Five answers in twenty sends are far past the share: the fifth slows the bind."""
     rate = AdaptiveRate(50, backoff_s=1.0)
