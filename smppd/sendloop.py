@@ -57,7 +57,7 @@ from smppd.queue.model import (
     Submitted,
     Unknown,
 )
-from smppd.ratelimit import SenderRates, SlidingWindow
+from smppd.ratelimit import SenderRates
 from smppd.session import SubmitResult
 
 log = structlog.get_logger(__name__)
@@ -603,9 +603,8 @@ class CarrierSendLoop:
         to the queue."""
         generation = self._generation
         for i, segment in enumerate(segments):
-            window = self._senders.windows.get(segment.source)
             try:
-                sent = await self._send(segment, window, generation)
+                sent = await self._send(segment, generation)
             except BaseException:  # cancelled: what was not sent goes back, or it is never recorded
                 self._hand_back_unsent(segments[i:])
                 raise
@@ -613,8 +612,7 @@ class CarrierSendLoop:
                 self._hand_back_unsent(segments[i:])
                 return False
             if sent is _DEFERRED:
-                assert window is not None
-                self._defer(segment, window)
+                self._defer(segment)
             elif sent is _WITHDRAWN:  # the store keeps it cancelled, or the next claim expires it
                 now = self._clock()
                 self._add(Deferred(segment.segment_id, now), now, sent=False)
@@ -634,9 +632,7 @@ class CarrierSendLoop:
         if self._claimed <= 0:
             self._all_recorded.set()
 
-    async def _send(
-        self, segment: ClaimedSegment, window: SlidingWindow | None, generation: int
-    ) -> _Send:
+    async def _send(self, segment: ClaimedSegment, generation: int) -> _Send:
         """Submit on the first bind with room; _STOPPED only once stopping or handing back
         (`generation` is past); _DEFERRED when the sender's own rate says not now; _WITHDRAWN
         when it was cancelled, or its validity ran out, before there was room.
@@ -650,6 +646,7 @@ class CarrierSendLoop:
         limit = self._limit(segment)
         urgent = _is_urgent(segment)
         waiting = False  # counted in _urgent_waiting
+        senders = self._senders
         try:
             while True:
                 if self._stopping or generation != self._generation:
@@ -669,6 +666,8 @@ class CarrierSendLoop:
                     self._room.clear()
                     await self._room.wait()
                     continue
+                # Read at each pass: a reload may have given the sender another rate.
+                window = senders.windows.get(segment.source) if senders.windows else None
                 if window is None:
                     if self._try_send(segment):
                         return _SENT
@@ -692,13 +691,17 @@ class CarrierSendLoop:
         if not self._urgent_waiting:
             self._urgent_passed.set()
 
-    def _defer(self, segment: ClaimedSegment, window: SlidingWindow) -> None:
+    def _defer(self, segment: ClaimedSegment) -> None:
         """Back to the queue for the sender's next free slot; later ones queue up behind it at
         the sender's rate, so they return spaced out rather than all at once."""
         now = self._monotonic()
         next_slot = self._senders.next_slot
-        slot = max(window.ready_at(now), next_slot.get(segment.source, 0.0))
-        next_slot[segment.source] = slot + window.period_s / window.limit
+        window = self._senders.windows.get(segment.source)
+        if window is None:  # uncapped since _send saw its window: due now
+            slot = now
+        else:
+            slot = max(window.ready_at(now), next_slot.get(segment.source, 0.0))
+            next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
         wall = self._clock()  # the queue keeps wall-clock times
         deferred = Deferred(segment.segment_id, wall + (slot - now))

@@ -540,6 +540,71 @@ class ManualPort:
             await self.submitted.wait()
 
 
+class OneSlotPort(ManualPort):
+    """A bind with room for `room` submits, then none until the test gives it more."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.more = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.interrupted = False
+
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        if len(self.futures) >= self.room:
+            return False
+        return super().try_send(body, on_result)
+
+    async def wait_ready(self) -> None:
+        while len(self.futures) >= self.room and not self.interrupted:
+            self.waiting.set()
+            self.more.clear()
+            await self.more.wait()
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.more.set()
+
+    def give(self, room: int) -> None:
+        self.room += room
+        self.more.set()
+
+
+async def test_a_segment_waiting_for_a_bind_is_rated_on_the_senders_rate_of_now() -> None:
+    """A reload lowers a sender's cap while its segment waits for a bind: the send counts in
+    the new window (counted in the old one, which nothing reads any more, the new cap would
+    let another through at once)."""
+    clock, monotonic = Clock(), Clock()
+    monotonic.now = 0.0
+    rates = SenderRates({"SMPPD": 10})
+    queue = MemoryQueue()
+    await queue.enqueue([message("a"), message("b")], now=clock())
+    port = OneSlotPort(room=1)
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=5,
+        max_unrecorded=10,
+        policy=RetryPolicy(),
+        clock=clock,
+        sender_rates=rates,
+        monotonic=monotonic,
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.waiting.wait()  # "a" went; "b" waits for room
+        monotonic.now = 5.0
+        rates.set_tps({"SMPPD": 1})
+        port.give(1)
+        await port.wait_for(2)
+    assert not rates.windows["SMPPD"].allows(5.0)  # "b" is in the 1/s window
+    loop.stop()
+    for future in port.futures:
+        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+
+
 class GatedQueue(MemoryQueue):
     """A queue whose first record call waits for the gate; every call is noted."""
 
