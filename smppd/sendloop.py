@@ -697,15 +697,18 @@ class CarrierSendLoop:
         now = self._monotonic()
         next_slot = self._senders.next_slot
         window = self._senders.windows.get(segment.source)
+        urgent = _is_urgent(segment)
         if window is None:  # uncapped since _send saw its window: due now
             slot = now
+        elif urgent:  # the next free send, not behind the sender's bulk lined up for later
+            slot = window.ready_at(now)
         else:
             slot = max(window.ready_at(now), next_slot.get(segment.source, 0.0))
             next_slot[segment.source] = slot + window.period_s / window.limit
         self.deferred += 1
         wall = self._clock()  # the queue keeps wall-clock times
         deferred = Deferred(segment.segment_id, wall + (slot - now))
-        self._add(deferred, wall, sent=False, urgent=_is_urgent(segment))
+        self._add(deferred, wall, sent=False, urgent=urgent)
 
     def _done(self, segment: ClaimedSegment, result: SubmitResult) -> None:
         learner = self._learner

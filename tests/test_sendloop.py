@@ -27,9 +27,11 @@ from smppd.queue import MessageState, NewMessage, SegmentState
 from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import (
+    URGENT_PRIORITY,
     Change,
     Claim,
     ClaimedSegment,
+    Deferred,
     Failed,
     Outcome,
     ReceiptIn,
@@ -599,6 +601,64 @@ async def test_a_segment_waiting_for_a_bind_is_rated_on_the_senders_rate_of_now(
         port.give(1)
         await port.wait_for(2)
     assert not rates.windows["SMPPD"].allows(5.0)  # "b" is in the 1/s window
+    loop.stop()
+    for future in port.futures:
+        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+
+
+class DeferralsQueue(MemoryQueue):
+    """A queue that notes when each deferred segment is to come back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deferred: dict[int, float] = {}
+        self.recorded = asyncio.Event()
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        changes = await super().record(outcomes, now=now)
+        for outcome in outcomes:
+            if isinstance(outcome, Deferred):
+                self.deferred[outcome.segment_id] = outcome.next_attempt_at
+        self.recorded.set()
+        return changes
+
+
+async def test_an_urgent_message_of_a_capped_sender_is_not_lined_up_behind_its_bulk() -> None:
+    """A sender capped at 2/s with 40 bulk messages: 38 are deferred one behind the other, the
+    last 19 s away. Its OTP, deferred too (the window is full), comes back at the sender's next
+    free send, not behind them."""
+    clock, monotonic = Clock(), Clock()
+    monotonic.now = 0.0
+    queue = DeferralsQueue()
+    bulk = await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(40)], now=T0)
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=50,
+        max_unrecorded=100,
+        policy=RetryPolicy(),
+        clock=clock,
+        sender_rates=SenderRates({"SMPPD": 2}),
+        monotonic=monotonic,
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while len(queue.deferred) < 38:
+            queue.recorded.clear()
+            await queue.recorded.wait()
+        (otp,) = await queue.enqueue([message("otp", priority=URGENT_PRIORITY)], now=T0)
+        loop.wake(urgent_at=T0)
+        while len(queue.deferred) < 39:
+            queue.recorded.clear()
+            await queue.recorded.wait()
+    assert len(port.futures) == 2
+    lined_up = sorted(queue.deferred[segment_id(m.message_id, 0)] for m in bulk[2:])
+    assert lined_up[-1] >= T0 + 18.5
+    otp_back = queue.deferred[segment_id(otp.message_id, 0)]
+    assert otp_back <= T0 + 1.1  # when the first of the two sends leaves the window
     loop.stop()
     for future in port.futures:
         future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
