@@ -546,7 +546,7 @@ async def test_finished_reads_back_the_client_s_ended_messages_with_a_cursor() -
     ]
     assert page["more"] is False
     assert isinstance(theirs[0], SubmitReply)
-    last = (page["messages"][1]["finished_at"], theirs[0].id)  # the clock stood still
+    last = (page["messages"][1]["finished_at"], ids[1])  # guest's finished before it
     assert page["next"] == finished_token(last)
     after = await gw.finished(CLIENT, parse_finished_token(page["next"]), 100)
     assert after == {"messages": [], "next": page["next"], "more": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -1042,15 +1043,16 @@ async def test_receipts_overdue_after_a_step_back_wait_until_the_message_is_that
 
 
 async def test_finishing_after_the_wall_clock_stepped_back_keeps_the_order(store: Queue) -> None:
-    """A message finishing after the clock went back 60 s takes the latest finished_at, so a
-    cursor taken before the step still reads it, after the one that finished first."""
+    """A message finishing after the clock went back 60 s finishes just after the latest, so
+    a cursor taken before the step still reads it, after the one that finished first, even
+    with a lower id (an equal finished_at would sort it by id, behind the cursor)."""
     first, second = await store.enqueue([message(ref="1"), message(ref="2")], now=T0)
-    await store.cancel(first.message_id, "otp", now=T0 + 100)
+    await store.cancel(second.message_id, "otp", now=T0 + 100)
     page = await store.finished_since(FINISHED_START, client="otp", limit=10)
-    await store.cancel(second.message_id, "otp", now=T0 + 40)  # the clock stepped back
+    await store.cancel(first.message_id, "otp", now=T0 + 40)  # the clock stepped back
     after = await store.finished_since(page.cursor, client="otp", limit=10)
     assert [(f.message_id, f.finished_at) for f in after.messages] == [
-        (second.message_id, T0 + 100)
+        (first.message_id, math.nextafter(T0 + 100, math.inf))
     ]
 
 
@@ -1060,13 +1062,16 @@ async def test_the_latest_finish_is_known_again_after_a_reopen(tmp_path: Path) -
     queue = await open_queue("sqlite", tmp_path / "queue.db")
     try:
         first, second = await queue.enqueue([message(), message()], now=T0)
-        await queue.cancel(first.message_id, "otp", now=T0 + 100)
+        await queue.cancel(second.message_id, "otp", now=T0 + 100)
     finally:
         await queue.close()
     queue = await open_queue("sqlite", tmp_path / "queue.db")
     try:
-        await queue.cancel(second.message_id, "otp", now=T0 + 40)
+        await queue.cancel(first.message_id, "otp", now=T0 + 40)
         status = (await queue.finished_since(FINISHED_START, client="otp", limit=10)).messages
-        assert [f.finished_at for f in status] == [T0 + 100, T0 + 100]
+        assert [(f.message_id, f.finished_at) for f in status] == [
+            (second.message_id, T0 + 100),
+            (first.message_id, math.nextafter(T0 + 100, math.inf)),
+        ]
     finally:
         await queue.close()

@@ -53,6 +53,7 @@ from smppd.queue.model import (
     Submitted,
     Unknown,
     claimed_on_arrival,
+    finish_after,
     segment_id,
     segment_index,
     sibling_ids,
@@ -175,7 +176,7 @@ class MemoryQueue:
             )
 
     def _finish_time(self, now: float) -> float:
-        self._last_finished_at = max(self._last_finished_at, now)
+        self._last_finished_at = finish_after(self._last_finished_at, now)
         return self._last_finished_at
 
     def _siblings(self, message: _Message) -> list[_Segment]:

@@ -7,6 +7,7 @@ codec. Times are epoch seconds passed in by the caller.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import field
 from enum import StrEnum
@@ -367,6 +368,16 @@ PARTS_KEPT_S: Final = 7 * 86_400.0
 # Where a page of finished messages ended: (finished_at, message_id) of the last one looked at.
 FinishedCursor = tuple[float, int]
 FINISHED_START: Final[FinishedCursor] = (float("-inf"), 0)
+
+
+def finish_after(last: float, now: float) -> float:
+    """The finished_at of a message finishing at `now` when the last one finished at `last`:
+    `now`, or just after `last` when that is not before it (a clock stepped back, a write that
+    waited while a later-stamped one committed). Never equal: within a tie pages go by id, and
+    a message finishing later with a lower id would sort behind a cursor already past it."""
+    return now if now > last else math.nextafter(last, math.inf)
+
+
 # A page of finished messages looks at this many times its limit at most, whoever's they are,
 # so that a client with few messages among many does not make one call scan them all.
 FINISHED_LOOK_AHEAD: Final = 10

@@ -18,7 +18,7 @@ from itertools import chain
 from typing import Any, Final
 
 from smppd.queue.counts import CountKey, SegmentCounts
-from smppd.queue.model import Change, message_id_of, segment_id
+from smppd.queue.model import Change, finish_after, message_id_of, segment_id
 from smppd.queue.optout_filter import OptOutFilter
 from smppd.queue.states import (
     FINAL_STATES,
@@ -352,8 +352,9 @@ class Batch:
         self._reopened.clear()
 
     def finish_time(self, now: float) -> float:
-        """The finished_at of a message finishing at `now`: never before the last one."""
-        self.last_finished_at = max(self.last_finished_at, now)
+        """The finished_at of a message finishing at `now`: after the last one (see
+        model.finish_after)."""
+        self.last_finished_at = finish_after(self.last_finished_at, now)
         return self.last_finished_at
 
     def flush_inserts(self) -> None:
