@@ -12,6 +12,7 @@ import textwrap
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from queue_support import CARRIER, T0, expired_by_receipt_then_answered_late, message, peek
@@ -1027,6 +1028,29 @@ def test_a_disk_io_error_opening_a_queue_on_a_full_file_system_says_so(
     assert isinstance(error, StorageFullError)
     assert str(error) == (
         f"queue storage: disk I/O error: no space left on the file system of {path.parent}"
+    )
+
+
+async def test_a_queue_this_user_cannot_write_is_refused_at_open(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file readable but not writable (restored as another owner, mode 0644) opens
+    read-only without a word: refused at open, saying what to check, rather than a daemon
+    that starts and fails every write. (As SQLite opens such a file: read-only.)"""
+    async with await SqliteQueue.open(path) as store:
+        await store.enqueue([message()], now=T0)
+    connect = sqlite3.connect
+
+    def read_only(database: object, **kwargs: Any) -> sqlite3.Connection:
+        db: sqlite3.Connection = connect(f"file:{database}?mode=ro", uri=True, **kwargs)
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    with pytest.raises(QueueError) as info:
+        await SqliteQueue.open(path)
+    assert str(info.value) == (
+        f"queue storage: attempt to write a readonly database: {path} (or its -wal, -shm or"
+        " directory) cannot be written by this user: check their owner and mode"
     )
 
 

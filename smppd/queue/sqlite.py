@@ -163,7 +163,13 @@ def open_error(exc: sqlite3.Error, path: str | PathLike[str]) -> QueueError:
     it grows the WAL index (its -shm file) at open as a disk I/O error, which sends an SRE to
     the hardware; with next to no space left there it is said to be that."""
     error = translate(exc)
-    if type(error) is QueueError and _primary_code(exc) == sqlite3.SQLITE_IOERR:
+    if _primary_code(exc) == sqlite3.SQLITE_READONLY:
+        error = QueueError(
+            f"queue storage: {exc}: {path} (or its -wal, -shm or directory) cannot be written"
+            " by this user: check their owner and mode"
+        )
+        error.__cause__ = exc
+    elif type(error) is QueueError and _primary_code(exc) == sqlite3.SQLITE_IOERR:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             free = os.statvfs(directory)
@@ -871,6 +877,13 @@ async def _connect(
     def setup(db: sqlite3.Connection) -> None:
         _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
         migrate(db)
+        # A file this user may read but not write opens read-only without a word (restored
+        # from a backup as root, say): every write would fail while the daemon looked up.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM messages WHERE 0")
+        finally:
+            db.execute("ROLLBACK")
 
     conn, db = await _open(path, setup, cached_statements=256)
     try:
