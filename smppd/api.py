@@ -1135,6 +1135,8 @@ def _is_socket(path: Path) -> bool:
         info = path.lstat()
     except FileNotFoundError:
         return False
+    except OSError as exc:  # a directory on the way this user may not enter, say
+        raise ApiServerError(f"{path}: cannot use the API socket path: {exc}") from exc
     if not stat.S_ISSOCK(info.st_mode):
         raise ApiServerError(f"{path} exists and is not a socket; refusing to replace it")
     return True

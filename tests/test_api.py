@@ -915,6 +915,18 @@ async def test_a_path_that_is_not_a_socket_is_never_removed() -> None:
         assert path.read_text() == "precious"
 
 
+async def test_a_socket_path_that_cannot_be_looked_at_is_a_clear_error() -> None:
+    """A directory on the way that is a file (or that this user may not enter): an
+    ApiServerError naming the path and why, not a traceback."""
+    with short_tmpdir() as directory:
+        (directory / "run").write_text("")
+        path = directory / "run" / "api.sock"
+        server = ApiServer(ApiSettings(socket=path), ClientTable(any_uid=DEMO), FakeService())
+        with pytest.raises(ApiServerError) as info:
+            await server.start()
+        assert str(info.value).startswith(f"{path}: cannot use the API socket path: [Errno 20]")
+
+
 async def test_a_socket_in_use_is_not_taken_over() -> None:
     """A second server on a live socket refuses to start; the first keeps serving."""
     async with running_server() as first:
