@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,6 +67,10 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # SIGHUP's default ends the process, and systemd's Restart=on-failure takes that for a
+    # clean exit: ignored until the daemon's handler takes over (a reload asked before the
+    # config is read has nothing to do).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from smppd.config import ConfigError  # noqa: PLC0415
 
     # Imported here: the daemon pulls in everything, and the other commands need none of it.

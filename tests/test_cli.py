@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 import time
 import types
@@ -112,6 +113,25 @@ def test_run_hands_the_config_path_to_the_daemon(
     monkeypatch.setitem(sys.modules, "smppd.daemon", daemon)
     assert main(["run", "-c", str(tmp_path / "x.yaml")]) == 3
     assert seen == [tmp_path / "x.yaml"]
+
+
+def test_run_ignores_sighup_until_the_daemon_handles_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGHUP (a scripted reload) while the daemon is still importing or reading its config
+    must not end it: systemd's Restart=on-failure would take that for a clean exit."""
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: dispositions.append((sig, handler)))
+    dispositions: list[tuple[int, object]] = []
+
+    def run(path: Path) -> int:
+        assert dispositions == [(signal.SIGHUP, signal.SIG_IGN)]  # before the daemon runs
+        return 0
+
+    daemon = types.ModuleType("smppd.daemon")
+    daemon.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "smppd.daemon", daemon)
+    assert main(["run", "-c", str(tmp_path / "x.yaml")]) == 0
+    assert dispositions == [(signal.SIGHUP, signal.SIG_IGN)]
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
