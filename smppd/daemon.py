@@ -755,6 +755,14 @@ class Daemon:
 
     # --- run -------------------------------------------------------------------------------
 
+    async def _read_back(self) -> int:
+        """What the last run left: daily counts, learned id formats, segments in flight (how
+        many, to be resent)."""
+        await self._load_caps(self.caps)
+        self._kept_id_formats = await self.queue.id_formats()
+        await self._rekey_by_format(self.config.carriers)  # what an earlier run held
+        return await self.queue.recover(now=time.time())
+
     async def run(self) -> int:
         """Serve until asked to stop; QueueError if the queue cannot be read or recovered."""
         self._signals.install()
@@ -767,10 +775,8 @@ class Daemon:
         self._api = api
         metrics_server = None
         try:
-            await self._load_caps(self.caps)
-            self._kept_id_formats = await self.queue.id_formats()
-            await self._rekey_by_format(self.config.carriers)  # what an earlier run held
-            recovered = await self.queue.recover(now=time.time())
+            # Scans of the whole store, as long as its open on a large one: more start time.
+            recovered = await extending_start(self.notifier, self._read_back())
             if recovered:
                 log.warning("resending segments left in flight by the last run", segments=recovered)
             if self._stop.is_set():
@@ -1198,8 +1204,9 @@ class Daemon:
 
 
 _T = TypeVar("_T")
-# Start time asked of systemd while the queue opens, again every third of it: a migration of a
-# large file can outlast TimeoutStartSec, and a start killed half way would restart into it.
+# Start time asked of systemd while the queue opens and is read back, again every third of it:
+# a migration of a large file can outlast TimeoutStartSec, and a start killed half way would
+# restart into it.
 OPEN_EXTEND_S: Final = 60.0
 
 

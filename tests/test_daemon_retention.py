@@ -84,6 +84,38 @@ async def test_housekeeping_and_the_watchdog_go_on_while_a_purge_runs(
         retention.cancel()
 
 
+class SlowRecoverQueue(MemoryQueue):
+    """A store whose read-back of what the last run left in flight takes until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recovering = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def recover(self, *, now: float) -> int:
+        self.recovering.set()
+        await self.release.wait()
+        return await super().recover(now=now)
+
+
+async def test_reading_back_the_last_run_asks_for_more_start_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scans before READY (daily counts, segments left in flight) take as long as the open
+    on a large store: systemd is asked for more start time while they run, as for the open."""
+    queue = SlowRecoverQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    asked: list[float] = []
+    monkeypatch.setattr(daemon.notifier, "extend_timeout", asked.append)
+    async with asyncio.timeout(5):
+        running = asyncio.create_task(daemon.run())
+        await queue.recovering.wait()
+        assert asked == [daemon_module.OPEN_EXTEND_S]
+        daemon._stop.set()  # a SIGTERM meanwhile: it stops before serving
+        queue.release.set()
+        assert await running == 0
+
+
 async def test_the_expiry_sweep_starts_over_when_the_wall_clock_steps_back() -> None:
     """The sweep that expires waiting messages (their carrier down) goes on from where it got
     to; after an hour's step back, a message whose validity ends before that point with the
