@@ -264,6 +264,8 @@ class InboundHandler:
         # The national tables of held parts that named any, by (group, seq): a part's own,
         # which its group (equal whatever the tables) does not tell.
         self._part_shifts: dict[tuple[PartGroup, int], Shift] = {}
+        # Long messages a put-back completed (see _put_back), to be stored.
+        self._completed: list[tuple[PartGroup, list[tuple[int, bytes]]]] = []
         self._parts_restored = False
         self._restore_lock = asyncio.Lock()
         self._auto_reply = auto_reply
@@ -465,15 +467,24 @@ class InboundHandler:
             )
             if not shift.is_default:
                 self._part_shifts.setdefault((group, part.seq), shift)
+            fresh = not self._parts.holds(group, part)  # not a repeat of one held
             parts = self._parts.add(group, part, now=self._monotonic())
             # What the part pushed out is stored first: that may be an older group of its own
             # key, whose held rows must be gone before this part's row joins them.
             await self.store_incomplete(now)
-            if parts is None:
+            # Held unless another delivery completed its message meanwhile (and took the
+            # group's held rows with it: this row would outlive it) or its group was given up.
+            if parts is None and self._parts.holds(group, part):
                 self.counters.parts_held += 1
                 # On disk before the SMSC has its deliver_sm_resp, like a whole message.
                 held = InboundPart(group, part.seq, part.data, now, seen)
-                await self._queue.hold_inbound_part(held)
+                try:
+                    await self._queue.hold_inbound_part(held)
+                except BaseException:
+                    if fresh:  # answered an error, so delivered again: not pending meanwhile
+                        self._parts.discard(group, part)
+                        self._part_shifts.pop((group, part.seq), None)
+                    raise
         else:
             await self.store_incomplete(now)
         if group is None:
@@ -505,6 +516,19 @@ class InboundHandler:
         await self._restore_parts()
         if now is None:
             now = self._clock()
+        while self._completed:
+            whole, numbered = self._completed.pop()
+            shifts = self._shifts_of(whole, numbered)
+            try:
+                await self._store_group(whole, numbered, now, complete=True)
+            except BaseException as exc:
+                self._put_back(whole, numbered, shifts)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error(
+                    "storing a long inbound message failed; its parts are kept", error=str(exc)
+                )
+                break
         for dropped in self._parts.expire(now=self._monotonic()):
             group = dropped.key
             assert isinstance(group, PartGroup)
@@ -580,13 +604,17 @@ class InboundHandler:
     def _put_back(
         self, group: PartGroup, parts: list[tuple[int, bytes]], shifts: dict[int, Shift]
     ) -> None:
-        """Parts a failed store took from the reassembler, pending there again."""
+        """Parts a failed store took from the reassembler, pending there again; should they
+        complete their group (its last part came meanwhile), it is stored as a whole with the
+        next incomplete ones."""
         for seq, data in parts:
-            self._parts.add(
-                group, ConcatPart(group.ref, group.total, seq, data), now=self._monotonic()
-            )
             if seq in shifts:
                 self._part_shifts.setdefault((group, seq), shifts[seq])
+            done = self._parts.add(
+                group, ConcatPart(group.ref, group.total, seq, data), now=self._monotonic()
+            )
+            if done is not None:
+                self._completed.append((group, list(enumerate(done, 1))))
 
     def _group_text(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> str:
         """The text of a long message's parts, each read with its own national tables."""

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,14 @@ from smppd.pdu.udh import build_concat_udh
 from smppd.queue.base import Queue
 from smppd.queue.errors import StorageFullError
 from smppd.queue.memory import MemoryQueue
-from smppd.queue.model import Enqueued, InboundIn, NewMessage, Submitted
+from smppd.queue.model import (
+    Enqueued,
+    InboundIn,
+    InboundPart,
+    NewMessage,
+    PartGroup,
+    Submitted,
+)
 from smppd.queue.sqlite import SqliteQueue
 from smppd.redelivery import Redeliveries
 from smppd.service import Event
@@ -1029,6 +1037,101 @@ async def test_an_incomplete_long_mo_that_failed_to_store_is_stored_when_it_expi
     await inbound.store_incomplete()
     assert [(m.text, m.complete) for m in await queue.inbound_since(0)] == [("Hello, ", False)]
     assert await queue.held_inbound_parts("fake") == []
+
+
+class OutageStore(MemoryQueue):
+    """While `outage` is set, holding a part fails at once and storing an MO fails once
+    `part_refused` is set (the store of a timed-out message ends after the late part's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outage = False
+        self.part_refused = asyncio.Event()
+        self.storing = asyncio.Event()
+
+    async def hold_inbound_part(self, part: InboundPart) -> None:
+        if self.outage:
+            self.part_refused.set()
+            raise StorageFullError("disk full")
+        await super().hold_inbound_part(part)
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        if self.outage:
+            self.storing.set()
+            await self.part_refused.wait()
+            raise StorageFullError("disk full")
+        return await super().store_inbound(inbound)
+
+
+async def test_a_late_part_refused_in_an_outage_does_not_complete_its_message_unseen() -> None:
+    """In a storage outage, storing a timed-out part 1 fails while the late part 2 is refused
+    (its hold fails: the SMSC delivers it again). Part 2 is not left pending meanwhile: put
+    back, part 1 would complete the message with it, and the whole text was dropped there
+    (the redelivered part 2 then began a message of its own, stored as a fragment)."""
+    queue = OutageStore()
+    events: list[Event] = []
+    now = [T0]
+    inbound = handler(queue, events, now)
+    assert await inbound(part_pdu("447700900001", 1, b"Your code ")) == 0
+    now[0] += 11.0  # part 2 is late: part 1 times out
+    queue.outage = True
+    housekeeping = asyncio.ensure_future(inbound.store_incomplete())
+    await queue.storing.wait()
+    with pytest.raises(StorageFullError):
+        await inbound(part_pdu("447700900001", 2, b"is 1234"))
+    await housekeeping  # its store failed too; part 1 is kept
+    queue.outage = False
+    assert await inbound(part_pdu("447700900001", 2, b"is 1234")) == 0  # the SMSC again
+    now[0] += 11.0
+    await inbound.store_incomplete()
+    stored = [(m.text, m.complete) for m in await queue.inbound_since(0)]
+    assert stored == [("Your code is 1234", True)]
+    assert [(e.data["text"], e.data["complete"]) for e in events] == stored
+    assert await queue.held_inbound_parts("fake") == []
+
+
+async def test_a_put_back_that_completes_a_long_mo_stores_it_whole() -> None:
+    """A failed store puts its parts back; when that completes their message (its last part
+    came meanwhile and was held), the message is stored whole with the next pass."""
+    queue = OutageStore()
+    now = [T0]
+    inbound = handler(queue, [], now)
+    assert await inbound(part_pdu("447700900001", 1, b"Hello, ")) == 0
+    now[0] += 11.0
+    expired = inbound._parts.expire(now=now[0])  # taken out to be stored, as housekeeping does
+    ((seq, data),) = expired[0].parts
+    assert await inbound(part_pdu("447700900001", 2, b"world")) == 0  # held, a group anew
+    group = expired[0].key
+    assert isinstance(group, PartGroup)
+    inbound._put_back(group, [(seq, data)], {})  # that store failed
+    await inbound.store_incomplete()
+    assert [(m.text, m.complete) for m in await queue.inbound_since(0)] == [("Hello, world", True)]
+    assert await queue.held_inbound_parts("fake") == []
+
+
+async def test_a_part_is_not_held_after_another_delivery_stored_its_message() -> None:
+    """Parts 1 and 2 arrive together while an older group is due: part 1 waits for that
+    group's store; part 2 completes and stores the message, taking the held rows. Part 1's
+    row, written after, would outlive the message and come back after a restart as a
+    fragment of it."""
+    with tempfile.TemporaryDirectory() as directory:
+        queue = await SqliteQueue.open(Path(directory) / "queue.db")
+        try:
+            events: list[Event] = []
+            now = [T0]
+            inbound = handler(queue, events, now)
+            assert await inbound(part_pdu("447700900009", 1, b"never completed")) == 0
+            now[0] += 20.0  # that group is past its timeout; no housekeeping pass yet
+            both = await asyncio.gather(
+                inbound(part_pdu("447700900001", 1, b"Hello ")),
+                inbound(part_pdu("447700900001", 2, b"world")),
+            )
+            assert list(both) == [0, 0]
+            texts = [(e.data["text"], e.data["complete"]) for e in events]
+            assert texts == [("never completed", False), ("Hello world", True)]
+            assert await queue.held_inbound_parts("fake") == []
+        finally:
+            await queue.close()
 
 
 class GatedStore(MemoryQueue):

@@ -280,3 +280,19 @@ def test_reassembly_property(message: bytes, size: int, rng: random.Random) -> N
     # A duplicate arriving after completion starts a new group, which never completes.
     assert len(completed) == 1
     assert b"".join(completed[0]) == message
+
+
+def test_a_discarded_part_leaves_its_group_as_it_was() -> None:
+    """discard() takes a part back out (refused after all): the group waits for it again,
+    holds() says so, its bytes no longer count, and a group left empty is gone."""
+    reassembler = Reassembler(max_bytes=10)
+    first, second = ConcatPart(7, 2, 1, b"12345"), ConcatPart(7, 2, 2, b"67890")
+    assert reassembler.add("k", first, now=0.0) is None
+    assert reassembler.holds("k", first)
+    assert not reassembler.holds("k", second)
+    reassembler.discard("k", first)
+    assert not reassembler.holds("k", first)
+    assert len(reassembler) == 0
+    assert reassembler.add("k", second, now=1.0) is None
+    assert reassembler.add("k", first, now=2.0) == [b"12345", b"67890"]  # all 10 bytes fit
+    assert reassembler.expire(now=100.0) == []

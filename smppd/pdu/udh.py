@@ -240,6 +240,24 @@ class Reassembler:
         self._bytes -= pending.size
         return [pending.parts[seq] for seq in range(1, part.total + 1)]
 
+    def holds(self, key: Hashable, part: ConcatPart) -> bool:
+        """Whether `part`'s group is pending with a part of its seq (not completed, dropped or
+        given up since it was added)."""
+        pending = self._pending.get((key, part.ref, part.total))
+        return pending is not None and part.seq in pending.parts
+
+    def discard(self, key: Hashable, part: ConcatPart) -> None:
+        """Take `part` out of its pending group again (it was refused after all: its sender
+        delivers it again)."""
+        group_key = (key, part.ref, part.total)
+        pending = self._pending.get(group_key)
+        if pending is None or (data := pending.parts.pop(part.seq, None)) is None:
+            return
+        pending.size -= len(data)
+        self._bytes -= len(data)
+        if not pending.parts:
+            del self._pending[group_key]
+
     def expire(self, *, now: float) -> list[DroppedGroup]:
         """Drop groups started `timeout_s` or more before `now`; return them and any evicted."""
         deadline = now - self._timeout_s
