@@ -367,7 +367,7 @@ class InboundHandler:
     async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
         redeliveries = self._redeliveries
         if redeliveries is None or redeliveries.window_s <= 0:
-            return await self._store_mo(pdu)
+            return await _to_its_end(self._store_mo(pdu))
         key = fingerprint(pdu)
         if not redeliveries.restored:
             await self._restore_seen(redeliveries)
@@ -386,21 +386,24 @@ class InboundHandler:
                 )
             return CommandStatus.ESME_ROK
         storing = self._storing[key] = asyncio.get_running_loop().create_future()
-        try:
-            status = await self._store_mo(pdu, Seen(key, self._clock() + redeliveries.window_s))
-        except BaseException as exc:
-            redeliveries.forget(key)  # answered an error: the SMSC's next try is taken
-            if isinstance(exc, asyncio.CancelledError):
+        store = asyncio.ensure_future(
+            self._store_mo(pdu, Seen(key, self._clock() + redeliveries.window_s))
+        )
+
+        def stored(store: asyncio.Future[int]) -> None:
+            del self._storing[key]
+            if store.cancelled():
+                redeliveries.forget(key)
                 storing.cancel()
-            else:
+            elif (exc := store.exception()) is not None:
+                redeliveries.forget(key)  # answered an error: the SMSC's next try is taken
                 storing.set_exception(exc)
                 storing.exception()  # retrieved: a redelivery waiting is told, or nobody is
-            raise
-        else:
-            storing.set_result(status)
-            return status
-        finally:
-            del self._storing[key]
+            else:
+                storing.set_result(store.result())
+
+        store.add_done_callback(stored)
+        return await asyncio.shield(storing)
 
     def _is_keyword(self, pdu: DeliverSm | DataSm) -> bool:
         """Whether `pdu` is a whole MO that reads as a keyword. One is never taken for a
@@ -716,6 +719,20 @@ class InboundHandler:
             await self._queue.remove_optout(sender_id, number)
         self.counters.optins += 1
         log.info("opt-in recorded", sender=sender, number=number)
+
+
+async def _to_its_end(storing: Awaitable[int]) -> int:
+    """`storing`'s result; should the handler be cancelled meanwhile (its bind gone, say), the
+    store goes on: a write once queued commits, and the message it stored must still have its
+    event published (and its fingerprint kept, so the SMSC's redelivery is told apart)."""
+    store = asyncio.ensure_future(storing)
+    store.add_done_callback(_retrieved)
+    return await asyncio.shield(store)
+
+
+def _retrieved(store: asyncio.Future[int]) -> None:
+    if not store.cancelled():
+        store.exception()  # a cancelled handler's store that failed: the SMSC tries again
 
 
 def _same(left_out: int) -> dict[str, int]:

@@ -1134,6 +1134,59 @@ async def test_a_part_is_not_held_after_another_delivery_stored_its_message() ->
             await queue.close()
 
 
+class QueuedStore(MemoryQueue):
+    """store_inbound says when its write is queued, then waits for `commit` to finish it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued = asyncio.Event()
+        self.commit = asyncio.Event()
+
+    async def store_inbound(self, inbound: InboundIn) -> int:
+        self.queued.set()
+        await self.commit.wait()
+        return await super().store_inbound(inbound)
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+async def test_an_mo_whose_handler_is_cancelled_mid_store_is_still_told(dedup: bool) -> None:
+    """The link cancels a handler still running after its bind went: a write once queued
+    commits all the same, so the store goes on to its end, the event is published, and (with
+    inbound_dedup_s) the SMSC's redelivery is known for one, not stored a second time."""
+    queue = QueuedStore()
+    events: list[Event] = []
+    published = asyncio.Event()
+
+    def publish(event: Event) -> None:
+        events.append(event)
+        published.set()
+
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        default_alphabet=Alphabet.GSM7,
+        publish=publish,
+        clock=lambda: T0,
+        redeliveries=Redeliveries(600.0) if dedup else None,
+    )
+    first = asyncio.ensure_future(inbound(mo_pdu(b"see you at 5")))
+    async with asyncio.timeout(5):
+        await queue.queued.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        queue.commit.set()
+        await published.wait()
+    assert [m.text for m in await queue.inbound_since(0)] == ["see you at 5"]
+    if dedup:
+        assert await inbound(mo_pdu(b"see you at 5")) == 0  # the SMSC again: no resp came
+        assert len(await queue.inbound_since(0)) == 1
+        assert inbound.counters.inbound_redelivered == 1
+    assert [e.data["text"] for e in events] == ["see you at 5"]
+
+
 class GatedStore(MemoryQueue):
     """store_inbound waits for `gate` (a slow fsync), then fails `failures` times."""
 
