@@ -657,7 +657,7 @@ async def test_version_1_retired_correlations_are_migrated(path: Path) -> None:
 
 
 def _as_version_1(db: sqlite3.Connection) -> None:
-    """Undo migrations 2-16 but retired_correlations (its rows are the test's to write): the
+    """Undo migrations 2-17 but retired_correlations (its rows are the test's to write): the
     index of unfinished messages by destination, no index of open messages."""
     _as_version_4(db)
     db.execute("DROP INDEX messages_by_destination")
@@ -669,7 +669,7 @@ def _as_version_1(db: sqlite3.Connection) -> None:
 
 
 def _as_version_4(db: sqlite3.Connection) -> None:
-    """Undo migrations 5-16: segment bodies in a column of segments, as versions 1-4 kept
+    """Undo migrations 5-17: segment bodies in a column of segments, as versions 1-4 kept
     them, no index of scheduled urgent segments, held receipts without whole_message, no
     table of inbound parts, no index of retrying or expiring work, no learned id formats,
     inbound as version 12 kept it, no receipt queries, no MO fingerprints."""
@@ -683,7 +683,7 @@ def _as_version_4(db: sqlite3.Connection) -> None:
 
 
 def _as_version_6(db: sqlite3.Connection) -> None:
-    """Undo migrations 7-16: held receipts without the whole_message column, no inbound parts,
+    """Undo migrations 7-17: held receipts without the whole_message column, no inbound parts,
     no index of segments waiting out a retry or of messages by expiry, no learned id formats,
     inbound as version 12 kept it, no receipt queries, no MO fingerprints."""
     _as_version_8(db)
@@ -724,7 +724,32 @@ def _as_version_13(db: sqlite3.Connection) -> None:
 
 
 def _as_version_15(db: sqlite3.Connection) -> None:
+    _as_version_16(db)
     db.execute("DROP TABLE inbound_seen")
+
+
+def _as_version_16(db: sqlite3.Connection) -> None:
+    db.execute("DROP INDEX inbound_by_client")
+
+
+async def test_a_version_16_file_pages_a_clients_inbound_by_its_index(path: Path) -> None:
+    """Version 16 had no index of inbound by client: after the upgrade a client's page reads
+    its own MO through it, and the same ones as before."""
+    async with await SqliteQueue.open(path) as store:
+        for client in ("shop", "other", "shop", None):
+            await store.store_inbound(InboundIn(CARRIER, "+447700900001", "S", "hi", 0, T0, client))
+    with sqlite3.connect(path) as db:
+        _as_version_16(db)
+        db.execute("PRAGMA user_version = 16")
+    async with await SqliteQueue.open(path) as store:
+        assert [m.id for m in await store.inbound_since(0, client="shop")] == [1, 3]
+        assert [m.id for m in await store.inbound_since(1, client="shop")] == [3]
+        assert [m.id for m in await store.inbound_since(0)] == [1, 2, 3, 4]
+    plan = peek(
+        path,
+        "EXPLAIN QUERY PLAN SELECT id FROM inbound WHERE client = 'shop' AND id > 0 ORDER BY id",
+    )
+    assert "inbound_by_client" in str(plan)
 
 
 async def test_a_version_15_file_gets_mo_fingerprints_and_keeps_its_inbound(path: Path) -> None:

@@ -319,6 +319,10 @@ _V16: Final = (
     "CREATE INDEX inbound_seen_until ON inbound_seen (until)",
 )
 
+# A client's inbound page read every later MO of every client, with nothing to bound the scan
+# (50-70 ms a page beside a million of another client's): by client, then id.
+_V17: Final = ("CREATE INDEX inbound_by_client ON inbound (client, id)",)
+
 MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V1,
     _V2,
@@ -336,6 +340,7 @@ MIGRATIONS: Final[Sequence[Sequence[str]]] = (
     _V14,
     _V15,
     _V16,
+    _V17,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

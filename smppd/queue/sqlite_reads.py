@@ -125,11 +125,15 @@ def urgent_due(db: sqlite3.Connection, carrier: str, limit: int) -> list[float]:
     return [at for (at,) in db.execute(_URGENT_DUE, (carrier, limit))]
 
 
-_INBOUND_SINCE: Final = """
+_INBOUND_COLUMNS: Final = """
     SELECT id, carrier, source, destination, text, data_coding, received_at, client, complete,
-        keyword
-    FROM inbound WHERE id > ? AND (? IS NULL OR client = ?) ORDER BY id LIMIT ?
+        keyword FROM inbound
 """
+_INBOUND_SINCE: Final = _INBOUND_COLUMNS + "WHERE id > ? ORDER BY id LIMIT ?"
+_CLIENT_INBOUND_SINCE: Final = (
+    _INBOUND_COLUMNS
+    + "INDEXED BY inbound_by_client WHERE client = ? AND id > ? ORDER BY id LIMIT ?"
+)
 
 
 _SEGMENTS_BY_SOURCE: Final = """
@@ -146,11 +150,13 @@ def segments_by_source(db: sqlite3.Connection, start: float, end: float) -> dict
 def inbound_since(
     db: sqlite3.Connection, after_id: int, client: str | None, limit: int
 ) -> list[Inbound]:
+    if client is None:
+        rows = db.execute(_INBOUND_SINCE, (after_id, limit))
+    else:
+        rows = db.execute(_CLIENT_INBOUND_SINCE, (client, after_id, limit))
     return [
         Inbound(id_, carrier, source, to, text, dcs, at, owner, bool(complete), keyword)
-        for id_, carrier, source, to, text, dcs, at, owner, complete, keyword in db.execute(
-            _INBOUND_SINCE, (after_id, client, client, limit)
-        )
+        for id_, carrier, source, to, text, dcs, at, owner, complete, keyword in rows
     ]
 
 
