@@ -883,8 +883,9 @@ class Daemon:
             return
         restart = needs_restart(old, new)
         async with self._reconfiguring:
-            self._apply(keep_running(old, new), caps, changed)
+            faster = self._apply(keep_running(old, new), caps, changed)
             await self._restart_carriers(changed, old_names)
+            await self._bring_forward(faster)
         if restart:
             log.warning("configuration changes that need a restart are not applied", keys=restart)
         log.info(
@@ -892,12 +893,13 @@ class Daemon:
         )
         self.notifier.ready("serving")
 
-    def _apply(self, new: Config, caps: DailyCaps, changed: set[str]) -> None:
+    def _apply(self, new: Config, caps: DailyCaps, changed: set[str]) -> list[str]:
         """The reload's new settings, routes first: what is submitted from now on goes where
-        the new config says, not to a carrier the reload is about to stop or remove."""
+        the new config says, not to a carrier the reload is about to stop or remove. The
+        senders whose rate went up or was lifted."""
         self.config = new
         self.caps = caps
-        self.sender_rates.set_tps(sender_rates(new))
+        faster = self.sender_rates.set_tps(sender_rates(new))
         configure_logging(new.logging.level, new.logging.format)
         if self._api is not None:
             self._api.set_clients(ClientTable.from_config(new.api.clients, owners(new)))
@@ -914,6 +916,23 @@ class Daemon:
             )
             if runtime.queries is not None:
                 runtime.queries.wait_s = new.queue.receipt_wait_s
+        return faster
+
+    async def _bring_forward(self, senders: list[str]) -> None:
+        """What was deferred for these senders' old rates is due now, to go at the new ones
+        (lined up at the old rate, a backlog would drain at it for hours)."""
+        for sender in senders:
+            try:
+                moved = await self.queue.bring_forward(sender, now=time.time())
+            except QueueError as exc:
+                log.warning("deferred messages keep their times", sender=sender, error=str(exc))
+                continue
+            if moved:
+                log.info("deferred messages due now at the new rate", sender=sender, segments=moved)
+        if senders:
+            for runtime in self.carriers.values():
+                if runtime.loop is not None:
+                    runtime.loop.wake()
 
     async def _restart_carriers(self, changed: set[str], old_names: set[str]) -> None:
         """Stop the changed and removed carriers, all at once (one after another, each would be

@@ -261,9 +261,14 @@ class SenderRates:
         self._tps: dict[str, float] = {}
         self.set_tps(tps or {})
 
-    def set_tps(self, tps: Mapping[str, float]) -> None:
+    def set_tps(self, tps: Mapping[str, float]) -> list[str]:
         """New rates (a reload): an unchanged rate keeps its window, a changed one counts what
-        the old window did."""
+        the old window did and lines its deferrals up anew. The senders that may go faster
+        now (raised or lifted), whose deferred work is lined up at the old rate."""
+        faster = [s for s, rate in self._tps.items() if tps.get(s, math.inf) > rate]
+        for sender in set(self._tps) | set(tps):
+            if self._tps.get(sender) != tps.get(sender):
+                self.next_slot.pop(sender, None)
         windows = {}
         for sender, rate in tps.items():
             old = self.windows.get(sender)
@@ -275,3 +280,4 @@ class SenderRates:
                 window.inherit(old)
         self.windows = windows
         self._tps = dict(tps)
+        return faster

@@ -14,7 +14,7 @@ import pytest
 from smppd import daemon as daemon_module
 from smppd.config import Config, load_config
 from smppd.daemon import Daemon
-from smppd.queue import MemoryQueue
+from smppd.queue import Deferred, MemoryQueue, NewMessage
 from smppd.queue.errors import QueueError
 from smppd.service import ClientIdentity, SubmitReply, SubmitRequest
 
@@ -159,6 +159,45 @@ async def test_a_reload_whose_caps_cannot_be_counted_is_refused_and_the_daemon_s
         queue.fail = False
         await daemon._reload_config()
         assert caps_of(daemon) == (100, True)
+
+
+class BringForwardSpy(MemoryQueue):
+    """Notes each bring_forward and how many segments it moved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.brought: list[tuple[str, int]] = []
+
+    async def bring_forward(self, source: str, *, now: float) -> int:
+        moved = await super().bring_forward(source, now=now)
+        self.brought.append((source, moved))
+        return moved
+
+
+async def test_a_reload_that_raises_a_senders_rate_brings_its_deferred_work_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ACME's deferred work was lined up at 1/s: raised to 100/s, it is due now (it would
+    drain at the old rate for as long as it took to line up); lowered, it is left as is."""
+    path = tmp_path / "smppd.yaml"
+    write(path, cap="    tps: 1")
+    queue = BringForwardSpy()
+    now = time.time()
+    await queue.enqueue(
+        [NewMessage("demo", None, "ACME", "+447700900123", "fake", 0, None, None, True, (b"x",))],
+        now=now,
+    )
+    (claimed,) = await queue.claim("fake", 1, now=now)
+    await queue.record([Deferred(claimed.segment_id, now + 3600)], now=now)
+    async with running(path, queue, monkeypatch) as (daemon, _):
+        write(path, cap="    tps: 0.5")
+        await daemon._reload_config()
+        assert queue.brought == []
+        write(path, cap="    tps: 100")
+        await daemon._reload_config()
+        assert queue.brought == [("ACME", 1)]
+        (due,) = await queue.claim("fake", 1, now=time.time())
+        assert due.segment_id == claimed.segment_id
 
 
 async def test_a_reload_gives_the_receipt_queries_the_new_receipt_wait(

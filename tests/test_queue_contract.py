@@ -25,6 +25,7 @@ from smppd.queue import (
 from smppd.queue.model import (
     FINISHED_START,
     PARTS_KEPT_S,
+    URGENT_PRIORITY,
     FinishedPage,
     InboundIn,
     InboundPart,
@@ -257,6 +258,38 @@ async def test_deferred_requeues_without_an_attempt(store: Queue) -> None:
     status = await store.status(enq.message_id, None)
     assert status is not None
     assert status.segments[0].attempts == 0
+
+
+async def test_a_senders_deferred_work_is_brought_forward(store: Queue) -> None:
+    """bring_forward (the sender's rate raised): its bulk segments deferred for its rate come
+    due now; not another sender's, an urgent one, one waiting out a retry, or a message
+    scheduled for later."""
+    deferred, retrying, other, urgent = await store.enqueue(
+        [
+            message(ref="deferred"),
+            message(ref="retrying"),
+            message(ref="other", source="OTHER"),
+            message(ref="urgent", priority=URGENT_PRIORITY),
+        ],
+        now=T0,
+    )
+    await store.enqueue([message(ref="later", not_before=T0 + 500)], now=T0)
+    claimed = {s.segment_id: s for s in await store.claim(CARRIER, 10, now=T0)}
+    assert len(claimed) == 4
+    first = {e.message_id: segment_id(e.message_id, 0) for e in (deferred, retrying, other, urgent)}
+    await store.record(
+        [
+            Deferred(first[deferred.message_id], T0 + 100),
+            Retry(first[retrying.message_id], 0x08, T0 + 100),
+            Deferred(first[other.message_id], T0 + 100),
+            Deferred(first[urgent.message_id], T0 + 100),
+        ],
+        now=T0,
+    )
+    assert await store.bring_forward("ACME", now=T0 + 1) == 1
+    (due,) = await store.claim(CARRIER, 10, now=T0 + 1)
+    assert due.segment_id == first[deferred.message_id]
+    assert await store.bring_forward("ACME", now=T0 + 1) == 0
 
 
 async def test_failed_and_unknown_outcomes(store: Queue) -> None:

@@ -108,6 +108,12 @@ class Queue(Protocol):
         past `now`, with when each was stored: the newest `limit`, oldest first."""
         ...
 
+    async def bring_forward(self, source: str, *, now: float) -> int:
+        """Bulk segments of `source`'s messages deferred for its rate (waiting, never sent)
+        come due at `now`: its rate was raised or lifted. Not those waiting out a retry, their
+        message's schedule or a daily cap. How many."""
+        ...
+
     async def forget_seen(self, *, now: float) -> int:
         """Delete the fingerprints kept until `now` or before; how many went."""
         ...

@@ -600,6 +600,27 @@ class MemoryQueue:
         kept.sort(key=lambda entry: entry[0])
         return [(key, at) for at, key in kept[-limit:]] if limit > 0 else []
 
+    async def bring_forward(self, source: str, *, now: float) -> int:
+        self._commit()
+        moved = 0
+        for segment in self._segments.values():
+            new = segment.message.new
+            if (
+                segment.state is SegmentState.SCHEDULED
+                and segment.next_attempt_at > now
+                and segment.attempts == 0
+                and segment.command_status is None
+                and new.source == source
+                and new.priority < URGENT_PRIORITY
+                and (new.not_before is None or new.not_before <= now)
+            ):
+                segment.next_attempt_at = now
+                heapq.heappush(
+                    self._pending.scheduled.setdefault(new.carrier, []), (now, segment.id)
+                )
+                moved += 1
+        return moved
+
     async def forget_seen(self, *, now: float) -> int:
         self._commit()
         gone = [entry for entry, (_, until) in self._seen.items() if until <= now]

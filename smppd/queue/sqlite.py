@@ -594,6 +594,11 @@ class SqliteQueue:
             partial(sqlite_reads.inbound_seen, carrier=carrier, now=now, limit=limit)
         )
 
+    async def bring_forward(self, source: str, *, now: float) -> int:
+        return await self._submit(
+            partial(sqlite_admin.bring_forward, source=source, now=now), weight=1, now=now
+        )
+
     async def forget_seen(self, *, now: float) -> int:
         return await self._submit(
             partial(sqlite_admin.forget_seen, now=now), weight=1, now=now, lane=_BULK

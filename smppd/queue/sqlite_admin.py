@@ -12,6 +12,7 @@ from typing import Final
 from smppd.queue.model import (
     OPTOUT_ALL_SENDERS,
     PARTS_KEPT_S,
+    URGENT_PRIORITY,
     Change,
     InboundIn,
     InboundPart,
@@ -103,6 +104,24 @@ _FORGET_SEEN: Final = "DELETE FROM inbound_seen WHERE until <= ?"
 def _remember(batch: Batch, carrier: str, seen: Seen | None, now: float) -> None:
     if seen is not None:
         batch.db.execute(_REMEMBER, (carrier, seen.key, now, seen.until))
+
+
+# Through the index of waiting segments (a sender's deferred work is among them), each one's
+# message looked up by its id: no scan of the messages.
+_BRING_FORWARD: Final = """
+    UPDATE segments INDEXED BY segments_scheduled SET next_attempt_at = :now
+    WHERE state = 'scheduled' AND next_attempt_at > :now AND attempts = 0
+        AND command_status IS NULL AND priority < :urgent
+        AND EXISTS (
+            SELECT 1 FROM messages AS m WHERE m.id = segments.id >> 8 AND m.source = :source
+            AND coalesce(m.not_before, 0) <= :now
+        )
+"""
+
+
+def bring_forward(batch: Batch, source: str, now: float) -> int:
+    parameters = {"now": now, "source": source, "urgent": URGENT_PRIORITY}
+    return batch.db.execute(_BRING_FORWARD, parameters).rowcount
 
 
 def forget_seen(batch: Batch, now: float) -> int:
