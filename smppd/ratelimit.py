@@ -253,11 +253,13 @@ class SenderRates:
     """Each capped sender's one window, whatever carriers its messages go to (a sender's
     `tps` caps it, not each carrier's share of it): the send loops of every carrier share one
     of these, and a reload changes it in place. `next_slot` is when (monotonic) the next
-    message deferred for a sender's rate comes due, so that deferrals return spaced out."""
+    message deferred for a sender's rate comes due, so that deferrals return spaced out: one
+    line for its urgent work and one for the rest, by (sender, urgent), so that an OTP is not
+    lined up behind a campaign, nor OTPs deferred together all back at once."""
 
     def __init__(self, tps: Mapping[str, float] | None = None) -> None:
         self.windows: dict[str, SlidingWindow] = {}
-        self.next_slot: dict[str, float] = {}
+        self.next_slot: dict[tuple[str, bool], float] = {}
         self._tps: dict[str, float] = {}
         self.set_tps(tps or {})
 
@@ -268,7 +270,8 @@ class SenderRates:
         faster = [s for s, rate in self._tps.items() if tps.get(s, math.inf) > rate]
         for sender in set(self._tps) | set(tps):
             if self._tps.get(sender) != tps.get(sender):
-                self.next_slot.pop(sender, None)
+                self.next_slot.pop((sender, False), None)
+                self.next_slot.pop((sender, True), None)
         windows = {}
         for sender, rate in tps.items():
             old = self.windows.get(sender)

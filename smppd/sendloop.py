@@ -693,18 +693,18 @@ class CarrierSendLoop:
 
     def _defer(self, segment: ClaimedSegment) -> None:
         """Back to the queue for the sender's next free slot; later ones queue up behind it at
-        the sender's rate, so they return spaced out rather than all at once."""
+        the sender's rate, so they return spaced out rather than all at once. Urgent ones
+        have a line of their own (see SenderRates)."""
         now = self._monotonic()
         next_slot = self._senders.next_slot
         window = self._senders.windows.get(segment.source)
         urgent = _is_urgent(segment)
         if window is None:  # uncapped since _send saw its window: due now
             slot = now
-        elif urgent:  # the next free send, not behind the sender's bulk lined up for later
-            slot = window.ready_at(now)
         else:
-            slot = max(window.ready_at(now), next_slot.get(segment.source, 0.0))
-            next_slot[segment.source] = slot + window.period_s / window.limit
+            line = (segment.source, urgent)
+            slot = max(window.ready_at(now), next_slot.get(line, 0.0))
+            next_slot[line] = slot + window.period_s / window.limit
         self.deferred += 1
         wall = self._clock()  # the queue keeps wall-clock times
         deferred = Deferred(segment.segment_id, wall + (slot - now))

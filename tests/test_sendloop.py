@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -659,6 +660,39 @@ async def test_an_urgent_message_of_a_capped_sender_is_not_lined_up_behind_its_b
     assert lined_up[-1] >= T0 + 18.5
     otp_back = queue.deferred[segment_id(otp.message_id, 0)]
     assert otp_back <= T0 + 1.1  # when the first of the two sends leaves the window
+    loop.stop()
+    for future in port.futures:
+        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
+    await asyncio.wait_for(task, 5)
+
+
+async def test_urgent_messages_deferred_together_come_back_spaced_out() -> None:
+    """40 OTPs of a sender capped at 2/s: the 38 deferred are lined up at its rate, on a line
+    of their own, not all back at the next free send (to be deferred again, most of them,
+    over and over: a store write each)."""
+    clock, monotonic = Clock(), Clock()
+    monotonic.now = 0.0
+    queue = DeferralsQueue()
+    await queue.enqueue([message(f"otp {i}", priority=URGENT_PRIORITY) for i in range(40)], now=T0)
+    port = ManualPort()
+    loop = CarrierSendLoop(
+        "fake",
+        queue,
+        port,
+        claim_batch=50,
+        max_unrecorded=100,
+        policy=RetryPolicy(),
+        clock=clock,
+        sender_rates=SenderRates({"SMPPD": 2}),
+        monotonic=monotonic,
+    )
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        while len(queue.deferred) < 38:
+            queue.recorded.clear()
+            await queue.recorded.wait()
+    back = sorted(queue.deferred.values())
+    assert all(later - earlier >= 0.49 for earlier, later in itertools.pairwise(back))
     loop.stop()
     for future in port.futures:
         future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
