@@ -376,7 +376,7 @@ class InboundHandler:
             status = await asyncio.shield(storing)
             self.counters.inbound_redelivered += 1
             return status
-        if redeliveries.seen(key, self._monotonic()) and not self._is_keyword(pdu):
+        if redeliveries.seen(key, self._monotonic()) and not self._changes_opt_out(pdu):
             self.counters.inbound_redelivered += 1
             if (left_out := self._log_sample.allow("again", self._monotonic())) is not None:
                 log.info(
@@ -405,18 +405,17 @@ class InboundHandler:
         store.add_done_callback(stored)
         return await asyncio.shield(storing)
 
-    def _is_keyword(self, pdu: DeliverSm | DataSm) -> bool:
-        """Whether `pdu` is a whole MO that reads as a keyword. One is never taken for a
+    def _changes_opt_out(self, pdu: DeliverSm | DataSm) -> bool:
+        """Whether `pdu` is a whole MO that reads as STOP or START. One is never taken for a
         redelivery: the same STOP again after a START must stop again (opt-out is absolute),
-        a START after that start again; a true redelivery recorded twice changes nothing (and
-        a HELP's reply goes once an hour)."""
+        a START after that start again; a true redelivery recorded twice changes nothing."""
         content, part, shift = _concat_part(pdu)
         if part is not None:
             return False
         text = decode_text(
             content, pdu.data_coding, default_alphabet=self._default_alphabet, shift=shift
         )
-        return self._optout.keywords.classify(text) is not None
+        return self._optout.keywords.classify(text) in (Keyword.STOP, Keyword.START)
 
     async def _restore_seen(self, redeliveries: Redeliveries) -> None:
         """Once a run: the fingerprints stored with the MO of the last (see smppd.redelivery)."""

@@ -853,7 +853,8 @@ async def test_an_mo_delivered_again_within_the_window_is_answered_and_not_store
 async def test_a_keyword_within_the_window_is_never_taken_for_a_redelivery() -> None:
     """STOP, START, STOP, START within inbound_dedup_s: each changes the opt-out as it says
     (the second STOP, equal to the first, was answered and dropped, and the number stayed
-    opted in; then the second START, and it stayed opted out). Other MO are deduplicated."""
+    opted in; then the second START, and it stayed opted out). Other MO, HELP too, are
+    deduplicated."""
     queue = MemoryQueue()
     now = [T0]
     inbound = handler(queue, [], now, redeliveries=Redeliveries(120.0))
@@ -863,9 +864,9 @@ async def test_a_keyword_within_the_window_is_never_taken_for_a_redelivery() -> 
         assert await queue.is_opted_out("SHOP", "+447700900001") is opted_out
     assert [m.text for m in await queue.inbound_since(0)] == ["STOP", "START", "STOP", "START"]
     assert inbound.counters.inbound_redelivered == 0
-    for _ in range(2):
-        assert await inbound(mo_pdu(b"yes please")) == 0
-    assert inbound.counters.inbound_redelivered == 1
+    for text in (b"yes please", b"yes please", b"HELP", b"HELP"):
+        assert await inbound(mo_pdu(text)) == 0
+    assert inbound.counters.inbound_redelivered == 2  # HELP changes no opt-out
 
 
 async def test_without_a_window_every_mo_is_stored() -> None:
