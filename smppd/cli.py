@@ -68,18 +68,21 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     # SIGHUP's default ends the process, and systemd's Restart=on-failure takes that for a
-    # clean exit: ignored until the daemon's handler takes over (a reload asked before the
-    # config is read has nothing to do).
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from smppd.config import ConfigError  # noqa: PLC0415
-
-    # Imported here: the daemon pulls in everything, and the other commands need none of it.
-    daemon = importlib.import_module("smppd.daemon")
-    run: Callable[[Path], int] = daemon.run
+    # clean exit: ignored while the daemon is imported (it takes over before it reads the
+    # config, so a reload asked before then has nothing to do).
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        return run(args.config)
-    except ConfigError as exc:
-        raise _ConfigUnusableError(str(exc)) from None
+        from smppd.config import ConfigError  # noqa: PLC0415
+
+        # Imported here: the daemon pulls in everything, and the other commands need none.
+        daemon = importlib.import_module("smppd.daemon")
+        run: Callable[[Path], int] = daemon.run
+        try:
+            return run(args.config)
+        except ConfigError as exc:
+            raise _ConfigUnusableError(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

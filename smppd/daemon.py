@@ -1245,6 +1245,9 @@ async def extending_start(notifier: Notifier, opening: Awaitable[_T]) -> _T:
 
 
 async def main(config_path: Path) -> int:
+    # Before the config is read: a reload asked meanwhile is applied once serving.
+    signals = Signals()
+    signals.install()
     config = load_config(config_path)
     configure_logging(config.logging.level, config.logging.format)
     try:
@@ -1253,8 +1256,6 @@ async def main(config_path: Path) -> int:
         error = f"cannot create {exc.filename or config.queue.path.parent}: {exc.strerror}"
         log.error("cannot open the queue", path=str(config.queue.path), error=error)
         return 1
-    signals = Signals()
-    signals.install()
     # A migration of a large file can take a while: say what is happening.
     log.info("opening the queue", path=str(config.queue.path))
     opening = open_queue(

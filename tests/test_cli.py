@@ -120,7 +120,12 @@ def test_run_ignores_sighup_until_the_daemon_handles_it(
 ) -> None:
     """A SIGHUP (a scripted reload) while the daemon is still importing or reading its config
     must not end it: systemd's Restart=on-failure would take that for a clean exit."""
-    monkeypatch.setattr(signal, "signal", lambda sig, handler: dispositions.append((sig, handler)))
+
+    def set_disposition(sig: int, handler: object) -> object:
+        dispositions.append((sig, handler))
+        return signal.SIG_DFL
+
+    monkeypatch.setattr(signal, "signal", set_disposition)
     dispositions: list[tuple[int, object]] = []
 
     def run(path: Path) -> int:
@@ -131,7 +136,8 @@ def test_run_ignores_sighup_until_the_daemon_handles_it(
     daemon.run = run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "smppd.daemon", daemon)
     assert main(["run", "-c", str(tmp_path / "x.yaml")]) == 0
-    assert dispositions == [(signal.SIGHUP, signal.SIG_IGN)]
+    # As it was once run returns (a test, a process going on).
+    assert dispositions == [(signal.SIGHUP, signal.SIG_IGN), (signal.SIGHUP, signal.SIG_DFL)]
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
