@@ -163,13 +163,7 @@ def open_error(exc: sqlite3.Error, path: str | PathLike[str]) -> QueueError:
     it grows the WAL index (its -shm file) at open as a disk I/O error, which sends an SRE to
     the hardware; with next to no space left there it is said to be that."""
     error = translate(exc)
-    if _primary_code(exc) == sqlite3.SQLITE_READONLY:
-        error = QueueError(
-            f"queue storage: {exc}: {path} (or its -wal, -shm or directory) cannot be written"
-            " by this user: check their owner and mode"
-        )
-        error.__cause__ = exc
-    elif type(error) is QueueError and _primary_code(exc) == sqlite3.SQLITE_IOERR:
+    if type(error) is QueueError and _primary_code(exc) == sqlite3.SQLITE_IOERR:
         directory = os.path.dirname(os.path.abspath(path))
         try:
             free = os.statvfs(directory)
@@ -882,14 +876,8 @@ async def _connect(
     def setup(db: sqlite3.Connection) -> None:
         _configure(db, cache_kib=cache_kib, max_bytes=max_bytes)
         migrate(db)
-        # A file this user may read but not write opens read-only without a word (restored
-        # from a backup as root, say): every write would fail while the daemon looked up.
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("DELETE FROM messages WHERE 0")
-        finally:
-            db.execute("ROLLBACK")
 
+    _check_writable(path)
     conn, db = await _open(path, setup, cached_statements=256)
     try:
         memory = await _in_thread(
@@ -960,6 +948,18 @@ async def _open(
             raise open_error(failed[0], path) from failed[0]
         raise failed[0]
     return conn, opened[0]
+
+
+def _check_writable(path: str | PathLike[str]) -> None:
+    """QueueError if this user may read the database (or its WAL files) but not write them:
+    SQLite would open it read-only without a word (a file restored from a backup as root,
+    say), and every write fail while the daemon looked up. Asked of the file system, not by
+    a write: that would wait out another process' lock."""
+    for name in (os.fspath(path), f"{os.fspath(path)}-wal", f"{os.fspath(path)}-shm"):
+        if os.path.exists(name) and not os.access(name, os.R_OK | os.W_OK):
+            raise QueueError(
+                f"queue storage: {name} cannot be written by this user: check its owner and mode"
+            )
 
 
 def _create_private(path: str | PathLike[str]) -> None:
