@@ -575,6 +575,12 @@ class Compliance:
     short_code_max_digits: Annotated[int, Range(3, SHORT_CODE_MAX_DIGITS)] = SHORT_CODE_MAX_DIGITS
 
     def __post_init__(self) -> None:
+        if self.short_code_max_digits < SHORT_CODE_MAX_DIGITS and not self.default_country_prefix:
+            raise ValidationError(
+                "needs default_country_prefix: bare digits longer than a short code are then"
+                " a national number, of that country",
+                "short_code_max_digits",
+            )
         # STOP and START are what regulators and handsets' help pages tell people to send: a
         # list of local synonyms must not turn them off.
         for key, word in (("stop_words", "STOP"), ("start_words", "START")):
@@ -690,6 +696,17 @@ def _link(config: Config) -> Config:
             first, again = dup
             reason = f"{names[again]!r} is already used by {section}[{first}]"
             raise ValidationError(reason, section, again, key)
+    short_max = config.compliance.short_code_max_digits
+    for i, sender in enumerate(config.senders):
+        # A number under the plan (see Compliance): it goes out, and MO to it comes back, in
+        # international form; bare, it would be taken for a short code (TON 3).
+        if sender.id.isascii() and sender.id.isdigit() and short_max < len(sender.id) <= 8:
+            reason = (
+                f"{len(sender.id)} digits is a number, not a short code, under"
+                f" compliance.short_code_max_digits {short_max}: write it in international form"
+                f" (+{config.compliance.default_country_prefix}...)"
+            )
+            raise ValidationError(reason, "senders", i, "id")
     carriers = {c.name: c for c in config.carriers}
     for i, carrier in enumerate(config.carriers):
         for key in ("ca_file", "cert_file", "key_file"):

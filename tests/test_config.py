@@ -373,6 +373,21 @@ ERRORS: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
         "compliance.short_code_max_digits: must be an integer between 3 and 8, got 9",
     ),
     (
+        "shorter short codes with no country",
+        lambda d: d.update(compliance={"short_code_max_digits": 6}),
+        "compliance.short_code_max_digits: needs default_country_prefix: bare digits longer"
+        " than a short code are then a national number, of that country",
+    ),
+    (
+        "an 8-digit sender where those are numbers",
+        lambda d: d.update(
+            compliance={"short_code_max_digits": 6, "default_country_prefix": "45"},
+            senders=[{"id": "20123456", "client": "demo"}],
+        ),
+        "senders[0].id: 8 digits is a number, not a short code, under"
+        " compliance.short_code_max_digits 6: write it in international form (+45...)",
+    ),
+    (
         "stop word also a start word",
         lambda d: d.update(compliance={"start_words": ["start", "stop"]}),
         "compliance.start_words: 'STOP' is also a stop word",
