@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,6 +158,18 @@ def test_sliding_counter_allows_the_limit_over_any_second() -> None:
         False,
         True,
     ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"control": "99999"}, "control: a port is 0..65535"),
+        ({"message_id_start": -3}, "message_id_start must be 0 or more"),
+    ],
+)
+def test_config_check_rejects_what_cannot_be(changes: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        replace(SmscConfig(), **changes).check()
 
 
 def test_config_check_rejects_duplicates() -> None:

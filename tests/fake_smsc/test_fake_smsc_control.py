@@ -130,6 +130,16 @@ async def test_receipt_on_demand(smsc: FakeSmsc, control: Control) -> None:
         assert "stat must be one of DELIVRD" in reply["error"]["message"]
 
 
+async def test_a_bad_inject_mo_queues_nothing(smsc: FakeSmsc, control: Control) -> None:
+    """bad_request is a refusal: sent again corrected, the MO goes once."""
+    for bad in ({"wait": "yes"}, {"wait": True, "timeout": -1}):
+        request = {"op": "inject_mo", "source": "447700900001", "destination": "ACME"}
+        reply = await control.call({**request, "text": "hi", **bad})
+        assert reply["error"]["code"] == "bad_request"
+    stats = await control.ok("stats")
+    assert stats["outbox"]["mo"]["queued"] == 0
+
+
 async def test_inject_mo_waits_for_the_ack(smsc: FakeSmsc, control: Control) -> None:
     """`inject_mo` with wait returns once the bound client acknowledged every segment."""
     async with await EsmeClient.connect(smsc.host, smsc.port) as client:

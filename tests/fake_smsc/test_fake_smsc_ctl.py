@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smppd.pdu.pdus import SubmitSm, SubmitSmResp
-from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
+from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig, ctl
 from tools.fake_smsc.ctl import main, request_of
 
 
@@ -43,6 +43,19 @@ async def test_a_request_is_answered_and_the_status_says_how(
         assert json.loads(capsys.readouterr().out)["error"]["code"] == "unknown_op"
     assert await asyncio.to_thread(main, [str(path), "stats"]) == 69
     assert capsys.readouterr().err.startswith(f"error: no answer from {path}")
+
+
+async def test_a_request_that_waits_is_given_its_own_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wait_for with a timeout longer than the client's own wait for an answer: the fake's
+    answer (timeout, exit 1) is waited for, not given up as "no answer" (69)."""
+    monkeypatch.setattr(ctl, "_ANSWER_S", 0.2)
+    path = tmp_path / "ctl.sock"
+    async with FakeSmsc(SmscConfig(port=0, control=str(path))):
+        status = await asyncio.to_thread(main, [str(path), "wait_for", "count:=1", "timeout:=0.5"])
+    assert status == 1
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "timeout"
 
 
 async def test_a_reply_longer_than_64_kib_is_read_whole(

@@ -136,6 +136,11 @@ class SmscConfig:
             raise ValueError("default_alphabet must be gsm7 or latin1")
         if not 0 <= self.port <= 0xFFFF or self.outbound_window < 1:
             raise ValueError("port must be 0..65535 and outbound_window at least 1")
+        control = self.control or ""
+        if control.isascii() and control.isdigit() and int(control) > 0xFFFF:
+            raise ValueError("control: a port is 0..65535 (or give a socket path)")
+        if self.message_id_start < 0:
+            raise ValueError("message_id_start must be 0 or more")
         if self.max_records < 1:
             raise ValueError("max_records must be at least 1")
         if self.max_tracked_messages < 1:  # the id of the latest message is always kept

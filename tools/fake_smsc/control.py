@@ -230,16 +230,21 @@ async def _inject_mo(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     national = request.get("national")
     if national is not None and national not in _NATIONAL:
         raise ControlError("bad_request", f"national must be one of {sorted(_NATIONAL)}")
+    # Every field read before the MO is queued: a bad_request queues nothing (sent again
+    # corrected, it would go twice).
+    wait, timeout = _flag(request, "wait"), _seconds(request, "timeout", 5.0)
+    source, destination = _text(request, "source"), _text(request, "destination")
+    text = _text(request, "text")
     acked = await smsc.inject_mo(
-        source=_text(request, "source"),
-        destination=_text(request, "destination"),
-        text=_text(request, "text"),
+        source=source,
+        destination=destination,
+        text=text,
         account=request.get("account"),
         concatenation=None if method is None else ConcatMethod(method),
         national=None if national is None else _NATIONAL[national],
     )
-    if _flag(request, "wait"):
-        async with asyncio.timeout(_seconds(request, "timeout", 5.0)):
+    if wait:
+        async with asyncio.timeout(timeout):
             await acked
     return {"queued": True, "acked": acked.done() and not acked.cancelled()}
 
@@ -304,15 +309,16 @@ def _bind_id(request: dict[str, Any]) -> int | None:
     return None if request.get("bind_id") is None else _count(request, "bind_id")
 
 
-def _reached(count: int, bind_id: int | None) -> dict[str, int]:
+def _reached(count: int, bind_id: int | None, *, bound: bool = False) -> dict[str, int]:
     if bind_id is not None and count == 0:
-        raise ControlError("not_found", f"no open connection with bind_id {bind_id}")
+        which = "bound" if bound else "open"
+        raise ControlError("not_found", f"no {which} connection with bind_id {bind_id}")
     return {"connections": count}
 
 
 async def _unbind(smsc: FakeSmsc, request: dict[str, Any]) -> Any:
     bind_id = _bind_id(request)
-    return _reached(smsc.send_unbind(bind_id), bind_id)
+    return _reached(smsc.send_unbind(bind_id), bind_id, bound=True)
 
 
 async def _drop(smsc: FakeSmsc, request: dict[str, Any]) -> Any:

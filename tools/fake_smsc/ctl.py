@@ -43,10 +43,18 @@ def request_of(op: str, pairs: list[str]) -> dict[str, Any]:
     return request
 
 
+# Beyond what the request itself may wait (wait_for, inject_mo with wait: its `timeout`).
+_ANSWER_S = 30.0
+
+
 async def call(address: str, request: dict[str, Any]) -> dict[str, Any]:
     host, sep, port = address.rpartition(":")
-    async with asyncio.timeout(30):
+    waits = request.get("timeout")
+    extra = waits if isinstance(waits, int | float) and 0 <= waits < 1e9 else 0.0
+    async with asyncio.timeout(_ANSWER_S + extra):
         if sep and port.isascii() and port.isdigit():
+            if int(port) > 65535:
+                raise ValueError(f"port {port} is not 0 to 65535")
             reader, writer = await asyncio.open_connection(
                 host or "127.0.0.1", int(port), limit=MAX_REPLY
             )
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reply = asyncio.run(call(args.address, request))
     except (OSError, TimeoutError, ValueError) as exc:
-        print(f"error: no answer from {args.address}: {exc or 'timed out'}", file=sys.stderr)
+        print(f"error: no answer from {args.address}: {str(exc) or 'timed out'}", file=sys.stderr)
         return EX_UNAVAILABLE
     print(json.dumps(reply.get("result") if reply.get("ok") else reply, ensure_ascii=False))
     return 0 if reply.get("ok") else 1
