@@ -103,6 +103,18 @@ async def test_tps_limit_throttles_the_excess_within_one_second(
     assert statuses.count(S.ESME_RTHROTTLED) == 20
 
 
+async def test_tps_limit_counts_accepted_submits_only(smsc: FakeSmsc, client: EsmeClient) -> None:
+    """The limit is on accepted submits: ten refused by submit_errors use none of it, and
+    the five after them within the second are all accepted."""
+    smsc.set_faults(tps_limit=5, submit_errors={"ESME_RSYSERR": 1.0})
+    client.send_raw(b"".join(_encoded(client, submit(n)) for n in range(10)))
+    statuses = [r.command_status for r in await read_resps(client, 10)]
+    assert statuses == [S.ESME_RSYSERR] * 10
+    smsc.set_faults(submit_errors={})
+    client.send_raw(b"".join(_encoded(client, submit(n)) for n in range(10, 15)))
+    assert [r.command_status for r in await read_resps(client, 5)] == [0] * 5
+
+
 async def test_tps_limit_is_per_account_across_binds(smsc: FakeSmsc, client: EsmeClient) -> None:
     """Two binds of one account share the limit."""
     smsc.faults.tps_limit = 5
@@ -235,6 +247,20 @@ async def test_reorder_releases_a_partial_batch_after_the_hold_time(
     smsc.set_faults(reorder="reverse", reorder_batch=100, reorder_hold_s=0.05)
     client.send_raw(b"".join(_encoded(client, submit(n)) for n in range(3)))
     assert [r.sequence_number for r in await read_resps(client, 3)] == [4, 3, 2]
+
+
+async def test_a_hang_keeps_the_responses_reorder_holds(smsc: FakeSmsc, client: EsmeClient) -> None:
+    """Held submit responses released while hung are never answered, as a hung SMSC answers
+    nothing: once it answers again, the first thing it sends is the next answer."""
+    smsc.set_faults(reorder="reverse", reorder_batch=100, reorder_hold_s=30)
+    client.send_raw(b"".join(_encoded(client, submit(n)) for n in range(3)))
+    await smsc.records.wait_for(3, segments=True)
+    smsc.set_faults(hang=True)
+    (connection,) = smsc.connections
+    connection._release_held()  # what the hold timer does once reorder_hold_s is past
+    smsc.set_faults(hang=False, reorder=None)
+    seq = client.send(EnquireLink())
+    assert (await client.expect(EnquireLinkResp)).sequence_number == seq  # no submit_sm_resp
 
 
 async def test_reorder_does_not_hold_other_responses(smsc: FakeSmsc, client: EsmeClient) -> None:

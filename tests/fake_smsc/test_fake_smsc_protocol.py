@@ -126,15 +126,20 @@ async def test_commands_before_bind_get_invalid_bind_status(smsc: FakeSmsc) -> N
             seq = client.send(pdu)
             resp = await client.expect(resp_cls)
             assert (resp.sequence_number, resp.command_status) == (seq, S.ESME_RINVBNDSTS)
-    assert smsc.records.segments[0].command_status == S.ESME_RINVBNDSTS
-    assert smsc.records.messages == []
+    # Nothing reached the carrier before a bind: no segment recorded or counted.
+    assert smsc.records.segments == []
+    assert smsc.records.segment_count == 0
 
 
-async def test_submit_on_a_receiver_bind_is_refused(smsc: FakeSmsc) -> None:
-    """A receiver may not submit: ESME_RINVBNDSTS."""
+async def test_submit_query_and_cancel_on_a_receiver_bind_are_refused(smsc: FakeSmsc) -> None:
+    """A receiver may not submit, nor query or cancel (SMPP v3.4 4.8, 4.9): ESME_RINVBNDSTS."""
     async with await connect(smsc) as client:
         await client.bind("rx")
         assert (await client.submit(SUBMIT)).command_status == S.ESME_RINVBNDSTS
+        for pdu, resp_cls in ((QuerySm(message_id="1"), QuerySmResp), (CancelSm(), CancelSmResp)):
+            seq = client.send(pdu)
+            resp = await client.expect(resp_cls)
+            assert (resp.sequence_number, resp.command_status) == (seq, S.ESME_RINVBNDSTS)
 
 
 async def test_submit_gets_a_message_id_and_is_recorded(smsc: FakeSmsc) -> None:

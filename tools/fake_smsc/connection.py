@@ -94,6 +94,11 @@ class Host(Protocol):
         """Whether the account's TPS limit lets one more submit through at `now`."""
         ...
 
+    def accepted_submit(self, account: str, *, now: float) -> None:
+        """A submit was accepted at `now`: it counts towards the TPS limit (refused ones,
+        throttled or failed, do not: the limit is on accepted submits)."""
+        ...
+
     def connection_lost(self, connection: SmscConnection) -> None: ...
 
 
@@ -271,7 +276,7 @@ class SmscConnection(asyncio.Protocol):
     def _dispatch(self, pdu: Pdu) -> None:
         if pdu.is_response:
             self._response(pdu)
-        elif isinstance(pdu, SubmitSm | DataSm):
+        elif isinstance(pdu, SubmitSm | DataSm) and self.state in _BOUND:
             self._submit(pdu)
         elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
             self._bind(pdu)
@@ -289,6 +294,9 @@ class SmscConnection(asyncio.Protocol):
             self.state = BindState.UNBIND_PENDING
             self.host.outbox.remove_receiver(self.account, self)
             self.close()
+        elif isinstance(pdu, QuerySm | CancelSm) and self.state not in _CAN_SUBMIT:
+            # SMPP v3.4 4.8, 4.9: a transmitter's or transceiver's, as submits are.
+            self._answer(pdu, CommandStatus.ESME_RINVBNDSTS)
         elif isinstance(pdu, QuerySm):
             self._query(pdu)
         elif isinstance(pdu, CancelSm):
@@ -347,6 +355,7 @@ class SmscConnection(asyncio.Protocol):
             self._respond(frame(resp_id, status, pdu.sequence_number, b""), submit=True)
             return
         assert content is not None
+        host.accepted_submit(self.account, now=self._loop.time())
         tracker = host.tracker
         now = time.time()
         tracked = tracker.accept(
@@ -515,6 +524,9 @@ class SmscConnection(asyncio.Protocol):
         elif order is Reorder.SHUFFLE:
             self.host.rng.shuffle(held)
         if self.state is BindState.CLOSED:
+            return
+        if self.host.faults.hang:  # hung since they were held: never answered, as in _emit
+            self._swallowed += sum(1 for _, submit, _ in held if submit)
             return
         for data, submit, after in held:
             self._write_response(data, submit, after)

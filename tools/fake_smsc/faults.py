@@ -239,11 +239,18 @@ class SlidingCounter:
 
     def allow(self, limit: float, *, now: float) -> bool:
         """Count an event at `now` unless `limit` already happened in the second before it."""
+        if not self.would_allow(limit, now=now):
+            return False
+        self._times.append(now)
+        return True
+
+    def would_allow(self, limit: float, *, now: float) -> bool:
+        """Whether an event at `now` would be within `limit` (counted only by `add`)."""
         times = self._times
         horizon = now - 1.0
         while times and times[0] <= horizon:
             times.popleft()
-        if len(times) >= limit:
-            return False
-        times.append(now)
-        return True
+        return len(times) < limit
+
+    def add(self, now: float) -> None:
+        self._times.append(now)

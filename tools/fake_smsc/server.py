@@ -149,9 +149,11 @@ class FakeSmsc:
         if limit is None:
             return True
         counter = self._tps.get(account)
-        if counter is None:
-            counter = self._tps[account] = SlidingCounter()
-        return counter.allow(limit, now=now)
+        return counter is None or counter.would_allow(limit, now=now)
+
+    def accepted_submit(self, account: str, *, now: float) -> None:
+        if self.faults.tps_limit is not None:
+            self._tps.setdefault(account, SlidingCounter()).add(now)
 
     def connection_lost(self, connection: SmscConnection) -> None:
         active = self._binds.get(connection.account, [])
