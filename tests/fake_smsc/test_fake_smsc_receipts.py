@@ -20,8 +20,10 @@ from smppd.pdu.pdus import (
 )
 from smppd.pdu.receipt import MessageState, ReceiptStat, parse_receipt_text, receipt_from_parts
 from smppd.pdu.status import CommandStatus as S
+from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, get_bytes, get_int, get_str
 from tools.fake_smsc import EsmeClient, FakeSmsc, IdFormat, ReceiptConfig, SmscConfig, outbox
+from tools.fake_smsc.receipts import ReceiptRequest, receipt_pdu
 
 TEXT = "Your code is 123456. It expires in 10 minutes."
 
@@ -373,3 +375,29 @@ async def test_receipts_waiting_for_a_receiver_are_bounded(monkeypatch: pytest.M
             await client.submit(submit())
         assert smsc.outbox.waiting() == 5
         assert smsc.stats()["outbox"]["receipt"]["dropped"] == 3
+
+
+@pytest.mark.parametrize(
+    ("stat", "err", "network_error"),
+    [
+        (ReceiptStat.DELIVRD, "000", None),
+        (ReceiptStat.ACCEPTD, "000", None),  # intermediate: no error to report
+        (ReceiptStat.ENROUTE, "000", None),
+        (ReceiptStat.UNDELIV, "001", b"\x03\x00\x01"),
+        (ReceiptStat.EXPIRED, "001", b"\x03\x00\x01"),
+    ],
+)
+def test_only_a_failure_carries_an_error(
+    stat: ReceiptStat, err: str, network_error: bytes | None
+) -> None:
+    pdu = receipt_pdu(
+        ReceiptRequest(1, 5, 0, "SMPPD", 1, 1, "447700900123", 0, b""),
+        stat,
+        submit_time=0.0,
+        receipt_id="1",
+        done_time=0.0,
+        excerpt="",
+        alphabet=Alphabet.GSM7,
+    )
+    assert f"stat:{stat.value} err:{err} " in pdu.short_message.decode()
+    assert get_bytes(pdu.tlvs, Tag.network_error_code) == network_error

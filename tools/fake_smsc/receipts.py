@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_text
 from smppd.pdu.pdus import ESM_DELIVERY_RECEIPT, DataSm, DeliverSm, SubmitSm
@@ -238,12 +238,26 @@ def _minute(minute: int) -> str:
     return time.strftime("%y%m%d%H%M", time.gmtime(minute * 60))
 
 
+# The stats that report a failure, with an error: not the delivered, nor the intermediate
+# ACCEPTD and ENROUTE (a daemon reading an error there would log one for a message merely
+# taken by the SMSC).
+_FAILURES: Final = frozenset(
+    {
+        ReceiptStat.EXPIRED,
+        ReceiptStat.DELETED,
+        ReceiptStat.UNDELIV,
+        ReceiptStat.UNKNOWN,
+        ReceiptStat.REJECTD,
+    }
+)
+
+
 def receipt_text(
     *, receipt_id: str, stat: ReceiptStat, submit_time: float, done_time: float, excerpt: str
 ) -> str:
     """The SMPP v3.4 Appendix B receipt body."""
     delivered = "001" if stat is ReceiptStat.DELIVRD else "000"
-    err = "000" if stat is ReceiptStat.DELIVRD else "001"
+    err = "001" if stat in _FAILURES else "000"
     return (
         f"id:{receipt_id} sub:001 dlvrd:{delivered} submit date:{_yymmddhhmm(submit_time)} "
         f"done date:{_yymmddhhmm(done_time)} stat:{stat.value} err:{err} text:{excerpt}"
@@ -285,7 +299,7 @@ def receipt_pdu(
         Tlv.of_str(Tag.receipted_message_id, receipt_id),
         Tlv.of_int(Tag.message_state, stat.message_state),
     ]
-    if stat is not ReceiptStat.DELIVRD:
+    if stat in _FAILURES:
         tlvs.append(Tlv.of_bytes(Tag.network_error_code, bytes((3, 0, 1))))  # GSM, error 1
     return DeliverSm(
         source_addr_ton=submit.dest_addr_ton,
