@@ -269,6 +269,23 @@ async def test_unacknowledged_receipt_is_resent_after_the_retry_timeout(
     assert (acked.sent, acked.retried) == (2, 1)
 
 
+async def test_a_shorter_retry_timeout_applies_to_the_receipts_sent_after_it(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """retry_timeout_s lowered from 60 to 0.1 while one receipt is out: the one sent after it
+    comes again in 0.1 s, not once the first one's 60 s are up."""
+    smsc.set_receipts(retry_timeout_s=60.0)
+    await client.submit(submit())
+    first = await client.expect(DeliverSm)
+    smsc.set_receipts(retry_timeout_s=0.1)
+    await client.submit(submit())
+    second = await client.expect(DeliverSm)
+    again = await client.expect(DeliverSm)  # neither answered: the second's comes again
+    assert again.short_message == second.short_message != first.short_message
+    client.ack(again)
+    client.ack(first)
+
+
 async def test_error_status_on_deliver_sm_resp_means_retry(
     smsc: FakeSmsc, client: EsmeClient
 ) -> None:

@@ -10,6 +10,7 @@ body and reports the deliver_sm_resp status back.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -84,7 +85,9 @@ class Outbox:
         self._receivers: dict[str, list[Receiver]] = {}
         self._turn: dict[str, int] = {}
         self._live: set[Delivery] = set()
-        self._sent: deque[_Sent] = deque()
+        # By deadline, then attempt: the retry timeout can change while attempts are out, so
+        # a later one may be due first.
+        self._sent: list[tuple[float, int, _Sent]] = []
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._attempts = itertools.count(1)
         self.stats: dict[str, OutboxStats] = {"receipt": OutboxStats(), "mo": OutboxStats()}
@@ -186,8 +189,12 @@ class Outbox:
         sequence_number = receiver.deliver(delivery.body, on_response)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_timeout_s()
-        self._sent.append(_Sent(deadline, delivery, attempt, receiver, sequence_number))
-        if self._sweep_timer is None:
+        sent = _Sent(deadline, delivery, attempt, receiver, sequence_number)
+        heapq.heappush(self._sent, (deadline, attempt, sent))
+        timer = self._sweep_timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
             self._sweep_timer = loop.call_at(deadline, self._sweep)
 
     def _answered(self, delivery: Delivery, attempt: int, status: int | None) -> None:
@@ -195,8 +202,8 @@ class Outbox:
             return
         delivery.attempt = 0
         sent = self._sent
-        while sent and sent[0].delivery.attempt != sent[0].attempt:  # answered: drop from view
-            sent.popleft()
+        while sent and sent[0][2].delivery.attempt != sent[0][1]:  # answered: drop from view
+            heapq.heappop(sent)
         if status == 0:
             self._live.discard(delivery)
             self.stats[delivery.kind].acked += 1
@@ -217,14 +224,14 @@ class Outbox:
         now = loop.time()
         sent = self._sent
         while sent:
-            head = sent[0]
+            head = sent[0][2]
             if head.delivery.attempt != head.attempt:
-                sent.popleft()
+                heapq.heappop(sent)
                 continue
             if head.deadline > now:
                 self._sweep_timer = loop.call_at(head.deadline, self._sweep)
                 return
-            sent.popleft()
+            heapq.heappop(sent)
             head.delivery.attempt = 0
             head.receiver.forget(head.sequence_number)
             self._requeue(head.delivery)
