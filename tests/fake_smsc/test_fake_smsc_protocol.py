@@ -199,6 +199,7 @@ async def test_unbind_is_answered_then_the_connection_closes(smsc: FakeSmsc) -> 
 
 async def test_query_sm_and_cancel_sm(smsc: FakeSmsc) -> None:
     """query_sm reports ENROUTE, cancel_sm makes it DELETED, a second cancel fails."""
+    smsc.set_receipts(auto=False)  # nothing settles it by itself
     async with await connect(smsc) as client:
         await client.bind()
         message_id = (await client.submit(SUBMIT)).message_id
@@ -215,6 +216,21 @@ async def test_query_sm_and_cancel_sm(smsc: FakeSmsc) -> None:
         assert (await client.expect(CancelSmResp)).command_status == S.ESME_RCANCELFAIL
         client.send(QuerySm(message_id="ffffffff"))
         assert (await client.expect(QuerySmResp)).command_status == S.ESME_RINVMSGID
+
+
+async def test_a_message_that_asked_for_no_receipt_is_settled_all_the_same(
+    smsc: FakeSmsc,
+) -> None:
+    """As a carrier delivers what it gets, receipt or not: query_sm reads its outcome (it
+    stayed ENROUTE for ever)."""
+    smsc.set_receipts(outcomes={"UNDELIV": 1.0})
+    async with await connect(smsc) as client:
+        await client.bind()
+        message_id = (await client.submit(SUBMIT)).message_id  # registered_delivery 0
+        client.send(QuerySm(message_id=message_id))
+        query = await client.expect(QuerySmResp)
+        assert (query.command_status, query.message_state) == (0, MessageState.UNDELIVERABLE)
+        assert query.final_date
 
 
 async def test_unknown_command_gets_generic_nack(smsc: FakeSmsc) -> None:

@@ -365,11 +365,9 @@ class SmscConnection(asyncio.Protocol):
         after: Callable[[], None] | None = None
         concat = content.concat
         receipts = tracker.receipts
-        if (
-            tracked.wants_receipt
-            and receipts.auto
-            and not (receipts.per_message and concat is not None and concat.seq != concat.total)
-        ):
+        if receipts.auto and not (
+            receipts.per_message and concat is not None and concat.seq != concat.total
+        ):  # settled, with or without a receipt
             if receipts.before_resp:
                 tracker.send_receipt(tracked)
             else:

@@ -164,16 +164,17 @@ class Tracker:
 
     def send_receipt(self, tracked: Tracked) -> None:
         """Settle the message and queue its receipt as configured: its stat drawn from the
-        weights, none for DELIVRD when only failures were asked for, a share lost, or twice."""
+        weights, none for DELIVRD when only failures were asked for, a share lost, or twice.
+        A message that asked for no receipt is settled all the same (query_sm reads it)."""
         request = tracked.receipt
-        if request is None:
-            return
         if tracked.state is MessageState.DELETED:
             stat = ReceiptStat.DELETED
         else:
             stat = self._draw_stat()
             tracked.state = stat.message_state
             tracked.final_time = time.time()
+        if request is None:
+            return
         if request.registered_delivery & 0x03 == 2 and stat is ReceiptStat.DELIVRD:
             return  # the ESME asked for failures only
         if self.receipts.lost and self._rng.random() < self.receipts.lost:
