@@ -28,10 +28,14 @@ test: venv promtool lint typecheck
 	$(BIN)/python -X dev -m pytest -q
 
 # promtool for the alert-rule scenarios in tests/test_alerts.py, which need it: unpacked
-# from Debian's prometheus package into the venv, nothing installed system-wide.
+# from Debian's prometheus package into the venv, nothing installed system-wide. Elsewhere,
+# put a promtool binary at .venv/bin/promtool.
 promtool: $(BIN)/promtool
 
 $(BIN)/promtool: | $(BIN)/.installed
+	@command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || { \
+	  echo "promtool: apt-get and dpkg-deb (Debian, Ubuntu) fetch it; without them, put a" \
+	       "promtool binary at $(BIN)/promtool" >&2; exit 1; }
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
 	apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; \
 	dpkg-deb -x prometheus_*.deb unpacked; \
