@@ -9,7 +9,7 @@ Once everything is sent, the SMSC's JSON-lines record is checked against the ack
 
 - lost: acknowledged messages never seen at the SMSC (answered ESME_ROK). Must be 0.
 - duplicates: sightings beyond the first, each charged to the last crash before it. The bound
-  is window x binds per crash (DESIGN: segments in flight at the crash are resent).
+  is window x binds per crash (segments in flight at the crash are resent).
 
     .venv/bin/python bench/crash.py
     .venv/bin/python bench/crash.py --count 20000 --crashes 3 --seed 7

@@ -1,7 +1,7 @@
 """Rate limits with the clock passed in: a hard sliding-window cap and a bind's adaptive rate.
 
-Owns the arithmetic of "at most N sends in any span of P seconds" (DESIGN.md invariant 5 is
-measured over any one-second span, which a token bucket with a burst does not guarantee) and of
+Owns the arithmetic of "at most N sends in any span of P seconds" (a TPS cap holds over any
+one-second span, which a token bucket with a burst does not guarantee) and of
 slowing a bind down when the SMSC answers ESME_RTHROTTLED / ESME_RMSGQFUL. It must not know
 asyncio or SMPP: `now` is an argument and the callers decide what a send is.
 

@@ -6,7 +6,7 @@ each to the carrier's binds as soon as a window slot is free, and records the ou
 
 Duplicates after a crash are bounded by `max_unrecorded`: a segment counts from the moment it is
 handed to a bind until its outcome is committed, and no more are sent while that many are open.
-With max_unrecorded = window x binds, a kill -9 resends at most that many (DESIGN.md invariant 2).
+With max_unrecorded = window x binds, a kill -9 resends at most that many (the crash bound).
 Segments claimed but not yet sent are no duplicates (recovery queues them again, and they go once),
 so the next batch is claimed while the current one is being sent: a claim's transaction is not in
 the loop that refills the window.

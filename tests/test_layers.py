@@ -1,4 +1,4 @@
-"""The dependency arrows of DESIGN.md section 2, checked on the source.
+"""The dependency arrows between the layers, checked on the source.
 
 `pdu` <- `session` <- send loop <- daemon: the codec and the session's protocol core are pure
 (no event loop, sockets, threads or storage), the queue knows nothing of SMPP sessions, only the
