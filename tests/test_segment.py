@@ -209,6 +209,20 @@ def test_flags_in_a_row_are_cut_between_pairs() -> None:
     assert parts[1].startswith("🇫🇷🇩🇪")
 
 
+def test_a_long_run_of_flags_is_cut_between_pairs_in_every_part() -> None:
+    """Each cut counts the run's pairs from its segment's start (a cut between flags), not
+    from the text's: every part holds whole flags, and 8,000 of them are cut at once (counted
+    from the text's start, each cut scanned the run anew: quadratic)."""
+    text = "ж" + "🇬🇧" * 4000
+    parts = [p.decode("utf-16-be") for p in bodies(split(text, Alphabet.UCS2, max_segments=255))]
+    assert "".join(parts) == text
+    for part in parts[1:]:
+        assert len(part) % 2 == 0
+        assert part.startswith("🇬🇧")
+    with pytest.raises(SegmentLimitError):
+        split("🇬🇧" * 32_000, Alphabet.UCS2, max_segments=10)
+
+
 def test_emoji_counts_two_units() -> None:
     """35 emoji are 70 units: one segment; 36 need two."""
     assert count_segments("😀" * 35, Alphabet.UCS2, ConcatMethod.UDH8) == 1

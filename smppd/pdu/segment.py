@@ -153,7 +153,7 @@ def _ucs2_break(encoded: bytes, start: int, end: int) -> int:
         end -= 2
     at = end
     while at - start > 2 and end - at < 2 * _MAX_CLUSTER_UNITS:
-        if not _joined(encoded, at):
+        if not _joined(encoded, at, start):
             return at
         at -= 2
         if 0xDC <= encoded[at] <= 0xDF:  # a low surrogate: step over the whole pair
@@ -176,17 +176,20 @@ def _code_point_before(encoded: bytes, at: int) -> int:
     return unit
 
 
-def _joined(encoded: bytes, at: int) -> bool:
-    """Whether the code points either side of offset `at` belong to one visible character."""
+def _joined(encoded: bytes, at: int, start: int) -> bool:
+    """Whether the code points either side of offset `at` belong to one visible character;
+    `start` is where the segment begins (a cut between characters)."""
     if at >= len(encoded):
         return False
     after, before = _code_point_at(encoded, at), _code_point_before(encoded, at)
     if _ZWJ in (before, after) or _extends(after):
         return True
     if _is_regional(after) and _is_regional(before):
-        # Flags pair up from the first indicator of a run: split only between pairs.
+        # Flags pair up from the first indicator of a run: split only between pairs. Counted
+        # from the segment's start, a cut between pairs: from the text's, a long run of flags
+        # would make every cut scan it all again.
         run, back = 0, at
-        while back > 0 and _is_regional(_code_point_before(encoded, back)):
+        while back > start and _is_regional(_code_point_before(encoded, back)):
             run, back = run + 1, back - 4
         return run % 2 == 1
     return False
