@@ -757,6 +757,13 @@ def _concat_part(pdu: DeliverSm | DataSm) -> tuple[bytes, ConcatPart | None, Shi
     seq = tlv.get_int(pdu.tlvs, Tag.sar_segment_seqnum)
     # The TLVs are one octet (two for the reference), but a delivery keeps a TLV of the wrong
     # length: values out of range make the message one of its own rather than fail it.
-    if ref is not None and total and seq and 1 <= seq <= total <= MAX_CONCAT_PARTS and total > 1:
+    if (
+        ref is not None
+        and 0 <= ref <= 0xFFFF
+        and total
+        and seq
+        and 1 <= seq <= total <= MAX_CONCAT_PARTS
+        and total > 1
+    ):
         return content, ConcatPart(ref, total, seq, content), DEFAULT_SHIFT
     return content, None, DEFAULT_SHIFT

@@ -34,7 +34,8 @@ def fingerprint(pdu: DeliverSm | DataSm) -> bytes:
     for field in (pdu.source_addr, pdu.destination_addr):
         digest.update(field.encode("latin-1", "replace"))
         digest.update(b"\0")
-    sar = [tlv.get_int(pdu.tlvs, tag) for tag in _SAR]
+    # As sent, not as numbers: a hostile SMSC's 2 KB "integer" has no decimal repr.
+    sar = [tlv.get_bytes(pdu.tlvs, tag) for tag in _SAR]
     digest.update(repr((pdu.source_addr_ton, pdu.esm_class, pdu.data_coding, sar)).encode())
     digest.update(pdu.content)
     return digest.digest()

@@ -807,20 +807,33 @@ def mo_pdu(text: bytes, source: str = "447700900001") -> DeliverSm:
     )
 
 
-async def test_sar_tlvs_out_of_range_make_a_message_of_its_own() -> None:
-    """sar_total_segments is one octet; a carrier that sends it in two (256) must not fail
-    the MO, which its SMSC would then deliver again for ever: it is stored as it came."""
-    queue = MemoryQueue()
-    pdu = dataclasses.replace(
-        mo_pdu(b"part one"),
-        tlvs=(
-            Tlv(Tag.sar_msg_ref_num, b"\x00\x07"),
-            Tlv(Tag.sar_total_segments, b"\x01\x00"),
-            Tlv(Tag.sar_segment_seqnum, b"\x01"),
-        ),
-    )
-    assert await handler(queue, [])(pdu) == 0
-    assert [m.text for m in await queue.inbound_since(0)] == ["part one"]
+@pytest.mark.parametrize(
+    ("ref", "total"),
+    [
+        (b"\x00\x07", b"\x01\x00"),  # a total of 256, in two octets
+        (b"\x80" + b"\x00" * 7, b"\x02"),  # a reference of 2**63, past SQLite's INTEGER
+    ],
+)
+async def test_sar_tlvs_out_of_range_make_a_message_of_its_own(
+    ref: bytes, total: bytes, tmp_path: Path
+) -> None:
+    """sar_total_segments is one octet, sar_msg_ref_num two; a carrier that sends them longer
+    must not fail the MO, which its SMSC would then deliver again for ever: it is stored as it
+    came (held as a part, an 8-octet reference did not fit the store's integer)."""
+    queue = await SqliteQueue.open(tmp_path / "queue.db")
+    try:
+        pdu = dataclasses.replace(
+            mo_pdu(b"part one"),
+            tlvs=(
+                Tlv(Tag.sar_msg_ref_num, ref),
+                Tlv(Tag.sar_total_segments, total),
+                Tlv(Tag.sar_segment_seqnum, b"\x01"),
+            ),
+        )
+        assert await handler(queue, [])(pdu) == 0
+        assert [m.text for m in await queue.inbound_since(0)] == ["part one"]
+    finally:
+        await queue.close()
 
 
 async def test_an_mo_delivered_again_within_the_window_is_answered_and_not_stored_again() -> None:

@@ -43,6 +43,14 @@ def test_a_redelivery_differs_only_in_its_sequence_number() -> None:
     assert fingerprint(data_sm) == fingerprint(MO)
 
 
+def test_a_sar_value_too_long_for_a_number_still_has_a_fingerprint() -> None:
+    """A hostile SMSC's sar_total_segments of 1,786 octets: a number past Python's decimal
+    conversion limit. It is fingerprinted as sent (its repr raised, and the MO, never stored,
+    came again for ever)."""
+    huge = dataclasses.replace(MO, tlvs=(Tlv(Tag.sar_total_segments, b"\xff" * 1786),))
+    assert fingerprint(huge) != fingerprint(MO)
+
+
 def test_the_window_runs_from_the_last_delivery() -> None:
     """Seen within the window: a redelivery, and the window starts again from it; past it,
     new. Window 0 remembers nothing."""
