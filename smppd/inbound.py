@@ -520,16 +520,7 @@ class InboundHandler:
             now = self._clock()
         while self._completed:
             whole, numbered = self._completed.pop()
-            shifts = self._shifts_of(whole, numbered)
-            try:
-                await self._store_group(whole, numbered, now, complete=True)
-            except BaseException as exc:
-                self._put_back(whole, numbered, shifts)
-                if not isinstance(exc, Exception):
-                    raise
-                log.error(
-                    "storing a long inbound message failed; its parts are kept", error=str(exc)
-                )
+            if not await self._store_or_keep(whole, numbered, now, complete=True):
                 break
         for dropped in self._parts.expire(now=self._monotonic()):
             group = dropped.key
@@ -539,20 +530,25 @@ class InboundHandler:
                 reason=str(dropped.reason),
                 parts=f"{len(dropped.parts)}/{dropped.total}",
             )
-            numbered = list(dropped.parts)
-            shifts = self._shifts_of(group, numbered)
-            try:
-                await self._store_group(group, numbered, now, complete=False)
-            except BaseException as exc:
-                # Held on disk still: back in memory, they are stored when they expire again
-                # (or complete), not only after a restart.
-                self._put_back(group, numbered, shifts)
-                if not isinstance(exc, Exception):
-                    raise
-                log.error(
-                    "storing an incomplete inbound message failed; its parts are kept",
-                    error=str(exc),
-                )
+            await self._store_or_keep(group, list(dropped.parts), now, complete=False)
+
+    async def _store_or_keep(
+        self, group: PartGroup, numbered: list[tuple[int, bytes]], now: float, *, complete: bool
+    ) -> bool:
+        """Store a long message from its parts; False if that failed. Held on disk still,
+        they are back in memory then, stored when they expire again (or complete), not only
+        after a restart; the failure is logged, not raised into the next MO's answer."""
+        shifts = self._shifts_of(group, numbered)
+        try:
+            await self._store_group(group, numbered, now, complete=complete)
+        except BaseException as exc:
+            self._put_back(group, numbered, shifts)
+            if not isinstance(exc, Exception):
+                raise
+            kind = "a long" if complete else "an incomplete"
+            log.error(f"storing {kind} inbound message failed; its parts are kept", error=str(exc))
+            return False
+        return True
 
     async def _restore_parts(self) -> None:
         """Once, before anything else touches the parts: those an earlier run held on disk."""

@@ -624,15 +624,16 @@ class DeferralsQueue(MemoryQueue):
         self.recorded.set()
         return changes
 
+    async def wait_deferred(self, count: int) -> None:
+        while len(self.deferred) < count:
+            self.recorded.clear()
+            await self.recorded.wait()
 
-async def test_an_urgent_message_of_a_capped_sender_is_not_lined_up_behind_its_bulk() -> None:
-    """A sender capped at 2/s with 40 bulk messages: 38 are deferred one behind the other, the
-    last 19 s away. Its OTP, deferred too (the window is full), comes back at the sender's next
-    free send, not behind them."""
-    clock, monotonic = Clock(), Clock()
+
+def _capped_at_two(queue: MemoryQueue) -> tuple[CarrierSendLoop, ManualPort, asyncio.Task[None]]:
+    """A running loop whose sender SMPPD may send 2 a second (monotonic time stands at 0)."""
+    monotonic = Clock()
     monotonic.now = 0.0
-    queue = DeferralsQueue()
-    bulk = await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(40)], now=T0)
     port = ManualPort()
     loop = CarrierSendLoop(
         "fake",
@@ -641,62 +642,45 @@ async def test_an_urgent_message_of_a_capped_sender_is_not_lined_up_behind_its_b
         claim_batch=50,
         max_unrecorded=100,
         policy=RetryPolicy(),
-        clock=clock,
+        clock=Clock(),
         sender_rates=SenderRates({"SMPPD": 2}),
         monotonic=monotonic,
     )
-    task = asyncio.create_task(loop.run())
+    return loop, port, asyncio.create_task(loop.run())
+
+
+async def test_an_urgent_message_of_a_capped_sender_is_not_lined_up_behind_its_bulk() -> None:
+    """A sender capped at 2/s with 40 bulk messages: 38 are deferred one behind the other, the
+    last 19 s away. Its OTP, deferred too (the window is full), comes back at the sender's next
+    free send, not behind them."""
+    queue = DeferralsQueue()
+    bulk = await queue.enqueue([message(f"bulk {i}", priority=0) for i in range(40)], now=T0)
+    loop, port, task = _capped_at_two(queue)
     async with asyncio.timeout(5):
-        while len(queue.deferred) < 38:
-            queue.recorded.clear()
-            await queue.recorded.wait()
+        await queue.wait_deferred(38)
         (otp,) = await queue.enqueue([message("otp", priority=URGENT_PRIORITY)], now=T0)
         loop.wake(urgent_at=T0)
-        while len(queue.deferred) < 39:
-            queue.recorded.clear()
-            await queue.recorded.wait()
+        await queue.wait_deferred(39)
     assert len(port.futures) == 2
     lined_up = sorted(queue.deferred[segment_id(m.message_id, 0)] for m in bulk[2:])
     assert lined_up[-1] >= T0 + 18.5
     otp_back = queue.deferred[segment_id(otp.message_id, 0)]
     assert otp_back <= T0 + 1.1  # when the first of the two sends leaves the window
-    loop.stop()
-    for future in port.futures:
-        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
-    await asyncio.wait_for(task, 5)
+    await _finish(loop, task, port)
 
 
 async def test_urgent_messages_deferred_together_come_back_spaced_out() -> None:
     """40 OTPs of a sender capped at 2/s: the 38 deferred are lined up at its rate, on a line
     of their own, not all back at the next free send (to be deferred again, most of them,
     over and over: a store write each)."""
-    clock, monotonic = Clock(), Clock()
-    monotonic.now = 0.0
     queue = DeferralsQueue()
     await queue.enqueue([message(f"otp {i}", priority=URGENT_PRIORITY) for i in range(40)], now=T0)
-    port = ManualPort()
-    loop = CarrierSendLoop(
-        "fake",
-        queue,
-        port,
-        claim_batch=50,
-        max_unrecorded=100,
-        policy=RetryPolicy(),
-        clock=clock,
-        sender_rates=SenderRates({"SMPPD": 2}),
-        monotonic=monotonic,
-    )
-    task = asyncio.create_task(loop.run())
+    loop, port, task = _capped_at_two(queue)
     async with asyncio.timeout(5):
-        while len(queue.deferred) < 38:
-            queue.recorded.clear()
-            await queue.recorded.wait()
+        await queue.wait_deferred(38)
     back = sorted(queue.deferred.values())
     assert all(later - earlier >= 0.49 for earlier, later in itertools.pairwise(back))
-    loop.stop()
-    for future in port.futures:
-        future.set_result(SubmitResult("a", 0, StatusClass.SUCCESS, bind="b1"))
-    await asyncio.wait_for(task, 5)
+    await _finish(loop, task, port)
 
 
 class GatedQueue(MemoryQueue):
