@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -367,7 +367,7 @@ class InboundHandler:
     async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
         redeliveries = self._redeliveries
         if redeliveries is None or redeliveries.window_s <= 0:
-            return await _to_its_end(self._store_mo(pdu))
+            return await asyncio.shield(_to_its_end(self._store_mo(pdu)))
         key = fingerprint(pdu)
         if not redeliveries.restored:
             await self._restore_seen(redeliveries)
@@ -385,25 +385,15 @@ class InboundHandler:
                     **_same(left_out),
                 )
             return CommandStatus.ESME_ROK
-        storing = self._storing[key] = asyncio.get_running_loop().create_future()
-        store = asyncio.ensure_future(
-            self._store_mo(pdu, Seen(key, self._clock() + redeliveries.window_s))
-        )
+        seen = Seen(key, self._clock() + redeliveries.window_s)
 
         def stored(store: asyncio.Future[int]) -> None:
             del self._storing[key]
-            if store.cancelled():
-                redeliveries.forget(key)
-                storing.cancel()
-            elif (exc := store.exception()) is not None:
+            if store.cancelled() or store.exception() is not None:  # the exception retrieved
                 redeliveries.forget(key)  # answered an error: the SMSC's next try is taken
-                storing.set_exception(exc)
-                storing.exception()  # retrieved: a redelivery waiting is told, or nobody is
-            else:
-                storing.set_result(store.result())
 
-        store.add_done_callback(stored)
-        return await asyncio.shield(storing)
+        store = self._storing[key] = _to_its_end(self._store_mo(pdu, seen), stored)
+        return await asyncio.shield(store)
 
     def _changes_opt_out(self, pdu: DeliverSm | DataSm) -> bool:
         """Whether `pdu` is a whole MO that reads as STOP or START. One is never taken for a
@@ -716,18 +706,23 @@ class InboundHandler:
         log.info("opt-in recorded", sender=sender, number=number)
 
 
-async def _to_its_end(storing: Awaitable[int]) -> int:
-    """`storing`'s result; should the handler be cancelled meanwhile (its bind gone, say), the
-    store goes on: a write once queued commits, and the message it stored must still have its
-    event published (and its fingerprint kept, so the SMSC's redelivery is told apart)."""
+def _to_its_end(
+    storing: Coroutine[object, object, int],
+    done: Callable[[asyncio.Future[int]], None] | None = None,
+) -> asyncio.Future[int]:
+    """`storing` as a task of its own, to be awaited shielded: should the handler be cancelled
+    meanwhile (its bind gone, say), the store goes on, for a write once queued commits, and the
+    message it stored must still have its event published (and its fingerprint kept, so the
+    SMSC's redelivery is told apart). `done` is called as it ends; the exception of one that
+    failed is retrieved either way (a cancelled handler's: the SMSC tries again)."""
     store = asyncio.ensure_future(storing)
-    store.add_done_callback(_retrieved)
-    return await asyncio.shield(store)
+    store.add_done_callback(done or _retrieved)
+    return store
 
 
 def _retrieved(store: asyncio.Future[int]) -> None:
     if not store.cancelled():
-        store.exception()  # a cancelled handler's store that failed: the SMSC tries again
+        store.exception()
 
 
 def _same(left_out: int) -> dict[str, int]:

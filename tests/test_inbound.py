@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ from queue_support import peek
 from smppd.address import NumberPlan, from_wire
 from smppd.compliance import DEFAULT, Keyword
 from smppd.idformat import IdFormatLearner
-from smppd.inbound import AUTO_REPLY_COOLDOWN_S, InboundHandler, OptOutPolicy, ReplyCooldown
+from smppd.inbound import (
+    AUTO_REPLY_COOLDOWN_S,
+    AutoReply,
+    InboundHandler,
+    OptOutPolicy,
+    ReplyCooldown,
+)
 from smppd.logging import configure_logging
 from smppd.pdu import national
 from smppd.pdu.national import DEFAULT_SHIFT, NationalLanguage, Shift
@@ -51,16 +58,24 @@ def handler(
     learner: IdFormatLearner | None = None,
     mono: list[float] | None = None,
     redeliveries: Redeliveries | None = None,
+    *,
+    owners: Mapping[str, str] | None = None,
+    auto_replies: Mapping[Keyword, str] | None = None,
+    auto_reply: AutoReply | None = None,
 ) -> InboundHandler:
     """A handler whose clock reads `now[0]` (T0 if not given), reassembly timeout 10 s, its
-    monotonic clock `mono[0]` (the same as `now` if not given)."""
+    monotonic clock `mono[0]` (the same as `now` if not given); SHOP is shop's unless
+    `owners` say otherwise."""
     clock = [T0] if now is None else now
     monotonic = clock if mono is None else mono
     return InboundHandler(
         "fake",
         queue,
-        owners={"SHOP": "shop"},
-        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
+        owners={"SHOP": "shop"} if owners is None else owners,
+        optout=OptOutPolicy(
+            keywords=DEFAULT, per_client=False, senders_of={}, auto_replies=auto_replies or {}
+        ),
+        auto_reply=auto_reply,
         default_alphabet=Alphabet.GSM7,
         publish=events.append,
         clock=lambda: clock[0],
@@ -396,15 +411,7 @@ async def test_a_stop_to_a_short_code_stops_it_whatever_ton_the_smsc_gives_it(to
     was read as the number +12345: owned by nobody, and submits from 12345 went on)."""
     queue = MemoryQueue()
     events: list[Event] = []
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"12345": "shop", "+447700900999": "shop"},
-        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
-        default_alphabet=Alphabet.GSM7,
-        publish=events.append,
-        clock=lambda: T0,
-    )
+    inbound = handler(queue, events, owners={"12345": "shop", "+447700900999": "shop"})
     for destination, number in (("12345", "447700902222"), ("7654", "447700903333")):
         stop = DeliverSm(
             source_addr=number,
@@ -562,28 +569,9 @@ async def test_a_keywords_event_goes_out_before_its_reply_is_queued() -> None:
     async def auto_reply(client: str, sender: str, number: str, text: str) -> None:
         published_when_replying.append([e.data["text"] for e in events if e.kind == "inbound"])
 
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=OptOutPolicy(
-            keywords=DEFAULT,
-            per_client=False,
-            senders_of={},
-            auto_replies={Keyword.STOP: "You are unsubscribed."},
-        ),
-        default_alphabet=Alphabet.GSM7,
-        publish=events.append,
-        clock=lambda: T0,
-        auto_reply=auto_reply,
-    )
-    stop = DeliverSm(
-        source_addr="447700900001",
-        source_addr_ton=1,
-        destination_addr="SHOP",
-        short_message=b"STOP",
-    )
-    assert await inbound(stop) == 0
+    replies = {Keyword.STOP: "You are unsubscribed."}
+    inbound = handler(queue, events, auto_replies=replies, auto_reply=auto_reply)
+    assert await inbound(mo_pdu(b"STOP")) == 0
     assert published_when_replying == [["STOP"]]
 
 
