@@ -1150,29 +1150,26 @@ class QueuedStore(MemoryQueue):
         return await super().store_inbound(inbound)
 
 
+class Published(list[Event]):
+    """Events as published; `first` is set by the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = asyncio.Event()
+
+    def append(self, event: Event) -> None:
+        super().append(event)
+        self.first.set()
+
+
 @pytest.mark.parametrize("dedup", [False, True])
 async def test_an_mo_whose_handler_is_cancelled_mid_store_is_still_told(dedup: bool) -> None:
     """The link cancels a handler still running after its bind went: a write once queued
     commits all the same, so the store goes on to its end, the event is published, and (with
     inbound_dedup_s) the SMSC's redelivery is known for one, not stored a second time."""
     queue = QueuedStore()
-    events: list[Event] = []
-    published = asyncio.Event()
-
-    def publish(event: Event) -> None:
-        events.append(event)
-        published.set()
-
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}),
-        default_alphabet=Alphabet.GSM7,
-        publish=publish,
-        clock=lambda: T0,
-        redeliveries=Redeliveries(600.0) if dedup else None,
-    )
+    events = Published()
+    inbound = handler(queue, events, redeliveries=Redeliveries(600.0) if dedup else None)
     first = asyncio.ensure_future(inbound(mo_pdu(b"see you at 5")))
     async with asyncio.timeout(5):
         await queue.queued.wait()
@@ -1180,7 +1177,7 @@ async def test_an_mo_whose_handler_is_cancelled_mid_store_is_still_told(dedup: b
         with pytest.raises(asyncio.CancelledError):
             await first
         queue.commit.set()
-        await published.wait()
+        await events.first.wait()
     assert [m.text for m in await queue.inbound_since(0)] == ["see you at 5"]
     if dedup:
         assert await inbound(mo_pdu(b"see you at 5")) == 0  # the SMSC again: no resp came
