@@ -114,7 +114,7 @@ class EventHub:
     def __init__(self, *, queue_size: int = 10_000) -> None:
         self._queue_size = queue_size
         self._by_client: dict[str, set[_Subscriber]] = {}
-        self.published = 0
+        self.published = 0  # events queued to subscribers, one per subscriber
         self.dropped_subscribers = 0
 
     def subscribe(self, client: str, kinds: frozenset[str]) -> _Subscriber:
@@ -136,7 +136,6 @@ class EventHub:
         subs = self._by_client.get(event.client)
         if not subs:
             return
-        self.published += 1
         for sub in list(subs):
             if event.kind not in sub.kinds:
                 continue
@@ -144,6 +143,7 @@ class EventHub:
                 self._drop(sub)
             else:
                 sub.queue.put_nowait(event)
+                self.published += 1  # what a subscriber takes: one each
 
     def publish_changes(self, changes: Iterable[Change], *, carrier: str | None = None) -> None:
         """`publish_changes` to this hub's subscribers."""

@@ -35,7 +35,7 @@ DAEMON_COUNTERS: Final[Mapping[str, str]] = {
     "inbound_unowned": "Inbound messages to a number no sender entry owns: stored, and told"
     " only to the api client with unowned_inbound, if one has it",
     "sender_rate_deferrals": "Segments held back by a sender's own tps",
-    "events_published": "Events published to API subscribers",
+    "events_published": "Events queued to API subscribers (one per subscriber taking it)",
     "subscribers_dropped": "API subscribers dropped for not reading their events",
     "accepted": "Messages accepted onto the queue (a repeated ref is not counted again)",
     "receipts_overdue": "Messages finished without all their receipts after queue.receipt_wait_s",

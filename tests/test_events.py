@@ -43,6 +43,20 @@ async def test_kinds_filter() -> None:
     assert [e.kind for e in await collect(sub, 1)] == ["receipt"]
 
 
+async def test_published_counts_what_each_subscriber_takes() -> None:
+    """The published figure is events queued: one per subscriber taking it, none for a kind
+    nobody subscribed to."""
+    hub = EventHub()
+    hub.subscribe("a", frozenset({"receipt"}))
+    hub.subscribe("a", frozenset({"receipt", "state"}))
+    hub.publish(Event("receipt", "a", {"stat": "DELIVRD"}))
+    assert hub.published == 2
+    hub.publish(Event("state", "a", {"state": "delivered"}))
+    assert hub.published == 3
+    hub.publish(Event("inbound", "a", {"text": "hi"}))
+    assert hub.published == 3
+
+
 async def test_lagging_subscriber_is_told_and_dropped() -> None:
     """Past its queue bound a subscriber gets a last `dropped` event and hears nothing more."""
     hub = EventHub(queue_size=3)
