@@ -37,7 +37,8 @@ _MIN_MASKED: Final = 5
 _MAX_KEPT_HEAD: Final = 5  # country code and operator prefix: what a person debugging routes needs
 _SHORT_DIGITS: Final = 6  # at most this many digits: a short code or sender id, not a person
 _DIGITS: Final = frozenset("0123456789")
-_DIGIT_RUN: Final = re.compile(r"\+?[0-9]{7,}")
+# A run standing alone: the digits of a hex value (0x00000099) or an identifier are no number.
+_DIGIT_RUN: Final = re.compile(r"(?<![0-9A-Za-z])\+?[0-9]{7,}(?![0-9A-Za-z])")
 
 
 def mask_msisdn(value: str) -> str:

@@ -92,6 +92,7 @@ def test_redact_private_rules() -> None:
             "segment": {"source_addr": NUMBER, "message_payload": "abc", "seq": 4},
             "message_id": "12345678901",
             "error": f"KeyError: '{NUMBER}' (errno 28)",
+            "detail": f"unknown command_id 0x00000099 from {NUMBER}",
         },
     )
     assert event == {
@@ -108,6 +109,7 @@ def test_redact_private_rules() -> None:
         },
         "message_id": "12345678901",
         "error": "KeyError: '+44791*****23' (errno 28)",  # free text: number-like runs only
+        "detail": "unknown command_id 0x00000099 from +44791*****23",  # hex digits are no number
     }
 
 
