@@ -188,12 +188,14 @@ def _storage_error(
             log.error("queue error", op=op, error=str(exc), **same)
     if full:
         return ApiError(ErrorCode.storage_full, f"storage is full; {outcome}")
-    return ApiError(ErrorCode.storage_error, f"storage error ({exc.code}); {outcome}")
+    how = f"{exc.code}: {exc.reason}" if exc.reason else exc.code
+    return ApiError(ErrorCode.storage_error, f"storage error ({how}); {outcome}")
 
 
 @contextlib.contextmanager
 def _storage_errors(op: str) -> Iterator[None]:
-    """_storage_error for a change (a cancel, an opt-out), raised."""
+    """_storage_error for a request the store could not serve (a read, a cancel, an
+    opt-out), raised: storage_error, not `internal`, and logged sampled."""
     try:
         yield
     except QueueError as exc:
@@ -611,13 +613,15 @@ class Gateway:
     # --- reads and the rest ----------------------------------------------------------------
 
     async def status(self, client: ClientIdentity, message_id: int) -> dict[str, Any]:
-        found = await self._queue.status(message_id, client.name)
+        with _storage_errors("status"):
+            found = await self._queue.status(message_id, client.name)
         if found is None:
             raise ApiError(ErrorCode.not_found, f"no message {message_id}", field="message_id")
         return status_json(found)
 
     async def message_id_of(self, client: ClientIdentity, ref: str) -> int:
-        found = await self._queue.message_id_of(client.name, ref)
+        with _storage_errors("status"):
+            found = await self._queue.message_id_of(client.name, ref)
         if found is None:
             raise ApiError(ErrorCode.not_found, "no message with this ref", field="ref")
         return found
@@ -637,15 +641,17 @@ class Gateway:
         self._hub.publish_changes(changes)
 
     async def inbound(self, client: ClientIdentity, after: int, limit: int) -> dict[str, Any]:
-        found = await self._queue.inbound_since(after, client=client.name, limit=limit)
+        with _storage_errors("inbound"):
+            found = await self._queue.inbound_since(after, client=client.name, limit=limit)
         return {"messages": [inbound_json(m.id, m) for m in found]}
 
     async def finished(
         self, client: ClientIdentity, after: tuple[float, int] | None, limit: int
     ) -> dict[str, Any]:
-        page = await self._queue.finished_since(
-            FINISHED_START if after is None else after, client=client.name, limit=limit
-        )
+        with _storage_errors("finished"):
+            page = await self._queue.finished_since(
+                FINISHED_START if after is None else after, client=client.name, limit=limit
+            )
         return {
             "messages": [
                 {
@@ -675,7 +681,8 @@ class Gateway:
         return {"queue_depth": self._queue.queued_depth(), **self._health()}
 
     async def stats(self, client: ClientIdentity) -> dict[str, Any]:
-        stats = await self._queue.stats(now=self._clock())
+        with _storage_errors("stats"):
+            stats = await self._queue.stats(now=self._clock())
         return {
             "queued_depth": stats.queued_depth,
             "oldest_queued_age_s": stats.oldest_queued_age_s,
@@ -743,7 +750,8 @@ class Gateway:
                 continue
             cursor = after if after is not None and sender == after[0] else None
             while (want := OPTOUT_PAGE - len(rows)) > 0:
-                page = await self._queue.list_optouts(sender=sender, after=cursor, limit=want)
+                with _storage_errors("optout"):
+                    page = await self._queue.list_optouts(sender=sender, after=cursor, limit=want)
                 rows += page
                 if len(page) < want:  # this sender's are all read
                     break

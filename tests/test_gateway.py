@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from smppd.queue.model import (
     Submitted,
     segment_id,
 )
-from smppd.queue.sqlite import BULK_ENQUEUE
+from smppd.queue.sqlite import BULK_ENQUEUE, translate
 from smppd.routing import Router, RouteRule
 from smppd.senderpolicy import DAY_S, DailyCap, DailyCaps
 from smppd.service import (
@@ -745,6 +746,54 @@ async def test_a_store_that_cannot_take_a_cancel_or_an_opt_out_says_which_error(
         await gw.optout(CLIENT, "remove", "ALPHA", "+447700900123")
     assert remove.value.code is ErrorCode.storage_error
     assert remove.value.message == "storage error (storage_busy); try again"
+
+
+def _disk_io_error() -> Exception:
+    """What the SQLite backend raises for a failing disk: sqlite3's own error, translated."""
+    error = sqlite3.OperationalError("disk I/O error")
+    error.sqlite_errorcode = sqlite3.SQLITE_IOERR_READ
+    return translate(error)
+
+
+class ReadsFail(MemoryQueue):
+    """A store whose disk fails every read."""
+
+    async def status(self, message_id: int, client: str | None) -> Any:
+        raise _disk_io_error()
+
+    async def message_id_of(self, client: str, ref: str) -> Any:
+        raise _disk_io_error()
+
+    async def inbound_since(self, *args: Any, **kwargs: Any) -> Any:
+        raise _disk_io_error()
+
+    async def finished_since(self, *args: Any, **kwargs: Any) -> Any:
+        raise _disk_io_error()
+
+    async def stats(self, *, now: float) -> Any:
+        raise _disk_io_error()
+
+    async def list_optouts(self, *args: Any, **kwargs: Any) -> Any:
+        raise _disk_io_error()
+
+
+async def test_a_store_failing_reads_answers_storage_error_naming_the_failure() -> None:
+    """Every read the API makes gets storage_error saying what failed, as a submit does, not
+    `internal` (which tells the operator of a bug)."""
+    gw = gateway(ReadsFail(), Loops())
+    reads: list[Callable[[], Awaitable[object]]] = [
+        lambda: gw.status(CLIENT, 1),
+        lambda: gw.message_id_of(CLIENT, "r"),
+        lambda: gw.inbound(CLIENT, 0, 10),
+        lambda: gw.finished(CLIENT, None, 10),
+        lambda: gw.stats(CLIENT),
+        lambda: gw.optout(CLIENT, "list", "ALPHA", None),
+    ]
+    for read in reads:
+        with pytest.raises(ApiError) as failed:
+            await read()
+        assert failed.value.code is ErrorCode.storage_error
+        assert failed.value.message == "storage error (storage_error: disk I/O error); try again"
 
 
 class Closed(MemoryQueue):

@@ -16,6 +16,9 @@ class QueueError(SmppdError):
     """Base class of every error raised by smppd.queue."""
 
     code: ClassVar[str] = "storage_error"
+    # What failed, in a few fixed words a client may be shown (no path, no row): "disk I/O
+    # error". Empty when the code says it all.
+    reason: str = ""
 
 
 class StorageFullError(QueueError):

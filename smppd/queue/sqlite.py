@@ -129,8 +129,21 @@ def translate(exc: sqlite3.Error) -> QueueError:
     elif primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
         kind = StorageCorruptError
     error = kind(f"queue storage: {exc}")
+    error.reason = _REASONS.get(primary, "")
     error.__cause__ = exc
     return error
+
+
+_REASONS: Final = {
+    sqlite3.SQLITE_IOERR: "disk I/O error",
+    sqlite3.SQLITE_READONLY: "the database is read-only",
+    sqlite3.SQLITE_CANTOPEN: "the database file cannot be opened",
+    sqlite3.SQLITE_PERM: "access to the database denied",
+    sqlite3.SQLITE_BUSY: "another process holds the database",
+    sqlite3.SQLITE_LOCKED: "another process holds the database",
+    sqlite3.SQLITE_CORRUPT: "the database file is damaged",
+    sqlite3.SQLITE_NOTADB: "the database file is damaged",
+}
 
 
 _NEARLY_FULL_BYTES: Final = 1 << 20
