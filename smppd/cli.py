@@ -259,8 +259,10 @@ async def _tail(client: Client, args: argparse.Namespace) -> int:
     async for event in client.subscribe(args.events.split(",")):
         print(_json(event) if args.json else _event_line(event), flush=True)
         if event.get("event") == "dropped":
+            # Temporary, as the daemon stopping is: a supervisor restarts on 69, and a reader
+            # started again catches up with `inbound` / `finished`.
             print("error: dropped: this reader fell behind the daemon's events", file=sys.stderr)
-            return EX_REFUSED
+            return EX_UNAVAILABLE
     print(
         "error: unavailable: the daemon ended the stream (it stopped or is restarting)",
         file=sys.stderr,

@@ -434,6 +434,23 @@ async def test_tail_prints_one_line_per_event_until_the_stream_ends(
     assert err == "error: unavailable: the daemon ended the stream (it stopped or is restarting)\n"
 
 
+async def test_tail_dropped_for_falling_behind_is_status_69(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The daemon dropping a reader that fell behind ends the tail as its stopping does:
+    69, temporary (restart and catch up), not 1, which a supervisor takes for a refusal."""
+    service = FakeService()
+    async with running_server(service) as server:
+        tail = asyncio.create_task(run_cli("tail", "--socket", str(server.settings.socket)))
+        subscription = await service.subscribed()
+        subscription.publish(Event("dropped", "svc", {"reason": "subscriber fell behind"}))
+        subscription.close()
+        assert await tail == 69
+    assert capsys.readouterr().err == (
+        "error: dropped: this reader fell behind the daemon's events\n"
+    )
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 async def test_tail_escapes_what_would_drive_the_terminal(
     capsys: pytest.CaptureFixture[str], as_json: bool
