@@ -1127,7 +1127,12 @@ class Daemon:
                 messages=overdue,
                 waited_s=settings.receipt_wait_s,
             )
-        purged = await self.queue.purge(now - settings.retention_s)
+        before = now - settings.retention_s
+        if self.caps.senders:
+            # A restart counts today's submits of capped senders from today's messages: a
+            # shorter retention keeps them to the day's end, or the caps would start at 0.
+            before = min(before, day_of(now) * DAY_S)
+        purged = await self.queue.purge(before)
         if purged:
             log.info("purged finished messages", messages=purged)
         await self.queue.forget_seen(now=now)  # redelivery fingerprints past their window

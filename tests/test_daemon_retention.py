@@ -40,6 +40,30 @@ async def test_retention_gives_up_on_overdue_receipts_and_counts_them() -> None:
     assert await queue.status(enq.message_id, None) is None
 
 
+async def test_a_retention_shorter_than_the_day_keeps_the_days_messages_of_capped_senders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restart rebuilds the daily caps from today's messages: a retention of minutes that
+    purged them would let a capped sender send its whole cap again. They stay until the UTC
+    day is over, and go at the first pass after it."""
+    config = load_config(SHIPPED)
+    config = dataclasses.replace(config, queue=dataclasses.replace(config.queue, retention_s=60.0))
+    noon = day_of(time.time()) * 86_400 + 43_200.0
+    monkeypatch.setattr(time, "time", lambda: noon + 3_600)
+    queue = MemoryQueue()
+    daemon = Daemon(config, SHIPPED, queue)
+    daemon.caps = DailyCaps({"ACME": DailyCap(10, hold=False)})
+    sent = await queue.enqueue([message(source="ACME") for _ in range(3)], now=noon)
+    for enq in sent:
+        assert await queue.cancel(enq.message_id, None, now=noon) is not None
+    await daemon._retention(noon + 3_600)
+    restarted = DailyCaps({"ACME": DailyCap(10, hold=False)})
+    await daemon._load_caps(restarted)
+    assert restarted.count("ACME", day_of(noon)) == 3
+    await daemon._retention(noon + 43_200 + 1)  # the next day
+    assert await queue.status(sent[0].message_id, None) is None
+
+
 class SlowPurgeQueue(MemoryQueue):
     """A queue whose purge waits for `release`, as one of millions of rows takes a while."""
 
