@@ -29,7 +29,6 @@ from smppd.pdu.command import CommandId
 from smppd.pdu.status import CommandStatus, StatusClass, status_name
 from smppd.ratelimit import AdaptiveRate, SlidingWindow
 from smppd.session import (
-    TIMED_OUT_MEMORY,
     BindError,
     BindFailed,
     BindSettings,
@@ -453,13 +452,13 @@ class Link(asyncio.Protocol):
                 on_result = self._resolve_unknown(seq, self._timed_out)
                 if on_result is not None:
                     self._late[seq] = on_result
-                    if len(self._late) > TIMED_OUT_MEMORY:
-                        del self._late[next(iter(self._late))]
                 self._observer.response_timed_out(self.name)
                 self._observer.submit_ended(self.name, self._timed_out, None)
                 freed = True
             else:
                 self._other_event(event)
+        if self._late:
+            self._forget_late()
         if core.state is not self._state:
             self._state = core.state
             self._observer.state_changed(self.name, self._state)
@@ -483,6 +482,13 @@ class Link(asyncio.Protocol):
                 self._arm_timer(deadline)
         if freed:
             self._wake()
+
+    def _forget_late(self) -> None:
+        """Let go of the late-answer callbacks the session no longer waits for: both are in the
+        order the submits timed out, and the session forgets the oldest first (by age, count)."""
+        late, core = self._late, self._core
+        while late and not core.answer_may_come(first := next(iter(late))):
+            del late[first]
 
     def _query_answered(self, event: QueryAnswered) -> None:
         query = self._queries.pop(event.sequence_number, None)

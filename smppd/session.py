@@ -41,6 +41,10 @@ from smppd.record import record
 
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFFFF
 TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late from stray answers
+# How long after its sending a timed-out submit's answer is still taken as late, not stray. By
+# then the segment went out again (after one response timeout) and a late acceptance would not
+# settle it; remembering longer only holds memory, on a bind losing a few answers an hour.
+LATE_ANSWER_S: Final = 600.0
 # A submit that timed out keeps its window slot this many response timeouts from its sending:
 # the SMSC counts it as outstanding until it answers, and a window refilled at each timeout put
 # twice the window into a slow SMSC (which throttles or refuses what is over its window). Not
@@ -544,6 +548,10 @@ class Session:
                 at = min(at, self._drain_deadline)
         return None if at == math.inf else at
 
+    def answer_may_come(self, seq: int) -> bool:
+        """Whether a timed-out submit's late answer would still be taken (see LATE_ANSWER_S)."""
+        return seq in self._timed_out
+
     def ready_at(self, *, now: float) -> float | None:
         """When `try_submit` could next succeed: `now` or a later time if only the rate holds it
         back; None if it waits for something else (the bind, a free window slot)."""
@@ -675,6 +683,9 @@ class Session:
         limit = now - self._response_timeout_s
         hold_s = (HOLD_TIMED_OUT - 1) * self._response_timeout_s
         timed_out = self._timed_out
+        forget_before = now - LATE_ANSWER_S
+        while timed_out and next(iter(timed_out.values())) <= forget_before:
+            timed_out.popitem(last=False)
         while submits:
             seq, sent_at = next(iter(submits.items()))
             if sent_at > limit:

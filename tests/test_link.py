@@ -10,6 +10,7 @@ import gc
 import shutil
 import ssl
 import subprocess
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import structlog.testing
 from raw_smsc import read_frame
 
+import smppd.session
 from smppd.link import DeliverHandler, Link, NullObserver
 from smppd.metrics import CarrierObserver
 from smppd.pdu import pdus
@@ -884,6 +886,50 @@ async def test_every_submit_ends_once_in_the_carrier_counts(smsc: FakeSmsc) -> N
         assert await link.wait_closed() is CloseReason.CONNECTION_LOST
     assert dict(observer.submits) == {"ESME_ROK": 1, "unknown": 4}
     assert observer.latency.count == 2
+
+
+async def test_a_lost_submits_callback_goes_once_its_answer_would_be_too_late(
+    smsc: FakeSmsc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a timed-out submit's late answer would reach (the send loop's segment) is let go
+    when the session stops waiting for that answer (LATE_ANSWER_S), not at the bind's close: a
+    long-lived bind losing a few answers an hour held them all. The answer, when it comes at
+    last, is a stray and reaches nobody."""
+    monkeypatch.setattr(smppd.session, "LATE_ANSWER_S", 0.3)
+    strays = asyncio.Event()
+
+    class Observer(NullObserver):
+        def peer_error(self, bind: str) -> None:
+            strays.set()
+
+    link = await Link.connect(
+        settings(smsc.port, response_timeout_s=0.1, enquire_link_interval_s=0.1),
+        handler=accept,
+        observer=Observer(),
+    )
+    results: list[SubmitResult] = []
+    ended = asyncio.Event()
+
+    class Callback:
+        def __call__(self, result: SubmitResult) -> None:
+            results.append(result)
+            ended.set()
+
+    callback = Callback()
+    gone = weakref.ref(callback)
+    smsc.set_faults(latency_s=1.0)  # this submit's answer comes after LATE_ANSWER_S
+    assert link.try_send(body(), callback)
+    del callback
+    async with asyncio.timeout(2):
+        await ended.wait()
+    assert results[0].unknown
+    smsc.set_faults(latency_s=0.0)  # the probes are answered at once: the bind stays up
+    async with asyncio.timeout(3):
+        await strays.wait()
+    assert gone() is None
+    assert len(results) == 1
+    assert link.state is State.BOUND_TRX
+    await link.close()
 
 
 async def test_a_query_gets_the_smscs_state_of_a_message(smsc: FakeSmsc) -> None:

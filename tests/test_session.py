@@ -17,6 +17,7 @@ from smppd.pdu.tlv import Tlv
 from smppd.ratelimit import ARRIVAL_MARGIN, SPORADIC_MIN_THROTTLES, SlidingWindow
 from smppd.session import (
     HOLD_TIMED_OUT,
+    LATE_ANSWER_S,
     LOST_IN_A_ROW,
     MAX_SEQUENCE_NUMBER,
     BindError,
@@ -547,6 +548,30 @@ def test_a_timed_out_submit_never_answered_frees_its_slot_after_two_timeouts() -
     assert peer.session.room == 2
     peer.answer(lost, message_id="very late")  # still known as late, not a stray
     assert peer.events() == [LateResponse(CommandId.submit_sm_resp, lost, 0, "very late", 10.0)]
+
+
+def test_a_timed_out_submits_answer_is_taken_as_late_for_late_answer_s_then_as_stray() -> None:
+    """A lost submit's number is remembered LATE_ANSWER_S from its sending, not for the
+    bind's life: an answer later than that is a stray (and its number is free again)."""
+    peer = bound(response_timeout_s=5.0, enquire_link_interval_s=30.0)
+    lost = peer.submit()
+    peer.advance(5.0)
+    assert ResponseTimedOut(lost) in peer.events()
+    while peer.now < LATE_ANSWER_S - 5.0:  # the bind is alive: every probe is answered
+        assert peer.session.answer_may_come(lost)
+        peer.advance(5.0)
+        for pdu in peer.sent():
+            if isinstance(pdu, pdus.EnquireLink):
+                peer.send(pdus.EnquireLinkResp(sequence_number=pdu.sequence_number))
+    assert peer.session.answer_may_come(lost)
+    peer.advance(5.0)
+    assert not peer.session.answer_may_come(lost)
+    assert peer.session.state is State.BOUND_TRX
+    peer.events()
+    peer.answer(lost, message_id="hours late")
+    (event,) = peer.events()
+    assert isinstance(event, PeerError)
+    assert event.reason == "response matches no request"
 
 
 def test_enquire_link_when_idle_and_answered() -> None:
