@@ -415,8 +415,8 @@ DEFAULT_HAND_BACK_AFTER_S: Final = 30.0  # a carrier no route names: as a route'
 
 @dataclass
 class CarrierTotals:
-    """A carrier's counters across its restarts: a reload that restarts or removes a carrier
-    must not send a Prometheus counter backwards."""
+    """A carrier's counters across its restarts: a reload that restarts a carrier must not send
+    a Prometheus counter backwards. One that removes it keeps only its daemon-wide counts."""
 
     observer: CarrierObserver
     inbound: InboundCounters = field(default_factory=InboundCounters)
@@ -425,6 +425,17 @@ class CarrierTotals:
     query_results: Counter[str] = field(default_factory=Counter)  # smppd.queries' results
     learner: IdFormatLearner | None = None  # message_id_format auto: what its ids showed
     redeliveries: Redeliveries | None = None  # its recent MO, to tell a redelivery
+
+
+def daemon_wide(inbound: InboundCounters, deferred: int) -> Counter[str]:
+    """What a carrier adds to the daemon-wide counters (smppd.metrics.DAEMON_COUNTERS)."""
+    return Counter(
+        optouts=inbound.optouts,
+        optins=inbound.optins,
+        auto_replies=inbound.auto_replies,
+        inbound_unowned=inbound.inbound_unowned,
+        sender_rate_deferrals=deferred,
+    )
 
 
 @dataclass
@@ -504,6 +515,9 @@ class Daemon:
         self.notifier = Notifier()
         self.carriers: dict[str, CarrierRuntime] = {}
         self._totals: dict[str, CarrierTotals] = {}
+        # The daemon-wide counts of carriers a reload removed: their series are gone, and the
+        # rest of their totals (MO fingerprints, histograms) with them.
+        self._removed_counts = daemon_wide(InboundCounters(), 0)
         self._reply_cooldown = ReplyCooldown()  # every carrier's, across their restarts
         self.started = time.time()
         self.api_counts = ApiObserverCounts()
@@ -952,10 +966,14 @@ class Daemon:
         except QueueError as exc:
             log.warning("held receipts keep their keys until the next start", error=str(exc))
         assert self._group is not None
+        kept = {carrier.name for carrier in restarting}
         for name, runtime in draining.items():
             del self.carriers[name]
             if runtime.loop is not None:
                 self._totals[name].deferred_before += runtime.loop.deferred
+            if name not in kept:
+                gone = self._totals.pop(name)
+                self._removed_counts.update(daemon_wide(gone.inbound, gone.deferred_before))
         for carrier in restarting:
             self._start_carrier(carrier, self._group, draining.get(carrier.name))
 
@@ -1210,15 +1228,14 @@ class Daemon:
         return server
 
     def _extra_counters(self) -> Mapping[str, int]:
-        runtimes = list(self.carriers.values())
-        totals = list(self._totals.values())  # carriers a reload removed included
-        return {  # names and HELP texts: smppd.metrics.DAEMON_COUNTERS
-            "optouts": sum(t.inbound.optouts for t in totals),
-            "optins": sum(t.inbound.optins for t in totals),
-            "auto_replies": sum(t.inbound.auto_replies for t in totals),
-            "inbound_unowned": sum(t.inbound.inbound_unowned for t in totals),
-            "sender_rate_deferrals": sum(t.deferred_before for t in totals)
-            + sum(rt.loop.deferred for rt in runtimes if rt.loop),
+        summed = self._removed_counts.copy()  # names and HELP texts: metrics.DAEMON_COUNTERS
+        for totals in self._totals.values():
+            summed.update(daemon_wide(totals.inbound, totals.deferred_before))
+        summed["sender_rate_deferrals"] += sum(
+            rt.loop.deferred for rt in self.carriers.values() if rt.loop
+        )
+        return {
+            **summed,
             "events_published": self.hub.published,
             "subscribers_dropped": self.hub.dropped_subscribers,
             "accepted": self.gateway.accepted,

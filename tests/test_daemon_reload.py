@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -316,3 +318,43 @@ async def test_no_failover_sweep_runs_while_a_reload_changes_the_carriers(
         assert swept == []
         await daemon._fail_over(0.0, time.monotonic())
         assert swept == ["a"]
+
+
+async def test_a_carrier_a_reload_removes_leaves_only_its_daemon_wide_counts_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing a carrier (a new name: a new account or endpoint) keeps the daemon-wide counts
+    it added, so smppd_optouts_total does not go back, and lets go of the rest: its recent MO's
+    fingerprints (up to 100,000 for a busy carrier) were held for the life of the process."""
+    path = tmp_path / "smppd.yaml"
+    write(path, carriers=("old",), route="old")
+    async with running(path, MemoryQueue(), monkeypatch) as (daemon, _):
+        totals = daemon._totals["old"]
+        totals.inbound.optouts += 2  # as its InboundHandler counts them
+        assert totals.redeliveries is not None
+        fingerprints = weakref.ref(totals.redeliveries)
+        del totals
+        settle = daemon._settle_receipts
+        next_housekeeping = asyncio.get_running_loop().create_future()
+
+        async def spy(now: float) -> None:
+            await settle(now)
+            if not next_housekeeping.done() and "old" not in daemon.carriers:
+                next_housekeeping.set_result(None)
+
+        monkeypatch.setattr(daemon, "_settle_receipts", spy)
+        registry = daemon.metrics_registry()
+        assert registry.get_sample_value("smppd_optouts_total") == 2
+        write(path, carriers=("new",), route="new")
+        await daemon._reload_config()
+        assert sorted(daemon.carriers) == ["new"]
+        async with asyncio.timeout(5):
+            await next_housekeeping  # whose loop variable holds a runtime until its next pass
+        gc.collect()
+        assert fingerprints() is None
+        assert registry.get_sample_value("smppd_optouts_total") == 2
+        daemon._totals["new"].inbound.optouts += 1
+        assert registry.get_sample_value("smppd_optouts_total") == 3
+        write(path, carriers=("old", "new"), route="new")  # back: its own counts start again
+        await daemon._reload_config()
+        assert registry.get_sample_value("smppd_optouts_total") == 3
