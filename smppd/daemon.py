@@ -19,7 +19,7 @@ import math
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -206,14 +206,15 @@ def _can_take_over(
 
 
 def unrouted_work(
-    by_carrier: Mapping[str, Mapping[SegmentState, int]], configured: Mapping[str, object]
+    by_carrier: Mapping[str, Mapping[SegmentState, int]], senders: Collection[str]
 ) -> dict[str, int]:
-    """Unsent segments (queued, scheduled, in flight) per carrier the configuration no longer
-    names, as a reload that removed a carrier leaves them: no send loop will take them."""
+    """Unsent segments (queued, scheduled, in flight) per carrier not among `senders`, as a
+    reload that removed a carrier or made it receiver-only leaves them: nothing will send them
+    (a paused carrier is a sender: its work waits for its return)."""
     unrouted = {
         carrier: sum(n for state, n in by_state.items() if state in PENDING_STATES)
         for carrier, by_state in by_carrier.items()
-        if carrier not in configured
+        if carrier not in senders
     }
     return {carrier: n for carrier, n in sorted(unrouted.items()) if n}
 
@@ -1157,7 +1158,8 @@ class Daemon:
 
     async def _refresh_stats(self, now: float) -> None:
         stats = await self.queue.stats(now=now)
-        unrouted = unrouted_work(stats.by_carrier, self.carriers)
+        senders = {name for name, runtime in self.carriers.items() if runtime.config.can_send}
+        unrouted = unrouted_work(stats.by_carrier, senders)
         warn = unrouted and unrouted != self.queue_snapshot.get("unrouted")
         # The gauges first: a scrape (another thread) prompted by the warning must show it.
         self.queue_snapshot = {
@@ -1175,9 +1177,10 @@ class Daemon:
         }
         if warn:
             log.warning(
-                "queued work for carriers not in the configuration",
+                "queued work for carriers that do not send",
                 segments=unrouted,
-                hint="nothing sends it: add the carrier back, or cancel its messages",
+                hint="a reload removed them or made them receiver-only: nothing sends it;"
+                " add them back as senders, or cancel their messages",
             )
 
     def _api_observer(self) -> ApiObserver:

@@ -437,7 +437,7 @@ class SmppdCollector(Collector):
         yield held_ended
         unrouted = GaugeMetricFamily(
             "smppd_queue_unrouted_segments",
-            "Unsent segments for a carrier not in the configuration: nothing sends them",
+            "Unsent segments for a carrier removed or made receiver-only: nothing sends them",
             labels=["carrier"],
         )
         for carrier, n in snap.get("unrouted", {}).items():

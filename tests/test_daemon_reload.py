@@ -358,3 +358,31 @@ async def test_a_carrier_a_reload_removes_leaves_only_its_daemon_wide_counts_beh
         write(path, carriers=("old", "new"), route="new")  # back: its own counts start again
         await daemon._reload_config()
         assert registry.get_sample_value("smppd_optouts_total") == 3
+
+
+async def test_work_queued_for_a_carrier_a_reload_makes_receiver_only_is_reported_unrouted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver-only carrier gets no send loop and takes no failover: the work queued for it
+    before the reload is as stranded as a removed carrier's, and is reported so (the gauge
+    behind SmppdQueuedForRemovedCarrier), not left queued unseen."""
+    path = tmp_path / "smppd.yaml"
+    write(path, carriers=("a", "b"), route="a")
+    queue = MemoryQueue()
+    async with running(path, queue, monkeypatch) as (daemon, _):
+        demo = ClientIdentity(name="demo", senders=frozenset({"ACME"}))
+        replies = await daemon.gateway.submit(
+            demo, [SubmitRequest(to="+447700900123", sender="ACME", text=f"m{i}") for i in "12"]
+        )
+        assert all(isinstance(reply, SubmitReply) for reply in replies)
+        write(path, carriers=("a", "b"), route="b")
+        receiver = (
+            "- {name: a, bind_mode: receiver, host: 127.0.0.1, port: 9, system_id: s, password: p}"
+        )
+        path.write_text(path.read_text().replace(CARRIER.format(name="a").strip(), receiver))
+        await daemon._reload_config()
+        assert not daemon.config.carriers[0].can_send
+        await daemon._refresh_stats(time.time())
+        gauge = daemon.metrics_registry().get_sample_value
+        assert gauge("smppd_queue_unrouted_segments", {"carrier": "a"}) == 2
+        assert gauge("smppd_queue_unrouted_segments", {"carrier": "b"}) is None

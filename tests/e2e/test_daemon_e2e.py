@@ -645,7 +645,7 @@ async def test_work_left_for_a_carrier_a_reload_removed_is_reported() -> None:
             path.write_text(yaml.safe_dump(config))
             daemon.signal(signal.SIGHUP)
             await daemon.wait_log("configuration reloaded")
-            warned = await daemon.wait_log("queued work for carriers not in the configuration")
+            warned = await daemon.wait_log("queued work for carriers that do not send")
             assert warned["segments"] == {"gone": 2}
             text = await daemon.scrape_metrics()
             assert 'smppd_queue_unrouted_segments{carrier="gone"} 2.0' in text
