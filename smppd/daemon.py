@@ -205,6 +205,15 @@ def _can_take_over(
     )
 
 
+def _names(config: Config) -> set[str]:
+    return {carrier.name for carrier in config.carriers}
+
+
+def _account(carrier: cfg.Carrier) -> tuple[str, int, str]:
+    """What tells one carrier account: the SMSC and the system_id bound there."""
+    return carrier.host, carrier.port, carrier.system_id
+
+
 def unrouted_work(
     by_carrier: Mapping[str, Mapping[SegmentState, int]], senders: Collection[str]
 ) -> dict[str, int]:
@@ -901,12 +910,41 @@ class Daemon:
             faster = self._apply(keep_running(old, new), caps, changed)
             await self._restart_carriers(changed, old_names)
             await self._bring_forward(faster)
+        await self._warn_removed(old, new)
         if restart:
             log.warning("configuration changes that need a restart are not applied", keys=restart)
         log.info(
             "configuration reloaded", carriers_restarted=sorted(changed), restart_needed=restart
         )
         self.notifier.ready("serving")
+
+    async def _warn_removed(self, old: Config, new: Config) -> None:
+        """A carrier the reload removed leaves its submitted segments' receipts unmatched: they
+        are looked up by carrier name, message ids being the carrier's own. Said now, while the
+        reload can still be undone, naming a new carrier on the same account (a rename)."""
+        names = _names(new)
+        removed = [carrier for carrier in old.carriers if carrier.name not in names]
+        if not removed:
+            return
+        try:
+            stats = await self.queue.stats(now=time.time())
+        except QueueError:
+            return  # the unsent work is reported by the next pass of the stats
+        added = [carrier for carrier in new.carriers if carrier.name not in _names(old)]
+        for carrier in removed:
+            waiting = stats.by_carrier.get(carrier.name, {}).get(SegmentState.SUBMITTED, 0)
+            if not waiting:
+                continue
+            account = _account(carrier)
+            renamed = next((c.name for c in added if _account(c) == account), None)
+            log.warning(
+                "carrier removed with awaited receipts",
+                carrier=carrier.name,
+                segments=waiting,
+                renamed_to=renamed,
+                hint="their receipts are not matched (they are looked up by carrier name) and"
+                " they finish at queue.receipt_wait_s; name the carrier as before to keep them",
+            )
 
     def _apply(self, new: Config, caps: DailyCaps, changed: set[str]) -> list[str]:
         """The reload's new settings, routes first: what is submitted from now on goes where

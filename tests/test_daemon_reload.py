@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
+from queue_support import message
 
 from smppd import daemon as daemon_module
 from smppd.config import Config, load_config
 from smppd.daemon import Daemon
-from smppd.queue import Deferred, MemoryQueue, NewMessage
+from smppd.pdu.receipt import correlation_keys
+from smppd.queue import Deferred, MemoryQueue, NewMessage, Submitted
 from smppd.queue.errors import QueueError
 from smppd.service import ClientIdentity, SubmitReply, SubmitRequest
 
@@ -386,3 +389,26 @@ async def test_work_queued_for_a_carrier_a_reload_makes_receiver_only_is_reporte
         gauge = daemon.metrics_registry().get_sample_value
         assert gauge("smppd_queue_unrouted_segments", {"carrier": "a"}) == 2
         assert gauge("smppd_queue_unrouted_segments", {"carrier": "b"}) is None
+
+
+async def test_a_reload_renaming_a_carrier_warns_that_its_awaited_receipts_go_unmatched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Receipts are matched by carrier name (message ids are the carrier's own), so a rename is
+    a removal and an addition: what the old name submitted is never settled by a receipt that
+    comes on the new one. The reload says so, naming the carrier on the same account."""
+    queue = MemoryQueue()
+    now = time.time()
+    await queue.enqueue([message(client="demo", carrier="old")], now=now)
+    (segment,) = await queue.claim("old", 1, now=now)
+    await queue.record([Submitted(segment.segment_id, correlation_keys("9"), "0")], now=now)
+    path = tmp_path / "smppd.yaml"
+    write(path, carriers=("old",), route="old")
+    async with running(path, queue, monkeypatch) as (daemon, _):
+        write(path, carriers=("new",), route="new")  # the same SMSC and system_id
+        monkeypatch.setattr(daemon_module, "configure_logging", lambda level, fmt: None)
+        with structlog.testing.capture_logs() as logs:
+            await daemon._reload_config()
+        (warned,) = [e for e in logs if e["event"] == "carrier removed with awaited receipts"]
+        assert (warned["carrier"], warned["segments"], warned["renamed_to"]) == ("old", 1, "new")
+        assert warned["log_level"] == "warning"
