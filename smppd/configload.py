@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import yaml
 
@@ -637,9 +637,40 @@ def _check_private(file: Path, where: KeyPath) -> None:
 
 def _read_secret(file: Path, where: KeyPath) -> str:
     try:
-        # A trailing newline is an artefact of `echo secret > file`, never part of a password.
-        return file.read_text(encoding="utf-8").rstrip("\r\n")
+        data = _read_small_file(file)
     except OSError as exc:
         raise ValidationError(f"cannot read {file}: {exc.strerror or exc}", *where) from None
+    except _SecretFileError as exc:
+        raise ValidationError(f"{file} {exc}", *where) from None
+    try:
+        # A trailing newline is an artefact of `echo secret > file`, never part of a password.
+        return data.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         raise ValidationError(f"{file} is not valid UTF-8", *where) from None
+
+
+MAX_SECRET_BYTES: Final = 4096  # a password is at most 8 octets; room for editors' comments
+
+
+class _SecretFileError(Exception):
+    pass
+
+
+def _read_small_file(file: Path) -> bytes:
+    """The file's content, if a regular file of at most MAX_SECRET_BYTES. Opened without
+    blocking: a FIFO or a device there (a typo, a secret agent's pipe) would stop the config
+    load, and with it a reload's event loop, until someone wrote to it."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _SecretFileError("is not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, MAX_SECRET_BYTES + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_SECRET_BYTES:
+                raise _SecretFileError(f"is over {MAX_SECRET_BYTES} bytes: not a password file")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

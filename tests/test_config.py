@@ -862,6 +862,30 @@ def test_a_password_file_anyone_may_read_is_refused(tmp_path: Path) -> None:
     assert "s3cr3t" not in message
 
 
+def test_a_password_file_that_is_a_pipe_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path,
+) -> None:
+    """A FIFO (or a device) at password_file would block the load, and with it a reload's
+    event loop and check-config, until someone wrote to it: it is refused at once, as is a
+    file too big to be a password."""
+    pipe = tmp_path / "pw"
+    os.mkfifo(pipe, 0o600)
+    data = variant(
+        lambda d: (
+            d["carriers"][0].pop("password"),
+            d["carriers"][0].update(password_file="pw"),
+        )
+    )
+    path = write(tmp_path, data)
+    assert error_of(path) == f"{path}: carriers[0].password_file: {pipe} is not a regular file"
+    pipe.unlink()
+    pipe.write_text("x" * 5000)
+    pipe.chmod(0o600)
+    assert error_of(path) == (
+        f"{path}: carriers[0].password_file: {pipe} is over 4096 bytes: not a password file"
+    )
+
+
 def test_missing_password_file_names_the_key(tmp_path: Path) -> None:
     """An unreadable password_file is a ConfigError naming the key and the file."""
     data = variant(
