@@ -528,6 +528,27 @@ async def test_recover_requeues_inflight_segments(store: Queue) -> None:
     assert await store.recover(now=T0 + 3) == 3
 
 
+async def test_a_recovered_segment_counts_the_attempt_it_may_have_made(store: Queue) -> None:
+    """A segment left inflight may have been sent, even accepted, before the stop: recovery
+    counts that attempt, so that one then cancelled (or expired) does not read as never tried;
+    one claimed again and sent counts both."""
+    first, second = await store.enqueue([message(), message()], now=T0)
+    claimed = await store.claim(CARRIER, 2, now=T0)
+    assert [s.attempts for s in claimed] == [0, 0]
+    assert await store.recover(now=T0 + 1) == 2
+    cancelled = await store.cancel(first.message_id, None, now=T0 + 2)
+    assert cancelled is not None
+    assert cancelled[0].state is MessageState.CANCELLED
+    assert [s.attempts for s in cancelled[0].segments] == [1]
+    (again,) = await store.claim(CARRIER, 10, now=T0 + 3)
+    assert again.message_id == second.message_id
+    assert again.attempts == 1
+    await store.record([Submitted(again.segment_id, ("k",), "0", "k")], now=T0 + 4)
+    sent = await store.status(second.message_id, None)
+    assert sent is not None
+    assert [s.attempts for s in sent.segments] == [2]
+
+
 async def test_recover_cancels_a_part_whose_sibling_failed_for_good(store: Queue) -> None:
     """Both parts of a message in flight, the first failed for good, then a stop: the second
     is not sent after the restart as a fragment no handset can join (and billed), but
@@ -537,6 +558,9 @@ async def test_recover_cancels_a_part_whose_sibling_failed_for_good(store: Queue
     await store.record([Failed(first.segment_id, 0x0B)], now=T0 + 1)
     assert await store.recover(now=T0 + 2) == 0
     assert len(await store.claim(CARRIER, 10, now=T0 + 3)) == 0
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert [s.attempts for s in status.segments] == [1, 1]  # the second may have gone out
     assert await segment_states(store, enq.message_id) == [
         SegmentState.FAILED,
         SegmentState.CANCELLED,

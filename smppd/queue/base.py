@@ -187,7 +187,8 @@ class Queue(Protocol):
 
     async def recover(self, *, now: float) -> int:
         """At startup: put segments left inflight back to queued; returns how many. A part of
-        a message another part of which failed for good is cancelled instead (see record)."""
+        a message another part of which failed for good is cancelled instead (see record).
+        Either way each counts an attempt: it may have been sent, even accepted."""
         ...
 
     async def rebase_schedules(self, back_s: float, *, now: float, since: float) -> int:

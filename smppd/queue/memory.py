@@ -805,6 +805,7 @@ class MemoryQueue:
         inflight = [s for s in self._segments.values() if s.state is SegmentState.INFLIGHT]
         requeued = 0
         for segment in inflight:
+            segment.attempts += 1  # it may have been sent (see Queue.recover)
             if any(s.state is SegmentState.FAILED for s in self._siblings(segment.message)):
                 self._move(segment, SegmentState.CANCELLED, now=now)  # a fragment, never sent
             else:

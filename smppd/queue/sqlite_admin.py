@@ -215,13 +215,19 @@ def set_id_format(batch: Batch, carrier: str, learned: str | None, *, now: float
 _INFLIGHT: Final = """
     SELECT id, carrier, priority, client, total FROM segments WHERE state = 'inflight'
 """
-_REQUEUE: Final = "UPDATE segments SET state = 'queued', updated_at = ? WHERE id = ?"
+_REQUEUE: Final = """
+    UPDATE segments SET state = 'queued', attempts = attempts + 1, updated_at = ? WHERE id = ?
+"""
 
 
 def recover(batch: Batch, *, now: float) -> int:
     """Segments left inflight by a stopped process go back to queued (they are sent again),
     except parts of a message another part of which failed for good: cancelled, as `record`
     would have had them, rather than sent and billed as fragments no handset can join.
+
+    Either way one attempt is counted, as for a submit lost with its connection: it may have
+    been sent, even accepted, and one that then expires or is cancelled must not read as
+    never tried.
 
     A full scan, once at startup: an index of inflight rows would cost every claim and outcome.
     """
@@ -234,6 +240,7 @@ def recover(batch: Batch, *, now: float) -> int:
         parts = batch.message_segments(message_id_of(sid), total)
         if any(part.state is SegmentState.FAILED for part in parts):
             (row,) = [part for part in parts if part.id == sid]
+            row.attempts += 1
             batch.move(row, SegmentState.CANCELLED, now=now)
             cancelled.add(sid)
     requeued = [row for row in rows if row[0] not in cancelled]
