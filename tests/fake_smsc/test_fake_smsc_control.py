@@ -231,20 +231,27 @@ async def test_a_line_over_the_limit_is_answered_and_skipped(control: Control) -
 
 
 async def test_an_unexpected_failure_is_an_internal_error_reply(
-    smsc: FakeSmsc, control: Control, monkeypatch: pytest.MonkeyPatch
+    smsc: FakeSmsc,
+    control: Control,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An exception no op expects is answered with code internal, not a dropped connection."""
+    """An exception no op expects is answered with code internal, not a dropped connection,
+    and logged by its op, not its values (which can hold phone numbers)."""
 
     def broken() -> dict[str, Any]:
         raise RuntimeError("stats are broken")
 
     monkeypatch.setattr(smsc, "stats", broken)
-    reply = await control.call({"op": "stats", "id": 7})
+    reply = await control.call({"op": "stats", "id": 7, "to": "447700900123"})
     assert reply == {
         "id": 7,
         "ok": False,
         "error": {"code": "internal", "message": "RuntimeError: stats are broken"},
     }
+    (record,) = [r for r in caplog.records if "control request" in r.getMessage()]
+    assert record.getMessage() == "control request 'stats' failed"
+    assert "447700900123" not in caplog.text
     monkeypatch.undo()
     assert (await control.ok("stats"))["segments"] == 0
 

@@ -131,9 +131,10 @@ class ControlServer:
 
     async def _handle(self, line: bytes) -> dict[str, Any]:
         request_id: Any = None
+        op: Any = None
         try:
             request = _parse(line)
-            request_id = request.get("id")
+            request_id, op = request.get("id"), request.get("op")
             result = await _op(request)(self._smsc, request)
         except ControlError as exc:
             return {"id": request_id, "ok": False, "error": {"code": exc.code, "message": str(exc)}}
@@ -146,7 +147,8 @@ class ControlServer:
             error = {"code": "timeout", "message": "not reached in time"}
             return {"id": request_id, "ok": False, "error": error}
         except Exception as exc:  # a bug here: answer it rather than drop the connection
-            _log.exception("control request %r failed", line[:200])
+            # By its op alone: the request's values (an MO's numbers, say) are no log's to keep.
+            _log.exception("control request %s failed", repr(op)[:40])
             error = {"code": "internal", "message": f"{type(exc).__name__}: {exc}"}
             return {"id": request_id, "ok": False, "error": error}
         return {"id": request_id, "ok": True, "result": result}
