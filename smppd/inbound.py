@@ -29,7 +29,7 @@ from smppd.logsample import LogSample
 from smppd.pdu import tlv
 from smppd.pdu.errors import DecodeError
 from smppd.pdu.national import DEFAULT_SHIFT, Shift, decode_parts, decode_text, shift_of
-from smppd.pdu.pdus import ESM_UDHI, DataSm, DeliverSm
+from smppd.pdu.pdus import ESM_INTERMEDIATE_NOTIFICATION, ESM_TYPE_MASK, ESM_UDHI, DataSm, DeliverSm
 from smppd.pdu.receipt import (
     IdFormat,
     ReceiptOutcome,
@@ -70,7 +70,7 @@ FINAL_STATE_OF: Mapping[ReceiptOutcome, str | None] = {
     ReceiptOutcome.EXPIRED: "expired",
     ReceiptOutcome.REJECTED: "rejected",
     ReceiptOutcome.DELETED: "undeliverable",
-    ReceiptOutcome.UNKNOWN: "undeliverable",
+    ReceiptOutcome.UNKNOWN: "undeliverable",  # as the SMSC said it (stat:UNKNOWN, state 7)
     ReceiptOutcome.ENROUTE: None,
     ReceiptOutcome.ACCEPTED: None,
 }
@@ -344,10 +344,16 @@ class InboundHandler:
             return answered
         done = receipt.done_date
         done_at = None if done is None else (done - _EPOCH).total_seconds()
+        # An intermediate notification (SMPP v3.4 5.2.12), or a receipt that gives no state
+        # ("message buffered"), settles nothing: the real outcome may follow. Read as the
+        # UNKNOWN it would otherwise be, it failed a message the next receipt said delivered.
+        intermediate = (
+            pdu.esm_class & ESM_TYPE_MASK == ESM_INTERMEDIATE_NOTIFICATION or not receipt.stated
+        )
         item = ReceiptIn(
             keys=self._keys(receipt.message_id),
-            stat=str(receipt.stat),
-            final_state=FINAL_STATE_OF[receipt.outcome],
+            stat=str(receipt.stat) if receipt.stated else "",
+            final_state=None if intermediate else FINAL_STATE_OF[receipt.outcome],
             err=receipt.err,
             done_at=done_at,
             whole_message=self._whole_message,

@@ -167,6 +167,42 @@ async def test_a_receipt_sent_as_an_mo_or_an_ack_is_read_as_a_receipt() -> None:
     assert events[-1].kind == "inbound"  # the same text, without the TLV: a person's reply
 
 
+async def test_an_intermediate_notification_or_a_stateless_receipt_settles_nothing() -> None:
+    """An intermediate delivery notification (esm_class 0x20), or a receipt that names no
+    state (the id in its TLV, free text), leaves the segment submitted: read as UNKNOWN they
+    made it undeliverable for good, and the DELIVRD receipt after it changed nothing."""
+    queue = MemoryQueue()
+    ids = ["ab30", "ab31", "ab32"]
+    enqueued = await submitted(queue, [f"s:{i}" for i in ids])
+    events: list[Event] = []
+    inbound = handler(queue, events)
+    buffered = DeliverSm(
+        esm_class=0x20,
+        short_message=b"Message buffered, will retry",
+        tlvs=(Tlv.of_str(Tag.receipted_message_id, ids[0]),),
+    )
+    enroute = dataclasses.replace(receipt_pdu(ids[1]), esm_class=0x20)  # says DELIVRD: not yet
+    stateless = DeliverSm(
+        esm_class=0x04,
+        short_message=b"Your message was sent",
+        tlvs=(Tlv.of_str(Tag.receipted_message_id, ids[2]),),
+    )
+    assert list(await asyncio.gather(*(inbound(p) for p in (buffered, enroute, stateless)))) == [
+        0,
+        0,
+        0,
+    ]
+    for e in enqueued:
+        status = await queue.status(e.message_id, None)
+        assert status is not None
+        assert status.state == "submitted"
+    told = [e for e in events if e.kind == "receipt"]
+    assert sorted(e.data["stat"] for e in told) == ["", "", "DELIVRD"]
+    assert all(e.data["state"] == "submitted" for e in told)
+    assert list(await asyncio.gather(*(inbound(receipt_pdu(i)) for i in ids))) == [0, 0, 0]
+    await assert_delivered(queue, enqueued)
+
+
 async def test_a_carrier_with_hex_resps_and_decimal_receipts_is_told_and_matched_right() -> None:
     """Sequential ids, hex in the resp (0000000A), decimal in the receipt ("10"): as written,
     "10" is the resp 00000010's. Once the ids have shown the quirk, receipts are read in the

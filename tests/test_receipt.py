@@ -182,11 +182,15 @@ def test_unrecognised_stat_is_unknown_and_kept() -> None:
     assert receipt.extra == {"stat": "WEIRD"}
 
 
-def test_id_without_stat_is_unknown() -> None:
-    """A receipt with an id but no stat is still a receipt, of unknown outcome."""
+def test_id_without_stat_is_a_receipt_that_settles_nothing() -> None:
+    """A receipt with an id but no stat is still a receipt, but one that gives no state: not
+    final (as UNKNOWN would be), since the outcome may follow in another."""
     receipt = parse("id:abc err:000")
     assert receipt.stat is ReceiptStat.UNKNOWN
+    assert not receipt.stated
+    assert not receipt.is_final
     assert "stat" not in receipt.extra
+    assert parse("id:abc stat:UNKNOWN").is_final  # said so: final
 
 
 def test_stat_without_id() -> None:
@@ -355,7 +359,13 @@ def test_tlvs_with_non_receipt_text() -> None:
     receipt = receipt_from_parts(
         "Delivered!", receipted_message_id="abc", message_state=None, network_error_code=None
     )
-    assert receipt == Receipt(message_id="abc", stat=ReceiptStat.UNKNOWN)
+    assert receipt == Receipt(message_id="abc", stat=ReceiptStat.UNKNOWN, stated=False)
+    assert not receipt.is_final
+    stated = receipt_from_parts(
+        "Delivered!", receipted_message_id="abc", message_state=7, network_error_code=None
+    )
+    assert stated == Receipt(message_id="abc", stat=ReceiptStat.UNKNOWN)
+    assert stated.is_final
 
 
 def test_nothing_is_no_receipt() -> None:

@@ -184,7 +184,9 @@ class Receipt:
 
     Dates are naive, in whatever zone the SMSC wrote them (the spec does not say). `err` stays text
     because carriers use alphanumeric codes; it is empty when neither text nor TLV gave one.
-    `extra` holds the fields this module does not know, keyed by case-folded name.
+    `extra` holds the fields this module does not know, keyed by case-folded name. `stated` is
+    false when neither the text nor a TLV gave a state (`stat` then reads UNKNOWN): such a
+    receipt says nothing of the outcome, and settles nothing.
     """
 
     message_id: str
@@ -197,11 +199,12 @@ class Receipt:
     text: str | None = field(default=None, repr=False)  # the message's start: never logged
     network_error: NetworkError | None = None
     extra: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    stated: bool = True
 
     @property
     def is_final(self) -> bool:
         """Whether this receipt settles the message."""
-        return self.stat.is_final
+        return self.stated and self.stat.is_final
 
     @property
     def outcome(self) -> ReceiptOutcome:
@@ -296,6 +299,7 @@ def _parse_fields(body: str) -> Receipt | None:
         done_date=_parse_date(known.get("donedate", "")),
         text=None if not message_text or message_text.casefold() == "none" else message_text,
         extra=MappingProxyType(extra),
+        stated=bool(stat_word),
     )
 
 
@@ -355,7 +359,7 @@ def receipt_from_parts(
     if parsed is None:
         if not tlv_id and tlv_stat is None:
             return None
-        parsed = Receipt(message_id="", stat=ReceiptStat.UNKNOWN)
+        parsed = Receipt(message_id="", stat=ReceiptStat.UNKNOWN, stated=False)
     return Receipt(
         message_id=tlv_id or parsed.message_id,
         stat=tlv_stat if tlv_stat is not None else parsed.stat,
@@ -367,6 +371,7 @@ def receipt_from_parts(
         text=parsed.text,
         network_error=network_error,
         extra=parsed.extra,
+        stated=tlv_stat is not None or parsed.stated,
     )
 
 
