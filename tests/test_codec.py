@@ -571,6 +571,15 @@ def test_smpplib_receipt_decodes_here() -> None:
     assert get_int(ours.tlvs, Tag.message_state) == 2
 
 
+def test_an_empty_message_payload_leaves_the_content_in_short_message() -> None:
+    """An SMSC that always adds message_payload, empty when the text fits short_message: the
+    content is the text (read as empty, a STOP opted nobody out and a receipt matched none)."""
+    pdu = DeliverSm(short_message=b"STOP", tlvs=(Tlv.of_bytes(Tag.message_payload, b""),))
+    assert pdu.content == b"STOP"
+    carried = DeliverSm(tlvs=(Tlv.of_bytes(Tag.message_payload, b"STOP"),))
+    assert carried.content == b"STOP"
+
+
 def test_data_sm_payload_round_trip() -> None:
     """data_sm carries its content in message_payload."""
     pdu = DataSm(destination_addr="1", tlvs=(Tlv.of_bytes(Tag.message_payload, b"abc"),))

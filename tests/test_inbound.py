@@ -508,6 +508,19 @@ async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(
     assert await queue.is_opted_out("SHOP", "+447700902222")
 
 
+async def test_a_stop_beside_an_empty_message_payload_opts_out() -> None:
+    """Its text is short_message's when the SMSC adds an empty message_payload TLV."""
+    queue = MemoryQueue()
+    stop = DeliverSm(
+        source_addr="447700902222",
+        destination_addr="SHOP",
+        short_message=b"STOP",
+        tlvs=(Tlv.of_bytes(Tag.message_payload, b""),),
+    )
+    assert await handler(queue, [])(stop) == 0
+    assert await queue.is_opted_out("SHOP", "+447700902222")
+
+
 def test_numbers_that_do_not_read_as_international_are_kept_as_they_came() -> None:
     assert from_wire("07700902222", 0) == "07700902222"  # national, country unknown
     assert from_wire("7700902222", 2) == "7700902222"

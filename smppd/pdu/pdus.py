@@ -177,9 +177,9 @@ class _ShortMessagePdu(Pdu):
 
     @property
     def content(self) -> bytes:
-        """The user data: message_payload when present (short_message is then empty)."""
-        payload = _tlv.get_bytes(self.tlvs, Tag.message_payload)
-        return self.short_message if payload is None else payload
+        """The user data: message_payload when present (short_message is then empty). An empty
+        one is not: SMSCs that always add the TLV send it empty, the text in short_message."""
+        return _tlv.get_bytes(self.tlvs, Tag.message_payload) or self.short_message
 
     @property
     def is_receipt(self) -> bool:
