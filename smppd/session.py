@@ -486,10 +486,13 @@ class Session:
         self._probes_missed = 0
         self._buf = bytearray()
         # The SMSC unbound us: answers to our submits are still read (an SMSC writes them as
-        # it drains its window, each a duplicate SMS if dropped) until none is outstanding, the
-        # connection ends or this deadline passes; then the session closes.
+        # it drains its window, each a duplicate SMS if dropped), and the deliveries we owe an
+        # answer are answered, until neither is outstanding, the connection ends or this
+        # deadline passes; then the session closes. The unbind_resp waits for those answers:
+        # an SMSC closes once it has it, and a delivery left unanswered comes again.
         self._peer_unbound = False
         self._peer_unbind_deadline = math.inf
+        self._unbind_resp_owed: int | None = None  # the unbind's sequence number
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
 
@@ -622,11 +625,13 @@ class Session:
     ) -> None:
         """Answer a `DeliverReceived` request (once its handler has returned)."""
         self._inbound -= 1
-        if self.state is State.CLOSED:
+        if self.state is State.CLOSED and not self._peer_unbound:
             return
         resp_id = request.command_id | 0x80000000
         self._out.append(frame(resp_id, command_status, request.sequence_number, _NULL_MESSAGE_ID))
-        if self._draining:
+        if self._peer_unbound:
+            self._after_peer_unbind(now)
+        elif self._draining:
             self._unbind_if_drained(now)
 
     def close(self, *, now: float, drain_timeout_s: float) -> None:
@@ -659,8 +664,7 @@ class Session:
 
     def handle_timer(self, *, now: float) -> None:
         if self._peer_unbound:
-            if now >= self._peer_unbind_deadline:  # what is still unanswered is abandoned
-                self._close(CloseReason.PEER_UNBIND)
+            self._after_peer_unbind(now)
             return
         if self.state is State.CLOSED:
             return
@@ -769,8 +773,18 @@ class Session:
                 buf.clear()
                 return
         del buf[:pos]
-        if self._peer_unbound and (not self._submits or now >= self._peer_unbind_deadline):
-            buf.clear()
+        if self._peer_unbound:
+            self._after_peer_unbind(now)
+
+    def _after_peer_unbind(self, now: float) -> None:
+        """The unbind_resp once the deliveries are answered; the close once our submits are
+        answered too. At the deadline both, and what is still unanswered is abandoned."""
+        late = now >= self._peer_unbind_deadline
+        if self._unbind_resp_owed is not None and (late or not self._inbound):
+            self._out.append(frame(CommandId.unbind_resp, 0, self._unbind_resp_owed, b""))
+            self._unbind_resp_owed = None
+        if late or not (self._submits or self._inbound):
+            self._buf.clear()
             self._close(CloseReason.PEER_UNBIND)
 
     def _dispatch(self, pdu: pdus.Pdu, now: float) -> None:
@@ -796,7 +810,7 @@ class Session:
         elif pdu.is_response:
             self._control_answered(pdu, now)
         elif cls is pdus.Unbind:
-            self._out.append(frame(CommandId.unbind_resp, 0, pdu.sequence_number, b""))
+            self._unbind_resp_owed = pdu.sequence_number  # sent by _after_peer_unbind
             # Our own unbind out (a drain that ran out of time): nothing more to wait for.
             wait_s = self.settings.unbind_timeout_s if self.state in _BOUND else 0.0
             self._transition(Input.UNBIND_RECEIVED)
@@ -1014,6 +1028,7 @@ class Session:
             self._transition(Input.CLOSE)
         self._can_submit = False
         self._peer_unbound = False
+        self._unbind_resp_owed = None
         abandoned = tuple(self._submits)
         self._submits.clear()
         self._held.clear()

@@ -740,6 +740,39 @@ async def test_answers_an_smsc_writes_after_its_unbind_are_still_read() -> None:
         server.close()
 
 
+async def test_a_delivery_the_smsc_wrote_before_its_unbind_is_answered_first() -> None:
+    """A deliver_sm and the SMSC's unbind in one segment: the handler stores it after the
+    read, and its deliver_sm_resp still goes out, before the unbind_resp. Unanswered, the SMSC
+    delivered it again on the next bind: a receipt or an MO told twice."""
+    after_bind: list[int] = []
+    read_to_the_end = asyncio.Event()
+
+    async def smsc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, sequence = await read_frame(reader)
+        writer.write(frame(CommandId.bind_transceiver_resp, 0, sequence, b"raw\0"))
+        mo = encode_body(pdus.DeliverSm(source_addr="447700900123", short_message=b"hello"))
+        writer.write(frame(CommandId.deliver_sm, 0, 41, mo) + frame(CommandId.unbind, 0, 42, b""))
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                after_bind.append((await read_frame(reader))[0])
+        read_to_the_end.set()
+        writer.close()
+
+    async def stores(pdu: pdus.DeliverSm | pdus.DataSm) -> int:
+        await asyncio.sleep(0)  # a store's write takes at least a turn of the loop
+        return 0
+
+    server = await asyncio.start_server(smsc, "127.0.0.1", 0)
+    try:
+        link = await connect(server.sockets[0].getsockname()[1], handler=stores)
+        async with asyncio.timeout(5):
+            assert await link.wait_closed() is CloseReason.PEER_UNBIND
+            await read_to_the_end.wait()
+        assert after_bind == [CommandId.deliver_sm_resp, CommandId.unbind_resp]
+    finally:
+        server.close()
+
+
 async def test_graceful_close_waits_for_outstanding(smsc: FakeSmsc) -> None:
     """close() lets outstanding submits finish before it unbinds."""
     smsc.set_faults(latency_s=0.1)

@@ -875,6 +875,42 @@ def test_answers_read_with_the_smsc_unbind_still_count() -> None:
     assert peer.events() == []
 
 
+def test_a_delivery_read_before_the_smsc_unbind_is_answered_before_the_unbind_resp() -> None:
+    """A deliver_sm the SMSC wrote just before its unbind is stored by its handler while the
+    session ends: its deliver_sm_resp still goes, before the unbind_resp (an SMSC closes once
+    it has that), and the session closes then. Dropped, the receipt or MO came again."""
+    peer = bound()
+    deliver = pdus.DeliverSm(sequence_number=5, esm_class=0x04, short_message=b"id:1 stat:DELIVRD")
+    peer.send(deliver, pdus.Unbind(sequence_number=42))
+    events = peer.events()
+    assert [type(e) for e in events] == [DeliverReceived, Unbound]
+    assert peer.session.data_to_send() == b""  # the unbind_resp waits for the answer
+    peer.advance(0.1)
+    assert peer.events() == []
+    received = events[0]
+    assert isinstance(received, DeliverReceived)
+    peer.session.answer(received.pdu, 0, now=peer.now)
+    assert peer.session.data_to_send() == (
+        frame(CommandId.deliver_sm_resp, 0, 5, b"\0") + frame(CommandId.unbind_resp, 0, 42, b"")
+    )
+    assert peer.events() == [ConnectionShouldClose(CloseReason.PEER_UNBIND, ())]
+
+
+def test_a_delivery_still_unanswered_at_the_unbind_deadline_is_abandoned() -> None:
+    """A handler that outlasts unbind_timeout_s: the unbind_resp goes then, and the session
+    closes; the answer that comes after is not written."""
+    peer = bound()
+    peer.send(pdus.DeliverSm(sequence_number=5), pdus.Unbind(sequence_number=42))
+    received = peer.events()[0]
+    assert isinstance(received, DeliverReceived)
+    peer.advance(peer.session.settings.unbind_timeout_s)
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    assert peer.events() == [ConnectionShouldClose(CloseReason.PEER_UNBIND, ())]
+    peer.session.answer(received.pdu, 0, now=peer.now)
+    assert peer.session.data_to_send() == b""
+    assert peer.session.inbound_unanswered == 0
+
+
 def test_deliver_answered_with_handler_status() -> None:
     """deliver_sm and data_sm are handed on and answered only when `answer` is called."""
     peer = bound()
