@@ -143,6 +143,15 @@ def test_cstring_missing_final_nul() -> None:
     assert pdu.message_id == "abc123"
 
 
+def test_a_resp_with_an_id_longer_than_the_spec_allows_keeps_it() -> None:
+    """An SMSC whose ids pass 64 octets (70 here): the acceptance keeps its id, by which the
+    receipt will come, rather than decoding as undecodable and being recorded without one."""
+    long_id = "A" * 70
+    pdu = decode(frame(CommandId.submit_sm_resp, 0, 4, long_id.encode() + b"\0"))
+    assert isinstance(pdu, SubmitSmResp)
+    assert pdu.message_id == long_id
+
+
 def test_unknown_tlv_round_trips_byte_for_byte() -> None:
     """Unknown TLVs are kept in order with their exact bytes."""
     body = bytes.fromhex("12340003aabbcc0427000102fffe0000")

@@ -76,7 +76,9 @@ SHORT_MESSAGE_BODY = (
     u8("sm_default_msg_id"),
     SHORT_MESSAGE,
 )
-MESSAGE_ID_RESP = (MESSAGE_ID,)
+# Read past the spec's 64 octets: the SMSC accepted the submit, and an id refused for its length
+# left the acceptance with no id, which no receipt (whose text carries the same id) could match.
+MESSAGE_ID_RESP = (cstr("message_id", 256, S.ESME_RINVMSGID),)
 # 4.5.1
 SUBMIT_MULTI = (
     SERVICE_TYPE,
