@@ -375,7 +375,7 @@ def test_undecodable_resp_keeps_its_header_status() -> None:
     peer = bound()
     seq = peer.submit()
     peer.sent()
-    peer.send(frame(CommandId.submit_sm_resp, 0, seq, b"x" * 80 + b"\0"))
+    peer.send(frame(CommandId.submit_sm_resp, 0, seq, b"x" * 300 + b"\0"))
     events = peer.events()
     assert isinstance(events[0], PeerError)
     result = answers(events)[seq].result
@@ -515,14 +515,14 @@ def test_response_timeout_and_late_answer() -> None:
 
 
 def test_a_late_answer_with_an_undecodable_body_still_frees_its_slot() -> None:
-    """A timed-out submit's late resp whose message_id cannot be read (no NUL within 65
+    """A timed-out submit's late resp whose message_id cannot be read (no NUL within 256
     octets) is still that submit's answer: its status counts and its slot is free."""
     peer = bound(response_timeout_s=5.0, window=2)
     seq = peer.submit()
     peer.advance(5.0)
     assert peer.events() == [ResponseTimedOut(seq)]
     assert peer.session.room == 1
-    peer.send(frame(CommandId.submit_sm_resp, 0, seq, b"x" * 70))
+    peer.send(frame(CommandId.submit_sm_resp, 0, seq, b"x" * 300))
     events = peer.events()
     assert isinstance(events[0], PeerError)
     assert events[1:] == [LateResponse(CommandId.submit_sm_resp, seq, 0, None, 5.0)]
