@@ -641,6 +641,25 @@ async def test_a_long_mo_is_completed_across_a_restart(tmp_path: Path) -> None:
     assert event.data["complete"] is True
 
 
+async def test_a_long_mo_under_a_reused_reference_is_stored_whole_beside_the_old_one(
+    tmp_path: Path,
+) -> None:
+    """A sender reuses reference 9 while the old message under it still waits for its lost
+    part: the new message is stored whole and the old one incomplete, nothing held left. The
+    new first part was taken for a repeat (dropped after its ESME_ROK), and its second part
+    completed the old message."""
+    async with await SqliteQueue.open(tmp_path / "queue.db") as queue:
+        now = [T0]
+        inbound = handler(queue, [], now)
+        assert await inbound(part_pdu("447700900001", 1, b"Old one, ")) == 0
+        now[0] += 5.0  # within the reassembly timeout
+        assert await inbound(part_pdu("447700900001", 1, b"New one, ")) == 0
+        assert await inbound(part_pdu("447700900001", 2, b"in two parts")) == 0
+        stored = {(m.text, m.complete) for m in await queue.inbound_since(0)}
+        assert stored == {("Old one, ", False), ("New one, in two parts", True)}
+        assert await queue.held_inbound_parts("fake") == []
+
+
 def payload_part(source: str, ref: int, seq: int, data: bytes) -> DeliverSm:
     """Part `seq` of 3 of a long MO carried in message_payload."""
     return DeliverSm(

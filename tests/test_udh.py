@@ -167,11 +167,26 @@ def test_reassembles_out_of_order_and_ignores_duplicates() -> None:
     first, second, third = parts_of(b"abcdefgh", ref=7, size=3)
     assert reassembler.add("k", third, now=0.0) is None
     assert reassembler.add("k", first, now=1.0) is None
-    assert reassembler.add("k", ConcatPart(7, 3, 1, b"XXX"), now=1.5) is None
+    assert reassembler.add("k", first, now=1.5) is None
     assert len(reassembler) == 1
     assert reassembler.add("k", second, now=2.0) == [b"abc", b"def", b"gh"]
     assert len(reassembler) == 0
     assert reassembler.next_deadline() is None
+
+
+def test_a_reused_reference_starts_a_new_message_and_gives_up_the_old_one() -> None:
+    """A part whose seq is held with other data is a new message under a reference the sender
+    reused before the old one completed (its lost part never came): the old one is given up
+    with what arrived, and the new one is put together on its own. Taken for a repeat, the
+    new first part was dropped after its ESME_ROK, and its second completed the old message."""
+    reassembler = Reassembler()
+    assert reassembler.add("k", ConcatPart(42, 2, 1, b"old 1"), now=0.0) is None
+    assert reassembler.add("k", ConcatPart(42, 2, 1, b"new 1"), now=60.0) is None
+    (dropped,) = reassembler.expire(now=60.0)
+    assert (dropped.reason, dropped.parts) == (DropReason.REUSED, ((1, b"old 1"),))
+    assert reassembler.holds("k", ConcatPart(42, 2, 1, b"new 1"))
+    assert not reassembler.holds("k", ConcatPart(42, 2, 1, b"old 1"))
+    assert reassembler.add("k", ConcatPart(42, 2, 2, b"new 2"), now=61.0) == [b"new 1", b"new 2"]
 
 
 def test_single_part_completes_at_once() -> None:
@@ -230,7 +245,7 @@ def test_the_bytes_held_are_bounded_too() -> None:
     reassembler = Reassembler(max_bytes=100, timeout_s=100.0)
     reassembler.add("a", ConcatPart(1, 2, 1, b"a" * 40), now=0.0)
     reassembler.add("b", ConcatPart(1, 2, 1, b"b" * 40), now=1.0)
-    reassembler.add("b", ConcatPart(1, 2, 1, b"B" * 40), now=1.5)  # a repeat: ignored
+    reassembler.add("b", ConcatPart(1, 2, 1, b"b" * 40), now=1.5)  # a repeat: ignored
     reassembler.add("c", ConcatPart(1, 3, 1, b"c" * 40), now=2.0)  # 120 > 100: a goes
     assert len(reassembler) == 2
     (evicted,) = reassembler.expire(now=2.0)

@@ -136,6 +136,7 @@ class DropReason(StrEnum):
     EVICTED = "evicted"  # more groups (or bytes) were pending than allowed; the oldest went
     TOO_MANY_PARTS = "too_many_parts"  # its total exceeds the configured maximum
     TOO_LARGE = "too_large"  # one part alone is larger than all parts may be together
+    REUSED = "reused"  # a part of its seq came with other data: a new message under its ref
 
 
 @record
@@ -222,8 +223,13 @@ class Reassembler:
             self._note_dropped(dropped, now=now)
             return None
         pending = self._pending.get(group_key)
-        if pending is not None and part.seq in pending.parts:
-            return None  # a repeat: the first copy is kept
+        if pending is not None and (held := pending.parts.get(part.seq)) is not None:
+            if held == part.data:
+                return None  # a repeat: the first copy is kept
+            # The sender reused the reference (it has only 256, or 65,536) before the message
+            # that had it was complete: that one is given up with what came of it, and this
+            # part starts the new one, rather than being dropped as a repeat.
+            self._drop(group_key, DropReason.REUSED, now=now)
         while self._pending and self._bytes + len(part.data) > self._max_bytes:
             self._drop(next(iter(self._pending)), DropReason.EVICTED, now=now)
         pending = self._pending.get(group_key)  # it may have been the oldest
@@ -241,10 +247,10 @@ class Reassembler:
         return [pending.parts[seq] for seq in range(1, part.total + 1)]
 
     def holds(self, key: Hashable, part: ConcatPart) -> bool:
-        """Whether `part`'s group is pending with a part of its seq (not completed, dropped or
-        given up since it was added)."""
+        """Whether `part`'s group is pending with this very part (not completed, dropped or
+        given up since it was added, nor another part of its seq)."""
         pending = self._pending.get((key, part.ref, part.total))
-        return pending is not None and part.seq in pending.parts
+        return pending is not None and pending.parts.get(part.seq) == part.data
 
     def discard(self, key: Hashable, part: ConcatPart) -> None:
         """Take `part` out of its pending group again (it was refused after all: its sender
