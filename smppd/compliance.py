@@ -63,11 +63,35 @@ class Keywords:
 
 
 def keyword_key(text: str) -> str:
-    """What a text is matched as: compatibility forms and accents gone (NFKD without its
-    combining marks), upper case, look-alike capitals as Latin, letters and digits only."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    chars = "".join(c for c in decomposed if unicodedata.category(c)[0] in "LN")
-    return chars.upper().translate(_AS_LATIN)
+    """What a text is matched as: compatibility forms and accents gone (NFKD without the
+    combining marks of the scripts whose marks are accents or optional vowel points), upper
+    case, look-alike capitals as Latin, letters, digits and the other scripts' marks only."""
+    chars = []
+    accented = False  # the last letter is one whose marks are accents
+    for c in unicodedata.normalize("NFKD", text):
+        kind = unicodedata.category(c)[0]
+        if kind in "LN":
+            chars.append(c)
+            accented = _has_accents(c)
+        elif kind == "M" and not accented:
+            # In Devanagari, Thai or kana a mark is a vowel or a voicing, part of the word:
+            # dropped, a configured STOP (or START) matched other words.
+            chars.append(c)
+    return "".join(chars).upper().translate(_AS_LATIN)
+
+
+def _has_accents(letter: str) -> bool:
+    """Whether `letter` is of a script whose combining marks may be left out in writing: the
+    accents of Latin, Greek and Cyrillic, the vowel points of Hebrew and Arabic."""
+    point = ord(letter)
+    return (
+        point < 0x0780  # Latin, IPA, Greek, Cyrillic, Armenian, Hebrew, Arabic, Syriac
+        or 0x08A0 <= point < 0x0900  # Arabic extended
+        or 0x1C80 <= point < 0x1C90  # Cyrillic extended C
+        or 0x1D00 <= point < 0x2000  # phonetic extensions, Latin and Greek extended
+        or 0x2C60 <= point < 0x2C80  # Latin extended C
+        or 0xA640 <= point < 0xA800  # Cyrillic extended B, Latin extended D
+    )
 
 
 DEFAULT = Keywords.of(

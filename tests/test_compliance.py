@@ -52,6 +52,28 @@ def test_start_and_help_are_told_apart() -> None:
     assert DEFAULT.classify("help?") is Keyword.HELP
 
 
+def test_keywords_in_other_scripts_keep_their_vowels_and_voicing() -> None:
+    """The marks of Devanagari, Thai or kana are vowels and voicing, not accents: a Hindi,
+    Thai or Japanese STOP (or START, which lifts an opt-out) matches itself and not every word
+    of its consonants."""
+    keywords = Keywords.of(
+        ("\u0930\u094b\u0915\u094b", "\u0e2b\u0e22\u0e38\u0e14", "\u30b9\u30c8\u30c3\u30d7"),
+        ("\u0936\u0941\u0930\u0942",),
+        (),
+    )
+    assert keywords.classify("\u0930\u094b\u0915\u094b") is Keyword.STOP  # roko: stop
+    assert keywords.classify("\u0930\u0941\u0915\u094b") is None  # ruko: wait
+    assert keywords.classify("\u0e2b\u0e22\u0e38\u0e14") is Keyword.STOP  # yut: stop
+    assert keywords.classify("\u0e2b\u0e22\u0e14") is None  # yot: a drop
+    assert keywords.classify("\u30b9\u30c8\u30c3\u30d7") is Keyword.STOP  # sutoppu
+    assert keywords.classify("\uff7d\uff84\uff6f\uff8c\uff9f") is Keyword.STOP  # half-width
+    assert keywords.classify("\u30b9\u30c9\u30c3\u30d7") is None  # sudoppu
+    assert keywords.classify("\u0936\u0941\u0930\u0942") is Keyword.START  # shuru: start
+    assert keywords.classify("\u0936\u0947\u0930") is None  # sher: a lion
+    arabic = Keywords.of(("\u0642\u0641",), (), ())  # qif: stop, its vowel points optional
+    assert arabic.classify("\u0642\u0650\u0641") is Keyword.STOP
+
+
 def test_configured_keywords_match_as_written_or_spaced() -> None:
     """A configured keyword of two words matches with any spacing, or none."""
     keywords = Keywords.of(("STOP", "ARRET", "STOP PROMO"), ("START",), ())
