@@ -488,11 +488,14 @@ class Session:
         # The SMSC unbound us: answers to our submits are still read (an SMSC writes them as
         # it drains its window, each a duplicate SMS if dropped), and the deliveries we owe an
         # answer are answered, until neither is outstanding, the connection ends or this
-        # deadline passes; then the session closes. The unbind_resp waits for those answers:
-        # an SMSC closes once it has it, and a delivery left unanswered comes again.
+        # deadline passes; then the session closes. The unbind_resp waits for both, to half
+        # the deadline at most: most SMSCs close once they have it (what they had not answered
+        # is sent again, what we had not is delivered again), but some write their answers
+        # only after it.
         self._peer_unbound = False
         self._peer_unbind_deadline = math.inf
         self._unbind_resp_owed: int | None = None  # the unbind's sequence number
+        self._unbind_resp_by = math.inf
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
 
@@ -534,6 +537,8 @@ class Session:
         """The earliest time `handle_timer` has something to do (None: nothing scheduled)."""
         state = self.state
         if self._peer_unbound:
+            if self._unbind_resp_owed is not None:
+                return min(self._unbind_resp_by, self._peer_unbind_deadline)
             return self._peer_unbind_deadline
         if state is State.CLOSED or state is State.OPEN:
             return None
@@ -777,13 +782,14 @@ class Session:
             self._after_peer_unbind(now)
 
     def _after_peer_unbind(self, now: float) -> None:
-        """The unbind_resp once the deliveries are answered; the close once our submits are
-        answered too. At the deadline both, and what is still unanswered is abandoned."""
+        """The unbind_resp once nothing is owed either way (or half way to the deadline), and
+        the close then; at the deadline what is still unanswered is abandoned."""
         late = now >= self._peer_unbind_deadline
-        if self._unbind_resp_owed is not None and (late or not self._inbound):
+        owed = self._submits or self._inbound
+        if self._unbind_resp_owed is not None and (not owed or now >= self._unbind_resp_by):
             self._out.append(frame(CommandId.unbind_resp, 0, self._unbind_resp_owed, b""))
             self._unbind_resp_owed = None
-        if late or not (self._submits or self._inbound):
+        if late or not owed:
             self._buf.clear()
             self._close(CloseReason.PEER_UNBIND)
 
@@ -820,6 +826,7 @@ class Session:
             self._peer_unbound = True
             self._can_submit = False
             self._peer_unbind_deadline = now + wait_s
+            self._unbind_resp_by = now + wait_s / 2
         elif cls is pdus.AlertNotification:
             pass  # no response is defined; nothing here needs to know who became available
         elif cls is pdus.Outbind:  # no response is defined, but on a bind we opened it is wrong

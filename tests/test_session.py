@@ -813,18 +813,45 @@ def test_an_unbind_before_the_bind_resp_ends_the_session() -> None:
 
 
 def test_smsc_unbind() -> None:
-    """The SMSC's unbind is answered at once; the session waits unbind_timeout_s for the
-    answers it still owes, then closes with what is outstanding unknown."""
+    """The SMSC's unbind is answered at once when nothing is owed; with a submit unanswered,
+    the unbind_resp waits half of unbind_timeout_s for its answer (an SMSC that closes on
+    the unbind_resp never sends it: the submit would be sent again, a duplicate SMS), and
+    the session closes at unbind_timeout_s with what is outstanding unknown."""
+    peer = bound()
+    peer.send(pdus.Unbind(sequence_number=41))
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 41, b"")
+    assert peer.events() == [Unbound(by_peer=True), ConnectionShouldClose(CloseReason.PEER_UNBIND)]
     peer = bound()
     seq = peer.submit()
     peer.sent()
     peer.send(pdus.Unbind(sequence_number=42))
-    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    assert peer.session.data_to_send() == b""
     assert peer.events() == [Unbound(by_peer=True)]
     assert not peer.session.can_submit
-    assert peer.session.next_deadline() == peer.now + peer.session.settings.unbind_timeout_s
-    peer.advance(peer.session.settings.unbind_timeout_s)
+    timeout_s = peer.session.settings.unbind_timeout_s
+    assert peer.session.next_deadline() == peer.now + timeout_s / 2
+    peer.advance(timeout_s / 2)
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    assert peer.session.next_deadline() == peer.now + timeout_s / 2
+    assert peer.events() == []
+    peer.advance(timeout_s / 2)
     assert peer.events() == [ConnectionShouldClose(CloseReason.PEER_UNBIND, (seq,))]
+
+
+def test_the_unbind_resp_waits_for_the_answers_the_smsc_still_owes() -> None:
+    """An SMSC that unbinds with submits unanswered and writes their answers before it reads
+    our unbind_resp: they are read, then the unbind_resp goes and the session closes."""
+    peer = bound()
+    seq = peer.submit()
+    peer.sent()
+    peer.send(pdus.Unbind(sequence_number=42))
+    assert peer.session.data_to_send() == b""
+    peer.advance(0.1)
+    peer.send(pdus.SubmitSmResp(sequence_number=seq, message_id="m1"))
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    events = peer.events()
+    assert answers(events)[seq].result.message_id == "m1"
+    assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, ())
 
 
 def test_an_smsc_that_unbinds_and_closes_ends_the_session_at_once() -> None:
@@ -860,13 +887,14 @@ def test_answers_read_with_the_smsc_unbind_still_count() -> None:
     resps = [pdus.SubmitSmResp(sequence_number=seq, message_id=f"m{seq}") for seq in seqs]
     enquire = pdus.EnquireLink(sequence_number=77)
     peer.send(resps[0], resps[1], pdus.Unbind(sequence_number=42), resps[2], enquire, resps[3])
-    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
+    assert peer.session.data_to_send() == b""  # the unbind_resp waits for the last answer
     events = peer.events()
     got = [answers(events)[seq].result.message_id for seq in seqs[:4]]
     assert got == [f"m{seq}" for seq in seqs[:4]]
     assert Unbound(by_peer=True) in events
     assert not any(isinstance(e, ConnectionShouldClose) for e in events)
     peer.send(resps[4])  # a later read, as an SMSC writes it after its unbind: still counts
+    assert peer.session.data_to_send() == frame(CommandId.unbind_resp, 0, 42, b"")
     events = peer.events()
     assert answers(events)[seqs[4]].result.message_id == f"m{seqs[4]}"
     assert events[-1] == ConnectionShouldClose(CloseReason.PEER_UNBIND, ())
