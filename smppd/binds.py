@@ -79,7 +79,7 @@ class CarrierBinds:
         self._observer: BindObserver = observer or NullObserver()
         self._max_handlers = max_handlers
         self._rng = rng or random.Random()
-        self.carrier_rate = None if tps is None else SlidingWindow.for_rate(tps)
+        self.carrier_rate = None if tps is None else SlidingWindow.for_rate(tps, paced=True)
         # Each sending slot's own rate (bind_tps, slow-downs), kept across its reconnects.
         self._rates = [
             AdaptiveRate(settings.bind_tps, backoff_s=settings.throttle_backoff_s)

@@ -23,6 +23,15 @@ from collections.abc import Mapping
 # together at its end): counted over exactly one second of our clock, 300/s came in as up to 2%
 # more in some second at an SMSC capping at 300, which answered the excess ESME_RTHROTTLED.
 ARRIVAL_MARGIN = 1.02
+# A paced cap (the SMSC-facing ones: a carrier's tps, a bind's) spreads its sends evenly over
+# its span, one per period / limit; a send may run this far ahead of that pace (or one send's
+# step, if longer), which absorbs the jitter of the event loop's timers without losing rate.
+# Sent as fast as allowed, a second's cap went out in its first milliseconds, and an urgent
+# message arriving after that burst waited for the next second (720 ms at 50/s), while SMSCs
+# that count in parts of a second throttled the burst. Kannel and Jasmin pace evenly too. No
+# more ahead than that: the hard cap repeats a span later whatever burst it let through, and
+# the gap behind it is what an urgent message may wait.
+PACE_AHEAD_S = 0.02
 
 
 def window_for_rate(tps: float) -> tuple[int, float]:
@@ -38,25 +47,36 @@ def window_for_rate(tps: float) -> tuple[int, float]:
 
 
 class SlidingWindow:
-    """At most `limit` sends in any half-open span of `period_s` seconds."""
+    """At most `limit` sends in any half-open span of `period_s` seconds; `paced`, spread out
+    too: one per period_s / limit, running ahead of that by PACE_AHEAD_S (or a step) at most."""
 
-    __slots__ = ("_capacity", "_i", "_ring", "limit", "period_s")
+    __slots__ = ("_ahead_s", "_capacity", "_due", "_i", "_paced", "_ring", "limit", "period_s")
 
-    def __init__(self, limit: int, *, period_s: float = 1.0, capacity: int | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        period_s: float = 1.0,
+        capacity: int | None = None,
+        paced: bool = False,
+    ) -> None:
         capacity = limit if capacity is None else capacity
         if not 1 <= limit <= capacity or period_s <= 0:
             raise ValueError("need 1 <= limit <= capacity and period_s > 0")
         self._capacity = capacity
         self._ring = array("d", [-math.inf]) * capacity  # send times, oldest at _i
         self._i = 0
+        self._due = -math.inf  # when the next send is due at the even pace
+        self._paced = paced
         self.limit = limit
         self.period_s = period_s
+        self._ahead_s = self._ahead()
 
     @classmethod
-    def for_rate(cls, tps: float) -> SlidingWindow:
+    def for_rate(cls, tps: float, *, paced: bool = False) -> SlidingWindow:
         """The hard cap for `tps`, its span widened by ARRIVAL_MARGIN."""
         limit, period_s = window_for_rate(tps)
-        return cls(limit, period_s=period_s * ARRIVAL_MARGIN)
+        return cls(limit, period_s=period_s * ARRIVAL_MARGIN, paced=paced)
 
     @property
     def capacity(self) -> int:
@@ -64,6 +84,10 @@ class SlidingWindow:
 
     def set_limit(self, limit: int) -> None:
         self.limit = min(max(1, limit), self._capacity)
+        self._ahead_s = self._ahead()
+
+    def _ahead(self) -> float:
+        return max(PACE_AHEAD_S, self.period_s / self.limit) if self._paced else math.inf
 
     def inherit(self, previous: SlidingWindow) -> None:
         """Count the latest sends `previous` recorded as this window's own: a window that
@@ -76,22 +100,29 @@ class SlidingWindow:
 
     def allows(self, now: float) -> bool:
         # The send `limit` places back must have left the span that would end at `now`.
-        return self._ring[(self._i - self.limit) % self._capacity] + self.period_s <= now
+        return (
+            self._due - self._ahead_s <= now  # as ready_at reckons it, to the last bit
+            and self._ring[(self._i - self.limit) % self._capacity] + self.period_s <= now
+        )
 
     def record(self, now: float) -> None:
         self._ring[self._i] = now
         self._i = (self._i + 1) % self._capacity
+        self._due = max(self._due, now) + self.period_s / self.limit
 
     def try_acquire(self, now: float) -> bool:
-        if self._ring[(self._i - self.limit) % self._capacity] + self.period_s <= now:
-            self._ring[self._i] = now
-            self._i = (self._i + 1) % self._capacity
+        if self.allows(now):
+            self.record(now)
             return True
         return False
 
     def ready_at(self, now: float) -> float:
         """The earliest time at or after `now` when a send is allowed."""
-        return max(now, self._ring[(self._i - self.limit) % self._capacity] + self.period_s)
+        return max(
+            now,
+            self._ring[(self._i - self.limit) % self._capacity] + self.period_s,
+            self._due - self._ahead_s,
+        )
 
 
 # Throttling answers slow a bind down only once there are SPORADIC_MIN_THROTTLES of them and
@@ -136,7 +167,7 @@ class AdaptiveRate:
 
     def __init__(self, tps: float | None, *, backoff_s: float) -> None:
         self._config = (tps, backoff_s)
-        self._configured = None if tps is None else SlidingWindow.for_rate(tps)
+        self._configured = None if tps is None else SlidingWindow.for_rate(tps, paced=True)
         self._window = self._configured
         self._ceiling = 0 if self._window is None else self._window.limit
         self._backoff_s = backoff_s
@@ -221,7 +252,7 @@ class AdaptiveRate:
         window = self._window
         if window is None:
             rate = max(self._bucket_count, self._last_second, 2)
-            window = SlidingWindow(rate, period_s=ARRIVAL_MARGIN, capacity=rate)
+            window = SlidingWindow(rate, period_s=ARRIVAL_MARGIN, capacity=rate, paced=True)
             self._window = window
             self._ceiling = rate
         window.set_limit(window.limit // 2)

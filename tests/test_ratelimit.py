@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import tracemalloc
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from smppd.ratelimit import (
     ARRIVAL_MARGIN,
+    PACE_AHEAD_S,
     SPORADIC_MIN_THROTTLES,
     AdaptiveRate,
     SlidingWindow,
@@ -24,16 +26,39 @@ from smppd.ratelimit import (
     st.lists(st.floats(0.0, 0.3, allow_nan=False), min_size=1, max_size=200),
 )
 def test_never_more_than_limit_in_any_period(limit: int, gaps: list[float]) -> None:
-    """Whatever the attempt times, no span of period_s holds more than `limit` sends."""
-    window = SlidingWindow(limit)
-    now = 0.0
-    sent: list[float] = []
-    for gap in gaps:
-        now += gap
-        if window.try_acquire(now):
-            sent.append(now)
-    for i, start in enumerate(sent):
-        assert sum(1 for t in sent[i:] if t < start + 1.0) <= limit
+    """Whatever the attempt times, no span of period_s holds more than `limit` sends, paced
+    or not; paced, no span of a tenth of it holds more than its share at the pace, what it may
+    run ahead by (PACE_AHEAD_S, or a step), and one."""
+    for paced in (False, True):
+        window = SlidingWindow(limit, paced=paced)
+        now = 0.0
+        sent: list[float] = []
+        for gap in gaps:
+            now += gap
+            assert window.allows(now) is (window.ready_at(now) == now)
+            if window.try_acquire(now):
+                sent.append(now)
+        for i, start in enumerate(sent):
+            assert sum(1 for t in sent[i:] if t < start + 1.0) <= limit
+            if paced:
+                most = (0.1 + max(PACE_AHEAD_S, 1 / limit)) * limit + 1 + 1e-9
+                assert sum(1 for t in sent[i:] if t < start + 0.1) <= most
+
+
+def test_a_paced_window_spreads_its_sends_over_the_second() -> None:
+    """50 a second, paced: two at once (one ahead of the pace), then one every 20 ms, not the
+    second's 50 at its start (an urgent message then waited for the next second)."""
+    window = SlidingWindow(50, paced=True)
+    burst = 0
+    while window.try_acquire(0.0):
+        burst += 1
+    assert burst == 2
+    assert window.ready_at(0.0) == pytest.approx(0.02)
+    times = [t / 1000 for t in range(1, 1000) if window.try_acquire(t / 1000)]
+    assert len(times) == 48  # the second's 50 in all
+    assert all(b - a > 0.0189 for a, b in itertools.pairwise(times))  # 1 ms steps
+    unpaced = SlidingWindow(50)
+    assert sum(unpaced.try_acquire(0.0) for _ in range(60)) == 50
 
 
 def test_ready_at_is_when_the_oldest_send_leaves() -> None:

@@ -1054,20 +1054,25 @@ def test_throttled_answer_slows_the_bind() -> None:
     are enough of them to mean it (SPORADIC_MIN_THROTTLES, here all of a window); each submit
     itself is a temporary result, for the send loop to retry."""
     peer = bound(window=10, bind_tps=8, throttle_backoff_s=1.0)
-    seqs = [peer.submit() for _ in range(SPORADIC_MIN_THROTTLES)]
-    peer.now = 0.1
+    seqs = []
+    for i in range(SPORADIC_MIN_THROTTLES):  # at the bind's pace: one every 1.02 / 8 s
+        peer.now = i * 0.13
+        seqs.append(peer.submit())
+    peer.now = 0.6
     for seq in seqs:
         peer.answer(seq, S.ESME_RTHROTTLED)
     events = peer.events()
     throttled = [e for e in events if isinstance(e, Throttled)]
     # One window halves once: 4 per (slightly widened) second.
-    assert throttled == [Throttled(S.ESME_RTHROTTLED, 4.0 / ARRIVAL_MARGIN, 1.1)]
+    assert throttled == [Throttled(S.ESME_RTHROTTLED, 4.0 / ARRIVAL_MARGIN, 1.6)]
     assert all(a.result.status_class is StatusClass.TEMPORARY for a in answers(events).values())
-    assert peer.session.try_submit(BODY, now=1.0) is None
-    assert peer.session.ready_at(now=1.0) == 1.1
-    # From 1.1 on: 4 per second; a full second after the first send the next is allowed.
-    sent = [peer.session.try_submit(BODY, now=1.1 + i * 0.01) for i in range(6)]
-    assert sum(s is not None for s in sent) == 4
+    assert peer.session.try_submit(BODY, now=1.5) is None
+    assert peer.session.ready_at(now=1.5) == 1.6
+    # From 1.6 on: 4 per second, one every 1.02 / 4 s (one step ahead at most), and at 2.6, a
+    # quiet backoff period later, 5.
+    sent = [peer.session.try_submit(BODY, now=1.6 + i * 0.05) for i in range(21)]
+    times = [round(1.6 + i * 0.05, 2) for i, s in enumerate(sent) if s is not None]
+    assert times == [1.6, 1.65, 1.9, 2.15, 2.6]
     # Each quiet backoff period adds a tenth of the ceiling (8) back, at least one.
     assert peer.session.rate.allows(3.2)
     assert peer.session.rate.limit == 5
@@ -1111,21 +1116,24 @@ def test_a_carriers_own_codes_are_read_its_way() -> None:
 
 def test_bind_tps_cap() -> None:
     """A bind never sends more than bind_tps in any one-second span, counted 2% wider
-    (ARRIVAL_MARGIN) for the jitter on the way to the SMSC."""
+    (ARRIVAL_MARGIN) for the jitter on the way to the SMSC, and spreads them over it (one every
+    1.02 / 5 s, one step ahead at most): not the second's five at once."""
     peer = bound(window=100, bind_tps=5)
     sent = [peer.session.try_submit(BODY, now=i * 0.1) for i in range(20)]
     times = [i * 0.1 for i, s in enumerate(sent) if s is not None]
-    assert times == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 1.1, 1.2, 1.3, 1.4, 1.5])
+    assert times == pytest.approx([0.0, 0.1, 0.3, 0.5, 0.7, 1.1, 1.2, 1.4, 1.6, 1.8])
 
 
 def test_carrier_rate_is_shared() -> None:
-    """Two binds sharing a carrier cap send at most that many together."""
-    carrier = SlidingWindow.for_rate(3)
+    """Two binds sharing a carrier cap send at most that many together, at its pace."""
+    carrier = SlidingWindow.for_rate(3, paced=True)
     a = bound(window=10, carrier_rate=carrier)
     b = bound(window=10, carrier_rate=carrier)
-    got = [s.session.try_submit(BODY, now=0.0) for s in (a, b, a, b, a)]
-    assert [g is not None for g in got] == [True, True, True, False, False]
-    assert b.session.ready_at(now=0.5) == ARRIVAL_MARGIN
+    step = ARRIVAL_MARGIN / 3
+    timed = [(a, 0.0), (b, 0.0), (a, 0.0), (b, step), (a, step)]  # one step ahead at most
+    got = [s.session.try_submit(BODY, now=now) for s, now in timed]
+    assert [g is not None for g in got] == [True, True, False, True, False]
+    assert a.session.ready_at(now=1.5 * step) == ARRIVAL_MARGIN  # three in the span already
 
 
 # --- graceful close -----------------------------------------------------------------------------
