@@ -2,7 +2,8 @@
 
 It owns argument parsing, where the API socket is (`--socket`, else the config's api.socket),
 how replies are printed and the exit status: 0 done, 1 refused by the daemon, 69 daemon not
-reachable, 78 config unusable (sysexits.h), 2 bad usage. Expected failures print one line on
+reachable, 74 output not written (it was done), 75 no reply in time, 78 config unusable
+(sysexits.h), 2 bad usage. Expected failures print one line on
 stderr, never a traceback. It must not know the wire format (smppd.client speaks it) nor how
 the daemon is built (smppd.daemon, imported only by `run`).
 """
@@ -32,6 +33,7 @@ EX_OK: Final = 0
 EX_REFUSED: Final = 1
 EX_USAGE: Final = 2  # what argparse uses
 EX_UNAVAILABLE: Final = 69
+EX_IOERR: Final = 74  # our output could not be written (a full disk): what was asked was done
 EX_TEMPFAIL: Final = 75  # sent, no reply in time: it may have been done
 # smppd.api.EVENT_KINDS, not imported so that --help stays light (a test checks they agree).
 _EVENT_KINDS: Final = frozenset({"receipt", "inbound", "state"})
@@ -44,6 +46,21 @@ CONFIG_ENV: Final = "SMPPD_CONFIG"
 
 class _ConfigUnusableError(Exception):
     """The config could not be loaded; the message is the loader's one line."""
+
+
+class _OutputError(Exception):
+    """Our output could not be written (a full disk, /dev/full); the message says why."""
+
+
+def _out(text: str) -> None:
+    """Print a line of output, at once: a write that fails is told as such, not as a refusal
+    (a closed pipe is not a failure: see main)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputError(exc.strerror or str(exc)) from None
 
 
 def _default_config() -> Path:
@@ -92,12 +109,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         load_config(args.config, read_secrets=not args.skip_secrets)
     except ConfigError as exc:
         raise _ConfigUnusableError(str(exc)) from None
-    print("ok" if not args.skip_secrets else "ok (secrets' files and credentials not read)")
+    _out("ok" if not args.skip_secrets else "ok (secrets' files and credentials not read)")
     return EX_OK
 
 
 def _print_json(result: dict[str, Any]) -> None:
-    print(_json(result, indent=2, sort_keys=True))
+    _out(_json(result, indent=2, sort_keys=True))
 
 
 def _json(value: object, **options: Any) -> str:
@@ -144,7 +161,7 @@ async def _send(client: Client, args: argparse.Namespace) -> int:
         flash=True if args.flash else None,
         smart_encoding=True if args.smart_encoding else None,
     )
-    print(_describe(sent))
+    _out(_describe(sent))
     return EX_OK
 
 
@@ -218,7 +235,7 @@ async def _inbound(client: Client, args: argparse.Namespace) -> int:
         page = await client.inbound(after, args.limit or _INBOUND_PAGE_MAX)
         for message in page:
             shown = message if args.epoch else _readable_times(message)
-            print(_json(shown), flush=True)
+            _out(_json(shown))
         if not page:
             return EX_OK
         after = page[-1]["id"]
@@ -236,7 +253,7 @@ async def _finished(client: Client, args: argparse.Namespace) -> int:
     reply = await client.finished(args.after, args.limit)
     for message in reply["messages"]:
         shown = message if args.epoch else _readable_times(message)
-        print(_json(shown), flush=True)
+        _out(_json(shown))
     if reply.get("next") is not None:
         print(f"next: --after {reply['next']}", file=sys.stderr)
     return EX_OK
@@ -257,7 +274,7 @@ async def _tail(client: Client, args: argparse.Namespace) -> int:
     """Until interrupted: a stream that ends (the daemon stopped, or dropped this reader) is a
     failure, so that a supervisor or script does not take it for a finished job."""
     async for event in client.subscribe(args.events.split(",")):
-        print(_json(event) if args.json else _event_line(event), flush=True)
+        _out(_json(event) if args.json else _event_line(event))
         if event.get("event") == "dropped":
             # Temporary, as the daemon stopping is: a supervisor restarts on 69, and a reader
             # started again catches up with `inbound` / `finished`.
@@ -345,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="SMPP v3.4 carrier connector daemon, and a client of its local API.",
         epilog=f"The config defaults to ${CONFIG_ENV} or {DEFAULT_CONFIG}. "
         "Exit status: 0 done, 1 refused by the daemon, 2 bad usage, 69 daemon not reachable "
-        "(or it ended a tail), 75 no reply in time (it may have been done), 78 config unusable.",
+        "(or it ended a tail), 74 output not written (it was done), 75 no reply in time (it "
+        "may have been done), 78 config unusable.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -516,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" (field: {exc.field})" if exc.field else ""
         print(f"error: {exc.code}: {exc.message}{where}", file=sys.stderr)
         return EX_REFUSED
+    except _OutputError as exc:
+        done = " (the message was stored)" if args.command == "send" else ""
+        print(f"error: cannot write the output: {exc}{done}", file=sys.stderr)
+        return EX_IOERR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

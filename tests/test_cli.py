@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import os
@@ -324,6 +325,33 @@ async def test_a_send_with_no_reply_in_time_is_status_75_and_says_to_resend_with
     err = capsys.readouterr().err
     assert "same --ref" not in err
     assert "without --ref it may go twice" in err
+
+
+class FullDisk(io.StringIO):
+    """A stdout on a full disk (as `> /dev/full`): every write fails."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_output_that_cannot_be_written_is_status_74_and_says_what_was_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not 1 (a refusal) with a traceback: `send` had stored the message, and a script that
+    resends what was refused would send it twice."""
+    service = FakeService()
+    async with running_server(service) as server:
+        monkeypatch.setattr(sys, "stdout", FullDisk())
+        send = ["send", "--socket", str(server.settings.socket), "--to", "+447700900123"]
+        assert await run_cli(*send, "--from", "ACME", "--text", "hi") == 74
+        assert await run_cli("stats", "--socket", str(server.settings.socket)) == 74
+        assert await run_cli("check-config", "-c", str(write_config(tmp_path))) == 74
+    first, second, third = capsys.readouterr().err.splitlines()
+    assert (
+        first == "error: cannot write the output: No space left on device (the message was stored)"
+    )
+    assert second == third == "error: cannot write the output: No space left on device"
+    assert [call[0] for call in service.calls].count("submit") == 1
 
 
 async def test_cancel_stats_and_optout(capsys: pytest.CaptureFixture[str]) -> None:
