@@ -311,10 +311,12 @@ def _message_id(text: str) -> int:
     return int(text)
 
 
-def _count(least: int) -> Callable[[str], int]:
+def _count(least: int, most: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not (text.isascii() and text.isdigit()) or int(text) < least:
             raise argparse.ArgumentTypeError(f"not an integer of {least} or more: {text!r}")
+        if most is not None and int(text) > most:
+            raise argparse.ArgumentTypeError(f"at most {most}: {text!r}")
         return int(text)
 
     return parse
@@ -347,13 +349,30 @@ def _epoch_seconds(text: str) -> float:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"not epoch seconds or +seconds: {text!r}")
+    if not relative and value < time.time() - _LONG_AGO_S:  # `600` for `+600`: sent at once
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a time more than a day ago; seconds from now are written +{text}"
+        )
     return time.time() + value if relative else value
 
 
+_LONG_AGO_S: Final = 86_400.0
+
+
 def _priority(text: str) -> str | int:
-    if text.isascii() and text.isdigit():
+    if text in ("bulk", "normal", "urgent"):  # smppd.service's names
+        return text
+    if text.isascii() and text.isdigit() and int(text) <= 9:
         return int(text)
-    return text
+    raise argparse.ArgumentTypeError(f"not bulk, normal, urgent or 0..9: {text!r}")
+
+
+def page_options(p: argparse.ArgumentParser, limit_help: str) -> None:
+    """--limit and --epoch, of the commands that list messages."""
+    p.add_argument("--limit", type=_count(1, _INBOUND_PAGE_MAX), metavar="N", help=limit_help)
+    p.add_argument(
+        "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -461,12 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     inbound.add_argument(
         "--after", type=_count(0), default=0, metavar="ID", help="only those after this id"
     )
-    inbound.add_argument(
-        "--limit", type=_count(1), metavar="N", help="at most N (at most 1000; default: all)"
-    )
-    inbound.add_argument(
-        "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
-    )
+    page_options(inbound, "at most N (at most 1000; default: all)")
 
     finished = add_client(
         "finished",
@@ -476,12 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     finished.add_argument(
         "--after", metavar="CURSOR", help="go on from the `next` an earlier call printed"
     )
-    finished.add_argument(
-        "--limit", type=_count(1), metavar="N", help="at most N of them (default 100, at most 1000)"
-    )
-    finished.add_argument(
-        "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
-    )
+    page_options(finished, "at most N of them (default 100, at most 1000)")
 
     add_client("stats", "show queue and carrier counters", _stats)
     add_client("health", "show whether the daemon and its binds are up", _health)
@@ -490,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     optout.add_argument("action", choices=("add", "remove", "list"))
     optout.add_argument("number", nargs="?", help="the number (for add and remove)")
     optout.add_argument("--sender", help="the sender id it applies to (required to add or remove)")
+    optout.set_defaults(usage_error=optout.error)
     return parser
 
 
@@ -512,8 +522,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UnicodeError:
             print("error: the text is not valid UTF-8", file=sys.stderr)
             return EX_USAGE
-    if getattr(args, "action", None) in ("add", "remove") and None in (args.number, args.sender):
-        parser.error(f"optout {args.action} needs a number and --sender")
+    action = getattr(args, "action", None)
+    if action in ("add", "remove") and None in (args.number, args.sender):
+        args.usage_error(f"optout {action} needs a number and --sender")
+    if action == "list" and args.number is not None:
+        args.usage_error("optout list takes no number: it lists them all (--sender: one's)")
     try:
         result: int = args.handler(args)
     except _ConfigUnusableError as exc:

@@ -146,7 +146,30 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["optout", "add", "--sender", "ACME", "--socket", "/nonexistent"])
     assert exited.value.code == 2
-    assert "needs a number" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs a number" in err
+    assert err.startswith("usage: smppd optout")  # the command's usage, not the top level's
+    with pytest.raises(SystemExit) as exited:  # a number would be taken as a filter: none is
+        main(["optout", "list", "+447700900123", "--socket", "/nonexistent"])
+    assert exited.value.code == 2
+    assert "takes no number" in capsys.readouterr().err
+    bad = [
+        (["inbound", "--limit", "5000"], "at most 1000: '5000'"),
+        (["finished", "--limit", "1001"], "at most 1000: '1001'"),
+        (["send", "--to", "+447700900123", "--from", "A", "--text", "x", "--priority", "10"], ""),
+        (["send", "--to", "+447700900123", "--from", "A", "--text", "x", "--priority", "top"], ""),
+        (
+            ["send", "--to", "+447700900123", "--from", "A", "--text", "x", "--schedule-at", "600"],
+            "seconds from now are written +600",
+        ),
+    ]
+    for argv, said in bad:
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, "--socket", "/nonexistent"])
+        assert exited.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert said in err
+        assert ("not bulk, normal, urgent or 0..9" in err) is ("--priority" in argv)
     for twelve in ("twelve", "1\u00b2"):  # "12" with a superscript 2 passes str.isdigit()
         with pytest.raises(SystemExit) as exited:
             main(["status", twelve, "--socket", "/nonexistent"])
@@ -299,10 +322,10 @@ async def test_daemon_refusals_print_code_and_message(capsys: pytest.CaptureFixt
         assert await run_cli("status", "99", "--socket", socket) == 1
         assert capsys.readouterr().err == "error: not_found: no message 99\n"
         send = ["send", "--socket", socket, "--to", "+447700900123", "--from", "ACME"]
-        assert await run_cli(*send, "--text", "x", "--priority", "12") == 1
+        assert await run_cli(*send, "--text", "x", "--validity", "99999999") == 1
         err = capsys.readouterr().err
-        assert err.startswith("error: invalid_field: priority must be")
-        assert err.endswith("(field: priority)\n")
+        assert err.startswith("error: invalid_field: validity_s")
+        assert err.endswith("(field: validity_s)\n")
 
 
 async def test_a_send_with_no_reply_in_time_is_status_75_and_says_to_resend_with_its_ref(
