@@ -266,7 +266,7 @@ async def _optout(client: Client, args: argparse.Namespace) -> int:
         reply["optouts"] += more["optouts"]
         if "next" in more:
             reply["next"] = more["next"]
-    _print_json(reply)
+    _print_json(reply if args.epoch else _readable_times(reply))
     return EX_OK
 
 
@@ -274,7 +274,8 @@ async def _tail(client: Client, args: argparse.Namespace) -> int:
     """Until interrupted: a stream that ends (the daemon stopped, or dropped this reader) is a
     failure, so that a supervisor or script does not take it for a finished job."""
     async for event in client.subscribe(args.events.split(",")):
-        _out(_json(event) if args.json else _event_line(event))
+        shown = event if args.epoch else _readable_times(event)
+        _out(_json(shown) if args.json else _event_line(shown))
         if event.get("event") == "dropped":
             # Temporary, as the daemon stopping is: a supervisor restarts on 69, and a reader
             # started again catches up with `inbound` / `finished`.
@@ -367,11 +368,33 @@ def _priority(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"not bulk, normal, urgent or 0..9: {text!r}")
 
 
-def page_options(p: argparse.ArgumentParser, limit_help: str) -> None:
-    """--limit and --epoch, of the commands that list messages."""
-    p.add_argument("--limit", type=_count(1, _INBOUND_PAGE_MAX), metavar="N", help=limit_help)
-    p.add_argument(
-        "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
+_page_size = _count(1, _INBOUND_PAGE_MAX)
+
+
+def _send_arguments(send: argparse.ArgumentParser) -> None:
+    send.add_argument("--to", required=True, help="destination number (E.164) or short code")
+    send.add_argument("--from", dest="sender", required=True, metavar="SENDER", help="sender id")
+    send.add_argument("--text", required=True, help="message text ('-' reads it from stdin)")
+    send.add_argument("--priority", type=_priority, help="bulk, normal (default), urgent, or 0..9")
+    send.add_argument("--ref", help="your reference: the same ref twice is one message")
+    send.add_argument("--validity", type=_seconds, metavar="S", help="give up after S seconds")
+    send.add_argument("--encoding", choices=("auto", "gsm7", "ucs2", "latin1"))
+    send.add_argument(
+        "--schedule-at",
+        type=_epoch_seconds,
+        metavar="TIME",
+        help="send at this time: epoch seconds, or +S seconds from now",
+    )
+    send.add_argument(
+        "--no-receipt", action="store_true", help="ask the carrier for no delivery receipt"
+    )
+    send.add_argument(
+        "--flash", action="store_true", help="a flash message (class 0: shown, not stored)"
+    )
+    send.add_argument(
+        "--smart-encoding",
+        action="store_true",
+        help="typographic quotes, dashes and spaces as GSM ones where that spares UCS-2",
     )
 
 
@@ -404,9 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    def add_client(name: str, help_text: str, command: ClientCommand) -> argparse.ArgumentParser:
+    def add_client(
+        name: str, help_text: str, command: ClientCommand, *, times: bool = False
+    ) -> argparse.ArgumentParser:
+        """A command that talks to the daemon; `times`: it prints times (--epoch)."""
         p = add(name, help_text, _client_command(command))
         config_option(p)
+        if times:
+            p.add_argument(
+                "--epoch",
+                action="store_true",
+                help="times as epoch seconds (default: ISO 8601 UTC)",
+            )
         p.add_argument(
             "--socket", metavar="PATH", help="API socket (default: the config's api.socket)"
         )
@@ -429,42 +461,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     send = add_client("send", "submit one message; prints its id and segment count", _send)
-    send.add_argument("--to", required=True, help="destination number (E.164) or short code")
-    send.add_argument("--from", dest="sender", required=True, metavar="SENDER", help="sender id")
-    send.add_argument("--text", required=True, help="message text ('-' reads it from stdin)")
-    send.add_argument("--priority", type=_priority, help="bulk, normal (default), urgent, or 0..9")
-    send.add_argument("--ref", help="your reference: the same ref twice is one message")
-    send.add_argument("--validity", type=_seconds, metavar="S", help="give up after S seconds")
-    send.add_argument("--encoding", choices=("auto", "gsm7", "ucs2", "latin1"))
-    send.add_argument(
-        "--schedule-at",
-        type=_epoch_seconds,
-        metavar="TIME",
-        help="send at this time: epoch seconds, or +S seconds from now",
-    )
-    send.add_argument(
-        "--no-receipt", action="store_true", help="ask the carrier for no delivery receipt"
-    )
-    send.add_argument(
-        "--flash", action="store_true", help="a flash message (class 0: shown, not stored)"
-    )
-    send.add_argument(
-        "--smart-encoding",
-        action="store_true",
-        help="typographic quotes, dashes and spaces as GSM ones where that spares UCS-2",
-    )
+    _send_arguments(send)
 
-    status = add_client("status", "show a message's state", _status)
-    cancel = add_client("cancel", "cancel a message's segments not yet sent", _cancel)
+    status = add_client("status", "show a message's state", _status, times=True)
+    cancel = add_client("cancel", "cancel a message's segments not yet sent", _cancel, times=True)
     for command in (status, cancel):
         target = command.add_mutually_exclusive_group(required=True)
         target.add_argument("message_id", nargs="?", type=_message_id, metavar="ID")
         target.add_argument("--ref", help="the message submitted with this ref, instead of ID")
-        command.add_argument(
-            "--epoch", action="store_true", help="times as epoch seconds (default: ISO 8601 UTC)"
-        )
 
-    tail = add_client("tail", "follow delivery receipts and inbound messages", _tail)
+    tail = add_client("tail", "follow delivery receipts and inbound messages", _tail, times=True)
     tail.add_argument(
         "--events",
         type=_event_kinds,
@@ -475,27 +481,35 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="print each event as a JSON line")
 
     inbound = add_client(
-        "inbound", "list stored inbound messages, oldest first: what a tail missed", _inbound
+        "inbound",
+        "list stored inbound messages, oldest first: what a tail missed",
+        _inbound,
+        times=True,
     )
     inbound.add_argument(
         "--after", type=_count(0), default=0, metavar="ID", help="only those after this id"
     )
-    page_options(inbound, "at most N (at most 1000; default: all)")
+    inbound.add_argument(
+        "--limit", type=_page_size, metavar="N", help="at most N (at most 1000; default: all)"
+    )
 
     finished = add_client(
         "finished",
         "list messages that finished, in that order: the outcomes a tail missed",
         _finished,
+        times=True,
     )
     finished.add_argument(
         "--after", metavar="CURSOR", help="go on from the `next` an earlier call printed"
     )
-    page_options(finished, "at most N of them (default 100, at most 1000)")
+    finished.add_argument(
+        "--limit", type=_page_size, metavar="N", help="at most N (default 100, at most 1000)"
+    )
 
     add_client("stats", "show queue and carrier counters", _stats)
     add_client("health", "show whether the daemon and its binds are up", _health)
 
-    optout = add_client("optout", "add, remove or list opted-out numbers", _optout)
+    optout = add_client("optout", "add, remove or list opted-out numbers", _optout, times=True)
     optout.add_argument("action", choices=("add", "remove", "list"))
     optout.add_argument("number", nargs="?", help="the number (for add and remove)")
     optout.add_argument("--sender", help="the sender id it applies to (required to add or remove)")

@@ -474,6 +474,7 @@ async def test_tail_prints_one_line_per_event_until_the_stream_ends(
         subscription.publish(Event("receipt", "svc", {"message_id": 7, "state": "delivered"}))
         subscription.publish(Event("inbound", "svc", {"to": "ACME", "text": "STOP now"}))
         subscription.publish(Event("inbound", "svc", {"to": "ACME", "text": "Привет 👋"}))
+        subscription.publish(Event("inbound", "svc", {"received_at": 1764877501.25}))
         subscription.close()  # the stream ends: tail ends with it
         assert await tail == 69
     out, err = capsys.readouterr()
@@ -481,6 +482,7 @@ async def test_tail_prints_one_line_per_event_until_the_stream_ends(
         "receipt message_id=7 state=delivered",
         'inbound to=ACME text="STOP now"',
         'inbound to=ACME text="Привет 👋"',
+        "inbound received_at=2025-12-04T19:45:01.250Z",  # as status and inbound print times
     ]
     assert err == "error: unavailable: the daemon ended the stream (it stopped or is restarting)\n"
 
