@@ -176,15 +176,20 @@ def failover_pick(
 ) -> str | None:
     """Where a message waiting for `carrier` goes now, or None to stay.
 
-    The route's choice (`Router.pick`) when that is another carrier that is up and encodes as
-    `carrier` does: the queued segments are finished submit_sm bodies, valid on the new carrier
-    only if its profile (alphabet, concatenation, TON/NPI) is the same. A carrier that is itself
-    down is no target, or work would go back and forth between two that are.
+    Once `carrier` has been down its route's failover_after_s, the first carrier of the route
+    that is up and encodes as `carrier` does: the queued segments are finished submit_sm
+    bodies, valid on the new carrier only if its profile (alphabet, concatenation, TON/NPI) is
+    the same. Not only the route's first choice: one that encodes otherwise is passed over for
+    the next. A carrier that is itself down is no target, or work would go back and forth
+    between two that are.
     """
-    target = router.pick(destination, lambda c: down.get(c, now), now=now)
-    if target is None or not _can_take_over(target, carrier, down, senders, now=now):
+    rule = router.rule_for(destination)
+    since = down.get(carrier, now)
+    if rule is None or since is None or now - since < rule.failover_after_s:
         return None
-    return target
+    return next(
+        (c for c in rule.carriers if _can_take_over(c, carrier, down, senders, now=now)), None
+    )
 
 
 def _can_take_over(

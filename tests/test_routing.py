@@ -72,6 +72,23 @@ def test_waiting_work_fails_over_only_to_a_carrier_up_that_encodes_alike() -> No
     assert pick(down={"uk-a": 100.0, "uk-b": None}, senders=other, now=131.0) is None
 
 
+def test_failover_passes_over_a_carrier_that_encodes_otherwise_for_the_next_that_does() -> None:
+    """Route a, b, c with a down: b is up but encodes otherwise, c is up and alike. a's work
+    goes to c; it stayed on a for the whole outage while the sweep reread it every tick."""
+    router = Router([RouteRule("", ("a", "b", "c"), 30.0)])
+    senders = {
+        "a": OutboundProfile(),
+        "b": OutboundProfile(concatenation=ConcatMethod.SAR),
+        "c": OutboundProfile(),
+    }
+    up = {"a": 100.0, "b": None, "c": None}
+    pick = functools.partial(failover_pick, router, senders=senders, destination="+15550001")
+    assert pick(down=up, carrier="a", now=131.0) == "c"
+    assert pick(down={**up, "c": 120.0}, carrier="a", now=131.0) is None  # c down too
+    # Back on the route's first carrier once it is up again, when c goes down in its turn.
+    assert pick(down={"a": None, "b": None, "c": 100.0}, carrier="c", now=131.0) == "a"
+
+
 def test_no_sweep_while_nothing_could_move() -> None:
     """A carrier's backlog is swept only when some route of it has been past failover_after_s
     and names another carrier up with the same profile: an outage of a carrier with nowhere
