@@ -538,6 +538,7 @@ class Daemon:
         self.api_counts = ApiObserverCounts()
         self.queue_snapshot: dict[str, Any] = {}
         self.receipts_overdue = 0
+        self.failed_over: Counter[tuple[str, str]] = Counter()  # (from, to) carrier: messages
         self._fallback_warned: set[str] = set()  # carriers warned about their receipts' ids
         self.caps = daily_caps(config)
         # Senders' own rates over all carriers (kept across reloads and carrier restarts).
@@ -1159,6 +1160,7 @@ class Daemon:
             for _ in range(REROUTE_STEPS):
                 moved, cursor = await self.queue.reroute(name, pick, now=now, after=cursor)
                 for target, messages in moved.items():
+                    self.failed_over[name, target] += messages
                     log.warning(
                         "queued messages failed over",
                         carrier=name,
@@ -1253,6 +1255,7 @@ class Daemon:
                 extra_counters=self._extra_counters,
                 commit_latency=self.queue.commit_latency,
                 held_receipts_ended=lambda: self.queue.held_ended,
+                failed_over=lambda: self.failed_over,
                 serving=lambda: self.serving,
                 writable=lambda: self.queue.write_failure is None,
             )

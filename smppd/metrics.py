@@ -172,6 +172,7 @@ class SmppdCollector(Collector):
         extra_counters: Callable[[], Mapping[str, int]],
         commit_latency: Histogram | None = None,
         held_receipts_ended: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
+        failed_over: Callable[[], Mapping[tuple[str, str], int]] = dict,
         serving: Callable[[], bool] = lambda: True,
         writable: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -181,6 +182,7 @@ class SmppdCollector(Collector):
         self._extra = extra_counters
         self._commit_latency = commit_latency
         self._held_ended = held_receipts_ended
+        self._failed_over = failed_over
         self._serving = serving
         self._writable = writable
 
@@ -443,6 +445,15 @@ class SmppdCollector(Collector):
         for carrier, n in snap.get("unrouted", {}).items():
             unrouted.add_metric([carrier], n)
         yield unrouted
+        failed_over = CounterMetricFamily(
+            "smppd_failover_messages",
+            "Queued messages moved to another carrier of their route, their own being down past"
+            " the route's failover_after_s",
+            labels=["carrier", "to_carrier"],
+        )
+        for (carrier, target), n in dict(self._failed_over()).items():
+            failed_over.add_metric([carrier, target], n)
+        yield failed_over
 
 
 def _counted(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> Metric:

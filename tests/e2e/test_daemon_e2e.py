@@ -526,6 +526,8 @@ async def test_waiting_work_fails_over_when_its_carrier_stays_down() -> None:
             assert (moved["carrier"], moved["to_carrier"], moved["messages"]) == ("dead", "fake", 3)
             await smsc.records.wait_for(3, timeout=10)
             assert sorted(smsc.records.texts_to("447700900123")) == ["held 0", "held 1", "held 2"]
+            text = await daemon.scrape_metrics()
+            assert 'smppd_failover_messages_total{carrier="dead",to_carrier="fake"} 3.0' in text
         finally:
             await daemon.stop()
     with sqlite3.connect(directory / "smppd.db") as db:
