@@ -11,6 +11,7 @@ characters (zero-width space, BOM), and Cyrillic or Greek capitals that look lik
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
@@ -67,17 +68,22 @@ def keyword_key(text: str) -> str:
     combining marks of the scripts whose marks are accents or optional vowel points), upper
     case, look-alike capitals as Latin, letters, digits and the other scripts' marks only."""
     chars = []
-    accented = False  # the last letter is one whose marks are accents
+    keep_marks = False  # the last character is a letter whose marks are part of the word
     for c in unicodedata.normalize("NFKD", text):
         kind = unicodedata.category(c)[0]
         if kind in "LN":
             chars.append(c)
-            accented = _has_accents(c)
-        elif kind == "M" and not accented:
+            keep_marks = not _has_accents(c)
+        elif kind != "M":
+            keep_marks = False  # an emoji's variation selector, a symbol's marks: not words
+        elif keep_marks and not _VARIATION_SELECTOR.match(c):
             # In Devanagari, Thai or kana a mark is a vowel or a voicing, part of the word:
             # dropped, a configured STOP (or START) matched other words.
             chars.append(c)
     return "".join(chars).upper().translate(_AS_LATIN)
+
+
+_VARIATION_SELECTOR = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
 
 
 def _has_accents(letter: str) -> bool:

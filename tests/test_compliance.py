@@ -72,6 +72,14 @@ def test_keywords_in_other_scripts_keep_their_vowels_and_voicing() -> None:
     assert keywords.classify("\u0936\u0947\u0930") is None  # sher: a lion
     arabic = Keywords.of(("\u0642\u0641",), (), ())  # qif: stop, its vowel points optional
     assert arabic.classify("\u0642\u0650\u0641") is Keyword.STOP
+    # An emoji after the word, as keyboards send it with a variation selector (a mark): no
+    # part of the word, whatever the script before it.
+    for emoji in ("\u2764\ufe0f", " \u2714\ufe0f", "\u263a\ufe0f", "\u270c\ufe0f\U0001f3fd"):
+        assert keywords.classify("\u0930\u094b\u0915\u094b" + emoji) is Keyword.STOP
+        assert keywords.classify("\u30b9\u30c8\u30c3\u30d7" + emoji) is Keyword.STOP
+        assert DEFAULT.classify("STOP" + emoji) is Keyword.STOP
+    cjk = Keywords.of(("\u505c\u6b62",), (), ())  # tingzhi: stop
+    assert cjk.classify("\u505c\u6b62 \u2714\ufe0f") is Keyword.STOP
 
 
 def test_configured_keywords_match_as_written_or_spaced() -> None:

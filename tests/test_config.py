@@ -614,6 +614,14 @@ def test_metrics_listen_needs_a_valid_host(tmp_path: Path, listen: str) -> None:
     )
 
 
+def test_a_keyword_with_no_letters_is_refused(tmp_path: Path) -> None:
+    """An emoji keyword (its variation selector the only thing left of it) would match every
+    reply that ends in an emoji with one as STOP."""
+    compliance = {"stop_words": ["STOP", "\u270b\ufe0f"]}
+    path = write(tmp_path, variant(lambda d: d.update(compliance=compliance)))
+    assert error_of(path).startswith(f"{path}: compliance.stop_words[1]: must be a word")
+
+
 def test_a_word_belongs_to_one_keyword_list(tmp_path: Path) -> None:
     """A word in two lists would be answered as either; stop, then start, then help win."""
     compliance = {"start_words": ["START", "HELP"], "help_words": ["HELP"]}
