@@ -41,9 +41,10 @@ from smppd.record import record
 
 MAX_SEQUENCE_NUMBER: Final = 0x7FFFFFFF  # SMPP v3.4 5.1.4: 0x00000001..0x7FFFFFFF
 TIMED_OUT_MEMORY: Final = 65_536  # timed-out numbers remembered, to tell late from stray answers
-# How long after its sending a timed-out submit's answer is still taken as late, not stray. By
-# then the segment went out again (after one response timeout) and a late acceptance would not
-# settle it; remembering longer only holds memory, on a bind losing a few answers an hour.
+# How long after its sending a timed-out submit's answer is still taken as late, not stray (or
+# HOLD_TIMED_OUT + 1 response timeouts, if longer: its slot is held that long, and the segment
+# goes out again one timeout after it timed out). By then a late acceptance would not settle it;
+# remembering longer only holds memory, on a bind losing a few answers an hour.
 LATE_ANSWER_S: Final = 600.0
 # A submit that timed out keeps its window slot this many response timeouts from its sending:
 # the SMSC counts it as outstanding until it answers, and a window refilled at each timeout put
@@ -692,7 +693,7 @@ class Session:
         limit = now - self._response_timeout_s
         hold_s = (HOLD_TIMED_OUT - 1) * self._response_timeout_s
         timed_out = self._timed_out
-        forget_before = now - LATE_ANSWER_S
+        forget_before = now - max(LATE_ANSWER_S, (HOLD_TIMED_OUT + 1) * self._response_timeout_s)
         while timed_out and next(iter(timed_out.values())) <= forget_before:
             timed_out.popitem(last=False)
         while submits:

@@ -574,6 +574,21 @@ def test_a_timed_out_submits_answer_is_taken_as_late_for_late_answer_s_then_as_s
     assert event.reason == "response matches no request"
 
 
+def test_with_a_long_response_timeout_a_late_answer_is_awaited_longer_too() -> None:
+    """response_timeout_s of 400 s: the slot is held to 800 s and the segment goes out again
+    at 800 s, so an answer at 700 s is late, not a stray; forgotten only at 1,200 s."""
+    peer = bound(response_timeout_s=400.0, enquire_link_interval_s=30.0)
+    lost = peer.submit()
+    while peer.now < 1199.0:  # the bind is alive: every probe is answered
+        peer.advance(1.0 if peer.now >= 1190.0 else 10.0)
+        for pdu in peer.sent():
+            if isinstance(pdu, pdus.EnquireLink):
+                peer.send(pdus.EnquireLinkResp(sequence_number=pdu.sequence_number))
+        assert peer.session.answer_may_come(lost) is (peer.now >= 400.0)
+    peer.advance(1.0)
+    assert not peer.session.answer_may_come(lost)
+
+
 def test_enquire_link_when_idle_and_answered() -> None:
     """After enquire_link_interval_s with nothing received, an enquire_link goes out."""
     peer = bound(enquire_link_interval_s=30.0)
