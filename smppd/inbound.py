@@ -40,8 +40,16 @@ from smppd.pdu.receipt import (
 from smppd.pdu.status import CommandStatus
 from smppd.pdu.text import Alphabet, DataCoding
 from smppd.pdu.tlv import Tag
-from smppd.pdu.udh import MAX_CONCAT_PARTS, ConcatPart, Reassembler, concat_info, parse_udh
+from smppd.pdu.udh import (
+    MAX_CONCAT_PARTS,
+    ConcatPart,
+    DropReason,
+    Reassembler,
+    concat_info,
+    parse_udh,
+)
 from smppd.queue.base import Queue
+from smppd.queue.errors import QueueError
 from smppd.queue.model import (
     InboundIn,
     InboundPart,
@@ -463,6 +471,15 @@ class InboundHandler:
                 shift.locking,
                 shift.single,
             )
+            if self._parts.conflicts(group, part):
+                # A new message under a reference its sender reused before the old one was
+                # complete: the old one is stored first (incomplete), since on disk this part
+                # takes its row. Failing that, this one is refused and comes again; taken, it
+                # would not be on disk, and the old parts put back would displace it.
+                self._parts.give_up(group, part, DropReason.REUSED, now=self._monotonic())
+                await self.store_incomplete(now)
+                if self._parts.conflicts(group, part):
+                    raise QueueError("the earlier message under this reference is not stored yet")
             if not shift.is_default:
                 self._part_shifts.setdefault((group, part.seq), shift)
             fresh = not self._parts.holds(group, part)  # not a repeat of one held

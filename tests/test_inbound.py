@@ -10,6 +10,7 @@ import logging
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -34,7 +35,7 @@ from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import build_concat_udh
 from smppd.queue.base import Queue
-from smppd.queue.errors import StorageFullError
+from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.memory import MemoryQueue
 from smppd.queue.model import (
     Enqueued,
@@ -653,6 +654,44 @@ async def test_a_long_mo_under_a_reused_reference_is_stored_whole_beside_the_old
         inbound = handler(queue, [], now)
         assert await inbound(part_pdu("447700900001", 1, b"Old one, ")) == 0
         now[0] += 5.0  # within the reassembly timeout
+        assert await inbound(part_pdu("447700900001", 1, b"New one, ")) == 0
+        assert await inbound(part_pdu("447700900001", 2, b"in two parts")) == 0
+        stored = {(m.text, m.complete) for m in await queue.inbound_since(0)}
+        assert stored == {("Old one, ", False), ("New one, in two parts", True)}
+        assert await queue.held_inbound_parts("fake") == []
+
+
+class FullOnce(SqliteQueue):
+    """A store whose next `failures` inbound writes fail as a full disk does."""
+
+    failures = 0
+
+    async def store_inbound(self, *args: Any, **kwargs: Any) -> Any:
+        if type(self).failures:
+            type(self).failures -= 1
+            raise StorageFullError("database or disk is full")
+        return await super().store_inbound(*args, **kwargs)
+
+
+async def test_a_reused_reference_whose_old_message_cannot_be_stored_refuses_the_new_part(
+    tmp_path: Path,
+) -> None:
+    """The old message under the reused reference must be stored before the new part takes
+    its row on disk: while that fails, the new part is refused (the SMSC delivers it again),
+    not answered ESME_ROK and kept nowhere (the old parts, put back, displaced it and the new
+    second part completed the old message). Across a restart both come out whole."""
+    path = tmp_path / "queue.db"
+    async with await FullOnce.open(path) as queue:
+        now = [T0]
+        inbound = handler(queue, [], now)
+        assert await inbound(part_pdu("447700900001", 1, b"Old one, ")) == 0
+        now[0] += 5.0
+        FullOnce.failures = 1  # open() gives a SqliteQueue, to the type checker
+        with pytest.raises(QueueError):  # answered ESME_RX_T_APPN by the link
+            await inbound(part_pdu("447700900001", 1, b"New one, "))
+        assert [p.data for p in await queue.held_inbound_parts("fake")] == [b"Old one, "]
+    async with await FullOnce.open(path) as queue:  # a restart, and the SMSC delivers again
+        inbound = handler(queue, [], [T0 + 6.0])
         assert await inbound(part_pdu("447700900001", 1, b"New one, ")) == 0
         assert await inbound(part_pdu("447700900001", 2, b"in two parts")) == 0
         stored = {(m.text, m.complete) for m in await queue.inbound_since(0)}

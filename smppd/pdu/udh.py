@@ -246,6 +246,19 @@ class Reassembler:
         self._bytes -= pending.size
         return [pending.parts[seq] for seq in range(1, part.total + 1)]
 
+    def conflicts(self, key: Hashable, part: ConcatPart) -> bool:
+        """Whether `part`'s group is pending with another part of its seq: a new message under
+        a reference its sender reused (`add` gives the pending one up for it)."""
+        pending = self._pending.get((key, part.ref, part.total))
+        held = None if pending is None else pending.parts.get(part.seq)
+        return held is not None and held != part.data
+
+    def give_up(self, key: Hashable, part: ConcatPart, reason: DropReason, *, now: float) -> None:
+        """Drop `part`'s pending group, with `reason`: `expire` returns it."""
+        group_key = (key, part.ref, part.total)
+        if group_key in self._pending:
+            self._drop(group_key, reason, now=now)
+
     def holds(self, key: Hashable, part: ConcatPart) -> bool:
         """Whether `part`'s group is pending with this very part (not completed, dropped or
         given up since it was added, nor another part of its seq)."""
