@@ -23,7 +23,7 @@ from typing import Final
 import structlog
 
 from smppd.link import DEFAULT_MAX_HANDLERS, BindObserver, DeliverHandler, Link, NullObserver
-from smppd.pdu.status import CommandStatus, status_name
+from smppd.pdu.status import status_name
 from smppd.ratelimit import AdaptiveRate, SlidingWindow
 from smppd.session import (
     RECEIVER_BIND_PREFIX,
@@ -45,9 +45,6 @@ _BOUND: Final = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
 CONNECT_FAILED: Final = "connect_failed"
 BIND_REFUSED: Final = "bind_refused"
 BIND_REFUSED_PERMANENT: Final = "bind_refused_permanent"
-# Bind refusals that may mean one bind too many for the account (SMSCs answer a session cap
-# with either): a bind going back to its own address makes room there by leaving the other.
-TOO_MANY_BINDS: Final = frozenset({CommandStatus.ESME_RALYBND, CommandStatus.ESME_RBINDFAIL})
 
 
 def reconnect_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -294,35 +291,52 @@ class CarrierBinds:
         slot = index - self._senders if receiver else index
         home = slot % len(endpoints) if self.settings.spread_binds else 0
         at = home
-        while not self._closing:
-            started = loop.time()
-            try:
-                link = await self._connect(endpoints[at], name, index)
-            except (BindError, LinkError) as exc:
-                reason, delay = self._attempt_failed(exc, name, endpoints[at], attempt)
-            else:
-                held: CloseReason | Link = link
-                while isinstance(held, Link):
-                    if held is not link:  # bound at its own address: the other one is closed
-                        link, at = held, home
-                    way_back = None if at == home else (endpoints[home], name)
-                    held = await self._hold(index, link, way_back)
-                if self.closed:
-                    return
-                if loop.time() - started >= reconnect.max_s:
-                    attempt = 0  # it held long enough: a fresh start, not a flapping link
-                reason = held.value
-                delay = self._delay(attempt)
-                attempt += 1
-                self._log.info("reconnecting", bind=name, reason=reason, in_s=round(delay, 3))
+        # This slot holds _returning: it left an address not its own and is not bound again yet
+        # (at its own, or elsewhere once that failed), so no other slot leaves meanwhile.
+        returning = False
+        try:
+            while not self._closing:
+                started = loop.time()
+                try:
+                    link = await self._connect(endpoints[at], name, index)
+                except (BindError, LinkError) as exc:
+                    reason, delay = self._attempt_failed(exc, name, endpoints[at], attempt)
+                else:
+                    if returning:
+                        returning = False
+                        self._returning.release()
+                    closed = await self._hold(
+                        index, link, None if at == home else reconnect.primary_after_s
+                    )
+                    if closed is None:  # unbound from the alternate to go back
+                        returning = True
+                        self._log.info(
+                            "leaving an alternate address for the bind's own",
+                            bind=name,
+                            address=endpoints[at].address,
+                            to_address=endpoints[home].address,  # `to` would be masked
+                        )
+                        at, attempt = home, 0
+                        continue
+                    if self.closed:
+                        return
+                    if loop.time() - started >= reconnect.max_s:
+                        attempt = 0  # it held long enough: a fresh start, not a flapping link
+                    reason = closed.value
+                    delay = self._delay(attempt)
+                    attempt += 1
+                    self._log.info("reconnecting", bind=name, reason=reason, in_s=round(delay, 3))
+                    self._observer.reconnect_scheduled(name, reason, delay)
+                    await self._pause(delay)
+                    continue
+                at = (at + 1) % len(endpoints)
+                if at == home and reason != BIND_REFUSED_PERMANENT:
+                    attempt += 1  # every address tried at this step of the backoff
                 self._observer.reconnect_scheduled(name, reason, delay)
                 await self._pause(delay)
-                continue
-            at = (at + 1) % len(endpoints)
-            if at == home and reason != BIND_REFUSED_PERMANENT:
-                attempt += 1  # every address tried at this step of the backoff
-            self._observer.reconnect_scheduled(name, reason, delay)
-            await self._pause(delay)
+        finally:
+            if returning:
+                self._returning.release()
 
     async def _connect(self, endpoint: BindSettings, name: str, index: int) -> Link:
         return await Link.connect(
@@ -368,12 +382,10 @@ class CarrierBinds:
         )
         return BIND_REFUSED, delay
 
-    async def _hold(
-        self, index: int, link: Link, way_back: tuple[BindSettings, str] | None
-    ) -> CloseReason | Link:
-        """Offer `link` to the send loop until it closes (why); or, on an address not its own
-        (`way_back`: its own, and the bind's name), until a link bound there replaces it (that
-        link, `link` closed gracefully)."""
+    async def _hold(self, index: int, link: Link, return_after: float | None) -> CloseReason | None:
+        """Offer `link` to the send loop until it closes; or, `return_after` seconds on, once no
+        other slot is on its way back to its own address, close it gracefully and return None with
+        `_returning` held."""
         if self._closing:
             # Bound while close() drained the others: unbound too (an aborted bound session
             # lingers at the SMSC, which may then refuse the next start's binds), in a task
@@ -381,80 +393,41 @@ class CarrierBinds:
             late = asyncio.ensure_future(link.close(self._close_timeout_s))
             self._late_closes.append(late)
             return await asyncio.shield(late)
-        self._put(index, link)
+        self._links[index] = link
+        self._live = [x for x in self._links[: self._senders] if x is not None]
+        self._wake()
         try:
-            if way_back is None:
+            if return_after is None:
                 return await link.wait_closed()
-            return await self._hold_until_return(index, link, *way_back)
+            return await self._hold_until_return(link, return_after)
         finally:
-            if self._links[index] is link:
-                self._put(index, None)
+            self._links[index] = None
+            self._live = [x for x in self._links[: self._senders] if x is not None]
             if not link.closed:  # cancelled holding a link that close() did not see yet
                 link.abort()
 
-    def _put(self, index: int, link: Link | None) -> None:
-        self._links[index] = link
-        self._live = [x for x in self._links[: self._senders] if x is not None]
-        if link is not None:
-            self._wake()
-
-    async def _hold_until_return(
-        self, index: int, link: Link, home: BindSettings, name: str
-    ) -> CloseReason | Link:
-        """Every primary_after_s, once no other slot is trying, bind at `home` beside `link`,
-        which goes on sending meanwhile: bound there, the new link takes the slot and `link` is
-        closed; unreachable or refused, `link` stays (closed first, a carrier with one bind was
-        down each time its own address would not take it). Refused as one bind too many (an
-        account's cap counts the binds on every address), `link` is closed to make room, and
-        the slot binds at home or, failing that, reconnects as after a drop."""
-        after = self.settings.reconnect.primary_after_s
+    async def _hold_until_return(self, link: Link, after: float) -> CloseReason | None:
         closed = asyncio.ensure_future(link.wait_closed())
+        turn: asyncio.Task[bool] | None = None
         try:
-            while True:
-                done, _ = await asyncio.wait({closed}, timeout=after)
-                if done:  # it ended (a drop, a close()): the usual reconnect
-                    return closed.result()
-                async with self._returning:  # one slot at a time goes back
-                    if closed.done() or self._closing:
-                        continue
-                    try:
-                        back = await self._connect(home, name, index)
-                    except (BindError, LinkError) as exc:
-                        room = isinstance(exc, BindError) and exc.command_status in TOO_MANY_BINDS
-                        self._log.info(
-                            "the bind's own address did not take it"
-                            + ("; making room there" if room else "; staying where it is"),
-                            bind=name,
-                            address=link.settings.address,
-                            own_address=home.address,
-                            error=str(exc),
-                        )
-                        if not room:
-                            continue
-                        await link.close()  # outstanding submits answered, then unbind
-                        reason = await closed
-                        try:
-                            back = await self._connect(home, name, index)
-                        except (BindError, LinkError) as again:
-                            self._attempt_failed(again, name, home, 0)
-                            return reason
-                    if self.closed:  # close() is closing `link`: this one too, and awaits it
-                        late = asyncio.ensure_future(back.close(self._close_timeout_s))
-                        self._late_closes.append(late)
-                        return await closed
-                    self._log.info(
-                        "back at the bind's own address",
-                        bind=name,
-                        address=home.address,
-                        left_address=link.settings.address,
-                    )
-                    self._put(index, back)
-                    if not link.closed:
-                        await link.close()  # outstanding submits answered, then unbind
-                    return back
+            done, _ = await asyncio.wait({closed}, timeout=after)
+            if not done:
+                turn = asyncio.create_task(self._returning.acquire())
+                await asyncio.wait({closed, turn}, return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():  # it ended first (a drop, a close()): the usual reconnect
+                return closed.result()
+            await link.close()  # outstanding submits answered, then unbind
+            await closed
+            turn = None  # held: _keep_bound releases it once this slot is bound again
+            return None
         finally:
             if not closed.done():
                 closed.cancel()
+            if turn is not None:
+                if turn.done() and not turn.cancelled():
+                    self._returning.release()
+                else:
+                    turn.cancel()
 
     def _delay(self, attempt: int) -> float:
         r = self.settings.reconnect
