@@ -45,6 +45,7 @@ _BOUND: Final = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
 CONNECT_FAILED: Final = "connect_failed"
 BIND_REFUSED: Final = "bind_refused"
 BIND_REFUSED_PERMANENT: Final = "bind_refused_permanent"
+RETURN_BACKOFF: Final = 8  # the most primary_after_s grows to while a way back keeps failing
 
 
 def reconnect_delay(attempt: int, *, initial_s: float, max_s: float, rng: random.Random) -> float:
@@ -294,6 +295,10 @@ class CarrierBinds:
         # This slot holds _returning: it left an address not its own and is not bound again yet
         # (at its own, or elsewhere once that failed), so no other slot leaves meanwhile.
         returning = False
+        # How long it holds an address not its own before it goes back: primary_after_s, twice
+        # as long after each way back its own address did not take (a carrier with one bind is
+        # down for a moment each time), up to RETURN_BACKOFF times.
+        back_after = reconnect.primary_after_s
         try:
             while not self._closing:
                 started = loop.time()
@@ -301,13 +306,13 @@ class CarrierBinds:
                     link = await self._connect(endpoints[at], name, index)
                 except (BindError, LinkError) as exc:
                     reason, delay = self._attempt_failed(exc, name, endpoints[at], attempt)
+                    back_after = self._longer(back_after) if returning else back_after
                 else:
                     if returning:
                         returning = False
                         self._returning.release()
-                    closed = await self._hold(
-                        index, link, None if at == home else reconnect.primary_after_s
-                    )
+                    back_after = reconnect.primary_after_s if at == home else back_after
+                    closed = await self._hold(index, link, None if at == home else back_after)
                     if closed is None:  # unbound from the alternate to go back
                         returning = True
                         self._log.info(
@@ -337,6 +342,13 @@ class CarrierBinds:
         finally:
             if returning:
                 self._returning.release()
+
+    def _longer(self, back_after: float | None) -> float | None:
+        """The wait before the next way back, after one that failed."""
+        primary = self.settings.reconnect.primary_after_s
+        if back_after is None or primary is None:
+            return None
+        return min(back_after * 2, RETURN_BACKOFF * primary)
 
     async def _connect(self, endpoint: BindSettings, name: str, index: int) -> Link:
         return await Link.connect(

@@ -486,6 +486,33 @@ async def test_a_bind_whose_way_back_fails_binds_at_the_alternate_again(smsc: Fa
         assert min(watcher.totals[moving:]) >= 1
 
 
+async def test_a_way_back_that_keeps_failing_is_tried_less_and_less_often(smsc: FakeSmsc) -> None:
+    """host:port stays down: each way back that fails (a moment's outage for a carrier with one
+    bind) doubles the time on the alternate before the next, up to RETURN_BACKOFF times
+    primary_after_s; it was tried every primary_after_s for the whole outage."""
+    reconnect = ReconnectSettings(initial_s=0.01, max_s=0.05, primary_after_s=0.05)
+    config = settings(unused_port(), alternates=(("127.0.0.1", smsc.port),), reconnect=reconnect)
+    loop = asyncio.get_running_loop()
+    tries: list[float] = []
+
+    class Tries(Watcher):
+        def reconnect_scheduled(self, bind: str, reason: str, delay_s: float) -> None:
+            if reason == CONNECT_FAILED:
+                tries.append(loop.time())
+            super().reconnect_scheduled(bind, reason, delay_s)
+
+    watcher = Tries()
+    async with CarrierBinds(config, binds=1, handler=accept, observer=watcher):
+        await watcher.until(lambda: len(smsc.bound()) == 1)
+        start = len(tries)  # the first bind's own failed connect is not a way back
+        await watcher.until(lambda: len(tries) >= start + 4)
+    gaps = [b - a for a, b in itertools.pairwise(tries[start:])]
+    assert gaps[0] >= 0.1  # 0.05 x 2, 4, 8
+    assert gaps[1] >= 0.2
+    assert gaps[2] >= 0.4 - 0.05
+    assert gaps[2] < 0.4 + 1.0  # no more than RETURN_BACKOFF times
+
+
 async def test_spread_binds_take_the_addresses_in_turn(smsc: FakeSmsc) -> None:
     """With spread_binds, three binds over two addresses: binds 0 and 2 at host:port, bind 1
     at the alternate, and submits go over all three."""
