@@ -306,7 +306,9 @@ class CarrierBinds:
                     link = await self._connect(endpoints[at], name, index)
                 except (BindError, LinkError) as exc:
                     reason, delay = self._attempt_failed(exc, name, endpoints[at], attempt)
-                    back_after = self._longer(back_after) if returning else back_after
+                    back_after = (  # its own address did not take it back: wait longer
+                        self._longer(back_after) if returning and at == home else back_after
+                    )
                 else:
                     if returning:
                         returning = False
