@@ -88,6 +88,7 @@ def read_answer(target: QueryTarget, answer: QueryAnswered | None) -> tuple[str,
         final_state=FINAL_STATE_OF[stat.outcome],
         err=f"{resp.error_code:03d}",
         done_at=_seconds(resp.final_date),
+        segment_id=target.segment_id,
     )
     return FINAL, receipt
 

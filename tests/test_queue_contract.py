@@ -1132,3 +1132,23 @@ async def test_the_latest_finish_is_known_again_after_a_reopen(tmp_path: Path) -
         ]
     finally:
         await queue.close()
+
+
+async def test_a_query_answer_settles_the_segment_asked_about_not_the_one_its_id_now_names(
+    store: Queue,
+) -> None:
+    """An SMSC that reused an id while the first message under it was still open: the answer
+    to the query about the first (by its segment) settles the first, not the newer message
+    the id's key now leads to; once settled, another answer about it changes nothing."""
+    first, second = await store.enqueue([message(), message()], now=T0)
+    old, new = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Submitted(old.segment_id, ("k9",), "0", "K9")], now=T0)
+    await store.record([Submitted(new.segment_id, ("k9",), "0", "K9")], now=T0 + 1)
+    answer = ReceiptIn(("k9",), "DELIVRD", "delivered", "000", None, segment_id=old.segment_id)
+    (result,) = await store.apply_receipts(CARRIER, [answer], now=T0 + 2)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    assert await segment_states(store, first.message_id) == [SegmentState.DELIVERED]
+    assert await segment_states(store, second.message_id) == [SegmentState.SUBMITTED]
+    (again,) = await store.apply_receipts(CARRIER, [answer], now=T0 + 3)
+    assert again.outcome is ReceiptOutcome.DUPLICATE
+    assert await segment_states(store, second.message_id) == [SegmentState.SUBMITTED]

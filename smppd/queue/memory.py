@@ -444,6 +444,13 @@ class MemoryQueue:
         self._sweep_held(now=now)
         results = []
         for receipt in receipts:
+            if receipt.segment_id is not None:  # a query's answer: about that segment only
+                asked = self._segments.get(receipt.segment_id)
+                if asked is None or transition(asked.state, SegmentEvent.RECEIPT) is None:
+                    results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))
+                else:
+                    results.append(self._apply_receipt(asked, receipt, now=now))
+                continue
             sid = self._open_segment(carrier, receipt.keys[:1])
             if sid is not None:
                 results.append(self._apply_receipt(self._segments[sid], receipt, now=now))

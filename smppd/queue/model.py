@@ -238,6 +238,9 @@ class ReceiptIn:
     # The carrier sends one receipt per concatenated message (carrier `receipts_per: message`):
     # a final one also settles the message's other segments that are submitted.
     whole_message: bool = False
+    # A query_sm answer is about the segment asked about, whatever its key leads to now (an
+    # SMSC that reuses ids gives it to a newer message): only that one takes it, if still open.
+    segment_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.final_state is not None and self.final_state not in FINAL_STATES:

@@ -81,9 +81,17 @@ def apply_receipts(
 ) -> list[ReceiptResult]:
     batch.flush_inserts()
     sweep_held(batch, now=now)
-    known = _match(batch, carrier, [receipt.keys[0] for receipt in receipts if receipt.keys])
+    known = _match(batch, carrier, [r.keys[0] for r in receipts if r.keys and r.segment_id is None])
+    batch.prefetch(r.segment_id for r in receipts if r.segment_id is not None)
     results = []
     for receipt in receipts:
+        if receipt.segment_id is not None:
+            row = batch.segment(receipt.segment_id)
+            if row is None or transition(row.state, SegmentEvent.RECEIPT) is None:
+                results.append(ReceiptResult(ReceiptOutcome.DUPLICATE))  # settled meanwhile
+            else:
+                results.append(apply_to_segment(batch, row, receipt, now=now))
+            continue
         row = _matching_segment(batch, known, receipt.keys[:1])
         if row is not None:
             results.append(apply_to_segment(batch, row, receipt, now=now))
