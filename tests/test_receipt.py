@@ -17,6 +17,7 @@ from smppd.pdu.receipt import (
     ReceiptOutcome,
     ReceiptStat,
     correlation_keys,
+    learned_receipt_keys,
     parse_receipt_text,
     primary_key,
     receipt_from_parts,
@@ -511,6 +512,14 @@ def test_a_0x_id_of_digits_matches_as_every_reading_did(resp: str, receipt: str)
     """The id 0x120 is 288 only: its digits read as decimal once matched a receipt for 0x78."""
     found = bool(set(resp_keys(resp)) & set(receipt_keys(receipt)))
     assert found == matched_when_every_reading_was_stored(resp, receipt)
+
+
+@pytest.mark.parametrize("zero", ["0", "000", "0x0"])
+def test_id_zero_matches_under_a_learned_format_too(zero: str) -> None:
+    """The first id of a fresh SMSC counter: its resp key is found by its receipt however the
+    carrier's receipts were learned to write ids."""
+    for fmt in (IdFormat.HEX, IdFormat.DECIMAL):
+        assert set(resp_keys(zero)) & set(learned_receipt_keys("0", fmt)), fmt
 
 
 def test_a_receipt_looks_up_its_own_rendering_first() -> None:

@@ -468,8 +468,9 @@ def _written_key(norm: str) -> str:
 
 
 def _hex_keys(value: int) -> tuple[str, ...]:
-    """The keys of `value` written in hex: with a 0x too when its digits alone read as decimal."""
-    digits = f"{value:x}"
+    """The keys of `value` written in hex: with a 0x too when its digits alone read as decimal.
+    Zero has no digits, as _written_key writes it."""
+    digits = f"{value:x}".lstrip("0")
     plain = _OPAQUE_PREFIX + digits
     return (plain, _HEX_DIGITS_PREFIX + digits) if _DIGITS.fullmatch(digits) else (plain,)
 
