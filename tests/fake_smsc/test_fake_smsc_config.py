@@ -113,6 +113,10 @@ faults: {hang: true, reorder: shuffle, garbage: "00ff", drop_after_pdus: 5}
         ("faults: {reorder_hold_s: .nan}", "reorder_hold_s finite and > 0"),
         ("max_tracked_messages: 0", "max_tracked_messages must be at least 1"),
         ("max_command_length: 8", "max_command_length must be at least 16"),
+        ("record_path: 5", "record_path: expected a file path or null, got 5"),
+        ("control: true", "control: expected a port, a socket path or null, got True"),
+        ("control: 7001.5", "control: expected a port, a socket path or null, got 7001.5"),
+        ("faults: " + "[" * 5000 + "]" * 5000, "not valid YAML: nested too deep"),
     ],
 )
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from smppd.pdu.pdus import DeliverSm, SubmitSm, SubmitSmResp, Unbind
 from smppd.pdu.status import CommandStatus as S
 from tools.fake_smsc import EsmeClient, FakeSmsc, SmscConfig
-from tools.fake_smsc.control import MAX_LINE, ControlSocketError
+from tools.fake_smsc.control import MAX_CLIENTS, MAX_LINE, ControlSocketError
 
 
 class Control:
@@ -195,20 +196,20 @@ async def test_wait_for_unbind_drop_and_send_raw(smsc: FakeSmsc, control: Contro
         ),
         (b'{"op": "wait_for"}\n', "bad_request"),
         (b"[" * 100_000 + b"\n", "bad_json"),  # deeper than the JSON parser recurses
-        (b'{"op": "records", "offset": Infinity}\n', "bad_request"),
+        (b'{"op": "records", "offset": Infinity}\n', "bad_json"),
         (b'{"op": "records", "offset": -2}\n', "bad_request"),
         (b'{"op": "records", "limit": -7}\n', "bad_request"),
         (b'{"op": "records", "limit": 2.5}\n', "bad_request"),
-        (b'{"op": "wait_for", "count": 1e400}\n', "bad_request"),
-        (b'{"op": "wait_for", "count": 1, "timeout": NaN}\n', "bad_request"),
+        (b'{"op": "wait_for", "count": 1e400}\n', "bad_json"),
+        (b'{"op": "wait_for", "count": 1, "timeout": NaN}\n', "bad_json"),
         (b'{"op": "wait_for", "count": 0, "segments": "false"}\n', "bad_request"),
-        (b'{"op": "drop", "bind_id": 1e999}\n', "bad_request"),
+        (b'{"op": "drop", "bind_id": 1e999}\n', "bad_json"),
         (b'{"op": "unbind", "bind_id": true}\n', "bad_request"),
         (  # would fail every later submit asking for a receipt
             b'{"op": "set", "receipts": {"outcomes": {"DELIVRD": Infinity, "UNDELIV": 1}}}\n',
-            "bad_request",
+            "bad_json",
         ),
-        (b'{"op": "set", "tps_limit": NaN}\n', "bad_request"),
+        (b'{"op": "set", "tps_limit": NaN}\n', "bad_json"),
         (b'{"op": "drop", "bind_id": 99}\n', "not_found"),
         (b'{"op": "unbind", "bind_id": 99}\n', "not_found"),
     ],
@@ -302,3 +303,35 @@ async def test_the_control_path_is_never_taken_from_a_file_or_a_live_instance(
     stale.close()
     async with FakeSmsc(SmscConfig(port=0, control=str(path))) as again:
         assert again.control_address == str(path)
+
+
+async def test_a_stop_with_control_clients_connected_logs_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle control client at SIGTERM: the server stops without asyncio logging the
+    cancelled connection's task as an error (19 lines of traceback on stderr)."""
+    async with FakeSmsc(SmscConfig(port=0, control="0")) as server:
+        assert server.control_address is not None
+        client = await Control.open(server.control_address)
+        assert (await client.ok("stats"))["segments"] == 0
+    await client.close()
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_control_connections_past_the_cap_are_told_and_closed(
+    smsc: FakeSmsc, control: Control
+) -> None:
+    """Each may hold a line of up to MAX_LINE being read: their number is bounded too."""
+    assert smsc.control_address is not None
+    others = [await Control.open(smsc.control_address) for _ in range(MAX_CLIENTS - 1)]
+    assert (await others[-1].ok("stats"))["segments"] == 0
+    extra = await Control.open(smsc.control_address)
+    async with asyncio.timeout(5):
+        reply = json.loads(await extra.reader.readline())
+        assert await extra.reader.read() == b""  # closed
+    assert reply["error"]["code"] == "too_many_connections"
+    await extra.close()
+    await others[0].close()
+    assert (await control.ok("stats"))["segments"] == 0
+    for other in others[1:]:
+        await other.close()

@@ -174,6 +174,8 @@ def load_scenario(path: Path, base: SmscConfig | None = None) -> SmscConfig:
         raise ConfigError(f"{path}: cannot read scenario: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {_yaml_reason(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deep") from None
     try:
         return from_mapping({} if raw is None else raw, base or SmscConfig())
     except (ValueError, TypeError) as exc:
@@ -220,8 +222,12 @@ def from_mapping(raw: Any, base: SmscConfig) -> SmscConfig:
             faults.update(_mapping("faults", value), where="faults.")
             changes[key] = faults
         elif key == "record_path":
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"record_path: expected a file path or null, got {value!r}")
             changes[key] = None if value is None else Path(value)
         elif key == "control":
+            if isinstance(value, bool) or not isinstance(value, str | int | None):
+                raise ValueError(f"control: expected a port, a socket path or null, got {value!r}")
             changes[key] = None if value is None else str(value)
         elif key == "interface_version":
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tools.fake_smsc.server import FakeSmsc
 
 MAX_LINE = 1 << 20
+MAX_CLIENTS = 64  # connections served at once; more are told so and closed
 _PAGE = 1000
 
 _log = logging.getLogger(__name__)
@@ -109,6 +110,12 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._clients) >= MAX_CLIENTS:  # each may hold a line of MAX_LINE being read
+            message = f"at most {MAX_CLIENTS} control connections at a time"
+            error = {"code": "too_many_connections", "message": message}
+            writer.write(json.dumps({"id": None, "ok": False, "error": error}).encode() + b"\n")
+            writer.close()
+            return
         self._clients.add(task)
         try:
             while True:
@@ -124,6 +131,8 @@ class ControlServer:
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except ConnectionError:  # the peer went
+            pass
+        except asyncio.CancelledError:  # stop(): ended here, not raised into asyncio's callback
             pass
         finally:
             self._clients.discard(task)
@@ -172,12 +181,25 @@ async def _read_line(reader: asyncio.StreamReader) -> bytes | None:
 
 def _parse(line: bytes) -> dict[str, Any]:
     try:
-        request = json.loads(line)
+        request = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise ControlError("bad_json", "the request is not JSON") from None
     if not isinstance(request, dict):
         raise ControlError("bad_request", "a request is a JSON object")
     return request
+
+
+def _no_constant(name: str) -> float:
+    """NaN and Infinity are no JSON (Python's json reads them), nor is a number too big for a
+    float (1e999): a reply echoing one would not be JSON either."""
+    raise ValueError(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def _op(request: dict[str, Any]) -> Op:
