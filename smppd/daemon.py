@@ -905,8 +905,8 @@ class Daemon:
         old = self.config
         changed = config_diff(old, new)
         if any(getattr(old.queue, k) != getattr(new.queue, k) for k in _SEND_LOOP_KEYS):
-            changed |= {c.name for c in new.carriers}
-        old_names = {c.name for c in old.carriers}
+            changed |= _names(new)
+        old_names = _names(old)
         caps = await self._caps_for(old, new)
         if caps is None:
             self.notifier.ready("serving (reload refused)")
@@ -936,7 +936,8 @@ class Daemon:
             stats = await self.queue.stats(now=time.time())
         except QueueError:
             return  # the unsent work is reported by the next pass of the stats
-        added = [carrier for carrier in new.carriers if carrier.name not in _names(old)]
+        before = _names(old)
+        added = [carrier for carrier in new.carriers if carrier.name not in before]
         for carrier in removed:
             waiting = stats.by_carrier.get(carrier.name, {}).get(SegmentState.SUBMITTED, 0)
             if not waiting:
