@@ -209,6 +209,35 @@ async def test_unbind_after_n_pdus(smsc: FakeSmsc, client: EsmeClient) -> None:
     assert await client.wait_closed() == []
 
 
+async def test_unbind_after_n_pdus_waits_for_the_bind(smsc: FakeSmsc) -> None:
+    """unbind_after_pdus 1 with a refused bind first: the unbind comes once a bind succeeds."""
+    smsc.faults.unbind_after_pdus = 1
+    async with await EsmeClient.connect(smsc.host, smsc.port) as esme:
+        assert (await esme.bind(password="wrong")).command_status == S.ESME_RINVPASWD
+        assert (await esme.bind()).command_status == 0
+        unbind = await esme.expect(Unbind)
+        esme.send(UnbindResp(sequence_number=unbind.sequence_number))
+        assert await esme.wait_closed() == []
+
+
+async def test_client_unbind_gets_the_delayed_answers_first(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """The client's unbind does not lose the answers still waiting out latency_s: they come
+    first, in order, then the unbind_resp, and the records' statuses are what was written."""
+    smsc.faults.latency_s = 30.0
+    first, second = client.send(submit(1)), client.send(submit(2))
+    await smsc.records.wait_for(2, segments=True)
+    unbind = client.send(Unbind())
+    pdus = await client.wait_closed()
+    assert [(type(p), p.sequence_number, p.command_status) for p in pdus] == [
+        (SubmitSmResp, first, 0),
+        (SubmitSmResp, second, 0),
+        (UnbindResp, unbind, 0),
+    ]
+    assert [s.command_status for s in smsc.records.segments] == [0, 0]
+
+
 async def test_send_unbind_refuses_submits_until_the_client_answers(
     smsc: FakeSmsc, client: EsmeClient
 ) -> None:

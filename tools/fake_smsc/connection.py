@@ -133,6 +133,9 @@ class SmscConnection(asyncio.Protocol):
         self._held: list[_Response] = []  # submit responses held for reordering
         self._hold_timer: asyncio.TimerHandle | None = None
         self._unbind_timer: asyncio.TimerHandle | None = None
+        # Responses waiting out latency_s, in the order they were decided.
+        self._delayed: dict[int, tuple[asyncio.TimerHandle, _Response]] = {}
+        self._delayed_key = 0
         self._fired: set[str] = set()  # the *_after_pdus faults already fired here
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -179,6 +182,9 @@ class SmscConnection(asyncio.Protocol):
         for timer in (self._hold_timer, self._unbind_timer):
             if timer is not None:
                 timer.cancel()
+        for handle, _ in self._delayed.values():
+            handle.cancel()
+        self._delayed.clear()
         in_flight, self._in_flight = self._in_flight, {}
         self.host.connection_lost(self)
         for callback in in_flight.values():
@@ -289,7 +295,9 @@ class SmscConnection(asyncio.Protocol):
         elif pdu.command_id == CommandId.enquire_link:
             self._answer(pdu, 0)
         elif pdu.command_id == CommandId.unbind:
-            # Written at once, whatever the latency: the connection closes right after it.
+            # Whatever the latency, the PDUs before it are answered first, then the unbind:
+            # the connection closes right after it.
+            self._answer_delayed()
             self._write(frame(CommandId.unbind_resp, 0, pdu.sequence_number, b""))
             self.state = BindState.UNBIND_PENDING
             self.host.outbox.remove_receiver(self.account, self)
@@ -471,9 +479,9 @@ class SmscConnection(asyncio.Protocol):
             faults.unbind_after_pdus is not None
             and count >= faults.unbind_after_pdus
             and "unbind" not in self._fired
+            and self.send_unbind()  # not yet bound: at the first PDU once it is
         ):
             self._fired.add("unbind")
-            self.send_unbind()
         if (
             faults.garbage_after_pdus is not None
             and count >= faults.garbage_after_pdus
@@ -490,9 +498,24 @@ class SmscConnection(asyncio.Protocol):
         host = self.host
         delay_s = host.faults.response_delay_s(host.rng)
         if delay_s > 0:
-            self._loop.call_later(delay_s, self._emit, data, submit, after)
+            key = self._delayed_key = self._delayed_key + 1
+            handle = self._loop.call_later(delay_s, self._emit_delayed, key)
+            self._delayed[key] = (handle, (data, submit, after))
         else:
             self._emit(data, submit, after)
+
+    def _emit_delayed(self, key: int) -> None:
+        _, response = self._delayed.pop(key)
+        self._emit(*response)
+
+    def _answer_delayed(self) -> None:
+        """Emit now every response still waiting out its latency or held for reordering."""
+        delayed, self._delayed = self._delayed, {}
+        for handle, response in delayed.values():
+            handle.cancel()
+            self._emit(*response)
+        if self._held:
+            self._release_held()
 
     def _emit(self, data: bytes, submit: bool, after: Callable[[], None] | None) -> None:
         if self.state is BindState.CLOSED:
