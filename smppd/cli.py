@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import importlib
 import json
@@ -52,11 +53,11 @@ class _OutputError(Exception):
     """Our output could not be written (a full disk, /dev/full); the message says why."""
 
 
-def _out(text: str) -> None:
-    """Print a line of output, at once: a write that fails is told as such, not as a refusal
-    (a closed pipe is not a failure: see main)."""
+def _out(text: str, *, err: bool = False) -> None:
+    """Print a line of output (on stderr with `err`: a page's cursor), at once: a write that
+    fails is told as such, not as a refusal (a closed pipe is not a failure: see main)."""
     try:
-        print(text, flush=True)
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -241,7 +242,7 @@ async def _inbound(client: Client, args: argparse.Namespace) -> int:
         after = page[-1]["id"]
         if args.limit is not None:
             if len(page) == args.limit:  # there may be more
-                print(f"next: --after {after}", file=sys.stderr)
+                _out(f"next: --after {after}", err=True)
             return EX_OK
         if len(page) < _INBOUND_PAGE_MAX:
             return EX_OK
@@ -255,7 +256,7 @@ async def _finished(client: Client, args: argparse.Namespace) -> int:
         shown = message if args.epoch else _readable_times(message)
         _out(_json(shown))
     if reply.get("next") is not None:
-        print(f"next: --after {reply['next']}", file=sys.stderr)
+        _out(f"next: --after {reply['next']}", err=True)
     return EX_OK
 
 
@@ -563,7 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_REFUSED
     except _OutputError as exc:
         done = " (the message was stored)" if args.command == "send" else ""
-        print(f"error: cannot write the output: {exc}{done}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # stderr may be the full one
+            print(f"error: cannot write the output: {exc}{done}", file=sys.stderr)
         return EX_IOERR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

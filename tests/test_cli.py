@@ -555,5 +555,19 @@ async def test_inbound_prints_every_page_or_says_where_the_next_begins(
         assert err == "next: --after 10\n"
 
 
+async def test_a_page_cursor_that_cannot_be_written_is_status_74(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cursor of the next page goes to stderr: when that write fails the page was not told
+    in full, which is 74 (not 1, a refusal), with no traceback on the way out."""
+    service = ManyInbound()
+    async with running_server(service) as server:
+        monkeypatch.setattr(sys, "stderr", FullDisk())
+        socket_path = str(server.settings.socket)
+        assert await run_cli("inbound", "--socket", socket_path, "--limit", "10") == 74
+        assert await run_cli("finished", "--socket", socket_path, "--limit", "10") == 74
+    assert len(capsys.readouterr().out.splitlines()) == 10
+
+
 def test_the_event_kinds_tail_checks_are_the_daemons() -> None:
     assert cli._EVENT_KINDS == api.EVENT_KINDS
