@@ -57,6 +57,7 @@ import structlog
 
 from smppd.errors import SmppdError
 from smppd.logsample import LogSample
+from smppd.pathlock import LockHeld, PathLock
 from smppd.service import (
     MAX_MESSAGE_ID,
     ApiError,
@@ -1162,6 +1163,16 @@ async def _check_stale(path: Path) -> None:
     raise ApiServerError(f"{path} is in use by another process")
 
 
+def _lock_path(path: Path) -> PathLock:
+    """The socket path's lock (smppd.pathlock), or ApiServerError naming the holder."""
+    try:
+        return PathLock.take(path)
+    except LockHeld as held:
+        raise ApiServerError(f"{path} is in use by another process (pid {held.holder})") from None
+    except OSError as exc:
+        raise ApiServerError(f"{path}: cannot use the API socket path: {exc}") from None
+
+
 def _bind(path: Path, mode: int) -> socket.socket:
     """A listening socket at `path` with `mode`, never reachable with looser permissions.
 
@@ -1221,6 +1232,7 @@ class ApiServer:
         self.observer: ApiObserver = observer or NullObserver()
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
+        self._path_lock: PathLock | None = None
         self._connections: set[_Connection] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -1248,10 +1260,18 @@ class ApiServer:
 
     async def start(self) -> None:
         path = self.settings.socket
-        await _check_stale(path)
-        sock = _bind(path, self.settings.mode)
-        self._inode = path.stat().st_ino
-        self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+        # Held while we listen: two daemons starting at once would otherwise both find the
+        # path free, and the second's rename would take the first one's socket unnoticed.
+        lock = _lock_path(path)
+        try:
+            await _check_stale(path)
+            sock = _bind(path, self.settings.mode)
+            self._inode = path.stat().st_ino
+            self._server = await asyncio.start_unix_server(self._on_connect, sock=sock)
+        except BaseException:
+            lock.release()
+            raise
+        self._path_lock = lock
         log.info("api.listening", socket=str(path))
 
     async def close(self) -> None:
@@ -1262,6 +1282,8 @@ class ApiServer:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._path_lock is not None:  # no longer listening: a new daemon may take the path
+            self._path_lock.release()
         for conn in list(self._connections):
             conn.stop()
         if self._handlers:

@@ -40,6 +40,7 @@ from smppd.api import (
 )
 from smppd.config import ApiClient, ApiConfig
 from smppd.events import EventHub
+from smppd.pathlock import PathLock
 from smppd.service import ApiError, ClientIdentity, ErrorCode, Event, SubmitRequest
 
 SUBMIT: dict[str, Any] = {"op": "submit", "to": "+447700900123", "from": "ACME", "text": "hi"}
@@ -873,7 +874,7 @@ async def test_socket_gets_the_configured_mode_and_is_removed_on_close() -> None
         info = path.stat()
         assert stat.S_ISSOCK(info.st_mode)
         assert stat.S_IMODE(info.st_mode) == 0o660
-        assert [p.name for p in path.parent.iterdir()] == ["api.sock"]
+        assert sorted(p.name for p in path.parent.iterdir()) == ["api.sock", "api.sock.lock"]
     assert not path.exists()
 
 
@@ -936,6 +937,29 @@ async def test_a_socket_in_use_is_not_taken_over() -> None:
             await second.start()
         raw = await Raw.open(path)
         assert (await raw.call({"op": "health"}))["ok"] is True
+
+
+async def test_a_socket_path_being_taken_is_not_taken_twice() -> None:
+    """Two daemons starting at once both found the path free, and the second's rename took
+    the first one's socket unnoticed: the path's lock, held from before the check to the
+    close, makes the second refuse, naming the holder; once the first closes it is free."""
+    with short_tmpdir() as directory:
+        path = directory / "api.sock"
+        starting = PathLock.take(path)  # another daemon between its check and its bind
+        server = ApiServer(ApiSettings(socket=path), ClientTable(any_uid=DEMO), FakeService())
+        with pytest.raises(ApiServerError) as info:
+            await server.start()
+        assert str(info.value) == f"{path} is in use by another process (pid {os.getpid()})"
+        assert not path.exists()
+        starting.release()
+        async with running_server() as first:
+            path = first.settings.socket
+            second = ApiServer(ApiSettings(socket=path), ClientTable(any_uid=DEMO), FakeService())
+            with pytest.raises(ApiServerError, match=r"in use by another process \(pid \d+\)"):
+                await second.start()
+            await first.close()
+            await second.start()  # the first no longer listens: the path is free
+            await second.close()
 
 
 # --- subscriptions ------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 import aiosqlite
 
 from smppd.histogram import Histogram
+from smppd.pathlock import PathLock
 from smppd.queue import (
     sqlite_admin,
     sqlite_queries,
@@ -233,7 +234,7 @@ class SqliteQueue:
         max_batch: int,
         bulk_batch: int = DEFAULT_BULK_BATCH,
         commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S,
-        owner: OwnerLock | None = None,  # see smppd.queue.owner; released by close()
+        owner: PathLock | None = None,  # see smppd.queue.owner; released by close()
     ) -> None:
         self._conn = conn
         self._db = db
