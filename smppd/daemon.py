@@ -63,7 +63,7 @@ from smppd.ratelimit import SenderRates
 from smppd.redelivery import Redeliveries
 from smppd.routing import Router, RouteRule
 from smppd.sdnotify import Notifier, watchdog_interval_s
-from smppd.senderpolicy import DAY_S, HOLD_DAYS, DailyCap, DailyCaps, day_of
+from smppd.senderpolicy import DAY_S, DailyCap, DailyCaps, day_of
 from smppd.sendloop import CarrierSendLoop, RetryPolicy
 from smppd.session import BindMode, BindSettings, ReconnectSettings, TlsSettings
 from smppd.wallclock import WallClockWatch
@@ -871,13 +871,11 @@ class Daemon:
         if not caps.senders:
             return
         today = day_of(time.time())
-        for day in range(today, today + HOLD_DAYS):
+        for day, by_source in (await self.queue.segments_by_day(today * DAY_S)).items():
             counts: Counter[str] = Counter()
             # Messages stored before schema 15 and finished by then keep a long number's bare
             # digits: they count under its canonical form, as the cap and the rest do.
-            for source, n in (
-                await self.queue.segments_by_source(day * DAY_S, (day + 1) * DAY_S)
-            ).items():
+            for source, n in by_source.items():
                 counts[canonical_sender(source)] += n
             caps.load(day, counts)
 

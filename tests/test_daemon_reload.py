@@ -84,10 +84,10 @@ class FlakyQueue(MemoryQueue):
 
     fail = False
 
-    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
+    async def segments_by_day(self, start: float) -> dict[int, dict[str, int]]:
         if self.fail:
             raise QueueError("database is locked")
-        return await super().segments_by_source(start, end)
+        return await super().segments_by_day(start)
 
 
 @asynccontextmanager

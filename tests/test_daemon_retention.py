@@ -15,7 +15,7 @@ from smppd.config import load_config
 from smppd.daemon import Daemon
 from smppd.pdu.receipt import correlation_keys
 from smppd.queue import MemoryQueue, MessageState, Submitted
-from smppd.senderpolicy import DailyCap, DailyCaps, day_of
+from smppd.senderpolicy import DAY_S, DailyCap, DailyCaps, day_of
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 
@@ -173,3 +173,19 @@ async def test_a_long_numbers_daily_count_takes_its_bare_digit_messages_too() ->
     caps = DailyCaps({"+447700900999": DailyCap(10, hold=False)})
     await daemon._load_caps(caps)
     assert caps.count("+447700900999", day_of(now)) == 5
+
+
+async def test_a_restart_counts_every_day_messages_are_scheduled_for() -> None:
+    """The counts were rebuilt for the next 7 days only, while a message may be scheduled up to
+    366 ahead: a sender at its cap for a day 10 days out had it whole again after a restart.
+    One scheduled in the past counted on its schedule's day, not today's as at acceptance."""
+    queue = MemoryQueue()
+    daemon = Daemon(load_config(SHIPPED), SHIPPED, queue)
+    now = time.time()
+    await queue.enqueue([message(source="ACME", not_before=now + 10 * DAY_S)], now=now)
+    await queue.enqueue([message(source="ACME", not_before=now + 200 * DAY_S)], now=now)
+    await queue.enqueue([message(source="ACME", not_before=now - 2 * DAY_S)], now=now)
+    caps = DailyCaps({"ACME": DailyCap(1, hold=False)})
+    await daemon._load_caps(caps)
+    today = day_of(now)
+    assert [caps.count("ACME", today + n) for n in (0, 10, 200, -2)] == [1, 1, 1, 0]

@@ -691,12 +691,21 @@ async def test_the_oldest_age_is_also_given_per_carrier(store: Queue) -> None:
     assert stats.oldest_queued_age_s == pytest.approx(300.0)
 
 
-async def test_segments_by_source_counts_by_due_time(store: Queue) -> None:
-    """Segments per sender due in a span; scheduled ones count on their not_before."""
-    await store.enqueue([message(segments=(b"a", b"b")), message()], now=T0)
+async def test_segments_by_day_counts_on_the_day_each_is_due(store: Queue) -> None:
+    """Segments per UTC day and sender: scheduled ones on their not_before's day however
+    far ahead (a cap counted them there), one scheduled in the past on the day it was
+    accepted (due at once, counted today), nothing due before `start`."""
+    today = int(T0 // 86_400)
+    await store.enqueue([message(segments=(b"a", b"b")), message(source="ZED")], now=T0)
     await store.enqueue([message(not_before=T0 + 86_400)], now=T0)
-    assert await store.segments_by_source(T0, T0 + 86_400) == {"ACME": 3}
-    assert await store.segments_by_source(T0 + 86_400, T0 + 2 * 86_400) == {"ACME": 1}
+    await store.enqueue([message(not_before=T0 + 300 * 86_400)], now=T0)
+    await store.enqueue([message(not_before=T0 - 2 * 86_400)], now=T0)
+    await store.enqueue([message()], now=T0 - 86_400)  # yesterday's: not counted from today
+    assert await store.segments_by_day(today * 86_400) == {
+        today: {"ACME": 3, "ZED": 1},
+        today + 1: {"ACME": 1},
+        today + 300: {"ACME": 1},
+    }
 
 
 async def test_reroute_moves_retries_that_are_due_and_leaves_later_ones(store: Queue) -> None:

@@ -127,9 +127,10 @@ class Queue(Protocol):
         returns once durable."""
         ...
 
-    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
-        """Segments of messages per sender id due to go (not_before, else created) in
-        [start, end): what daily caps count, rebuilt after a restart."""
+    async def segments_by_day(self, start: float) -> dict[int, dict[str, int]]:
+        """Segments of messages per UTC day (epoch seconds // 86,400) and sender id, of those
+        due (accepted, or at a later not_before) from `start` on: what daily caps count,
+        rebuilt after a restart, on every day a message may be scheduled for."""
         ...
 
     async def inbound_since(

@@ -673,13 +673,14 @@ class MemoryQueue:
         else:
             self._id_formats[carrier] = learned
 
-    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
-        counts: dict[str, int] = {}
+    async def segments_by_day(self, start: float) -> dict[int, dict[str, int]]:
+        days: dict[int, dict[str, int]] = {}
         for m in self._messages.values():
-            at = m.created_at if m.new.not_before is None else m.new.not_before
-            if start <= at < end:
+            at = max(m.created_at, m.new.not_before or m.created_at)
+            if at >= start:
+                counts = days.setdefault(int(at // 86_400), {})
                 counts[m.new.source] = counts.get(m.new.source, 0) + len(m.new.segments)
-        return counts
+        return days
 
     async def inbound_since(
         self, after_id: int, *, client: str | None = None, limit: int = 100

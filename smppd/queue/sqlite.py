@@ -622,10 +622,8 @@ class SqliteQueue:
             now=now,
         )
 
-    async def segments_by_source(self, start: float, end: float) -> dict[str, int]:
-        return await self._read(
-            partial(sqlite_reads.segments_by_source, start=start, end=end), page=True
-        )
+    async def segments_by_day(self, start: float) -> dict[int, dict[str, int]]:
+        return await self._read(partial(sqlite_reads.segments_by_day, start=start), page=True)
 
     async def inbound_since(
         self, after_id: int, *, client: str | None = None, limit: int = 100

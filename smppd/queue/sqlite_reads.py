@@ -136,15 +136,21 @@ _CLIENT_INBOUND_SINCE: Final = (
 )
 
 
-_SEGMENTS_BY_SOURCE: Final = """
-    SELECT source, sum(total) FROM messages
-    WHERE coalesce(not_before, created_at) >= ? AND coalesce(not_before, created_at) < ?
-    GROUP BY source
+# A message is due when it was accepted, or at its not_before if that is later (a schedule in
+# the past is due at once): the day the daily cap counted it on.
+_SEGMENTS_BY_DAY: Final = """
+    SELECT CAST(due / 86400 AS INTEGER) AS day, source, sum(total) FROM (
+        SELECT max(created_at, coalesce(not_before, created_at)) AS due, source, total
+        FROM messages
+    ) WHERE due >= ? GROUP BY day, source
 """
 
 
-def segments_by_source(db: sqlite3.Connection, start: float, end: float) -> dict[str, int]:
-    return {source: int(n) for source, n in db.execute(_SEGMENTS_BY_SOURCE, (start, end))}
+def segments_by_day(db: sqlite3.Connection, start: float) -> dict[int, dict[str, int]]:
+    days: dict[int, dict[str, int]] = {}
+    for day, source, n in db.execute(_SEGMENTS_BY_DAY, (start,)):
+        days.setdefault(int(day), {})[source] = int(n)
+    return days
 
 
 def inbound_since(
