@@ -932,6 +932,23 @@ async def test_a_wall_clock_step_back_moves_retries_not_what_a_client_scheduled(
     assert due.message_id == later.message_id
 
 
+async def test_a_wall_clock_step_back_moves_receipt_queries_too(store: Queue) -> None:
+    """A query_sm due 60 s after acceptance was asked an hour late after the clock stepped
+    back an hour: it moves back with the retries; one scheduled since the step stays."""
+    await store.enqueue([message(), message()], now=T0)
+    first, second = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Submitted(first.segment_id, ("k1",), "b", "K1", query_at=T0 + 60)], now=T0)
+    stepped = T0 + 1 - 3_600  # the clock went back an hour at T0 + 1
+    await store.record(
+        [Submitted(second.segment_id, ("k2",), "b", "K2", query_at=stepped + 60)], now=stepped
+    )
+    await store.rebase_schedules(3_600.0, now=stepped + 0.5, since=stepped - 0.5)
+    assert await store.due_queries(CARRIER, now=stepped + 58, limit=10) == []
+    (due,) = await store.due_queries(CARRIER, now=stepped + 59.5, limit=10)  # T0 + 60, moved
+    assert due.segment_id == first.segment_id
+    assert len(await store.due_queries(CARRIER, now=stepped + 60, limit=10)) == 2
+
+
 async def test_what_was_learned_of_a_carrier_s_ids_is_kept_replaced_and_forgotten(
     store: Queue,
 ) -> None:

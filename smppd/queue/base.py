@@ -197,8 +197,8 @@ class Queue(Protocol):
         the step move back with it, to `now` at the earliest. A message's not_before, which a
         client or a daily cap set as a wall-clock time, stays where a segment waits for it
         still. Segments written at `since` or later (in the new clock's time: the step's
-        earliest moment) already had their times from the new clock and stay too. Returns
-        how many segments moved."""
+        earliest moment) already had their times from the new clock and stay too. Receipt
+        queries due (`due_queries`) move alike. Returns how many segments moved."""
         ...
 
     async def due_queries(self, carrier: str, *, now: float, limit: int) -> list[QueryTarget]:

@@ -835,6 +835,10 @@ class MemoryQueue:
             segment.next_attempt_at = max(now, segment.next_attempt_at - back_s)
             self._place(segment)  # the earlier entry is skipped as stale when it comes up
             moved += 1
+        for sid, (carrier, at) in list(self._queries.items()):
+            queried = self._segments.get(sid)
+            if at > now and queried is not None and not since <= queried.updated_at <= now:
+                self._queries[sid] = (carrier, max(now, at - back_s))
         self._settled_until -= back_s
         return moved
 

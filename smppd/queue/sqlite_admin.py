@@ -265,10 +265,19 @@ _REBASE: Final = """
         AND (m.not_before IS NULL OR segments.next_attempt_at > m.not_before)
 """
 
+# Query times (carriers[].receipt_queries) alike, by their segment's last write.
+_REBASE_QUERIES: Final = """
+    UPDATE receipt_queries SET due_at = max(?1, due_at - ?2)
+    FROM segments AS s
+    WHERE receipt_queries.due_at > ?1 AND s.id = receipt_queries.segment_id
+        AND NOT (s.updated_at >= ?3 AND s.updated_at <= ?1)
+"""
+
 
 def rebase_schedules(batch: Batch, *, back_s: float, now: float, since: float) -> int:
     batch.flush_inserts()
     moved = batch.db.execute(_REBASE, (now, back_s, since)).rowcount
+    batch.db.execute(_REBASE_QUERIES, (now, back_s, since))
     # Held receipts received in the span the clock now goes through again get their turn.
     batch.settled_until -= back_s
     batch.swept_at -= back_s
