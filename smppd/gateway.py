@@ -218,6 +218,9 @@ def _urgent_at(message: NewMessage, now: float) -> float | None:
 class GatewaySettings:
     max_depth: int
     numbers: NumberPlan = dataclasses.field(default_factory=NumberPlan)
+    # Source TON/NPI of the configured senders, from their kind: an all-digit alphanumeric id
+    # or a long number of 7 or 8 digits does not read as such from its form.
+    sender_ton_npi: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 class Gateway:
@@ -577,6 +580,7 @@ class Gateway:
                 ref=lambda: self._refs.next(destination, ref16=ref16),
                 profile=profile,
                 priority=priority,
+                source_ton_npi=self._settings.sender_ton_npi.get(sender),
             )
 
         prepared = bodies(expires_at)

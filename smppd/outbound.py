@@ -77,6 +77,7 @@ def prepare(
     flash: bool = False,
     smart: bool = False,
     priority: int = 0,
+    source_ton_npi: tuple[int, int] | None = None,  # the sender's kind's; None: its id's form
 ) -> Prepared:
     """The submit_sm bodies for one message; ApiError for text SMPP cannot carry as asked.
 
@@ -114,7 +115,7 @@ def prepare(
     except SegmentLimitError as exc:
         raise ApiError(ErrorCode.too_many_segments, str(exc), field="text") from exc
 
-    ton, npi = sender_ton_npi(source)
+    ton, npi = sender_ton_npi(source) if source_ton_npi is None else source_ton_npi
     dest_ton, dest_npi = destination_ton_npi(destination)
     template = SubmitSm(
         service_type=profile.service_type,

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 import structlog
 
+from smppd import config as cfg
 from smppd import gateway as gateway_module
+from smppd.config import load_config
+from smppd.daemon import gateway_settings
 from smppd.events import EventHub, inbound_event
 from smppd.gateway import HAND_OVER_MAX, Gateway, GatewaySettings
 from smppd.logsample import LogSample
@@ -46,6 +49,7 @@ from smppd.service import (
 )
 
 T0 = 1_800_000_000.0
+SHIPPED = Path(__file__).resolve().parent.parent / "config" / "smppd.yaml"
 CLIENT = ClientIdentity(name="app", senders=frozenset({"ALPHA"}), owned=frozenset({"ALPHA"}))
 # May send from ALPHA, which is app's: not its to manage.
 GUEST = ClientIdentity(name="guest", senders=frozenset({"ALPHA"}))
@@ -85,6 +89,7 @@ def gateway(
     max_depth: int = 1000,
     hub: EventHub | None = None,
     caps: DailyCaps | None = None,
+    settings: GatewaySettings | None = None,
 ) -> Gateway:
     def health() -> dict[str, Any]:
         return {}
@@ -94,7 +99,7 @@ def gateway(
         router=Router([RouteRule(prefix="", carriers=("fake",), failover_after_s=60.0)]),
         profiles={"fake": profile or OutboundProfile()},
         hub=hub or EventHub(),
-        settings=GatewaySettings(max_depth=max_depth),
+        settings=settings or GatewaySettings(max_depth=max_depth),
         down_since=lambda carrier: None,
         loops=loops,
         health=health,
@@ -321,6 +326,37 @@ async def test_only_long_messages_take_a_concatenation_reference() -> None:
     (first,) = {udhs[0][3], udhs[1][3]}
     (second,) = {udhs[2][3], udhs[3][3]}
     assert second == (first + 1) & 0xFF
+
+
+async def test_a_senders_configured_kind_sets_its_ton_and_npi() -> None:
+    """The kind was checked and then ignored: an all-digit alphanumeric id and a long number
+    of 7 digits went as short codes (TON 3). Now alpha is 5/0, long 1/1, short 3/0; an id
+    the config does not list keeps the TON/NPI of its form."""
+    config = load_config(SHIPPED)
+    senders = (
+        cfg.Sender(id="8080", client="app", kind=cfg.SenderKind.ALPHA),
+        cfg.Sender(id="1234567", client="app", kind=cfg.SenderKind.LONG),
+        cfg.Sender(id="4321", client="app", kind=cfg.SenderKind.SHORT),
+    )
+    settings = gateway_settings(dataclasses.replace(config, senders=senders))
+    queue = MemoryQueue()
+    ids = ("8080", "1234567", "4321", "999")
+    client = ClientIdentity(name="app", senders=frozenset(ids), owned=frozenset(ids))
+    sent = [dataclasses.replace(request("hi"), sender=sender) for sender in ids]
+    replies = await gateway(queue, Loops(), settings=settings).submit(client, sent)
+    assert all(isinstance(r, SubmitReply) for r in replies)
+    claimed = await queue.claim("fake", 9, now=T0)
+    pdus = [decode_body(CommandId.submit_sm, 0, 1, s.body) for s in claimed]
+    assert [
+        (p.source_addr, p.source_addr_ton, p.source_addr_npi)
+        for p in pdus
+        if isinstance(p, SubmitSm)
+    ] == [
+        ("8080", 5, 0),
+        ("1234567", 1, 1),
+        ("4321", 3, 0),
+        ("999", 3, 0),
+    ]
 
 
 async def test_a_carrier_without_receipts_is_never_asked_for_them() -> None:
