@@ -160,8 +160,9 @@ def _plan_text(
 ) -> tuple[str, tuple[Alphabet, int, Shift]]:
     """The text to send and its plan. With `smart`, text that would go as UCS-2 (or that the
     alphabet asked for cannot carry) goes with its look-alike punctuation in GSM characters
-    instead, where that spares UCS-2; otherwise exactly as given."""
-    if smart and force is not Alphabet.UCS2 and (replaced := plain(text)) != text:
+    instead, where that spares UCS-2; otherwise exactly as given. Never a text it empties
+    (zero-width characters only): that would go as an empty message."""
+    if smart and force is not Alphabet.UCS2 and (replaced := plain(text)) != text and replaced:
         exact = _try_plan(text, force, profile)
         if exact is None or exact[0] is Alphabet.UCS2:
             spared = _try_plan(replaced, force, profile)

@@ -453,6 +453,17 @@ def test_smart_encoding_sends_typographic_punctuation_as_gsm_where_that_spares_u
     assert decode_text(exact.short_message, 8) == "Don\u2019t"
 
 
+def test_smart_encoding_never_sends_a_text_it_empties() -> None:
+    """Zero-width characters only went as an empty submit_sm (sm_length 0), which the API
+    refuses as "": the text goes as given (UCS-2), and a forced gsm7 refuses it."""
+    text = "\u200b\u200b"
+    [pdu] = run(text, smart=True)
+    assert (pdu.data_coding, decode_text(pdu.short_message, 8)) == (8, text)
+    with pytest.raises(ApiError) as info:
+        run(text, encoding="gsm7", smart=True)
+    assert info.value.code == ErrorCode.unencodable_text
+
+
 def test_smart_encoding_makes_a_forced_gsm7_fit_and_leaves_letters_alone() -> None:
     """encoding gsm7 refuses a curly quote unless smart_encoding replaces it; letters GSM
     lacks are never replaced: with the Turkish tables ş goes as itself, beside a plain
