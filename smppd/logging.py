@@ -25,7 +25,7 @@ __all__ = ["configure_logging", "mask_msisdn", "redact_private"]
 # (redacted). Matched case-insensitively on the event's own keys and one level into dicts.
 NUMBER_KEYS: Final = frozenset(
     {"destination", "source", "msisdn", "to", "from", "destination_addr", "source_addr"}
-    | {"recipient", "number"}
+    | {"recipient", "number", "sender"}
 )
 REDACTED_KEYS: Final = frozenset({"text", "short_message", "message_payload", "password"})
 # Keys whose values are free text that may quote a number (an exception's message, what a
@@ -38,7 +38,11 @@ _MAX_KEPT_HEAD: Final = 5  # country code and operator prefix: what a person deb
 _SHORT_DIGITS: Final = 6  # at most this many digits: a short code or sender id, not a person
 _DIGITS: Final = frozenset("0123456789")
 # A run standing alone: the digits of a hex value (0x00000099) or an identifier are no number.
-_DIGIT_RUN: Final = re.compile(r"(?<![0-9A-Za-z])\+?[0-9]{7,}(?![0-9A-Za-z])")
+# Written with + it may be grouped as people write it ("+44 7700 900123", "+44 (0) 20 7946
+# 0000"); without, only unbroken (grouped digits there are as often dates, ports and counts).
+_DIGIT_RUN: Final = re.compile(
+    r"(?<![0-9A-Za-z])(?:\+[0-9](?:[ \-]?(?:\(0\)[ \-]?)?[0-9]){6,}|\+?[0-9]{7,})(?![0-9A-Za-z])"
+)
 
 
 def mask_msisdn(value: str) -> str:

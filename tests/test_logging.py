@@ -93,6 +93,9 @@ def test_redact_private_rules() -> None:
             "message_id": "12345678901",
             "error": f"KeyError: '{NUMBER}' (errno 28)",
             "detail": f"unknown command_id 0x00000099 from {NUMBER}",
+            "reason": "x",
+            "sender": NUMBER,  # an MO's own number, which no sender entry owns
+            "Sender": "ACME",
         },
     )
     assert event == {
@@ -110,7 +113,24 @@ def test_redact_private_rules() -> None:
         "message_id": "12345678901",
         "error": "KeyError: '+44791*****23' (errno 28)",  # free text: number-like runs only
         "detail": "unknown command_id 0x00000099 from +44791*****23",  # hex digits are no number
+        "reason": "x",
+        "sender": "+44791*****23",
+        "Sender": "ACME",
     }
+
+
+def test_free_text_masks_numbers_grouped_as_people_write_them() -> None:
+    """An unbroken run only was masked: "+44 7700 900123" went in full. Grouped digits are
+    masked when written with + (without, they are as often dates, ports and counts)."""
+    texts = {
+        "to '+44 7700 900123' refused": "to '+44 770* ****23' refused",
+        "to +44 (0) 20 7946 0000": "to +44 (0) 20 **** **00",
+        "to +1-202-555-0143 refused": "to +1-202-***-**43 refused",
+        "at 2026-12-08 12:30, port 2775 1234": "at 2026-12-08 12:30, port 2775 1234",
+        "errno 28, 1234 5678": "errno 28, 1234 5678",
+    }
+    for text, masked in texts.items():
+        assert redact_private(None, "info", {"error": text})["error"] == masked
 
 
 # --- what reaches the stream ----------------------------------------------------------------------
