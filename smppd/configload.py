@@ -294,6 +294,24 @@ _Loader.add_constructor(_YAML + "bool", _Loader.construct_yaml_bool)
 _Loader.add_constructor(_YAML + "float", _Loader.construct_yaml_float)
 
 
+# A line whose key names a secret: a YAML error there must not quote what it read (an
+# unquoted password beginning with ! or * reads as a tag or an alias, and the error names it).
+_SECRET_KEY: Final = re.compile(r"(?:password|secret)[\w-]*[\"']?\s*:", re.I)
+_QUOTED: Final = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+
+
+def yaml_problem(text: str, exc: yaml.MarkedYAMLError, reason: str | None = None) -> str:
+    """`reason` (by default PyYAML's own), with what it quotes redacted if the error is on a
+    secret's line of `text`."""
+    if reason is None:
+        reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+    lines = text.splitlines()
+    for mark in (exc.problem_mark, exc.context_mark):
+        if mark is not None and mark.line < len(lines) and _SECRET_KEY.search(lines[mark.line]):
+            return _QUOTED.sub("<redacted>", reason)
+    return reason
+
+
 def read_yaml(path: Path) -> object:
     """Parse `path`; a syntax error names its line and column."""
     try:
@@ -307,8 +325,7 @@ def read_yaml(path: Path) -> object:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = "" if mark is None else f"line {mark.line + 1}, column {mark.column + 1}"
-        reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-        raise ConfigError(path, where, reason) from None
+        raise ConfigError(path, where, yaml_problem(text, exc)) from None
     except yaml.reader.ReaderError as exc:  # a character YAML forbids: where it is, in lines
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1

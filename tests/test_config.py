@@ -528,6 +528,28 @@ def test_a_value_yaml_cannot_build_is_one_line(
     assert len(message) < len(str(path)) + 120
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("!S3cr3t", "could not determine a constructor for the tag <redacted>"),
+        ("*S3cr3t", "found undefined alias <redacted>"),
+    ],
+)
+def test_a_password_yaml_reads_as_a_tag_or_alias_is_never_echoed(
+    tmp_path: Path, value: str, reason: str
+) -> None:
+    """Unquoted, a password beginning with ! or * is a tag or an alias to YAML, whose error
+    quoted it (check-config, run, a refused reload's log line); elsewhere the quote stays."""
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    assert "password: pw1\n" in text
+    path = write(tmp_path, text.replace("password: pw1\n", f"password: {value}\n", 1))
+    message = error_of(path)
+    assert message.endswith(reason)
+    assert "S3cr3t" not in message
+    path = write(tmp_path, text.replace("acme\n", "acme\n  system_type: *S3cr3t\n", 1))
+    assert error_of(path).endswith("found undefined alias 'S3cr3t'")
+
+
 def test_carrier_credentials_are_printable_ascii(tmp_path: Path) -> None:
     """system_id, password and system_type go to the SMSC as ASCII C-Octet strings: anything
     else is refused when loading, not when binding; the password is never echoed."""

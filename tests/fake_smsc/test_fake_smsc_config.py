@@ -117,6 +117,11 @@ faults: {hang: true, reorder: shuffle, garbage: "00ff", drop_after_pdus: 5}
         ("control: true", "control: expected a port, a socket path or null, got True"),
         ("control: 7001.5", "control: expected a port, a socket path or null, got 7001.5"),
         ("faults: " + "[" * 5000 + "]" * 5000, "not valid YAML: nested too deep"),
+        ("port: 2024-02-30", "not valid YAML: day is out of range for month"),
+        (
+            "accounts:\n  - system_id: a\n    password: !S3cr3t\n",
+            "for the tag <redacted>",  # and never the password
+        ),
     ],
 )
 def test_bad_scenarios_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -330,5 +330,12 @@ async def test_set_faults_rejects_bad_values_without_changing_anything(smsc: Fak
     assert smsc.faults == Faults()
 
 
+async def test_receipt_weights_that_add_up_to_infinity_are_refused(smsc: FakeSmsc) -> None:
+    """Two weights of 1e308 passed (each finite), and every submit then broke the connection
+    with a traceback: their sum must be finite too."""
+    with pytest.raises(ValueError, match="add up to a finite number"):
+        smsc.set_receipts(outcomes={"DELIVRD": 1e308, "UNDELIV": 1e308})
+
+
 def _encoded(client: EsmeClient, pdu: SubmitSm) -> bytes:
     return encode(dataclasses.replace(pdu, sequence_number=client.next_sequence()))

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from smppd.configload import yaml_problem
 from smppd.pdu.codec import DEFAULT_MAX_COMMAND_LENGTH, HEADER_SIZE
 from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
@@ -89,8 +90,8 @@ class ReceiptConfig:
                 raise ValueError(
                     f"receipts.outcomes.{word}: a weight is a finite number >= 0, not {weight}"
                 )
-        if sum(self.outcomes.values()) <= 0:
-            raise ValueError("receipts.outcomes: the weights must add up to more than 0")
+        if not 0 < sum(self.outcomes.values()) < math.inf:
+            raise ValueError("receipts.outcomes: the weights must add up to a finite number > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +170,15 @@ _SCALARS: dict[str, type] = {
 def load_scenario(path: Path, base: SmscConfig | None = None) -> SmscConfig:
     """`base` (or the defaults) with the keys of the scenario file at `path` applied."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read scenario: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {_yaml_reason(exc)}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_reason(text, exc)}") from None
+    except ValueError as exc:  # a YAML 1.1 timestamp that is no date (2024-02-30)
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deep") from None
     try:
@@ -182,8 +187,9 @@ def load_scenario(path: Path, base: SmscConfig | None = None) -> SmscConfig:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _yaml_reason(exc: yaml.YAMLError) -> str:
-    """PyYAML's several-line message as one line: where, what, and what it was parsing."""
+def _yaml_reason(text: str, exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line message as one line: where and why (nothing it read on a
+    password's line: smppd.configload.yaml_problem)."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         reason = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
@@ -192,7 +198,7 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
             reason += f" ({exc.context}" + (
                 f" from line {since.line + 1})" if since is not None else ")"
             )
-        return reason
+        return yaml_problem(text, exc, reason)
     return " ".join(str(exc).split())
 
 
