@@ -28,6 +28,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import yaml
 
 from smppd.errors import SmppdError
+from smppd.yamlproblem import yaml_problem
 
 T = TypeVar("T")
 KeyPath = tuple[str | int, ...]
@@ -292,24 +293,6 @@ _Loader.add_implicit_resolver(_YAML + "float", _FLOAT, list("-+.0123456789"))
 _Loader.add_constructor(_YAML + "int", _Loader.construct_yaml_int)
 _Loader.add_constructor(_YAML + "bool", _Loader.construct_yaml_bool)
 _Loader.add_constructor(_YAML + "float", _Loader.construct_yaml_float)
-
-
-# A line whose key names a secret: a YAML error there must not quote what it read (an
-# unquoted password beginning with ! or * reads as a tag or an alias, and the error names it).
-_SECRET_KEY: Final = re.compile(r"(?:password|secret)[\w-]*[\"']?\s*:", re.I)
-_QUOTED: Final = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
-
-
-def yaml_problem(text: str, exc: yaml.MarkedYAMLError, reason: str | None = None) -> str:
-    """`reason` (by default PyYAML's own), with what it quotes redacted if the error is on a
-    secret's line of `text`."""
-    if reason is None:
-        reason = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-    lines = text.splitlines()
-    for mark in (exc.problem_mark, exc.context_mark):
-        if mark is not None and mark.line < len(lines) and _SECRET_KEY.search(lines[mark.line]):
-            return _QUOTED.sub("<redacted>", reason)
-    return reason
 
 
 def read_yaml(path: Path) -> object:

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IO_MODULES = frozenset(
     {"asyncio", "socket", "ssl", "selectors", "threading", "sqlite3", "aiosqlite", "subprocess"}
 )
-# Leaf helpers any layer may use: the error root, the record decorator, the histogram.
-LEAVES = ("smppd.errors", "smppd.record", "smppd.histogram")
+# Leaf helpers any layer may use: the error root, the record decorator, the histogram, the
+# path lock and YAML errors without secrets.
+LEAVES = ("smppd.errors", "smppd.record", "smppd.histogram", "smppd.pathlock", "smppd.yamlproblem")
 
 
 def _module_name(path: Path) -> str:

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 
 import yaml
 
-from smppd.configload import yaml_problem
 from smppd.pdu.codec import DEFAULT_MAX_COMMAND_LENGTH, HEADER_SIZE
 from smppd.pdu.receipt import ReceiptStat
 from smppd.pdu.segment import ConcatMethod
 from smppd.pdu.text import Alphabet
+from smppd.yamlproblem import yaml_problem
 from tools.fake_smsc.faults import Faults
 
 E = TypeVar("E", bound=Enum)
