@@ -223,16 +223,18 @@ async def test_unbind_after_n_pdus_waits_for_the_bind(smsc: FakeSmsc) -> None:
 async def test_client_unbind_gets_the_delayed_answers_first(
     smsc: FakeSmsc, client: EsmeClient
 ) -> None:
-    """The client's unbind does not lose the answers still waiting out latency_s: they come
-    first, in order, then the unbind_resp, and the records' statuses are what was written."""
-    smsc.faults.latency_s = 30.0
+    """The client's unbind no longer drops the answers still waiting out latency_s: they come
+    first, in order, then the unbind_resp (a submit after the unbind is refused)."""
+    smsc.faults.latency_s = 0.3
     first, second = client.send(submit(1)), client.send(submit(2))
     await smsc.records.wait_for(2, segments=True)
     unbind = client.send(Unbind())
+    late = client.send(submit(3))
     pdus = await client.wait_closed()
     assert [(type(p), p.sequence_number, p.command_status) for p in pdus] == [
         (SubmitSmResp, first, 0),
         (SubmitSmResp, second, 0),
+        (SubmitSmResp, late, S.ESME_RINVBNDSTS),
         (UnbindResp, unbind, 0),
     ]
     assert [s.command_status for s in smsc.records.segments] == [0, 0]

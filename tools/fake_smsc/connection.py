@@ -136,6 +136,7 @@ class SmscConnection(asyncio.Protocol):
         # Responses waiting out latency_s, in the order they were decided.
         self._delayed: dict[int, tuple[asyncio.TimerHandle, _Response]] = {}
         self._delayed_key = 0
+        self._unbind_resp: bytes | None = None  # to the client's unbind, once answers are out
         self._fired: set[str] = set()  # the *_after_pdus faults already fired here
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -295,13 +296,12 @@ class SmscConnection(asyncio.Protocol):
         elif pdu.command_id == CommandId.enquire_link:
             self._answer(pdu, 0)
         elif pdu.command_id == CommandId.unbind:
-            # Whatever the latency, the PDUs before it are answered first, then the unbind:
-            # the connection closes right after it.
-            self._answer_delayed()
-            self._write(frame(CommandId.unbind_resp, 0, pdu.sequence_number, b""))
+            # Answered in order: after the responses still waiting out their latency (a client
+            # that does not wait for it loses them), then the connection closes.
             self.state = BindState.UNBIND_PENDING
             self.host.outbox.remove_receiver(self.account, self)
-            self.close()
+            self._unbind_resp = frame(CommandId.unbind_resp, 0, pdu.sequence_number, b"")
+            self._unbind_when_answered()
         elif isinstance(pdu, QuerySm | CancelSm) and self.state not in _CAN_SUBMIT:
             # SMPP v3.4 4.8, 4.9: a transmitter's or transceiver's, as submits are.
             self._answer(pdu, CommandStatus.ESME_RINVBNDSTS)
@@ -507,15 +507,18 @@ class SmscConnection(asyncio.Protocol):
     def _emit_delayed(self, key: int) -> None:
         _, response = self._delayed.pop(key)
         self._emit(*response)
+        if self._unbind_resp is not None:
+            self._unbind_when_answered()
 
-    def _answer_delayed(self) -> None:
-        """Emit now every response still waiting out its latency or held for reordering."""
-        delayed, self._delayed = self._delayed, {}
-        for handle, response in delayed.values():
-            handle.cancel()
-            self._emit(*response)
+    def _unbind_when_answered(self) -> None:
+        """The client's unbind_resp, once no response before it waits out its latency."""
+        if self._delayed or self._unbind_resp is None:
+            return
         if self._held:
             self._release_held()
+        self._write(self._unbind_resp)
+        self._unbind_resp = None
+        self.close()
 
     def _emit(self, data: bytes, submit: bool, after: Callable[[], None] | None) -> None:
         if self.state is BindState.CLOSED:
