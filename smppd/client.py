@@ -168,6 +168,7 @@ class Client:
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._failure: ApiClientError | None = None
+        self._connection = 0  # which connection this is: a subscription is of one
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -182,6 +183,18 @@ class Client:
         await self.close()
 
     async def connect(self) -> None:
+        """Connect; again after the connection was lost or closed, a fresh start: the old one's
+        failure, subscription and events do not carry over (a stream of it has ended)."""
+        if self._writer is not None:
+            if self._failure is None:
+                raise ApiClientError("invalid_request", "connected already")
+            await self.close()
+        self._connection += 1
+        self._failure = None
+        self._subscribed = None
+        self._listening = False
+        self._events = asyncio.Queue()
+        self._writer = None
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 reader, self._writer = await asyncio.open_unix_connection(
@@ -429,6 +442,10 @@ class Client:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Events (`{"event": kind, ...}`) until the connection ends; all kinds by default.
 
+        The daemon is asked when the loop first waits for an event: a service that reads what
+        it missed (`inbound`, `finished`) should use `subscription()`, which returns once the
+        daemon has the subscription, and read the backlog after it.
+
         A last `{"event": "dropped"}` means the daemon dropped this subscriber for falling behind,
         or this client did: the loop held over 10,000 events unread while requests on this
         connection awaited their replies (which the daemon then stops sending to read).
@@ -438,6 +455,19 @@ class Client:
         (left and closed: `aclose()`, or `contextlib.aclosing`), subscribe() to the same kinds
         goes on with the subscription the daemon has; events while no loop ran are not kept.
         """
+        stream = await self.subscription(events)
+        try:
+            async for event in stream:
+                yield event
+        finally:
+            await stream.aclose()
+
+    async def subscription(self, events: Iterable[str] | None = None) -> Subscription:
+        """Subscribe now: once this returns the daemon has the subscription, and its events are
+        kept for the returned stream (iterate it; `aclose()` it, or use it in `async with`,
+        when done). So a client that was away subscribes, then reads what it missed with
+        `inbound` and `finished`, then iterates, dropping events it already read: nothing
+        falls between the two. The rules of subscribe() apply."""
         asked = None if events is None else tuple(sorted(set(events)))
         if (failure := self._failure) is not None:  # the connection, and its subscription, gone
             raise failure
@@ -455,26 +485,68 @@ class Client:
                 "another Client for others",
             )
         fields = {} if asked is None else {"events": list(asked)}
-        self._listening = True
-        try:
-            if subscribed is None:
+        self._listening = True  # before the ack: the events right after it are kept
+        if subscribed is None:
+            try:
                 reply = await self.request("subscribe", **fields)
-                kinds = reply.get("events")
-                self._subscribed = (asked, tuple(kinds) if isinstance(kinds, list) else ())
-            while True:
-                if self._failure is not None and self._events.empty():
-                    return
-                event = await self._events.get()
-                if event is None:
-                    return
-                if self._events.qsize() < _EVENT_BUFFER:
-                    self._resume.set()
-                yield event
-        finally:  # left (a break, an error): events are dropped, so replies still get read
-            self._listening = False
-            while not self._events.empty():
-                self._events.get_nowait()
+            except BaseException:
+                self._stop_listening(self._connection)
+                raise
+            kinds = reply.get("events")
+            self._subscribed = (asked, tuple(kinds) if isinstance(kinds, list) else ())
+        return Subscription(self)
+
+    async def _next_event(self, connection: int) -> dict[str, Any] | None:
+        """The next event of the subscription made on `connection`, or None once that
+        connection has ended."""
+        if connection != self._connection or (self._failure is not None and self._events.empty()):
+            return None
+        event = await self._events.get()
+        if event is not None and self._events.qsize() < _EVENT_BUFFER:
             self._resume.set()
+        return event
+
+    def _stop_listening(self, connection: int) -> None:
+        """The subscription's stream ended: events are dropped, so replies still get read."""
+        if connection != self._connection:
+            return  # that connection is gone; this one's state is its own
+        self._listening = False
+        while not self._events.empty():
+            self._events.get_nowait()
+        self._resume.set()
+
+
+class Subscription:
+    """The events of a connection's subscription (`Client.subscription`), as an async
+    iterator; it ends with the connection, or when closed (`aclose`, `async with`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._connection = client._connection
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._closed:
+            raise StopAsyncIteration
+        event = await self._client._next_event(self._connection)
+        if event is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client._stop_listening(self._connection)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class SyncClient:

@@ -19,7 +19,7 @@ from api_fakes import (
     short_tmpdir,
 )
 
-from smppd.api import ClientTable
+from smppd.api import ApiServer, ClientTable
 from smppd.client import (
     ApiClientError,
     ApiConnectionError,
@@ -237,6 +237,55 @@ async def test_subscribing_again_after_the_daemon_dropped_the_subscriber_raises(
         assert rest[-1]["event"] == "dropped"
         with pytest.raises(ApiConnectionError):
             await anext(client.subscribe(["receipt"]))
+
+
+async def test_a_subscription_keeps_its_events_from_the_ack_while_the_backlog_is_read() -> None:
+    """subscribe() asked the daemon only when its loop first waited, and dropped events until
+    then: an MO between a catch-up read and the loop was in neither. subscription() returns
+    once the daemon has it, and keeps the events from then on for its stream."""
+    service = FakeService()
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        async with await client.subscription(["inbound"]) as stream:
+            (subscription,) = service.subscriptions  # made before it returned
+            subscription.publish(Event("inbound", "demo", {"id": 2}))
+            assert len(await client.inbound(0)) == 1  # the catch-up, meanwhile
+            subscription.publish(Event("inbound", "demo", {"id": 3}))
+            async with asyncio.timeout(WAIT_S):
+                assert [(await anext(stream))["id"] for _ in range(2)] == [2, 3]
+            with pytest.raises(ApiClientError, match="loop runs on this connection"):
+                await client.subscription(["inbound"])
+        async with asyncio.timeout(WAIT_S):  # closed: its events are dropped, replies read
+            subscription.publish(Event("inbound", "demo", {"id": 4}))
+            assert (await client.health())["status"] == "ok"
+
+
+async def test_connect_again_after_the_daemon_went_away_starts_afresh() -> None:
+    """connect() after a lost connection kept the old failure: every request raised "the
+    daemon closed the connection" against a daemon that was back. A new connection starts
+    clean (its old subscription's stream has ended); connect() on a live one is refused."""
+    service = FakeService()
+    async with running_server(service) as server, Client(server.settings.socket) as client:
+        stream = await client.subscription(["receipt"])
+        with pytest.raises(ApiClientError, match="connected already"):
+            await client.connect()
+        await server.close()
+        async with asyncio.timeout(WAIT_S):
+            assert [event async for event in stream] == []
+            with pytest.raises(ApiConnectionError):
+                await client.health()
+        again = ApiServer(server.settings, ClientTable(any_uid=DEMO), service)
+        await again.start()
+        try:
+            await client.connect()
+            async with asyncio.timeout(WAIT_S):
+                assert (await client.health())["status"] == "ok"
+                fresh = await client.subscription(["state"])  # not "subscribed to receipt"
+                service.subscriptions[-1].publish(Event("state", "demo", {"n": 1}))
+                assert (await anext(fresh))["n"] == 1
+                await fresh.aclose()
+        finally:
+            await client.close()
+            await again.close()
 
 
 async def test_a_request_made_inside_a_subscription_loop_gets_its_reply() -> None:
