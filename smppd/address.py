@@ -19,6 +19,7 @@ __all__ = [
     "check_sender",
     "destination_ton_npi",
     "from_wire",
+    "international_reading",
     "mask",
     "normalise_destination",
     "sender_problem",
@@ -166,6 +167,26 @@ def sender_ton_npi(sender: str) -> tuple[int, int]:
     if len(bare) <= SHORT_CODE_MAX_DIGITS and not sender.startswith("+"):
         return TON_NETWORK, NPI_UNKNOWN
     return TON_INTERNATIONAL, NPI_E164
+
+
+def international_reading(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN) -> str | None:
+    """The other way to read an MO's TON 0 digits, if there is one: `from_wire` reads them as
+    a client's bare digits, with the plan's country prefix put in front when they do not begin
+    with it; but many SMSCs send every MO as TON 0 in full international form, and a foreign
+    subscriber's 4915112345678 under prefix 44 is +4915112345678, not +444915112345678. A STOP
+    is recorded under both (a missed one is the costly mistake); None when only one reading
+    exists (another TON, a trunk 0, the prefix already there, a short code, no prefix)."""
+    prefix = plan.country_prefix
+    if (
+        ton != TON_UNKNOWN
+        or not prefix
+        or not _DIGITS.fullmatch(address)
+        or len(address) <= plan.short_code_max_digits
+        or address.startswith(("0", prefix))
+        or not 7 <= len(address) <= 15
+    ):
+        return None
+    return "+" + address
 
 
 def destination_ton_npi(destination: str) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from typing import Final
 
 import structlog
 
-from smppd.address import NumberPlan, canonical_sender, from_wire
+from smppd.address import NumberPlan, canonical_sender, from_wire, international_reading
 from smppd.compliance import Keyword, Keywords
 from smppd.errors import SmppdError
 from smppd.events import inbound_event, publish_changes
@@ -453,7 +453,10 @@ class InboundHandler:
     async def _store_mo(self, pdu: DeliverSm | DataSm, seen: Seen | None = None) -> int:
         await self._restore_parts()
         now = self._clock()
-        source = from_wire(pdu.source_addr, pdu.source_addr_ton, plan=self._optout.numbers)
+        plan = self._optout.numbers
+        source = from_wire(pdu.source_addr, pdu.source_addr_ton, plan=plan)
+        # A STOP is recorded under the other reading of its number too (see the function).
+        also = international_reading(pdu.source_addr, pdu.source_addr_ton, plan=plan)
         destination = self._sender_id(pdu)
         content, part, shift = _concat_part(pdu)
         group = None
@@ -507,14 +510,14 @@ class InboundHandler:
                 content, pdu.data_coding, default_alphabet=self._default_alphabet, shift=shift
             )
             await self._store(
-                source, destination, text, pdu.data_coding, now, complete=True, seen=seen
+                source, destination, text, pdu.data_coding, now, complete=True, seen=seen, also=also
             )
         elif parts is not None:
             assert part is not None
             numbered = list(enumerate(parts, 1))
             shifts = self._shifts_of(group, numbered)
             try:
-                await self._store_group(group, numbered, now, complete=True, seen=seen)
+                await self._store_group(group, numbered, now, complete=True, seen=seen, also=also)
             except BaseException:
                 # The SMSC is answered an error and delivers this part again: the others,
                 # answered and held on disk, wait for it here again, or that delivery would
@@ -590,6 +593,7 @@ class InboundHandler:
         *,
         complete: bool,
         seen: Seen | None = None,
+        also: str | None = None,
     ) -> Awaitable[None]:
         """Store a long message from its (seq, data) parts; its held parts go with it."""
         return self._store(
@@ -602,6 +606,7 @@ class InboundHandler:
             parts=group,
             held=tuple(parts),
             seen=seen,
+            also=also,
         )
 
     def _shifts_of(self, group: PartGroup, parts: list[tuple[int, bytes]]) -> dict[int, Shift]:
@@ -646,6 +651,7 @@ class InboundHandler:
         parts: PartGroup | None = None,
         held: tuple[tuple[int, bytes], ...] = (),
         seen: Seen | None = None,
+        also: str | None = None,  # the source's other reading (international_reading)
     ) -> None:
         # The sender's owner manages its opt-outs and replies; an unowned number's MO goes to
         # the client configured for those, if any, for it to read, and no more.
@@ -670,10 +676,11 @@ class InboundHandler:
         # The opt-out first: should storing the message then fail, the SMSC's next delivery
         # records it again, which changes nothing, and stores the message once. The other way
         # round, a failed opt-out would have the message stored twice.
+        numbers = (source,) if also is None or also == source else (source, also)
         if keyword is Keyword.STOP:
-            await self._opt_out(owner, destination, source, now)
+            await self._opt_out(owner, destination, numbers, now)
         elif keyword is Keyword.START:
-            await self._opt_in(owner, destination, source)
+            await self._opt_in(owner, destination, numbers)
         inbound_id = await self._queue.store_inbound(stored)
         self.counters.inbound += 1
         if owner is None:
@@ -713,20 +720,32 @@ class InboundHandler:
             return self._optout.senders_of.get(client, (sender,))
         return (sender,)
 
-    async def _opt_out(self, client: str | None, sender: str, number: str, now: float) -> None:
+    async def _opt_out(
+        self, client: str | None, sender: str, numbers: tuple[str, ...], now: float
+    ) -> None:
         for sender_id in self._scope(client, sender):
-            await self._queue.add_optout(sender_id, number, now=now)
-            changes = await self._queue.cancel_queued_to(sender_id, number, now=now)
-            self._withdraw([change.segment_id for change in changes])
-            publish_changes(self._publish, changes, wants=self._wants)
+            for number in numbers:
+                await self._queue.add_optout(sender_id, number, now=now)
+                changes = await self._queue.cancel_queued_to(sender_id, number, now=now)
+                self._withdraw([change.segment_id for change in changes])
+                publish_changes(self._publish, changes, wants=self._wants)
         self.counters.optouts += 1
-        log.info("opt-out recorded", sender=sender, number=number)
+        log.info("opt-out recorded", sender=sender, **_numbers(numbers))
 
-    async def _opt_in(self, client: str | None, sender: str, number: str) -> None:
+    async def _opt_in(self, client: str | None, sender: str, numbers: tuple[str, ...]) -> None:
         for sender_id in self._scope(client, sender):
-            await self._queue.remove_optout(sender_id, number)
+            for number in numbers:
+                await self._queue.remove_optout(sender_id, number)
         self.counters.optins += 1
-        log.info("opt-in recorded", sender=sender, number=number)
+        log.info("opt-in recorded", sender=sender, **_numbers(numbers))
+
+
+def _numbers(numbers: tuple[str, ...]) -> dict[str, str]:
+    """An opt-out's number for the log (masked), with its other reading when it has one."""
+    found = {"number": numbers[0]}
+    if len(numbers) > 1:
+        found["other_reading"] = numbers[1]
+    return found
 
 
 def _to_its_end(

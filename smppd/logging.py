@@ -25,7 +25,7 @@ __all__ = ["configure_logging", "mask_msisdn", "redact_private"]
 # (redacted). Matched case-insensitively on the event's own keys and one level into dicts.
 NUMBER_KEYS: Final = frozenset(
     {"destination", "source", "msisdn", "to", "from", "destination_addr", "source_addr"}
-    | {"recipient", "number", "sender"}
+    | {"recipient", "number", "sender", "other_reading"}
 )
 REDACTED_KEYS: Final = frozenset({"text", "short_message", "message_payload", "password"})
 # Keys whose values are free text that may quote a number (an exception's message, what a

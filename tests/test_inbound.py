@@ -509,6 +509,46 @@ async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(
     assert await queue.is_opted_out("SHOP", "+447700902222")
 
 
+async def test_a_foreign_stop_with_ton_0_stops_its_international_number_too() -> None:
+    """Under a country prefix, TON 0 digits were read only as a client's bare digits: a German
+    subscriber's 4915112345678 was recorded as +444915112345678 and the next submit to
+    +4915112345678 was sent. Both readings are opted out, and a START lifts both; digits that
+    begin with the prefix, or another TON, have one reading only."""
+    queue = MemoryQueue()
+    policy = OptOutPolicy(
+        keywords=DEFAULT, per_client=False, senders_of={}, numbers=NumberPlan("44")
+    )
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=policy,
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: T0,
+    )
+
+    def mo(source: str, text: bytes, ton: int = 0) -> DeliverSm:
+        return DeliverSm(
+            source_addr=source, source_addr_ton=ton, destination_addr="SHOP", short_message=text
+        )
+
+    assert await inbound(mo("4915112345678", b"STOP")) == 0
+    assert await queue.is_opted_out("SHOP", "+4915112345678")
+    assert await queue.is_opted_out("SHOP", "+444915112345678")
+    assert await inbound(mo("447700902222", b"STOP")) == 0
+    assert await inbound(mo("4915112345679", b"STOP", ton=1)) == 0
+    assert [o.number for o in await queue.list_optouts()] == [
+        "+444915112345678",
+        "+447700902222",
+        "+4915112345678",
+        "+4915112345679",
+    ]
+    assert await inbound(mo("4915112345678", b"START")) == 0
+    assert not await queue.is_opted_out("SHOP", "+4915112345678")
+    assert not await queue.is_opted_out("SHOP", "+444915112345678")
+
+
 async def test_a_stop_beside_an_empty_message_payload_opts_out() -> None:
     """Its text is short_message's when the SMSC adds an empty message_payload TLV."""
     queue = MemoryQueue()
