@@ -306,6 +306,7 @@ def gateway_settings(config: Config) -> GatewaySettings:
         max_depth=config.queue.max_depth,
         numbers=number_plan(config.compliance),
         sender_ton_npi={s.id: _KIND_TON_NPI[s.kind] for s in config.senders},
+        optout_per_client=config.compliance.scope is cfg.OptOutScope.CLIENT,
     )
 
 

@@ -221,6 +221,7 @@ class GatewaySettings:
     # Source TON/NPI of the configured senders, from their kind: an all-digit alphanumeric id
     # or a long number of 7 or 8 digits does not read as such from its form.
     sender_ton_npi: Mapping[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    optout_per_client: bool = False  # compliance.scope client
 
 
 class Gateway:
@@ -538,6 +539,18 @@ class Gateway:
         self._dispatch(messages, enqueued, now)
         return enqueued[0].message_id
 
+    async def _is_opted_out(self, client: ClientIdentity, sender: str, destination: str) -> bool:
+        """Whether `destination` opted out of `sender`, or under compliance.scope client of any
+        sender its client owns: a STOP is stored under the senders the client had then, and a
+        sender added since, or one the client may use but does not own, is the client's too."""
+        if await self._queue.is_opted_out(sender, destination):
+            return True
+        if self._settings.optout_per_client:
+            for owned in client.owned:
+                if owned != sender and await self._queue.is_opted_out(owned, destination):
+                    return True
+        return False
+
     async def _validate(
         self,
         client: ClientIdentity,
@@ -556,7 +569,7 @@ class Gateway:
             )
         _check_schedule(request, now)
         destination = normalise_destination(request.to, plan=self._settings.numbers)
-        if check_optout and await self._queue.is_opted_out(sender, destination):
+        if check_optout and await self._is_opted_out(client, sender, destination):
             raise _opted_out()
         # Outages are measured in monotonic time (smppd.daemon.CarrierRuntime.down_since).
         carrier = self._router.pick(destination, self._down_since, now=time.monotonic())

@@ -635,6 +635,25 @@ async def test_a_ref_already_stored_is_that_message_again_even_past_a_cap_or_the
     assert queue.queued_depth() == 1
 
 
+async def test_under_client_scope_an_opt_out_covers_every_sender_the_client_sends_from() -> None:
+    """A STOP is stored under the senders its client owned then: a sender added later by a
+    reload, or one the client may use but does not own, sent to the number again. Under
+    scope client the client's own senders are checked too; under scope sender only the one."""
+    queue = MemoryQueue()
+    await queue.add_optout("ALPHA", "+447700900123", now=T0)
+    client = ClientIdentity(
+        name="app",
+        senders=frozenset({"ALPHA", "NEWID", "BETA"}),
+        owned=frozenset({"ALPHA", "NEWID"}),
+    )
+    sent = [dataclasses.replace(request("hi"), sender=s) for s in ("NEWID", "BETA", "ALPHA")]
+    per_client = GatewaySettings(max_depth=1000, optout_per_client=True)
+    replies = await gateway(queue, Loops(), settings=per_client).submit(client, sent)
+    assert [getattr(r, "code", None) for r in replies] == [ErrorCode.opted_out] * 3
+    replies = await gateway(queue, Loops()).submit(client, sent)
+    assert [getattr(r, "code", None) for r in replies] == [None, None, ErrorCode.opted_out]
+
+
 async def test_a_ref_stored_before_its_recipient_opted_out_is_that_message_again() -> None:
     """The recipient texts STOP after a message was stored (and perhaps sent): its ref
     resubmitted is that message (created false), not opted_out, which would tell the client
