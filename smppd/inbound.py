@@ -208,6 +208,10 @@ class ReplyCooldown:
             del self._last[next(iter(self._last))]
         return True
 
+    def give_back(self, sender: str, number: str, keyword: Keyword) -> None:
+        """The reply `take` allowed was not sent (refused, the store failing): the next may go."""
+        self._last.pop((sender, number, keyword), None)
+
 
 def learned_id_format(carrier: str, found: IdFormat, *, kept: bool = False) -> None:
     """Say what receipts of `carrier` are matched by now that its ids told (smppd.idformat)."""
@@ -710,7 +714,8 @@ class InboundHandler:
             await self._auto_reply(client, sender, number, text)
         except SmppdError as exc:
             # The inbound message is stored and the opt-out recorded; only the courtesy reply
-            # is lost, which must not make the SMSC redeliver the STOP.
+            # is lost, which must not make the SMSC redeliver the STOP. A repeat may have one.
+            self._cooldown.give_back(sender, number, keyword)
             log.warning("automatic reply not sent", keyword=str(keyword), error=str(exc))
         else:
             self.counters.auto_replies += 1

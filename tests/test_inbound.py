@@ -649,6 +649,28 @@ async def test_a_repeated_stop_is_answered_once_an_hour_and_recorded_every_time(
     assert await queue.is_opted_out("SHOP", "+447700900001")
 
 
+async def test_a_reply_that_could_not_be_sent_does_not_hold_back_the_next() -> None:
+    """The hour's reply was counted as sent when it was refused (a daily cap, no route, the
+    store failing): a repeat STOP in that hour got no confirmation at all."""
+    queue = MemoryQueue()
+    sent: list[str] = []
+    failing = [True]
+
+    async def auto_reply(client: str, sender: str, number: str, text: str) -> None:
+        if failing[0]:
+            raise QueueError("database is locked")
+        sent.append(number)
+
+    replies = {Keyword.STOP: "You are unsubscribed."}
+    inbound = handler(queue, [], auto_replies=replies, auto_reply=auto_reply)
+    assert await inbound(mo_pdu(b"STOP")) == 0
+    assert sent == []
+    failing[0] = False
+    assert await inbound(mo_pdu(b"STOP")) == 0
+    assert await inbound(mo_pdu(b"STOP")) == 0  # sent now: the hour's one
+    assert len(sent) == 1
+
+
 async def test_a_keywords_event_goes_out_before_its_reply_is_queued() -> None:
     """The reply is a commit of its own: an MO stored meanwhile must not have its event out
     first, or a client that handled it and pages `inbound` from its id misses the STOP."""
