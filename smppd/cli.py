@@ -249,15 +249,22 @@ async def _inbound(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _finished(client: Client, args: argparse.Namespace) -> int:
-    """Messages finished after --after, a JSON line each, in the order they finished; the
-    cursor of the next page on stderr."""
-    reply = await client.finished(args.after, args.limit)
-    for message in reply["messages"]:
-        shown = message if args.epoch else _readable_times(message)
-        _out(_json(shown))
-    if reply.get("next") is not None:
-        _out(f"next: --after {reply['next']}", err=True)
-    return EX_OK
+    """Messages finished after --after, a JSON line each, in the order they finished: all of
+    them, page by page while the daemon says there are more; with --limit, one page and, if
+    there are more, the cursor of the next on stderr. A page may be short, empty even, and
+    not the last: `more` says."""
+    after = args.after
+    while True:
+        reply = await client.finished(after, args.limit)
+        for message in reply["messages"]:
+            shown = message if args.epoch else _readable_times(message)
+            _out(_json(shown))
+        after = reply.get("next")
+        if not reply.get("more") or after is None:
+            return EX_OK
+        if args.limit is not None:
+            _out(f"next: --after {after}", err=True)
+            return EX_OK
 
 
 async def _optout(client: Client, args: argparse.Namespace) -> int:

@@ -555,6 +555,51 @@ async def test_inbound_prints_every_page_or_says_where_the_next_begins(
         assert err == "next: --after 10\n"
 
 
+class ManyFinished(FakeService):
+    """250 finished messages, paged as the daemon pages them: 100 a page by default, and an
+    empty page with more to come in the middle (other clients' messages filled its look)."""
+
+    async def finished(
+        self, client: ClientIdentity, after: tuple[float, int] | None, limit: int
+    ) -> dict[str, Any]:
+        self.calls.append(("finished", (after, limit)))
+        start = 0 if after is None else after[1]
+        end = min(start + limit, 250)
+        ids = range(start + 1, end + 1)
+        if start == 120:  # a page that found none of this client's
+            return {"messages": [], "next": "1.0:130", "more": True}
+        if start < 120 < end:
+            end, ids = 120, range(start + 1, 121)
+        return {
+            "messages": [{"message_id": i, "finished_at": 1.0} for i in ids],
+            "next": f"1.0:{end}",
+            "more": end < 250,
+        }
+
+
+async def test_finished_prints_every_page_or_says_where_the_next_begins(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It printed one page of 100 and stopped, and printed a cursor on the last page too:
+    now every page while the daemon says more (an empty page with more is not the end), or
+    with --limit one page and the cursor only if there are more."""
+    service = ManyFinished()
+    async with running_server(service) as server:
+        socket_path = str(server.settings.socket)
+        assert await run_cli("finished", "--socket", socket_path, "--epoch") == 0
+        out, err = capsys.readouterr()
+        ids = [json.loads(line)["message_id"] for line in out.splitlines()]
+        assert ids == [*range(1, 121), *range(131, 251)]
+        assert err == ""
+        assert await run_cli("finished", "--socket", socket_path, "--limit", "10") == 0
+        out, err = capsys.readouterr()
+        assert (len(out.splitlines()), err) == (10, "next: --after 1.0:10\n")
+        last = ["--after", "1.0:245", "--limit", "10"]
+        assert await run_cli("finished", "--socket", socket_path, *last) == 0
+        out, err = capsys.readouterr()
+        assert (len(out.splitlines()), err) == (5, "")
+
+
 async def test_a_page_cursor_that_cannot_be_written_is_status_74(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -565,8 +610,11 @@ async def test_a_page_cursor_that_cannot_be_written_is_status_74(
         monkeypatch.setattr(sys, "stderr", FullDisk())
         socket_path = str(server.settings.socket)
         assert await run_cli("inbound", "--socket", socket_path, "--limit", "10") == 74
+    async with running_server(ManyFinished()) as server:
+        monkeypatch.setattr(sys, "stderr", FullDisk())
+        socket_path = str(server.settings.socket)
         assert await run_cli("finished", "--socket", socket_path, "--limit", "10") == 74
-    assert len(capsys.readouterr().out.splitlines()) == 10
+    assert len(capsys.readouterr().out.splitlines()) == 20
 
 
 def test_the_event_kinds_tail_checks_are_the_daemons() -> None:
