@@ -159,6 +159,11 @@ class EventHub:
         self._remove(sub)
         sub.closed = True
         sub.dropped = True
+        # The notice goes ahead of the backlog, not behind it: a reader that far behind would
+        # go on for long with events already stale, when it can read them back from the store
+        # (inbound, finished) and should start doing so now.
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
         sub.queue.put_nowait(Event("dropped", sub.client, {"reason": "subscriber fell behind"}))
         sub._end()
 

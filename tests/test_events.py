@@ -58,13 +58,15 @@ async def test_published_counts_what_each_subscriber_takes() -> None:
 
 
 async def test_lagging_subscriber_is_told_and_dropped() -> None:
-    """Past its queue bound a subscriber gets a last `dropped` event and hears nothing more."""
+    """Past its queue bound a subscriber gets a last `dropped` event and hears nothing more.
+    The notice is not queued behind the backlog it could not read (10,000 stale events, hours
+    for a slow reader, which then believed itself live): it is all there is."""
     hub = EventHub(queue_size=3)
     sub = hub.subscribe("a", frozenset({"receipt"}))
     for i in range(10):
         hub.publish(Event("receipt", "a", {"n": i}))
     events = [e async for e in sub]
-    assert [e.kind for e in events] == ["receipt"] * 3 + ["dropped"]
+    assert [e.kind for e in events] == ["dropped"]
     assert hub.subscriber_count() == 0
     assert hub.dropped_subscribers == 1
     assert sub.queue.qsize() == 0
