@@ -31,6 +31,7 @@ __all__ = [
     "ApiTimeoutError",
     "Client",
     "Submitted",
+    "Subscription",
     "SyncClient",
     "submit_sync",
 ]
