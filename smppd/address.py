@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from smppd.logging import mask_msisdn as mask
 from smppd.pdu.text import gsm7_length, is_gsm7
@@ -178,7 +179,7 @@ def international_reading(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN
     exists (another TON, a trunk 0, the prefix already there, a short code, no prefix)."""
     prefix = plan.country_prefix
     if (
-        ton != TON_UNKNOWN
+        ton not in _READ_AS_BARE
         or not prefix
         or not _DIGITS.fullmatch(address)
         or len(address) <= plan.short_code_max_digits
@@ -203,12 +204,19 @@ def wire_address(address: str) -> str:
     return address[1:] if address.startswith("+") and _DIGITS.fullmatch(address, 1) else address
 
 
+# TONs whose digits from_wire reads as a client's bare digits: unknown, subscriber number and
+# abbreviated (SMPP v3.4 5.2.5).
+_READ_AS_BARE: Final = frozenset({TON_UNKNOWN, 4, 6})
+
+
 def from_wire(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN) -> str:
     """An address received from an SMSC in canonical form, so it matches what clients submit
     (an opt-out from it must stop submits to it).
 
     International (TON 1) digits get their `+`. Digits of unknown type (TON 0, which many
-    SMSCs send for every MO) are read as a client's bare digits are (`normalise_destination`).
+    SMSCs send for every MO) are read as a client's bare digits are (`normalise_destination`),
+    and so are those said to be a subscriber number or abbreviated (TON 4, 6), which SMSCs
+    send in full as often as not.
     National ones (TON 2) get the plan's country prefix, if one says which country, in place
     of a trunk 0: always, since TON 2 says they carry none (a German 0491... is 491...,
     which read as international would be someone in Nuremberg). Anything else, or what does
@@ -223,7 +231,7 @@ def from_wire(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN) -> str:
             return address
         digits = plan.country_prefix + address.removeprefix("0")
         return "+" + digits if len(digits) <= 15 else address
-    if ton == TON_UNKNOWN:
+    if ton in _READ_AS_BARE:
         try:
             return normalise_destination(address, plan=plan)
         except ApiError:

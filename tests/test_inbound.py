@@ -482,6 +482,9 @@ async def test_a_stop_to_a_short_code_stops_it_whatever_ton_the_smsc_gives_it(to
         ("07700902222", 0, "44"),
         ("447700902222", 0, "44"),  # international digits with TON 0, the country configured
         ("7700902222", 0, "44"),
+        ("447700902222", 4, None),  # "subscriber number" or "abbreviated", in full all the same
+        ("447700902222", 6, "44"),
+        ("7700902222", 4, "44"),
     ],
 )
 async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(
