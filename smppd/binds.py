@@ -101,6 +101,12 @@ class CarrierBinds:
         # Held by the one slot leaving an address not its own, until it is bound again (at its
         # own, or elsewhere once that failed).
         self._returning = asyncio.Lock()
+        # While the carrier's credentials are in doubt (at first, and after a refusal such as
+        # ESME_RINVPASWD) one slot asks with them and the others wait for its answer: a wrong
+        # password costs one failed login per auth_failure_s, not one per bind, and carriers
+        # lock an account after a few.
+        self._credentials_known = asyncio.Event()
+        self._asking: int | None = None  # the slot that asks meanwhile
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._log = log.bind(carrier=carrier)
@@ -345,6 +351,28 @@ class CarrierBinds:
             if returning:
                 self._returning.release()
 
+    async def _may_bind(self, index: int) -> None:
+        """Return when slot `index` may try to bind: at once while the credentials are known
+        good, or when it is the one that asks; else once the one asking has its answer."""
+        if self._credentials_known.is_set():
+            return
+        if self._asking is None:
+            self._asking = index
+        if self._asking != index:
+            await self._credentials_known.wait()
+
+    def _answered(self, index: int, *, bound: bool, refused: bool) -> None:
+        """Slot `index` tried: bound, the credentials are good and every slot may go; refused
+        them, it asks from now on and the others wait; failed otherwise (no connection, a
+        timeout), the one asking lets the others try too, having learnt nothing."""
+        if bound or (not refused and self._asking in (index, None)):
+            self._asking = None
+            self._credentials_known.set()
+        elif refused:
+            self._credentials_known.clear()
+            if self._asking is None:
+                self._asking = index
+
     def _longer(self, back_after: float | None) -> float | None:
         """The wait before the next way back, after one that failed."""
         primary = self.settings.reconnect.primary_after_s
@@ -353,6 +381,19 @@ class CarrierBinds:
         return min(back_after * 2, RETURN_BACKOFF * primary)
 
     async def _connect(self, endpoint: BindSettings, name: str, index: int) -> Link:
+        await self._may_bind(index)
+        try:
+            link = await self._link(endpoint, name, index)
+        except BindError as exc:
+            self._answered(index, bound=False, refused=exc.permanent)
+            raise
+        except LinkError:
+            self._answered(index, bound=False, refused=False)
+            raise
+        self._answered(index, bound=True, refused=False)
+        return link
+
+    async def _link(self, endpoint: BindSettings, name: str, index: int) -> Link:
         return await Link.connect(
             endpoint,
             handler=self._handler,

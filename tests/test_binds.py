@@ -271,6 +271,23 @@ async def test_bad_password_backs_off_longer(smsc: FakeSmsc) -> None:
     assert len(smsc.connections) == 1  # one attempt, not a hammering
 
 
+async def test_refused_credentials_are_asked_with_by_one_bind_at_a_time(smsc: FakeSmsc) -> None:
+    """Three binds with a wrong password made three failed logins at once, and three more
+    every auth_failure_s: a carrier that locks an account after three locked it at the first
+    start. One bind asks while the credentials are in doubt; once they are good (the carrier
+    fixed the account, here), every bind comes up."""
+    watcher = Watcher()
+    reconnect = ReconnectSettings(initial_s=0.01, max_s=0.05, auth_failure_s=0.2)
+    config = settings(smsc.port, password="wrong", reconnect=reconnect)
+    async with CarrierBinds(config, binds=3, handler=accept, observer=watcher) as binds:
+        await watcher.until(lambda: len(watcher.refusals) >= 2)  # the first ask, then the next
+        assert len(smsc.connections) == 2
+        smsc._accounts["smppd"] = dataclasses.replace(smsc._accounts["smppd"], password="wrong")
+        await asyncio.wait_for(binds.wait_bound(), 3)
+        await watcher.until(lambda: len(smsc.bound("smppd")) == 3)
+    assert len(watcher.refusals) in (2, 3)  # the third ask may have come before the fix
+
+
 async def test_connect_failures_back_off_exponentially() -> None:
     """With nothing listening, attempts back off with growing delays up to max_s."""
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
