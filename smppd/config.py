@@ -36,6 +36,7 @@ from smppd.configload import (
     load,
 )
 from smppd.pdu.status import CommandStatus
+from smppd.tlsctx import EncryptedKeyError, load_chain
 
 __all__ = [
     "EX_CONFIG",
@@ -663,7 +664,10 @@ def _check_tls(tls: Tls, where: tuple[str | int, ...]) -> None:
         raise ValidationError(reason, *where, "ca_file") from None
     if tls.cert_file is not None:
         try:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
+            load_chain(context, tls.cert_file, tls.key_file)
+        except EncryptedKeyError:
+            reason = "is encrypted: smppd takes an unencrypted key (its mode and owner guard it)"
+            raise ValidationError(reason, *where, "key_file") from None
         except (ssl.SSLError, OSError) as exc:
             reason = f"cert_file and key_file are no certificate and its key: {_ssl_reason(exc)}"
             raise ValidationError(reason, *where, "cert_file") from None

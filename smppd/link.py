@@ -48,15 +48,16 @@ from smppd.session import (
     SubmitAnswered,
     SubmitResult,
     Throttled,
-    TlsSettings,
     Unbound,
 )
+from smppd.tlsctx import tls_context
 
 log = structlog.get_logger(__name__)
 
 DeliverHandler = Callable[[pdus.DeliverSm | pdus.DataSm], Awaitable[int]]
 
 DEFAULT_MAX_HANDLERS: Final = 64  # deliver handlers running at once per bind
+HAPPY_EYEBALLS_DELAY_S: Final = 0.25  # RFC 8305's connection attempt delay
 BACKLOG_PER_HANDLER: Final = 16  # deliveries queued behind busy handlers before reading stops
 
 
@@ -111,15 +112,17 @@ class NullObserver:
         pass
 
 
-def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
-    if not tls.enabled:
-        return None
-    context = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file is not None:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-    if not tls.verify_hostname:
-        context.check_hostname = False
-    return context
+def _why(exc: BaseException, *, tls: bool = False) -> str:
+    """Why a connection failed, never an empty string: asyncio's TLS layer raises a bare
+    ConnectionResetError() when the peer closes during the handshake (as one does that takes
+    no TLS 1.2 or later, or no TLS at all)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"TLS {exc.reason}"  # TLSV13_ALERT_CERTIFICATE_REQUIRED, CERTIFICATE_VERIFY_FAILED
+    if text := str(exc):
+        return text
+    if tls and isinstance(exc, ConnectionError):
+        return "the SMSC closed the connection during the TLS handshake (its TLS version or setup?)"
+    return type(exc).__name__
 
 
 class Link(asyncio.Protocol):
@@ -173,6 +176,7 @@ class Link(asyncio.Protocol):
         self._bound.add_done_callback(_seen)
         self._closed: asyncio.Future[CloseReason] = self._loop.create_future()
         self._close_reason: CloseReason | None = None
+        self._lost_because: Exception | None = None
         self._state = State.OPEN
         self._flush_scheduled = False
         self._process_scheduled = False
@@ -228,13 +232,20 @@ class Link(asyncio.Protocol):
             if hostname is not None:
                 hostname.encode("idna")  # as ssl will, but before a socket is opened for it
             async with asyncio.timeout(s.connect_timeout_s):
+                # A name with several addresses: the next is tried 250 ms after the one before
+                # (RFC 8305), not once the first has used up the whole timeout.
                 await self._loop.create_connection(
-                    lambda: self, s.host, s.port, ssl=context, server_hostname=hostname
+                    lambda: self,
+                    s.host,
+                    s.port,
+                    ssl=context,
+                    server_hostname=hostname,
+                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S,
                 )
         except TimeoutError:
             raise LinkError(f"connect to {s.address}: no answer in time") from None
         except OSError as exc:  # refused, unreachable, TLS files or handshake (SSLError too)
-            raise LinkError(f"connect to {s.address}: {exc}") from exc
+            raise LinkError(f"connect to {s.address}: {_why(exc, tls=s.tls.enabled)}") from exc
         except ValueError as exc:  # a name TLS cannot encode (IDNA: an empty label, say)
             raise LinkError(f"connect to {s.address}: {exc}") from None
         try:
@@ -380,6 +391,7 @@ class Link(asyncio.Protocol):
         return None  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost_because = exc  # a TLS alert (a client certificate refused), a reset
         self._core.connection_lost()
         self._process()
         self._transport = None
@@ -502,6 +514,42 @@ class Link(asyncio.Protocol):
             if not query.done():
                 query.set_result(None)
 
+    def _should_close(self, event: ConnectionShouldClose) -> None:
+        name = self.name
+        self._close_reason = event.reason
+        for seq in event.abandoned:
+            self._resolve_unknown(seq)
+            self._observer.submit_ended(name, self._unknown, None)
+        for seq in list(self._results):  # none should be left; never leave one waiting
+            self._resolve_unknown(seq)
+        self._end_queries()
+        self._late.clear()  # answers come on the connection that carried the submit
+        self._observer.disconnected(name, event.reason.value)
+        if not self._bound.done():
+            self._bound.set_exception(
+                LinkError(f"bind did not complete: {self._unbound_why(event)}")
+            )
+        if event.reason is CloseReason.REQUESTS_UNANSWERED:
+            self._log.warning(
+                "smsc stopped answering requests; dropping the bind",
+                reason=event.reason.value,
+            )
+        else:
+            self._log.info("bind closing", reason=event.reason.value)
+
+    def _unbound_why(self, event: ConnectionShouldClose) -> str:
+        """Why the bind did not complete. Under TLS 1.3 a server refuses a client certificate
+        (or the lack of one) after the handshake, and asyncio reads its alert as a plain end of
+        the connection: that case is named, as it looks like an SMPP fault otherwise."""
+        if (lost := self._lost_because) is not None:
+            return f"{event.reason} ({_why(lost)})"
+        if event.reason is CloseReason.CONNECTION_LOST and self.settings.tls.enabled:
+            return (
+                f"{event.reason} (the SMSC closed the connection before answering the bind:"
+                " over TLS, a client certificate it refused or wants?)"
+            )
+        return str(event.reason)
+
     def _other_event(self, event: object) -> None:
         name = self.name
         if isinstance(event, QueryAnswered):
@@ -566,24 +614,7 @@ class Link(asyncio.Protocol):
         elif isinstance(event, Unbound):
             self._log.info("unbound", by_smsc=event.by_peer)
         elif isinstance(event, ConnectionShouldClose):
-            self._close_reason = event.reason
-            for seq in event.abandoned:
-                self._resolve_unknown(seq)
-                self._observer.submit_ended(name, self._unknown, None)
-            for seq in list(self._results):  # none should be left; never leave one waiting
-                self._resolve_unknown(seq)
-            self._end_queries()
-            self._late.clear()  # answers come on the connection that carried the submit
-            self._observer.disconnected(name, event.reason.value)
-            if not self._bound.done():
-                self._bound.set_exception(LinkError(f"bind did not complete: {event.reason}"))
-            if event.reason is CloseReason.REQUESTS_UNANSWERED:
-                self._log.warning(
-                    "smsc stopped answering requests; dropping the bind",
-                    reason=event.reason.value,
-                )
-            else:
-                self._log.info("bind closing", reason=event.reason.value)
+            self._should_close(event)
 
     def _accepted_without_id(self) -> None:
         left_out = self._log_sample.allow("accepted without id", self._loop.time())

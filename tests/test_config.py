@@ -730,6 +730,19 @@ def test_tls_files_are_loaded_as_a_connection_would_and_the_key_kept_private(
     assert error_of(path) == (
         f"{path}: carriers[0].tls.key_file: {key} is readable by everyone (mode 0644): chmod o-r it"
     )
+    # An encrypted key had OpenSSL ask for its passphrase on the terminal, at start and at
+    # every connect, the event loop frozen meanwhile (without a terminal: "Invalid argument").
+    subprocess.run(
+        ["openssl", "pkey", "-in", "key.pem", "-aes256", "-passout", "pass:s3cret", "-out",
+         "encrypted.pem"],
+        cwd=tmp_path, check=True, capture_output=True,
+    )  # fmt: skip
+    (tmp_path / "encrypted.pem").chmod(0o600)
+    path = with_tls(ca_file=cert, cert_file=cert, key_file=str(tmp_path / "encrypted.pem"))
+    assert error_of(path) == (
+        f"{path}: carriers[0].tls.key_file: is encrypted: smppd takes an unencrypted key (its"
+        " mode and owner guard it)"
+    )
 
 
 def test_a_queue_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import os
 import shutil
 import ssl
 import subprocess
@@ -36,6 +37,7 @@ from smppd.session import (
     SubmitResult,
     TlsSettings,
 )
+from smppd.tlsctx import tls_context
 from tools.fake_smsc import FakeSmsc, Reorder, SmscConfig
 
 S = CommandStatus
@@ -850,8 +852,44 @@ async def test_tls_client_certificate(smsc: FakeSmsc, certificates: Path) -> Non
         assert (await link.submit(body())).status_class is StatusClass.SUCCESS
         await link.close()
         without = dataclasses.replace(tls, cert_file=None, key_file=None)
-        with pytest.raises(LinkError):
+        # Under TLS 1.3 the refusal comes as an alert after the handshake, which asyncio reads
+        # as an end of the connection: "bind did not complete: connection_lost", no more.
+        with pytest.raises(LinkError, match="a client certificate it refused or wants"):
             await connect(tap.port, tls=without, bind_timeout_s=1.0)
+
+
+async def test_a_peer_closing_during_the_tls_handshake_is_said_so(certificates: Path) -> None:
+    """asyncio raises a bare ConnectionResetError() then (a peer that takes no TLS 1.2 or
+    later does the same): the log read "connect to 127.0.0.1:N: " with nothing after."""
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the ClientHello's first bytes
+        writer.transport.abort()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tls = TlsSettings(enabled=True, ca_file=certificates / "ca.pem", server_hostname="smsc.test")
+    try:
+        with pytest.raises(LinkError, match="closed the connection during the TLS handshake"):
+            await connect(port, tls=tls)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_tls_context_is_built_once_for_its_files(certificates: Path) -> None:
+    """Built for every connect, it read the trust store on the event loop each time (18 ms for
+    the system's): kept now, and built again when one of its files changes."""
+    ca = certificates / "ca-copy.pem"
+    ca.write_bytes((certificates / "ca.pem").read_bytes())
+    tls = TlsSettings(enabled=True, ca_file=ca)
+    first = tls_context(tls)
+    assert first is not None
+    assert tls_context(dataclasses.replace(tls)) is first
+    stat = ca.stat()
+    os.utime(ca, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert tls_context(tls) is not first
+    assert tls_context(TlsSettings()) is None
 
 
 # --- observer -----------------------------------------------------------------------------------
