@@ -735,6 +735,11 @@ class CarrierSendLoop:
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)
             return
+        if isinstance(outcome, Failed) and segment.total > 1:
+            # The handset can never put the message together: the parts this loop holds
+            # unsent are not sent either (the store cancels them as they come back).
+            first = segment.segment_id - segment.index
+            self.withdraw(first + i for i in range(segment.total) if i != segment.index)
         self._add(outcome, now, sent=True, urgent=_is_urgent(segment))
 
     async def _record_late(self, outcome: Outcome) -> None:

@@ -930,6 +930,47 @@ async def test_a_segment_cancelled_while_it_waits_for_room_is_not_sent() -> None
     assert status.state is MessageState.CANCELLED
 
 
+async def test_a_part_failed_for_good_keeps_its_siblings_waiting_for_room_unsent() -> None:
+    """Three parts claimed together behind a window of one: the first fails for good. The
+    store cancels the parts waiting in the queue, but these were held by the loop (inflight)
+    and went out after it as fragments no handset can put together."""
+    clock = Clock()
+    queue = MemoryQueue()
+    (enq,) = await queue.enqueue([message("x" * 400)], now=clock())  # three parts
+    port = BodiesPort()
+    cancelled: list[Change] = []
+    both_cancelled = asyncio.Event()
+
+    def on_changes(changes: Sequence[Change]) -> None:
+        cancelled.extend(c for c in changes if c.segment_state is SegmentState.CANCELLED)
+        if len(cancelled) == 2:
+            both_cancelled.set()
+
+    loop = loop_on(queue, port, clock, claim_batch=3, max_unrecorded=1, on_changes=on_changes)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+        port.futures[0].set_result(SubmitResult(None, 0x0B, StatusClass.PERMANENT, bind="b1"))
+        sent_on = asyncio.ensure_future(port.wait_for(2))
+        ended = asyncio.ensure_future(both_cancelled.wait())
+        await asyncio.wait({sent_on, ended}, return_when=asyncio.FIRST_COMPLETED)
+        sent_on.cancel()
+        ended.cancel()
+        loop.stop()
+        for future in port.futures[1:]:
+            future.set_result(SubmitResult("m", 0, StatusClass.SUCCESS, bind="b1"))
+        await task
+    assert len(port.futures) == 1
+    status = await queue.status(enq.message_id, None)
+    assert status is not None
+    assert [s.state for s in status.segments] == [
+        SegmentState.FAILED,
+        SegmentState.CANCELLED,
+        SegmentState.CANCELLED,
+    ]
+    assert status.state is MessageState.FAILED
+
+
 class LateSubmitQueue(MemoryQueue):
     """A queue where a submit lands just after the first claim looked, and its wake() comes
     before the claim's (empty) answer is back, as when both share one transaction."""
