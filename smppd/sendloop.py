@@ -57,6 +57,7 @@ from smppd.queue.model import (
     Submitted,
     Unknown,
 )
+from smppd.queue.states import SegmentState
 from smppd.ratelimit import SenderRates
 from smppd.session import SubmitResult
 
@@ -750,6 +751,8 @@ class CarrierSendLoop:
                 "a late acceptance was not recorded", carrier=self.carrier, error=_describe(exc)
             )
             return
+        # Accepted while claimed again: if this loop has not written that copy yet, it never will.
+        self.withdraw(c.segment_id for c in changes if c.segment_state is SegmentState.SUBMITTED)
         if changes:
             self._publish(changes)
 

@@ -423,6 +423,30 @@ async def test_a_late_acceptance_of_a_failed_part_does_not_revive_a_fragment(
     ]
 
 
+async def test_a_late_acceptance_while_claimed_again_settles_it_and_is_not_sent_a_third_time(
+    store: Queue,
+) -> None:
+    """The first copy timed out, the segment was claimed again, then the first copy's ESME_ROK
+    came: it was dropped, so a throttled answer for the second copy queued it a third time and
+    the first copy's receipt was held and never matched. The SMSC holds a copy: it is
+    submitted, the second copy's answer changes nothing, and the receipt matches."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (first,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Unknown(first.segment_id, T0 + 1)], now=T0)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    late = Submitted(first.segment_id, ("k1",), "b", late=True)
+    changes = await store.record([late], now=T0 + 2)
+    assert [c.segment_state for c in changes] == [SegmentState.SUBMITTED]
+    await store.record([Retry(again.segment_id, 0x58, T0 + 3)], now=T0 + 2)
+    assert len(await store.claim(CARRIER, 1, now=T0 + 10)) == 0
+    delivered = ReceiptIn(("k1",), "DELIVRD", "delivered", "000", T0)
+    (result,) = await store.apply_receipts(CARRIER, [delivered], now=T0 + 11)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.DELIVERED
+
+
 async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     store: Queue,
 ) -> None:

@@ -971,6 +971,98 @@ async def test_a_part_failed_for_good_keeps_its_siblings_waiting_for_room_unsent
     assert status.state is MessageState.FAILED
 
 
+class ClaimsQueue(MemoryQueue):
+    """Counts the claims of each message, and says when a claim took any; keeps every
+    outcome recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claimed = asyncio.Event()
+        self._claims: list[int] = []
+        self.outcomes: list[Outcome] = []
+        self.recorded = asyncio.Event()
+
+    async def record(self, outcomes: Sequence[Outcome], *, now: float) -> list[Change]:
+        self.outcomes.extend(outcomes)
+        self.recorded.set()
+        return await super().record(outcomes, now=now)
+
+    def claims_of(self, message_id: int) -> int:
+        return self._claims.count(message_id)
+
+    async def claim(self, carrier: str, limit: int, *, now: float, min_priority: int = 0) -> Claim:
+        claim = await super().claim(carrier, limit, now=now, min_priority=min_priority)
+        self._claims.extend(s.message_id for s in claim.segments)
+        if claim.segments:
+            self.claimed.set()
+        return claim
+
+
+class CallbacksPort(ManualPort):
+    """Keeps each submit's body and result callback, to give a late answer after the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+        self.callbacks: list[Callable[[SubmitResult], None]] = []
+
+    def try_send(self, body: bytes, on_result: Callable[[SubmitResult], None]) -> bool:
+        self.bodies.append(body)
+        self.callbacks.append(on_result)
+        return super().try_send(body, on_result)
+
+
+async def test_a_late_acceptance_while_claimed_again_withdraws_the_copy_held_unsent() -> None:
+    """X's submit timed out and X was claimed again, waiting for room behind Y, when its first
+    copy's ESME_ROK came: the store has it submitted, and the loop does not send the copy it
+    holds (the SMSC would have had it twice)."""
+    clock = Clock()
+    queue = ClaimsQueue()
+    x, _ = await queue.enqueue([message("x"), message("y")], now=clock())
+    port = CallbacksPort()
+    states: list[tuple[int, SegmentState]] = []
+    changed = asyncio.Event()
+
+    def on_changes(changes: Sequence[Change]) -> None:
+        states.extend((c.message_id, c.segment_state) for c in changes)
+        changed.set()
+
+    loop = loop_on(queue, port, clock, claim_batch=2, max_unrecorded=1, on_changes=on_changes)
+    task = asyncio.create_task(loop.run())
+    async with asyncio.timeout(5):
+        await port.wait_for(1)
+        port.futures[0].set_result(SubmitResult.outcome_unknown("b1", answer_due=True))
+        await port.wait_for(2)  # Y takes the window; X is queued again, then claimed again
+        while not queue.claims_of(x.message_id) >= 2:
+            queue.claimed.clear()
+            loop.wake()
+            await queue.claimed.wait()
+        port.callbacks[0](SubmitResult("x1", 0, StatusClass.SUCCESS, bind="b1", late=True))
+        while (x.message_id, SegmentState.SUBMITTED) not in states:
+            changed.clear()
+            await changed.wait()
+        port.futures[1].set_result(SubmitResult("y1", 0, StatusClass.SUCCESS, bind="b1"))
+        x_segment = segment_id(x.message_id, 0)
+        while len(port.bodies) < 3 and not any(
+            isinstance(o, Deferred) and o.segment_id == x_segment for o in queue.outcomes
+        ):
+            queue.recorded.clear()
+            port.submitted.clear()
+            recorded = asyncio.ensure_future(queue.recorded.wait())
+            sent = asyncio.ensure_future(port.submitted.wait())
+            await asyncio.wait({recorded, sent}, return_when=asyncio.FIRST_COMPLETED)
+            recorded.cancel()
+            sent.cancel()
+        loop.stop()
+        for future in port.futures[2:]:
+            future.set_result(SubmitResult("x2", 0, StatusClass.SUCCESS, bind="b1"))
+        await task
+    assert len(port.bodies) == 2
+    status = await queue.status(x.message_id, None)
+    assert status is not None
+    assert status.segments[0].carrier_message_id == "x1"
+
+
 class LateSubmitQueue(MemoryQueue):
     """A queue where a submit lands just after the first claim looked, and its wake() comes
     before the claim's (empty) answer is back, as when both share one transaction."""

@@ -110,11 +110,13 @@ TRANSITIONS: Final[Mapping[tuple[SegmentState, SegmentEvent], SegmentState]] = {
     (_S, SegmentEvent.CANCELLED): _C,
     (_I, SegmentEvent.CANCELLED): _C,
     (_SUB, SegmentEvent.RECEIPT): _SUB,  # the receipt's final state replaces this one
-    # The copy that timed out did go: not sent again, and its receipt must match. Not from
-    # INFLIGHT: claimed again, it may be on the wire, and its own outcome follows.
+    # The copy that timed out did go: not sent again, and its receipt must match. From
+    # INFLIGHT too (claimed again): the SMSC holds a copy, so a temporary error or no answer
+    # for the new one must not queue it a third time (the send loop withdraws it if it has
+    # not written it yet); that one's own acceptance then changes nothing.
     **{
         (state, SegmentEvent.LATE_ACCEPTED): _SUB
-        for state in (_Q, _S, _C, SegmentState.FAILED, SegmentState.EXPIRED)
+        for state in (_Q, _S, _I, _C, SegmentState.FAILED, SegmentState.EXPIRED)
     },
 }
 
