@@ -1116,6 +1116,29 @@ async def test_finished_messages_are_read_back_in_the_order_they_finished(store:
     assert paged == [f.message_id for f in found]
 
 
+async def test_a_finished_message_that_ends_otherwise_is_listed_again(store: Queue) -> None:
+    """Without receipts asked for, submitted is an end: a message listed as failed (its
+    submit timed out for the last time) or cancelled (while in flight) whose acceptance came
+    late kept its finished_at, and a client paging `finished` never learnt that it went."""
+    unreceipted = [message(registered_delivery=False) for _ in range(2)]
+    failed, cancelled = await store.enqueue(unreceipted, now=T0)
+    first, second = await store.claim(CARRIER, 2, now=T0)
+    await store.record([Failed(first.segment_id, 0x08)], now=T0 + 1)
+    await store.cancel(cancelled.message_id, None, now=T0 + 2)
+    page = await store.finished_since(FINISHED_START, client=None, limit=10)
+    assert [(f.message_id, f.state) for f in page.messages] == [
+        (failed.message_id, MessageState.FAILED),
+        (cancelled.message_id, MessageState.CANCELLED),
+    ]
+    await store.record([Submitted(first.segment_id, ("k1",), "b", late=True)], now=T0 + 3)
+    await store.record([Submitted(second.segment_id, ("k2",), "b")], now=T0 + 4)
+    again = await store.finished_since(page.cursor, client=None, limit=10)
+    assert [(f.message_id, f.state, f.finished_at) for f in again.messages] == [
+        (failed.message_id, MessageState.SUBMITTED, T0 + 3),
+        (cancelled.message_id, MessageState.SUBMITTED, T0 + 4),
+    ]
+
+
 async def test_a_page_of_finished_messages_looks_at_a_bounded_number(store: Queue) -> None:
     """25 of web's messages finished before one of otp's: a page of 1 for otp looks at 10 and
     returns none, with a cursor past them and `more`; the third page finds otp's."""

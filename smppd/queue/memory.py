@@ -198,7 +198,7 @@ class MemoryQueue:
         # By the states, as the SQLite backend does: a message finished by `finish_overdue`
         # stays finished while its late receipts come in.
         done = is_finished((s.state for s in siblings), registered_delivery=delivery)
-        if done and not was:
+        if done and (not was or after is not before):  # ended, or ended otherwise (listed again)
             message.finished_at = self._finish_time(now)
         elif was and not done:
             message.finished_at = None

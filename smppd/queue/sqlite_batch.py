@@ -332,15 +332,22 @@ class Batch:
         finished: list[tuple[float | None, int]] = []
         for message_id, row in self._touched.items():
             delivery = row.registered_delivery
+            # A finished message that ends otherwise (a late acceptance of one that failed, or
+            # was cancelled; a receipt for one that asked for none) is listed again too.
             if row.total == 1:  # the common case, tested against a set
                 final = finished_states(delivery)
                 was = row.original_state in final
                 done = row.state in final
+                ended_otherwise = ONE_SEGMENT[row.original_state] is not ONE_SEGMENT[row.state]
             else:
                 rows = self.message_segments(message_id, row.total)
-                was = is_finished([r.original_state for r in rows], registered_delivery=delivery)
+                originals = [r.original_state for r in rows]
+                was = is_finished(originals, registered_delivery=delivery)
                 done = is_finished([r.state for r in rows], registered_delivery=delivery)
-            if done and (not was or message_id in self._reopened):
+                ended_otherwise = message_state(originals) is not message_state(
+                    [r.state for r in rows]
+                )
+            if done and (not was or ended_otherwise or message_id in self._reopened):
                 finished.append((self.finish_time(now), message_id))
             elif was and not done:
                 finished.append((None, message_id))
