@@ -175,8 +175,9 @@ def international_reading(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN
     a client's bare digits, with the plan's country prefix put in front when they do not begin
     with it; but many SMSCs send every MO as TON 0 in full international form, and a foreign
     subscriber's 4915112345678 under prefix 44 is +4915112345678, not +444915112345678. A STOP
-    is recorded under both (a missed one is the costly mistake); None when only one reading
-    exists (another TON, a trunk 0, the prefix already there, a short code, no prefix)."""
+    is recorded under both (a missed one is the costly mistake), a START lifts the first only
+    (the other may be another subscriber's STOP); None when only one reading exists (another
+    TON, a trunk 0, the prefix already there, a short code, no prefix)."""
     prefix = plan.country_prefix
     if (
         ton not in _READ_AS_BARE

@@ -680,11 +680,13 @@ class InboundHandler:
         # The opt-out first: should storing the message then fail, the SMSC's next delivery
         # records it again, which changes nothing, and stores the message once. The other way
         # round, a failed opt-out would have the message stored twice.
-        numbers = (source,) if also is None or also == source else (source, also)
         if keyword is Keyword.STOP:
+            numbers = (source,) if also is None or also == source else (source, also)
             await self._opt_out(owner, destination, numbers, now)
         elif keyword is Keyword.START:
-            await self._opt_in(owner, destination, numbers)
+            # Its own reading only: the other may be someone else's STOP (+16012345678's, for
+            # a German 16012345678 under prefix 49), which a START must never lift.
+            await self._opt_in(owner, destination, (source,))
         inbound_id = await self._queue.store_inbound(stored)
         self.counters.inbound += 1
         if owner is None:
