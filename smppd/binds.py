@@ -105,8 +105,9 @@ class CarrierBinds:
         # ESME_RINVPASWD) one slot asks with them and the others wait for its answer: a wrong
         # password costs one failed login per auth_failure_s, not one per bind, and carriers
         # lock an account after a few.
-        self._credentials_known = asyncio.Event()
+        self._credentials_good = False
         self._asking: int | None = None  # the slot that asks meanwhile
+        self._turns = asyncio.Condition()  # woken when either of those two changes
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._log = log.bind(carrier=carrier)
@@ -353,25 +354,33 @@ class CarrierBinds:
 
     async def _may_bind(self, index: int) -> None:
         """Return when slot `index` may try to bind: at once while the credentials are known
-        good, or when it is the one that asks; else once the one asking has its answer."""
-        if self._credentials_known.is_set():
+        good; else when it is the one that asks (the first to come while none does)."""
+        if self._credentials_good:
             return
-        if self._asking is None:
-            self._asking = index
-        if self._asking != index:
-            await self._credentials_known.wait()
-
-    def _answered(self, index: int, *, bound: bool, refused: bool) -> None:
-        """Slot `index` tried: bound, the credentials are good and every slot may go; refused
-        them, it asks from now on and the others wait; failed otherwise (no connection, a
-        timeout), the one asking lets the others try too, having learnt nothing."""
-        if bound or (not refused and self._asking in (index, None)):
-            self._asking = None
-            self._credentials_known.set()
-        elif refused:
-            self._credentials_known.clear()
-            if self._asking is None:
+        async with self._turns:
+            await self._turns.wait_for(
+                lambda: self._credentials_good or self._asking in (None, index)
+            )
+            if not self._credentials_good:
                 self._asking = index
+
+    async def _answered(self, index: int, *, bound: bool, refused: bool) -> None:
+        """Slot `index` tried: bound, the credentials are good and every slot may go; refused
+        them, they are in doubt and it asks from now on (unless another does); failed
+        otherwise (no connection, a timeout), nothing was learnt: the one asking hands the
+        turn to the next slot that waits, one at a time still."""
+        if bound:
+            good, asking = True, None
+        elif refused:
+            good, asking = False, index if self._asking is None else self._asking
+        elif self._asking == index:
+            good, asking = self._credentials_good, None
+        else:
+            return
+        if (good, asking) != (self._credentials_good, self._asking):
+            async with self._turns:
+                self._credentials_good, self._asking = good, asking
+                self._turns.notify_all()
 
     def _longer(self, back_after: float | None) -> float | None:
         """The wait before the next way back, after one that failed."""
@@ -385,12 +394,12 @@ class CarrierBinds:
         try:
             link = await self._link(endpoint, name, index)
         except BindError as exc:
-            self._answered(index, bound=False, refused=exc.permanent)
+            await self._answered(index, bound=False, refused=exc.permanent)
             raise
         except LinkError:
-            self._answered(index, bound=False, refused=False)
+            await self._answered(index, bound=False, refused=False)
             raise
-        self._answered(index, bound=True, refused=False)
+        await self._answered(index, bound=True, refused=False)
         return link
 
     async def _link(self, endpoint: BindSettings, name: str, index: int) -> Link:

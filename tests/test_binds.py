@@ -288,6 +288,69 @@ async def test_refused_credentials_are_asked_with_by_one_bind_at_a_time(smsc: Fa
     assert len(watcher.refusals) in (2, 3)  # the third ask may have come before the fix
 
 
+class FirstSilent:
+    """A relay to `upstream` whose first connection is read and never answered."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.connections = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        if self.connections == 1:
+            await reader.read()  # until the client gives up and closes
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        self.writers.append(up_writer)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+            dst.close()
+
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
+            self.tasks.add(task)
+
+
+async def test_an_ask_that_gets_no_answer_hands_the_turn_to_one_other_bind(
+    smsc: FakeSmsc,
+) -> None:
+    """The bind asking with the credentials timed out (an SMSC node that never answers the
+    first bind): that released every other bind at once, and five failed logins came
+    together. Nothing was learnt: the next bind asks, alone."""
+    watcher = Watcher()
+    reconnect = ReconnectSettings(initial_s=0.01, max_s=0.05, auth_failure_s=30.0)
+    async with FirstSilent(smsc.port) as port:
+        config = settings(port, password="wrong", reconnect=reconnect, bind_timeout_s=0.3)
+        async with CarrierBinds(config, binds=6, handler=accept, observer=watcher):
+            await watcher.until(
+                lambda: any(r == BIND_REFUSED_PERMANENT for _, r, _ in watcher.reconnects)
+            )
+        assert watcher.refusals == [(CommandStatus.ESME_RINVPASWD, True)]
+
+
 async def test_connect_failures_back_off_exponentially() -> None:
     """With nothing listening, attempts back off with growing delays up to max_s."""
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
