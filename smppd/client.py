@@ -170,6 +170,7 @@ class Client:
         self._reading: asyncio.Task[None] | None = None
         self._failure: ApiClientError | None = None
         self._connection = 0  # which connection this is: a subscription is of one
+        self._connecting = asyncio.Lock()  # one connect() at a time
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -185,10 +186,15 @@ class Client:
 
     async def connect(self) -> None:
         """Connect; again after the connection was lost or closed, a fresh start: the old one's
-        failure, subscription and events do not carry over (a stream of it has ended)."""
+        failure, subscription and events do not carry over (a stream of it has ended). On a
+        live connection it does nothing, so two tasks that lost one may both call it."""
+        async with self._connecting:
+            await self._connect()
+
+    async def _connect(self) -> None:
         if self._writer is not None:
             if self._failure is None:
-                raise ApiClientError("invalid_request", "connected already")
+                return
             await self.close()
         self._connection += 1
         self._failure = None
@@ -206,7 +212,7 @@ class Client:
             raise ApiConnectionError(
                 f"cannot connect to {self.path} ({reason}); {_hint(exc, self.path)}"
             ) from None
-        self._reading = asyncio.create_task(self._read_replies(reader))
+        self._reading = asyncio.create_task(self._read_replies(reader, self._connection))
 
     async def close(self) -> None:
         if self._reading is not None:
@@ -262,10 +268,10 @@ class Client:
             return answer
         raise ApiClientError.from_reply(answer.get("error"))
 
-    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+    async def _read_replies(self, reader: asyncio.StreamReader, connection: int) -> None:
         failure: ApiClientError = ApiConnectionError("the daemon closed the connection")
         try:
-            while line := await reader.readline():
+            while (line := await reader.readline()) and connection == self._connection:
                 message = json.loads(line)
                 if not isinstance(message, dict):
                     continue
@@ -292,7 +298,8 @@ class Client:
         except (OSError, ValueError) as exc:
             failure = ApiConnectionError(f"connection broken: {exc}")
         finally:
-            self._fail_all(failure)
+            if connection == self._connection:  # not a newer connection's state
+                self._fail_all(failure)
 
     def _drop_subscription(self) -> None:
         """The subscribe() loop fell too far behind: it ends after the events buffered and a
