@@ -447,6 +447,21 @@ async def test_a_late_acceptance_while_claimed_again_settles_it_and_is_not_sent_
     assert status.state is MessageState.DELIVERED
 
 
+async def test_both_copies_receipts_match_after_a_late_acceptance(store: Queue) -> None:
+    """The second copy was on the wire when the first's late ESME_ROK settled the segment: its
+    own ESME_ROK changes nothing, but the SMSC sends a receipt for each copy, and the second's
+    was held and ended unmatched (the alert for a carrier whose ids do not match)."""
+    await store.enqueue([message()], now=T0)
+    (first,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Unknown(first.segment_id, T0 + 1)], now=T0)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    await store.record([Submitted(first.segment_id, ("k1",), "b", late=True)], now=T0 + 2)
+    assert await store.record([Submitted(again.segment_id, ("k2",), "b")], now=T0 + 3) == []
+    receipts = [ReceiptIn((k,), "DELIVRD", "delivered", "000", T0) for k in ("k1", "k2")]
+    results = await store.apply_receipts(CARRIER, receipts, now=T0 + 4)
+    assert ReceiptOutcome.HELD not in [r.outcome for r in results]
+
+
 async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     store: Queue,
 ) -> None:

@@ -378,6 +378,12 @@ class MemoryQueue:
         event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
         target = transition(segment.state, event)
         if target is None:
+            keys = outcome.carrier_message_keys
+            if segment.state is SegmentState.SUBMITTED and segment.message.new.registered_delivery:
+                # Another copy's acceptance (see the SQLite backend): its receipt matches too.
+                segment.keys = tuple(dict.fromkeys((*segment.keys, *keys)))
+                for key in keys:
+                    self._correlations[segment.message.new.carrier, key] = segment.id
             return []
         if outcome.late and keeps_its_end(
             segment.state,

@@ -317,6 +317,10 @@ class Batch:
             receipt_err=row.receipt_err,
         )
 
+    def touch(self, row: SegmentRow) -> None:
+        """A cached row changed in place, not its state: written with the rest at flush."""
+        self._dirty[row.id] = row
+
     def flush(self, *, now: float) -> None:
         """Write staged inserts and changed rows; mark messages that finished (or reopened)."""
         self.flush_inserts()

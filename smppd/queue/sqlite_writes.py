@@ -357,13 +357,20 @@ def _submitted(
 ) -> Change | None:
     event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
     target = transition(row.state, event)
+    keys = outcome.carrier_message_keys
     if target is None:
+        if row.state is SegmentState.SUBMITTED and row.registered_delivery and keys:
+            # Another copy's acceptance (a late one settled it while this was on the wire):
+            # the SMSC sends a receipt for each, and this one's must match too.
+            earlier = split_keys(row.correlation_keys) if row.correlation_keys else ()
+            row.correlation_keys = join_keys(tuple(dict.fromkeys((*earlier, *keys))))
+            correlations.extend((row.carrier, key, row.id) for key in keys if key not in earlier)
+            batch.touch(row)
         return None
     if outcome.late and keeps_its_end(
         row.state, row.receipt_stat, (s.state for s in batch.siblings(row))
     ):
         return None
-    keys = outcome.carrier_message_keys
     row.attempts += not outcome.late  # a late one's attempt counted when it timed out
     row.command_status = 0
     row.bind = outcome.bind
