@@ -34,14 +34,16 @@ _contexts: dict[_Key, ssl.SSLContext] = {}
 _KEPT = 64  # settings seen at once: carriers x alternates, and a reload's new ones
 
 
-def _stamp(path: str | Path | None) -> tuple[str, int] | None:
+def _stamp(path: str | Path | None) -> tuple[object, ...] | None:
+    """What tells a file changed: its inode and ctime too, since tools that renew a
+    certificate may keep its mtime (cp -p, rsync -t), and no tool sets a ctime."""
     if path is None:
         return None
     try:
         info = os.stat(path)
     except OSError:
         return (os.fspath(path), -1)  # building will say why
-    return (os.fspath(path), info.st_mtime_ns)
+    return (os.fspath(path), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext | None:

@@ -888,7 +888,15 @@ def test_a_tls_context_is_built_once_for_its_files(certificates: Path) -> None:
     assert tls_context(dataclasses.replace(tls)) is first
     stat = ca.stat()
     os.utime(ca, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert tls_context(tls) is not first
+    second = tls_context(tls)
+    assert second is not first
+    # Renewed and put in place with its old mtime kept (cp -p, rsync -t): a new file all the same.
+    renewed = certificates / "renewed.pem"
+    renewed.write_bytes(ca.read_bytes())
+    kept = ca.stat()
+    os.utime(renewed, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    renewed.replace(ca)
+    assert tls_context(tls) is not second
     assert tls_context(TlsSettings()) is None
 
 
