@@ -224,20 +224,36 @@ async def test_client_unbind_gets_the_delayed_answers_first(
     smsc: FakeSmsc, client: EsmeClient
 ) -> None:
     """The client's unbind no longer drops the answers still waiting out latency_s: they come
-    first, in order, then the unbind_resp (a submit after the unbind is refused)."""
+    first, in order, then the unbind_resp (a submit after the unbind is not answered)."""
     smsc.faults.latency_s = 0.3
     first, second = client.send(submit(1)), client.send(submit(2))
     await smsc.records.wait_for(2, segments=True)
     unbind = client.send(Unbind())
-    late = client.send(submit(3))
+    client.send(submit(3))
     pdus = await client.wait_closed()
     assert [(type(p), p.sequence_number, p.command_status) for p in pdus] == [
         (SubmitSmResp, first, 0),
         (SubmitSmResp, second, 0),
-        (SubmitSmResp, late, S.ESME_RINVBNDSTS),
         (UnbindResp, unbind, 0),
     ]
     assert [s.command_status for s in smsc.records.segments] == [0, 0]
+
+
+async def test_a_client_that_keeps_sending_after_its_unbind_gets_the_unbind_resp(
+    smsc: FakeSmsc, client: EsmeClient
+) -> None:
+    """Each PDU after the unbind was answered after the latency too, and the unbind_resp
+    waited for every response pending: a client sending enquire_links never got it."""
+    smsc.faults.latency_s = 0.1
+    first = client.send(submit(1))
+    unbind = client.send(Unbind())
+    client.send(EnquireLink())
+    got: list[tuple[type, int]] = []
+    while (UnbindResp, unbind) not in got and len(got) < 10:  # one more with each answer
+        pdu = await client.read()
+        got.append((type(pdu), pdu.sequence_number))
+        client.send(EnquireLink())
+    assert got == [(SubmitSmResp, first), (UnbindResp, unbind)]
 
 
 async def test_send_unbind_refuses_submits_until_the_client_answers(
