@@ -51,6 +51,7 @@ from smppd.pdu.udh import (
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError
 from smppd.queue.model import (
+    OPTOUT_ALL_SENDERS,
     InboundIn,
     InboundPart,
     PartGroup,
@@ -730,14 +731,24 @@ class InboundHandler:
     async def _opt_out(
         self, client: str | None, sender: str, numbers: tuple[str, ...], now: float
     ) -> None:
+        per_client = self._optout.per_client and client is not None
         for sender_id in self._scope(client, sender):
             for number in numbers:
                 await self._queue.add_optout(sender_id, number, now=now)
-                changes = await self._queue.cancel_queued_to(sender_id, number, now=now)
-                self._withdraw([change.segment_id for change in changes])
-                publish_changes(self._publish, changes, wants=self._wants)
+                if not per_client:
+                    await self._cancel_queued(sender_id, number, now, None)
+        if per_client:  # its messages from any sender: those it may use without owning them too
+            for number in numbers:
+                await self._cancel_queued(OPTOUT_ALL_SENDERS, number, now, client)
         self.counters.optouts += 1
         log.info("opt-out recorded", sender=sender, **_numbers(numbers))
+
+    async def _cancel_queued(
+        self, sender: str, number: str, now: float, client: str | None
+    ) -> None:
+        changes = await self._queue.cancel_queued_to(sender, number, now=now, client=client)
+        self._withdraw([change.segment_id for change in changes])
+        publish_changes(self._publish, changes, wants=self._wants)
 
     async def _opt_in(self, client: str | None, sender: str, numbers: tuple[str, ...]) -> None:
         for sender_id in self._scope(client, sender):

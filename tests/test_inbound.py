@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+from queue_support import message as queue_message
 from queue_support import peek
 
 from smppd.address import NumberPlan, from_wire
@@ -34,6 +35,7 @@ from smppd.pdu.receipt import IdFormat, resp_keys
 from smppd.pdu.text import Alphabet
 from smppd.pdu.tlv import Tag, Tlv
 from smppd.pdu.udh import build_concat_udh
+from smppd.queue import MessageState
 from smppd.queue.base import Queue
 from smppd.queue.errors import QueueError, StorageFullError
 from smppd.queue.memory import MemoryQueue
@@ -554,6 +556,49 @@ async def test_a_foreign_stop_with_ton_0_stops_its_international_number_too() ->
     assert await inbound(mo("4915112345678", b"START")) == 0
     assert not await queue.is_opted_out("SHOP", "+444915112345678")
     assert await queue.is_opted_out("SHOP", "+4915112345678")
+
+
+async def test_under_client_scope_a_stop_cancels_the_clients_queued_messages_from_any_sender() -> (
+    None
+):
+    """A STOP cancelled what was queued from the client's own senders only: one from a sender
+    it may use without owning it (BETA, beta's) still went. Another client's stays queued."""
+    queue = MemoryQueue()
+    number = "+447700902222"
+    shop_beta, beta_beta, shop_shop = await queue.enqueue(
+        [
+            queue_message("shop", source="BETA", destination=number),
+            queue_message("beta", source="BETA", destination=number),
+            queue_message("shop", source="SHOP", destination=number),
+        ],
+        now=T0,
+    )
+    policy = OptOutPolicy(
+        keywords=DEFAULT, per_client=True, senders_of={"shop": ("SHOP",), "beta": ("BETA",)}
+    )
+    inbound = InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop", "BETA": "beta"},
+        optout=policy,
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: T0,
+    )
+    stop = DeliverSm(
+        source_addr="447700902222",
+        source_addr_ton=1,
+        destination_addr="SHOP",
+        short_message=b"STOP",
+    )
+    assert await inbound(stop) == 0
+    states = [(await queue.status(m.message_id, None)) for m in (shop_beta, beta_beta, shop_shop)]
+    assert [s.state if s else None for s in states] == [
+        MessageState.CANCELLED,
+        MessageState.QUEUED,
+        MessageState.CANCELLED,
+    ]
+    assert [(o.sender, o.number) for o in await queue.list_optouts()] == [("SHOP", number)]
 
 
 async def test_a_stop_beside_an_empty_message_payload_opts_out() -> None:

@@ -166,8 +166,11 @@ class Queue(Protocol):
         """Opt-outs ordered by (sender, number), starting after `after` (a page cursor)."""
         ...
 
-    async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
-        """Cancel unsent segments from `sender` ("*": any sender) to `number`."""
+    async def cancel_queued_to(
+        self, sender: str, number: str, *, now: float, client: str | None = None
+    ) -> list[Change]:
+        """Cancel unsent segments from `sender` ("*": any sender) to `number`; of `client`'s
+        messages only, if given."""
         ...
 
     async def status(self, message_id: int, client: str | None) -> MessageStatus | None:

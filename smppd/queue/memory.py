@@ -746,7 +746,9 @@ class MemoryQueue:
         )
         return [OptOut(s, n, self._optouts[s, n]) for s, n in pairs[:limit]]
 
-    async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
+    async def cancel_queued_to(
+        self, sender: str, number: str, *, now: float, client: str | None = None
+    ) -> list[Change]:
         self._commit()
         changes = []
         for message in self._messages.values():
@@ -755,6 +757,7 @@ class MemoryQueue:
                 message.finished_at is None
                 and new.destination == number
                 and sender in (OPTOUT_ALL_SENDERS, new.source)
+                and client in (None, new.client)
             ):
                 changes.extend(self._cancel(message, now=now))
         return changes

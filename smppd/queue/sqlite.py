@@ -673,9 +673,13 @@ class SqliteQueue:
             partial(sqlite_reads.list_optouts, sender=sender, after=after, limit=limit), page=True
         )
 
-    async def cancel_queued_to(self, sender: str, number: str, *, now: float) -> list[Change]:
+    async def cancel_queued_to(
+        self, sender: str, number: str, *, now: float, client: str | None = None
+    ) -> list[Change]:
         return await self._submit(
-            partial(sqlite_admin.cancel_queued_to, sender=sender, number=number, now=now),
+            partial(
+                sqlite_admin.cancel_queued_to, sender=sender, number=number, now=now, client=client
+            ),
             weight=1,
             now=now,
         )

@@ -61,16 +61,20 @@ def _cancel_message(batch: Batch, message_id: int, total: int, *, now: float) ->
 
 
 _UNFINISHED_TO: Final = """
-    SELECT id, source, total FROM messages WHERE destination = ? AND finished_at IS NULL
+    SELECT id, source, client, total FROM messages WHERE destination = ? AND finished_at IS NULL
 """
 
 
-def cancel_queued_to(batch: Batch, sender: str, number: str, *, now: float) -> list[Change]:
-    """Cancel unsent segments to `number` from `sender` ("*": from any sender)."""
+def cancel_queued_to(
+    batch: Batch, sender: str, number: str, *, now: float, client: str | None = None
+) -> list[Change]:
+    """Cancel unsent segments to `number` from `sender` ("*": from any sender), of `client`'s
+    messages only if given."""
     batch.flush_inserts()
     changes = []
-    for message_id, source, total in batch.db.execute(_UNFINISHED_TO, (number,)).fetchall():
-        if sender in (OPTOUT_ALL_SENDERS, source):
+    rows = batch.db.execute(_UNFINISHED_TO, (number,)).fetchall()
+    for message_id, source, owner, total in rows:
+        if sender in (OPTOUT_ALL_SENDERS, source) and client in (None, owner):
             changes.extend(_cancel_message(batch, message_id, total, now=now))
     batch.flush(now=now)
     return changes
