@@ -447,6 +447,25 @@ async def test_a_late_acceptance_while_claimed_again_settles_it_and_is_not_sent_
     assert status.state is MessageState.DELIVERED
 
 
+async def test_a_segment_cancelled_on_the_wire_counts_its_attempt(store: Queue) -> None:
+    """Cancelled while in flight, its answer was ignored with its attempt: accepted late
+    after all it showed attempts 0, and one refused showed no attempt and no status."""
+    timed_out, refused = await store.enqueue([message(), message()], now=T0)
+    first, second = await store.claim(CARRIER, 2, now=T0)
+    for enq in (timed_out, refused):
+        await store.cancel(enq.message_id, None, now=T0 + 1)
+    await store.record([Unknown(first.segment_id, T0 + 5)], now=T0 + 2)
+    await store.record([Retry(second.segment_id, 0x58, T0 + 5)], now=T0 + 2)
+    status = await store.status(refused.message_id, None)
+    assert status is not None
+    assert (status.state, status.segments[0].attempts) == (MessageState.CANCELLED, 1)
+    assert status.segments[0].command_status == 0x58
+    await store.record([Submitted(first.segment_id, ("k1",), "b", late=True)], now=T0 + 3)
+    status = await store.status(timed_out.message_id, None)
+    assert status is not None
+    assert (status.state, status.segments[0].attempts) == (MessageState.SUBMITTED, 1)
+
+
 async def test_both_copies_receipts_match_after_a_late_acceptance(store: Queue) -> None:
     """The second copy was on the wire when the first's late ESME_ROK settled the segment: its
     own ESME_ROK changes nothing, but the SMSC sends a receipt for each copy, and the second's

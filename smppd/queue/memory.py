@@ -345,6 +345,11 @@ class MemoryQueue:
             }[type(outcome)]
             target = transition(segment.state, event)
             if target is None:
+                if segment.state is SegmentState.CANCELLED and not isinstance(outcome, Deferred):
+                    # Cancelled while on the wire: its attempt counts (as in SQLite).
+                    segment.attempts += not isinstance(outcome, Retry) or outcome.counts
+                    status = None if isinstance(outcome, Unknown) else outcome.command_status
+                    segment.command_status = status
                 continue
             if isinstance(outcome, Deferred):
                 segment.next_attempt_at = outcome.next_attempt_at

@@ -316,7 +316,19 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
                     changes.append(late)
         else:
             target = _unsent(row, outcome, now=now)
-            if target is not None:
+            if (
+                target is None
+                and row.state is SegmentState.CANCELLED
+                and not isinstance(outcome, Deferred)
+            ):
+                # Cancelled while on the wire: it went all the same, so its attempt counts and
+                # its answer shows, though it stays cancelled.
+                row.attempts += not isinstance(outcome, Retry) or outcome.counts
+                row.command_status = (
+                    None if isinstance(outcome, Unknown) else outcome.command_status
+                )
+                batch.touch(row)
+            elif target is not None:
                 if target in WAITING_STATES and row.total > 1 and _a_part_failed(batch, row):
                     # It was in flight when another part failed for good, which cancelled the
                     # parts then waiting: it is not sent again either.
