@@ -474,6 +474,20 @@ async def test_a_stop_to_a_short_code_stops_it_whatever_ton_the_smsc_gives_it(to
     assert owned == [("12345", "shop"), ("7654", None), ("+447700900999", "shop")]
 
 
+def shop_handler(queue: Queue, plan: NumberPlan) -> InboundHandler:
+    """MO to SHOP (shop's), opt-outs by sender, numbers read under `plan`."""
+    policy = OptOutPolicy(keywords=DEFAULT, per_client=False, senders_of={}, numbers=plan)
+    return InboundHandler(
+        "fake",
+        queue,
+        owners={"SHOP": "shop"},
+        optout=policy,
+        default_alphabet=Alphabet.GSM7,
+        publish=lambda event: None,
+        clock=lambda: T0,
+    )
+
+
 @pytest.mark.parametrize(
     ("source", "ton", "prefix"),
     [
@@ -495,18 +509,7 @@ async def test_a_stop_stops_submits_however_the_smsc_writes_the_number(
     """Many SMSCs send MO numbers with TON 0 or as national numbers: the opt-out is stored
     under the number clients submit to, so the next submit to it is refused."""
     queue = MemoryQueue()
-    policy = OptOutPolicy(
-        keywords=DEFAULT, per_client=False, senders_of={}, numbers=NumberPlan(prefix)
-    )
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=policy,
-        default_alphabet=Alphabet.GSM7,
-        publish=lambda event: None,
-        clock=lambda: T0,
-    )
+    inbound = shop_handler(queue, NumberPlan(prefix))
     stop = DeliverSm(
         source_addr=source, source_addr_ton=ton, destination_addr="SHOP", short_message=b"STOP"
     )
@@ -520,18 +523,7 @@ async def test_a_foreign_stop_with_ton_0_stops_its_international_number_too() ->
     +4915112345678 was sent. Both readings are opted out; digits that begin with the prefix,
     or another TON, have one reading only."""
     queue = MemoryQueue()
-    policy = OptOutPolicy(
-        keywords=DEFAULT, per_client=False, senders_of={}, numbers=NumberPlan("44")
-    )
-    inbound = InboundHandler(
-        "fake",
-        queue,
-        owners={"SHOP": "shop"},
-        optout=policy,
-        default_alphabet=Alphabet.GSM7,
-        publish=lambda event: None,
-        clock=lambda: T0,
-    )
+    inbound = shop_handler(queue, NumberPlan("44"))
 
     def mo(source: str, text: bytes, ton: int = 0) -> DeliverSm:
         return DeliverSm(

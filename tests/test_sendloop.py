@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -951,15 +951,8 @@ async def test_a_part_failed_for_good_keeps_its_siblings_waiting_for_room_unsent
     async with asyncio.timeout(5):
         await port.wait_for(1)
         port.futures[0].set_result(SubmitResult(None, 0x0B, StatusClass.PERMANENT, bind="b1"))
-        sent_on = asyncio.ensure_future(port.wait_for(2))
-        ended = asyncio.ensure_future(both_cancelled.wait())
-        await asyncio.wait({sent_on, ended}, return_when=asyncio.FIRST_COMPLETED)
-        sent_on.cancel()
-        ended.cancel()
-        loop.stop()
-        for future in port.futures[1:]:
-            future.set_result(SubmitResult("m", 0, StatusClass.SUCCESS, bind="b1"))
-        await task
+        await first_of(port.wait_for(2), both_cancelled.wait())
+        await stop_accepting(loop, task, port, answered=1)
     assert len(port.futures) == 1
     status = await queue.status(enq.message_id, None)
     assert status is not None
@@ -969,6 +962,24 @@ async def test_a_part_failed_for_good_keeps_its_siblings_waiting_for_room_unsent
         SegmentState.CANCELLED,
     ]
     assert status.state is MessageState.FAILED
+
+
+async def first_of(*waits: Coroutine[Any, Any, object]) -> None:
+    """Return once the first of `waits` has; the others are cancelled."""
+    tasks = {asyncio.ensure_future(wait) for wait in waits}
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+
+
+async def stop_accepting(
+    loop: CarrierSendLoop, task: asyncio.Task[None], port: ManualPort, *, answered: int
+) -> None:
+    """Stop `loop`, accept what it sent past the first `answered`, and wait for it to end."""
+    loop.stop()
+    for future in port.futures[answered:]:
+        future.set_result(SubmitResult("late", 0, StatusClass.SUCCESS, bind="b1"))
+    await task
 
 
 class ClaimsQueue(MemoryQueue):
@@ -1048,15 +1059,8 @@ async def test_a_late_acceptance_while_claimed_again_withdraws_the_copy_held_uns
         ):
             queue.recorded.clear()
             port.submitted.clear()
-            recorded = asyncio.ensure_future(queue.recorded.wait())
-            sent = asyncio.ensure_future(port.submitted.wait())
-            await asyncio.wait({recorded, sent}, return_when=asyncio.FIRST_COMPLETED)
-            recorded.cancel()
-            sent.cancel()
-        loop.stop()
-        for future in port.futures[2:]:
-            future.set_result(SubmitResult("x2", 0, StatusClass.SUCCESS, bind="b1"))
-        await task
+            await first_of(queue.recorded.wait(), port.submitted.wait())
+        await stop_accepting(loop, task, port, answered=2)
     assert len(port.bodies) == 2
     status = await queue.status(x.message_id, None)
     assert status is not None
