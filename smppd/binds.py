@@ -101,13 +101,14 @@ class CarrierBinds:
         # Held by the one slot leaving an address not its own, until it is bound again (at its
         # own, or elsewhere once that failed).
         self._returning = asyncio.Lock()
-        # While the carrier's credentials are in doubt (at first, and after a refusal such as
-        # ESME_RINVPASWD) one slot asks with them and the others wait for its answer: a wrong
-        # password costs one failed login per auth_failure_s, not one per bind, and carriers
-        # lock an account after a few.
-        self._credentials_good = False
+        # Once the SMSC has refused the carrier's credentials (ESME_RINVPASWD, ...), one slot
+        # asks with them and the others wait for its answer: a wrong password costs one failed
+        # login per auth_failure_s, not one per bind, and carriers lock an account after a few.
+        # Not before (at start, after a reload): every bind goes at once, a silent SMSC node
+        # holding none of them up.
+        self._credentials_good = True
         self._asking: int | None = None  # the slot that asks meanwhile
-        self._turns = asyncio.Condition()  # woken when either of those two changes
+        self._turn_changed = asyncio.Event()  # set, and replaced, when either of those changes
         self._slots: list[asyncio.Task[None]] = []
         self._runner: asyncio.Task[None] | None = None
         self._log = log.bind(carrier=carrier)
@@ -353,18 +354,14 @@ class CarrierBinds:
                 self._returning.release()
 
     async def _may_bind(self, index: int) -> None:
-        """Return when slot `index` may try to bind: at once while the credentials are known
-        good; else when it is the one that asks (the first to come while none does)."""
-        if self._credentials_good:
-            return
-        async with self._turns:
-            await self._turns.wait_for(
-                lambda: self._credentials_good or self._asking in (None, index)
-            )
-            if not self._credentials_good:
-                self._asking = index
+        """Return when slot `index` may try to bind: at once unless the credentials are in
+        doubt; else when it is the one that asks (the first to come while none does)."""
+        while not self._credentials_good and self._asking not in (None, index):
+            await self._turn_changed.wait()
+        if not self._credentials_good:
+            self._asking = index
 
-    async def _answered(self, index: int, *, bound: bool, refused: bool) -> None:
+    def _answered(self, index: int, *, bound: bool, refused: bool) -> None:
         """Slot `index` tried: bound, the credentials are good and every slot may go; refused
         them, they are in doubt and it asks from now on (unless another does); failed
         otherwise (no connection, a timeout), nothing was learnt: the one asking hands the
@@ -378,9 +375,9 @@ class CarrierBinds:
         else:
             return
         if (good, asking) != (self._credentials_good, self._asking):
-            async with self._turns:
-                self._credentials_good, self._asking = good, asking
-                self._turns.notify_all()
+            self._credentials_good, self._asking = good, asking
+            changed, self._turn_changed = self._turn_changed, asyncio.Event()
+            changed.set()  # the waiters look again; the first that may go takes the turn
 
     def _longer(self, back_after: float | None) -> float | None:
         """The wait before the next way back, after one that failed."""
@@ -394,12 +391,12 @@ class CarrierBinds:
         try:
             link = await self._link(endpoint, name, index)
         except BindError as exc:
-            await self._answered(index, bound=False, refused=exc.permanent)
+            self._answered(index, bound=False, refused=exc.permanent)
             raise
         except LinkError:
-            await self._answered(index, bound=False, refused=False)
+            self._answered(index, bound=False, refused=False)
             raise
-        await self._answered(index, bound=True, refused=False)
+        self._answered(index, bound=True, refused=False)
         return link
 
     async def _link(self, endpoint: BindSettings, name: str, index: int) -> Link:
