@@ -481,6 +481,44 @@ async def test_both_copies_receipts_match_after_a_late_acceptance(store: Queue) 
     assert ReceiptOutcome.HELD not in [r.outcome for r in results]
 
 
+async def test_a_second_copys_early_receipt_matches_and_a_reused_id_stays_its_owners(
+    store: Queue,
+) -> None:
+    """The second copy's receipt came before its ESME_ROK: held, it ended unmatched, as it
+    is applied when that answer comes. An id the SMSC gave another open segment meanwhile
+    (it reuses ids) stays that segment's: its receipt settled the first one instead."""
+    (enq,) = await store.enqueue([message()], now=T0)
+    (first,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Unknown(first.segment_id, T0 + 1)], now=T0)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    await store.record([Submitted(first.segment_id, ("k1",), "b", late=True)], now=T0 + 2)
+    early = ReceiptIn(("k2",), "DELIVRD", "delivered", "000", T0)
+    (held,) = await store.apply_receipts(CARRIER, [early], now=T0 + 3)
+    assert held.outcome is ReceiptOutcome.HELD
+    await store.record([Submitted(again.segment_id, ("k2",), "b")], now=T0 + 4)
+    status = await store.status(enq.message_id, None)
+    assert status is not None
+    assert status.state is MessageState.DELIVERED
+    stats = await store.stats(now=T0 + 5)
+    assert stats.receipts_held == 0
+
+    (a,) = await store.enqueue([message()], now=T0)
+    (b,) = await store.enqueue([message()], now=T0)
+    (a_first,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Unknown(a_first.segment_id, T0 + 1)], now=T0)
+    a_again, b_seg = await store.claim(CARRIER, 2, now=T0 + 1)
+    assert a_again.message_id == a.message_id
+    await store.record([Submitted(a_first.segment_id, ("a1",), "b", late=True)], now=T0 + 2)
+    await store.record([Submitted(b_seg.segment_id, ("x9",), "b")], now=T0 + 3)
+    await store.record([Submitted(a_again.segment_id, ("x9",), "b")], now=T0 + 4)  # reused
+    b_receipt = ReceiptIn(("x9",), "DELIVRD", "delivered", "000", T0)
+    (result,) = await store.apply_receipts(CARRIER, [b_receipt], now=T0 + 5)
+    assert result.outcome is ReceiptOutcome.MATCHED
+    b_status = await store.status(b.message_id, None)
+    assert b_status is not None
+    assert b_status.state is MessageState.DELIVERED
+
+
 async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
     store: Queue,
 ) -> None:

@@ -385,10 +385,15 @@ class MemoryQueue:
         if target is None:
             keys = outcome.carrier_message_keys
             if segment.state is SegmentState.SUBMITTED and segment.message.new.registered_delivery:
-                # Another copy's acceptance (see the SQLite backend): its receipt matches too.
-                segment.keys = tuple(dict.fromkeys((*segment.keys, *keys)))
-                for key in keys:
-                    self._correlations[segment.message.new.carrier, key] = segment.id
+                # Another copy's acceptance (see the SQLite backend): its receipt matches too,
+                # held already or to come; a key another segment holds stays that one's.
+                carrier = segment.message.new.carrier
+                new = [k for k in keys if (carrier, k) not in self._correlations]
+                segment.keys = tuple(dict.fromkeys((*segment.keys, *new)))
+                for key in new:
+                    self._correlations[carrier, key] = segment.id
+                if new:
+                    return self._match_held(segment, tuple(new), now=now)
             return []
         if outcome.late and keeps_its_end(
             segment.state,
@@ -412,26 +417,33 @@ class MemoryQueue:
                 self._queries[segment.id] = (carrier, outcome.query_at)
         changes = [self._move(segment, target, now=now)]
         if segment.message.new.registered_delivery and keys:
-            for receipt_id, held in list(self._held.items()):
-                # The Submitted's key among the receipt's: as if the receipt came after it. One
-                # giving the id another way only once it has waited, and if no segment has its own.
-                given = held.receipt.keys
-                if (
-                    held.carrier == carrier
-                    and keys[0] in given
-                    and (
-                        given[0] == keys[0]
-                        or (
-                            held.received_at <= now - FALLBACK_AFTER_S
-                            and (carrier, given[0]) not in self._correlations
-                        )
-                    )
-                ):
-                    applied = self._apply_receipt(segment, held.receipt, now=now)
-                    self._take_held(receipt_id, applied.outcome)
-                    changes.extend(applied.changes)
+            changes.extend(self._match_held(segment, keys, now=now))
         if outcome.whole_message and segment.message.new.registered_delivery:
             changes.extend(self._settle_late_part(segment, now=now))
+        return changes
+
+    def _match_held(self, segment: _Segment, keys: tuple[str, ...], *, now: float) -> list[Change]:
+        """Apply the held receipts that `keys` (a Submitted's) correlate with `segment`."""
+        carrier = segment.message.new.carrier
+        changes: list[Change] = []
+        for receipt_id, held in list(self._held.items()):
+            # The Submitted's key among the receipt's: as if the receipt came after it. One
+            # giving the id another way only once it has waited, and if no segment has its own.
+            given = held.receipt.keys
+            if (
+                held.carrier == carrier
+                and keys[0] in given
+                and (
+                    given[0] == keys[0]
+                    or (
+                        held.received_at <= now - FALLBACK_AFTER_S
+                        and (carrier, given[0]) not in self._correlations
+                    )
+                )
+            ):
+                applied = self._apply_receipt(segment, held.receipt, now=now)
+                self._take_held(receipt_id, applied.outcome)
+                changes.extend(applied.changes)
         return changes
 
     def _settle_late_part(self, segment: _Segment, *, now: float) -> list[Change]:

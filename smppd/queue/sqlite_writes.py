@@ -300,6 +300,9 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
         if row is None:
             continue
         if isinstance(outcome, Submitted):
+            if row.state is SegmentState.SUBMITTED and not outcome.late:
+                changes.extend(_another_copy(batch, row, outcome, now=now))
+                continue
             change = _submitted(batch, row, outcome, correlations, now=now)
             if change is None:
                 continue
@@ -344,6 +347,35 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
     return changes
 
 
+_CORRELATED: Final = "SELECT segment_id FROM correlations WHERE carrier = ? AND key = ?"
+# A key another segment holds stays that one's (an SMSC that reuses ids).
+_CORRELATE_IF_FREE: Final = (
+    "INSERT OR IGNORE INTO correlations (carrier, key, segment_id) VALUES {values}"
+)
+
+
+def _another_copy(batch: Batch, row: SegmentRow, outcome: Submitted, *, now: float) -> list[Change]:
+    """Another copy's acceptance of a submitted segment (a late one settled it while this was
+    on the wire): nothing changes but its id, correlated too, since the SMSC sends a receipt for
+    each copy; one held already (it came before this answer) is applied."""
+    keys = outcome.carrier_message_keys
+    if not (row.registered_delivery and keys):
+        return []
+    earlier = split_keys(row.correlation_keys) if row.correlation_keys else ()
+    new = [key for key in keys if key not in earlier]
+    if not new:
+        return []
+    execute_rows(batch.db, _CORRELATE_IF_FREE, [(row.carrier, key, row.id) for key in new])
+    mine = tuple(
+        key
+        for key in new
+        if batch.db.execute(_CORRELATED, (row.carrier, key)).fetchone() == (row.id,)
+    )
+    row.correlation_keys = join_keys(tuple(dict.fromkeys((*earlier, *mine))))
+    batch.touch(row)
+    return match_held(batch, row, mine, now=now) if mine and batch.held else []
+
+
 def _a_part_failed(batch: Batch, row: SegmentRow) -> bool:
     return any(sibling.state is SegmentState.FAILED for sibling in batch.siblings(row))
 
@@ -371,13 +403,6 @@ def _submitted(
     target = transition(row.state, event)
     keys = outcome.carrier_message_keys
     if target is None:
-        if row.state is SegmentState.SUBMITTED and row.registered_delivery and keys:
-            # Another copy's acceptance (a late one settled it while this was on the wire):
-            # the SMSC sends a receipt for each, and this one's must match too.
-            earlier = split_keys(row.correlation_keys) if row.correlation_keys else ()
-            row.correlation_keys = join_keys(tuple(dict.fromkeys((*earlier, *keys))))
-            correlations.extend((row.carrier, key, row.id) for key in keys if key not in earlier)
-            batch.touch(row)
         return None
     if outcome.late and keeps_its_end(
         row.state, row.receipt_stat, (s.state for s in batch.siblings(row))
