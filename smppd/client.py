@@ -195,7 +195,7 @@ class Client:
         if self._writer is not None:
             if self._failure is None:
                 return
-            await self.close()
+            await self._close()
         self._connection += 1
         self._failure = None
         self._subscribed = None
@@ -215,6 +215,10 @@ class Client:
         self._reading = asyncio.create_task(self._read_replies(reader, self._connection))
 
     async def close(self) -> None:
+        async with self._connecting:  # not while a connect() is under way: it would leave one
+            await self._close()
+
+    async def _close(self) -> None:
         if self._reading is not None:
             self._reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):

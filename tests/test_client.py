@@ -291,6 +291,23 @@ async def test_connect_again_after_the_daemon_went_away_starts_afresh() -> None:
             await again.close()
 
 
+async def test_a_close_during_a_connect_leaves_nothing_open() -> None:
+    """close() while connect() waited for the socket found nothing to close, and the
+    connection came up after it returned, its reader running."""
+    async with running_server() as server:
+        client = Client(server.settings.socket)
+        connecting = asyncio.ensure_future(client.connect())
+        await asyncio.sleep(0)  # one turn of the loop: the connect under way, not a wait for time
+        await client.close()
+        await connecting
+        assert client._reading is not None
+        assert client._reading.done()
+        assert client._writer is not None
+        assert client._writer.is_closing()
+        with pytest.raises(ApiConnectionError, match="closed"):
+            await client.health()
+
+
 async def test_a_request_made_inside_a_subscription_loop_gets_its_reply() -> None:
     """An auto-responder answers each event with a request on the same client: with more
     events buffered than the client holds, the reader paused for the loop, and the reply
