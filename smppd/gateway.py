@@ -543,13 +543,16 @@ class Gateway:
         """Whether `destination` opted out of `sender`, or under compliance.scope client of any
         sender its client owns: a STOP is stored under the senders the client had then, and a
         sender added since, or one the client may use but does not own, is the client's too."""
-        if await self._queue.is_opted_out(sender, destination):
-            return True
-        if self._settings.optout_per_client:
-            for owned in client.owned:
-                if owned != sender and await self._queue.is_opted_out(owned, destination):
-                    return True
+        for one in (sender, *self._scope_senders(client, sender)):
+            if await self._queue.is_opted_out(one, destination):
+                return True
         return False
+
+    def _scope_senders(self, client: ClientIdentity, sender: str) -> tuple[str, ...]:
+        """The other senders whose opt-outs stop `client`'s messages from `sender`."""
+        if not self._settings.optout_per_client or not client.owned:
+            return ()
+        return tuple(sorted(client.owned - {sender}))
 
     async def _validate(
         self,
@@ -624,6 +627,7 @@ class Gateway:
             expires_at=expires_at,
             registered_delivery=request.registered_delivery and profile.registered_delivery,
             segments=prepared.bodies,
+            opted_out_with=self._scope_senders(client, sender),
         )
         return _Accepted(message, cap_day)
 

@@ -447,6 +447,20 @@ async def test_a_late_acceptance_while_claimed_again_settles_it_and_is_not_sent_
     assert status.state is MessageState.DELIVERED
 
 
+async def test_an_opt_out_since_the_submit_is_checked_for_the_other_senders_too(
+    store: Queue,
+) -> None:
+    """Under compliance.scope client, a STOP recorded under the client's own sender between
+    the submit's check and its enqueue: the store's second look checked the message's own
+    sender only, and one from another sender of the client went."""
+    seen = store.optouts_recorded
+    await store.add_optout("OWNED", "+15550000001", now=T0)
+    shared = dataclasses.replace(message(source="SHARED"), opted_out_with=("OWNED",))
+    other = message(source="SHARED")  # no scope: its own sender's opt-outs only
+    stopped, sent = await store.enqueue([shared, other], now=T0, optouts_seen=seen)
+    assert (stopped.opted_out, sent.opted_out) == (True, False)
+
+
 async def test_a_segment_cancelled_on_the_wire_counts_its_attempt(store: Queue) -> None:
     """Cancelled while in flight, its answer was ignored with its attempt: accepted late
     after all it showed attempts 0, and one refused showed no attempt and no status."""

@@ -233,7 +233,12 @@ class MemoryQueue:
             if known is not None:
                 results.append(Enqueued(known, False, len(self._messages[known].new.segments)))
                 continue
-            if recheck and await self.is_opted_out(new.source, new.destination):
+            if recheck and any(
+                [
+                    await self.is_opted_out(s, new.destination)
+                    for s in (new.source, *new.opted_out_with)
+                ]
+            ):
                 results.append(Enqueued(0, False, len(new.segments), opted_out=True))
                 continue
             message = _Message(self._next_id, new, now)

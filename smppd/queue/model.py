@@ -68,6 +68,9 @@ class NewMessage:
     registered_delivery: bool
     segments: Sequence[bytes]
     send_now: bool = False
+    # Other senders whose opt-outs stop it too (compliance.scope client: its client's own),
+    # for the check the store makes again when an opt-out came since the submit's.
+    opted_out_with: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.priority <= MAX_PRIORITY:

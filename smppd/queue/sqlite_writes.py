@@ -69,7 +69,10 @@ def enqueue(
                 batch.by_ref[ref] = known
                 results.append(Enqueued(message_id=known[0], created=False, segments=known[1]))
                 continue
-        if recheck and is_opted_out(batch.db, message.source, message.destination):
+        if recheck and any(
+            is_opted_out(batch.db, sender, message.destination)
+            for sender in (message.source, *message.opted_out_with)
+        ):
             results.append(Enqueued(0, False, len(message.segments), opted_out=True))
             continue
         message_id = batch.next_message_id
