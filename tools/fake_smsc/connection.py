@@ -138,6 +138,7 @@ class SmscConnection(asyncio.Protocol):
         self._delayed_key = 0
         self._unbind_resp: bytes | None = None  # to the client's unbind, once answers are out
         self._unbind_after = 0  # the key of the last delayed response decided before it
+        self._client_unbound = False
         self._fired: set[str] = set()  # the *_after_pdus faults already fired here
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
@@ -284,6 +285,8 @@ class SmscConnection(asyncio.Protocol):
     def _dispatch(self, pdu: Pdu) -> None:
         if pdu.is_response:
             self._response(pdu)
+        elif self._client_unbound:
+            pass  # requests after the client's own unbind: not answered, the connection ends
         elif isinstance(pdu, SubmitSm | DataSm) and self.state in _BOUND:
             self._submit(pdu)
         elif isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
@@ -303,6 +306,7 @@ class SmscConnection(asyncio.Protocol):
             self.host.outbox.remove_receiver(self.account, self)
             self._unbind_resp = frame(CommandId.unbind_resp, 0, pdu.sequence_number, b"")
             self._unbind_after = self._delayed_key  # the last response decided before it
+            self._client_unbound = True
             self._unbind_when_answered()
         elif isinstance(pdu, QuerySm | CancelSm) and self.state not in _CAN_SUBMIT:
             # SMPP v3.4 4.8, 4.9: a transmitter's or transceiver's, as submits are.
