@@ -439,10 +439,15 @@ async def test_a_late_acceptance_while_claimed_again_settles_it_and_is_not_sent_
     assert [c.segment_state for c in changes] == [SegmentState.SUBMITTED]
     await store.record([Retry(again.segment_id, 0x58, T0 + 3)], now=T0 + 2)
     assert len(await store.claim(CARRIER, 1, now=T0 + 10)) == 0
-    delivered = ReceiptIn(("k1",), "DELIVRD", "delivered", "000", T0)
-    (result,) = await store.apply_receipts(CARRIER, [delivered], now=T0 + 11)
+    await assert_delivered_by(store, "k1", enq.message_id, now=T0 + 11)
+
+
+async def assert_delivered_by(store: Queue, key: str, message_id: int, *, now: float) -> None:
+    """A DELIVRD receipt under `key` is matched and delivers message `message_id`."""
+    delivered = ReceiptIn((key,), "DELIVRD", "delivered", "000", T0)
+    (result,) = await store.apply_receipts(CARRIER, [delivered], now=now)
     assert result.outcome is ReceiptOutcome.MATCHED
-    status = await store.status(enq.message_id, None)
+    status = await store.status(message_id, None)
     assert status is not None
     assert status.state is MessageState.DELIVERED
 
@@ -525,12 +530,7 @@ async def test_a_second_copys_early_receipt_matches_and_a_reused_id_stays_its_ow
     await store.record([Submitted(a_first.segment_id, ("a1",), "b", late=True)], now=T0 + 2)
     await store.record([Submitted(b_seg.segment_id, ("x9",), "b")], now=T0 + 3)
     await store.record([Submitted(a_again.segment_id, ("x9",), "b")], now=T0 + 4)  # reused
-    b_receipt = ReceiptIn(("x9",), "DELIVRD", "delivered", "000", T0)
-    (result,) = await store.apply_receipts(CARRIER, [b_receipt], now=T0 + 5)
-    assert result.outcome is ReceiptOutcome.MATCHED
-    b_status = await store.status(b.message_id, None)
-    assert b_status is not None
-    assert b_status.state is MessageState.DELIVERED
+    await assert_delivered_by(store, "x9", b.message_id, now=T0 + 5)
 
 
 async def test_waiting_segments_past_their_validity_are_expired_by_the_sweep(
