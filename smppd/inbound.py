@@ -687,7 +687,7 @@ class InboundHandler:
         elif keyword is Keyword.START:
             # Its own reading only: the other may be someone else's STOP (+16012345678's, for
             # a German 16012345678 under prefix 49), which a START must never lift.
-            await self._opt_in(owner, destination, (source,))
+            await self._opt_in(owner, destination, source)
         inbound_id = await self._queue.store_inbound(stored)
         self.counters.inbound += 1
         if owner is None:
@@ -750,12 +750,11 @@ class InboundHandler:
         self._withdraw([change.segment_id for change in changes])
         publish_changes(self._publish, changes, wants=self._wants)
 
-    async def _opt_in(self, client: str | None, sender: str, numbers: tuple[str, ...]) -> None:
+    async def _opt_in(self, client: str | None, sender: str, number: str) -> None:
         for sender_id in self._scope(client, sender):
-            for number in numbers:
-                await self._queue.remove_optout(sender_id, number)
+            await self._queue.remove_optout(sender_id, number)
         self.counters.optins += 1
-        log.info("opt-in recorded", sender=sender, **_numbers(numbers))
+        log.info("opt-in recorded", sender=sender, number=number)
 
 
 def _numbers(numbers: tuple[str, ...]) -> dict[str, str]:
