@@ -500,6 +500,24 @@ async def test_both_copies_receipts_match_after_a_late_acceptance(store: Queue) 
     assert ReceiptOutcome.HELD not in [r.outcome for r in results]
 
 
+async def test_a_late_acceptance_of_a_segment_submitted_again_correlates_its_id(
+    store: Queue,
+) -> None:
+    """The other order: the second copy is accepted first, then the first copy's late ESME_ROK
+    comes. The SMSC holds both and sends a receipt for each; the memory store kept the late
+    id, SQLite dropped it (that receipt held, then unmatched)."""
+    await store.enqueue([message()], now=T0)
+    (first,) = await store.claim(CARRIER, 1, now=T0)
+    await store.record([Unknown(first.segment_id, T0 + 1)], now=T0)
+    (again,) = await store.claim(CARRIER, 1, now=T0 + 1)
+    await store.record([Submitted(again.segment_id, ("k2",), "b")], now=T0 + 2)
+    late = Submitted(first.segment_id, ("k1",), "b", late=True)
+    assert await store.record([late], now=T0 + 3) == []
+    receipts = [ReceiptIn((k,), "DELIVRD", "delivered", "000", T0) for k in ("k2", "k1")]
+    results = await store.apply_receipts(CARRIER, receipts, now=T0 + 4)
+    assert ReceiptOutcome.HELD not in [r.outcome for r in results]
+
+
 async def test_a_second_copys_early_receipt_matches_and_a_reused_id_stays_its_owners(
     store: Queue,
 ) -> None:

@@ -303,7 +303,7 @@ def record(batch: Batch, outcomes: Sequence[Outcome], *, now: float) -> list[Cha
         if row is None:
             continue
         if isinstance(outcome, Submitted):
-            if row.state is SegmentState.SUBMITTED and not outcome.late:
+            if row.state is SegmentState.SUBMITTED:  # another copy's answer, late or not
                 changes.extend(_another_copy(batch, row, outcome, now=now))
                 continue
             change = _submitted(batch, row, outcome, correlations, now=now)
@@ -358,9 +358,9 @@ _CORRELATE_IF_FREE: Final = (
 
 
 def _another_copy(batch: Batch, row: SegmentRow, outcome: Submitted, *, now: float) -> list[Change]:
-    """Another copy's acceptance of a submitted segment (a late one settled it while this was
-    on the wire): nothing changes but its id, correlated too, since the SMSC sends a receipt for
-    each copy; one held already (it came before this answer) is applied."""
+    """Another copy's acceptance of a submitted segment (one copy timed out and both went):
+    nothing changes but its id, correlated too, since the SMSC sends a receipt for each copy;
+    one held already (it came before this answer) is applied."""
     keys = outcome.carrier_message_keys
     if not (row.registered_delivery and keys):
         return []
@@ -404,13 +404,13 @@ def _submitted(
 ) -> Change | None:
     event = SegmentEvent.LATE_ACCEPTED if outcome.late else SegmentEvent.SUBMIT_ACCEPTED
     target = transition(row.state, event)
-    keys = outcome.carrier_message_keys
     if target is None:
         return None
     if outcome.late and keeps_its_end(
         row.state, row.receipt_stat, (s.state for s in batch.siblings(row))
     ):
         return None
+    keys = outcome.carrier_message_keys
     row.attempts += not outcome.late  # a late one's attempt counted when it timed out
     row.command_status = 0
     row.bind = outcome.bind
