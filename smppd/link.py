@@ -116,10 +116,10 @@ def _why(exc: BaseException, *, tls: bool = False) -> str:
     """Why a connection failed, never an empty string: asyncio's TLS layer raises a bare
     ConnectionResetError() when the peer closes during the handshake (as one does that takes
     no TLS 1.2 or later, or no TLS at all)."""
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"TLS {exc.reason}"  # TLSV13_ALERT_CERTIFICATE_REQUIRED, CERTIFICATE_VERIFY_FAILED
-    if text := str(exc):
+    if text := str(exc):  # an SSLError's names its reason and what failed (hostname mismatch)
         return text
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return f"TLS {exc.reason}"
     if tls and isinstance(exc, ConnectionError):
         return "the SMSC closed the connection during the TLS handshake (its TLS version or setup?)"
     return type(exc).__name__

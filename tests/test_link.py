@@ -827,7 +827,7 @@ async def test_tls_with_configured_ca_and_server_hostname(
         assert (await link.submit(body())).status_class is StatusClass.SUCCESS
         await link.close()
         wrong = dataclasses.replace(tls, server_hostname="other.test")
-        with pytest.raises(LinkError):
+        with pytest.raises(LinkError, match="Hostname mismatch"):  # what failed, not only that
             await connect(tap.port, tls=wrong)
         # One that cannot be encoded (config refuses it; the link must not raise past it).
         with pytest.raises(LinkError, match="label"):
