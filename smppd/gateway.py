@@ -539,17 +539,16 @@ class Gateway:
         self._dispatch(messages, enqueued, now)
         return enqueued[0].message_id
 
-    async def _is_opted_out(self, client: ClientIdentity, sender: str, destination: str) -> bool:
-        """Whether `destination` opted out of `sender`, or under compliance.scope client of any
-        sender its client owns: a STOP is stored under the senders the client had then, and a
-        sender added since, or one the client may use but does not own, is the client's too."""
-        for one in (sender, *self._scope_senders(client, sender)):
+    async def _is_opted_out(self, senders: tuple[str, ...], destination: str) -> bool:
+        for one in senders:
             if await self._queue.is_opted_out(one, destination):
                 return True
         return False
 
     def _scope_senders(self, client: ClientIdentity, sender: str) -> tuple[str, ...]:
-        """The other senders whose opt-outs stop `client`'s messages from `sender`."""
+        """The other senders whose opt-outs stop `client`'s messages from `sender`: under
+        compliance.scope client those its client owns (a STOP is stored under the senders it
+        had then, and a sender added since, or one it may use without owning it, is its too)."""
         if not self._settings.optout_per_client or not client.owned:
             return ()
         return tuple(sorted(client.owned - {sender}))
@@ -572,7 +571,8 @@ class Gateway:
             )
         _check_schedule(request, now)
         destination = normalise_destination(request.to, plan=self._settings.numbers)
-        if check_optout and await self._is_opted_out(client, sender, destination):
+        scope = self._scope_senders(client, sender)
+        if check_optout and await self._is_opted_out((sender, *scope), destination):
             raise _opted_out()
         # Outages are measured in monotonic time (smppd.daemon.CarrierRuntime.down_since).
         carrier = self._router.pick(destination, self._down_since, now=time.monotonic())
@@ -627,7 +627,7 @@ class Gateway:
             expires_at=expires_at,
             registered_delivery=request.registered_delivery and profile.registered_delivery,
             segments=prepared.bodies,
-            opted_out_with=self._scope_senders(client, sender),
+            opted_out_with=scope,
         )
         return _Accepted(message, cap_day)
 
