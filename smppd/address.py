@@ -160,14 +160,22 @@ def canonical_sender(sender: str) -> str:
     return sender
 
 
+# A sender id's TON/NPI by its kind (config senders[].kind: short | long | alpha).
+SENDER_KIND_TON_NPI: Final = {
+    "alpha": (TON_ALPHANUMERIC, NPI_UNKNOWN),
+    "short": (TON_NETWORK, NPI_UNKNOWN),
+    "long": (TON_INTERNATIONAL, NPI_E164),
+}
+
+
 def sender_ton_npi(sender: str) -> tuple[int, int]:
     """TON/NPI from a sender id's form: alphanumeric, short code or international number."""
     bare = sender.lstrip("+")
     if not _DIGITS.fullmatch(bare):
-        return TON_ALPHANUMERIC, NPI_UNKNOWN
+        return SENDER_KIND_TON_NPI["alpha"]
     if len(bare) <= SHORT_CODE_MAX_DIGITS and not sender.startswith("+"):
-        return TON_NETWORK, NPI_UNKNOWN
-    return TON_INTERNATIONAL, NPI_E164
+        return SENDER_KIND_TON_NPI["short"]
+    return SENDER_KIND_TON_NPI["long"]
 
 
 def international_reading(address: str, ton: int, *, plan: NumberPlan = _NO_PLAN) -> str | None:

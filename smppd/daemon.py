@@ -28,15 +28,7 @@ import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from smppd import config as cfg
-from smppd.address import (
-    NPI_E164,
-    NPI_UNKNOWN,
-    TON_ALPHANUMERIC,
-    TON_INTERNATIONAL,
-    TON_NETWORK,
-    NumberPlan,
-    canonical_sender,
-)
+from smppd.address import SENDER_KIND_TON_NPI, NumberPlan, canonical_sender
 from smppd.api import ApiObserver, ApiServer, ApiServerError, ApiSettings, ClientTable
 from smppd.binds import CarrierBinds
 from smppd.compliance import Keyword, Keywords
@@ -294,18 +286,11 @@ def sender_rates(config: Config) -> dict[str, float]:
     return {s.id: s.tps for s in config.senders if s.tps is not None}
 
 
-_KIND_TON_NPI: Final = {
-    cfg.SenderKind.ALPHA: (TON_ALPHANUMERIC, NPI_UNKNOWN),
-    cfg.SenderKind.SHORT: (TON_NETWORK, NPI_UNKNOWN),
-    cfg.SenderKind.LONG: (TON_INTERNATIONAL, NPI_E164),
-}
-
-
 def gateway_settings(config: Config) -> GatewaySettings:
     return GatewaySettings(
         max_depth=config.queue.max_depth,
         numbers=number_plan(config.compliance),
-        sender_ton_npi={s.id: _KIND_TON_NPI[s.kind] for s in config.senders},
+        sender_ton_npi={s.id: SENDER_KIND_TON_NPI[s.kind] for s in config.senders},
         optout_per_client=config.compliance.scope is cfg.OptOutScope.CLIENT,
     )
 
