@@ -137,7 +137,6 @@ class SmscConnection(asyncio.Protocol):
         self._delayed: dict[int, tuple[asyncio.TimerHandle, _Response]] = {}
         self._delayed_key = 0
         self._unbind_resp: bytes | None = None  # to the client's unbind, once answers are out
-        self._unbind_after = 0  # the key of the last delayed response decided before it
         self._client_unbound = False
         self._fired: set[str] = set()  # the *_after_pdus faults already fired here
 
@@ -305,7 +304,6 @@ class SmscConnection(asyncio.Protocol):
             self.state = BindState.UNBIND_PENDING
             self.host.outbox.remove_receiver(self.account, self)
             self._unbind_resp = frame(CommandId.unbind_resp, 0, pdu.sequence_number, b"")
-            self._unbind_after = self._delayed_key  # the last response decided before it
             self._client_unbound = True
             self._unbind_when_answered()
         elif isinstance(pdu, QuerySm | CancelSm) and self.state not in _CAN_SUBMIT:
@@ -517,9 +515,9 @@ class SmscConnection(asyncio.Protocol):
             self._unbind_when_answered()
 
     def _unbind_when_answered(self) -> None:
-        """The client's unbind_resp, once no response decided before it waits out its latency
-        (those to PDUs after it do not hold it up: a client that keeps sending gets it too)."""
-        if self._unbind_resp is None or any(key <= self._unbind_after for key in self._delayed):
+        """The client's unbind_resp, once no response waits out its latency (all were decided
+        before it: requests after it get none, so a client that keeps sending gets it too)."""
+        if self._unbind_resp is None or self._delayed:
             return
         if self._held:
             self._release_held()
